@@ -1,0 +1,1 @@
+//! The 2x2 analysis chart.

@@ -1,0 +1,1 @@
+//! Storage: model files and the alert database.
