@@ -1,8 +1,18 @@
 //! netsentinel: network-traffic anomaly detection as a service.
 //!
 //! `detector` is the engine (no HTTP), `store` owns files and the database, `chart` draws,
-//! `api` is the HTTP surface, and `startup` wires them together.
+//! `api` is the HTTP surface, `scoring` and `registry` hold the service logic between them,
+//! and `startup` wires everything together.
 
+pub mod api;
 pub mod chart;
+pub mod config;
+pub mod demo;
 pub mod detector;
+pub mod error;
+pub mod registry;
+pub mod scoring;
+pub mod startup;
+pub mod state;
 pub mod store;
+pub mod telemetry;

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod model;
 pub mod params;
 pub mod scaler;
+pub mod severity;
 pub mod threshold;
 
 use serde::{Deserialize, Serialize};

@@ -1,7 +1,27 @@
 //! The fitted model: scaler, forest, threshold and training statistics, and its file format.
+//!
+//! File format (all integers little-endian):
+//!
+//! ```text
+//! "NSMODEL\0" | format u32 | meta_len u64 | meta (JSON) | body_len u64 | body (postcard: scaler, forest) | sha256 of all before (32 bytes)
+//! ```
+//!
+//! The metadata is JSON so an operator can read it with `strings`; the trees are binary for size.
+//! Any truncation or altered byte fails the checksum and is a typed [`ModelFileError`].
 
+use chrono::{DateTime, Utc};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use utoipa::ToSchema;
+
+use super::Matrix;
+use super::explain::{Direction, FeatureContribution};
+use super::forest::IsolationForest;
+use super::params::{ForestParams, ParamError, check_feature_names};
+use super::scaler::{Scaler, ScalerError};
+use super::severity::severity;
+use super::threshold::{contamination_threshold, percentile_linear};
 
 /// What a scored batch looked like as a whole.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -14,4 +34,370 @@ pub struct BatchSummary {
     pub threshold: f64,
     /// Highest severity in the batch (0 when empty).
     pub max_severity: u8,
+}
+
+/// One feature's distribution in the training data, in original units.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct FeatureStats {
+    pub name: String,
+    pub mean: f64,
+    /// Population standard deviation (ddof = 0).
+    pub std: f64,
+    pub min: f64,
+    /// 5th percentile: the low end of the normal range used in explanations.
+    pub p05: f64,
+    pub median: f64,
+    /// 95th percentile: the high end of the normal range used in explanations.
+    pub p95: f64,
+    pub max: f64,
+}
+
+/// Everything about a model except its trees: what `GET /v1/model` shows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ModelMeta {
+    /// Version number, increasing with each fit; 0 until the model is stored.
+    #[schema(example = 1)]
+    pub version: u64,
+    pub trained_at: DateTime<Utc>,
+    /// Feature names, in the order the model reads them.
+    #[schema(example = json!(["bytes_sent", "bytes_received", "connections", "active_sessions"]))]
+    pub features: Vec<String>,
+    pub params: ForestParams,
+    /// A record is anomalous when its score is strictly greater than this.
+    #[schema(example = 0.5)]
+    pub threshold: f64,
+    pub n_training_records: usize,
+    /// Share of training records above the threshold.
+    pub training_anomaly_rate: f64,
+    /// Wall-clock seconds the fit took (scaling, trees, threshold, statistics).
+    pub fit_seconds: f64,
+    /// Training distribution of each feature.
+    pub feature_stats: Vec<FeatureStats>,
+}
+
+/// Why a model could not be fitted.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum FitError {
+    #[error(transparent)]
+    Param(#[from] ParamError),
+    #[error("the matrix has {got} columns but {expected} feature names were given")]
+    FeatureCount { expected: usize, got: usize },
+    #[error("record {index}: feature {feature:?} is not a finite number")]
+    NonFinite { index: usize, feature: String },
+    #[error(transparent)]
+    Scaler(#[from] ScalerError),
+}
+
+/// A fitted model, ready to score.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Model {
+    meta: ModelMeta,
+    scaler: Scaler,
+    forest: IsolationForest,
+}
+
+/// Rows scaled per work unit when scoring: small enough to stay in cache, large enough to
+/// amortise the per-chunk overhead.
+const SCORE_CHUNK_ROWS: usize = 4096;
+
+impl Model {
+    /// Fits scaler, forest and threshold on raw (unscaled) training data.
+    pub fn fit(
+        x: &Matrix,
+        features: Vec<String>,
+        params: &ForestParams,
+        trained_at: DateTime<Utc>,
+    ) -> Result<Model, FitError> {
+        Self::fit_with_scores(x, features, params, trained_at).map(|(m, _)| m)
+    }
+
+    /// [`Model::fit`], also returning the training records' scores (computed anyway for the threshold).
+    pub fn fit_with_scores(
+        x: &Matrix,
+        features: Vec<String>,
+        params: &ForestParams,
+        trained_at: DateTime<Utc>,
+    ) -> Result<(Model, Vec<f64>), FitError> {
+        let started = std::time::Instant::now();
+        check_feature_names(&features)?;
+        if features.len() != x.n_cols() {
+            return Err(FitError::FeatureCount {
+                expected: features.len(),
+                got: x.n_cols(),
+            });
+        }
+        let checked = params.check(x.n_rows(), x.n_cols())?;
+        if let Some(pos) = x.as_slice().iter().position(|v| !v.is_finite()) {
+            return Err(FitError::NonFinite {
+                index: pos / x.n_cols(),
+                feature: features[pos % x.n_cols()].clone(),
+            });
+        }
+        let scaler = Scaler::fit(x)?;
+        let scaled = scaler.transform(x);
+        let forest = IsolationForest::fit(&scaled, &checked);
+        let training_scores = forest.score_matrix(&scaled);
+        drop(scaled);
+        let threshold = match checked.contamination {
+            Some(c) => contamination_threshold(&training_scores, c),
+            None => 0.5,
+        };
+        let n_flagged = training_scores.iter().filter(|&&s| s > threshold).count();
+        let feature_stats = feature_stats(x, &features, &scaler);
+        let meta = ModelMeta {
+            version: 0,
+            trained_at,
+            features,
+            params: params.clone(),
+            threshold,
+            n_training_records: x.n_rows(),
+            training_anomaly_rate: n_flagged as f64 / x.n_rows() as f64,
+            fit_seconds: 0.0,
+            feature_stats,
+        };
+        let mut model = Model {
+            meta,
+            scaler,
+            forest,
+        };
+        model.meta.fit_seconds = started.elapsed().as_secs_f64();
+        Ok((model, training_scores))
+    }
+
+    pub fn meta(&self) -> &ModelMeta {
+        &self.meta
+    }
+
+    pub fn version(&self) -> u64 {
+        self.meta.version
+    }
+
+    pub fn features(&self) -> &[String] {
+        &self.meta.features
+    }
+
+    pub fn threshold(&self) -> f64 {
+        self.meta.threshold
+    }
+
+    /// Stamps the version the store assigned.
+    pub fn set_version(&mut self, version: u64) {
+        self.meta.version = version;
+    }
+
+    /// Anomaly scores of raw rows, in (0, 1]; higher is more anomalous. Parallel, deterministic.
+    pub fn score(&self, x: &Matrix) -> Vec<f64> {
+        let mut out = vec![0.0; x.n_rows()];
+        self.score_into(x.as_slice(), &mut out);
+        out
+    }
+
+    /// Scores raw row-major `rows` into `out`, scaling a chunk at a time so no scaled copy of the
+    /// whole batch is ever held.
+    pub fn score_into(&self, rows: &[f64], out: &mut [f64]) {
+        let d = self.scaler.n_features();
+        rows.par_chunks(SCORE_CHUNK_ROWS * d)
+            .zip(out.par_chunks_mut(SCORE_CHUNK_ROWS))
+            .for_each_init(Vec::new, |buf: &mut Vec<f64>, (chunk, out)| {
+                buf.resize(chunk.len(), 0.0);
+                self.scaler.transform_into(chunk, buf);
+                self.forest.score_into(buf, out);
+            });
+    }
+
+    /// Whether a score is anomalous under this model's threshold (strictly greater).
+    pub fn is_anomaly(&self, score: f64) -> bool {
+        score > self.meta.threshold
+    }
+
+    /// Severity 0–100 of a score (see [`super::severity`]).
+    pub fn severity(&self, score: f64) -> u8 {
+        severity(score)
+    }
+
+    /// The `top_k` features that drove a raw record's score, most important first.
+    ///
+    /// Attribution is the forest's depth-weighted split attribution (see
+    /// [`IsolationForest::attribution`]); values and normal ranges are in original units.
+    /// Features that took no part in isolating the record are left out.
+    pub fn explain(&self, row: &[f64], top_k: usize) -> Vec<FeatureContribution> {
+        let scaled = self.scaler.transform_row(row);
+        let weights = self.forest.attribution(&scaled);
+        let mut order: Vec<usize> = (0..weights.len()).filter(|&j| weights[j] > 0.0).collect();
+        // Stable sort by weight, ties broken by feature order, so explanations are reproducible.
+        order.sort_by(|&a, &b| weights[b].total_cmp(&weights[a]).then(a.cmp(&b)));
+        order
+            .into_iter()
+            .take(top_k)
+            .map(|j| {
+                let stats = &self.meta.feature_stats[j];
+                let value = row[j];
+                let direction = if value > stats.p95 {
+                    Direction::Above
+                } else if value < stats.p05 {
+                    Direction::Below
+                } else {
+                    Direction::Within
+                };
+                FeatureContribution {
+                    feature: stats.name.clone(),
+                    value,
+                    direction,
+                    contribution: weights[j],
+                    normal_range: [stats.p05, stats.p95],
+                }
+            })
+            .collect()
+    }
+
+    /// Summary of a scored batch under this model.
+    pub fn summarize(&self, scores: &[f64]) -> BatchSummary {
+        let n_anomalies = scores.iter().filter(|&&s| self.is_anomaly(s)).count();
+        let max_severity = scores.iter().map(|&s| severity(s)).max().unwrap_or(0);
+        BatchSummary {
+            n_records: scores.len(),
+            n_anomalies,
+            anomaly_rate: if scores.is_empty() {
+                0.0
+            } else {
+                n_anomalies as f64 / scores.len() as f64
+            },
+            threshold: self.meta.threshold,
+            max_severity,
+        }
+    }
+
+    /// Encodes the model in the versioned, checksummed file format.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let meta = serde_json::to_vec(&self.meta).expect("model metadata always serialises");
+        let body = postcard::to_stdvec(&(&self.scaler, &self.forest))
+            .expect("scaler and forest always serialise");
+        let mut out = Vec::with_capacity(8 + 4 + 16 + meta.len() + body.len() + 32);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&(meta.len() as u64).to_le_bytes());
+        out.extend_from_slice(&meta);
+        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        out.extend_from_slice(&body);
+        let digest = Sha256::digest(&out);
+        out.extend_from_slice(&digest);
+        out
+    }
+
+    /// Decodes a model file; any damage is an error, never a panic.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Model, ModelFileError> {
+        if bytes.len() < MAGIC.len() + 4 + 8 + 8 + 32 {
+            return Err(ModelFileError::Truncated);
+        }
+        if &bytes[..MAGIC.len()] != MAGIC {
+            return Err(ModelFileError::NotAModel);
+        }
+        let (content, digest) = bytes.split_at(bytes.len() - 32);
+        let mut cursor = Cursor {
+            bytes: content,
+            pos: MAGIC.len(),
+        };
+        let format = u32::from_le_bytes(cursor.take_array()?);
+        if format != FORMAT_VERSION {
+            return Err(ModelFileError::UnsupportedFormat(format));
+        }
+        if Sha256::digest(content).as_slice() != digest {
+            return Err(ModelFileError::Checksum);
+        }
+        let meta_len = u64::from_le_bytes(cursor.take_array()?);
+        let meta: ModelMeta = serde_json::from_slice(cursor.take(meta_len)?)
+            .map_err(|e| ModelFileError::Decode(format!("metadata: {e}")))?;
+        let body_len = u64::from_le_bytes(cursor.take_array()?);
+        let (scaler, forest): (Scaler, IsolationForest) =
+            postcard::from_bytes(cursor.take(body_len)?)
+                .map_err(|e| ModelFileError::Decode(format!("trees: {e}")))?;
+        if cursor.pos != content.len() {
+            return Err(ModelFileError::Decode(
+                "trailing bytes after the trees".into(),
+            ));
+        }
+        let d = meta.features.len();
+        if scaler.n_features() != d || forest.n_features() != d || meta.feature_stats.len() != d {
+            return Err(ModelFileError::Decode(
+                "feature count differs between metadata, scaler and trees".into(),
+            ));
+        }
+        Ok(Model {
+            meta,
+            scaler,
+            forest,
+        })
+    }
+}
+
+const MAGIC: &[u8; 8] = b"NSMODEL\0";
+/// Bumped whenever the layout or the meaning of a field changes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Why a model file could not be read.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ModelFileError {
+    #[error("the file is truncated")]
+    Truncated,
+    #[error("not a netsentinel model file (bad magic bytes)")]
+    NotAModel,
+    #[error("model file format {0} is not supported by this build (expects {FORMAT_VERSION})")]
+    UnsupportedFormat(u32),
+    #[error("checksum mismatch: the file was altered or partly written")]
+    Checksum,
+    #[error("the file passed its checksum but could not be decoded: {0}")]
+    Decode(String),
+}
+
+struct Cursor<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, len: u64) -> Result<&'a [u8], ModelFileError> {
+        let len = usize::try_from(len).map_err(|_| ModelFileError::Truncated)?;
+        let end = self.pos.checked_add(len).ok_or(ModelFileError::Truncated)?;
+        let slice = self
+            .bytes
+            .get(self.pos..end)
+            .ok_or(ModelFileError::Truncated)?;
+        self.pos = end;
+        Ok(slice)
+    }
+
+    fn take_array<const N: usize>(&mut self) -> Result<[u8; N], ModelFileError> {
+        let slice = self.take(N as u64)?;
+        slice.try_into().map_err(|_| ModelFileError::Truncated)
+    }
+}
+
+fn feature_stats(x: &Matrix, names: &[String], scaler: &Scaler) -> Vec<FeatureStats> {
+    let stds = scaler.stds();
+    (0..x.n_cols())
+        .into_par_iter()
+        .map(|j| {
+            let col: Vec<f64> = x.column(j).collect();
+            let (min, max) = col
+                .iter()
+                .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+                    (lo.min(v), hi.max(v))
+                });
+            let std = if col.iter().all(|&v| v == col[0]) {
+                0.0
+            } else {
+                stds[j]
+            };
+            FeatureStats {
+                name: names[j].clone(),
+                mean: scaler.means()[j],
+                std,
+                min,
+                p05: percentile_linear(&col, 5.0),
+                median: percentile_linear(&col, 50.0),
+                p95: percentile_linear(&col, 95.0),
+                max,
+            }
+        })
+        .collect()
 }

@@ -1,0 +1,95 @@
+//! `/v1/chart.png` and `/v1/chart.svg`: the 2x2 analysis chart of the last scored batch or the training data.
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use crate::chart::{ChartFormat, ChartInput, ChartSeries, DEFAULT_HEIGHT, DEFAULT_WIDTH, render};
+use crate::error::{ApiError, Problem};
+use crate::state::AppState;
+
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The last batch posted to /v1/score.
+    #[default]
+    Batch,
+    /// The data the active model was fitted on in this process.
+    Training,
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ChartQuery {
+    /// `batch` (default) or `training`.
+    #[param(value_type = Option<String>, example = "batch")]
+    pub source: Option<Source>,
+    /// Pixels, 200-4000 (default 1200).
+    pub width: Option<u32>,
+    /// Pixels, 200-4000 (default 800).
+    pub height: Option<u32>,
+}
+
+/// The analysis chart as PNG.
+#[utoipa::path(get, path = "/v1/chart.png", tag = "chart", params(ChartQuery), responses(
+    (status = 200, content_type = "image/png", body = Vec<u8>, description = "Bytes sent, bytes received, connections and active sessions over time; anomalies in red"),
+    (status = 400, body = Problem, content_type = "application/problem+json"),
+    (status = 409, body = Problem, content_type = "application/problem+json", description = "Nothing to draw yet"),
+))]
+pub async fn chart_png(
+    State(state): State<AppState>,
+    query: Result<Query<ChartQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    draw(state, super::query(query)?, ChartFormat::Png).await
+}
+
+/// The analysis chart as SVG.
+#[utoipa::path(get, path = "/v1/chart.svg", tag = "chart", params(ChartQuery), responses(
+    (status = 200, content_type = "image/svg+xml", body = String),
+    (status = 400, body = Problem, content_type = "application/problem+json"),
+    (status = 409, body = Problem, content_type = "application/problem+json", description = "Nothing to draw yet"),
+))]
+pub async fn chart_svg(
+    State(state): State<AppState>,
+    query: Result<Query<ChartQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    draw(state, super::query(query)?, ChartFormat::Svg).await
+}
+
+async fn draw(state: AppState, q: ChartQuery, format: ChartFormat) -> Result<Response, ApiError> {
+    let source = q.source.unwrap_or_default();
+    let data = match source {
+        Source::Batch => state.last_batch().ok_or_else(|| {
+            ApiError::conflict("nothing-to-draw", "no batch has been scored since the service started; POST /v1/score first, or use ?source=training")
+        })?,
+        Source::Training => state.training_batch().ok_or_else(|| {
+            ApiError::conflict("nothing-to-draw", "no model has been fitted since the service started (training data is not kept across restarts)")
+        })?,
+    };
+    let width = q.width.unwrap_or(DEFAULT_WIDTH);
+    let height = q.height.unwrap_or(DEFAULT_HEIGHT);
+    let bytes = tokio::task::spawn_blocking(move || {
+        let title = match source {
+            Source::Batch => format!("Last scored batch — model v{}", data.model_version),
+            Source::Training => format!("Training data — model v{}", data.model_version),
+        };
+        let input = ChartInput {
+            timestamps: data.timestamps.as_deref(),
+            series: data
+                .features
+                .iter()
+                .zip(&data.series)
+                .map(|(name, values)| ChartSeries { name, values })
+                .collect(),
+            anomalies: &data.anomalies,
+            title: Some(&title),
+        };
+        render(&input, format, width, height)
+    })
+    .await??;
+    Ok(([(header::CONTENT_TYPE, format.content_type())], bytes).into_response())
+}

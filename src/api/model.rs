@@ -1,0 +1,333 @@
+//! `/v1/model`: fit a model, read the active one, list kept versions, roll back.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use chrono::Utc;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::extract::{BodyFormat, Features, Table, parse_json_envelope};
+use crate::detector::generator::{GeneratorConfig, generate};
+use crate::detector::model::{Model, ModelMeta};
+use crate::detector::params::{AutoTag, Contamination, ForestParams, MaxFeatures, MaxSamples};
+use crate::error::{ApiError, Problem};
+use crate::registry;
+use crate::scoring::chart_data;
+use crate::state::AppState;
+
+/// JSON body of a fit: inline `records` or a `generate` request, with optional features and parameters.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"generate": {"profile": "seed", "n_records": 720, "seed": 42}, "params": {"contamination": "auto", "seed": 42}}))]
+pub struct FitRequest {
+    /// Training records (objects with numeric features; `timestamp`, `label` and string fields are allowed).
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub records: Option<Vec<serde_json::Value>>,
+    /// Generate the training data instead (same settings as POST /v1/samples).
+    pub generate: Option<GeneratorConfig>,
+    /// Feature names; default: the four seed features when all are present, else every numeric field but `label`.
+    pub features: Option<Vec<String>>,
+    pub params: Option<ForestParams>,
+}
+
+/// Settings of a CSV or NDJSON fit, in the query string.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FitQuery {
+    /// Comma-separated feature names.
+    pub features: Option<String>,
+    pub n_estimators: Option<u64>,
+    /// `auto`, a count, or a fraction.
+    pub max_samples: Option<String>,
+    /// `auto` or a fraction in (0, 0.5].
+    pub contamination: Option<String>,
+    /// A count or a fraction.
+    pub max_features: Option<String>,
+    pub bootstrap: Option<bool>,
+    pub seed: Option<u64>,
+}
+
+impl FitQuery {
+    fn is_empty(&self) -> bool {
+        self.features.is_none()
+            && self.n_estimators.is_none()
+            && self.max_samples.is_none()
+            && self.contamination.is_none()
+            && self.max_features.is_none()
+            && self.bootstrap.is_none()
+            && self.seed.is_none()
+    }
+
+    fn params(&self) -> Result<ForestParams, ApiError> {
+        let mut p = ForestParams::default();
+        if let Some(n) = self.n_estimators {
+            p.n_estimators = n;
+        }
+        if let Some(s) = &self.max_samples {
+            p.max_samples = if s == "auto" {
+                MaxSamples::Auto(AutoTag::Auto)
+            } else if let Ok(c) = s.parse::<u64>() {
+                MaxSamples::Count(c)
+            } else {
+                MaxSamples::Fraction(number("max_samples", s)?)
+            };
+        }
+        if let Some(s) = &self.contamination {
+            p.contamination = if s == "auto" {
+                Contamination::Auto(AutoTag::Auto)
+            } else {
+                Contamination::Fraction(number("contamination", s)?)
+            };
+        }
+        if let Some(s) = &self.max_features {
+            p.max_features = if let Ok(c) = s.parse::<u64>() {
+                MaxFeatures::Count(c)
+            } else {
+                MaxFeatures::Fraction(number("max_features", s)?)
+            };
+        }
+        if let Some(b) = self.bootstrap {
+            p.bootstrap = b;
+        }
+        if let Some(s) = self.seed {
+            p.seed = s;
+        }
+        Ok(p)
+    }
+
+    fn features(&self) -> Option<Vec<String>> {
+        self.features
+            .as_ref()
+            .map(|f| f.split(',').map(|s| s.trim().to_string()).collect())
+    }
+}
+
+fn number(name: &'static str, s: &str) -> Result<f64, ApiError> {
+    s.parse::<f64>().map_err(|_| {
+        ApiError::bad_request(
+            "invalid-parameter",
+            format!("{name} must be a number or \"auto\", got {s:?}"),
+        )
+        .with_field(name)
+    })
+}
+
+/// Fit a new model and make it the active one.
+///
+/// Training runs off the request threads; the new model is persisted (written, fsynced, renamed)
+/// and then replaces the active one atomically. Body: JSON (`records` or `generate`, plus optional
+/// `features` and `params`), or CSV / NDJSON records with the settings in the query string.
+#[utoipa::path(post, path = "/v1/model/fit", tag = "model",
+    params(FitQuery),
+    request_body(content(
+        (FitRequest = "application/json"),
+        (String = "text/csv"),
+        (String = "application/x-ndjson"),
+    )),
+    responses(
+        (status = 201, body = ModelMeta, description = "The new active model"),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn fit(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    query: Result<Query<FitQuery>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<impl IntoResponse, ApiError> {
+    let query = super::query(query)?;
+    let body = super::body(body)?;
+    let format = BodyFormat::from_headers(&headers)?;
+    let max_records = state.settings().max_records;
+    let (table, features, params) = match format {
+        BodyFormat::Json => {
+            if !query.is_empty() {
+                return Err(ApiError::bad_request(
+                    "invalid-parameter",
+                    "with a JSON body, give features and params in the body, not the query string",
+                ));
+            }
+            let env = parse_json_envelope(&body)?;
+            let mut req: FitRequest = serde_json::from_value(serde_json::Value::Object(env.rest))
+                .map_err(|e| {
+                ApiError::bad_request("invalid-parameter", format!("fit settings: {e}"))
+            })?;
+            req.records = env.records;
+            let params = req.params.unwrap_or_default();
+            params.check_static()?;
+            let table = match (req.records, req.generate) {
+                (Some(_), Some(_)) => {
+                    return Err(ApiError::bad_request(
+                        "invalid-parameter",
+                        "give either \"records\" or \"generate\", not both",
+                    ));
+                }
+                (None, None) => {
+                    return Err(ApiError::bad_request(
+                        "malformed-body",
+                        "give training \"records\" or a \"generate\" request",
+                    )
+                    .with_field("records"));
+                }
+                (Some(records), None) => TableSource::Records(records),
+                (None, Some(g)) => TableSource::Generate(g),
+            };
+            (table, req.features, params)
+        }
+        other => {
+            let params = query.params()?;
+            params.check_static()?;
+            (TableSource::Body(other, body), query.features(), params)
+        }
+    };
+
+    let (model, chart) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+        let table = match table {
+            TableSource::Records(r) => Table::from_json_records(r, max_records)?,
+            TableSource::Body(format, body) => {
+                super::extract::parse_table(format, &body, max_records)?
+            }
+            TableSource::Generate(g) => {
+                let records = generate(&g)
+                    .map_err(|e| ApiError::unprocessable("invalid-parameter", e.to_string()))?;
+                let json = records
+                    .iter()
+                    .map(|r| serde_json::to_value(r).expect("sample records always serialise"))
+                    .collect();
+                Table::from_json_records(json, max_records)?
+            }
+        };
+        let choice = match &features {
+            Some(f) => Features::Given(f),
+            None => Features::Default,
+        };
+        let batch = table.into_batch(choice, false)?;
+        let (model, scores) =
+            Model::fit_with_scores(&batch.matrix, batch.features.clone(), &params, Utc::now())?;
+        let anomalies = scores.iter().map(|&s| model.is_anomaly(s)).collect();
+        let chart = chart_data(0, &batch, anomalies);
+        Ok((model, chart))
+    })
+    .await??;
+    let model = registry::publish(&state, model).await?;
+    state.set_training_batch(crate::state::ChartData {
+        model_version: model.version(),
+        ..chart
+    });
+    tracing::info!(
+        version = model.version(),
+        records = model.meta().n_training_records,
+        seconds = model.meta().fit_seconds,
+        "model fitted"
+    );
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, "/v1/model")],
+        Json(model.meta().clone()),
+    ))
+}
+
+enum TableSource {
+    Records(Vec<serde_json::Value>),
+    Generate(GeneratorConfig),
+    Body(BodyFormat, Bytes),
+}
+
+/// Metadata of the active model.
+#[utoipa::path(get, path = "/v1/model", tag = "model", responses(
+    (status = 200, body = ModelMeta),
+    (status = 404, body = Problem, content_type = "application/problem+json", description = "No model yet"),
+))]
+pub async fn get_model(State(state): State<AppState>) -> Result<Json<ModelMeta>, ApiError> {
+    let model = state.model().ok_or_else(|| {
+        ApiError::not_found(
+            "no-model",
+            "no model has been fitted yet: POST /v1/model/fit first",
+        )
+    })?;
+    Ok(Json(model.meta().clone()))
+}
+
+/// One kept model version.
+#[derive(Serialize, ToSchema)]
+pub struct VersionInfo {
+    pub version: u64,
+    pub active: bool,
+    /// Metadata, or null when the file could not be read.
+    pub meta: Option<ModelMeta>,
+    /// Why the file could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct VersionList {
+    pub active: Option<u64>,
+    /// Newest first.
+    pub versions: Vec<VersionInfo>,
+}
+
+/// The model versions kept on disk, newest first.
+#[utoipa::path(get, path = "/v1/model/versions", tag = "model", responses((status = 200, body = VersionList)))]
+pub async fn list_versions(State(state): State<AppState>) -> Result<Json<VersionList>, ApiError> {
+    let active = state.model().map(|m| m.version());
+    let st = state.clone();
+    let versions = tokio::task::spawn_blocking(move || -> Result<Vec<VersionInfo>, ApiError> {
+        let files = st.models();
+        let mut versions = files.versions()?;
+        versions.reverse();
+        Ok(versions
+            .into_iter()
+            .map(|v| {
+                let decoded = files
+                    .read(v)
+                    .map_err(|e| e.to_string())
+                    .and_then(|b| Model::from_bytes(&b).map_err(|e| e.to_string()));
+                match decoded {
+                    Ok(m) => VersionInfo {
+                        version: v,
+                        active: Some(v) == active,
+                        meta: Some(m.meta().clone()),
+                        error: None,
+                    },
+                    Err(e) => VersionInfo {
+                        version: v,
+                        active: false,
+                        meta: None,
+                        error: Some(e),
+                    },
+                }
+            })
+            .collect())
+    })
+    .await??;
+    Ok(Json(VersionList { active, versions }))
+}
+
+/// Make a kept version the active model again (a rollback); it stays active across restarts.
+#[utoipa::path(post, path = "/v1/model/versions/{version}/activate", tag = "model",
+    params(("version" = u64, Path, description = "A version from GET /v1/model/versions")),
+    responses(
+        (status = 200, body = ModelMeta),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json", description = "The file is corrupt"),
+    ))]
+pub async fn activate(
+    State(state): State<AppState>,
+    version: Result<Path<u64>, axum::extract::rejection::PathRejection>,
+) -> Result<Json<ModelMeta>, ApiError> {
+    let Path(version) = version.map_err(|_| {
+        ApiError::bad_request("invalid-parameter", "the version must be a whole number")
+            .with_field("version")
+    })?;
+    let model = registry::activate(&state, version).await?;
+    Ok(Json(model.meta().clone()))
+}

@@ -1,0 +1,127 @@
+//! Settings from command-line flags and `NETSENTINEL_*` environment variables, with defaults that run out of the box.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// netsentinel: network-traffic anomaly detection service.
+///
+/// With no subcommand it serves the HTTP API (same as `netsentinel serve`).
+#[derive(Debug, Parser)]
+#[command(
+    name = "netsentinel",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: Settings,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API (the default).
+    Serve(Settings),
+    /// Run the tutorial end to end offline: generate, fit, report, alert, chart.
+    Demo(DemoArgs),
+    /// Print the OpenAPI document (what /openapi.json serves).
+    Openapi,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// Where the chart is written (as cybersecurity_analysis.png).
+    #[arg(long, env = "NETSENTINEL_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Every setting of the service. Each flag can also be given as the environment variable shown.
+#[derive(Debug, Clone, Args)]
+pub struct Settings {
+    /// Address to listen on.
+    #[arg(long, env = "NETSENTINEL_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+
+    /// Directory for model files and the alert database (created if missing).
+    #[arg(long, env = "NETSENTINEL_DATA_DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+
+    /// Raise an alert when a batch's anomaly rate exceeds this (the tutorial's 10%).
+    #[arg(long, env = "NETSENTINEL_ALERT_RATE", default_value_t = 0.1, value_parser = parse_unit_interval)]
+    pub alert_rate: f64,
+
+    /// Also raise an alert when any record reaches this severity (0-100).
+    #[arg(long, env = "NETSENTINEL_ALERT_SEVERITY", default_value_t = 75, value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub alert_severity: u8,
+
+    /// How many of a batch's most anomalous records an alert keeps.
+    #[arg(long, env = "NETSENTINEL_ALERT_TOP_RECORDS", default_value_t = 10)]
+    pub alert_top_records: usize,
+
+    /// How many features each explanation lists.
+    #[arg(long, env = "NETSENTINEL_EXPLAIN_TOP_K", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub explain_top_k: u64,
+
+    /// Largest request body accepted, in bytes (larger gets 413).
+    #[arg(long, env = "NETSENTINEL_MAX_BODY_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Most records accepted in one batch (more gets 413).
+    #[arg(long, env = "NETSENTINEL_MAX_RECORDS", default_value_t = 1_000_000)]
+    pub max_records: usize,
+
+    /// How many model versions to keep on disk (older ones are deleted; the active one never).
+    #[arg(long, env = "NETSENTINEL_KEEP_MODELS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep_models: u64,
+
+    /// Seconds a request may take before it is answered 503.
+    #[arg(long, env = "NETSENTINEL_REQUEST_TIMEOUT_SECS", default_value_t = 300)]
+    pub request_timeout_secs: u64,
+
+    /// Requests handled at once; more are refused with 503 and Retry-After.
+    #[arg(long, env = "NETSENTINEL_MAX_CONCURRENCY", default_value_t = 64)]
+    pub max_concurrency: usize,
+
+    /// Log format.
+    #[arg(long, env = "NETSENTINEL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter (tracing EnvFilter syntax, e.g. "info" or "netsentinel=debug").
+    #[arg(long, env = "NETSENTINEL_LOG", default_value = "info")]
+    pub log: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Cli::parse_from(["netsentinel"]).serve
+    }
+}
+
+fn parse_unit_interval(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|e| format!("{e}"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("must be between 0 and 1, got {v}"))
+    }
+}
+
+impl Cli {
+    /// The settings to serve with, whichever way they were given.
+    pub fn into_command(self) -> Command {
+        self.command.unwrap_or(Command::Serve(self.serve))
+    }
+}

@@ -1,0 +1,197 @@
+//! Scoring a batch with a model and deciding whether it raises an alert (no HTTP here).
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::api::extract::Batch;
+use crate::detector::explain::FeatureContribution;
+use crate::detector::model::{BatchSummary, Model};
+use crate::state::ChartData;
+use crate::store::alerts::{Alert, AlertRecord, AlertStatus};
+
+/// Which records get an explanation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExplainMode {
+    /// Only records flagged anomalous (the default; explanations cost a tree walk per record).
+    #[default]
+    #[serde(alias = "true")]
+    Anomalies,
+    /// Every record.
+    All,
+    /// None.
+    #[serde(alias = "false")]
+    None,
+}
+
+/// One scored record as the API returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct RecordResult {
+    /// Position in the posted batch (0-based).
+    pub index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
+    /// Anomaly score in (0, 1]; higher is more anomalous (= −scikit-learn's score_samples).
+    pub score: f64,
+    /// score > threshold.
+    pub is_anomaly: bool,
+    /// 0–100, monotonic in score.
+    pub severity: u8,
+    /// Features that drove the score, most important first (absent when not requested).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<Vec<FeatureContribution>>,
+    /// The record's string fields (src_ip, host, ...), echoed.
+    #[serde(flatten)]
+    pub fields: BTreeMap<String, String>,
+}
+
+/// A batch after scoring.
+#[derive(Debug, Clone)]
+pub struct ScoredBatch {
+    pub scores: Vec<f64>,
+    pub summary: BatchSummary,
+    pub explanations: Vec<Option<Vec<FeatureContribution>>>,
+}
+
+impl ScoredBatch {
+    pub fn is_anomaly(&self, i: usize) -> bool {
+        self.scores[i] > self.summary.threshold
+    }
+}
+
+/// Scores every record and explains those `mode` asks for.
+pub fn score_batch(model: &Model, batch: &Batch, mode: ExplainMode, top_k: usize) -> ScoredBatch {
+    let scores = model.score(&batch.matrix);
+    let summary = model.summarize(&scores);
+    let explanations = (0..batch.len())
+        .into_par_iter()
+        .map(|i| {
+            let wanted = match mode {
+                ExplainMode::All => true,
+                ExplainMode::Anomalies => model.is_anomaly(scores[i]),
+                ExplainMode::None => false,
+            };
+            wanted.then(|| model.explain(batch.matrix.row(i), top_k))
+        })
+        .collect();
+    ScoredBatch {
+        scores,
+        summary,
+        explanations,
+    }
+}
+
+/// The per-record results, optionally only the anomalous ones.
+pub fn results(batch: &Batch, scored: &ScoredBatch, only_anomalies: bool) -> Vec<RecordResult> {
+    (0..batch.len())
+        .filter(|&i| !only_anomalies || scored.is_anomaly(i))
+        .map(|i| RecordResult {
+            index: i,
+            timestamp: batch.timestamps[i].clone(),
+            score: scored.scores[i],
+            is_anomaly: scored.is_anomaly(i),
+            severity: crate::detector::severity::severity(scored.scores[i]),
+            explanation: scored.explanations[i].clone(),
+            fields: batch.echo[i].clone(),
+        })
+        .collect()
+}
+
+/// When a batch raises an alert.
+#[derive(Debug, Clone, Copy)]
+pub struct AlertRule {
+    /// Alert when the anomaly rate exceeds this.
+    pub rate: f64,
+    /// Alert when any record's severity reaches this.
+    pub severity: u8,
+    /// Records kept in the alert.
+    pub top_records: usize,
+    pub explain_top_k: usize,
+}
+
+/// The alert this batch raises, if any: its most anomalous records, explained.
+pub fn alert_for(
+    model: &Model,
+    batch: &Batch,
+    scored: &ScoredBatch,
+    rule: &AlertRule,
+) -> Option<Alert> {
+    let s = &scored.summary;
+    let by_rate = s.anomaly_rate > rule.rate;
+    let by_severity = s.max_severity >= rule.severity;
+    if !by_rate && !by_severity {
+        return None;
+    }
+    let mut reasons = Vec::new();
+    if by_rate {
+        reasons.push(format!(
+            "anomaly rate {:.2}% exceeds {:.2}%",
+            s.anomaly_rate * 100.0,
+            rule.rate * 100.0
+        ));
+    }
+    if by_severity {
+        reasons.push(format!(
+            "a record reached severity {} (alert at {})",
+            s.max_severity, rule.severity
+        ));
+    }
+    let mut candidates: Vec<usize> = (0..batch.len())
+        .filter(|&i| {
+            scored.is_anomaly(i)
+                || crate::detector::severity::severity(scored.scores[i]) >= rule.severity
+        })
+        .collect();
+    candidates.sort_by(|&a, &b| {
+        scored.scores[b]
+            .total_cmp(&scored.scores[a])
+            .then(a.cmp(&b))
+    });
+    candidates.truncate(rule.top_records);
+    let records = candidates
+        .into_iter()
+        .map(|i| AlertRecord {
+            index: i,
+            timestamp: batch.timestamps[i].clone(),
+            score: scored.scores[i],
+            severity: crate::detector::severity::severity(scored.scores[i]),
+            values: batch
+                .features
+                .iter()
+                .cloned()
+                .zip(batch.matrix.row(i).iter().copied())
+                .collect(),
+            fields: batch.echo[i].clone(),
+            explanation: scored.explanations[i]
+                .clone()
+                .unwrap_or_else(|| model.explain(batch.matrix.row(i), rule.explain_top_k)),
+        })
+        .collect();
+    Some(Alert {
+        id: uuid::Uuid::now_v7().to_string(),
+        created_at: Utc::now(),
+        model_version: model.version(),
+        severity: s.max_severity,
+        status: AlertStatus::Open,
+        acknowledged_at: None,
+        reason: reasons.join("; "),
+        summary: s.clone(),
+        records,
+    })
+}
+
+/// The first four features of a batch, with its anomalies, for the chart.
+pub fn chart_data(model_version: u64, batch: &Batch, anomalies: Vec<bool>) -> ChartData {
+    let d = batch.features.len().min(4);
+    ChartData {
+        model_version,
+        features: batch.features[..d].to_vec(),
+        series: (0..d).map(|j| batch.matrix.column(j).collect()).collect(),
+        timestamps: batch.parsed_timestamps(),
+        anomalies,
+    }
+}

@@ -1,0 +1,179 @@
+//! Wiring: open the stores, load the model, build the router with its middleware, bind, serve until a signal.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::http::{HeaderName, Request, StatusCode};
+use axum::response::IntoResponse;
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::api;
+use crate::config::Settings;
+use crate::error::ApiError;
+use crate::registry;
+use crate::state::AppState;
+use crate::store::alerts::SqliteAlertStore;
+use crate::store::model_files::ModelFiles;
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("storage: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A built, bound service, ready to run.
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+}
+
+impl Application {
+    /// Opens storage in the data dir, loads the active model, and binds the address (port 0 picks one).
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let state = build_state(settings.clone())?;
+        let router = app(state.clone());
+        let listener =
+            TcpListener::bind(settings.addr)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: settings.addr,
+                    source,
+                })?;
+        Ok(Self {
+            listener,
+            router,
+            state,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves; in-flight requests are finished first.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        tracing::info!(addr = %self.local_addr(), "netsentinel listening");
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+
+    /// Serves until SIGINT or SIGTERM.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+}
+
+/// Opens the stores and loads the model: everything the app needs but the socket.
+pub fn build_state(settings: Settings) -> Result<AppState, StartupError> {
+    std::fs::create_dir_all(&settings.data_dir).map_err(|source| StartupError::DataDir {
+        path: settings.data_dir.display().to_string(),
+        source,
+    })?;
+    let models = ModelFiles::open(&settings.data_dir, settings.keep_models as usize)?;
+    let alerts = SqliteAlertStore::open(&settings.data_dir.join("alerts.db"))?;
+    let loaded = registry::load_at_start(&models);
+    if loaded.model.is_none() && loaded.problem.is_none() {
+        tracing::info!("no model yet: POST /v1/model/fit to train one");
+    }
+    Ok(AppState::new(
+        settings,
+        models,
+        Arc::new(alerts),
+        loaded.model,
+        loaded.problem,
+    ))
+}
+
+/// The router with its middleware: request ids, tracing, load shedding, timeouts.
+pub fn app(state: AppState) -> Router {
+    let settings = state.settings().clone();
+    let request_id = HeaderName::from_static("x-request-id");
+    api::router(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                        let id = req
+                            .headers()
+                            .get("x-request-id")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("-");
+                        tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                    }),
+                )
+                .layer(PropagateRequestIdLayer::new(request_id))
+                .layer(HandleErrorLayer::new(overloaded))
+                .load_shed()
+                .concurrency_limit(settings.max_concurrency)
+                .timeout(Duration::from_secs(settings.request_timeout_secs)),
+        )
+}
+
+async fn overloaded(err: tower::BoxError) -> axum::response::Response {
+    if err.is::<tower::timeout::error::Elapsed>() {
+        ApiError::unavailable("timeout", "the request took too long and was cancelled", 1)
+            .into_response()
+    } else if err.is::<tower::load_shed::error::Overloaded>() {
+        ApiError::unavailable("overloaded", "too many requests at once; retry shortly", 1)
+            .into_response()
+    } else {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "unexpected middleware error",
+        )
+        .into_response()
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}

@@ -1,0 +1,123 @@
+//! Shared application state: the active model slot, the stores, the settings and the last batches drawn.
+
+use std::sync::{Arc, RwLock};
+
+use chrono::{DateTime, Utc};
+
+use crate::config::Settings;
+use crate::detector::model::Model;
+use crate::store::alerts::AlertStore;
+use crate::store::model_files::ModelFiles;
+
+/// Cheap to clone; every handler gets one.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: Settings,
+    /// The active model. Readers clone the inner `Arc` and drop the lock at once.
+    model: RwLock<Option<Arc<Model>>>,
+    models: ModelFiles,
+    alerts: Arc<dyn AlertStore>,
+    /// One fit or rollback at a time, so versions are assigned and activated in order.
+    model_change: tokio::sync::Mutex<()>,
+    /// Why no model is loaded (for /readyz), or problems met loading one.
+    load_problem: RwLock<Option<String>>,
+    last_batch: RwLock<Option<Arc<ChartData>>>,
+    training_batch: RwLock<Option<Arc<ChartData>>>,
+}
+
+/// What the chart needs of a batch: up to four feature series, timestamps and anomaly flags.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChartData {
+    pub model_version: u64,
+    pub features: Vec<String>,
+    /// One series per feature in `features`.
+    pub series: Vec<Vec<f64>>,
+    /// Present when every record had a parseable timestamp.
+    pub timestamps: Option<Vec<DateTime<Utc>>>,
+    pub anomalies: Vec<bool>,
+}
+
+impl AppState {
+    pub fn new(
+        settings: Settings,
+        models: ModelFiles,
+        alerts: Arc<dyn AlertStore>,
+        model: Option<Model>,
+        load_problem: Option<String>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                settings,
+                model: RwLock::new(model.map(Arc::new)),
+                models,
+                alerts,
+                model_change: tokio::sync::Mutex::new(()),
+                load_problem: RwLock::new(load_problem),
+                last_batch: RwLock::new(None),
+                training_batch: RwLock::new(None),
+            }),
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    pub fn models(&self) -> &ModelFiles {
+        &self.inner.models
+    }
+
+    pub fn alerts(&self) -> Arc<dyn AlertStore> {
+        self.inner.alerts.clone()
+    }
+
+    /// The active model, if any. The lock is held only for the clone.
+    pub fn model(&self) -> Option<Arc<Model>> {
+        read(&self.inner.model).clone()
+    }
+
+    /// Makes `model` the active one (a short write lock) and clears any load problem.
+    pub fn install_model(&self, model: Arc<Model>) {
+        *write(&self.inner.model) = Some(model);
+        *write(&self.inner.load_problem) = None;
+    }
+
+    pub fn load_problem(&self) -> Option<String> {
+        read(&self.inner.load_problem).clone()
+    }
+
+    /// Serialises fits and rollbacks.
+    pub fn model_change_lock(&self) -> &tokio::sync::Mutex<()> {
+        &self.inner.model_change
+    }
+
+    pub fn last_batch(&self) -> Option<Arc<ChartData>> {
+        read(&self.inner.last_batch).clone()
+    }
+
+    pub fn set_last_batch(&self, data: ChartData) {
+        *write(&self.inner.last_batch) = Some(Arc::new(data));
+    }
+
+    pub fn training_batch(&self) -> Option<Arc<ChartData>> {
+        read(&self.inner.training_batch).clone()
+    }
+
+    pub fn set_training_batch(&self, data: ChartData) {
+        *write(&self.inner.training_batch) = Some(Arc::new(data));
+    }
+}
+
+/// A poisoned lock only means another thread panicked mid-assignment of an `Option<Arc<_>>`,
+/// which cannot leave it torn, so the value is still sound to use.
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|e| e.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(|e| e.into_inner())
+}
