@@ -1,1 +1,9 @@
-//! Storage: model files and the alert database.
+//! STUB
+pub mod alerts;
+pub mod model_files;
+#[derive(Debug, thiserror::Error)]
+#[error("store")]
+pub enum StoreError {
+    BadCursor(String),
+    Other(String),
+}
