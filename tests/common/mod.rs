@@ -1,0 +1,308 @@
+//! Shared harness for the HTTP tests: a real server on port 0 over a temp data dir, and request helpers.
+//!
+//! Each test gets its own server and directory, so the suite runs in parallel. `restart()` stops a
+//! server gracefully and starts a new one on the same directory, as an operator's restart would.
+
+#![allow(dead_code)] // each test binary uses a different subset of the helpers
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use netsentinel::config::Settings;
+use netsentinel::startup::Application;
+use reqwest::{Response, StatusCode, header};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The four features the seed profile generates, in the order a default fit uses them.
+pub const SEED_FEATURES: [&str; 4] = [
+    "bytes_sent",
+    "bytes_received",
+    "connections",
+    "active_sessions",
+];
+
+/// Burst positions in the seed profile's 720 records (every 100th).
+pub const BURSTS: [usize; 8] = [0, 100, 200, 300, 400, 500, 600, 700];
+
+/// A running service and a client for it.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base_url: String,
+    /// Kept alive (and shared across restarts) until the last handle is dropped.
+    pub data_dir: Arc<TempDir>,
+    pub client: reqwest::Client,
+    settings: Settings,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+/// A service with default settings over a fresh temp directory.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// A service over a fresh temp directory with settings adjusted by `tweak`.
+pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = Arc::new(tempfile::tempdir().expect("a temp dir"));
+    let mut settings = Settings {
+        addr: "127.0.0.1:0".parse().expect("a socket address"),
+        data_dir: dir.path().to_path_buf(),
+        ..Settings::default()
+    };
+    tweak(&mut settings);
+    spawn_app_in(dir, settings).await
+}
+
+/// A service on `dir` (which outlives it) with `settings`; `settings.data_dir` is set to `dir`.
+pub async fn spawn_app_in(dir: Arc<TempDir>, mut settings: Settings) -> TestApp {
+    if std::env::var_os("TEST_LOG").is_some() {
+        netsentinel::telemetry::init(settings.log_format, &settings.log);
+    }
+    settings.data_dir = dir.path().to_path_buf();
+    let app = Application::build(settings.clone())
+        .await
+        .expect("the application builds");
+    let addr = app.local_addr();
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async {
+        let _ = rx.await;
+    }));
+    TestApp {
+        addr,
+        base_url: format!("http://{addr}"),
+        data_dir: dir,
+        client: reqwest::Client::builder().build().expect("an HTTP client"),
+        settings,
+        shutdown: Some(tx),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    pub fn data_path(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// Stops the server and waits until it has finished every in-flight request and returned.
+    pub async fn stop(&mut self) {
+        // Dropping pooled keep-alive connections lets graceful shutdown finish at once.
+        self.client = reqwest::Client::new();
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("the server task did not panic")
+                .expect("the server stopped cleanly");
+        }
+    }
+
+    /// Stops this server gracefully and starts a new one with the same settings on the same data dir.
+    pub async fn restart(mut self) -> TestApp {
+        self.stop().await;
+        let mut settings = self.settings.clone();
+        settings.addr = "127.0.0.1:0".parse().expect("a socket address");
+        spawn_app_in(self.data_dir.clone(), settings).await
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("the request is sent")
+    }
+
+    pub async fn get_accept(&self, path: &str, accept: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .header(header::ACCEPT, accept)
+            .send()
+            .await
+            .expect("the request is sent")
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> Response {
+        self.client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("the request is sent")
+    }
+
+    /// POSTs raw bytes with the given Content-Type (None: no Content-Type header at all).
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> Response {
+        let mut req = self.client.post(self.url(path)).body(body);
+        if let Some(ct) = content_type {
+            req = req.header(header::CONTENT_TYPE, ct);
+        }
+        req.send().await.expect("the request is sent")
+    }
+
+    pub async fn post_csv(&self, path: &str, body: impl Into<reqwest::Body>) -> Response {
+        self.post_raw(path, Some("text/csv"), body).await
+    }
+
+    pub async fn post_ndjson(&self, path: &str, body: impl Into<reqwest::Body>) -> Response {
+        self.post_raw(path, Some("application/x-ndjson"), body)
+            .await
+    }
+
+    /// POST with an empty body.
+    pub async fn post_empty(&self, path: &str) -> Response {
+        self.client
+            .post(self.url(path))
+            .send()
+            .await
+            .expect("the request is sent")
+    }
+
+    /// The seed profile's 720 labeled records (`POST /v1/samples` with defaults).
+    pub async fn seed_records(&self) -> Vec<Value> {
+        let body = json_ok(self.post_json("/v1/samples", &json!({})).await).await;
+        body["records"]
+            .as_array()
+            .expect("samples carry a records array")
+            .clone()
+    }
+
+    /// Fits on generated seed data with default parameters; returns the model metadata.
+    pub async fn fit_seed(&self) -> Value {
+        self.fit(json!({"generate": {}})).await
+    }
+
+    /// Fits a small, fast forest on seed data with this seed; returns the model metadata.
+    pub async fn fit_small(&self, seed: u64) -> Value {
+        self.fit(json!({"generate": {}, "params": {"n_estimators": 20, "seed": seed}}))
+            .await
+    }
+
+    /// Posts a fit request and insists on 201.
+    pub async fn fit(&self, request: Value) -> Value {
+        let response = self.post_json("/v1/model/fit", &request).await;
+        let status = response.status();
+        let body = response.text().await.expect("a body");
+        assert_eq!(status, StatusCode::CREATED, "fit failed: {body}");
+        serde_json::from_str(&body).expect("fit answers JSON")
+    }
+
+    /// Scores records (JSON) and insists on 200; returns the response body.
+    pub async fn score(&self, records: &[Value]) -> Value {
+        json_ok(self.post_json("/v1/score", &json!(records)).await).await
+    }
+
+    pub async fn alerts(&self, query: &str) -> Vec<Value> {
+        let body = json_ok(self.get(&format!("/v1/alerts{query}")).await).await;
+        body["alerts"].as_array().expect("an alerts array").clone()
+    }
+
+    pub async fn active_version(&self) -> Option<u64> {
+        let response = self.get("/v1/model").await;
+        match response.status() {
+            StatusCode::NOT_FOUND => None,
+            _ => json_ok(response).await["version"].as_u64(),
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Asserts a 200 with a JSON body and returns the body.
+pub async fn json_ok(response: Response) -> Value {
+    json_with_status(response, StatusCode::OK).await
+}
+
+/// Asserts `status` with a JSON body and returns the body (the body is in the failure message).
+pub async fn json_with_status(response: Response, status: StatusCode) -> Value {
+    let got = response.status();
+    let url = response.url().clone();
+    let text = response.text().await.expect("a body");
+    assert_eq!(got, status, "{url}: unexpected status; body: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: not JSON ({e}): {text}"))
+}
+
+/// Asserts an RFC 9457 problem with `status` and `code`; returns the problem body.
+pub async fn assert_problem(response: Response, status: StatusCode, code: &str) -> Value {
+    let content_type = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = json_with_status(response, status).await;
+    assert_eq!(
+        content_type, "application/problem+json",
+        "a problem is served as application/problem+json: {body}"
+    );
+    assert_eq!(body["status"], status.as_u16(), "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["type"], format!("/problems/{code}"), "{body}");
+    assert!(body["title"].is_string(), "{body}");
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "a problem tells the user what went wrong: {body}"
+    );
+    body
+}
+
+/// The `score` of every result, in order.
+pub fn scores(response: &Value) -> Vec<f64> {
+    response["results"]
+        .as_array()
+        .expect("a results array")
+        .iter()
+        .map(|r| r["score"].as_f64().expect("a numeric score"))
+        .collect()
+}
+
+/// Records as NDJSON lines.
+pub fn to_ndjson(records: &[Value]) -> String {
+    records
+        .iter()
+        .map(|r| format!("{r}\n"))
+        .collect::<Vec<_>>()
+        .concat()
+}
+
+/// Records as CSV with a header row (timestamp, the seed features, and any extra string columns).
+pub fn to_csv(records: &[Value], extra: &[&str]) -> String {
+    let mut columns = vec!["timestamp"];
+    columns.extend(SEED_FEATURES);
+    columns.extend(extra);
+    let mut out = columns.join(",");
+    out.push('\n');
+    for r in records {
+        let row: Vec<String> = columns
+            .iter()
+            .map(|c| match &r[*c] {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                v => v.to_string(),
+            })
+            .collect();
+        out.push_str(&row.join(","));
+        out.push('\n');
+    }
+    out
+}

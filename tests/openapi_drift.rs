@@ -1,0 +1,159 @@
+//! The checked-in `openapi/openapi.json` is exactly what the code generates, covers the API in
+//! DESIGN.md, and documents the problems each operation can answer.
+
+mod common;
+
+use std::path::Path;
+
+use common::{json_ok, spawn_app};
+use serde_json::Value;
+
+const REGENERATE: &str = "cargo run -- openapi > openapi/openapi.json";
+
+fn generated() -> String {
+    let json = netsentinel::api::openapi()
+        .to_pretty_json()
+        .expect("the OpenAPI document serialises");
+    format!("{json}\n")
+}
+
+fn checked_in() -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("openapi/openapi.json");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{} cannot be read ({e}); generate it with `{REGENERATE}`",
+            path.display()
+        )
+    })
+}
+
+fn document() -> Value {
+    serde_json::from_str(&generated()).expect("the document is JSON")
+}
+
+/// Every operation of the API (DESIGN.md's table, without /metrics, which is not built yet, and
+/// /openapi.json and /docs, which serve the document rather than appear in it), with the 4xx
+/// statuses its handler can answer.
+const OPERATIONS: &[(&str, &str, &[u16])] = &[
+    ("get", "/healthz", &[]),
+    ("get", "/readyz", &[]),
+    ("post", "/v1/samples", &[400, 406, 413, 415, 422]),
+    ("post", "/v1/model/fit", &[400, 413, 415, 422]),
+    ("get", "/v1/model", &[404]),
+    ("get", "/v1/model/versions", &[]),
+    (
+        "post",
+        "/v1/model/versions/{version}/activate",
+        &[400, 404, 409],
+    ),
+    ("post", "/v1/score", &[400, 406, 409, 413, 415, 422]),
+    ("post", "/v1/evaluate", &[400, 409, 413, 415, 422]),
+    ("get", "/v1/alerts", &[400]),
+    ("get", "/v1/alerts/{id}", &[404]),
+    ("post", "/v1/alerts/{id}/ack", &[404]),
+    ("get", "/v1/chart.png", &[400, 409]),
+    ("get", "/v1/chart.svg", &[400, 409]),
+];
+
+#[test]
+fn the_checked_in_document_matches_the_code() {
+    let expected = generated();
+    let actual = checked_in();
+    if actual != expected {
+        let first_difference = expected
+            .lines()
+            .zip(actual.lines())
+            .enumerate()
+            .find(|(_, (e, a))| e != a)
+            .map(|(i, (e, a))| {
+                format!(
+                    "first difference at line {}:\n  code:       {e}\n  checked in: {a}",
+                    i + 1
+                )
+            })
+            .unwrap_or_else(|| "one is a prefix of the other".to_string());
+        panic!(
+            "openapi/openapi.json is out of date with the code; run `{REGENERATE}` and commit it.\n{first_difference}"
+        );
+    }
+}
+
+#[test]
+fn every_operation_is_documented_with_its_problems() {
+    let doc = document();
+    assert!(
+        doc["openapi"]
+            .as_str()
+            .is_some_and(|v| v.starts_with("3.1")),
+        "OpenAPI 3.1"
+    );
+    let paths = doc["paths"].as_object().expect("paths");
+    let mut missing = Vec::new();
+    for (method, path, statuses) in OPERATIONS {
+        let Some(op) = paths.get(*path).and_then(|p| p.get(*method)) else {
+            missing.push(format!(
+                "{} {path} is not documented",
+                method.to_uppercase()
+            ));
+            continue;
+        };
+        let responses = op["responses"].as_object().expect("responses");
+        let success = responses.keys().any(|s| s.starts_with('2'));
+        if !success {
+            missing.push(format!("{} {path}: no 2xx response", method.to_uppercase()));
+        }
+        for status in *statuses {
+            let documented = responses
+                .get(&status.to_string())
+                .and_then(|r| r["content"].get("application/problem+json"))
+                .is_some_and(|c| c["schema"]["$ref"] == "#/components/schemas/Problem");
+            if !documented {
+                missing.push(format!(
+                    "{} {path}: {status} problem+json response not documented",
+                    method.to_uppercase()
+                ));
+            }
+        }
+        for (status, response) in responses {
+            if status.starts_with('4') || status.starts_with('5') {
+                assert!(
+                    response["content"]
+                        .get("application/problem+json")
+                        .is_some(),
+                    "{} {path}: error {status} is not a problem+json body",
+                    method.to_uppercase()
+                );
+            }
+        }
+        assert!(
+            op["summary"].is_string() || op["description"].is_string(),
+            "{} {path} has no description",
+            method.to_uppercase()
+        );
+    }
+    assert!(missing.is_empty(), "{}", missing.join("\n"));
+    let problem = &doc["components"]["schemas"]["Problem"]["properties"];
+    for field in [
+        "type", "title", "status", "detail", "code", "index", "field",
+    ] {
+        assert!(problem.get(field).is_some(), "Problem schema lacks {field}");
+    }
+}
+
+#[tokio::test]
+async fn the_service_serves_the_document_and_the_docs() {
+    let app = spawn_app().await;
+    let served = json_ok(app.get("/openapi.json").await).await;
+    assert_eq!(
+        served,
+        document(),
+        "/openapi.json serves the generated document"
+    );
+    let response = app.get("/docs/").await;
+    assert_eq!(response.status(), reqwest::StatusCode::OK);
+    let html = response.text().await.unwrap();
+    assert!(
+        html.contains("swagger"),
+        "Swagger UI is served from the binary"
+    );
+}
