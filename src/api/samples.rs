@@ -31,6 +31,8 @@ pub struct SamplesResponse {
         )),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 406, body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json", description = "Settings not sent as application/json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn generate(

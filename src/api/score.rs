@@ -78,6 +78,7 @@ struct Object(serde_json::Map<String, serde_json::Value>);
             (String = "text/csv"),
         )),
         (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 406, body = Problem, content_type = "application/problem+json", description = "Accept allows neither JSON nor CSV"),
         (status = 409, body = Problem, content_type = "application/problem+json", description = "No model yet"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 415, body = Problem, content_type = "application/problem+json"),
