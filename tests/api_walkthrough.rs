@@ -160,6 +160,11 @@ async fn a_user_fits_scores_and_handles_the_alert() {
             "burst {i} is explained by its bytes, not {feature}: {r}"
         );
         assert_eq!(first["direction"], "above", "{r}");
+        assert_eq!(
+            first["value"].as_f64(),
+            records[i][feature].as_f64(),
+            "the explanation shows the value exactly as sent"
+        );
     }
     assert!(
         scored["summary"]["n_anomalies"].as_u64().unwrap() >= 8,
