@@ -1,10 +1,11 @@
 //! Storage: model files and the alert database.
 //!
 //! `model_files` keeps one file per model version on disk, written atomically, with an `ACTIVE`
-//! pointer; `alerts` (next) will hold the alert store.
+//! pointer; `alerts` is the [`alerts::AlertStore`] trait and its embedded SQLite implementation.
 //! Both report failures as one [`StoreError`], whose messages name the path or id involved and
 //! say what an operator can do about it.
 
+pub mod alerts;
 pub mod model_files;
 
 use std::io;
