@@ -198,7 +198,7 @@ impl From<ModelFileError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::BadCursor(_) => {
+            StoreError::BadCursor => {
                 ApiError::bad_request("invalid-parameter", "cursor is not one this service issued")
                     .with_field("cursor")
             }
@@ -219,6 +219,18 @@ impl From<ChartError> for ApiError {
             #[allow(unreachable_patterns)]
             other => ApiError::internal("drawing the chart", other),
         }
+    }
+}
+
+impl From<crate::detector::generator::GeneratorError> for ApiError {
+    fn from(e: crate::detector::generator::GeneratorError) -> Self {
+        ApiError::unprocessable("invalid-parameter", e.to_string()).with_field(e.field())
+    }
+}
+
+impl From<crate::detector::metrics::MetricsError> for ApiError {
+    fn from(e: crate::detector::metrics::MetricsError) -> Self {
+        ApiError::internal("computing metrics", e)
     }
 }
 
