@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::auth::ApiKeys;
+
 /// netsentinel: network-traffic anomaly detection service.
 ///
 /// With no subcommand it serves the HTTP API (same as `netsentinel serve`).
@@ -94,6 +96,19 @@ pub struct Settings {
     /// Requests handled at once; more are refused with 503 and Retry-After.
     #[arg(long, env = "NETSENTINEL_MAX_CONCURRENCY", default_value_t = 64)]
     pub max_concurrency: usize,
+
+    /// API keys: comma-separated `SCOPES:SECRET` entries, SCOPES being read, score and/or admin
+    /// joined by `+`, SECRET the key (16+ characters) or `sha256:<hex>` of it. Unset: no authentication.
+    #[arg(long, env = "NETSENTINEL_API_KEYS", value_parser = ApiKeys::parse, hide_env_values = true)]
+    pub api_keys: Option<ApiKeys>,
+
+    /// Serve without API keys on a non-loopback address (refused otherwise).
+    #[arg(long, env = "NETSENTINEL_INSECURE_OPEN", default_value_t = false)]
+    pub insecure_open: bool,
+
+    /// Require an API key with the read scope for /metrics (open by default, for scrapers).
+    #[arg(long, env = "NETSENTINEL_METRICS_REQUIRE_KEY", default_value_t = false)]
+    pub metrics_require_key: bool,
 
     /// Log format.
     #[arg(long, env = "NETSENTINEL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

@@ -47,7 +47,7 @@ pub fn run(data_dir: &Path) -> Result<(), Box<dyn std::error::Error>> {
         );
         let scores = model.score(&x);
         let predicted: Vec<bool> = scores.iter().map(|&s| model.is_anomaly(s)).collect();
-        println!("{}", classification_report(&labels, &predicted));
+        println!("{}", classification_report(&labels, &predicted)?);
         if let (Some(auc), Some(ap)) = (
             roc_auc(&labels, &scores),
             average_precision(&labels, &scores),

@@ -53,6 +53,9 @@ pub struct Problem {
     /// Field or parameter at fault.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
+    /// The request's `x-request-id` (also in the response header and the service log).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -198,7 +201,7 @@ impl From<ModelFileError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::BadCursor(_) => {
+            StoreError::BadCursor => {
                 ApiError::bad_request("invalid-parameter", "cursor is not one this service issued")
                     .with_field("cursor")
             }
@@ -222,8 +225,55 @@ impl From<ChartError> for ApiError {
     }
 }
 
+impl From<crate::detector::generator::GeneratorError> for ApiError {
+    fn from(e: crate::detector::generator::GeneratorError) -> Self {
+        ApiError::unprocessable("invalid-parameter", e.to_string()).with_field(e.field())
+    }
+}
+
+impl From<crate::detector::metrics::MetricsError> for ApiError {
+    fn from(e: crate::detector::metrics::MetricsError) -> Self {
+        ApiError::internal("computing metrics", e)
+    }
+}
+
 impl From<tokio::task::JoinError> for ApiError {
     fn from(e: tokio::task::JoinError) -> Self {
         ApiError::internal("a background task", e)
     }
+}
+
+/// Middleware: puts the request's `x-request-id` into every problem+json body, so a client can
+/// quote it and an operator can find the matching log lines.
+pub async fn attach_request_id(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let response = next.run(req).await;
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"));
+    let Some(id) = id.filter(|_| is_problem) else {
+        return response;
+    };
+    let (mut parts, body) = response.into_parts();
+    // Problem bodies are small; 64 KiB is far more than any we produce.
+    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
+        return Response::from_parts(parts, axum::body::Body::empty());
+    };
+    let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(serde_json::Value::Object(mut map)) => {
+            map.insert("request_id".into(), serde_json::Value::String(id));
+            serde_json::to_vec(&map).unwrap_or_else(|_| bytes.to_vec())
+        }
+        _ => bytes.to_vec(),
+    };
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(body))
 }

@@ -5,11 +5,13 @@
 //! and `startup` wires everything together.
 
 pub mod api;
+pub mod auth;
 pub mod chart;
 pub mod config;
 pub mod demo;
 pub mod detector;
 pub mod error;
+pub mod monitoring;
 pub mod registry;
 pub mod scoring;
 pub mod startup;

@@ -4,22 +4,23 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::http::{HeaderName, Request, StatusCode};
 use axum::response::IntoResponse;
+use axum::{Router, middleware};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::api;
+use crate::auth::{self, Policy};
 use crate::config::Settings;
 use crate::error::ApiError;
 use crate::registry;
 use crate::state::AppState;
 use crate::store::alerts::SqliteAlertStore;
 use crate::store::model_files::ModelFiles;
+use crate::{api, monitoring};
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +32,10 @@ pub enum StartupError {
     },
     #[error("storage: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error(
+        "refusing to serve without API keys on {0}, which is not a loopback address: set NETSENTINEL_API_KEYS, or pass --insecure-open if this is really wanted"
+    )]
+    InsecureOpen(SocketAddr),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -48,6 +53,21 @@ pub struct Application {
 impl Application {
     /// Opens storage in the data dir, loads the active model, and binds the address (port 0 picks one).
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let open = settings.api_keys.as_ref().is_none_or(|k| k.is_empty());
+        if open && !settings.addr.ip().is_loopback() && !settings.insecure_open {
+            return Err(StartupError::InsecureOpen(settings.addr));
+        }
+        if open {
+            tracing::warn!(
+                "no API keys configured: every endpoint is open to anyone who can reach {}",
+                settings.addr
+            );
+        } else {
+            tracing::info!(
+                keys = settings.api_keys.as_ref().map_or(0, |k| k.len()),
+                "API keys required"
+            );
+        }
         let state = build_state(settings.clone())?;
         let router = app(state.clone());
         let listener =
@@ -116,7 +136,16 @@ pub fn build_state(settings: Settings) -> Result<AppState, StartupError> {
 pub fn app(state: AppState) -> Router {
     let settings = state.settings().clone();
     let request_id = HeaderName::from_static("x-request-id");
+    let policy = Arc::new(Policy {
+        keys: settings.api_keys.clone().unwrap_or_default(),
+        metrics_require_key: settings.metrics_require_key,
+    });
+    if let Some(m) = state.model() {
+        monitoring::model_active(m.version());
+    }
     api::router(state)
+        .layer(middleware::from_fn_with_state(policy, auth::authorize))
+        .layer(middleware::from_fn(crate::error::attach_request_id))
         .layer(
             ServiceBuilder::new()
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))

@@ -109,7 +109,7 @@ pub async fn evaluate(
         let labels = batch.labels.clone().unwrap_or_default();
         let scores = model.score(&batch.matrix);
         let predicted: Vec<bool> = scores.iter().map(|&s| model.is_anomaly(s)).collect();
-        let report = classification_report(&labels, &predicted);
+        let report = classification_report(&labels, &predicted)?;
         let budget = budget
             .map(|max_fpr| {
                 threshold_for_fpr_budget(&labels, &scores, max_fpr).map_err(|e| {
@@ -121,7 +121,7 @@ pub async fn evaluate(
         Ok(EvaluateResponse {
             model_version: model.version(),
             n_records: batch.len(),
-            confusion_matrix: confusion_matrix(&labels, &predicted),
+            confusion_matrix: confusion_matrix(&labels, &predicted)?,
             report_text: report.to_string(),
             classification_report: report,
             roc_auc: roc_auc(&labels, &scores),

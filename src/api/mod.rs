@@ -75,7 +75,10 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState) -> Router {
     let max_body = state.settings().max_body_bytes;
     let (router, api) = api_router().split_for_parts();
+    let router = router.route_layer(axum::middleware::from_fn(crate::monitoring::track));
+    crate::monitoring::handle();
     router
+        .route("/metrics", axum::routing::get(crate::monitoring::render))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

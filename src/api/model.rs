@@ -195,8 +195,7 @@ pub async fn fit(
                 super::extract::parse_table(format, &body, max_records)?
             }
             TableSource::Generate(g) => {
-                let records = generate(&g)
-                    .map_err(|e| ApiError::unprocessable("invalid-parameter", e.to_string()))?;
+                let records = generate(&g)?;
                 let json = records
                     .iter()
                     .map(|r| serde_json::to_value(r).expect("sample records always serialise"))

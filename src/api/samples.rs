@@ -57,8 +57,7 @@ pub async fn generate(
         })?
     };
     let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
-        let records = generate_records(&config)
-            .map_err(|e| ApiError::unprocessable("invalid-parameter", e.to_string()))?;
+        let records = generate_records(&config)?;
         Ok(encode(&records, produces))
     })
     .await??;

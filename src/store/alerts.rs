@@ -1,82 +1,1083 @@
-//! STUB
-use super::StoreError;
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+//! Alerts: what a raised alert holds, the `AlertStore` trait, and its embedded SQLite backend.
+//!
+//! SQLite runs in WAL mode with `synchronous=FULL`: an alert is committed before the score
+//! response that reports it returns, so a crash right after the response must not lose it.
+//! Each row keeps the whole alert as JSON (`body`, the source of truth for reads) next to the
+//! columns the list filters and sorts on. `created_at` is stored as integer nanoseconds since
+//! the Unix epoch, so filters and ordering agree exactly with the `DateTime` in the body.
+
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::types::Value;
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, ToSchema)]
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::detector::explain::FeatureContribution;
+use crate::detector::model::BatchSummary;
+
+/// Highest severity an alert or record can have.
+pub const MAX_SEVERITY: u8 = 100;
+
+/// Whether someone has looked at an alert yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertStatus {
+    /// Raised and not yet acknowledged.
     Open,
+    /// Acknowledged by an operator; `acknowledged_at` says when.
     Acknowledged,
 }
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, ToSchema)]
+
+impl AlertStatus {
+    /// The wire and database spelling: `open` or `acknowledged`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Open => "open",
+            Self::Acknowledged => "acknowledged",
+        }
+    }
+}
+
+/// An alert raised for a scored batch whose anomaly rate or top severity crossed the
+/// configured limits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Alert {
+    /// Unique id: a UUID v7, so ids sort roughly by creation time.
+    #[schema(example = "01928f6e-7c3a-7d41-9b2e-5f0c8a1d2e3f")]
     pub id: String,
+    /// When the alert was raised (RFC 3339, UTC).
     pub created_at: DateTime<Utc>,
+    /// Version of the model that scored the batch.
+    #[schema(example = 3)]
     pub model_version: u64,
+    /// Alert severity, 0–100: the highest record severity in the batch.
+    #[schema(maximum = 100, example = 87)]
     pub severity: u8,
+    /// Open until acknowledged.
     pub status: AlertStatus,
+    /// When the alert was first acknowledged; absent while open.
     pub acknowledged_at: Option<DateTime<Utc>>,
+    /// Why the alert was raised, in words.
+    #[schema(example = "anomaly rate 12.5% exceeds 10.0%")]
     pub reason: String,
-    pub summary: crate::detector::model::BatchSummary,
+    /// The scored batch as a whole.
+    pub summary: BatchSummary,
+    /// The batch's most anomalous records, most anomalous first, each with its explanation.
     pub records: Vec<AlertRecord>,
 }
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, ToSchema)]
-pub struct AlertRecord {
-    pub index: usize,
-    pub timestamp: Option<String>,
-    pub score: f64,
-    pub severity: u8,
-    pub values: BTreeMap<String, f64>,
-    pub fields: BTreeMap<String, String>,
-    pub explanation: Vec<crate::detector::explain::FeatureContribution>,
+
+impl Alert {
+    /// A new open alert created at `created_at`, with a fresh UUID v7 id.
+    pub fn new(
+        created_at: DateTime<Utc>,
+        model_version: u64,
+        severity: u8,
+        reason: String,
+        summary: BatchSummary,
+        records: Vec<AlertRecord>,
+    ) -> Self {
+        Self {
+            id: Uuid::now_v7().to_string(),
+            created_at,
+            model_version,
+            severity: severity.min(MAX_SEVERITY),
+            status: AlertStatus::Open,
+            acknowledged_at: None,
+            reason,
+            summary,
+            records,
+        }
+    }
 }
-#[derive(Debug, Clone, Default)]
+
+/// One anomalous record of the batch that raised an alert.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AlertRecord {
+    /// Position of the record in the scored batch (0-based).
+    pub index: usize,
+    /// The record's own timestamp, as sent, if it had one.
+    #[schema(example = "2024-01-05T04:00:00Z")]
+    pub timestamp: Option<String>,
+    /// Anomaly score in (0, 1]; higher is more anomalous.
+    #[schema(example = 0.71)]
+    pub score: f64,
+    /// Record severity, 0–100.
+    #[schema(maximum = 100, example = 87)]
+    pub severity: u8,
+    /// The record's feature values, by feature name.
+    pub values: BTreeMap<String, f64>,
+    /// String fields of the record echoed back (`src_ip`, `host`, ...), never used as features.
+    pub fields: BTreeMap<String, String>,
+    /// Features that drove the score, most important first.
+    pub explanation: Vec<FeatureContribution>,
+}
+
+/// Which alerts to list. `since` is inclusive and `until` exclusive, so consecutive windows
+/// neither overlap nor leave gaps.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct AlertQuery {
+    /// Only alerts created at or after this instant.
     pub since: Option<DateTime<Utc>>,
+    /// Only alerts created strictly before this instant.
     pub until: Option<DateTime<Utc>>,
+    /// Only alerts at least this severe.
     pub min_severity: Option<u8>,
+    /// Only alerts in this status.
     pub status: Option<AlertStatus>,
+    /// Page size. Clamping to a sensible maximum is the caller's job; 0 is treated as 1.
     pub limit: usize,
+    /// `next_cursor` of the previous page, to continue from there.
     pub cursor: Option<String>,
 }
-#[derive(Debug, Clone)]
+
+/// One page of alerts, newest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AlertPage {
+    /// Alerts on this page, newest first.
     pub alerts: Vec<Alert>,
+    /// Opaque cursor for the next page; absent on the last page.
     pub next_cursor: Option<String>,
 }
+
+/// Where alerts live. Kept small so a PostgreSQL backend can serve several replicas later.
+///
+/// Calls block; async callers run them on `spawn_blocking`.
 pub trait AlertStore: Send + Sync + 'static {
+    /// Stores a new alert; it is committed durably before this returns.
     fn insert(&self, alert: &Alert) -> Result<(), StoreError>;
+    /// The alert with this id, if any.
     fn get(&self, id: &str) -> Result<Option<Alert>, StoreError>;
+    /// Alerts matching the query, newest first (`created_at` desc, then `id` desc).
     fn list(&self, q: &AlertQuery) -> Result<AlertPage, StoreError>;
+    /// Marks the alert acknowledged at `at` and returns it; `None` if there is no such alert.
+    /// Idempotent: acknowledging again keeps the first `acknowledged_at`.
     fn acknowledge(&self, id: &str, at: DateTime<Utc>) -> Result<Option<Alert>, StoreError>;
+    /// How many alerts are stored.
     fn count(&self) -> Result<u64, StoreError>;
 }
-pub struct SqliteAlertStore;
-impl SqliteAlertStore {
-    pub fn open(_p: &Path) -> Result<Self, StoreError> {
-        Ok(Self)
-    }
+
+/// Schema migrations, applied in order; `PRAGMA user_version` counts how many have run.
+/// Append new steps (the webhook outbox table, say); never edit a released one.
+const MIGRATIONS: &[&str] = &[
+    // 1: the alerts table. Indexes serve the default listing (and cursor seeks), the status
+    // filter in list order, and the severity filter.
+    "CREATE TABLE alerts (
+         id            TEXT PRIMARY KEY NOT NULL,
+         created_at_ns INTEGER NOT NULL,
+         severity      INTEGER NOT NULL CHECK (severity BETWEEN 0 AND 100),
+         status        TEXT NOT NULL CHECK (status IN ('open', 'acknowledged')),
+         model_version INTEGER NOT NULL,
+         body          TEXT NOT NULL
+     );
+     CREATE INDEX alerts_by_created ON alerts (created_at_ns DESC, id DESC);
+     CREATE INDEX alerts_by_status ON alerts (status, created_at_ns DESC, id DESC);
+     CREATE INDEX alerts_by_severity ON alerts (severity, created_at_ns DESC, id DESC);",
+];
+
+/// How long a writer waits for another connection's lock before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest alert id accepted, in bytes; ids are UUIDs (36), the slack is for other backends.
+pub const MAX_ID_LEN: usize = 128;
+/// Longest cursor this store produces: hex of an i64, a colon and an id. Longer ones are not
+/// ours; refusing them early bounds the work on hostile input.
+const MAX_CURSOR_LEN: usize = 2 * (20 + 1 + MAX_ID_LEN);
+
+/// The SQLite alert store: one connection behind a mutex.
+#[derive(Debug)]
+pub struct SqliteAlertStore {
+    conn: Mutex<Connection>,
 }
-impl AlertStore for SqliteAlertStore {
-    fn insert(&self, _a: &Alert) -> Result<(), StoreError> {
-        Ok(())
+
+impl SqliteAlertStore {
+    /// Opens (creating, with its parent directory) the database at `path`, switches it to WAL
+    /// and applies pending migrations.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|source| StoreError::Io {
+                op: "create directory",
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|source| StoreError::DatabaseOpen {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::init(conn, path, true)
     }
-    fn get(&self, _id: &str) -> Result<Option<Alert>, StoreError> {
-        Ok(None)
+
+    /// A private in-memory database, for tests and for running without a data directory.
+    pub fn open_in_memory() -> Result<Self, StoreError> {
+        let path = Path::new(":memory:");
+        let conn = Connection::open_in_memory().map_err(|source| StoreError::DatabaseOpen {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::init(conn, path, false)
     }
-    fn list(&self, _q: &AlertQuery) -> Result<AlertPage, StoreError> {
-        Ok(AlertPage {
-            alerts: vec![],
-            next_cursor: None,
+
+    fn init(mut conn: Connection, path: &Path, expect_wal: bool) -> Result<Self, StoreError> {
+        let open_err = |source| StoreError::DatabaseOpen {
+            path: path.to_path_buf(),
+            source,
+        };
+        configure(&conn, path, expect_wal).map_err(open_err)?;
+        migrate(&mut conn, path)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
         })
     }
-    fn acknowledge(&self, _id: &str, _at: DateTime<Utc>) -> Result<Option<Alert>, StoreError> {
-        Ok(None)
+
+    fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+        self.conn.lock().map_err(|_| StoreError::Poisoned)
     }
+
+    /// Inserts `alert` inside a transaction the caller owns, so rows that must appear with the
+    /// alert (a webhook outbox entry, say) commit or roll back together with it.
+    pub(crate) fn insert_tx(tx: &Transaction<'_>, alert: &Alert) -> Result<(), StoreError> {
+        let row = AlertRow::from_alert(alert)?;
+        let inserted = tx.execute(
+            "INSERT INTO alerts (id, created_at_ns, severity, status, model_version, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                alert.id,
+                row.created_at_ns,
+                alert.severity,
+                alert.status.as_str(),
+                row.model_version,
+                row.body
+            ],
+        );
+        match inserted {
+            Ok(_) => Ok(()),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+            {
+                Err(StoreError::DuplicateAlert(alert.id.clone()))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl AlertStore for SqliteAlertStore {
+    fn insert(&self, alert: &Alert) -> Result<(), StoreError> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        Self::insert_tx(&tx, alert)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn get(&self, id: &str) -> Result<Option<Alert>, StoreError> {
+        let conn = self.lock()?;
+        let body: Option<String> = conn
+            .query_row("SELECT body FROM alerts WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?;
+        body.map(|body| decode(id, &body)).transpose()
+    }
+
+    fn list(&self, q: &AlertQuery) -> Result<AlertPage, StoreError> {
+        let cursor = q.cursor.as_deref().map(Cursor::decode).transpose()?;
+        let limit = q.limit.max(1);
+        let (sql, args) = list_sql(q, cursor.as_ref(), limit);
+
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        let mut alerts = Vec::with_capacity(limit.min(1024));
+        let mut next_cursor = None;
+        let mut last: Option<Cursor> = None;
+        for row in rows {
+            let (created_at_ns, id, body) = row?;
+            if alerts.len() == limit {
+                next_cursor = last.take().map(|c| c.encode());
+                break;
+            }
+            alerts.push(decode(&id, &body)?);
+            last = Some(Cursor { created_at_ns, id });
+        }
+        Ok(AlertPage {
+            alerts,
+            next_cursor,
+        })
+    }
+
+    fn acknowledge(&self, id: &str, at: DateTime<Utc>) -> Result<Option<Alert>, StoreError> {
+        let mut conn = self.lock()?;
+        // Immediate: take the write lock before reading, so two acks cannot both see "open".
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let body: Option<String> = tx
+            .query_row("SELECT body FROM alerts WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?;
+        let Some(body) = body else {
+            return Ok(None);
+        };
+        let mut alert = decode(id, &body)?;
+        if alert.status == AlertStatus::Open {
+            alert.status = AlertStatus::Acknowledged;
+            alert.acknowledged_at = Some(at);
+            let row = AlertRow::from_alert(&alert)?;
+            tx.execute(
+                "UPDATE alerts SET status = ?1, body = ?2 WHERE id = ?3",
+                params![alert.status.as_str(), row.body, id],
+            )?;
+            tx.commit()?;
+        }
+        Ok(Some(alert))
+    }
+
     fn count(&self) -> Result<u64, StoreError> {
-        Ok(0)
+        let conn = self.lock()?;
+        let n: i64 = conn.query_row("SELECT COUNT(*) FROM alerts", [], |r| r.get(0))?;
+        // COUNT(*) is never negative.
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+}
+
+/// The listing query for `q`, built from only the filters given so SQLite can pick an index
+/// (a `?1 IS NULL OR ...` form would defeat that).
+fn list_sql(q: &AlertQuery, cursor: Option<&Cursor>, limit: usize) -> (String, Vec<Value>) {
+    let mut sql = String::from("SELECT created_at_ns, id, body FROM alerts WHERE 1 = 1");
+    let mut args: Vec<Value> = Vec::new();
+    if let Some(since) = q.since {
+        sql.push_str(" AND created_at_ns >= ?");
+        args.push(Value::Integer(nanos_clamped(since)));
+    }
+    if let Some(until) = q.until {
+        sql.push_str(" AND created_at_ns < ?");
+        args.push(Value::Integer(nanos_clamped(until)));
+    }
+    if let Some(min) = q.min_severity {
+        sql.push_str(" AND severity >= ?");
+        args.push(Value::Integer(i64::from(min)));
+    }
+    if let Some(status) = q.status {
+        sql.push_str(" AND status = ?");
+        args.push(Value::Text(status.as_str().to_owned()));
+    }
+    if let Some(c) = cursor {
+        // Strictly after the last row shown, in list order: ties on created_at are broken by
+        // id, so equal timestamps are neither repeated nor skipped.
+        sql.push_str(" AND (created_at_ns, id) < (?, ?)");
+        args.push(Value::Integer(c.created_at_ns));
+        args.push(Value::Text(c.id.clone()));
+    }
+    // One row more than asked tells whether another page exists.
+    sql.push_str(" ORDER BY created_at_ns DESC, id DESC LIMIT ?");
+    args.push(Value::Integer(
+        i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX),
+    ));
+    (sql, args)
+}
+
+fn configure(conn: &Connection, path: &Path, expect_wal: bool) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+    if expect_wal && !mode.eq_ignore_ascii_case("wal") {
+        tracing::warn!(path = %path.display(), %mode, "alert database is not in WAL mode");
+    }
+    // FULL: in WAL mode, each commit fsyncs the log, so a returned insert survives power loss.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    // For tables added later (the outbox) that reference alerts.
+    conn.pragma_update(None, "foreign_keys", true)?;
+    Ok(())
+}
+
+/// Applies pending migrations, one transaction each. The version is re-read under the write
+/// lock, so two processes opening a fresh database at once do not both apply a step.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let open_err = |source| StoreError::DatabaseOpen {
+        path: path.to_path_buf(),
+        source,
+    };
+    loop {
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(open_err)?;
+        let found: i64 = tx
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .map_err(open_err)?;
+        let step = match usize::try_from(found) {
+            Ok(step) if step == MIGRATIONS.len() => return Ok(()),
+            Ok(step) if step < MIGRATIONS.len() => step,
+            _ => {
+                return Err(StoreError::SchemaTooNew {
+                    path: path.to_path_buf(),
+                    found,
+                    supported: MIGRATIONS.len(),
+                });
+            }
+        };
+        tx.execute_batch(MIGRATIONS[step]).map_err(open_err)?;
+        tx.pragma_update(None, "user_version", found + 1)
+            .map_err(open_err)?;
+        tx.commit().map_err(open_err)?;
+        tracing::info!(path = %path.display(), schema_version = found + 1, "migrated alert database");
+    }
+}
+
+/// The parts of an alert row that need checking or converting before SQLite sees them.
+struct AlertRow {
+    created_at_ns: i64,
+    model_version: i64,
+    body: String,
+}
+
+impl AlertRow {
+    /// Checks that `alert` can be stored and read back unchanged, so no row is ever written that
+    /// a later read would fail on.
+    fn from_alert(alert: &Alert) -> Result<Self, StoreError> {
+        let invalid = |reason: String| StoreError::InvalidAlert {
+            id: alert.id.clone(),
+            reason,
+        };
+        if alert.id.is_empty() || alert.id.len() > MAX_ID_LEN {
+            return Err(invalid(format!(
+                "the id must be 1 to {MAX_ID_LEN} bytes long"
+            )));
+        }
+        if alert.severity > MAX_SEVERITY {
+            return Err(invalid(format!(
+                "severity {} exceeds {MAX_SEVERITY}",
+                alert.severity
+            )));
+        }
+        let created_at_ns = alert.created_at.timestamp_nanos_opt().ok_or_else(|| {
+            invalid(format!(
+                "created_at {} is outside 1677..2262",
+                alert.created_at
+            ))
+        })?;
+        let model_version = i64::try_from(alert.model_version).map_err(|_| {
+            invalid(format!(
+                "model_version {} does not fit the database",
+                alert.model_version
+            ))
+        })?;
+        let body = serde_json::to_string(alert)
+            .map_err(|e| invalid(format!("it does not serialise to JSON: {e}")))?;
+        // JSON has no NaN or infinity (serde_json writes null, which does not read back as f64).
+        serde_json::from_str::<Alert>(&body).map_err(|e| {
+            invalid(format!(
+                "its JSON does not read back ({e}); non-finite numbers cannot be stored"
+            ))
+        })?;
+        Ok(Self {
+            created_at_ns,
+            model_version,
+            body,
+        })
+    }
+}
+
+fn decode(id: &str, body: &str) -> Result<Alert, StoreError> {
+    serde_json::from_str(body).map_err(|source| StoreError::Decode {
+        id: id.to_owned(),
+        source,
+    })
+}
+
+/// Nanoseconds since the epoch, saturating: a filter bound outside what i64 nanoseconds cover
+/// (1677..2262) lies beyond every stored alert anyway.
+fn nanos_clamped(t: DateTime<Utc>) -> i64 {
+    t.timestamp_nanos_opt().unwrap_or(if t.timestamp() < 0 {
+        i64::MIN
+    } else {
+        i64::MAX
+    })
+}
+
+/// Where a page ended: the list position of its last alert. Travels as hex of
+/// `"<created_at_ns>:<id>"`; clients must treat it as opaque.
+#[derive(Debug, PartialEq)]
+struct Cursor {
+    created_at_ns: i64,
+    id: String,
+}
+
+impl Cursor {
+    fn encode(&self) -> String {
+        let plain = format!("{}:{}", self.created_at_ns, self.id);
+        let mut out = String::with_capacity(plain.len() * 2);
+        for b in plain.bytes() {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "{b:02x}");
+        }
+        out
+    }
+
+    fn decode(s: &str) -> Result<Self, StoreError> {
+        if s.is_empty() || s.len() > MAX_CURSOR_LEN || s.len() % 2 != 0 {
+            return Err(StoreError::BadCursor);
+        }
+        let bytes = (0..s.len())
+            .step_by(2)
+            .map(|i| {
+                s.get(i..i + 2)
+                    .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+            })
+            .collect::<Option<Vec<u8>>>()
+            .ok_or(StoreError::BadCursor)?;
+        let plain = String::from_utf8(bytes).map_err(|_| StoreError::BadCursor)?;
+        let (nanos, id) = plain.split_once(':').ok_or(StoreError::BadCursor)?;
+        let created_at_ns = nanos.parse::<i64>().map_err(|_| StoreError::BadCursor)?;
+        if id.is_empty() {
+            return Err(StoreError::BadCursor);
+        }
+        Ok(Self {
+            created_at_ns,
+            id: id.to_owned(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::detector::explain::Direction;
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_704_067_200 + secs, 0).unwrap()
+    }
+
+    fn summary() -> BatchSummary {
+        BatchSummary {
+            n_records: 8,
+            n_anomalies: 1,
+            anomaly_rate: 0.125,
+            threshold: 0.5,
+            max_severity: 87,
+        }
+    }
+
+    fn record() -> AlertRecord {
+        AlertRecord {
+            index: 3,
+            timestamp: Some("2024-01-05T04:00:00Z".into()),
+            score: 0.712_345_678_9,
+            severity: 87,
+            values: BTreeMap::from([
+                ("bytes_sent".into(), 5_247_031.96),
+                ("connections".into(), 412.0),
+            ]),
+            fields: BTreeMap::from([("src_ip".into(), "10.0.0.7".into())]),
+            explanation: vec![FeatureContribution {
+                feature: "bytes_sent".into(),
+                value: 5_247_031.96,
+                direction: Direction::Above,
+                contribution: 0.82,
+                normal_range: [671_000.0, 1_330_000.0],
+            }],
+        }
+    }
+
+    fn alert(created_at: DateTime<Utc>, severity: u8) -> Alert {
+        Alert::new(
+            created_at,
+            3,
+            severity,
+            "anomaly rate 12.5% exceeds 10.0%".into(),
+            summary(),
+            vec![record()],
+        )
+    }
+
+    fn ids(page: &AlertPage) -> Vec<String> {
+        page.alerts.iter().map(|a| a.id.clone()).collect()
+    }
+
+    fn query(limit: usize) -> AlertQuery {
+        AlertQuery {
+            limit,
+            ..AlertQuery::default()
+        }
+    }
+
+    #[test]
+    fn insert_then_get_returns_the_whole_alert() {
+        let store = SqliteAlertStore::open_in_memory().unwrap();
+        let mut a = alert(Utc::now(), 87);
+        a.records.push(AlertRecord {
+            index: 5,
+            timestamp: None,
+            fields: BTreeMap::new(),
+            ..record()
+        });
+        store.insert(&a).unwrap();
+        assert_eq!(store.get(&a.id).unwrap(), Some(a));
+        assert_eq!(store.get("no-such-id").unwrap(), None);
+        assert_eq!(store.count().unwrap(), 1);
+    }
+
+    #[test]
+    fn alert_json_uses_snake_case_status_and_rfc3339_times() {
+        let a = alert(t(0), 10);
+        let json = serde_json::to_value(&a).unwrap();
+        assert_eq!(json["status"], "open");
+        assert_eq!(json["created_at"], "2024-01-01T00:00:00Z");
+        assert_eq!(
+            serde_json::to_value(AlertStatus::Acknowledged).unwrap(),
+            "acknowledged"
+        );
+        assert!(Uuid::parse_str(&a.id).is_ok_and(|u| u.get_version_num() == 7));
+    }
+
+    #[test]
+    fn duplicate_and_unstorable_alerts_are_refused_and_leave_nothing_behind() {
+        let store = SqliteAlertStore::open_in_memory().unwrap();
+        let a = alert(t(0), 50);
+        store.insert(&a).unwrap();
+        assert!(matches!(
+            store.insert(&a),
+            Err(StoreError::DuplicateAlert(id)) if id == a.id
+        ));
+
+        let mut nan = alert(t(1), 50);
+        nan.records[0].score = f64::NAN;
+        let mut too_severe = alert(t(2), 50);
+        too_severe.severity = 101;
+        let mut huge_version = alert(t(3), 50);
+        huge_version.model_version = u64::MAX;
+        let mut no_id = alert(t(4), 50);
+        no_id.id.clear();
+        let mut long_id = alert(t(5), 50);
+        long_id.id = "x".repeat(MAX_ID_LEN + 1);
+        for bad in [nan, too_severe, huge_version, no_id, long_id] {
+            assert!(
+                matches!(store.insert(&bad), Err(StoreError::InvalidAlert { .. })),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(store.count().unwrap(), 1);
+    }
+
+    #[test]
+    fn list_is_newest_first() {
+        let store = SqliteAlertStore::open_in_memory().unwrap();
+        let alerts: Vec<Alert> = [5, 1, 9, 3].into_iter().map(|s| alert(t(s), 50)).collect();
+        for a in &alerts {
+            store.insert(a).unwrap();
+        }
+        let page = store.list(&query(10)).unwrap();
+        let times: Vec<_> = page.alerts.iter().map(|a| a.created_at).collect();
+        assert_eq!(times, vec![t(9), t(5), t(3), t(1)]);
+        assert_eq!(page.next_cursor, None);
+    }
+
+    #[test]
+    fn each_filter_narrows_the_list() {
+        let store = SqliteAlertStore::open_in_memory().unwrap();
+        let a0 = alert(t(0), 20);
+        let a1 = alert(t(10), 60);
+        let a2 = alert(t(20), 90);
+        for a in [&a0, &a1, &a2] {
+            store.insert(a).unwrap();
+        }
+        store.acknowledge(&a1.id, t(30)).unwrap();
+        let list = |q: AlertQuery| ids(&store.list(&AlertQuery { limit: 10, ..q }).unwrap());
+
+        // since is inclusive, until exclusive.
+        let since = AlertQuery {
+            since: Some(t(10)),
+            ..query(10)
+        };
+        assert_eq!(list(since), vec![a2.id.clone(), a1.id.clone()]);
+        let until = AlertQuery {
+            until: Some(t(10)),
+            ..query(10)
+        };
+        assert_eq!(list(until), vec![a0.id.clone()]);
+        let window = AlertQuery {
+            since: Some(t(5)),
+            until: Some(t(15)),
+            ..query(10)
+        };
+        assert_eq!(list(window), vec![a1.id.clone()]);
+        let severe = AlertQuery {
+            min_severity: Some(60),
+            ..query(10)
+        };
+        assert_eq!(list(severe), vec![a2.id.clone(), a1.id.clone()]);
+        let open = AlertQuery {
+            status: Some(AlertStatus::Open),
+            ..query(10)
+        };
+        assert_eq!(list(open), vec![a2.id.clone(), a0.id.clone()]);
+        let acked = AlertQuery {
+            status: Some(AlertStatus::Acknowledged),
+            ..query(10)
+        };
+        assert_eq!(list(acked), vec![a1.id.clone()]);
+        let combined = AlertQuery {
+            since: Some(t(0)),
+            min_severity: Some(50),
+            status: Some(AlertStatus::Open),
+            ..query(10)
+        };
+        assert_eq!(list(combined), vec![a2.id.clone()]);
+        // Bounds beyond what nanoseconds cover still filter sensibly.
+        let far = AlertQuery {
+            since: Some(Utc.with_ymd_and_hms(1000, 1, 1, 0, 0, 0).unwrap()),
+            until: Some(Utc.with_ymd_and_hms(9000, 1, 1, 0, 0, 0).unwrap()),
+            ..query(10)
+        };
+        assert_eq!(list(far).len(), 3);
+    }
+
+    /// Pages through everything matching `q`, returning each page's ids.
+    fn all_pages(store: &SqliteAlertStore, q: AlertQuery) -> Vec<Vec<String>> {
+        let mut pages = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = store
+                .list(&AlertQuery {
+                    cursor: cursor.clone(),
+                    ..q.clone()
+                })
+                .unwrap();
+            pages.push(ids(&page));
+            match page.next_cursor {
+                Some(next) => cursor = Some(next),
+                None => return pages,
+            }
+            assert!(pages.len() < 100, "pagination does not terminate");
+        }
+    }
+
+    #[test]
+    fn pagination_has_no_repeats_or_gaps_even_with_equal_timestamps() {
+        let store = SqliteAlertStore::open_in_memory().unwrap();
+        // Groups of three alerts share a created_at, so pages split inside a group.
+        let alerts: Vec<Alert> = (0..25).map(|i| alert(t(i / 3), 40 + i as u8)).collect();
+        for a in &alerts {
+            store.insert(a).unwrap();
+        }
+        let pages = all_pages(&store, query(10));
+        let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+        assert_eq!(sizes, vec![10, 10, 5]);
+
+        let paged: Vec<String> = pages.concat();
+        let unique: HashSet<&String> = paged.iter().collect();
+        assert_eq!(unique.len(), 25, "repeats across pages");
+        let everything = ids(&store.list(&query(100)).unwrap());
+        assert_eq!(paged, everything, "paging differs from one big page");
+
+        // Order: created_at desc, then id desc.
+        let by_id: BTreeMap<&str, &Alert> = alerts.iter().map(|a| (a.id.as_str(), a)).collect();
+        let keys: Vec<_> = paged
+            .iter()
+            .map(|id| (by_id[id.as_str()].created_at, id.clone()))
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort_by(|a, b| b.cmp(a));
+        assert_eq!(keys, sorted);
+
+        // With a filter: 12 alerts have severity >= 53.
+        let filtered = all_pages(
+            &store,
+            AlertQuery {
+                min_severity: Some(53),
+                ..query(5)
+            },
+        );
+        assert_eq!(
+            filtered.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![5, 5, 2]
+        );
+    }
+
+    #[test]
+    fn an_exactly_full_last_page_has_no_cursor() {
+        let store = SqliteAlertStore::open_in_memory().unwrap();
+        for i in 0..10 {
+            store.insert(&alert(t(i), 50)).unwrap();
+        }
+        let page = store.list(&query(10)).unwrap();
+        assert_eq!(page.alerts.len(), 10);
+        assert_eq!(page.next_cursor, None);
+    }
+
+    #[test]
+    fn limit_zero_is_treated_as_one() {
+        let store = SqliteAlertStore::open_in_memory().unwrap();
+        for i in 0..3 {
+            store.insert(&alert(t(i), 50)).unwrap();
+        }
+        let page = store.list(&query(0)).unwrap();
+        assert_eq!(page.alerts.len(), 1);
+        assert!(page.next_cursor.is_some());
+    }
+
+    #[test]
+    fn malformed_cursors_are_a_typed_client_error() {
+        let store = SqliteAlertStore::open_in_memory().unwrap();
+        store.insert(&alert(t(0), 50)).unwrap();
+        let hex = |s: &str| s.bytes().map(|b| format!("{b:02x}")).collect::<String>();
+        let long = "a".repeat(MAX_CURSOR_LEN + 2);
+        for bad in [
+            String::new(),
+            "zz".into(),
+            "abc".into(),
+            "é1".into(),
+            hex("no colon"),
+            hex("12:"),
+            hex("x1:abc"),
+            hex("99999999999999999999:abc"),
+            "ff3a61".into(),
+            long,
+        ] {
+            let err = store
+                .list(&AlertQuery {
+                    cursor: Some(bad.clone()),
+                    ..query(10)
+                })
+                .unwrap_err();
+            assert!(matches!(err, StoreError::BadCursor), "{bad:?}: {err:?}");
+            assert!(err.is_client_error());
+        }
+    }
+
+    #[test]
+    fn cursor_round_trips() {
+        let c = Cursor {
+            created_at_ns: -42,
+            id: "01928f6e-7c3a-7d41-9b2e-5f0c8a1d2e3f".into(),
+        };
+        assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_cursor_string_decodes_or_is_bad_cursor_without_panicking(s in "\\PC{0,80}") {
+            if let Err(e) = Cursor::decode(&s) {
+                proptest::prop_assert!(matches!(e, StoreError::BadCursor));
+            }
+        }
+
+        #[test]
+        fn cursors_round_trip(created_at_ns in proptest::num::i64::ANY, id in "\\PC{1,32}|[ -~]{128}") {
+            let c = Cursor { created_at_ns, id };
+            proptest::prop_assert_eq!(Cursor::decode(&c.encode()).unwrap(), c);
+        }
+    }
+
+    #[test]
+    fn acknowledge_is_idempotent_and_keeps_the_first_time() {
+        let store = SqliteAlertStore::open_in_memory().unwrap();
+        let a = alert(t(0), 70);
+        store.insert(&a).unwrap();
+
+        let acked = store.acknowledge(&a.id, t(100)).unwrap().unwrap();
+        assert_eq!(acked.status, AlertStatus::Acknowledged);
+        assert_eq!(acked.acknowledged_at, Some(t(100)));
+        let again = store.acknowledge(&a.id, t(200)).unwrap().unwrap();
+        assert_eq!(again.acknowledged_at, Some(t(100)));
+        assert_eq!(store.get(&a.id).unwrap(), Some(acked));
+        assert_eq!(store.acknowledge("no-such-id", t(300)).unwrap(), None);
+    }
+
+    #[test]
+    fn alerts_survive_reopening_the_file_in_wal_mode() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("nested").join("alerts.db");
+        let a = alert(t(0), 70);
+        let b = alert(t(1), 30);
+        {
+            let store = SqliteAlertStore::open(&path).unwrap();
+            store.insert(&a).unwrap();
+            store.insert(&b).unwrap();
+            store.acknowledge(&b.id, t(5)).unwrap();
+        }
+        let store = SqliteAlertStore::open(&path).unwrap();
+        assert_eq!(store.count().unwrap(), 2);
+        assert_eq!(store.get(&a.id).unwrap(), Some(a));
+        assert_eq!(
+            store.get(&b.id).unwrap().unwrap().acknowledged_at,
+            Some(t(5))
+        );
+
+        let raw = Connection::open(&path).unwrap();
+        let mode: String = raw
+            .pragma_query_value(None, "journal_mode", |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let version: i64 = raw
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn a_database_from_a_newer_build_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("alerts.db");
+        drop(SqliteAlertStore::open(&path).unwrap());
+        Connection::open(&path)
+            .unwrap()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
+        match SqliteAlertStore::open(&path) {
+            Err(e @ StoreError::SchemaTooNew { found: 99, .. }) => {
+                assert!(e.to_string().contains("alerts.db"), "{e}");
+            }
+            other => panic!("expected SchemaTooNew, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_a_clear_open_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("alerts.db");
+        std::fs::write(&path, vec![b'x'; 4096]).unwrap();
+        match SqliteAlertStore::open(&path) {
+            Err(e @ StoreError::DatabaseOpen { .. }) => {
+                assert!(e.to_string().contains("alerts.db"), "{e}");
+            }
+            other => panic!("expected DatabaseOpen, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_row_that_does_not_decode_is_a_decode_error_naming_the_alert() {
+        let store = SqliteAlertStore::open_in_memory().unwrap();
+        let a = alert(t(0), 50);
+        store.insert(&a).unwrap();
+        store
+            .lock()
+            .unwrap()
+            .execute("UPDATE alerts SET body = '{}'", [])
+            .unwrap();
+        match store.get(&a.id) {
+            Err(e @ StoreError::Decode { .. }) => assert!(e.to_string().contains(&a.id)),
+            other => panic!("expected Decode, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn concurrent_inserts_from_several_threads_all_commit() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("alerts.db");
+        let store = Arc::new(SqliteAlertStore::open(&path).unwrap());
+        // A second connection on the same file contends for SQLite's own write lock too.
+        let other = Arc::new(SqliteAlertStore::open(&path).unwrap());
+        let handles: Vec<_> = (0..4)
+            .map(|n| {
+                let store = if n % 2 == 0 {
+                    Arc::clone(&store)
+                } else {
+                    Arc::clone(&other)
+                };
+                std::thread::spawn(move || {
+                    (0..25)
+                        .map(|i| {
+                            let a = alert(t(i), 50);
+                            store.insert(&a).unwrap();
+                            a.id
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let mut inserted = HashSet::new();
+        for h in handles {
+            inserted.extend(h.join().unwrap());
+        }
+        assert_eq!(inserted.len(), 100);
+        assert_eq!(store.count().unwrap(), 100);
+        let listed: HashSet<String> = ids(&store.list(&query(1000)).unwrap())
+            .into_iter()
+            .collect();
+        assert_eq!(listed, inserted);
+    }
+
+    #[test]
+    fn a_poisoned_lock_is_an_error_not_a_panic() {
+        let store = Arc::new(SqliteAlertStore::open_in_memory().unwrap());
+        let poisoner = Arc::clone(&store);
+        let joined = std::thread::spawn(move || {
+            let _guard = poisoner.conn.lock().unwrap();
+            panic!("poison the lock");
+        })
+        .join();
+        assert!(joined.is_err());
+        assert!(matches!(store.count(), Err(StoreError::Poisoned)));
+        assert!(matches!(
+            store.insert(&alert(t(0), 1)),
+            Err(StoreError::Poisoned)
+        ));
+    }
+
+    #[test]
+    fn listing_pages_are_read_in_index_order_without_a_sort() {
+        let store = SqliteAlertStore::open_in_memory().unwrap();
+        let cursor = Cursor {
+            created_at_ns: 5,
+            id: "x".into(),
+        };
+        let queries = [
+            query(10),
+            AlertQuery {
+                status: Some(AlertStatus::Open),
+                ..query(10)
+            },
+            AlertQuery {
+                since: Some(t(0)),
+                until: Some(t(10)),
+                ..query(10)
+            },
+        ];
+        for q in queries {
+            let (sql, args) = list_sql(&q, Some(&cursor), 10);
+            let conn = store.lock().unwrap();
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let plan: Vec<String> = stmt
+                .query_map(rusqlite::params_from_iter(args), |r| r.get(3))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            let plan = plan.join("; ");
+            assert!(plan.contains("USING INDEX"), "{q:?}: {plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "{q:?}: {plan}");
+        }
+    }
+
+    #[test]
+    fn the_alert_schema_is_documented() {
+        use utoipa::PartialSchema;
+        let schema = serde_json::to_value(Alert::schema()).unwrap();
+        let props = &schema["properties"];
+        for field in [
+            "id",
+            "created_at",
+            "severity",
+            "status",
+            "summary",
+            "records",
+        ] {
+            assert!(
+                props[field]["description"].is_string(),
+                "{field} has no description: {schema}"
+            );
+        }
     }
 }

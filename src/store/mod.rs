@@ -1,9 +1,168 @@
-//! STUB
+//! Storage: model files and the alert database.
+//!
+//! `model_files` keeps one file per model version on disk, written atomically, with an `ACTIVE`
+//! pointer; `alerts` is the [`alerts::AlertStore`] trait and its embedded SQLite implementation.
+//! Both report failures as one [`StoreError`], whose messages name the path or id involved and
+//! say what an operator can do about it.
+
 pub mod alerts;
 pub mod model_files;
+
+use std::io;
+use std::path::PathBuf;
+
+/// Why a storage operation failed.
+///
+/// `Display` names paths and ids because operators need them in logs; the API layer should log
+/// the message and send clients only what [`StoreError::is_client_error`] says is theirs.
 #[derive(Debug, thiserror::Error)]
-#[error("store")]
 pub enum StoreError {
-    BadCursor(String),
-    Other(String),
+    /// A filesystem call failed; `op` says what we were doing.
+    #[error("cannot {op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// The model directory cannot be created or written to.
+    #[error(
+        "model directory {path} is not writable: {source}; create it, give this process write \
+         access, or point the data directory elsewhere"
+    )]
+    DirNotWritable {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+
+    /// No file for this model version (never saved, pruned or quarantined).
+    #[error("model version {0} has no file in the model directory; pick one of the kept versions")]
+    ModelNotFound(u64),
+
+    /// Saving would overwrite a version that exists or was quarantined.
+    #[error(
+        "model version {0} already exists or was quarantined; versions are never reused, \
+         take a fresh number from next_version"
+    )]
+    VersionExists(u64),
+
+    /// The `ACTIVE` pointer file does not hold a version number.
+    #[error(
+        "active-model pointer {path} is garbled (holds {content:?}); activate a version again \
+         or delete the file"
+    )]
+    ActiveCorrupt { path: PathBuf, content: String },
+
+    /// Every `u64` version number has been used.
+    #[error("model version numbers are exhausted")]
+    VersionOverflow,
+
+    /// The alert database could not be opened, configured or migrated.
+    #[error(
+        "cannot open alert database {path}: {source}; check that the file is a netsentinel \
+         database and that this process may write to it and its directory"
+    )]
+    DatabaseOpen {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// The database was written by a newer netsentinel.
+    #[error(
+        "alert database {path} has schema version {found}, newer than this build understands \
+         ({supported}); run a newer netsentinel or use another database file"
+    )]
+    SchemaTooNew {
+        path: PathBuf,
+        found: i64,
+        supported: usize,
+    },
+
+    /// A query on the alert database failed.
+    #[error("alert database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+
+    /// A stored alert row does not decode.
+    #[error(
+        "alert {id} in the database cannot be decoded: {source}; the row was written by an \
+         incompatible version or edited by hand"
+    )]
+    Decode {
+        id: String,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// The alert handed to `insert` cannot be stored faithfully; a bug in the caller.
+    #[error("alert {id} cannot be stored: {reason}")]
+    InvalidAlert { id: String, reason: String },
+
+    /// An alert with this id is already stored.
+    #[error("alert {0} already exists")]
+    DuplicateAlert(String),
+
+    /// A pagination cursor that this store did not produce.
+    #[error("malformed pagination cursor; pass next_cursor from the previous page unchanged")]
+    BadCursor,
+
+    /// A thread panicked while holding the database connection.
+    #[error("the alert store is unusable after a panic while it was locked; restart the service")]
+    Poisoned,
+}
+
+impl StoreError {
+    /// A stable, short code for metrics, logs and problem-details `code` fields.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Io { .. } => "io",
+            Self::DirNotWritable { .. } => "dir_not_writable",
+            Self::ModelNotFound(_) => "model_not_found",
+            Self::VersionExists(_) => "version_exists",
+            Self::ActiveCorrupt { .. } => "active_corrupt",
+            Self::VersionOverflow => "version_overflow",
+            Self::DatabaseOpen { .. } => "database_open",
+            Self::SchemaTooNew { .. } => "schema_too_new",
+            Self::Sqlite(_) => "database",
+            Self::Decode { .. } => "decode",
+            Self::InvalidAlert { .. } => "invalid_alert",
+            Self::DuplicateAlert(_) => "duplicate_alert",
+            Self::BadCursor => "bad_cursor",
+            Self::Poisoned => "poisoned",
+        }
+    }
+
+    /// True when the error follows from what a client asked for (a malformed cursor, an unknown
+    /// model version to activate or read), so the API can answer 4xx and show the message;
+    /// everything else is a server fault whose message belongs in logs only.
+    pub fn is_client_error(&self) -> bool {
+        matches!(self, Self::BadCursor | Self::ModelNotFound(_))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_errors_are_only_the_ones_a_request_can_cause() {
+        assert!(StoreError::BadCursor.is_client_error());
+        assert!(StoreError::ModelNotFound(3).is_client_error());
+        assert!(!StoreError::Poisoned.is_client_error());
+        assert_eq!(StoreError::BadCursor.kind(), "bad_cursor");
+    }
+
+    #[test]
+    fn io_errors_name_the_path_and_the_operation() {
+        let e = StoreError::Io {
+            op: "read",
+            path: PathBuf::from("/data/models/model-0000000001.bin"),
+            source: io::Error::from(io::ErrorKind::PermissionDenied),
+        };
+        let msg = e.to_string();
+        assert!(msg.contains("read"), "{msg}");
+        assert!(msg.contains("/data/models/model-0000000001.bin"), "{msg}");
+    }
 }

@@ -1,0 +1,311 @@
+//! API keys and scopes: who may read, who may score, who may change the model.
+//!
+//! Keys come from `NETSENTINEL_API_KEYS` as comma-separated `SCOPES:SECRET` entries, where SCOPES
+//! is `read`, `score` and/or `admin` joined by `+`, and SECRET is the key itself or
+//! `sha256:<64 hex digits>` of it (so the plain key need not sit in the environment).
+//! Only SHA-256 digests are kept in memory; a presented key is hashed and compared against every
+//! stored digest in constant time. `admin` implies `read` and `score`.
+
+use std::fmt;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::error::ApiError;
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Model metadata, alerts, the chart.
+    Read,
+    /// Score, evaluate, generate samples.
+    Score,
+    /// Fit, roll back, acknowledge alerts (implies the others).
+    Admin,
+}
+
+impl Scope {
+    fn parse(s: &str) -> Option<Self> {
+        match s.trim() {
+            "read" => Some(Self::Read),
+            "score" => Some(Self::Score),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Score => "score",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Key {
+    digest: [u8; 32],
+    scopes: Vec<Scope>,
+}
+
+impl Key {
+    fn allows(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope) || self.scopes.contains(&Scope::Admin)
+    }
+}
+
+/// The configured keys (digests only). Its `Debug` never shows them.
+#[derive(Clone, Default)]
+pub struct ApiKeys {
+    keys: Vec<Key>,
+}
+
+impl fmt::Debug for ApiKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ApiKeys({} keys, redacted)", self.keys.len())
+    }
+}
+
+impl ApiKeys {
+    /// Parses `SCOPES:SECRET[,SCOPES:SECRET...]`. Errors never echo a secret.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut keys = Vec::new();
+        for (n, entry) in spec
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+            .enumerate()
+        {
+            let Some((scopes, secret)) = entry.split_once(':') else {
+                return Err(format!(
+                    "API key entry {} must look like SCOPES:SECRET",
+                    n + 1
+                ));
+            };
+            let scopes = scopes
+                .split('+')
+                .map(|s| {
+                    Scope::parse(s).ok_or_else(|| {
+                        format!(
+                            "API key entry {}: unknown scope {:?} (use read, score, admin)",
+                            n + 1,
+                            s.trim()
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let digest = match secret.strip_prefix("sha256:") {
+                Some(hex_digest) => {
+                    let bytes = hex::decode(hex_digest.trim()).map_err(|_| {
+                        format!(
+                            "API key entry {}: sha256: must be followed by 64 hex digits",
+                            n + 1
+                        )
+                    })?;
+                    <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| {
+                        format!(
+                            "API key entry {}: sha256: must be followed by 64 hex digits",
+                            n + 1
+                        )
+                    })?
+                }
+                None => {
+                    if secret.len() < 16 {
+                        return Err(format!(
+                            "API key entry {}: keys must be at least 16 characters",
+                            n + 1
+                        ));
+                    }
+                    Sha256::digest(secret.as_bytes()).into()
+                }
+            };
+            keys.push(Key { digest, scopes });
+        }
+        Ok(Self { keys })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// The scopes of the key presented, if it is one of ours. Constant time in the key's content.
+    fn lookup(&self, presented: &str) -> Option<&Key> {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        let mut found = None;
+        for key in &self.keys {
+            if bool::from(key.digest.ct_eq(&digest)) {
+                found = Some(key);
+            }
+        }
+        found
+    }
+}
+
+/// Authorization policy: the keys, and whether `/metrics` needs one.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub keys: ApiKeys,
+    pub metrics_require_key: bool,
+}
+
+/// The scope a request needs, or `None` for open endpoints.
+pub fn required_scope(method: &Method, path: &str, metrics_require_key: bool) -> Option<Scope> {
+    match path {
+        "/healthz" | "/readyz" | "/openapi.json" => return None,
+        "/metrics" => return metrics_require_key.then_some(Scope::Read),
+        _ => {}
+    }
+    if path == "/docs" || path.starts_with("/docs/") {
+        return None;
+    }
+    let post = method == Method::POST;
+    if post && (path == "/v1/model/fit" || path.ends_with("/activate") || path.ends_with("/ack")) {
+        return Some(Scope::Admin);
+    }
+    if post && matches!(path, "/v1/score" | "/v1/evaluate" | "/v1/samples") {
+        return Some(Scope::Score);
+    }
+    Some(Scope::Read)
+}
+
+/// Middleware: checks `Authorization: Bearer <key>` against the policy. With no keys configured
+/// every request passes (the service said so at start).
+pub async fn authorize(State(policy): State<Arc<Policy>>, req: Request, next: Next) -> Response {
+    if policy.keys.is_empty() {
+        return next.run(req).await;
+    }
+    let Some(scope) = required_scope(req.method(), req.uri().path(), policy.metrics_require_key)
+    else {
+        return next.run(req).await;
+    };
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    let Some(presented) = presented else {
+        return unauthorized("this endpoint needs an API key: send Authorization: Bearer <key>");
+    };
+    match policy.keys.lookup(presented) {
+        None => unauthorized("the API key is not valid"),
+        Some(key) if !key.allows(scope) => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "this API key lacks the {:?} scope this endpoint needs",
+                scope.name()
+            ),
+        )
+        .into_response(),
+        Some(_) => next.run(req).await,
+    }
+}
+
+fn unauthorized(detail: &str) -> Response {
+    let mut response =
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", detail).into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"netsentinel\""),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_plain_and_hashed_keys() {
+        let hashed = hex::encode(Sha256::digest(b"another-long-secret-key"));
+        let keys = ApiKeys::parse(&format!(
+            "read:reader-secret-key-1,score+read:sha256:{hashed}, admin:admin-secret-key-12"
+        ))
+        .unwrap();
+        assert_eq!(keys.len(), 3);
+        assert!(
+            keys.lookup("reader-secret-key-1")
+                .unwrap()
+                .allows(Scope::Read)
+        );
+        assert!(
+            !keys
+                .lookup("reader-secret-key-1")
+                .unwrap()
+                .allows(Scope::Score)
+        );
+        assert!(
+            keys.lookup("another-long-secret-key")
+                .unwrap()
+                .allows(Scope::Score)
+        );
+        assert!(
+            keys.lookup("admin-secret-key-12")
+                .unwrap()
+                .allows(Scope::Read)
+        );
+        assert!(keys.lookup("nope").is_none());
+        assert!(!format!("{keys:?}").contains("reader"));
+    }
+
+    #[test]
+    fn bad_specs_do_not_echo_secrets() {
+        for spec in [
+            "nocolon",
+            "write:some-long-secret-key",
+            "read:short",
+            "read:sha256:zz",
+        ] {
+            let err = ApiKeys::parse(spec).unwrap_err();
+            assert!(
+                !err.contains("some-long-secret") && !err.contains("short"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn routes_map_to_scopes() {
+        let get = Method::GET;
+        let post = Method::POST;
+        assert_eq!(required_scope(&get, "/healthz", false), None);
+        assert_eq!(required_scope(&get, "/metrics", false), None);
+        assert_eq!(required_scope(&get, "/metrics", true), Some(Scope::Read));
+        assert_eq!(required_scope(&get, "/docs/index.html", false), None);
+        assert_eq!(
+            required_scope(&post, "/v1/model/fit", false),
+            Some(Scope::Admin)
+        );
+        assert_eq!(
+            required_scope(&post, "/v1/model/versions/3/activate", false),
+            Some(Scope::Admin)
+        );
+        assert_eq!(
+            required_scope(&post, "/v1/alerts/x/ack", false),
+            Some(Scope::Admin)
+        );
+        assert_eq!(
+            required_scope(&post, "/v1/score", false),
+            Some(Scope::Score)
+        );
+        assert_eq!(required_scope(&get, "/v1/alerts", false), Some(Scope::Read));
+        assert_eq!(
+            required_scope(&get, "/v1/chart.png", false),
+            Some(Scope::Read)
+        );
+    }
+}

@@ -1,0 +1,104 @@
+//! Prometheus metrics: one process-wide recorder, the per-request middleware, and the `/metrics` text.
+//!
+//! Names follow Prometheus conventions (`_total` counters, `_seconds` histograms). Routes are
+//! labelled by their matched pattern (`/v1/alerts/{id}`), never the raw path, so label sets stay small.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Latency buckets (seconds): sub-millisecond scoring up to long fits.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+/// The process-wide recorder's handle (installed on first use; tests build many apps in one process).
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+            .expect("bucket list is non-empty");
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+        }
+        describe();
+        handle
+    })
+}
+
+fn describe() {
+    metrics::describe_counter!(
+        "http_requests_total",
+        "HTTP requests by method, route and status"
+    );
+    metrics::describe_histogram!(
+        "http_request_duration_seconds",
+        "HTTP request latency by route"
+    );
+    metrics::describe_counter!("netsentinel_records_scored_total", "Records scored");
+    metrics::describe_counter!("netsentinel_anomalies_total", "Records scored as anomalous");
+    metrics::describe_counter!("netsentinel_alerts_raised_total", "Alerts raised");
+    metrics::describe_gauge!(
+        "netsentinel_model_version",
+        "Version of the active model (0: none)"
+    );
+    metrics::describe_histogram!("netsentinel_fit_duration_seconds", "Time to fit a model");
+    metrics::describe_counter!("netsentinel_fits_total", "Models fitted");
+}
+
+/// Counts and times every request.
+pub async fn track(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("http_requests_total", "method" => method, "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("http_request_duration_seconds", "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Records what a scored batch contributed.
+pub fn batch_scored(records: usize, anomalies: usize, alert_raised: bool) {
+    metrics::counter!("netsentinel_records_scored_total").increment(records as u64);
+    metrics::counter!("netsentinel_anomalies_total").increment(anomalies as u64);
+    if alert_raised {
+        metrics::counter!("netsentinel_alerts_raised_total").increment(1);
+    }
+}
+
+/// Records a fit and the model now active.
+pub fn model_fitted(seconds: f64) {
+    metrics::counter!("netsentinel_fits_total").increment(1);
+    metrics::histogram!("netsentinel_fit_duration_seconds").record(seconds);
+}
+
+pub fn model_active(version: u64) {
+    metrics::gauge!("netsentinel_model_version").set(version as f64);
+}
+
+/// `GET /metrics`: Prometheus text exposition format.
+pub async fn render() -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        handle().render(),
+    )
+}
