@@ -91,6 +91,11 @@ impl Case {
             .await
             .map_err(|e| format!("request failed: {e}"))?;
         let status = response.status().as_u16();
+        let request_id = response
+            .headers()
+            .get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let content_type = response
             .headers()
             .get(header::CONTENT_TYPE)
@@ -120,6 +125,12 @@ impl Case {
         }
         if body["detail"].as_str().is_none_or(str::is_empty) {
             wrong.push("no detail".into());
+        }
+        if request_id.is_none() || body["request_id"].as_str() != request_id.as_deref() {
+            wrong.push(format!(
+                "request_id {} differs from the x-request-id header {request_id:?}",
+                body["request_id"]
+            ));
         }
         match self.index {
             Some(i) if body["index"] != i => {
@@ -526,4 +537,59 @@ async fn oversized_bodies_and_batches_are_413() {
         "not-found",
     )
     .await;
+}
+
+#[tokio::test]
+async fn api_keys_guard_the_endpoints_by_scope() {
+    const READER: &str = "reader-secret-key-0001";
+    const ADMIN: &str = "admin-secret-key-00001";
+    let app = spawn_app_with(|s| {
+        s.api_keys = Some(
+            netsentinel::auth::ApiKeys::parse(&format!("read:{READER},admin:{ADMIN}"))
+                .expect("a valid key list"),
+        );
+    })
+    .await;
+    let send = |method: Method, path: &str, key: Option<&str>| {
+        let mut request = app.client.request(method, app.url(path));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        request
+            .json(&json!({"generate": {}, "params": {"n_estimators": 5}}))
+            .send()
+    };
+
+    // Probes and the document stay open for orchestrators and tooling.
+    let health = send(Method::GET, "/healthz", None).await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let document = send(Method::GET, "/openapi.json", None).await.unwrap();
+    assert_eq!(document.status(), StatusCode::OK);
+
+    let response = send(Method::GET, "/v1/alerts", None).await.unwrap();
+    assert_eq!(
+        response.headers()[header::WWW_AUTHENTICATE],
+        "Bearer realm=\"netsentinel\""
+    );
+    assert_problem(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    let response = send(Method::GET, "/v1/alerts", Some("not-a-key-of-ours-at-all"))
+        .await
+        .unwrap();
+    assert_problem(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    json_ok(send(Method::GET, "/v1/alerts", Some(READER)).await.unwrap()).await;
+    for path in ["/v1/model/fit", "/v1/score"] {
+        let response = send(Method::POST, path, Some(READER)).await.unwrap();
+        assert_problem(response, StatusCode::FORBIDDEN, "forbidden").await;
+    }
+    assert_eq!(
+        app.active_version_with(READER).await,
+        None,
+        "a refused fit fits nothing"
+    );
+
+    let response = send(Method::POST, "/v1/model/fit", Some(ADMIN))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED, "admin may fit");
+    assert_eq!(app.active_version_with(READER).await, Some(1));
 }

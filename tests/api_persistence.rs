@@ -67,9 +67,9 @@ async fn a_rollback_serves_the_old_model_and_sticks_across_restarts() {
     let scored_v2 = app.score(&records).await;
     assert_eq!(scored_v2["model_version"], 2);
     let scores_v2 = scores(&scored_v2);
-    assert_ne!(
-        scores_v1, scores_v2,
-        "different seeds grow different forests"
+    assert!(
+        scores_v1 != scores_v2,
+        "different seeds grow different forests, so a rollback is visible in the scores"
     );
 
     let listed = json_ok(app.get("/v1/model/versions").await).await;

@@ -212,11 +212,27 @@ impl TestApp {
     }
 
     pub async fn active_version(&self) -> Option<u64> {
-        let response = self.get("/v1/model").await;
-        match response.status() {
-            StatusCode::NOT_FOUND => None,
-            _ => json_ok(response).await["version"].as_u64(),
-        }
+        version_of(self.get("/v1/model").await).await
+    }
+
+    /// [`TestApp::active_version`] for a service that needs an API key.
+    pub async fn active_version_with(&self, key: &str) -> Option<u64> {
+        let response = self
+            .client
+            .get(self.url("/v1/model"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("the request is sent");
+        version_of(response).await
+    }
+}
+
+/// The version in a `GET /v1/model` answer; None on its 404.
+async fn version_of(response: Response) -> Option<u64> {
+    match response.status() {
+        StatusCode::NOT_FOUND => None,
+        _ => json_ok(response).await["version"].as_u64(),
     }
 }
 
