@@ -86,6 +86,12 @@ async fn scoring_during_fits_never_mixes_models() {
         observations.extend(seen);
     }
 
+    let mut per_version = std::collections::BTreeMap::new();
+    for (v, _) in &observations {
+        *per_version.entry(*v).or_insert(0usize) += 1;
+    }
+    eprintln!("responses per model version: {per_version:?}");
+
     // Reference scores of each version, with nothing else going on.
     let mut reference = std::collections::BTreeMap::new();
     for version in 1..=4u64 {
