@@ -30,6 +30,7 @@ const COMPLETE_SLOTS: usize = 1 << COMPLETE_MAX_HEIGHT;
 const BLOCK_ROWS: usize = 512;
 /// Records walked down a tree side by side; their loads overlap instead of waiting on each other.
 const LANES: usize = 8;
+const WIDE_LANES: usize = 12;
 
 /// c(n): the average path length of an unsuccessful search in a binary search tree of n points,
 /// exactly as scikit-learn's `_average_path_length` (0 for n <= 1, 1 for n = 2).
@@ -222,13 +223,117 @@ struct PointerNode {
 
 #[derive(Clone)]
 enum FastTree {
+    Narrow(Box<NarrowTree>),
     Complete(Box<CompleteTree>),
     Pointer(PointerTree),
 }
 
+/// Width of the rows a [`NarrowTree`] compares against.
+const NARROW: usize = 4;
+
+/// A complete tree for forests of at most [`NARROW`] features: node `i` holds a threshold per
+/// feature, its own threshold at its split feature and +inf elsewhere, so "goes right" is
+/// `any(x > t)` over the record's whole (zero-padded) row. That is the same decision as
+/// `x[feature] > threshold` (nothing exceeds +inf, NaN compares false) without loading the
+/// feature index or the value, and it compiles to one vector compare per step.
+#[derive(Clone)]
+struct NarrowTree {
+    node: [[f64; NARROW]; COMPLETE_SLOTS],
+    leaf: [f64; COMPLETE_SLOTS],
+    height: usize,
+}
+
+impl NarrowTree {
+    fn from_complete(c: &CompleteTree) -> NarrowTree {
+        let mut node = [[f64::INFINITY; NARROW]; COMPLETE_SLOTS];
+        for (n, (&f, &t)) in node.iter_mut().zip(c.feature.iter().zip(&c.threshold)) {
+            n[f as usize % NARROW] = t;
+        }
+        NarrowTree {
+            node,
+            leaf: c.leaf,
+            height: c.height,
+        }
+    }
+
+    #[inline(always)]
+    fn step(&self, i: usize, x: &[f64; NARROW]) -> usize {
+        let t = &self.node[i & (COMPLETE_SLOTS - 1)];
+        let right = (x[0] > t[0]) | (x[1] > t[1]) | (x[2] > t[2]) | (x[3] > t[3]);
+        2 * i + 1 + usize::from(right)
+    }
+
+    #[inline(always)]
+    fn accumulate(&self, rows: &[[f64; NARROW]], acc: &mut [f64]) {
+        let first_leaf = (1usize << self.height) - 1;
+        let leaf = |i: usize| self.leaf[i.wrapping_sub(first_leaf) & (COMPLETE_SLOTS - 1)];
+        let mut groups = rows.chunks_exact(LANES);
+        let mut accs = acc.chunks_exact_mut(LANES);
+        for (g, a) in (&mut groups).zip(&mut accs) {
+            let mut idx = [0usize; LANES];
+            for _ in 0..self.height {
+                for k in 0..LANES {
+                    idx[k] = self.step(idx[k], &g[k]);
+                }
+            }
+            for k in 0..LANES {
+                a[k] += leaf(idx[k]);
+            }
+        }
+        for (row, a) in groups.remainder().iter().zip(accs.into_remainder()) {
+            let mut idx = 0usize;
+            for _ in 0..self.height {
+                idx = self.step(idx, row);
+            }
+            *a += leaf(idx);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx,popcnt")]
+    unsafe fn accumulate_avx(&self, rows: &[[f64; NARROW]], acc: &mut [f64]) {
+        use std::arch::x86_64::{_CMP_GT_OQ, _mm256_cmp_pd, _mm256_loadu_pd, _mm256_movemask_pd};
+        let first_leaf = (1usize << self.height) - 1;
+        let leaf = |i: usize| self.leaf[i.wrapping_sub(first_leaf) & (COMPLETE_SLOTS - 1)];
+        // 1 when any of the record's values exceeds the node's threshold for that feature.
+        let right = |x: &[f64; NARROW], t: &[f64; NARROW]| {
+            // SAFETY: both point to 4 readable f64s; AVX is enabled on the enclosing function.
+            let m = unsafe {
+                _mm256_movemask_pd(_mm256_cmp_pd::<_CMP_GT_OQ>(
+                    _mm256_loadu_pd(x.as_ptr()),
+                    _mm256_loadu_pd(t.as_ptr()),
+                ))
+            };
+            // At most one lane can be true: every other lane of `t` is +inf.
+            m.count_ones() as usize
+        };
+        let mut groups = rows.chunks_exact(WIDE_LANES);
+        let mut accs = acc.chunks_exact_mut(WIDE_LANES);
+        for (g, a) in (&mut groups).zip(&mut accs) {
+            let mut idx = [0usize; WIDE_LANES];
+            for _ in 0..self.height {
+                for k in 0..WIDE_LANES {
+                    let i = idx[k];
+                    idx[k] = 2 * i + 1 + right(&g[k], &self.node[i & (COMPLETE_SLOTS - 1)]);
+                }
+            }
+            for k in 0..WIDE_LANES {
+                a[k] += leaf(idx[k]);
+            }
+        }
+        for (row, a) in groups.remainder().iter().zip(accs.into_remainder()) {
+            let mut idx = 0usize;
+            for _ in 0..self.height {
+                idx = 2 * idx + 1 + right(row, &self.node[idx & (COMPLETE_SLOTS - 1)]);
+            }
+            *a += leaf(idx);
+        }
+    }
+}
+
 impl FastTree {
     /// Builds the scoring layout; `tree` has been validated (features < n_features, children in range).
-    fn build(tree: &Tree) -> FastTree {
+    fn build(tree: &Tree, n_features: usize) -> FastTree {
         let depth = tree.depths();
         let height = (0..tree.len())
             .filter(|&i| tree.is_leaf(i))
@@ -260,7 +365,11 @@ impl FastTree {
                     todo.push((l + 1, 2 * ci + 2));
                 }
             }
-            FastTree::Complete(c)
+            if n_features <= NARROW {
+                FastTree::Narrow(Box::new(NarrowTree::from_complete(&c)))
+            } else {
+                FastTree::Complete(c)
+            }
         } else {
             let mut nodes = Vec::with_capacity(tree.len());
             let mut value = vec![0.0; tree.len()];
@@ -288,78 +397,118 @@ impl FastTree {
         }
     }
 
-    /// Adds this tree's path length of each row of `rows` (row-major, `n_features` wide) to `acc`.
-    fn accumulate(&self, rows: &[f64], n_features: usize, acc: &mut [f64]) {
+    /// Adds this tree's path length of each row of `rows` (row-major, `nf` wide) to `acc`.
+    fn accumulate(&self, rows: &[f64], nf: usize, acc: &mut [f64]) {
         match self {
-            FastTree::Complete(t) => t.accumulate(rows, n_features, acc),
-            FastTree::Pointer(t) => t.accumulate(rows, n_features, acc),
+            FastTree::Complete(t) => t.accumulate(rows, nf, acc),
+            FastTree::Pointer(t) => t.accumulate(rows, nf, acc),
+            FastTree::Narrow(_) => unreachable_layout(),
+        }
+    }
+
+    /// As [`accumulate`](Self::accumulate) on rows zero-padded to a power-of-two width `P`:
+    /// feature indices masked with `P - 1` need no bounds checks and row offsets are constants,
+    /// which frees the registers that keep [`LANES`] records in flight.
+    fn accumulate_padded<const P: usize>(&self, rows: &[[f64; P]], acc: &mut [f64]) {
+        match self {
+            FastTree::Complete(t) => t.accumulate_padded(rows, acc),
+            FastTree::Pointer(t) => t.accumulate_padded(rows, acc),
+            FastTree::Narrow(_) => unreachable_layout(),
         }
     }
 }
 
+/// Narrow trees exist only in forests of at most [`NARROW`] features, which are always scored
+/// through [`IsolationForest::score_narrow`].
+#[cold]
+fn unreachable_layout() {
+    debug_assert!(false, "narrow tree outside a narrow forest");
+}
+
 impl CompleteTree {
-    fn accumulate(&self, rows: &[f64], nf: usize, acc: &mut [f64]) {
+    /// One step down: `i` is below 2^height - 1 <= 255 while walking; the masks only tell the
+    /// compiler so, which removes the bounds checks.
+    #[inline(always)]
+    fn step(&self, i: usize, x: impl Fn(usize) -> f64) -> usize {
+        let m = i & (COMPLETE_SLOTS - 1);
+        2 * i + 1 + usize::from(x(self.feature[m] as usize) > self.threshold[m])
+    }
+
+    #[inline(always)]
+    fn leaf_at(&self, i: usize) -> f64 {
         let first_leaf = (1usize << self.height) - 1;
-        let mut groups = rows.chunks_exact(LANES * nf);
+        self.leaf[i.wrapping_sub(first_leaf) & (COMPLETE_SLOTS - 1)]
+    }
+
+    fn accumulate(&self, rows: &[f64], nf: usize, acc: &mut [f64]) {
+        for (row, a) in rows.chunks_exact(nf).zip(acc.iter_mut()) {
+            let mut idx = 0usize;
+            for _ in 0..self.height {
+                idx = self.step(idx, |f| row[f]);
+            }
+            *a += self.leaf_at(idx);
+        }
+    }
+
+    fn accumulate_padded<const P: usize>(&self, rows: &[[f64; P]], acc: &mut [f64]) {
+        let mut groups = rows.chunks_exact(LANES);
         let mut accs = acc.chunks_exact_mut(LANES);
         for (g, a) in (&mut groups).zip(&mut accs) {
             let mut idx = [0usize; LANES];
             for _ in 0..self.height {
                 for k in 0..LANES {
-                    // Indices stay below 2^height - 1 <= 255 while walking: the mask only tells
-                    // the compiler so, and removes the bounds checks.
-                    let i = idx[k] & (COMPLETE_SLOTS - 1);
-                    let f = self.feature[i] as usize;
-                    let v = g[k * nf + f];
-                    idx[k] = 2 * idx[k] + 1 + usize::from(v > self.threshold[i]);
+                    idx[k] = self.step(idx[k], |f| g[k][f & (P - 1)]);
                 }
             }
             for k in 0..LANES {
-                a[k] += self.leaf[(idx[k] - first_leaf) & (COMPLETE_SLOTS - 1)];
+                a[k] += self.leaf_at(idx[k]);
             }
         }
-        for (row, a) in groups
-            .remainder()
-            .chunks_exact(nf)
-            .zip(accs.into_remainder())
-        {
+        for (row, a) in groups.remainder().iter().zip(accs.into_remainder()) {
             let mut idx = 0usize;
             for _ in 0..self.height {
-                let i = idx & (COMPLETE_SLOTS - 1);
-                idx = 2 * idx + 1 + usize::from(row[self.feature[i] as usize] > self.threshold[i]);
+                idx = self.step(idx, |f| row[f & (P - 1)]);
             }
-            *a += self.leaf[(idx - first_leaf) & (COMPLETE_SLOTS - 1)];
+            *a += self.leaf_at(idx);
         }
     }
 }
 
 impl PointerTree {
+    #[inline(always)]
+    fn step(&self, i: usize, x: impl Fn(usize) -> f64) -> usize {
+        let n = self.nodes[i];
+        n.next as usize + usize::from(x(n.feature as usize) > n.threshold)
+    }
+
     fn accumulate(&self, rows: &[f64], nf: usize, acc: &mut [f64]) {
-        let nodes = &self.nodes[..];
-        let mut groups = rows.chunks_exact(LANES * nf);
+        for (row, a) in rows.chunks_exact(nf).zip(acc.iter_mut()) {
+            let mut idx = 0usize;
+            for _ in 0..self.height {
+                idx = self.step(idx, |f| row[f]);
+            }
+            *a += self.value[idx];
+        }
+    }
+
+    fn accumulate_padded<const P: usize>(&self, rows: &[[f64; P]], acc: &mut [f64]) {
+        let mut groups = rows.chunks_exact(LANES);
         let mut accs = acc.chunks_exact_mut(LANES);
         for (g, a) in (&mut groups).zip(&mut accs) {
             let mut idx = [0usize; LANES];
             for _ in 0..self.height {
                 for k in 0..LANES {
-                    let n = nodes[idx[k]];
-                    let v = g[k * nf + n.feature as usize];
-                    idx[k] = n.next as usize + usize::from(v > n.threshold);
+                    idx[k] = self.step(idx[k], |f| g[k][f & (P - 1)]);
                 }
             }
             for k in 0..LANES {
                 a[k] += self.value[idx[k]];
             }
         }
-        for (row, a) in groups
-            .remainder()
-            .chunks_exact(nf)
-            .zip(accs.into_remainder())
-        {
+        for (row, a) in groups.remainder().iter().zip(accs.into_remainder()) {
             let mut idx = 0usize;
             for _ in 0..self.height {
-                let n = nodes[idx];
-                idx = n.next as usize + usize::from(row[n.feature as usize] > n.threshold);
+                idx = self.step(idx, |f| row[f & (P - 1)]);
             }
             *a += self.value[idx];
         }
@@ -487,7 +636,10 @@ impl fmt::Debug for IsolationForest {
 
 impl IsolationForest {
     fn from_trees(n_features: usize, max_samples: usize, trees: Vec<Tree>) -> Self {
-        let fast = trees.iter().map(FastTree::build).collect();
+        let fast = trees
+            .iter()
+            .map(|t| FastTree::build(t, n_features))
+            .collect();
         IsolationForest {
             n_features,
             max_samples,
@@ -581,12 +733,105 @@ impl IsolationForest {
         let n = (rows.len() / nf).min(out.len());
         out[n..].fill(f64::NAN);
         let rows = &rows[..n * nf];
+        let out = &mut out[..n];
+        match nf.next_power_of_two() {
+            1..=NARROW => self.score_narrow(rows, out),
+            8 => self.score_padded::<8>(rows, out),
+            16 => self.score_padded::<16>(rows, out),
+            32 => self.score_padded::<32>(rows, out),
+            64 => self.score_padded::<64>(rows, out),
+            _ => self.score_wide(rows, out),
+        }
+    }
+
+    /// Blocks of records copied into rows of width `P` (zero-padded), then pushed through every
+    /// tree in turn.
+    fn score_padded<const P: usize>(&self, rows: &[f64], out: &mut [f64]) {
+        let nf = self.n_features;
         rows.par_chunks(BLOCK_ROWS * nf)
-            .zip(out[..n].par_chunks_mut(BLOCK_ROWS))
+            .zip(out.par_chunks_mut(BLOCK_ROWS))
             .for_each(|(block, out)| {
+                let mut padded = vec![[0.0f64; P]; out.len()];
+                for (p, row) in padded.iter_mut().zip(block.chunks_exact(nf)) {
+                    p[..nf].copy_from_slice(row);
+                }
                 out.fill(0.0);
                 // Trees in a fixed order per record: the sum, hence the score, is bit-identical
                 // whatever the thread count or block size.
+                for tree in &self.fast {
+                    tree.accumulate_padded(&padded, out);
+                }
+                for s in out.iter_mut() {
+                    *s = self.score_from_sum(*s);
+                }
+            });
+    }
+
+    /// At most [`NARROW`] features: rows zero-padded to [`NARROW`] values, trees narrow or pointer.
+    fn score_narrow(&self, rows: &[f64], out: &mut [f64]) {
+        let nf = self.n_features;
+        rows.par_chunks(BLOCK_ROWS * nf)
+            .zip(out.par_chunks_mut(BLOCK_ROWS))
+            .for_each(|(block, out)| {
+                let mut padded = vec![[0.0f64; NARROW]; out.len()];
+                for (p, row) in padded.iter_mut().zip(block.chunks_exact(nf)) {
+                    p[..nf].copy_from_slice(row);
+                }
+                out.fill(0.0);
+                #[cfg(target_arch = "x86_64")]
+                {
+                    if std::arch::is_x86_feature_detected!("avx2")
+                        && std::arch::is_x86_feature_detected!("popcnt")
+                    {
+                        // SAFETY: the CPU has AVX2, checked just above.
+                        unsafe { self.narrow_block_avx2(&padded, out) };
+                    } else {
+                        self.narrow_block(&padded, out);
+                    }
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                self.narrow_block(&padded, out);
+                for s in out.iter_mut() {
+                    *s = self.score_from_sum(*s);
+                }
+            });
+    }
+
+    /// Trees in a fixed order per record: the sum, hence the score, is bit-identical whatever
+    /// the thread count, block size or instruction set.
+    #[inline(always)]
+    fn narrow_block(&self, rows: &[[f64; NARROW]], out: &mut [f64]) {
+        for tree in &self.fast {
+            match tree {
+                FastTree::Narrow(t) => t.accumulate(rows, out),
+                FastTree::Pointer(t) => t.accumulate_padded(rows, out),
+                FastTree::Complete(t) => t.accumulate_padded(rows, out),
+            }
+        }
+    }
+
+    /// [`narrow_block`](Self::narrow_block) with AVX: a step's four compares are one `vcmppd`
+    /// (`_CMP_GT_OQ` is IEEE `>`: false on NaN), so scores are identical to the portable path.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,popcnt")]
+    unsafe fn narrow_block_avx2(&self, rows: &[[f64; NARROW]], out: &mut [f64]) {
+        for tree in &self.fast {
+            match tree {
+                // SAFETY: AVX2 is enabled on this function, so AVX is available.
+                FastTree::Narrow(t) => unsafe { t.accumulate_avx(rows, out) },
+                FastTree::Pointer(t) => t.accumulate_padded(rows, out),
+                FastTree::Complete(t) => t.accumulate_padded(rows, out),
+            }
+        }
+    }
+
+    /// More than 64 features: rows are used in place, one record at a time.
+    fn score_wide(&self, rows: &[f64], out: &mut [f64]) {
+        let nf = self.n_features;
+        rows.par_chunks(BLOCK_ROWS * nf)
+            .zip(out.par_chunks_mut(BLOCK_ROWS))
+            .for_each(|(block, out)| {
+                out.fill(0.0);
                 for tree in &self.fast {
                     tree.accumulate(block, nf, out);
                 }
@@ -735,9 +980,16 @@ mod tests {
     #[test]
     fn fast_layout_matches_reference_traversal() {
         // ψ = 256 → complete layout; larger ψ → pointer layout; small ψ → short complete trees.
-        for (n_rows, n_cols, max_samples) in
-            [(3000, 4, 256u64), (3000, 3, 2000), (500, 5, 37), (40, 2, 3)]
-        {
+        for (n_rows, n_cols, max_samples) in [
+            (3000, 4, 256u64),
+            (3000, 3, 2000),
+            (500, 5, 37),
+            (40, 2, 3),
+            (700, 9, 256),
+            (700, 9, 600),
+            (300, 70, 128),
+            (300, 1, 256),
+        ] {
             let x = random_matrix(n_rows, n_cols, 7);
             let p = ForestParams {
                 n_estimators: 25,
@@ -750,7 +1002,7 @@ mod tests {
             let complete = f
                 .fast
                 .iter()
-                .filter(|t| matches!(t, FastTree::Complete(_)))
+                .filter(|t| matches!(t, FastTree::Complete(_) | FastTree::Narrow(_)))
                 .count();
             if max_samples > 256 {
                 assert_eq!(complete, 0, "deep trees use the pointer layout");
