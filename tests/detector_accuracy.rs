@@ -1,7 +1,8 @@
 //! Accuracy of our Isolation Forest on the shared labeled datasets, against scikit-learn's anchors.
 //!
-//! Data: every `*.csv` in `../shared/data` relative to the crate root (the repository is cloned
-//! with `shared/` beside it), or in `$NETSENTINEL_SHARED_DIR/data` when that variable is set.
+//! Data: every `*.csv` in `$NETSENTINEL_SHARED_DIR/data` when that variable is set, else in the
+//! `shared/data` beside the repository (`../shared/data` from the crate root, as CI clones it; a
+//! git worktree one level deeper finds it at `../../shared/data`).
 //! Features are the numeric columns other than `label`.
 
 use std::collections::BTreeMap;
@@ -29,10 +30,16 @@ const SKLEARN_AUC: &[(&str, f64, f64)] = &[
 const SEEDS: u64 = 10;
 
 fn data_dir() -> PathBuf {
-    match std::env::var_os("NETSENTINEL_SHARED_DIR") {
-        Some(dir) => PathBuf::from(dir).join("data"),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"),
+    if let Some(dir) = std::env::var_os("NETSENTINEL_SHARED_DIR") {
+        return PathBuf::from(dir).join("data");
     }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    root.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|a| a.join("shared/data"))
+        .find(|d| d.is_dir())
+        .unwrap_or_else(|| root.join("../shared/data"))
 }
 
 struct Labeled {

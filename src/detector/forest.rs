@@ -6,7 +6,9 @@
 //! binary trees (node `i` has children `2i+1`, `2i+2`; shallow leaves padded with always-left
 //! nodes), deeper trees keep their pointer layout with self-looping leaves. Either way a record
 //! walks a fixed number of branch-free steps, and a block of records is pushed through one tree
-//! at a time so that the tree stays in L1 and several records are in flight at once.
+//! at a time so that the tree stays in L1 and several records are in flight at once. Forests of
+//! at most 4 features (the service's default) use [`NarrowTree`]s, where a step is one 4-wide
+//! compare of the whole record against the node (AVX when the CPU has it, checked at run time).
 
 use std::fmt;
 
@@ -30,7 +32,8 @@ const COMPLETE_SLOTS: usize = 1 << COMPLETE_MAX_HEIGHT;
 const BLOCK_ROWS: usize = 512;
 /// Records walked down a tree side by side; their loads overlap instead of waiting on each other.
 const LANES: usize = 8;
-const WIDE_LANES: usize = 12;
+/// Records in flight in the AVX narrow kernel, whose steps are cheaper (found best of 8/12/16).
+const AVX_LANES: usize = 12;
 
 /// c(n): the average path length of an unsuccessful search in a binary search tree of n points,
 /// exactly as scikit-learn's `_average_path_length` (0 for n <= 1, 1 for n = 2).
@@ -307,17 +310,17 @@ impl NarrowTree {
             // At most one lane can be true: every other lane of `t` is +inf.
             m.count_ones() as usize
         };
-        let mut groups = rows.chunks_exact(WIDE_LANES);
-        let mut accs = acc.chunks_exact_mut(WIDE_LANES);
+        let mut groups = rows.chunks_exact(AVX_LANES);
+        let mut accs = acc.chunks_exact_mut(AVX_LANES);
         for (g, a) in (&mut groups).zip(&mut accs) {
-            let mut idx = [0usize; WIDE_LANES];
+            let mut idx = [0usize; AVX_LANES];
             for _ in 0..self.height {
-                for k in 0..WIDE_LANES {
+                for k in 0..AVX_LANES {
                     let i = idx[k];
                     idx[k] = 2 * i + 1 + right(&g[k], &self.node[i & (COMPLETE_SLOTS - 1)]);
                 }
             }
-            for k in 0..WIDE_LANES {
+            for k in 0..AVX_LANES {
                 a[k] += leaf(idx[k]);
             }
         }
@@ -703,15 +706,26 @@ impl IsolationForest {
         self.max_samples
     }
 
-    /// Turns a sum of path lengths over all trees into the score. With ψ = 1, c(ψ) = 0 and every
-    /// score is 0.5, as scikit-learn does.
+    /// Turns a sum of path lengths over all trees into the score.
+    #[cfg(test)]
     fn score_from_sum(&self, sum: f64) -> f64 {
+        let mut s = [sum];
+        self.scores_from_sums(&mut s);
+        s[0]
+    }
+
+    /// Turns sums of path lengths over all trees into scores, in place, with c(ψ) computed once.
+    /// With ψ = 1, c(ψ) = 0 and every score is 0.5, as scikit-learn does.
+    fn scores_from_sums(&self, sums: &mut [f64]) {
         let c = average_path_length(self.max_samples as f64);
-        if c == 0.0 {
-            return 0.5;
+        let n_trees = self.trees.len() as f64;
+        for s in sums {
+            *s = if c == 0.0 {
+                0.5
+            } else {
+                (-(*s / n_trees) / c).exp2()
+            };
         }
-        let mean = sum / self.trees.len() as f64;
-        (-mean / c).exp2()
     }
 
     /// Scores every row (parallel over blocks of records). Output length = `x.n_rows()`; an
@@ -761,9 +775,7 @@ impl IsolationForest {
                 for tree in &self.fast {
                     tree.accumulate_padded(&padded, out);
                 }
-                for s in out.iter_mut() {
-                    *s = self.score_from_sum(*s);
-                }
+                self.scores_from_sums(out);
             });
     }
 
@@ -791,9 +803,7 @@ impl IsolationForest {
                 }
                 #[cfg(not(target_arch = "x86_64"))]
                 self.narrow_block(&padded, out);
-                for s in out.iter_mut() {
-                    *s = self.score_from_sum(*s);
-                }
+                self.scores_from_sums(out);
             });
     }
 
@@ -835,9 +845,7 @@ impl IsolationForest {
                 for tree in &self.fast {
                     tree.accumulate(block, nf, out);
                 }
-                for s in out.iter_mut() {
-                    *s = self.score_from_sum(*s);
-                }
+                self.scores_from_sums(out);
             });
     }
 
