@@ -1033,6 +1033,24 @@ mod tests {
     }
 
     #[test]
+    fn portable_narrow_path_matches_reference() {
+        // The AVX path runs wherever the CPU has it; check the portable one explicitly too.
+        let x = random_matrix(1000, 3, 12);
+        let f = IsolationForest::fit(&x, &params(1000, 3, 8));
+        let padded: Vec<[f64; NARROW]> = x.rows().map(|r| [r[0], r[1], r[2], 0.0]).collect();
+        let mut out = vec![0.0; x.n_rows()];
+        f.narrow_block(&padded, &mut out);
+        f.scores_from_sums(&mut out);
+        for (i, row) in x.rows().enumerate() {
+            assert_eq!(
+                out[i].to_bits(),
+                f.score_reference(row).to_bits(),
+                "row {i}"
+            );
+        }
+    }
+
+    #[test]
     fn same_seed_same_scores_any_thread_count() {
         let x = random_matrix(5000, 4, 1);
         let p = params(5000, 4, 42);
