@@ -12,6 +12,7 @@ pub mod detector;
 pub mod error;
 pub mod registry;
 pub mod scoring;
+pub mod siem;
 pub mod startup;
 pub mod state;
 pub mod store;
