@@ -14,6 +14,7 @@ pub mod error;
 pub mod monitoring;
 pub mod registry;
 pub mod scoring;
+pub mod siem;
 pub mod startup;
 pub mod state;
 pub mod store;
