@@ -237,6 +237,36 @@ impl From<crate::detector::metrics::MetricsError> for ApiError {
     }
 }
 
+impl From<crate::zeek::ZeekError> for ApiError {
+    fn from(e: crate::zeek::ZeekError) -> Self {
+        use crate::zeek::ZeekError;
+        let detail = e.to_string();
+        let (base, field) = match &e {
+            // The detail starts with "line N:"; `field` names the Zeek field when there is one.
+            ZeekError::Line { field, .. } => (
+                ApiError::unprocessable("invalid-zeek-line", detail),
+                field.clone(),
+            ),
+            ZeekError::MissingField { field, .. } => (
+                ApiError::unprocessable("missing-zeek-field", detail),
+                Some(field.clone()),
+            ),
+            ZeekError::NoConnections => (
+                ApiError::unprocessable("empty-batch", "the Zeek log holds no connections"),
+                None,
+            ),
+            ZeekError::InvalidOption { name, .. } => (
+                ApiError::bad_request("invalid-parameter", detail),
+                Some(name.to_string()),
+            ),
+        };
+        match field {
+            Some(f) => base.with_field(f),
+            None => base,
+        }
+    }
+}
+
 impl From<tokio::task::JoinError> for ApiError {
     fn from(e: tokio::task::JoinError) -> Self {
         ApiError::internal("a background task", e)

@@ -7,7 +7,11 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+
 use crate::error::{ApiError, Problem};
+use crate::siem::formats::{AlertFormat, ExportContext, render_many, render_one};
 use crate::state::AppState;
 use crate::store::alerts::{Alert, AlertQuery, AlertStatus};
 
@@ -31,6 +35,20 @@ pub struct ListQuery {
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
+    /// `json` (default: `{"alerts": [...], "next_cursor": ...}`), or one document per line in a SIEM's
+    /// format: `ecs`, `ocsf`, `splunk_hec` (NDJSON) or `cef` (text); the next cursor is then in the
+    /// `x-next-cursor` header.
+    #[param(value_type = Option<String>, example = "ecs")]
+    pub format: Option<AlertFormat>,
+}
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct FormatQuery {
+    /// `json` (default), `ecs`, `ocsf`, `cef` or `splunk_hec`.
+    #[param(value_type = Option<String>, example = "ocsf")]
+    pub format: Option<AlertFormat>,
 }
 
 /// A page of alerts, newest first.
@@ -43,13 +61,17 @@ pub struct AlertList {
 
 /// List alerts, newest first, with filters and cursor pagination.
 #[utoipa::path(get, path = "/v1/alerts", tag = "alerts", params(ListQuery), responses(
-    (status = 200, body = AlertList),
+    (status = 200, content(
+        (AlertList = "application/json"),
+        (String = "application/x-ndjson"),
+        (String = "text/plain"),
+    ), description = "A page of alerts; NDJSON or CEF lines with `format`"),
     (status = 400, body = Problem, content_type = "application/problem+json"),
 ))]
 pub async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
-) -> Result<Json<AlertList>, ApiError> {
+) -> Result<Response, ApiError> {
     let q = super::query(query)?;
     let limit = q.limit.unwrap_or(50);
     if limit == 0 || limit > MAX_LIMIT {
@@ -76,27 +98,71 @@ pub async fn list(
     };
     let store = state.alerts();
     let page = tokio::task::spawn_blocking(move || store.list(&query)).await??;
-    Ok(Json(AlertList {
-        alerts: page.alerts,
-        next_cursor: page.next_cursor,
-    }))
+    match q.format.unwrap_or(AlertFormat::Json) {
+        AlertFormat::Json => Ok(Json(AlertList {
+            alerts: page.alerts,
+            next_cursor: page.next_cursor,
+        })
+        .into_response()),
+        format => {
+            let body = render_many(&page.alerts, format, &export_context());
+            let mut response =
+                ([(header::CONTENT_TYPE, format.content_type_many())], body).into_response();
+            if let Some(cursor) = page
+                .next_cursor
+                .and_then(|c| HeaderValue::from_str(&c).ok())
+            {
+                response.headers_mut().insert("x-next-cursor", cursor);
+            }
+            Ok(response)
+        }
+    }
 }
 
-/// One alert.
+fn export_context() -> ExportContext<'static> {
+    static HOST: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let host = HOST.get_or_init(|| {
+        std::fs::read_to_string("/etc/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+    });
+    ExportContext::new(host.as_deref())
+}
+
+fn one(alert: Alert, format: Option<AlertFormat>) -> Response {
+    match format.unwrap_or(AlertFormat::Json) {
+        AlertFormat::Json => Json(alert).into_response(),
+        format => (
+            [(header::CONTENT_TYPE, format.content_type())],
+            render_one(&alert, format, &export_context()),
+        )
+            .into_response(),
+    }
+}
+
+/// One alert, in our JSON or a SIEM's format (`?format=ecs|ocsf|cef|splunk_hec`).
 #[utoipa::path(get, path = "/v1/alerts/{id}", tag = "alerts",
-    params(("id" = String, Path, description = "Alert id")),
+    params(("id" = String, Path, description = "Alert id"), FormatQuery),
     responses(
-        (status = 200, body = Alert),
+        (status = 200, content(
+            (Alert = "application/json"),
+            (String = "text/plain"),
+        ), description = "The alert"),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_alert(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Alert>, ApiError> {
+    query: Result<Query<FormatQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = super::query(query)?;
     let store = state.alerts();
     let lookup = id.clone();
     let alert = tokio::task::spawn_blocking(move || store.get(&lookup)).await??;
-    alert.map(Json).ok_or_else(|| no_such_alert(&id))
+    let alert = alert.ok_or_else(|| no_such_alert(&id))?;
+    Ok(one(alert, q.format))
 }
 
 /// Acknowledge an alert (idempotent: a second ack keeps the first time).

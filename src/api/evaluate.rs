@@ -8,7 +8,7 @@ use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{BodyFormat, Features, Table, parse_json_envelope, parse_table};
+use super::extract::{BodyFormat, Features, Table, parse_json_envelope, parse_table_with};
 use crate::detector::metrics::{
     ClassificationReport, ConfusionMatrix, average_precision, classification_report,
     confusion_matrix, roc_auc,
@@ -23,6 +23,12 @@ use crate::state::AppState;
 pub struct EvaluateQuery {
     /// Also report the threshold that keeps the false-positive rate within this budget, and the recall it buys.
     pub max_false_positive_rate: Option<f64>,
+    /// Zeek bodies only: aggregation window such as `1h` (default), `5m`, `30s`.
+    #[param(example = "1h")]
+    pub window: Option<String>,
+    /// Zeek bodies only: `none` (default, the whole network), `id.orig_h` or `id.resp_h`.
+    #[param(example = "id.orig_h")]
+    pub group_by: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -60,6 +66,8 @@ pub struct EvaluateResponse {
         (super::score::RecordsBody = "application/json"),
         (String = "text/csv"),
         (String = "application/x-ndjson"),
+        (String = "text/zeek-tsv"),
+        (String = "application/x-zeek-json"),
     )),
     responses(
         (status = 200, body = EvaluateResponse),
@@ -78,6 +86,7 @@ pub async fn evaluate(
     let query = super::query(query)?;
     let body = super::body(body)?;
     let format = BodyFormat::from_headers(&headers)?;
+    let zeek = super::zeek_options(format, query.window.as_deref(), query.group_by.as_deref())?;
     let model = state.model().ok_or_else(ApiError::no_model)?;
     let max_records = state.settings().max_records;
     let response = tokio::task::spawn_blocking(move || -> Result<EvaluateResponse, ApiError> {
@@ -100,7 +109,7 @@ pub async fn evaluate(
                     settings.max_false_positive_rate,
                 )
             }
-            other => (parse_table(other, &body, max_records)?, None),
+            other => (parse_table_with(other, &body, max_records, &zeek)?, None),
         };
         if query.max_false_positive_rate.is_some() {
             budget = query.max_false_positive_rate;

@@ -1,4 +1,5 @@
-//! Request bodies: traffic records as JSON, NDJSON or CSV, turned into a columnar [`Batch`].
+//! Request bodies: traffic records as JSON, NDJSON or CSV (or Zeek conn logs, aggregated into
+//! window records by [`crate::zeek`]), turned into a columnar [`Batch`].
 //!
 //! Every format first becomes a [`Table`] of cells; choosing the features then checks each
 //! record, so every format reports a bad record the same way (its index and the field).
@@ -12,6 +13,7 @@ use serde_json::{Map, Value};
 use crate::detector::Matrix;
 use crate::detector::generator::SEED_FEATURES;
 use crate::error::ApiError;
+use crate::zeek::{ZeekFormat, ZeekOptions};
 
 /// The media types a traffic body may come in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,6 +21,10 @@ pub enum BodyFormat {
     Json,
     Ndjson,
     Csv,
+    /// A Zeek conn log from the ASCII writer (`text/zeek-tsv`).
+    ZeekTsv,
+    /// A Zeek conn log from the JSON writer (`application/x-zeek-json`).
+    ZeekJson,
 }
 
 impl BodyFormat {
@@ -33,14 +39,21 @@ impl BodyFormat {
             "application/json" | "" => Ok(Self::Json),
             "application/x-ndjson" | "application/ndjson" | "application/jsonl" => Ok(Self::Ndjson),
             "text/csv" => Ok(Self::Csv),
+            "text/zeek-tsv" => Ok(Self::ZeekTsv),
+            "application/x-zeek-json" => Ok(Self::ZeekJson),
             other => Err(ApiError::new(
                 axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",
                 format!(
-                    "Content-Type {other:?} is not accepted here; send application/json, application/x-ndjson or text/csv"
+                    "Content-Type {other:?} is not accepted here; send application/json, application/x-ndjson, text/csv, text/zeek-tsv or application/x-zeek-json"
                 ),
             )),
         }
+    }
+
+    /// Zeek conn logs: connections that become window records (`window`, `group_by` apply).
+    pub fn is_zeek(self) -> bool {
+        matches!(self, Self::ZeekTsv | Self::ZeekJson)
     }
 }
 
@@ -519,9 +532,32 @@ impl Table {
     }
 }
 
-/// Parses any traffic body into a table (JSON bodies: the records of the envelope only).
+/// Parses any traffic body into a table (JSON bodies: the records of the envelope only); Zeek
+/// logs are aggregated with the default options (1h windows, whole network).
 pub fn parse_table(format: BodyFormat, body: &[u8], max_records: usize) -> Result<Table, ApiError> {
+    parse_table_with(format, body, max_records, &ZeekOptions::default())
+}
+
+/// [`parse_table`] with the options that turn Zeek connections into window records (ignored for
+/// the other formats). `max_records` bounds the window records, not the connections: the body
+/// size limit bounds those.
+pub fn parse_table_with(
+    format: BodyFormat,
+    body: &[u8],
+    max_records: usize,
+    zeek: &ZeekOptions,
+) -> Result<Table, ApiError> {
     match format {
+        BodyFormat::ZeekTsv | BodyFormat::ZeekJson => {
+            let zeek_format = if format == BodyFormat::ZeekTsv {
+                ZeekFormat::Tsv
+            } else {
+                ZeekFormat::Json
+            };
+            let table = crate::zeek::to_table(body, zeek_format, zeek)?;
+            check_count(table.len(), max_records)?;
+            Ok(table)
+        }
         BodyFormat::Csv => Table::from_csv(body, max_records),
         BodyFormat::Ndjson => Table::from_ndjson(body, max_records),
         BodyFormat::Json => {

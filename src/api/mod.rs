@@ -123,6 +123,22 @@ pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiErro
     })
 }
 
+/// Zeek aggregation settings from the query string; an error when given for a non-Zeek body.
+pub(crate) fn zeek_options(
+    format: extract::BodyFormat,
+    window: Option<&str>,
+    group_by: Option<&str>,
+) -> Result<crate::zeek::ZeekOptions, ApiError> {
+    if !format.is_zeek() && (window.is_some() || group_by.is_some()) {
+        return Err(ApiError::bad_request(
+            "invalid-parameter",
+            "window and group_by apply to Zeek conn logs only (Content-Type text/zeek-tsv or application/x-zeek-json)",
+        )
+        .with_field(if window.is_some() { "window" } else { "group_by" }));
+    }
+    Ok(crate::zeek::ZeekOptions::from_params(window, group_by)?)
+}
+
 /// Response media types the API can produce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Produces {

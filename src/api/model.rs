@@ -50,6 +50,12 @@ pub struct FitQuery {
     pub max_features: Option<String>,
     pub bootstrap: Option<bool>,
     pub seed: Option<u64>,
+    /// Zeek bodies only: aggregation window such as `1h` (default), `5m`, `30s`.
+    #[param(example = "1h")]
+    pub window: Option<String>,
+    /// Zeek bodies only: `none` (default, the whole network), `id.orig_h` or `id.resp_h`.
+    #[param(example = "id.orig_h")]
+    pub group_by: Option<String>,
 }
 
 impl FitQuery {
@@ -61,6 +67,8 @@ impl FitQuery {
             && self.max_features.is_none()
             && self.bootstrap.is_none()
             && self.seed.is_none()
+            && self.window.is_none()
+            && self.group_by.is_none()
     }
 
     fn params(&self) -> Result<ForestParams, ApiError> {
@@ -128,6 +136,8 @@ fn number(name: &'static str, s: &str) -> Result<f64, ApiError> {
         (FitRequest = "application/json"),
         (String = "text/csv"),
         (String = "application/x-ndjson"),
+        (String = "text/zeek-tsv"),
+        (String = "application/x-zeek-json"),
     )),
     responses(
         (status = 201, body = ModelMeta, description = "The new active model"),
@@ -145,6 +155,7 @@ pub async fn fit(
     let query = super::query(query)?;
     let body = super::body(body)?;
     let format = BodyFormat::from_headers(&headers)?;
+    let zeek = super::zeek_options(format, query.window.as_deref(), query.group_by.as_deref())?;
     let max_records = state.settings().max_records;
     let (table, features, params) = match format {
         BodyFormat::Json => {
@@ -192,7 +203,7 @@ pub async fn fit(
         let table = match table {
             TableSource::Records(r) => Table::from_json_records(r, max_records)?,
             TableSource::Body(format, body) => {
-                super::extract::parse_table(format, &body, max_records)?
+                super::extract::parse_table_with(format, &body, max_records, &zeek)?
             }
             TableSource::Generate(g) => {
                 let records = generate(&g)?;

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{BodyFormat, Features, parse_table};
+use super::extract::{BodyFormat, Features, parse_table_with};
 use super::{Produces, negotiate};
 use crate::detector::model::BatchSummary;
 use crate::error::{ApiError, Problem};
@@ -29,6 +29,12 @@ pub struct ScoreQuery {
     #[param(value_type = Option<String>, example = "anomalies")]
     #[serde(default)]
     pub explain: ExplainMode,
+    /// Zeek bodies only: aggregation window such as `1h` (default), `5m`, `30s`.
+    #[param(example = "1h")]
+    pub window: Option<String>,
+    /// Zeek bodies only: `none` (default, the whole network), `id.orig_h` or `id.resp_h`.
+    #[param(example = "id.orig_h")]
+    pub group_by: Option<String>,
 }
 
 /// A scored batch.
@@ -71,6 +77,8 @@ struct Object(serde_json::Map<String, serde_json::Value>);
         (RecordsBody = "application/json"),
         (String = "text/csv"),
         (String = "application/x-ndjson"),
+        (String = "text/zeek-tsv"),
+        (String = "application/x-zeek-json"),
     )),
     responses(
         (status = 200, content(
@@ -94,6 +102,7 @@ pub async fn score(
     let body = super::body(body)?;
     let format = BodyFormat::from_headers(&headers)?;
     let produces = negotiate(&headers, &[Produces::Json, Produces::Csv])?;
+    let zeek = super::zeek_options(format, query.window.as_deref(), query.group_by.as_deref())?;
     let model = state.model().ok_or_else(ApiError::no_model)?;
     let settings = state.settings();
     let max_records = settings.max_records;
@@ -112,7 +121,7 @@ pub async fn score(
 
     let scoring_model = model.clone();
     let (batch, scored, alert) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-        let batch = parse_table(format, &body, max_records)?
+        let batch = parse_table_with(format, &body, max_records, &zeek)?
             .into_batch(Features::Given(scoring_model.features()), false)?;
         let scored = score_batch(&scoring_model, &batch, explain, top_k);
         let alert = alert_for(&scoring_model, &batch, &scored, &rule);

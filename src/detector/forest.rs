@@ -1,48 +1,1231 @@
-//! STUB (lead's local placeholder, never committed)
+//! Isolation Forest (Liu, Ting & Zhou 2008) with scikit-learn's semantics: fitting, fast scoring, attribution.
+//!
+//! The fitted trees are kept in one canonical form ([`Tree`]: flat node arrays, children stored in
+//! pairs) that is serialised and used by the reference traversal and the attribution. Scoring uses
+//! a derived layout rebuilt on load: trees no deeper than [`COMPLETE_MAX_HEIGHT`] become complete
+//! binary trees (node `i` has children `2i+1`, `2i+2`; shallow leaves padded with always-left
+//! nodes), deeper trees keep their pointer layout with self-looping leaves. Either way a record
+//! walks a fixed number of branch-free steps, and a block of records is pushed through one tree
+//! at a time so that the tree stays in L1 and several records are in flight at once. Forests of
+//! at most 4 features (the service's default) use [`NarrowTree`]s, where a step is one 4-wide
+//! compare of the whole record against the node (AVX when the CPU has it, checked at run time).
+
+use std::fmt;
+
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
 use super::Matrix;
 use super::params::CheckedParams;
-use serde::{Deserialize, Serialize};
+
+/// Euler–Mascheroni constant, as `numpy.euler_gamma`.
+const EULER_GAMMA: f64 = 0.577_215_664_901_532_9;
+
+/// Deepest tree scored through the complete layout: 2^8 leaves fill 5 KiB, so a tree stays in L1
+/// while a block of records goes through it. `max_samples` = 256 (the default) gives height 8.
+pub const COMPLETE_MAX_HEIGHT: usize = 8;
+const COMPLETE_SLOTS: usize = 1 << COMPLETE_MAX_HEIGHT;
+
+/// Records pushed through each tree before moving on to the next tree.
+const BLOCK_ROWS: usize = 512;
+/// Records walked down a tree side by side; their loads overlap instead of waiting on each other.
+const LANES: usize = 8;
+/// Records in flight in the AVX narrow kernel, whose steps are cheaper (found best of 8/12/16).
+const AVX_LANES: usize = 12;
+
+/// c(n): the average path length of an unsuccessful search in a binary search tree of n points,
+/// exactly as scikit-learn's `_average_path_length` (0 for n <= 1, 1 for n = 2).
 pub fn average_path_length(n: f64) -> f64 {
     if n <= 1.0 {
         0.0
     } else if n <= 2.0 {
         1.0
     } else {
-        2.0 * ((n - 1.0).ln() + 0.5772156649) - 2.0 * (n - 1.0) / n
+        2.0 * ((n - 1.0).ln() + EULER_GAMMA) - 2.0 * (n - 1.0) / n
     }
 }
+
+/// Height limit of scikit-learn's trees: ceil(log2(max(ψ, 2))).
+fn height_limit(max_samples: usize) -> usize {
+    let psi = max_samples.max(2);
+    // ceil(log2(psi)) for integers, without floating-point rounding.
+    (usize::BITS - (psi - 1).leading_zeros()) as usize
+}
+
+/// SplitMix64 finaliser: spreads (seed, tree index) into unrelated RNG seeds.
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Each tree draws from its own stream, so fitting trees in parallel equals fitting them in order.
+fn tree_rng(seed: u64, tree: usize) -> StdRng {
+    StdRng::seed_from_u64(splitmix64(splitmix64(seed) ^ tree as u64))
+}
+
+/// One isolation tree in its canonical, serialised form. Node 0 is the root; an internal node's
+/// children are `left[i]` and `left[i] + 1`, both with larger indices; `left[i] == 0` marks a leaf.
+/// A record goes right when `x[feature] > threshold` (scikit-learn sends `x <= threshold` left).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct IsolationForest {
-    d: usize,
+struct Tree {
+    feature: Vec<u32>,
+    threshold: Vec<f64>,
+    left: Vec<u32>,
+    /// Training rows (bootstrap duplicates included) that reached each node.
+    n_samples: Vec<u32>,
 }
-impl IsolationForest {
-    pub fn fit(x: &Matrix, _p: &CheckedParams) -> IsolationForest {
-        IsolationForest { d: x.n_cols() }
+
+impl Tree {
+    fn len(&self) -> usize {
+        self.feature.len()
     }
-    pub fn n_features(&self) -> usize {
-        self.d
+
+    fn is_leaf(&self, i: usize) -> bool {
+        self.left[i] == 0
     }
-    pub fn n_trees(&self) -> usize {
-        1
+
+    /// Depth of every node (root 0); valid because children always follow their parent.
+    fn depths(&self) -> Vec<usize> {
+        let mut depth = vec![0usize; self.len()];
+        for i in 0..self.len() {
+            if !self.is_leaf(i) {
+                let l = self.left[i] as usize;
+                depth[l] = depth[i] + 1;
+                depth[l + 1] = depth[i] + 1;
+            }
+        }
+        depth
     }
-    pub fn max_samples(&self) -> usize {
-        256
+
+    /// h contribution of a leaf: edges from the root plus c(rows left in the leaf).
+    fn leaf_value(&self, i: usize, depth: usize) -> f64 {
+        depth as f64 + average_path_length(f64::from(self.n_samples[i]))
     }
-    pub fn score_matrix(&self, x: &Matrix) -> Vec<f64> {
-        let mut o = vec![0.0; x.n_rows()];
-        self.score_into(x.as_slice(), &mut o);
-        o
-    }
-    pub fn score_into(&self, rows: &[f64], out: &mut [f64]) {
-        for (r, o) in rows.chunks(self.d).zip(out.iter_mut()) {
-            let m = r.iter().map(|v| v.abs()).fold(0.0, f64::max);
-            *o = 1.0 - 0.6 / (1.0 + m);
+}
+
+/// Grows one tree on the rows `sample` of `x`, splitting only on `features`.
+fn grow_tree(
+    x: &Matrix,
+    sample: &[usize],
+    features: &[usize],
+    limit: usize,
+    rng: &mut StdRng,
+) -> Tree {
+    let n_cols = x.n_cols();
+    let data = x.as_slice();
+    // Column-major copy of the sample: node statistics scan one feature over contiguous memory.
+    let psi = sample.len();
+    let mut cols = vec![0.0f64; features.len() * psi];
+    for (j, &f) in features.iter().enumerate() {
+        for (i, &r) in sample.iter().enumerate() {
+            cols[j * psi + i] = data[r * n_cols + f];
         }
     }
+    let mut tree = Tree {
+        feature: vec![0],
+        threshold: vec![0.0],
+        left: vec![0],
+        n_samples: vec![psi as u32],
+    };
+    let mut rows: Vec<u32> = (0..psi as u32).collect();
+    // (node, rows range, depth, candidate features = tree features not yet seen constant).
+    let mut stack: Vec<(usize, usize, usize, usize, Vec<usize>)> =
+        vec![(0, 0, psi, 0, (0..features.len()).collect())];
+    while let Some((node, start, end, depth, mut cand)) = stack.pop() {
+        let n = end - start;
+        if n < 2 || depth >= limit {
+            continue;
+        }
+        let node_rows = &mut rows[start..end];
+        // scikit-learn draws features until one is non-constant in the node; a constant one is
+        // never drawn again below this node. That is a uniform pick among non-constant features.
+        let mut split = None;
+        while !cand.is_empty() {
+            let k = rng.random_range(0..cand.len());
+            let col = &cols[cand[k] * psi..(cand[k] + 1) * psi];
+            let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+            for &r in node_rows.iter() {
+                let v = col[r as usize];
+                lo = lo.min(v);
+                hi = hi.max(v);
+            }
+            if lo < hi {
+                split = Some((k, lo, hi));
+                break;
+            }
+            cand.swap_remove(k);
+        }
+        let Some((k, lo, hi)) = split else { continue };
+        let j = cand[k];
+        let u: f64 = rng.random();
+        let mut thr = lo + (hi - lo) * u;
+        if !thr.is_finite() {
+            // hi - lo overflowed; the convex form cannot.
+            thr = lo * (1.0 - u) + hi * u;
+        }
+        if !(thr >= lo && thr < hi) {
+            // scikit-learn: a threshold that rounded up to the max becomes the min.
+            thr = lo;
+        }
+        let col = &cols[j * psi..(j + 1) * psi];
+        // Partition: rows going left (x <= thr) first. Both sides are non-empty because lo <= thr < hi.
+        let mut mid = 0;
+        for i in 0..n {
+            if col[node_rows[i] as usize] <= thr || col[node_rows[i] as usize].is_nan() {
+                node_rows.swap(i, mid);
+                mid += 1;
+            }
+        }
+        let l = tree.len();
+        tree.feature[node] = features[j] as u32;
+        tree.threshold[node] = thr;
+        tree.left[node] = l as u32;
+        for count in [mid, n - mid] {
+            tree.feature.push(0);
+            tree.threshold.push(0.0);
+            tree.left.push(0);
+            tree.n_samples.push(count as u32);
+        }
+        stack.push((l + 1, start + mid, end, depth + 1, cand.clone()));
+        stack.push((l, start, start + mid, depth + 1, cand));
+    }
+    tree
+}
+
+/// A tree of height <= [`COMPLETE_MAX_HEIGHT`] as a complete binary tree: internal node `i` has
+/// children `2i+1` and `2i+2`; after `height` steps a record sits at `2^height - 1 + leaf slot`.
+/// Leaves shallower than `height` are padded with nodes whose threshold is +inf (always left),
+/// and the leftmost slot below them holds their value.
+#[derive(Clone)]
+struct CompleteTree {
+    threshold: [f64; COMPLETE_SLOTS],
+    feature: [u32; COMPLETE_SLOTS],
+    leaf: [f64; COMPLETE_SLOTS],
+    height: usize,
+}
+
+/// A deeper tree in pointer form: step `i -> next[i] + (x[feature[i]] > threshold[i])`; a leaf
+/// points to itself with threshold +inf, so walking `height` steps from the root ends on the leaf.
+#[derive(Clone)]
+struct PointerTree {
+    nodes: Vec<PointerNode>,
+    value: Vec<f64>,
+    height: usize,
+}
+
+#[derive(Clone, Copy)]
+struct PointerNode {
+    threshold: f64,
+    feature: u32,
+    next: u32,
+}
+
+#[derive(Clone)]
+enum FastTree {
+    Narrow(Box<NarrowTree>),
+    Complete(Box<CompleteTree>),
+    Pointer(PointerTree),
+}
+
+/// Width of the rows a [`NarrowTree`] compares against.
+const NARROW: usize = 4;
+
+/// A complete tree for forests of at most [`NARROW`] features: node `i` holds a threshold per
+/// feature, its own threshold at its split feature and +inf elsewhere, so "goes right" is
+/// `any(x > t)` over the record's whole (zero-padded) row. That is the same decision as
+/// `x[feature] > threshold` (nothing exceeds +inf, NaN compares false) without loading the
+/// feature index or the value, and it compiles to one vector compare per step.
+#[derive(Clone)]
+struct NarrowTree {
+    node: [[f64; NARROW]; COMPLETE_SLOTS],
+    leaf: [f64; COMPLETE_SLOTS],
+    height: usize,
+}
+
+impl NarrowTree {
+    fn from_complete(c: &CompleteTree) -> NarrowTree {
+        let mut node = [[f64::INFINITY; NARROW]; COMPLETE_SLOTS];
+        for (n, (&f, &t)) in node.iter_mut().zip(c.feature.iter().zip(&c.threshold)) {
+            n[f as usize % NARROW] = t;
+        }
+        NarrowTree {
+            node,
+            leaf: c.leaf,
+            height: c.height,
+        }
+    }
+
+    #[inline(always)]
+    fn step(&self, i: usize, x: &[f64; NARROW]) -> usize {
+        let t = &self.node[i & (COMPLETE_SLOTS - 1)];
+        let right = (x[0] > t[0]) | (x[1] > t[1]) | (x[2] > t[2]) | (x[3] > t[3]);
+        2 * i + 1 + usize::from(right)
+    }
+
+    #[inline(always)]
+    fn accumulate(&self, rows: &[[f64; NARROW]], acc: &mut [f64]) {
+        let first_leaf = (1usize << self.height) - 1;
+        let leaf = |i: usize| self.leaf[i.wrapping_sub(first_leaf) & (COMPLETE_SLOTS - 1)];
+        let mut groups = rows.chunks_exact(LANES);
+        let mut accs = acc.chunks_exact_mut(LANES);
+        for (g, a) in (&mut groups).zip(&mut accs) {
+            let mut idx = [0usize; LANES];
+            for _ in 0..self.height {
+                for k in 0..LANES {
+                    idx[k] = self.step(idx[k], &g[k]);
+                }
+            }
+            for k in 0..LANES {
+                a[k] += leaf(idx[k]);
+            }
+        }
+        for (row, a) in groups.remainder().iter().zip(accs.into_remainder()) {
+            let mut idx = 0usize;
+            for _ in 0..self.height {
+                idx = self.step(idx, row);
+            }
+            *a += leaf(idx);
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx,popcnt")]
+    unsafe fn accumulate_avx(&self, rows: &[[f64; NARROW]], acc: &mut [f64]) {
+        use std::arch::x86_64::{_CMP_GT_OQ, _mm256_cmp_pd, _mm256_loadu_pd, _mm256_movemask_pd};
+        let first_leaf = (1usize << self.height) - 1;
+        let leaf = |i: usize| self.leaf[i.wrapping_sub(first_leaf) & (COMPLETE_SLOTS - 1)];
+        // 1 when any of the record's values exceeds the node's threshold for that feature.
+        let right = |x: &[f64; NARROW], t: &[f64; NARROW]| {
+            // SAFETY: both point to 4 readable f64s; AVX is enabled on the enclosing function.
+            let m = unsafe {
+                _mm256_movemask_pd(_mm256_cmp_pd::<_CMP_GT_OQ>(
+                    _mm256_loadu_pd(x.as_ptr()),
+                    _mm256_loadu_pd(t.as_ptr()),
+                ))
+            };
+            // At most one lane can be true: every other lane of `t` is +inf.
+            m.count_ones() as usize
+        };
+        let mut groups = rows.chunks_exact(AVX_LANES);
+        let mut accs = acc.chunks_exact_mut(AVX_LANES);
+        for (g, a) in (&mut groups).zip(&mut accs) {
+            let mut idx = [0usize; AVX_LANES];
+            for _ in 0..self.height {
+                for k in 0..AVX_LANES {
+                    let i = idx[k];
+                    idx[k] = 2 * i + 1 + right(&g[k], &self.node[i & (COMPLETE_SLOTS - 1)]);
+                }
+            }
+            for k in 0..AVX_LANES {
+                a[k] += leaf(idx[k]);
+            }
+        }
+        for (row, a) in groups.remainder().iter().zip(accs.into_remainder()) {
+            let mut idx = 0usize;
+            for _ in 0..self.height {
+                idx = 2 * idx + 1 + right(row, &self.node[idx & (COMPLETE_SLOTS - 1)]);
+            }
+            *a += leaf(idx);
+        }
+    }
+}
+
+impl FastTree {
+    /// Builds the scoring layout; `tree` has been validated (features < n_features, children in range).
+    fn build(tree: &Tree, n_features: usize) -> FastTree {
+        let depth = tree.depths();
+        let height = (0..tree.len())
+            .filter(|&i| tree.is_leaf(i))
+            .map(|i| depth[i])
+            .max()
+            .unwrap_or(0);
+        if height <= COMPLETE_MAX_HEIGHT {
+            let mut c = Box::new(CompleteTree {
+                threshold: [f64::INFINITY; COMPLETE_SLOTS],
+                feature: [0; COMPLETE_SLOTS],
+                leaf: [0.0; COMPLETE_SLOTS],
+                height,
+            });
+            let first_leaf = (1usize << height) - 1;
+            // (canonical node, complete index) pairs, parents before children.
+            let mut todo = vec![(0usize, 0usize)];
+            while let Some((i, ci)) = todo.pop() {
+                if tree.is_leaf(i) {
+                    // Every slot below this leaf is reachable only through it: give all its value.
+                    let span = 1usize << (height - depth[i]);
+                    let first = (ci + 1) * span - 1 - first_leaf;
+                    let v = tree.leaf_value(i, depth[i]);
+                    c.leaf[first..first + span].fill(v);
+                } else {
+                    c.threshold[ci] = tree.threshold[i];
+                    c.feature[ci] = tree.feature[i];
+                    let l = tree.left[i] as usize;
+                    todo.push((l, 2 * ci + 1));
+                    todo.push((l + 1, 2 * ci + 2));
+                }
+            }
+            if n_features <= NARROW {
+                FastTree::Narrow(Box::new(NarrowTree::from_complete(&c)))
+            } else {
+                FastTree::Complete(c)
+            }
+        } else {
+            let mut nodes = Vec::with_capacity(tree.len());
+            let mut value = vec![0.0; tree.len()];
+            for i in 0..tree.len() {
+                if tree.is_leaf(i) {
+                    nodes.push(PointerNode {
+                        threshold: f64::INFINITY,
+                        feature: 0,
+                        next: i as u32,
+                    });
+                    value[i] = tree.leaf_value(i, depth[i]);
+                } else {
+                    nodes.push(PointerNode {
+                        threshold: tree.threshold[i],
+                        feature: tree.feature[i],
+                        next: tree.left[i],
+                    });
+                }
+            }
+            FastTree::Pointer(PointerTree {
+                nodes,
+                value,
+                height,
+            })
+        }
+    }
+
+    /// Adds this tree's path length of each row of `rows` (row-major, `nf` wide) to `acc`.
+    fn accumulate(&self, rows: &[f64], nf: usize, acc: &mut [f64]) {
+        match self {
+            FastTree::Complete(t) => t.accumulate(rows, nf, acc),
+            FastTree::Pointer(t) => t.accumulate(rows, nf, acc),
+            FastTree::Narrow(_) => unreachable_layout(),
+        }
+    }
+
+    /// As [`accumulate`](Self::accumulate) on rows zero-padded to a power-of-two width `P`:
+    /// feature indices masked with `P - 1` need no bounds checks and row offsets are constants,
+    /// which frees the registers that keep [`LANES`] records in flight.
+    fn accumulate_padded<const P: usize>(&self, rows: &[[f64; P]], acc: &mut [f64]) {
+        match self {
+            FastTree::Complete(t) => t.accumulate_padded(rows, acc),
+            FastTree::Pointer(t) => t.accumulate_padded(rows, acc),
+            FastTree::Narrow(_) => unreachable_layout(),
+        }
+    }
+}
+
+/// Narrow trees exist only in forests of at most [`NARROW`] features, which are always scored
+/// through [`IsolationForest::score_narrow`].
+#[cold]
+fn unreachable_layout() {
+    debug_assert!(false, "narrow tree outside a narrow forest");
+}
+
+impl CompleteTree {
+    /// One step down: `i` is below 2^height - 1 <= 255 while walking; the masks only tell the
+    /// compiler so, which removes the bounds checks.
+    #[inline(always)]
+    fn step(&self, i: usize, x: impl Fn(usize) -> f64) -> usize {
+        let m = i & (COMPLETE_SLOTS - 1);
+        2 * i + 1 + usize::from(x(self.feature[m] as usize) > self.threshold[m])
+    }
+
+    #[inline(always)]
+    fn leaf_at(&self, i: usize) -> f64 {
+        let first_leaf = (1usize << self.height) - 1;
+        self.leaf[i.wrapping_sub(first_leaf) & (COMPLETE_SLOTS - 1)]
+    }
+
+    fn accumulate(&self, rows: &[f64], nf: usize, acc: &mut [f64]) {
+        for (row, a) in rows.chunks_exact(nf).zip(acc.iter_mut()) {
+            let mut idx = 0usize;
+            for _ in 0..self.height {
+                idx = self.step(idx, |f| row[f]);
+            }
+            *a += self.leaf_at(idx);
+        }
+    }
+
+    fn accumulate_padded<const P: usize>(&self, rows: &[[f64; P]], acc: &mut [f64]) {
+        let mut groups = rows.chunks_exact(LANES);
+        let mut accs = acc.chunks_exact_mut(LANES);
+        for (g, a) in (&mut groups).zip(&mut accs) {
+            let mut idx = [0usize; LANES];
+            for _ in 0..self.height {
+                for k in 0..LANES {
+                    idx[k] = self.step(idx[k], |f| g[k][f & (P - 1)]);
+                }
+            }
+            for k in 0..LANES {
+                a[k] += self.leaf_at(idx[k]);
+            }
+        }
+        for (row, a) in groups.remainder().iter().zip(accs.into_remainder()) {
+            let mut idx = 0usize;
+            for _ in 0..self.height {
+                idx = self.step(idx, |f| row[f & (P - 1)]);
+            }
+            *a += self.leaf_at(idx);
+        }
+    }
+}
+
+impl PointerTree {
+    #[inline(always)]
+    fn step(&self, i: usize, x: impl Fn(usize) -> f64) -> usize {
+        let n = self.nodes[i];
+        n.next as usize + usize::from(x(n.feature as usize) > n.threshold)
+    }
+
+    fn accumulate(&self, rows: &[f64], nf: usize, acc: &mut [f64]) {
+        for (row, a) in rows.chunks_exact(nf).zip(acc.iter_mut()) {
+            let mut idx = 0usize;
+            for _ in 0..self.height {
+                idx = self.step(idx, |f| row[f]);
+            }
+            *a += self.value[idx];
+        }
+    }
+
+    fn accumulate_padded<const P: usize>(&self, rows: &[[f64; P]], acc: &mut [f64]) {
+        let mut groups = rows.chunks_exact(LANES);
+        let mut accs = acc.chunks_exact_mut(LANES);
+        for (g, a) in (&mut groups).zip(&mut accs) {
+            let mut idx = [0usize; LANES];
+            for _ in 0..self.height {
+                for k in 0..LANES {
+                    idx[k] = self.step(idx[k], |f| g[k][f & (P - 1)]);
+                }
+            }
+            for k in 0..LANES {
+                a[k] += self.value[idx[k]];
+            }
+        }
+        for (row, a) in groups.remainder().iter().zip(accs.into_remainder()) {
+            let mut idx = 0usize;
+            for _ in 0..self.height {
+                idx = self.step(idx, |f| row[f & (P - 1)]);
+            }
+            *a += self.value[idx];
+        }
+    }
+}
+
+/// A fitted Isolation Forest.
+///
+/// Scores are `2^(-E[h(x)] / c(ψ))` in (0, 1], higher = more anomalous (minus scikit-learn's
+/// `score_samples`). Serialises only the canonical trees; the scoring layout is rebuilt on load,
+/// so a round trip gives bit-identical scores.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(try_from = "StoredForest", into = "StoredForest")]
+pub struct IsolationForest {
+    n_features: usize,
+    max_samples: usize,
+    trees: Vec<Tree>,
+    fast: Vec<FastTree>,
+}
+
+/// The serialised form of [`IsolationForest`].
+#[derive(Clone, Serialize, Deserialize)]
+struct StoredForest {
+    n_features: u64,
+    max_samples: u64,
+    trees: Vec<Tree>,
+}
+
+impl From<IsolationForest> for StoredForest {
+    fn from(f: IsolationForest) -> Self {
+        StoredForest {
+            n_features: f.n_features as u64,
+            max_samples: f.max_samples as u64,
+            trees: f.trees,
+        }
+    }
+}
+
+/// Why stored forest data cannot be turned into a model.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ForestFormatError {
+    #[error("a forest needs at least one feature, one tree and max_samples >= 1")]
+    Empty,
+    #[error("tree {0} is malformed: {1}")]
+    Tree(usize, &'static str),
+}
+
+impl TryFrom<StoredForest> for IsolationForest {
+    type Error = ForestFormatError;
+
+    fn try_from(s: StoredForest) -> Result<Self, Self::Error> {
+        let n_features = usize::try_from(s.n_features).map_err(|_| ForestFormatError::Empty)?;
+        let max_samples = usize::try_from(s.max_samples).map_err(|_| ForestFormatError::Empty)?;
+        if n_features == 0 || max_samples == 0 || s.trees.is_empty() {
+            return Err(ForestFormatError::Empty);
+        }
+        for (t, tree) in s.trees.iter().enumerate() {
+            validate_tree(tree, n_features).map_err(|why| ForestFormatError::Tree(t, why))?;
+        }
+        Ok(IsolationForest::from_trees(
+            n_features,
+            max_samples,
+            s.trees,
+        ))
+    }
+}
+
+/// Checks what scoring relies on: equal lengths, a root, features in range, and children that
+/// exist, come after their parent (so there are no cycles) and are claimed once.
+fn validate_tree(tree: &Tree, n_features: usize) -> Result<(), &'static str> {
+    let n = tree.feature.len();
+    if n == 0 {
+        return Err("no nodes");
+    }
+    if tree.threshold.len() != n || tree.left.len() != n || tree.n_samples.len() != n {
+        return Err("node arrays differ in length");
+    }
+    if n > u32::MAX as usize {
+        return Err("too many nodes");
+    }
+    let mut claimed = vec![false; n];
+    claimed[0] = true;
+    for i in 0..n {
+        let l = tree.left[i] as usize;
+        if l == 0 {
+            continue;
+        }
+        if tree.feature[i] as usize >= n_features {
+            return Err("split on a feature the forest does not have");
+        }
+        if l <= i || l + 1 >= n {
+            return Err("child index out of order or out of range");
+        }
+        if claimed[l] || claimed[l + 1] {
+            return Err("node has two parents");
+        }
+        claimed[l] = true;
+        claimed[l + 1] = true;
+    }
+    if claimed.iter().any(|c| !c) {
+        return Err("unreachable node");
+    }
+    Ok(())
+}
+
+impl PartialEq for IsolationForest {
+    fn eq(&self, other: &Self) -> bool {
+        // The scoring layout is a function of the trees.
+        self.n_features == other.n_features
+            && self.max_samples == other.max_samples
+            && self.trees == other.trees
+    }
+}
+
+impl fmt::Debug for IsolationForest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IsolationForest")
+            .field("n_features", &self.n_features)
+            .field("max_samples", &self.max_samples)
+            .field("n_trees", &self.trees.len())
+            .field("n_nodes", &self.trees.iter().map(Tree::len).sum::<usize>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl IsolationForest {
+    fn from_trees(n_features: usize, max_samples: usize, trees: Vec<Tree>) -> Self {
+        let fast = trees
+            .iter()
+            .map(|t| FastTree::build(t, n_features))
+            .collect();
+        IsolationForest {
+            n_features,
+            max_samples,
+            trees,
+            fast,
+        }
+    }
+
+    /// Fits on a (typically already standardised) matrix, trees in parallel.
+    ///
+    /// `params` should come from [`ForestParams::check`](super::params::ForestParams::check) for
+    /// this matrix's shape; out-of-range values are clamped rather than trusted (ψ to
+    /// 1..=n_rows, max_features to 1..=n_cols, at least one tree). An empty matrix gives
+    /// single-leaf trees that score every record 0.5. Same params and data, same model, whatever
+    /// the thread count.
+    pub fn fit(x: &Matrix, params: &CheckedParams) -> IsolationForest {
+        let n_rows = x.n_rows();
+        let n_features = x.n_cols().max(1);
+        let psi = params.max_samples.clamp(1, n_rows.max(1));
+        let max_features = params.max_features.clamp(1, n_features);
+        let n_trees = params.n_estimators.max(1);
+        let limit = height_limit(psi);
+        let trees = (0..n_trees)
+            .into_par_iter()
+            .map(|t| {
+                let mut rng = tree_rng(params.seed, t);
+                let features: Vec<usize> = if max_features < n_features {
+                    rand::seq::index::sample(&mut rng, n_features, max_features).into_vec()
+                } else {
+                    (0..n_features).collect()
+                };
+                if n_rows == 0 {
+                    return Tree {
+                        feature: vec![0],
+                        threshold: vec![0.0],
+                        left: vec![0],
+                        n_samples: vec![0],
+                    };
+                }
+                let sample: Vec<usize> = if params.bootstrap {
+                    (0..psi).map(|_| rng.random_range(0..n_rows)).collect()
+                } else {
+                    rand::seq::index::sample(&mut rng, n_rows, psi).into_vec()
+                };
+                grow_tree(x, &sample, &features, limit, &mut rng)
+            })
+            .collect();
+        IsolationForest::from_trees(n_features, psi, trees)
+    }
+
+    pub fn n_features(&self) -> usize {
+        self.n_features
+    }
+
+    pub fn n_trees(&self) -> usize {
+        self.trees.len()
+    }
+
+    /// ψ used for c(ψ).
+    pub fn max_samples(&self) -> usize {
+        self.max_samples
+    }
+
+    /// Turns a sum of path lengths over all trees into the score.
+    #[cfg(test)]
+    fn score_from_sum(&self, sum: f64) -> f64 {
+        let mut s = [sum];
+        self.scores_from_sums(&mut s);
+        s[0]
+    }
+
+    /// Turns sums of path lengths over all trees into scores, in place, with c(ψ) computed once.
+    /// With ψ = 1, c(ψ) = 0 and every score is 0.5, as scikit-learn does.
+    fn scores_from_sums(&self, sums: &mut [f64]) {
+        let c = average_path_length(self.max_samples as f64);
+        let n_trees = self.trees.len() as f64;
+        for s in sums {
+            *s = if c == 0.0 {
+                0.5
+            } else {
+                (-(*s / n_trees) / c).exp2()
+            };
+        }
+    }
+
+    /// Scores every row (parallel over blocks of records). Output length = `x.n_rows()`; an
+    /// empty matrix gives an empty vector. A matrix whose column count differs from
+    /// [`n_features`](Self::n_features) gets NaN for every row.
+    pub fn score_matrix(&self, x: &Matrix) -> Vec<f64> {
+        let mut out = vec![f64::NAN; x.n_rows()];
+        if x.n_cols() == self.n_features {
+            self.score_into(x.as_slice(), &mut out);
+        }
+        out
+    }
+
+    /// Scores row-major `rows` (`out.len() * n_features` values) into `out`, in parallel.
+    /// If `rows` holds fewer complete rows than `out.len()`, the missing rows score NaN; values
+    /// past `out.len()` rows are ignored.
+    pub fn score_into(&self, rows: &[f64], out: &mut [f64]) {
+        let nf = self.n_features;
+        let n = (rows.len() / nf).min(out.len());
+        out[n..].fill(f64::NAN);
+        let rows = &rows[..n * nf];
+        let out = &mut out[..n];
+        match nf.next_power_of_two() {
+            1..=NARROW => self.score_narrow(rows, out),
+            8 => self.score_padded::<8>(rows, out),
+            16 => self.score_padded::<16>(rows, out),
+            32 => self.score_padded::<32>(rows, out),
+            64 => self.score_padded::<64>(rows, out),
+            _ => self.score_wide(rows, out),
+        }
+    }
+
+    /// Blocks of records copied into rows of width `P` (zero-padded), then pushed through every
+    /// tree in turn.
+    fn score_padded<const P: usize>(&self, rows: &[f64], out: &mut [f64]) {
+        let nf = self.n_features;
+        rows.par_chunks(BLOCK_ROWS * nf)
+            .zip(out.par_chunks_mut(BLOCK_ROWS))
+            .for_each(|(block, out)| {
+                let mut padded = vec![[0.0f64; P]; out.len()];
+                for (p, row) in padded.iter_mut().zip(block.chunks_exact(nf)) {
+                    p[..nf].copy_from_slice(row);
+                }
+                out.fill(0.0);
+                // Trees in a fixed order per record: the sum, hence the score, is bit-identical
+                // whatever the thread count or block size.
+                for tree in &self.fast {
+                    tree.accumulate_padded(&padded, out);
+                }
+                self.scores_from_sums(out);
+            });
+    }
+
+    /// At most [`NARROW`] features: rows zero-padded to [`NARROW`] values, trees narrow or pointer.
+    fn score_narrow(&self, rows: &[f64], out: &mut [f64]) {
+        let nf = self.n_features;
+        rows.par_chunks(BLOCK_ROWS * nf)
+            .zip(out.par_chunks_mut(BLOCK_ROWS))
+            .for_each(|(block, out)| {
+                let mut padded = vec![[0.0f64; NARROW]; out.len()];
+                for (p, row) in padded.iter_mut().zip(block.chunks_exact(nf)) {
+                    p[..nf].copy_from_slice(row);
+                }
+                out.fill(0.0);
+                #[cfg(target_arch = "x86_64")]
+                {
+                    if std::arch::is_x86_feature_detected!("avx2")
+                        && std::arch::is_x86_feature_detected!("popcnt")
+                    {
+                        // SAFETY: the CPU has AVX2, checked just above.
+                        unsafe { self.narrow_block_avx2(&padded, out) };
+                    } else {
+                        self.narrow_block(&padded, out);
+                    }
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                self.narrow_block(&padded, out);
+                self.scores_from_sums(out);
+            });
+    }
+
+    /// Trees in a fixed order per record: the sum, hence the score, is bit-identical whatever
+    /// the thread count, block size or instruction set.
+    #[inline(always)]
+    fn narrow_block(&self, rows: &[[f64; NARROW]], out: &mut [f64]) {
+        for tree in &self.fast {
+            match tree {
+                FastTree::Narrow(t) => t.accumulate(rows, out),
+                FastTree::Pointer(t) => t.accumulate_padded(rows, out),
+                FastTree::Complete(t) => t.accumulate_padded(rows, out),
+            }
+        }
+    }
+
+    /// [`narrow_block`](Self::narrow_block) with AVX: a step's four compares are one `vcmppd`
+    /// (`_CMP_GT_OQ` is IEEE `>`: false on NaN), so scores are identical to the portable path.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,popcnt")]
+    unsafe fn narrow_block_avx2(&self, rows: &[[f64; NARROW]], out: &mut [f64]) {
+        for tree in &self.fast {
+            match tree {
+                // SAFETY: AVX2 is enabled on this function, so AVX is available.
+                FastTree::Narrow(t) => unsafe { t.accumulate_avx(rows, out) },
+                FastTree::Pointer(t) => t.accumulate_padded(rows, out),
+                FastTree::Complete(t) => t.accumulate_padded(rows, out),
+            }
+        }
+    }
+
+    /// More than 64 features: rows are used in place, one record at a time.
+    fn score_wide(&self, rows: &[f64], out: &mut [f64]) {
+        let nf = self.n_features;
+        rows.par_chunks(BLOCK_ROWS * nf)
+            .zip(out.par_chunks_mut(BLOCK_ROWS))
+            .for_each(|(block, out)| {
+                out.fill(0.0);
+                for tree in &self.fast {
+                    tree.accumulate(block, nf, out);
+                }
+                self.scores_from_sums(out);
+            });
+    }
+
+    /// Straightforward recursive traversal of the canonical trees: the oracle the fast layout is
+    /// tested against.
+    #[cfg(test)]
+    fn score_reference(&self, row: &[f64]) -> f64 {
+        fn walk(t: &Tree, i: usize, depth: usize, row: &[f64]) -> f64 {
+            if t.is_leaf(i) {
+                return t.leaf_value(i, depth);
+            }
+            let l = t.left[i] as usize;
+            let next = if row[t.feature[i] as usize] > t.threshold[i] {
+                l + 1
+            } else {
+                l
+            };
+            walk(t, next, depth + 1, row)
+        }
+        let mut sum = 0.0;
+        for t in &self.trees {
+            sum += walk(t, 0, 0, row);
+        }
+        self.score_from_sum(sum)
+    }
+
+    /// Per-feature attribution of one record's isolation (DIFFI-style, after Carletti, Terzi &
+    /// Susto 2020): non-negative, `n_features` long, summing to 1.
+    ///
+    /// For each tree t, let the record's path pass the split nodes v_1..v_k and end in a leaf, so
+    /// that its path length is h_t(x) = k + c(n_leaf). Each split node v credits its feature
+    ///
+    /// ```text
+    /// w_t(v) = (1 / h_t(x)) * (1 - n(child_t(v, x)) / n(v))
+    /// ```
+    ///
+    /// where n(v) is the number of training rows that reached v and child_t(v, x) is the child the
+    /// record went to. The first factor favours trees that isolate the record quickly; the
+    /// second favours splits that cut the record off from most of the node's rows (a split that
+    /// keeps the record with the crowd says little about why it is unusual). The credits are
+    /// summed over all trees per feature and divided by their total.
+    ///
+    /// The result is all zeros when the record never passed a split (every tree is a single
+    /// leaf) or when `row.len() != n_features`.
     pub fn attribution(&self, row: &[f64]) -> Vec<f64> {
-        let s: f64 = row.iter().map(|v| v.abs()).sum();
-        row.iter()
-            .map(|v| if s > 0.0 { v.abs() / s } else { 0.0 })
-            .collect()
+        let mut attr = vec![0.0; self.n_features];
+        if row.len() != self.n_features {
+            return attr;
+        }
+        let mut path: Vec<(usize, f64)> = Vec::new();
+        for t in &self.trees {
+            path.clear();
+            let mut i = 0;
+            let mut depth = 0usize;
+            while !t.is_leaf(i) {
+                let l = t.left[i] as usize;
+                let next = if row[t.feature[i] as usize] > t.threshold[i] {
+                    l + 1
+                } else {
+                    l
+                };
+                let n_node = f64::from(t.n_samples[i]);
+                let imbalance = if n_node > 0.0 {
+                    (1.0 - f64::from(t.n_samples[next]) / n_node).clamp(0.0, 1.0)
+                } else {
+                    1.0
+                };
+                path.push((t.feature[i] as usize, imbalance));
+                i = next;
+                depth += 1;
+            }
+            if path.is_empty() {
+                continue;
+            }
+            let h = t.leaf_value(i, depth);
+            for &(f, imbalance) in &path {
+                attr[f] += imbalance / h;
+            }
+        }
+        let total: f64 = attr.iter().sum();
+        if total > 0.0 && total.is_finite() {
+            for a in &mut attr {
+                *a /= total;
+            }
+        } else {
+            attr.fill(0.0);
+        }
+        attr
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detector::params::ForestParams;
+
+    fn params(n_rows: usize, n_features: usize, seed: u64) -> CheckedParams {
+        ForestParams {
+            seed,
+            ..Default::default()
+        }
+        .check(n_rows, n_features)
+        .unwrap()
+    }
+
+    /// Deterministic pseudo-random data with a few outliers.
+    fn random_matrix(n_rows: usize, n_cols: usize, seed: u64) -> Matrix {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let data = (0..n_rows * n_cols)
+            .map(|i| {
+                let v: f64 = rng.random::<f64>() * 2.0 - 1.0;
+                if (i / n_cols) % 97 == 0 { v * 8.0 } else { v }
+            })
+            .collect();
+        Matrix::new(n_rows, n_cols, data).unwrap()
+    }
+
+    #[test]
+    fn average_path_length_matches_scikit_learn() {
+        assert_eq!(average_path_length(0.0), 0.0);
+        assert_eq!(average_path_length(1.0), 0.0);
+        assert_eq!(average_path_length(2.0), 1.0);
+        // scikit-learn: _average_path_length([256]) = 10.244770920119917
+        assert!((average_path_length(256.0) - 10.244_770_920_119_917).abs() < 1e-12);
+        // 2 * (ln 2 + gamma) - 2 * 2 / 3
+        let c3 = 2.0 * (2f64.ln() + EULER_GAMMA) - 4.0 / 3.0;
+        assert_eq!(average_path_length(3.0), c3);
+    }
+
+    #[test]
+    fn height_limit_is_ceil_log2() {
+        assert_eq!(height_limit(1), 1);
+        assert_eq!(height_limit(2), 1);
+        assert_eq!(height_limit(3), 2);
+        assert_eq!(height_limit(256), 8);
+        assert_eq!(height_limit(257), 9);
+        assert_eq!(height_limit(4096), 12);
+    }
+
+    #[test]
+    fn fast_layout_matches_reference_traversal() {
+        // ψ = 256 → complete layout; larger ψ → pointer layout; small ψ → short complete trees.
+        for (n_rows, n_cols, max_samples) in [
+            (3000, 4, 256u64),
+            (3000, 3, 2000),
+            (500, 5, 37),
+            (40, 2, 3),
+            (700, 9, 256),
+            (700, 9, 600),
+            (300, 70, 128),
+            (300, 1, 256),
+        ] {
+            let x = random_matrix(n_rows, n_cols, 7);
+            let p = ForestParams {
+                n_estimators: 25,
+                max_samples: crate::detector::params::MaxSamples::Count(max_samples),
+                ..Default::default()
+            }
+            .check(n_rows, n_cols)
+            .unwrap();
+            let f = IsolationForest::fit(&x, &p);
+            let complete = f
+                .fast
+                .iter()
+                .filter(|t| matches!(t, FastTree::Complete(_) | FastTree::Narrow(_)))
+                .count();
+            if max_samples > 256 {
+                assert_eq!(complete, 0, "deep trees use the pointer layout");
+            } else {
+                assert_eq!(complete, f.n_trees());
+            }
+            // Score data the forest has not seen too, including values outside the training range.
+            let probe = random_matrix(1237, n_cols, 99);
+            for m in [&x, &probe] {
+                let fast = f.score_matrix(m);
+                for (i, row) in m.rows().enumerate() {
+                    assert_eq!(
+                        fast[i].to_bits(),
+                        f.score_reference(row).to_bits(),
+                        "row {i}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn portable_narrow_path_matches_reference() {
+        // The AVX path runs wherever the CPU has it; check the portable one explicitly too.
+        let x = random_matrix(1000, 3, 12);
+        let f = IsolationForest::fit(&x, &params(1000, 3, 8));
+        let padded: Vec<[f64; NARROW]> = x.rows().map(|r| [r[0], r[1], r[2], 0.0]).collect();
+        let mut out = vec![0.0; x.n_rows()];
+        f.narrow_block(&padded, &mut out);
+        f.scores_from_sums(&mut out);
+        for (i, row) in x.rows().enumerate() {
+            assert_eq!(
+                out[i].to_bits(),
+                f.score_reference(row).to_bits(),
+                "row {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn same_seed_same_scores_any_thread_count() {
+        let x = random_matrix(5000, 4, 1);
+        let p = params(5000, 4, 42);
+        let a = IsolationForest::fit(&x, &p);
+        let sa = a.score_matrix(&x);
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        let (b, sb) = one.install(|| {
+            let b = IsolationForest::fit(&x, &p);
+            let sb = b.score_matrix(&x);
+            (b, sb)
+        });
+        assert_eq!(a, b);
+        assert_eq!(
+            sa.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            sb.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+        );
+        let c = IsolationForest::fit(&x, &params(5000, 4, 43));
+        assert_ne!(a, c, "another seed grows other trees");
+    }
+
+    #[test]
+    fn serde_round_trip_keeps_scores() {
+        let x = random_matrix(2000, 3, 5);
+        for max_samples in [256u64, 1000] {
+            let p = ForestParams {
+                n_estimators: 20,
+                max_samples: crate::detector::params::MaxSamples::Count(max_samples),
+                ..Default::default()
+            }
+            .check(2000, 3)
+            .unwrap();
+            let f = IsolationForest::fit(&x, &p);
+            let bytes = postcard::to_allocvec(&f).unwrap();
+            let g: IsolationForest = postcard::from_bytes(&bytes).unwrap();
+            assert_eq!(f, g);
+            assert_eq!(f.score_matrix(&x), g.score_matrix(&x));
+            let json = serde_json::to_string(&f).unwrap();
+            let h: IsolationForest = serde_json::from_str(&json).unwrap();
+            assert_eq!(f.score_matrix(&x), h.score_matrix(&x));
+        }
+    }
+
+    #[test]
+    fn corrupt_model_is_rejected() {
+        let x = random_matrix(300, 2, 5);
+        let f = IsolationForest::fit(&x, &params(300, 2, 0));
+        let mut s = StoredForest::from(f.clone());
+        s.trees[0].feature[0] = 7;
+        assert!(IsolationForest::try_from(s).is_err());
+        let mut s = StoredForest::from(f.clone());
+        s.trees[1].left[0] = 0;
+        assert!(IsolationForest::try_from(s).is_err(), "orphaned nodes");
+        let mut s = StoredForest::from(f.clone());
+        let last = s.trees[2].left.len() - 1;
+        s.trees[2].left[last] = 1;
+        assert!(IsolationForest::try_from(s).is_err(), "child before parent");
+        let mut s = StoredForest::from(f);
+        s.trees.clear();
+        assert!(IsolationForest::try_from(s).is_err());
+    }
+
+    #[test]
+    fn constant_columns_are_never_split() {
+        let mut x = random_matrix(1000, 3, 3).into_vec();
+        for r in 0..1000 {
+            x[r * 3 + 1] = 4.2;
+        }
+        let x = Matrix::new(1000, 3, x).unwrap();
+        let f = IsolationForest::fit(&x, &params(1000, 3, 0));
+        for t in &f.trees {
+            for i in 0..t.len() {
+                if !t.is_leaf(i) {
+                    assert_ne!(t.feature[i], 1);
+                }
+            }
+        }
+        // All columns constant: single-leaf trees, every score 2^-1.
+        let c = Matrix::new(500, 2, vec![1.0; 1000]).unwrap();
+        let f = IsolationForest::fit(&c, &params(500, 2, 0));
+        assert!(f.trees.iter().all(|t| t.len() == 1));
+        let s = f.score_matrix(&random_matrix(10, 2, 1));
+        assert!(s.iter().all(|&v| (v - 0.5).abs() < 1e-12));
+        assert!(f.attribution(&[3.0, 4.0]).iter().all(|&a| a == 0.0));
+    }
+
+    #[test]
+    fn single_row_and_empty_inputs() {
+        let one = Matrix::new(1, 3, vec![1.0, 2.0, 3.0]).unwrap();
+        let f = IsolationForest::fit(&one, &params(1, 3, 0));
+        assert_eq!(f.max_samples(), 1);
+        assert_eq!(f.score_matrix(&one), vec![0.5]);
+        let empty = Matrix::new(0, 3, vec![]).unwrap();
+        assert!(f.score_matrix(&empty).is_empty());
+        let g = IsolationForest::fit(&empty, &params(1, 3, 0));
+        assert_eq!(g.score_matrix(&one), vec![0.5]);
+        // Wrong widths never panic.
+        assert!(
+            f.score_matrix(&random_matrix(4, 2, 0))
+                .iter()
+                .all(|v| v.is_nan())
+        );
+        let mut out = [0.0; 3];
+        f.score_into(&[1.0; 7], &mut out);
+        assert!(out[0].is_finite() && out[1].is_finite() && out[2].is_nan());
+        assert_eq!(f.attribution(&[1.0]), vec![0.0; 3]);
+    }
+
+    #[test]
+    fn scores_are_in_unit_interval_and_outliers_score_higher() {
+        let x = random_matrix(4000, 4, 11);
+        let f = IsolationForest::fit(&x, &params(4000, 4, 3));
+        let s = f.score_matrix(&x);
+        assert!(s.iter().all(|&v| v > 0.0 && v <= 1.0));
+        let far = Matrix::new(1, 4, vec![30.0, -30.0, 30.0, 30.0]).unwrap();
+        let centre = Matrix::new(1, 4, vec![0.0; 4]).unwrap();
+        assert!(f.score_matrix(&far)[0] > 0.7);
+        assert!(f.score_matrix(&centre)[0] < 0.5);
+        // Non-finite inputs score without panicking.
+        let odd = Matrix::new(
+            2,
+            4,
+            vec![
+                f64::NAN,
+                f64::INFINITY,
+                -1.0,
+                0.0,
+                1.0,
+                2.0,
+                3.0,
+                -f64::INFINITY,
+            ],
+        )
+        .unwrap();
+        assert!(f.score_matrix(&odd).iter().all(|v| *v > 0.0 && *v <= 1.0));
+    }
+
+    #[test]
+    fn max_features_and_bootstrap_are_honoured() {
+        let x = random_matrix(2000, 6, 2);
+        let p = ForestParams {
+            max_features: crate::detector::params::MaxFeatures::Count(2),
+            bootstrap: true,
+            ..Default::default()
+        }
+        .check(2000, 6)
+        .unwrap();
+        let f = IsolationForest::fit(&x, &p);
+        for t in &f.trees {
+            let used: std::collections::BTreeSet<u32> = (0..t.len())
+                .filter(|&i| !t.is_leaf(i))
+                .map(|i| t.feature[i])
+                .collect();
+            assert!(used.len() <= 2);
+            assert_eq!(t.n_samples[0], 256);
+        }
+        for (i, row) in x.rows().enumerate().take(300) {
+            assert_eq!(f.score_matrix(&x)[i], f.score_reference(row));
+        }
+    }
+
+    #[test]
+    fn attribution_points_at_the_unusual_feature() {
+        let mut data = random_matrix(1000, 3, 4).into_vec();
+        for r in 0..1000 {
+            data[r * 3 + 2] = data[r * 3 + 2].clamp(-1.0, 1.0);
+        }
+        let x = Matrix::new(1000, 3, data).unwrap();
+        let f = IsolationForest::fit(&x, &params(1000, 3, 9));
+        let a = f.attribution(&[0.1, -0.2, 6.0]);
+        assert_eq!(a.len(), 3);
+        assert!((a.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+        assert!(a.iter().all(|&v| v >= 0.0));
+        assert!(a[2] > a[0] && a[2] > a[1], "{a:?}");
     }
 }
