@@ -128,6 +128,14 @@ impl ApiError {
         }
     }
 
+    /// A bad record as a whole (not one field): names its index.
+    pub fn record_at(index: usize, detail: impl Into<String>) -> Self {
+        Self {
+            index: Some(index),
+            ..Self::unprocessable("invalid-record", detail)
+        }
+    }
+
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
         self
@@ -188,6 +196,9 @@ impl From<FitError> for ApiError {
                 ApiError::unprocessable("invalid-parameter", e.to_string())
             }
             FitError::Scaler(_) => ApiError::unprocessable("invalid-records", e.to_string()),
+            FitError::Threshold(_) => {
+                ApiError::unprocessable("invalid-parameter", e.to_string()).with_field("threshold")
+            }
         }
     }
 }

@@ -141,10 +141,15 @@ impl Case {
             }
             _ => {}
         }
-        if let Some(f) = self.field
-            && body["field"] != f
-        {
-            wrong.push(format!("field {}, expected {f:?}", body["field"]));
+        // An empty expected field means the problem must not name one (the record as a whole is bad).
+        match self.field {
+            Some("") if body.get("field").is_some() => {
+                wrong.push(format!("field {}, expected none", body["field"]));
+            }
+            Some(f) if !f.is_empty() && body["field"] != f => {
+                wrong.push(format!("field {}, expected {f:?}", body["field"]));
+            }
+            _ => {}
         }
         if wrong.is_empty() {
             Ok(())

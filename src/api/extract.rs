@@ -115,9 +115,8 @@ impl Table {
         table.rows.reserve(records.len());
         for (i, record) in records.into_iter().enumerate() {
             let Value::Object(map) = record else {
-                return Err(ApiError::record(
+                return Err(ApiError::record_at(
                     i,
-                    "",
                     format!("record {i} is not a JSON object"),
                 ));
             };
@@ -182,9 +181,8 @@ impl Table {
                 )
             })?;
             let Value::Object(map) = value else {
-                return Err(ApiError::record(
+                return Err(ApiError::record_at(
                     i,
-                    "",
                     format!("NDJSON line {} is not a JSON object", line_no + 1),
                 ));
             };

@@ -68,13 +68,69 @@ fn api_router() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document (what `/openapi.json` serves and `netsentinel openapi` prints).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router().split_for_parts().1
+    with_security(api_router().split_for_parts().1)
+}
+
+/// Documents the optional bearer API keys: the scheme, and 401/403 on every `/v1` operation.
+fn with_security(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::security::{
+        HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+    };
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+
+    api.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key from NETSENTINEL_API_KEYS, as `Authorization: Bearer <key>`. Scopes: \
+                         `read` (model, alerts, chart), `score` (score, evaluate, samples), `admin` (fit, \
+                         activate, ack; implies the others). Without configured keys the service is open.",
+                    ))
+                    .build(),
+            ),
+        );
+    let problem = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/problem+json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("Problem")))
+                    .build(),
+            )
+            .build()
+    };
+    for (path, item) in api.paths.paths.iter_mut() {
+        if !path.starts_with("/v1/") {
+            continue;
+        }
+        for op in [&mut item.get, &mut item.post].into_iter().flatten() {
+            op.security = Some(vec![
+                SecurityRequirement::default(),
+                SecurityRequirement::new("api_key", Vec::<String>::new()),
+            ]);
+            op.responses.responses.insert(
+                "401".into(),
+                problem("No valid API key (only when keys are configured)").into(),
+            );
+            op.responses.responses.insert(
+                "403".into(),
+                problem("The API key lacks the scope this operation needs").into(),
+            );
+        }
+    }
+    api
 }
 
 /// The whole HTTP surface: API routes, `/openapi.json`, `/docs`, and problem+json fallbacks.
 pub fn router(state: AppState) -> Router {
     let max_body = state.settings().max_body_bytes;
     let (router, api) = api_router().split_for_parts();
+    let api = with_security(api);
     let router = router.route_layer(axum::middleware::from_fn(crate::monitoring::track));
     crate::monitoring::handle();
     router

@@ -32,6 +32,10 @@ pub struct FitRequest {
     /// Feature names; default: the four seed features when all are present, else every numeric field but `label`.
     pub features: Option<Vec<String>>,
     pub params: Option<ForestParams>,
+    /// A fixed score threshold in (0, 1), overriding `contamination` (e.g. the `budget.threshold`
+    /// that `POST /v1/evaluate` reports for a false-alert budget).
+    #[schema(example = 0.65)]
+    pub threshold: Option<f64>,
 }
 
 /// Settings of a CSV or NDJSON fit, in the query string.
@@ -50,6 +54,8 @@ pub struct FitQuery {
     pub max_features: Option<String>,
     pub bootstrap: Option<bool>,
     pub seed: Option<u64>,
+    /// A fixed score threshold in (0, 1), overriding `contamination`.
+    pub threshold: Option<f64>,
     /// Zeek bodies only: aggregation window such as `1h` (default), `5m`, `30s`.
     #[param(example = "1h")]
     pub window: Option<String>,
@@ -67,6 +73,7 @@ impl FitQuery {
             && self.max_features.is_none()
             && self.bootstrap.is_none()
             && self.seed.is_none()
+            && self.threshold.is_none()
             && self.window.is_none()
             && self.group_by.is_none()
     }
@@ -157,7 +164,7 @@ pub async fn fit(
     let format = BodyFormat::from_headers(&headers)?;
     let zeek = super::zeek_options(format, query.window.as_deref(), query.group_by.as_deref())?;
     let max_records = state.settings().max_records;
-    let (table, features, params) = match format {
+    let (table, features, params, threshold) = match format {
         BodyFormat::Json => {
             if !query.is_empty() {
                 return Err(ApiError::bad_request(
@@ -190,12 +197,17 @@ pub async fn fit(
                 (Some(records), None) => TableSource::Records(records),
                 (None, Some(g)) => TableSource::Generate(g),
             };
-            (table, req.features, params)
+            (table, req.features, params, req.threshold)
         }
         other => {
             let params = query.params()?;
             params.check_static()?;
-            (TableSource::Body(other, body), query.features(), params)
+            (
+                TableSource::Body(other, body),
+                query.features(),
+                params,
+                query.threshold,
+            )
         }
     };
 
@@ -219,8 +231,13 @@ pub async fn fit(
             None => Features::Default,
         };
         let batch = table.into_batch(choice, false)?;
-        let (model, scores) =
-            Model::fit_with_scores(&batch.matrix, batch.features.clone(), &params, Utc::now())?;
+        let (model, scores) = Model::fit_with_scores(
+            &batch.matrix,
+            batch.features.clone(),
+            &params,
+            threshold,
+            Utc::now(),
+        )?;
         let anomalies = scores.iter().map(|&s| model.is_anomaly(s)).collect();
         let chart = chart_data(0, &batch, anomalies);
         Ok((model, chart))

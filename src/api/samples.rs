@@ -53,7 +53,11 @@ pub async fn generate(
             )),
         })?;
         serde_json::from_slice(&body).map_err(|e| {
-            ApiError::unprocessable("invalid-parameter", format!("generator settings: {e}"))
+            if e.is_data() {
+                ApiError::unprocessable("invalid-parameter", format!("generator settings: {e}"))
+            } else {
+                ApiError::bad_request("malformed-body", format!("invalid JSON: {e}"))
+            }
         })?
     };
     let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {

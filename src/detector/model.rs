@@ -66,6 +66,8 @@ pub struct ModelMeta {
     /// A record is anomalous when its score is strictly greater than this.
     #[schema(example = 0.5)]
     pub threshold: f64,
+    /// Where the threshold came from.
+    pub threshold_source: ThresholdSource,
     pub n_training_records: usize,
     /// Share of training records above the threshold.
     pub training_anomaly_rate: f64,
@@ -73,6 +75,18 @@ pub struct ModelMeta {
     pub fit_seconds: f64,
     /// Training distribution of each feature.
     pub feature_stats: Vec<FeatureStats>,
+}
+
+/// How a model's threshold was chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ThresholdSource {
+    /// `contamination: "auto"`: 0.5, the paper's cut-off.
+    Auto,
+    /// A contamination fraction: that quantile of the training scores.
+    Contamination,
+    /// A score given at fit time (for example the one `POST /v1/evaluate` found for a false-alert budget).
+    Fixed,
 }
 
 /// Why a model could not be fitted.
@@ -86,6 +100,8 @@ pub enum FitError {
     NonFinite { index: usize, feature: String },
     #[error(transparent)]
     Scaler(#[from] ScalerError),
+    #[error("threshold must be a score between 0 and 1, got {0}")]
+    Threshold(f64),
 }
 
 /// A fitted model, ready to score.
@@ -108,17 +124,24 @@ impl Model {
         params: &ForestParams,
         trained_at: DateTime<Utc>,
     ) -> Result<Model, FitError> {
-        Self::fit_with_scores(x, features, params, trained_at).map(|(m, _)| m)
+        Self::fit_with_scores(x, features, params, None, trained_at).map(|(m, _)| m)
     }
 
-    /// [`Model::fit`], also returning the training records' scores (computed anyway for the threshold).
+    /// [`Model::fit`] with an optional fixed score threshold (which overrides `contamination`),
+    /// also returning the training records' scores (computed anyway for the threshold).
     pub fn fit_with_scores(
         x: &Matrix,
         features: Vec<String>,
         params: &ForestParams,
+        fixed_threshold: Option<f64>,
         trained_at: DateTime<Utc>,
     ) -> Result<(Model, Vec<f64>), FitError> {
         let started = std::time::Instant::now();
+        if let Some(t) = fixed_threshold {
+            if !(t.is_finite() && t > 0.0 && t < 1.0) {
+                return Err(FitError::Threshold(t));
+            }
+        }
         check_feature_names(&features)?;
         if features.len() != x.n_cols() {
             return Err(FitError::FeatureCount {
@@ -138,9 +161,13 @@ impl Model {
         let forest = IsolationForest::fit(&scaled, &checked);
         let training_scores = forest.score_matrix(&scaled);
         drop(scaled);
-        let threshold = match checked.contamination {
-            Some(c) => contamination_threshold(&training_scores, c),
-            None => 0.5,
+        let (threshold, threshold_source) = match (fixed_threshold, checked.contamination) {
+            (Some(t), _) => (t, ThresholdSource::Fixed),
+            (None, Some(c)) => (
+                contamination_threshold(&training_scores, c),
+                ThresholdSource::Contamination,
+            ),
+            (None, None) => (0.5, ThresholdSource::Auto),
         };
         let n_flagged = training_scores.iter().filter(|&&s| s > threshold).count();
         let feature_stats = feature_stats(x, &features, &scaler);
@@ -150,6 +177,7 @@ impl Model {
             features,
             params: params.clone(),
             threshold,
+            threshold_source,
             n_training_records: x.n_rows(),
             training_anomaly_rate: n_flagged as f64 / x.n_rows() as f64,
             fit_seconds: 0.0,
