@@ -72,17 +72,20 @@ curl -fsS -X POST "$BASE/v1/samples" -H 'content-type: application/json' -d '{"n
     | curl -fsS -X POST "$BASE/v1/score" -H 'content-type: application/json' --data-binary @- >/dev/null
 
 echo "== schemathesis run ($MAX_EXAMPLES examples per operation, seed $ST_SEED)" >&2
+# One worker: with two, CPython 3.11's ast.parse inside Hypothesis failed now and then
+# ("AST constructor recursion depth mismatch"), an error of the tool, not of the service.
+# Run from the temp dir so Schemathesis's .schemathesis/ state stays out of the work tree.
 set +e
-"$VENV/bin/schemathesis" run "$BASE/openapi.json" \
+(cd "$TMP" && "$VENV/bin/schemathesis" run "$BASE/openapi.json" \
     --checks all \
     --exclude-checks positive_data_acceptance,negative_data_rejection \
     --max-examples "$MAX_EXAMPLES" \
     --seed "$ST_SEED" \
-    --workers 2 \
+    --workers 1 \
     --request-timeout 60 \
     --generation-database none \
     --no-color \
-    --report junit --report-dir "$TMP/report"
+    --report junit --report-dir "$TMP/report")
 STATUS=$?
 set -e
 
