@@ -63,19 +63,30 @@ pub struct Loaded {
 }
 
 /// Loads the active version; a corrupt file is set aside and the newest valid version is used instead.
+///
+/// Problems are logged in full (paths included) and reported on `/readyz` without paths, since
+/// the probe is open to anyone who can reach the service.
 pub fn load_at_start(files: &ModelFiles) -> Loaded {
     let mut problems = Vec::new();
     let active = match files.active() {
         Ok(a) => a,
         Err(e) => {
-            problems.push(format!("the active-model pointer is unreadable ({e})"));
+            tracing::warn!("the active-model pointer is unreadable ({e})");
+            problems.push(format!(
+                "the active-model pointer is unreadable ({})",
+                e.without_paths()
+            ));
             None
         }
     };
     let mut candidates = match files.versions() {
         Ok(v) => v,
         Err(e) => {
-            problems.push(format!("model files could not be listed ({e})"));
+            tracing::error!("model files could not be listed ({e})");
+            problems.push(format!(
+                "model files could not be listed ({})",
+                e.without_paths()
+            ));
             Vec::new()
         }
     };
@@ -85,21 +96,19 @@ pub fn load_at_start(files: &ModelFiles) -> Loaded {
         candidates.insert(0, a);
     }
     for version in candidates {
+        // (for the log, for clients)
         let decoded = files
             .read(version)
-            .map_err(|e| e.to_string())
-            .and_then(|bytes| Model::from_bytes(&bytes).map_err(|e| e.to_string()));
+            .map_err(|e| (e.to_string(), e.without_paths()))
+            .and_then(|bytes| {
+                Model::from_bytes(&bytes).map_err(|e| (e.to_string(), e.to_string()))
+            });
         match decoded {
             Ok(model) => {
                 if Some(version) != active {
                     if let Err(e) = files.set_active(version) {
-                        problems.push(format!(
-                            "could not repoint ACTIVE to version {version}: {e}"
-                        ));
+                        tracing::warn!("could not repoint ACTIVE to version {version}: {e}");
                     }
-                }
-                for p in &problems {
-                    tracing::warn!("{p}");
                 }
                 tracing::info!(version, "model loaded");
                 return Loaded {
@@ -107,13 +116,14 @@ pub fn load_at_start(files: &ModelFiles) -> Loaded {
                     problem: None,
                 };
             }
-            Err(e) => {
-                let msg = format!("model version {version} is corrupt ({e}) and was set aside");
-                tracing::error!("{msg}");
+            Err((logged, public)) => {
+                tracing::error!("model version {version} is corrupt ({logged}) and was set aside");
                 if let Err(q) = files.quarantine(version) {
                     tracing::error!(version, "could not set the corrupt model aside: {q}");
                 }
-                problems.push(msg);
+                problems.push(format!(
+                    "model version {version} is corrupt ({public}) and was set aside"
+                ));
             }
         }
     }

@@ -598,3 +598,55 @@ async fn api_keys_guard_the_endpoints_by_scope() {
     assert_eq!(response.status(), StatusCode::CREATED, "admin may fit");
     assert_eq!(app.active_version_with(READER).await, Some(1));
 }
+
+/// The process's resident set size in KiB (Linux), or None where /proc is not there.
+fn rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Bad input must not leak: the whole table, many times over, leaves memory and state as they were.
+#[tokio::test]
+async fn repeated_bad_requests_do_not_grow_memory_or_state() {
+    const ROUNDS: usize = 20;
+    /// Generous: the table's bodies total well under 1 MB, so a leak of even a fraction of each
+    /// body per request would pass this only if it were tiny.
+    const MAX_GROWTH_KIB: u64 = 50 * 1024;
+    let app = spawn_app().await;
+    app.fit_small(1).await;
+    let bursts: Vec<Value> = app
+        .seed_records()
+        .await
+        .into_iter()
+        .filter(|r| r["label"] == 1)
+        .collect();
+    app.score(&bursts).await;
+    let cases = cases();
+    // One warm-up round: allocator pools, connection pools and lazy statics settle first.
+    run(&app, &cases).await;
+    let before = observable_state(&app).await;
+    let Some(rss_before) = rss_kib() else {
+        eprintln!("no /proc/self/status here; skipping the memory check");
+        return;
+    };
+    for _ in 0..ROUNDS {
+        run(&app, &cases).await;
+    }
+    let rss_after = rss_kib().expect("read before, readable after");
+    let growth = rss_after.saturating_sub(rss_before);
+    eprintln!(
+        "{} bad requests: RSS {rss_before} KiB -> {rss_after} KiB",
+        ROUNDS * cases.len()
+    );
+    assert!(
+        growth < MAX_GROWTH_KIB,
+        "RSS grew by {growth} KiB over {ROUNDS} rounds of bad input"
+    );
+    let after = observable_state(&app).await;
+    assert_eq!(after.0, before.0, "the active model is unchanged");
+    assert_eq!(after.1, before.1, "no alert was added");
+    assert_eq!(after.2, before.2, "no model version was added");
+}

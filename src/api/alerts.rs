@@ -29,16 +29,17 @@ pub struct ListQuery {
     /// Only alerts with at least this severity (0-100).
     pub min_severity: Option<u8>,
     /// `open` or `acknowledged`.
-    #[param(value_type = Option<String>)]
+    #[param(inline)]
     pub status: Option<AlertStatus>,
     /// Page size, 1-1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// `json` (default: `{"alerts": [...], "next_cursor": ...}`), or one document per line in a SIEM's
     /// format: `ecs`, `ocsf`, `splunk_hec` (NDJSON) or `cef` (text); the next cursor is then in the
     /// `x-next-cursor` header.
-    #[param(value_type = Option<String>, example = "ecs")]
+    #[param(inline, example = "ecs")]
     pub format: Option<AlertFormat>,
 }
 
@@ -47,8 +48,40 @@ pub struct ListQuery {
 #[into_params(parameter_in = Query)]
 pub struct FormatQuery {
     /// `json` (default), `ecs`, `ocsf`, `cef` or `splunk_hec`.
-    #[param(value_type = Option<String>, example = "ocsf")]
+    #[param(inline, example = "ocsf")]
     pub format: Option<AlertFormat>,
+}
+
+/// The OpenAPI shape of one alert as JSON: the [`Alert`] itself (`format=json`, the default) or
+/// the document a SIEM format defines for it (`ecs`, `ocsf`, `splunk_hec`), whose shape is that
+/// SIEM's own.
+pub struct AlertDocument;
+
+impl utoipa::PartialSchema for AlertDocument {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Ref};
+        AnyOfBuilder::new()
+            .item(Ref::from_schema_name("Alert"))
+            .item(ObjectBuilder::new().description(Some(
+                "An ECS, OCSF or Splunk HEC document, as `format` asked",
+            )))
+            .into()
+    }
+}
+
+impl ToSchema for AlertDocument {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push((
+            Alert::name().into(),
+            <Alert as utoipa::PartialSchema>::schema(),
+        ));
+        <Alert as ToSchema>::schemas(schemas);
+    }
 }
 
 /// A page of alerts, newest first.
@@ -146,9 +179,9 @@ fn one(alert: Alert, format: Option<AlertFormat>) -> Response {
     params(("id" = String, Path, description = "Alert id"), FormatQuery),
     responses(
         (status = 200, content(
-            (Alert = "application/json"),
+            (AlertDocument = "application/json"),
             (String = "text/plain"),
-        ), description = "The alert"),
+        ), description = "The alert; with `format`, the SIEM's document for it"),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]

@@ -11,7 +11,7 @@ use crate::chart::{ChartFormat, ChartInput, ChartSeries, DEFAULT_HEIGHT, DEFAULT
 use crate::error::{ApiError, Problem};
 use crate::state::AppState;
 
-#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     /// The last batch posted to /v1/score.
@@ -26,11 +26,13 @@ pub enum Source {
 #[into_params(parameter_in = Query)]
 pub struct ChartQuery {
     /// `batch` (default) or `training`.
-    #[param(value_type = Option<String>, example = "batch")]
+    #[param(inline, example = "batch")]
     pub source: Option<Source>,
     /// Pixels, 200-4000 (default 1200).
+    #[param(minimum = 200, maximum = 4000)]
     pub width: Option<u32>,
     /// Pixels, 200-4000 (default 800).
+    #[param(minimum = 200, maximum = 4000)]
     pub height: Option<u32>,
 }
 

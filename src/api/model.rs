@@ -315,7 +315,7 @@ pub async fn list_versions(State(state): State<AppState>) -> Result<Json<Version
             .map(|v| {
                 let decoded = files
                     .read(v)
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.without_paths())
                     .and_then(|b| Model::from_bytes(&b).map_err(|e| e.to_string()));
                 match decoded {
                     Ok(m) => VersionInfo {

@@ -22,7 +22,7 @@ pub struct SamplesResponse {
 /// 8 bursts). The `seed` profile reproduces the tutorial; `realistic` adds daily and weekly rhythm,
 /// correlated features and labeled attack kinds. The response format follows `Accept`.
 #[utoipa::path(post, path = "/v1/samples", tag = "samples",
-    request_body(content = GeneratorConfig, content_type = "application/json"),
+    request_body(content = Option<GeneratorConfig>, content_type = "application/json", description = "Generator settings; no body means every default"),
     responses(
         (status = 200, description = "Records with `label` (and `attack_kind` for anomalies)", content(
             (SamplesResponse = "application/json"),

@@ -57,6 +57,7 @@ pub struct ScoreResponse {
 #[allow(dead_code)]
 pub struct RecordsBody {
     /// Traffic records: the model's features as numbers; optional `timestamp` (RFC 3339); other string fields are echoed.
+    #[schema(min_items = 1)]
     records: Vec<Object>,
 }
 

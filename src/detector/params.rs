@@ -48,13 +48,13 @@ pub struct ForestParams {
     #[schema(example = 100)]
     pub n_estimators: u64,
     /// `"auto"` (= min(256, n)), a row count, or a fraction of n.
-    #[schema(value_type = Object, example = "auto")]
+    #[schema(schema_with = schema::max_samples, example = "auto")]
     pub max_samples: MaxSamples,
     /// `"auto"` (threshold 0.5) or a fraction in (0, 0.5].
-    #[schema(value_type = Object, example = "auto")]
+    #[schema(schema_with = schema::contamination, example = "auto")]
     pub contamination: Contamination,
     /// A fraction in (0, 1] or a count of features (default 1.0: all).
-    #[schema(value_type = Object, example = 1.0)]
+    #[schema(schema_with = schema::max_features, example = 1.0)]
     pub max_features: MaxFeatures,
     /// Draw each tree's rows with replacement (default false).
     pub bootstrap: bool,
@@ -73,6 +73,60 @@ impl Default for ForestParams {
             bootstrap: false,
             seed: 42,
         }
+    }
+}
+
+/// OpenAPI shapes of the "auto, a count or a fraction" parameters. `anyOf`, not the `oneOf` a
+/// derived untagged enum gives: a whole number such as 1 is both a JSON Schema integer and a
+/// number, so `oneOf` would reject it.
+mod schema {
+    use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, SchemaType, Type};
+
+    fn auto() -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::String))
+            .enum_values(Some(["auto"]))
+    }
+
+    fn count() -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::Integer))
+            .minimum(Some(1))
+    }
+
+    fn fraction(max: f64) -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::Number))
+            .exclusive_minimum(Some(0.0))
+            .maximum(Some(max))
+    }
+
+    pub fn max_samples() -> AnyOfBuilder {
+        AnyOfBuilder::new()
+            .item(auto())
+            .item(count())
+            .item(fraction(1.0))
+            .description(Some(
+                "`\"auto\"` (= min(256, n)), a row count, or a fraction of n in (0, 1].",
+            ))
+    }
+
+    pub fn contamination() -> AnyOfBuilder {
+        AnyOfBuilder::new()
+            .item(auto())
+            .item(fraction(0.5))
+            .description(Some(
+                "`\"auto\"` (threshold 0.5) or a fraction in (0, 0.5].",
+            ))
+    }
+
+    pub fn max_features() -> AnyOfBuilder {
+        AnyOfBuilder::new()
+            .item(count())
+            .item(fraction(1.0))
+            .description(Some(
+                "A count of features or a fraction in (0, 1] (default 1.0: all).",
+            ))
     }
 }
 

@@ -140,6 +140,29 @@ impl StoreError {
     pub fn is_client_error(&self) -> bool {
         matches!(self, Self::BadCursor | Self::ModelNotFound(_))
     }
+
+    /// The message without filesystem paths, for answers an unauthenticated client may read
+    /// (`/readyz`, the version list). The full `Display` belongs in the service log.
+    pub fn without_paths(&self) -> String {
+        match self {
+            Self::Io { op, source, .. } => {
+                format!(
+                    "cannot {op} a file in the data directory: {}",
+                    source.kind()
+                )
+            }
+            Self::DirNotWritable { source, .. } => {
+                format!("the model directory is not writable: {}", source.kind())
+            }
+            Self::ActiveCorrupt { .. } => {
+                "the active-model pointer models/ACTIVE does not hold a version number".into()
+            }
+            Self::DatabaseOpen { .. } | Self::SchemaTooNew { .. } => {
+                format!("the alert database cannot be used ({})", self.kind())
+            }
+            other => other.to_string(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -152,6 +175,29 @@ mod tests {
         assert!(StoreError::ModelNotFound(3).is_client_error());
         assert!(!StoreError::Poisoned.is_client_error());
         assert_eq!(StoreError::BadCursor.kind(), "bad_cursor");
+    }
+
+    #[test]
+    fn messages_without_paths_name_none() {
+        let path = PathBuf::from("/data/secret-place/models/ACTIVE");
+        for e in [
+            StoreError::Io {
+                op: "read",
+                path: path.clone(),
+                source: io::Error::from(io::ErrorKind::PermissionDenied),
+            },
+            StoreError::DirNotWritable {
+                path: path.clone(),
+                source: io::Error::from(io::ErrorKind::PermissionDenied),
+            },
+            StoreError::ActiveCorrupt {
+                path: path.clone(),
+                content: "x".into(),
+            },
+        ] {
+            assert!(e.to_string().contains("secret-place"));
+            assert!(!e.without_paths().contains("secret-place"), "{e}");
+        }
     }
 
     #[test]

@@ -1,0 +1,68 @@
+//! Problem bodies never carry internals: a storage failure or a damaged data directory is
+//! answered without the filesystem paths the service log names (the data dir is usually under
+//! /tmp here, /var/lib in production).
+
+mod common;
+
+use std::sync::Arc;
+
+use common::{TestApp, assert_problem, spawn_app, spawn_app_in};
+use netsentinel::config::Settings;
+use reqwest::StatusCode;
+
+/// Fails if `body` mentions the data directory or any absolute temp path.
+fn assert_no_paths(app: &TestApp, body: &str) {
+    let dir = app.data_path().to_string_lossy().into_owned();
+    assert!(!body.contains(&dir), "the body leaks the data dir: {body}");
+    assert!(!body.contains("/tmp"), "the body leaks a path: {body}");
+    assert!(!body.contains("/models"), "the body leaks a path: {body}");
+}
+
+#[tokio::test]
+async fn a_storage_failure_is_a_500_without_paths() {
+    let app = spawn_app().await;
+    app.fit_small(1).await;
+    // The model directory becomes a regular file: every later model write or listing fails.
+    let models = app.data_path().join("models");
+    std::fs::remove_dir_all(&models).unwrap();
+    std::fs::write(&models, b"not a directory").unwrap();
+
+    let response = app
+        .post_json(
+            "/v1/model/fit",
+            &serde_json::json!({"generate": {}, "params": {"n_estimators": 5}}),
+        )
+        .await;
+    let body = assert_problem(response, StatusCode::INTERNAL_SERVER_ERROR, "internal").await;
+    assert_no_paths(&app, &body.to_string());
+    assert!(
+        body["request_id"].is_string(),
+        "the request id lets an operator find the logged cause: {body}"
+    );
+
+    let response = app.get("/v1/model/versions").await;
+    let body = assert_problem(response, StatusCode::INTERNAL_SERVER_ERROR, "internal").await;
+    assert_no_paths(&app, &body.to_string());
+
+    // The model in memory still serves.
+    assert_eq!(app.active_version().await, Some(1));
+}
+
+#[tokio::test]
+async fn readiness_explains_a_damaged_data_dir_without_paths() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let models = dir.path().join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    std::fs::write(models.join("ACTIVE"), b"garbage").unwrap();
+    std::fs::write(models.join("model-0000000001.bin"), b"NSMODEL\0 damaged").unwrap();
+    let app = spawn_app_in(dir, Settings::default()).await;
+
+    let response = app.get("/readyz").await;
+    let body = assert_problem(response, StatusCode::SERVICE_UNAVAILABLE, "not-ready").await;
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("ACTIVE") && detail.contains("model version 1 is corrupt"),
+        "the reason still says what is wrong: {detail}"
+    );
+    assert_no_paths(&app, &body.to_string());
+}
