@@ -25,6 +25,8 @@ pub async fn publish(state: &AppState, mut model: Model) -> Result<Arc<Model>, A
     })
     .await??;
     state.install_model(model.clone());
+    crate::monitoring::model_fitted(model.meta().fit_seconds);
+    crate::monitoring::model_active(model.version());
     tracing::info!(version = model.version(), "model activated");
     Ok(model)
 }
@@ -52,6 +54,7 @@ pub async fn activate(state: &AppState, version: u64) -> Result<Arc<Model>, ApiE
     })
     .await??;
     state.install_model(model.clone());
+    crate::monitoring::model_active(version);
     tracing::info!(version, "model rolled back");
     Ok(model)
 }

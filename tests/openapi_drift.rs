@@ -166,3 +166,38 @@ async fn the_service_serves_the_document_and_the_docs() {
         "Swagger UI is served from the binary"
     );
 }
+
+/// Reads a counter or gauge from Prometheus text (the sum over its label sets).
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn metrics_count_what_the_service_did() {
+    let app = spawn_app().await;
+    let before = app.get("/metrics").await.text().await.unwrap();
+    let fitted = app.fit_seed().await;
+    let version = fitted["version"].as_u64().unwrap() as f64;
+    let records = app.seed_records().await;
+    let body = app.score(&records).await;
+    let text = app.get("/metrics").await.text().await.unwrap();
+    // The recorder is process-wide and tests run in parallel, so counters only ever grow by at least our share.
+    let scored = metric(&text, "netsentinel_records_scored_total")
+        - metric(&before, "netsentinel_records_scored_total");
+    assert!(scored >= 720.0, "720 records scored: {scored}");
+    let anomalies = metric(&text, "netsentinel_anomalies_total")
+        - metric(&before, "netsentinel_anomalies_total");
+    assert!(anomalies >= body["summary"]["n_anomalies"].as_f64().unwrap());
+    assert!(metric(&text, "netsentinel_alerts_raised_total") >= 1.0);
+    assert!(metric(&text, "netsentinel_fits_total") >= 1.0);
+    assert!(text.contains("netsentinel_fit_duration_seconds_bucket"));
+    assert!(metric(&text, "netsentinel_model_version") >= 1.0 && version >= 1.0);
+    assert!(
+        text.contains("route=\"/v1/score\""),
+        "requests are labelled by route pattern"
+    );
+}

@@ -140,6 +140,11 @@ pub async fn score(
         );
     }
 
+    crate::monitoring::batch_scored(
+        scored.summary.n_records,
+        scored.summary.n_anomalies,
+        alert.is_some(),
+    );
     let model_version = model.version();
     let only_anomalies = query.only_anomalies;
     let (bytes, chart) = tokio::task::spawn_blocking(move || {
