@@ -100,7 +100,14 @@ pub fn model_active(version: u64) {
     metrics::gauge!("netsentinel_model_version").set(version as f64);
 }
 
-/// `GET /metrics`: Prometheus text exposition format.
+/// Prometheus metrics (text exposition format 0.0.4).
+///
+/// Requests by method, route and status; latency histograms; records scored; anomalies; alerts
+/// raised; fits and their duration; the active model version. Open unless
+/// `--metrics-require-key` is set.
+#[utoipa::path(get, path = "/metrics", tag = "health", responses(
+    (status = 200, content_type = "text/plain", body = String, description = "Prometheus text format"),
+))]
 pub async fn render() -> impl IntoResponse {
     (
         [(

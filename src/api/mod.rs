@@ -52,6 +52,7 @@ fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
+        .routes(routes!(crate::monitoring::render))
         .routes(routes!(samples::generate))
         .routes(routes!(model::fit))
         .routes(routes!(model::get_model))
@@ -134,7 +135,6 @@ pub fn router(state: AppState) -> Router {
     let router = router.route_layer(axum::middleware::from_fn(crate::monitoring::track));
     crate::monitoring::handle();
     router
-        .route("/metrics", axum::routing::get(crate::monitoring::render))
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
