@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::auth::ApiKeys;
+use crate::siem::formats::AlertFormat;
+use crate::webhooks::Secret;
 
 /// netsentinel: network-traffic anomaly detection service.
 ///
@@ -24,6 +26,8 @@ pub struct Cli {
     pub serve: Settings,
 }
 
+// Parsed once at startup and moved into the app: the size of the Serve variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the HTTP API (the default).
@@ -110,6 +114,38 @@ pub struct Settings {
     #[arg(long, env = "NETSENTINEL_METRICS_REQUIRE_KEY", default_value_t = false)]
     pub metrics_require_key: bool,
 
+    /// JSON file of webhook sinks that every new alert is pushed to (see the README, "Webhooks").
+    #[arg(long, env = "NETSENTINEL_WEBHOOKS_FILE")]
+    pub webhooks_file: Option<PathBuf>,
+
+    /// One webhook sink (named "webhook") to push every new alert to, as http(s)://...
+    #[arg(long, env = "NETSENTINEL_WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+
+    /// Body format of --webhook-url: json, ecs, ocsf, cef or splunk_hec.
+    #[arg(long, env = "NETSENTINEL_WEBHOOK_FORMAT", default_value = "json", value_parser = parse_alert_format)]
+    pub webhook_format: AlertFormat,
+
+    /// HMAC-SHA256 key that signs --webhook-url deliveries (X-Netsentinel-Signature).
+    #[arg(long, env = "NETSENTINEL_WEBHOOK_SECRET", value_parser = Secret::parse, hide_env_values = true)]
+    pub webhook_secret: Option<Secret>,
+
+    /// First webhook retry waits up to this many milliseconds; each failure doubles it (full jitter).
+    #[arg(
+        long,
+        env = "NETSENTINEL_WEBHOOK_RETRY_BASE_MS",
+        default_value_t = 1000
+    )]
+    pub webhook_retry_base_ms: u64,
+
+    /// Longest wait between webhook retries, in milliseconds (10 minutes).
+    #[arg(
+        long,
+        env = "NETSENTINEL_WEBHOOK_RETRY_CAP_MS",
+        default_value_t = 600_000
+    )]
+    pub webhook_retry_cap_ms: u64,
+
     /// Log format.
     #[arg(long, env = "NETSENTINEL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -132,6 +168,11 @@ fn parse_unit_interval(s: &str) -> Result<f64, String> {
     } else {
         Err(format!("must be between 0 and 1, got {v}"))
     }
+}
+
+fn parse_alert_format(s: &str) -> Result<AlertFormat, String> {
+    AlertFormat::parse(s)
+        .ok_or_else(|| format!("unknown format {s:?}; use one of json, ecs, ocsf, cef, splunk_hec"))
 }
 
 impl Cli {

@@ -2,7 +2,7 @@
 //!
 //! `detector` is the engine (no HTTP), `store` owns files and the database, `chart` draws,
 //! `api` is the HTTP surface, `scoring` and `registry` hold the service logic between them,
-//! and `startup` wires everything together.
+//! `webhooks` pushes alerts to SIEMs from the outbox, and `startup` wires everything together.
 
 pub mod api;
 pub mod auth;
@@ -19,4 +19,5 @@ pub mod startup;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod webhooks;
 pub mod zeek;

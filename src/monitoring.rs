@@ -53,6 +53,14 @@ fn describe() {
     );
     metrics::describe_histogram!("netsentinel_fit_duration_seconds", "Time to fit a model");
     metrics::describe_counter!("netsentinel_fits_total", "Models fitted");
+    metrics::describe_counter!(
+        "netsentinel_webhook_deliveries_total",
+        "Webhook delivery attempts by sink and result (ok, retrying, failed)"
+    );
+    metrics::describe_gauge!(
+        "netsentinel_outbox_depth",
+        "Webhook deliveries still pending, all sinks"
+    );
 }
 
 /// Counts and times every request.

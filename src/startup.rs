@@ -20,6 +20,7 @@ use crate::registry;
 use crate::state::AppState;
 use crate::store::alerts::SqliteAlertStore;
 use crate::store::model_files::ModelFiles;
+use crate::webhooks::Webhooks;
 use crate::{api, monitoring};
 
 /// Why the service could not start.
@@ -36,6 +37,8 @@ pub enum StartupError {
         "refusing to serve without API keys on {0}, which is not a loopback address: set NETSENTINEL_API_KEYS, or pass --insecure-open if this is really wanted"
     )]
     InsecureOpen(SocketAddr),
+    #[error("{0}")]
+    Webhooks(#[from] crate::webhooks::WebhookConfigError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -100,9 +103,18 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         tracing::info!(addr = %self.local_addr(), "netsentinel listening");
-        axum::serve(self.listener, self.router)
+        let (stop_delivery, stop) = tokio::sync::watch::channel(false);
+        let delivery = self.state.webhooks().start(self.state.outbox(), stop);
+        let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
-            .await
+            .await;
+        // After the last request: an alert raised while draining is in the outbox already and
+        // is delivered after the restart; a delivery cut short stays pending (at least once).
+        let _ = stop_delivery.send(true);
+        if let Err(e) = delivery.await {
+            tracing::error!(error = %e, "webhook delivery did not stop cleanly");
+        }
+        served
     }
 
     /// Serves until SIGINT or SIGTERM.
@@ -118,7 +130,13 @@ pub fn build_state(settings: Settings) -> Result<AppState, StartupError> {
         source,
     })?;
     let models = ModelFiles::open(&settings.data_dir, settings.keep_models as usize)?;
-    let alerts = SqliteAlertStore::open(&settings.data_dir.join("alerts.db"))?;
+    let webhooks = Webhooks::from_settings(&settings)?;
+    for sink in webhooks.sinks() {
+        tracing::info!(sink = %sink.name, target = %sink.origin(), format = sink.format.as_str(), signed = sink.secret.is_some(), "webhook sink configured");
+    }
+    let alerts = Arc::new(SqliteAlertStore::open(
+        &settings.data_dir.join("alerts.db"),
+    )?);
     let loaded = registry::load_at_start(&models);
     if loaded.model.is_none() && loaded.problem.is_none() {
         tracing::info!("no model yet: POST /v1/model/fit to train one");
@@ -126,7 +144,9 @@ pub fn build_state(settings: Settings) -> Result<AppState, StartupError> {
     Ok(AppState::new(
         settings,
         models,
-        Arc::new(alerts),
+        alerts.clone(),
+        alerts,
+        webhooks,
         loaded.model,
         loaded.problem,
     ))

@@ -8,6 +8,8 @@ use crate::config::Settings;
 use crate::detector::model::Model;
 use crate::store::alerts::AlertStore;
 use crate::store::model_files::ModelFiles;
+use crate::store::outbox::Outbox;
+use crate::webhooks::Webhooks;
 
 /// Cheap to clone; every handler gets one.
 #[derive(Clone)]
@@ -21,6 +23,9 @@ struct Inner {
     model: RwLock<Option<Arc<Model>>>,
     models: ModelFiles,
     alerts: Arc<dyn AlertStore>,
+    /// The webhook delivery queue; the same database as `alerts` in the SQLite backend.
+    outbox: Arc<dyn Outbox>,
+    webhooks: Arc<Webhooks>,
     /// One fit or rollback at a time, so versions are assigned and activated in order.
     model_change: tokio::sync::Mutex<()>,
     /// Why no model is loaded (for /readyz), or problems met loading one.
@@ -46,6 +51,8 @@ impl AppState {
         settings: Settings,
         models: ModelFiles,
         alerts: Arc<dyn AlertStore>,
+        outbox: Arc<dyn Outbox>,
+        webhooks: Webhooks,
         model: Option<Model>,
         load_problem: Option<String>,
     ) -> Self {
@@ -55,6 +62,8 @@ impl AppState {
                 model: RwLock::new(model.map(Arc::new)),
                 models,
                 alerts,
+                outbox,
+                webhooks: Arc::new(webhooks),
                 model_change: tokio::sync::Mutex::new(()),
                 load_problem: RwLock::new(load_problem),
                 last_batch: RwLock::new(None),
@@ -73,6 +82,15 @@ impl AppState {
 
     pub fn alerts(&self) -> Arc<dyn AlertStore> {
         self.inner.alerts.clone()
+    }
+
+    pub fn outbox(&self) -> Arc<dyn Outbox> {
+        self.inner.outbox.clone()
+    }
+
+    /// The configured webhook sinks.
+    pub fn webhooks(&self) -> &Webhooks {
+        &self.inner.webhooks
     }
 
     /// The active model, if any. The lock is held only for the clone.

@@ -14,6 +14,7 @@ use crate::error::{ApiError, Problem};
 use crate::siem::formats::{AlertFormat, ExportContext, render_many, render_one};
 use crate::state::AppState;
 use crate::store::alerts::{Alert, AlertQuery, AlertStatus};
+use crate::store::outbox::DeliveryState;
 
 /// Most alerts one page may hold.
 pub const MAX_LIMIT: usize = 1000;
@@ -61,7 +62,7 @@ impl utoipa::PartialSchema for AlertDocument {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, Ref};
         AnyOfBuilder::new()
-            .item(Ref::from_schema_name("Alert"))
+            .item(Ref::from_schema_name("AlertDetail"))
             .item(ObjectBuilder::new().description(Some(
                 "An ECS, OCSF or Splunk HEC document, as `format` asked",
             )))
@@ -77,10 +78,10 @@ impl ToSchema for AlertDocument {
         )>,
     ) {
         schemas.push((
-            Alert::name().into(),
-            <Alert as utoipa::PartialSchema>::schema(),
+            AlertDetail::name().into(),
+            <AlertDetail as utoipa::PartialSchema>::schema(),
         ));
-        <Alert as ToSchema>::schemas(schemas);
+        <AlertDetail as ToSchema>::schemas(schemas);
     }
 }
 
@@ -153,19 +154,23 @@ pub async fn list(
 }
 
 fn export_context() -> ExportContext<'static> {
-    static HOST: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    let host = HOST.get_or_init(|| {
-        std::fs::read_to_string("/etc/hostname")
-            .ok()
-            .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty())
-    });
-    ExportContext::new(host.as_deref())
+    crate::siem::local_context()
 }
 
-fn one(alert: Alert, format: Option<AlertFormat>) -> Response {
+/// One alert with how its webhook deliveries are going.
+#[derive(Serialize, ToSchema)]
+pub struct AlertDetail {
+    #[serde(flatten)]
+    pub alert: Alert,
+    /// One entry per webhook sink the alert is owed to, by sink name; absent when the alert was
+    /// raised with no sink configured. Only in the `json` format: SIEM formats stay as exported.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deliveries: Vec<DeliveryState>,
+}
+
+fn one(alert: Alert, deliveries: Vec<DeliveryState>, format: Option<AlertFormat>) -> Response {
     match format.unwrap_or(AlertFormat::Json) {
-        AlertFormat::Json => Json(alert).into_response(),
+        AlertFormat::Json => Json(AlertDetail { alert, deliveries }).into_response(),
         format => (
             [(header::CONTENT_TYPE, format.content_type())],
             render_one(&alert, format, &export_context()),
@@ -175,6 +180,9 @@ fn one(alert: Alert, format: Option<AlertFormat>) -> Response {
 }
 
 /// One alert, in our JSON or a SIEM's format (`?format=ecs|ocsf|cef|splunk_hec`).
+///
+/// The JSON form adds `deliveries`: per webhook sink, whether the alert was delivered, how
+/// many attempts it took, the last error and when the next attempt is due.
 #[utoipa::path(get, path = "/v1/alerts/{id}", tag = "alerts",
     params(("id" = String, Path, description = "Alert id"), FormatQuery),
     responses(
@@ -192,10 +200,20 @@ pub async fn get_alert(
 ) -> Result<Response, ApiError> {
     let q = super::query(query)?;
     let store = state.alerts();
+    let outbox = state.outbox();
     let lookup = id.clone();
-    let alert = tokio::task::spawn_blocking(move || store.get(&lookup)).await??;
+    let json = matches!(q.format, None | Some(AlertFormat::Json));
+    let (alert, deliveries) = tokio::task::spawn_blocking(move || {
+        let alert = store.get(&lookup)?;
+        let deliveries = match &alert {
+            Some(_) if json => outbox.deliveries(&lookup)?,
+            _ => Vec::new(),
+        };
+        Ok::<_, crate::store::StoreError>((alert, deliveries))
+    })
+    .await??;
     let alert = alert.ok_or_else(|| no_such_alert(&id))?;
-    Ok(one(alert, q.format))
+    Ok(one(alert, deliveries, q.format))
 }
 
 /// Acknowledge an alert (idempotent: a second ack keeps the first time).

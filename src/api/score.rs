@@ -133,7 +133,11 @@ pub async fn score(
     if let Some(alert) = &alert {
         let store = state.alerts();
         let stored = alert.clone();
-        tokio::task::spawn_blocking(move || store.insert(&stored)).await??;
+        let sinks = state.webhooks().sink_names().to_vec();
+        // The alert and the deliveries it owes commit together, before the response: an
+        // alert a client has seen is always pushed too.
+        tokio::task::spawn_blocking(move || store.insert_with_outbox(&stored, &sinks)).await??;
+        state.webhooks().alert_stored();
         tracing::warn!(
             alert = %alert.id, severity = alert.severity, reason = %alert.reason,
             "alert raised"

@@ -151,8 +151,14 @@ pub struct AlertPage {
 ///
 /// Calls block; async callers run them on `spawn_blocking`.
 pub trait AlertStore: Send + Sync + 'static {
-    /// Stores a new alert; it is committed durably before this returns.
-    fn insert(&self, alert: &Alert) -> Result<(), StoreError>;
+    /// Stores a new alert together with a pending webhook delivery to each of `sinks`, in one
+    /// transaction: either the alert and all its deliveries are committed durably before this
+    /// returns, or none of them is.
+    fn insert_with_outbox(&self, alert: &Alert, sinks: &[String]) -> Result<(), StoreError>;
+    /// Stores a new alert that no webhook sink is owed; committed durably before this returns.
+    fn insert(&self, alert: &Alert) -> Result<(), StoreError> {
+        self.insert_with_outbox(alert, &[])
+    }
     /// The alert with this id, if any.
     fn get(&self, id: &str) -> Result<Option<Alert>, StoreError>;
     /// Alerts matching the query, newest first (`created_at` desc, then `id` desc).
@@ -180,6 +186,8 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX alerts_by_created ON alerts (created_at_ns DESC, id DESC);
      CREATE INDEX alerts_by_status ON alerts (status, created_at_ns DESC, id DESC);
      CREATE INDEX alerts_by_severity ON alerts (severity, created_at_ns DESC, id DESC);",
+    // 2: the webhook outbox, one row per (alert, sink) still owed or already delivered.
+    super::outbox::MIGRATION,
 ];
 
 /// How long a writer waits for another connection's lock before giving up.
@@ -236,7 +244,7 @@ impl SqliteAlertStore {
         })
     }
 
-    fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
+    pub(super) fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
         self.conn.lock().map_err(|_| StoreError::Poisoned)
     }
 
@@ -269,10 +277,11 @@ impl SqliteAlertStore {
 }
 
 impl AlertStore for SqliteAlertStore {
-    fn insert(&self, alert: &Alert) -> Result<(), StoreError> {
+    fn insert_with_outbox(&self, alert: &Alert, sinks: &[String]) -> Result<(), StoreError> {
         let mut conn = self.lock()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         Self::insert_tx(&tx, alert)?;
+        super::outbox::insert_tx(&tx, alert, sinks)?;
         tx.commit()?;
         Ok(())
     }
@@ -485,7 +494,7 @@ impl AlertRow {
     }
 }
 
-fn decode(id: &str, body: &str) -> Result<Alert, StoreError> {
+pub(super) fn decode(id: &str, body: &str) -> Result<Alert, StoreError> {
     serde_json::from_str(body).map_err(|source| StoreError::Decode {
         id: id.to_owned(),
         source,
@@ -547,7 +556,7 @@ impl Cursor {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::HashSet;
     use std::sync::Arc;
 
@@ -591,7 +600,7 @@ mod tests {
         }
     }
 
-    fn alert(created_at: DateTime<Utc>, severity: u8) -> Alert {
+    pub(crate) fn alert(created_at: DateTime<Utc>, severity: u8) -> Alert {
         Alert::new(
             created_at,
             3,

@@ -1,12 +1,14 @@
 //! Storage: model files and the alert database.
 //!
 //! `model_files` keeps one file per model version on disk, written atomically, with an `ACTIVE`
-//! pointer; `alerts` is the [`alerts::AlertStore`] trait and its embedded SQLite implementation.
+//! pointer; `alerts` is the [`alerts::AlertStore`] trait and its embedded SQLite implementation;
+//! `outbox` is the webhook delivery queue written in the same transaction as each alert.
 //! Both report failures as one [`StoreError`], whose messages name the path or id involved and
 //! say what an operator can do about it.
 
 pub mod alerts;
 pub mod model_files;
+pub mod outbox;
 
 use std::io;
 use std::path::PathBuf;

@@ -1,0 +1,567 @@
+//! The webhook outbox: one row per (alert, sink) that must be pushed, written in the alert's own transaction.
+//!
+//! The rows are the delivery queue and its record at once: `pending` rows are due at
+//! `next_attempt_at`, and end `delivered` (a 2xx) or `failed` (the sink's `max_attempts` ran
+//! out). Because [`AlertStore::insert_with_outbox`](super::alerts::AlertStore::insert_with_outbox)
+//! writes the alert and its rows in one transaction, an alert is never stored without the
+//! deliveries it owes, and a crash at any point leaves either both or neither.
+//!
+//! Claiming a row pushes its `next_attempt_at` forward by a lease, so a row being delivered is
+//! not handed out again; if the process dies mid-request the lease runs out and the row is due
+//! again (at least once). Times are integer milliseconds since the Unix epoch.
+//!
+//! Rows are keyed by sink *name*: a sink removed from the configuration leaves its rows
+//! pending (they resume if it comes back under the same name), and a sink added later only
+//! gets alerts raised after it was configured.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::StoreError;
+use super::alerts::{Alert, SqliteAlertStore, decode};
+
+/// Where a delivery stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Not delivered yet; retried at `next_attempt_at`.
+    Pending,
+    /// The sink answered 2xx.
+    Delivered,
+    /// Given up after the sink's `max_attempts`.
+    Failed,
+}
+
+impl DeliveryStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(Self::Pending),
+            "delivered" => Some(Self::Delivered),
+            "failed" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// How the delivery of one alert to one webhook sink is going.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct DeliveryState {
+    /// The sink's configured name.
+    #[schema(example = "splunk")]
+    pub sink: String,
+    /// `pending`, `delivered` or `failed`.
+    pub state: DeliveryStatus,
+    /// Attempts made so far (an attempt cut short by a shutdown does not count).
+    #[schema(example = 1)]
+    pub attempts: u32,
+    /// Why the last attempt failed; null once delivered.
+    #[schema(example = "HTTP 503 Service Unavailable")]
+    pub last_error: Option<String>,
+    /// HTTP status of the last answer, if the sink answered at all.
+    #[schema(example = 200)]
+    pub last_status: Option<u16>,
+    /// When the next attempt is due (while one is in flight: when it counts as abandoned and is
+    /// retried); null once delivered or failed.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// When the sink accepted the alert.
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// A claimed delivery: the alert to send and how many attempts came before.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DueDelivery {
+    pub alert: Alert,
+    pub sink: String,
+    /// Completed attempts before this one.
+    pub attempts: u32,
+}
+
+/// What one delivery attempt came to.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AttemptOutcome {
+    /// The sink answered 2xx with this status.
+    Delivered { status: u16 },
+    /// It failed; try again at `next_at`.
+    Retry {
+        next_at: DateTime<Utc>,
+        error: String,
+        status: Option<u16>,
+    },
+    /// It failed and the sink's attempts are used up.
+    Failed { error: String, status: Option<u16> },
+}
+
+/// The delivery queue behind webhook sinks. Calls block; async callers use `spawn_blocking`.
+///
+/// One method records every outcome (rather than one per outcome) to keep the surface a
+/// PostgreSQL backend must implement small.
+pub trait Outbox: Send + Sync + 'static {
+    /// Claims up to `limit` pending deliveries to `sink` due at `now`, oldest due first, and
+    /// leases them until `now + lease` so they are not handed out twice.
+    fn claim_due(
+        &self,
+        sink: &str,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<DueDelivery>, StoreError>;
+    /// When the earliest pending delivery to `sink` (claimed or not) falls due.
+    fn next_due(&self, sink: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
+    /// Records a finished attempt. Only pending rows change, so a late record never undoes a
+    /// delivery.
+    fn record_attempt(
+        &self,
+        alert_id: &str,
+        sink: &str,
+        outcome: &AttemptOutcome,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError>;
+    /// Gives back a claim whose attempt was abandoned (shutdown): due again at `now`.
+    fn release(&self, alert_id: &str, sink: &str, now: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Every delivery of this alert, by sink name.
+    fn deliveries(&self, alert_id: &str) -> Result<Vec<DeliveryState>, StoreError>;
+    /// Pending deliveries, all sinks together (including sinks no longer configured).
+    fn depth(&self) -> Result<u64, StoreError>;
+}
+
+/// The outbox table (schema step 2 in `alerts.rs`). The partial index serves both the due
+/// query and `depth`, and stays small because finished rows leave it.
+pub(super) const MIGRATION: &str = "CREATE TABLE webhook_outbox (
+         alert_id           TEXT NOT NULL REFERENCES alerts (id) ON DELETE CASCADE,
+         sink               TEXT NOT NULL,
+         state              TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
+         attempts           INTEGER NOT NULL DEFAULT 0,
+         next_attempt_at_ms INTEGER NOT NULL,
+         last_error         TEXT,
+         last_status        INTEGER,
+         delivered_at_ms    INTEGER,
+         updated_at_ms      INTEGER NOT NULL,
+         PRIMARY KEY (alert_id, sink)
+     );
+     CREATE INDEX webhook_outbox_due ON webhook_outbox (sink, next_attempt_at_ms)
+         WHERE state = 'pending';";
+
+/// Writes one pending row per sink for `alert`, due at once, inside the caller's transaction.
+pub(super) fn insert_tx(
+    tx: &Transaction<'_>,
+    alert: &Alert,
+    sinks: &[String],
+) -> Result<(), StoreError> {
+    let now = alert.created_at.timestamp_millis();
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO webhook_outbox (alert_id, sink, state, next_attempt_at_ms, updated_at_ms)
+         VALUES (?1, ?2, 'pending', ?3, ?3)",
+    )?;
+    for sink in sinks {
+        match stmt.execute(params![alert.id, sink, now]) {
+            Ok(_) => {}
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+            {
+                return Err(StoreError::InvalidAlert {
+                    id: alert.id.clone(),
+                    reason: format!("webhook sink {sink:?} is listed twice"),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn time(ms: i64) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp_millis(ms)
+}
+
+impl Outbox for SqliteAlertStore {
+    fn claim_due(
+        &self,
+        sink: &str,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        let now_ms = now.timestamp_millis();
+        let until_ms = now_ms.saturating_add(millis(lease));
+        let mut conn = self.lock()?;
+        // Immediate: read and lease under one write lock, so two claimers cannot share a row.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let rows: Vec<(String, String, i64)> = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT o.alert_id, a.body, o.attempts
+                 FROM webhook_outbox o JOIN alerts a ON a.id = o.alert_id
+                 WHERE o.sink = ?1 AND o.state = 'pending' AND o.next_attempt_at_ms <= ?2
+                 ORDER BY o.next_attempt_at_ms, o.alert_id
+                 LIMIT ?3",
+            )?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            stmt.query_map(params![sink, now_ms, limit], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<Result<_, _>>()?
+        };
+        let mut due = Vec::with_capacity(rows.len());
+        for (alert_id, body, attempts) in rows {
+            match decode(&alert_id, &body) {
+                Ok(alert) => {
+                    tx.execute(
+                        "UPDATE webhook_outbox SET next_attempt_at_ms = ?1
+                         WHERE alert_id = ?2 AND sink = ?3",
+                        params![until_ms, alert_id, sink],
+                    )?;
+                    due.push(DueDelivery {
+                        alert,
+                        sink: sink.to_owned(),
+                        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                    });
+                }
+                Err(e) => {
+                    // Retrying cannot fix a row that does not decode, and leaving it pending
+                    // would put it at the head of every claim; fail it where operators see it.
+                    tracing::error!(alert = %alert_id, sink, error = %e, "webhook delivery abandoned");
+                    tx.execute(
+                        "UPDATE webhook_outbox SET state = 'failed', last_error = ?1, updated_at_ms = ?2
+                         WHERE alert_id = ?3 AND sink = ?4",
+                        params![e.to_string(), now_ms, alert_id, sink],
+                    )?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(due)
+    }
+
+    fn next_due(&self, sink: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let conn = self.lock()?;
+        let ms: Option<i64> = conn.query_row(
+            "SELECT MIN(next_attempt_at_ms) FROM webhook_outbox
+             WHERE sink = ?1 AND state = 'pending'",
+            [sink],
+            |r| r.get(0),
+        )?;
+        Ok(ms.and_then(time))
+    }
+
+    fn record_attempt(
+        &self,
+        alert_id: &str,
+        sink: &str,
+        outcome: &AttemptOutcome,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let at_ms = at.timestamp_millis();
+        let (state, next_ms, error, status, delivered_ms) = match outcome {
+            AttemptOutcome::Delivered { status } => (
+                DeliveryStatus::Delivered,
+                at_ms,
+                None,
+                Some(*status),
+                Some(at_ms),
+            ),
+            AttemptOutcome::Retry {
+                next_at,
+                error,
+                status,
+            } => (
+                DeliveryStatus::Pending,
+                next_at.timestamp_millis(),
+                Some(error.as_str()),
+                *status,
+                None,
+            ),
+            AttemptOutcome::Failed { error, status } => (
+                DeliveryStatus::Failed,
+                at_ms,
+                Some(error.as_str()),
+                *status,
+                None,
+            ),
+        };
+        let conn = self.lock()?;
+        conn.execute(
+            "UPDATE webhook_outbox
+             SET state = ?1, attempts = attempts + 1, next_attempt_at_ms = ?2, last_error = ?3,
+                 last_status = ?4, delivered_at_ms = ?5, updated_at_ms = ?6
+             WHERE alert_id = ?7 AND sink = ?8 AND state = 'pending'",
+            params![
+                state.as_str(),
+                next_ms,
+                error,
+                status,
+                delivered_ms,
+                at_ms,
+                alert_id,
+                sink
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn release(&self, alert_id: &str, sink: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let conn = self.lock()?;
+        conn.execute(
+            "UPDATE webhook_outbox SET next_attempt_at_ms = MIN(next_attempt_at_ms, ?1)
+             WHERE alert_id = ?2 AND sink = ?3 AND state = 'pending'",
+            params![now.timestamp_millis(), alert_id, sink],
+        )?;
+        Ok(())
+    }
+
+    fn deliveries(&self, alert_id: &str) -> Result<Vec<DeliveryState>, StoreError> {
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT sink, state, attempts, last_error, last_status, next_attempt_at_ms,
+                    delivered_at_ms
+             FROM webhook_outbox WHERE alert_id = ?1 ORDER BY sink",
+        )?;
+        let rows = stmt.query_map([alert_id], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, Option<i64>>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, Option<i64>>(6)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (sink, state, attempts, last_error, last_status, next_ms, delivered_ms) = row?;
+            // The CHECK constraint admits only the three spellings parse knows.
+            let state = DeliveryStatus::parse(&state).unwrap_or(DeliveryStatus::Pending);
+            out.push(DeliveryState {
+                sink,
+                state,
+                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                last_error,
+                last_status: last_status.and_then(|s| u16::try_from(s).ok()),
+                next_attempt_at: (state == DeliveryStatus::Pending)
+                    .then(|| time(next_ms))
+                    .flatten(),
+                delivered_at: delivered_ms.and_then(time),
+            });
+        }
+        Ok(out)
+    }
+
+    fn depth(&self) -> Result<u64, StoreError> {
+        let conn = self.lock()?;
+        let n: Option<i64> = conn
+            .query_row(
+                "SELECT COUNT(*) FROM webhook_outbox WHERE state = 'pending'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::store::alerts::AlertStore;
+    use crate::store::alerts::tests::alert;
+
+    fn t(secs: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_700_000_000 + secs, 0).unwrap()
+    }
+
+    fn sinks(names: &[&str]) -> Vec<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    const LEASE: Duration = Duration::from_secs(30);
+
+    #[test]
+    fn an_alert_and_its_outbox_rows_commit_together() {
+        let store = SqliteAlertStore::open_in_memory().unwrap();
+        let a = alert(t(0), 80);
+        store
+            .insert_with_outbox(&a, &sinks(&["siem", "splunk"]))
+            .unwrap();
+        let states = store.deliveries(&a.id).unwrap();
+        assert_eq!(
+            states.iter().map(|s| s.sink.as_str()).collect::<Vec<_>>(),
+            ["siem", "splunk"]
+        );
+        assert!(states.iter().all(|s| s.state == DeliveryStatus::Pending
+            && s.attempts == 0
+            && s.next_attempt_at == Some(t(0))));
+        assert_eq!(store.depth().unwrap(), 2);
+    }
+
+    #[test]
+    fn a_failing_outbox_insert_rolls_back_the_alert() {
+        let store = SqliteAlertStore::open_in_memory().unwrap();
+        let a = alert(t(0), 80);
+        // The second row violates the (alert_id, sink) key after the alert row was written.
+        let err = store
+            .insert_with_outbox(&a, &sinks(&["siem", "siem"]))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::InvalidAlert { .. }), "{err:?}");
+        assert_eq!(
+            store.get(&a.id).unwrap(),
+            None,
+            "no alert without its outbox"
+        );
+        assert_eq!(store.count().unwrap(), 0);
+        assert_eq!(store.depth().unwrap(), 0);
+        // And the same alert stores fine once the sink list is sound.
+        store.insert_with_outbox(&a, &sinks(&["siem"])).unwrap();
+        assert_eq!(store.depth().unwrap(), 1);
+    }
+
+    #[test]
+    fn plain_insert_writes_no_outbox_rows() {
+        let store = SqliteAlertStore::open_in_memory().unwrap();
+        let a = alert(t(0), 80);
+        store.insert(&a).unwrap();
+        assert!(store.deliveries(&a.id).unwrap().is_empty());
+        assert_eq!(store.depth().unwrap(), 0);
+    }
+
+    #[test]
+    fn a_claimed_row_is_not_claimed_again_until_its_lease_runs_out() {
+        let store = SqliteAlertStore::open_in_memory().unwrap();
+        let a = alert(t(0), 80);
+        let b = alert(t(1), 80);
+        store
+            .insert_with_outbox(&a, &sinks(&["s", "other"]))
+            .unwrap();
+        store.insert_with_outbox(&b, &sinks(&["s"])).unwrap();
+
+        assert!(store.claim_due("s", t(-1), 10, LEASE).unwrap().is_empty());
+        let first = store.claim_due("s", t(0), 1, LEASE).unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first[0].alert, a, "oldest due first, whole alert decoded");
+        let second = store.claim_due("s", t(5), 10, LEASE).unwrap();
+        assert_eq!(second.len(), 1, "a is leased, b is due");
+        assert_eq!(second[0].alert.id, b.id);
+        assert!(store.claim_due("s", t(10), 10, LEASE).unwrap().is_empty());
+        // A claim for one sink leaves the other sink's row alone.
+        assert_eq!(store.claim_due("other", t(10), 10, LEASE).unwrap().len(), 1);
+        // The lease runs out (the process died mid-request): due again.
+        let again = store.claim_due("s", t(31), 10, LEASE).unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].alert.id, a.id);
+        assert_eq!(again[0].attempts, 0, "an abandoned attempt is not counted");
+    }
+
+    #[test]
+    fn attempts_are_recorded_and_finished_rows_stay_finished() {
+        let store = SqliteAlertStore::open_in_memory().unwrap();
+        let a = alert(t(0), 80);
+        store.insert_with_outbox(&a, &sinks(&["s"])).unwrap();
+        store.claim_due("s", t(0), 10, LEASE).unwrap();
+        store
+            .record_attempt(
+                &a.id,
+                "s",
+                &AttemptOutcome::Retry {
+                    next_at: t(4),
+                    error: "HTTP 500".into(),
+                    status: Some(500),
+                },
+                t(1),
+            )
+            .unwrap();
+        let s = &store.deliveries(&a.id).unwrap()[0];
+        assert_eq!((s.state, s.attempts), (DeliveryStatus::Pending, 1));
+        assert_eq!(s.last_status, Some(500));
+        assert_eq!(s.next_attempt_at, Some(t(4)));
+        assert_eq!(store.next_due("s").unwrap(), Some(t(4)));
+        assert!(store.claim_due("s", t(3), 10, LEASE).unwrap().is_empty());
+        assert_eq!(
+            store.claim_due("s", t(4), 10, LEASE).unwrap()[0].attempts,
+            1
+        );
+
+        store
+            .record_attempt(&a.id, "s", &AttemptOutcome::Delivered { status: 204 }, t(5))
+            .unwrap();
+        // A stale second record (a duplicate worker, a late retry) changes nothing.
+        store
+            .record_attempt(
+                &a.id,
+                "s",
+                &AttemptOutcome::Failed {
+                    error: "late".into(),
+                    status: None,
+                },
+                t(6),
+            )
+            .unwrap();
+        let s = &store.deliveries(&a.id).unwrap()[0];
+        assert_eq!((s.state, s.attempts), (DeliveryStatus::Delivered, 2));
+        assert_eq!(s.last_status, Some(204));
+        assert_eq!(s.last_error, None);
+        assert_eq!(s.delivered_at, Some(t(5)));
+        assert_eq!(s.next_attempt_at, None);
+        assert_eq!(store.depth().unwrap(), 0);
+        assert_eq!(store.next_due("s").unwrap(), None);
+    }
+
+    #[test]
+    fn a_released_claim_is_due_at_once() {
+        let store = SqliteAlertStore::open_in_memory().unwrap();
+        let a = alert(t(0), 80);
+        store.insert_with_outbox(&a, &sinks(&["s"])).unwrap();
+        assert_eq!(store.claim_due("s", t(1), 10, LEASE).unwrap().len(), 1);
+        store.release(&a.id, "s", t(2)).unwrap();
+        assert_eq!(store.claim_due("s", t(2), 10, LEASE).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_row_whose_alert_does_not_decode_fails_instead_of_blocking_the_queue() {
+        let store = SqliteAlertStore::open_in_memory().unwrap();
+        let a = alert(t(0), 80);
+        let b = alert(t(1), 80);
+        store.insert_with_outbox(&a, &sinks(&["s"])).unwrap();
+        store.insert_with_outbox(&b, &sinks(&["s"])).unwrap();
+        store
+            .lock()
+            .unwrap()
+            .execute("UPDATE alerts SET body = '{}' WHERE id = ?1", [&a.id])
+            .unwrap();
+        let due = store.claim_due("s", t(5), 10, LEASE).unwrap();
+        assert_eq!(due.len(), 1);
+        assert_eq!(due[0].alert.id, b.id);
+        let s = &store.deliveries(&a.id).unwrap()[0];
+        assert_eq!(s.state, DeliveryStatus::Failed);
+        assert!(s.last_error.as_deref().unwrap_or("").contains(&a.id));
+    }
+
+    #[test]
+    fn outbox_rows_survive_reopening_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("alerts.db");
+        let a = alert(t(0), 80);
+        {
+            let store = SqliteAlertStore::open(&path).unwrap();
+            store.insert_with_outbox(&a, &sinks(&["s"])).unwrap();
+        }
+        let store = SqliteAlertStore::open(&path).unwrap();
+        assert_eq!(store.depth().unwrap(), 1);
+        assert_eq!(store.claim_due("s", t(0), 10, LEASE).unwrap()[0].alert, a);
+    }
+}

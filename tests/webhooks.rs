@@ -1,0 +1,500 @@
+//! Webhook delivery end to end: real receivers on loopback that fail, go down across a service restart, check signatures, and speak different formats.
+//!
+//! Every receiver counts attempts and accepted deliveries per `Idempotency-Key`, the way a SIEM
+//! that de-duplicates would; "every alert arrives once" means one accepted delivery per key.
+//! Waits poll with a deadline (a bound, not a timing assertion).
+
+mod common;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use common::{BURSTS, TestApp, json_ok, spawn_app_in};
+use hmac::{Hmac, Mac};
+use netsentinel::config::Settings;
+use netsentinel::startup::Application;
+use serde_json::{Value, json};
+use sha2::Sha256;
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+
+/// How long any wait may take before the test fails.
+const DEADLINE: Duration = Duration::from_secs(15);
+
+/// One request a receiver got.
+#[derive(Clone, Debug)]
+struct Received {
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+#[derive(Default)]
+struct Seen {
+    attempts: HashMap<String, usize>,
+    accepted: HashMap<String, usize>,
+    requests: Vec<Received>,
+}
+
+struct Behaviour {
+    /// Answer 500 to the first this-many attempts of each key.
+    fail_first: usize,
+}
+
+/// A webhook receiver on loopback.
+struct Receiver {
+    addr: SocketAddr,
+    seen: Arc<Mutex<Seen>>,
+}
+
+impl Receiver {
+    async fn start(fail_first: usize) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::serve(listener, fail_first)
+    }
+
+    fn serve(listener: TcpListener, fail_first: usize) -> Self {
+        let addr = listener.local_addr().expect("an address");
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let state = (Arc::clone(&seen), Arc::new(Behaviour { fail_first }));
+        let router = Router::new()
+            .route("/hook", axum::routing::post(hook))
+            .with_state(state);
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Self { addr, seen }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    fn accepted(&self) -> HashMap<String, usize> {
+        self.seen.lock().unwrap().accepted.clone()
+    }
+
+    fn attempts(&self) -> HashMap<String, usize> {
+        self.seen.lock().unwrap().attempts.clone()
+    }
+
+    fn requests(&self) -> Vec<Received> {
+        self.seen.lock().unwrap().requests.clone()
+    }
+}
+
+async fn hook(
+    State((seen, behaviour)): State<(Arc<Mutex<Seen>>, Arc<Behaviour>)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, &'static str) {
+    let Some(key) = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+    else {
+        return (StatusCode::BAD_REQUEST, "no idempotency key");
+    };
+    let mut seen = seen.lock().unwrap();
+    seen.requests.push(Received { headers, body });
+    let attempt = {
+        let n = seen.attempts.entry(key.clone()).or_default();
+        *n += 1;
+        *n
+    };
+    if attempt <= behaviour.fail_first {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "try again later");
+    }
+    *seen.accepted.entry(key).or_default() += 1;
+    (StatusCode::OK, "ok")
+}
+
+/// A port nothing listens on (bound, then released).
+async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    listener.local_addr().expect("an address")
+}
+
+/// Polls `check` until it yields a value or the deadline passes.
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "gave up after {DEADLINE:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Settings for a service whose sinks are `sinks` (written to a file in `dir`), retrying fast.
+fn settings(dir: &TempDir, sinks: Value) -> Settings {
+    let path: PathBuf = dir.path().join("webhooks.json");
+    std::fs::write(&path, json!({ "sinks": sinks }).to_string()).expect("write sinks file");
+    Settings {
+        addr: "127.0.0.1:0".parse().expect("an address"),
+        webhooks_file: Some(path),
+        webhook_retry_base_ms: 10,
+        webhook_retry_cap_ms: 100,
+        ..Settings::default()
+    }
+}
+
+async fn spawn(settings: Settings) -> TestApp {
+    let data = Arc::new(tempfile::tempdir().expect("a temp dir"));
+    spawn_app_in(data, settings).await
+}
+
+/// Fits a small model and scores the seed bursts `n` times: `n` alerts; their ids.
+async fn raise_alerts(app: &TestApp, n: usize) -> Vec<String> {
+    app.fit_small(7).await;
+    let records = app.seed_records().await;
+    let bursts: Vec<Value> = BURSTS.iter().map(|&i| records[i].clone()).collect();
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let scored = app.score(&bursts).await;
+        ids.push(
+            scored["alert"]["id"]
+                .as_str()
+                .expect("the bursts raise an alert")
+                .to_string(),
+        );
+    }
+    ids
+}
+
+/// The alert's `deliveries` entry for `sink`, once `done` holds for it.
+async fn delivery_when(
+    app: &TestApp,
+    id: &str,
+    sink: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    eventually(&format!("delivery of {id} to {sink}"), || async {
+        let alert = json_ok(app.get(&format!("/v1/alerts/{id}")).await).await;
+        alert["deliveries"]
+            .as_array()?
+            .iter()
+            .find(|d| d["sink"] == sink)
+            .filter(|d| done(d))
+            .cloned()
+    })
+    .await
+}
+
+fn delivered(d: &Value) -> bool {
+    d["state"] == "delivered"
+}
+
+/// The value of a metric line `name{labels} value` whose labels include all of `labels`.
+async fn metric(app: &TestApp, name: &str, labels: &[&str]) -> f64 {
+    let text = app
+        .get("/metrics")
+        .await
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .filter(|l| l.starts_with(name) && labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+fn unique_keys(ids: &[String]) -> HashMap<String, usize> {
+    ids.iter().map(|id| (id.clone(), 1)).collect()
+}
+
+#[tokio::test]
+async fn a_receiver_that_fails_the_first_attempts_gets_every_alert_once() {
+    let receiver = Receiver::start(3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn(settings(
+        &dir,
+        json!([{"name": "flaky-siem", "url": receiver.url()}]),
+    ))
+    .await;
+
+    let ids = raise_alerts(&app, 3).await;
+    eventually("three accepted deliveries", || async {
+        (receiver.accepted().len() == 3).then_some(())
+    })
+    .await;
+    for id in &ids {
+        let d = delivery_when(&app, id, "flaky-siem", delivered).await;
+        assert_eq!(d["attempts"], 4, "three 500s, then the 200: {d}");
+        assert_eq!(d["last_status"], 200, "{d}");
+        assert!(d["last_error"].is_null(), "{d}");
+        assert!(d["delivered_at"].is_string(), "{d}");
+        assert!(d["next_attempt_at"].is_null(), "{d}");
+    }
+    assert_eq!(receiver.accepted(), unique_keys(&ids), "once per key");
+    assert!(receiver.attempts().values().all(|&n| n == 4));
+
+    let retrying = metric(
+        &app,
+        "netsentinel_webhook_deliveries_total",
+        &["sink=\"flaky-siem\"", "result=\"retrying\""],
+    )
+    .await;
+    let ok = metric(
+        &app,
+        "netsentinel_webhook_deliveries_total",
+        &["sink=\"flaky-siem\"", "result=\"ok\""],
+    )
+    .await;
+    assert_eq!((retrying, ok), (9.0, 3.0));
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("netsentinel_outbox_depth"), "{metrics}");
+}
+
+#[tokio::test]
+async fn alerts_raised_while_the_receiver_is_down_arrive_after_a_restart() {
+    let port = closed_port().await;
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings(
+        &dir,
+        json!([{"name": "down-siem", "url": format!("http://{port}/hook")}]),
+    );
+    let mut app = spawn(settings.clone()).await;
+    let ids = raise_alerts(&app, 2).await;
+    for id in &ids {
+        let d = delivery_when(&app, id, "down-siem", |d| d["attempts"].as_u64() >= Some(1)).await;
+        assert_eq!(d["state"], "pending", "{d}");
+        assert!(d["last_status"].is_null(), "no answer at all: {d}");
+        let error = d["last_error"].as_str().unwrap_or_default();
+        assert!(error.contains("connect"), "{d}");
+        assert!(!error.contains(&port.to_string()), "no URL in errors: {d}");
+    }
+
+    app.stop().await;
+    let receiver = Receiver::serve(
+        TcpListener::bind(port)
+            .await
+            .expect("the port is free again"),
+        0,
+    );
+    let app = spawn_app_in(app.data_dir.clone(), settings).await;
+
+    eventually("both alerts delivered after the restart", || async {
+        (receiver.accepted().len() == 2).then_some(())
+    })
+    .await;
+    for id in &ids {
+        let d = delivery_when(&app, id, "down-siem", delivered).await;
+        assert!(d["attempts"].as_u64() >= Some(2), "{d}");
+    }
+    assert_eq!(receiver.accepted(), unique_keys(&ids));
+}
+
+/// Stripe-style verification written independently of the service's code: HMAC-SHA256 over
+/// "<t>.<body>", compared against each v1.
+fn signature_valid(secret: &[u8], header: &str, body: &[u8]) -> bool {
+    let mut t = None;
+    let mut v1 = Vec::new();
+    for part in header.split(',') {
+        match part.split_once('=') {
+            Some(("t", value)) => t = Some(value.to_string()),
+            Some(("v1", value)) => v1.push(value.to_string()),
+            _ => return false,
+        }
+    }
+    let Some(t) = t else { return false };
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).unwrap();
+    mac.update(t.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let expected = hex::encode(mac.finalize().into_bytes());
+    v1.contains(&expected)
+}
+
+#[tokio::test]
+async fn deliveries_are_signed_and_a_wrong_secret_or_tampered_body_is_detected() {
+    let receiver = Receiver::start(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn(settings(
+        &dir,
+        json!([{
+            "name": "signed", "url": receiver.url(), "secret": "whsec-test-0123456789",
+            "headers": {"X-Team": "soc"}
+        }]),
+    ))
+    .await;
+    let ids = raise_alerts(&app, 1).await;
+    eventually("the signed delivery", || async {
+        (!receiver.accepted().is_empty()).then_some(())
+    })
+    .await;
+
+    let request = &receiver.requests()[0];
+    let header = |name: &str| {
+        request
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(header("idempotency-key"), ids[0]);
+    assert_eq!(header("x-netsentinel-alert-id"), ids[0]);
+    assert_eq!(header("content-type"), "application/json");
+    assert_eq!(header("x-team"), "soc", "custom headers are sent");
+    let body: Value = serde_json::from_slice(&request.body).expect("a JSON body");
+    assert_eq!(body["id"], ids[0].as_str());
+    assert!(
+        body.get("deliveries").is_none(),
+        "the pushed alert is the alert"
+    );
+
+    let signature = header("x-netsentinel-signature");
+    let t: i64 = signature
+        .strip_prefix("t=")
+        .and_then(|s| s.split(',').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("t=<unix seconds> first: {signature}"));
+    let now = chrono::Utc::now().timestamp();
+    assert!((now - t).abs() < 300, "signed just now: {t} vs {now}");
+
+    let secret = b"whsec-test-0123456789";
+    let mut tampered = request.body.to_vec();
+    tampered.extend_from_slice(b" ");
+    assert!(signature_valid(secret, &signature, &request.body));
+    assert!(!signature_valid(b"wrong-secret", &signature, &request.body));
+    assert!(!signature_valid(secret, &signature, &tampered));
+
+    // The service's own verifier (what a Rust receiver would use) agrees.
+    use netsentinel::webhooks::signature::{SignatureError, verify};
+    assert_eq!(verify(secret, &signature, &request.body, now, 300), Ok(()));
+    assert_eq!(
+        verify(b"wrong-secret", &signature, &request.body, now, 300),
+        Err(SignatureError::Mismatch)
+    );
+    assert_eq!(
+        verify(secret, &signature, &tampered, now, 300),
+        Err(SignatureError::Mismatch)
+    );
+}
+
+#[tokio::test]
+async fn each_sink_gets_every_alert_in_its_format_and_a_failing_sink_holds_up_no_other() {
+    let json_sink = Receiver::start(0).await;
+    let cef_sink = Receiver::start(0).await;
+    let broken = Receiver::start(usize::MAX).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn(settings(
+        &dir,
+        json!([
+            {"name": "broken-hec", "url": broken.url(), "format": "splunk_hec", "max_attempts": 2},
+            {"name": "fmt-json", "url": json_sink.url(), "format": "json"},
+            {"name": "fmt-cef", "url": cef_sink.url(), "format": "cef"},
+        ]),
+    ))
+    .await;
+    let ids = raise_alerts(&app, 3).await;
+    eventually("every alert at both healthy sinks", || async {
+        (json_sink.accepted().len() == 3 && cef_sink.accepted().len() == 3).then_some(())
+    })
+    .await;
+    assert_eq!(json_sink.accepted(), unique_keys(&ids));
+    assert_eq!(cef_sink.accepted(), unique_keys(&ids));
+
+    for r in json_sink.requests() {
+        let body: Value = serde_json::from_slice(&r.body).expect("JSON");
+        assert_eq!(r.headers["idempotency-key"], body["id"].as_str().unwrap());
+        assert!(
+            r.headers.get("x-netsentinel-signature").is_none(),
+            "no secret, no signature"
+        );
+    }
+    for r in cef_sink.requests() {
+        let line = String::from_utf8(r.body.to_vec()).expect("text");
+        let key = r.headers["idempotency-key"].to_str().unwrap();
+        assert!(line.starts_with("CEF:0|netsentinel|"), "{line}");
+        assert!(line.contains(&format!("externalId={key}")), "{line}");
+        assert!(!line.contains('\n'), "one line");
+        assert_eq!(r.headers["content-type"], "text/plain; charset=utf-8");
+    }
+
+    // The broken sink was tried in its own format, and given up after max_attempts.
+    for id in &ids {
+        let d = delivery_when(&app, id, "broken-hec", |d| d["state"] == "failed").await;
+        assert_eq!(d["attempts"], 2, "{d}");
+        assert_eq!(d["last_status"], 500, "{d}");
+        assert!(
+            d["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("500") && e.contains("try again later")),
+            "{d}"
+        );
+        for sink in ["fmt-json", "fmt-cef"] {
+            delivery_when(&app, id, sink, delivered).await;
+        }
+    }
+    let hec: Value = serde_json::from_slice(&broken.requests()[0].body).expect("HEC JSON");
+    assert_eq!(hec["sourcetype"], "netsentinel:alert", "{hec}");
+    let failed = metric(
+        &app,
+        "netsentinel_webhook_deliveries_total",
+        &["sink=\"broken-hec\"", "result=\"failed\""],
+    )
+    .await;
+    assert_eq!(failed, 3.0);
+
+    // SIEM formats of the alert stay as exported: no deliveries in them.
+    let ecs = json_ok(app.get(&format!("/v1/alerts/{}?format=ecs", ids[0])).await).await;
+    assert!(ecs.get("deliveries").is_none(), "{ecs}");
+}
+
+#[tokio::test]
+async fn a_bad_sink_configuration_stops_startup_with_a_clear_error_and_no_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut bad = settings(
+        &dir,
+        json!([{"name": "siem", "url": "ftp://siem.example/in", "secret": "do-not-print-me"}]),
+    );
+    bad.data_dir = data.path().to_path_buf();
+    let err = Application::build(bad)
+        .await
+        .err()
+        .expect("a bad sink refuses to start")
+        .to_string();
+    assert!(err.contains("\"siem\"") && err.contains("http://"), "{err}");
+    assert!(!err.contains("do-not-print-me"), "{err}");
+
+    let mut missing = Settings {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        data_dir: data.path().to_path_buf(),
+        ..Settings::default()
+    };
+    missing.webhooks_file = Some(dir.path().join("nope.json"));
+    let err = Application::build(missing).await.err().expect("refused");
+    assert!(err.to_string().contains("nope.json"), "{err}");
+}
+
+#[tokio::test]
+async fn without_sinks_an_alert_reads_back_exactly_as_raised() {
+    let data = Arc::new(tempfile::tempdir().unwrap());
+    let app = spawn_app_in(
+        data,
+        Settings {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            ..Settings::default()
+        },
+    )
+    .await;
+    let ids = raise_alerts(&app, 1).await;
+    let alert = json_ok(app.get(&format!("/v1/alerts/{}", ids[0])).await).await;
+    assert!(alert.get("deliveries").is_none(), "{alert}");
+}
