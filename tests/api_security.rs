@@ -66,3 +66,34 @@ async fn readiness_explains_a_damaged_data_dir_without_paths() {
     );
     assert_no_paths(&app, &body.to_string());
 }
+
+/// Without API keys the service must not listen beyond loopback unless told to.
+#[tokio::test]
+async fn refuses_to_serve_open_on_a_non_loopback_address() {
+    use netsentinel::config::Settings;
+    use netsentinel::startup::{Application, StartupError};
+    let dir = tempfile::tempdir().unwrap();
+    let settings = Settings {
+        addr: "0.0.0.0:0".parse().unwrap(),
+        data_dir: dir.path().to_path_buf(),
+        ..Settings::default()
+    };
+    let refused = Application::build(settings.clone()).await;
+    assert!(
+        matches!(refused, Err(StartupError::InsecureOpen(_))),
+        "open on 0.0.0.0 without keys must be refused"
+    );
+    let allowed = Application::build(Settings {
+        insecure_open: true,
+        ..settings.clone()
+    })
+    .await;
+    assert!(allowed.is_ok(), "--insecure-open allows it");
+    let keys = netsentinel::auth::ApiKeys::parse("admin:a-long-enough-secret-key").unwrap();
+    let with_keys = Application::build(Settings {
+        api_keys: Some(keys),
+        ..settings
+    })
+    .await;
+    assert!(with_keys.is_ok(), "with API keys any address is fine");
+}
