@@ -10,6 +10,7 @@ use axum::response::IntoResponse;
 use axum::{Router, middleware};
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -182,7 +183,9 @@ pub fn app(state: AppState) -> Router {
                 .layer(PropagateRequestIdLayer::new(request_id))
                 .layer(HandleErrorLayer::new(overloaded))
                 .load_shed()
-                .concurrency_limit(settings.max_concurrency)
+                // One semaphore for the whole service: `Router::layer` applies the stack to each
+                // route separately, and a plain `concurrency_limit` would give every route its own.
+                .layer(GlobalConcurrencyLimitLayer::new(settings.max_concurrency))
                 .timeout(Duration::from_secs(settings.request_timeout_secs)),
         )
 }
