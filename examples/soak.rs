@@ -323,8 +323,8 @@ Setup: service on loopback over a fresh data dir, one fit on the seed profile (7
 | alerts.db at the end | {db:.1} MiB |\n\n\
 RSS every 5 s (MiB): {series}.\n\n\
 Every scored seed batch is anomalous enough to raise an alert, so the alert database grows by one row per score \
-request ({scores} rows here); RSS growth that tracks it is SQLite's page cache and the alert rows, not a leak \
-in the request path.{errors_note}\n",
+request ({scores} rows here); RSS growth that tracks it is likely SQLite's page cache \
+(not proven: no heap profile was taken).{errors_note}\n",
         now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ"),
         cpu = cpu_model(),
         ok = all.done.len(),
