@@ -96,12 +96,7 @@ impl Case {
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let content_type = response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
+        let content_type = common::content_type(&response);
         let text = response.text().await.map_err(|e| e.to_string())?;
         let mut wrong = Vec::new();
         if status != self.status {
@@ -236,6 +231,28 @@ fn cases() -> Vec<Case> {
             .json("")
             .expect(400, "malformed-body"),
         Case::post("empty body, no content type", "/v1/score").expect(400, "malformed-body"),
+        Case::post("deeply nested JSON", "/v1/score")
+            .json(format!("{}{}", "[".repeat(100_000), "]".repeat(100_000)))
+            .expect(400, "malformed-body"),
+        Case::post("invalid UTF-8 in JSON", "/v1/score")
+            .json(b"[{\"bytes_sent\": 1, \"host\": \"\xff\xfe\"}]".to_vec())
+            .expect(400, "malformed-body"),
+        Case::post("invalid UTF-8 in CSV", "/v1/score")
+            .body("text/csv", b"bytes_sent,host\n1,\xff\xfe\n".to_vec())
+            .expect(400, "malformed-body"),
+        Case::post("invalid UTF-8 in NDJSON", "/v1/score")
+            .body("application/x-ndjson", b"{\"host\": \"\xc3\x28\"}\n".to_vec())
+            .expect(400, "malformed-body"),
+        Case::post("CSV without a header row", "/v1/score")
+            .body("text/csv", "")
+            .expect(400, "malformed-body"),
+        Case::post("very long field name instead of the feature", "/v1/score")
+            .json(format!(
+                "[{{\"{}\": 1, \"bytes_received\": 1, \"connections\": 1, \"active_sessions\": 1}}]",
+                "b".repeat(100_000)
+            ))
+            .expect(422, "invalid-record")
+            .at(0, "bytes_sent"),
         Case::post("JSON number", "/v1/score")
             .json("42")
             .expect(400, "malformed-body"),

@@ -55,7 +55,11 @@ async fn readiness_explains_a_damaged_data_dir_without_paths() {
     std::fs::create_dir_all(&models).unwrap();
     std::fs::write(models.join("ACTIVE"), b"garbage").unwrap();
     std::fs::write(models.join("model-0000000001.bin"), b"NSMODEL\0 damaged").unwrap();
-    let app = spawn_app_in(dir, Settings::default()).await;
+    let settings = Settings {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        ..Settings::default()
+    };
+    let app = spawn_app_in(dir, settings).await;
 
     let response = app.get("/readyz").await;
     let body = assert_problem(response, StatusCode::SERVICE_UNAVAILABLE, "not-ready").await;

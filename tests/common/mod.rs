@@ -258,14 +258,19 @@ pub async fn json_with_status(response: Response, status: StatusCode) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: not JSON ({e}): {text}"))
 }
 
-/// Asserts an RFC 9457 problem with `status` and `code`; returns the problem body.
-pub async fn assert_problem(response: Response, status: StatusCode, code: &str) -> Value {
-    let content_type = response
+/// The response's `Content-Type`, or "" when it has none.
+pub fn content_type(response: &Response) -> String {
+    response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
-        .to_string();
+        .to_string()
+}
+
+/// Asserts an RFC 9457 problem with `status` and `code`; returns the problem body.
+pub async fn assert_problem(response: Response, status: StatusCode, code: &str) -> Value {
+    let content_type = content_type(&response);
     let body = json_with_status(response, status).await;
     assert_eq!(
         content_type, "application/problem+json",
