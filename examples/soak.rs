@@ -229,6 +229,15 @@ async fn main() {
     assert_eq!(records.len(), SCORE_RECORDS);
     // Labeled records: score ignores the label, evaluate needs it.
     let score_body = bytes::Bytes::from(serde_json::to_vec(&records).expect("JSON"));
+    // One scored batch before the clients start, so the chart has something to draw (else 409).
+    let first = client
+        .post(format!("{base}/v1/score"))
+        .header("content-type", "application/json")
+        .body(score_body.clone())
+        .send()
+        .await
+        .expect("first score sent");
+    assert_eq!(first.status(), 200, "first score");
 
     let rss_start = rss_kib(pid).unwrap_or(0);
     eprintln!(
