@@ -6,44 +6,13 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{TestApp, json_ok, scores, spawn_app};
-use serde_json::{Value, json};
+use common::{json_ok, score_until, scores, spawn_app};
+use serde_json::json;
 
 const SCORERS: usize = 4;
 /// Each scorer keeps going until the fits are done, and makes at least this many requests.
 const MIN_REQUESTS_PER_SCORER: usize = 5;
 const FIT_SEEDS: [u64; 3] = [2, 3, 4];
-
-/// (model_version, scores) of one scoring response.
-type Observation = (u64, Vec<f64>);
-
-async fn score_until(
-    app: Arc<TestApp>,
-    batch: Arc<Vec<Value>>,
-    done: Arc<AtomicBool>,
-) -> Vec<Observation> {
-    let mut seen = Vec::new();
-    while seen.len() < MIN_REQUESTS_PER_SCORER || !done.load(Ordering::Acquire) {
-        let response = app.post_json("/v1/score", &json!(*batch)).await;
-        let status = response.status();
-        let text = response.text().await.expect("a body");
-        assert!(
-            status.is_success(),
-            "scoring during a fit answered {status}: {text}"
-        );
-        let body: Value = serde_json::from_str(&text).expect("JSON");
-        let version = body["model_version"].as_u64().expect("a model version");
-        if let Some(alert_version) = body["alert"]["model_version"].as_u64() {
-            assert_eq!(
-                alert_version, version,
-                "the alert names the model that scored the batch"
-            );
-        }
-        assert_eq!(body["results"].as_array().unwrap().len(), batch.len());
-        seen.push((version, scores(&body)));
-    }
-    seen
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scoring_during_fits_never_mixes_models() {
@@ -54,7 +23,14 @@ async fn scoring_during_fits_never_mixes_models() {
 
     let done = Arc::new(AtomicBool::new(false));
     let scorers: Vec<_> = (0..SCORERS)
-        .map(|_| tokio::spawn(score_until(app.clone(), batch.clone(), done.clone())))
+        .map(|_| {
+            tokio::spawn(score_until(
+                app.clone(),
+                batch.clone(),
+                done.clone(),
+                MIN_REQUESTS_PER_SCORER,
+            ))
+        })
         .collect();
     let fitter = {
         let app = app.clone();

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{TestApp, assert_problem, json_ok, scores, spawn_app, spawn_app_with};
+use common::{TestApp, assert_problem, json_ok, score_until, scores, spawn_app, spawn_app_with};
 use reqwest::{Response, StatusCode, header};
 use serde_json::{Value, json};
 
@@ -150,40 +150,8 @@ async fn a_request_past_the_timeout_is_cancelled_with_503() {
     assert_eq!(app.active_version().await, Some(1));
 }
 
-/// (model_version, scores) of one scoring response.
-type Observation = (u64, Vec<f64>);
-
 const SCORERS: usize = 4;
 const MIN_REQUESTS_PER_SCORER: usize = 5;
-
-async fn score_until(
-    app: Arc<TestApp>,
-    batch: Arc<Vec<Value>>,
-    done: Arc<AtomicBool>,
-) -> Vec<Observation> {
-    let mut seen = Vec::new();
-    // Bounded: the model changes are finite, and each scorer stops once they are over.
-    while seen.len() < MIN_REQUESTS_PER_SCORER || !done.load(Ordering::Acquire) {
-        let response = app.post_json("/v1/score", &json!(*batch)).await;
-        let status = response.status();
-        let text = response.text().await.expect("a body");
-        assert!(
-            status.is_success(),
-            "scoring during model changes answered {status}: {text}"
-        );
-        let body: Value = serde_json::from_str(&text).expect("JSON");
-        let version = body["model_version"].as_u64().expect("a model version");
-        if let Some(alert_version) = body["alert"]["model_version"].as_u64() {
-            assert_eq!(
-                alert_version, version,
-                "the alert names the model that scored the batch"
-            );
-        }
-        assert_eq!(body["results"].as_array().unwrap().len(), batch.len());
-        seen.push((version, scores(&body)));
-    }
-    seen
-}
 
 /// What the changer does, in order: fits (with a new seed) and rollbacks (to a version).
 #[derive(Debug, Clone, Copy)]
@@ -210,7 +178,14 @@ async fn scoring_during_fits_and_rollbacks_never_mixes_models() {
     ];
     let done = Arc::new(AtomicBool::new(false));
     let scorers: Vec<_> = (0..SCORERS)
-        .map(|_| tokio::spawn(score_until(app.clone(), batch.clone(), done.clone())))
+        .map(|_| {
+            tokio::spawn(score_until(
+                app.clone(),
+                batch.clone(),
+                done.clone(),
+                MIN_REQUESTS_PER_SCORER,
+            ))
+        })
         .collect();
     let changer = {
         let app = app.clone();

@@ -4,20 +4,11 @@
 mod common;
 
 use common::{
-    BURSTS, SEED_FEATURES, TestApp, assert_problem, json_ok, json_with_status, scores, spawn_app,
-    to_csv, to_ndjson,
+    BURSTS, SEED_FEATURES, TestApp, assert_problem, content_type, json_ok, json_with_status,
+    scores, spawn_app, to_csv, to_ndjson,
 };
 use reqwest::{StatusCode, header};
 use serde_json::{Value, json};
-
-fn content_type(response: &reqwest::Response) -> String {
-    response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
-}
 
 /// Decodes a PNG fully and returns its size.
 fn png_size(bytes: &[u8]) -> (u32, u32) {
