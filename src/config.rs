@@ -146,6 +146,21 @@ pub struct Settings {
     )]
     pub webhook_retry_cap_ms: u64,
 
+    /// PostgreSQL connection URL (postgres://USER:PASSWORD@HOST:PORT/DB). Set, alerts, the
+    /// webhook outbox and model versions live there and several replicas can share them; unset,
+    /// they live in the data directory (SQLite and files). TLS is not supported.
+    #[arg(long, env = "NETSENTINEL_DATABASE_URL", value_parser = DatabaseUrl::parse, hide_env_values = true)]
+    pub database_url: Option<DatabaseUrl>,
+
+    /// Most PostgreSQL connections this process opens.
+    #[arg(long, env = "NETSENTINEL_DATABASE_POOL_SIZE", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub database_pool_size: u32,
+
+    /// Longest wait, in milliseconds, to connect to PostgreSQL, to get a pooled connection, and
+    /// for one statement; beyond it the request gets 503 `store-unavailable`.
+    #[arg(long, env = "NETSENTINEL_DATABASE_TIMEOUT_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..))]
+    pub database_timeout_ms: u64,
+
     /// Log format.
     #[arg(long, env = "NETSENTINEL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -153,6 +168,33 @@ pub struct Settings {
     /// Log filter (tracing EnvFilter syntax, e.g. "info" or "netsentinel=debug").
     #[arg(long, env = "NETSENTINEL_LOG", default_value = "info")]
     pub log: String,
+}
+
+/// A PostgreSQL connection string. `Debug` hides it: it usually carries a password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// Accepts `postgres://` and `postgresql://` URLs; the full syntax is checked when connecting.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err("must start with postgres:// (e.g. postgres://netsentinel:PASSWORD@db:5432/netsentinel)".into())
+        }
+    }
+
+    /// The URL itself, for the connection only; never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatabaseUrl(<redacted>)")
+    }
 }
 
 impl Default for Settings {

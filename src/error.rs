@@ -216,6 +216,14 @@ impl From<StoreError> for ApiError {
                 ApiError::bad_request("invalid-parameter", "cursor is not one this service issued")
                     .with_field("cursor")
             }
+            StoreError::Unavailable(why) => {
+                tracing::warn!(error = %why, "storage unavailable");
+                ApiError::unavailable(
+                    "store-unavailable",
+                    "the database is not reachable right now; retry shortly",
+                    2,
+                )
+            }
             other => ApiError::internal("storage", other),
         }
     }

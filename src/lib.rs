@@ -11,6 +11,7 @@ pub mod config;
 pub mod demo;
 pub mod detector;
 pub mod error;
+pub mod model_sync;
 pub mod monitoring;
 pub mod registry;
 pub mod scoring;

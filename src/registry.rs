@@ -1,15 +1,17 @@
 //! Model versions: persisting a new model and making it active, rolling back, and loading at start.
 //!
-//! Order matters for crash safety: the model file is written (fsynced, renamed) before the
-//! ACTIVE pointer moves, and the pointer moves before the in-memory slot is swapped, so after a
-//! crash the service starts with either the old or the new model, never a torn one.
+//! Order matters for crash safety: the model is stored durably (a fsynced, renamed file, or a
+//! committed PostgreSQL row) before the active pointer moves, and the pointer moves before the
+//! in-memory slot is swapped, so after a crash the service starts with either the old or the
+//! new model, never a torn one. With a shared store, other replicas follow the pointer
+//! (`model_sync`).
 
 use std::sync::Arc;
 
 use crate::detector::model::Model;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::model_files::ModelFiles;
+use crate::store::models::ModelStore;
 
 /// Stores a freshly fitted model as the next version and activates it.
 pub async fn publish(state: &AppState, mut model: Model) -> Result<Arc<Model>, ApiError> {
@@ -69,7 +71,7 @@ pub struct Loaded {
 ///
 /// Problems are logged in full (paths included) and reported on `/readyz` without paths, since
 /// the probe is open to anyone who can reach the service.
-pub fn load_at_start(files: &ModelFiles) -> Loaded {
+pub fn load_at_start(files: &dyn ModelStore) -> Loaded {
     let mut problems = Vec::new();
     let active = match files.active() {
         Ok(a) => a,

@@ -19,8 +19,11 @@ use crate::config::Settings;
 use crate::error::ApiError;
 use crate::registry;
 use crate::state::AppState;
-use crate::store::alerts::SqliteAlertStore;
+use crate::store::alerts::{AlertStore, SqliteAlertStore};
 use crate::store::model_files::ModelFiles;
+use crate::store::models::ModelStore;
+use crate::store::outbox::Outbox;
+use crate::store::postgres::{PgOptions, PgStore};
 use crate::webhooks::Webhooks;
 use crate::{api, monitoring};
 
@@ -105,6 +108,7 @@ impl Application {
     ) -> std::io::Result<()> {
         tracing::info!(addr = %self.local_addr(), "netsentinel listening");
         let (stop_delivery, stop) = tokio::sync::watch::channel(false);
+        let follower = crate::model_sync::start(self.state.clone(), stop.clone());
         let delivery = self.state.webhooks().start(self.state.outbox(), stop);
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
@@ -114,6 +118,11 @@ impl Application {
         let _ = stop_delivery.send(true);
         if let Err(e) = delivery.await {
             tracing::error!(error = %e, "webhook delivery did not stop cleanly");
+        }
+        if let Some(follower) = follower {
+            if let Err(e) = follower.await {
+                tracing::error!(error = %e, "model follower did not stop cleanly");
+            }
         }
         served
     }
@@ -130,23 +139,42 @@ pub fn build_state(settings: Settings) -> Result<AppState, StartupError> {
         path: settings.data_dir.display().to_string(),
         source,
     })?;
-    let models = ModelFiles::open(&settings.data_dir, settings.keep_models as usize)?;
     let webhooks = Webhooks::from_settings(&settings)?;
     for sink in webhooks.sinks() {
         tracing::info!(sink = %sink.name, target = %sink.origin(), format = sink.format.as_str(), signed = sink.secret.is_some(), "webhook sink configured");
     }
-    let alerts = Arc::new(SqliteAlertStore::open(
-        &settings.data_dir.join("alerts.db"),
-    )?);
-    let loaded = registry::load_at_start(&models);
+    let (models, alerts, outbox): (Arc<dyn ModelStore>, Arc<dyn AlertStore>, Arc<dyn Outbox>) =
+        match &settings.database_url {
+            Some(url) => {
+                let store = Arc::new(PgStore::connect(&PgOptions {
+                    url: url.expose().to_owned(),
+                    pool_size: settings.database_pool_size,
+                    timeout: Duration::from_millis(settings.database_timeout_ms),
+                    keep_models: settings.keep_models as usize,
+                })?);
+                tracing::info!(
+                    pool_size = settings.database_pool_size,
+                    "storage: PostgreSQL (alerts, webhook outbox and models shared by every replica)"
+                );
+                (store.clone(), store.clone(), store)
+            }
+            None => {
+                let models = ModelFiles::open(&settings.data_dir, settings.keep_models as usize)?;
+                let alerts = Arc::new(SqliteAlertStore::open(
+                    &settings.data_dir.join("alerts.db"),
+                )?);
+                (Arc::new(models), alerts.clone(), alerts)
+            }
+        };
+    let loaded = registry::load_at_start(models.as_ref());
     if loaded.model.is_none() && loaded.problem.is_none() {
         tracing::info!("no model yet: POST /v1/model/fit to train one");
     }
     Ok(AppState::new(
         settings,
         models,
-        alerts.clone(),
         alerts,
+        outbox,
         webhooks,
         loaded.model,
         loaded.problem,

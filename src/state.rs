@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use crate::config::Settings;
 use crate::detector::model::Model;
 use crate::store::alerts::AlertStore;
-use crate::store::model_files::ModelFiles;
+use crate::store::models::ModelStore;
 use crate::store::outbox::Outbox;
 use crate::webhooks::Webhooks;
 
@@ -21,12 +21,14 @@ struct Inner {
     settings: Settings,
     /// The active model. Readers clone the inner `Arc` and drop the lock at once.
     model: RwLock<Option<Arc<Model>>>,
-    models: ModelFiles,
+    /// Model versions and the active pointer: files, or PostgreSQL shared with other replicas.
+    models: Arc<dyn ModelStore>,
     alerts: Arc<dyn AlertStore>,
-    /// The webhook delivery queue; the same database as `alerts` in the SQLite backend.
+    /// The webhook delivery queue; the same database as `alerts`.
     outbox: Arc<dyn Outbox>,
     webhooks: Arc<Webhooks>,
-    /// One fit or rollback at a time, so versions are assigned and activated in order.
+    /// One fit, rollback or follow-the-store reload at a time in this process, so versions are
+    /// activated in order here (across replicas the store decides; see `model_sync`).
     model_change: tokio::sync::Mutex<()>,
     /// Why no model is loaded (for /readyz), or problems met loading one.
     load_problem: RwLock<Option<String>>,
@@ -49,7 +51,7 @@ pub struct ChartData {
 impl AppState {
     pub fn new(
         settings: Settings,
-        models: ModelFiles,
+        models: Arc<dyn ModelStore>,
         alerts: Arc<dyn AlertStore>,
         outbox: Arc<dyn Outbox>,
         webhooks: Webhooks,
@@ -76,8 +78,8 @@ impl AppState {
         &self.inner.settings
     }
 
-    pub fn models(&self) -> &ModelFiles {
-        &self.inner.models
+    pub fn models(&self) -> &dyn ModelStore {
+        self.inner.models.as_ref()
     }
 
     pub fn alerts(&self) -> Arc<dyn AlertStore> {

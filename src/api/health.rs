@@ -1,5 +1,7 @@
 //! Liveness and readiness probes.
 
+use std::time::Duration;
+
 use axum::Json;
 use axum::extract::State;
 use serde::Serialize;
@@ -28,17 +30,41 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// Readiness: 200 when a model is loaded, else 503 saying why.
+/// How long readiness waits for the database before calling it unreachable.
+const STORE_PING_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Readiness: 200 when a model is loaded and the store is reachable, else 503 saying why.
 #[utoipa::path(get, path = "/readyz", tag = "health", responses(
     (status = 200, body = Ready),
-    (status = 503, body = Problem, content_type = "application/problem+json", description = "No model is loaded"),
+    (status = 503, body = Problem, content_type = "application/problem+json", description = "No model is loaded (`not-ready`), or the database is unreachable (`store-unavailable`)"),
 ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
     match state.model() {
-        Some(m) => Ok(Json(Ready {
-            status: "ready",
-            model_version: m.version(),
-        })),
+        Some(m) => {
+            // With PostgreSQL a replica that cannot reach it must leave the load balancer's
+            // rotation; the embedded store always answers at once.
+            let store = state.alerts();
+            let ping = tokio::time::timeout(
+                STORE_PING_TIMEOUT,
+                tokio::task::spawn_blocking(move || store.ping()),
+            )
+            .await;
+            match ping {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => return Err(e.into()),
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => {
+                    return Err(crate::store::StoreError::Unavailable(
+                        "no answer within 2 s".into(),
+                    )
+                    .into());
+                }
+            }
+            Ok(Json(Ready {
+                status: "ready",
+                model_version: m.version(),
+            }))
+        }
         None => {
             let why = state
                 .load_problem()

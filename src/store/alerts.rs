@@ -147,7 +147,7 @@ pub struct AlertPage {
     pub next_cursor: Option<String>,
 }
 
-/// Where alerts live. Kept small so a PostgreSQL backend can serve several replicas later.
+/// Where alerts live: embedded SQLite here, PostgreSQL (`super::postgres`) for several replicas.
 ///
 /// Calls block; async callers run them on `spawn_blocking`.
 pub trait AlertStore: Send + Sync + 'static {
@@ -168,6 +168,11 @@ pub trait AlertStore: Send + Sync + 'static {
     fn acknowledge(&self, id: &str, at: DateTime<Utc>) -> Result<Option<Alert>, StoreError>;
     /// How many alerts are stored.
     fn count(&self) -> Result<u64, StoreError>;
+    /// Checks that the store can be reached now (a network database may be down); the
+    /// embedded store always can.
+    fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 /// Schema migrations, applied in order; `PRAGMA user_version` counts how many have run.
@@ -441,16 +446,16 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
 }
 
 /// The parts of an alert row that need checking or converting before SQLite sees them.
-struct AlertRow {
-    created_at_ns: i64,
-    model_version: i64,
-    body: String,
+pub(super) struct AlertRow {
+    pub(super) created_at_ns: i64,
+    pub(super) model_version: i64,
+    pub(super) body: String,
 }
 
 impl AlertRow {
     /// Checks that `alert` can be stored and read back unchanged, so no row is ever written that
     /// a later read would fail on.
-    fn from_alert(alert: &Alert) -> Result<Self, StoreError> {
+    pub(super) fn from_alert(alert: &Alert) -> Result<Self, StoreError> {
         let invalid = |reason: String| StoreError::InvalidAlert {
             id: alert.id.clone(),
             reason,
@@ -503,7 +508,7 @@ pub(super) fn decode(id: &str, body: &str) -> Result<Alert, StoreError> {
 
 /// Nanoseconds since the epoch, saturating: a filter bound outside what i64 nanoseconds cover
 /// (1677..2262) lies beyond every stored alert anyway.
-fn nanos_clamped(t: DateTime<Utc>) -> i64 {
+pub(super) fn nanos_clamped(t: DateTime<Utc>) -> i64 {
     t.timestamp_nanos_opt().unwrap_or(if t.timestamp() < 0 {
         i64::MIN
     } else {
@@ -514,13 +519,13 @@ fn nanos_clamped(t: DateTime<Utc>) -> i64 {
 /// Where a page ended: the list position of its last alert. Travels as hex of
 /// `"<created_at_ns>:<id>"`; clients must treat it as opaque.
 #[derive(Debug, PartialEq)]
-struct Cursor {
-    created_at_ns: i64,
-    id: String,
+pub(super) struct Cursor {
+    pub(super) created_at_ns: i64,
+    pub(super) id: String,
 }
 
 impl Cursor {
-    fn encode(&self) -> String {
+    pub(super) fn encode(&self) -> String {
         let plain = format!("{}:{}", self.created_at_ns, self.id);
         let mut out = String::with_capacity(plain.len() * 2);
         for b in plain.bytes() {
@@ -530,7 +535,7 @@ impl Cursor {
         out
     }
 
-    fn decode(s: &str) -> Result<Self, StoreError> {
+    pub(super) fn decode(s: &str) -> Result<Self, StoreError> {
         if s.is_empty() || s.len() > MAX_CURSOR_LEN || s.len() % 2 != 0 {
             return Err(StoreError::BadCursor);
         }

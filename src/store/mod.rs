@@ -1,14 +1,18 @@
-//! Storage: model files and the alert database.
+//! Storage: model versions, the alert database and the webhook outbox, embedded or in PostgreSQL.
 //!
-//! `model_files` keeps one file per model version on disk, written atomically, with an `ACTIVE`
-//! pointer; `alerts` is the [`alerts::AlertStore`] trait and its embedded SQLite implementation;
-//! `outbox` is the webhook delivery queue written in the same transaction as each alert.
-//! Both report failures as one [`StoreError`], whose messages name the path or id involved and
-//! say what an operator can do about it.
+//! `models` is the [`models::ModelStore`] trait; `model_files` implements it with one file per
+//! model version on disk, written atomically, with an `ACTIVE` pointer; `alerts` is the
+//! [`alerts::AlertStore`] trait and its embedded SQLite implementation; `outbox` is the webhook
+//! delivery queue written in the same transaction as each alert; `postgres` implements all
+//! three traits on one PostgreSQL database for several replicas. All report failures as one
+//! [`StoreError`], whose messages name the path or id involved and say what an operator can do
+//! about it.
 
 pub mod alerts;
 pub mod model_files;
+pub mod models;
 pub mod outbox;
+pub mod postgres;
 
 use std::io;
 use std::path::PathBuf;
@@ -113,6 +117,30 @@ pub enum StoreError {
     /// A thread panicked while holding the database connection.
     #[error("the alert store is unusable after a panic while it was locked; restart the service")]
     Poisoned,
+
+    /// `--database-url` does not parse as a PostgreSQL connection string (the URL itself is
+    /// not quoted: it may hold a password).
+    #[error(
+        "NETSENTINEL_DATABASE_URL is not a PostgreSQL connection string ({0}); use \
+         postgres://USER:PASSWORD@HOST:PORT/DATABASE"
+    )]
+    DatabaseUrl(String),
+
+    /// The PostgreSQL server cannot be reached (down, restarting, network, pool exhausted).
+    /// Transient: requests get 503 and the pool reconnects once the server is back.
+    #[error("the database is unreachable: {0}")]
+    Unavailable(String),
+
+    /// A PostgreSQL statement failed for a reason other than reachability.
+    #[error("PostgreSQL error: {0}")]
+    Postgres(String),
+
+    /// The PostgreSQL schema could not be brought up to date at start.
+    #[error(
+        "cannot migrate the PostgreSQL schema: {0}; check that the role may create tables in \
+         the database, and that no newer netsentinel migrated it"
+    )]
+    Migration(String),
 }
 
 impl StoreError {
@@ -133,6 +161,10 @@ impl StoreError {
             Self::DuplicateAlert(_) => "duplicate_alert",
             Self::BadCursor => "bad_cursor",
             Self::Poisoned => "poisoned",
+            Self::DatabaseUrl(_) => "database_url",
+            Self::Unavailable(_) => "unavailable",
+            Self::Postgres(_) => "postgres",
+            Self::Migration(_) => "migration",
         }
     }
 
@@ -141,6 +173,12 @@ impl StoreError {
     /// everything else is a server fault whose message belongs in logs only.
     pub fn is_client_error(&self) -> bool {
         matches!(self, Self::BadCursor | Self::ModelNotFound(_))
+    }
+
+    /// True when the failure is the database being out of reach, which clears up by itself:
+    /// the API answers 503 `store-unavailable` with `Retry-After` rather than 500.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
     }
 
     /// The message without filesystem paths, for answers an unauthenticated client may read

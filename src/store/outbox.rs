@@ -37,7 +37,7 @@ pub enum DeliveryStatus {
 }
 
 impl DeliveryStatus {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
             Self::Delivered => "delivered",
@@ -45,7 +45,7 @@ impl DeliveryStatus {
         }
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    pub(super) fn parse(s: &str) -> Option<Self> {
         match s {
             "pending" => Some(Self::Pending),
             "delivered" => Some(Self::Delivered),
@@ -181,11 +181,11 @@ pub(super) fn insert_tx(
     Ok(())
 }
 
-fn millis(d: Duration) -> i64 {
+pub(super) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-fn time(ms: i64) -> Option<DateTime<Utc>> {
+pub(super) fn time(ms: i64) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_millis(ms)
 }
 

@@ -1,0 +1,750 @@
+//! PostgreSQL backend for several replicas: alerts, the webhook outbox and model versions in one database.
+//!
+//! One [`PgStore`] implements [`AlertStore`], [`Outbox`] and [`ModelStore`] over an r2d2 pool of
+//! blocking `postgres` connections (the traits are blocking; async callers use
+//! `spawn_blocking`). The schema is in `migrations/postgres/` and applied by refinery at start
+//! while holding a PostgreSQL advisory lock, so replicas starting together migrate once.
+//!
+//! What makes several replicas agree:
+//!
+//! - alerts and their outbox rows commit in one transaction, with the same columns, ordering
+//!   (`created_at_ns DESC, id DESC`, ids compared byte-wise) and cursor format as SQLite, so
+//!   every replica lists the same pages;
+//! - outbox claims lock due rows with `FOR UPDATE SKIP LOCKED` and push their due time forward
+//!   by the lease in the same statement, so a row is handed to one replica at a time; a
+//!   replica that dies leaves its lease to run out and another replica picks the row up;
+//! - model versions come from a sequence (never shared, never reused), and moving the active
+//!   pointer sends `NOTIFY netsentinel_model` in the same transaction, which
+//!   [`ModelStore::watch_active`] turns into a prompt reload on every replica.
+//!
+//! Failures to reach the server (refused, reset, shut down, pool timeout) become
+//! [`StoreError::Unavailable`], which the API answers with 503; the pool drops broken
+//! connections and reconnects by itself when the server is back.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use postgres::error::SqlState;
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::types::ToSql;
+use r2d2_postgres::PostgresConnectionManager;
+use r2d2_postgres::postgres::NoTls;
+
+use super::StoreError;
+use super::alerts::{Alert, AlertPage, AlertQuery, AlertRow, AlertStore, Cursor, decode};
+use super::models::{ChangeHook, ModelStore};
+use super::outbox::{
+    AttemptOutcome, DeliveryState, DeliveryStatus, DueDelivery, Outbox, millis, time,
+};
+
+mod embedded {
+    refinery::embed_migrations!("migrations/postgres");
+}
+
+/// Channel on which a move of the active model pointer is announced.
+pub const MODEL_CHANNEL: &str = "netsentinel_model";
+/// Advisory-lock key held while migrating ("netsenti" in ASCII), so concurrent starts queue.
+const MIGRATION_LOCK: i64 = 0x6e65_7473_656e_7469;
+/// How long start-up keeps retrying an unreachable server before giving up.
+const STARTUP_WAIT: Duration = Duration::from_secs(30);
+/// How often the LISTEN thread wakes to check for a stop, and waits before reconnecting.
+const LISTEN_TICK: Duration = Duration::from_secs(1);
+
+type Manager = PostgresConnectionManager<NoTls>;
+type Pool = r2d2::Pool<Manager>;
+type Conn = r2d2::PooledConnection<Manager>;
+
+/// How to reach PostgreSQL and how much of it to use.
+#[derive(Clone)]
+pub struct PgOptions {
+    /// `postgres://user:password@host:port/db` (or a key=value string).
+    pub url: String,
+    /// Most connections this process keeps open.
+    pub pool_size: u32,
+    /// Longest wait to connect, to get a pooled connection, and for one statement.
+    pub timeout: Duration,
+    /// Model versions kept besides the active one.
+    pub keep_models: usize,
+}
+
+/// The shared store: a connection pool plus what the LISTEN thread needs to open its own.
+pub struct PgStore {
+    pool: Pool,
+    config: postgres::Config,
+    keep: usize,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The config holds the password.
+        f.debug_struct("PgStore")
+            .field("pool_size", &self.pool.max_size())
+            .field("keep", &self.keep)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Logs connection failures the pool meets (it retries them itself) through `tracing`.
+#[derive(Debug)]
+struct LogPoolErrors;
+
+impl r2d2::HandleError<postgres::Error> for LogPoolErrors {
+    fn handle_error(&self, error: postgres::Error) {
+        tracing::warn!(%error, "cannot open a PostgreSQL connection");
+    }
+}
+
+impl PgStore {
+    /// Connects, waiting up to 30 s for the server, and applies pending migrations.
+    pub fn connect(opts: &PgOptions) -> Result<Self, StoreError> {
+        let mut config: postgres::Config = opts
+            .url
+            .parse()
+            .map_err(|e: postgres::Error| StoreError::DatabaseUrl(e.to_string()))?;
+        let statement_ms = opts.timeout.as_millis().max(1);
+        let options = match config.get_options() {
+            Some(o) if !o.is_empty() => format!("{o} -c statement_timeout={statement_ms}"),
+            _ => format!("-c statement_timeout={statement_ms}"),
+        };
+        config
+            .options(&options)
+            .connect_timeout(opts.timeout)
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(30));
+        if config.get_application_name().is_none() {
+            config.application_name("netsentinel");
+        }
+        let pool = r2d2::Pool::builder()
+            .max_size(opts.pool_size.max(1))
+            .min_idle(Some(1))
+            .connection_timeout(opts.timeout)
+            .error_handler(Box::new(LogPoolErrors))
+            // Checked out connections are tested (an empty query), so one the server dropped
+            // while idle is replaced rather than failing the request.
+            .test_on_check_out(true)
+            .build_unchecked(Manager::new(config.clone(), NoTls));
+        let store = Self {
+            pool,
+            config,
+            keep: opts.keep_models.max(1),
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    /// Applies pending migrations under an advisory lock, retrying while the server is down.
+    fn migrate(&self) -> Result<(), StoreError> {
+        let deadline = Instant::now() + STARTUP_WAIT;
+        loop {
+            match self.try_migrate() {
+                Err(StoreError::Unavailable(why)) if Instant::now() < deadline => {
+                    tracing::warn!(error = %why, "PostgreSQL is not reachable yet; retrying");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_migrate(&self) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        conn.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .map_err(pg)?;
+        let report = embedded::migrations::runner()
+            .set_abort_divergent(true)
+            .run(&mut *conn);
+        // Unlock on the same session whatever happened; a dropped session unlocks too.
+        let unlocked = conn.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]);
+        let report = report.map_err(|e| StoreError::Migration(e.to_string()))?;
+        unlocked.map_err(pg)?;
+        for m in report.applied_migrations() {
+            tracing::info!(migration = %m, "migrated the PostgreSQL schema");
+        }
+        Ok(())
+    }
+
+    fn conn(&self) -> Result<Conn, StoreError> {
+        self.pool
+            .get()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
+    /// Deletes versions beyond the newest `keep` (never the active one, never quarantined rows).
+    fn prune(&self) -> Result<u64, StoreError> {
+        let keep = i64::try_from(self.keep).unwrap_or(i64::MAX);
+        self.conn()?
+            .execute(
+                "DELETE FROM models
+                 WHERE NOT corrupt
+                   AND version NOT IN (SELECT version FROM model_active)
+                   AND version NOT IN (SELECT version FROM models WHERE NOT corrupt
+                                       ORDER BY version DESC LIMIT $1)",
+                &[&keep],
+            )
+            .map_err(pg)
+    }
+}
+
+/// Sorts a PostgreSQL error into "cannot reach the server" (transient: 503) and the rest.
+fn pg(e: postgres::Error) -> StoreError {
+    let unreachable = match e.code() {
+        None => true,
+        Some(code) => {
+            let c = code.code();
+            c.starts_with("08") // connection exception
+                || c.starts_with("57P") // admin/crash shutdown, cannot connect now
+                || *code == SqlState::TOO_MANY_CONNECTIONS
+                || *code == SqlState::QUERY_CANCELED // statement_timeout
+        }
+    };
+    if unreachable {
+        StoreError::Unavailable(e.to_string())
+    } else {
+        StoreError::Postgres(e.to_string())
+    }
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn version_arg(version: u64) -> Result<i64, StoreError> {
+    i64::try_from(version).map_err(|_| StoreError::ModelNotFound(version))
+}
+
+fn insert_alert(
+    tx: &mut postgres::Transaction<'_>,
+    alert: &Alert,
+    sinks: &[String],
+) -> Result<(), StoreError> {
+    let row = AlertRow::from_alert(alert)?;
+    let severity = i16::from(alert.severity);
+    let inserted = tx.execute(
+        "INSERT INTO alerts (id, created_at_ns, severity, status, model_version, body)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[
+            &alert.id,
+            &row.created_at_ns,
+            &severity,
+            &alert.status.as_str(),
+            &row.model_version,
+            &row.body,
+        ],
+    );
+    match inserted {
+        Ok(_) => {}
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+            return Err(StoreError::DuplicateAlert(alert.id.clone()));
+        }
+        Err(e) => return Err(pg(e)),
+    }
+    let now = alert.created_at.timestamp_millis();
+    for sink in sinks {
+        let inserted = tx.execute(
+            "INSERT INTO webhook_outbox (alert_id, sink, state, next_attempt_at_ms, updated_at_ms)
+             VALUES ($1, $2, 'pending', $3, $3)",
+            &[&alert.id, sink, &now],
+        );
+        match inserted {
+            Ok(_) => {}
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                return Err(StoreError::InvalidAlert {
+                    id: alert.id.clone(),
+                    reason: format!("webhook sink {sink:?} is listed twice"),
+                });
+            }
+            Err(e) => return Err(pg(e)),
+        }
+    }
+    Ok(())
+}
+
+impl AlertStore for PgStore {
+    fn insert_with_outbox(&self, alert: &Alert, sinks: &[String]) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(pg)?;
+        insert_alert(&mut tx, alert, sinks)?;
+        // synchronous_commit (on by default) makes the commit durable before it returns.
+        tx.commit().map_err(pg)
+    }
+
+    fn get(&self, id: &str) -> Result<Option<Alert>, StoreError> {
+        let row = self
+            .conn()?
+            .query_opt("SELECT body FROM alerts WHERE id = $1", &[&id])
+            .map_err(pg)?;
+        row.map(|r| decode(id, r.get(0))).transpose()
+    }
+
+    fn list(&self, q: &AlertQuery) -> Result<AlertPage, StoreError> {
+        let cursor = q.cursor.as_deref().map(Cursor::decode).transpose()?;
+        let limit = q.limit.max(1);
+        let (sql, args) = list_sql(q, cursor.as_ref(), limit);
+        let refs: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref()).collect();
+        let rows = self.conn()?.query(&sql, &refs).map_err(pg)?;
+        let mut alerts = Vec::with_capacity(limit.min(1024));
+        let mut next_cursor = None;
+        let mut last: Option<Cursor> = None;
+        for row in rows {
+            let created_at_ns: i64 = row.get(0);
+            let id: String = row.get(1);
+            if alerts.len() == limit {
+                next_cursor = last.take().map(|c| c.encode());
+                break;
+            }
+            alerts.push(decode(&id, row.get(2))?);
+            last = Some(Cursor { created_at_ns, id });
+        }
+        Ok(AlertPage {
+            alerts,
+            next_cursor,
+        })
+    }
+
+    fn acknowledge(&self, id: &str, at: DateTime<Utc>) -> Result<Option<Alert>, StoreError> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(pg)?;
+        // FOR UPDATE: two replicas acknowledging at once cannot both see "open".
+        let Some(row) = tx
+            .query_opt("SELECT body FROM alerts WHERE id = $1 FOR UPDATE", &[&id])
+            .map_err(pg)?
+        else {
+            return Ok(None);
+        };
+        let mut alert = decode(id, row.get(0))?;
+        if alert.status == super::alerts::AlertStatus::Open {
+            alert.status = super::alerts::AlertStatus::Acknowledged;
+            alert.acknowledged_at = Some(at);
+            let row = AlertRow::from_alert(&alert)?;
+            tx.execute(
+                "UPDATE alerts SET status = $1, body = $2 WHERE id = $3",
+                &[&alert.status.as_str(), &row.body, &id],
+            )
+            .map_err(pg)?;
+        }
+        tx.commit().map_err(pg)?;
+        Ok(Some(alert))
+    }
+
+    fn count(&self) -> Result<u64, StoreError> {
+        let row = self
+            .conn()?
+            .query_one("SELECT COUNT(*) FROM alerts", &[])
+            .map_err(pg)?;
+        Ok(to_u64(row.get(0)))
+    }
+
+    fn ping(&self) -> Result<(), StoreError> {
+        self.conn()?.simple_query("SELECT 1").map_err(pg)?;
+        Ok(())
+    }
+}
+
+/// The listing query: the same filters, order and cursor seek as the SQLite store.
+fn list_sql(
+    q: &AlertQuery,
+    cursor: Option<&Cursor>,
+    limit: usize,
+) -> (String, Vec<Box<dyn ToSql + Sync>>) {
+    let mut sql = String::from("SELECT created_at_ns, id, body FROM alerts WHERE true");
+    let mut args: Vec<Box<dyn ToSql + Sync>> = Vec::new();
+    let mut push = |sql: &mut String, clause: &str, arg: Box<dyn ToSql + Sync>| {
+        args.push(arg);
+        sql.push_str(&clause.replace('?', &format!("${}", args.len())));
+    };
+    if let Some(since) = q.since {
+        push(
+            &mut sql,
+            " AND created_at_ns >= ?",
+            Box::new(super::alerts::nanos_clamped(since)),
+        );
+    }
+    if let Some(until) = q.until {
+        push(
+            &mut sql,
+            " AND created_at_ns < ?",
+            Box::new(super::alerts::nanos_clamped(until)),
+        );
+    }
+    if let Some(min) = q.min_severity {
+        push(&mut sql, " AND severity >= ?", Box::new(i16::from(min)));
+    }
+    if let Some(status) = q.status {
+        push(&mut sql, " AND status = ?", Box::new(status.as_str()));
+    }
+    if let Some(c) = cursor {
+        push(&mut sql, " AND (created_at_ns, id) < (?", Box::new(c.created_at_ns));
+        push(&mut sql, ", ?)", Box::new(c.id.clone()));
+    }
+    // One row more than asked tells whether another page exists.
+    let n = i64::try_from(limit.saturating_add(1)).unwrap_or(i64::MAX);
+    push(
+        &mut sql,
+        " ORDER BY created_at_ns DESC, id DESC LIMIT ?",
+        Box::new(n),
+    );
+    (sql, args)
+}
+
+impl Outbox for PgStore {
+    fn claim_due(
+        &self,
+        sink: &str,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: Duration,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        let now_ms = now.timestamp_millis();
+        let until_ms = now_ms.saturating_add(millis(lease));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(pg)?;
+        // SKIP LOCKED: replicas claiming at once take disjoint rows instead of waiting; the
+        // lease moves next_attempt_at forward in the same statement, so once committed the row
+        // is not due for anyone until the lease runs out.
+        let rows = tx
+            .query(
+                "WITH due AS (
+                     SELECT alert_id FROM webhook_outbox
+                     WHERE sink = $1 AND state = 'pending' AND next_attempt_at_ms <= $2
+                     ORDER BY next_attempt_at_ms, alert_id
+                     LIMIT $3
+                     FOR UPDATE SKIP LOCKED)
+                 UPDATE webhook_outbox o SET next_attempt_at_ms = $4
+                 FROM due, alerts a
+                 WHERE o.sink = $1 AND o.alert_id = due.alert_id AND a.id = o.alert_id
+                 RETURNING o.alert_id, o.attempts, a.body",
+                &[&sink, &now_ms, &limit, &until_ms],
+            )
+            .map_err(pg)?;
+        let mut due = Vec::with_capacity(rows.len());
+        for row in rows {
+            let alert_id: String = row.get(0);
+            let attempts: i32 = row.get(1);
+            match decode(&alert_id, row.get(2)) {
+                Ok(alert) => due.push(DueDelivery {
+                    alert,
+                    sink: sink.to_owned(),
+                    attempts: u32::try_from(attempts).unwrap_or(0),
+                }),
+                Err(e) => {
+                    // Retrying cannot fix a row that does not decode; fail it where operators see it.
+                    tracing::error!(alert = %alert_id, sink, error = %e, "webhook delivery abandoned");
+                    tx.execute(
+                        "UPDATE webhook_outbox SET state = 'failed', last_error = $1, updated_at_ms = $2
+                         WHERE alert_id = $3 AND sink = $4",
+                        &[&e.to_string(), &now_ms, &alert_id, &sink],
+                    )
+                    .map_err(pg)?;
+                }
+            }
+        }
+        tx.commit().map_err(pg)?;
+        due.sort_by(|a, b| a.alert.id.cmp(&b.alert.id));
+        Ok(due)
+    }
+
+    fn next_due(&self, sink: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let row = self
+            .conn()?
+            .query_one(
+                "SELECT MIN(next_attempt_at_ms) FROM webhook_outbox
+                 WHERE sink = $1 AND state = 'pending'",
+                &[&sink],
+            )
+            .map_err(pg)?;
+        Ok(row.get::<_, Option<i64>>(0).and_then(time))
+    }
+
+    fn record_attempt(
+        &self,
+        alert_id: &str,
+        sink: &str,
+        outcome: &AttemptOutcome,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let at_ms = at.timestamp_millis();
+        let (state, next_ms, error, status, delivered_ms) = match outcome {
+            AttemptOutcome::Delivered { status } => (
+                DeliveryStatus::Delivered,
+                at_ms,
+                None,
+                Some(i32::from(*status)),
+                Some(at_ms),
+            ),
+            AttemptOutcome::Retry {
+                next_at,
+                error,
+                status,
+            } => (
+                DeliveryStatus::Pending,
+                next_at.timestamp_millis(),
+                Some(error.as_str()),
+                status.map(i32::from),
+                None,
+            ),
+            AttemptOutcome::Failed { error, status } => (
+                DeliveryStatus::Failed,
+                at_ms,
+                Some(error.as_str()),
+                status.map(i32::from),
+                None,
+            ),
+        };
+        self.conn()?
+            .execute(
+                "UPDATE webhook_outbox
+                 SET state = $1, attempts = attempts + 1, next_attempt_at_ms = $2, last_error = $3,
+                     last_status = $4, delivered_at_ms = $5, updated_at_ms = $6
+                 WHERE alert_id = $7 AND sink = $8 AND state = 'pending'",
+                &[
+                    &state.as_str(),
+                    &next_ms,
+                    &error,
+                    &status,
+                    &delivered_ms,
+                    &at_ms,
+                    &alert_id,
+                    &sink,
+                ],
+            )
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    fn release(&self, alert_id: &str, sink: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.conn()?
+            .execute(
+                "UPDATE webhook_outbox SET next_attempt_at_ms = LEAST(next_attempt_at_ms, $1)
+                 WHERE alert_id = $2 AND sink = $3 AND state = 'pending'",
+                &[&now.timestamp_millis(), &alert_id, &sink],
+            )
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    fn deliveries(&self, alert_id: &str) -> Result<Vec<DeliveryState>, StoreError> {
+        let rows = self
+            .conn()?
+            .query(
+                "SELECT sink, state, attempts, last_error, last_status, next_attempt_at_ms,
+                        delivered_at_ms
+                 FROM webhook_outbox WHERE alert_id = $1 ORDER BY sink",
+                &[&alert_id],
+            )
+            .map_err(pg)?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                // The CHECK constraint admits only the three spellings parse knows.
+                let state =
+                    DeliveryStatus::parse(r.get::<_, &str>(1)).unwrap_or(DeliveryStatus::Pending);
+                DeliveryState {
+                    sink: r.get(0),
+                    state,
+                    attempts: u32::try_from(r.get::<_, i32>(2)).unwrap_or(0),
+                    last_error: r.get(3),
+                    last_status: r
+                        .get::<_, Option<i32>>(4)
+                        .and_then(|s| u16::try_from(s).ok()),
+                    next_attempt_at: (state == DeliveryStatus::Pending)
+                        .then(|| time(r.get(5)))
+                        .flatten(),
+                    delivered_at: r.get::<_, Option<i64>>(6).and_then(time),
+                }
+            })
+            .collect())
+    }
+
+    fn depth(&self) -> Result<u64, StoreError> {
+        let row = self
+            .conn()?
+            .query_one(
+                "SELECT COUNT(*) FROM webhook_outbox WHERE state = 'pending'",
+                &[],
+            )
+            .map_err(pg)?;
+        Ok(to_u64(row.get(0)))
+    }
+}
+
+impl ModelStore for PgStore {
+    fn next_version(&self) -> Result<u64, StoreError> {
+        let row = self
+            .conn()?
+            .query_one("SELECT nextval('model_version_seq')", &[])
+            .map_err(pg)?;
+        Ok(to_u64(row.get(0)))
+    }
+
+    fn save(&self, version: u64, bytes: &[u8]) -> Result<(), StoreError> {
+        let v = version_arg(version)?;
+        let inserted = self.conn()?.execute(
+            "INSERT INTO models (version, bytes) VALUES ($1, $2)",
+            &[&v, &bytes],
+        );
+        match inserted {
+            Ok(_) => {}
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                return Err(StoreError::VersionExists(version));
+            }
+            Err(e) => return Err(pg(e)),
+        }
+        tracing::info!(version, size = bytes.len(), "saved model in PostgreSQL");
+        match self.prune() {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, keep = self.keep, "pruned old model versions"),
+            Err(error) => tracing::warn!(%error, "could not prune old model versions"),
+        }
+        Ok(())
+    }
+
+    fn set_active(&self, version: u64) -> Result<(), StoreError> {
+        let v = version_arg(version)?;
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(pg)?;
+        let exists = tx
+            .query_opt(
+                "SELECT 1 FROM models WHERE version = $1 AND NOT corrupt FOR SHARE",
+                &[&v],
+            )
+            .map_err(pg)?;
+        if exists.is_none() {
+            return Err(StoreError::ModelNotFound(version));
+        }
+        tx.execute(
+            "INSERT INTO model_active (singleton, version) VALUES (true, $1)
+             ON CONFLICT (singleton) DO UPDATE SET version = EXCLUDED.version",
+            &[&v],
+        )
+        .map_err(pg)?;
+        // Delivered to listeners only when (and if) the transaction commits.
+        tx.execute(
+            "SELECT pg_notify($1, $2)",
+            &[&MODEL_CHANNEL, &version.to_string()],
+        )
+        .map_err(pg)?;
+        tx.commit().map_err(pg)
+    }
+
+    fn active(&self) -> Result<Option<u64>, StoreError> {
+        let row = self
+            .conn()?
+            .query_opt("SELECT version FROM model_active", &[])
+            .map_err(pg)?;
+        Ok(row.map(|r| to_u64(r.get(0))))
+    }
+
+    fn versions(&self) -> Result<Vec<u64>, StoreError> {
+        let rows = self
+            .conn()?
+            .query(
+                "SELECT version FROM models WHERE NOT corrupt ORDER BY version",
+                &[],
+            )
+            .map_err(pg)?;
+        Ok(rows.into_iter().map(|r| to_u64(r.get(0))).collect())
+    }
+
+    fn read(&self, version: u64) -> Result<Vec<u8>, StoreError> {
+        let v = version_arg(version)?;
+        self.conn()?
+            .query_opt(
+                "SELECT bytes FROM models WHERE version = $1 AND NOT corrupt",
+                &[&v],
+            )
+            .map_err(pg)?
+            .map(|r| r.get(0))
+            .ok_or(StoreError::ModelNotFound(version))
+    }
+
+    fn quarantine(&self, version: u64) -> Result<(), StoreError> {
+        let v = version_arg(version)?;
+        let n = self
+            .conn()?
+            .execute(
+                "UPDATE models SET corrupt = true WHERE version = $1 AND NOT corrupt",
+                &[&v],
+            )
+            .map_err(pg)?;
+        if n == 0 {
+            return Err(StoreError::ModelNotFound(version));
+        }
+        tracing::warn!(version, "quarantined model version in PostgreSQL");
+        Ok(())
+    }
+
+    fn keep(&self) -> usize {
+        self.keep
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    /// A thread with its own connection (not from the pool) that `LISTEN`s on
+    /// [`MODEL_CHANNEL`] and calls `on_change` for each notification, and once after every
+    /// (re)connect, since notifications sent while disconnected are lost.
+    fn watch_active(&self, on_change: ChangeHook, stop: Arc<AtomicBool>) -> bool {
+        let config = self.config.clone();
+        let spawned = std::thread::Builder::new()
+            .name("model-listen".into())
+            .spawn(move || listen(&config, &on_change, &stop));
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the model LISTEN thread; polling only");
+            return false;
+        }
+        true
+    }
+}
+
+fn listen(config: &postgres::Config, on_change: &ChangeHook, stop: &AtomicBool) {
+    let mut connected = true;
+    while !stop.load(Ordering::Relaxed) {
+        let mut client = match config.connect(NoTls) {
+            Ok(c) => c,
+            Err(e) => {
+                if connected {
+                    tracing::warn!(error = %e, "model change listener disconnected; reconnecting");
+                    connected = false;
+                }
+                std::thread::sleep(LISTEN_TICK);
+                continue;
+            }
+        };
+        if let Err(e) = client.batch_execute(&format!("LISTEN {MODEL_CHANNEL}")) {
+            tracing::warn!(error = %e, "cannot LISTEN for model changes; reconnecting");
+            std::thread::sleep(LISTEN_TICK);
+            continue;
+        }
+        if !connected {
+            tracing::info!("model change listener reconnected");
+        }
+        connected = true;
+        on_change();
+        while !stop.load(Ordering::Relaxed) {
+            let next = {
+                let mut notifications = client.notifications();
+                let mut it = notifications.timeout_iter(LISTEN_TICK);
+                it.next()
+            };
+            match next {
+                Ok(Some(_)) => on_change(),
+                Ok(None) => {
+                    // A quiet tick; a closed connection shows up here as an error next time,
+                    // or now if the socket already reported it.
+                    if client.is_closed() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "model change listener lost its connection");
+                    connected = false;
+                    break;
+                }
+            }
+        }
+    }
+}
