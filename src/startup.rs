@@ -43,6 +43,8 @@ pub enum StartupError {
     InsecureOpen(SocketAddr),
     #[error("{0}")]
     Webhooks(#[from] crate::webhooks::WebhookConfigError),
+    #[error("start-up failed: {0}")]
+    Task(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -75,7 +77,13 @@ impl Application {
                 "API keys required"
             );
         }
-        let state = build_state(settings.clone())?;
+        // Off the runtime: the PostgreSQL client blocks (and may wait for the server).
+        let state = {
+            let settings = settings.clone();
+            tokio::task::spawn_blocking(move || build_state(settings))
+                .await
+                .map_err(|e| StartupError::Task(e.to_string()))??
+        };
         let router = app(state.clone());
         let listener =
             TcpListener::bind(settings.addr)

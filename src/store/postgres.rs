@@ -71,7 +71,8 @@ pub struct PgOptions {
 
 /// The shared store: a connection pool plus what the LISTEN thread needs to open its own.
 pub struct PgStore {
-    pool: Pool,
+    /// Always `Some` until drop, which hands it to a plain thread (see `Drop`).
+    pool: Option<Pool>,
     config: postgres::Config,
     keep: usize,
 }
@@ -80,9 +81,25 @@ impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The config holds the password.
         f.debug_struct("PgStore")
-            .field("pool_size", &self.pool.max_size())
+            .field("pool_size", &self.pool.as_ref().map(|p| p.max_size()))
             .field("keep", &self.keep)
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for PgStore {
+    /// The blocking client closes its connections with its own small runtime, which panics on
+    /// a thread that drives an async runtime; the last owner of the store is often such a
+    /// thread (the app state at shutdown), so the pool is closed on a thread of its own.
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            let closed = std::thread::Builder::new()
+                .name("pg-pool-close".into())
+                .spawn(move || drop(pool));
+            if let Ok(handle) = closed {
+                let _ = handle.join();
+            }
+        }
     }
 }
 
@@ -126,7 +143,7 @@ impl PgStore {
             .test_on_check_out(true)
             .build_unchecked(Manager::new(config.clone(), NoTls));
         let store = Self {
-            pool,
+            pool: Some(pool),
             config,
             keep: opts.keep_models.max(1),
         };
@@ -167,6 +184,8 @@ impl PgStore {
 
     fn conn(&self) -> Result<Conn, StoreError> {
         self.pool
+            .as_ref()
+            .ok_or_else(|| StoreError::Unavailable("the connection pool is closed".into()))?
             .get()
             .map_err(|e| StoreError::Unavailable(e.to_string()))
     }
