@@ -1,0 +1,294 @@
+//! Shared harness for the PostgreSQL tests: a fresh database per test, and replicas of the real binary.
+//!
+//! The tests need `NETSENTINEL_TEST_DATABASE_URL` (a role that may `CREATE DATABASE`);
+//! `eval "$(bash scripts/test-postgres.sh)"` starts a private server and sets it. Without it a
+//! test skips with a loud message, unless `CI` is set: then it fails, so CI cannot pass
+//! without running them. Each test creates its own database (random name) and drops it at
+//! the end, so tests are isolated and run in parallel.
+
+#![allow(dead_code)] // each test binary uses a different subset of the helpers
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const URL_VAR: &str = "NETSENTINEL_TEST_DATABASE_URL";
+/// A `pg_ctl` for the test server (scripts/test-postgres.sh writes one), for the restart test.
+pub const PG_CTL_VAR: &str = "NETSENTINEL_TEST_PG_CTL";
+
+const START_DEADLINE: Duration = Duration::from_secs(60);
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// The value of `var`, or `None` after a loud skip message (a panic under CI).
+pub fn required_env(var: &str, test: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => Some(v),
+        _ => {
+            assert!(
+                !in_ci(),
+                "{test}: CI is set but {var} is not; .ci/run starts PostgreSQL with \
+                 scripts/test-postgres.sh and exports it. The PostgreSQL tests must run in CI."
+            );
+            // Straight to stderr, past libtest's capture, so the skip shows in a normal run.
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n==================== SKIPPED: {test} ====================\n\
+                 {var} is not set, so this PostgreSQL test did NOT run.\n\
+                 Start a throwaway server with: eval \"$(bash scripts/test-postgres.sh)\"\n\
+                 (with CI set, a missing {var} fails instead of skipping)\n\
+                 ===========================================================\n"
+            );
+            None
+        }
+    }
+}
+
+/// Runs blocking PostgreSQL client code on a plain thread: the sync client refuses to run on
+/// a thread that drives an async runtime.
+pub fn off_runtime<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(f)
+        .join()
+        .expect("the PostgreSQL helper thread")
+}
+
+/// A database of its own for one test, dropped (with any connections left) at the end.
+pub struct TestDb {
+    pub url: String,
+    admin_url: String,
+    name: String,
+}
+
+impl TestDb {
+    /// `None` (after the skip message) when no test server is configured outside CI.
+    pub fn create(test: &str) -> Option<TestDb> {
+        let admin_url = required_env(URL_VAR, test)?;
+        let name = format!("ns_test_{}", uuid::Uuid::new_v4().simple());
+        let (admin, db) = (admin_url.clone(), name.clone());
+        off_runtime(move || {
+            let mut client = postgres::Client::connect(&admin, postgres::NoTls)
+                .unwrap_or_else(|e| panic!("cannot connect to {URL_VAR}: {e}"));
+            client
+                .batch_execute(&format!("CREATE DATABASE {db}"))
+                .expect("CREATE DATABASE (the role needs CREATEDB)");
+        });
+        Some(TestDb {
+            url: with_database(&admin_url, &name),
+            admin_url,
+            name,
+        })
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let (admin, db) = (self.admin_url.clone(), self.name.clone());
+        // Best effort: a failed test must still report its own failure, not this one.
+        let _ = std::thread::spawn(move || {
+            if let Ok(mut client) = postgres::Client::connect(&admin, postgres::NoTls) {
+                let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+            }
+        })
+        .join();
+    }
+}
+
+/// `url` with its database name replaced by `name` (query parameters kept).
+pub fn with_database(url: &str, name: &str) -> String {
+    let scheme_end = url.find("://").map_or(0, |i| i + 3);
+    let (head, tail) = url.split_at(scheme_end);
+    let (authority, rest) = match tail.find('/') {
+        Some(i) => tail.split_at(i),
+        None => (tail, ""),
+    };
+    let query = rest.find('?').map_or("", |i| &rest[i..]);
+    format!("{head}{authority}/{name}{query}")
+}
+
+/// A `netsentinel serve` child process on a port the OS picks, sharing the database.
+pub struct Replica {
+    pub name: String,
+    child: Child,
+    pub base_url: String,
+    log: Arc<Mutex<Vec<String>>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Replica {
+    /// Starts a replica on `database_url` with a data directory of its own and `extra` flags,
+    /// and waits until it listens.
+    pub fn start(name: &str, database_url: &str, data_dir: &Path, extra: &[String]) -> Replica {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_netsentinel"));
+        // The tests choose every setting; a developer's environment must not change them.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("NETSENTINEL_") {
+                cmd.env_remove(key);
+            }
+        }
+        let mut child = cmd
+            .args(["serve", "--addr", "127.0.0.1:0", "--log-format", "json"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("NETSENTINEL_DATABASE_URL", database_url)
+            .args(["--database-timeout-ms", "2000", "--log", "info"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("the binary starts");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (addr_tx, addr_rx) = mpsc::channel::<String>();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Ok(event) = serde_json::from_str::<Value>(&line) {
+                    if event["message"] == "netsentinel listening" {
+                        if let Some(addr) = event["addr"].as_str() {
+                            let _ = addr_tx.send(addr.to_string());
+                        }
+                    }
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let mut err_pipe = child.stderr.take().expect("piped stderr");
+        let err_text = stderr.clone();
+        std::thread::spawn(move || {
+            let mut buf = String::new();
+            let _ = err_pipe.read_to_string(&mut buf);
+            err_text.lock().unwrap().push_str(&buf);
+        });
+        let Ok(addr) = addr_rx.recv_timeout(START_DEADLINE) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "replica {name} did not report its address; log: {:?}; stderr: {}",
+                log.lock().unwrap(),
+                stderr.lock().unwrap()
+            );
+        };
+        Replica {
+            name: name.to_owned(),
+            child,
+            base_url: format!("http://{addr}"),
+            log,
+            stderr,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    /// SIGKILL: nothing is flushed or handed back, as in a crash.
+    pub fn kill_9(mut self) {
+        self.child.kill().expect("SIGKILL is delivered");
+        self.child.wait().expect("the killed child is reaped");
+    }
+
+    /// Log lines whose message contains `text`.
+    pub fn log_count(&self, text: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(text))
+            .count()
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// A client that never reuses a connection, so a killed replica cannot hand it a stale one.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("a client")
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, panicking after `deadline`.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            started.elapsed() < deadline,
+            "gave up after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// GET `url`: status and JSON body (null when the body is not JSON or the request failed).
+pub async fn get_json(client: &reqwest::Client, url: &str) -> (u16, Value) {
+    match client.get(url).send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.json().await.unwrap_or(Value::Null))
+        }
+        Err(_) => (0, Value::Null),
+    }
+}
+
+/// POST `body` as JSON to `url`: status and JSON body (status 0 when the request failed).
+pub async fn post_json(client: &reqwest::Client, url: &str, body: &Value) -> (u16, Value) {
+    match client.post(url).json(body).send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.json().await.unwrap_or(Value::Null))
+        }
+        Err(_) => (0, Value::Null),
+    }
+}
+
+/// Every page of `/v1/alerts?{query}` from `replica`, as lists of ids, following cursors.
+pub async fn alert_pages(client: &reqwest::Client, base_url: &str, query: &str) -> Vec<Vec<String>> {
+    let mut pages = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..1000 {
+        let mut url = format!("{base_url}/v1/alerts?{query}");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let (status, page) = get_json(client, &url).await;
+        assert_eq!(status, 200, "{url}: {page}");
+        pages.push(
+            page["alerts"]
+                .as_array()
+                .expect("an alerts array")
+                .iter()
+                .map(|a| a["id"].as_str().expect("an id").to_string())
+                .collect(),
+        );
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return pages,
+        }
+    }
+    panic!("alert pagination did not end");
+}

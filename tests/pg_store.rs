@@ -1,0 +1,393 @@
+//! The PostgreSQL store against a real server: the same answers as SQLite, and no races between replicas.
+//!
+//! Several `PgStore`s on one database stand in for replicas (each has its own pool, as a
+//! process would). Needs `NETSENTINEL_TEST_DATABASE_URL`; see `tests/pg_harness`.
+
+mod pg_harness;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use netsentinel::detector::model::BatchSummary;
+use netsentinel::store::StoreError;
+use netsentinel::store::alerts::{
+    Alert, AlertQuery, AlertRecord, AlertStatus, AlertStore, SqliteAlertStore,
+};
+use netsentinel::store::models::ModelStore;
+use netsentinel::store::outbox::{AttemptOutcome, Outbox};
+use netsentinel::store::postgres::{PgOptions, PgStore};
+use pg_harness::TestDb;
+
+fn options(url: &str) -> PgOptions {
+    PgOptions {
+        url: url.to_owned(),
+        pool_size: 4,
+        timeout: Duration::from_secs(5),
+        keep_models: 3,
+    }
+}
+
+fn connect(url: &str) -> PgStore {
+    PgStore::connect(&options(url)).expect("the store connects and migrates")
+}
+
+fn t(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_704_067_200 + secs, 0).unwrap()
+}
+
+fn alert(at: DateTime<Utc>, severity: u8) -> Alert {
+    Alert::new(
+        at,
+        1,
+        severity,
+        format!("severity {severity}"),
+        BatchSummary {
+            n_records: 8,
+            n_anomalies: 1,
+            anomaly_rate: 0.125,
+            threshold: 0.5,
+            max_severity: severity,
+        },
+        vec![AlertRecord {
+            index: 3,
+            timestamp: None,
+            score: 0.712_345_678_9,
+            severity,
+            values: BTreeMap::from([("bytes_sent".into(), 5_247_031.96)]),
+            fields: BTreeMap::from([("src_ip".into(), "10.0.0.7".into())]),
+            explanation: Vec::new(),
+        }],
+    )
+}
+
+fn ids(page: &netsentinel::store::alerts::AlertPage) -> Vec<String> {
+    page.alerts.iter().map(|a| a.id.clone()).collect()
+}
+
+/// Every page of `q`, as id lists, following cursors.
+fn all_pages(store: &dyn AlertStore, q: &AlertQuery) -> Vec<Vec<String>> {
+    let mut pages = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list(&AlertQuery {
+                cursor: cursor.clone(),
+                ..q.clone()
+            })
+            .unwrap();
+        pages.push(ids(&page));
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return pages,
+        }
+        assert!(pages.len() < 200, "pagination does not terminate");
+    }
+}
+
+#[test]
+fn alerts_list_filter_page_and_acknowledge_exactly_as_sqlite_does() {
+    let Some(db) = TestDb::create("alerts_list_filter_page_and_acknowledge_exactly_as_sqlite_does")
+    else {
+        return;
+    };
+    let pg = connect(&db.url);
+    let lite = SqliteAlertStore::open_in_memory().unwrap();
+    // Groups of three share a created_at, so pages split inside a group; ids are UUID v7s
+    // whose byte order the C collation must keep.
+    let alerts: Vec<Alert> = (0..40).map(|i| alert(t(i / 3), 30 + i as u8)).collect();
+    for a in &alerts {
+        pg.insert(a).unwrap();
+        lite.insert(a).unwrap();
+    }
+    for a in alerts.iter().step_by(4) {
+        assert_eq!(
+            pg.acknowledge(&a.id, t(100)).unwrap(),
+            lite.acknowledge(&a.id, t(100)).unwrap()
+        );
+    }
+    // A second acknowledgement keeps the first time, on both.
+    let again = pg.acknowledge(&alerts[0].id, t(200)).unwrap().unwrap();
+    assert_eq!(again.acknowledged_at, Some(t(100)));
+    assert_eq!(pg.acknowledge("no-such-id", t(1)).unwrap(), None);
+
+    let queries = [
+        AlertQuery {
+            limit: 7,
+            ..Default::default()
+        },
+        AlertQuery {
+            limit: 5,
+            min_severity: Some(50),
+            ..Default::default()
+        },
+        AlertQuery {
+            limit: 4,
+            status: Some(AlertStatus::Open),
+            since: Some(t(2)),
+            until: Some(t(10)),
+            ..Default::default()
+        },
+        AlertQuery {
+            limit: 1,
+            status: Some(AlertStatus::Acknowledged),
+            ..Default::default()
+        },
+        AlertQuery {
+            limit: 100,
+            ..Default::default()
+        },
+    ];
+    for q in &queries {
+        let on_pg = all_pages(&pg, q);
+        assert_eq!(on_pg, all_pages(&lite, q), "{q:?}");
+        let flat: Vec<&String> = on_pg.iter().flatten().collect();
+        assert_eq!(
+            flat.len(),
+            flat.iter().collect::<HashSet<_>>().len(),
+            "repeats"
+        );
+    }
+    // Cursors are interchangeable: one from SQLite continues the same listing on PostgreSQL.
+    let first = lite
+        .list(&AlertQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .unwrap();
+    let next = AlertQuery {
+        limit: 10,
+        cursor: first.next_cursor.clone(),
+        ..Default::default()
+    };
+    assert_eq!(ids(&pg.list(&next).unwrap()), ids(&lite.list(&next).unwrap()));
+    assert!(matches!(
+        pg.list(&AlertQuery {
+            limit: 1,
+            cursor: Some("zz".into()),
+            ..Default::default()
+        }),
+        Err(StoreError::BadCursor)
+    ));
+    assert_eq!(pg.count().unwrap(), 40);
+    assert_eq!(pg.get(&alerts[5].id).unwrap(), lite.get(&alerts[5].id).unwrap());
+    assert!(matches!(
+        pg.insert(&alerts[5]),
+        Err(StoreError::DuplicateAlert(_))
+    ));
+}
+
+#[test]
+fn an_alert_and_its_outbox_rows_commit_together_or_not_at_all() {
+    let Some(db) = TestDb::create("an_alert_and_its_outbox_rows_commit_together_or_not_at_all")
+    else {
+        return;
+    };
+    let pg = connect(&db.url);
+    let a = alert(t(0), 80);
+    pg.insert_with_outbox(&a, &["x".into(), "y".into()]).unwrap();
+    let sinks: Vec<String> = pg.deliveries(&a.id).unwrap().into_iter().map(|d| d.sink).collect();
+    assert_eq!(sinks, ["x", "y"]);
+    assert_eq!(pg.depth().unwrap(), 2);
+
+    let b = alert(t(1), 80);
+    let twice = pg.insert_with_outbox(&b, &["x".into(), "x".into()]);
+    assert!(matches!(twice, Err(StoreError::InvalidAlert { .. })), "{twice:?}");
+    assert_eq!(pg.get(&b.id).unwrap(), None, "the alert rolled back with its rows");
+    assert_eq!(pg.depth().unwrap(), 2);
+}
+
+#[test]
+fn replicas_claiming_at_once_never_share_a_delivery_and_a_dead_claim_is_taken_over() {
+    let Some(db) = TestDb::create(
+        "replicas_claiming_at_once_never_share_a_delivery_and_a_dead_claim_is_taken_over",
+    ) else {
+        return;
+    };
+    let replicas: Vec<Arc<PgStore>> = (0..4).map(|_| Arc::new(connect(&db.url))).collect();
+    let n = 200;
+    let mut expected = HashSet::new();
+    for i in 0..n {
+        let a = alert(t(i), 70);
+        replicas[0].insert_with_outbox(&a, &["siem".into()]).unwrap();
+        expected.insert(a.id);
+    }
+    let now = t(10_000);
+    let lease = Duration::from_secs(60);
+    let start = Arc::new(Barrier::new(replicas.len() * 2));
+    let handles: Vec<_> = replicas
+        .iter()
+        .cycle()
+        .take(replicas.len() * 2)
+        .map(|store| {
+            let (store, start) = (Arc::clone(store), Arc::clone(&start));
+            std::thread::spawn(move || {
+                start.wait();
+                let mut mine = Vec::new();
+                loop {
+                    let due = store.claim_due("siem", now, 7, lease).unwrap();
+                    if due.is_empty() {
+                        return mine;
+                    }
+                    mine.extend(due.into_iter().map(|d| d.alert.id));
+                }
+            })
+        })
+        .collect();
+    let mut claims: HashMap<String, usize> = HashMap::new();
+    for h in handles {
+        for id in h.join().unwrap() {
+            *claims.entry(id).or_default() += 1;
+        }
+    }
+    assert_eq!(claims.len(), n as usize, "every row was claimed");
+    let shared: Vec<_> = claims.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(shared.is_empty(), "rows claimed twice: {shared:?}");
+    assert_eq!(claims.keys().cloned().collect::<HashSet<_>>(), expected);
+
+    // Deliver all but one; the one left is a replica that died holding its lease.
+    let dead = claims.keys().next().unwrap().clone();
+    for id in claims.keys().filter(|id| **id != dead) {
+        replicas[1]
+            .record_attempt(id, "siem", &AttemptOutcome::Delivered { status: 200 }, now)
+            .unwrap();
+    }
+    assert!(
+        replicas[2].claim_due("siem", now + chrono::TimeDelta::seconds(59), 10, lease).unwrap().is_empty(),
+        "still leased"
+    );
+    let taken = replicas[2]
+        .claim_due("siem", now + chrono::TimeDelta::seconds(61), 10, lease)
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].alert.id, dead);
+    // A late record from the dead claim cannot undo a delivery made by the taker.
+    replicas[2]
+        .record_attempt(&dead, "siem", &AttemptOutcome::Delivered { status: 200 }, now)
+        .unwrap();
+    replicas[3]
+        .record_attempt(
+            &dead,
+            "siem",
+            &AttemptOutcome::Retry {
+                next_at: now,
+                error: "late".into(),
+                status: Some(500),
+            },
+            now,
+        )
+        .unwrap();
+    assert_eq!(replicas[0].depth().unwrap(), 0);
+    assert_eq!(
+        replicas[0].deliveries(&dead).unwrap()[0].state,
+        netsentinel::store::outbox::DeliveryStatus::Delivered
+    );
+}
+
+#[test]
+fn version_numbers_are_unique_across_replicas_and_the_pointer_is_shared() {
+    let Some(db) =
+        TestDb::create("version_numbers_are_unique_across_replicas_and_the_pointer_is_shared")
+    else {
+        return;
+    };
+    // Replicas starting together all migrate (under the advisory lock) without failing.
+    let start = Arc::new(Barrier::new(4));
+    let replicas: Vec<Arc<PgStore>> = (0..4)
+        .map(|_| {
+            let (url, start) = (db.url.clone(), Arc::clone(&start));
+            std::thread::spawn(move || {
+                start.wait();
+                Arc::new(connect(&url))
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().expect("every replica starts"))
+        .collect();
+
+    let handles: Vec<_> = replicas
+        .iter()
+        .map(|store| {
+            let store = Arc::clone(store);
+            std::thread::spawn(move || {
+                (0..5)
+                    .map(|_| {
+                        let v = store.next_version().unwrap();
+                        store.save(v, format!("model {v}").as_bytes()).unwrap();
+                        v
+                    })
+                    .collect::<Vec<u64>>()
+            })
+        })
+        .collect();
+    let mut all: Vec<u64> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    all.sort_unstable();
+    assert_eq!(all, (1..=20).collect::<Vec<_>>(), "each number handed out once");
+
+    // Pruning keeps the newest 3.
+    assert_eq!(replicas[1].versions().unwrap(), vec![18, 19, 20]);
+    assert_eq!(replicas[0].active().unwrap(), None);
+    replicas[0].set_active(19).unwrap();
+    assert_eq!(replicas[3].active().unwrap(), Some(19));
+    assert_eq!(replicas[2].read(19).unwrap(), b"model 19");
+    assert!(matches!(
+        replicas[2].set_active(5),
+        Err(StoreError::ModelNotFound(5))
+    ));
+    assert!(matches!(
+        replicas[2].save(20, b"again"),
+        Err(StoreError::VersionExists(20))
+    ));
+
+    // The active version survives pruning; a quarantined one is hidden and its number unused.
+    for _ in 0..3 {
+        let v = replicas[2].next_version().unwrap();
+        replicas[2].save(v, b"newer").unwrap();
+    }
+    assert_eq!(replicas[0].versions().unwrap(), vec![19, 21, 22, 23]);
+    replicas[0].quarantine(23).unwrap();
+    assert_eq!(replicas[1].versions().unwrap(), vec![19, 21, 22]);
+    assert!(matches!(
+        replicas[1].read(23),
+        Err(StoreError::ModelNotFound(23))
+    ));
+    assert_eq!(replicas[3].next_version().unwrap(), 24);
+}
+
+#[test]
+fn a_notification_reaches_every_watcher_when_the_pointer_moves() {
+    let Some(db) = TestDb::create("a_notification_reaches_every_watcher_when_the_pointer_moves")
+    else {
+        return;
+    };
+    let writer = connect(&db.url);
+    let watcher = connect(&db.url);
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let tx = std::sync::Mutex::new(tx);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    assert!(watcher.watch_active(
+        Box::new(move || {
+            let _ = tx.lock().unwrap().send(());
+        }),
+        Arc::clone(&stop),
+    ));
+    // One call right after connecting (notifications sent before are lost).
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("a call once listening");
+    let v = writer.next_version().unwrap();
+    writer.save(v, b"m").unwrap();
+    writer.set_active(v).unwrap();
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("a call when the pointer moves");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+#[test]
+fn a_bad_url_is_a_clear_error_that_does_not_quote_the_password() {
+    let bad = PgStore::connect(&options("postgres://x:y@127.0.0.1:notaport/db"));
+    assert!(matches!(bad, Err(StoreError::DatabaseUrl(_))), "{bad:?}");
+    let msg = bad.unwrap_err().to_string();
+    assert!(!msg.contains("x:y"), "the URL (and its password) is not quoted: {msg}");
+}
