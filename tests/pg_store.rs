@@ -161,7 +161,10 @@ fn alerts_list_filter_page_and_acknowledge_exactly_as_sqlite_does() {
         cursor: first.next_cursor.clone(),
         ..Default::default()
     };
-    assert_eq!(ids(&pg.list(&next).unwrap()), ids(&lite.list(&next).unwrap()));
+    assert_eq!(
+        ids(&pg.list(&next).unwrap()),
+        ids(&lite.list(&next).unwrap())
+    );
     assert!(matches!(
         pg.list(&AlertQuery {
             limit: 1,
@@ -171,7 +174,10 @@ fn alerts_list_filter_page_and_acknowledge_exactly_as_sqlite_does() {
         Err(StoreError::BadCursor)
     ));
     assert_eq!(pg.count().unwrap(), 40);
-    assert_eq!(pg.get(&alerts[5].id).unwrap(), lite.get(&alerts[5].id).unwrap());
+    assert_eq!(
+        pg.get(&alerts[5].id).unwrap(),
+        lite.get(&alerts[5].id).unwrap()
+    );
     assert!(matches!(
         pg.insert(&alerts[5]),
         Err(StoreError::DuplicateAlert(_))
@@ -186,15 +192,28 @@ fn an_alert_and_its_outbox_rows_commit_together_or_not_at_all() {
     };
     let pg = connect(&db.url);
     let a = alert(t(0), 80);
-    pg.insert_with_outbox(&a, &["x".into(), "y".into()]).unwrap();
-    let sinks: Vec<String> = pg.deliveries(&a.id).unwrap().into_iter().map(|d| d.sink).collect();
+    pg.insert_with_outbox(&a, &["x".into(), "y".into()])
+        .unwrap();
+    let sinks: Vec<String> = pg
+        .deliveries(&a.id)
+        .unwrap()
+        .into_iter()
+        .map(|d| d.sink)
+        .collect();
     assert_eq!(sinks, ["x", "y"]);
     assert_eq!(pg.depth().unwrap(), 2);
 
     let b = alert(t(1), 80);
     let twice = pg.insert_with_outbox(&b, &["x".into(), "x".into()]);
-    assert!(matches!(twice, Err(StoreError::InvalidAlert { .. })), "{twice:?}");
-    assert_eq!(pg.get(&b.id).unwrap(), None, "the alert rolled back with its rows");
+    assert!(
+        matches!(twice, Err(StoreError::InvalidAlert { .. })),
+        "{twice:?}"
+    );
+    assert_eq!(
+        pg.get(&b.id).unwrap(),
+        None,
+        "the alert rolled back with its rows"
+    );
     assert_eq!(pg.depth().unwrap(), 2);
 }
 
@@ -210,7 +229,9 @@ fn replicas_claiming_at_once_never_share_a_delivery_and_a_dead_claim_is_taken_ov
     let mut expected = HashSet::new();
     for i in 0..n {
         let a = alert(t(i), 70);
-        replicas[0].insert_with_outbox(&a, &["siem".into()]).unwrap();
+        replicas[0]
+            .insert_with_outbox(&a, &["siem".into()])
+            .unwrap();
         expected.insert(a.id);
     }
     let now = t(10_000);
@@ -254,7 +275,10 @@ fn replicas_claiming_at_once_never_share_a_delivery_and_a_dead_claim_is_taken_ov
             .unwrap();
     }
     assert!(
-        replicas[2].claim_due("siem", now + chrono::TimeDelta::seconds(59), 10, lease).unwrap().is_empty(),
+        replicas[2]
+            .claim_due("siem", now + chrono::TimeDelta::seconds(59), 10, lease)
+            .unwrap()
+            .is_empty(),
         "still leased"
     );
     let taken = replicas[2]
@@ -264,7 +288,12 @@ fn replicas_claiming_at_once_never_share_a_delivery_and_a_dead_claim_is_taken_ov
     assert_eq!(taken[0].alert.id, dead);
     // A late record from the dead claim cannot undo a delivery made by the taker.
     replicas[2]
-        .record_attempt(&dead, "siem", &AttemptOutcome::Delivered { status: 200 }, now)
+        .record_attempt(
+            &dead,
+            "siem",
+            &AttemptOutcome::Delivered { status: 200 },
+            now,
+        )
         .unwrap();
     replicas[3]
         .record_attempt(
@@ -322,9 +351,16 @@ fn version_numbers_are_unique_across_replicas_and_the_pointer_is_shared() {
             })
         })
         .collect();
-    let mut all: Vec<u64> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+    let mut all: Vec<u64> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
     all.sort_unstable();
-    assert_eq!(all, (1..=20).collect::<Vec<_>>(), "each number handed out once");
+    assert_eq!(
+        all,
+        (1..=20).collect::<Vec<_>>(),
+        "each number handed out once"
+    );
 
     // Pruning keeps the newest 3.
     assert_eq!(replicas[1].versions().unwrap(), vec![18, 19, 20]);
@@ -389,5 +425,8 @@ fn a_bad_url_is_a_clear_error_that_does_not_quote_the_password() {
     let bad = PgStore::connect(&options("postgres://x:y@127.0.0.1:notaport/db"));
     assert!(matches!(bad, Err(StoreError::DatabaseUrl(_))), "{bad:?}");
     let msg = bad.unwrap_err().to_string();
-    assert!(!msg.contains("x:y"), "the URL (and its password) is not quoted: {msg}");
+    assert!(
+        !msg.contains("x:y"),
+        "the URL (and its password) is not quoted: {msg}"
+    );
 }

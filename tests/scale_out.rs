@@ -14,9 +14,7 @@ use std::time::Duration;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use netsentinel::detector::generator::{GeneratorConfig, generate};
-use pg_harness::{
-    Replica, TestDb, alert_pages, client, eventually, get_json, post_json,
-};
+use pg_harness::{Replica, TestDb, alert_pages, client, eventually, get_json, post_json};
 use serde_json::{Value, json};
 
 /// A model change on one replica must show on every replica within this (the follower polls
@@ -49,7 +47,9 @@ async fn fit(client: &reqwest::Client, replica: &Replica, seed: u64) -> u64 {
 async fn raise_alert(client: &reqwest::Client, replica: &Replica, seed: u64) -> (String, u64) {
     let (status, body) = post_json(client, &replica.url("/v1/score"), &bursty_batch(seed)).await;
     assert_eq!(status, 200, "score on {}: {body}", replica.name);
-    let id = body["alert"]["id"].as_str().expect("the batch raises an alert");
+    let id = body["alert"]["id"]
+        .as_str()
+        .expect("the batch raises an alert");
     (
         id.to_string(),
         body["model_version"].as_u64().expect("a model_version"),
@@ -86,7 +86,10 @@ async fn three_replicas_share_one_model_and_one_alert_history() {
     let v1 = fit(&client, &a, 1).await;
     all_serve(&client, &[&a, &b, &c], v1).await;
     let (first_alert, scored_by) = raise_alert(&client, &b, 100).await;
-    assert_eq!(scored_by, v1, "the score names the version that produced it");
+    assert_eq!(
+        scored_by, v1,
+        "the score names the version that produced it"
+    );
 
     // A second fit, then a rollback on the third replica: everyone follows.
     let v2 = fit(&client, &a, 2).await;
@@ -131,7 +134,10 @@ async fn three_replicas_share_one_model_and_one_alert_history() {
         (seen.len() == 1).then(|| seen.into_iter().next().unwrap())
     })
     .await;
-    assert!(settled == x || settled == y, "settled on {settled}, fits made {x} and {y}");
+    assert!(
+        settled == x || settled == y,
+        "settled on {settled}, fits made {x} and {y}"
+    );
 
     // Alerts raised on every replica are listed alike by every replica, page by page.
     let mut raised = vec![first_alert];
@@ -163,7 +169,11 @@ async fn three_replicas_share_one_model_and_one_alert_history() {
         .concat()
         .into_iter()
         .collect();
-    assert_eq!(everything.len(), raised.len() + 1, "no repeats across pages");
+    assert_eq!(
+        everything.len(),
+        raised.len() + 1,
+        "no repeats across pages"
+    );
     assert!(raised.iter().all(|id| everything.contains(id)));
     let acked_ids = alert_pages(&client, &a.base_url, "limit=10&status=acknowledged")
         .await
@@ -343,7 +353,11 @@ async fn each_alert_reaches_each_sink_once_per_key_while_replicas_are_killed_and
         || async {
             let counts = tally(&seen.lock().unwrap());
             all.iter()
-                .all(|id| sink_names.iter().all(|s| counts.contains_key(&(id.to_string(), s.to_string()))))
+                .all(|id| {
+                    sink_names
+                        .iter()
+                        .all(|s| counts.contains_key(&(id.to_string(), s.to_string())))
+                })
                 .then_some(())
         },
     )
@@ -353,8 +367,14 @@ async fn each_alert_reaches_each_sink_once_per_key_while_replicas_are_killed_and
     let raised: HashSet<&String> = all.iter().copied().collect();
     for r in &seen {
         assert_eq!(r.idempotency_key, r.alert_id_header, "{r:?}");
-        assert_eq!(r.idempotency_key, r.body_id, "the body is the alert the key names: {r:?}");
-        assert!(raised.contains(&r.idempotency_key), "delivery of an unknown alert: {r:?}");
+        assert_eq!(
+            r.idempotency_key, r.body_id,
+            "the body is the alert the key names: {r:?}"
+        );
+        assert!(
+            raised.contains(&r.idempotency_key),
+            "delivery of an unknown alert: {r:?}"
+        );
     }
     let counts = tally(&seen);
     let duplicates: BTreeMap<&(String, String), &usize> =

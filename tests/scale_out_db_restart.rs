@@ -132,9 +132,11 @@ async fn the_database_restarts_mid_traffic_and_no_acknowledged_alert_is_lost() {
         .collect();
 
     let acknowledged = || traffic.lock().unwrap().acknowledged.len();
-    eventually("alerts before the restart", Duration::from_secs(30), || async {
-        (acknowledged() >= 10).then_some(())
-    })
+    eventually(
+        "alerts before the restart",
+        Duration::from_secs(30),
+        || async { (acknowledged() >= 10).then_some(()) },
+    )
     .await;
 
     // Stop the server (fast: active connections are cut) and keep it down a moment.
@@ -154,9 +156,11 @@ async fn the_database_restarts_mid_traffic_and_no_acknowledged_alert_is_lost() {
         )
         .await;
     }
-    eventually("503 answers while it is down", Duration::from_secs(20), || async {
-        (traffic.lock().unwrap().unavailable > 0).then_some(())
-    })
+    eventually(
+        "503 answers while it is down",
+        Duration::from_secs(20),
+        || async { (traffic.lock().unwrap().unavailable > 0).then_some(()) },
+    )
     .await;
     let ctl_start = ctl.clone();
     tokio::task::spawn_blocking(move || pg_ctl(&ctl_start, &["start"]))
@@ -176,16 +180,18 @@ async fn the_database_restarts_mid_traffic_and_no_acknowledged_alert_is_lost() {
         .await;
     }
     let before = acknowledged();
-    eventually("alerts after the restart", Duration::from_secs(30), || async {
-        (acknowledged() >= before + 10).then_some(())
-    })
+    eventually(
+        "alerts after the restart",
+        Duration::from_secs(30),
+        || async { (acknowledged() >= before + 10).then_some(()) },
+    )
     .await;
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         w.await.unwrap();
     }
 
-    let t = traffic.lock().unwrap();
+    let t = std::mem::take(&mut *traffic.lock().unwrap());
     assert!(
         t.other_failures.is_empty(),
         "answers other than 200 or 503 store-unavailable: {:?}",
@@ -203,7 +209,11 @@ async fn the_database_restarts_mid_traffic_and_no_acknowledged_alert_is_lost() {
             .iter()
             .filter(|id| !listed.contains(*id))
             .collect();
-        assert!(lost.is_empty(), "{} does not list 2xx alerts {lost:?}", r.name);
+        assert!(
+            lost.is_empty(),
+            "{} does not list 2xx alerts {lost:?}",
+            r.name
+        );
     }
     let _ = std::io::Write::write_fmt(
         &mut std::io::stderr(),

@@ -394,7 +394,11 @@ fn list_sql(
         push(&mut sql, " AND status = ?", Box::new(status.as_str()));
     }
     if let Some(c) = cursor {
-        push(&mut sql, " AND (created_at_ns, id) < (?", Box::new(c.created_at_ns));
+        push(
+            &mut sql,
+            " AND (created_at_ns, id) < (?",
+            Box::new(c.created_at_ns),
+        );
         push(&mut sql, ", ?)", Box::new(c.id.clone()));
     }
     // One row more than asked tells whether another page exists.

@@ -267,7 +267,11 @@ pub async fn post_json(client: &reqwest::Client, url: &str, body: &Value) -> (u1
 }
 
 /// Every page of `/v1/alerts?{query}` from `replica`, as lists of ids, following cursors.
-pub async fn alert_pages(client: &reqwest::Client, base_url: &str, query: &str) -> Vec<Vec<String>> {
+pub async fn alert_pages(
+    client: &reqwest::Client,
+    base_url: &str,
+    query: &str,
+) -> Vec<Vec<String>> {
     let mut pages = Vec::new();
     let mut cursor: Option<String> = None;
     for _ in 0..1000 {
