@@ -223,3 +223,37 @@ impl Cli {
         self.command.unwrap_or(Command::Serve(self.serve))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_database_url_the_embedded_store_is_used() {
+        assert_eq!(Settings::default().database_url, None);
+    }
+
+    #[test]
+    fn the_database_url_is_parsed_and_never_shown_in_debug_output() {
+        let cli = Cli::parse_from([
+            "netsentinel",
+            "--database-url",
+            "postgres://ns:hunter2-secret@db:5432/ns",
+            "--database-pool-size",
+            "3",
+        ]);
+        let url = cli.serve.database_url.as_ref().expect("a URL");
+        assert_eq!(url.expose(), "postgres://ns:hunter2-secret@db:5432/ns");
+        assert_eq!(cli.serve.database_pool_size, 3);
+        let shown = format!("{:?}", cli.serve);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            Cli::try_parse_from(["netsentinel", "--database-url", "mysql://x"]).is_err(),
+            "only PostgreSQL URLs"
+        );
+        assert!(
+            Cli::try_parse_from(["netsentinel", "--database-pool-size", "0"]).is_err(),
+            "a pool needs a connection"
+        );
+    }
+}

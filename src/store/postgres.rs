@@ -59,7 +59,7 @@ type Conn = r2d2::PooledConnection<Manager>;
 /// How to reach PostgreSQL and how much of it to use.
 #[derive(Clone)]
 pub struct PgOptions {
-    /// `postgres://user:password@host:port/db` (or a key=value string).
+    /// `postgres://user:password@host:port/db`.
     pub url: String,
     /// Most connections this process keeps open.
     pub pool_size: u32,
