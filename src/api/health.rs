@@ -40,9 +40,13 @@ const STORE_PING_TIMEOUT: Duration = Duration::from_secs(2);
 ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
     match state.model() {
+        Some(m) if !state.models().shared() => Ok(Json(Ready {
+            status: "ready",
+            model_version: m.version(),
+        })),
         Some(m) => {
             // With PostgreSQL a replica that cannot reach it must leave the load balancer's
-            // rotation; the embedded store always answers at once.
+            // rotation (the embedded store needs no such check).
             let store = state.alerts();
             let ping = tokio::time::timeout(
                 STORE_PING_TIMEOUT,
