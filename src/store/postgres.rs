@@ -103,13 +103,36 @@ impl Drop for PgStore {
     }
 }
 
-/// Logs connection failures the pool meets (it retries them itself) through `tracing`.
+/// Logs connection failures the pool meets (it retries them itself) through `tracing`, at
+/// most one line per [`POOL_LOG_EVERY`] while the server is down, with a count of the rest.
 #[derive(Debug)]
-struct LogPoolErrors;
+struct LogPoolErrors {
+    started: Instant,
+    /// Milliseconds after `started` of the last line logged (0: never).
+    last_ms: std::sync::atomic::AtomicU64,
+    suppressed: std::sync::atomic::AtomicU64,
+}
+
+const POOL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 impl r2d2::HandleError<postgres::Error> for LogPoolErrors {
     fn handle_error(&self, error: postgres::Error) {
-        tracing::warn!(%error, "cannot open a PostgreSQL connection");
+        let now_ms = u64::try_from(self.started.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let last = self.last_ms.load(Ordering::Relaxed);
+        let due = last == 0 || now_ms.saturating_sub(last) >= POOL_LOG_EVERY.as_millis() as u64;
+        if due
+            && self
+                .last_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let suppressed = self.suppressed.swap(0, Ordering::Relaxed);
+            tracing::warn!(%error, suppressed, "cannot open a PostgreSQL connection; the pool keeps trying");
+        } else {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -137,7 +160,11 @@ impl PgStore {
             .max_size(opts.pool_size.max(1))
             .min_idle(Some(1))
             .connection_timeout(opts.timeout)
-            .error_handler(Box::new(LogPoolErrors))
+            .error_handler(Box::new(LogPoolErrors {
+                started: Instant::now(),
+                last_ms: Default::default(),
+                suppressed: Default::default(),
+            }))
             // Checked out connections are tested (an empty query), so one the server dropped
             // while idle is replaced rather than failing the request.
             .test_on_check_out(true)
