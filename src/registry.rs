@@ -72,6 +72,7 @@ pub struct Loaded {
 /// Problems are logged in full (paths included) and reported on `/readyz` without paths, since
 /// the probe is open to anyone who can reach the service.
 pub fn load_at_start(files: &dyn ModelStore) -> Loaded {
+    let shared = files.shared();
     let mut problems = Vec::new();
     let active = match files.active() {
         Ok(a) => a,
@@ -110,7 +111,10 @@ pub fn load_at_start(files: &dyn ModelStore) -> Loaded {
             });
         match decoded {
             Ok(model) => {
-                if Some(version) != active {
+                // A shared store's pointer belongs to every replica: one that cannot decode the
+                // active version (an older build during an upgrade, say) serves the newest it
+                // can, but leaves the pointer and the rows alone.
+                if Some(version) != active && !shared {
                     if let Err(e) = files.set_active(version) {
                         tracing::warn!("could not repoint ACTIVE to version {version}: {e}");
                     }
@@ -122,6 +126,13 @@ pub fn load_at_start(files: &dyn ModelStore) -> Loaded {
                 };
             }
             Err((logged, public)) => {
+                if shared {
+                    tracing::error!(
+                        "model version {version} does not load ({logged}); left in the shared store"
+                    );
+                    problems.push(format!("model version {version} does not load ({public})"));
+                    continue;
+                }
                 tracing::error!("model version {version} is corrupt ({logged}) and was set aside");
                 if let Err(q) = files.quarantine(version) {
                     tracing::error!(version, "could not set the corrupt model aside: {q}");

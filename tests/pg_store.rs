@@ -430,3 +430,44 @@ fn a_bad_url_is_a_clear_error_that_does_not_quote_the_password() {
         "the URL (and its password) is not quoted: {msg}"
     );
 }
+
+/// A small real model with version `version`, as the registry stores it.
+fn model_bytes(version: u64) -> Vec<u8> {
+    use netsentinel::detector::Matrix;
+    use netsentinel::detector::model::Model;
+    use netsentinel::detector::params::ForestParams;
+    let rows: Vec<[f64; 2]> = (0..64).map(|i| [f64::from(i), f64::from(i % 7)]).collect();
+    let x = Matrix::from_rows(&rows).unwrap();
+    let params = ForestParams {
+        n_estimators: 5,
+        ..ForestParams::default()
+    };
+    let mut model = Model::fit(&x, vec!["a".into(), "b".into()], &params, t(0)).unwrap();
+    model.set_version(version);
+    model.to_bytes()
+}
+
+#[test]
+fn a_replica_that_cannot_load_the_active_model_leaves_the_shared_store_alone() {
+    let Some(db) =
+        TestDb::create("a_replica_that_cannot_load_the_active_model_leaves_the_shared_store_alone")
+    else {
+        return;
+    };
+    let store = connect(&db.url);
+    let good = store.next_version().unwrap();
+    store.save(good, &model_bytes(good)).unwrap();
+    // Bytes this build cannot decode: a newer format, or damage.
+    let unreadable = store.next_version().unwrap();
+    store
+        .save(unreadable, b"not a model this build reads")
+        .unwrap();
+    store.set_active(unreadable).unwrap();
+
+    let loaded = netsentinel::registry::load_at_start(&store);
+    let model = loaded.model.expect("the newest loadable version is served");
+    assert_eq!(model.version(), good);
+    // The pointer and the rows belong to every replica: nothing is moved or set aside.
+    assert_eq!(store.active().unwrap(), Some(unreadable));
+    assert_eq!(store.versions().unwrap(), vec![good, unreadable]);
+}
