@@ -54,12 +54,22 @@ pub struct RecordResult {
 pub struct ScoredBatch {
     pub scores: Vec<f64>,
     pub summary: BatchSummary,
-    pub explanations: Vec<Option<Vec<FeatureContribution>>>,
+    /// (record index, explanation) for the records explained, by index: a batch scored
+    /// without explanations costs nothing per record here.
+    pub explanations: Vec<(usize, Vec<FeatureContribution>)>,
 }
 
 impl ScoredBatch {
     pub fn is_anomaly(&self, i: usize) -> bool {
         self.scores[i] > self.summary.threshold
+    }
+
+    /// Record `i`'s explanation, when it was explained.
+    pub fn explanation(&self, i: usize) -> Option<&Vec<FeatureContribution>> {
+        self.explanations
+            .binary_search_by_key(&i, |(j, _)| *j)
+            .ok()
+            .map(|k| &self.explanations[k].1)
     }
 }
 
@@ -67,17 +77,14 @@ impl ScoredBatch {
 pub fn score_batch(model: &Model, batch: &Batch, mode: ExplainMode, top_k: usize) -> ScoredBatch {
     let scores = model.score(&batch.matrix);
     let summary = model.summarize(&scores);
-    let explanations = (0..batch.len())
-        .into_par_iter()
-        .map(|i| {
-            let wanted = match mode {
-                ExplainMode::All => true,
-                ExplainMode::Anomalies => model.is_anomaly(scores[i]),
-                ExplainMode::None => false,
-            };
-            wanted.then(|| model.explain(batch.matrix.row(i), top_k))
-        })
-        .collect();
+    let explanations = match mode {
+        ExplainMode::None => Vec::new(),
+        _ => (0..batch.len())
+            .into_par_iter()
+            .filter(|&i| mode == ExplainMode::All || model.is_anomaly(scores[i]))
+            .map(|i| (i, model.explain(batch.matrix.row(i), top_k)))
+            .collect(),
+    };
     ScoredBatch {
         scores,
         summary,
@@ -89,16 +96,21 @@ pub fn score_batch(model: &Model, batch: &Batch, mode: ExplainMode, top_k: usize
 pub fn results(batch: &Batch, scored: &ScoredBatch, only_anomalies: bool) -> Vec<RecordResult> {
     (0..batch.len())
         .filter(|&i| !only_anomalies || scored.is_anomaly(i))
-        .map(|i| RecordResult {
-            index: i,
-            timestamp: batch.timestamps[i].clone(),
-            score: scored.scores[i],
-            is_anomaly: scored.is_anomaly(i),
-            severity: crate::detector::severity::severity(scored.scores[i]),
-            explanation: scored.explanations[i].clone(),
-            fields: batch.echo[i].clone(),
-        })
+        .map(|i| result(batch, scored, i))
         .collect()
+}
+
+/// Record `i`'s result.
+pub fn result(batch: &Batch, scored: &ScoredBatch, i: usize) -> RecordResult {
+    RecordResult {
+        index: i,
+        timestamp: batch.timestamps.owned(i),
+        score: scored.scores[i],
+        is_anomaly: scored.is_anomaly(i),
+        severity: crate::detector::severity::severity(scored.scores[i]),
+        explanation: scored.explanation(i).cloned(),
+        fields: batch.echo.get(i),
+    }
 }
 
 /// When a batch raises an alert.
@@ -156,7 +168,7 @@ pub fn alert_for(
         .into_iter()
         .map(|i| AlertRecord {
             index: i,
-            timestamp: batch.timestamps[i].clone(),
+            timestamp: batch.timestamps.owned(i),
             score: scored.scores[i],
             severity: crate::detector::severity::severity(scored.scores[i]),
             values: batch
@@ -165,9 +177,10 @@ pub fn alert_for(
                 .cloned()
                 .zip(batch.matrix.row(i).iter().copied())
                 .collect(),
-            fields: batch.echo[i].clone(),
-            explanation: scored.explanations[i]
-                .clone()
+            fields: batch.echo.get(i),
+            explanation: scored
+                .explanation(i)
+                .cloned()
                 .unwrap_or_else(|| model.explain(batch.matrix.row(i), rule.explain_top_k)),
         })
         .collect();

@@ -1,19 +1,20 @@
 //! `POST /v1/score`: score a batch, explain its anomalies, and raise an alert when it is anomalous.
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{BodyFormat, Features, parse_table_with};
+use super::extract::{Batch, BodyFormat};
+use super::ingest::{check_content_length, read_batch};
 use super::{Produces, negotiate};
 use crate::detector::model::BatchSummary;
 use crate::error::{ApiError, Problem};
 use crate::scoring::{
-    AlertRule, ExplainMode, RecordResult, alert_for, chart_data, results, score_batch,
+    AlertRule, ExplainMode, RecordResult, ScoredBatch, alert_for, chart_data, result, score_batch,
 };
 use crate::state::AppState;
 use crate::store::alerts::Alert;
@@ -97,15 +98,16 @@ pub async fn score(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<ScoreQuery>, QueryRejection>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let query = super::query(query)?;
-    let body = super::body(body)?;
+    let settings = state.settings();
+    let max_body = settings.max_body_bytes;
+    check_content_length(&headers, max_body)?;
     let format = BodyFormat::from_headers(&headers)?;
     let produces = negotiate(&headers, &[Produces::Json, Produces::Csv])?;
     let zeek = super::zeek_options(format, query.window.as_deref(), query.group_by.as_deref())?;
     let model = state.model().ok_or_else(ApiError::no_model)?;
-    let settings = state.settings();
     let max_records = settings.max_records;
     let top_k = settings.explain_top_k as usize;
     let rule = AlertRule {
@@ -119,16 +121,44 @@ pub async fn score(
     } else {
         query.explain
     };
+    let only_anomalies = query.only_anomalies;
+    let model_version = model.version();
+
+    let batch = read_batch(
+        format,
+        body,
+        max_body,
+        model.features().to_vec(),
+        false,
+        max_records,
+        zeek,
+    )
+    .await?;
 
     let scoring_model = model.clone();
-    let (batch, scored, alert) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-        let batch = parse_table_with(format, &body, max_records, &zeek)?
-            .into_batch(Features::Given(scoring_model.features()), false)?;
+    let (scored, alert, chart, rendered, batch) = tokio::task::spawn_blocking(move || {
         let scored = score_batch(&scoring_model, &batch, explain, top_k);
         let alert = alert_for(&scoring_model, &batch, &scored, &rule);
-        Ok((batch, scored, alert))
+        let anomalies: Vec<bool> = (0..batch.len()).map(|i| scored.is_anomaly(i)).collect();
+        let chart = chart_data(model_version, &batch, anomalies);
+        // Small answers are written here at once; large ones stream out after the alert is stored.
+        let rendered = (batch.len() <= STREAM_RECORDS).then(|| {
+            let mut out = Vec::new();
+            ResponseBody {
+                produces,
+                only_anomalies,
+                model_version,
+                alert: alert.as_ref(),
+            }
+            .write(&batch, &scored, usize::MAX, |piece| {
+                out.extend_from_slice(&piece);
+                true
+            });
+            out
+        });
+        (scored, alert, chart, rendered, batch)
     })
-    .await??;
+    .await?;
 
     if let Some(alert) = &alert {
         let store = state.alerts();
@@ -149,41 +179,102 @@ pub async fn score(
         scored.summary.n_anomalies,
         alert.is_some(),
     );
-    let model_version = model.version();
-    let only_anomalies = query.only_anomalies;
-    let (bytes, chart) = tokio::task::spawn_blocking(move || {
-        let anomalies: Vec<bool> = (0..batch.len()).map(|i| scored.is_anomaly(i)).collect();
-        let bytes = match produces {
-            Produces::Csv => {
-                let mut out = Vec::with_capacity(batch.len() * 32);
-                out.extend_from_slice(b"index,score,is_anomaly,severity\n");
-                for (i, &s) in scored.scores.iter().enumerate() {
-                    if only_anomalies && !anomalies[i] {
-                        continue;
-                    }
-                    use std::io::Write;
-                    let _ = writeln!(
-                        out,
-                        "{i},{s},{},{}",
-                        anomalies[i],
-                        crate::detector::severity::severity(s)
-                    );
-                }
-                out
-            }
-            _ => {
-                let response = ScoreResponse {
-                    model_version,
-                    summary: scored.summary.clone(),
-                    results: results(&batch, &scored, only_anomalies),
-                    alert,
-                };
-                serde_json::to_vec(&response).expect("score responses always serialise")
-            }
-        };
-        (bytes, chart_data(model_version, &batch, anomalies))
-    })
-    .await?;
     state.set_last_batch(chart);
-    Ok(([(header::CONTENT_TYPE, produces.content_type())], bytes).into_response())
+    let content_type = [(header::CONTENT_TYPE, produces.content_type())];
+    if let Some(bytes) = rendered {
+        return Ok((content_type, bytes).into_response());
+    }
+    // Every record was checked before this point, so the stream cannot meet a bad one: only the
+    // connection can end it early, and then the writer stops.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        ResponseBody {
+            produces,
+            only_anomalies,
+            model_version,
+            alert: alert.as_ref(),
+        }
+        .write(&batch, &scored, STREAM_RECORDS, |piece| {
+            tx.blocking_send(Ok(Bytes::from(piece))).is_ok()
+        });
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Ok((content_type, Body::from_stream(stream)).into_response())
+}
+
+/// Batches up to this many records are answered in one piece; larger ones stream in pieces of
+/// this many records.
+const STREAM_RECORDS: usize = 65_536;
+
+/// Writes a score response, `JSON` or CSV, in pieces.
+struct ResponseBody<'a> {
+    produces: Produces,
+    only_anomalies: bool,
+    model_version: u64,
+    alert: Option<&'a Alert>,
+}
+
+impl ResponseBody<'_> {
+    /// Hands `emit` the body in pieces of at most `per_piece` records (the JSON head and tail
+    /// travel with the first and last records); stops when `emit` returns false. The
+    /// concatenated pieces equal the whole response serialised at once.
+    fn write(
+        &self,
+        batch: &Batch,
+        scored: &ScoredBatch,
+        per_piece: usize,
+        mut emit: impl FnMut(Vec<u8>) -> bool,
+    ) {
+        use std::io::Write;
+        let json = self.produces != Produces::Csv;
+        let mut out = Vec::with_capacity(per_piece.min(batch.len()) * if json { 96 } else { 32 });
+        if json {
+            out.extend_from_slice(b"{\"model_version\":");
+            let _ = write!(out, "{}", self.model_version);
+            out.extend_from_slice(b",\"summary\":");
+            serde_json::to_writer(&mut out, &scored.summary).expect("summaries always serialise");
+            out.extend_from_slice(b",\"results\":[");
+        } else {
+            out.extend_from_slice(b"index,score,is_anomaly,severity\n");
+        }
+        let mut in_piece = 0;
+        let mut first = true;
+        for (i, &s) in scored.scores.iter().enumerate() {
+            let anomalous = scored.is_anomaly(i);
+            if self.only_anomalies && !anomalous {
+                continue;
+            }
+            if json {
+                if !first {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut out, &result(batch, scored, i))
+                    .expect("results always serialise");
+            } else {
+                let _ = writeln!(
+                    out,
+                    "{i},{s},{anomalous},{}",
+                    crate::detector::severity::severity(s)
+                );
+            }
+            first = false;
+            in_piece += 1;
+            if in_piece == per_piece {
+                in_piece = 0;
+                if !emit(std::mem::take(&mut out)) {
+                    return;
+                }
+            }
+        }
+        if json {
+            out.extend_from_slice(b"],\"alert\":");
+            serde_json::to_writer(&mut out, &self.alert).expect("alerts always serialise");
+            out.push(b'}');
+        }
+        if !out.is_empty() {
+            emit(out);
+        }
+    }
 }
