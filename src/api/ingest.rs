@@ -1082,3 +1082,220 @@ impl<'de> Visitor<'de> for SkipVisitor {
         Ok(Skip)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::extract::parse_table;
+    use proptest::prelude::*;
+
+    fn features() -> Vec<String> {
+        ["bytes_sent", "connections"].map(String::from).to_vec()
+    }
+
+    /// The body through the streaming reader, cut into `chunk`-byte pieces.
+    fn streamed(
+        format: BodyFormat,
+        body: &[u8],
+        chunk: usize,
+        labels: bool,
+    ) -> Result<Batch, ApiError> {
+        let (tx, rx) = mpsc::channel(body.len() / chunk + 2);
+        for piece in body.chunks(chunk) {
+            tx.try_send(Ok(Bytes::copy_from_slice(piece))).unwrap();
+        }
+        drop(tx);
+        let mut reader = BodyReader::new(rx);
+        let mut b = BatchBuilder::new(&features(), labels, 5);
+        let parsed = match format {
+            BodyFormat::Csv => {
+                reader.skip_prefix(b"\xEF\xBB\xBF");
+                read_csv(&mut reader, &mut b)
+            }
+            BodyFormat::Ndjson => read_ndjson(io::BufReader::with_capacity(7, &mut reader), &mut b),
+            _ => unreachable!(),
+        };
+        reader.settle(parsed.and_then(|()| b.finish()))
+    }
+
+    fn whole(format: BodyFormat, body: &[u8], labels: bool) -> Result<Batch, ApiError> {
+        if format == BodyFormat::Json {
+            let mut b = BatchBuilder::new(&features(), labels, 5);
+            read_json(body, &mut b)?;
+            return b.finish();
+        }
+        streamed(format, body, body.len().max(1), labels)
+    }
+
+    /// What the table path (parse everything into cells, then check) answers.
+    fn table(format: BodyFormat, body: &[u8], labels: bool) -> Result<Batch, ApiError> {
+        parse_table(format, body, 5)?.into_batch(Features::Given(&features()), labels)
+    }
+
+    fn same(a: &Result<Batch, ApiError>, b: &Result<Batch, ApiError>) -> Result<(), String> {
+        match (a, b) {
+            (Ok(x), Ok(y)) if x == y => Ok(()),
+            (Err(x), Err(y))
+                if (x.status, x.code, &x.detail, x.index, &x.field)
+                    == (y.status, y.code, &y.detail, y.index, &y.field) =>
+            {
+                Ok(())
+            }
+            _ => Err(format!("{a:?}\n  vs\n{b:?}")),
+        }
+    }
+
+    /// Every way of cutting the body into pieces gives what the table path gives.
+    fn check(format: BodyFormat, body: &[u8], labels: bool) {
+        let expected = table(format, body, labels);
+        same(&whole(format, body, labels), &expected).unwrap();
+        if format != BodyFormat::Json {
+            for chunk in [1, 2, 3, 5, 8, 13] {
+                same(&streamed(format, body, chunk, labels), &expected)
+                    .unwrap_or_else(|e| panic!("chunks of {chunk}: {e}"));
+            }
+        }
+    }
+
+    #[test]
+    fn csv_edge_cases_match_the_table_path() {
+        let cases: &[&[u8]] = &[
+            b"\xEF\xBB\xBFtimestamp,bytes_sent,connections,host\r\n2024-01-01T00:00:00Z,1,2,\"a,b\"\r\n2024-01-01T01:00:00+02:00,3.5, 4 ,\"multi\nline\"\r\n",
+            b"bytes_sent,connections\n1,2\n3,x\n5,NaN\n",
+            b"bytes_sent,connections,timestamp\n1,2,yesterday\n3,,2024-01-01T00:00:00Z\n",
+            b"bytes_sent,connections\n1,2\n3,4,5\n",
+            b"bytes_sent,connections\n1,2\n3,4\n5,6\n7,8\n9,10\n11,12\n",
+            b"bytes_sent,connections\n1,2\n\"3\",\"4\"\n",
+            b"bytes_sent\n1\n",
+            b"bytes_sent,connections,label\n1,2,0\n3,4,1\n",
+            b"bytes_sent,connections,label\n1,2,0\n3,4,2\n",
+            b"bytes_sent,connections\n",
+            b"",
+            b"a,a\n1,2\n",
+            b"bytes_sent,connections\n1,\xff\n",
+            b"\xEF\xBBbytes_sent,connections\n1,2\n",
+        ];
+        for body in cases {
+            check(BodyFormat::Csv, body, false);
+            check(BodyFormat::Csv, body, true);
+        }
+    }
+
+    #[test]
+    fn ndjson_and_json_edge_cases_match_the_table_path() {
+        let nd: &[&[u8]] = &[
+            b"{\"bytes_sent\":1,\"connections\":2,\"src_ip\":\"10.0.0.1\",\"timestamp\":\"2024-01-01T00:00:00Z\"}\r\n\r\n{\"connections\":4,\"bytes_sent\":3e2}\n",
+            b"{\"bytes_sent\":1,\"connections\":2}\n{\"bytes_sent\":\"x\",\"connections\":2}\n{oops\n",
+            b"{\"bytes_sent\":1,\"connections\":2}\n[1,2]\n",
+            b"{\"bytes_sent\":1,\"connections\":2,\"timestamp\":5}\n{\"bytes_sent\":null,\"connections\":2}\n",
+            b"{\"bytes_sent\":1,\"connections\":2,\"label\":true}\n{\"bytes_sent\":1,\"connections\":{\"a\":1},\"label\":0}\n",
+            b"{\"bytes_sent\":1,\"connections\":2,\"bytes_sent\":\"dup\"}\n",
+            b"{\"bytes_sent\":1,\"connections\":2}\n{\"bytes_sent\":1,\"connections\":2} x\n",
+            b"{}\n{}\n{}\n{}\n{}\n{}\n",
+            b"\n\n",
+        ];
+        for body in nd {
+            check(BodyFormat::Ndjson, body, false);
+            check(BodyFormat::Ndjson, body, true);
+        }
+        let json: &[&[u8]] = &[
+            br#"{"records":[{"bytes_sent":1,"connections":2,"host":"a\"b"},{"bytes_sent":3,"connections":4}]}"#,
+            br#"[{"bytes_sent":1,"connections":2},5,{"bytes_sent":"x"}]"#,
+            br#"[{"bytes_sent":1,"connections":2},{},{},{},{},{}]"#,
+            br#"{"records":[],"zzz":1,"aaa":2}"#,
+            br#"{"records":{"a":1}}"#,
+            br#"{"other":[]}"#,
+            br#"{"records":[{"bytes_sent":1,"connections":2}]"#,
+            br#"[{"bytes_sent":1,"connections":2}] trailing"#,
+            br#"42"#,
+            b"  ",
+            br#"[{"bytes_sent":1e400,"connections":2}]"#,
+            br#"[{"bytes_sent":1,"connections":2,"timestamp":"2024-13-01T00:00:00Z"}]"#,
+            br#"[{"bytes_sent":1,"connections":2,"label":1},{"bytes_sent":1,"connections":2}]"#,
+        ];
+        for body in json {
+            check(BodyFormat::Json, body, false);
+            check(BodyFormat::Json, body, true);
+        }
+        let deep = format!("[{}{}]", "[".repeat(200), "]".repeat(200));
+        check(BodyFormat::Json, deep.as_bytes(), false);
+    }
+
+    #[test]
+    fn a_failed_body_wins_over_what_the_parser_made_of_it() {
+        let (tx, rx) = mpsc::channel(4);
+        tx.try_send(Ok(Bytes::from_static(b"bytes_sent,connections\n1,x\n")))
+            .unwrap();
+        tx.try_send(Err(body_too_large())).unwrap();
+        drop(tx);
+        let mut reader = BodyReader::new(rx);
+        let mut b = BatchBuilder::new(&features(), false, 5);
+        let parsed = read_csv(&mut reader, &mut b).and_then(|()| b.finish());
+        let err = reader.settle(parsed).unwrap_err();
+        assert_eq!((err.status.as_u16(), err.code), (413, "body-too-large"));
+    }
+
+    fn csv_cell() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "-?[0-9]{1,4}(\\.[0-9]{1,3})?",
+            Just(String::new()),
+            Just("NaN".to_string()),
+            Just("2024-01-01T00:00:00Z".to_string()),
+            Just("\"1,5\"".to_string()),
+            Just(" 7 ".to_string()),
+            "[a-z]{1,3}",
+        ]
+    }
+
+    proptest! {
+        /// Random CSV bodies, cut anywhere: the streaming parser agrees with the table path.
+        #[test]
+        fn streamed_csv_agrees_with_the_table_path(
+            header in prop::sample::subsequence(
+                vec!["bytes_sent", "connections", "timestamp", "label", "host"], 1..=5),
+            rows in prop::collection::vec(prop::collection::vec(csv_cell(), 5), 0..7),
+            crlf in any::<bool>(),
+            chunk in 1usize..20,
+            labels in any::<bool>(),
+        ) {
+            let nl = if crlf { "\r\n" } else { "\n" };
+            let mut body = header.join(",") + nl;
+            for r in &rows {
+                body += &r[..header.len()].join(",");
+                body += nl;
+            }
+            let expected = table(BodyFormat::Csv, body.as_bytes(), labels);
+            let got = streamed(BodyFormat::Csv, body.as_bytes(), chunk, labels);
+            let verdict = same(&got, &expected);
+            prop_assert!(verdict.is_ok(), "{body:?}: {}", verdict.unwrap_err());
+        }
+
+        /// Random NDJSON bodies, cut anywhere, and the same records as JSON.
+        #[test]
+        fn streamed_ndjson_and_json_agree_with_the_table_path(
+            records in prop::collection::vec(prop::collection::btree_map(
+                prop::sample::select(vec!["bytes_sent", "connections", "timestamp", "label", "src_ip"]),
+                prop_oneof![
+                    (-1e6f64..1e6).prop_map(|v| serde_json::json!(v)),
+                    Just(serde_json::json!(null)),
+                    Just(serde_json::json!("2024-01-01T00:00:00Z")),
+                    Just(serde_json::json!("x")),
+                    Just(serde_json::json!(1)),
+                    Just(serde_json::json!([1])),
+                ],
+                0..5), 0..7),
+            chunk in 1usize..20,
+            labels in any::<bool>(),
+        ) {
+            let lines: Vec<String> = records.iter().map(|r| serde_json::to_string(r).unwrap()).collect();
+            let nd = lines.join("\n");
+            let expected = table(BodyFormat::Ndjson, nd.as_bytes(), labels);
+            let verdict = same(&streamed(BodyFormat::Ndjson, nd.as_bytes(), chunk, labels), &expected);
+            prop_assert!(verdict.is_ok(), "{nd}: {}", verdict.unwrap_err());
+            let json = format!("[{}]", lines.join(","));
+            let expected = table(BodyFormat::Json, json.as_bytes(), labels);
+            let verdict = same(&whole(BodyFormat::Json, json.as_bytes(), labels), &expected);
+            prop_assert!(verdict.is_ok(), "{json}: {}", verdict.unwrap_err());
+        }
+    }
+}
