@@ -75,7 +75,18 @@ impl ScoredBatch {
 
 /// Scores every record and explains those `mode` asks for.
 pub fn score_batch(model: &Model, batch: &Batch, mode: ExplainMode, top_k: usize) -> ScoredBatch {
-    let scores = model.score(&batch.matrix);
+    scored_batch(model, batch, model.score(&batch.matrix), mode, top_k)
+}
+
+/// [`score_batch`] with the records' scores already computed (while the body was parsed).
+pub fn scored_batch(
+    model: &Model,
+    batch: &Batch,
+    scores: Vec<f64>,
+    mode: ExplainMode,
+    top_k: usize,
+) -> ScoredBatch {
+    debug_assert_eq!(scores.len(), batch.len());
     let summary = model.summarize(&scores);
     let explanations = match mode {
         ExplainMode::None => Vec::new(),

@@ -9,6 +9,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::io::{self, BufRead, Read};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -23,6 +24,7 @@ use super::extract::{
     check_count, csv_error, parse_timestamp,
 };
 use crate::detector::Matrix;
+use crate::detector::model::Model;
 use crate::error::ApiError;
 use crate::zeek::ZeekOptions;
 
@@ -51,7 +53,17 @@ pub struct BatchBuilder {
     feature_error: Option<ApiError>,
     timestamp_error: Option<ApiError>,
     label_error: Option<ApiError>,
+    /// Gets each full chunk of valid records (row-major features) while parsing goes on.
+    chunk_sink: Option<ChunkSink>,
+    /// Records handed to `chunk_sink` so far.
+    sunk: usize,
 }
+
+/// Receives `(index of the first record, row-major features)` of each chunk of records.
+pub type ChunkSink = Box<dyn FnMut(usize, &[f64]) + Send>;
+
+/// Records per chunk handed to a [`ChunkSink`].
+pub const CHUNK_RECORDS: usize = 65_536;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Slot {
@@ -111,7 +123,21 @@ impl BatchBuilder {
             feature_error: None,
             timestamp_error: None,
             label_error: None,
+            chunk_sink: None,
+            sunk: 0,
         }
+    }
+
+    /// Hands every full chunk of [`CHUNK_RECORDS`] valid records to `sink` as soon as it is
+    /// parsed (records after a bad one are not handed on: the batch will be refused).
+    pub fn with_chunk_sink(mut self, sink: ChunkSink) -> Self {
+        self.chunk_sink = Some(sink);
+        self
+    }
+
+    /// Records handed to the chunk sink; the rest of the batch starts here.
+    pub fn sunk(&self) -> usize {
+        self.sunk
     }
 
     /// Records so far.
@@ -252,6 +278,13 @@ impl BatchBuilder {
                 Slot::Num(v) => *v,
                 _ => f64::NAN,
             }));
+            if self.n - self.sunk == CHUNK_RECORDS
+                && let Some(sink) = &mut self.chunk_sink
+            {
+                let d = self.features.len();
+                sink(self.sunk, &self.data[self.sunk * d..]);
+                self.sunk = self.n;
+            }
         }
         match std::mem::replace(&mut self.current_ts, Timestamp::Missing) {
             Timestamp::Valid(t) => {
@@ -929,10 +962,20 @@ impl<'de> Visitor<'de> for CellSeed {
 /// Body chunks in flight between the request task and the parser thread.
 const CHANNEL_CHUNKS: usize = 16;
 
+/// A checked batch, with its scores when a model was given to score it while it was parsed.
+pub struct ParsedBatch {
+    pub batch: Batch,
+    pub scores: Option<Vec<f64>>,
+}
+
 /// Reads a scoring body into a checked batch with the model's `features`: CSV and NDJSON are
 /// parsed on a blocking thread while the body streams in; JSON and Zeek bodies are read whole
 /// first (Zeek aggregates across the whole log), then parsed on a blocking thread. Bodies over
 /// `max_body` bytes are a 413 whatever they hold.
+///
+/// With `scorer`, chunks of [`CHUNK_RECORDS`] records are scored on the rayon pool as soon as
+/// they are parsed, so scoring overlaps parsing (and receiving) the rest of the body.
+#[allow(clippy::too_many_arguments)]
 pub async fn read_batch(
     format: BodyFormat,
     body: Body,
@@ -941,20 +984,24 @@ pub async fn read_batch(
     require_labels: bool,
     max_records: usize,
     zeek: ZeekOptions,
-) -> Result<Batch, ApiError> {
+    scorer: Option<Arc<Model>>,
+) -> Result<ParsedBatch, ApiError> {
     match format {
         BodyFormat::Csv | BodyFormat::Ndjson => {
             let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
             let parser = tokio::task::spawn_blocking(move || {
                 let mut reader = BodyReader::new(rx);
-                let mut b = BatchBuilder::new(&features, require_labels, max_records);
+                let (mut b, chunks) =
+                    ChunkScores::builder(&features, require_labels, max_records, scorer);
                 let parsed = if format == BodyFormat::Csv {
                     reader.skip_prefix(b"\xEF\xBB\xBF");
                     read_csv(&mut reader, &mut b)
                 } else {
                     read_ndjson(io::BufReader::with_capacity(1 << 16, &mut reader), &mut b)
                 };
-                reader.settle(parsed.and_then(|()| b.finish()))
+                let sunk = b.sunk();
+                let batch = reader.settle(parsed.and_then(|()| b.finish()))?;
+                Ok(chunks.finish(batch, sunk))
             });
             let mut stream = body.into_data_stream();
             let mut total = 0usize;
@@ -1002,15 +1049,74 @@ pub async fn read_batch(
             }
             tokio::task::spawn_blocking(move || {
                 if format == BodyFormat::Json {
-                    let mut b = BatchBuilder::new(&features, require_labels, max_records);
+                    let (mut b, chunks) =
+                        ChunkScores::builder(&features, require_labels, max_records, scorer);
                     read_json(&bytes, &mut b)?;
-                    b.finish()
+                    drop(bytes);
+                    let sunk = b.sunk();
+                    let batch = b.finish()?;
+                    Ok(chunks.finish(batch, sunk))
                 } else {
-                    super::extract::parse_table_with(format, &bytes, max_records, &zeek)?
-                        .into_batch(Features::Given(&features), require_labels)
+                    let batch =
+                        super::extract::parse_table_with(format, &bytes, max_records, &zeek)?
+                            .into_batch(Features::Given(&features), require_labels)?;
+                    let scores = scorer.map(|m| m.score(&batch.matrix));
+                    Ok(ParsedBatch { batch, scores })
                 }
             })
             .await?
+        }
+    }
+}
+
+/// Scores of chunks scored while the body was parsed, as they come back from the rayon pool.
+struct ChunkScores {
+    model: Option<Arc<Model>>,
+    rx: std::sync::mpsc::Receiver<(usize, Vec<f64>)>,
+}
+
+impl ChunkScores {
+    fn builder(
+        features: &[String],
+        require_labels: bool,
+        max_records: usize,
+        model: Option<Arc<Model>>,
+    ) -> (BatchBuilder, ChunkScores) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut b = BatchBuilder::new(features, require_labels, max_records);
+        if let Some(m) = &model {
+            let m = m.clone();
+            let d = features.len();
+            b = b.with_chunk_sink(Box::new(move |first, rows| {
+                let (m, tx, rows) = (m.clone(), tx.clone(), rows.to_vec());
+                rayon::spawn(move || {
+                    let mut out = vec![0.0; rows.len() / d];
+                    m.score_into(&rows, &mut out);
+                    let _ = tx.send((first, out));
+                });
+            }));
+        }
+        (b, ChunkScores { model, rx })
+    }
+
+    /// Scores the records after `sunk` and gathers the chunks' scores.
+    fn finish(self, batch: Batch, sunk: usize) -> ParsedBatch {
+        let Some(model) = self.model else {
+            return ParsedBatch {
+                batch,
+                scores: None,
+            };
+        };
+        let d = batch.matrix.n_cols();
+        let mut scores = vec![0.0; batch.len()];
+        model.score_into(&batch.matrix.as_slice()[sunk * d..], &mut scores[sunk..]);
+        // Every sender is gone once the builder is and the spawned chunks are done.
+        for (first, chunk) in self.rx.iter() {
+            scores[first..first + chunk.len()].copy_from_slice(&chunk);
+        }
+        ParsedBatch {
+            batch,
+            scores: Some(scores),
         }
     }
 }

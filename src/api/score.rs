@@ -15,6 +15,7 @@ use crate::detector::model::BatchSummary;
 use crate::error::{ApiError, Problem};
 use crate::scoring::{
     AlertRule, ExplainMode, RecordResult, ScoredBatch, alert_for, chart_data, result, score_batch,
+    scored_batch,
 };
 use crate::state::AppState;
 use crate::store::alerts::Alert;
@@ -124,7 +125,7 @@ pub async fn score(
     let only_anomalies = query.only_anomalies;
     let model_version = model.version();
 
-    let batch = read_batch(
+    let parsed = read_batch(
         format,
         body,
         max_body,
@@ -132,12 +133,17 @@ pub async fn score(
         false,
         max_records,
         zeek,
+        Some(model.clone()),
     )
     .await?;
 
     let scoring_model = model.clone();
     let (scored, alert, chart, rendered, batch) = tokio::task::spawn_blocking(move || {
-        let scored = score_batch(&scoring_model, &batch, explain, top_k);
+        let batch = parsed.batch;
+        let scored = match parsed.scores {
+            Some(scores) => scored_batch(&scoring_model, &batch, scores, explain, top_k),
+            None => score_batch(&scoring_model, &batch, explain, top_k),
+        };
         let alert = alert_for(&scoring_model, &batch, &scored, &rule);
         let anomalies: Vec<bool> = (0..batch.len()).map(|i| scored.is_anomaly(i)).collect();
         let chart = chart_data(model_version, &batch, anomalies);
@@ -241,6 +247,7 @@ impl ResponseBody<'_> {
         }
         let mut in_piece = 0;
         let mut first = true;
+        let mut floats = ryu::Buffer::new();
         for (i, &s) in scored.scores.iter().enumerate() {
             let anomalous = scored.is_anomaly(i);
             if self.only_anomalies && !anomalous {
@@ -253,9 +260,11 @@ impl ResponseBody<'_> {
                 serde_json::to_writer(&mut out, &result(batch, scored, i))
                     .expect("results always serialise");
             } else {
+                let _ = write!(out, "{i},");
+                write_score(&mut out, s, &mut floats);
                 let _ = writeln!(
                     out,
-                    "{i},{s},{anomalous},{}",
+                    ",{anomalous},{}",
                     crate::detector::severity::severity(s)
                 );
             }
@@ -275,6 +284,132 @@ impl ResponseBody<'_> {
         }
         if !out.is_empty() {
             emit(out);
+        }
+    }
+}
+
+/// Writes a score as `f64`'s `Display` does (the shortest text that reads back the same), with
+/// ryu where its output is the same text: in (1e-4, 1) neither uses an exponent, and both
+/// print the shortest round-trip digits. Display is several times slower.
+fn write_score(out: &mut Vec<u8>, s: f64, buf: &mut ryu::Buffer) {
+    if s > 1e-4 && s < 1.0 {
+        out.extend_from_slice(buf.format_finite(s).as_bytes());
+    } else {
+        use std::io::Write;
+        let _ = write!(out, "{s}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{RngExt, SeedableRng};
+
+    use crate::api::extract::{Features, Table};
+    use crate::detector::model::Model;
+    use crate::detector::params::ForestParams;
+    use crate::scoring::results;
+
+    #[test]
+    fn streamed_pieces_equal_the_whole_response() {
+        let records = (0..300)
+            .map(|i| {
+                serde_json::json!({
+                    "timestamp": format!("2024-01-01T{:02}:00:00Z", i % 24),
+                    "a": f64::from(i % 17) * if i % 50 == 0 { 40.0 } else { 1.0 },
+                    "b": f64::from(i * 7 % 13),
+                    "host": format!("h{i}"),
+                })
+            })
+            .collect();
+        let batch = Table::from_json_records(records, 1000)
+            .unwrap()
+            .into_batch(Features::Default, false)
+            .unwrap();
+        let model = Model::fit(
+            &batch.matrix,
+            batch.features.clone(),
+            &ForestParams::default(),
+            chrono::Utc::now(),
+        )
+        .unwrap();
+        let scored = score_batch(&model, &batch, ExplainMode::Anomalies, 3);
+        let rule = AlertRule {
+            rate: 0.0,
+            severity: 0,
+            top_records: 5,
+            explain_top_k: 3,
+        };
+        let alert = alert_for(&model, &batch, &scored, &rule);
+        assert!(alert.is_some() && scored.summary.n_anomalies > 0);
+        for produces in [Produces::Json, Produces::Csv] {
+            for only_anomalies in [false, true] {
+                let body = ResponseBody {
+                    produces,
+                    only_anomalies,
+                    model_version: 3,
+                    alert: alert.as_ref(),
+                };
+                let mut pieces = Vec::new();
+                body.write(&batch, &scored, 7, |p| {
+                    pieces.push(p);
+                    true
+                });
+                assert!(pieces.len() > 1);
+                let mut whole = Vec::new();
+                body.write(&batch, &scored, usize::MAX, |p| {
+                    whole.extend_from_slice(&p);
+                    true
+                });
+                assert_eq!(pieces.concat(), whole);
+                // What the handler wrote before responses streamed.
+                let reference = if produces == Produces::Json {
+                    serde_json::to_vec(&ScoreResponse {
+                        model_version: 3,
+                        summary: scored.summary.clone(),
+                        results: results(&batch, &scored, only_anomalies),
+                        alert: alert.clone(),
+                    })
+                    .unwrap()
+                } else {
+                    use std::io::Write;
+                    let mut out = b"index,score,is_anomaly,severity\n".to_vec();
+                    for (i, &s) in scored.scores.iter().enumerate() {
+                        if only_anomalies && !scored.is_anomaly(i) {
+                            continue;
+                        }
+                        let sev = crate::detector::severity::severity(s);
+                        writeln!(out, "{i},{s},{},{sev}", scored.is_anomaly(i)).unwrap();
+                    }
+                    out
+                };
+                assert_eq!(
+                    String::from_utf8(whole).unwrap(),
+                    String::from_utf8(reference).unwrap()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn scores_print_as_display_prints_them() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut buf = ryu::Buffer::new();
+        let specials = [
+            1.0,
+            0.5,
+            0.1,
+            1e-4,
+            1.0001e-4,
+            0.999_999_999_999_999_9,
+            0.3333333333333333,
+        ];
+        let random = (0..200_000).map(|_| rng.random::<f64>());
+        let tiny = (0..1000).map(|k| f64::from(k) * 1e-7);
+        for s in specials.into_iter().chain(random).chain(tiny) {
+            let mut out = Vec::new();
+            write_score(&mut out, s, &mut buf);
+            assert_eq!(String::from_utf8(out).unwrap(), s.to_string());
         }
     }
 }
