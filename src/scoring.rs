@@ -73,6 +73,9 @@ impl ScoredBatch {
     }
 }
 
+/// Batches up to this size are explained on the calling thread.
+const SEQUENTIAL_RECORDS: usize = 4096;
+
 /// Scores every record and explains those `mode` asks for.
 pub fn score_batch(model: &Model, batch: &Batch, mode: ExplainMode, top_k: usize) -> ScoredBatch {
     scored_batch(model, batch, model.score(&batch.matrix), mode, top_k)
@@ -88,12 +91,19 @@ pub fn scored_batch(
 ) -> ScoredBatch {
     debug_assert_eq!(scores.len(), batch.len());
     let summary = model.summarize(&scores);
+    let wanted = |i: &usize| mode == ExplainMode::All || model.is_anomaly(scores[*i]);
+    let explain = |i: usize| (i, model.explain(batch.matrix.row(i), top_k));
     let explanations = match mode {
         ExplainMode::None => Vec::new(),
+        // Small batches stay on this thread: under concurrent requests the cores are busy
+        // anyway, and a trip through the rayon pool costs more than it saves.
+        _ if batch.len() <= SEQUENTIAL_RECORDS => {
+            (0..batch.len()).filter(wanted).map(explain).collect()
+        }
         _ => (0..batch.len())
             .into_par_iter()
-            .filter(|&i| mode == ExplainMode::All || model.is_anomaly(scores[i]))
-            .map(|i| (i, model.explain(batch.matrix.row(i), top_k)))
+            .filter(wanted)
+            .map(explain)
             .collect(),
     };
     ScoredBatch {
