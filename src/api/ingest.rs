@@ -24,6 +24,7 @@ use super::extract::{
     check_count, csv_error, parse_timestamp,
 };
 use crate::detector::Matrix;
+use crate::detector::generator::{SEED_FEATURES, SampleRecord};
 use crate::detector::model::Model;
 use crate::error::ApiError;
 use crate::zeek::ZeekOptions;
@@ -957,6 +958,53 @@ impl<'de> Visitor<'de> for CellSeed {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Generated records
+
+/// Generated sample records as a checked batch, as if they had been posted as JSON (same
+/// fields, same checks), without writing or parsing any JSON. `features: None` is the default
+/// choice, which for generated records is always the four seed features.
+pub fn sample_batch(
+    records: &[SampleRecord],
+    features: Option<&[String]>,
+    max_records: usize,
+) -> Result<Batch, ApiError> {
+    check_count(records.len(), max_records)?;
+    let seed: Vec<String> = SEED_FEATURES.iter().map(|s| s.to_string()).collect();
+    let mut b = BatchBuilder::new(features.unwrap_or(&seed), false, max_records);
+    let names = [
+        "timestamp",
+        "bytes_sent",
+        "bytes_received",
+        "connections",
+        "active_sessions",
+        "label",
+        "attack_kind",
+    ]
+    .map(String::from);
+    let roles = b.header_roles(&names);
+    let mut text = String::new();
+    for r in records {
+        b.start_record();
+        text.clear();
+        use std::fmt::Write;
+        let _ = write!(text, "{}", r.timestamp.format("%Y-%m-%dT%H:%M:%S%.fZ"));
+        b.field(roles[0], CellRef::Text(&text));
+        b.field(roles[1], CellRef::Num(r.bytes_sent));
+        b.field(roles[2], CellRef::Num(r.bytes_received));
+        b.field(roles[3], CellRef::Num(r.connections as f64));
+        b.field(roles[4], CellRef::Num(r.active_sessions as f64));
+        b.field(roles[5], CellRef::Num(f64::from(r.label)));
+        if let Some(kind) = r.attack_kind {
+            // Only injected anomalies carry a kind: few records, so its serde name is cheap.
+            let name = serde_json::to_value(kind).expect("attack kinds always serialise");
+            b.field(roles[6], CellRef::Text(name.as_str().unwrap_or_default()));
+        }
+        b.end_record();
+    }
+    b.finish()
+}
+
+// ---------------------------------------------------------------------------------------------
 // From a request body to a checked batch
 
 /// Body chunks in flight between the request task and the parser thread.
@@ -1325,6 +1373,28 @@ mod tests {
         }
         let deep = format!("[{}{}]", "[".repeat(200), "]".repeat(200));
         check(BodyFormat::Json, deep.as_bytes(), false);
+    }
+
+    #[test]
+    fn generated_records_make_the_batch_their_json_makes() {
+        use crate::detector::generator::{GeneratorConfig, generate};
+        let records = generate(&GeneratorConfig::default()).unwrap();
+        assert!(records.iter().any(|r| r.attack_kind.is_some()));
+        let json: Vec<serde_json::Value> = records
+            .iter()
+            .map(|r| serde_json::to_value(r).unwrap())
+            .collect();
+        let subset = vec!["connections".to_string(), "label".to_string()];
+        let unknown = vec!["bytes_sent".to_string(), "nope".to_string()];
+        for features in [None, Some(&subset), Some(&unknown)] {
+            let choice = features.map_or(Features::Default, |f| Features::Given(f));
+            let expected = crate::api::extract::Table::from_json_records(json.clone(), 1000)
+                .and_then(|t| t.into_batch(choice, false));
+            let got = sample_batch(&records, features.map(Vec::as_slice), 1000);
+            same(&got, &expected).unwrap();
+        }
+        let err = sample_batch(&records, None, 10).unwrap_err();
+        assert_eq!(err.status.as_u16(), 413);
     }
 
     #[test]
