@@ -497,8 +497,8 @@ impl EchoFields {
         self.record_ends.is_empty()
     }
 
-    /// Record `i`'s fields by name (a later field of the same name wins).
-    pub fn get(&self, i: usize) -> BTreeMap<String, String> {
+    /// Record `i`'s fields by name, borrowed (a later field of the same name wins).
+    pub fn fields(&self, i: usize) -> BTreeMap<&str, &str> {
         let first = if i == 0 { 0 } else { self.record_ends[i - 1] };
         let mut start = if first == 0 {
             0
@@ -507,13 +507,18 @@ impl EchoFields {
         };
         let mut out = BTreeMap::new();
         for &(c, end) in &self.entries[first..self.record_ends[i]] {
-            out.insert(
-                self.names[c as usize].clone(),
-                self.text[start..end].to_string(),
-            );
+            out.insert(self.names[c as usize].as_str(), &self.text[start..end]);
             start = end;
         }
         out
+    }
+
+    /// Record `i`'s fields by name (a later field of the same name wins).
+    pub fn get(&self, i: usize) -> BTreeMap<String, String> {
+        self.fields(i)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 }
 

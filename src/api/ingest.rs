@@ -152,7 +152,7 @@ impl BatchBuilder {
 
     /// What field `name` is for; marks a feature as present in the batch.
     fn role(&mut self, name: &str) -> Role {
-        let role = if let Some(j) = self.features.iter().position(|f| f == name) {
+        if let Some(j) = self.features.iter().position(|f| f == name) {
             self.feature_seen[j] = true;
             Role::Feature(j)
         } else if name == "timestamp" {
@@ -164,8 +164,7 @@ impl BatchBuilder {
             Role::Skip
         } else {
             Role::Echo(self.echo.column(name))
-        };
-        role
+        }
     }
 
     /// Roles of CSV columns, in header order.
@@ -239,8 +238,8 @@ impl BatchBuilder {
             Role::Label => {
                 if self.require_labels {
                     self.current_label = match cell {
-                        CellRef::Num(v) if v == 0.0 => Some(false),
-                        CellRef::Num(v) if v == 1.0 => Some(true),
+                        CellRef::Num(0.0) => Some(false),
+                        CellRef::Num(1.0) => Some(true),
                         CellRef::Bool(b) => Some(b),
                         _ => None,
                     }
@@ -1023,8 +1022,11 @@ pub struct ParsedBatch {
 ///
 /// With `scorer`, chunks of [`CHUNK_RECORDS`] records are scored on the rayon pool as soon as
 /// they are parsed, so scoring overlaps parsing (and receiving) the rest of the body.
+///
+/// `then` runs on the same blocking thread right after the batch is checked, so a request
+/// makes one trip off the async runtime, not two.
 #[allow(clippy::too_many_arguments)]
-pub async fn read_batch(
+pub async fn read_batch<T, F>(
     format: BodyFormat,
     body: Body,
     max_body: usize,
@@ -1033,7 +1035,12 @@ pub async fn read_batch(
     max_records: usize,
     zeek: ZeekOptions,
     scorer: Option<Arc<Model>>,
-) -> Result<ParsedBatch, ApiError> {
+    then: F,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(ParsedBatch) -> T + Send + 'static,
+{
     match format {
         BodyFormat::Csv | BodyFormat::Ndjson => {
             let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
@@ -1049,7 +1056,7 @@ pub async fn read_batch(
                 };
                 let sunk = b.sunk();
                 let batch = reader.settle(parsed.and_then(|()| b.finish()))?;
-                Ok(chunks.finish(batch, sunk))
+                Ok(then(chunks.finish(batch, sunk)))
             });
             let mut stream = body.into_data_stream();
             let mut total = 0usize;
@@ -1103,13 +1110,13 @@ pub async fn read_batch(
                     drop(bytes);
                     let sunk = b.sunk();
                     let batch = b.finish()?;
-                    Ok(chunks.finish(batch, sunk))
+                    Ok(then(chunks.finish(batch, sunk)))
                 } else {
                     let batch =
                         super::extract::parse_table_with(format, &bytes, max_records, &zeek)?
                             .into_batch(Features::Given(&features), require_labels)?;
                     let scores = scorer.map(|m| m.score(&batch.matrix));
-                    Ok(ParsedBatch { batch, scores })
+                    Ok(then(ParsedBatch { batch, scores }))
                 }
             })
             .await?

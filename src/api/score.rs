@@ -14,7 +14,7 @@ use super::{Produces, negotiate};
 use crate::detector::model::BatchSummary;
 use crate::error::{ApiError, Problem};
 use crate::scoring::{
-    AlertRule, ExplainMode, RecordResult, ScoredBatch, alert_for, chart_data, result, score_batch,
+    AlertRule, ExplainMode, RecordResult, ScoredBatch, alert_for, chart_data, score_batch,
     scored_batch,
 };
 use crate::state::AppState;
@@ -125,7 +125,8 @@ pub async fn score(
     let only_anomalies = query.only_anomalies;
     let model_version = model.version();
 
-    let parsed = read_batch(
+    let scoring_model = model.clone();
+    let (scored, alert, chart, rendered, batch) = read_batch(
         format,
         body,
         max_body,
@@ -134,36 +135,34 @@ pub async fn score(
         max_records,
         zeek,
         Some(model.clone()),
-    )
-    .await?;
-
-    let scoring_model = model.clone();
-    let (scored, alert, chart, rendered, batch) = tokio::task::spawn_blocking(move || {
-        let batch = parsed.batch;
-        let scored = match parsed.scores {
-            Some(scores) => scored_batch(&scoring_model, &batch, scores, explain, top_k),
-            None => score_batch(&scoring_model, &batch, explain, top_k),
-        };
-        let alert = alert_for(&scoring_model, &batch, &scored, &rule);
-        let anomalies: Vec<bool> = (0..batch.len()).map(|i| scored.is_anomaly(i)).collect();
-        let chart = chart_data(model_version, &batch, anomalies);
-        // Small answers are written here at once; large ones stream out after the alert is stored.
-        let rendered = (batch.len() <= STREAM_RECORDS).then(|| {
-            let mut out = Vec::new();
-            ResponseBody {
-                produces,
-                only_anomalies,
-                model_version,
-                alert: alert.as_ref(),
-            }
-            .write(&batch, &scored, usize::MAX, |piece| {
-                out.extend_from_slice(&piece);
-                true
+        move |parsed| {
+            let batch = parsed.batch;
+            let scored = match parsed.scores {
+                Some(scores) => scored_batch(&scoring_model, &batch, scores, explain, top_k),
+                None => score_batch(&scoring_model, &batch, explain, top_k),
+            };
+            let alert = alert_for(&scoring_model, &batch, &scored, &rule);
+            let anomalies: Vec<bool> = (0..batch.len()).map(|i| scored.is_anomaly(i)).collect();
+            let chart = chart_data(model_version, &batch, anomalies);
+            // Small answers are written here at once; large ones stream out after the alert
+            // is stored.
+            let rendered = (batch.len() <= STREAM_RECORDS).then(|| {
+                let mut out = Vec::new();
+                ResponseBody {
+                    produces,
+                    only_anomalies,
+                    model_version,
+                    alert: alert.as_ref(),
+                }
+                .write(&batch, &scored, usize::MAX, |piece| {
+                    out.extend_from_slice(&piece);
+                    true
+                });
+                out
             });
-            out
-        });
-        (scored, alert, chart, rendered, batch)
-    })
+            (scored, alert, chart, rendered, batch)
+        },
+    )
     .await?;
 
     if let Some(alert) = &alert {
@@ -257,7 +256,7 @@ impl ResponseBody<'_> {
                 if !first {
                     out.push(b',');
                 }
-                serde_json::to_writer(&mut out, &result(batch, scored, i))
+                serde_json::to_writer(&mut out, &ResultView { batch, scored, i })
                     .expect("results always serialise");
             } else {
                 let _ = write!(out, "{i},");
@@ -285,6 +284,37 @@ impl ResponseBody<'_> {
         if !out.is_empty() {
             emit(out);
         }
+    }
+}
+
+/// Record `i`'s result serialised straight from the batch, as [`RecordResult`] serialises (same
+/// keys, same order, echoed fields last by name) without copying its strings first.
+struct ResultView<'a> {
+    batch: &'a Batch,
+    scored: &'a ScoredBatch,
+    i: usize,
+}
+
+impl Serialize for ResultView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let (batch, scored, i) = (self.batch, self.scored, self.i);
+        let score = scored.scores[i];
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("index", &i)?;
+        if let Some(ts) = batch.timestamps.get(i) {
+            map.serialize_entry("timestamp", ts)?;
+        }
+        map.serialize_entry("score", &score)?;
+        map.serialize_entry("is_anomaly", &scored.is_anomaly(i))?;
+        map.serialize_entry("severity", &crate::detector::severity::severity(score))?;
+        if let Some(e) = scored.explanation(i) {
+            map.serialize_entry("explanation", e)?;
+        }
+        for (name, value) in batch.echo.fields(i) {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
     }
 }
 
