@@ -216,7 +216,7 @@ pub async fn fit(
             Some(f) => Features::Given(f),
             None => Features::Default,
         };
-        let batch = match table {
+        let mut batch = match table {
             TableSource::Records(r) => {
                 Table::from_json_records(r, max_records)?.into_batch(choice, false)?
             }
@@ -237,7 +237,7 @@ pub async fn fit(
             Utc::now(),
         )?;
         let anomalies = scores.iter().map(|&s| model.is_anomaly(s)).collect();
-        let chart = chart_data(0, &batch, anomalies);
+        let chart = chart_data(0, &mut batch, anomalies);
         Ok((model, chart))
     })
     .await??;

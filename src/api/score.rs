@@ -136,14 +136,14 @@ pub async fn score(
         zeek,
         Some(model.clone()),
         move |parsed| {
-            let batch = parsed.batch;
+            let mut batch = parsed.batch;
             let scored = match parsed.scores {
                 Some(scores) => scored_batch(&scoring_model, &batch, scores, explain, top_k),
                 None => score_batch(&scoring_model, &batch, explain, top_k),
             };
             let alert = alert_for(&scoring_model, &batch, &scored, &rule);
             let anomalies: Vec<bool> = (0..batch.len()).map(|i| scored.is_anomaly(i)).collect();
-            let chart = chart_data(model_version, &batch, anomalies);
+            let chart = chart_data(model_version, &mut batch, anomalies);
             // Small answers are written here at once; large ones stream out after the alert
             // is stored.
             let rendered = (batch.len() <= STREAM_RECORDS).then(|| {
