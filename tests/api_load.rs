@@ -83,6 +83,15 @@ async fn requests_beyond_max_concurrency_are_shed_with_retry_after() {
         let (shed, polls) = poll_scores_while(&app, &batch, &slow).await;
         eprintln!("attempt {attempt}: {shed} of {polls} polls shed");
         let fitted = slow.await.expect("the fitting task did not panic");
+        if fitted.status() == StatusCode::SERVICE_UNAVAILABLE {
+            // A poll took the one slot before the fit reached the server (likely on a loaded
+            // machine): the fit, on another route, was shed. That is the same service-wide
+            // limit at work, so it counts.
+            assert_unavailable(fitted, "overloaded").await;
+            eprintln!("attempt {attempt}: the fit itself was shed by a poll");
+            total_shed += shed + 1;
+            break;
+        }
         assert_eq!(fitted.status(), StatusCode::CREATED, "the slow fit itself");
         total_shed += shed;
         if total_shed > 0 {
