@@ -115,6 +115,9 @@ head -c 300 "$TMP/fit.json" >&2; echo >&2
 # time_one NAME FILE CONTENT_TYPE ACCEPT [QUERY]: RUNS timed requests, one line each in $TMP/runs.tsv.
 time_one() {
     local name="$1" file="$2" ctype="$3" accept="$4" query="${5:-}"
+    # Reset the peak RSS (VmHWM) so each path reports its own (the last batch's chart data,
+    # kept for GET /v1/chart.png, stays resident between paths and is included).
+    echo 5 >"/proc/$SERVER_PID/clear_refs" 2>/dev/null || true
     for i in $(seq 1 "$RUNS"); do
         local out
         out="$(curl -s -o "$TMP/resp_$name" -w '%{http_code} %{time_total}' --max-time 600 \
@@ -126,18 +129,21 @@ time_one() {
         printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$i" "$code" "$secs" "$(stat -c %s "$file")" "$err" >>"$TMP/runs.tsv"
         echo "  $name run $i: HTTP $code in $secs s $err" >&2
     done
+    printf '%s\t%s\n' "$name" "$(awk '/VmHWM/ {print $2}' "/proc/$SERVER_PID/status")" >>"$TMP/peaks.tsv"
 }
 
 echo "== timing POST /v1/score, $RUNS runs each" >&2
 : >"$TMP/runs.tsv"
+: >"$TMP/peaks.tsv"
 time_one csv_csv "$CSV" text/csv text/csv
 time_one json_csv "$TMP/traffic.json" application/json text/csv
 time_one ndjson_csv "$TMP/traffic.ndjson" application/x-ndjson text/csv
 time_one json_json "$TMP/traffic.json" application/json application/json '?explain=false'
 time_one csv_csv_10pct "$TMP/traffic_10pct.csv" text/csv text/csv
 time_one json_csv_10pct "$TMP/traffic_10pct.json" application/json text/csv
-PEAK_KB="$(awk '/VmHWM/ {print $2}' "/proc/$SERVER_PID/status")"
-echo "  peak RSS (VmHWM) $PEAK_KB kB" >&2
+PEAK_KB="$(awk '{ if ($2 > m) m = $2 } END {print m + 0}' "$TMP/peaks.tsv")"
+IDLE_KB="$(awk '/VmRSS/ {print $2}' "/proc/$SERVER_PID/status")"
+echo "  peak RSS (VmHWM) $PEAK_KB kB; RSS now $IDLE_KB kB" >&2
 
 echo "== latency: $WRK_CLIENTS clients x ${WRK_SECONDS}s, 720-record JSON batches" >&2
 cat >"$TMP/post.lua" <<'LUA'
@@ -147,6 +153,7 @@ local f = assert(io.open(os.getenv("NS_BODY"), "rb"))
 wrk.body = f:read("*a")
 f:close()
 LUA
+echo 5 >"/proc/$SERVER_PID/clear_refs" 2>/dev/null || true
 NS_BODY="$TMP/batch720.json" wrk -t2 -c"$WRK_CLIENTS" -d"${WRK_SECONDS}s" --timeout 30s --latency \
     -s "$TMP/post.lua" "$BASE/v1/score" >"$TMP/wrk.txt" 2>&1 || true
 cat "$TMP/wrk.txt" >&2
@@ -154,11 +161,11 @@ PEAK_KB_AFTER_WRK="$(awk '/VmHWM/ {print $2}' "/proc/$SERVER_PID/status")"
 N_ALERTS="$(curl -s "$BASE/metrics" | awk '/^netsentinel_alerts[a-z_]*total/ {s += $2} END {print s + 0}')"
 
 CPU_MODEL="$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
-export NPROC="$(nproc)" CPU_MODEL PEAK_KB PEAK_KB_AFTER_WRK ROWS RUNS WRK_SECONDS WRK_CLIENTS N_ALERTS
+export NPROC="$(nproc)" CPU_MODEL PEAK_KB PEAK_KB_AFTER_WRK IDLE_KB ROWS RUNS WRK_SECONDS WRK_CLIENTS N_ALERTS
 export LOADAVG="$(cut -d' ' -f1-3 /proc/loadavg)" RUSTC="$(rustc --version)" DATE="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 export CMD="scripts/bench-http.sh"
 
-"$PY" - "$TMP/python.json" "$TMP/runs.tsv" "$TMP/wrk.txt" BENCHMARKS.md <<'PY'
+"$PY" - "$TMP/python.json" "$TMP/runs.tsv" "$TMP/wrk.txt" BENCHMARKS.md "$TMP/peaks.tsv" <<'PY'
 import json, os, re, statistics, sys
 
 py = json.load(open(sys.argv[1]))
@@ -168,6 +175,7 @@ for line in open(sys.argv[2]):
     runs.setdefault(name, []).append((code, float(secs) if re.match(r"^[0-9.]+$", secs) else None, int(size), err))
 wrk = open(sys.argv[3]).read()
 out_path = sys.argv[4]
+peaks = dict(line.split() for line in open(sys.argv[5]) if line.strip())
 n = py["rows"]
 env = os.environ
 
@@ -222,21 +230,23 @@ L.append(f"**Service**: release binary, temporary data dir, `--max-body-bytes 53
          f"Each path: `curl -s -o /dev/null -w '%{{time_total}}' --data-binary @FILE` over loopback, median of {env['RUNS']} runs; "
          "the time includes sending the body, parsing, scoring, the alert (every batch here raises one), and writing the response.")
 L.append("")
-L.append("| path | body MiB | median s | records/s | vs Python pipeline | vs isotree score |")
-L.append("|---|---:|---:|---:|---:|---:|")
+L.append("| path | body MiB | median s | records/s | vs Python pipeline | vs isotree score | peak RSS MiB |")
+L.append("|---|---:|---:|---:|---:|---:|---:|")
 for key, label, count in paths:
     m, err = med(key)
     size = runs.get(key, [(None, None, 0, "")])[0][2] / 2**20
     if m is None:
-        L.append(f"| {label} | {size:.0f} | failed: {err} | | | |")
+        L.append(f"| {label} | {size:.0f} | failed: {err} | | | | |")
         continue
     rate[key] = count / m
     ratio_py = (count / m) / (n / py_total)
     ratio_iso = (count / m) / (n / iso_s)
-    L.append(f"| {label} | {size:.0f} | {m:.3f} | {count / m:,.0f} | {ratio_py:.1f}x | {ratio_iso:.1f}x |")
+    peak = f"{int(peaks[key]) / 1024:.0f}" if key in peaks else "?"
+    L.append(f"| {label} | {size:.0f} | {m:.3f} | {count / m:,.0f} | {ratio_py:.1f}x | {ratio_iso:.1f}x | {peak} |")
 L.append("")
-L.append(f"Peak RSS of the service (VmHWM from `/proc/PID/status`) after these runs: {int(env['PEAK_KB']) / 1024:.0f} MiB "
-         f"({int(env['PEAK_KB_AFTER_WRK']) / 1024:.0f} MiB after the latency run below).")
+L.append(f"Peak RSS of the service (VmHWM from `/proc/PID/status`, reset before each path's runs, so each row shows its own; "
+         f"it includes the previous batch's chart data, which the service keeps for `GET /v1/chart.png`): highest "
+         f"{int(env['PEAK_KB']) / 1024:.0f} MiB; {int(env['PEAK_KB_AFTER_WRK']) / 1024:.0f} MiB during the latency run below.")
 L.append("")
 
 def verdict(ok):
@@ -268,7 +278,14 @@ L.append(f"**Latency** of 720-record JSON batches (`{{\"records\":[...]}}`, JSON
          + (f"; non-2xx responses: {non2xx}" if non2xx != "?" else "; every response 2xx")
          + (f"; {errors}" if errors != "?" else "")
          + f". Alerts raised during the whole run (from `/metrics`): {env['N_ALERTS']}; each is committed to SQLite "
-         "(`synchronous=FULL`) before its response.")
+         "(`synchronous=FULL`, concurrent alerts share a group commit) before its response. wrk runs on the same 2 CPUs.")
+L.append("")
+try:
+    p99_ms = float(p99[:-2]) if p99.endswith("ms") else float(p99[:-2]) / 1000 if p99.endswith("us") else float(p99[:-1]) * 1000
+except ValueError:
+    p99_ms = None
+L.append(f"Latency target of the throughput issue: p99 < 20 ms with {env['WRK_CLIENTS']} clients: "
+         f"{verdict(p99_ms is not None and p99_ms < 20)} ({p99}).")
 L.append("<!-- http:end -->")
 section = "\n".join(L) + "\n"
 

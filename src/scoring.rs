@@ -54,30 +54,58 @@ pub struct RecordResult {
 pub struct ScoredBatch {
     pub scores: Vec<f64>,
     pub summary: BatchSummary,
-    pub explanations: Vec<Option<Vec<FeatureContribution>>>,
+    /// (record index, explanation) for the records explained, by index: a batch scored
+    /// without explanations costs nothing per record here.
+    pub explanations: Vec<(usize, Vec<FeatureContribution>)>,
 }
 
 impl ScoredBatch {
     pub fn is_anomaly(&self, i: usize) -> bool {
         self.scores[i] > self.summary.threshold
     }
+
+    /// Record `i`'s explanation, when it was explained.
+    pub fn explanation(&self, i: usize) -> Option<&Vec<FeatureContribution>> {
+        self.explanations
+            .binary_search_by_key(&i, |(j, _)| *j)
+            .ok()
+            .map(|k| &self.explanations[k].1)
+    }
 }
+
+/// Batches up to this size are explained on the calling thread.
+const SEQUENTIAL_RECORDS: usize = 4096;
 
 /// Scores every record and explains those `mode` asks for.
 pub fn score_batch(model: &Model, batch: &Batch, mode: ExplainMode, top_k: usize) -> ScoredBatch {
-    let scores = model.score(&batch.matrix);
+    scored_batch(model, batch, model.score(&batch.matrix), mode, top_k)
+}
+
+/// [`score_batch`] with the records' scores already computed (while the body was parsed).
+pub fn scored_batch(
+    model: &Model,
+    batch: &Batch,
+    scores: Vec<f64>,
+    mode: ExplainMode,
+    top_k: usize,
+) -> ScoredBatch {
+    debug_assert_eq!(scores.len(), batch.len());
     let summary = model.summarize(&scores);
-    let explanations = (0..batch.len())
-        .into_par_iter()
-        .map(|i| {
-            let wanted = match mode {
-                ExplainMode::All => true,
-                ExplainMode::Anomalies => model.is_anomaly(scores[i]),
-                ExplainMode::None => false,
-            };
-            wanted.then(|| model.explain(batch.matrix.row(i), top_k))
-        })
-        .collect();
+    let wanted = |i: &usize| mode == ExplainMode::All || model.is_anomaly(scores[*i]);
+    let explain = |i: usize| (i, model.explain(batch.matrix.row(i), top_k));
+    let explanations = match mode {
+        ExplainMode::None => Vec::new(),
+        // Small batches stay on this thread: under concurrent requests the cores are busy
+        // anyway, and a trip through the rayon pool costs more than it saves.
+        _ if batch.len() <= SEQUENTIAL_RECORDS => {
+            (0..batch.len()).filter(wanted).map(explain).collect()
+        }
+        _ => (0..batch.len())
+            .into_par_iter()
+            .filter(wanted)
+            .map(explain)
+            .collect(),
+    };
     ScoredBatch {
         scores,
         summary,
@@ -89,16 +117,21 @@ pub fn score_batch(model: &Model, batch: &Batch, mode: ExplainMode, top_k: usize
 pub fn results(batch: &Batch, scored: &ScoredBatch, only_anomalies: bool) -> Vec<RecordResult> {
     (0..batch.len())
         .filter(|&i| !only_anomalies || scored.is_anomaly(i))
-        .map(|i| RecordResult {
-            index: i,
-            timestamp: batch.timestamps[i].clone(),
-            score: scored.scores[i],
-            is_anomaly: scored.is_anomaly(i),
-            severity: crate::detector::severity::severity(scored.scores[i]),
-            explanation: scored.explanations[i].clone(),
-            fields: batch.echo[i].clone(),
-        })
+        .map(|i| result(batch, scored, i))
         .collect()
+}
+
+/// Record `i`'s result.
+pub fn result(batch: &Batch, scored: &ScoredBatch, i: usize) -> RecordResult {
+    RecordResult {
+        index: i,
+        timestamp: batch.timestamps.owned(i),
+        score: scored.scores[i],
+        is_anomaly: scored.is_anomaly(i),
+        severity: crate::detector::severity::severity(scored.scores[i]),
+        explanation: scored.explanation(i).cloned(),
+        fields: batch.echo.get(i),
+    }
 }
 
 /// When a batch raises an alert.
@@ -156,7 +189,7 @@ pub fn alert_for(
         .into_iter()
         .map(|i| AlertRecord {
             index: i,
-            timestamp: batch.timestamps[i].clone(),
+            timestamp: batch.timestamps.owned(i),
             score: scored.scores[i],
             severity: crate::detector::severity::severity(scored.scores[i]),
             values: batch
@@ -165,9 +198,10 @@ pub fn alert_for(
                 .cloned()
                 .zip(batch.matrix.row(i).iter().copied())
                 .collect(),
-            fields: batch.echo[i].clone(),
-            explanation: scored.explanations[i]
-                .clone()
+            fields: batch.echo.get(i),
+            explanation: scored
+                .explanation(i)
+                .cloned()
                 .unwrap_or_else(|| model.explain(batch.matrix.row(i), rule.explain_top_k)),
         })
         .collect();
@@ -185,13 +219,16 @@ pub fn alert_for(
 }
 
 /// The first four features of a batch, with its anomalies, for the chart.
-pub fn chart_data(model_version: u64, batch: &Batch, anomalies: Vec<bool>) -> ChartData {
+///
+/// The batch's parsed timestamps move into the chart data (a million records: 12 MB not copied),
+/// so call this last: afterwards the batch has none.
+pub fn chart_data(model_version: u64, batch: &mut Batch, anomalies: Vec<bool>) -> ChartData {
     let d = batch.features.len().min(4);
     ChartData {
         model_version,
         features: batch.features[..d].to_vec(),
         series: (0..d).map(|j| batch.matrix.column(j).collect()).collect(),
-        timestamps: batch.parsed_timestamps(),
+        timestamps: batch.parsed_times.take(),
         anomalies,
     }
 }

@@ -307,7 +307,7 @@ fn the_api_reads_zeek_media_types() {
     .unwrap();
     let batch = table.into_batch(Features::Default, false).unwrap();
     assert_eq!(batch.len(), 48);
-    assert_eq!(batch.echo[0]["entity"], "10.0.0.1");
+    assert_eq!(batch.echo.get(0)["entity"], "10.0.0.1");
 
     let table = parse_table(BodyFormat::ZeekJson, &shared("conn.json.log"), 10).unwrap();
     assert_eq!(table.rows[0][0], Cell::Text("2019-12-03T22:00:00Z".into()));

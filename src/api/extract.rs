@@ -77,9 +77,9 @@ pub struct Table {
 }
 
 /// Most distinct field names a batch may carry.
-const MAX_COLUMNS: usize = 1024;
+pub(crate) const MAX_COLUMNS: usize = 1024;
 /// Field names that results already use; such record fields are not echoed.
-const RESERVED: [&str; 8] = [
+pub(crate) const RESERVED: [&str; 8] = [
     "index",
     "timestamp",
     "score",
@@ -204,33 +204,7 @@ impl Table {
             .iter()
             .map(|h| h.trim().to_string())
             .collect::<Vec<_>>();
-        if headers.is_empty() || headers.iter().all(String::is_empty) {
-            return Err(ApiError::bad_request(
-                "malformed-body",
-                "the CSV body has no header row",
-            ));
-        }
-        let mut seen = std::collections::HashSet::new();
-        for h in &headers {
-            if h.is_empty() {
-                return Err(ApiError::bad_request(
-                    "malformed-body",
-                    "a CSV header is empty; every column needs a name",
-                ));
-            }
-            if !seen.insert(h.as_str()) {
-                return Err(ApiError::bad_request(
-                    "malformed-body",
-                    format!("CSV header {h:?} appears twice"),
-                ));
-            }
-        }
-        if headers.len() > MAX_COLUMNS {
-            return Err(ApiError::bad_request(
-                "malformed-body",
-                format!("more than {MAX_COLUMNS} CSV columns"),
-            ));
-        }
+        check_csv_headers(&headers)?;
         let ts_col = headers.iter().position(|h| h == "timestamp");
         let mut table = Table {
             names: headers,
@@ -266,7 +240,54 @@ impl Table {
     }
 }
 
-fn csv_error(e: &csv::Error) -> ApiError {
+/// A CSV header row names every column once.
+pub(crate) fn check_csv_headers(headers: &[String]) -> Result<(), ApiError> {
+    if headers.is_empty() || headers.iter().all(String::is_empty) {
+        return Err(ApiError::bad_request(
+            "malformed-body",
+            "the CSV body has no header row",
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for h in headers {
+        if h.is_empty() {
+            return Err(ApiError::bad_request(
+                "malformed-body",
+                "a CSV header is empty; every column needs a name",
+            ));
+        }
+        if !seen.insert(h.as_str()) {
+            return Err(ApiError::bad_request(
+                "malformed-body",
+                format!("CSV header {h:?} appears twice"),
+            ));
+        }
+    }
+    if headers.len() > MAX_COLUMNS {
+        return Err(ApiError::bad_request(
+            "malformed-body",
+            format!("more than {MAX_COLUMNS} CSV columns"),
+        ));
+    }
+    Ok(())
+}
+
+/// An RFC 3339 timestamp in UTC, or `None` when `s` is not one.
+pub(crate) fn parse_timestamp(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|d| d.with_timezone(&Utc))
+}
+
+pub(crate) fn bad_timestamp(i: usize) -> ApiError {
+    ApiError::record(
+        i,
+        "timestamp",
+        format!("record {i}: timestamp must be an RFC 3339 string such as 2024-01-01T00:00:00Z"),
+    )
+}
+
+pub(crate) fn csv_error(e: &csv::Error) -> ApiError {
     let at = e
         .position()
         .map(|p| format!(" (line {})", p.line()))
@@ -281,7 +302,7 @@ fn csv_error(e: &csv::Error) -> ApiError {
     ApiError::bad_request("malformed-body", format!("CSV{at}: {what}"))
 }
 
-fn check_count(n: usize, max_records: usize) -> Result<(), ApiError> {
+pub(crate) fn check_count(n: usize, max_records: usize) -> Result<(), ApiError> {
     if n > max_records {
         return Err(ApiError::new(
             axum::http::StatusCode::PAYLOAD_TOO_LARGE,
@@ -345,9 +366,12 @@ pub enum Features<'a> {
 pub struct Batch {
     pub features: Vec<String>,
     pub matrix: Matrix,
-    pub timestamps: Vec<Option<String>>,
+    /// Each record's timestamp as sent (RFC 3339, already checked).
+    pub timestamps: TextColumn,
+    /// The timestamps parsed, when every record has one (for the chart).
+    pub(crate) parsed_times: Option<Vec<DateTime<Utc>>>,
     /// String fields echoed back per record (`src_ip`, `host`, ...).
-    pub echo: Vec<BTreeMap<String, String>>,
+    pub echo: EchoFields,
     /// Present when labels were required.
     pub labels: Option<Vec<bool>>,
 }
@@ -361,15 +385,139 @@ impl Batch {
         self.matrix.n_rows() == 0
     }
 
-    /// Parsed timestamps, when every record has one.
+    /// Parsed timestamps, when every record has one (parsed once, while the records were checked).
     pub fn parsed_timestamps(&self) -> Option<Vec<DateTime<Utc>>> {
-        self.timestamps
-            .iter()
-            .map(|t| {
-                t.as_deref()
-                    .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-                    .map(|d| d.with_timezone(&Utc))
-            })
+        self.parsed_times.clone()
+    }
+}
+
+/// One optional string per record, kept in one buffer (a million records cost two allocations,
+/// not a million).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TextColumn {
+    text: String,
+    /// End of record i's text in `text`; its start is the previous end.
+    ends: Vec<usize>,
+    present: Vec<bool>,
+}
+
+impl TextColumn {
+    pub fn push(&mut self, value: Option<&str>) {
+        if let Some(v) = value {
+            self.text.push_str(v);
+        }
+        self.ends.push(self.text.len());
+        self.present.push(value.is_some());
+    }
+
+    /// Sets the value of the record being read (replacing one set before) without closing it.
+    pub(crate) fn set_pending(&mut self, value: &str) {
+        self.text.truncate(self.ends.last().copied().unwrap_or(0));
+        self.text.push_str(value);
+    }
+
+    /// Closes the record being read: with the pending value, or with none.
+    pub(crate) fn commit(&mut self, present: bool) {
+        if !present {
+            self.text.truncate(self.ends.last().copied().unwrap_or(0));
+        }
+        self.ends.push(self.text.len());
+        self.present.push(present);
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn get(&self, i: usize) -> Option<&str> {
+        if !self.present[i] {
+            return None;
+        }
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        Some(&self.text[start..self.ends[i]])
+    }
+
+    /// Record `i`'s value as an owned string.
+    pub fn owned(&self, i: usize) -> Option<String> {
+        self.get(i).map(str::to_string)
+    }
+}
+
+/// The string fields each record carries besides its features, stored sparsely: a record costs
+/// one offset plus its own fields, whatever fields other records have.
+#[derive(Debug, Clone, Default)]
+pub struct EchoFields {
+    names: Vec<String>,
+    text: String,
+    /// (column, end of the value in `text`), record by record.
+    entries: Vec<(u32, usize)>,
+    /// End of record i's entries in `entries`.
+    record_ends: Vec<usize>,
+}
+
+/// Equal when every record has the same fields, however they are laid out.
+impl PartialEq for EchoFields {
+    fn eq(&self, other: &Self) -> bool {
+        self.len() == other.len() && (0..self.len()).all(|i| self.get(i) == other.get(i))
+    }
+}
+
+impl EchoFields {
+    /// The column number of `name`, added when new.
+    pub fn column(&mut self, name: &str) -> u32 {
+        match self.names.iter().position(|n| n == name) {
+            Some(c) => c as u32,
+            None => {
+                self.names.push(name.to_string());
+                (self.names.len() - 1) as u32
+            }
+        }
+    }
+
+    /// Adds a field to the record being built (closed by [`EchoFields::end_record`]).
+    pub fn push(&mut self, column: u32, value: &str) {
+        self.text.push_str(value);
+        self.entries.push((column, self.text.len()));
+    }
+
+    pub fn end_record(&mut self) {
+        self.record_ends.push(self.entries.len());
+    }
+
+    /// Number of records.
+    pub fn len(&self) -> usize {
+        self.record_ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.record_ends.is_empty()
+    }
+
+    /// Record `i`'s fields by name, borrowed (a later field of the same name wins).
+    pub fn fields(&self, i: usize) -> BTreeMap<&str, &str> {
+        let first = if i == 0 { 0 } else { self.record_ends[i - 1] };
+        let mut start = if first == 0 {
+            0
+        } else {
+            self.entries[first - 1].1
+        };
+        let mut out = BTreeMap::new();
+        for &(c, end) in &self.entries[first..self.record_ends[i]] {
+            out.insert(self.names[c as usize].as_str(), &self.text[start..end]);
+            start = end;
+        }
+        out
+    }
+
+    /// Record `i`'s fields by name (a later field of the same name wins).
+    pub fn get(&self, i: usize) -> BTreeMap<String, String> {
+        self.fields(i)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
     }
 }
@@ -439,20 +587,35 @@ impl Table {
         let matrix = Matrix::new(n, d, data)
             .map_err(|e| ApiError::unprocessable("invalid-records", e.to_string()))?;
 
-        let timestamps = match self.column("timestamp") {
-            None => vec![None; n],
-            Some(c) => (0..n)
-                .map(|i| match self.cell(i, c) {
-                    Cell::Missing | Cell::Null => Ok(None),
-                    Cell::Text(s) if DateTime::parse_from_rfc3339(s).is_ok() => Ok(Some(s.clone())),
-                    _ => Err(ApiError::record(
-                        i,
-                        "timestamp",
-                        format!("record {i}: timestamp must be an RFC 3339 string such as 2024-01-01T00:00:00Z"),
-                    )),
-                })
-                .collect::<Result<_, _>>()?,
-        };
+        let mut timestamps = TextColumn::default();
+        let mut parsed = Vec::new();
+        let mut all_parsed = true;
+        match self.column("timestamp") {
+            None => {
+                for _ in 0..n {
+                    timestamps.push(None);
+                }
+                all_parsed = false;
+            }
+            Some(c) => {
+                for i in 0..n {
+                    match self.cell(i, c) {
+                        Cell::Missing | Cell::Null => {
+                            timestamps.push(None);
+                            all_parsed = false;
+                        }
+                        Cell::Text(s) => match parse_timestamp(s) {
+                            Some(t) => {
+                                timestamps.push(Some(s));
+                                parsed.push(t);
+                            }
+                            None => return Err(bad_timestamp(i)),
+                        },
+                        _ => return Err(bad_timestamp(i)),
+                    }
+                }
+            }
+        }
 
         let labels = if require_labels {
             let Some(c) = self.column("label") else {
@@ -483,22 +646,25 @@ impl Table {
         let echo_cols: Vec<usize> = (0..self.names.len())
             .filter(|&c| !cols.contains(&c) && !RESERVED.contains(&self.names[c].as_str()))
             .collect();
-        let echo = (0..n)
-            .map(|i| {
-                echo_cols
-                    .iter()
-                    .filter_map(|&c| match self.cell(i, c) {
-                        Cell::Text(s) => Some((self.names[c].clone(), s.clone())),
-                        _ => None,
-                    })
-                    .collect()
-            })
+        let mut echo = EchoFields::default();
+        let echo_ids: Vec<u32> = echo_cols
+            .iter()
+            .map(|&c| echo.column(&self.names[c]))
             .collect();
+        for i in 0..n {
+            for (&c, &id) in echo_cols.iter().zip(&echo_ids) {
+                if let Cell::Text(s) = self.cell(i, c) {
+                    echo.push(id, s);
+                }
+            }
+            echo.end_record();
+        }
 
         Ok(Batch {
             features,
             matrix,
             timestamps,
+            parsed_times: all_parsed.then_some(parsed),
             echo,
             labels,
         })
@@ -592,10 +758,10 @@ mod tests {
         assert_eq!(b.features, SEED_FEATURES);
         assert_eq!(b.matrix.row(1), &[5.0, 6.0, 7.0, 8.0]);
         assert_eq!(
-            b.echo[0].get("src_ip").map(String::as_str),
+            b.echo.get(0).get("src_ip").map(String::as_str),
             Some("10.0.0.1")
         );
-        assert_eq!(b.timestamps[1], None);
+        assert_eq!(b.timestamps.get(1), None);
     }
 
     #[test]
@@ -606,7 +772,7 @@ mod tests {
             .into_batch(Features::Default, false)
             .unwrap();
         assert_eq!(b.matrix.row(0), &[1.0, 2.0, 3.0, 4.0]);
-        assert_eq!(b.echo[0]["src_ip"], "10.0.0.1");
+        assert_eq!(b.echo.get(0)["src_ip"], "10.0.0.1");
         let nd = b"{\"a\":1,\"b\":2}\n\n{\"a\":3,\"b\":4}\n";
         let b = parse_table(BodyFormat::Ndjson, nd, 10)
             .unwrap()

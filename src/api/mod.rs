@@ -5,6 +5,7 @@ pub mod chart;
 pub mod evaluate;
 pub mod extract;
 pub mod health;
+pub mod ingest;
 pub mod model;
 pub mod samples;
 pub mod score;

@@ -212,25 +212,23 @@ pub async fn fit(
     };
 
     let (model, chart) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-        let table = match table {
-            TableSource::Records(r) => Table::from_json_records(r, max_records)?,
-            TableSource::Body(format, body) => {
-                super::extract::parse_table_with(format, &body, max_records, &zeek)?
-            }
-            TableSource::Generate(g) => {
-                let records = generate(&g)?;
-                let json = records
-                    .iter()
-                    .map(|r| serde_json::to_value(r).expect("sample records always serialise"))
-                    .collect();
-                Table::from_json_records(json, max_records)?
-            }
-        };
         let choice = match &features {
             Some(f) => Features::Given(f),
             None => Features::Default,
         };
-        let batch = table.into_batch(choice, false)?;
+        let mut batch = match table {
+            TableSource::Records(r) => {
+                Table::from_json_records(r, max_records)?.into_batch(choice, false)?
+            }
+            TableSource::Body(format, body) => {
+                super::extract::parse_table_with(format, &body, max_records, &zeek)?
+                    .into_batch(choice, false)?
+            }
+            TableSource::Generate(g) => {
+                let records = generate(&g)?;
+                super::ingest::sample_batch(&records, features.as_deref(), max_records)?
+            }
+        };
         let (model, scores) = Model::fit_with_scores(
             &batch.matrix,
             batch.features.clone(),
@@ -239,7 +237,7 @@ pub async fn fit(
             Utc::now(),
         )?;
         let anomalies = scores.iter().map(|&s| model.is_anomaly(s)).collect();
-        let chart = chart_data(0, &batch, anomalies);
+        let chart = chart_data(0, &mut batch, anomalies);
         Ok((model, chart))
     })
     .await??;

@@ -1,19 +1,21 @@
 //! `POST /v1/score`: score a batch, explain its anomalies, and raise an alert when it is anomalous.
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{BodyFormat, Features, parse_table_with};
+use super::extract::{Batch, BodyFormat};
+use super::ingest::{check_content_length, read_batch};
 use super::{Produces, negotiate};
 use crate::detector::model::BatchSummary;
 use crate::error::{ApiError, Problem};
 use crate::scoring::{
-    AlertRule, ExplainMode, RecordResult, alert_for, chart_data, results, score_batch,
+    AlertRule, ExplainMode, RecordResult, ScoredBatch, alert_for, chart_data, score_batch,
+    scored_batch,
 };
 use crate::state::AppState;
 use crate::store::alerts::Alert;
@@ -97,15 +99,16 @@ pub async fn score(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<ScoreQuery>, QueryRejection>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let query = super::query(query)?;
-    let body = super::body(body)?;
+    let settings = state.settings();
+    let max_body = settings.max_body_bytes;
+    check_content_length(&headers, max_body)?;
     let format = BodyFormat::from_headers(&headers)?;
     let produces = negotiate(&headers, &[Produces::Json, Produces::Csv])?;
     let zeek = super::zeek_options(format, query.window.as_deref(), query.group_by.as_deref())?;
     let model = state.model().ok_or_else(ApiError::no_model)?;
-    let settings = state.settings();
     let max_records = settings.max_records;
     let top_k = settings.explain_top_k as usize;
     let rule = AlertRule {
@@ -119,16 +122,48 @@ pub async fn score(
     } else {
         query.explain
     };
+    let only_anomalies = query.only_anomalies;
+    let model_version = model.version();
 
     let scoring_model = model.clone();
-    let (batch, scored, alert) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-        let batch = parse_table_with(format, &body, max_records, &zeek)?
-            .into_batch(Features::Given(scoring_model.features()), false)?;
-        let scored = score_batch(&scoring_model, &batch, explain, top_k);
-        let alert = alert_for(&scoring_model, &batch, &scored, &rule);
-        Ok((batch, scored, alert))
-    })
-    .await??;
+    let (scored, alert, chart, rendered, batch) = read_batch(
+        format,
+        body,
+        max_body,
+        model.features().to_vec(),
+        false,
+        max_records,
+        zeek,
+        Some(model.clone()),
+        move |parsed| {
+            let mut batch = parsed.batch;
+            let scored = match parsed.scores {
+                Some(scores) => scored_batch(&scoring_model, &batch, scores, explain, top_k),
+                None => score_batch(&scoring_model, &batch, explain, top_k),
+            };
+            let alert = alert_for(&scoring_model, &batch, &scored, &rule);
+            let anomalies: Vec<bool> = (0..batch.len()).map(|i| scored.is_anomaly(i)).collect();
+            let chart = chart_data(model_version, &mut batch, anomalies);
+            // Small answers are written here at once; large ones stream out after the alert
+            // is stored.
+            let rendered = (batch.len() <= STREAM_RECORDS).then(|| {
+                let mut out = Vec::new();
+                ResponseBody {
+                    produces,
+                    only_anomalies,
+                    model_version,
+                    alert: alert.as_ref(),
+                }
+                .write(&batch, &scored, usize::MAX, |piece| {
+                    out.extend_from_slice(&piece);
+                    true
+                });
+                out
+            });
+            (scored, alert, chart, rendered, batch)
+        },
+    )
+    .await?;
 
     if let Some(alert) = &alert {
         let store = state.alerts();
@@ -149,41 +184,262 @@ pub async fn score(
         scored.summary.n_anomalies,
         alert.is_some(),
     );
-    let model_version = model.version();
-    let only_anomalies = query.only_anomalies;
-    let (bytes, chart) = tokio::task::spawn_blocking(move || {
-        let anomalies: Vec<bool> = (0..batch.len()).map(|i| scored.is_anomaly(i)).collect();
-        let bytes = match produces {
-            Produces::Csv => {
-                let mut out = Vec::with_capacity(batch.len() * 32);
-                out.extend_from_slice(b"index,score,is_anomaly,severity\n");
-                for (i, &s) in scored.scores.iter().enumerate() {
-                    if only_anomalies && !anomalies[i] {
-                        continue;
-                    }
-                    use std::io::Write;
-                    let _ = writeln!(
-                        out,
-                        "{i},{s},{},{}",
-                        anomalies[i],
-                        crate::detector::severity::severity(s)
-                    );
-                }
-                out
-            }
-            _ => {
-                let response = ScoreResponse {
-                    model_version,
-                    summary: scored.summary.clone(),
-                    results: results(&batch, &scored, only_anomalies),
-                    alert,
-                };
-                serde_json::to_vec(&response).expect("score responses always serialise")
-            }
-        };
-        (bytes, chart_data(model_version, &batch, anomalies))
-    })
-    .await?;
     state.set_last_batch(chart);
-    Ok(([(header::CONTENT_TYPE, produces.content_type())], bytes).into_response())
+    let content_type = [(header::CONTENT_TYPE, produces.content_type())];
+    if let Some(bytes) = rendered {
+        return Ok((content_type, bytes).into_response());
+    }
+    // Every record was checked before this point, so the stream cannot meet a bad one: only the
+    // connection can end it early, and then the writer stops.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        ResponseBody {
+            produces,
+            only_anomalies,
+            model_version,
+            alert: alert.as_ref(),
+        }
+        .write(&batch, &scored, STREAM_RECORDS, |piece| {
+            tx.blocking_send(Ok(Bytes::from(piece))).is_ok()
+        });
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    Ok((content_type, Body::from_stream(stream)).into_response())
+}
+
+/// Batches up to this many records are answered in one piece; larger ones stream in pieces of
+/// this many records.
+const STREAM_RECORDS: usize = 65_536;
+
+/// Writes a score response, `JSON` or CSV, in pieces.
+struct ResponseBody<'a> {
+    produces: Produces,
+    only_anomalies: bool,
+    model_version: u64,
+    alert: Option<&'a Alert>,
+}
+
+impl ResponseBody<'_> {
+    /// Hands `emit` the body in pieces of at most `per_piece` records (the JSON head and tail
+    /// travel with the first and last records); stops when `emit` returns false. The
+    /// concatenated pieces equal the whole response serialised at once.
+    fn write(
+        &self,
+        batch: &Batch,
+        scored: &ScoredBatch,
+        per_piece: usize,
+        mut emit: impl FnMut(Vec<u8>) -> bool,
+    ) {
+        use std::io::Write;
+        let json = self.produces != Produces::Csv;
+        let mut out = Vec::with_capacity(per_piece.min(batch.len()) * if json { 96 } else { 32 });
+        if json {
+            out.extend_from_slice(b"{\"model_version\":");
+            let _ = write!(out, "{}", self.model_version);
+            out.extend_from_slice(b",\"summary\":");
+            serde_json::to_writer(&mut out, &scored.summary).expect("summaries always serialise");
+            out.extend_from_slice(b",\"results\":[");
+        } else {
+            out.extend_from_slice(b"index,score,is_anomaly,severity\n");
+        }
+        let mut in_piece = 0;
+        let mut first = true;
+        let mut floats = ryu::Buffer::new();
+        for (i, &s) in scored.scores.iter().enumerate() {
+            let anomalous = scored.is_anomaly(i);
+            if self.only_anomalies && !anomalous {
+                continue;
+            }
+            if json {
+                if !first {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut out, &ResultView { batch, scored, i })
+                    .expect("results always serialise");
+            } else {
+                let _ = write!(out, "{i},");
+                write_score(&mut out, s, &mut floats);
+                let _ = writeln!(
+                    out,
+                    ",{anomalous},{}",
+                    crate::detector::severity::severity(s)
+                );
+            }
+            first = false;
+            in_piece += 1;
+            if in_piece == per_piece {
+                in_piece = 0;
+                if !emit(std::mem::take(&mut out)) {
+                    return;
+                }
+            }
+        }
+        if json {
+            out.extend_from_slice(b"],\"alert\":");
+            serde_json::to_writer(&mut out, &self.alert).expect("alerts always serialise");
+            out.push(b'}');
+        }
+        if !out.is_empty() {
+            emit(out);
+        }
+    }
+}
+
+/// Record `i`'s result serialised straight from the batch, as [`RecordResult`] serialises (same
+/// keys, same order, echoed fields last by name) without copying its strings first.
+struct ResultView<'a> {
+    batch: &'a Batch,
+    scored: &'a ScoredBatch,
+    i: usize,
+}
+
+impl Serialize for ResultView<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let (batch, scored, i) = (self.batch, self.scored, self.i);
+        let score = scored.scores[i];
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("index", &i)?;
+        if let Some(ts) = batch.timestamps.get(i) {
+            map.serialize_entry("timestamp", ts)?;
+        }
+        map.serialize_entry("score", &score)?;
+        map.serialize_entry("is_anomaly", &scored.is_anomaly(i))?;
+        map.serialize_entry("severity", &crate::detector::severity::severity(score))?;
+        if let Some(e) = scored.explanation(i) {
+            map.serialize_entry("explanation", e)?;
+        }
+        for (name, value) in batch.echo.fields(i) {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
+/// Writes a score as `f64`'s `Display` does (the shortest text that reads back the same), with
+/// ryu where its output is the same text: in (1e-4, 1) neither uses an exponent, and both
+/// print the shortest round-trip digits. Display is several times slower.
+fn write_score(out: &mut Vec<u8>, s: f64, buf: &mut ryu::Buffer) {
+    if s > 1e-4 && s < 1.0 {
+        out.extend_from_slice(buf.format_finite(s).as_bytes());
+    } else {
+        use std::io::Write;
+        let _ = write!(out, "{s}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{RngExt, SeedableRng};
+
+    use crate::api::extract::{Features, Table};
+    use crate::detector::model::Model;
+    use crate::detector::params::ForestParams;
+    use crate::scoring::results;
+
+    #[test]
+    fn streamed_pieces_equal_the_whole_response() {
+        let records = (0..300)
+            .map(|i| {
+                serde_json::json!({
+                    "timestamp": format!("2024-01-01T{:02}:00:00Z", i % 24),
+                    "a": f64::from(i % 17) * if i % 50 == 0 { 40.0 } else { 1.0 },
+                    "b": f64::from(i * 7 % 13),
+                    "host": format!("h{i}"),
+                })
+            })
+            .collect();
+        let batch = Table::from_json_records(records, 1000)
+            .unwrap()
+            .into_batch(Features::Default, false)
+            .unwrap();
+        let model = Model::fit(
+            &batch.matrix,
+            batch.features.clone(),
+            &ForestParams::default(),
+            chrono::Utc::now(),
+        )
+        .unwrap();
+        let scored = score_batch(&model, &batch, ExplainMode::Anomalies, 3);
+        let rule = AlertRule {
+            rate: 0.0,
+            severity: 0,
+            top_records: 5,
+            explain_top_k: 3,
+        };
+        let alert = alert_for(&model, &batch, &scored, &rule);
+        assert!(alert.is_some() && scored.summary.n_anomalies > 0);
+        for produces in [Produces::Json, Produces::Csv] {
+            for only_anomalies in [false, true] {
+                let body = ResponseBody {
+                    produces,
+                    only_anomalies,
+                    model_version: 3,
+                    alert: alert.as_ref(),
+                };
+                let mut pieces = Vec::new();
+                body.write(&batch, &scored, 7, |p| {
+                    pieces.push(p);
+                    true
+                });
+                assert!(pieces.len() > 1);
+                let mut whole = Vec::new();
+                body.write(&batch, &scored, usize::MAX, |p| {
+                    whole.extend_from_slice(&p);
+                    true
+                });
+                assert_eq!(pieces.concat(), whole);
+                // What the handler wrote before responses streamed.
+                let reference = if produces == Produces::Json {
+                    serde_json::to_vec(&ScoreResponse {
+                        model_version: 3,
+                        summary: scored.summary.clone(),
+                        results: results(&batch, &scored, only_anomalies),
+                        alert: alert.clone(),
+                    })
+                    .unwrap()
+                } else {
+                    use std::io::Write;
+                    let mut out = b"index,score,is_anomaly,severity\n".to_vec();
+                    for (i, &s) in scored.scores.iter().enumerate() {
+                        if only_anomalies && !scored.is_anomaly(i) {
+                            continue;
+                        }
+                        let sev = crate::detector::severity::severity(s);
+                        writeln!(out, "{i},{s},{},{sev}", scored.is_anomaly(i)).unwrap();
+                    }
+                    out
+                };
+                assert_eq!(
+                    String::from_utf8(whole).unwrap(),
+                    String::from_utf8(reference).unwrap()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn scores_print_as_display_prints_them() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut buf = ryu::Buffer::new();
+        let specials = [
+            1.0,
+            0.5,
+            0.1,
+            1e-4,
+            1.0001e-4,
+            0.999_999_999_999_999_9,
+            0.3333333333333333,
+        ];
+        let random = (0..200_000).map(|_| rng.random::<f64>());
+        let tiny = (0..1000).map(|k| f64::from(k) * 1e-7);
+        for s in specials.into_iter().chain(random).chain(tiny) {
+            let mut out = Vec::new();
+            write_score(&mut out, s, &mut buf);
+            assert_eq!(String::from_utf8(out).unwrap(), s.to_string());
+        }
+    }
 }

@@ -224,6 +224,14 @@ impl Model {
     /// whole batch is ever held.
     pub fn score_into(&self, rows: &[f64], out: &mut [f64]) {
         let d = self.scaler.n_features();
+        if rows.len() <= SCORE_CHUNK_ROWS * d {
+            // One chunk: scoring it on this thread saves a round trip through the rayon pool
+            // (two thread switches), which dominates for small batches under concurrent load.
+            let mut buf = vec![0.0; rows.len()];
+            self.scaler.transform_into(rows, &mut buf);
+            self.forest.score_into(&buf, out);
+            return;
+        }
         rows.par_chunks(SCORE_CHUNK_ROWS * d)
             .zip(out.par_chunks_mut(SCORE_CHUNK_ROWS))
             .for_each_init(Vec::new, |buf: &mut Vec<f64>, (chunk, out)| {

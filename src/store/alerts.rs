@@ -6,10 +6,10 @@
 //! columns the list filters and sorts on. `created_at` is stored as integer nanoseconds since
 //! the Unix epoch, so filters and ordering agree exactly with the `DateTime` in the body.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -204,9 +204,49 @@ pub const MAX_ID_LEN: usize = 128;
 const MAX_CURSOR_LEN: usize = 2 * (20 + 1 + MAX_ID_LEN);
 
 /// The SQLite alert store: one connection behind a mutex.
+///
+/// Inserts use group commit: alerts that arrive while a commit is under way wait, and the next
+/// committer writes them all in one transaction, so concurrent score requests share one fsync
+/// instead of queueing for one each. Every insert still returns only after the transaction
+/// holding its alert is durably committed (`synchronous=FULL`).
 #[derive(Debug)]
 pub struct SqliteAlertStore {
     conn: Mutex<Connection>,
+    group: GroupCommit,
+}
+
+/// Alerts waiting for a commit, and the outcomes of committed ones.
+#[derive(Debug, Default)]
+struct GroupCommit {
+    state: Mutex<GroupState>,
+    committed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GroupState {
+    next_ticket: u64,
+    waiting: Vec<PendingAlert>,
+    /// A thread is committing a group now.
+    committing: bool,
+    done: HashMap<u64, Result<(), StoreError>>,
+}
+
+#[derive(Debug)]
+struct PendingAlert {
+    ticket: u64,
+    alert: Alert,
+    sinks: Vec<String>,
+}
+
+/// Hands the committer role back (also if the committer unwinds), waking the waiters.
+struct CommitterRole<'a>(&'a GroupCommit);
+
+impl Drop for CommitterRole<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.committing = false;
+        self.0.committed.notify_all();
+    }
 }
 
 impl SqliteAlertStore {
@@ -246,7 +286,41 @@ impl SqliteAlertStore {
         migrate(&mut conn, path)?;
         Ok(Self {
             conn: Mutex::new(conn),
+            group: GroupCommit::default(),
         })
+    }
+
+    /// One alert and its outbox rows in a transaction of their own.
+    fn insert_alone(&self, alert: &Alert, sinks: &[String]) -> Result<(), StoreError> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        Self::insert_tx(&tx, alert)?;
+        super::outbox::insert_tx(&tx, alert, sinks)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Commits `group` in one transaction; if any of it fails, nothing of that transaction is
+    /// kept and each alert is tried alone, so each gets its own outcome.
+    fn commit_group(&self, group: &[PendingAlert]) -> Vec<Result<(), StoreError>> {
+        let together = (|| -> Result<(), StoreError> {
+            let mut conn = self.lock()?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for p in group {
+                Self::insert_tx(&tx, &p.alert)?;
+                super::outbox::insert_tx(&tx, &p.alert, &p.sinks)?;
+            }
+            tx.commit()?;
+            Ok(())
+        })();
+        match together {
+            Ok(()) => group.iter().map(|_| Ok(())).collect(),
+            Err(e) if group.len() == 1 => vec![Err(e)],
+            Err(_) => group
+                .iter()
+                .map(|p| self.insert_alone(&p.alert, &p.sinks))
+                .collect(),
+        }
     }
 
     pub(super) fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
@@ -283,12 +357,44 @@ impl SqliteAlertStore {
 
 impl AlertStore for SqliteAlertStore {
     fn insert_with_outbox(&self, alert: &Alert, sinks: &[String]) -> Result<(), StoreError> {
-        let mut conn = self.lock()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        Self::insert_tx(&tx, alert)?;
-        super::outbox::insert_tx(&tx, alert, sinks)?;
-        tx.commit()?;
-        Ok(())
+        let group = &self.group;
+        let mut state = group.state.lock().unwrap_or_else(|e| e.into_inner());
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.waiting.push(PendingAlert {
+            ticket,
+            alert: alert.clone(),
+            sinks: sinks.to_vec(),
+        });
+        loop {
+            if let Some(outcome) = state.done.remove(&ticket) {
+                return outcome;
+            }
+            if state.committing {
+                state = group
+                    .committed
+                    .wait(state)
+                    .unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            if !state.waiting.iter().any(|p| p.ticket == ticket) {
+                // Taken by a committer that unwound before reporting: the outcome is unknown.
+                return Err(StoreError::Poisoned);
+            }
+            // Commit everything waiting (this alert included) while later arrivals queue up.
+            state.committing = true;
+            let batch = std::mem::take(&mut state.waiting);
+            drop(state);
+            let role = CommitterRole(group);
+            let outcomes = self.commit_group(&batch);
+            state = group.state.lock().unwrap_or_else(|e| e.into_inner());
+            for (p, outcome) in batch.iter().zip(outcomes) {
+                state.done.insert(p.ticket, outcome);
+            }
+            drop(state);
+            drop(role);
+            state = group.state.lock().unwrap_or_else(|e| e.into_inner());
+        }
     }
 
     fn get(&self, id: &str) -> Result<Option<Alert>, StoreError> {
@@ -1022,6 +1128,36 @@ pub(crate) mod tests {
             .into_iter()
             .collect();
         assert_eq!(listed, inserted);
+    }
+
+    #[test]
+    fn a_bad_alert_in_a_commit_group_fails_alone() {
+        let store = Arc::new(SqliteAlertStore::open_in_memory().unwrap());
+        let existing = alert(t(0), 10);
+        store.insert(&existing).unwrap();
+        // Hold the connection so the inserts below queue up and commit as groups.
+        let held = store.conn.lock().unwrap();
+        let spawn = |a: Alert| {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || store.insert(&a).map(|()| a.id))
+        };
+        let first = spawn(alert(t(1), 20));
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let queued = [
+            spawn(alert(t(2), 30)),
+            spawn(existing.clone()),
+            spawn(alert(t(3), 40)),
+        ];
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        drop(held);
+        assert!(first.join().unwrap().is_ok());
+        let outcomes: Vec<_> = queued.into_iter().map(|h| h.join().unwrap()).collect();
+        assert!(outcomes[0].is_ok() && outcomes[2].is_ok(), "{outcomes:?}");
+        assert!(
+            matches!(&outcomes[1], Err(StoreError::DuplicateAlert(id)) if *id == existing.id),
+            "{outcomes:?}"
+        );
+        assert_eq!(store.count().unwrap(), 4);
     }
 
     #[test]
