@@ -1032,6 +1032,86 @@ mod tests {
         }
     }
 
+    /// Probe rows for a forest: random values, training rows, and values exactly equal to split
+    /// thresholds of the forest (and their neighbours), where an off-by-one comparison would show.
+    fn probe_with_thresholds(f: &IsolationForest, x: &Matrix, n_rows: usize, seed: u64) -> Matrix {
+        let nf = f.n_features();
+        let mut per_feature: Vec<Vec<f64>> = vec![Vec::new(); nf];
+        for t in &f.trees {
+            for i in 0..t.len() {
+                if !t.is_leaf(i) {
+                    per_feature[t.feature[i] as usize].push(t.threshold[i]);
+                }
+            }
+        }
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut data = Vec::with_capacity(n_rows * nf);
+        for r in 0..n_rows {
+            let base = x.row(rng.random_range(0..x.n_rows()));
+            // Every 5th row is made only of thresholds; the others mix thresholds in.
+            let all_thresholds = r % 5 == 0;
+            for (j, thresholds) in per_feature.iter().enumerate() {
+                let pick = rng.random_range(0..6u32);
+                let v = if !thresholds.is_empty() && (all_thresholds || pick < 3) {
+                    let t = thresholds[rng.random_range(0..thresholds.len())];
+                    match pick {
+                        0 if !all_thresholds => t.next_up(),
+                        1 if !all_thresholds => t.next_down(),
+                        _ => t,
+                    }
+                } else if pick == 3 {
+                    rng.random::<f64>() * 20.0 - 10.0
+                } else {
+                    base[j]
+                };
+                data.push(v);
+            }
+        }
+        Matrix::new(n_rows, nf, data).unwrap()
+    }
+
+    #[test]
+    fn optimized_scorer_matches_reference_on_thresholds_feature_counts_and_heights() {
+        // max_samples 12 → height 4 (shallow complete), 256 → height 8 (complete, the default),
+        // 700 → height 10 (pointer layout).
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        for n_cols in [1usize, 3, 4, 5, 17, 36] {
+            for max_samples in [12u64, 256, 700] {
+                let n_rows = 1500;
+                let x = random_matrix(n_rows, n_cols, 3 + n_cols as u64);
+                let p = ForestParams {
+                    n_estimators: 30,
+                    max_samples: crate::detector::params::MaxSamples::Count(max_samples),
+                    seed: max_samples,
+                    ..Default::default()
+                }
+                .check(n_rows, n_cols)
+                .unwrap();
+                let f = IsolationForest::fit(&x, &p);
+                // 1237 rows: several blocks plus a partial one, not a multiple of any lane count.
+                let probe = probe_with_thresholds(&f, &x, 1237, n_cols as u64);
+                let want: Vec<u64> = probe
+                    .rows()
+                    .map(|r| f.score_reference(r).to_bits())
+                    .collect();
+                let got: Vec<u64> = f.score_matrix(&probe).iter().map(|v| v.to_bits()).collect();
+                assert_eq!(got, want, "{n_cols} features, max_samples {max_samples}");
+                let got_one: Vec<u64> = one
+                    .install(|| f.score_matrix(&probe))
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect();
+                assert_eq!(
+                    got_one, want,
+                    "1 thread, {n_cols} features, max_samples {max_samples}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn portable_narrow_path_matches_reference() {
         // The AVX path runs wherever the CPU has it; check the portable one explicitly too.
