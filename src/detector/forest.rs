@@ -234,6 +234,38 @@ enum FastTree {
 /// Width of the rows a [`NarrowTree`] compares against.
 const NARROW: usize = 4;
 
+/// Kernels for forests of at most [`NARROW`] features, in order of preference. All make the same
+/// decisions and add the trees in the same order, so they give bit-identical scores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum NarrowPath {
+    /// Plain Rust.
+    Portable,
+    /// One 4-wide `vcmppd` per step ([`NarrowTree::accumulate_avx`]).
+    Avx,
+    /// 16-bit keys, 32 records per register ([`RankForest::accumulate_avx512`]).
+    Avx512,
+}
+
+impl NarrowPath {
+    /// The best kernel this CPU can run (the standard library caches the CPUID checks).
+    fn detect() -> NarrowPath {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+            {
+                return NarrowPath::Avx512;
+            }
+            if std::arch::is_x86_feature_detected!("avx")
+                && std::arch::is_x86_feature_detected!("popcnt")
+            {
+                return NarrowPath::Avx;
+            }
+        }
+        NarrowPath::Portable
+    }
+}
+
 /// A complete tree for forests of at most [`NARROW`] features: node `i` holds a threshold per
 /// feature, its own threshold at its split feature and +inf elsewhere, so "goes right" is
 /// `any(x > t)` over the record's whole (zero-padded) row. That is the same decision as
@@ -330,6 +362,215 @@ impl NarrowTree {
                 idx = 2 * idx + 1 + right(row, &self.node[idx & (COMPLETE_SLOTS - 1)]);
             }
             *a += leaf(idx);
+        }
+    }
+}
+
+/// Records scored side by side by [`RankForest::accumulate_avx512`]: one 16-bit key per record
+/// in each of a 512-bit register's 32 lanes.
+const RANK_LANES: usize = 32;
+/// Key of a node that sends no record right: a padding node, or a feature it does not split on.
+/// Record keys are at most the number of cut points, which is kept below it.
+const NEVER_RIGHT: u16 = u16::MAX;
+/// Nodes per level in a [`RankTree`] table: the widest level of a height-8 tree.
+const RANK_LEVEL_SLOTS: usize = COMPLETE_SLOTS / 2;
+
+/// The layout of forests of at most [`NARROW`] features and complete trees on CPUs with AVX-512BW.
+///
+/// Each feature's split thresholds over the whole forest are sorted into `cuts`. A record is
+/// turned once into one 16-bit key per feature, its rank `r(x)` = the number of cuts `< x`; a
+/// split on threshold `cuts[k]` becomes the key `k`. Then `x > cuts[k]` exactly when
+/// `r(x) > k` (the cuts are sorted, so `cuts[k] < x` holds iff the first k + 1 of them are below
+/// x), and NaN counts no cut, so it goes left as before: every decision, hence every score, is
+/// the one the f64 layouts make. With 16-bit keys a 512-bit register holds 32 records, and the
+/// node keys of a whole level (up to 128) fit in four registers, so a step for 32 records is a
+/// table permute and an unsigned compare per feature instead of 32 dependent loads.
+#[derive(Clone)]
+struct RankForest {
+    /// Per feature: the distinct thresholds the forest splits that feature at, ascending.
+    cuts: Vec<Vec<f64>>,
+    trees: Vec<RankTree>,
+}
+
+/// One complete tree of a [`RankForest`]: for each level and feature, the key of every node of
+/// that level (its split key on that feature, or [`NEVER_RIGHT`]), indexed by the node's
+/// position within the level; `leaf` as in [`NarrowTree`].
+#[derive(Clone)]
+struct RankTree {
+    keys: Box<[[[u16; RANK_LEVEL_SLOTS]; NARROW]; COMPLETE_MAX_HEIGHT]>,
+    leaf: Box<[f64; COMPLETE_SLOTS]>,
+    height: usize,
+}
+
+impl RankForest {
+    /// `None` unless every tree is narrow and each feature has fewer cuts than 16-bit keys allow.
+    fn build(fast: &[FastTree], n_features: usize) -> Option<RankForest> {
+        if n_features > NARROW {
+            return None;
+        }
+        let narrow: Vec<&NarrowTree> = fast
+            .iter()
+            .map(|t| match t {
+                FastTree::Narrow(n) => Some(&**n),
+                _ => None,
+            })
+            .collect::<Option<_>>()?;
+        // +inf and NaN thresholds send nothing right; they get NEVER_RIGHT instead of a cut.
+        let splits = |t: f64| t < f64::INFINITY;
+        let mut cuts = vec![Vec::new(); n_features];
+        for t in &narrow {
+            for node in &t.node[..(1usize << t.height) - 1] {
+                for (f, c) in cuts.iter_mut().enumerate() {
+                    if splits(node[f]) {
+                        c.push(node[f]);
+                    }
+                }
+            }
+        }
+        for c in &mut cuts {
+            c.sort_unstable_by(f64::total_cmp);
+            // -0.0 and 0.0 are one cut: the same decisions.
+            c.dedup_by(|a, b| a == b);
+            if c.len() >= usize::from(NEVER_RIGHT) {
+                return None;
+            }
+        }
+        let trees = narrow
+            .par_iter()
+            .map(|t| {
+                let mut keys =
+                    Box::new([[[NEVER_RIGHT; RANK_LEVEL_SLOTS]; NARROW]; COMPLETE_MAX_HEIGHT]);
+                for (level, table) in keys.iter_mut().enumerate().take(t.height) {
+                    let first = (1usize << level) - 1;
+                    for j in 0..1usize << level {
+                        for (f, c) in cuts.iter().enumerate() {
+                            let v = t.node[first + j][f];
+                            if splits(v) {
+                                // v is one of the cuts (or equal to one): its index.
+                                table[f][j] = c.partition_point(|&x| x < v) as u16;
+                            }
+                        }
+                    }
+                }
+                RankTree {
+                    keys,
+                    leaf: Box::new(t.leaf),
+                    height: t.height,
+                }
+            })
+            .collect();
+        Some(RankForest { cuts, trees })
+    }
+
+    /// Keys of row-major `rows` (`nf` wide, at most [`BLOCK_ROWS`]) into feature-major `keys`.
+    fn keys(&self, rows: &[f64], keys: &mut [[u16; BLOCK_ROWS]; NARROW]) {
+        let nf = self.cuts.len();
+        for (r, row) in rows.chunks_exact(nf).enumerate() {
+            for (f, c) in self.cuts.iter().enumerate() {
+                // Number of cuts < x; NaN is below none of them, so it stays left everywhere.
+                keys[f][r] = c.partition_point(|&t| t < row[f]) as u16;
+            }
+        }
+    }
+
+    /// Adds every tree's path length of the first `groups * RANK_LANES` records of `keys` to
+    /// `acc`, trees in forest order (the same sum, bit for bit, as the other layouts).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F and AVX-512BW; `groups * RANK_LANES <= BLOCK_ROWS`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn accumulate_avx512<const NF: usize>(
+        &self,
+        keys: &[[u16; BLOCK_ROWS]; NARROW],
+        groups: usize,
+        acc: &mut [f64; BLOCK_ROWS],
+    ) {
+        use std::arch::x86_64::*;
+        debug_assert!(groups * RANK_LANES <= BLOCK_ROWS);
+        let ones = _mm512_set1_epi16(1);
+        let level7_half = _mm512_set1_epi16(64);
+        for tree in &self.trees {
+            let h = tree.height;
+            for g in 0..groups.min(BLOCK_ROWS / RANK_LANES) {
+                let r0 = g * RANK_LANES;
+                // SAFETY (every load and store below): each reads or writes 64 bytes inside a
+                // fixed-size array: 32 keys of a [u16; 512] row at r0 <= 480, 32 (or 64 from
+                // offsets 0/32/64/96) keys of a [u16; 128] level table, 8 sums of a [f64; 512] at
+                // r0 + 8q <= 504.
+                let x: [__m512i; NF] = std::array::from_fn(|f| unsafe {
+                    _mm512_loadu_si512(keys[f][r0..].as_ptr().cast())
+                });
+                let mut j = _mm512_setzero_si512();
+                let step = |j: __m512i, right: __mmask32| {
+                    let twice = _mm512_add_epi16(j, j);
+                    _mm512_mask_add_epi16(twice, right, twice, ones)
+                };
+                // Levels 0..6 hold at most 32 nodes: one permute of one register per feature.
+                for table in &tree.keys[..h.min(6)] {
+                    let mut right: __mmask32 = 0;
+                    for f in 0..NF {
+                        let t = unsafe { _mm512_loadu_si512(table[f].as_ptr().cast()) };
+                        right |= _mm512_cmpgt_epu16_mask(x[f], _mm512_permutexvar_epi16(j, t));
+                    }
+                    j = step(j, right);
+                }
+                if h > 6 {
+                    // 64 nodes: a two-register permute.
+                    let table = &tree.keys[6];
+                    let mut right: __mmask32 = 0;
+                    for f in 0..NF {
+                        let (a, b) = unsafe {
+                            (
+                                _mm512_loadu_si512(table[f].as_ptr().cast()),
+                                _mm512_loadu_si512(table[f][32..].as_ptr().cast()),
+                            )
+                        };
+                        right |= _mm512_cmpgt_epu16_mask(x[f], _mm512_permutex2var_epi16(a, j, b));
+                    }
+                    j = step(j, right);
+                }
+                if h > 7 {
+                    // 128 nodes: two two-register permutes, chosen by bit 6 of the position.
+                    let table = &tree.keys[7];
+                    let upper = _mm512_test_epi16_mask(j, level7_half);
+                    let mut right: __mmask32 = 0;
+                    for f in 0..NF {
+                        let (a, b, c, d) = unsafe {
+                            (
+                                _mm512_loadu_si512(table[f].as_ptr().cast()),
+                                _mm512_loadu_si512(table[f][32..].as_ptr().cast()),
+                                _mm512_loadu_si512(table[f][64..].as_ptr().cast()),
+                                _mm512_loadu_si512(table[f][96..].as_ptr().cast()),
+                            )
+                        };
+                        let k = _mm512_mask_blend_epi16(
+                            upper,
+                            _mm512_permutex2var_epi16(a, j, b),
+                            _mm512_permutex2var_epi16(c, j, d),
+                        );
+                        right |= _mm512_cmpgt_epu16_mask(x[f], k);
+                    }
+                    j = step(j, right);
+                }
+                // j is each record's leaf slot, below 2^h <= 256: gather the leaf values.
+                let slots = [
+                    _mm512_extracti32x4_epi32::<0>(j),
+                    _mm512_extracti32x4_epi32::<1>(j),
+                    _mm512_extracti32x4_epi32::<2>(j),
+                    _mm512_extracti32x4_epi32::<3>(j),
+                ];
+                for (q, s) in slots.into_iter().enumerate() {
+                    let idx = _mm512_cvtepu16_epi64(s);
+                    let a = &mut acc[r0 + 8 * q..r0 + 8 * q + 8];
+                    // SAFETY: every index is a leaf slot below 256, the length of `leaf`.
+                    unsafe {
+                        let v = _mm512_i64gather_pd::<8>(idx, tree.leaf.as_ptr());
+                        let sum = _mm512_add_pd(_mm512_loadu_pd(a.as_ptr()), v);
+                        _mm512_storeu_pd(a.as_mut_ptr(), sum);
+                    }
+                }
+            }
         }
     }
 }
@@ -530,6 +771,8 @@ pub struct IsolationForest {
     max_samples: usize,
     trees: Vec<Tree>,
     fast: Vec<FastTree>,
+    /// Built only where the CPU can use it (AVX-512BW) and the forest fits it.
+    rank: Option<RankForest>,
 }
 
 /// The serialised form of [`IsolationForest`].
@@ -639,15 +882,21 @@ impl fmt::Debug for IsolationForest {
 
 impl IsolationForest {
     fn from_trees(n_features: usize, max_samples: usize, trees: Vec<Tree>) -> Self {
-        let fast = trees
+        let fast: Vec<FastTree> = trees
             .iter()
             .map(|t| FastTree::build(t, n_features))
             .collect();
+        let rank = if NarrowPath::detect() == NarrowPath::Avx512 {
+            RankForest::build(&fast, n_features)
+        } else {
+            None
+        };
         IsolationForest {
             n_features,
             max_samples,
             trees,
             fast,
+            rank,
         }
     }
 
@@ -779,30 +1028,53 @@ impl IsolationForest {
             });
     }
 
-    /// At most [`NARROW`] features: rows zero-padded to [`NARROW`] values, trees narrow or pointer.
+    /// At most [`NARROW`] features, with the best kernel this CPU has.
     fn score_narrow(&self, rows: &[f64], out: &mut [f64]) {
+        self.score_narrow_with(rows, out, NarrowPath::detect());
+    }
+
+    /// At most [`NARROW`] features: with AVX-512 and a [`RankForest`], 16-bit keys 32 records
+    /// at a time; otherwise rows zero-padded to [`NARROW`] values, trees narrow or pointer.
+    /// `path` is capped at what the CPU has, so tests can ask for any path safely.
+    fn score_narrow_with(&self, rows: &[f64], out: &mut [f64], path: NarrowPath) {
+        let path = path.min(NarrowPath::detect());
         let nf = self.n_features;
         rows.par_chunks(BLOCK_ROWS * nf)
             .zip(out.par_chunks_mut(BLOCK_ROWS))
             .for_each(|(block, out)| {
+                #[cfg(target_arch = "x86_64")]
+                if let (NarrowPath::Avx512, Some(rank)) = (path, &self.rank) {
+                    let mut keys = [[0u16; BLOCK_ROWS]; NARROW];
+                    let mut acc = [0.0f64; BLOCK_ROWS];
+                    rank.keys(block, &mut keys);
+                    let groups = out.len().div_ceil(RANK_LANES);
+                    // SAFETY: path is Avx512 only where the CPU has AVX-512F and AVX-512BW
+                    // (capped by detect above); a block has at most BLOCK_ROWS records.
+                    unsafe {
+                        match nf {
+                            1 => rank.accumulate_avx512::<1>(&keys, groups, &mut acc),
+                            2 => rank.accumulate_avx512::<2>(&keys, groups, &mut acc),
+                            3 => rank.accumulate_avx512::<3>(&keys, groups, &mut acc),
+                            _ => rank.accumulate_avx512::<4>(&keys, groups, &mut acc),
+                        }
+                    }
+                    out.copy_from_slice(&acc[..out.len()]);
+                    self.scores_from_sums(out);
+                    return;
+                }
                 let mut padded = vec![[0.0f64; NARROW]; out.len()];
                 for (p, row) in padded.iter_mut().zip(block.chunks_exact(nf)) {
                     p[..nf].copy_from_slice(row);
                 }
                 out.fill(0.0);
-                #[cfg(target_arch = "x86_64")]
-                {
-                    if std::arch::is_x86_feature_detected!("avx2")
-                        && std::arch::is_x86_feature_detected!("popcnt")
-                    {
-                        // SAFETY: the CPU has AVX2, checked just above.
-                        unsafe { self.narrow_block_avx2(&padded, out) };
-                    } else {
-                        self.narrow_block(&padded, out);
-                    }
+                match path {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: path is Avx or above only where the CPU has AVX and POPCNT.
+                    NarrowPath::Avx | NarrowPath::Avx512 => unsafe {
+                        self.narrow_block_avx(&padded, out)
+                    },
+                    _ => self.narrow_block(&padded, out),
                 }
-                #[cfg(not(target_arch = "x86_64"))]
-                self.narrow_block(&padded, out);
                 self.scores_from_sums(out);
             });
     }
@@ -822,12 +1094,13 @@ impl IsolationForest {
 
     /// [`narrow_block`](Self::narrow_block) with AVX: a step's four compares are one `vcmppd`
     /// (`_CMP_GT_OQ` is IEEE `>`: false on NaN), so scores are identical to the portable path.
+    /// Needs AVX only (not AVX2), so CPUs with AVX but without AVX2 get it too.
     #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,popcnt")]
-    unsafe fn narrow_block_avx2(&self, rows: &[[f64; NARROW]], out: &mut [f64]) {
+    #[target_feature(enable = "avx,popcnt")]
+    unsafe fn narrow_block_avx(&self, rows: &[[f64; NARROW]], out: &mut [f64]) {
         for tree in &self.fast {
             match tree {
-                // SAFETY: AVX2 is enabled on this function, so AVX is available.
+                // SAFETY: AVX and POPCNT are enabled on this function.
                 FastTree::Narrow(t) => unsafe { t.accumulate_avx(rows, out) },
                 FastTree::Pointer(t) => t.accumulate_padded(rows, out),
                 FastTree::Complete(t) => t.accumulate_padded(rows, out),
@@ -1108,7 +1381,64 @@ mod tests {
                     got_one, want,
                     "1 thread, {n_cols} features, max_samples {max_samples}"
                 );
+                if n_cols <= NARROW {
+                    if NarrowPath::detect() == NarrowPath::Avx512 && max_samples <= 256 {
+                        assert!(
+                            f.rank.is_some(),
+                            "complete narrow trees use the rank kernel"
+                        );
+                    }
+                    // Every narrow kernel this CPU has, not only the one score_matrix picks.
+                    for path in [NarrowPath::Portable, NarrowPath::Avx, NarrowPath::Avx512] {
+                        let mut out = vec![0.0; probe.n_rows()];
+                        f.score_narrow_with(probe.as_slice(), &mut out, path);
+                        let got: Vec<u64> = out.iter().map(|v| v.to_bits()).collect();
+                        assert_eq!(
+                            got, want,
+                            "{path:?}, {n_cols} features, max_samples {max_samples}"
+                        );
+                    }
+                }
             }
+        }
+    }
+
+    #[test]
+    fn rank_kernel_keeps_decisions_on_non_finite_and_signed_zero_inputs() {
+        // Data with many exact zeros so that 0.0 is a split threshold; probe NaN, ±inf, ±0.0.
+        let mut x = random_matrix(2000, 4, 21).into_vec();
+        for (i, v) in x.iter_mut().enumerate() {
+            if i % 3 == 0 {
+                *v = 0.0;
+            }
+        }
+        let x = Matrix::new(2000, 4, x).unwrap();
+        let f = IsolationForest::fit(&x, &params(2000, 4, 5));
+        let odd = [
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            0.0,
+            -0.0,
+            1e300,
+            -1e-300,
+        ];
+        let mut data = Vec::new();
+        for a in odd {
+            for b in odd {
+                data.extend_from_slice(&[a, b, -b, a]);
+            }
+        }
+        let probe = Matrix::new(data.len() / 4, 4, data).unwrap();
+        let want: Vec<u64> = probe
+            .rows()
+            .map(|r| f.score_reference(r).to_bits())
+            .collect();
+        for path in [NarrowPath::Portable, NarrowPath::Avx, NarrowPath::Avx512] {
+            let mut out = vec![0.0; probe.n_rows()];
+            f.score_narrow_with(probe.as_slice(), &mut out, path);
+            let got: Vec<u64> = out.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(got, want, "{path:?}");
         }
     }
 
