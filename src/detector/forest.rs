@@ -399,7 +399,37 @@ struct RankForest {
 struct RankTree {
     keys: Box<[[[u16; RANK_LEVEL_SLOTS]; NARROW]; COMPLETE_MAX_HEIGHT]>,
     leaf: Box<[f64; COMPLETE_SLOTS]>,
+    /// When the tree has at most [`RANK_MAX_VALUES`] distinct leaf values: the code of each
+    /// leaf slot and the values, padded to 16, 32 or 64 entries. Leaf values are then looked up
+    /// with register permutes; a gather of 8 values costs more than a whole level of the walk.
+    leaf_codes: Option<(Box<[u16; COMPLETE_SLOTS]>, Vec<f64>)>,
     height: usize,
+}
+
+/// Most distinct leaf values looked up by permutes (four two-register `vpermt2pd`s).
+const RANK_MAX_VALUES: usize = 64;
+
+/// Leaf codes and the padded table of distinct values (by bits), if there are few enough.
+fn leaf_codes(leaf: &[f64; COMPLETE_SLOTS]) -> Option<(Box<[u16; COMPLETE_SLOTS]>, Vec<f64>)> {
+    let mut values: Vec<u64> = leaf.iter().map(|v| v.to_bits()).collect();
+    values.sort_unstable();
+    values.dedup();
+    if values.len() > RANK_MAX_VALUES {
+        return None;
+    }
+    let mut codes = Box::new([0u16; COMPLETE_SLOTS]);
+    for (c, v) in codes.iter_mut().zip(leaf) {
+        // Found: v's bits are in the table.
+        *c = values.binary_search(&v.to_bits()).unwrap_or(0) as u16;
+    }
+    let padded = match values.len() {
+        0..=16 => 16,
+        17..=32 => 32,
+        _ => 64,
+    };
+    let mut table: Vec<f64> = values.into_iter().map(f64::from_bits).collect();
+    table.resize(padded, 0.0);
+    Some((codes, table))
 }
 
 impl RankForest {
@@ -455,6 +485,7 @@ impl RankForest {
                 RankTree {
                     keys,
                     leaf: Box::new(t.leaf),
+                    leaf_codes: leaf_codes(&t.leaf),
                     height: t.height,
                 }
             })
@@ -490,6 +521,8 @@ impl RankForest {
         debug_assert!(groups * RANK_LANES <= BLOCK_ROWS);
         let ones = _mm512_set1_epi16(1);
         let level7_half = _mm512_set1_epi16(64);
+        let slot_high = _mm512_set1_epi16(128);
+        let (sixteen, thirty_two) = (_mm512_set1_epi64(16), _mm512_set1_epi64(32));
         for tree in &self.trees {
             let h = tree.height;
             for g in 0..groups.min(BLOCK_ROWS / RANK_LANES) {
@@ -553,25 +586,77 @@ impl RankForest {
                     }
                     j = step(j, right);
                 }
-                // j is each record's leaf slot, below 2^h <= 256: gather the leaf values.
-                let slots = [
-                    _mm512_extracti32x4_epi32::<0>(j),
-                    _mm512_extracti32x4_epi32::<1>(j),
-                    _mm512_extracti32x4_epi32::<2>(j),
-                    _mm512_extracti32x4_epi32::<3>(j),
-                ];
-                for (q, s) in slots.into_iter().enumerate() {
-                    let idx = _mm512_cvtepu16_epi64(s);
+                // j is each record's leaf slot, below 2^h <= 256.
+                let Some((codes, values)) = &tree.leaf_codes else {
+                    for q in 0..4 {
+                        let idx = _mm512_cvtepu16_epi64(extract_quarter(j, q));
+                        let a = &mut acc[r0 + 8 * q..r0 + 8 * q + 8];
+                        // SAFETY: every index is a leaf slot below 256, the length of `leaf`;
+                        // `a` is 8 f64s.
+                        unsafe {
+                            let v = _mm512_i64gather_pd::<8>(idx, tree.leaf.as_ptr());
+                            let sum = _mm512_add_pd(_mm512_loadu_pd(a.as_ptr()), v);
+                            _mm512_storeu_pd(a.as_mut_ptr(), sum);
+                        }
+                    }
+                    continue;
+                };
+                // SAFETY: 64-byte loads inside the [u16; 256] code table (offsets 0..224 words).
+                let code_table =
+                    |k: usize| unsafe { _mm512_loadu_si512(codes[32 * k..].as_ptr().cast()) };
+                // Codes of slots 0..64, then (taller trees) 64..128 and 128..256.
+                let mut code = _mm512_permutex2var_epi16(code_table(0), j, code_table(1));
+                if h > 6 {
+                    let c1 = _mm512_permutex2var_epi16(code_table(2), j, code_table(3));
+                    code =
+                        _mm512_mask_blend_epi16(_mm512_test_epi16_mask(j, level7_half), code, c1);
+                }
+                if h > 7 {
+                    let c2 = _mm512_permutex2var_epi16(code_table(4), j, code_table(5));
+                    let c3 = _mm512_permutex2var_epi16(code_table(6), j, code_table(7));
+                    let upper =
+                        _mm512_mask_blend_epi16(_mm512_test_epi16_mask(j, level7_half), c2, c3);
+                    code =
+                        _mm512_mask_blend_epi16(_mm512_test_epi16_mask(j, slot_high), code, upper);
+                }
+                // SAFETY: 64-byte loads inside `values`, which holds 16, 32 or 64 f64s.
+                let value_table = |k: usize| unsafe { _mm512_loadu_pd(values[8 * k..].as_ptr()) };
+                for q in 0..4 {
+                    let c = _mm512_cvtepu16_epi64(extract_quarter(code, q));
+                    let mut v = _mm512_permutex2var_pd(value_table(0), c, value_table(1));
+                    if values.len() > 16 {
+                        let v1 = _mm512_permutex2var_pd(value_table(2), c, value_table(3));
+                        v = _mm512_mask_blend_pd(_mm512_test_epi64_mask(c, sixteen), v, v1);
+                    }
+                    if values.len() > 32 {
+                        let v2 = _mm512_permutex2var_pd(value_table(4), c, value_table(5));
+                        let v3 = _mm512_permutex2var_pd(value_table(6), c, value_table(7));
+                        let upper =
+                            _mm512_mask_blend_pd(_mm512_test_epi64_mask(c, sixteen), v2, v3);
+                        v = _mm512_mask_blend_pd(_mm512_test_epi64_mask(c, thirty_two), v, upper);
+                    }
                     let a = &mut acc[r0 + 8 * q..r0 + 8 * q + 8];
-                    // SAFETY: every index is a leaf slot below 256, the length of `leaf`.
+                    // SAFETY: `a` is 8 f64s.
                     unsafe {
-                        let v = _mm512_i64gather_pd::<8>(idx, tree.leaf.as_ptr());
                         let sum = _mm512_add_pd(_mm512_loadu_pd(a.as_ptr()), v);
                         _mm512_storeu_pd(a.as_mut_ptr(), sum);
                     }
                 }
             }
         }
+    }
+}
+
+/// Lanes 8q..8q+8 of 32 16-bit lanes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn extract_quarter(v: std::arch::x86_64::__m512i, q: usize) -> std::arch::x86_64::__m128i {
+    use std::arch::x86_64::_mm512_extracti32x4_epi32;
+    match q {
+        0 => _mm512_extracti32x4_epi32::<0>(v),
+        1 => _mm512_extracti32x4_epi32::<1>(v),
+        2 => _mm512_extracti32x4_epi32::<2>(v),
+        _ => _mm512_extracti32x4_epi32::<3>(v),
     }
 }
 
@@ -1397,6 +1482,36 @@ mod tests {
                             got, want,
                             "{path:?}, {n_cols} features, max_samples {max_samples}"
                         );
+                    }
+                    // The gather fallback for trees with many distinct leaf values.
+                    let mut g = f.clone();
+                    if let Some(rank) = &mut g.rank {
+                        rank.trees.iter_mut().for_each(|t| t.leaf_codes = None);
+                    }
+                    let mut out = vec![0.0; probe.n_rows()];
+                    g.score_narrow_with(probe.as_slice(), &mut out, NarrowPath::Avx512);
+                    let got: Vec<u64> = out.iter().map(|v| v.to_bits()).collect();
+                    assert_eq!(
+                        got, want,
+                        "gather, {n_cols} features, max_samples {max_samples}"
+                    );
+                    if let Some(rank) = &f.rank {
+                        assert!(rank.trees.iter().all(|t| t.leaf_codes.is_some()));
+                    }
+                    // Wider value tables than needed take the other lookup branches.
+                    for width in [32, 64] {
+                        let mut g = f.clone();
+                        if let Some(rank) = &mut g.rank {
+                            for t in &mut rank.trees {
+                                if let Some((_, values)) = &mut t.leaf_codes {
+                                    values.resize(values.len().max(width), 0.0);
+                                }
+                            }
+                        }
+                        let mut out = vec![0.0; probe.n_rows()];
+                        g.score_narrow_with(probe.as_slice(), &mut out, NarrowPath::Avx512);
+                        let got: Vec<u64> = out.iter().map(|v| v.to_bits()).collect();
+                        assert_eq!(got, want, "{width} values, {n_cols} features");
                     }
                 }
             }
