@@ -389,7 +389,62 @@ const RANK_LEVEL_SLOTS: usize = COMPLETE_SLOTS / 2;
 struct RankForest {
     /// Per feature: the distinct thresholds the forest splits that feature at, ascending.
     cuts: Vec<Vec<f64>>,
+    /// Per feature: [`CutIndex`] of `cuts`, to rank a value with a few 16-wide compares.
+    index: Vec<CutIndex>,
     trees: Vec<RankTree>,
+}
+
+/// A static 16-ary search tree over sorted cuts (after the S+ trees of Algorithmica's
+/// "Algorithms for Modern Hardware"). `levels[0]` is the cuts; `levels[k + 1][i]` is
+/// `levels[k][16 i + 15]`, the last cut of block i, so the blocks of `levels[k]` wholly below x
+/// are counted by the cuts of `levels[k + 1]` below x; the top level has at most 15 cuts. Every
+/// level is padded with +inf (below nothing) to whole blocks plus one.
+#[derive(Clone)]
+struct CutIndex {
+    levels: Vec<Vec<f64>>,
+}
+
+impl CutIndex {
+    fn new(cuts: &[f64]) -> CutIndex {
+        let mut levels = Vec::new();
+        let mut cur = cuts.to_vec();
+        loop {
+            let n = cur.len();
+            let next: Vec<f64> = (0..n / 16).map(|i| cur[16 * i + 15]).collect();
+            cur.resize(16 * (n / 16 + 1), f64::INFINITY);
+            levels.push(cur);
+            if next.is_empty() {
+                break;
+            }
+            cur = next;
+        }
+        CutIndex { levels }
+    }
+
+    /// Number of cuts below `x` (0 for NaN), as `cuts.partition_point(|&c| c < x)`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn rank_avx512(&self, x: f64) -> usize {
+        use std::arch::x86_64::{_CMP_LT_OQ, _mm512_cmp_pd_mask, _mm512_loadu_pd, _mm512_set1_pd};
+        let xv = _mm512_set1_pd(x);
+        let mut q = 0usize;
+        for level in self.levels.iter().rev() {
+            // q blocks of this level are wholly below x; count the cuts below x in the next one.
+            let block = &level[16 * q..16 * q + 16];
+            // SAFETY: `block` is 16 f64s; each load reads 8 of them.
+            let (lo, hi) = unsafe {
+                (
+                    _mm512_loadu_pd(block.as_ptr()),
+                    _mm512_loadu_pd(block[8..].as_ptr()),
+                )
+            };
+            // Ordered `<`: false for NaN, so NaN counts nothing.
+            let below = u32::from(_mm512_cmp_pd_mask::<_CMP_LT_OQ>(lo, xv))
+                | (u32::from(_mm512_cmp_pd_mask::<_CMP_LT_OQ>(hi, xv)) << 8);
+            q = 16 * q + below.count_ones() as usize;
+        }
+        q
+    }
 }
 
 /// One complete tree of a [`RankForest`]: for each level and feature, the key of every node of
@@ -490,16 +545,20 @@ impl RankForest {
                 }
             })
             .collect();
-        Some(RankForest { cuts, trees })
+        let index = cuts.iter().map(|c| CutIndex::new(c)).collect();
+        Some(RankForest { cuts, index, trees })
     }
 
-    /// Keys of row-major `rows` (`nf` wide, at most [`BLOCK_ROWS`]) into feature-major `keys`.
-    fn keys(&self, rows: &[f64], keys: &mut [[u16; BLOCK_ROWS]; NARROW]) {
+    /// Keys of row-major `rows` (`nf` wide, at most [`BLOCK_ROWS`]) into feature-major `keys`:
+    /// per value, the number of cuts below it (NaN is below none, so it stays left everywhere).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn keys_avx512(&self, rows: &[f64], keys: &mut [[u16; BLOCK_ROWS]; NARROW]) {
         let nf = self.cuts.len();
         for (r, row) in rows.chunks_exact(nf).enumerate() {
-            for (f, c) in self.cuts.iter().enumerate() {
-                // Number of cuts < x; NaN is below none of them, so it stays left everywhere.
-                keys[f][r] = c.partition_point(|&t| t < row[f]) as u16;
+            for (f, index) in self.index.iter().enumerate() {
+                // At most the cut count, which build() keeps below u16::MAX.
+                keys[f][r] = index.rank_avx512(row[f]) as u16;
             }
         }
     }
@@ -1131,11 +1190,11 @@ impl IsolationForest {
                 if let (NarrowPath::Avx512, Some(rank)) = (path, &self.rank) {
                     let mut keys = [[0u16; BLOCK_ROWS]; NARROW];
                     let mut acc = [0.0f64; BLOCK_ROWS];
-                    rank.keys(block, &mut keys);
                     let groups = out.len().div_ceil(RANK_LANES);
                     // SAFETY: path is Avx512 only where the CPU has AVX-512F and AVX-512BW
                     // (capped by detect above); a block has at most BLOCK_ROWS records.
                     unsafe {
+                        rank.keys_avx512(block, &mut keys);
                         match nf {
                             1 => rank.accumulate_avx512::<1>(&keys, groups, &mut acc),
                             2 => rank.accumulate_avx512::<2>(&keys, groups, &mut acc),
@@ -1554,6 +1613,32 @@ mod tests {
             f.score_narrow_with(probe.as_slice(), &mut out, path);
             let got: Vec<u64> = out.iter().map(|v| v.to_bits()).collect();
             assert_eq!(got, want, "{path:?}");
+        }
+    }
+
+    #[test]
+    fn cut_index_ranks_like_partition_point() {
+        if NarrowPath::detect() != NarrowPath::Avx512 {
+            return;
+        }
+        let mut rng = StdRng::seed_from_u64(4);
+        for n in [0usize, 1, 15, 16, 17, 255, 256, 257, 4111] {
+            let mut cuts: Vec<f64> = (0..n).map(|_| rng.random::<f64>() * 10.0 - 5.0).collect();
+            if n > 3 {
+                cuts[0] = f64::NEG_INFINITY;
+                cuts[1] = 0.0;
+            }
+            cuts.sort_unstable_by(f64::total_cmp);
+            cuts.dedup();
+            let index = CutIndex::new(&cuts);
+            let mut probes = vec![f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 0.0, -0.0, 7.0];
+            probes.extend(cuts.iter().flat_map(|&c| [c, c.next_up(), c.next_down()]));
+            probes.extend((0..300).map(|_| rng.random::<f64>() * 12.0 - 6.0));
+            for x in probes {
+                // SAFETY: AVX-512F checked above.
+                let got = unsafe { index.rank_avx512(x) };
+                assert_eq!(got, cuts.partition_point(|&c| c < x), "{n} cuts, x = {x}");
+            }
         }
     }
 
