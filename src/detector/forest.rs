@@ -594,9 +594,22 @@ impl RankForest {
                     _mm512_loadu_si512(keys[f][r0..].as_ptr().cast())
                 });
                 let mut j = _mm512_setzero_si512();
+                // Next position 2j + [went right]: one masked add. Written as assembly because
+                // LLVM turns the intrinsic into three instructions (mask to vector, shift, or).
                 let step = |j: __m512i, right: __mmask32| {
-                    let twice = _mm512_add_epi16(j, j);
-                    _mm512_mask_add_epi16(twice, right, twice, ones)
+                    let mut next = _mm512_add_epi16(j, j);
+                    // SAFETY: a register-only AVX-512BW add under a mask (enabled on this
+                    // function); lanes outside the mask keep 2j.
+                    unsafe {
+                        std::arch::asm!(
+                            "vpaddw {next}{{{right}}}, {next}, {ones}",
+                            next = inout(zmm_reg) next,
+                            right = in(kreg) right,
+                            ones = in(zmm_reg) ones,
+                            options(pure, nomem, nostack, preserves_flags),
+                        );
+                    }
+                    next
                 };
                 // Levels 0..6 hold at most 32 nodes: one permute of one register per feature.
                 for table in &tree.keys[..h.min(6)] {
