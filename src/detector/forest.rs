@@ -369,6 +369,9 @@ impl NarrowTree {
 /// Records scored side by side by [`RankForest::accumulate_avx512`]: one 16-bit key per record
 /// in each of a 512-bit register's 32 lanes.
 const RANK_LANES: usize = 32;
+/// Groups of [`RANK_LANES`] records walked down a tree together (a divisor of
+/// `BLOCK_ROWS / RANK_LANES`).
+const RANK_GROUPS: usize = 4;
 /// Key of a node that sends no record right: a padding node, or a feature it does not split on.
 /// Record keys are at most the number of cut points, which is kept below it.
 const NEVER_RIGHT: u16 = u16::MAX;
@@ -567,7 +570,8 @@ impl RankForest {
     /// `acc`, trees in forest order (the same sum, bit for bit, as the other layouts).
     ///
     /// # Safety
-    /// The CPU must have AVX-512F and AVX-512BW; `groups * RANK_LANES <= BLOCK_ROWS`.
+    /// The CPU must have AVX-512F and AVX-512BW. `groups` is a multiple of [`RANK_GROUPS`]
+    /// (groups past `BLOCK_ROWS` are ignored).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw")]
     unsafe fn accumulate_avx512<const NF: usize>(
@@ -584,16 +588,16 @@ impl RankForest {
         let (sixteen, thirty_two) = (_mm512_set1_epi64(16), _mm512_set1_epi64(32));
         for tree in &self.trees {
             let h = tree.height;
-            for g in 0..groups.min(BLOCK_ROWS / RANK_LANES) {
-                let r0 = g * RANK_LANES;
-                // SAFETY (every load and store below): each reads or writes 64 bytes inside a
-                // fixed-size array: 32 keys of a [u16; 512] row at r0 <= 480, 32 (or 64 from
-                // offsets 0/32/64/96) keys of a [u16; 128] level table, 8 sums of a [f64; 512] at
-                // r0 + 8q <= 504.
-                let x: [__m512i; NF] = std::array::from_fn(|f| unsafe {
-                    _mm512_loadu_si512(keys[f][r0..].as_ptr().cast())
+            for g0 in (0..groups.min(BLOCK_ROWS / RANK_LANES)).step_by(RANK_GROUPS) {
+                // SAFETY (every load below): each reads 64 bytes inside a fixed-size array: 32
+                // keys of a [u16; 512] row at (g0 + gi) * 32 <= 480 (groups is a multiple of
+                // RANK_GROUPS, at most 16), or 32 keys at offset 0/32/64/96 of a [u16; 128] table.
+                let x: [[__m512i; NF]; RANK_GROUPS] = std::array::from_fn(|gi| {
+                    std::array::from_fn(|f| unsafe {
+                        _mm512_loadu_si512(keys[f][(g0 + gi) * RANK_LANES..].as_ptr().cast())
+                    })
                 });
-                let mut j = _mm512_setzero_si512();
+                let mut js = [_mm512_setzero_si512(); RANK_GROUPS];
                 // Next position 2j + [went right]: one masked add. Written as assembly because
                 // LLVM turns the intrinsic into three instructions (mask to vector, shift, or).
                 let step = |j: __m512i, right: __mmask32| {
@@ -612,106 +616,130 @@ impl RankForest {
                     next
                 };
                 // Levels 0..6 hold at most 32 nodes: one permute of one register per feature.
+                // The RANK_GROUPS groups are independent chains, interleaved so that the CPU
+                // always has work while one waits on its permute and compare latencies.
                 for table in &tree.keys[..h.min(6)] {
-                    let mut right: __mmask32 = 0;
-                    for f in 0..NF {
-                        let t = unsafe { _mm512_loadu_si512(table[f].as_ptr().cast()) };
-                        right |= _mm512_cmpgt_epu16_mask(x[f], _mm512_permutexvar_epi16(j, t));
+                    let t: [__m512i; NF] = std::array::from_fn(|f| unsafe {
+                        _mm512_loadu_si512(table[f].as_ptr().cast())
+                    });
+                    for gi in 0..RANK_GROUPS {
+                        let mut right: __mmask32 = 0;
+                        for f in 0..NF {
+                            let k = _mm512_permutexvar_epi16(js[gi], t[f]);
+                            right |= _mm512_cmpgt_epu16_mask(x[gi][f], k);
+                        }
+                        js[gi] = step(js[gi], right);
                     }
-                    j = step(j, right);
                 }
                 if h > 6 {
                     // 64 nodes: a two-register permute.
                     let table = &tree.keys[6];
-                    let mut right: __mmask32 = 0;
-                    for f in 0..NF {
-                        let (a, b) = unsafe {
-                            (
-                                _mm512_loadu_si512(table[f].as_ptr().cast()),
-                                _mm512_loadu_si512(table[f][32..].as_ptr().cast()),
-                            )
-                        };
-                        right |= _mm512_cmpgt_epu16_mask(x[f], _mm512_permutex2var_epi16(a, j, b));
+                    let t: [[__m512i; 2]; NF] = std::array::from_fn(|f| unsafe {
+                        [
+                            _mm512_loadu_si512(table[f].as_ptr().cast()),
+                            _mm512_loadu_si512(table[f][32..].as_ptr().cast()),
+                        ]
+                    });
+                    for gi in 0..RANK_GROUPS {
+                        let mut right: __mmask32 = 0;
+                        for f in 0..NF {
+                            let k = _mm512_permutex2var_epi16(t[f][0], js[gi], t[f][1]);
+                            right |= _mm512_cmpgt_epu16_mask(x[gi][f], k);
+                        }
+                        js[gi] = step(js[gi], right);
                     }
-                    j = step(j, right);
                 }
                 if h > 7 {
                     // 128 nodes: two two-register permutes, chosen by bit 6 of the position.
                     let table = &tree.keys[7];
-                    let upper = _mm512_test_epi16_mask(j, level7_half);
-                    let mut right: __mmask32 = 0;
-                    for f in 0..NF {
-                        let (a, b, c, d) = unsafe {
-                            (
-                                _mm512_loadu_si512(table[f].as_ptr().cast()),
-                                _mm512_loadu_si512(table[f][32..].as_ptr().cast()),
-                                _mm512_loadu_si512(table[f][64..].as_ptr().cast()),
-                                _mm512_loadu_si512(table[f][96..].as_ptr().cast()),
-                            )
-                        };
-                        let k = _mm512_mask_blend_epi16(
-                            upper,
-                            _mm512_permutex2var_epi16(a, j, b),
-                            _mm512_permutex2var_epi16(c, j, d),
-                        );
-                        right |= _mm512_cmpgt_epu16_mask(x[f], k);
+                    let t: [[__m512i; 4]; NF] = std::array::from_fn(|f| {
+                        std::array::from_fn(|q| unsafe {
+                            _mm512_loadu_si512(table[f][32 * q..].as_ptr().cast())
+                        })
+                    });
+                    for gi in 0..RANK_GROUPS {
+                        let j = js[gi];
+                        let upper = _mm512_test_epi16_mask(j, level7_half);
+                        let mut right: __mmask32 = 0;
+                        for f in 0..NF {
+                            let k = _mm512_mask_blend_epi16(
+                                upper,
+                                _mm512_permutex2var_epi16(t[f][0], j, t[f][1]),
+                                _mm512_permutex2var_epi16(t[f][2], j, t[f][3]),
+                            );
+                            right |= _mm512_cmpgt_epu16_mask(x[gi][f], k);
+                        }
+                        js[gi] = step(j, right);
                     }
-                    j = step(j, right);
                 }
-                // j is each record's leaf slot, below 2^h <= 256.
-                let Some((codes, values)) = &tree.leaf_codes else {
+                for (gi, &j) in js.iter().enumerate() {
+                    let r0 = (g0 + gi) * RANK_LANES;
+                    // j is each record's leaf slot, below 2^h <= 256.
+                    let Some((codes, values)) = &tree.leaf_codes else {
+                        for q in 0..4 {
+                            let idx = _mm512_cvtepu16_epi64(extract_quarter(j, q));
+                            let a = &mut acc[r0 + 8 * q..r0 + 8 * q + 8];
+                            // SAFETY: every index is a leaf slot below 256, the length of `leaf`;
+                            // `a` is 8 f64s.
+                            unsafe {
+                                let v = _mm512_i64gather_pd::<8>(idx, tree.leaf.as_ptr());
+                                let sum = _mm512_add_pd(_mm512_loadu_pd(a.as_ptr()), v);
+                                _mm512_storeu_pd(a.as_mut_ptr(), sum);
+                            }
+                        }
+                        continue;
+                    };
+                    // SAFETY: 64-byte loads inside the [u16; 256] code table (offsets 0..224 words).
+                    let code_table =
+                        |k: usize| unsafe { _mm512_loadu_si512(codes[32 * k..].as_ptr().cast()) };
+                    // Codes of slots 0..64, then (taller trees) 64..128 and 128..256.
+                    let mut code = _mm512_permutex2var_epi16(code_table(0), j, code_table(1));
+                    if h > 6 {
+                        let c1 = _mm512_permutex2var_epi16(code_table(2), j, code_table(3));
+                        code = _mm512_mask_blend_epi16(
+                            _mm512_test_epi16_mask(j, level7_half),
+                            code,
+                            c1,
+                        );
+                    }
+                    if h > 7 {
+                        let c2 = _mm512_permutex2var_epi16(code_table(4), j, code_table(5));
+                        let c3 = _mm512_permutex2var_epi16(code_table(6), j, code_table(7));
+                        let upper =
+                            _mm512_mask_blend_epi16(_mm512_test_epi16_mask(j, level7_half), c2, c3);
+                        code = _mm512_mask_blend_epi16(
+                            _mm512_test_epi16_mask(j, slot_high),
+                            code,
+                            upper,
+                        );
+                    }
+                    // SAFETY: 64-byte loads inside `values`, which holds 16, 32 or 64 f64s.
+                    let value_table =
+                        |k: usize| unsafe { _mm512_loadu_pd(values[8 * k..].as_ptr()) };
                     for q in 0..4 {
-                        let idx = _mm512_cvtepu16_epi64(extract_quarter(j, q));
+                        let c = _mm512_cvtepu16_epi64(extract_quarter(code, q));
+                        let mut v = _mm512_permutex2var_pd(value_table(0), c, value_table(1));
+                        if values.len() > 16 {
+                            let v1 = _mm512_permutex2var_pd(value_table(2), c, value_table(3));
+                            v = _mm512_mask_blend_pd(_mm512_test_epi64_mask(c, sixteen), v, v1);
+                        }
+                        if values.len() > 32 {
+                            let v2 = _mm512_permutex2var_pd(value_table(4), c, value_table(5));
+                            let v3 = _mm512_permutex2var_pd(value_table(6), c, value_table(7));
+                            let upper =
+                                _mm512_mask_blend_pd(_mm512_test_epi64_mask(c, sixteen), v2, v3);
+                            v = _mm512_mask_blend_pd(
+                                _mm512_test_epi64_mask(c, thirty_two),
+                                v,
+                                upper,
+                            );
+                        }
                         let a = &mut acc[r0 + 8 * q..r0 + 8 * q + 8];
-                        // SAFETY: every index is a leaf slot below 256, the length of `leaf`;
-                        // `a` is 8 f64s.
+                        // SAFETY: `a` is 8 f64s.
                         unsafe {
-                            let v = _mm512_i64gather_pd::<8>(idx, tree.leaf.as_ptr());
                             let sum = _mm512_add_pd(_mm512_loadu_pd(a.as_ptr()), v);
                             _mm512_storeu_pd(a.as_mut_ptr(), sum);
                         }
-                    }
-                    continue;
-                };
-                // SAFETY: 64-byte loads inside the [u16; 256] code table (offsets 0..224 words).
-                let code_table =
-                    |k: usize| unsafe { _mm512_loadu_si512(codes[32 * k..].as_ptr().cast()) };
-                // Codes of slots 0..64, then (taller trees) 64..128 and 128..256.
-                let mut code = _mm512_permutex2var_epi16(code_table(0), j, code_table(1));
-                if h > 6 {
-                    let c1 = _mm512_permutex2var_epi16(code_table(2), j, code_table(3));
-                    code =
-                        _mm512_mask_blend_epi16(_mm512_test_epi16_mask(j, level7_half), code, c1);
-                }
-                if h > 7 {
-                    let c2 = _mm512_permutex2var_epi16(code_table(4), j, code_table(5));
-                    let c3 = _mm512_permutex2var_epi16(code_table(6), j, code_table(7));
-                    let upper =
-                        _mm512_mask_blend_epi16(_mm512_test_epi16_mask(j, level7_half), c2, c3);
-                    code =
-                        _mm512_mask_blend_epi16(_mm512_test_epi16_mask(j, slot_high), code, upper);
-                }
-                // SAFETY: 64-byte loads inside `values`, which holds 16, 32 or 64 f64s.
-                let value_table = |k: usize| unsafe { _mm512_loadu_pd(values[8 * k..].as_ptr()) };
-                for q in 0..4 {
-                    let c = _mm512_cvtepu16_epi64(extract_quarter(code, q));
-                    let mut v = _mm512_permutex2var_pd(value_table(0), c, value_table(1));
-                    if values.len() > 16 {
-                        let v1 = _mm512_permutex2var_pd(value_table(2), c, value_table(3));
-                        v = _mm512_mask_blend_pd(_mm512_test_epi64_mask(c, sixteen), v, v1);
-                    }
-                    if values.len() > 32 {
-                        let v2 = _mm512_permutex2var_pd(value_table(4), c, value_table(5));
-                        let v3 = _mm512_permutex2var_pd(value_table(6), c, value_table(7));
-                        let upper =
-                            _mm512_mask_blend_pd(_mm512_test_epi64_mask(c, sixteen), v2, v3);
-                        v = _mm512_mask_blend_pd(_mm512_test_epi64_mask(c, thirty_two), v, upper);
-                    }
-                    let a = &mut acc[r0 + 8 * q..r0 + 8 * q + 8];
-                    // SAFETY: `a` is 8 f64s.
-                    unsafe {
-                        let sum = _mm512_add_pd(_mm512_loadu_pd(a.as_ptr()), v);
-                        _mm512_storeu_pd(a.as_mut_ptr(), sum);
                     }
                 }
             }
@@ -1203,7 +1231,7 @@ impl IsolationForest {
                 if let (NarrowPath::Avx512, Some(rank)) = (path, &self.rank) {
                     let mut keys = [[0u16; BLOCK_ROWS]; NARROW];
                     let mut acc = [0.0f64; BLOCK_ROWS];
-                    let groups = out.len().div_ceil(RANK_LANES);
+                    let groups = out.len().div_ceil(RANK_LANES * RANK_GROUPS) * RANK_GROUPS;
                     // SAFETY: path is Avx512 only where the CPU has AVX-512F and AVX-512BW
                     // (capped by detect above); a block has at most BLOCK_ROWS records.
                     unsafe {
