@@ -249,13 +249,14 @@ enum NarrowPath {
 impl NarrowPath {
     /// The best kernel this CPU can run (the standard library caches the CPUID checks).
     fn detect() -> NarrowPath {
+        #[cfg(all(target_arch = "x86_64", netsentinel_avx512))]
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+        {
+            return NarrowPath::Avx512;
+        }
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512f")
-                && std::arch::is_x86_feature_detected!("avx512bw")
-            {
-                return NarrowPath::Avx512;
-            }
             if std::arch::is_x86_feature_detected!("avx")
                 && std::arch::is_x86_feature_detected!("popcnt")
             {
@@ -425,7 +426,9 @@ impl CutIndex {
     }
 
     /// Number of cuts below `x` (0 for NaN), as `cuts.partition_point(|&c| c < x)`.
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", netsentinel_avx512))]
+    // The AVX-512 intrinsics are stable since Rust 1.89; build.rs sets the cfg from 1.89 on.
+    #[allow(clippy::incompatible_msrv)]
     #[target_feature(enable = "avx512f")]
     fn rank_avx512(&self, x: f64) -> usize {
         use std::arch::x86_64::{_CMP_LT_OQ, _mm512_cmp_pd_mask, _mm512_loadu_pd, _mm512_set1_pd};
@@ -530,12 +533,12 @@ impl RankForest {
                     Box::new([[[NEVER_RIGHT; RANK_LEVEL_SLOTS]; NARROW]; COMPLETE_MAX_HEIGHT]);
                 for (level, table) in keys.iter_mut().enumerate().take(t.height) {
                     let first = (1usize << level) - 1;
-                    for j in 0..1usize << level {
+                    let nodes = &t.node[first..first + (1usize << level)];
+                    for (j, node) in nodes.iter().enumerate() {
                         for (f, c) in cuts.iter().enumerate() {
-                            let v = t.node[first + j][f];
-                            if splits(v) {
-                                // v is one of the cuts (or equal to one): its index.
-                                table[f][j] = c.partition_point(|&x| x < v) as u16;
+                            if splits(node[f]) {
+                                // node[f] is one of the cuts (or equal to one): its index.
+                                table[f][j] = c.partition_point(|&x| x < node[f]) as u16;
                             }
                         }
                     }
@@ -554,7 +557,9 @@ impl RankForest {
 
     /// Keys of row-major `rows` (`nf` wide, at most [`BLOCK_ROWS`]) into feature-major `keys`:
     /// per value, the number of cuts below it (NaN is below none, so it stays left everywhere).
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", netsentinel_avx512))]
+    // The AVX-512 intrinsics are stable since Rust 1.89; build.rs sets the cfg from 1.89 on.
+    #[allow(clippy::incompatible_msrv)]
     #[target_feature(enable = "avx512f")]
     fn keys_avx512(&self, rows: &[f64], keys: &mut [[u16; BLOCK_ROWS]; NARROW]) {
         let nf = self.cuts.len();
@@ -572,7 +577,9 @@ impl RankForest {
     /// # Safety
     /// The CPU must have AVX-512F and AVX-512BW. `groups` is a multiple of [`RANK_GROUPS`]
     /// (groups past `BLOCK_ROWS` are ignored).
-    #[cfg(target_arch = "x86_64")]
+    #[cfg(all(target_arch = "x86_64", netsentinel_avx512))]
+    // The AVX-512 intrinsics are stable since Rust 1.89; build.rs sets the cfg from 1.89 on.
+    #[allow(clippy::incompatible_msrv)]
     #[target_feature(enable = "avx512f,avx512bw")]
     unsafe fn accumulate_avx512<const NF: usize>(
         &self,
@@ -748,7 +755,9 @@ impl RankForest {
 }
 
 /// Lanes 8q..8q+8 of 32 16-bit lanes.
-#[cfg(target_arch = "x86_64")]
+#[cfg(all(target_arch = "x86_64", netsentinel_avx512))]
+// The AVX-512 intrinsics are stable since Rust 1.89; build.rs sets the cfg from 1.89 on.
+#[allow(clippy::incompatible_msrv)]
 #[target_feature(enable = "avx512f")]
 fn extract_quarter(v: std::arch::x86_64::__m512i, q: usize) -> std::arch::x86_64::__m128i {
     use std::arch::x86_64::_mm512_extracti32x4_epi32;
@@ -1227,7 +1236,7 @@ impl IsolationForest {
         rows.par_chunks(BLOCK_ROWS * nf)
             .zip(out.par_chunks_mut(BLOCK_ROWS))
             .for_each(|(block, out)| {
-                #[cfg(target_arch = "x86_64")]
+                #[cfg(all(target_arch = "x86_64", netsentinel_avx512))]
                 if let (NarrowPath::Avx512, Some(rank)) = (path, &self.rank) {
                     let mut keys = [[0u16; BLOCK_ROWS]; NARROW];
                     let mut acc = [0.0f64; BLOCK_ROWS];
@@ -1658,6 +1667,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(all(target_arch = "x86_64", netsentinel_avx512))]
     fn cut_index_ranks_like_partition_point() {
         if NarrowPath::detect() != NarrowPath::Avx512 {
             return;
