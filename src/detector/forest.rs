@@ -378,8 +378,11 @@ const RANK_GROUPS: usize = 4;
 const NEVER_RIGHT: u16 = u16::MAX;
 /// Nodes per level in a [`RankTree`] table: the widest level of a height-8 tree.
 const RANK_LEVEL_SLOTS: usize = COMPLETE_SLOTS / 2;
+/// Widest forest scored by [`RankForest`]: each level costs a permute and a compare per feature.
+const RANK_MAX_FEATURES: usize = 8;
 
-/// The layout of forests of at most [`NARROW`] features and complete trees on CPUs with AVX-512BW.
+/// The layout of forests of at most [`RANK_MAX_FEATURES`] features and complete trees on CPUs
+/// with AVX-512BW.
 ///
 /// Each feature's split thresholds over the whole forest are sorted into `cuts`. A record is
 /// turned once into one 16-bit key per feature, its rank `r(x)` = the number of cuts `< x`; a
@@ -455,10 +458,10 @@ impl CutIndex {
 
 /// One complete tree of a [`RankForest`]: for each level and feature, the key of every node of
 /// that level (its split key on that feature, or [`NEVER_RIGHT`]), indexed by the node's
-/// position within the level; `leaf` as in [`NarrowTree`].
+/// position within the level; `leaf` as in [`CompleteTree`].
 #[derive(Clone)]
 struct RankTree {
-    keys: Box<[[[u16; RANK_LEVEL_SLOTS]; NARROW]; COMPLETE_MAX_HEIGHT]>,
+    keys: Box<[[[u16; RANK_LEVEL_SLOTS]; RANK_MAX_FEATURES]; COMPLETE_MAX_HEIGHT]>,
     leaf: Box<[f64; COMPLETE_SLOTS]>,
     /// When the tree has at most [`RANK_MAX_VALUES`] distinct leaf values: the code of each
     /// leaf slot and the values, padded to 16, 32 or 64 entries. Leaf values are then looked up
@@ -493,27 +496,61 @@ fn leaf_codes(leaf: &[f64; COMPLETE_SLOTS]) -> Option<(Box<[u16; COMPLETE_SLOTS]
     Some((codes, table))
 }
 
+/// A complete tree in either of its scoring forms, as [`RankForest::build`] reads it.
+enum CompleteView<'a> {
+    Narrow(&'a NarrowTree),
+    Wide(&'a CompleteTree),
+}
+
+impl CompleteView<'_> {
+    fn height(&self) -> usize {
+        match self {
+            CompleteView::Narrow(t) => t.height,
+            CompleteView::Wide(t) => t.height,
+        }
+    }
+
+    fn leaf(&self) -> &[f64; COMPLETE_SLOTS] {
+        match self {
+            CompleteView::Narrow(t) => &t.leaf,
+            CompleteView::Wide(t) => &t.leaf,
+        }
+    }
+
+    /// Node `i`'s threshold on feature `f`: +inf (never right) unless it splits on `f`.
+    fn threshold(&self, i: usize, f: usize) -> f64 {
+        match self {
+            CompleteView::Narrow(t) => t.node[i][f],
+            CompleteView::Wide(t) if t.feature[i] as usize == f => t.threshold[i],
+            CompleteView::Wide(_) => f64::INFINITY,
+        }
+    }
+}
+
 impl RankForest {
-    /// `None` unless every tree is narrow and each feature has fewer cuts than 16-bit keys allow.
+    /// `None` unless every tree is complete (narrow or not) and each feature has fewer cuts than
+    /// 16-bit keys allow.
     fn build(fast: &[FastTree], n_features: usize) -> Option<RankForest> {
-        if n_features > NARROW {
+        if n_features > RANK_MAX_FEATURES {
             return None;
         }
-        let narrow: Vec<&NarrowTree> = fast
+        let narrow: Vec<CompleteView> = fast
             .iter()
             .map(|t| match t {
-                FastTree::Narrow(n) => Some(&**n),
-                _ => None,
+                FastTree::Narrow(n) => Some(CompleteView::Narrow(n)),
+                FastTree::Complete(c) => Some(CompleteView::Wide(c)),
+                FastTree::Pointer(_) => None,
             })
             .collect::<Option<_>>()?;
         // +inf and NaN thresholds send nothing right; they get NEVER_RIGHT instead of a cut.
         let splits = |t: f64| t < f64::INFINITY;
         let mut cuts = vec![Vec::new(); n_features];
         for t in &narrow {
-            for node in &t.node[..(1usize << t.height) - 1] {
+            for i in 0..(1usize << t.height()) - 1 {
                 for (f, c) in cuts.iter_mut().enumerate() {
-                    if splits(node[f]) {
-                        c.push(node[f]);
+                    let v = t.threshold(i, f);
+                    if splits(v) {
+                        c.push(v);
                     }
                 }
             }
@@ -529,25 +566,26 @@ impl RankForest {
         let trees = narrow
             .par_iter()
             .map(|t| {
-                let mut keys =
-                    Box::new([[[NEVER_RIGHT; RANK_LEVEL_SLOTS]; NARROW]; COMPLETE_MAX_HEIGHT]);
-                for (level, table) in keys.iter_mut().enumerate().take(t.height) {
+                let mut keys = Box::new(
+                    [[[NEVER_RIGHT; RANK_LEVEL_SLOTS]; RANK_MAX_FEATURES]; COMPLETE_MAX_HEIGHT],
+                );
+                for (level, table) in keys.iter_mut().enumerate().take(t.height()) {
                     let first = (1usize << level) - 1;
-                    let nodes = &t.node[first..first + (1usize << level)];
-                    for (j, node) in nodes.iter().enumerate() {
-                        for (f, c) in cuts.iter().enumerate() {
-                            if splits(node[f]) {
-                                // node[f] is one of the cuts (or equal to one): its index.
-                                table[f][j] = c.partition_point(|&x| x < node[f]) as u16;
+                    for j in 0..1usize << level {
+                        for (f, (c, keys)) in cuts.iter().zip(table.iter_mut()).enumerate() {
+                            let v = t.threshold(first + j, f);
+                            if splits(v) {
+                                // v is one of the cuts (or equal to one): its index.
+                                keys[j] = c.partition_point(|&x| x < v) as u16;
                             }
                         }
                     }
                 }
                 RankTree {
                     keys,
-                    leaf: Box::new(t.leaf),
-                    leaf_codes: leaf_codes(&t.leaf),
-                    height: t.height,
+                    leaf: Box::new(*t.leaf()),
+                    leaf_codes: leaf_codes(t.leaf()),
+                    height: t.height(),
                 }
             })
             .collect();
@@ -561,7 +599,7 @@ impl RankForest {
     // The AVX-512 intrinsics are stable since Rust 1.89; build.rs sets the cfg from 1.89 on.
     #[allow(clippy::incompatible_msrv)]
     #[target_feature(enable = "avx512f")]
-    fn keys_avx512(&self, rows: &[f64], keys: &mut [[u16; BLOCK_ROWS]; NARROW]) {
+    fn keys_avx512(&self, rows: &[f64], keys: &mut [[u16; BLOCK_ROWS]; RANK_MAX_FEATURES]) {
         let nf = self.cuts.len();
         for (r, row) in rows.chunks_exact(nf).enumerate() {
             for (f, index) in self.index.iter().enumerate() {
@@ -583,7 +621,7 @@ impl RankForest {
     #[target_feature(enable = "avx512f,avx512bw")]
     unsafe fn accumulate_avx512<const NF: usize>(
         &self,
-        keys: &[[u16; BLOCK_ROWS]; NARROW],
+        keys: &[[u16; BLOCK_ROWS]; RANK_MAX_FEATURES],
         groups: usize,
         acc: &mut [f64; BLOCK_ROWS],
     ) {
@@ -1191,6 +1229,10 @@ impl IsolationForest {
         out[n..].fill(f64::NAN);
         let rows = &rows[..n * nf];
         let out = &mut out[..n];
+        #[cfg(all(target_arch = "x86_64", netsentinel_avx512))]
+        if let (true, Some(rank)) = (nf > NARROW, &self.rank) {
+            return self.score_rank(rank, rows, out);
+        }
         match nf.next_power_of_two() {
             1..=NARROW => self.score_narrow(rows, out),
             8 => self.score_padded::<8>(rows, out),
@@ -1222,6 +1264,44 @@ impl IsolationForest {
             });
     }
 
+    /// Scores one block (at most [`BLOCK_ROWS`] records) through a [`RankForest`].
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F and AVX-512BW.
+    #[cfg(all(target_arch = "x86_64", netsentinel_avx512))]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn rank_block(&self, rank: &RankForest, block: &[f64], out: &mut [f64]) {
+        let mut keys = [[0u16; BLOCK_ROWS]; RANK_MAX_FEATURES];
+        let mut acc = [0.0f64; BLOCK_ROWS];
+        let groups = out.len().div_ceil(RANK_LANES * RANK_GROUPS) * RANK_GROUPS;
+        // SAFETY: the caller guarantees AVX-512F/BW; a block has at most BLOCK_ROWS records.
+        unsafe {
+            rank.keys_avx512(block, &mut keys);
+            match self.n_features {
+                1 => rank.accumulate_avx512::<1>(&keys, groups, &mut acc),
+                2 => rank.accumulate_avx512::<2>(&keys, groups, &mut acc),
+                3 => rank.accumulate_avx512::<3>(&keys, groups, &mut acc),
+                4 => rank.accumulate_avx512::<4>(&keys, groups, &mut acc),
+                5 => rank.accumulate_avx512::<5>(&keys, groups, &mut acc),
+                6 => rank.accumulate_avx512::<6>(&keys, groups, &mut acc),
+                7 => rank.accumulate_avx512::<7>(&keys, groups, &mut acc),
+                _ => rank.accumulate_avx512::<8>(&keys, groups, &mut acc),
+            }
+        }
+        out.copy_from_slice(&acc[..out.len()]);
+        self.scores_from_sums(out);
+    }
+
+    /// Forests of [`NARROW`] + 1 to [`RANK_MAX_FEATURES`] features on CPUs with AVX-512BW.
+    #[cfg(all(target_arch = "x86_64", netsentinel_avx512))]
+    fn score_rank(&self, rank: &RankForest, rows: &[f64], out: &mut [f64]) {
+        let nf = self.n_features;
+        rows.par_chunks(BLOCK_ROWS * nf)
+            .zip(out.par_chunks_mut(BLOCK_ROWS))
+            // SAFETY: a RankForest is built only where detect() found AVX-512F and AVX-512BW.
+            .for_each(|(block, out)| unsafe { self.rank_block(rank, block, out) });
+    }
+
     /// At most [`NARROW`] features, with the best kernel this CPU has.
     fn score_narrow(&self, rows: &[f64], out: &mut [f64]) {
         self.score_narrow_with(rows, out, NarrowPath::detect());
@@ -1238,22 +1318,9 @@ impl IsolationForest {
             .for_each(|(block, out)| {
                 #[cfg(all(target_arch = "x86_64", netsentinel_avx512))]
                 if let (NarrowPath::Avx512, Some(rank)) = (path, &self.rank) {
-                    let mut keys = [[0u16; BLOCK_ROWS]; NARROW];
-                    let mut acc = [0.0f64; BLOCK_ROWS];
-                    let groups = out.len().div_ceil(RANK_LANES * RANK_GROUPS) * RANK_GROUPS;
                     // SAFETY: path is Avx512 only where the CPU has AVX-512F and AVX-512BW
-                    // (capped by detect above); a block has at most BLOCK_ROWS records.
-                    unsafe {
-                        rank.keys_avx512(block, &mut keys);
-                        match nf {
-                            1 => rank.accumulate_avx512::<1>(&keys, groups, &mut acc),
-                            2 => rank.accumulate_avx512::<2>(&keys, groups, &mut acc),
-                            3 => rank.accumulate_avx512::<3>(&keys, groups, &mut acc),
-                            _ => rank.accumulate_avx512::<4>(&keys, groups, &mut acc),
-                        }
-                    }
-                    out.copy_from_slice(&acc[..out.len()]);
-                    self.scores_from_sums(out);
+                    // (capped by detect above).
+                    unsafe { self.rank_block(rank, block, out) };
                     return;
                 }
                 let mut padded = vec![[0.0f64; NARROW]; out.len()];
@@ -1575,53 +1642,41 @@ mod tests {
                     got_one, want,
                     "1 thread, {n_cols} features, max_samples {max_samples}"
                 );
+                if NarrowPath::detect() == NarrowPath::Avx512
+                    && max_samples <= 256
+                    && n_cols <= RANK_MAX_FEATURES
+                {
+                    assert!(f.rank.is_some(), "complete trees use the rank kernel");
+                }
                 if n_cols <= NARROW {
-                    if NarrowPath::detect() == NarrowPath::Avx512 && max_samples <= 256 {
-                        assert!(
-                            f.rank.is_some(),
-                            "complete narrow trees use the rank kernel"
-                        );
-                    }
                     // Every narrow kernel this CPU has, not only the one score_matrix picks.
                     for path in [NarrowPath::Portable, NarrowPath::Avx, NarrowPath::Avx512] {
                         let mut out = vec![0.0; probe.n_rows()];
                         f.score_narrow_with(probe.as_slice(), &mut out, path);
                         let got: Vec<u64> = out.iter().map(|v| v.to_bits()).collect();
-                        assert_eq!(
-                            got, want,
-                            "{path:?}, {n_cols} features, max_samples {max_samples}"
-                        );
+                        assert_eq!(got, want, "{path:?}, {n_cols} features, ψ {max_samples}");
                     }
-                    // The gather fallback for trees with many distinct leaf values.
+                }
+                let Some(rank) = &f.rank else { continue };
+                assert!(rank.trees.iter().all(|t| t.leaf_codes.is_some()));
+                // The gather fallback for trees with many distinct leaf values, and wider
+                // value tables than needed (the other lookup branches).
+                for width in [0, 32, 64] {
                     let mut g = f.clone();
-                    if let Some(rank) = &mut g.rank {
-                        rank.trees.iter_mut().for_each(|t| t.leaf_codes = None);
+                    for t in &mut g.rank.as_mut().unwrap().trees {
+                        match &mut t.leaf_codes {
+                            Some((_, values)) if width > 0 => {
+                                values.resize(values.len().max(width), 0.0)
+                            }
+                            codes => *codes = None,
+                        }
                     }
-                    let mut out = vec![0.0; probe.n_rows()];
-                    g.score_narrow_with(probe.as_slice(), &mut out, NarrowPath::Avx512);
-                    let got: Vec<u64> = out.iter().map(|v| v.to_bits()).collect();
+                    let got: Vec<u64> =
+                        g.score_matrix(&probe).iter().map(|v| v.to_bits()).collect();
                     assert_eq!(
                         got, want,
-                        "gather, {n_cols} features, max_samples {max_samples}"
+                        "{width} values, {n_cols} features, ψ {max_samples}"
                     );
-                    if let Some(rank) = &f.rank {
-                        assert!(rank.trees.iter().all(|t| t.leaf_codes.is_some()));
-                    }
-                    // Wider value tables than needed take the other lookup branches.
-                    for width in [32, 64] {
-                        let mut g = f.clone();
-                        if let Some(rank) = &mut g.rank {
-                            for t in &mut rank.trees {
-                                if let Some((_, values)) = &mut t.leaf_codes {
-                                    values.resize(values.len().max(width), 0.0);
-                                }
-                            }
-                        }
-                        let mut out = vec![0.0; probe.n_rows()];
-                        g.score_narrow_with(probe.as_slice(), &mut out, NarrowPath::Avx512);
-                        let got: Vec<u64> = out.iter().map(|v| v.to_bits()).collect();
-                        assert_eq!(got, want, "{width} values, {n_cols} features");
-                    }
                 }
             }
         }
