@@ -240,8 +240,10 @@ const NARROW: usize = 4;
 enum NarrowPath {
     /// Plain Rust.
     Portable,
-    /// One 4-wide `vcmppd` per step ([`NarrowTree::accumulate_avx`]).
+    /// One 4-wide `vcmppd` per step ([`NarrowTree::accumulate_avx`]), for CPUs with AVX only.
     Avx,
+    /// The same compiled with AVX2 (the other trees' index arithmetic is cheaper with it).
+    Avx2,
     /// 16-bit keys, 32 records per register ([`RankForest::accumulate_avx512`]).
     Avx512,
 }
@@ -255,8 +257,18 @@ impl NarrowPath {
         {
             return NarrowPath::Avx512;
         }
+        NarrowPath::detect_f64()
+    }
+
+    /// The best of the f64 kernels (all but [`NarrowPath::Avx512`]) this CPU can run.
+    fn detect_f64() -> NarrowPath {
         #[cfg(target_arch = "x86_64")]
         {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("popcnt")
+            {
+                return NarrowPath::Avx2;
+            }
             if std::arch::is_x86_feature_detected!("avx")
                 && std::arch::is_x86_feature_detected!("popcnt")
             {
@@ -1328,12 +1340,15 @@ impl IsolationForest {
                     p[..nf].copy_from_slice(row);
                 }
                 out.fill(0.0);
-                match path {
+                match path.min(NarrowPath::detect_f64()) {
                     #[cfg(target_arch = "x86_64")]
-                    // SAFETY: path is Avx or above only where the CPU has AVX and POPCNT.
-                    NarrowPath::Avx | NarrowPath::Avx512 => unsafe {
-                        self.narrow_block_avx(&padded, out)
+                    // SAFETY: detect_f64 says Avx2 only where the CPU has AVX2 and POPCNT.
+                    NarrowPath::Avx2 | NarrowPath::Avx512 => unsafe {
+                        self.narrow_block_avx2(&padded, out)
                     },
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: detect_f64 says Avx or more only where the CPU has AVX and POPCNT.
+                    NarrowPath::Avx => unsafe { self.narrow_block_avx(&padded, out) },
                     _ => self.narrow_block(&padded, out),
                 }
                 self.scores_from_sums(out);
@@ -1362,6 +1377,21 @@ impl IsolationForest {
         for tree in &self.fast {
             match tree {
                 // SAFETY: AVX and POPCNT are enabled on this function.
+                FastTree::Narrow(t) => unsafe { t.accumulate_avx(rows, out) },
+                FastTree::Pointer(t) => t.accumulate_padded(rows, out),
+                FastTree::Complete(t) => t.accumulate_padded(rows, out),
+            }
+        }
+    }
+
+    /// [`narrow_block_avx`](Self::narrow_block_avx) compiled with AVX2 (as before the AVX-only
+    /// variant existed): the same compares, so the same scores.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,popcnt")]
+    unsafe fn narrow_block_avx2(&self, rows: &[[f64; NARROW]], out: &mut [f64]) {
+        for tree in &self.fast {
+            match tree {
+                // SAFETY: AVX2 (hence AVX) and POPCNT are enabled on this function.
                 FastTree::Narrow(t) => unsafe { t.accumulate_avx(rows, out) },
                 FastTree::Pointer(t) => t.accumulate_padded(rows, out),
                 FastTree::Complete(t) => t.accumulate_padded(rows, out),
@@ -1650,7 +1680,12 @@ mod tests {
                 }
                 if n_cols <= NARROW {
                     // Every narrow kernel this CPU has, not only the one score_matrix picks.
-                    for path in [NarrowPath::Portable, NarrowPath::Avx, NarrowPath::Avx512] {
+                    for path in [
+                        NarrowPath::Portable,
+                        NarrowPath::Avx,
+                        NarrowPath::Avx2,
+                        NarrowPath::Avx512,
+                    ] {
                         let mut out = vec![0.0; probe.n_rows()];
                         f.score_narrow_with(probe.as_slice(), &mut out, path);
                         let got: Vec<u64> = out.iter().map(|v| v.to_bits()).collect();
@@ -1713,7 +1748,12 @@ mod tests {
             .rows()
             .map(|r| f.score_reference(r).to_bits())
             .collect();
-        for path in [NarrowPath::Portable, NarrowPath::Avx, NarrowPath::Avx512] {
+        for path in [
+            NarrowPath::Portable,
+            NarrowPath::Avx,
+            NarrowPath::Avx2,
+            NarrowPath::Avx512,
+        ] {
             let mut out = vec![0.0; probe.n_rows()];
             f.score_narrow_with(probe.as_slice(), &mut out, path);
             let got: Vec<u64> = out.iter().map(|v| v.to_bits()).collect();
