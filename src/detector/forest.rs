@@ -479,6 +479,9 @@ struct RankTree {
     /// leaf slot and the values, padded to 16, 32 or 64 entries. Leaf values are then looked up
     /// with register permutes; a gather of 8 values costs more than a whole level of the walk.
     leaf_codes: Option<(Box<[u16; COMPLETE_SLOTS]>, Vec<f64>)>,
+    /// The root's split feature and key (level 0 of `keys` in short): one compare instead of
+    /// one per feature.
+    root: (usize, u16),
     height: usize,
 }
 
@@ -593,10 +596,14 @@ impl RankForest {
                         }
                     }
                 }
+                let root = (0..cuts.len())
+                    .find(|&f| keys[0][f][0] != NEVER_RIGHT)
+                    .map_or((0, NEVER_RIGHT), |f| (f, keys[0][f][0]));
                 RankTree {
                     keys,
                     leaf: Box::new(*t.leaf()),
                     leaf_codes: leaf_codes(t.leaf()),
+                    root,
                     height: t.height(),
                 }
             })
@@ -675,7 +682,20 @@ impl RankForest {
                 // Levels 0..6 hold at most 32 nodes: one permute of one register per feature.
                 // The RANK_GROUPS groups are independent chains, interleaved so that the CPU
                 // always has work while one waits on its permute and compare latencies.
-                for table in &tree.keys[..h.min(6)] {
+                if h > 0 {
+                    // Level 0: the root splits on one feature, so one compare.
+                    let (f, key) = tree.root;
+                    let key = _mm512_set1_epi16(key as i16);
+                    for (gi, j) in js.iter_mut().enumerate() {
+                        // SAFETY: f is a feature of the forest, below RANK_MAX_FEATURES; 32 keys
+                        // of a [u16; 512] row at (g0 + gi) * 32 <= 480.
+                        let x = unsafe {
+                            _mm512_loadu_si512(keys[f][(g0 + gi) * RANK_LANES..].as_ptr().cast())
+                        };
+                        *j = step(*j, _mm512_cmpgt_epu16_mask(x, key));
+                    }
+                }
+                for table in &tree.keys[h.min(1)..h.min(6)] {
                     let t: [__m512i; NF] = std::array::from_fn(|f| unsafe {
                         _mm512_loadu_si512(table[f].as_ptr().cast())
                     });
