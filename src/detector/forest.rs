@@ -473,7 +473,9 @@ impl CutIndex {
 /// position within the level; `leaf` as in [`CompleteTree`].
 #[derive(Clone)]
 struct RankTree {
-    keys: Box<[[[u16; RANK_LEVEL_SLOTS]; RANK_MAX_FEATURES]; COMPLETE_MAX_HEIGHT]>,
+    keys: Box<[[u16; RANK_LEVEL_SLOTS]; COMPLETE_MAX_HEIGHT]>,
+    /// The feature each node splits on (0 for nodes that send nothing right), same indexing.
+    feats: Box<[[u16; RANK_LEVEL_SLOTS]; COMPLETE_MAX_HEIGHT]>,
     leaf: Box<[f64; COMPLETE_SLOTS]>,
     /// When the tree has at most [`RANK_MAX_VALUES`] distinct leaf values: the code of each
     /// leaf slot and the values, padded to 16, 32 or 64 entries. Leaf values are then looked up
@@ -532,12 +534,19 @@ impl CompleteView<'_> {
         }
     }
 
-    /// Node `i`'s threshold on feature `f`: +inf (never right) unless it splits on `f`.
-    fn threshold(&self, i: usize, f: usize) -> f64 {
+    /// Node `i`'s split feature and threshold, or `None` for a node that sends nothing right
+    /// (padding, or a +inf or NaN threshold).
+    fn split(&self, i: usize) -> Option<(usize, f64)> {
+        // +inf and NaN thresholds send nothing right: no cut.
+        let splits = |t: f64| t < f64::INFINITY;
         match self {
-            CompleteView::Narrow(t) => t.node[i][f],
-            CompleteView::Wide(t) if t.feature[i] as usize == f => t.threshold[i],
-            CompleteView::Wide(_) => f64::INFINITY,
+            // A narrow node holds its threshold at its feature and +inf elsewhere.
+            CompleteView::Narrow(t) => (0..NARROW)
+                .find(|&f| splits(t.node[i][f]))
+                .map(|f| (f, t.node[i][f])),
+            CompleteView::Wide(t) => {
+                splits(t.threshold[i]).then(|| (t.feature[i] as usize, t.threshold[i]))
+            }
         }
     }
 }
@@ -557,16 +566,11 @@ impl RankForest {
                 FastTree::Pointer(_) => None,
             })
             .collect::<Option<_>>()?;
-        // +inf and NaN thresholds send nothing right; they get NEVER_RIGHT instead of a cut.
-        let splits = |t: f64| t < f64::INFINITY;
         let mut cuts = vec![Vec::new(); n_features];
         for t in &narrow {
             for i in 0..(1usize << t.height()) - 1 {
-                for (f, c) in cuts.iter_mut().enumerate() {
-                    let v = t.threshold(i, f);
-                    if splits(v) {
-                        c.push(v);
-                    }
+                if let Some((f, v)) = t.split(i) {
+                    cuts[f].push(v);
                 }
             }
         }
@@ -581,26 +585,22 @@ impl RankForest {
         let trees = narrow
             .par_iter()
             .map(|t| {
-                let mut keys = Box::new(
-                    [[[NEVER_RIGHT; RANK_LEVEL_SLOTS]; RANK_MAX_FEATURES]; COMPLETE_MAX_HEIGHT],
-                );
-                for (level, table) in keys.iter_mut().enumerate().take(t.height()) {
+                let mut keys = Box::new([[NEVER_RIGHT; RANK_LEVEL_SLOTS]; COMPLETE_MAX_HEIGHT]);
+                let mut feats = Box::new([[0u16; RANK_LEVEL_SLOTS]; COMPLETE_MAX_HEIGHT]);
+                for level in 0..t.height() {
                     let first = (1usize << level) - 1;
                     for j in 0..1usize << level {
-                        for (f, (c, keys)) in cuts.iter().zip(table.iter_mut()).enumerate() {
-                            let v = t.threshold(first + j, f);
-                            if splits(v) {
-                                // v is one of the cuts (or equal to one): its index.
-                                keys[j] = c.partition_point(|&x| x < v) as u16;
-                            }
+                        if let Some((f, v)) = t.split(first + j) {
+                            // v is one of feature f's cuts (or equal to one): its index.
+                            keys[level][j] = cuts[f].partition_point(|&x| x < v) as u16;
+                            feats[level][j] = f as u16;
                         }
                     }
                 }
-                let root = (0..cuts.len())
-                    .find(|&f| keys[0][f][0] != NEVER_RIGHT)
-                    .map_or((0, NEVER_RIGHT), |f| (f, keys[0][f][0]));
+                let root = (usize::from(feats[0][0]), keys[0][0]);
                 RankTree {
                     keys,
+                    feats,
                     leaf: Box::new(*t.leaf()),
                     leaf_codes: leaf_codes(t.leaf()),
                     root,
@@ -695,58 +695,76 @@ impl RankForest {
                         *j = step(*j, _mm512_cmpgt_epu16_mask(x, key));
                     }
                 }
-                for table in &tree.keys[h.min(1)..h.min(6)] {
-                    let t: [__m512i; NF] = std::array::from_fn(|f| unsafe {
-                        _mm512_loadu_si512(table[f].as_ptr().cast())
-                    });
-                    for gi in 0..RANK_GROUPS {
-                        let mut right: __mmask32 = 0;
-                        for f in 0..NF {
-                            let k = _mm512_permutexvar_epi16(js[gi], t[f]);
-                            right |= _mm512_cmpgt_epu16_mask(x[gi][f], k);
+                // Each record's value on the feature its node splits on: a blend tree over the
+                // feature's bits (NF <= 8, so at most 3 levels of blends).
+                let select = |x: &[__m512i; NF], f: __m512i| -> __m512i {
+                    let mut v = *x;
+                    let (mut n, mut bit) = (NF, 1i16);
+                    while n > 1 {
+                        let hi = _mm512_test_epi16_mask(f, _mm512_set1_epi16(bit));
+                        for i in 0..n / 2 {
+                            v[i] = _mm512_mask_blend_epi16(hi, v[2 * i], v[2 * i + 1]);
                         }
-                        js[gi] = step(js[gi], right);
+                        if n % 2 == 1 {
+                            // The last one has no partner: no feature index selects past NF - 1.
+                            v[n / 2] = v[n - 1];
+                        }
+                        n = n.div_ceil(2);
+                        bit <<= 1;
+                    }
+                    v[0]
+                };
+                // Levels 1..6 hold at most 32 nodes: one register each for keys and features.
+                // The RANK_GROUPS groups are independent chains, interleaved so that the CPU
+                // always has work while one waits on its permute and compare latencies.
+                for level in h.min(1)..h.min(6) {
+                    // SAFETY: the first 32 entries of two [u16; 128] tables.
+                    let (kt, ft) = unsafe {
+                        (
+                            _mm512_loadu_si512(tree.keys[level].as_ptr().cast()),
+                            _mm512_loadu_si512(tree.feats[level].as_ptr().cast()),
+                        )
+                    };
+                    for gi in 0..RANK_GROUPS {
+                        let k = _mm512_permutexvar_epi16(js[gi], kt);
+                        let xv = select(&x[gi], _mm512_permutexvar_epi16(js[gi], ft));
+                        js[gi] = step(js[gi], _mm512_cmpgt_epu16_mask(xv, k));
                     }
                 }
+                // 32 entries of a [u16; 128] table from offset 32 q (q < 4).
+                let part = |t: &[u16; RANK_LEVEL_SLOTS], q: usize| {
+                    // SAFETY: 32 u16 at 32 q <= 96 lie inside the 128-entry table.
+                    unsafe { _mm512_loadu_si512(t[32 * q..].as_ptr().cast()) }
+                };
                 if h > 6 {
                     // 64 nodes: a two-register permute.
-                    let table = &tree.keys[6];
-                    let t: [[__m512i; 2]; NF] = std::array::from_fn(|f| unsafe {
-                        [
-                            _mm512_loadu_si512(table[f].as_ptr().cast()),
-                            _mm512_loadu_si512(table[f][32..].as_ptr().cast()),
-                        ]
-                    });
+                    let (k0, k1) = (part(&tree.keys[6], 0), part(&tree.keys[6], 1));
+                    let (f0, f1) = (part(&tree.feats[6], 0), part(&tree.feats[6], 1));
                     for gi in 0..RANK_GROUPS {
-                        let mut right: __mmask32 = 0;
-                        for f in 0..NF {
-                            let k = _mm512_permutex2var_epi16(t[f][0], js[gi], t[f][1]);
-                            right |= _mm512_cmpgt_epu16_mask(x[gi][f], k);
-                        }
-                        js[gi] = step(js[gi], right);
+                        let j = js[gi];
+                        let k = _mm512_permutex2var_epi16(k0, j, k1);
+                        let xv = select(&x[gi], _mm512_permutex2var_epi16(f0, j, f1));
+                        js[gi] = step(j, _mm512_cmpgt_epu16_mask(xv, k));
                     }
                 }
                 if h > 7 {
                     // 128 nodes: two two-register permutes, chosen by bit 6 of the position.
-                    let table = &tree.keys[7];
-                    let t: [[__m512i; 4]; NF] = std::array::from_fn(|f| {
-                        std::array::from_fn(|q| unsafe {
-                            _mm512_loadu_si512(table[f][32 * q..].as_ptr().cast())
-                        })
-                    });
+                    let kt: [__m512i; 4] = std::array::from_fn(|q| part(&tree.keys[7], q));
+                    let ft: [__m512i; 4] = std::array::from_fn(|q| part(&tree.feats[7], q));
                     for gi in 0..RANK_GROUPS {
                         let j = js[gi];
                         let upper = _mm512_test_epi16_mask(j, level7_half);
-                        let mut right: __mmask32 = 0;
-                        for f in 0..NF {
-                            let k = _mm512_mask_blend_epi16(
-                                upper,
-                                _mm512_permutex2var_epi16(t[f][0], j, t[f][1]),
-                                _mm512_permutex2var_epi16(t[f][2], j, t[f][3]),
-                            );
-                            right |= _mm512_cmpgt_epu16_mask(x[gi][f], k);
-                        }
-                        js[gi] = step(j, right);
+                        let k = _mm512_mask_blend_epi16(
+                            upper,
+                            _mm512_permutex2var_epi16(kt[0], j, kt[1]),
+                            _mm512_permutex2var_epi16(kt[2], j, kt[3]),
+                        );
+                        let f = _mm512_mask_blend_epi16(
+                            upper,
+                            _mm512_permutex2var_epi16(ft[0], j, ft[1]),
+                            _mm512_permutex2var_epi16(ft[2], j, ft[3]),
+                        );
+                        js[gi] = step(j, _mm512_cmpgt_epu16_mask(select(&x[gi], f), k));
                     }
                 }
                 for (gi, &j) in js.iter().enumerate() {
