@@ -402,8 +402,9 @@ const RANK_MAX_FEATURES: usize = 8;
 /// `r(x) > k` (the cuts are sorted, so `cuts[k] < x` holds iff the first k + 1 of them are below
 /// x), and NaN counts no cut, so it goes left as before: every decision, hence every score, is
 /// the one the f64 layouts make. With 16-bit keys a 512-bit register holds 32 records, and the
-/// node keys of a whole level (up to 128) fit in four registers, so a step for 32 records is a
-/// table permute and an unsigned compare per feature instead of 32 dependent loads.
+/// node keys and split features of a whole level (up to 128 each) fit in four registers, so a
+/// step for 32 records is two table permutes, a blend tree picking each record's value on its
+/// node's feature, and one unsigned compare, instead of 32 dependent loads.
 #[derive(Clone)]
 struct RankForest {
     /// Per feature: the distinct thresholds the forest splits that feature at, ascending.
@@ -468,9 +469,9 @@ impl CutIndex {
     }
 }
 
-/// One complete tree of a [`RankForest`]: for each level and feature, the key of every node of
-/// that level (its split key on that feature, or [`NEVER_RIGHT`]), indexed by the node's
-/// position within the level; `leaf` as in [`CompleteTree`].
+/// One complete tree of a [`RankForest`]: for each level, the split key of every node of that
+/// level ([`NEVER_RIGHT`] for padding) and its split feature, indexed by the node's position
+/// within the level; `leaf` as in [`CompleteTree`].
 #[derive(Clone)]
 struct RankTree {
     keys: Box<[[u16; RANK_LEVEL_SLOTS]; COMPLETE_MAX_HEIGHT]>,
