@@ -9,6 +9,10 @@
 //! at a time so that the tree stays in L1 and several records are in flight at once. Forests of
 //! at most 4 features (the service's default) use [`NarrowTree`]s, where a step is one 4-wide
 //! compare of the whole record against the node (AVX when the CPU has it, checked at run time).
+//! On CPUs with AVX-512BW, forests of at most 8 features and complete trees are scored by a
+//! [`RankForest`] instead: values become 16-bit ranks among the forest's thresholds (the same
+//! decisions, exactly), and 32 records walk a tree per register. Every layout and kernel adds the
+//! trees in the same order, so scores are bit-identical whichever runs.
 
 use std::fmt;
 
