@@ -144,7 +144,11 @@ best_iso = min(m(iso, "score_s"), m(iso, "score_s_nthreads-1"))
 lines.append(f"Scoring: ours is **{best_sk / our_score:.1f}x** scikit-learn's best setting and **{best_iso / our_score:.1f}x** "
              f"isotree's best. Our score CPU time: {ours['score_cpu_s']:.3f} s "
              f"({n / ours['score_cpu_s']:,.0f} rows per CPU-second). Peak RSS of our whole run "
-             f"(loading the {n:,}-row CSV, {ours['seeds']} seeds): {int(os.environ['PEAK_KB']) / 1024:.0f} MiB.")
+             f"(loading the {n:,}-row CSV, {ours['seeds']} seeds): {int(os.environ['PEAK_KB']) / 1024:.0f} MiB. "
+             f"Scoring the whole batch ({ours['batch_mib']:.1f} MiB as f64) added {ours['score_peak_extra_mib']:.1f} MiB "
+             f"to the resident set at its peak (the scores themselves are {n * 8 / 2**20:.1f} MiB): peak while scoring "
+             f"< 2x the batch plus the model is "
+             f"{'**met**' if ours['score_peak_extra_mib'] < ours['batch_mib'] else '**not met**'}.")
 lines.append("")
 lines.append("AUC on this resampled set differs from the original http set (noise added); use it for throughput. "
              "Accuracy on the original datasets is checked by `tests/detector_accuracy.rs`.")

@@ -9,6 +9,10 @@
 //! at a time so that the tree stays in L1 and several records are in flight at once. Forests of
 //! at most 4 features (the service's default) use [`NarrowTree`]s, where a step is one 4-wide
 //! compare of the whole record against the node (AVX when the CPU has it, checked at run time).
+//! On CPUs with AVX-512BW, forests of at most 8 features and complete trees are scored by a
+//! [`RankForest`] instead: values become 16-bit ranks among the forest's thresholds (the same
+//! decisions, exactly), and 32 records walk a tree per register. Every layout and kernel adds the
+//! trees in the same order, so scores are bit-identical whichever runs.
 
 use std::fmt;
 
@@ -234,6 +238,51 @@ enum FastTree {
 /// Width of the rows a [`NarrowTree`] compares against.
 const NARROW: usize = 4;
 
+/// Kernels for forests of at most [`NARROW`] features, in order of preference. All make the same
+/// decisions and add the trees in the same order, so they give bit-identical scores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum NarrowPath {
+    /// Plain Rust.
+    Portable,
+    /// One 4-wide `vcmppd` per step ([`NarrowTree::accumulate_avx`]), for CPUs with AVX only.
+    Avx,
+    /// The same compiled with AVX2 (the other trees' index arithmetic is cheaper with it).
+    Avx2,
+    /// 16-bit keys, 32 records per register ([`RankForest::accumulate_avx512`]).
+    Avx512,
+}
+
+impl NarrowPath {
+    /// The best kernel this CPU can run (the standard library caches the CPUID checks).
+    fn detect() -> NarrowPath {
+        #[cfg(all(target_arch = "x86_64", netsentinel_avx512))]
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+        {
+            return NarrowPath::Avx512;
+        }
+        NarrowPath::detect_f64()
+    }
+
+    /// The best of the f64 kernels (all but [`NarrowPath::Avx512`]) this CPU can run.
+    fn detect_f64() -> NarrowPath {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("popcnt")
+            {
+                return NarrowPath::Avx2;
+            }
+            if std::arch::is_x86_feature_detected!("avx")
+                && std::arch::is_x86_feature_detected!("popcnt")
+            {
+                return NarrowPath::Avx;
+            }
+        }
+        NarrowPath::Portable
+    }
+}
+
 /// A complete tree for forests of at most [`NARROW`] features: node `i` holds a threshold per
 /// feature, its own threshold at its split feature and +inf elsewhere, so "goes right" is
 /// `any(x > t)` over the record's whole (zero-padded) row. That is the same decision as
@@ -292,9 +341,11 @@ impl NarrowTree {
         }
     }
 
+    /// `COPY` gives each caller its own copy: with two callers LLVM stopped inlining it into
+    /// [`IsolationForest::narrow_block_avx2`] and callgrind counted 9 % more instructions.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx,popcnt")]
-    unsafe fn accumulate_avx(&self, rows: &[[f64; NARROW]], acc: &mut [f64]) {
+    unsafe fn accumulate_avx<const COPY: u8>(&self, rows: &[[f64; NARROW]], acc: &mut [f64]) {
         use std::arch::x86_64::{_CMP_GT_OQ, _mm256_cmp_pd, _mm256_loadu_pd, _mm256_movemask_pd};
         let first_leaf = (1usize << self.height) - 1;
         let leaf = |i: usize| self.leaf[i.wrapping_sub(first_leaf) & (COMPLETE_SLOTS - 1)];
@@ -331,6 +382,485 @@ impl NarrowTree {
             }
             *a += leaf(idx);
         }
+    }
+}
+
+/// Records scored side by side by [`RankForest::accumulate_avx512`]: one 16-bit key per record
+/// in each of a 512-bit register's 32 lanes.
+const RANK_LANES: usize = 32;
+/// Groups of [`RANK_LANES`] records walked down a tree together (a divisor of
+/// `BLOCK_ROWS / RANK_LANES`).
+const RANK_GROUPS: usize = 4;
+/// Key of a node that sends no record right: a padding node, or a feature it does not split on.
+/// Record keys are at most the number of cut points, which is kept below it.
+const NEVER_RIGHT: u16 = u16::MAX;
+/// Nodes per level in a [`RankTree`] table: the widest level of a height-8 tree.
+const RANK_LEVEL_SLOTS: usize = COMPLETE_SLOTS / 2;
+/// Widest forest scored by [`RankForest`]: each level costs a permute and a compare per feature.
+const RANK_MAX_FEATURES: usize = 8;
+
+/// The layout of forests of at most [`RANK_MAX_FEATURES`] features and complete trees on CPUs
+/// with AVX-512BW.
+///
+/// Each feature's split thresholds over the whole forest are sorted into `cuts`. A record is
+/// turned once into one 16-bit key per feature, its rank `r(x)` = the number of cuts `< x`; a
+/// split on threshold `cuts[k]` becomes the key `k`. Then `x > cuts[k]` exactly when
+/// `r(x) > k` (the cuts are sorted, so `cuts[k] < x` holds iff the first k + 1 of them are below
+/// x), and NaN counts no cut, so it goes left as before: every decision, hence every score, is
+/// the one the f64 layouts make. With 16-bit keys a 512-bit register holds 32 records, and the
+/// node keys and split features of a whole level (up to 128 each) fit in four registers, so a
+/// step for 32 records is two table permutes, a blend tree picking each record's value on its
+/// node's feature, and one unsigned compare, instead of 32 dependent loads.
+#[derive(Clone)]
+struct RankForest {
+    /// Per feature: the distinct thresholds the forest splits that feature at, ascending.
+    cuts: Vec<Vec<f64>>,
+    /// Per feature: [`CutIndex`] of `cuts`, to rank a value with a few 16-wide compares.
+    index: Vec<CutIndex>,
+    trees: Vec<RankTree>,
+}
+
+/// A static 16-ary search tree over sorted cuts (after the S+ trees of Algorithmica's
+/// "Algorithms for Modern Hardware"). `levels[0]` is the cuts; `levels[k + 1][i]` is
+/// `levels[k][16 i + 15]`, the last cut of block i, so the blocks of `levels[k]` wholly below x
+/// are counted by the cuts of `levels[k + 1]` below x; the top level has at most 15 cuts. Every
+/// level is padded with +inf (below nothing) to whole blocks plus one.
+#[derive(Clone)]
+struct CutIndex {
+    levels: Vec<Vec<f64>>,
+}
+
+impl CutIndex {
+    fn new(cuts: &[f64]) -> CutIndex {
+        let mut levels = Vec::new();
+        let mut cur = cuts.to_vec();
+        loop {
+            let n = cur.len();
+            let next: Vec<f64> = (0..n / 16).map(|i| cur[16 * i + 15]).collect();
+            cur.resize(16 * (n / 16 + 1), f64::INFINITY);
+            levels.push(cur);
+            if next.is_empty() {
+                break;
+            }
+            cur = next;
+        }
+        CutIndex { levels }
+    }
+
+    /// Number of cuts below `x` (0 for NaN), as `cuts.partition_point(|&c| c < x)`.
+    #[cfg(all(target_arch = "x86_64", netsentinel_avx512))]
+    // The AVX-512 intrinsics are stable since Rust 1.89; build.rs sets the cfg from 1.89 on.
+    #[allow(clippy::incompatible_msrv)]
+    #[target_feature(enable = "avx512f")]
+    fn rank_avx512(&self, x: f64) -> usize {
+        use std::arch::x86_64::{_CMP_LT_OQ, _mm512_cmp_pd_mask, _mm512_loadu_pd, _mm512_set1_pd};
+        let xv = _mm512_set1_pd(x);
+        let mut q = 0usize;
+        for level in self.levels.iter().rev() {
+            // q blocks of this level are wholly below x; count the cuts below x in the next one.
+            let block = &level[16 * q..16 * q + 16];
+            // SAFETY: `block` is 16 f64s; each load reads 8 of them.
+            let (lo, hi) = unsafe {
+                (
+                    _mm512_loadu_pd(block.as_ptr()),
+                    _mm512_loadu_pd(block[8..].as_ptr()),
+                )
+            };
+            // Ordered `<`: false for NaN, so NaN counts nothing.
+            let below = u32::from(_mm512_cmp_pd_mask::<_CMP_LT_OQ>(lo, xv))
+                | (u32::from(_mm512_cmp_pd_mask::<_CMP_LT_OQ>(hi, xv)) << 8);
+            q = 16 * q + below.count_ones() as usize;
+        }
+        q
+    }
+}
+
+/// One complete tree of a [`RankForest`]: for each level, the split key of every node of that
+/// level ([`NEVER_RIGHT`] for padding) and its split feature, indexed by the node's position
+/// within the level; `leaf` as in [`CompleteTree`].
+#[derive(Clone)]
+struct RankTree {
+    keys: Box<[[u16; RANK_LEVEL_SLOTS]; COMPLETE_MAX_HEIGHT]>,
+    /// The feature each node splits on (0 for nodes that send nothing right), same indexing.
+    feats: Box<[[u16; RANK_LEVEL_SLOTS]; COMPLETE_MAX_HEIGHT]>,
+    leaf: Box<[f64; COMPLETE_SLOTS]>,
+    /// When the tree has at most [`RANK_MAX_VALUES`] distinct leaf values: the code of each
+    /// leaf slot and the values, padded to 16, 32 or 64 entries. Leaf values are then looked up
+    /// with register permutes; a gather of 8 values costs more than a whole level of the walk.
+    leaf_codes: Option<(Box<[u16; COMPLETE_SLOTS]>, Vec<f64>)>,
+    /// The root's split feature and key (level 0 of `keys` in short): one compare instead of
+    /// one per feature.
+    root: (usize, u16),
+    height: usize,
+}
+
+/// Most distinct leaf values looked up by permutes (four two-register `vpermt2pd`s).
+const RANK_MAX_VALUES: usize = 64;
+
+/// Leaf codes and the padded table of distinct values (by bits), if there are few enough.
+fn leaf_codes(leaf: &[f64; COMPLETE_SLOTS]) -> Option<(Box<[u16; COMPLETE_SLOTS]>, Vec<f64>)> {
+    let mut values: Vec<u64> = leaf.iter().map(|v| v.to_bits()).collect();
+    values.sort_unstable();
+    values.dedup();
+    if values.len() > RANK_MAX_VALUES {
+        return None;
+    }
+    let mut codes = Box::new([0u16; COMPLETE_SLOTS]);
+    for (c, v) in codes.iter_mut().zip(leaf) {
+        // Found: v's bits are in the table.
+        *c = values.binary_search(&v.to_bits()).unwrap_or(0) as u16;
+    }
+    let padded = match values.len() {
+        0..=16 => 16,
+        17..=32 => 32,
+        _ => 64,
+    };
+    let mut table: Vec<f64> = values.into_iter().map(f64::from_bits).collect();
+    table.resize(padded, 0.0);
+    Some((codes, table))
+}
+
+/// A complete tree in either of its scoring forms, as [`RankForest::build`] reads it.
+enum CompleteView<'a> {
+    Narrow(&'a NarrowTree),
+    Wide(&'a CompleteTree),
+}
+
+impl CompleteView<'_> {
+    fn height(&self) -> usize {
+        match self {
+            CompleteView::Narrow(t) => t.height,
+            CompleteView::Wide(t) => t.height,
+        }
+    }
+
+    fn leaf(&self) -> &[f64; COMPLETE_SLOTS] {
+        match self {
+            CompleteView::Narrow(t) => &t.leaf,
+            CompleteView::Wide(t) => &t.leaf,
+        }
+    }
+
+    /// Node `i`'s split feature and threshold, or `None` for a node that sends nothing right
+    /// (padding, or a +inf or NaN threshold).
+    fn split(&self, i: usize) -> Option<(usize, f64)> {
+        // +inf and NaN thresholds send nothing right: no cut.
+        let splits = |t: f64| t < f64::INFINITY;
+        match self {
+            // A narrow node holds its threshold at its feature and +inf elsewhere.
+            CompleteView::Narrow(t) => (0..NARROW)
+                .find(|&f| splits(t.node[i][f]))
+                .map(|f| (f, t.node[i][f])),
+            CompleteView::Wide(t) => {
+                splits(t.threshold[i]).then(|| (t.feature[i] as usize, t.threshold[i]))
+            }
+        }
+    }
+}
+
+impl RankForest {
+    /// `None` unless every tree is complete (narrow or not) and each feature has fewer cuts than
+    /// 16-bit keys allow.
+    fn build(fast: &[FastTree], n_features: usize) -> Option<RankForest> {
+        if n_features > RANK_MAX_FEATURES {
+            return None;
+        }
+        let narrow: Vec<CompleteView> = fast
+            .iter()
+            .map(|t| match t {
+                FastTree::Narrow(n) => Some(CompleteView::Narrow(n)),
+                FastTree::Complete(c) => Some(CompleteView::Wide(c)),
+                FastTree::Pointer(_) => None,
+            })
+            .collect::<Option<_>>()?;
+        let mut cuts = vec![Vec::new(); n_features];
+        for t in &narrow {
+            for i in 0..(1usize << t.height()) - 1 {
+                if let Some((f, v)) = t.split(i) {
+                    cuts[f].push(v);
+                }
+            }
+        }
+        for c in &mut cuts {
+            c.sort_unstable_by(f64::total_cmp);
+            // -0.0 and 0.0 are one cut: the same decisions.
+            c.dedup_by(|a, b| a == b);
+            if c.len() >= usize::from(NEVER_RIGHT) {
+                return None;
+            }
+        }
+        let trees = narrow
+            .par_iter()
+            .map(|t| {
+                let mut keys = Box::new([[NEVER_RIGHT; RANK_LEVEL_SLOTS]; COMPLETE_MAX_HEIGHT]);
+                let mut feats = Box::new([[0u16; RANK_LEVEL_SLOTS]; COMPLETE_MAX_HEIGHT]);
+                for level in 0..t.height() {
+                    let first = (1usize << level) - 1;
+                    for j in 0..1usize << level {
+                        if let Some((f, v)) = t.split(first + j) {
+                            // v is one of feature f's cuts (or equal to one): its index.
+                            keys[level][j] = cuts[f].partition_point(|&x| x < v) as u16;
+                            feats[level][j] = f as u16;
+                        }
+                    }
+                }
+                let root = (usize::from(feats[0][0]), keys[0][0]);
+                RankTree {
+                    keys,
+                    feats,
+                    leaf: Box::new(*t.leaf()),
+                    leaf_codes: leaf_codes(t.leaf()),
+                    root,
+                    height: t.height(),
+                }
+            })
+            .collect();
+        let index = cuts.iter().map(|c| CutIndex::new(c)).collect();
+        Some(RankForest { cuts, index, trees })
+    }
+
+    /// Keys of row-major `rows` (`nf` wide, at most [`BLOCK_ROWS`]) into feature-major `keys`:
+    /// per value, the number of cuts below it (NaN is below none, so it stays left everywhere).
+    #[cfg(all(target_arch = "x86_64", netsentinel_avx512))]
+    // The AVX-512 intrinsics are stable since Rust 1.89; build.rs sets the cfg from 1.89 on.
+    #[allow(clippy::incompatible_msrv)]
+    #[target_feature(enable = "avx512f")]
+    fn keys_avx512(&self, rows: &[f64], keys: &mut [[u16; BLOCK_ROWS]; RANK_MAX_FEATURES]) {
+        let nf = self.cuts.len();
+        for (r, row) in rows.chunks_exact(nf).enumerate() {
+            for (f, index) in self.index.iter().enumerate() {
+                // At most the cut count, which build() keeps below u16::MAX.
+                keys[f][r] = index.rank_avx512(row[f]) as u16;
+            }
+        }
+    }
+
+    /// Adds every tree's path length of the first `groups * RANK_LANES` records of `keys` to
+    /// `acc`, trees in forest order (the same sum, bit for bit, as the other layouts).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F and AVX-512BW. `groups` is a multiple of [`RANK_GROUPS`]
+    /// (groups past `BLOCK_ROWS` are ignored).
+    #[cfg(all(target_arch = "x86_64", netsentinel_avx512))]
+    // The AVX-512 intrinsics are stable since Rust 1.89; build.rs sets the cfg from 1.89 on.
+    #[allow(clippy::incompatible_msrv)]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn accumulate_avx512<const NF: usize>(
+        &self,
+        keys: &[[u16; BLOCK_ROWS]; RANK_MAX_FEATURES],
+        groups: usize,
+        acc: &mut [f64; BLOCK_ROWS],
+    ) {
+        use std::arch::x86_64::*;
+        debug_assert!(groups * RANK_LANES <= BLOCK_ROWS);
+        let ones = _mm512_set1_epi16(1);
+        let level7_half = _mm512_set1_epi16(64);
+        let slot_high = _mm512_set1_epi16(128);
+        let (sixteen, thirty_two) = (_mm512_set1_epi64(16), _mm512_set1_epi64(32));
+        for tree in &self.trees {
+            let h = tree.height;
+            for g0 in (0..groups.min(BLOCK_ROWS / RANK_LANES)).step_by(RANK_GROUPS) {
+                // SAFETY (every load below): each reads 64 bytes inside a fixed-size array: 32
+                // keys of a [u16; 512] row at (g0 + gi) * 32 <= 480 (groups is a multiple of
+                // RANK_GROUPS, at most 16), or 32 keys at offset 0/32/64/96 of a [u16; 128] table.
+                let x: [[__m512i; NF]; RANK_GROUPS] = std::array::from_fn(|gi| {
+                    std::array::from_fn(|f| unsafe {
+                        _mm512_loadu_si512(keys[f][(g0 + gi) * RANK_LANES..].as_ptr().cast())
+                    })
+                });
+                let mut js = [_mm512_setzero_si512(); RANK_GROUPS];
+                // Next position 2j + [went right]: one masked add. Written as assembly because
+                // LLVM turns the intrinsic into three instructions (mask to vector, shift, or).
+                let step = |j: __m512i, right: __mmask32| {
+                    let mut next = _mm512_add_epi16(j, j);
+                    // SAFETY: a register-only AVX-512BW add under a mask (enabled on this
+                    // function); lanes outside the mask keep 2j.
+                    unsafe {
+                        std::arch::asm!(
+                            "vpaddw {next}{{{right}}}, {next}, {ones}",
+                            next = inout(zmm_reg) next,
+                            right = in(kreg) right,
+                            ones = in(zmm_reg) ones,
+                            options(pure, nomem, nostack, preserves_flags),
+                        );
+                    }
+                    next
+                };
+                // Levels 0..6 hold at most 32 nodes: one permute of one register per feature.
+                // The RANK_GROUPS groups are independent chains, interleaved so that the CPU
+                // always has work while one waits on its permute and compare latencies.
+                if h > 0 {
+                    // Level 0: the root splits on one feature, so one compare.
+                    let (f, key) = tree.root;
+                    let key = _mm512_set1_epi16(key as i16);
+                    for (gi, j) in js.iter_mut().enumerate() {
+                        // SAFETY: f is a feature of the forest, below RANK_MAX_FEATURES; 32 keys
+                        // of a [u16; 512] row at (g0 + gi) * 32 <= 480.
+                        let x = unsafe {
+                            _mm512_loadu_si512(keys[f][(g0 + gi) * RANK_LANES..].as_ptr().cast())
+                        };
+                        *j = step(*j, _mm512_cmpgt_epu16_mask(x, key));
+                    }
+                }
+                // Each record's value on the feature its node splits on: a blend tree over the
+                // feature's bits (NF <= 8, so at most 3 levels of blends).
+                let select = |x: &[__m512i; NF], f: __m512i| -> __m512i {
+                    let mut v = *x;
+                    let (mut n, mut bit) = (NF, 1i16);
+                    while n > 1 {
+                        let hi = _mm512_test_epi16_mask(f, _mm512_set1_epi16(bit));
+                        for i in 0..n / 2 {
+                            v[i] = _mm512_mask_blend_epi16(hi, v[2 * i], v[2 * i + 1]);
+                        }
+                        if n % 2 == 1 {
+                            // The last one has no partner: no feature index selects past NF - 1.
+                            v[n / 2] = v[n - 1];
+                        }
+                        n = n.div_ceil(2);
+                        bit <<= 1;
+                    }
+                    v[0]
+                };
+                // Levels 1..6 hold at most 32 nodes: one register each for keys and features.
+                // The RANK_GROUPS groups are independent chains, interleaved so that the CPU
+                // always has work while one waits on its permute and compare latencies.
+                for level in h.min(1)..h.min(6) {
+                    // SAFETY: the first 32 entries of two [u16; 128] tables.
+                    let (kt, ft) = unsafe {
+                        (
+                            _mm512_loadu_si512(tree.keys[level].as_ptr().cast()),
+                            _mm512_loadu_si512(tree.feats[level].as_ptr().cast()),
+                        )
+                    };
+                    for gi in 0..RANK_GROUPS {
+                        let k = _mm512_permutexvar_epi16(js[gi], kt);
+                        let xv = select(&x[gi], _mm512_permutexvar_epi16(js[gi], ft));
+                        js[gi] = step(js[gi], _mm512_cmpgt_epu16_mask(xv, k));
+                    }
+                }
+                // 32 entries of a [u16; 128] table from offset 32 q (q < 4).
+                let part = |t: &[u16; RANK_LEVEL_SLOTS], q: usize| {
+                    // SAFETY: 32 u16 at 32 q <= 96 lie inside the 128-entry table.
+                    unsafe { _mm512_loadu_si512(t[32 * q..].as_ptr().cast()) }
+                };
+                if h > 6 {
+                    // 64 nodes: a two-register permute.
+                    let (k0, k1) = (part(&tree.keys[6], 0), part(&tree.keys[6], 1));
+                    let (f0, f1) = (part(&tree.feats[6], 0), part(&tree.feats[6], 1));
+                    for gi in 0..RANK_GROUPS {
+                        let j = js[gi];
+                        let k = _mm512_permutex2var_epi16(k0, j, k1);
+                        let xv = select(&x[gi], _mm512_permutex2var_epi16(f0, j, f1));
+                        js[gi] = step(j, _mm512_cmpgt_epu16_mask(xv, k));
+                    }
+                }
+                if h > 7 {
+                    // 128 nodes: two two-register permutes, chosen by bit 6 of the position.
+                    let kt: [__m512i; 4] = std::array::from_fn(|q| part(&tree.keys[7], q));
+                    let ft: [__m512i; 4] = std::array::from_fn(|q| part(&tree.feats[7], q));
+                    for gi in 0..RANK_GROUPS {
+                        let j = js[gi];
+                        let upper = _mm512_test_epi16_mask(j, level7_half);
+                        let k = _mm512_mask_blend_epi16(
+                            upper,
+                            _mm512_permutex2var_epi16(kt[0], j, kt[1]),
+                            _mm512_permutex2var_epi16(kt[2], j, kt[3]),
+                        );
+                        let f = _mm512_mask_blend_epi16(
+                            upper,
+                            _mm512_permutex2var_epi16(ft[0], j, ft[1]),
+                            _mm512_permutex2var_epi16(ft[2], j, ft[3]),
+                        );
+                        js[gi] = step(j, _mm512_cmpgt_epu16_mask(select(&x[gi], f), k));
+                    }
+                }
+                for (gi, &j) in js.iter().enumerate() {
+                    let r0 = (g0 + gi) * RANK_LANES;
+                    // j is each record's leaf slot, below 2^h <= 256.
+                    let Some((codes, values)) = &tree.leaf_codes else {
+                        for q in 0..4 {
+                            let idx = _mm512_cvtepu16_epi64(extract_quarter(j, q));
+                            let a = &mut acc[r0 + 8 * q..r0 + 8 * q + 8];
+                            // SAFETY: every index is a leaf slot below 256, the length of `leaf`;
+                            // `a` is 8 f64s.
+                            unsafe {
+                                let v = _mm512_i64gather_pd::<8>(idx, tree.leaf.as_ptr());
+                                let sum = _mm512_add_pd(_mm512_loadu_pd(a.as_ptr()), v);
+                                _mm512_storeu_pd(a.as_mut_ptr(), sum);
+                            }
+                        }
+                        continue;
+                    };
+                    // SAFETY: 64-byte loads inside the [u16; 256] code table (offsets 0..224 words).
+                    let code_table =
+                        |k: usize| unsafe { _mm512_loadu_si512(codes[32 * k..].as_ptr().cast()) };
+                    // Codes of slots 0..64, then (taller trees) 64..128 and 128..256.
+                    let mut code = _mm512_permutex2var_epi16(code_table(0), j, code_table(1));
+                    if h > 6 {
+                        let c1 = _mm512_permutex2var_epi16(code_table(2), j, code_table(3));
+                        code = _mm512_mask_blend_epi16(
+                            _mm512_test_epi16_mask(j, level7_half),
+                            code,
+                            c1,
+                        );
+                    }
+                    if h > 7 {
+                        let c2 = _mm512_permutex2var_epi16(code_table(4), j, code_table(5));
+                        let c3 = _mm512_permutex2var_epi16(code_table(6), j, code_table(7));
+                        let upper =
+                            _mm512_mask_blend_epi16(_mm512_test_epi16_mask(j, level7_half), c2, c3);
+                        code = _mm512_mask_blend_epi16(
+                            _mm512_test_epi16_mask(j, slot_high),
+                            code,
+                            upper,
+                        );
+                    }
+                    // SAFETY: 64-byte loads inside `values`, which holds 16, 32 or 64 f64s.
+                    let value_table =
+                        |k: usize| unsafe { _mm512_loadu_pd(values[8 * k..].as_ptr()) };
+                    for q in 0..4 {
+                        let c = _mm512_cvtepu16_epi64(extract_quarter(code, q));
+                        let mut v = _mm512_permutex2var_pd(value_table(0), c, value_table(1));
+                        if values.len() > 16 {
+                            let v1 = _mm512_permutex2var_pd(value_table(2), c, value_table(3));
+                            v = _mm512_mask_blend_pd(_mm512_test_epi64_mask(c, sixteen), v, v1);
+                        }
+                        if values.len() > 32 {
+                            let v2 = _mm512_permutex2var_pd(value_table(4), c, value_table(5));
+                            let v3 = _mm512_permutex2var_pd(value_table(6), c, value_table(7));
+                            let upper =
+                                _mm512_mask_blend_pd(_mm512_test_epi64_mask(c, sixteen), v2, v3);
+                            v = _mm512_mask_blend_pd(
+                                _mm512_test_epi64_mask(c, thirty_two),
+                                v,
+                                upper,
+                            );
+                        }
+                        let a = &mut acc[r0 + 8 * q..r0 + 8 * q + 8];
+                        // SAFETY: `a` is 8 f64s.
+                        unsafe {
+                            let sum = _mm512_add_pd(_mm512_loadu_pd(a.as_ptr()), v);
+                            _mm512_storeu_pd(a.as_mut_ptr(), sum);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Lanes 8q..8q+8 of 32 16-bit lanes.
+#[cfg(all(target_arch = "x86_64", netsentinel_avx512))]
+// The AVX-512 intrinsics are stable since Rust 1.89; build.rs sets the cfg from 1.89 on.
+#[allow(clippy::incompatible_msrv)]
+#[target_feature(enable = "avx512f")]
+fn extract_quarter(v: std::arch::x86_64::__m512i, q: usize) -> std::arch::x86_64::__m128i {
+    use std::arch::x86_64::_mm512_extracti32x4_epi32;
+    match q {
+        0 => _mm512_extracti32x4_epi32::<0>(v),
+        1 => _mm512_extracti32x4_epi32::<1>(v),
+        2 => _mm512_extracti32x4_epi32::<2>(v),
+        _ => _mm512_extracti32x4_epi32::<3>(v),
     }
 }
 
@@ -530,6 +1060,8 @@ pub struct IsolationForest {
     max_samples: usize,
     trees: Vec<Tree>,
     fast: Vec<FastTree>,
+    /// Built only where the CPU can use it (AVX-512BW) and the forest fits it.
+    rank: Option<RankForest>,
 }
 
 /// The serialised form of [`IsolationForest`].
@@ -639,15 +1171,21 @@ impl fmt::Debug for IsolationForest {
 
 impl IsolationForest {
     fn from_trees(n_features: usize, max_samples: usize, trees: Vec<Tree>) -> Self {
-        let fast = trees
+        let fast: Vec<FastTree> = trees
             .iter()
             .map(|t| FastTree::build(t, n_features))
             .collect();
+        let rank = if NarrowPath::detect() == NarrowPath::Avx512 {
+            RankForest::build(&fast, n_features)
+        } else {
+            None
+        };
         IsolationForest {
             n_features,
             max_samples,
             trees,
             fast,
+            rank,
         }
     }
 
@@ -748,6 +1286,10 @@ impl IsolationForest {
         out[n..].fill(f64::NAN);
         let rows = &rows[..n * nf];
         let out = &mut out[..n];
+        #[cfg(all(target_arch = "x86_64", netsentinel_avx512))]
+        if let (true, Some(rank)) = (nf > NARROW, &self.rank) {
+            return self.score_rank(rank, rows, out);
+        }
         match nf.next_power_of_two() {
             1..=NARROW => self.score_narrow(rows, out),
             8 => self.score_padded::<8>(rows, out),
@@ -779,30 +1321,81 @@ impl IsolationForest {
             });
     }
 
-    /// At most [`NARROW`] features: rows zero-padded to [`NARROW`] values, trees narrow or pointer.
+    /// Scores one block (at most [`BLOCK_ROWS`] records) through a [`RankForest`].
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F and AVX-512BW.
+    #[cfg(all(target_arch = "x86_64", netsentinel_avx512))]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    unsafe fn rank_block(&self, rank: &RankForest, block: &[f64], out: &mut [f64]) {
+        let mut keys = [[0u16; BLOCK_ROWS]; RANK_MAX_FEATURES];
+        let mut acc = [0.0f64; BLOCK_ROWS];
+        let groups = out.len().div_ceil(RANK_LANES * RANK_GROUPS) * RANK_GROUPS;
+        // SAFETY: the caller guarantees AVX-512F/BW; a block has at most BLOCK_ROWS records.
+        unsafe {
+            rank.keys_avx512(block, &mut keys);
+            match self.n_features {
+                1 => rank.accumulate_avx512::<1>(&keys, groups, &mut acc),
+                2 => rank.accumulate_avx512::<2>(&keys, groups, &mut acc),
+                3 => rank.accumulate_avx512::<3>(&keys, groups, &mut acc),
+                4 => rank.accumulate_avx512::<4>(&keys, groups, &mut acc),
+                5 => rank.accumulate_avx512::<5>(&keys, groups, &mut acc),
+                6 => rank.accumulate_avx512::<6>(&keys, groups, &mut acc),
+                7 => rank.accumulate_avx512::<7>(&keys, groups, &mut acc),
+                _ => rank.accumulate_avx512::<8>(&keys, groups, &mut acc),
+            }
+        }
+        out.copy_from_slice(&acc[..out.len()]);
+        self.scores_from_sums(out);
+    }
+
+    /// Forests of [`NARROW`] + 1 to [`RANK_MAX_FEATURES`] features on CPUs with AVX-512BW.
+    #[cfg(all(target_arch = "x86_64", netsentinel_avx512))]
+    fn score_rank(&self, rank: &RankForest, rows: &[f64], out: &mut [f64]) {
+        let nf = self.n_features;
+        rows.par_chunks(BLOCK_ROWS * nf)
+            .zip(out.par_chunks_mut(BLOCK_ROWS))
+            // SAFETY: a RankForest is built only where detect() found AVX-512F and AVX-512BW.
+            .for_each(|(block, out)| unsafe { self.rank_block(rank, block, out) });
+    }
+
+    /// At most [`NARROW`] features, with the best kernel this CPU has.
     fn score_narrow(&self, rows: &[f64], out: &mut [f64]) {
+        self.score_narrow_with(rows, out, NarrowPath::detect());
+    }
+
+    /// At most [`NARROW`] features: with AVX-512 and a [`RankForest`], 16-bit keys 32 records
+    /// at a time; otherwise rows zero-padded to [`NARROW`] values, trees narrow or pointer.
+    /// `path` is capped at what the CPU has, so tests can ask for any path safely.
+    fn score_narrow_with(&self, rows: &[f64], out: &mut [f64], path: NarrowPath) {
+        let path = path.min(NarrowPath::detect());
         let nf = self.n_features;
         rows.par_chunks(BLOCK_ROWS * nf)
             .zip(out.par_chunks_mut(BLOCK_ROWS))
             .for_each(|(block, out)| {
+                #[cfg(all(target_arch = "x86_64", netsentinel_avx512))]
+                if let (NarrowPath::Avx512, Some(rank)) = (path, &self.rank) {
+                    // SAFETY: path is Avx512 only where the CPU has AVX-512F and AVX-512BW
+                    // (capped by detect above).
+                    unsafe { self.rank_block(rank, block, out) };
+                    return;
+                }
                 let mut padded = vec![[0.0f64; NARROW]; out.len()];
                 for (p, row) in padded.iter_mut().zip(block.chunks_exact(nf)) {
                     p[..nf].copy_from_slice(row);
                 }
                 out.fill(0.0);
-                #[cfg(target_arch = "x86_64")]
-                {
-                    if std::arch::is_x86_feature_detected!("avx2")
-                        && std::arch::is_x86_feature_detected!("popcnt")
-                    {
-                        // SAFETY: the CPU has AVX2, checked just above.
-                        unsafe { self.narrow_block_avx2(&padded, out) };
-                    } else {
-                        self.narrow_block(&padded, out);
-                    }
+                match path.min(NarrowPath::detect_f64()) {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: detect_f64 says Avx2 only where the CPU has AVX2 and POPCNT.
+                    NarrowPath::Avx2 | NarrowPath::Avx512 => unsafe {
+                        self.narrow_block_avx2(&padded, out)
+                    },
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: detect_f64 says Avx or more only where the CPU has AVX and POPCNT.
+                    NarrowPath::Avx => unsafe { self.narrow_block_avx(&padded, out) },
+                    _ => self.narrow_block(&padded, out),
                 }
-                #[cfg(not(target_arch = "x86_64"))]
-                self.narrow_block(&padded, out);
                 self.scores_from_sums(out);
             });
     }
@@ -822,13 +1415,29 @@ impl IsolationForest {
 
     /// [`narrow_block`](Self::narrow_block) with AVX: a step's four compares are one `vcmppd`
     /// (`_CMP_GT_OQ` is IEEE `>`: false on NaN), so scores are identical to the portable path.
+    /// Needs AVX only (not AVX2), so CPUs with AVX but without AVX2 get it too.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx,popcnt")]
+    unsafe fn narrow_block_avx(&self, rows: &[[f64; NARROW]], out: &mut [f64]) {
+        for tree in &self.fast {
+            match tree {
+                // SAFETY: AVX and POPCNT are enabled on this function.
+                FastTree::Narrow(t) => unsafe { t.accumulate_avx::<0>(rows, out) },
+                FastTree::Pointer(t) => t.accumulate_padded(rows, out),
+                FastTree::Complete(t) => t.accumulate_padded(rows, out),
+            }
+        }
+    }
+
+    /// [`narrow_block_avx`](Self::narrow_block_avx) compiled with AVX2 (as before the AVX-only
+    /// variant existed): the same compares, so the same scores.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,popcnt")]
     unsafe fn narrow_block_avx2(&self, rows: &[[f64; NARROW]], out: &mut [f64]) {
         for tree in &self.fast {
             match tree {
-                // SAFETY: AVX2 is enabled on this function, so AVX is available.
-                FastTree::Narrow(t) => unsafe { t.accumulate_avx(rows, out) },
+                // SAFETY: AVX2 (hence AVX) and POPCNT are enabled on this function.
+                FastTree::Narrow(t) => unsafe { t.accumulate_avx::<1>(rows, out) },
                 FastTree::Pointer(t) => t.accumulate_padded(rows, out),
                 FastTree::Complete(t) => t.accumulate_padded(rows, out),
             }
@@ -1028,6 +1637,198 @@ mod tests {
                         "row {i}"
                     );
                 }
+            }
+        }
+    }
+
+    /// Probe rows for a forest: random values, training rows, and values exactly equal to split
+    /// thresholds of the forest (and their neighbours), where an off-by-one comparison would show.
+    fn probe_with_thresholds(f: &IsolationForest, x: &Matrix, n_rows: usize, seed: u64) -> Matrix {
+        let nf = f.n_features();
+        let mut per_feature: Vec<Vec<f64>> = vec![Vec::new(); nf];
+        for t in &f.trees {
+            for i in 0..t.len() {
+                if !t.is_leaf(i) {
+                    per_feature[t.feature[i] as usize].push(t.threshold[i]);
+                }
+            }
+        }
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut data = Vec::with_capacity(n_rows * nf);
+        for r in 0..n_rows {
+            let base = x.row(rng.random_range(0..x.n_rows()));
+            // Every 5th row is made only of thresholds; the others mix thresholds in.
+            let all_thresholds = r % 5 == 0;
+            for (j, thresholds) in per_feature.iter().enumerate() {
+                let pick = rng.random_range(0..6u32);
+                let v = if !thresholds.is_empty() && (all_thresholds || pick < 3) {
+                    let t = thresholds[rng.random_range(0..thresholds.len())];
+                    match pick {
+                        0 if !all_thresholds => t.next_up(),
+                        1 if !all_thresholds => t.next_down(),
+                        _ => t,
+                    }
+                } else if pick == 3 {
+                    rng.random::<f64>() * 20.0 - 10.0
+                } else {
+                    base[j]
+                };
+                data.push(v);
+            }
+        }
+        Matrix::new(n_rows, nf, data).unwrap()
+    }
+
+    #[test]
+    fn optimized_scorer_matches_reference_on_thresholds_feature_counts_and_heights() {
+        // max_samples 12 → height 4 (shallow complete), 256 → height 8 (complete, the default),
+        // 700 → height 10 (pointer layout).
+        let one = rayon::ThreadPoolBuilder::new()
+            .num_threads(1)
+            .build()
+            .unwrap();
+        for n_cols in [1usize, 3, 4, 5, 17, 36] {
+            for max_samples in [12u64, 256, 700] {
+                let n_rows = 1500;
+                let x = random_matrix(n_rows, n_cols, 3 + n_cols as u64);
+                let p = ForestParams {
+                    n_estimators: 30,
+                    max_samples: crate::detector::params::MaxSamples::Count(max_samples),
+                    seed: max_samples,
+                    ..Default::default()
+                }
+                .check(n_rows, n_cols)
+                .unwrap();
+                let f = IsolationForest::fit(&x, &p);
+                // 1237 rows: several blocks plus a partial one, not a multiple of any lane count.
+                let probe = probe_with_thresholds(&f, &x, 1237, n_cols as u64);
+                let want: Vec<u64> = probe
+                    .rows()
+                    .map(|r| f.score_reference(r).to_bits())
+                    .collect();
+                let got: Vec<u64> = f.score_matrix(&probe).iter().map(|v| v.to_bits()).collect();
+                assert_eq!(got, want, "{n_cols} features, max_samples {max_samples}");
+                let got_one: Vec<u64> = one
+                    .install(|| f.score_matrix(&probe))
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect();
+                assert_eq!(
+                    got_one, want,
+                    "1 thread, {n_cols} features, max_samples {max_samples}"
+                );
+                if NarrowPath::detect() == NarrowPath::Avx512
+                    && max_samples <= 256
+                    && n_cols <= RANK_MAX_FEATURES
+                {
+                    assert!(f.rank.is_some(), "complete trees use the rank kernel");
+                }
+                if n_cols <= NARROW {
+                    // Every narrow kernel this CPU has, not only the one score_matrix picks.
+                    for path in [
+                        NarrowPath::Portable,
+                        NarrowPath::Avx,
+                        NarrowPath::Avx2,
+                        NarrowPath::Avx512,
+                    ] {
+                        let mut out = vec![0.0; probe.n_rows()];
+                        f.score_narrow_with(probe.as_slice(), &mut out, path);
+                        let got: Vec<u64> = out.iter().map(|v| v.to_bits()).collect();
+                        assert_eq!(got, want, "{path:?}, {n_cols} features, ψ {max_samples}");
+                    }
+                }
+                let Some(rank) = &f.rank else { continue };
+                assert!(rank.trees.iter().all(|t| t.leaf_codes.is_some()));
+                // The gather fallback for trees with many distinct leaf values, and wider
+                // value tables than needed (the other lookup branches).
+                for width in [0, 32, 64] {
+                    let mut g = f.clone();
+                    for t in &mut g.rank.as_mut().unwrap().trees {
+                        match &mut t.leaf_codes {
+                            Some((_, values)) if width > 0 => {
+                                values.resize(values.len().max(width), 0.0)
+                            }
+                            codes => *codes = None,
+                        }
+                    }
+                    let got: Vec<u64> =
+                        g.score_matrix(&probe).iter().map(|v| v.to_bits()).collect();
+                    assert_eq!(
+                        got, want,
+                        "{width} values, {n_cols} features, ψ {max_samples}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rank_kernel_keeps_decisions_on_non_finite_and_signed_zero_inputs() {
+        // Data with many exact zeros so that 0.0 is a split threshold; probe NaN, ±inf, ±0.0.
+        let mut x = random_matrix(2000, 4, 21).into_vec();
+        for (i, v) in x.iter_mut().enumerate() {
+            if i % 3 == 0 {
+                *v = 0.0;
+            }
+        }
+        let x = Matrix::new(2000, 4, x).unwrap();
+        let f = IsolationForest::fit(&x, &params(2000, 4, 5));
+        let odd = [
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            0.0,
+            -0.0,
+            1e300,
+            -1e-300,
+        ];
+        let mut data = Vec::new();
+        for a in odd {
+            for b in odd {
+                data.extend_from_slice(&[a, b, -b, a]);
+            }
+        }
+        let probe = Matrix::new(data.len() / 4, 4, data).unwrap();
+        let want: Vec<u64> = probe
+            .rows()
+            .map(|r| f.score_reference(r).to_bits())
+            .collect();
+        for path in [
+            NarrowPath::Portable,
+            NarrowPath::Avx,
+            NarrowPath::Avx2,
+            NarrowPath::Avx512,
+        ] {
+            let mut out = vec![0.0; probe.n_rows()];
+            f.score_narrow_with(probe.as_slice(), &mut out, path);
+            let got: Vec<u64> = out.iter().map(|v| v.to_bits()).collect();
+            assert_eq!(got, want, "{path:?}");
+        }
+    }
+
+    #[test]
+    #[cfg(all(target_arch = "x86_64", netsentinel_avx512))]
+    fn cut_index_ranks_like_partition_point() {
+        if NarrowPath::detect() != NarrowPath::Avx512 {
+            return;
+        }
+        let mut rng = StdRng::seed_from_u64(4);
+        for n in [0usize, 1, 15, 16, 17, 255, 256, 257, 4111] {
+            let mut cuts: Vec<f64> = (0..n).map(|_| rng.random::<f64>() * 10.0 - 5.0).collect();
+            if n > 3 {
+                cuts[0] = f64::NEG_INFINITY;
+                cuts[1] = 0.0;
+            }
+            cuts.sort_unstable_by(f64::total_cmp);
+            cuts.dedup();
+            let index = CutIndex::new(&cuts);
+            let mut probes = vec![f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 0.0, -0.0, 7.0];
+            probes.extend(cuts.iter().flat_map(|&c| [c, c.next_up(), c.next_down()]));
+            probes.extend((0..300).map(|_| rng.random::<f64>() * 12.0 - 6.0));
+            for x in probes {
+                // SAFETY: AVX-512F checked above.
+                let got = unsafe { index.rank_avx512(x) };
+                assert_eq!(got, cuts.partition_point(|&c| c < x), "{n} cuts, x = {x}");
             }
         }
     }

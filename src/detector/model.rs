@@ -21,7 +21,7 @@ use super::forest::IsolationForest;
 use super::params::{ForestParams, ParamError, check_feature_names};
 use super::scaler::{Scaler, ScalerError};
 use super::severity::severity;
-use super::threshold::{contamination_threshold, percentile_linear};
+use super::threshold::{contamination_threshold, percentiles_linear};
 
 /// What a scored batch looked like as a whole.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -424,14 +424,16 @@ fn feature_stats(x: &Matrix, names: &[String], scaler: &Scaler) -> Vec<FeatureSt
             } else {
                 stds[j]
             };
+            // The column copy is the one selection buffer for all three percentiles.
+            let q = percentiles_linear(col, &[5.0, 50.0, 95.0]);
             FeatureStats {
                 name: names[j].clone(),
                 mean: scaler.means()[j],
                 std,
                 min,
-                p05: percentile_linear(&col, 5.0),
-                median: percentile_linear(&col, 50.0),
-                p95: percentile_linear(&col, 95.0),
+                p05: q[0],
+                median: q[1],
+                p95: q[2],
                 max,
             }
         })

@@ -18,7 +18,20 @@ pub fn percentile_linear(values: &[f64], q: f64) -> f64 {
     percentile_of_owned(values.to_vec(), q)
 }
 
+/// [`percentile_linear`] at each of `qs`, bit for bit, from `values` itself (no copy): the k-th
+/// smallest value does not depend on the order a previous selection left the values in.
+pub fn percentiles_linear(mut values: Vec<f64>, qs: &[f64]) -> Vec<f64> {
+    qs.iter()
+        .map(|&q| percentile_in_place(&mut values, q))
+        .collect()
+}
+
 fn percentile_of_owned(mut v: Vec<f64>, q: f64) -> f64 {
+    percentile_in_place(&mut v, q)
+}
+
+/// [`percentile_linear`] on `v`, which it reorders.
+fn percentile_in_place(v: &mut [f64], q: f64) -> f64 {
     let n = v.len();
     if n == 0 || !(0.0..=100.0).contains(&q) || v.iter().any(|x| x.is_nan()) {
         return f64::NAN;
@@ -276,6 +289,23 @@ mod tests {
             f64::NEG_INFINITY
         );
         assert!(percentile_linear(&[1.0, f64::INFINITY], 0.0).is_nan());
+    }
+
+    #[test]
+    fn percentiles_from_one_copy_equal_one_at_a_time() {
+        // Ties, signed zeros and a spread of magnitudes; qs in an order that reuses partitions.
+        let mut v: Vec<f64> = formula(997)
+            .into_iter()
+            .map(|x| (x * 7.0).floor())
+            .collect();
+        v.extend([0.0, -0.0, 1e-300, -1e300, 1e300, 3.5, 3.5]);
+        let qs = [95.0, 5.0, 50.0, 0.0, 100.0, 33.3, 50.0];
+        let got = percentiles_linear(v.clone(), &qs);
+        for (&q, g) in qs.iter().zip(&got) {
+            assert_eq!(g.to_bits(), percentile_linear(&v, q).to_bits(), "q = {q}");
+        }
+        assert!(percentiles_linear(vec![1.0, f64::NAN], &[50.0])[0].is_nan());
+        assert!(percentiles_linear(Vec::new(), &[50.0])[0].is_nan());
     }
 
     #[test]
