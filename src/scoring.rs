@@ -1,6 +1,7 @@
 //! Scoring a batch with a model and deciding whether it raises an alert (no HTTP here).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::Utc;
 use rayon::prelude::*;
@@ -8,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::api::extract::Batch;
+use crate::detector::Matrix;
 use crate::detector::explain::FeatureContribution;
 use crate::detector::model::{BatchSummary, Model};
 use crate::state::ChartData;
@@ -224,11 +226,61 @@ pub fn alert_for(
 /// so call this last: afterwards the batch has none.
 pub fn chart_data(model_version: u64, batch: &mut Batch, anomalies: Vec<bool>) -> ChartData {
     let d = batch.features.len().min(4);
+    let values = if d == batch.matrix.n_cols() {
+        Arc::clone(&batch.matrix)
+    } else {
+        let m = &batch.matrix;
+        let kept = m.rows().flat_map(|r| r[..d].iter().copied()).collect();
+        Arc::new(Matrix::new(m.n_rows(), d, kept).expect("the first d columns of a valid matrix"))
+    };
     ChartData {
         model_version,
         features: batch.features[..d].to_vec(),
-        series: (0..d).map(|j| batch.matrix.column(j).collect()).collect(),
+        values,
         timestamps: batch.parsed_times.take(),
         anomalies,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::extract::{Features, Table};
+
+    fn batch(n_features: usize) -> Batch {
+        let records = (0..10)
+            .map(|i| {
+                let mut r = serde_json::Map::new();
+                for j in 0..n_features {
+                    r.insert(format!("f{j}"), serde_json::json!(i * 10 + j));
+                }
+                serde_json::Value::Object(r)
+            })
+            .collect();
+        Table::from_json_records(records, 100)
+            .unwrap()
+            .into_batch(Features::Default, false)
+            .unwrap()
+    }
+
+    #[test]
+    fn chart_data_shares_a_narrow_batch_and_copies_four_columns_of_a_wide_one() {
+        let mut narrow = batch(3);
+        let chart = chart_data(1, &mut narrow, vec![false; 10]);
+        assert!(Arc::ptr_eq(&chart.values, &narrow.matrix), "no copy");
+        assert_eq!(
+            chart.series()[2],
+            narrow.matrix.column(2).collect::<Vec<_>>()
+        );
+
+        let mut wide = batch(6);
+        let chart = chart_data(1, &mut wide, vec![false; 10]);
+        assert_eq!(chart.features, wide.features[..4].to_vec());
+        assert_eq!(chart.values.n_cols(), 4);
+        let series = chart.series();
+        assert_eq!(series.len(), 4);
+        for (j, s) in series.iter().enumerate() {
+            assert_eq!(*s, wide.matrix.column(j).collect::<Vec<_>>(), "column {j}");
+        }
     }
 }

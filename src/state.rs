@@ -5,6 +5,7 @@ use std::sync::{Arc, RwLock};
 use chrono::{DateTime, Utc};
 
 use crate::config::Settings;
+use crate::detector::Matrix;
 use crate::detector::model::Model;
 use crate::store::alerts::AlertStore;
 use crate::store::models::ModelStore;
@@ -41,11 +42,22 @@ struct Inner {
 pub struct ChartData {
     pub model_version: u64,
     pub features: Vec<String>,
-    /// One series per feature in `features`.
-    pub series: Vec<Vec<f64>>,
+    /// Row-major values whose first `features.len()` columns are the series to draw: the
+    /// scored batch's own matrix when it has at most four features (shared, not copied),
+    /// else a copy of its first four columns.
+    pub values: Arc<Matrix>,
     /// Present when every record had a parseable timestamp.
     pub timestamps: Option<Vec<DateTime<Utc>>>,
     pub anomalies: Vec<bool>,
+}
+
+impl ChartData {
+    /// One series per feature in `features`, copied out of `values` for drawing.
+    pub fn series(&self) -> Vec<Vec<f64>> {
+        (0..self.features.len())
+            .map(|j| self.values.column(j).collect())
+            .collect()
+    }
 }
 
 impl AppState {

@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
-use netsentinel::detector::generator::{GeneratorConfig, generate};
-use pg_harness::{Replica, TestDb, alert_pages, client, eventually, get_json, post_json};
+use pg_harness::{
+    Replica, TestDb, alert_pages, bursty_batch, client, eventually, get_json, post_json,
+};
 use serde_json::{Value, json};
 
 /// A model change on one replica must show on every replica within this (the follower polls
@@ -23,18 +24,6 @@ const CONVERGE: Duration = Duration::from_secs(15);
 
 fn fit_request(seed: u64) -> Value {
     json!({"generate": {"seed": seed}, "params": {"n_estimators": 20, "seed": seed}})
-}
-
-/// A batch in which every other record is a burst, so scoring it raises an alert.
-fn bursty_batch(seed: u64) -> Value {
-    let records = generate(&GeneratorConfig {
-        n_records: 20,
-        anomaly_every: 2,
-        seed,
-        ..GeneratorConfig::default()
-    })
-    .expect("valid generator settings");
-    serde_json::to_value(records).expect("records serialise")
 }
 
 async fn fit(client: &reqwest::Client, replica: &Replica, seed: u64) -> u64 {

@@ -13,20 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use netsentinel::detector::generator::{GeneratorConfig, generate};
-use pg_harness::{PG_CTL_VAR, Replica, TestDb, alert_pages, client, eventually, get_json};
+use pg_harness::{
+    PG_CTL_VAR, Replica, TestDb, alert_pages, bursty_batch, client, eventually, get_json,
+};
 use serde_json::{Value, json};
-
-fn bursty_batch(seed: u64) -> Value {
-    let records = generate(&GeneratorConfig {
-        n_records: 20,
-        anomaly_every: 2,
-        seed,
-        ..GeneratorConfig::default()
-    })
-    .expect("valid generator settings");
-    serde_json::to_value(records).expect("records serialise")
-}
 
 fn pg_ctl(pg_ctl: &str, args: &[&str]) {
     let out = Command::new(pg_ctl)

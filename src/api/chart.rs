@@ -79,12 +79,13 @@ async fn draw(state: AppState, q: ChartQuery, format: ChartFormat) -> Result<Res
             Source::Batch => format!("Last scored batch — model v{}", data.model_version),
             Source::Training => format!("Training data — model v{}", data.model_version),
         };
+        let series = data.series();
         let input = ChartInput {
             timestamps: data.timestamps.as_deref(),
             series: data
                 .features
                 .iter()
-                .zip(&data.series)
+                .zip(&series)
                 .map(|(name, values)| ChartSeries { name, values })
                 .collect(),
             anomalies: &data.anomalies,

@@ -5,6 +5,7 @@
 //! record, so every format reports a bad record the same way (its index and the field).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use axum::http::{HeaderMap, header};
 use chrono::{DateTime, Utc};
@@ -365,7 +366,9 @@ pub enum Features<'a> {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Batch {
     pub features: Vec<String>,
-    pub matrix: Matrix,
+    /// The records' feature values; shared (not copied) with the chart data kept for
+    /// `GET /v1/chart.png` when there are at most four features.
+    pub matrix: Arc<Matrix>,
     /// Each record's timestamp as sent (RFC 3339, already checked).
     pub timestamps: TextColumn,
     /// The timestamps parsed, when every record has one (for the chart).
@@ -662,7 +665,7 @@ impl Table {
 
         Ok(Batch {
             features,
-            matrix,
+            matrix: Arc::new(matrix),
             timestamps,
             parsed_times: all_parsed.then_some(parsed),
             echo,

@@ -363,7 +363,7 @@ impl BatchBuilder {
         };
         Ok(Batch {
             features: self.features,
-            matrix,
+            matrix: std::sync::Arc::new(matrix),
             timestamps: self.timestamps,
             parsed_times: self.all_timestamps.then_some(self.parsed),
             echo: self.echo,

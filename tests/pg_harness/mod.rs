@@ -14,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+use netsentinel::detector::generator::{GeneratorConfig, generate};
 use serde_json::Value;
 
 pub const URL_VAR: &str = "NETSENTINEL_TEST_DATABASE_URL";
@@ -295,4 +296,16 @@ pub async fn alert_pages(
         }
     }
     panic!("alert pagination did not end");
+}
+
+/// A batch in which every other record is a burst, so scoring it raises an alert.
+pub fn bursty_batch(seed: u64) -> Value {
+    let records = generate(&GeneratorConfig {
+        n_records: 20,
+        anomaly_every: 2,
+        seed,
+        ..GeneratorConfig::default()
+    })
+    .expect("valid generator settings");
+    serde_json::to_value(records).expect("records serialise")
 }
