@@ -195,17 +195,7 @@ impl Table {
     /// Parses CSV with a header row. Numbers become numbers; `timestamp` stays text.
     pub fn from_csv(body: &[u8], max_records: usize) -> Result<Self, ApiError> {
         let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(true)
-            .flexible(false)
-            .from_reader(body);
-        let headers = reader
-            .headers()
-            .map_err(|e| csv_error(&e))?
-            .iter()
-            .map(|h| h.trim().to_string())
-            .collect::<Vec<_>>();
-        check_csv_headers(&headers)?;
+        let (mut reader, headers) = csv_reader(body)?;
         let ts_col = headers.iter().position(|h| h == "timestamp");
         let mut table = Table {
             names: headers,
@@ -242,7 +232,27 @@ impl Table {
 }
 
 /// A CSV header row names every column once.
-pub(crate) fn check_csv_headers(headers: &[String]) -> Result<(), ApiError> {
+/// A CSV reader over `body` (strict: every record as wide as the header), with its header row
+/// read, trimmed and checked.
+pub(crate) fn csv_reader<R: std::io::Read>(
+    body: R,
+) -> Result<(csv::Reader<R>, Vec<String>), ApiError> {
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .buffer_capacity(1 << 16)
+        .from_reader(body);
+    let headers = reader
+        .headers()
+        .map_err(|e| csv_error(&e))?
+        .iter()
+        .map(|h| h.trim().to_string())
+        .collect::<Vec<_>>();
+    check_csv_headers(&headers)?;
+    Ok((reader, headers))
+}
+
+fn check_csv_headers(headers: &[String]) -> Result<(), ApiError> {
     if headers.is_empty() || headers.iter().all(String::is_empty) {
         return Err(ApiError::bad_request(
             "malformed-body",

@@ -40,29 +40,19 @@ const STORE_PING_TIMEOUT: Duration = Duration::from_secs(2);
 ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
     match state.model() {
-        Some(m) if !state.models().shared() => Ok(Json(Ready {
-            status: "ready",
-            model_version: m.version(),
-        })),
         Some(m) => {
-            // With PostgreSQL a replica that cannot reach it must leave the load balancer's
-            // rotation (the embedded store needs no such check).
-            let store = state.alerts();
-            let ping = tokio::time::timeout(
-                STORE_PING_TIMEOUT,
-                tokio::task::spawn_blocking(move || store.ping()),
-            )
-            .await;
-            match ping {
-                Ok(Ok(Ok(()))) => {}
-                Ok(Ok(Err(e))) => return Err(e.into()),
-                Ok(Err(e)) => return Err(e.into()),
-                Err(_) => {
-                    return Err(crate::store::StoreError::Unavailable(
-                        "no answer within 2 s".into(),
-                    )
-                    .into());
-                }
+            if state.models().shared() {
+                // With PostgreSQL a replica that cannot reach it must leave the load balancer's
+                // rotation (the embedded store needs no such check).
+                let store = state.alerts();
+                tokio::time::timeout(
+                    STORE_PING_TIMEOUT,
+                    tokio::task::spawn_blocking(move || store.ping()),
+                )
+                .await
+                .map_err(|_| {
+                    crate::store::StoreError::Unavailable("no answer within 2 s".into())
+                })???;
             }
             Ok(Json(Ready {
                 status: "ready",

@@ -476,18 +476,7 @@ impl Read for BodyReader {
 ///
 /// [`Table::from_csv`]: super::extract::Table::from_csv
 pub fn read_csv<R: Read>(body: R, b: &mut BatchBuilder) -> Result<(), ApiError> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(false)
-        .buffer_capacity(1 << 16)
-        .from_reader(body);
-    let headers = reader
-        .headers()
-        .map_err(|e| csv_error(&e))?
-        .iter()
-        .map(|h| h.trim().to_string())
-        .collect::<Vec<_>>();
-    super::extract::check_csv_headers(&headers)?;
+    let (mut reader, headers) = super::extract::csv_reader(body)?;
     let ts_col = headers.iter().position(|h| h == "timestamp");
     let roles = b.header_roles(&headers);
     let mut record = csv::StringRecord::new();

@@ -290,12 +290,14 @@ impl SqliteAlertStore {
         })
     }
 
-    /// One alert and its outbox rows in a transaction of their own.
-    fn insert_alone(&self, alert: &Alert, sinks: &[String]) -> Result<(), StoreError> {
+    /// The alerts of `group` and their outbox rows, in one transaction.
+    fn commit_together(&self, group: &[PendingAlert]) -> Result<(), StoreError> {
         let mut conn = self.lock()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        Self::insert_tx(&tx, alert)?;
-        super::outbox::insert_tx(&tx, alert, sinks)?;
+        for p in group {
+            Self::insert_tx(&tx, &p.alert)?;
+            super::outbox::insert_tx(&tx, &p.alert, &p.sinks)?;
+        }
         tx.commit()?;
         Ok(())
     }
@@ -303,22 +305,12 @@ impl SqliteAlertStore {
     /// Commits `group` in one transaction; if any of it fails, nothing of that transaction is
     /// kept and each alert is tried alone, so each gets its own outcome.
     fn commit_group(&self, group: &[PendingAlert]) -> Vec<Result<(), StoreError>> {
-        let together = (|| -> Result<(), StoreError> {
-            let mut conn = self.lock()?;
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            for p in group {
-                Self::insert_tx(&tx, &p.alert)?;
-                super::outbox::insert_tx(&tx, &p.alert, &p.sinks)?;
-            }
-            tx.commit()?;
-            Ok(())
-        })();
-        match together {
+        match self.commit_together(group) {
             Ok(()) => group.iter().map(|_| Ok(())).collect(),
             Err(e) if group.len() == 1 => vec![Err(e)],
             Err(_) => group
                 .iter()
-                .map(|p| self.insert_alone(&p.alert, &p.sinks))
+                .map(|p| self.commit_together(std::slice::from_ref(p)))
                 .collect(),
         }
     }

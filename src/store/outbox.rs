@@ -103,6 +103,48 @@ pub enum AttemptOutcome {
     Failed { error: String, status: Option<u16> },
 }
 
+/// The columns an attempt's outcome writes to its outbox row, the same for every backend.
+pub(super) struct AttemptRow<'a> {
+    pub state: DeliveryStatus,
+    pub next_attempt_at_ms: i64,
+    pub last_error: Option<&'a str>,
+    pub last_status: Option<u16>,
+    pub delivered_at_ms: Option<i64>,
+}
+
+impl AttemptOutcome {
+    /// The row this outcome leaves when the attempt finished at `at_ms`.
+    pub(super) fn row(&self, at_ms: i64) -> AttemptRow<'_> {
+        match self {
+            AttemptOutcome::Delivered { status } => AttemptRow {
+                state: DeliveryStatus::Delivered,
+                next_attempt_at_ms: at_ms,
+                last_error: None,
+                last_status: Some(*status),
+                delivered_at_ms: Some(at_ms),
+            },
+            AttemptOutcome::Retry {
+                next_at,
+                error,
+                status,
+            } => AttemptRow {
+                state: DeliveryStatus::Pending,
+                next_attempt_at_ms: next_at.timestamp_millis(),
+                last_error: Some(error),
+                last_status: *status,
+                delivered_at_ms: None,
+            },
+            AttemptOutcome::Failed { error, status } => AttemptRow {
+                state: DeliveryStatus::Failed,
+                next_attempt_at_ms: at_ms,
+                last_error: Some(error),
+                last_status: *status,
+                delivered_at_ms: None,
+            },
+        }
+    }
+}
+
 /// The delivery queue behind webhook sinks. Calls block; async callers use `spawn_blocking`.
 ///
 /// One method records every outcome (rather than one per outcome) to keep the surface a
@@ -266,33 +308,7 @@ impl Outbox for SqliteAlertStore {
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let at_ms = at.timestamp_millis();
-        let (state, next_ms, error, status, delivered_ms) = match outcome {
-            AttemptOutcome::Delivered { status } => (
-                DeliveryStatus::Delivered,
-                at_ms,
-                None,
-                Some(*status),
-                Some(at_ms),
-            ),
-            AttemptOutcome::Retry {
-                next_at,
-                error,
-                status,
-            } => (
-                DeliveryStatus::Pending,
-                next_at.timestamp_millis(),
-                Some(error.as_str()),
-                *status,
-                None,
-            ),
-            AttemptOutcome::Failed { error, status } => (
-                DeliveryStatus::Failed,
-                at_ms,
-                Some(error.as_str()),
-                *status,
-                None,
-            ),
-        };
+        let row = outcome.row(at_ms);
         let conn = self.lock()?;
         conn.execute(
             "UPDATE webhook_outbox
@@ -300,11 +316,11 @@ impl Outbox for SqliteAlertStore {
                  last_status = ?4, delivered_at_ms = ?5, updated_at_ms = ?6
              WHERE alert_id = ?7 AND sink = ?8 AND state = 'pending'",
             params![
-                state.as_str(),
-                next_ms,
-                error,
-                status,
-                delivered_ms,
+                row.state.as_str(),
+                row.next_attempt_at_ms,
+                row.last_error,
+                row.last_status,
+                row.delivered_at_ms,
                 at_ms,
                 alert_id,
                 sink

@@ -516,33 +516,8 @@ impl Outbox for PgStore {
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let at_ms = at.timestamp_millis();
-        let (state, next_ms, error, status, delivered_ms) = match outcome {
-            AttemptOutcome::Delivered { status } => (
-                DeliveryStatus::Delivered,
-                at_ms,
-                None,
-                Some(i32::from(*status)),
-                Some(at_ms),
-            ),
-            AttemptOutcome::Retry {
-                next_at,
-                error,
-                status,
-            } => (
-                DeliveryStatus::Pending,
-                next_at.timestamp_millis(),
-                Some(error.as_str()),
-                status.map(i32::from),
-                None,
-            ),
-            AttemptOutcome::Failed { error, status } => (
-                DeliveryStatus::Failed,
-                at_ms,
-                Some(error.as_str()),
-                status.map(i32::from),
-                None,
-            ),
-        };
+        let row = outcome.row(at_ms);
+        let status = row.last_status.map(i32::from);
         self.conn()?
             .execute(
                 "UPDATE webhook_outbox
@@ -550,11 +525,11 @@ impl Outbox for PgStore {
                      last_status = $4, delivered_at_ms = $5, updated_at_ms = $6
                  WHERE alert_id = $7 AND sink = $8 AND state = 'pending'",
                 &[
-                    &state.as_str(),
-                    &next_ms,
-                    &error,
+                    &row.state.as_str(),
+                    &row.next_attempt_at_ms,
+                    &row.last_error,
                     &status,
-                    &delivered_ms,
+                    &row.delivered_at_ms,
                     &at_ms,
                     &alert_id,
                     &sink,
