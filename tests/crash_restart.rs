@@ -5,11 +5,11 @@
 //! `netsentinel listening`) over its own temp directory. Loops are bounded and every wait has a
 //! deadline.
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use netsentinel::detector::generator::{GeneratorConfig, generate};
@@ -17,89 +17,38 @@ use netsentinel::detector::model::Model;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const START_DEADLINE: Duration = Duration::from_secs(60);
+#[path = "support/process.rs"]
+mod process;
+
+use process::{Process, START_DEADLINE, binary};
+
 const EXIT_DEADLINE: Duration = Duration::from_secs(60);
 
 /// A running `netsentinel` child process and what it has logged so far.
-struct Server {
-    child: Child,
-    base_url: String,
-    /// Every stdout line (JSON log events), in order.
-    log: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<String>>,
+struct Server(Process);
+
+impl std::ops::Deref for Server {
+    type Target = Process;
+    fn deref(&self) -> &Process {
+        &self.0
+    }
 }
 
-fn binary() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_netsentinel"));
-    // The tests choose every setting; a developer's environment must not change them.
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("NETSENTINEL_") {
-            cmd.env_remove(key);
-        }
+impl std::ops::DerefMut for Server {
+    fn deref_mut(&mut self) -> &mut Process {
+        &mut self.0
     }
-    cmd
 }
 
 impl Server {
     /// Starts the service on `data_dir` and waits until it listens.
     fn start(data_dir: &Path, log_filter: &str) -> Server {
-        let mut child = binary()
-            .args(["serve", "--addr", "127.0.0.1:0", "--log-format", "json"])
+        let mut cmd = binary();
+        cmd.args(["serve", "--addr", "127.0.0.1:0", "--log-format", "json"])
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--log", log_filter])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the binary starts");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (addr_tx, addr_rx) = mpsc::channel::<String>();
-        let stdout = child.stdout.take().expect("piped stdout");
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(event) = serde_json::from_str::<Value>(&line) {
-                    if event["message"] == "netsentinel listening" {
-                        if let Some(addr) = event["addr"].as_str() {
-                            let _ = addr_tx.send(addr.to_string());
-                        }
-                    }
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let mut err_pipe = child.stderr.take().expect("piped stderr");
-        let err_text = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = String::new();
-            let _ = err_pipe.read_to_string(&mut buf);
-            err_text.lock().unwrap().push_str(&buf);
-        });
-        let addr = match addr_rx.recv_timeout(START_DEADLINE) {
-            Ok(addr) => addr,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!(
-                    "the service did not report its address; log: {:?}; stderr: {}",
-                    log.lock().unwrap(),
-                    stderr.lock().unwrap()
-                );
-            }
-        };
-        Server {
-            child,
-            base_url: format!("http://{addr}"),
-            log,
-            stderr,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base_url)
+            .args(["--log", log_filter]);
+        Server(Process::spawn(cmd, "the service"))
     }
 
     fn pid(&self) -> u32 {
@@ -107,9 +56,8 @@ impl Server {
     }
 
     /// SIGKILL: no handler runs, nothing is flushed: a power cut as far as the process knows.
-    fn kill_9(mut self) {
-        self.child.kill().expect("SIGKILL is delivered");
-        self.child.wait().expect("the killed child is reaped");
+    fn kill_9(self) {
+        self.0.kill_9();
     }
 
     fn sigterm(&self) {
@@ -156,15 +104,6 @@ impl Server {
         self.sigterm();
         let status = self.wait_exit();
         assert!(status.success(), "graceful stop exits 0, got {status}");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 

@@ -8,20 +8,21 @@
 
 #![allow(dead_code)] // each test binary uses a different subset of the helpers
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use netsentinel::detector::generator::{GeneratorConfig, generate};
 use serde_json::Value;
 
+#[path = "../support/process.rs"]
+mod process;
+
+use process::{Process, binary};
+
 pub const URL_VAR: &str = "NETSENTINEL_TEST_DATABASE_URL";
 /// A `pg_ctl` for the test server (scripts/test-postgres.sh writes one), for the restart test.
 pub const PG_CTL_VAR: &str = "NETSENTINEL_TEST_PG_CTL";
-
-const START_DEADLINE: Duration = Duration::from_secs(60);
 
 fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
@@ -115,86 +116,36 @@ pub fn with_database(url: &str, name: &str) -> String {
 /// A `netsentinel serve` child process on a port the OS picks, sharing the database.
 pub struct Replica {
     pub name: String,
-    child: Child,
-    pub base_url: String,
-    log: Arc<Mutex<Vec<String>>>,
-    stderr: Arc<Mutex<String>>,
+    process: Process,
+}
+
+impl std::ops::Deref for Replica {
+    type Target = Process;
+    fn deref(&self) -> &Process {
+        &self.process
+    }
 }
 
 impl Replica {
     /// Starts a replica on `database_url` with a data directory of its own and `extra` flags,
     /// and waits until it listens.
     pub fn start(name: &str, database_url: &str, data_dir: &Path, extra: &[String]) -> Replica {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_netsentinel"));
-        // The tests choose every setting; a developer's environment must not change them.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("NETSENTINEL_") {
-                cmd.env_remove(key);
-            }
-        }
-        let mut child = cmd
-            .args(["serve", "--addr", "127.0.0.1:0", "--log-format", "json"])
+        let mut cmd = binary();
+        cmd.args(["serve", "--addr", "127.0.0.1:0", "--log-format", "json"])
             .arg("--data-dir")
             .arg(data_dir)
             .env("NETSENTINEL_DATABASE_URL", database_url)
             .args(["--database-timeout-ms", "2000", "--log", "info"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the binary starts");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let (addr_tx, addr_rx) = mpsc::channel::<String>();
-        let stdout = child.stdout.take().expect("piped stdout");
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if let Ok(event) = serde_json::from_str::<Value>(&line) {
-                    if event["message"] == "netsentinel listening" {
-                        if let Some(addr) = event["addr"].as_str() {
-                            let _ = addr_tx.send(addr.to_string());
-                        }
-                    }
-                }
-                lines.lock().unwrap().push(line);
-            }
-        });
-        let mut err_pipe = child.stderr.take().expect("piped stderr");
-        let err_text = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = String::new();
-            let _ = err_pipe.read_to_string(&mut buf);
-            err_text.lock().unwrap().push_str(&buf);
-        });
-        let Ok(addr) = addr_rx.recv_timeout(START_DEADLINE) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!(
-                "replica {name} did not report its address; log: {:?}; stderr: {}",
-                log.lock().unwrap(),
-                stderr.lock().unwrap()
-            );
-        };
+            .args(extra);
         Replica {
             name: name.to_owned(),
-            child,
-            base_url: format!("http://{addr}"),
-            log,
-            stderr,
+            process: Process::spawn(cmd, &format!("replica {name}")),
         }
     }
 
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base_url)
-    }
-
     /// SIGKILL: nothing is flushed or handed back, as in a crash.
-    pub fn kill_9(mut self) {
-        self.child.kill().expect("SIGKILL is delivered");
-        self.child.wait().expect("the killed child is reaped");
+    pub fn kill_9(self) {
+        self.process.kill_9();
     }
 
     /// Log lines whose message contains `text`.
@@ -205,15 +156,6 @@ impl Replica {
             .iter()
             .filter(|l| l.contains(text))
             .count()
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
     }
 }
 
