@@ -299,7 +299,7 @@ pub struct VersionList {
     pub versions: Vec<VersionInfo>,
 }
 
-/// The model versions kept on disk, newest first.
+/// The model versions kept (files in the data directory, or rows in PostgreSQL), newest first.
 #[utoipa::path(get, path = "/v1/model/versions", tag = "model", responses((status = 200, body = VersionList)))]
 pub async fn list_versions(State(state): State<AppState>) -> Result<Json<VersionList>, ApiError> {
     let active = state.model().map(|m| m.version());
