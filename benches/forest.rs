@@ -68,5 +68,36 @@ fn forest(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, forest);
+/// Explaining the anomalies of a tutorial-sized batch (about 10 % of 720 records): one record
+/// at a time, and all together as `POST /v1/score` does.
+fn explain(c: &mut Criterion) {
+    let mut group = c.benchmark_group("explain");
+    group
+        .sample_size(20)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    let x = synthetic(10_000);
+    let model = IsolationForest::fit(&x, &params(10_000));
+    let scores = model.score_matrix(&x);
+    let mut order: Vec<usize> = (0..x.n_rows()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let rows: Vec<f64> = order[..72]
+        .iter()
+        .flat_map(|&i| x.row(i).to_vec())
+        .collect();
+    group.throughput(Throughput::Elements(72));
+    group.bench_function("one_at_a_time/72", |b| {
+        b.iter(|| {
+            rows.chunks_exact(N_FEATURES)
+                .map(|r| model.attribution(black_box(r)))
+                .collect::<Vec<_>>()
+        })
+    });
+    group.bench_function("together/72", |b| {
+        b.iter(|| model.attributions(black_box(&rows)))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, forest, explain);
 criterion_main!(benches);

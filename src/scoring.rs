@@ -77,6 +77,8 @@ impl ScoredBatch {
 
 /// Batches up to this size are explained on the calling thread.
 const SEQUENTIAL_RECORDS: usize = 4096;
+/// Records explained together (one task of the rayon pool) in larger batches.
+const EXPLAIN_CHUNK: usize = 512;
 
 /// Scores every record and explains those `mode` asks for.
 pub fn score_batch(model: &Model, batch: &Batch, mode: ExplainMode, top_k: usize) -> ScoredBatch {
@@ -93,20 +95,26 @@ pub fn scored_batch(
 ) -> ScoredBatch {
     debug_assert_eq!(scores.len(), batch.len());
     let summary = model.summarize(&scores);
-    let wanted = |i: &usize| mode == ExplainMode::All || model.is_anomaly(scores[*i]);
-    let explain = |i: usize| (i, model.explain(batch.matrix.row(i), top_k));
-    let explanations = match mode {
+    let wanted: Vec<usize> = match mode {
         ExplainMode::None => Vec::new(),
-        // Small batches stay on this thread: under concurrent requests the cores are busy
-        // anyway, and a trip through the rayon pool costs more than it saves.
-        _ if batch.len() <= SEQUENTIAL_RECORDS => {
-            (0..batch.len()).filter(wanted).map(explain).collect()
-        }
-        _ => (0..batch.len())
-            .into_par_iter()
-            .filter(wanted)
-            .map(explain)
+        ExplainMode::All => (0..batch.len()).collect(),
+        ExplainMode::Anomalies => (0..batch.len())
+            .filter(|&i| model.is_anomaly(scores[i]))
             .collect(),
+    };
+    let explain = |rows: &[usize]| {
+        let explained = model.explain_rows(&batch.matrix, rows, top_k);
+        rows.iter().copied().zip(explained).collect::<Vec<_>>()
+    };
+    // Small batches stay on this thread: under concurrent requests the cores are busy anyway,
+    // and a trip through the rayon pool costs more than it saves.
+    let explanations = if batch.len() <= SEQUENTIAL_RECORDS {
+        explain(&wanted)
+    } else {
+        wanted
+            .par_chunks(EXPLAIN_CHUNK)
+            .flat_map_iter(explain)
+            .collect()
     };
     ScoredBatch {
         scores,
@@ -281,6 +289,54 @@ mod tests {
         assert_eq!(series.len(), 4);
         for (j, s) in series.iter().enumerate() {
             assert_eq!(*s, wide.matrix.column(j).collect::<Vec<_>>(), "column {j}");
+        }
+    }
+
+    #[test]
+    fn explanations_together_equal_one_at_a_time() {
+        use crate::detector::model::Model;
+        use crate::detector::params::ForestParams;
+        // More records than SEQUENTIAL_RECORDS, so the rayon path is taken too.
+        let make = |n: usize| {
+            let records = (0..n)
+                .map(|i| {
+                    let spike = if i % 97 == 0 { 50.0 } else { 1.0 };
+                    serde_json::json!({
+                        "a": (i * 31 % 101) as f64 * spike,
+                        "b": (i * 17 % 53) as f64,
+                        "c": (i % 7) as f64,
+                    })
+                })
+                .collect();
+            Table::from_json_records(records, n)
+                .unwrap()
+                .into_batch(Features::Default, false)
+                .unwrap()
+        };
+        let big = make(SEQUENTIAL_RECORDS + 904);
+        let small = make(300);
+        let model = Model::fit(
+            &big.matrix,
+            big.features.clone(),
+            &ForestParams::default(),
+            chrono::Utc::now(),
+        )
+        .unwrap();
+        for (batch, mode) in [
+            (&big, ExplainMode::Anomalies),
+            (&big, ExplainMode::All),
+            (&small, ExplainMode::All),
+        ] {
+            let scored = score_batch(&model, batch, mode, 2);
+            let expected: Vec<usize> = (0..batch.matrix.n_rows())
+                .filter(|&i| mode == ExplainMode::All || scored.is_anomaly(i))
+                .collect();
+            let got: Vec<usize> = scored.explanations.iter().map(|(i, _)| *i).collect();
+            assert_eq!(got, expected);
+            assert!(!expected.is_empty());
+            for (i, e) in &scored.explanations {
+                assert_eq!(*e, model.explain(batch.matrix.row(*i), 2), "record {i}");
+            }
         }
     }
 }

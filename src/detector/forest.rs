@@ -34,6 +34,29 @@ const COMPLETE_SLOTS: usize = 1 << COMPLETE_MAX_HEIGHT;
 
 /// Records pushed through each tree before moving on to the next tree.
 const BLOCK_ROWS: usize = 512;
+/// Up to this many records are scored on the calling thread, block after block: handing them to
+/// the rayon pool costs two thread switches (and idle workers spinning), more than scoring them
+/// takes, and under concurrent requests the other core is busy anyway.
+const SEQUENTIAL_ROWS: usize = 8 * BLOCK_ROWS;
+
+/// Calls `f` on each block of up to [`BLOCK_ROWS`] records of row-major `rows` (`nf` values a
+/// record) with its slice of `out`: in parallel when there are more than [`SEQUENTIAL_ROWS`]
+/// records, on this thread otherwise. The blocks are the same either way, so are the scores.
+fn for_blocks<F>(rows: &[f64], nf: usize, out: &mut [f64], f: F)
+where
+    F: Fn(&[f64], &mut [f64]) + Send + Sync,
+{
+    if out.len() <= SEQUENTIAL_ROWS {
+        for (block, out) in rows.chunks(BLOCK_ROWS * nf).zip(out.chunks_mut(BLOCK_ROWS)) {
+            f(block, out);
+        }
+    } else {
+        rows.par_chunks(BLOCK_ROWS * nf)
+            .zip(out.par_chunks_mut(BLOCK_ROWS))
+            .for_each(|(block, out)| f(block, out));
+    }
+}
+
 /// Records walked down a tree side by side; their loads overlap instead of waiting on each other.
 const LANES: usize = 8;
 /// Records in flight in the AVX narrow kernel, whose steps are cheaper (found best of 8/12/16).
@@ -1074,7 +1097,7 @@ pub struct IsolationForest {
 /// length h. So each leaf's (feature, weight) pairs are computed here once, and explaining a
 /// record is a walk to one leaf per tree and a few additions, without the divisions and
 /// logarithms of computing them per record. Leaves point at themselves (threshold +inf), so
-/// [`EXPLAIN_LANES`] trees are walked in lockstep for their greatest height, without branches:
+/// [`EXPLAIN_LANES`] records walk a tree in lockstep for its height, without branches:
 /// independent walks overlap their memory latency.
 #[derive(Clone, Debug, Default)]
 struct ExplainLayout {
@@ -1090,7 +1113,7 @@ struct ExplainLayout {
 /// An edge of a root-to-leaf path: the parent's split feature and the edge's imbalance.
 type Edge = (u32, f64);
 
-/// Trees walked at once by [`IsolationForest::attribution`].
+/// Records walked down a tree at once by [`IsolationForest::attributions`].
 const EXPLAIN_LANES: usize = 8;
 
 /// One node of the explanation layout. Indices are into the whole forest's node array.
@@ -1418,21 +1441,19 @@ impl IsolationForest {
     /// tree in turn.
     fn score_padded<const P: usize>(&self, rows: &[f64], out: &mut [f64]) {
         let nf = self.n_features;
-        rows.par_chunks(BLOCK_ROWS * nf)
-            .zip(out.par_chunks_mut(BLOCK_ROWS))
-            .for_each(|(block, out)| {
-                let mut padded = vec![[0.0f64; P]; out.len()];
-                for (p, row) in padded.iter_mut().zip(block.chunks_exact(nf)) {
-                    p[..nf].copy_from_slice(row);
-                }
-                out.fill(0.0);
-                // Trees in a fixed order per record: the sum, hence the score, is bit-identical
-                // whatever the thread count or block size.
-                for tree in &self.fast {
-                    tree.accumulate_padded(&padded, out);
-                }
-                self.scores_from_sums(out);
-            });
+        for_blocks(rows, nf, out, |block, out| {
+            let mut padded = vec![[0.0f64; P]; out.len()];
+            for (p, row) in padded.iter_mut().zip(block.chunks_exact(nf)) {
+                p[..nf].copy_from_slice(row);
+            }
+            out.fill(0.0);
+            // Trees in a fixed order per record: the sum, hence the score, is bit-identical
+            // whatever the thread count or block size.
+            for tree in &self.fast {
+                tree.accumulate_padded(&padded, out);
+            }
+            self.scores_from_sums(out);
+        });
     }
 
     /// Scores one block (at most [`BLOCK_ROWS`] records) through a [`RankForest`].
@@ -1467,10 +1488,10 @@ impl IsolationForest {
     #[cfg(all(target_arch = "x86_64", netsentinel_avx512))]
     fn score_rank(&self, rank: &RankForest, rows: &[f64], out: &mut [f64]) {
         let nf = self.n_features;
-        rows.par_chunks(BLOCK_ROWS * nf)
-            .zip(out.par_chunks_mut(BLOCK_ROWS))
-            // SAFETY: a RankForest is built only where detect() found AVX-512F and AVX-512BW.
-            .for_each(|(block, out)| unsafe { self.rank_block(rank, block, out) });
+        // SAFETY: a RankForest is built only where detect() found AVX-512F and AVX-512BW.
+        for_blocks(rows, nf, out, |block, out| unsafe {
+            self.rank_block(rank, block, out)
+        });
     }
 
     /// At most [`NARROW`] features, with the best kernel this CPU has.
@@ -1484,34 +1505,32 @@ impl IsolationForest {
     fn score_narrow_with(&self, rows: &[f64], out: &mut [f64], path: NarrowPath) {
         let path = path.min(NarrowPath::detect());
         let nf = self.n_features;
-        rows.par_chunks(BLOCK_ROWS * nf)
-            .zip(out.par_chunks_mut(BLOCK_ROWS))
-            .for_each(|(block, out)| {
-                #[cfg(all(target_arch = "x86_64", netsentinel_avx512))]
-                if let (NarrowPath::Avx512, Some(rank)) = (path, &self.rank) {
-                    // SAFETY: path is Avx512 only where the CPU has AVX-512F and AVX-512BW
-                    // (capped by detect above).
-                    unsafe { self.rank_block(rank, block, out) };
-                    return;
-                }
-                let mut padded = vec![[0.0f64; NARROW]; out.len()];
-                for (p, row) in padded.iter_mut().zip(block.chunks_exact(nf)) {
-                    p[..nf].copy_from_slice(row);
-                }
-                out.fill(0.0);
-                match path.min(NarrowPath::detect_f64()) {
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: detect_f64 says Avx2 only where the CPU has AVX2 and POPCNT.
-                    NarrowPath::Avx2 | NarrowPath::Avx512 => unsafe {
-                        self.narrow_block_avx2(&padded, out)
-                    },
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: detect_f64 says Avx or more only where the CPU has AVX and POPCNT.
-                    NarrowPath::Avx => unsafe { self.narrow_block_avx(&padded, out) },
-                    _ => self.narrow_block(&padded, out),
-                }
-                self.scores_from_sums(out);
-            });
+        for_blocks(rows, nf, out, |block, out| {
+            #[cfg(all(target_arch = "x86_64", netsentinel_avx512))]
+            if let (NarrowPath::Avx512, Some(rank)) = (path, &self.rank) {
+                // SAFETY: path is Avx512 only where the CPU has AVX-512F and AVX-512BW
+                // (capped by detect above).
+                unsafe { self.rank_block(rank, block, out) };
+                return;
+            }
+            let mut padded = vec![[0.0f64; NARROW]; out.len()];
+            for (p, row) in padded.iter_mut().zip(block.chunks_exact(nf)) {
+                p[..nf].copy_from_slice(row);
+            }
+            out.fill(0.0);
+            match path.min(NarrowPath::detect_f64()) {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: detect_f64 says Avx2 only where the CPU has AVX2 and POPCNT.
+                NarrowPath::Avx2 | NarrowPath::Avx512 => unsafe {
+                    self.narrow_block_avx2(&padded, out)
+                },
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: detect_f64 says Avx or more only where the CPU has AVX and POPCNT.
+                NarrowPath::Avx => unsafe { self.narrow_block_avx(&padded, out) },
+                _ => self.narrow_block(&padded, out),
+            }
+            self.scores_from_sums(out);
+        });
     }
 
     /// Trees in a fixed order per record: the sum, hence the score, is bit-identical whatever
@@ -1561,15 +1580,13 @@ impl IsolationForest {
     /// More than 64 features: rows are used in place, one record at a time.
     fn score_wide(&self, rows: &[f64], out: &mut [f64]) {
         let nf = self.n_features;
-        rows.par_chunks(BLOCK_ROWS * nf)
-            .zip(out.par_chunks_mut(BLOCK_ROWS))
-            .for_each(|(block, out)| {
-                out.fill(0.0);
-                for tree in &self.fast {
-                    tree.accumulate(block, nf, out);
-                }
-                self.scores_from_sums(out);
-            });
+        for_blocks(rows, nf, out, |block, out| {
+            out.fill(0.0);
+            for tree in &self.fast {
+                tree.accumulate(block, nf, out);
+            }
+            self.scores_from_sums(out);
+        });
     }
 
     /// The attribution as first written, straight from the canonical trees: the oracle the
@@ -1660,43 +1677,61 @@ impl IsolationForest {
     /// The result is all zeros when the record never passed a split (every tree is a single
     /// leaf) or when `row.len() != n_features`.
     pub fn attribution(&self, row: &[f64]) -> Vec<f64> {
-        let mut attr = vec![0.0; self.n_features];
         if row.len() != self.n_features {
-            return attr;
+            return vec![0.0; self.n_features];
         }
+        self.attributions(row)
+    }
+
+    /// [`attribution`](Self::attribution) of every record of row-major `rows` (`n_features`
+    /// values each), row-major in the same order. Each tree is walked by all the records
+    /// before the next tree, so its nodes stay in L1 while they do, and [`EXPLAIN_LANES`]
+    /// records walk it in lockstep (leaves point at themselves, so no branches), overlapping
+    /// their loads. Each record still adds its trees' leaf weights in tree order, so its
+    /// attribution does not depend on the records beside it.
+    ///
+    /// # Panics
+    /// If `rows.len()` is not a multiple of `n_features`.
+    pub fn attributions(&self, rows: &[f64]) -> Vec<f64> {
+        let nf = self.n_features;
+        assert_eq!(rows.len() % nf, 0, "rows of {nf} values");
+        let mut attr = vec![0.0; rows.len()];
         let ExplainLayout {
             nodes,
             leaf_weights,
             weights,
             trees,
         } = &self.explain;
-        for group in trees.chunks(EXPLAIN_LANES) {
-            let mut at = [0usize; EXPLAIN_LANES];
-            for (a, &(root, _)) in at.iter_mut().zip(group) {
-                *a = root as usize;
-            }
-            let lanes = &mut at[..group.len()];
-            let steps = group.iter().map(|&(_, h)| h).max().unwrap_or(0);
-            for _ in 0..steps {
-                for a in lanes.iter_mut() {
-                    let n = nodes[*a];
-                    *a = n.next as usize + usize::from(row[n.feature as usize] > n.threshold);
+        for &(root, height) in trees {
+            for (group, attr) in rows
+                .chunks(EXPLAIN_LANES * nf)
+                .zip(attr.chunks_mut(EXPLAIN_LANES * nf))
+            {
+                let mut at = [root as usize; EXPLAIN_LANES];
+                let lanes = &mut at[..group.len() / nf];
+                for _ in 0..height {
+                    for (a, row) in lanes.iter_mut().zip(group.chunks_exact(nf)) {
+                        let n = nodes[*a];
+                        *a = n.next as usize + usize::from(row[n.feature as usize] > n.threshold);
+                    }
                 }
-            }
-            for &leaf in lanes.iter() {
-                let (first, end) = leaf_weights[leaf];
-                for &(f, w) in &weights[first as usize..end as usize] {
-                    attr[f as usize] += w;
+                for (&leaf, attr) in lanes.iter().zip(attr.chunks_exact_mut(nf)) {
+                    let (first, end) = leaf_weights[leaf];
+                    for &(f, w) in &weights[first as usize..end as usize] {
+                        attr[f as usize] += w;
+                    }
                 }
             }
         }
-        let total: f64 = attr.iter().sum();
-        if total > 0.0 && total.is_finite() {
-            for a in &mut attr {
-                *a /= total;
+        for attr in attr.chunks_exact_mut(nf) {
+            let total: f64 = attr.iter().sum();
+            if total > 0.0 && total.is_finite() {
+                for a in attr.iter_mut() {
+                    *a /= total;
+                }
+            } else {
+                attr.fill(0.0);
             }
-        } else {
-            attr.fill(0.0);
         }
         attr
     }
@@ -2184,6 +2219,40 @@ mod tests {
         assert!((a.iter().sum::<f64>() - 1.0).abs() < 1e-12);
         assert!(a.iter().all(|&v| v >= 0.0));
         assert!(a[2] > a[0] && a[2] > a[1], "{a:?}");
+    }
+
+    #[test]
+    fn attributions_of_many_records_equal_one_at_a_time() {
+        let x = random_matrix(600, 4, 21);
+        let f = IsolationForest::fit(&x, &params(600, 4, 5));
+        // 203 rows: whole groups of EXPLAIN_LANES and a partial one; NaN and far outliers too.
+        let mut rows: Vec<f64> = x.as_slice()[..200 * 4].to_vec();
+        rows.extend([
+            f64::NAN,
+            0.0,
+            1.0,
+            -1.0,
+            80.0,
+            -80.0,
+            0.0,
+            0.0,
+            0.5,
+            0.5,
+            0.5,
+            0.5,
+        ]);
+        let together = f.attributions(&rows);
+        assert_eq!(together.len(), rows.len());
+        for (row, got) in rows.chunks_exact(4).zip(together.chunks_exact(4)) {
+            // Bit for bit: each record adds its trees in the same order either way.
+            let alone = f.attribution(row);
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                alone.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                "{row:?}"
+            );
+        }
+        assert!(f.attributions(&[]).is_empty());
     }
 
     #[test]
