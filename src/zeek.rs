@@ -530,8 +530,10 @@ fn parse_json(body: &[u8]) -> Result<Vec<Conn>, ZeekError> {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let value: Value = serde_json::from_slice(line)
-            .map_err(|e| ZeekError::line_error(no, format!("invalid JSON: {e}")))?;
+        let value: Value = crate::api::json::from_slice(line).map_err(|e| {
+            let e = crate::api::json::message(&e);
+            ZeekError::line_error(no, format!("invalid JSON: {e}"))
+        })?;
         let Value::Object(map) = value else {
             return Err(ZeekError::line_error(no, "not a JSON object"));
         };

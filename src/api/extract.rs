@@ -175,10 +175,10 @@ impl Table {
             }
             let i = table.rows.len();
             check_count(i + 1, max_records)?;
-            let value: Value = serde_json::from_slice(line).map_err(|e| {
+            let value: Value = super::json::from_slice(line).map_err(|e| {
                 ApiError::bad_request(
                     "malformed-body",
-                    format!("NDJSON line {}: {e}", line_no + 1),
+                    format!("NDJSON line {}: {}", line_no + 1, super::json::message(&e)),
                 )
             })?;
             let Value::Object(map) = value else {
@@ -335,8 +335,10 @@ pub fn parse_json_envelope(body: &[u8]) -> Result<JsonEnvelope, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("malformed-body", "the body is empty"));
     }
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request("malformed-body", format!("invalid JSON: {e}")))?;
+    let value: Value = super::json::from_slice(body).map_err(|e| {
+        let e = super::json::message(&e);
+        ApiError::bad_request("malformed-body", format!("invalid JSON: {e}"))
+    })?;
     match value {
         Value::Array(records) => Ok(JsonEnvelope {
             records: Some(records),

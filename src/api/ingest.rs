@@ -536,7 +536,7 @@ pub fn read_ndjson<R: BufRead>(mut body: R, b: &mut BatchBuilder) -> Result<(), 
         let i = b.len();
         check_count(i + 1, b.max_records)?;
         let mut problem = None;
-        let mut de = serde_json::Deserializer::from_slice(text);
+        let mut de = super::json::deserializer(text);
         let is_object = RecordSeed {
             builder: b,
             problem: &mut problem,
@@ -544,6 +544,7 @@ pub fn read_ndjson<R: BufRead>(mut body: R, b: &mut BatchBuilder) -> Result<(), 
         .deserialize(&mut de)
         .and_then(|o| de.end().map(|()| o))
         .map_err(|e| {
+            let e = super::json::message(&e);
             ApiError::bad_request("malformed-body", format!("NDJSON line {line_no}: {e}"))
         })?;
         if let Some(p) = problem {
@@ -572,14 +573,17 @@ pub fn read_json(body: &[u8], b: &mut BatchBuilder) -> Result<(), ApiError> {
         return Err(ApiError::bad_request("malformed-body", "the body is empty"));
     }
     let mut state = Envelope::default();
-    let mut de = serde_json::Deserializer::from_slice(body);
+    let mut de = super::json::deserializer(body);
     EnvelopeSeed {
         builder: b,
         state: &mut state,
     }
     .deserialize(&mut de)
     .and_then(|()| de.end())
-    .map_err(|e| ApiError::bad_request("malformed-body", format!("invalid JSON: {e}")))?;
+    .map_err(|e| {
+        let e = super::json::message(&e);
+        ApiError::bad_request("malformed-body", format!("invalid JSON: {e}"))
+    })?;
     if state.not_envelope {
         return Err(ApiError::bad_request(
             "malformed-body",
@@ -1186,9 +1190,9 @@ pub fn check_content_length(headers: &HeaderMap, max_body: usize) -> Result<(), 
     }
 }
 
-/// A value read and dropped. Unlike `serde::de::IgnoredAny` (which serde_json skips without
-/// counting depth) it goes through `deserialize_any`, so nesting past serde_json's recursion
-/// limit is the same 400 as when the body was parsed into a `Value`.
+/// A value read and dropped. Unlike `serde::de::IgnoredAny` (which a parser may skip without
+/// counting depth) it goes through `deserialize_any`, so nesting past the parser's recursion
+/// limit is the same 400 as when the body is parsed into a `Value`.
 struct Skip;
 
 impl<'de> Deserialize<'de> for Skip {

@@ -6,6 +6,7 @@ pub mod evaluate;
 pub mod extract;
 pub mod health;
 pub mod ingest;
+pub mod json;
 pub mod model;
 pub mod samples;
 pub mod score;
