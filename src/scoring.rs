@@ -195,6 +195,16 @@ pub fn alert_for(
             .then(a.cmp(&b))
     });
     candidates.truncate(rule.top_records);
+    // Records the batch's answer did not explain (CSV answers, `explain=none`) are explained
+    // here, together.
+    let unexplained: Vec<usize> = candidates
+        .iter()
+        .copied()
+        .filter(|&i| scored.explanation(i).is_none())
+        .collect();
+    let mut extra = model
+        .explain_rows(&batch.matrix, &unexplained, rule.explain_top_k)
+        .into_iter();
     let records = candidates
         .into_iter()
         .map(|i| AlertRecord {
@@ -209,10 +219,12 @@ pub fn alert_for(
                 .zip(batch.matrix.row(i).iter().copied())
                 .collect(),
             fields: batch.echo.get(i),
-            explanation: scored
-                .explanation(i)
-                .cloned()
-                .unwrap_or_else(|| model.explain(batch.matrix.row(i), rule.explain_top_k)),
+            explanation: match scored.explanation(i) {
+                Some(e) => e.clone(),
+                None => extra
+                    .next()
+                    .expect("one explanation per unexplained record"),
+            },
         })
         .collect();
     Some(Alert {

@@ -1081,7 +1081,11 @@ where
             parser.await?
         }
         BodyFormat::Json | BodyFormat::ZeekTsv | BodyFormat::ZeekJson => {
-            let mut bytes = Vec::new();
+            // Sized from Content-Length when it is declared (already checked against the
+            // limit), so the body is not copied again each time the buffer grows.
+            let declared = axum::body::HttpBody::size_hint(&body).lower();
+            let mut bytes =
+                Vec::with_capacity(usize::try_from(declared).unwrap_or(0).min(max_body));
             let mut stream = body.into_data_stream();
             while let Some(frame) = stream.next().await {
                 let chunk = frame.map_err(|e| {

@@ -1,10 +1,12 @@
-//! The JSON parser of request bodies: sonic-rs behind serde. Through the same typed visitor it
-//! parsed the million-record benchmark body 1.25× faster than serde_json (564 vs 450 MiB/s) and
-//! simd-json (319 MiB/s); see `BENCHMARKS.md` ("JSON parsers"). Nesting is limited (sonic-rs
-//! stops at 255 levels), and invalid UTF-8, lone surrogates and trailing characters are errors,
-//! as they were with serde_json.
+//! JSON on the hot paths: request bodies are parsed and score results written with sonic-rs
+//! behind serde. Through the same typed visitor it parsed the million-record benchmark body 1.25×
+//! faster than serde_json (564 vs 450 MiB/s) and simd-json (319 MiB/s); see `BENCHMARKS.md`
+//! ("JSON parsers"). Nesting is limited (sonic-rs stops at 255 levels), and invalid UTF-8, lone
+//! surrogates and trailing characters are errors, as they were with serde_json. What it writes is
+//! byte for byte what serde_json writes (tested below for numbers and strings); everything else
+//! (stored alerts, SIEM formats, problems) still goes through serde_json.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// A deserializer over a whole JSON text; call [`end`](sonic_rs::Deserializer::end) after the
 /// value to reject trailing characters.
@@ -18,6 +20,11 @@ pub fn deserializer(text: &[u8]) -> Deserializer<'_> {
 /// Parses one JSON value (and nothing after it) from `text`.
 pub fn from_slice<'de, T: Deserialize<'de>>(text: &'de [u8]) -> Result<T, sonic_rs::Error> {
     sonic_rs::from_slice(text)
+}
+
+/// Appends `value` as JSON to `out`.
+pub fn write<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    sonic_rs::to_writer(out, value).expect("our response types always serialise");
 }
 
 /// What went wrong, on one line, for a problem's `detail`: sonic-rs's message and position
@@ -93,5 +100,62 @@ mod tests {
     fn deep_nesting_is_an_error_not_a_crash() {
         let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
         assert!(from_slice::<serde_json::Value>(deep.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn sonic_writes_floats_as_serde_json_does() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let mut bad = Vec::new();
+        for k in 0..200_000 {
+            let v = match k % 3 {
+                0 => f64::from_bits(rng.random::<u64>()),
+                1 => rng.random::<f64>() * 10f64.powi(rng.random_range(-30..30)),
+                _ => (rng.random::<u32>() as f64) * 10f64.powi(rng.random_range(-5..25)),
+            };
+            let a = sonic_rs::to_string(&v).unwrap();
+            let b = serde_json::to_string(&v).unwrap();
+            if a != b {
+                bad.push((v, a, b));
+            }
+        }
+        assert!(
+            bad.is_empty(),
+            "{} differ, e.g. {:?}",
+            bad.len(),
+            &bad[..bad.len().min(8)]
+        );
+        for v in [
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            -0.0,
+            0.0,
+            1e21,
+            1e-7,
+            5e-324,
+        ] {
+            assert_eq!(
+                sonic_rs::to_string(&v).unwrap(),
+                serde_json::to_string(&v).unwrap()
+            );
+        }
+    }
+
+    #[test]
+    fn sonic_escapes_strings_as_serde_json_does() {
+        let mut all: String = (0u32..0x800).filter_map(char::from_u32).collect();
+        all.push_str("\u{2028}\u{2029}\u{feff}\u{10ffff}é\"\\/");
+        for s in [all.as_str(), "", "10.0.0.7", "a\"b", "\u{7f}"] {
+            assert_eq!(
+                sonic_rs::to_string(s).unwrap(),
+                serde_json::to_string(s).unwrap()
+            );
+        }
+        // Escapes in long strings take the vectorised path.
+        let long = all.repeat(40);
+        assert_eq!(
+            sonic_rs::to_string(&long).unwrap(),
+            serde_json::to_string(&long).unwrap()
+        );
     }
 }

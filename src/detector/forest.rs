@@ -1099,22 +1099,33 @@ pub struct IsolationForest {
 /// logarithms of computing them per record. Leaves point at themselves (threshold +inf), so
 /// [`EXPLAIN_LANES`] records walk a tree in lockstep for its height, without branches:
 /// independent walks overlap their memory latency.
+///
+/// In forests of at most [`DENSE_MAX_FEATURES`] features a leaf's weights are stored densely, one
+/// per feature (zero for features not on its path), so adding them is a fixed-length loop the
+/// compiler unrolls; wider forests keep the (feature, weight) pairs of the features on the path.
 #[derive(Clone, Debug, Default)]
 struct ExplainLayout {
     nodes: Vec<ExplainNode>,
-    /// Each node's range in `weights` (empty for internal nodes).
+    /// Each node's range in `dense` (at most [`DENSE_MAX_FEATURES`] features) or in `weights`;
+    /// empty for internal nodes.
     leaf_weights: Vec<(u32, u32)>,
-    /// Leaves' (feature, weight) pairs, each leaf's features in order of first use on its path.
+    /// Wider forests: leaves' (feature, weight) pairs, each leaf's features in order of first use
+    /// on its path.
     weights: Vec<(u32, f64)>,
+    /// Narrow forests: each leaf's weight of every feature.
+    dense: Vec<f64>,
     /// Each tree's root in `nodes` and its height.
     trees: Vec<(u32, u32)>,
 }
+
+/// Widest forest whose leaves' attribution weights are stored densely (see [`ExplainLayout`]).
+const DENSE_MAX_FEATURES: usize = 8;
 
 /// An edge of a root-to-leaf path: the parent's split feature and the edge's imbalance.
 type Edge = (u32, f64);
 
 /// Records walked down a tree at once by [`IsolationForest::attributions`].
-const EXPLAIN_LANES: usize = 8;
+const EXPLAIN_LANES: usize = 16;
 
 /// One node of the explanation layout. Indices are into the whole forest's node array.
 #[derive(Clone, Copy, Debug)]
@@ -1128,13 +1139,15 @@ struct ExplainNode {
 }
 
 impl ExplainLayout {
-    fn build(trees: &[Tree]) -> ExplainLayout {
+    fn build(trees: &[Tree], n_features: usize) -> ExplainLayout {
         let index = |i: usize| u32::try_from(i).expect("forests stay under 2^32 nodes and weights");
+        let dense = n_features <= DENSE_MAX_FEATURES;
         let n_nodes = trees.iter().map(Tree::len).sum();
         let mut layout = ExplainLayout {
             nodes: Vec::with_capacity(n_nodes),
             leaf_weights: vec![(0, 0); n_nodes],
             weights: Vec::new(),
+            dense: Vec::new(),
             trees: Vec::with_capacity(trees.len()),
         };
         // Depth-first: (node, depth, the edge entering it) of nodes still to visit; `path` holds
@@ -1176,7 +1189,16 @@ impl ExplainLayout {
                             }
                         }
                     }
-                    layout.leaf_weights[start + i] = (index(first), index(layout.weights.len()));
+                    layout.leaf_weights[start + i] = if dense {
+                        let at = layout.dense.len();
+                        layout.dense.resize(at + n_features, 0.0);
+                        for (f, w) in layout.weights.drain(first..) {
+                            layout.dense[at + f as usize] = w;
+                        }
+                        (index(at), index(at + n_features))
+                    } else {
+                        (index(first), index(layout.weights.len()))
+                    };
                     continue;
                 }
                 // Imbalance of an edge: 1 − (rows in the child / rows in the parent), in [0, 1];
@@ -1315,7 +1337,7 @@ impl IsolationForest {
         } else {
             None
         };
-        let explain = ExplainLayout::build(&trees);
+        let explain = ExplainLayout::build(&trees, n_features);
         IsolationForest {
             n_features,
             max_samples,
@@ -1696,32 +1718,16 @@ impl IsolationForest {
         let nf = self.n_features;
         assert_eq!(rows.len() % nf, 0, "rows of {nf} values");
         let mut attr = vec![0.0; rows.len()];
-        let ExplainLayout {
-            nodes,
-            leaf_weights,
-            weights,
-            trees,
-        } = &self.explain;
-        for &(root, height) in trees {
-            for (group, attr) in rows
-                .chunks(EXPLAIN_LANES * nf)
-                .zip(attr.chunks_mut(EXPLAIN_LANES * nf))
-            {
-                let mut at = [root as usize; EXPLAIN_LANES];
-                let lanes = &mut at[..group.len() / nf];
-                for _ in 0..height {
-                    for (a, row) in lanes.iter_mut().zip(group.chunks_exact(nf)) {
-                        let n = nodes[*a];
-                        *a = n.next as usize + usize::from(row[n.feature as usize] > n.threshold);
-                    }
-                }
-                for (&leaf, attr) in lanes.iter().zip(attr.chunks_exact_mut(nf)) {
-                    let (first, end) = leaf_weights[leaf];
-                    for &(f, w) in &weights[first as usize..end as usize] {
-                        attr[f as usize] += w;
-                    }
-                }
-            }
+        match nf {
+            1 => self.add_leaf_weights::<1>(rows, &mut attr),
+            2 => self.add_leaf_weights::<2>(rows, &mut attr),
+            3 => self.add_leaf_weights::<3>(rows, &mut attr),
+            4 => self.add_leaf_weights::<4>(rows, &mut attr),
+            5 => self.add_leaf_weights::<5>(rows, &mut attr),
+            6 => self.add_leaf_weights::<6>(rows, &mut attr),
+            7 => self.add_leaf_weights::<7>(rows, &mut attr),
+            8 => self.add_leaf_weights::<8>(rows, &mut attr),
+            _ => self.add_leaf_weights::<0>(rows, &mut attr),
         }
         for attr in attr.chunks_exact_mut(nf) {
             let total: f64 = attr.iter().sum();
@@ -1734,6 +1740,54 @@ impl IsolationForest {
             }
         }
         attr
+    }
+
+    /// Adds to `attr` the weights of the leaf each record of `rows` reaches in every tree, tree
+    /// by tree. `NF` is the forest's width when its leaves' weights are dense (at most
+    /// [`DENSE_MAX_FEATURES`]), so a leaf's weights are `NF` unrolled additions; 0 reads the
+    /// sparse (feature, weight) pairs of a wider forest.
+    fn add_leaf_weights<const NF: usize>(&self, rows: &[f64], attr: &mut [f64]) {
+        let nf = if NF > 0 { NF } else { self.n_features };
+        debug_assert_eq!(NF > 0, nf <= DENSE_MAX_FEATURES);
+        let ExplainLayout {
+            nodes,
+            leaf_weights,
+            weights,
+            dense,
+            trees,
+        } = &self.explain;
+        for &(root, height) in trees {
+            for (group, attr) in rows
+                .chunks(EXPLAIN_LANES * nf)
+                .zip(attr.chunks_mut(EXPLAIN_LANES * nf))
+            {
+                // Always EXPLAIN_LANES walks, so the lanes live in registers: lanes past the
+                // group's records walk its last record again, and their leaves are not used.
+                let n = group.len() / nf;
+                let row: [usize; EXPLAIN_LANES] = std::array::from_fn(|l| l.min(n - 1) * nf);
+                let mut at = [root as usize; EXPLAIN_LANES];
+                for _ in 0..height {
+                    for l in 0..EXPLAIN_LANES {
+                        let node = nodes[at[l]];
+                        let right = group[row[l] + node.feature as usize] > node.threshold;
+                        at[l] = node.next as usize + usize::from(right);
+                    }
+                }
+                for (&leaf, attr) in at[..n].iter().zip(attr.chunks_exact_mut(nf)) {
+                    let (first, end) = leaf_weights[leaf];
+                    if NF > 0 {
+                        let w = &dense[first as usize..first as usize + NF];
+                        for j in 0..NF {
+                            attr[j] += w[j];
+                        }
+                    } else {
+                        for &(f, w) in &weights[first as usize..end as usize] {
+                            attr[f as usize] += w;
+                        }
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -2259,10 +2313,12 @@ mod tests {
     fn attribution_layout_agrees_with_the_reference() {
         // Shallow, complete (height 8) and deep (max_samples 2000, height 11) trees; bootstrap
         // makes repeated rows, so some edges have imbalance 0; rows on thresholds and outliers.
+        // Up to DENSE_MAX_FEATURES features leaves' weights are dense; 12 takes the sparse path.
         for (n_rows, n_cols, max_samples, bootstrap) in [
             (40, 1, 40, false),
             (1000, 4, 256, false),
             (3000, 5, 2000, true),
+            (800, 12, 256, false),
         ] {
             let x = random_matrix(n_rows, n_cols, 11);
             let p = ForestParams {
