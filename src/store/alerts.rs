@@ -231,10 +231,16 @@ struct GroupState {
     done: HashMap<u64, Result<(), StoreError>>,
 }
 
+/// An alert waiting for a commit, already checked and serialised by its caller (in parallel,
+/// outside the connection's lock).
 #[derive(Debug)]
 struct PendingAlert {
     ticket: u64,
-    alert: Alert,
+    id: String,
+    severity: u8,
+    status: &'static str,
+    created_at_ms: i64,
+    row: AlertRow,
     sinks: Vec<String>,
 }
 
@@ -295,8 +301,8 @@ impl SqliteAlertStore {
         let mut conn = self.lock()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for p in group {
-            Self::insert_tx(&tx, &p.alert)?;
-            super::outbox::insert_tx(&tx, &p.alert, &p.sinks)?;
+            Self::insert_tx(&tx, p)?;
+            super::outbox::insert_tx(&tx, &p.id, p.created_at_ms, &p.sinks)?;
         }
         tx.commit()?;
         Ok(())
@@ -319,28 +325,26 @@ impl SqliteAlertStore {
         self.conn.lock().map_err(|_| StoreError::Poisoned)
     }
 
-    /// Inserts `alert` inside a transaction the caller owns, so rows that must appear with the
-    /// alert (a webhook outbox entry, say) commit or roll back together with it.
-    pub(crate) fn insert_tx(tx: &Transaction<'_>, alert: &Alert) -> Result<(), StoreError> {
-        let row = AlertRow::from_alert(alert)?;
-        let inserted = tx.execute(
+    /// Inserts a checked alert's row inside the group's transaction.
+    fn insert_tx(tx: &Transaction<'_>, p: &PendingAlert) -> Result<(), StoreError> {
+        let mut stmt = tx.prepare_cached(
             "INSERT INTO alerts (id, created_at_ns, severity, status, model_version, body)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
-                alert.id,
-                row.created_at_ns,
-                alert.severity,
-                alert.status.as_str(),
-                row.model_version,
-                row.body
-            ],
-        );
+        )?;
+        let inserted = stmt.execute(params![
+            p.id,
+            p.row.created_at_ns,
+            p.severity,
+            p.status,
+            p.row.model_version,
+            p.row.body
+        ]);
         match inserted {
             Ok(_) => Ok(()),
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
             {
-                Err(StoreError::DuplicateAlert(alert.id.clone()))
+                Err(StoreError::DuplicateAlert(p.id.clone()))
             }
             Err(e) => Err(e.into()),
         }
@@ -349,15 +353,23 @@ impl SqliteAlertStore {
 
 impl AlertStore for SqliteAlertStore {
     fn insert_with_outbox(&self, alert: &Alert, sinks: &[String]) -> Result<(), StoreError> {
+        // Checked and serialised here, before queueing: concurrent callers do it in parallel,
+        // and the committer only writes rows.
+        let row = AlertRow::from_alert(alert)?;
+        let pending = |ticket| PendingAlert {
+            ticket,
+            id: alert.id.clone(),
+            severity: alert.severity,
+            status: alert.status.as_str(),
+            created_at_ms: alert.created_at.timestamp_millis(),
+            row,
+            sinks: sinks.to_vec(),
+        };
         let group = &self.group;
         let mut state = group.state.lock().unwrap_or_else(|e| e.into_inner());
         let ticket = state.next_ticket;
         state.next_ticket += 1;
-        state.waiting.push(PendingAlert {
-            ticket,
-            alert: alert.clone(),
-            sinks: sinks.to_vec(),
-        });
+        state.waiting.push(pending(ticket));
         loop {
             if let Some(outcome) = state.done.remove(&ticket) {
                 return outcome;
@@ -544,6 +556,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
 }
 
 /// The parts of an alert row that need checking or converting before SQLite sees them.
+#[derive(Debug)]
 pub(super) struct AlertRow {
     pub(super) created_at_ns: i64,
     pub(super) model_version: i64,

@@ -195,25 +195,27 @@ pub(super) const MIGRATION: &str = "CREATE TABLE webhook_outbox (
      CREATE INDEX webhook_outbox_due ON webhook_outbox (sink, next_attempt_at_ms)
          WHERE state = 'pending';";
 
-/// Writes one pending row per sink for `alert`, due at once, inside the caller's transaction.
+/// Writes one pending row per sink for alert `alert_id`, due at once (its creation time), inside
+/// the caller's transaction.
 pub(super) fn insert_tx(
     tx: &Transaction<'_>,
-    alert: &Alert,
+    alert_id: &str,
+    created_at_ms: i64,
     sinks: &[String],
 ) -> Result<(), StoreError> {
-    let now = alert.created_at.timestamp_millis();
+    let now = created_at_ms;
     let mut stmt = tx.prepare_cached(
         "INSERT INTO webhook_outbox (alert_id, sink, state, next_attempt_at_ms, updated_at_ms)
          VALUES (?1, ?2, 'pending', ?3, ?3)",
     )?;
     for sink in sinks {
-        match stmt.execute(params![alert.id, sink, now]) {
+        match stmt.execute(params![alert_id, sink, now]) {
             Ok(_) => {}
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
             {
                 return Err(StoreError::InvalidAlert {
-                    id: alert.id.clone(),
+                    id: alert_id.to_string(),
                     reason: format!("webhook sink {sink:?} is listed twice"),
                 });
             }
