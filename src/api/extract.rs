@@ -407,22 +407,34 @@ impl Batch {
 }
 
 /// One optional string per record, kept in one buffer (a million records cost two allocations,
-/// not a million).
-#[derive(Debug, Clone, Default, PartialEq)]
+/// not a million). Until the first value arrives only the count is kept, so a batch without
+/// the column costs nothing per record.
+#[derive(Debug, Clone, Default)]
 pub struct TextColumn {
     text: String,
-    /// End of record i's text in `text`; its start is the previous end.
+    /// End of record i's text in `text`; its start is the previous end. Records from
+    /// `ends.len()` to `len` (all of them, before the first value) have no value.
     ends: Vec<usize>,
     present: Vec<bool>,
+    len: usize,
+}
+
+/// Equal when every record has the same value, however they are laid out.
+impl PartialEq for TextColumn {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && (0..self.len).all(|i| self.get(i) == other.get(i))
+    }
 }
 
 impl TextColumn {
     pub fn push(&mut self, value: Option<&str>) {
-        if let Some(v) = value {
-            self.text.push_str(v);
+        match value {
+            Some(v) => {
+                self.text.push_str(v);
+                self.commit(true);
+            }
+            None => self.commit(false),
         }
-        self.ends.push(self.text.len());
-        self.present.push(value.is_some());
     }
 
     /// Sets the value of the record being read (replacing one set before) without closing it.
@@ -435,21 +447,30 @@ impl TextColumn {
     pub(crate) fn commit(&mut self, present: bool) {
         if !present {
             self.text.truncate(self.ends.last().copied().unwrap_or(0));
+            if self.ends.is_empty() {
+                self.len += 1;
+                return;
+            }
         }
+        // The first value: the records before it get their (empty, absent) entries now.
+        self.ends.resize(self.len, 0);
+        self.present.resize(self.len, false);
         self.ends.push(self.text.len());
         self.present.push(present);
+        self.len += 1;
     }
 
     pub fn len(&self) -> usize {
-        self.ends.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.ends.is_empty()
+        self.len == 0
     }
 
     pub fn get(&self, i: usize) -> Option<&str> {
-        if !self.present[i] {
+        assert!(i < self.len, "record {i} of {}", self.len);
+        if i >= self.ends.len() || !self.present[i] {
             return None;
         }
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
@@ -463,15 +484,18 @@ impl TextColumn {
 }
 
 /// The string fields each record carries besides its features, stored sparsely: a record costs
-/// one offset plus its own fields, whatever fields other records have.
+/// one offset plus its own fields, whatever fields other records have, and nothing while no
+/// record has had any.
 #[derive(Debug, Clone, Default)]
 pub struct EchoFields {
     names: Vec<String>,
     text: String,
     /// (column, end of the value in `text`), record by record.
     entries: Vec<(u32, usize)>,
-    /// End of record i's entries in `entries`.
+    /// End of record i's entries in `entries`; records from `record_ends.len()` to `len` (all
+    /// of them, before the first field) have none.
     record_ends: Vec<usize>,
+    len: usize,
 }
 
 /// Equal when every record has the same fields, however they are laid out.
@@ -500,20 +524,29 @@ impl EchoFields {
     }
 
     pub fn end_record(&mut self) {
-        self.record_ends.push(self.entries.len());
+        if !self.entries.is_empty() {
+            // The records before the first field get their (empty) entries now.
+            self.record_ends.resize(self.len, 0);
+            self.record_ends.push(self.entries.len());
+        }
+        self.len += 1;
     }
 
     /// Number of records.
     pub fn len(&self) -> usize {
-        self.record_ends.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.record_ends.is_empty()
+        self.len == 0
     }
 
     /// Record `i`'s fields by name, borrowed (a later field of the same name wins).
     pub fn fields(&self, i: usize) -> BTreeMap<&str, &str> {
+        assert!(i < self.len, "record {i} of {}", self.len);
+        if i >= self.record_ends.len() {
+            return BTreeMap::new();
+        }
         let first = if i == 0 { 0 } else { self.record_ends[i - 1] };
         let mut start = if first == 0 {
             0
@@ -760,6 +793,43 @@ pub fn parse_table_with(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn columns_cost_nothing_per_record_until_their_first_value() {
+        let mut t = TextColumn::default();
+        for _ in 0..3 {
+            t.push(None);
+        }
+        assert!(t.ends.is_empty() && t.present.is_empty());
+        t.set_pending("x");
+        t.commit(false);
+        assert!(t.ends.is_empty(), "a value set then dropped is no value");
+        t.push(Some("a"));
+        t.push(None);
+        t.set_pending("zz");
+        t.set_pending("bc");
+        t.commit(true);
+        let got: Vec<_> = (0..t.len()).map(|i| t.get(i)).collect();
+        assert_eq!(got, [None, None, None, None, Some("a"), None, Some("bc")]);
+        let mut dense = TextColumn::default();
+        for v in &got {
+            dense.push(*v);
+        }
+        assert_eq!(t, dense);
+        assert_ne!(t, TextColumn::default());
+
+        let mut e = EchoFields::default();
+        e.end_record();
+        e.end_record();
+        assert!(e.record_ends.is_empty());
+        let host = e.column("host");
+        e.push(host, "h2");
+        e.end_record();
+        e.end_record();
+        assert_eq!(e.len(), 4);
+        assert!(e.fields(0).is_empty() && e.fields(1).is_empty() && e.fields(3).is_empty());
+        assert_eq!(e.fields(2).get("host"), Some(&"h2"));
+    }
 
     fn seed_json() -> &'static [u8] {
         br#"[{"timestamp":"2024-01-01T00:00:00Z","bytes_sent":1.0,"bytes_received":2,"connections":3,"active_sessions":4,"src_ip":"10.0.0.1"},
