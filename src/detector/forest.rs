@@ -1698,6 +1698,9 @@ impl IsolationForest {
     ///
     /// The result is all zeros when the record never passed a split (every tree is a single
     /// leaf) or when `row.len() != n_features`.
+    ///
+    /// One record walks alone through lanes made for 16: to explain several,
+    /// [`attributions`](Self::attributions) does them together for about the cost of one.
     pub fn attribution(&self, row: &[f64]) -> Vec<f64> {
         if row.len() != self.n_features {
             return vec![0.0; self.n_features];
