@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::api::extract::Batch;
-use crate::detector::Matrix;
 use crate::detector::explain::FeatureContribution;
 use crate::detector::model::{BatchSummary, Model};
+use crate::detector::{Matrix, SEQUENTIAL_RECORDS};
 use crate::state::ChartData;
 use crate::store::alerts::{Alert, AlertRecord, AlertStatus};
 
@@ -75,8 +75,6 @@ impl ScoredBatch {
     }
 }
 
-/// Batches up to this size are explained on the calling thread.
-const SEQUENTIAL_RECORDS: usize = 4096;
 /// Records explained together (one task of the rayon pool) in larger batches.
 const EXPLAIN_CHUNK: usize = 512;
 
@@ -106,8 +104,6 @@ pub fn scored_batch(
         let explained = model.explain_rows(&batch.matrix, rows, top_k);
         rows.iter().copied().zip(explained).collect::<Vec<_>>()
     };
-    // Small batches stay on this thread: under concurrent requests the cores are busy anyway,
-    // and a trip through the rayon pool costs more than it saves.
     let explanations = if batch.len() <= SEQUENTIAL_RECORDS {
         explain(&wanted)
     } else {
@@ -120,27 +116,6 @@ pub fn scored_batch(
         scores,
         summary,
         explanations,
-    }
-}
-
-/// The per-record results, optionally only the anomalous ones.
-pub fn results(batch: &Batch, scored: &ScoredBatch, only_anomalies: bool) -> Vec<RecordResult> {
-    (0..batch.len())
-        .filter(|&i| !only_anomalies || scored.is_anomaly(i))
-        .map(|i| result(batch, scored, i))
-        .collect()
-}
-
-/// Record `i`'s result.
-pub fn result(batch: &Batch, scored: &ScoredBatch, i: usize) -> RecordResult {
-    RecordResult {
-        index: i,
-        timestamp: batch.timestamps.owned(i),
-        score: scored.scores[i],
-        is_anomaly: scored.is_anomaly(i),
-        severity: crate::detector::severity::severity(scored.scores[i]),
-        explanation: scored.explanation(i).cloned(),
-        fields: batch.echo.get(i),
     }
 }
 

@@ -12,15 +12,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use netsentinel::detector::generator::{GeneratorConfig, generate};
 use netsentinel::detector::model::Model;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 #[path = "support/process.rs"]
 mod process;
+#[path = "support/traffic.rs"]
+mod traffic;
 
 use process::{Process, START_DEADLINE, binary};
+use traffic::{alert_pages, bursty_batch};
 
 const EXIT_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -156,40 +158,6 @@ fn fit_request(n_records: usize, seed: u64, n_estimators: u64) -> Value {
     })
 }
 
-/// A batch in which every other record is a burst, so scoring it raises an alert.
-fn bursty_batch(seed: u64) -> Value {
-    let records = generate(&GeneratorConfig {
-        n_records: 20,
-        anomaly_every: 2,
-        seed,
-        ..GeneratorConfig::default()
-    })
-    .expect("valid generator settings");
-    serde_json::to_value(records).expect("records serialise")
-}
-
-/// Every alert id the service lists, following cursors.
-async fn all_alert_ids(client: &reqwest::Client, server: &Server) -> Vec<String> {
-    let mut ids = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..1000 {
-        let mut url = server.url("/v1/alerts?limit=1000");
-        if let Some(c) = &cursor {
-            url.push_str(&format!("&cursor={c}"));
-        }
-        let (status, page) = get_json(client, &url).await;
-        assert_eq!(status, StatusCode::OK, "{page}");
-        for alert in page["alerts"].as_array().expect("an alerts array") {
-            ids.push(alert["id"].as_str().expect("an id").to_string());
-        }
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => return ids,
-        }
-    }
-    panic!("alert pagination did not end");
-}
-
 /// What a client had acknowledged to it before a crash: fits answered 201, alerts answered 2xx.
 #[derive(Default)]
 struct Acknowledged {
@@ -268,7 +236,9 @@ async fn kill_9_during_fits_and_scores_never_loses_an_acknowledged_model_or_aler
         let version = {
             let snapshot = std::mem::take(&mut *acked.lock().unwrap());
             let v = check_after_restart(&client, &server, &data_dir, &snapshot, round).await;
-            let listed = all_alert_ids(&client, &server).await;
+            let listed = alert_pages(&client, &server.0.base_url, "limit=1000")
+                .await
+                .concat();
             for id in &snapshot.alert_ids {
                 assert!(
                     listed.contains(id),
@@ -370,7 +340,9 @@ async fn kill_9_during_fits_and_scores_never_loses_an_acknowledged_model_or_aler
     let snapshot = std::mem::take(&mut *acked.lock().unwrap());
     let version = check_after_restart(&client, &server, &data_dir, &snapshot, ROUNDS).await;
     assert!(version >= last_version);
-    let listed = all_alert_ids(&client, &server).await;
+    let listed = alert_pages(&client, &server.0.base_url, "limit=1000")
+        .await
+        .concat();
     for id in &snapshot.alert_ids {
         assert!(listed.contains(id), "alert {id} was lost");
     }

@@ -231,7 +231,6 @@ impl Table {
     }
 }
 
-/// A CSV header row names every column once.
 /// A CSV reader over `body` (strict: every record as wide as the header), with its header row
 /// read, trimmed and checked.
 pub(crate) fn csv_reader<R: std::io::Read>(
@@ -252,6 +251,7 @@ pub(crate) fn csv_reader<R: std::io::Read>(
     Ok((reader, headers))
 }
 
+/// A CSV header row names every column once, and not too many.
 fn check_csv_headers(headers: &[String]) -> Result<(), ApiError> {
     if headers.is_empty() || headers.iter().all(String::is_empty) {
         return Err(ApiError::bad_request(
@@ -335,10 +335,7 @@ pub fn parse_json_envelope(body: &[u8]) -> Result<JsonEnvelope, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("malformed-body", "the body is empty"));
     }
-    let value: Value = super::json::from_slice(body).map_err(|e| {
-        let e = super::json::message(&e);
-        ApiError::bad_request("malformed-body", format!("invalid JSON: {e}"))
-    })?;
+    let value: Value = super::json::from_slice(body).map_err(|e| super::json::invalid(&e))?;
     match value {
         Value::Array(records) => Ok(JsonEnvelope {
             records: Some(records),
@@ -401,8 +398,8 @@ impl Batch {
     }
 
     /// Parsed timestamps, when every record has one (parsed once, while the records were checked).
-    pub fn parsed_timestamps(&self) -> Option<Vec<DateTime<Utc>>> {
-        self.parsed_times.clone()
+    pub fn parsed_timestamps(&self) -> Option<&[DateTime<Utc>]> {
+        self.parsed_times.as_deref()
     }
 }
 

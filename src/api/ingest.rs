@@ -580,10 +580,7 @@ pub fn read_json(body: &[u8], b: &mut BatchBuilder) -> Result<(), ApiError> {
     }
     .deserialize(&mut de)
     .and_then(|()| de.end())
-    .map_err(|e| {
-        let e = super::json::message(&e);
-        ApiError::bad_request("malformed-body", format!("invalid JSON: {e}"))
-    })?;
+    .map_err(|e| super::json::invalid(&e))?;
     if state.not_envelope {
         return Err(ApiError::bad_request(
             "malformed-body",
@@ -615,6 +612,37 @@ pub fn read_json(body: &[u8], b: &mut BatchBuilder) -> Result<(), ApiError> {
         Some(p) => Err(p),
         None => Ok(()),
     }
+}
+
+/// The scalar `visit_*` methods (bool, integers, floats, strings, null) of a visitor that
+/// treats every scalar alike: `|v| value` names the visitor and gives the result.
+macro_rules! visit_scalars {
+    ($value:ty, |$v:ident| $result:expr) => {
+        fn visit_bool<E>(self, _: bool) -> Result<$value, E> {
+            let $v = self;
+            Ok($result)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<$value, E> {
+            let $v = self;
+            Ok($result)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<$value, E> {
+            let $v = self;
+            Ok($result)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<$value, E> {
+            let $v = self;
+            Ok($result)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<$value, E> {
+            let $v = self;
+            Ok($result)
+        }
+        fn visit_unit<E>(self) -> Result<$value, E> {
+            let $v = self;
+            Ok($result)
+        }
+    };
 }
 
 #[derive(Default)]
@@ -668,30 +696,7 @@ impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
         Ok(())
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        self.state.not_envelope = true;
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        self.state.not_envelope = true;
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        self.state.not_envelope = true;
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        self.state.not_envelope = true;
-        Ok(())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        self.state.not_envelope = true;
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        self.state.not_envelope = true;
-        Ok(())
-    }
+    visit_scalars!((), |v| v.state.not_envelope = true);
 }
 
 struct RecordsSeed<'a> {
@@ -725,30 +730,7 @@ impl<'de> Visitor<'de> for RecordsSeed<'_> {
         Ok(())
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        self.state.records_not_array = true;
-        Ok(())
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        self.state.records_not_array = true;
-        Ok(())
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        self.state.records_not_array = true;
-        Ok(())
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        self.state.records_not_array = true;
-        Ok(())
-    }
-    fn visit_str<E>(self, _: &str) -> Result<(), E> {
-        self.state.records_not_array = true;
-        Ok(())
-    }
-    fn visit_unit<E>(self) -> Result<(), E> {
-        self.state.records_not_array = true;
-        Ok(())
-    }
+    visit_scalars!((), |v| v.state.records_not_array = true);
 }
 
 /// Records of an array into the builder; after the first problem or past the record limit the
@@ -850,24 +832,7 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
         while seq.next_element::<Skip>()?.is_some() {}
         Ok(false)
     }
-    fn visit_bool<E>(self, _: bool) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<bool, E> {
-        Ok(false)
-    }
-    fn visit_unit<E>(self) -> Result<bool, E> {
-        Ok(false)
-    }
+    visit_scalars!(bool, |_v| false);
 }
 
 /// A string borrowed from the body when it has no escapes.
@@ -1213,24 +1178,7 @@ impl<'de> Visitor<'de> for SkipVisitor {
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str("a JSON value")
     }
-    fn visit_unit<E>(self) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Skip, E> {
-        Ok(Skip)
-    }
-    fn visit_str<E>(self, _: &str) -> Result<Skip, E> {
-        Ok(Skip)
-    }
+    visit_scalars!(Skip, |_v| Skip);
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skip, A::Error> {
         while seq.next_element::<Skip>()?.is_some() {}
         Ok(Skip)

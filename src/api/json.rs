@@ -8,6 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::ApiError;
+
 /// Deepest nesting of arrays and objects sonic-rs accepts.
 pub const MAX_DEPTH: usize = 254;
 
@@ -28,6 +30,11 @@ pub fn from_slice<'de, T: Deserialize<'de>>(text: &'de [u8]) -> Result<T, sonic_
 /// Appends `value` as JSON to `out`.
 pub fn write<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
     sonic_rs::to_writer(out, value).expect("our response types always serialise");
+}
+
+/// The 400 for a body that is not JSON.
+pub fn invalid(e: &sonic_rs::Error) -> ApiError {
+    ApiError::bad_request("malformed-body", format!("invalid JSON: {}", message(e)))
 }
 
 /// What went wrong, on one line, for a problem's `detail`: sonic-rs's message and position

@@ -345,7 +345,24 @@ mod tests {
     use crate::api::extract::{Features, Table};
     use crate::detector::model::Model;
     use crate::detector::params::ForestParams;
-    use crate::scoring::results;
+    use crate::scoring::RecordResult;
+
+    /// The per-record results as `RecordResult`s: what the handler serialised before results
+    /// were written straight from the batch, the oracle of `ResultView`.
+    fn results(batch: &Batch, scored: &ScoredBatch, only_anomalies: bool) -> Vec<RecordResult> {
+        (0..batch.len())
+            .filter(|&i| !only_anomalies || scored.is_anomaly(i))
+            .map(|i| RecordResult {
+                index: i,
+                timestamp: batch.timestamps.owned(i),
+                score: scored.scores[i],
+                is_anomaly: scored.is_anomaly(i),
+                severity: crate::detector::severity::severity(scored.scores[i]),
+                explanation: scored.explanation(i).cloned(),
+                fields: batch.echo.get(i),
+            })
+            .collect()
+    }
 
     #[test]
     fn streamed_pieces_equal_the_whole_response() {

@@ -34,19 +34,14 @@ const COMPLETE_SLOTS: usize = 1 << COMPLETE_MAX_HEIGHT;
 
 /// Records pushed through each tree before moving on to the next tree.
 const BLOCK_ROWS: usize = 512;
-/// Up to this many records are scored on the calling thread, block after block: handing them to
-/// the rayon pool costs two thread switches (and idle workers spinning), more than scoring them
-/// takes, and under concurrent requests the other core is busy anyway.
-const SEQUENTIAL_ROWS: usize = 8 * BLOCK_ROWS;
-
 /// Calls `f` on each block of up to [`BLOCK_ROWS`] records of row-major `rows` (`nf` values a
-/// record) with its slice of `out`: in parallel when there are more than [`SEQUENTIAL_ROWS`]
-/// records, on this thread otherwise. The blocks are the same either way, so are the scores.
+/// record) with its slice of `out`: in parallel when there are more than
+/// [`SEQUENTIAL_RECORDS`](super::SEQUENTIAL_RECORDS) records, on this thread otherwise. The blocks are the same either way, so are the scores.
 fn for_blocks<F>(rows: &[f64], nf: usize, out: &mut [f64], f: F)
 where
     F: Fn(&[f64], &mut [f64]) + Send + Sync,
 {
-    if out.len() <= SEQUENTIAL_ROWS {
+    if out.len() <= super::SEQUENTIAL_RECORDS {
         for (block, out) in rows.chunks(BLOCK_ROWS * nf).zip(out.chunks_mut(BLOCK_ROWS)) {
             f(block, out);
         }
@@ -1973,15 +1968,7 @@ mod tests {
                 }
                 if n_cols <= NARROW {
                     // Every narrow kernel this CPU has, not only the one score_matrix picks.
-                    for path in [
-                        NarrowPath::Portable,
-                        NarrowPath::Avx,
-                        NarrowPath::Avx2,
-                        NarrowPath::Avx512,
-                    ] {
-                        let mut out = vec![0.0; probe.n_rows()];
-                        f.score_narrow_with(probe.as_slice(), &mut out, path);
-                        let got: Vec<u64> = out.iter().map(|v| v.to_bits()).collect();
+                    for (path, got) in every_narrow_path(&f, &probe) {
                         assert_eq!(got, want, "{path:?}, {n_cols} features, ψ {max_samples}");
                     }
                 }
@@ -2008,6 +1995,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// The scores' bits from every narrow kernel (each capped at what this CPU has).
+    fn every_narrow_path(f: &IsolationForest, probe: &Matrix) -> Vec<(NarrowPath, Vec<u64>)> {
+        [
+            NarrowPath::Portable,
+            NarrowPath::Avx,
+            NarrowPath::Avx2,
+            NarrowPath::Avx512,
+        ]
+        .into_iter()
+        .map(|path| {
+            let mut out = vec![0.0; probe.n_rows()];
+            f.score_narrow_with(probe.as_slice(), &mut out, path);
+            (path, out.iter().map(|v| v.to_bits()).collect())
+        })
+        .collect()
     }
 
     #[test]
@@ -2041,15 +2045,7 @@ mod tests {
             .rows()
             .map(|r| f.score_reference(r).to_bits())
             .collect();
-        for path in [
-            NarrowPath::Portable,
-            NarrowPath::Avx,
-            NarrowPath::Avx2,
-            NarrowPath::Avx512,
-        ] {
-            let mut out = vec![0.0; probe.n_rows()];
-            f.score_narrow_with(probe.as_slice(), &mut out, path);
-            let got: Vec<u64> = out.iter().map(|v| v.to_bits()).collect();
+        for (path, got) in every_narrow_path(&f, &probe) {
             assert_eq!(got, want, "{path:?}");
         }
     }

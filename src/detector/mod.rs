@@ -12,6 +12,12 @@ pub mod scaler;
 pub mod severity;
 pub mod threshold;
 
+/// Work on up to this many records stays on the calling thread (scoring, explaining): handing
+/// it to the rayon pool costs two thread switches (and idle workers spinning), more than the
+/// work takes, and under concurrent requests the other core is busy anyway. Larger batches are
+/// split across the pool.
+pub const SEQUENTIAL_RECORDS: usize = 4096;
+
 use serde::{Deserialize, Serialize};
 
 /// A dense, row-major table of `f64` features: row `i` is `data[i * n_cols..(i + 1) * n_cols]`.

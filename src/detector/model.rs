@@ -224,9 +224,8 @@ impl Model {
     /// whole batch is ever held.
     pub fn score_into(&self, rows: &[f64], out: &mut [f64]) {
         let d = self.scaler.n_features();
-        if rows.len() <= SCORE_CHUNK_ROWS * d {
-            // One chunk: scoring it on this thread saves a round trip through the rayon pool
-            // (two thread switches), which dominates for small batches under concurrent load.
+        if rows.len() <= super::SEQUENTIAL_RECORDS * d {
+            // A small batch: on this thread, scaled in one go.
             let mut buf = vec![0.0; rows.len()];
             self.scaler.transform_into(rows, &mut buf);
             self.forest.score_into(&buf, out);

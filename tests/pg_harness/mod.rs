@@ -12,11 +12,15 @@ use std::io::Write;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use netsentinel::detector::generator::{GeneratorConfig, generate};
 use serde_json::Value;
 
 #[path = "../support/process.rs"]
 mod process;
+#[path = "../support/traffic.rs"]
+mod traffic;
+
+#[allow(unused_imports)] // pg_store does not use them
+pub use traffic::{alert_pages, bursty_batch};
 
 use process::{Process, binary};
 
@@ -207,47 +211,4 @@ pub async fn post_json(client: &reqwest::Client, url: &str, body: &Value) -> (u1
         }
         Err(_) => (0, Value::Null),
     }
-}
-
-/// Every page of `/v1/alerts?{query}` from `replica`, as lists of ids, following cursors.
-pub async fn alert_pages(
-    client: &reqwest::Client,
-    base_url: &str,
-    query: &str,
-) -> Vec<Vec<String>> {
-    let mut pages = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..1000 {
-        let mut url = format!("{base_url}/v1/alerts?{query}");
-        if let Some(c) = &cursor {
-            url.push_str(&format!("&cursor={c}"));
-        }
-        let (status, page) = get_json(client, &url).await;
-        assert_eq!(status, 200, "{url}: {page}");
-        pages.push(
-            page["alerts"]
-                .as_array()
-                .expect("an alerts array")
-                .iter()
-                .map(|a| a["id"].as_str().expect("an id").to_string())
-                .collect(),
-        );
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
-            None => return pages,
-        }
-    }
-    panic!("alert pagination did not end");
-}
-
-/// A batch in which every other record is a burst, so scoring it raises an alert.
-pub fn bursty_batch(seed: u64) -> Value {
-    let records = generate(&GeneratorConfig {
-        n_records: 20,
-        anomaly_every: 2,
-        seed,
-        ..GeneratorConfig::default()
-    })
-    .expect("valid generator settings");
-    serde_json::to_value(records).expect("records serialise")
 }
