@@ -9,6 +9,8 @@ use utoipa::ToSchema;
 use crate::chart::ChartError;
 use crate::detector::model::{FitError, ModelFileError};
 use crate::detector::params::ParamError;
+use crate::records::{RecordError, RecordErrorKind};
+use crate::service::ServiceError;
 use crate::store::StoreError;
 
 /// An error answered to a client. `code` is stable; scripts may match on it.
@@ -256,32 +258,59 @@ impl From<crate::detector::metrics::MetricsError> for ApiError {
     }
 }
 
-impl From<crate::zeek::ZeekError> for ApiError {
-    fn from(e: crate::zeek::ZeekError) -> Self {
-        use crate::zeek::ZeekError;
-        let detail = e.to_string();
-        let (base, field) = match &e {
-            // The detail starts with "line N:"; `field` names the Zeek field when there is one.
-            ZeekError::Line { field, .. } => (
-                ApiError::unprocessable("invalid-zeek-line", detail),
-                field.clone(),
-            ),
-            ZeekError::MissingField { field, .. } => (
-                ApiError::unprocessable("missing-zeek-field", detail),
-                Some(field.clone()),
-            ),
-            ZeekError::NoConnections => (
-                ApiError::unprocessable("empty-batch", "the Zeek log holds no connections"),
-                None,
-            ),
-            ZeekError::InvalidOption { name, .. } => (
-                ApiError::bad_request("invalid-parameter", detail),
-                Some(name.to_string()),
-            ),
+impl From<RecordError> for ApiError {
+    fn from(e: RecordError) -> Self {
+        use StatusCode as S;
+        let (status, code) = match e.kind {
+            RecordErrorKind::Malformed => (S::BAD_REQUEST, "malformed-body"),
+            RecordErrorKind::UnknownField => (S::BAD_REQUEST, "unknown-field"),
+            RecordErrorKind::InvalidOption => (S::BAD_REQUEST, "invalid-parameter"),
+            RecordErrorKind::UnsupportedFormat => {
+                (S::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type")
+            }
+            RecordErrorKind::BodyTooLarge => (S::PAYLOAD_TOO_LARGE, "body-too-large"),
+            RecordErrorKind::TooManyRecords => (S::PAYLOAD_TOO_LARGE, "too-many-records"),
+            RecordErrorKind::InvalidRecord => (S::UNPROCESSABLE_ENTITY, "invalid-record"),
+            RecordErrorKind::InvalidRecords => (S::UNPROCESSABLE_ENTITY, "invalid-records"),
+            RecordErrorKind::EmptyBatch => (S::UNPROCESSABLE_ENTITY, "empty-batch"),
+            RecordErrorKind::NoFeatures => (S::UNPROCESSABLE_ENTITY, "no-features"),
+            RecordErrorKind::InvalidZeekLine => (S::UNPROCESSABLE_ENTITY, "invalid-zeek-line"),
+            RecordErrorKind::MissingZeekField => (S::UNPROCESSABLE_ENTITY, "missing-zeek-field"),
+            RecordErrorKind::Internal => (S::INTERNAL_SERVER_ERROR, "internal"),
         };
-        match field {
-            Some(f) => base.with_field(f),
-            None => base,
+        Self {
+            index: e.index,
+            field: e.field,
+            ..Self::new(status, code, e.detail)
+        }
+    }
+}
+
+impl From<crate::records::ZeekError> for ApiError {
+    fn from(e: crate::records::ZeekError) -> Self {
+        RecordError::from(e).into()
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Records(e) => e.into(),
+            ServiceError::NoModel => Self::no_model(),
+            ServiceError::Settings { detail, field } => Self {
+                field,
+                ..Self::bad_request("invalid-parameter", detail)
+            },
+            ServiceError::Params(e) => e.into(),
+            ServiceError::Fit(e) => e.into(),
+            ServiceError::Generator(e) => e.into(),
+            ServiceError::Budget(detail) => Self::unprocessable("invalid-parameter", detail)
+                .with_field("max_false_positive_rate"),
+            ServiceError::Metrics(e) => e.into(),
+            e @ ServiceError::NoSuchVersion(_) => Self::not_found("no-such-version", e.to_string()),
+            e @ ServiceError::CorruptModel { .. } => Self::conflict("corrupt-model", e.to_string()),
+            ServiceError::Store(e) => e.into(),
+            ServiceError::Task(e) => e.into(),
         }
     }
 }

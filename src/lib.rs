@@ -1,8 +1,10 @@
 //! netsentinel: network-traffic anomaly detection as a service.
 //!
-//! `detector` is the engine (no HTTP), `store` owns files and the database, `chart` draws,
-//! `api` is the HTTP surface, `scoring` and `registry` hold the service logic between them,
-//! `webhooks` pushes alerts to SIEMs from the outbox, and `startup` wires everything together.
+//! `api` is the HTTP surface; `service` holds what a request means (scoring, evaluating,
+//! training, model versions); `records` reads bodies into batches; `detector` is the engine (no
+//! HTTP, no storage); `store` owns files and the database; `chart` draws; `webhooks` pushes
+//! alerts to SIEMs from the outbox; `startup` wires everything together. ARCHITECTURE.md draws
+//! the layers and what may import what.
 
 pub mod api;
 pub mod auth;
@@ -13,12 +15,11 @@ pub mod detector;
 pub mod error;
 pub mod model_sync;
 pub mod monitoring;
-pub mod registry;
-pub mod scoring;
+pub mod records;
+pub mod service;
 pub mod siem;
 pub mod startup;
 pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod webhooks;
-pub mod zeek;

@@ -17,7 +17,7 @@ use tower_http::trace::TraceLayer;
 use crate::auth::{self, Policy};
 use crate::config::Settings;
 use crate::error::ApiError;
-use crate::registry;
+
 use crate::state::AppState;
 use crate::store::alerts::{AlertStore, SqliteAlertStore};
 use crate::store::model_files::ModelFiles;
@@ -174,7 +174,7 @@ pub fn build_state(settings: Settings) -> Result<AppState, StartupError> {
                 (Arc::new(models), alerts.clone(), alerts)
             }
         };
-    let loaded = registry::load_at_start(models.as_ref());
+    let loaded = crate::service::models::load_at_start(models.as_ref());
     if loaded.model.is_none() && loaded.problem.is_none() {
         tracing::info!("no model yet: POST /v1/model/fit to train one");
     }

@@ -464,7 +464,7 @@ fn a_replica_that_cannot_load_the_active_model_leaves_the_shared_store_alone() {
         .unwrap();
     store.set_active(unreadable).unwrap();
 
-    let loaded = netsentinel::registry::load_at_start(&store);
+    let loaded = netsentinel::service::models::load_at_start(&store);
     let model = loaded.model.expect("the newest loadable version is served");
     assert_eq!(model.version(), good);
     // The pointer and the rows belong to every replica: nothing is moved or set aside.

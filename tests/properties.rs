@@ -5,12 +5,16 @@
 //! Case counts are modest so the file runs in seconds; `PROPTEST_CASES` raises them for a soak.
 
 use chrono::{TimeZone, Utc};
-use netsentinel::api::extract::{Cell, Features, Table, parse_json_envelope};
 use netsentinel::detector::Matrix;
 use netsentinel::detector::model::Model;
 use netsentinel::detector::params::{AutoTag, Contamination, ForestParams, MaxSamples};
 use netsentinel::detector::severity::severity;
-use netsentinel::zeek::{self, GroupBy, Window, ZeekFormat, ZeekOptions};
+use netsentinel::error::ApiError;
+use netsentinel::records::builder::{BatchBuilder, CellRef};
+use netsentinel::records::{
+    BodyFormat, Features, GroupBy, ReadSpec, RecordError, Window, ZeekOptions, read_settings,
+    read_slice,
+};
 use proptest::prelude::*;
 
 const MAX_RECORDS: usize = 10_000;
@@ -220,7 +224,33 @@ fn body_like() -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
-fn table() -> impl Strategy<Value = Table> {
+/// A field value as a parser may hand it to the batch builder.
+#[derive(Debug, Clone)]
+enum Cell {
+    Missing,
+    Null,
+    Num(f64),
+    Text(String),
+    Bool(bool),
+    Nested,
+}
+
+impl Cell {
+    fn as_ref(&self) -> CellRef<'_> {
+        match self {
+            Cell::Missing => CellRef::Missing,
+            Cell::Null => CellRef::Null,
+            Cell::Num(v) => CellRef::Num(*v),
+            Cell::Text(s) => CellRef::Text(s),
+            Cell::Bool(b) => CellRef::Bool(*b),
+            Cell::Nested => CellRef::Nested,
+        }
+    }
+}
+
+/// Records of any shape: field names (duplicate or empty ones too) and rows of any cells,
+/// shorter or longer than the names.
+fn records() -> impl Strategy<Value = (Vec<String>, Vec<Vec<Cell>>)> {
     let name = prop_oneof![
         Just("timestamp".to_string()),
         Just("label".to_string()),
@@ -246,43 +276,31 @@ fn table() -> impl Strategy<Value = Table> {
         prop::collection::vec(name, 0..8),
         prop::collection::vec(prop::collection::vec(cell, 0..10), 0..12),
     )
-        .prop_map(|(names, rows)| Table { names, rows })
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases(256)))]
 
-    /// Every body parser answers Ok or a typed problem (4xx) to any bytes; what parses also
-    /// goes through the batch builder without a panic.
+    /// Every body reader answers Ok or a typed problem (4xx) to any bytes, with the features
+    /// chosen from the records (as a fit reads) or given (as scoring reads).
     #[test]
     fn every_body_parser_answers_any_bytes(body in body_like(), max in 1usize..=MAX_RECORDS) {
-        let mut tables = Vec::new();
-        for parsed in [Table::from_csv(&body, max), Table::from_ndjson(&body, max)] {
-            match parsed {
-                Ok(t) => tables.push(t),
-                Err(e) => prop_assert!(e.status.is_client_error(), "{e}"),
-            }
-        }
-        match parse_json_envelope(&body) {
-            Ok(envelope) => {
-                if let Some(records) = envelope.records {
-                    match Table::from_json_records(records, max) {
-                        Ok(t) => tables.push(t),
-                        Err(e) => prop_assert!(e.status.is_client_error(), "{e}"),
-                    }
+        let client_error = |e: RecordError| ApiError::from(e).status.is_client_error();
+        for format in [
+            BodyFormat::Csv,
+            BodyFormat::Ndjson,
+            BodyFormat::Json,
+            BodyFormat::ZeekTsv,
+            BodyFormat::ZeekJson,
+        ] {
+            for features in [None, Some(vec!["bytes_sent".to_string(), "x".to_string()])] {
+                if let Err(e) = read_slice(&body, &ReadSpec::new(format, features, max), None) {
+                    prop_assert!(client_error(e.clone()), "{e}");
                 }
             }
-            Err(e) => prop_assert!(e.status.is_client_error(), "{e}"),
         }
-        for format in [ZeekFormat::Tsv, ZeekFormat::Json] {
-            if let Ok(t) = zeek::to_table(&body, format, &ZeekOptions::default()) {
-                tables.push(t);
-            }
-        }
-        for t in tables {
-            if let Err(e) = t.into_batch(Features::Default, false) {
-                prop_assert!(e.status.is_client_error(), "{e}");
-            }
+        if let Err(e) = read_settings(&body) {
+            prop_assert!(client_error(e.clone()), "{e}");
         }
     }
 
@@ -292,30 +310,41 @@ proptest! {
         window in 1u64..=604_800,
         group_by in prop_oneof![Just(GroupBy::None), Just(GroupBy::OrigHost), Just(GroupBy::RespHost)],
     ) {
-        let opts = ZeekOptions { window: Window::from_secs(window).unwrap(), group_by };
-        for format in [ZeekFormat::Tsv, ZeekFormat::Json] {
-            // The typed error is the point: any Err is a ZeekError, mapped to 4xx in error.rs.
-            let _ = zeek::to_table(&body, format, &opts);
+        let zeek = ZeekOptions { window: Window::from_secs(window).unwrap(), group_by };
+        for format in [BodyFormat::ZeekTsv, BodyFormat::ZeekJson] {
+            let spec = ReadSpec { zeek, ..ReadSpec::new(format, None, MAX_RECORDS) };
+            if let Err(e) = read_slice(&body, &spec, None) {
+                prop_assert!(ApiError::from(e.clone()).status.is_client_error(), "{e}");
+            }
         }
     }
 
-    /// Tables of any shape (rows shorter or longer than the header, any cells, duplicate or
-    /// empty names) become a batch or a client error.
+    /// Records of any shape (rows shorter or longer than the names, any cells, duplicate or
+    /// empty names) become a batch or a client error in the batch builder.
     #[test]
-    fn into_batch_answers_any_table(
-        t in table(),
+    fn the_batch_builder_answers_any_records(
+        (names, rows) in records(),
         given in prop::collection::vec("(bytes_sent|label|timestamp|[a-z]{0,3})", 0..5),
         use_given in any::<bool>(),
         require_labels in any::<bool>(),
     ) {
         let features = if use_given { Features::Given(&given) } else { Features::Default };
-        match t.into_batch(features, require_labels) {
+        let mut b = BatchBuilder::with_features(features, require_labels, MAX_RECORDS);
+        let roles = b.header_roles(&names);
+        for row in &rows {
+            b.start_record();
+            for (role, cell) in roles.iter().zip(row) {
+                b.field(*role, cell.as_ref());
+            }
+            b.end_record();
+        }
+        match b.finish() {
             Ok(batch) => {
                 prop_assert!(batch.matrix.as_slice().iter().all(|v| v.is_finite()));
                 prop_assert_eq!(batch.timestamps.len(), batch.len());
                 prop_assert_eq!(batch.echo.len(), batch.len());
             }
-            Err(e) => prop_assert!(e.status.is_client_error(), "{e}"),
+            Err(e) => prop_assert!(ApiError::from(e.clone()).status.is_client_error(), "{e}"),
         }
     }
 }

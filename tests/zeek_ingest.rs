@@ -4,13 +4,37 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use axum::http::{HeaderMap, HeaderValue, header};
-use netsentinel::api::extract::{BodyFormat, Cell, Features, parse_table, parse_table_with};
 use netsentinel::error::ApiError;
-use netsentinel::zeek::{
-    GroupBy, WindowRecord, ZeekError, ZeekFormat, ZeekOptions, aggregate, parse_conn_log, to_table,
+use netsentinel::records::zeek::{
+    GroupBy, WindowRecord, ZeekError, ZeekFormat, ZeekOptions, aggregate, parse_conn_log,
 };
+use netsentinel::records::{Batch, BodyFormat, ReadSpec, read_slice};
 use proptest::prelude::*;
+
+/// A body read as the service reads a fit's (the default features), Zeek windows per `zeek`.
+fn read(
+    format: BodyFormat,
+    body: &[u8],
+    max_records: usize,
+    zeek: ZeekOptions,
+) -> Result<Batch, ApiError> {
+    let spec = ReadSpec {
+        zeek,
+        ..ReadSpec::new(format, None, max_records)
+    };
+    read_slice(body, &spec, None)
+        .map(|p| p.batch)
+        .map_err(ApiError::from)
+}
+
+/// A conn log's window records as a batch (no record limit).
+fn windows(body: &[u8], format: ZeekFormat, zeek: ZeekOptions) -> Result<Batch, ApiError> {
+    let format = match format {
+        ZeekFormat::Tsv => BodyFormat::ZeekTsv,
+        ZeekFormat::Json => BodyFormat::ZeekJson,
+    };
+    read(format, body, usize::MAX, zeek)
+}
 
 /// A real sample from `shared/data/zeek`, found beside the checkout (`/work/main` and the
 /// worktrees under `/work/wt/` sit at different depths, so walk up rather than fix `../`).
@@ -272,19 +296,17 @@ fn the_api_reads_zeek_media_types() {
         ("text/zeek-tsv; charset=utf-8", BodyFormat::ZeekTsv),
         ("application/x-zeek-json", BodyFormat::ZeekJson),
     ] {
-        let mut h = HeaderMap::new();
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
-        assert_eq!(BodyFormat::from_headers(&h).unwrap(), format);
+        assert_eq!(
+            BodyFormat::from_media_type(Some(ct.as_bytes())).unwrap(),
+            format
+        );
         assert!(format.is_zeek());
     }
     assert!(!BodyFormat::Csv.is_zeek());
 
     // Default options: hourly, whole network; the batch has the seed features and timestamps.
     let body = fixture("exfil_conn.log");
-    let batch = parse_table(BodyFormat::ZeekTsv, &body, 1000)
-        .unwrap()
-        .into_batch(Features::Default, false)
-        .unwrap();
+    let batch = read(BodyFormat::ZeekTsv, &body, 1000, ZeekOptions::default()).unwrap();
     assert_eq!(
         batch.features,
         [
@@ -295,29 +317,34 @@ fn the_api_reads_zeek_media_types() {
         ]
     );
     assert_eq!(batch.len(), 6);
-    assert_eq!(batch.parsed_timestamps().unwrap().len(), 6);
+    assert_eq!(batch.parsed_times.as_ref().unwrap().len(), 6);
 
     // Grouped: the host is echoed beside each record.
-    let table = parse_table_with(
+    let batch = read(
         BodyFormat::ZeekTsv,
         &body,
         1000,
-        &opts("1h", GroupBy::OrigHost),
+        opts("1h", GroupBy::OrigHost),
     )
     .unwrap();
-    let batch = table.into_batch(Features::Default, false).unwrap();
     assert_eq!(batch.len(), 48);
     assert_eq!(batch.echo.get(0)["entity"], "10.0.0.1");
 
-    let table = parse_table(BodyFormat::ZeekJson, &shared("conn.json.log"), 10).unwrap();
-    assert_eq!(table.rows[0][0], Cell::Text("2019-12-03T22:00:00Z".into()));
+    let batch = read(
+        BodyFormat::ZeekJson,
+        &shared("conn.json.log"),
+        10,
+        ZeekOptions::default(),
+    )
+    .unwrap();
+    assert_eq!(batch.timestamps.get(0), Some("2019-12-03T22:00:00Z"));
 
     // max_records bounds the window records.
-    let err = parse_table_with(
+    let err = read(
         BodyFormat::ZeekTsv,
         &body,
         47,
-        &opts("1h", GroupBy::OrigHost),
+        opts("1h", GroupBy::OrigHost),
     )
     .unwrap_err();
     assert_eq!(err.status.as_u16(), 413);
@@ -332,21 +359,33 @@ fn zeek_errors_become_problems_naming_the_line() {
         .position(|w| w == b"1379288667.706265")
         .unwrap();
     body[at] = b'x';
-    let err: ApiError = parse_table(BodyFormat::ZeekTsv, &body, 100).unwrap_err();
+    let err: ApiError = read(BodyFormat::ZeekTsv, &body, 100, ZeekOptions::default()).unwrap_err();
     assert_eq!(err.status.as_u16(), 422);
     assert_eq!(err.code, "invalid-zeek-line");
     assert_eq!(err.field.as_deref(), Some("ts"));
     assert!(err.detail.starts_with("line 9: "), "{}", err.detail);
 
-    let err = parse_table(BodyFormat::ZeekJson, b"{\"ts\":1}\n", 100).unwrap_err();
+    let err = read(
+        BodyFormat::ZeekJson,
+        b"{\"ts\":1}\n",
+        100,
+        ZeekOptions::default(),
+    )
+    .unwrap_err();
     assert_eq!((err.status.as_u16(), err.code), (422, "invalid-zeek-line"));
     assert_eq!(err.field.as_deref(), Some("id.orig_h"));
 
-    let err = parse_table(BodyFormat::ZeekTsv, b"#fields\tts\n", 100).unwrap_err();
+    let err = read(
+        BodyFormat::ZeekTsv,
+        b"#fields\tts\n",
+        100,
+        ZeekOptions::default(),
+    )
+    .unwrap_err();
     assert_eq!((err.status.as_u16(), err.code), (422, "missing-zeek-field"));
     assert_eq!(err.field.as_deref(), Some("id.orig_h"));
 
-    let err = parse_table(BodyFormat::ZeekTsv, b"", 100).unwrap_err();
+    let err = read(BodyFormat::ZeekTsv, b"", 100, ZeekOptions::default()).unwrap_err();
     assert_eq!((err.status.as_u16(), err.code), (422, "empty-batch"));
 
     let err: ApiError = ZeekOptions::from_params(Some("2w"), None)
@@ -433,11 +472,11 @@ proptest! {
         body in prop::collection::vec(any::<u8>(), 0..2048),
         format in any_format(),
     ) {
-        let _ = to_table(&body, format, &ZeekOptions::default());
+        let _ = windows(&body, format, ZeekOptions::default());
         // After a valid header too, so the bytes reach the data-line code.
         let mut with_header = b"#fields\tts\tid.orig_h\tid.resp_h\tid.resp_p\torig_bytes\tresp_bytes\n".to_vec();
         with_header.extend_from_slice(&body);
-        let _ = to_table(&with_header, ZeekFormat::Tsv, &ZeekOptions::default());
+        let _ = windows(&with_header, ZeekFormat::Tsv, ZeekOptions::default());
     }
 
     #[test]
@@ -456,11 +495,12 @@ proptest! {
             apply(&mut body, m);
         }
         let options = ZeekOptions { window: "5m".parse().unwrap(), group_by };
-        match to_table(&body, format, &options) {
-            Ok(table) => {
+        match parse_conn_log(&body, format) {
+            Ok(_) => {
                 // Whatever survives still makes records the batch builder accepts.
-                prop_assert!(!table.is_empty());
-                prop_assert!(table.into_batch(Features::Default, false).is_ok());
+                let batch = windows(&body, format, options);
+                prop_assert!(batch.is_ok(), "{:?}", batch.err());
+                prop_assert!(!batch.unwrap().is_empty());
             }
             Err(e) => {
                 if let Some(line) = e.line() {
@@ -496,7 +536,7 @@ proptest! {
         let b = parse_conn_log(json.as_bytes(), ZeekFormat::Json).unwrap();
         prop_assert_eq!(&a, &b);
         let options = ZeekOptions {
-            window: netsentinel::zeek::Window::from_secs(window_secs).unwrap(),
+            window: netsentinel::records::Window::from_secs(window_secs).unwrap(),
             group_by: GroupBy::OrigHost,
         };
         let recs = aggregate(&a, &options);

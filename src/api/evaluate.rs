@@ -8,13 +8,10 @@ use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{BodyFormat, Features, Table, parse_json_envelope, parse_table_with};
-use crate::detector::metrics::{
-    ClassificationReport, ConfusionMatrix, average_precision, classification_report,
-    confusion_matrix, roc_auc,
-};
-use crate::detector::threshold::{BudgetThreshold, threshold_for_fpr_budget};
+use crate::detector::metrics::{ClassificationReport, ConfusionMatrix};
+use crate::detector::threshold::BudgetThreshold;
 use crate::error::{ApiError, Problem};
+use crate::service::evaluation::{self, EvaluateCommand};
 use crate::state::AppState;
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -29,12 +26,6 @@ pub struct EvaluateQuery {
     /// Zeek bodies only: `none` (default, the whole network), `id.orig_h` or `id.resp_h`.
     #[param(example = "id.orig_h")]
     pub group_by: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EvaluateSettings {
-    max_false_positive_rate: Option<f64>,
 }
 
 /// The model's performance on the posted labeled records, at its threshold.
@@ -85,60 +76,24 @@ pub async fn evaluate(
 ) -> Result<Json<EvaluateResponse>, ApiError> {
     let query = super::query(query)?;
     let body = super::body(body)?;
-    let format = BodyFormat::from_headers(&headers)?;
+    let format = super::body_format(&headers)?;
     let zeek = super::zeek_options(format, query.window.as_deref(), query.group_by.as_deref())?;
-    let model = state.model().ok_or_else(ApiError::no_model)?;
-    let max_records = state.settings().max_records;
-    let response = tokio::task::spawn_blocking(move || -> Result<EvaluateResponse, ApiError> {
-        let (table, mut budget) = match format {
-            BodyFormat::Json => {
-                let env = parse_json_envelope(&body)?;
-                let settings: EvaluateSettings =
-                    serde_json::from_value(serde_json::Value::Object(env.rest)).map_err(|e| {
-                        ApiError::bad_request(
-                            "invalid-parameter",
-                            format!("evaluate settings: {e}"),
-                        )
-                    })?;
-                let records = env.records.ok_or_else(|| {
-                    ApiError::bad_request("malformed-body", "the body has no \"records\" array")
-                        .with_field("records")
-                })?;
-                (
-                    Table::from_json_records(records, max_records)?,
-                    settings.max_false_positive_rate,
-                )
-            }
-            other => (parse_table_with(other, &body, max_records, &zeek)?, None),
-        };
-        if query.max_false_positive_rate.is_some() {
-            budget = query.max_false_positive_rate;
-        }
-        let batch = table.into_batch(Features::Given(model.features()), true)?;
-        let labels = batch.labels.clone().unwrap_or_default();
-        let scores = model.score(&batch.matrix);
-        let predicted: Vec<bool> = scores.iter().map(|&s| model.is_anomaly(s)).collect();
-        let report = classification_report(&labels, &predicted)?;
-        let budget = budget
-            .map(|max_fpr| {
-                threshold_for_fpr_budget(&labels, &scores, max_fpr).map_err(|e| {
-                    ApiError::unprocessable("invalid-parameter", e.to_string())
-                        .with_field("max_false_positive_rate")
-                })
-            })
-            .transpose()?;
-        Ok(EvaluateResponse {
-            model_version: model.version(),
-            n_records: batch.len(),
-            confusion_matrix: confusion_matrix(&labels, &predicted)?,
-            report_text: report.to_string(),
-            classification_report: report,
-            roc_auc: roc_auc(&labels, &scores),
-            average_precision: average_precision(&labels, &scores),
-            threshold: model.threshold(),
-            budget,
-        })
-    })
-    .await??;
-    Ok(Json(response))
+    let command = EvaluateCommand {
+        format,
+        bytes: body,
+        zeek,
+        max_false_positive_rate: query.max_false_positive_rate,
+    };
+    let e = evaluation::evaluate(&state, command).await?;
+    Ok(Json(EvaluateResponse {
+        model_version: e.model_version,
+        n_records: e.n_records,
+        confusion_matrix: e.confusion_matrix,
+        report_text: e.report.to_string(),
+        classification_report: e.report,
+        roc_auc: e.roc_auc,
+        average_precision: e.average_precision,
+        threshold: e.threshold,
+        budget: e.budget,
+    }))
 }

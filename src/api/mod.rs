@@ -3,10 +3,7 @@
 pub mod alerts;
 pub mod chart;
 pub mod evaluate;
-pub mod extract;
 pub mod health;
-pub mod ingest;
-pub mod json;
 pub mod model;
 pub mod samples;
 pub mod score;
@@ -22,6 +19,7 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::ApiError;
+use crate::records::{BodyFormat, RecordError, ZeekOptions};
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -160,15 +158,29 @@ async fn method_not_allowed() -> ApiError {
 pub(crate) fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
-                "the body is larger than this service accepts (NETSENTINEL_MAX_BODY_BYTES)",
-            )
+            RecordError::body_too_large().into()
         } else {
-            ApiError::bad_request("malformed-body", format!("the body could not be read: {e}"))
+            RecordError::malformed(format!("the body could not be read: {e}")).into()
         }
     })
+}
+
+/// A declared `Content-Length` over the limit: refused before anything is read.
+pub(crate) fn check_content_length(headers: &HeaderMap, max_body: usize) -> Result<(), ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(n) if n > max_body as u64 => Err(RecordError::body_too_large().into()),
+        _ => Ok(()),
+    }
+}
+
+/// The body's format, from its `Content-Type` (none: JSON); 415 for one no reader takes.
+pub(crate) fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
+    let content_type = headers.get(header::CONTENT_TYPE).map(|v| v.as_bytes());
+    Ok(BodyFormat::from_media_type(content_type)?)
 }
 
 /// The query parameters, or a 400 problem naming what is wrong.
@@ -183,10 +195,10 @@ pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiErro
 
 /// Zeek aggregation settings from the query string; an error when given for a non-Zeek body.
 pub(crate) fn zeek_options(
-    format: extract::BodyFormat,
+    format: BodyFormat,
     window: Option<&str>,
     group_by: Option<&str>,
-) -> Result<crate::zeek::ZeekOptions, ApiError> {
+) -> Result<ZeekOptions, ApiError> {
     if !format.is_zeek() && (window.is_some() || group_by.is_some()) {
         return Err(ApiError::bad_request(
             "invalid-parameter",
@@ -194,7 +206,7 @@ pub(crate) fn zeek_options(
         )
         .with_field(if window.is_some() { "window" } else { "group_by" }));
     }
-    Ok(crate::zeek::ZeekOptions::from_params(window, group_by)?)
+    Ok(ZeekOptions::from_params(window, group_by)?)
 }
 
 /// Response media types the API can produce.

@@ -6,17 +6,16 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
-use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{BodyFormat, Features, Table, parse_json_envelope};
-use crate::detector::generator::{GeneratorConfig, generate};
-use crate::detector::model::{Model, ModelMeta};
+use crate::detector::generator::GeneratorConfig;
+use crate::detector::model::ModelMeta;
 use crate::detector::params::{AutoTag, Contamination, ForestParams, MaxFeatures, MaxSamples};
 use crate::error::{ApiError, Problem};
-use crate::registry;
-use crate::scoring::chart_data;
+use crate::records::{BodyFormat, ZeekOptions, read_settings};
+use crate::service::models;
+use crate::service::training::{self, FitCommand, TrainingData};
 use crate::state::AppState;
 
 /// JSON body of a fit: inline `records` or a `generate` request, with optional features and parameters.
@@ -161,97 +160,12 @@ pub async fn fit(
 ) -> Result<impl IntoResponse, ApiError> {
     let query = super::query(query)?;
     let body = super::body(body)?;
-    let format = BodyFormat::from_headers(&headers)?;
+    let format = super::body_format(&headers)?;
     let zeek = super::zeek_options(format, query.window.as_deref(), query.group_by.as_deref())?;
-    let max_records = state.settings().max_records;
-    let (table, features, params, threshold) = match format {
-        BodyFormat::Json => {
-            if !query.is_empty() {
-                return Err(ApiError::bad_request(
-                    "invalid-parameter",
-                    "with a JSON body, give features and params in the body, not the query string",
-                ));
-            }
-            let env = parse_json_envelope(&body)?;
-            let mut req: FitRequest = serde_json::from_value(serde_json::Value::Object(env.rest))
-                .map_err(|e| {
-                ApiError::bad_request("invalid-parameter", format!("fit settings: {e}"))
-            })?;
-            req.records = env.records;
-            let params = req.params.unwrap_or_default();
-            params.check_static()?;
-            let table = match (req.records, req.generate) {
-                (Some(_), Some(_)) => {
-                    return Err(ApiError::bad_request(
-                        "invalid-parameter",
-                        "give either \"records\" or \"generate\", not both",
-                    ));
-                }
-                (None, None) => {
-                    return Err(ApiError::bad_request(
-                        "malformed-body",
-                        "give training \"records\" or a \"generate\" request",
-                    )
-                    .with_field("records"));
-                }
-                (Some(records), None) => TableSource::Records(records),
-                (None, Some(g)) => TableSource::Generate(g),
-            };
-            (table, req.features, params, req.threshold)
-        }
-        other => {
-            let params = query.params()?;
-            params.check_static()?;
-            (
-                TableSource::Body(other, body),
-                query.features(),
-                params,
-                query.threshold,
-            )
-        }
-    };
-
-    let (model, chart) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-        let choice = match &features {
-            Some(f) => Features::Given(f),
-            None => Features::Default,
-        };
-        let mut batch = match table {
-            TableSource::Records(r) => {
-                Table::from_json_records(r, max_records)?.into_batch(choice, false)?
-            }
-            TableSource::Body(format, body) => {
-                super::extract::parse_table_with(format, &body, max_records, &zeek)?
-                    .into_batch(choice, false)?
-            }
-            TableSource::Generate(g) => {
-                let records = generate(&g)?;
-                super::ingest::sample_batch(&records, features.as_deref(), max_records)?
-            }
-        };
-        let (model, scores) = Model::fit_with_scores(
-            &batch.matrix,
-            batch.features.clone(),
-            &params,
-            threshold,
-            Utc::now(),
-        )?;
-        let anomalies = scores.iter().map(|&s| model.is_anomaly(s)).collect();
-        let chart = chart_data(0, &mut batch, anomalies);
-        Ok((model, chart))
-    })
-    .await??;
-    let model = registry::publish(&state, model).await?;
-    state.set_training_batch(crate::state::ChartData {
-        model_version: model.version(),
-        ..chart
-    });
-    tracing::info!(
-        version = model.version(),
-        records = model.meta().n_training_records,
-        seconds = model.meta().fit_seconds,
-        "model fitted"
-    );
+    // A JSON body's settings are read through the whole body: off the async runtime.
+    let command =
+        tokio::task::spawn_blocking(move || fit_command(format, zeek, &query, body)).await??;
+    let model = training::fit(&state, command).await?;
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, "/v1/model")],
@@ -259,10 +173,66 @@ pub async fn fit(
     ))
 }
 
-enum TableSource {
-    Records(Vec<serde_json::Value>),
-    Generate(GeneratorConfig),
-    Body(BodyFormat, Bytes),
+/// The fit a request asks for: its settings from a JSON body (whose records the fit reads) or
+/// from the query string.
+fn fit_command(
+    format: BodyFormat,
+    zeek: ZeekOptions,
+    query: &FitQuery,
+    body: Bytes,
+) -> Result<FitCommand, ApiError> {
+    if format != BodyFormat::Json {
+        let params = query.params()?;
+        params.check_static()?;
+        return Ok(FitCommand {
+            data: TrainingData::Body {
+                format,
+                bytes: body,
+                zeek,
+            },
+            features: query.features(),
+            params,
+            threshold: query.threshold,
+        });
+    }
+    if !query.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid-parameter",
+            "with a JSON body, give features and params in the body, not the query string",
+        ));
+    }
+    let settings = read_settings(&body)?;
+    let req: FitRequest = serde_json::from_value(serde_json::Value::Object(settings.fields))
+        .map_err(|e| ApiError::bad_request("invalid-parameter", format!("fit settings: {e}")))?;
+    let params = req.params.unwrap_or_default();
+    params.check_static()?;
+    let data = match (settings.has_records, req.generate) {
+        (true, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "invalid-parameter",
+                "give either \"records\" or \"generate\", not both",
+            ));
+        }
+        (false, None) => {
+            return Err(ApiError::bad_request(
+                "malformed-body",
+                "give training \"records\" or a \"generate\" request",
+            )
+            .with_field("records"));
+        }
+        (true, None) => TrainingData::Body {
+            format,
+            bytes: body,
+            zeek,
+        },
+        (false, Some(g)) => TrainingData::Generate(g),
+    };
+    Ok(FitCommand {
+        data,
+        features: req.features,
+        params,
+        threshold: req.threshold,
+    })
 }
 
 /// Metadata of the active model.
@@ -303,36 +273,16 @@ pub struct VersionList {
 #[utoipa::path(get, path = "/v1/model/versions", tag = "model", responses((status = 200, body = VersionList)))]
 pub async fn list_versions(State(state): State<AppState>) -> Result<Json<VersionList>, ApiError> {
     let active = state.model().map(|m| m.version());
-    let st = state.clone();
-    let versions = tokio::task::spawn_blocking(move || -> Result<Vec<VersionInfo>, ApiError> {
-        let files = st.models();
-        let mut versions = files.versions()?;
-        versions.reverse();
-        Ok(versions
-            .into_iter()
-            .map(|v| {
-                let decoded = files
-                    .read(v)
-                    .map_err(|e| e.without_paths())
-                    .and_then(|b| Model::from_bytes(&b).map_err(|e| e.to_string()));
-                match decoded {
-                    Ok(m) => VersionInfo {
-                        version: v,
-                        active: Some(v) == active,
-                        meta: Some(m.meta().clone()),
-                        error: None,
-                    },
-                    Err(e) => VersionInfo {
-                        version: v,
-                        active: false,
-                        meta: None,
-                        error: Some(e),
-                    },
-                }
-            })
-            .collect())
-    })
-    .await??;
+    let versions = models::versions(&state)
+        .await?
+        .into_iter()
+        .map(|kept| VersionInfo {
+            version: kept.version,
+            active: kept.meta.is_ok() && Some(kept.version) == active,
+            meta: kept.meta.as_ref().ok().cloned(),
+            error: kept.meta.err(),
+        })
+        .collect();
     Ok(Json(VersionList { active, versions }))
 }
 
@@ -353,6 +303,6 @@ pub async fn activate(
         ApiError::bad_request("invalid-parameter", "the version must be a whole number")
             .with_field("version")
     })?;
-    let model = registry::activate(&state, version).await?;
+    let model = models::activate(&state, version).await?;
     Ok(Json(model.meta().clone()))
 }

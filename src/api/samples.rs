@@ -44,8 +44,8 @@ pub async fn generate(
     let config: GeneratorConfig = if body.iter().all(u8::is_ascii_whitespace) {
         GeneratorConfig::default()
     } else {
-        super::extract::BodyFormat::from_headers(&headers).and_then(|f| match f {
-            super::extract::BodyFormat::Json => Ok(()),
+        super::body_format(&headers).and_then(|f| match f {
+            crate::records::BodyFormat::Json => Ok(()),
             _ => Err(ApiError::new(
                 axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported-media-type",

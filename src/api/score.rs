@@ -1,6 +1,6 @@
 //! `POST /v1/score`: score a batch, explain its anomalies, and raise an alert when it is anomalous.
 
-use axum::body::{Body, Bytes};
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, header};
@@ -8,14 +8,12 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::extract::{Batch, BodyFormat};
-use super::ingest::{check_content_length, read_batch};
 use super::{Produces, negotiate};
 use crate::detector::model::BatchSummary;
 use crate::error::{ApiError, Problem};
-use crate::scoring::{
-    AlertRule, ExplainMode, RecordResult, ScoredBatch, alert_for, chart_data, score_batch,
-    scored_batch,
+use crate::records::Batch;
+use crate::service::scoring::{
+    self, ExplainMode, RecordResult, ScoreCommand, ScoreOutcome, ScoredBatch,
 };
 use crate::state::AppState;
 use crate::store::alerts::Alert;
@@ -102,111 +100,63 @@ pub async fn score(
     body: Body,
 ) -> Result<Response, ApiError> {
     let query = super::query(query)?;
-    let settings = state.settings();
-    let max_body = settings.max_body_bytes;
-    check_content_length(&headers, max_body)?;
-    let format = BodyFormat::from_headers(&headers)?;
+    super::check_content_length(&headers, state.settings().max_body_bytes)?;
+    let format = super::body_format(&headers)?;
     let produces = negotiate(&headers, &[Produces::Json, Produces::Csv])?;
     let zeek = super::zeek_options(format, query.window.as_deref(), query.group_by.as_deref())?;
-    let model = state.model().ok_or_else(ApiError::no_model)?;
-    let max_records = settings.max_records;
-    let top_k = settings.explain_top_k as usize;
-    let rule = AlertRule {
-        rate: settings.alert_rate,
-        severity: settings.alert_severity,
-        top_records: settings.alert_top_records,
-        explain_top_k: top_k,
-    };
-    let explain = if produces == Produces::Csv {
-        ExplainMode::None
-    } else {
-        query.explain
+    let command = ScoreCommand {
+        format,
+        zeek,
+        explain: match produces {
+            Produces::Csv => ExplainMode::None,
+            _ => query.explain,
+        },
+        declared_len: usize::try_from(HttpBody::size_hint(&body).lower()).unwrap_or(0),
     };
     let only_anomalies = query.only_anomalies;
-    let model_version = model.version();
-
-    let scoring_model = model.clone();
-    let (scored, alert, chart, rendered, batch) = read_batch(
-        format,
-        body,
-        max_body,
-        model.features().to_vec(),
-        false,
-        max_records,
-        zeek,
-        Some(model.clone()),
-        move |parsed| {
-            let mut batch = parsed.batch;
-            let scored = match parsed.scores {
-                Some(scores) => scored_batch(&scoring_model, &batch, scores, explain, top_k),
-                None => score_batch(&scoring_model, &batch, explain, top_k),
-            };
-            let alert = alert_for(&scoring_model, &batch, &scored, &rule);
-            let anomalies: Vec<bool> = (0..batch.len()).map(|i| scored.is_anomaly(i)).collect();
-            let chart = chart_data(model_version, &mut batch, anomalies);
-            // Small answers are written here at once; large ones stream out after the alert
-            // is stored.
-            let rendered = (batch.len() <= STREAM_RECORDS).then(|| {
-                let mut out = Vec::new();
-                ResponseBody {
-                    produces,
-                    only_anomalies,
-                    model_version,
-                    alert: alert.as_ref(),
-                }
-                .write(&batch, &scored, usize::MAX, |piece| {
-                    out.extend_from_slice(&piece);
-                    true
-                });
-                out
-            });
-            (scored, alert, chart, rendered, batch)
+    // Small answers are written on the scoring thread at once; large ones stream out after the
+    // alert is stored.
+    let outcome = scoring::score(
+        &state,
+        command,
+        body.into_data_stream(),
+        move |b, s, alert, v| {
+            (b.len() <= STREAM_RECORDS)
+                .then(|| ResponseBody::new(produces, only_anomalies, v, alert).whole(b, s))
         },
     )
     .await?;
-
-    if let Some(alert) = &alert {
-        let store = state.alerts();
-        let stored = alert.clone();
-        let sinks = state.webhooks().sink_names().to_vec();
-        // The alert and the deliveries it owes commit together, before the response: an
-        // alert a client has seen is always pushed too.
-        tokio::task::spawn_blocking(move || store.insert_with_outbox(&stored, &sinks)).await??;
-        state.webhooks().alert_stored();
-        tracing::warn!(
-            alert = %alert.id, severity = alert.severity, reason = %alert.reason,
-            "alert raised"
-        );
-    }
-
-    crate::monitoring::batch_scored(
-        scored.summary.n_records,
-        scored.summary.n_anomalies,
-        alert.is_some(),
-    );
-    state.set_last_batch(chart);
     let content_type = [(header::CONTENT_TYPE, produces.content_type())];
-    if let Some(bytes) = rendered {
-        return Ok((content_type, bytes).into_response());
-    }
-    // Every record was checked before this point, so the stream cannot meet a bad one: only the
-    // connection can end it early, and then the writer stops.
+    Ok(match outcome.rendered {
+        Some(bytes) => (content_type, bytes).into_response(),
+        None => (content_type, streamed(outcome, produces, only_anomalies)).into_response(),
+    })
+}
+
+/// A large answer written in pieces on a blocking thread as the client reads it. Every record
+/// was checked before, so the stream cannot meet a bad one: only the connection can end it
+/// early, and then the writer stops.
+fn streamed<R>(outcome: ScoreOutcome<R>, produces: Produces, only_anomalies: bool) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let ScoreOutcome {
+        model_version,
+        batch,
+        scored,
+        alert,
+        ..
+    } = outcome;
     tokio::task::spawn_blocking(move || {
-        ResponseBody {
-            produces,
-            only_anomalies,
-            model_version,
-            alert: alert.as_ref(),
-        }
-        .write(&batch, &scored, STREAM_RECORDS, |piece| {
-            tx.blocking_send(Ok(Bytes::from(piece))).is_ok()
-        });
+        ResponseBody::new(produces, only_anomalies, model_version, alert.as_ref()).write(
+            &batch,
+            &scored,
+            STREAM_RECORDS,
+            |piece| tx.blocking_send(Ok(Bytes::from(piece))).is_ok(),
+        );
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
-    Ok((content_type, Body::from_stream(stream)).into_response())
+    Body::from_stream(stream)
 }
 
 /// Batches up to this many records are answered in one piece; larger ones stream in pieces of
@@ -221,7 +171,31 @@ struct ResponseBody<'a> {
     alert: Option<&'a Alert>,
 }
 
-impl ResponseBody<'_> {
+impl<'a> ResponseBody<'a> {
+    fn new(
+        produces: Produces,
+        only_anomalies: bool,
+        model_version: u64,
+        alert: Option<&'a Alert>,
+    ) -> Self {
+        Self {
+            produces,
+            only_anomalies,
+            model_version,
+            alert,
+        }
+    }
+
+    /// The whole answer at once.
+    fn whole(&self, batch: &Batch, scored: &ScoredBatch) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write(batch, scored, usize::MAX, |piece| {
+            out.extend_from_slice(&piece);
+            true
+        });
+        out
+    }
+
     /// Hands `emit` the body in pieces of at most `per_piece` records (the JSON head and tail
     /// travel with the first and last records); stops when `emit` returns false. The
     /// concatenated pieces equal the whole response serialised at once.
@@ -247,7 +221,7 @@ impl ResponseBody<'_> {
             out.extend_from_slice(b"{\"model_version\":");
             let _ = write!(out, "{}", self.model_version);
             out.extend_from_slice(b",\"summary\":");
-            super::json::write(&mut out, &scored.summary);
+            crate::records::json::write(&mut out, &scored.summary);
             out.extend_from_slice(b",\"results\":[");
         } else {
             out.extend_from_slice(b"index,score,is_anomaly,severity\n");
@@ -264,7 +238,7 @@ impl ResponseBody<'_> {
                 if !first {
                     out.push(b',');
                 }
-                super::json::write(&mut out, &ResultView { batch, scored, i });
+                crate::records::json::write(&mut out, &ResultView { batch, scored, i });
             } else {
                 let _ = write!(out, "{i},");
                 write_score(&mut out, s, &mut floats);
@@ -285,7 +259,7 @@ impl ResponseBody<'_> {
         }
         if json {
             out.extend_from_slice(b"],\"alert\":");
-            super::json::write(&mut out, &self.alert);
+            crate::records::json::write(&mut out, &self.alert);
             out.push(b'}');
         }
         if !out.is_empty() {
@@ -342,10 +316,10 @@ mod tests {
     use super::*;
     use rand::{RngExt, SeedableRng};
 
-    use crate::api::extract::{Features, Table};
     use crate::detector::model::Model;
     use crate::detector::params::ForestParams;
-    use crate::scoring::RecordResult;
+    use crate::records::{BodyFormat, ReadSpec, read_slice};
+    use crate::service::scoring::{AlertRule, alert_for, score_batch};
 
     /// The per-record results as `RecordResult`s: what the handler serialised before results
     /// were written straight from the batch, the oracle of `ResultView`.
@@ -366,7 +340,7 @@ mod tests {
 
     #[test]
     fn streamed_pieces_equal_the_whole_response() {
-        let records = (0..300)
+        let records: Vec<serde_json::Value> = (0..300)
             .map(|i| {
                 serde_json::json!({
                     "timestamp": format!("2024-01-01T{:02}:00:00Z", i % 24),
@@ -376,10 +350,9 @@ mod tests {
                 })
             })
             .collect();
-        let batch = Table::from_json_records(records, 1000)
-            .unwrap()
-            .into_batch(Features::Default, false)
-            .unwrap();
+        let body = serde_json::to_vec(&serde_json::Value::Array(records)).unwrap();
+        let spec = ReadSpec::new(BodyFormat::Json, None, 1000);
+        let batch = read_slice(&body, &spec, None).unwrap().batch;
         let model = Model::fit(
             &batch.matrix,
             batch.features.clone(),

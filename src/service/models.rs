@@ -1,4 +1,5 @@
-//! Model versions: persisting a new model and making it active, rolling back, and loading at start.
+//! Model versions: persisting a new model and making it active, rolling back, listing the kept
+//! versions, and loading at start.
 //!
 //! Order matters for crash safety: the model is stored durably (a fsynced, renamed file, or a
 //! committed PostgreSQL row) before the active pointer moves, and the pointer moves before the
@@ -8,16 +9,16 @@
 
 use std::sync::Arc;
 
-use crate::detector::model::Model;
-use crate::error::ApiError;
+use super::{ServiceError, blocking};
+use crate::detector::model::{Model, ModelMeta};
 use crate::state::AppState;
 use crate::store::models::ModelStore;
 
 /// Stores a freshly fitted model as the next version and activates it.
-pub async fn publish(state: &AppState, mut model: Model) -> Result<Arc<Model>, ApiError> {
+pub async fn publish(state: &AppState, mut model: Model) -> Result<Arc<Model>, ServiceError> {
     let _guard = state.model_change_lock().lock().await;
     let st = state.clone();
-    let model = tokio::task::spawn_blocking(move || -> Result<Arc<Model>, ApiError> {
+    let model = blocking(move || {
         let files = st.models();
         let version = files.next_version()?;
         model.set_version(version);
@@ -25,7 +26,7 @@ pub async fn publish(state: &AppState, mut model: Model) -> Result<Arc<Model>, A
         files.set_active(version)?;
         Ok(Arc::new(model))
     })
-    .await??;
+    .await?;
     state.install_model(model.clone());
     crate::monitoring::model_fitted(model.meta().fit_seconds);
     crate::monitoring::model_active(model.version());
@@ -34,31 +35,55 @@ pub async fn publish(state: &AppState, mut model: Model) -> Result<Arc<Model>, A
 }
 
 /// Makes a kept version the active one again.
-pub async fn activate(state: &AppState, version: u64) -> Result<Arc<Model>, ApiError> {
+pub async fn activate(state: &AppState, version: u64) -> Result<Arc<Model>, ServiceError> {
     let _guard = state.model_change_lock().lock().await;
     let st = state.clone();
-    let model = tokio::task::spawn_blocking(move || -> Result<Arc<Model>, ApiError> {
+    let model = blocking(move || {
         let files = st.models();
         if !files.versions()?.contains(&version) {
-            return Err(ApiError::not_found(
-                "no-such-version",
-                format!("model version {version} is not kept; GET /v1/model/versions lists those that are"),
-            ));
+            return Err(ServiceError::NoSuchVersion(version));
         }
-        let model = Model::from_bytes(&files.read(version)?).map_err(|e| {
-            ApiError::conflict(
-                "corrupt-model",
-                format!("model version {version} cannot be loaded: {e}"),
-            )
-        })?;
+        let model =
+            Model::from_bytes(&files.read(version)?).map_err(|e| ServiceError::CorruptModel {
+                version,
+                reason: e.to_string(),
+            })?;
         files.set_active(version)?;
         Ok(Arc::new(model))
     })
-    .await??;
+    .await?;
     state.install_model(model.clone());
     crate::monitoring::model_active(version);
     tracing::info!(version, "model rolled back");
     Ok(model)
+}
+
+/// One kept version: its metadata, or why its stored model does not decode.
+pub struct KeptVersion {
+    pub version: u64,
+    pub meta: Result<ModelMeta, String>,
+}
+
+/// The kept versions, newest first.
+pub async fn versions(state: &AppState) -> Result<Vec<KeptVersion>, ServiceError> {
+    let st = state.clone();
+    blocking(move || {
+        let files = st.models();
+        let mut versions = files.versions()?;
+        versions.reverse();
+        Ok(versions
+            .into_iter()
+            .map(|version| KeptVersion {
+                version,
+                meta: files
+                    .read(version)
+                    .map_err(|e| e.without_paths())
+                    .and_then(|b| Model::from_bytes(&b).map_err(|e| e.to_string()))
+                    .map(|m| m.meta().clone()),
+            })
+            .collect())
+    })
+    .await
 }
 
 /// What loading at start found: the model to serve, and problems to report on /readyz and in logs.

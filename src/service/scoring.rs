@@ -1,4 +1,5 @@
-//! Scoring a batch with a model and deciding whether it raises an alert (no HTTP here).
+//! Scoring a batch: read it (scoring chunks while the rest arrives), score and explain it, decide
+//! its alert, store the alert with its deliveries, notify, count, and keep the chart data.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -8,11 +9,15 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::api::extract::Batch;
+use bytes::Bytes;
+use futures_util::Stream;
+
+use super::ServiceError;
 use crate::detector::explain::FeatureContribution;
 use crate::detector::model::{BatchSummary, Model};
 use crate::detector::{Matrix, SEQUENTIAL_RECORDS};
-use crate::state::ChartData;
+use crate::records::{Batch, BodyFormat, ChunkSink, Parsed, ReadSpec, ZeekOptions, read_stream};
+use crate::state::{AppState, ChartData};
 use crate::store::alerts::{Alert, AlertRecord, AlertStatus};
 
 /// Which records get an explanation.
@@ -119,6 +124,148 @@ pub fn scored_batch(
     }
 }
 
+/// What to score: the body's format and how to read and explain it.
+#[derive(Debug, Clone, Copy)]
+pub struct ScoreCommand {
+    pub format: BodyFormat,
+    pub zeek: ZeekOptions,
+    pub explain: ExplainMode,
+    /// The body's announced length (0 when unknown), already checked against the limit.
+    pub declared_len: usize,
+}
+
+/// A scored batch with what it raised, and what the caller rendered of it while it was hot.
+pub struct ScoreOutcome<R> {
+    pub model_version: u64,
+    pub batch: Batch,
+    pub scored: ScoredBatch,
+    /// The alert the batch raised, already stored with its deliveries.
+    pub alert: Option<Alert>,
+    pub rendered: R,
+}
+
+/// Scores a body with the active model. `render` runs on the parser's blocking thread right
+/// after scoring (one trip off the async runtime per request), before the alert is stored.
+pub async fn score<S, E, R, F>(
+    state: &AppState,
+    command: ScoreCommand,
+    body: S,
+    render: F,
+) -> Result<ScoreOutcome<R>, ServiceError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+    R: Send + 'static,
+    F: FnOnce(&Batch, &ScoredBatch, Option<&Alert>, u64) -> R + Send + 'static,
+{
+    let model = state.model().ok_or(ServiceError::NoModel)?;
+    let settings = state.settings();
+    let rule = AlertRule::from_settings(settings);
+    let spec = ReadSpec {
+        zeek: command.zeek,
+        ..ReadSpec::new(
+            command.format,
+            Some(model.features().to_vec()),
+            settings.max_records,
+        )
+    };
+    let (sink, chunks) = ChunkScores::new(&model);
+    let version = model.version();
+    let (outcome, chart) = read_stream(
+        body,
+        command.declared_len,
+        settings.max_body_bytes,
+        spec,
+        Some(sink),
+        move |parsed| {
+            let Parsed { mut batch, sunk } = parsed;
+            let scores = chunks.finish(&batch, sunk);
+            let scored = scored_batch(&model, &batch, scores, command.explain, rule.explain_top_k);
+            let alert = alert_for(&model, &batch, &scored, &rule);
+            let rendered = render(&batch, &scored, alert.as_ref(), version);
+            let anomalies = (0..batch.len()).map(|i| scored.is_anomaly(i)).collect();
+            let chart = chart_data(version, &mut batch, anomalies);
+            let outcome = ScoreOutcome {
+                model_version: version,
+                batch,
+                scored,
+                alert,
+                rendered,
+            };
+            (outcome, chart)
+        },
+    )
+    .await?;
+    if let Some(alert) = &outcome.alert {
+        raise(state, alert).await?;
+    }
+    crate::monitoring::batch_scored(
+        outcome.scored.summary.n_records,
+        outcome.scored.summary.n_anomalies,
+        outcome.alert.is_some(),
+    );
+    state.set_last_batch(chart);
+    Ok(outcome)
+}
+
+/// Stores an alert and the deliveries it owes in one commit, then wakes the deliverers: an
+/// alert a client has seen is always pushed too.
+async fn raise(state: &AppState, alert: &Alert) -> Result<(), ServiceError> {
+    let store = state.alerts();
+    let stored = alert.clone();
+    let sinks = state.webhooks().sink_names().to_vec();
+    super::blocking(move || Ok(store.insert_with_outbox(&stored, &sinks)?)).await?;
+    state.webhooks().alert_stored();
+    tracing::warn!(
+        alert = %alert.id, severity = alert.severity, reason = %alert.reason,
+        "alert raised"
+    );
+    Ok(())
+}
+
+/// Scores of chunks scored on the rayon pool while the rest of the body is still read.
+struct ChunkScores {
+    model: Arc<Model>,
+    rx: std::sync::mpsc::Receiver<(usize, Vec<f64>)>,
+}
+
+impl ChunkScores {
+    /// A sink that scores each chunk it gets, and what gathers the chunks' scores.
+    fn new(model: &Arc<Model>) -> (ChunkSink, ChunkScores) {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let m = model.clone();
+        let d = model.features().len();
+        let sink: ChunkSink = Box::new(move |first, rows| {
+            let (m, tx, rows) = (m.clone(), tx.clone(), rows.to_vec());
+            rayon::spawn(move || {
+                let mut out = vec![0.0; rows.len() / d];
+                m.score_into(&rows, &mut out);
+                let _ = tx.send((first, out));
+            });
+        });
+        (
+            sink,
+            ChunkScores {
+                model: model.clone(),
+                rx,
+            },
+        )
+    }
+
+    /// Scores the records after the first `sunk` and gathers the chunks' scores.
+    fn finish(self, batch: &Batch, sunk: usize) -> Vec<f64> {
+        let d = batch.matrix.n_cols();
+        let mut scores = vec![0.0; batch.len()];
+        self.model
+            .score_into(&batch.matrix.as_slice()[sunk * d..], &mut scores[sunk..]);
+        // Every sender is gone once the builder is and the spawned chunks are done.
+        for (first, chunk) in self.rx.iter() {
+            scores[first..first + chunk.len()].copy_from_slice(&chunk);
+        }
+        scores
+    }
+}
+
 /// When a batch raises an alert.
 #[derive(Debug, Clone, Copy)]
 pub struct AlertRule {
@@ -129,6 +276,17 @@ pub struct AlertRule {
     /// Records kept in the alert.
     pub top_records: usize,
     pub explain_top_k: usize,
+}
+
+impl AlertRule {
+    pub fn from_settings(settings: &crate::config::Settings) -> Self {
+        Self {
+            rate: settings.alert_rate,
+            severity: settings.alert_severity,
+            top_records: settings.alert_top_records,
+            explain_top_k: settings.explain_top_k as usize,
+        }
+    }
 }
 
 /// The alert this batch raises, if any: its most anomalous records, explained.
@@ -240,10 +398,17 @@ pub fn chart_data(model_version: u64, batch: &mut Batch, anomalies: Vec<bool>) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::extract::{Features, Table};
+    use crate::records::{BodyFormat, ReadSpec, read_slice};
+
+    /// Records as a batch, the default features chosen.
+    fn json_batch(records: Vec<serde_json::Value>) -> Batch {
+        let body = serde_json::to_vec(&records).unwrap();
+        let spec = ReadSpec::new(BodyFormat::Json, None, records.len().max(1));
+        read_slice(&body, &spec, None).unwrap().batch
+    }
 
     fn batch(n_features: usize) -> Batch {
-        let records = (0..10)
+        let records: Vec<serde_json::Value> = (0..10)
             .map(|i| {
                 let mut r = serde_json::Map::new();
                 for j in 0..n_features {
@@ -252,10 +417,7 @@ mod tests {
                 serde_json::Value::Object(r)
             })
             .collect();
-        Table::from_json_records(records, 100)
-            .unwrap()
-            .into_batch(Features::Default, false)
-            .unwrap()
+        json_batch(records)
     }
 
     #[test]
@@ -285,7 +447,7 @@ mod tests {
         use crate::detector::params::ForestParams;
         // More records than SEQUENTIAL_RECORDS, so the rayon path is taken too.
         let make = |n: usize| {
-            let records = (0..n)
+            let records: Vec<serde_json::Value> = (0..n)
                 .map(|i| {
                     let spike = if i % 97 == 0 { 50.0 } else { 1.0 };
                     serde_json::json!({
@@ -295,10 +457,7 @@ mod tests {
                     })
                 })
                 .collect();
-            Table::from_json_records(records, n)
-                .unwrap()
-                .into_batch(Features::Default, false)
-                .unwrap()
+            json_batch(records)
         };
         let big = make(SEQUENTIAL_RECORDS + 904);
         let small = make(300);

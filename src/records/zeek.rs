@@ -1,8 +1,8 @@
 //! Zeek conn logs (TSV or JSON lines) turned into per-window traffic records the detector scores.
 //!
 //! A conn log has one line per connection; the model scores one record per time window. This module
-//! parses the log ([`parse_conn_log`]), buckets connections into windows ([`aggregate`]) and builds
-//! the [`Table`] every other body format becomes ([`to_table`]). It knows no HTTP.
+//! parses the log ([`parse_conn_log`]), buckets connections into windows ([`aggregate`]) and reads
+//! the window records into a batch as any other body's records ([`read_zeek`]). It knows no HTTP.
 //!
 //! # What a window record holds
 //!
@@ -46,7 +46,8 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Map, Value};
 
-use crate::api::extract::{Cell, Table};
+use super::builder::{BatchBuilder, CellRef};
+use super::error::{RecordError, RecordErrorKind, check_count};
 
 /// Shortest and longest window: a second has too few connections to mean anything below it, and
 /// past a week a batch holds too few records to score.
@@ -530,8 +531,8 @@ fn parse_json(body: &[u8]) -> Result<Vec<Conn>, ZeekError> {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let value: Value = crate::api::json::from_slice(line).map_err(|e| {
-            let e = crate::api::json::message(&e);
+        let value: Value = super::json::from_slice(line).map_err(|e| {
+            let e = super::json::message(&e);
             ZeekError::line_error(no, format!("invalid JSON: {e}"))
         })?;
         let Value::Object(map) = value else {
@@ -680,49 +681,95 @@ pub fn aggregate(conns: &[Conn], opts: &ZeekOptions) -> Vec<WindowRecord> {
         .collect()
 }
 
-/// Parses and aggregates a conn log into the table every body format becomes: columns
-/// `timestamp` (RFC 3339 window start), `entity` (only when grouped), `bytes_sent`,
-/// `bytes_received`, `connections`, `active_sessions`.
-pub fn to_table(body: &[u8], format: ZeekFormat, opts: &ZeekOptions) -> Result<Table, ZeekError> {
+/// The features of a window record, in this order.
+pub const WINDOW_FEATURES: [&str; 4] = [
+    "bytes_sent",
+    "bytes_received",
+    "connections",
+    "active_sessions",
+];
+
+impl WindowRecord {
+    /// The window start as RFC 3339 text (what a record's `timestamp` holds).
+    pub fn start_text(&self) -> String {
+        self.timestamp.to_rfc3339_opts(SecondsFormat::Secs, true)
+    }
+
+    /// The values of [`WINDOW_FEATURES`].
+    pub fn features(&self) -> [f64; 4] {
+        [
+            self.bytes_sent,
+            self.bytes_received,
+            self.connections,
+            self.active_sessions,
+        ]
+    }
+}
+
+/// Parses and aggregates a conn log, then reads its window records into `b` as records with
+/// fields `timestamp` (RFC 3339 window start), `entity` (only when grouped) and the
+/// [`WINDOW_FEATURES`]. `b`'s record limit bounds the window records, not the connections: the
+/// body size limit bounds those.
+pub fn read_zeek(
+    body: &[u8],
+    format: ZeekFormat,
+    opts: &ZeekOptions,
+    b: &mut BatchBuilder,
+) -> Result<(), RecordError> {
     let conns = parse_conn_log(body, format)?;
     let records = aggregate(&conns, opts);
+    drop(conns);
+    check_count(records.len(), b.max_records())?;
     let grouped = opts.group_by != GroupBy::None;
     let mut names = vec!["timestamp".to_string()];
     if grouped {
         names.push("entity".to_string());
     }
-    names.extend(
-        [
-            "bytes_sent",
-            "bytes_received",
-            "connections",
-            "active_sessions",
-        ]
-        .map(String::from),
-    );
-    let rows = records
-        .into_iter()
-        .map(|r| {
-            let mut row = Vec::with_capacity(names.len());
-            row.push(Cell::Text(
-                r.timestamp.to_rfc3339_opts(SecondsFormat::Secs, true),
-            ));
-            if grouped {
-                row.push(r.entity.map_or(Cell::Missing, Cell::Text));
+    names.extend(WINDOW_FEATURES.map(String::from));
+    let roles = b.header_roles(&names);
+    for r in &records {
+        b.start_record();
+        let start = r.start_text();
+        b.field(roles[0], CellRef::Text(&start));
+        let mut next = 1;
+        if grouped {
+            match &r.entity {
+                Some(e) => b.field(roles[1], CellRef::Text(e)),
+                None => b.field(roles[1], CellRef::Missing),
             }
-            row.extend(
-                [
-                    r.bytes_sent,
-                    r.bytes_received,
-                    r.connections,
-                    r.active_sessions,
-                ]
-                .map(Cell::Num),
-            );
-            row
-        })
-        .collect();
-    Ok(Table { names, rows })
+            next = 2;
+        }
+        for (j, v) in r.features().into_iter().enumerate() {
+            b.field(roles[next + j], CellRef::Num(v));
+        }
+        b.end_record();
+    }
+    Ok(())
+}
+
+impl From<ZeekError> for RecordError {
+    fn from(e: ZeekError) -> Self {
+        let detail = e.to_string();
+        let field = e.field().map(str::to_string);
+        let err = match &e {
+            // The detail starts with "line N:"; `field` names the Zeek field when there is one.
+            ZeekError::Line { .. } => RecordError::new(RecordErrorKind::InvalidZeekLine, detail),
+            ZeekError::MissingField { .. } => {
+                RecordError::new(RecordErrorKind::MissingZeekField, detail)
+            }
+            ZeekError::NoConnections => RecordError::new(
+                RecordErrorKind::EmptyBatch,
+                "the Zeek log holds no connections",
+            ),
+            ZeekError::InvalidOption { .. } => {
+                RecordError::new(RecordErrorKind::InvalidOption, detail)
+            }
+        };
+        match field {
+            Some(f) => err.with_field(f),
+            None => err,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -1016,46 +1063,37 @@ mod tests {
         assert!(recs[0].bytes_sent.is_finite());
         // 9999-12-31 is the last day a window start can be written in RFC 3339.
         let body = tsv(&["253402300799.9\tC1\ta\t1\tb\t1\t1\t1"]);
-        let table = to_table(&body, ZeekFormat::Tsv, &ZeekOptions::default()).unwrap();
-        assert_eq!(table.rows[0][0], Cell::Text("9999-12-31T23:00:00Z".into()));
+        let batch = window_batch(&body, &ZeekOptions::default());
+        assert_eq!(batch.timestamps.get(0), Some("9999-12-31T23:00:00Z"));
+    }
+
+    /// A conn log read into a batch of its window records.
+    fn window_batch(body: &[u8], opts: &ZeekOptions) -> crate::records::Batch {
+        let mut b = BatchBuilder::new(&WINDOW_FEATURES.map(String::from), false, 1000);
+        read_zeek(body, ZeekFormat::Tsv, opts, &mut b).unwrap();
+        b.finish().unwrap()
     }
 
     #[test]
-    fn table_has_the_record_columns() {
+    fn window_records_have_the_record_fields() {
         let body = tsv(&[
             "3600\tC1\t10.0.0.2\t1\t8.8.8.8\t53\t1\t2",
             "3601\tC2\t10.0.0.1\t1\t8.8.8.8\t53\t3\t4",
         ]);
-        let plain = to_table(&body, ZeekFormat::Tsv, &ZeekOptions::default()).unwrap();
-        assert_eq!(
-            plain.names,
-            [
-                "timestamp",
-                "bytes_sent",
-                "bytes_received",
-                "connections",
-                "active_sessions"
-            ]
-        );
-        assert_eq!(
-            plain.rows,
-            vec![vec![
-                Cell::Text("1970-01-01T01:00:00Z".into()),
-                Cell::Num(4.0),
-                Cell::Num(6.0),
-                Cell::Num(2.0),
-                Cell::Num(2.0),
-            ]]
-        );
+        let plain = window_batch(&body, &ZeekOptions::default());
+        assert_eq!(plain.features, WINDOW_FEATURES);
+        assert_eq!(plain.len(), 1);
+        assert_eq!(plain.timestamps.get(0), Some("1970-01-01T01:00:00Z"));
+        assert_eq!(plain.matrix.row(0), &[4.0, 6.0, 2.0, 2.0]);
+        assert!(plain.echo.fields(0).is_empty());
         let opts = ZeekOptions {
             window: "30m".parse().unwrap(),
             group_by: GroupBy::OrigHost,
         };
-        let grouped = to_table(&body, ZeekFormat::Tsv, &opts).unwrap();
-        assert_eq!(grouped.names[1], "entity");
-        assert_eq!(grouped.rows.len(), 2);
+        let grouped = window_batch(&body, &opts);
+        assert_eq!(grouped.len(), 2);
         // Sorted by entity within the window.
-        assert_eq!(grouped.rows[0][1], Cell::Text("10.0.0.1".into()));
-        assert_eq!(grouped.rows[0][2], Cell::Num(3.0));
+        assert_eq!(grouped.echo.fields(0).get("entity"), Some(&"10.0.0.1"));
+        assert_eq!(grouped.matrix.row(0)[0], 3.0);
     }
 }

@@ -1,0 +1,552 @@
+//! From a body, whole or as it arrives, to a checked batch: the one path every endpoint reads records through.
+
+use std::io::{self, Read};
+
+use bytes::{Buf, Bytes};
+use futures_util::{Stream, StreamExt};
+use tokio::sync::mpsc;
+
+use super::BodyFormat;
+use super::batch::{Batch, Features};
+use super::builder::{BatchBuilder, ChunkSink};
+use super::csv::read_csv;
+use super::error::RecordError;
+use super::json::{TopLevel, read_json, read_ndjson};
+use super::zeek::{ZeekFormat, ZeekOptions, read_zeek};
+
+/// How to read a body.
+#[derive(Debug, Clone)]
+pub struct ReadSpec {
+    pub format: BodyFormat,
+    /// The features every record must carry; `None` chooses them from the first record
+    /// ([`Features::Default`]).
+    pub features: Option<Vec<String>>,
+    /// `label` (0 or 1) on every record.
+    pub require_labels: bool,
+    pub max_records: usize,
+    /// How Zeek connections become window records (other formats ignore it).
+    pub zeek: ZeekOptions,
+    /// What a JSON object body may hold besides `records`.
+    pub top_level: TopLevel,
+}
+
+impl ReadSpec {
+    /// Records with the given features (or the default choice), no labels, Zeek defaults, and
+    /// nothing but `records` in a JSON object.
+    pub fn new(format: BodyFormat, features: Option<Vec<String>>, max_records: usize) -> Self {
+        Self {
+            format,
+            features,
+            require_labels: false,
+            max_records,
+            zeek: ZeekOptions::default(),
+            top_level: TopLevel::RecordsOnly,
+        }
+    }
+
+    fn builder(&self, sink: Option<ChunkSink>) -> BatchBuilder {
+        let features = match &self.features {
+            Some(f) => Features::Given(f),
+            None => Features::Default,
+        };
+        let b = BatchBuilder::with_features(features, self.require_labels, self.max_records);
+        match sink {
+            Some(sink) => b.with_chunk_sink(sink),
+            None => b,
+        }
+    }
+}
+
+/// A checked batch; its first `sunk` records went to the chunk sink as they were read.
+pub struct Parsed {
+    pub batch: Batch,
+    pub sunk: usize,
+}
+
+fn finish(b: BatchBuilder) -> Result<Parsed, RecordError> {
+    let sunk = b.sunk();
+    Ok(Parsed {
+        batch: b.finish()?,
+        sunk,
+    })
+}
+
+/// Feeds a whole body to `b`.
+fn fill(body: &[u8], spec: &ReadSpec, b: &mut BatchBuilder) -> Result<(), RecordError> {
+    match spec.format {
+        BodyFormat::Csv => read_csv(body.strip_prefix(BOM).unwrap_or(body), b),
+        BodyFormat::Ndjson => read_ndjson(body, b),
+        BodyFormat::Json => read_json(body, b, spec.top_level),
+        BodyFormat::ZeekTsv => read_zeek(body, ZeekFormat::Tsv, &spec.zeek, b),
+        BodyFormat::ZeekJson => read_zeek(body, ZeekFormat::Json, &spec.zeek, b),
+    }
+}
+
+/// A UTF-8 byte order mark (Windows editors add one): not part of the first line.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// Reads a body already in memory into a checked batch. Blocking: call it off the async runtime.
+pub fn read_slice(
+    body: &[u8],
+    spec: &ReadSpec,
+    sink: Option<ChunkSink>,
+) -> Result<Parsed, RecordError> {
+    let mut b = spec.builder(sink);
+    fill(body, spec, &mut b)?;
+    finish(b)
+}
+
+/// Body chunks in flight between the request task and the parser thread.
+const CHANNEL_CHUNKS: usize = 16;
+
+/// Reads a body as it arrives into a checked batch: CSV and NDJSON are parsed on a blocking
+/// thread while the body streams in; JSON and Zeek bodies are read whole first (Zeek aggregates
+/// across the whole log), then parsed on a blocking thread. Bodies over `max_body` bytes are a
+/// `BodyTooLarge` problem whatever they hold. `declared` (the announced length, 0 when unknown)
+/// sizes the buffer of a body read whole.
+///
+/// `sink` gets each chunk of records as soon as it is parsed (to score it while the rest of
+/// the body is read), and `then` runs on the same blocking thread right after the batch is
+/// checked, so a request makes one trip off the async runtime, not two.
+pub async fn read_stream<S, E, T, F>(
+    mut body: S,
+    declared: usize,
+    max_body: usize,
+    spec: ReadSpec,
+    sink: Option<ChunkSink>,
+    then: F,
+) -> Result<T, RecordError>
+where
+    S: Stream<Item = Result<Bytes, E>> + Unpin,
+    E: std::fmt::Display,
+    T: Send + 'static,
+    F: FnOnce(Parsed) -> T + Send + 'static,
+{
+    let unreadable = |e: E| RecordError::malformed(format!("the body could not be read: {e}"));
+    match spec.format {
+        BodyFormat::Csv | BodyFormat::Ndjson => {
+            let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+            let parser = tokio::task::spawn_blocking(move || {
+                let mut reader = BodyReader::new(rx);
+                let mut b = spec.builder(sink);
+                let parsed = if spec.format == BodyFormat::Csv {
+                    reader.skip_prefix(BOM);
+                    read_csv(&mut reader, &mut b)
+                } else {
+                    read_ndjson(io::BufReader::with_capacity(1 << 16, &mut reader), &mut b)
+                };
+                let parsed = reader.settle(parsed.and_then(|()| finish(b)))?;
+                Ok(then(parsed))
+            });
+            let mut total = 0usize;
+            while let Some(frame) = body.next().await {
+                let (chunk, stop) = match frame {
+                    Ok(c) => {
+                        total += c.len();
+                        if total > max_body {
+                            (Err(RecordError::body_too_large()), true)
+                        } else {
+                            (Ok(c), false)
+                        }
+                    }
+                    Err(e) => (Err(unreadable(e)), true),
+                };
+                if tx.send(chunk).await.is_err() || stop {
+                    break;
+                }
+            }
+            drop(tx);
+            parser.await.map_err(lost)?
+        }
+        BodyFormat::Json | BodyFormat::ZeekTsv | BodyFormat::ZeekJson => {
+            // Sized from the declared length (already checked against the limit), so the body
+            // is not copied again each time the buffer grows.
+            let mut bytes = Vec::with_capacity(declared.min(max_body));
+            while let Some(frame) = body.next().await {
+                let chunk = frame.map_err(unreadable)?;
+                if bytes.len() + chunk.len() > max_body {
+                    return Err(RecordError::body_too_large());
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            tokio::task::spawn_blocking(move || {
+                let mut b = spec.builder(sink);
+                fill(&bytes, &spec, &mut b)?;
+                drop(bytes);
+                Ok(then(finish(b)?))
+            })
+            .await
+            .map_err(lost)?
+        }
+    }
+}
+
+/// A parser thread that panicked or was cancelled: the service's fault, not the body's.
+fn lost(e: tokio::task::JoinError) -> RecordError {
+    tracing::error!(error = %e, "a body parser thread failed");
+    RecordError::new(
+        super::error::RecordErrorKind::Internal,
+        "reading the body failed; the error is in the service log",
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// The body as it arrives
+
+/// A body chunk, or why the body could not be read (too large, connection lost).
+pub type BodyChunk = Result<Bytes, RecordError>;
+
+/// Reads body chunks sent by the request task; a blocking reader for a parser thread.
+pub struct BodyReader {
+    rx: mpsc::Receiver<BodyChunk>,
+    current: Bytes,
+    /// Why the body stopped early: this wins over any parse problem it caused.
+    failed: Option<RecordError>,
+    done: bool,
+}
+
+impl BodyReader {
+    pub fn new(rx: mpsc::Receiver<BodyChunk>) -> Self {
+        Self {
+            rx,
+            current: Bytes::new(),
+            failed: None,
+            done: false,
+        }
+    }
+
+    fn next_chunk(&mut self) -> bool {
+        if self.done {
+            return false;
+        }
+        match self.rx.blocking_recv() {
+            Some(Ok(b)) => {
+                self.current = b;
+                true
+            }
+            Some(Err(e)) => {
+                self.failed = Some(e);
+                self.done = true;
+                false
+            }
+            None => {
+                self.done = true;
+                false
+            }
+        }
+    }
+
+    /// Drops `prefix` (a byte order mark) if the body starts with it, however it is chunked.
+    pub fn skip_prefix(&mut self, prefix: &[u8]) {
+        let mut head = Vec::new();
+        while head.len() < prefix.len() {
+            if self.current.is_empty() && !self.next_chunk() {
+                break;
+            }
+            let take = (prefix.len() - head.len()).min(self.current.len());
+            head.extend_from_slice(&self.current[..take]);
+            self.current.advance(take);
+        }
+        if head != prefix {
+            // Not the prefix: put the bytes back in front of the rest.
+            let mut joined = head;
+            joined.extend_from_slice(&self.current);
+            self.current = Bytes::from(joined);
+        }
+    }
+
+    /// The result of parsing: a body that failed to arrive wins over what the parser made of
+    /// it, and after a parse problem the rest is still read, so an oversized body is a 413
+    /// whatever it holds (as when the body was read whole first).
+    pub fn settle<T>(mut self, parsed: Result<T, RecordError>) -> Result<T, RecordError> {
+        if parsed.is_err() {
+            while self.next_chunk() {}
+        }
+        match self.failed.take() {
+            Some(e) => Err(e),
+            None => parsed,
+        }
+    }
+}
+
+impl Read for BodyReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            if !self.next_chunk() {
+                return if self.failed.is_some() {
+                    Err(io::Error::other("the body could not be read"))
+                } else {
+                    Ok(0)
+                };
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.current.advance(n);
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::samples::sample_batch;
+    use crate::records::table::parse_table;
+    use proptest::prelude::*;
+
+    fn features() -> Vec<String> {
+        ["bytes_sent", "connections"].map(String::from).to_vec()
+    }
+
+    /// Given features, or (None) the default choice.
+    type Choice = Option<Vec<String>>;
+
+    fn spec(format: BodyFormat, choice: &Choice, labels: bool) -> ReadSpec {
+        ReadSpec {
+            require_labels: labels,
+            ..ReadSpec::new(format, choice.clone(), 5)
+        }
+    }
+
+    /// The body through the streaming reader, cut into `chunk`-byte pieces.
+    fn streamed(
+        format: BodyFormat,
+        body: &[u8],
+        chunk: usize,
+        choice: &Choice,
+        labels: bool,
+    ) -> Result<Batch, RecordError> {
+        let (tx, rx) = mpsc::channel(body.len() / chunk + 2);
+        for piece in body.chunks(chunk) {
+            tx.try_send(Ok(Bytes::copy_from_slice(piece))).unwrap();
+        }
+        drop(tx);
+        let mut reader = BodyReader::new(rx);
+        let mut b = spec(format, choice, labels).builder(None);
+        let parsed = match format {
+            BodyFormat::Csv => {
+                reader.skip_prefix(BOM);
+                read_csv(&mut reader, &mut b)
+            }
+            BodyFormat::Ndjson => read_ndjson(io::BufReader::with_capacity(7, &mut reader), &mut b),
+            _ => unreachable!(),
+        };
+        reader.settle(parsed.and_then(|()| b.finish()))
+    }
+
+    /// The body read whole, as fit and evaluate read it.
+    fn whole(
+        format: BodyFormat,
+        body: &[u8],
+        choice: &Choice,
+        labels: bool,
+    ) -> Result<Batch, RecordError> {
+        read_slice(body, &spec(format, choice, labels), None).map(|p| p.batch)
+    }
+
+    /// What the table path (parse everything into cells, then check) answers.
+    fn table(
+        format: BodyFormat,
+        body: &[u8],
+        choice: &Choice,
+        labels: bool,
+    ) -> Result<Batch, RecordError> {
+        let features = match choice {
+            Some(f) => Features::Given(f),
+            None => Features::Default,
+        };
+        parse_table(format, body, 5)?.into_batch(features, labels)
+    }
+
+    fn same(a: &Result<Batch, RecordError>, b: &Result<Batch, RecordError>) -> Result<(), String> {
+        match (a, b) {
+            (Ok(x), Ok(y)) if x == y => Ok(()),
+            (Err(x), Err(y)) if x == y => Ok(()),
+            _ => Err(format!("{a:?}\n  vs\n{b:?}")),
+        }
+    }
+
+    /// Every way of cutting the body into pieces gives what the table path gives, with the
+    /// model's features and with the default choice a fit makes.
+    fn check(format: BodyFormat, body: &[u8], labels: bool) {
+        for choice in [Some(features()), None] {
+            let expected = table(format, body, &choice, labels);
+            same(&whole(format, body, &choice, labels), &expected)
+                .unwrap_or_else(|e| panic!("{choice:?}, whole: {e}"));
+            if format != BodyFormat::Json {
+                for chunk in [1, 2, 3, 5, 8, 13] {
+                    same(&streamed(format, body, chunk, &choice, labels), &expected)
+                        .unwrap_or_else(|e| panic!("{choice:?}, chunks of {chunk}: {e}"));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn csv_edge_cases_match_the_table_path() {
+        let cases: &[&[u8]] = &[
+            b"\xEF\xBB\xBFtimestamp,bytes_sent,connections,host\r\n2024-01-01T00:00:00Z,1,2,\"a,b\"\r\n2024-01-01T01:00:00+02:00,3.5, 4 ,\"multi\nline\"\r\n",
+            b"bytes_sent,connections\n1,2\n3,x\n5,NaN\n",
+            b"bytes_sent,connections,timestamp\n1,2,yesterday\n3,,2024-01-01T00:00:00Z\n",
+            b"bytes_sent,connections\n1,2\n3,4,5\n",
+            b"bytes_sent,connections\n1,2\n3,4\n5,6\n7,8\n9,10\n11,12\n",
+            b"bytes_sent,connections\n1,2\n\"3\",\"4\"\n",
+            b"bytes_sent\n1\n",
+            b"bytes_sent,connections,label\n1,2,0\n3,4,1\n",
+            b"bytes_sent,connections,label\n1,2,0\n3,4,2\n",
+            b"bytes_sent,connections\n",
+            b"",
+            b"a,a\n1,2\n",
+            b"bytes_sent,connections\n1,\xff\n",
+            b"\xEF\xBBbytes_sent,connections\n1,2\n",
+        ];
+        for body in cases {
+            check(BodyFormat::Csv, body, false);
+            check(BodyFormat::Csv, body, true);
+        }
+    }
+
+    #[test]
+    fn ndjson_and_json_edge_cases_match_the_table_path() {
+        let nd: &[&[u8]] = &[
+            b"{\"bytes_sent\":1,\"connections\":2,\"src_ip\":\"10.0.0.1\",\"timestamp\":\"2024-01-01T00:00:00Z\"}\r\n\r\n{\"connections\":4,\"bytes_sent\":3e2}\n",
+            b"{\"bytes_sent\":1,\"connections\":2}\n{\"bytes_sent\":\"x\",\"connections\":2}\n{oops\n",
+            b"{\"bytes_sent\":1,\"connections\":2}\n[1,2]\n",
+            b"{\"bytes_sent\":1,\"connections\":2,\"timestamp\":5}\n{\"bytes_sent\":null,\"connections\":2}\n",
+            b"{\"bytes_sent\":1,\"connections\":2,\"label\":true}\n{\"bytes_sent\":1,\"connections\":{\"a\":1},\"label\":0}\n",
+            b"{\"bytes_sent\":1,\"connections\":2,\"bytes_sent\":\"dup\"}\n",
+            b"{\"bytes_sent\":1,\"connections\":2}\n{\"bytes_sent\":1,\"connections\":2} x\n",
+            b"{}\n{}\n{}\n{}\n{}\n{}\n",
+            b"\n\n",
+        ];
+        for body in nd {
+            check(BodyFormat::Ndjson, body, false);
+            check(BodyFormat::Ndjson, body, true);
+        }
+        let json: &[&[u8]] = &[
+            br#"{"records":[{"bytes_sent":1,"connections":2,"host":"a\"b"},{"bytes_sent":3,"connections":4}]}"#,
+            br#"[{"bytes_sent":1,"connections":2},5,{"bytes_sent":"x"}]"#,
+            br#"[{"bytes_sent":1,"connections":2},{},{},{},{},{}]"#,
+            br#"{"records":[],"zzz":1,"aaa":2}"#,
+            br#"{"records":{"a":1}}"#,
+            br#"{"other":[]}"#,
+            br#"{"records":[{"bytes_sent":1,"connections":2}]"#,
+            br#"[{"bytes_sent":1,"connections":2}] trailing"#,
+            br#"42"#,
+            b"  ",
+            br#"[{"bytes_sent":1e400,"connections":2}]"#,
+            br#"[{"bytes_sent":1,"connections":2,"timestamp":"2024-13-01T00:00:00Z"}]"#,
+            br#"[{"bytes_sent":1,"connections":2,"label":1},{"bytes_sent":1,"connections":2}]"#,
+        ];
+        for body in json {
+            check(BodyFormat::Json, body, false);
+            check(BodyFormat::Json, body, true);
+        }
+        let deep = format!("[{}{}]", "[".repeat(200), "]".repeat(200));
+        check(BodyFormat::Json, deep.as_bytes(), false);
+    }
+
+    #[test]
+    fn generated_records_make_the_batch_their_json_makes() {
+        use crate::detector::generator::{GeneratorConfig, generate};
+        let records = generate(&GeneratorConfig::default()).unwrap();
+        assert!(records.iter().any(|r| r.attack_kind.is_some()));
+        let json: Vec<serde_json::Value> = records
+            .iter()
+            .map(|r| serde_json::to_value(r).unwrap())
+            .collect();
+        let subset = vec!["connections".to_string(), "label".to_string()];
+        let unknown = vec!["bytes_sent".to_string(), "nope".to_string()];
+        for features in [None, Some(&subset), Some(&unknown)] {
+            let choice = features.map_or(Features::Default, |f| Features::Given(f));
+            let expected = crate::records::table::Table::from_json_records(json.clone(), 1000)
+                .and_then(|t| t.into_batch(choice, false));
+            let got = sample_batch(&records, features.map(Vec::as_slice), 1000);
+            same(&got, &expected).unwrap();
+        }
+        let err = sample_batch(&records, None, 10).unwrap_err();
+        assert_eq!(crate::error::ApiError::from(err).status.as_u16(), 413);
+    }
+
+    #[test]
+    fn a_failed_body_wins_over_what_the_parser_made_of_it() {
+        let (tx, rx) = mpsc::channel(4);
+        tx.try_send(Ok(Bytes::from_static(b"bytes_sent,connections\n1,x\n")))
+            .unwrap();
+        tx.try_send(Err(RecordError::body_too_large())).unwrap();
+        drop(tx);
+        let mut reader = BodyReader::new(rx);
+        let mut b = BatchBuilder::new(&features(), false, 5);
+        let parsed = read_csv(&mut reader, &mut b).and_then(|()| b.finish());
+        let err = crate::error::ApiError::from(reader.settle(parsed).unwrap_err());
+        assert_eq!((err.status.as_u16(), err.code), (413, "body-too-large"));
+    }
+
+    fn csv_cell() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "-?[0-9]{1,4}(\\.[0-9]{1,3})?",
+            Just(String::new()),
+            Just("NaN".to_string()),
+            Just("2024-01-01T00:00:00Z".to_string()),
+            Just("\"1,5\"".to_string()),
+            Just(" 7 ".to_string()),
+            "[a-z]{1,3}",
+        ]
+    }
+
+    proptest! {
+        /// Random CSV bodies, cut anywhere: the streaming parser agrees with the table path.
+        #[test]
+        fn streamed_csv_agrees_with_the_table_path(
+            header in prop::sample::subsequence(
+                vec!["bytes_sent", "connections", "timestamp", "label", "host"], 1..=5),
+            rows in prop::collection::vec(prop::collection::vec(csv_cell(), 5), 0..7),
+            crlf in any::<bool>(),
+            chunk in 1usize..20,
+            labels in any::<bool>(),
+            discover in any::<bool>(),
+        ) {
+            let choice = (!discover).then(features);
+            let nl = if crlf { "\r\n" } else { "\n" };
+            let mut body = header.join(",") + nl;
+            for r in &rows {
+                body += &r[..header.len()].join(",");
+                body += nl;
+            }
+            let expected = table(BodyFormat::Csv, body.as_bytes(), &choice, labels);
+            let got = streamed(BodyFormat::Csv, body.as_bytes(), chunk, &choice, labels);
+            let verdict = same(&got, &expected);
+            prop_assert!(verdict.is_ok(), "{body:?}: {}", verdict.unwrap_err());
+        }
+
+        /// Random NDJSON bodies, cut anywhere, and the same records as JSON.
+        #[test]
+        fn streamed_ndjson_and_json_agree_with_the_table_path(
+            records in prop::collection::vec(prop::collection::btree_map(
+                prop::sample::select(vec!["bytes_sent", "connections", "timestamp", "label", "src_ip"]),
+                prop_oneof![
+                    (-1e6f64..1e6).prop_map(|v| serde_json::json!(v)),
+                    Just(serde_json::json!(null)),
+                    Just(serde_json::json!("2024-01-01T00:00:00Z")),
+                    Just(serde_json::json!("x")),
+                    Just(serde_json::json!(1)),
+                    Just(serde_json::json!([1])),
+                ],
+                0..5), 0..7),
+            chunk in 1usize..20,
+            labels in any::<bool>(),
+            discover in any::<bool>(),
+        ) {
+            let choice = (!discover).then(features);
+            let lines: Vec<String> = records.iter().map(|r| serde_json::to_string(r).unwrap()).collect();
+            let nd = lines.join("\n");
+            let expected = table(BodyFormat::Ndjson, nd.as_bytes(), &choice, labels);
+            let verdict = same(&streamed(BodyFormat::Ndjson, nd.as_bytes(), chunk, &choice, labels), &expected);
+            prop_assert!(verdict.is_ok(), "{nd}: {}", verdict.unwrap_err());
+            let json = format!("[{}]", lines.join(","));
+            let expected = table(BodyFormat::Json, json.as_bytes(), &choice, labels);
+            let verdict = same(&whole(BodyFormat::Json, json.as_bytes(), &choice, labels), &expected);
+            prop_assert!(verdict.is_ok(), "{json}: {}", verdict.unwrap_err());
+        }
+    }
+}

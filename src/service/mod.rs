@@ -1,0 +1,76 @@
+//! What a request means, without HTTP: scoring a batch (results, alert, outbox, metrics, chart),
+//! evaluating the model on labeled records, and fitting, activating and loading model versions.
+//!
+//! `api/` translates HTTP into these calls and their results and [`ServiceError`]s back into
+//! responses; below this layer, `records/` reads bodies, `detector/` computes and `store/` keeps.
+
+pub mod evaluation;
+pub mod models;
+pub mod scoring;
+pub mod training;
+
+use crate::detector::generator::GeneratorError;
+use crate::detector::metrics::MetricsError;
+use crate::detector::model::FitError;
+use crate::detector::params::ParamError;
+use crate::records::RecordError;
+use crate::store::StoreError;
+
+/// Why a service call failed; `error.rs` maps each to its problem response.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// The body could not become a batch.
+    #[error(transparent)]
+    Records(#[from] RecordError),
+    /// Scoring or evaluating before any model was fitted.
+    #[error("no model has been fitted yet: POST /v1/model/fit first")]
+    NoModel,
+    /// Settings carried in a body that cannot be used (`field` names the one at fault).
+    #[error("{detail}")]
+    Settings {
+        detail: String,
+        field: Option<String>,
+    },
+    /// Forest parameters that cannot be used.
+    #[error(transparent)]
+    Params(#[from] ParamError),
+    #[error(transparent)]
+    Fit(#[from] FitError),
+    #[error(transparent)]
+    Generator(#[from] GeneratorError),
+    /// A false-alert budget that cannot be met on these labels.
+    #[error("{0}")]
+    Budget(String),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    /// Activating a version that is not kept.
+    #[error("model version {0} is not kept; GET /v1/model/versions lists those that are")]
+    NoSuchVersion(u64),
+    /// Activating a version whose stored model does not decode.
+    #[error("model version {version} cannot be loaded: {reason}")]
+    CorruptModel { version: u64, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A blocking task that panicked or was cancelled: ours, not the client's.
+    #[error("a background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl ServiceError {
+    /// Settings in a body that cannot be used.
+    pub fn settings(detail: impl Into<String>) -> Self {
+        Self::Settings {
+            detail: detail.into(),
+            field: None,
+        }
+    }
+}
+
+/// Runs CPU-heavy or blocking work off the async runtime.
+pub(crate) async fn blocking<T, F>(work: F) -> Result<T, ServiceError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Result<T, ServiceError> + Send + 'static,
+{
+    tokio::task::spawn_blocking(work).await?
+}
