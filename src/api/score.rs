@@ -8,13 +8,14 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use std::collections::BTreeMap;
+
 use super::{Produces, negotiate};
+use crate::detector::explain::FeatureContribution;
 use crate::detector::model::BatchSummary;
 use crate::error::{ApiError, Problem};
 use crate::records::Batch;
-use crate::service::scoring::{
-    self, ExplainMode, RecordResult, ScoreCommand, ScoreOutcome, ScoredBatch,
-};
+use crate::service::scoring::{self, ExplainMode, ScoreCommand, ScoreOutcome, ScoredBatch};
 use crate::state::AppState;
 use crate::store::alerts::Alert;
 
@@ -35,6 +36,27 @@ pub struct ScoreQuery {
     /// Zeek bodies only: `none` (default, the whole network), `id.orig_h` or `id.resp_h`.
     #[param(example = "id.orig_h")]
     pub group_by: Option<String>,
+}
+
+/// One scored record as the API returns it.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+pub struct RecordResult {
+    /// Position in the posted batch (0-based).
+    pub index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<String>,
+    /// Anomaly score in (0, 1]; higher is more anomalous (= −scikit-learn's score_samples).
+    pub score: f64,
+    /// score > threshold.
+    pub is_anomaly: bool,
+    /// 0–100, monotonic in score.
+    pub severity: u8,
+    /// Features that drove the score, most important first (absent when not requested).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub explanation: Option<Vec<FeatureContribution>>,
+    /// The record's string fields (src_ip, host, ...), echoed.
+    #[serde(flatten)]
+    pub fields: BTreeMap<String, String>,
 }
 
 /// A scored batch.

@@ -245,11 +245,6 @@ impl Model {
         score > self.meta.threshold
     }
 
-    /// Severity 0–100 of a score (see [`super::severity`]).
-    pub fn severity(&self, score: f64) -> u8 {
-        severity(score)
-    }
-
     /// The `top_k` features that drove a raw record's score, most important first.
     ///
     /// Attribution is the forest's depth-weighted split attribution (see

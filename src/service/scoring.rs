@@ -1,13 +1,11 @@
 //! Scoring a batch: read it (scoring chunks while the rest arrives), score and explain it, decide
 //! its alert, store the alert with its deliveries, notify, count, and keep the chart data.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::Utc;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use bytes::Bytes;
 use futures_util::Stream;
@@ -21,7 +19,7 @@ use crate::state::{AppState, ChartData};
 use crate::store::alerts::{Alert, AlertRecord, AlertStatus};
 
 /// Which records get an explanation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ExplainMode {
     /// Only records flagged anomalous (the default; explanations cost a tree walk per record).
@@ -33,27 +31,6 @@ pub enum ExplainMode {
     /// None.
     #[serde(alias = "false")]
     None,
-}
-
-/// One scored record as the API returns it.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-pub struct RecordResult {
-    /// Position in the posted batch (0-based).
-    pub index: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub timestamp: Option<String>,
-    /// Anomaly score in (0, 1]; higher is more anomalous (= −scikit-learn's score_samples).
-    pub score: f64,
-    /// score > threshold.
-    pub is_anomaly: bool,
-    /// 0–100, monotonic in score.
-    pub severity: u8,
-    /// Features that drove the score, most important first (absent when not requested).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub explanation: Option<Vec<FeatureContribution>>,
-    /// The record's string fields (src_ip, host, ...), echoed.
-    #[serde(flatten)]
-    pub fields: BTreeMap<String, String>,
 }
 
 /// A batch after scoring.

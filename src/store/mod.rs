@@ -175,12 +175,6 @@ impl StoreError {
         matches!(self, Self::BadCursor | Self::ModelNotFound(_))
     }
 
-    /// True when the failure is the database being out of reach, which clears up by itself:
-    /// the API answers 503 `store-unavailable` with `Retry-After` rather than 500.
-    pub fn is_unavailable(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
-    }
-
     /// The message without filesystem paths, for answers an unauthenticated client may read
     /// (`/readyz`, the version list). The full `Display` belongs in the service log.
     pub fn without_paths(&self) -> String {
