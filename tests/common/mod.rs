@@ -8,7 +8,6 @@
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use netsentinel::config::Settings;
 use netsentinel::startup::Application;
@@ -327,38 +326,4 @@ pub fn to_csv(records: &[Value], extra: &[&str]) -> String {
         out.push('\n');
     }
     out
-}
-
-/// (model_version, scores) of one scoring response.
-pub type Observation = (u64, Vec<f64>);
-
-/// Scores `batch` again and again until `done` is set (and at least `min_requests` times); every
-/// answer must be 2xx, and an alert must name the model version that scored its batch.
-pub async fn score_until(
-    app: Arc<TestApp>,
-    batch: Arc<Vec<Value>>,
-    done: Arc<AtomicBool>,
-    min_requests: usize,
-) -> Vec<Observation> {
-    let mut seen = Vec::new();
-    while seen.len() < min_requests || !done.load(Ordering::Acquire) {
-        let response = app.post_json("/v1/score", &json!(*batch)).await;
-        let status = response.status();
-        let text = response.text().await.expect("a body");
-        assert!(
-            status.is_success(),
-            "scoring while the model changes answered {status}: {text}"
-        );
-        let body: Value = serde_json::from_str(&text).expect("JSON");
-        let version = body["model_version"].as_u64().expect("a model version");
-        if let Some(alert_version) = body["alert"]["model_version"].as_u64() {
-            assert_eq!(
-                alert_version, version,
-                "the alert names the model that scored the batch"
-            );
-        }
-        assert_eq!(body["results"].as_array().unwrap().len(), batch.len());
-        seen.push((version, scores(&body)));
-    }
-    seen
 }
