@@ -1,11 +1,12 @@
 //! Every way a request can be wrong gets the right status and an RFC 9457 problem with a stable
 //! `code` (and, for bad records, the record `index` and `field`), and none of them changes state.
 
-mod common;
+mod support;
 
-use common::{TestApp, assert_problem, json_ok, spawn_app, spawn_app_with};
 use reqwest::{Method, StatusCode, header};
 use serde_json::{Value, json};
+use support::app::{TestApp, spawn_app, spawn_app_with};
+use support::responses::{assert_problem, json_ok};
 
 /// One bad request and the problem it must get.
 struct Case {
@@ -96,7 +97,7 @@ impl Case {
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let content_type = common::content_type(&response);
+        let content_type = support::responses::content_type(&response);
         let text = response.text().await.map_err(|e| e.to_string())?;
         let mut wrong = Vec::new();
         if status != self.status {
@@ -490,8 +491,8 @@ async fn every_bad_request_gets_the_right_problem_and_changes_nothing() {
     assert_eq!(after.2, before.2, "no model version was added");
     let rescored = app.score(&bursts).await;
     assert_eq!(
-        common::scores(&rescored),
-        common::scores(&scored),
+        support::data::scores(&rescored),
+        support::data::scores(&scored),
         "the service still scores as before"
     );
 }

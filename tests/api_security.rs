@@ -2,13 +2,14 @@
 //! answered without the filesystem paths the service log names (the data dir is usually under
 //! /tmp here, /var/lib in production).
 
-mod common;
+mod support;
 
 use std::sync::Arc;
 
-use common::{TestApp, assert_problem, spawn_app, spawn_app_in};
 use netsentinel::config::Settings;
 use reqwest::StatusCode;
+use support::app::{TestApp, spawn_app, spawn_app_in};
+use support::responses::assert_problem;
 
 /// Fails if `body` mentions the data directory or any absolute temp path.
 fn assert_no_paths(app: &TestApp, body: &str) {

@@ -1,14 +1,13 @@
 //! The walk a user makes through the API: generate traffic, fit, score, read and acknowledge the
 //! alert, draw the chart, evaluate; plus the body formats and options of scoring.
 
-mod common;
+mod support;
 
-use common::{
-    BURSTS, SEED_FEATURES, TestApp, assert_problem, content_type, json_ok, json_with_status,
-    scores, spawn_app, to_csv, to_ndjson,
-};
 use reqwest::{StatusCode, header};
 use serde_json::{Value, json};
+use support::app::{TestApp, spawn_app};
+use support::data::{BURSTS, SEED_FEATURES, scores, to_csv, to_ndjson};
+use support::responses::{assert_problem, content_type, json_ok, json_with_status};
 
 /// Decodes a PNG fully and returns its size.
 fn png_size(bytes: &[u8]) -> (u32, u32) {

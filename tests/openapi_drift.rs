@@ -1,12 +1,13 @@
 //! The checked-in `openapi/openapi.json` is exactly what the code generates, covers the API in
 //! DESIGN.md, and documents the problems each operation can answer.
 
-mod common;
+mod support;
 
 use std::path::Path;
 
-use common::{json_ok, spawn_app};
 use serde_json::Value;
+use support::app::spawn_app;
+use support::responses::json_ok;
 
 const REGENERATE: &str = "cargo run -- openapi > openapi/openapi.json";
 

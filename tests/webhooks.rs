@@ -4,7 +4,7 @@
 //! that de-duplicates would; "every alert arrives once" means one accepted delivery per key.
 //! Waits poll with a deadline (a bound, not a timing assertion).
 
-mod common;
+mod support;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -17,12 +17,14 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use common::{BURSTS, TestApp, json_ok, spawn_app_in};
 use hmac::{Hmac, Mac};
 use netsentinel::config::Settings;
 use netsentinel::startup::Application;
 use serde_json::{Value, json};
 use sha2::Sha256;
+use support::app::{TestApp, spawn_app_in};
+use support::data::BURSTS;
+use support::responses::json_ok;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 

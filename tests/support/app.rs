@@ -1,9 +1,7 @@
-//! Shared harness for the HTTP tests: a real server on port 0 over a temp data dir, and request helpers.
+//! The service in-process on a real socket (port 0) over a temp data dir, with request helpers.
 //!
 //! Each test gets its own server and directory, so the suite runs in parallel. `restart()` stops a
 //! server gracefully and starts a new one on the same directory, as an operator's restart would.
-
-#![allow(dead_code)] // each test binary uses a different subset of the helpers
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -17,16 +15,7 @@ use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// The four features the seed profile generates, in the order a default fit uses them.
-pub const SEED_FEATURES: [&str; 4] = [
-    "bytes_sent",
-    "bytes_received",
-    "connections",
-    "active_sessions",
-];
-
-/// Burst positions in the seed profile's 720 records (every 100th).
-pub const BURSTS: [usize; 8] = [0, 100, 200, 300, 400, 500, 600, 700];
+use super::responses::json_ok;
 
 /// A running service and a client for it.
 pub struct TestApp {
@@ -242,88 +231,4 @@ impl Drop for TestApp {
             let _ = tx.send(());
         }
     }
-}
-
-/// Asserts a 200 with a JSON body and returns the body.
-pub async fn json_ok(response: Response) -> Value {
-    json_with_status(response, StatusCode::OK).await
-}
-
-/// Asserts `status` with a JSON body and returns the body (the body is in the failure message).
-pub async fn json_with_status(response: Response, status: StatusCode) -> Value {
-    let got = response.status();
-    let url = response.url().clone();
-    let text = response.text().await.expect("a body");
-    assert_eq!(got, status, "{url}: unexpected status; body: {text}");
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{url}: not JSON ({e}): {text}"))
-}
-
-/// The response's `Content-Type`, or "" when it has none.
-pub fn content_type(response: &Response) -> String {
-    response
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string()
-}
-
-/// Asserts an RFC 9457 problem with `status` and `code`; returns the problem body.
-pub async fn assert_problem(response: Response, status: StatusCode, code: &str) -> Value {
-    let content_type = content_type(&response);
-    let body = json_with_status(response, status).await;
-    assert_eq!(
-        content_type, "application/problem+json",
-        "a problem is served as application/problem+json: {body}"
-    );
-    assert_eq!(body["status"], status.as_u16(), "{body}");
-    assert_eq!(body["code"], code, "{body}");
-    assert_eq!(body["type"], format!("/problems/{code}"), "{body}");
-    assert!(body["title"].is_string(), "{body}");
-    assert!(
-        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
-        "a problem tells the user what went wrong: {body}"
-    );
-    body
-}
-
-/// The `score` of every result, in order.
-pub fn scores(response: &Value) -> Vec<f64> {
-    response["results"]
-        .as_array()
-        .expect("a results array")
-        .iter()
-        .map(|r| r["score"].as_f64().expect("a numeric score"))
-        .collect()
-}
-
-/// Records as NDJSON lines.
-pub fn to_ndjson(records: &[Value]) -> String {
-    records
-        .iter()
-        .map(|r| format!("{r}\n"))
-        .collect::<Vec<_>>()
-        .concat()
-}
-
-/// Records as CSV with a header row (timestamp, the seed features, and any extra string columns).
-pub fn to_csv(records: &[Value], extra: &[&str]) -> String {
-    let mut columns = vec!["timestamp"];
-    columns.extend(SEED_FEATURES);
-    columns.extend(extra);
-    let mut out = columns.join(",");
-    out.push('\n');
-    for r in records {
-        let row: Vec<String> = columns
-            .iter()
-            .map(|c| match &r[*c] {
-                Value::String(s) => s.clone(),
-                Value::Null => String::new(),
-                v => v.to_string(),
-            })
-            .collect();
-        out.push_str(&row.join(","));
-        out.push('\n');
-    }
-    out
 }
