@@ -14,7 +14,8 @@ use std::time::Duration;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
-use support::postgres::{Replica, TestDb, eventually};
+use support::eventually;
+use support::postgres::{Replica, TestDb};
 use support::traffic::{alert_pages, bursty_batch, client, get_json, post_json};
 
 /// A model change on one replica must show on every replica within this (the follower polls

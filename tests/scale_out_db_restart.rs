@@ -14,7 +14,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::postgres::{PG_CTL_VAR, Replica, TestDb, eventually};
+use support::eventually;
+use support::postgres::{PG_CTL_VAR, Replica, TestDb};
 use support::traffic::{alert_pages, bursty_batch, client, get_json};
 
 fn pg_ctl(pg_ctl: &str, args: &[&str]) {

@@ -8,7 +8,6 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 use super::process::{Process, binary};
 
@@ -148,24 +147,5 @@ impl Replica {
             .iter()
             .filter(|l| l.contains(text))
             .count()
-    }
-}
-
-/// Polls `check` every 50 ms until it returns `Some`, panicking after `deadline`.
-pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            started.elapsed() < deadline,
-            "gave up after {deadline:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
