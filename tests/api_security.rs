@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use netsentinel::config::Settings;
 use reqwest::StatusCode;
-use support::app::{TestApp, spawn_app, spawn_app_in};
+use support::app::{TestApp, oneshot_app, oneshot_app_in};
 use support::responses::assert_problem;
 
 /// Fails if `body` mentions the data directory or any absolute temp path.
@@ -21,7 +21,7 @@ fn assert_no_paths(app: &TestApp, body: &str) {
 
 #[tokio::test]
 async fn a_storage_failure_is_a_500_without_paths() {
-    let app = spawn_app().await;
+    let app = oneshot_app().await;
     app.fit_small(1).await;
     // The model directory becomes a regular file: every later model write or listing fails.
     let models = app.data_path().join("models");
@@ -60,7 +60,7 @@ async fn readiness_explains_a_damaged_data_dir_without_paths() {
         addr: "127.0.0.1:0".parse().unwrap(),
         ..Settings::default()
     };
-    let app = spawn_app_in(dir, settings).await;
+    let app = oneshot_app_in(dir, settings).await;
 
     let response = app.get("/readyz").await;
     let body = assert_problem(response, StatusCode::SERVICE_UNAVAILABLE, "not-ready").await;

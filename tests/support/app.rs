@@ -1,41 +1,95 @@
-//! The service in-process on a real socket (port 0) over a temp data dir, with request helpers.
+//! The service in-process over a temp data dir, with request helpers: on a loopback socket
+//! (`spawn_app*`) for tests of connection behaviour, or through `tower::ServiceExt::oneshot` on
+//! the same router (`oneshot_app*`) for tests that only check statuses and bodies.
 //!
-//! Each test gets its own server and directory, so the suite runs in parallel. `restart()` stops a
-//! server gracefully and starts a new one on the same directory, as an operator's restart would.
+//! Each test gets its own service and directory, so the suite runs in parallel. `restart()` stops a
+//! service gracefully and starts a new one on the same directory, as an operator's restart would.
 
-use std::net::SocketAddr;
+use std::convert::Infallible;
 use std::path::Path;
 use std::sync::Arc;
 
+use axum::Router;
 use netsentinel::config::Settings;
-use netsentinel::startup::Application;
-use reqwest::{Response, StatusCode, header};
+use netsentinel::startup::{self, Application};
+use reqwest::{Method, RequestBuilder, Response, ResponseBuilderExt, StatusCode, header};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tower::ServiceExt;
 
 use super::responses::json_ok;
 
+/// The base URL of a service without a socket: `.invalid` never resolves, so a request that
+/// bypasses [`TestApp::send`] fails at once.
+const ONESHOT_BASE_URL: &str = "http://oneshot.invalid";
+
 /// A running service and a client for it.
 pub struct TestApp {
-    pub addr: SocketAddr,
     pub base_url: String,
     /// Kept alive (and shared across restarts) until the last handle is dropped.
     pub data_dir: Arc<TempDir>,
     pub client: reqwest::Client,
     settings: Settings,
-    shutdown: Option<oneshot::Sender<()>>,
-    server: Option<JoinHandle<std::io::Result<()>>>,
+    server: Server,
 }
 
-/// A service with default settings over a fresh temp directory.
+/// How requests reach the service.
+enum Server {
+    /// `Application::run_until` on a loopback port, until `shutdown` fires.
+    Socket {
+        shutdown: oneshot::Sender<()>,
+        task: JoinHandle<std::io::Result<()>>,
+    },
+    /// `startup::app` with no socket: each request is one `oneshot` call. No background task
+    /// runs (webhook delivery, model follower), so these apps have neither sinks nor a database.
+    Router(Router),
+    Stopped,
+}
+
+#[derive(Clone, Copy)]
+enum Transport {
+    Socket,
+    Oneshot,
+}
+
+/// A service on a socket, with default settings over a fresh temp directory.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
-/// A service over a fresh temp directory with settings adjusted by `tweak`.
+/// A service on a socket over a fresh temp directory with settings adjusted by `tweak`.
 pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let (dir, settings) = fresh(tweak);
+    spawn_app_in(dir, settings).await
+}
+
+/// A service on a socket on `dir` (which outlives it) with `settings`; `settings.data_dir` is
+/// set to `dir`.
+pub async fn spawn_app_in(dir: Arc<TempDir>, settings: Settings) -> TestApp {
+    start(Transport::Socket, dir, settings).await
+}
+
+/// A service without a socket, with default settings over a fresh temp directory.
+pub async fn oneshot_app() -> TestApp {
+    oneshot_app_with(|_| {}).await
+}
+
+/// A service without a socket over a fresh temp directory with settings adjusted by `tweak`.
+pub async fn oneshot_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    let (dir, settings) = fresh(tweak);
+    oneshot_app_in(dir, settings).await
+}
+
+/// A service without a socket on `dir` (which outlives it) with `settings`; `settings.data_dir`
+/// is set to `dir`.
+pub async fn oneshot_app_in(dir: Arc<TempDir>, settings: Settings) -> TestApp {
+    start(Transport::Oneshot, dir, settings).await
+}
+
+/// A fresh temp directory and loopback settings for it, adjusted by `tweak`.
+fn fresh(tweak: impl FnOnce(&mut Settings)) -> (Arc<TempDir>, Settings) {
     let dir = Arc::new(tempfile::tempdir().expect("a temp dir"));
     let mut settings = Settings {
         addr: "127.0.0.1:0".parse().expect("a socket address"),
@@ -43,31 +97,51 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Settings)) -> TestApp {
         ..Settings::default()
     };
     tweak(&mut settings);
-    spawn_app_in(dir, settings).await
+    (dir, settings)
 }
 
-/// A service on `dir` (which outlives it) with `settings`; `settings.data_dir` is set to `dir`.
-pub async fn spawn_app_in(dir: Arc<TempDir>, mut settings: Settings) -> TestApp {
+async fn start(transport: Transport, dir: Arc<TempDir>, mut settings: Settings) -> TestApp {
     if std::env::var_os("TEST_LOG").is_some() {
         netsentinel::telemetry::init(settings.log_format, &settings.log);
     }
     settings.data_dir = dir.path().to_path_buf();
-    let app = Application::build(settings.clone())
-        .await
-        .expect("the application builds");
-    let addr = app.local_addr();
-    let (tx, rx) = oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until(async {
-        let _ = rx.await;
-    }));
+    let (base_url, server) = match transport {
+        Transport::Socket => {
+            let app = Application::build(settings.clone())
+                .await
+                .expect("the application builds");
+            let base_url = format!("http://{}", app.local_addr());
+            let (shutdown, rx) = oneshot::channel::<()>();
+            let task = tokio::spawn(app.run_until(async {
+                let _ = rx.await;
+            }));
+            (base_url, Server::Socket { shutdown, task })
+        }
+        Transport::Oneshot => {
+            assert!(
+                settings.webhooks_file.is_none() && settings.database_url.is_none(),
+                "a service without a socket runs no background task: use spawn_app_in"
+            );
+            // Off the runtime, as `Application::build` does: opening the stores blocks.
+            let state = {
+                let settings = settings.clone();
+                tokio::task::spawn_blocking(move || startup::build_state(settings))
+                    .await
+                    .expect("building the state did not panic")
+                    .expect("the application builds")
+            };
+            (
+                ONESHOT_BASE_URL.to_string(),
+                Server::Router(startup::app(state)),
+            )
+        }
+    };
     TestApp {
-        addr,
-        base_url: format!("http://{addr}"),
+        base_url,
         data_dir: dir,
         client: reqwest::Client::builder().build().expect("an HTTP client"),
         settings,
-        shutdown: Some(tx),
-        server: Some(server),
+        server,
     }
 }
 
@@ -80,53 +154,90 @@ impl TestApp {
         format!("{}{path}", self.base_url)
     }
 
-    /// Stops the server and waits until it has finished every in-flight request and returned.
+    /// Stops the service; one on a socket first finishes every in-flight request.
     pub async fn stop(&mut self) {
         // Dropping pooled keep-alive connections lets graceful shutdown finish at once.
         self.client = reqwest::Client::new();
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(server) = self.server.take() {
-            server
-                .await
+        if let Server::Socket { shutdown, task } =
+            std::mem::replace(&mut self.server, Server::Stopped)
+        {
+            let _ = shutdown.send(());
+            task.await
                 .expect("the server task did not panic")
                 .expect("the server stopped cleanly");
         }
     }
 
-    /// Stops this server gracefully and starts a new one with the same settings on the same data dir.
+    /// Stops this service gracefully and starts a new one the same way (socket or not) with the
+    /// same settings on the same data dir.
     pub async fn restart(mut self) -> TestApp {
+        let transport = match self.server {
+            Server::Router(_) => Transport::Oneshot,
+            Server::Socket { .. } | Server::Stopped => Transport::Socket,
+        };
         self.stop().await;
         let mut settings = self.settings.clone();
         settings.addr = "127.0.0.1:0".parse().expect("a socket address");
-        spawn_app_in(self.data_dir.clone(), settings).await
+        start(transport, self.data_dir.clone(), settings).await
+    }
+
+    /// A request to `path`, to finish and pass to [`TestApp::send`].
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    /// Sends `request` over the socket, or through the router's `oneshot` (the whole answer is
+    /// read, then handed back as a `reqwest::Response` carrying the request's URL).
+    pub async fn send(&self, request: RequestBuilder) -> Response {
+        let Server::Router(router) = &self.server else {
+            return request.send().await.expect("the request is sent");
+        };
+        let request = request.build().expect("a valid request");
+        let url = request.url().clone();
+        let request = axum::http::Request::try_from(request)
+            .expect("an HTTP request")
+            .map(axum::body::Body::new);
+        let response = router
+            .clone()
+            .oneshot(request)
+            .await
+            .unwrap_or_else(|never: Infallible| match never {});
+        let (parts, body) = response.into_parts();
+        let body = axum::body::to_bytes(body, usize::MAX)
+            .await
+            .expect("the whole body");
+        let mut answer = axum::http::Response::builder()
+            .status(parts.status)
+            .version(parts.version)
+            .url(url);
+        *answer.headers_mut().expect("a valid response") = parts.headers;
+        Response::from(answer.body(body).expect("a valid response"))
     }
 
     pub async fn get(&self, path: &str) -> Response {
-        self.client
-            .get(self.url(path))
-            .send()
-            .await
-            .expect("the request is sent")
+        self.send(self.request(Method::GET, path)).await
     }
 
     pub async fn get_accept(&self, path: &str, accept: &str) -> Response {
-        self.client
-            .get(self.url(path))
-            .header(header::ACCEPT, accept)
-            .send()
-            .await
-            .expect("the request is sent")
+        self.send(
+            self.request(Method::GET, path)
+                .header(header::ACCEPT, accept),
+        )
+        .await
     }
 
     pub async fn post_json(&self, path: &str, body: &Value) -> Response {
-        self.client
-            .post(self.url(path))
-            .json(body)
-            .send()
-            .await
-            .expect("the request is sent")
+        self.send(self.request(Method::POST, path).json(body)).await
+    }
+
+    /// POSTs `body` as JSON asking for the answer as `accept`.
+    pub async fn post_json_accept(&self, path: &str, accept: &str, body: &Value) -> Response {
+        self.send(
+            self.request(Method::POST, path)
+                .header(header::ACCEPT, accept)
+                .json(body),
+        )
+        .await
     }
 
     /// POSTs raw bytes with the given Content-Type (None: no Content-Type header at all).
@@ -136,11 +247,11 @@ impl TestApp {
         content_type: Option<&str>,
         body: impl Into<reqwest::Body>,
     ) -> Response {
-        let mut req = self.client.post(self.url(path)).body(body);
+        let mut request = self.request(Method::POST, path).body(body);
         if let Some(ct) = content_type {
-            req = req.header(header::CONTENT_TYPE, ct);
+            request = request.header(header::CONTENT_TYPE, ct);
         }
-        req.send().await.expect("the request is sent")
+        self.send(request).await
     }
 
     pub async fn post_csv(&self, path: &str, body: impl Into<reqwest::Body>) -> Response {
@@ -154,11 +265,7 @@ impl TestApp {
 
     /// POST with an empty body.
     pub async fn post_empty(&self, path: &str) -> Response {
-        self.client
-            .post(self.url(path))
-            .send()
-            .await
-            .expect("the request is sent")
+        self.send(self.request(Method::POST, path)).await
     }
 
     /// The seed profile's 720 labeled records (`POST /v1/samples` with defaults).
@@ -206,14 +313,11 @@ impl TestApp {
 
     /// [`TestApp::active_version`] for a service that needs an API key.
     pub async fn active_version_with(&self, key: &str) -> Option<u64> {
-        let response = self
-            .client
-            .get(self.url("/v1/model"))
-            .bearer_auth(key)
-            .send()
-            .await
-            .expect("the request is sent");
-        version_of(response).await
+        version_of(
+            self.send(self.request(Method::GET, "/v1/model").bearer_auth(key))
+                .await,
+        )
+        .await
     }
 }
 
@@ -227,8 +331,10 @@ async fn version_of(response: Response) -> Option<u64> {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+        if let Server::Socket { shutdown, .. } =
+            std::mem::replace(&mut self.server, Server::Stopped)
+        {
+            let _ = shutdown.send(());
         }
     }
 }

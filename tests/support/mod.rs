@@ -1,6 +1,6 @@
 //! Helpers shared by every integration test binary (each declares `mod support;`).
 //!
-//! - [`app`]: the service in-process on a socket over a temp data dir, and request helpers.
+//! - [`app`]: the service in-process over a temp data dir, on a socket or through `oneshot`.
 //! - [`responses`]: assertions on answers (status, JSON, RFC 9457 problems).
 //! - [`data`]: the seed profile's facts and records as CSV or NDJSON bodies.
 //! - [`process`]: the real binary as a child process.
