@@ -1,11 +1,14 @@
 //! Every way a request can be wrong gets the right status and an RFC 9457 problem with a stable
 //! `code` (and, for bad records, the record `index` and `field`), and none of them changes state.
+//!
+//! No socket: each request goes through the service's router with `oneshot` (`oneshot_app`).
 
-mod common;
+mod support;
 
-use common::{TestApp, assert_problem, json_ok, spawn_app, spawn_app_with};
 use reqwest::{Method, StatusCode, header};
 use serde_json::{Value, json};
+use support::app::{TestApp, oneshot_app, oneshot_app_with};
+use support::responses::{assert_problem, json_ok};
 
 /// One bad request and the problem it must get.
 struct Case {
@@ -77,8 +80,7 @@ impl Case {
     /// Sends the request; describes every way the answer differs from the expected problem.
     async fn check(&self, app: &TestApp) -> Result<(), String> {
         let mut request = app
-            .client
-            .request(self.method.clone(), app.url(self.path))
+            .request(self.method.clone(), self.path)
             .body(self.body.clone());
         if let Some(ct) = self.content_type {
             request = request.header(header::CONTENT_TYPE, ct);
@@ -86,17 +88,14 @@ impl Case {
         if let Some(accept) = self.accept {
             request = request.header(header::ACCEPT, accept);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| format!("request failed: {e}"))?;
+        let response = app.send(request).await;
         let status = response.status().as_u16();
         let request_id = response
             .headers()
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let content_type = common::content_type(&response);
+        let content_type = support::responses::content_type(&response);
         let text = response.text().await.map_err(|e| e.to_string())?;
         let mut wrong = Vec::new();
         if status != self.status {
@@ -464,7 +463,7 @@ async fn observable_state(app: &TestApp) -> (Value, usize, Value) {
 
 #[tokio::test]
 async fn every_bad_request_gets_the_right_problem_and_changes_nothing() {
-    let app = spawn_app().await;
+    let app = oneshot_app().await;
     run(&app, &before_fit_cases()).await;
 
     app.fit_small(1).await;
@@ -490,15 +489,15 @@ async fn every_bad_request_gets_the_right_problem_and_changes_nothing() {
     assert_eq!(after.2, before.2, "no model version was added");
     let rescored = app.score(&bursts).await;
     assert_eq!(
-        common::scores(&rescored),
-        common::scores(&scored),
+        support::data::scores(&rescored),
+        support::data::scores(&scored),
         "the service still scores as before"
     );
 }
 
 #[tokio::test]
 async fn oversized_bodies_and_batches_are_413() {
-    let app = spawn_app_with(|s| {
+    let app = oneshot_app_with(|s| {
         s.max_body_bytes = 4096;
         s.max_records = 10;
     })
@@ -565,7 +564,7 @@ async fn oversized_bodies_and_batches_are_413() {
 async fn api_keys_guard_the_endpoints_by_scope() {
     const READER: &str = "reader-secret-key-0001";
     const ADMIN: &str = "admin-secret-key-00001";
-    let app = spawn_app_with(|s| {
+    let app = oneshot_app_with(|s| {
         s.api_keys = Some(
             netsentinel::auth::ApiKeys::parse(&format!("read:{READER},admin:{ADMIN}"))
                 .expect("a valid key list"),
@@ -573,34 +572,30 @@ async fn api_keys_guard_the_endpoints_by_scope() {
     })
     .await;
     let send = |method: Method, path: &str, key: Option<&str>| {
-        let mut request = app.client.request(method, app.url(path));
+        let mut request = app.request(method, path);
         if let Some(key) = key {
             request = request.bearer_auth(key);
         }
-        request
-            .json(&json!({"generate": {}, "params": {"n_estimators": 5}}))
-            .send()
+        app.send(request.json(&json!({"generate": {}, "params": {"n_estimators": 5}})))
     };
 
     // Probes and the document stay open for orchestrators and tooling.
-    let health = send(Method::GET, "/healthz", None).await.unwrap();
+    let health = send(Method::GET, "/healthz", None).await;
     assert_eq!(health.status(), StatusCode::OK);
-    let document = send(Method::GET, "/openapi.json", None).await.unwrap();
+    let document = send(Method::GET, "/openapi.json", None).await;
     assert_eq!(document.status(), StatusCode::OK);
 
-    let response = send(Method::GET, "/v1/alerts", None).await.unwrap();
+    let response = send(Method::GET, "/v1/alerts", None).await;
     assert_eq!(
         response.headers()[header::WWW_AUTHENTICATE],
         "Bearer realm=\"netsentinel\""
     );
     assert_problem(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
-    let response = send(Method::GET, "/v1/alerts", Some("not-a-key-of-ours-at-all"))
-        .await
-        .unwrap();
+    let response = send(Method::GET, "/v1/alerts", Some("not-a-key-of-ours-at-all")).await;
     assert_problem(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
-    json_ok(send(Method::GET, "/v1/alerts", Some(READER)).await.unwrap()).await;
+    json_ok(send(Method::GET, "/v1/alerts", Some(READER)).await).await;
     for path in ["/v1/model/fit", "/v1/score"] {
-        let response = send(Method::POST, path, Some(READER)).await.unwrap();
+        let response = send(Method::POST, path, Some(READER)).await;
         assert_problem(response, StatusCode::FORBIDDEN, "forbidden").await;
     }
     assert_eq!(
@@ -609,9 +604,7 @@ async fn api_keys_guard_the_endpoints_by_scope() {
         "a refused fit fits nothing"
     );
 
-    let response = send(Method::POST, "/v1/model/fit", Some(ADMIN))
-        .await
-        .unwrap();
+    let response = send(Method::POST, "/v1/model/fit", Some(ADMIN)).await;
     assert_eq!(response.status(), StatusCode::CREATED, "admin may fit");
     assert_eq!(app.active_version_with(READER).await, Some(1));
 }
@@ -632,7 +625,7 @@ async fn repeated_bad_requests_do_not_grow_memory_or_state() {
     /// Generous: the table's bodies total well under 1 MB, so a leak of even a fraction of each
     /// body per request would pass this only if it were tiny.
     const MAX_GROWTH_KIB: u64 = 50 * 1024;
-    let app = spawn_app().await;
+    let app = oneshot_app().await;
     app.fit_small(1).await;
     let bursts: Vec<Value> = app
         .seed_records()

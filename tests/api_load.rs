@@ -1,20 +1,23 @@
 //! Behaviour under load: requests beyond `max_concurrency` are shed with 503 + Retry-After, a
 //! request past `request_timeout_secs` is cancelled with 503, and scoring while models are fitted
-//! and rolled back never mixes models.
+//! and rolled back never mixes models: every response's scores are exactly those of the one
+//! model version it names, and each client sees the versions in the order they were active.
 //!
 //! No assertion here is about wall-clock time: the slow requests are fits on a large generated
 //! data set, and each test only relies on a later request arriving while such a fit is running.
 
-mod common;
+mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{TestApp, assert_problem, json_ok, score_until, scores, spawn_app, spawn_app_with};
 use reqwest::{Response, StatusCode, header};
 use serde_json::{Value, json};
+use support::app::{TestApp, spawn_app, spawn_app_with};
+use support::data::scores;
+use support::responses::{assert_problem, json_ok};
 
 /// A fit that keeps the service busy for a while (seconds in a debug build).
 fn slow_fit() -> Value {
@@ -160,7 +163,57 @@ async fn a_request_past_the_timeout_is_cancelled_with_503() {
 }
 
 const SCORERS: usize = 4;
+/// Each scorer keeps going until the changes are done, and makes at least this many requests.
 const MIN_REQUESTS_PER_SCORER: usize = 5;
+
+/// (model_version, scores) of one scoring response.
+type Observation = (u64, Vec<f64>);
+
+/// Scores `batch` again and again until `done` is set (and at least `min_requests` times); every
+/// answer must be 2xx, and an alert must name the model version that scored its batch.
+async fn score_until(
+    app: Arc<TestApp>,
+    batch: Arc<Vec<Value>>,
+    done: Arc<AtomicBool>,
+    min_requests: usize,
+) -> Vec<Observation> {
+    let mut seen = Vec::new();
+    while seen.len() < min_requests || !done.load(Ordering::Acquire) {
+        let response = app.post_json("/v1/score", &json!(*batch)).await;
+        let status = response.status();
+        let text = response.text().await.expect("a body");
+        assert!(
+            status.is_success(),
+            "scoring while the model changes answered {status}: {text}"
+        );
+        let body: Value = serde_json::from_str(&text).expect("JSON");
+        let version = body["model_version"].as_u64().expect("a model version");
+        if let Some(alert_version) = body["alert"]["model_version"].as_u64() {
+            assert_eq!(
+                alert_version, version,
+                "the alert names the model that scored the batch"
+            );
+        }
+        assert_eq!(body["results"].as_array().unwrap().len(), batch.len());
+        seen.push((version, scores(&body)));
+    }
+    seen
+}
+
+/// Whether `seen`, the versions one client got request after request, can be read off
+/// `timeline`, the versions active one after another, moving only forward: sequential requests
+/// never see an earlier state of the service than the one before them did.
+fn follows(seen: &[u64], timeline: &[u64]) -> bool {
+    let mut at = 0;
+    seen.iter()
+        .all(|v| match timeline[at..].iter().position(|t| t == v) {
+            Some(step) => {
+                at += step;
+                true
+            }
+            None => false,
+        })
+}
 
 /// What the changer does, in order: fits (with a new seed) and rollbacks (to a version).
 #[derive(Debug, Clone, Copy)]
@@ -227,9 +280,19 @@ async fn scoring_during_fits_and_rollbacks_never_mixes_models() {
     };
     let active = changer.await.expect("the changer did not panic");
     assert_eq!(active, [2, 1, 3, 2, 4, 3], "fits and rollbacks as asked");
+    // v1 was active before the scorers started; then each change in turn.
+    let timeline: Vec<u64> = std::iter::once(1).chain(active).collect();
     let mut observations = Vec::new();
     for scorer in scorers {
-        observations.extend(scorer.await.expect("a scorer did not panic"));
+        let seen = scorer.await.expect("a scorer did not panic");
+        // Each scorer's requests are sequential and each change is complete before the next
+        // starts, so the versions a scorer sees never go back in that order.
+        let versions: Vec<u64> = seen.iter().map(|(v, _)| *v).collect();
+        assert!(
+            follows(&versions, &timeline),
+            "versions seen by one scorer went backwards: {versions:?} (active in turn: {timeline:?})"
+        );
+        observations.extend(seen);
     }
     let mut per_version = BTreeMap::new();
     for (v, _) in &observations {

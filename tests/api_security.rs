@@ -2,13 +2,14 @@
 //! answered without the filesystem paths the service log names (the data dir is usually under
 //! /tmp here, /var/lib in production).
 
-mod common;
+mod support;
 
 use std::sync::Arc;
 
-use common::{TestApp, assert_problem, spawn_app, spawn_app_in};
 use netsentinel::config::Settings;
 use reqwest::StatusCode;
+use support::app::{TestApp, oneshot_app, oneshot_app_in};
+use support::responses::assert_problem;
 
 /// Fails if `body` mentions the data directory or any absolute temp path.
 fn assert_no_paths(app: &TestApp, body: &str) {
@@ -20,7 +21,7 @@ fn assert_no_paths(app: &TestApp, body: &str) {
 
 #[tokio::test]
 async fn a_storage_failure_is_a_500_without_paths() {
-    let app = spawn_app().await;
+    let app = oneshot_app().await;
     app.fit_small(1).await;
     // The model directory becomes a regular file: every later model write or listing fails.
     let models = app.data_path().join("models");
@@ -59,7 +60,7 @@ async fn readiness_explains_a_damaged_data_dir_without_paths() {
         addr: "127.0.0.1:0".parse().unwrap(),
         ..Settings::default()
     };
-    let app = spawn_app_in(dir, settings).await;
+    let app = oneshot_app_in(dir, settings).await;
 
     let response = app.get("/readyz").await;
     let body = assert_problem(response, StatusCode::SERVICE_UNAVAILABLE, "not-ready").await;

@@ -1,14 +1,13 @@
 //! The walk a user makes through the API: generate traffic, fit, score, read and acknowledge the
 //! alert, draw the chart, evaluate; plus the body formats and options of scoring.
 
-mod common;
+mod support;
 
-use common::{
-    BURSTS, SEED_FEATURES, TestApp, assert_problem, content_type, json_ok, json_with_status,
-    scores, spawn_app, to_csv, to_ndjson,
-};
-use reqwest::{StatusCode, header};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
+use support::app::{TestApp, oneshot_app};
+use support::data::{BURSTS, SEED_FEATURES, scores, to_csv, to_ndjson};
+use support::responses::{assert_problem, content_type, json_ok, json_with_status};
 
 /// Decodes a PNG fully and returns its size.
 fn png_size(bytes: &[u8]) -> (u32, u32) {
@@ -28,7 +27,7 @@ async fn chart_png(app: &TestApp, query: &str) -> (u32, u32) {
 
 #[tokio::test]
 async fn health_is_ok_and_readiness_follows_the_model() {
-    let app = spawn_app().await;
+    let app = oneshot_app().await;
 
     let health = json_ok(app.get("/healthz").await).await;
     assert_eq!(health, json!({"status": "ok"}));
@@ -51,7 +50,7 @@ async fn health_is_ok_and_readiness_follows_the_model() {
 
 #[tokio::test]
 async fn samples_come_as_json_csv_or_ndjson() {
-    let app = spawn_app().await;
+    let app = oneshot_app().await;
 
     let records = app.seed_records().await;
     assert_eq!(records.len(), 720);
@@ -71,13 +70,8 @@ async fn samples_come_as_json_csv_or_ndjson() {
     assert!(records[0]["timestamp"].is_string());
 
     let response = app
-        .client
-        .post(app.url("/v1/samples"))
-        .header(header::ACCEPT, "text/csv")
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+        .post_json_accept("/v1/samples", "text/csv", &json!({}))
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(content_type(&response).starts_with("text/csv"));
     let csv = response.text().await.unwrap();
@@ -88,13 +82,8 @@ async fn samples_come_as_json_csv_or_ndjson() {
     }
 
     let response = app
-        .client
-        .post(app.url("/v1/samples"))
-        .header(header::ACCEPT, "application/x-ndjson")
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap();
+        .post_json_accept("/v1/samples", "application/x-ndjson", &json!({}))
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(content_type(&response), "application/x-ndjson");
     let ndjson = response.text().await.unwrap();
@@ -109,7 +98,7 @@ async fn samples_come_as_json_csv_or_ndjson() {
 /// generate → fit → score → alert → list → get → ack → chart.
 #[tokio::test]
 async fn a_user_fits_scores_and_handles_the_alert() {
-    let app = spawn_app().await;
+    let app = oneshot_app().await;
     let records = app.seed_records().await;
 
     // Fit with defaults on generated seed data.
@@ -226,7 +215,7 @@ async fn a_user_fits_scores_and_handles_the_alert() {
 
 #[tokio::test]
 async fn the_chart_draws_the_training_data_after_a_fit() {
-    let app = spawn_app().await;
+    let app = oneshot_app().await;
     assert_problem(
         app.get("/v1/chart.png?source=training").await,
         StatusCode::CONFLICT,
@@ -248,7 +237,7 @@ async fn the_chart_draws_the_training_data_after_a_fit() {
 
 #[tokio::test]
 async fn csv_and_ndjson_bodies_score_the_same_as_json() {
-    let app = spawn_app().await;
+    let app = oneshot_app().await;
     app.fit_small(7).await;
     let records = app.seed_records().await;
     let from_json = app.score(&records).await;
@@ -270,7 +259,7 @@ async fn csv_and_ndjson_bodies_score_the_same_as_json() {
 
 #[tokio::test]
 async fn scoring_options_shape_the_results() {
-    let app = spawn_app().await;
+    let app = oneshot_app().await;
     app.fit_seed().await;
     let mut records = app.seed_records().await;
     for (i, r) in records.iter_mut().enumerate() {
@@ -335,13 +324,8 @@ async fn scoring_options_shape_the_results() {
 
     // Accept: text/csv gives one row per record.
     let response = app
-        .client
-        .post(app.url("/v1/score"))
-        .header(header::ACCEPT, "text/csv")
-        .json(&records)
-        .send()
-        .await
-        .unwrap();
+        .post_json_accept("/v1/score", "text/csv", &json!(records))
+        .await;
     assert_eq!(response.status(), StatusCode::OK);
     assert!(content_type(&response).starts_with("text/csv"));
     let csv = response.text().await.unwrap();
@@ -360,7 +344,7 @@ async fn scoring_options_shape_the_results() {
 
 #[tokio::test]
 async fn evaluation_finds_every_burst() {
-    let app = spawn_app().await;
+    let app = oneshot_app().await;
     assert_problem(
         app.post_json("/v1/evaluate", &json!([{"bytes_sent": 1, "label": 0}]))
             .await,

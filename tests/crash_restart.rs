@@ -5,6 +5,8 @@
 //! `netsentinel listening`) over its own temp directory. Loops are bounded and every wait has a
 //! deadline.
 
+mod support;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -16,13 +18,8 @@ use netsentinel::detector::model::Model;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-#[path = "support/process.rs"]
-mod process;
-#[path = "support/traffic.rs"]
-mod traffic;
-
-use process::{Process, START_DEADLINE, binary};
-use traffic::{alert_pages, bursty_batch};
+use support::process::{Process, START_DEADLINE, binary};
+use support::traffic::{alert_pages, bursty_batch};
 
 const EXIT_DEADLINE: Duration = Duration::from_secs(60);
 

@@ -1,12 +1,13 @@
 //! The checked-in `openapi/openapi.json` is exactly what the code generates, covers the API in
 //! DESIGN.md, and documents the problems each operation can answer.
 
-mod common;
+mod support;
 
 use std::path::Path;
 
-use common::{json_ok, spawn_app};
 use serde_json::Value;
+use support::app::oneshot_app;
+use support::responses::json_ok;
 
 const REGENERATE: &str = "cargo run -- openapi > openapi/openapi.json";
 
@@ -143,7 +144,7 @@ fn every_operation_is_documented_with_its_problems() {
 
 #[tokio::test]
 async fn the_service_serves_the_document_and_the_docs() {
-    let app = spawn_app().await;
+    let app = oneshot_app().await;
     let served = json_ok(app.get("/openapi.json").await).await;
     assert_eq!(
         served,
@@ -178,7 +179,7 @@ fn metric(text: &str, name: &str) -> f64 {
 
 #[tokio::test]
 async fn metrics_count_what_the_service_did() {
-    let app = spawn_app().await;
+    let app = oneshot_app().await;
     let before = app.get("/metrics").await.text().await.unwrap();
     let fitted = app.fit_seed().await;
     let version = fitted["version"].as_u64().unwrap() as f64;

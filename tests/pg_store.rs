@@ -1,9 +1,9 @@
 //! The PostgreSQL store against a real server: the same answers as SQLite, and no races between replicas.
 //!
 //! Several `PgStore`s on one database stand in for replicas (each has its own pool, as a
-//! process would). Needs `NETSENTINEL_TEST_DATABASE_URL`; see `tests/pg_harness`.
+//! process would). Needs `NETSENTINEL_TEST_DATABASE_URL`; see `tests/support/postgres.rs`.
 
-mod pg_harness;
+mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Barrier};
@@ -18,7 +18,7 @@ use netsentinel::store::alerts::{
 use netsentinel::store::models::ModelStore;
 use netsentinel::store::outbox::{AttemptOutcome, Outbox};
 use netsentinel::store::postgres::{PgOptions, PgStore};
-use pg_harness::TestDb;
+use support::postgres::TestDb;
 
 fn options(url: &str) -> PgOptions {
     PgOptions {

@@ -2,10 +2,10 @@
 //!
 //! Every replica is `netsentinel serve` on a loopback port the OS picks, with its own data
 //! directory and `NETSENTINEL_DATABASE_URL` pointing at a fresh database. Needs
-//! `NETSENTINEL_TEST_DATABASE_URL` (see `tests/pg_harness`). Loops are bounded by deadlines;
+//! `NETSENTINEL_TEST_DATABASE_URL` (see `tests/support/postgres.rs`). Loops are bounded by deadlines;
 //! nothing asserts on speed.
 
-mod pg_harness;
+mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
-use pg_harness::{
-    Replica, TestDb, alert_pages, bursty_batch, client, eventually, get_json, post_json,
-};
 use serde_json::{Value, json};
+use support::eventually;
+use support::postgres::{Replica, TestDb};
+use support::traffic::{alert_pages, bursty_batch, client, get_json, post_json};
 
 /// A model change on one replica must show on every replica within this (the follower polls
 /// every 2 s and usually hears a NOTIFY within milliseconds).

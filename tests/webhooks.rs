@@ -4,25 +4,27 @@
 //! that de-duplicates would; "every alert arrives once" means one accepted delivery per key.
 //! Waits poll with a deadline (a bound, not a timing assertion).
 
-mod common;
+mod support;
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use common::{BURSTS, TestApp, json_ok, spawn_app_in};
 use hmac::{Hmac, Mac};
 use netsentinel::config::Settings;
 use netsentinel::startup::Application;
 use serde_json::{Value, json};
 use sha2::Sha256;
+use support::app::{TestApp, spawn_app_in};
+use support::data::BURSTS;
+use support::eventually;
+use support::responses::json_ok;
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 
@@ -120,25 +122,6 @@ async fn closed_port() -> SocketAddr {
     listener.local_addr().expect("an address")
 }
 
-/// Polls `check` until it yields a value or the deadline passes.
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            started.elapsed() < DEADLINE,
-            "gave up after {DEADLINE:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Settings for a service whose sinks are `sinks` (written to a file in `dir`), retrying fast.
 fn settings(dir: &TempDir, sinks: Value) -> Settings {
     let path: PathBuf = dir.path().join("webhooks.json");
@@ -182,7 +165,7 @@ async fn delivery_when(
     sink: &str,
     done: impl Fn(&Value) -> bool,
 ) -> Value {
-    eventually(&format!("delivery of {id} to {sink}"), || async {
+    eventually(&format!("delivery of {id} to {sink}"), DEADLINE, || async {
         let alert = json_ok(app.get(&format!("/v1/alerts/{id}")).await).await;
         alert["deliveries"]
             .as_array()?
@@ -227,7 +210,7 @@ async fn a_receiver_that_fails_the_first_attempts_gets_every_alert_once() {
     .await;
 
     let ids = raise_alerts(&app, 3).await;
-    eventually("three accepted deliveries", || async {
+    eventually("three accepted deliveries", DEADLINE, || async {
         (receiver.accepted().len() == 3).then_some(())
     })
     .await;
@@ -287,9 +270,11 @@ async fn alerts_raised_while_the_receiver_is_down_arrive_after_a_restart() {
     );
     let app = spawn_app_in(app.data_dir.clone(), settings).await;
 
-    eventually("both alerts delivered after the restart", || async {
-        (receiver.accepted().len() == 2).then_some(())
-    })
+    eventually(
+        "both alerts delivered after the restart",
+        DEADLINE,
+        || async { (receiver.accepted().len() == 2).then_some(()) },
+    )
     .await;
     for id in &ids {
         let d = delivery_when(&app, id, "down-siem", delivered).await;
@@ -332,7 +317,7 @@ async fn deliveries_are_signed_and_a_wrong_secret_or_tampered_body_is_detected()
     ))
     .await;
     let ids = raise_alerts(&app, 1).await;
-    eventually("the signed delivery", || async {
+    eventually("the signed delivery", DEADLINE, || async {
         (!receiver.accepted().is_empty()).then_some(())
     })
     .await;
@@ -402,7 +387,7 @@ async fn each_sink_gets_every_alert_in_its_format_and_a_failing_sink_holds_up_no
     ))
     .await;
     let ids = raise_alerts(&app, 3).await;
-    eventually("every alert at both healthy sinks", || async {
+    eventually("every alert at both healthy sinks", DEADLINE, || async {
         (json_sink.accepted().len() == 3 && cef_sink.accepted().len() == 3).then_some(())
     })
     .await;

@@ -1,11 +1,42 @@
-//! Traffic for tests against a real `netsentinel serve`: a batch that raises an alert, and the
-//! alerts a service lists. Shared by the crash tests (`tests/crash_restart.rs`) and the replica
-//! tests (`tests/pg_harness`), each of which includes this file with `#[path]`.
+//! Requests to a real `netsentinel serve` by URL, as the crash tests (`tests/crash_restart.rs`)
+//! and the replica tests make them: a client for a process that may be killed, JSON calls that
+//! report a failed request as status 0, a batch that raises an alert, and every page of alerts.
 
-#![allow(dead_code)] // each test binary uses a different subset
+use std::time::Duration;
 
 use netsentinel::detector::generator::{GeneratorConfig, generate};
 use serde_json::Value;
+
+/// A client that never reuses a connection, so a killed replica cannot hand it a stale one.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(60))
+        .build()
+        .expect("a client")
+}
+
+/// GET `url`: status and JSON body (null when the body is not JSON or the request failed).
+pub async fn get_json(client: &reqwest::Client, url: &str) -> (u16, Value) {
+    match client.get(url).send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.json().await.unwrap_or(Value::Null))
+        }
+        Err(_) => (0, Value::Null),
+    }
+}
+
+/// POST `body` as JSON to `url`: status and JSON body (status 0 when the request failed).
+pub async fn post_json(client: &reqwest::Client, url: &str, body: &Value) -> (u16, Value) {
+    match client.post(url).json(body).send().await {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            (status, r.json().await.unwrap_or(Value::Null))
+        }
+        Err(_) => (0, Value::Null),
+    }
+}
 
 /// A batch in which every other record is a burst, so scoring it raises an alert.
 pub fn bursty_batch(seed: u64) -> Value {
@@ -33,10 +64,7 @@ pub async fn alert_pages(
         if let Some(c) = &cursor {
             url.push_str(&format!("&cursor={c}"));
         }
-        let (status, page) = match client.get(&url).send().await {
-            Ok(r) => (r.status().as_u16(), r.json().await.unwrap_or(Value::Null)),
-            Err(_) => (0, Value::Null),
-        };
+        let (status, page) = get_json(client, &url).await;
         assert_eq!(status, 200, "{url}: {page}");
         pages.push(
             page["alerts"]

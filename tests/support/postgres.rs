@@ -1,4 +1,4 @@
-//! Shared harness for the PostgreSQL tests: a fresh database per test, and replicas of the real binary.
+//! PostgreSQL for the tests: a fresh database per test, and replicas of the real binary sharing it.
 //!
 //! The tests need `NETSENTINEL_TEST_DATABASE_URL` (a role that may `CREATE DATABASE`);
 //! `eval "$(bash scripts/test-postgres.sh)"` starts a private server and sets it. Without it a
@@ -6,23 +6,10 @@
 //! without running them. Each test creates its own database (random name) and drops it at
 //! the end, so tests are isolated and run in parallel.
 
-#![allow(dead_code)] // each test binary uses a different subset of the helpers
-
 use std::io::Write;
 use std::path::Path;
-use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
-#[path = "../support/process.rs"]
-mod process;
-#[path = "../support/traffic.rs"]
-mod traffic;
-
-#[allow(unused_imports)] // pg_store does not use them
-pub use traffic::{alert_pages, bursty_batch};
-
-use process::{Process, binary};
+use super::process::{Process, binary};
 
 pub const URL_VAR: &str = "NETSENTINEL_TEST_DATABASE_URL";
 /// A `pg_ctl` for the test server (scripts/test-postgres.sh writes one), for the restart test.
@@ -78,7 +65,7 @@ impl TestDb {
         let name = format!("ns_test_{}", uuid::Uuid::new_v4().simple());
         let (admin, db) = (admin_url.clone(), name.clone());
         off_runtime(move || {
-            let mut client = postgres::Client::connect(&admin, postgres::NoTls)
+            let mut client = ::postgres::Client::connect(&admin, ::postgres::NoTls)
                 .unwrap_or_else(|e| panic!("cannot connect to {URL_VAR}: {e}"));
             client
                 .batch_execute(&format!("CREATE DATABASE {db}"))
@@ -97,7 +84,7 @@ impl Drop for TestDb {
         let (admin, db) = (self.admin_url.clone(), self.name.clone());
         // Best effort: a failed test must still report its own failure, not this one.
         let _ = std::thread::spawn(move || {
-            if let Ok(mut client) = postgres::Client::connect(&admin, postgres::NoTls) {
+            if let Ok(mut client) = ::postgres::Client::connect(&admin, ::postgres::NoTls) {
                 let _ = client.batch_execute(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
             }
         })
@@ -160,55 +147,5 @@ impl Replica {
             .iter()
             .filter(|l| l.contains(text))
             .count()
-    }
-}
-
-/// A client that never reuses a connection, so a killed replica cannot hand it a stale one.
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .timeout(Duration::from_secs(60))
-        .build()
-        .expect("a client")
-}
-
-/// Polls `check` every 50 ms until it returns `Some`, panicking after `deadline`.
-pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            started.elapsed() < deadline,
-            "gave up after {deadline:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// GET `url`: status and JSON body (null when the body is not JSON or the request failed).
-pub async fn get_json(client: &reqwest::Client, url: &str) -> (u16, Value) {
-    match client.get(url).send().await {
-        Ok(r) => {
-            let status = r.status().as_u16();
-            (status, r.json().await.unwrap_or(Value::Null))
-        }
-        Err(_) => (0, Value::Null),
-    }
-}
-
-/// POST `body` as JSON to `url`: status and JSON body (status 0 when the request failed).
-pub async fn post_json(client: &reqwest::Client, url: &str, body: &Value) -> (u16, Value) {
-    match client.post(url).json(body).send().await {
-        Ok(r) => {
-            let status = r.status().as_u16();
-            (status, r.json().await.unwrap_or(Value::Null))
-        }
-        Err(_) => (0, Value::Null),
     }
 }

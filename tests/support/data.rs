@@ -1,0 +1,56 @@
+//! The seed profile's facts (its features and burst positions), records as CSV or NDJSON
+//! bodies, and the scores read back from an answer.
+
+use serde_json::Value;
+
+/// The four features the seed profile generates, in the order a default fit uses them.
+pub const SEED_FEATURES: [&str; 4] = [
+    "bytes_sent",
+    "bytes_received",
+    "connections",
+    "active_sessions",
+];
+
+/// Burst positions in the seed profile's 720 records (every 100th).
+pub const BURSTS: [usize; 8] = [0, 100, 200, 300, 400, 500, 600, 700];
+
+/// The `score` of every result, in order.
+pub fn scores(response: &Value) -> Vec<f64> {
+    response["results"]
+        .as_array()
+        .expect("a results array")
+        .iter()
+        .map(|r| r["score"].as_f64().expect("a numeric score"))
+        .collect()
+}
+
+/// Records as NDJSON lines.
+pub fn to_ndjson(records: &[Value]) -> String {
+    records
+        .iter()
+        .map(|r| format!("{r}\n"))
+        .collect::<Vec<_>>()
+        .concat()
+}
+
+/// Records as CSV with a header row (timestamp, the seed features, and any extra string columns).
+pub fn to_csv(records: &[Value], extra: &[&str]) -> String {
+    let mut columns = vec!["timestamp"];
+    columns.extend(SEED_FEATURES);
+    columns.extend(extra);
+    let mut out = columns.join(",");
+    out.push('\n');
+    for r in records {
+        let row: Vec<String> = columns
+            .iter()
+            .map(|c| match &r[*c] {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                v => v.to_string(),
+            })
+            .collect();
+        out.push_str(&row.join(","));
+        out.push('\n');
+    }
+    out
+}
