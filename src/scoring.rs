@@ -45,6 +45,7 @@ pub struct RecordResult {
     pub severity: u8,
     /// Features that drove the score, most important first (absent when not requested).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<crate::api::views::scoring::FeatureContributionView>>)]
     pub explanation: Option<Vec<FeatureContribution>>,
     /// The record's string fields (src_ip, host, ...), echoed.
     #[serde(flatten)]

@@ -9,11 +9,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{BodyFormat, Features, Table, parse_json_envelope, parse_table_with};
+use super::views::evaluate::{BudgetThresholdView, ClassificationReportView, ConfusionMatrixView};
 use crate::detector::metrics::{
-    ClassificationReport, ConfusionMatrix, average_precision, classification_report,
-    confusion_matrix, roc_auc,
+    average_precision, classification_report, confusion_matrix, roc_auc,
 };
-use crate::detector::threshold::{BudgetThreshold, threshold_for_fpr_budget};
+use crate::detector::threshold::threshold_for_fpr_budget;
 use crate::error::{ApiError, Problem};
 use crate::state::AppState;
 
@@ -42,8 +42,8 @@ struct EvaluateSettings {
 pub struct EvaluateResponse {
     pub model_version: u64,
     pub n_records: usize,
-    pub confusion_matrix: ConfusionMatrix,
-    pub classification_report: ClassificationReport,
+    pub confusion_matrix: ConfusionMatrixView,
+    pub classification_report: ClassificationReportView,
     /// Null when the records hold only one class.
     pub roc_auc: Option<f64>,
     /// Null when there are no anomalies among the records.
@@ -54,7 +54,7 @@ pub struct EvaluateResponse {
     pub report_text: String,
     /// Present when max_false_positive_rate was given.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub budget: Option<BudgetThreshold>,
+    pub budget: Option<BudgetThresholdView>,
 }
 
 /// Evaluate the active model on labeled records (`label` 0/1 on each).
@@ -130,13 +130,13 @@ pub async fn evaluate(
         Ok(EvaluateResponse {
             model_version: model.version(),
             n_records: batch.len(),
-            confusion_matrix: confusion_matrix(&labels, &predicted)?,
+            confusion_matrix: confusion_matrix(&labels, &predicted)?.into(),
             report_text: report.to_string(),
-            classification_report: report,
+            classification_report: report.into(),
             roc_auc: roc_auc(&labels, &scores),
             average_precision: average_precision(&labels, &scores),
             threshold: model.threshold(),
-            budget,
+            budget: budget.map(Into::into),
         })
     })
     .await??;

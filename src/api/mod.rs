@@ -10,6 +10,7 @@ pub mod json;
 pub mod model;
 pub mod samples;
 pub mod score;
+pub mod views;
 
 use axum::Router;
 use axum::body::Bytes;

@@ -11,8 +11,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{BodyFormat, Features, Table, parse_json_envelope};
+use super::views::model::{ForestParamsView, ModelMetaView};
+use super::views::samples::GeneratorConfigView;
 use crate::detector::generator::{GeneratorConfig, generate};
-use crate::detector::model::{Model, ModelMeta};
+use crate::detector::model::Model;
 use crate::detector::params::{AutoTag, Contamination, ForestParams, MaxFeatures, MaxSamples};
 use crate::error::{ApiError, Problem};
 use crate::registry;
@@ -28,9 +30,11 @@ pub struct FitRequest {
     #[schema(value_type = Option<Vec<Object>>)]
     pub records: Option<Vec<serde_json::Value>>,
     /// Generate the training data instead (same settings as POST /v1/samples).
+    #[schema(value_type = Option<GeneratorConfigView>)]
     pub generate: Option<GeneratorConfig>,
     /// Feature names; default: the four seed features when all are present, else every numeric field but `label`.
     pub features: Option<Vec<String>>,
+    #[schema(value_type = Option<ForestParamsView>)]
     pub params: Option<ForestParams>,
     /// A fixed score threshold in (0, 1), overriding `contamination` (e.g. the `budget.threshold`
     /// that `POST /v1/evaluate` reports for a false-alert budget).
@@ -147,7 +151,7 @@ fn number(name: &'static str, s: &str) -> Result<f64, ApiError> {
         (String = "application/x-zeek-json"),
     )),
     responses(
-        (status = 201, body = ModelMeta, description = "The new active model"),
+        (status = 201, body = ModelMetaView, description = "The new active model"),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 415, body = Problem, content_type = "application/problem+json"),
@@ -255,7 +259,7 @@ pub async fn fit(
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, "/v1/model")],
-        Json(model.meta().clone()),
+        Json(ModelMetaView::from(model.meta())),
     ))
 }
 
@@ -267,17 +271,17 @@ enum TableSource {
 
 /// Metadata of the active model.
 #[utoipa::path(get, path = "/v1/model", tag = "model", responses(
-    (status = 200, body = ModelMeta),
+    (status = 200, body = ModelMetaView),
     (status = 404, body = Problem, content_type = "application/problem+json", description = "No model yet"),
 ))]
-pub async fn get_model(State(state): State<AppState>) -> Result<Json<ModelMeta>, ApiError> {
+pub async fn get_model(State(state): State<AppState>) -> Result<Json<ModelMetaView>, ApiError> {
     let model = state.model().ok_or_else(|| {
         ApiError::not_found(
             "no-model",
             "no model has been fitted yet: POST /v1/model/fit first",
         )
     })?;
-    Ok(Json(model.meta().clone()))
+    Ok(Json(ModelMetaView::from(model.meta())))
 }
 
 /// One kept model version.
@@ -286,7 +290,7 @@ pub struct VersionInfo {
     pub version: u64,
     pub active: bool,
     /// Metadata, or null when the file could not be read.
-    pub meta: Option<ModelMeta>,
+    pub meta: Option<ModelMetaView>,
     /// Why the file could not be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -319,7 +323,7 @@ pub async fn list_versions(State(state): State<AppState>) -> Result<Json<Version
                     Ok(m) => VersionInfo {
                         version: v,
                         active: Some(v) == active,
-                        meta: Some(m.meta().clone()),
+                        meta: Some(m.meta().into()),
                         error: None,
                     },
                     Err(e) => VersionInfo {
@@ -340,7 +344,7 @@ pub async fn list_versions(State(state): State<AppState>) -> Result<Json<Version
 #[utoipa::path(post, path = "/v1/model/versions/{version}/activate", tag = "model",
     params(("version" = u64, Path, description = "A version from GET /v1/model/versions")),
     responses(
-        (status = 200, body = ModelMeta),
+        (status = 200, body = ModelMetaView),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json", description = "The file is corrupt"),
@@ -348,11 +352,11 @@ pub async fn list_versions(State(state): State<AppState>) -> Result<Json<Version
 pub async fn activate(
     State(state): State<AppState>,
     version: Result<Path<u64>, axum::extract::rejection::PathRejection>,
-) -> Result<Json<ModelMeta>, ApiError> {
+) -> Result<Json<ModelMetaView>, ApiError> {
     let Path(version) = version.map_err(|_| {
         ApiError::bad_request("invalid-parameter", "the version must be a whole number")
             .with_field("version")
     })?;
     let model = registry::activate(&state, version).await?;
-    Ok(Json(model.meta().clone()))
+    Ok(Json(ModelMetaView::from(model.meta())))
 }

@@ -10,6 +10,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::extract::{Batch, BodyFormat};
 use super::ingest::{check_content_length, read_batch};
+use super::views::alerts::AlertView;
+use super::views::scoring::BatchSummaryView;
 use super::{Produces, negotiate};
 use crate::detector::model::BatchSummary;
 use crate::error::{ApiError, Problem};
@@ -44,9 +46,11 @@ pub struct ScoreQuery {
 pub struct ScoreResponse {
     /// The version of the model that produced every score here.
     pub model_version: u64,
+    #[schema(value_type = BatchSummaryView)]
     pub summary: BatchSummary,
     pub results: Vec<RecordResult>,
     /// The alert this batch raised (already stored), or null.
+    #[schema(value_type = Option<AlertView>)]
     pub alert: Option<Alert>,
 }
 
