@@ -2,8 +2,9 @@
 //!
 //! SQLite runs in WAL mode with `synchronous=FULL`: an alert is committed before the score
 //! response that reports it returns, so a crash right after the response must not lose it.
-//! Each row keeps the whole alert as JSON (`body`, the source of truth for reads) next to the
-//! columns the list filters and sorts on. `created_at` is stored as integer nanoseconds since
+//! Each row keeps the whole alert as JSON (`body`, the source of truth for reads, in the
+//! versioned format of `stored_alert`, not the serde form of [`Alert`]) next to the columns
+//! the list filters and sorts on. `created_at` is stored as integer nanoseconds since
 //! the Unix epoch, so filters and ordering agree exactly with the `DateTime` in the body.
 
 use std::collections::{BTreeMap, HashMap};
@@ -47,6 +48,9 @@ impl AlertStatus {
 
 /// An alert raised for a scored batch whose anomaly rate or top severity crossed the
 /// configured limits.
+///
+/// Its serde form is what the API, the SIEM `json` export and webhooks show; rows store
+/// their own versioned body (`stored_alert`), so changing this type does not change them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     /// Unique id: a UUID v7, so ids sort roughly by creation time.
@@ -586,10 +590,10 @@ impl AlertRow {
                 alert.model_version
             ))
         })?;
-        let body = serde_json::to_string(alert)
+        let body = super::stored_alert::encode(alert)
             .map_err(|e| invalid(format!("it does not serialise to JSON: {e}")))?;
         // JSON has no NaN or infinity (serde_json writes null, which does not read back as f64).
-        serde_json::from_str::<Alert>(&body).map_err(|e| {
+        super::stored_alert::decode(&body).map_err(|e| {
             invalid(format!(
                 "its JSON does not read back ({e}); non-finite numbers cannot be stored"
             ))
@@ -602,8 +606,9 @@ impl AlertRow {
     }
 }
 
+/// The alert a row's body holds (see [`super::stored_alert`] for the formats).
 pub(super) fn decode(id: &str, body: &str) -> Result<Alert, StoreError> {
-    serde_json::from_str(body).map_err(|source| StoreError::Decode {
+    super::stored_alert::decode(body).map_err(|source| StoreError::Decode {
         id: id.to_owned(),
         source,
     })
