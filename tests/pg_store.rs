@@ -3,6 +3,8 @@
 //! Several `PgStore`s on one database stand in for replicas (each has its own pool, as a
 //! process would). Needs `NETSENTINEL_TEST_DATABASE_URL`; see `tests/support/postgres.rs`.
 
+#[path = "fixtures/alerts_v1.rs"]
+mod alerts_v1;
 mod support;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -470,4 +472,49 @@ fn a_replica_that_cannot_load_the_active_model_leaves_the_shared_store_alone() {
     // The pointer and the rows belong to every replica: nothing is moved or set aside.
     assert_eq!(store.active().unwrap(), Some(unreadable));
     assert_eq!(store.versions().unwrap(), vec![good, unreadable]);
+}
+
+#[test]
+fn alert_bodies_written_before_the_format_version_read_field_by_field() {
+    let Some(db) =
+        TestDb::create("alert_bodies_written_before_the_format_version_read_field_by_field")
+    else {
+        return;
+    };
+    let pg = connect(&db.url);
+    let expected = alerts_v1::expected();
+    // The old bodies, byte for byte, in rows as the old code inserted them.
+    let mut raw = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+    for (alert, body) in expected.iter().zip(alerts_v1::BODIES.lines()) {
+        let (id, created_at_ns, severity, status, model_version) = alerts_v1::columns(alert);
+        raw.execute(
+            "INSERT INTO alerts (id, created_at_ns, severity, status, model_version, body)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &id,
+                &created_at_ns,
+                &i16::from(severity),
+                &status,
+                &model_version,
+                &body,
+            ],
+        )
+        .unwrap();
+    }
+    let owed = &expected[3];
+    let due_ms = owed.created_at.timestamp_millis();
+    raw.execute(
+        "INSERT INTO webhook_outbox (alert_id, sink, state, next_attempt_at_ms, updated_at_ms)
+         VALUES ($1, $2, 'pending', $3, $3)",
+        &[&owed.id, &alerts_v1::SINK, &due_ms],
+    )
+    .unwrap();
+
+    alerts_v1::assert_reads_every_alert(&pg);
+    alerts_v1::assert_the_owed_delivery_decodes(&pg);
+    alerts_v1::assert_only_an_acknowledged_row_is_rewritten(&pg, |id| {
+        raw.query_one("SELECT body FROM alerts WHERE id = $1", &[&id])
+            .unwrap()
+            .get(0)
+    });
 }

@@ -10,6 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
+use super::views::alerts::{AlertFormatView, AlertStatusView, AlertView, DeliveryStateView};
 use crate::error::{ApiError, Problem};
 use crate::siem::formats::{AlertFormat, ExportContext, render_many, render_one};
 use crate::state::AppState;
@@ -30,7 +31,7 @@ pub struct ListQuery {
     /// Only alerts with at least this severity (0-100).
     pub min_severity: Option<u8>,
     /// `open` or `acknowledged`.
-    #[param(inline)]
+    #[param(inline, value_type = Option<AlertStatusView>)]
     pub status: Option<AlertStatus>,
     /// Page size, 1-1000 (default 50).
     #[param(minimum = 1, maximum = 1000)]
@@ -40,7 +41,7 @@ pub struct ListQuery {
     /// `json` (default: `{"alerts": [...], "next_cursor": ...}`), or one document per line in a SIEM's
     /// format: `ecs`, `ocsf`, `splunk_hec` (NDJSON) or `cef` (text); the next cursor is then in the
     /// `x-next-cursor` header.
-    #[param(inline, example = "ecs")]
+    #[param(inline, value_type = Option<AlertFormatView>, example = "ecs")]
     pub format: Option<AlertFormat>,
 }
 
@@ -49,7 +50,7 @@ pub struct ListQuery {
 #[into_params(parameter_in = Query)]
 pub struct FormatQuery {
     /// `json` (default), `ecs`, `ocsf`, `cef` or `splunk_hec`.
-    #[param(inline, example = "ocsf")]
+    #[param(inline, value_type = Option<AlertFormatView>, example = "ocsf")]
     pub format: Option<AlertFormat>,
 }
 
@@ -88,6 +89,7 @@ impl ToSchema for AlertDocument {
 /// A page of alerts, newest first.
 #[derive(Serialize, ToSchema)]
 pub struct AlertList {
+    #[schema(value_type = Vec<AlertView>)]
     pub alerts: Vec<Alert>,
     /// Pass as `cursor` for the next page; null on the last page.
     pub next_cursor: Option<String>,
@@ -161,16 +163,21 @@ fn export_context() -> ExportContext<'static> {
 #[derive(Serialize, ToSchema)]
 pub struct AlertDetail {
     #[serde(flatten)]
+    #[schema(value_type = AlertView)]
     pub alert: Alert,
     /// One entry per webhook sink the alert is owed to, by sink name; absent when the alert was
     /// raised with no sink configured. Only in the `json` format: SIEM formats stay as exported.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub deliveries: Vec<DeliveryState>,
+    pub deliveries: Vec<DeliveryStateView>,
 }
 
 fn one(alert: Alert, deliveries: Vec<DeliveryState>, format: Option<AlertFormat>) -> Response {
     match format.unwrap_or(AlertFormat::Json) {
-        AlertFormat::Json => Json(AlertDetail { alert, deliveries }).into_response(),
+        AlertFormat::Json => Json(AlertDetail {
+            alert,
+            deliveries: deliveries.into_iter().map(Into::into).collect(),
+        })
+        .into_response(),
         format => (
             [(header::CONTENT_TYPE, format.content_type())],
             render_one(&alert, format, &export_context()),
@@ -220,7 +227,7 @@ pub async fn get_alert(
 #[utoipa::path(post, path = "/v1/alerts/{id}/ack", tag = "alerts",
     params(("id" = String, Path, description = "Alert id")),
     responses(
-        (status = 200, body = Alert),
+        (status = 200, body = AlertView),
         (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn acknowledge(

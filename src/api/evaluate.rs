@@ -8,8 +8,7 @@ use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::detector::metrics::{ClassificationReport, ConfusionMatrix};
-use crate::detector::threshold::BudgetThreshold;
+use super::views::evaluate::{BudgetThresholdView, ClassificationReportView, ConfusionMatrixView};
 use crate::error::{ApiError, Problem};
 use crate::service::evaluation::{self, EvaluateCommand};
 use crate::state::AppState;
@@ -33,8 +32,8 @@ pub struct EvaluateQuery {
 pub struct EvaluateResponse {
     pub model_version: u64,
     pub n_records: usize,
-    pub confusion_matrix: ConfusionMatrix,
-    pub classification_report: ClassificationReport,
+    pub confusion_matrix: ConfusionMatrixView,
+    pub classification_report: ClassificationReportView,
     /// Null when the records hold only one class.
     pub roc_auc: Option<f64>,
     /// Null when there are no anomalies among the records.
@@ -45,7 +44,7 @@ pub struct EvaluateResponse {
     pub report_text: String,
     /// Present when max_false_positive_rate was given.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub budget: Option<BudgetThreshold>,
+    pub budget: Option<BudgetThresholdView>,
 }
 
 /// Evaluate the active model on labeled records (`label` 0/1 on each).
@@ -88,12 +87,12 @@ pub async fn evaluate(
     Ok(Json(EvaluateResponse {
         model_version: e.model_version,
         n_records: e.n_records,
-        confusion_matrix: e.confusion_matrix,
+        confusion_matrix: e.confusion_matrix.into(),
         report_text: e.report.to_string(),
-        classification_report: e.report,
+        classification_report: e.report.into(),
         roc_auc: e.roc_auc,
         average_precision: e.average_precision,
         threshold: e.threshold,
-        budget: e.budget,
+        budget: e.budget.map(Into::into),
     }))
 }

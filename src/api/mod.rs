@@ -7,6 +7,7 @@ pub mod health;
 pub mod model;
 pub mod samples;
 pub mod score;
+pub mod views;
 
 use axum::Router;
 use axum::body::Bytes;

@@ -9,8 +9,9 @@ use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::views::model::{ForestParamsView, ModelMetaView};
+use super::views::samples::GeneratorConfigView;
 use crate::detector::generator::GeneratorConfig;
-use crate::detector::model::ModelMeta;
 use crate::detector::params::{AutoTag, Contamination, ForestParams, MaxFeatures, MaxSamples};
 use crate::error::{ApiError, Problem};
 use crate::records::{BodyFormat, ZeekOptions, read_settings};
@@ -27,9 +28,11 @@ pub struct FitRequest {
     #[schema(value_type = Option<Vec<Object>>)]
     pub records: Option<Vec<serde_json::Value>>,
     /// Generate the training data instead (same settings as POST /v1/samples).
+    #[schema(value_type = Option<GeneratorConfigView>)]
     pub generate: Option<GeneratorConfig>,
     /// Feature names; default: the four seed features when all are present, else every numeric field but `label`.
     pub features: Option<Vec<String>>,
+    #[schema(value_type = Option<ForestParamsView>)]
     pub params: Option<ForestParams>,
     /// A fixed score threshold in (0, 1), overriding `contamination` (e.g. the `budget.threshold`
     /// that `POST /v1/evaluate` reports for a false-alert budget).
@@ -146,7 +149,7 @@ fn number(name: &'static str, s: &str) -> Result<f64, ApiError> {
         (String = "application/x-zeek-json"),
     )),
     responses(
-        (status = 201, body = ModelMeta, description = "The new active model"),
+        (status = 201, body = ModelMetaView, description = "The new active model"),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 415, body = Problem, content_type = "application/problem+json"),
@@ -169,7 +172,7 @@ pub async fn fit(
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, "/v1/model")],
-        Json(model.meta().clone()),
+        Json(ModelMetaView::from(model.meta())),
     ))
 }
 
@@ -237,17 +240,17 @@ fn fit_command(
 
 /// Metadata of the active model.
 #[utoipa::path(get, path = "/v1/model", tag = "model", responses(
-    (status = 200, body = ModelMeta),
+    (status = 200, body = ModelMetaView),
     (status = 404, body = Problem, content_type = "application/problem+json", description = "No model yet"),
 ))]
-pub async fn get_model(State(state): State<AppState>) -> Result<Json<ModelMeta>, ApiError> {
+pub async fn get_model(State(state): State<AppState>) -> Result<Json<ModelMetaView>, ApiError> {
     let model = state.model().ok_or_else(|| {
         ApiError::not_found(
             "no-model",
             "no model has been fitted yet: POST /v1/model/fit first",
         )
     })?;
-    Ok(Json(model.meta().clone()))
+    Ok(Json(ModelMetaView::from(model.meta())))
 }
 
 /// One kept model version.
@@ -256,7 +259,7 @@ pub struct VersionInfo {
     pub version: u64,
     pub active: bool,
     /// Metadata, or null when the file could not be read.
-    pub meta: Option<ModelMeta>,
+    pub meta: Option<ModelMetaView>,
     /// Why the file could not be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -279,7 +282,7 @@ pub async fn list_versions(State(state): State<AppState>) -> Result<Json<Version
         .map(|kept| VersionInfo {
             version: kept.version,
             active: kept.meta.is_ok() && Some(kept.version) == active,
-            meta: kept.meta.as_ref().ok().cloned(),
+            meta: kept.meta.as_ref().ok().map(ModelMetaView::from),
             error: kept.meta.err(),
         })
         .collect();
@@ -290,7 +293,7 @@ pub async fn list_versions(State(state): State<AppState>) -> Result<Json<Version
 #[utoipa::path(post, path = "/v1/model/versions/{version}/activate", tag = "model",
     params(("version" = u64, Path, description = "A version from GET /v1/model/versions")),
     responses(
-        (status = 200, body = ModelMeta),
+        (status = 200, body = ModelMetaView),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json", description = "The file is corrupt"),
@@ -298,11 +301,11 @@ pub async fn list_versions(State(state): State<AppState>) -> Result<Json<Version
 pub async fn activate(
     State(state): State<AppState>,
     version: Result<Path<u64>, axum::extract::rejection::PathRejection>,
-) -> Result<Json<ModelMeta>, ApiError> {
+) -> Result<Json<ModelMetaView>, ApiError> {
     let Path(version) = version.map_err(|_| {
         ApiError::bad_request("invalid-parameter", "the version must be a whole number")
             .with_field("version")
     })?;
     let model = models::activate(&state, version).await?;
-    Ok(Json(model.meta().clone()))
+    Ok(Json(ModelMetaView::from(model.meta())))
 }

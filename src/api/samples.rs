@@ -7,12 +7,14 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use super::views::samples::{GeneratorConfigView, SampleRecordView};
 use super::{Produces, negotiate};
 use crate::detector::generator::{GeneratorConfig, SampleRecord, generate as generate_records};
 use crate::error::{ApiError, Problem};
 
 #[derive(Serialize, ToSchema)]
 pub struct SamplesResponse {
+    #[schema(value_type = Vec<SampleRecordView>)]
     pub records: Vec<SampleRecord>,
 }
 
@@ -22,7 +24,7 @@ pub struct SamplesResponse {
 /// 8 bursts). The `seed` profile reproduces the tutorial; `realistic` adds daily and weekly rhythm,
 /// correlated features and labeled attack kinds. The response format follows `Accept`.
 #[utoipa::path(post, path = "/v1/samples", tag = "samples",
-    request_body(content = Option<GeneratorConfig>, content_type = "application/json", description = "Generator settings; no body means every default"),
+    request_body(content = Option<GeneratorConfigView>, content_type = "application/json", description = "Generator settings; no body means every default"),
     responses(
         (status = 200, description = "Records with `label` (and `attack_kind` for anomalies)", content(
             (SamplesResponse = "application/json"),

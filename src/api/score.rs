@@ -10,6 +10,8 @@ use utoipa::{IntoParams, ToSchema};
 
 use std::collections::BTreeMap;
 
+use super::views::alerts::AlertView;
+use super::views::scoring::BatchSummaryView;
 use super::{Produces, negotiate};
 use crate::detector::explain::FeatureContribution;
 use crate::detector::model::BatchSummary;
@@ -53,6 +55,7 @@ pub struct RecordResult {
     pub severity: u8,
     /// Features that drove the score, most important first (absent when not requested).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<crate::api::views::scoring::FeatureContributionView>>)]
     pub explanation: Option<Vec<FeatureContribution>>,
     /// The record's string fields (src_ip, host, ...), echoed.
     #[serde(flatten)]
@@ -64,9 +67,11 @@ pub struct RecordResult {
 pub struct ScoreResponse {
     /// The version of the model that produced every score here.
     pub model_version: u64,
+    #[schema(value_type = BatchSummaryView)]
     pub summary: BatchSummary,
     pub results: Vec<RecordResult>,
     /// The alert this batch raised (already stored), or null.
+    #[schema(value_type = Option<AlertView>)]
     pub alert: Option<Alert>,
 }
 

@@ -10,7 +10,6 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Poisson, StandardNormal};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 /// The four features of the seed tutorial, in the order [`SampleRecord::features`] returns them.
 pub const SEED_FEATURES: [&str; 4] = [
@@ -24,7 +23,7 @@ pub const SEED_FEATURES: [&str; 4] = [
 pub const MAX_RECORDS: usize = 1_000_000;
 
 /// Which traffic model generates the records.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum Profile {
     /// The tutorial's data: independent normal/Poisson features, every `anomaly_every`-th row a burst.
@@ -34,7 +33,7 @@ pub enum Profile {
 }
 
 /// The kind of anomaly injected into a record.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash, ToSchema)]
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[serde(rename_all = "snake_case")]
 pub enum AttackKind {
     /// The tutorial's injected burst: bytes_sent ~ N(5e6, 5e5) and bytes_received ~ N(6e6, 6e5)
@@ -65,33 +64,26 @@ pub const DEFAULT_ATTACK_KINDS: [AttackKind; 4] = [
 
 /// How to generate sample traffic. Every field has a default; unknown fields are rejected.
 /// Fields that do not apply to the chosen profile are ignored.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, ToSchema)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct GeneratorConfig {
     /// Traffic model (default `seed`).
     pub profile: Profile,
     /// Number of records, 1 to 1,000,000 (default 720: 30 days of hourly records).
-    #[schema(example = 720, minimum = 1, maximum = 1_000_000)]
     pub n_records: usize,
     /// Seed of every random draw: same configuration and seed, same records (default 42).
-    #[schema(example = 42)]
     pub seed: u64,
     /// Timestamp of the first record, RFC 3339 (default 2024-01-01T00:00:00Z).
-    #[schema(example = "2024-01-01T00:00:00Z")]
     pub start: DateTime<Utc>,
     /// Seconds between consecutive records, at least 1 (default 3600).
-    #[schema(example = 3600, minimum = 1)]
     pub interval_seconds: u64,
     /// Seed profile: rows 0, N, 2N, ... are bursts (default 100); 0 injects none.
-    #[schema(example = 100)]
     pub anomaly_every: usize,
     /// Realistic profile: share of attack records, in [0, 0.5] (default 0.02).
     /// The count is `round(anomaly_rate * n_records)`, spread evenly over `attack_kinds`.
-    #[schema(example = 0.02, minimum = 0.0, maximum = 0.5)]
     pub anomaly_rate: f64,
     /// Realistic profile: attack kinds to inject, each at most once in the list
     /// (default exfiltration, flood, port_scan, beaconing).
-    #[schema(example = json!(["exfiltration", "flood", "port_scan", "beaconing"]))]
     pub attack_kinds: Vec<AttackKind>,
 }
 
@@ -114,25 +106,19 @@ impl Default for GeneratorConfig {
 }
 
 /// One generated traffic record.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, ToSchema)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct SampleRecord {
     /// When the interval starts.
-    #[schema(example = "2024-01-01T00:00:00Z")]
     pub timestamp: DateTime<Utc>,
     /// Bytes sent in the interval (never negative).
-    #[schema(example = 1012345.0)]
     pub bytes_sent: f64,
     /// Bytes received in the interval (never negative).
-    #[schema(example = 1200000.0)]
     pub bytes_received: f64,
     /// Connections opened in the interval.
-    #[schema(example = 50)]
     pub connections: u64,
     /// Sessions active in the interval.
-    #[schema(example = 25)]
     pub active_sessions: u64,
     /// 1 if an anomaly was injected into this record, else 0.
-    #[schema(example = 0, minimum = 0, maximum = 1)]
     pub label: u8,
     /// The injected anomaly, absent for normal records.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -28,53 +28,43 @@ use std::cmp::Ordering;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 /// Counts of a binary prediction against the truth; the positive class is "anomaly".
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default, ToSchema)]
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct ConfusionMatrix {
     /// Anomalies flagged as anomalies.
-    #[schema(example = 8)]
     pub tp: u64,
     /// Normal records flagged as anomalies (false alerts).
-    #[schema(example = 64)]
     pub fp: u64,
     /// Normal records left unflagged.
-    #[schema(example = 648)]
     pub tn: u64,
     /// Anomalies missed.
     #[serde(rename = "fn")]
-    #[schema(example = 0)]
     pub fn_: u64,
 }
 
 /// Precision, recall and F1 of one class (or an average over classes), as in scikit-learn's report.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Default, ToSchema)]
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Default)]
 pub struct ClassMetrics {
     /// Of the records predicted in this class, the share that truly are (0 when none is predicted).
-    #[schema(example = 0.1111111111111111)]
     pub precision: f64,
     /// Of the records truly in this class, the share predicted so (0 when the class is absent).
-    #[schema(example = 1.0)]
     pub recall: f64,
     /// Harmonic mean of precision and recall, `2·tp / (2·tp + fp + fn)` (0 when that is 0/0).
-    #[schema(example = 0.2)]
     pub f1_score: f64,
     /// Records truly in this class (for averages: all records).
-    #[schema(example = 8)]
     pub support: u64,
 }
 
 /// scikit-learn's `classification_report(y_true, y_pred)` with `zero_division` at its default
 /// (an undefined ratio is reported as 0). `Display` prints scikit-learn's text exactly.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, ToSchema)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct ClassificationReport {
     /// Class 0 (normal).
     pub normal: ClassMetrics,
     /// Class 1 (anomaly).
     pub anomaly: ClassMetrics,
     /// Share of records predicted correctly.
-    #[schema(example = 0.9111111111111111)]
     pub accuracy: f64,
     /// Unweighted mean over the classes in `labels`.
     pub macro_avg: ClassMetrics,
@@ -82,7 +72,6 @@ pub struct ClassificationReport {
     pub weighted_avg: ClassMetrics,
     /// Classes that occur in the truth or the predictions (0 = normal, 1 = anomaly). As in
     /// scikit-learn, a class that occurs in neither is left out of the averages and the text.
-    #[schema(example = json!([0, 1]))]
     pub labels: Vec<u8>,
 }
 

@@ -13,7 +13,6 @@ use chrono::{DateTime, Utc};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use utoipa::ToSchema;
 
 use super::Matrix;
 use super::explain::{Direction, FeatureContribution};
@@ -24,7 +23,7 @@ use super::severity::severity;
 use super::threshold::{contamination_threshold, percentiles_linear};
 
 /// What a scored batch looked like as a whole.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BatchSummary {
     pub n_records: usize,
     pub n_anomalies: usize,
@@ -37,7 +36,7 @@ pub struct BatchSummary {
 }
 
 /// One feature's distribution in the training data, in original units.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FeatureStats {
     pub name: String,
     pub mean: f64,
@@ -53,18 +52,15 @@ pub struct FeatureStats {
 }
 
 /// Everything about a model except its trees: what `GET /v1/model` shows.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelMeta {
     /// Version number, increasing with each fit; 0 until the model is stored.
-    #[schema(example = 1)]
     pub version: u64,
     pub trained_at: DateTime<Utc>,
     /// Feature names, in the order the model reads them.
-    #[schema(example = json!(["bytes_sent", "bytes_received", "connections", "active_sessions"]))]
     pub features: Vec<String>,
     pub params: ForestParams,
     /// A record is anomalous when its score is strictly greater than this.
-    #[schema(example = 0.5)]
     pub threshold: f64,
     /// Where the threshold came from.
     pub threshold_source: ThresholdSource,
@@ -78,7 +74,7 @@ pub struct ModelMeta {
 }
 
 /// How a model's threshold was chosen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ThresholdSource {
     /// `contamination: "auto"`: 0.5, the paper's cut-off.

@@ -1,10 +1,9 @@
 //! Isolation Forest parameters with scikit-learn's meaning, checked before any fitting.
 
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 /// How many rows each tree is grown on (scikit-learn's `max_samples`).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum MaxSamples {
     /// `"auto"`: min(256, n).
@@ -16,7 +15,7 @@ pub enum MaxSamples {
 }
 
 /// Share of anomalies expected in the training data; decides the threshold.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Contamination {
     /// `"auto"`: threshold 0.5 on the score, as in the original paper.
@@ -26,7 +25,7 @@ pub enum Contamination {
 }
 
 /// How many features each tree may split on (scikit-learn's `max_features`).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum MaxFeatures {
     Count(u64),
@@ -34,32 +33,27 @@ pub enum MaxFeatures {
 }
 
 /// The literal string `"auto"`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AutoTag {
     Auto,
 }
 
 /// Parameters as a user gives them; [`ForestParams::check`] validates them.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ForestParams {
     /// Number of trees (default 100).
-    #[schema(example = 100)]
     pub n_estimators: u64,
     /// `"auto"` (= min(256, n)), a row count, or a fraction of n.
-    #[schema(schema_with = schema::max_samples, example = "auto")]
     pub max_samples: MaxSamples,
     /// `"auto"` (threshold 0.5) or a fraction in (0, 0.5].
-    #[schema(schema_with = schema::contamination, example = "auto")]
     pub contamination: Contamination,
     /// A fraction in (0, 1] or a count of features (default 1.0: all).
-    #[schema(schema_with = schema::max_features, example = 1.0)]
     pub max_features: MaxFeatures,
     /// Draw each tree's rows with replacement (default false).
     pub bootstrap: bool,
     /// Seed of every random choice; same seed, same model.
-    #[schema(example = 42)]
     pub seed: u64,
 }
 
@@ -73,60 +67,6 @@ impl Default for ForestParams {
             bootstrap: false,
             seed: 42,
         }
-    }
-}
-
-/// OpenAPI shapes of the "auto, a count or a fraction" parameters. `anyOf`, not the `oneOf` a
-/// derived untagged enum gives: a whole number such as 1 is both a JSON Schema integer and a
-/// number, so `oneOf` would reject it.
-mod schema {
-    use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, SchemaType, Type};
-
-    fn auto() -> ObjectBuilder {
-        ObjectBuilder::new()
-            .schema_type(SchemaType::Type(Type::String))
-            .enum_values(Some(["auto"]))
-    }
-
-    fn count() -> ObjectBuilder {
-        ObjectBuilder::new()
-            .schema_type(SchemaType::Type(Type::Integer))
-            .minimum(Some(1))
-    }
-
-    fn fraction(max: f64) -> ObjectBuilder {
-        ObjectBuilder::new()
-            .schema_type(SchemaType::Type(Type::Number))
-            .exclusive_minimum(Some(0.0))
-            .maximum(Some(max))
-    }
-
-    pub fn max_samples() -> AnyOfBuilder {
-        AnyOfBuilder::new()
-            .item(auto())
-            .item(count())
-            .item(fraction(1.0))
-            .description(Some(
-                "`\"auto\"` (= min(256, n)), a row count, or a fraction of n in (0, 1].",
-            ))
-    }
-
-    pub fn contamination() -> AnyOfBuilder {
-        AnyOfBuilder::new()
-            .item(auto())
-            .item(fraction(0.5))
-            .description(Some(
-                "`\"auto\"` (threshold 0.5) or a fraction in (0, 0.5].",
-            ))
-    }
-
-    pub fn max_features() -> AnyOfBuilder {
-        AnyOfBuilder::new()
-            .item(count())
-            .item(fraction(1.0))
-            .description(Some(
-                "A count of features or a fraction in (0, 1] (default 1.0: all).",
-            ))
     }
 }
 

@@ -4,9 +4,6 @@
 //! `decision_function < 0`. Scores are "higher is more anomalous" (scikit-learn's
 //! `score_samples` negated).
 
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
-
 use super::metrics::binary_clf_curve;
 
 /// numpy's default `percentile(values, q)` ("linear", Hyndman & Fan type 7), bit for bit.
@@ -77,25 +74,19 @@ pub fn contamination_threshold(training_scores: &[f64], contamination: f64) -> f
 }
 
 /// A threshold chosen to catch as many labeled anomalies as a false-alert budget allows.
-#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BudgetThreshold {
     /// Flag a record iff its score is strictly greater than this.
-    #[schema(example = 0.62)]
     pub threshold: f64,
     /// The budget asked for: the largest acceptable share of normal records flagged.
-    #[schema(example = 0.01)]
     pub max_false_positive_rate: f64,
     /// Share of the labeled normal records this threshold flags (at most the budget).
-    #[schema(example = 0.008)]
     pub false_positive_rate: f64,
     /// Share of the labeled anomalies this threshold flags.
-    #[schema(example = 0.875)]
     pub recall: f64,
     /// Share of flagged records that are labeled anomalies (0 when nothing is flagged).
-    #[schema(example = 0.5)]
     pub precision: f64,
     /// Records flagged in the labeled data.
-    #[schema(example = 14)]
     pub n_flagged: u64,
 }
 

@@ -99,7 +99,6 @@ use std::net::IpAddr;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use utoipa::ToSchema;
 
 use crate::detector::explain::Direction;
 use crate::store::alerts::{Alert, AlertRecord, AlertStatus};
@@ -133,7 +132,7 @@ const BYTES_SENT_KEYS: [&str; 2] = ["bytes_sent", "orig_bytes"];
 const BYTES_RECEIVED_KEYS: [&str; 2] = ["bytes_received", "resp_bytes"];
 
 /// The export formats, as named in `?format=`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertFormat {
     /// Our own alert JSON, as the alerts API returns it.

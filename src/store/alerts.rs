@@ -2,8 +2,9 @@
 //!
 //! SQLite runs in WAL mode with `synchronous=FULL`: an alert is committed before the score
 //! response that reports it returns, so a crash right after the response must not lose it.
-//! Each row keeps the whole alert as JSON (`body`, the source of truth for reads) next to the
-//! columns the list filters and sorts on. `created_at` is stored as integer nanoseconds since
+//! Each row keeps the whole alert as JSON (`body`, the source of truth for reads, in the
+//! versioned format of `stored_alert`, not the serde form of [`Alert`]) next to the columns
+//! the list filters and sorts on. `created_at` is stored as integer nanoseconds since
 //! the Unix epoch, so filters and ordering agree exactly with the `DateTime` in the body.
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,7 +17,6 @@ use chrono::{DateTime, Utc};
 use rusqlite::types::Value;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::StoreError;
@@ -27,7 +27,7 @@ use crate::detector::model::BatchSummary;
 pub const MAX_SEVERITY: u8 = 100;
 
 /// Whether someone has looked at an alert yet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertStatus {
     /// Raised and not yet acknowledged.
@@ -48,25 +48,24 @@ impl AlertStatus {
 
 /// An alert raised for a scored batch whose anomaly rate or top severity crossed the
 /// configured limits.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+///
+/// Its serde form is what the API, the SIEM `json` export and webhooks show; rows store
+/// their own versioned body (`stored_alert`), so changing this type does not change them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     /// Unique id: a UUID v7, so ids sort roughly by creation time.
-    #[schema(example = "01928f6e-7c3a-7d41-9b2e-5f0c8a1d2e3f")]
     pub id: String,
     /// When the alert was raised (RFC 3339, UTC).
     pub created_at: DateTime<Utc>,
     /// Version of the model that scored the batch.
-    #[schema(example = 3)]
     pub model_version: u64,
     /// Alert severity, 0–100: the highest record severity in the batch.
-    #[schema(maximum = 100, example = 87)]
     pub severity: u8,
     /// Open until acknowledged.
     pub status: AlertStatus,
     /// When the alert was first acknowledged; absent while open.
     pub acknowledged_at: Option<DateTime<Utc>>,
     /// Why the alert was raised, in words.
-    #[schema(example = "anomaly rate 12.5% exceeds 10.0%")]
     pub reason: String,
     /// The scored batch as a whole.
     pub summary: BatchSummary,
@@ -99,18 +98,15 @@ impl Alert {
 }
 
 /// One anomalous record of the batch that raised an alert.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AlertRecord {
     /// Position of the record in the scored batch (0-based).
     pub index: usize,
     /// The record's own timestamp, as sent, if it had one.
-    #[schema(example = "2024-01-05T04:00:00Z")]
     pub timestamp: Option<String>,
     /// Anomaly score in (0, 1]; higher is more anomalous.
-    #[schema(example = 0.71)]
     pub score: f64,
     /// Record severity, 0–100.
-    #[schema(maximum = 100, example = 87)]
     pub severity: u8,
     /// The record's feature values, by feature name.
     pub values: BTreeMap<String, f64>,
@@ -139,7 +135,7 @@ pub struct AlertQuery {
 }
 
 /// One page of alerts, newest first.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AlertPage {
     /// Alerts on this page, newest first.
     pub alerts: Vec<Alert>,
@@ -594,10 +590,10 @@ impl AlertRow {
                 alert.model_version
             ))
         })?;
-        let body = serde_json::to_string(alert)
+        let body = super::stored_alert::encode(alert)
             .map_err(|e| invalid(format!("it does not serialise to JSON: {e}")))?;
         // JSON has no NaN or infinity (serde_json writes null, which does not read back as f64).
-        serde_json::from_str::<Alert>(&body).map_err(|e| {
+        super::stored_alert::decode(&body).map_err(|e| {
             invalid(format!(
                 "its JSON does not read back ({e}); non-finite numbers cannot be stored"
             ))
@@ -610,8 +606,9 @@ impl AlertRow {
     }
 }
 
+/// The alert a row's body holds (see [`super::stored_alert`] for the formats).
 pub(super) fn decode(id: &str, body: &str) -> Result<Alert, StoreError> {
-    serde_json::from_str(body).map_err(|source| StoreError::Decode {
+    super::stored_alert::decode(body).map_err(|source| StoreError::Decode {
         id: id.to_owned(),
         source,
     })
@@ -1213,26 +1210,6 @@ pub(crate) mod tests {
             let plan = plan.join("; ");
             assert!(plan.contains("USING INDEX"), "{q:?}: {plan}");
             assert!(!plan.contains("TEMP B-TREE"), "{q:?}: {plan}");
-        }
-    }
-
-    #[test]
-    fn the_alert_schema_is_documented() {
-        use utoipa::PartialSchema;
-        let schema = serde_json::to_value(Alert::schema()).unwrap();
-        let props = &schema["properties"];
-        for field in [
-            "id",
-            "created_at",
-            "severity",
-            "status",
-            "summary",
-            "records",
-        ] {
-            assert!(
-                props[field]["description"].is_string(),
-                "{field} has no description: {schema}"
-            );
         }
     }
 }

@@ -18,15 +18,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 
 use super::StoreError;
 use super::alerts::{Alert, SqliteAlertStore, decode};
 
 /// Where a delivery stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeliveryStatus {
     /// Not delivered yet; retried at `next_attempt_at`.
     Pending,
@@ -56,21 +53,17 @@ impl DeliveryStatus {
 }
 
 /// How the delivery of one alert to one webhook sink is going.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct DeliveryState {
     /// The sink's configured name.
-    #[schema(example = "splunk")]
     pub sink: String,
     /// `pending`, `delivered` or `failed`.
     pub state: DeliveryStatus,
     /// Attempts made so far (an attempt cut short by a shutdown does not count).
-    #[schema(example = 1)]
     pub attempts: u32,
     /// Why the last attempt failed; null once delivered.
-    #[schema(example = "HTTP 503 Service Unavailable")]
     pub last_error: Option<String>,
     /// HTTP status of the last answer, if the sink answered at all.
-    #[schema(example = 200)]
     pub last_status: Option<u16>,
     /// When the next attempt is due (while one is in flight: when it counts as abandoned and is
     /// retried); null once delivered or failed.

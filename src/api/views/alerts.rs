@@ -1,0 +1,239 @@
+//! Alert shapes: mirrors of the alert (whose JSON is also the SIEM `json` export) and views of webhook delivery states.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+#[cfg(test)]
+use serde::Deserialize;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::scoring::{BatchSummaryView, FeatureContributionView};
+use crate::store::outbox::{DeliveryState, DeliveryStatus};
+
+/// Whether someone has looked at an alert yet.
+#[derive(ToSchema)]
+#[cfg_attr(test, derive(Serialize, Deserialize))]
+#[schema(as = AlertStatus)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertStatusView {
+    Open,
+    Acknowledged,
+}
+
+/// An alert raised for a scored batch whose anomaly rate or top severity crossed the
+/// configured limits.
+#[derive(ToSchema)]
+#[cfg_attr(test, derive(Serialize, Deserialize))]
+#[schema(as = Alert)]
+pub struct AlertView {
+    /// Unique id: a UUID v7, so ids sort roughly by creation time.
+    #[schema(example = "01928f6e-7c3a-7d41-9b2e-5f0c8a1d2e3f")]
+    pub id: String,
+    /// When the alert was raised (RFC 3339, UTC).
+    pub created_at: DateTime<Utc>,
+    /// Version of the model that scored the batch.
+    #[schema(example = 3)]
+    pub model_version: u64,
+    /// Alert severity, 0–100: the highest record severity in the batch.
+    #[schema(maximum = 100, example = 87)]
+    pub severity: u8,
+    /// Open until acknowledged.
+    pub status: AlertStatusView,
+    /// When the alert was first acknowledged; absent while open.
+    pub acknowledged_at: Option<DateTime<Utc>>,
+    /// Why the alert was raised, in words.
+    #[schema(example = "anomaly rate 12.5% exceeds 10.0%")]
+    pub reason: String,
+    /// The scored batch as a whole.
+    pub summary: BatchSummaryView,
+    /// The batch's most anomalous records, most anomalous first, each with its explanation.
+    pub records: Vec<AlertRecordView>,
+}
+
+/// One anomalous record of the batch that raised an alert.
+#[derive(ToSchema)]
+#[cfg_attr(test, derive(Serialize, Deserialize))]
+#[schema(as = AlertRecord)]
+pub struct AlertRecordView {
+    /// Position of the record in the scored batch (0-based).
+    pub index: usize,
+    /// The record's own timestamp, as sent, if it had one.
+    #[schema(example = "2024-01-05T04:00:00Z")]
+    pub timestamp: Option<String>,
+    /// Anomaly score in (0, 1]; higher is more anomalous.
+    #[schema(example = 0.71)]
+    pub score: f64,
+    /// Record severity, 0–100.
+    #[schema(maximum = 100, example = 87)]
+    pub severity: u8,
+    /// The record's feature values, by feature name.
+    pub values: BTreeMap<String, f64>,
+    /// String fields of the record echoed back (`src_ip`, `host`, ...), never used as features.
+    pub fields: BTreeMap<String, String>,
+    /// Features that drove the score, most important first.
+    pub explanation: Vec<FeatureContributionView>,
+}
+
+/// The export formats, as named in `?format=`.
+#[derive(ToSchema)]
+#[cfg_attr(test, derive(Serialize, Deserialize))]
+#[schema(as = AlertFormat)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertFormatView {
+    Json,
+    Ecs,
+    Ocsf,
+    Cef,
+    SplunkHec,
+}
+
+/// Where a delivery stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(as = DeliveryStatus)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatusView {
+    /// Not delivered yet; retried at `next_attempt_at`.
+    Pending,
+    /// The sink answered 2xx.
+    Delivered,
+    /// Given up after the sink's `max_attempts`.
+    Failed,
+}
+
+impl From<DeliveryStatus> for DeliveryStatusView {
+    fn from(s: DeliveryStatus) -> Self {
+        match s {
+            DeliveryStatus::Pending => Self::Pending,
+            DeliveryStatus::Delivered => Self::Delivered,
+            DeliveryStatus::Failed => Self::Failed,
+        }
+    }
+}
+
+/// How the delivery of one alert to one webhook sink is going.
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
+#[schema(as = DeliveryState)]
+pub struct DeliveryStateView {
+    /// The sink's configured name.
+    #[schema(example = "splunk")]
+    pub sink: String,
+    /// `pending`, `delivered` or `failed`.
+    pub state: DeliveryStatusView,
+    /// Attempts made so far (an attempt cut short by a shutdown does not count).
+    #[schema(example = 1)]
+    pub attempts: u32,
+    /// Why the last attempt failed; null once delivered.
+    #[schema(example = "HTTP 503 Service Unavailable")]
+    pub last_error: Option<String>,
+    /// HTTP status of the last answer, if the sink answered at all.
+    #[schema(example = 200)]
+    pub last_status: Option<u16>,
+    /// When the next attempt is due (while one is in flight: when it counts as abandoned and is
+    /// retried); null once delivered or failed.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// When the sink accepted the alert.
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+impl From<DeliveryState> for DeliveryStateView {
+    fn from(d: DeliveryState) -> Self {
+        Self {
+            sink: d.sink,
+            state: d.state.into(),
+            attempts: d.attempts,
+            last_error: d.last_error,
+            last_status: d.last_status,
+            next_attempt_at: d.next_attempt_at,
+            delivered_at: d.delivered_at,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::api::views::check::mirrors;
+    use crate::siem::formats::AlertFormat;
+    use crate::store::alerts::{Alert, AlertStatus};
+
+    fn alert() -> Alert {
+        crate::store::alerts::tests::alert(Utc.timestamp_opt(1_704_067_200, 5).unwrap(), 87)
+    }
+
+    #[test]
+    fn an_alert_mirrors_the_domain_type_open_or_acknowledged() {
+        let mut a = alert();
+        a.records.push(crate::store::alerts::AlertRecord {
+            timestamp: None,
+            fields: BTreeMap::new(),
+            explanation: Vec::new(),
+            ..a.records[0].clone()
+        });
+        mirrors::<AlertView>(&a);
+        a.status = AlertStatus::Acknowledged;
+        a.acknowledged_at = Some(Utc.timestamp_opt(1_704_067_260, 0).unwrap());
+        mirrors::<AlertView>(&a);
+        for status in [AlertStatus::Open, AlertStatus::Acknowledged] {
+            mirrors::<AlertStatusView>(&status);
+        }
+    }
+
+    #[test]
+    fn the_format_parameter_mirrors_every_export_format() {
+        for format in AlertFormat::ALL {
+            mirrors::<AlertFormatView>(&format);
+        }
+    }
+
+    #[test]
+    fn the_alert_schema_is_documented() {
+        use utoipa::PartialSchema;
+        let schema = serde_json::to_value(AlertView::schema()).unwrap();
+        let props = &schema["properties"];
+        for field in [
+            "id",
+            "created_at",
+            "severity",
+            "status",
+            "summary",
+            "records",
+        ] {
+            assert!(
+                props[field]["description"].is_string(),
+                "{field} has no description: {schema}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_delivery_state_is_written_as_before() {
+        let at = Utc.timestamp_opt(1_704_067_200, 0).unwrap();
+        let pending = DeliveryState {
+            sink: "splunk".into(),
+            state: DeliveryStatus::Pending,
+            attempts: 1,
+            last_error: Some("HTTP 503 Service Unavailable".into()),
+            last_status: Some(503),
+            next_attempt_at: Some(at),
+            delivered_at: None,
+        };
+        // Byte for byte what the handler wrote when it serialised the store's type.
+        assert_eq!(
+            serde_json::to_string(&DeliveryStateView::from(pending)).unwrap(),
+            r#"{"sink":"splunk","state":"pending","attempts":1,"last_error":"HTTP 503 Service Unavailable","last_status":503,"next_attempt_at":"2024-01-01T00:00:00Z","delivered_at":null}"#
+        );
+        for (status, spelling) in [
+            (DeliveryStatus::Pending, "pending"),
+            (DeliveryStatus::Delivered, "delivered"),
+            (DeliveryStatus::Failed, "failed"),
+        ] {
+            assert_eq!(
+                serde_json::to_value(DeliveryStatusView::from(status)).unwrap(),
+                spelling
+            );
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! Model shapes: the view of a model's metadata (the model file keeps its own JSON) and the mirror of the forest parameters a fit reads.
+
+use chrono::{DateTime, Utc};
+#[cfg(test)]
+use serde::Deserialize;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::detector::model::{FeatureStats, ModelMeta, ThresholdSource};
+use crate::detector::params::{Contamination, ForestParams, MaxFeatures, MaxSamples};
+
+/// Parameters as a user gives them; [`ForestParams::check`] validates them.
+#[derive(ToSchema)]
+#[cfg_attr(test, derive(Serialize, Deserialize))]
+#[schema(as = ForestParams)]
+#[serde(default, deny_unknown_fields)]
+pub struct ForestParamsView {
+    /// Number of trees (default 100).
+    #[schema(example = 100)]
+    pub n_estimators: u64,
+    /// `"auto"` (= min(256, n)), a row count, or a fraction of n.
+    #[schema(schema_with = schema::max_samples, example = "auto")]
+    pub max_samples: MaxSamples,
+    /// `"auto"` (threshold 0.5) or a fraction in (0, 0.5].
+    #[schema(schema_with = schema::contamination, example = "auto")]
+    pub contamination: Contamination,
+    /// A fraction in (0, 1] or a count of features (default 1.0: all).
+    #[schema(schema_with = schema::max_features, example = 1.0)]
+    pub max_features: MaxFeatures,
+    /// Draw each tree's rows with replacement (default false).
+    pub bootstrap: bool,
+    /// Seed of every random choice; same seed, same model.
+    #[schema(example = 42)]
+    pub seed: u64,
+}
+
+impl Default for ForestParamsView {
+    /// The domain's defaults, which the schema shows as each field's `default`.
+    fn default() -> Self {
+        let d = ForestParams::default();
+        Self {
+            n_estimators: d.n_estimators,
+            max_samples: d.max_samples,
+            contamination: d.contamination,
+            max_features: d.max_features,
+            bootstrap: d.bootstrap,
+            seed: d.seed,
+        }
+    }
+}
+
+/// OpenAPI shapes of the "auto, a count or a fraction" parameters. `anyOf`, not the `oneOf` a
+/// derived untagged enum gives: a whole number such as 1 is both a JSON Schema integer and a
+/// number, so `oneOf` would reject it.
+mod schema {
+    use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, SchemaType, Type};
+
+    fn auto() -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::String))
+            .enum_values(Some(["auto"]))
+    }
+
+    fn count() -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::Integer))
+            .minimum(Some(1))
+    }
+
+    fn fraction(max: f64) -> ObjectBuilder {
+        ObjectBuilder::new()
+            .schema_type(SchemaType::Type(Type::Number))
+            .exclusive_minimum(Some(0.0))
+            .maximum(Some(max))
+    }
+
+    pub fn max_samples() -> AnyOfBuilder {
+        AnyOfBuilder::new()
+            .item(auto())
+            .item(count())
+            .item(fraction(1.0))
+            .description(Some(
+                "`\"auto\"` (= min(256, n)), a row count, or a fraction of n in (0, 1].",
+            ))
+    }
+
+    pub fn contamination() -> AnyOfBuilder {
+        AnyOfBuilder::new()
+            .item(auto())
+            .item(fraction(0.5))
+            .description(Some(
+                "`\"auto\"` (threshold 0.5) or a fraction in (0, 0.5].",
+            ))
+    }
+
+    pub fn max_features() -> AnyOfBuilder {
+        AnyOfBuilder::new()
+            .item(count())
+            .item(fraction(1.0))
+            .description(Some(
+                "A count of features or a fraction in (0, 1] (default 1.0: all).",
+            ))
+    }
+}
+
+/// One feature's distribution in the training data, in original units.
+#[derive(Serialize, ToSchema)]
+#[schema(as = FeatureStats)]
+pub struct FeatureStatsView {
+    pub name: String,
+    pub mean: f64,
+    /// Population standard deviation (ddof = 0).
+    pub std: f64,
+    pub min: f64,
+    /// 5th percentile: the low end of the normal range used in explanations.
+    pub p05: f64,
+    pub median: f64,
+    /// 95th percentile: the high end of the normal range used in explanations.
+    pub p95: f64,
+    pub max: f64,
+}
+
+impl From<&FeatureStats> for FeatureStatsView {
+    fn from(s: &FeatureStats) -> Self {
+        Self {
+            name: s.name.clone(),
+            mean: s.mean,
+            std: s.std,
+            min: s.min,
+            p05: s.p05,
+            median: s.median,
+            p95: s.p95,
+            max: s.max,
+        }
+    }
+}
+
+/// Everything about a model except its trees: what `GET /v1/model` shows.
+#[derive(Serialize, ToSchema)]
+#[schema(as = ModelMeta)]
+pub struct ModelMetaView {
+    /// Version number, increasing with each fit; 0 until the model is stored.
+    #[schema(example = 1)]
+    pub version: u64,
+    pub trained_at: DateTime<Utc>,
+    /// Feature names, in the order the model reads them.
+    #[schema(example = json!(["bytes_sent", "bytes_received", "connections", "active_sessions"]))]
+    pub features: Vec<String>,
+    // Written as a fit reads it: the domain type, described by its mirror.
+    #[schema(value_type = ForestParamsView)]
+    pub params: ForestParams,
+    /// A record is anomalous when its score is strictly greater than this.
+    #[schema(example = 0.5)]
+    pub threshold: f64,
+    /// Where the threshold came from.
+    pub threshold_source: ThresholdSourceView,
+    pub n_training_records: usize,
+    /// Share of training records above the threshold.
+    pub training_anomaly_rate: f64,
+    /// Wall-clock seconds the fit took (scaling, trees, threshold, statistics).
+    pub fit_seconds: f64,
+    /// Training distribution of each feature.
+    pub feature_stats: Vec<FeatureStatsView>,
+}
+
+impl From<&ModelMeta> for ModelMetaView {
+    fn from(m: &ModelMeta) -> Self {
+        Self {
+            version: m.version,
+            trained_at: m.trained_at,
+            features: m.features.clone(),
+            params: m.params.clone(),
+            threshold: m.threshold,
+            threshold_source: m.threshold_source.into(),
+            n_training_records: m.n_training_records,
+            training_anomaly_rate: m.training_anomaly_rate,
+            fit_seconds: m.fit_seconds,
+            feature_stats: m.feature_stats.iter().map(Into::into).collect(),
+        }
+    }
+}
+
+/// How a model's threshold was chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[schema(as = ThresholdSource)]
+#[serde(rename_all = "snake_case")]
+pub enum ThresholdSourceView {
+    /// `contamination: "auto"`: 0.5, the paper's cut-off.
+    Auto,
+    /// A contamination fraction: that quantile of the training scores.
+    Contamination,
+    /// A score given at fit time (for example the one `POST /v1/evaluate` found for a false-alert budget).
+    Fixed,
+}
+
+impl From<ThresholdSource> for ThresholdSourceView {
+    fn from(s: ThresholdSource) -> Self {
+        match s {
+            ThresholdSource::Auto => Self::Auto,
+            ThresholdSource::Contamination => Self::Contamination,
+            ThresholdSource::Fixed => Self::Fixed,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::api::views::check::{mirrors, same_json};
+    use crate::detector::params::AutoTag;
+
+    fn params() -> [ForestParams; 3] {
+        [
+            ForestParams::default(),
+            ForestParams {
+                n_estimators: 7,
+                max_samples: MaxSamples::Count(64),
+                contamination: Contamination::Fraction(0.05),
+                max_features: MaxFeatures::Count(2),
+                bootstrap: true,
+                seed: 1,
+            },
+            ForestParams {
+                max_samples: MaxSamples::Fraction(0.5),
+                contamination: Contamination::Auto(AutoTag::Auto),
+                max_features: MaxFeatures::Fraction(0.75),
+                ..ForestParams::default()
+            },
+        ]
+    }
+
+    #[test]
+    fn forest_params_mirror_the_domain_type() {
+        for p in params() {
+            mirrors::<ForestParamsView>(&p);
+        }
+    }
+
+    #[test]
+    fn model_metadata_is_written_as_before() {
+        let sources = [
+            ThresholdSource::Auto,
+            ThresholdSource::Contamination,
+            ThresholdSource::Fixed,
+        ];
+        for (params, threshold_source) in params().into_iter().zip(sources) {
+            let meta = ModelMeta {
+                version: 3,
+                trained_at: Utc.timestamp_opt(1_704_067_200, 123_000_000).unwrap(),
+                features: vec!["bytes_sent".into(), "connections".into()],
+                params,
+                threshold: 0.512_345_678_9,
+                threshold_source,
+                n_training_records: 720,
+                training_anomaly_rate: 0.011_111_111_111_111_112,
+                fit_seconds: 0.25,
+                feature_stats: vec![FeatureStats {
+                    name: "bytes_sent".into(),
+                    mean: 1_000_123.5,
+                    std: 99_999.25,
+                    min: 0.0,
+                    p05: 671_000.0,
+                    median: 1e6,
+                    p95: 1_330_000.0,
+                    max: 5_247_031.96,
+                }],
+            };
+            same_json(&ModelMetaView::from(&meta), &meta);
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! The JSON body of an alert row: its own versioned shape, so changing the domain `Alert`, the API or a SIEM format cannot change what is stored.
+//!
+//! **Format 1** is the alert as every build before this type wrote it (the domain `Alert`
+//! serialised with serde_json), which had no version field; such rows decode as format 1.
+//! Rows written now are format 1 with `"format_version":1` as their first key and are
+//! otherwise byte for byte what those builds wrote, so a build from before the field still
+//! reads them (it ignores unknown keys). A row whose format is newer than this build knows is
+//! a decode error, never a silent misreading.
+//!
+//! Changing the stored shape means a new format number, a reader for the old one, and a test
+//! that old rows still decode (see `tests/fixtures/alerts-v1.*`).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::alerts::{Alert, AlertRecord, AlertStatus};
+use crate::detector::explain::{Direction, FeatureContribution};
+use crate::detector::model::BatchSummary;
+
+/// The body format this build writes, and the newest it reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// An alert as its row's `body` holds it.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct StoredAlert {
+    #[serde(default)]
+    format_version: FormatVersion,
+    id: String,
+    created_at: DateTime<Utc>,
+    model_version: u64,
+    severity: u8,
+    status: StoredStatus,
+    acknowledged_at: Option<DateTime<Utc>>,
+    reason: String,
+    summary: StoredSummary,
+    records: Vec<StoredRecord>,
+}
+
+/// A known body format: 1 when the row has no `format_version` (written before the field).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u32", into = "u32")]
+struct FormatVersion(u32);
+
+impl Default for FormatVersion {
+    fn default() -> Self {
+        Self(1)
+    }
+}
+
+impl TryFrom<u32> for FormatVersion {
+    type Error = String;
+
+    fn try_from(v: u32) -> Result<Self, String> {
+        if (1..=FORMAT_VERSION).contains(&v) {
+            Ok(Self(v))
+        } else {
+            Err(format!(
+                "body format_version {v} is not one this build reads (1 to {FORMAT_VERSION}); \
+                 a newer build wrote it"
+            ))
+        }
+    }
+}
+
+impl From<FormatVersion> for u32 {
+    fn from(v: FormatVersion) -> u32 {
+        v.0
+    }
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StoredStatus {
+    Open,
+    Acknowledged,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredSummary {
+    n_records: usize,
+    n_anomalies: usize,
+    anomaly_rate: f64,
+    threshold: f64,
+    max_severity: u8,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredRecord {
+    index: usize,
+    timestamp: Option<String>,
+    score: f64,
+    severity: u8,
+    values: BTreeMap<String, f64>,
+    fields: BTreeMap<String, String>,
+    explanation: Vec<StoredContribution>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredContribution {
+    feature: String,
+    value: f64,
+    direction: StoredDirection,
+    contribution: f64,
+    normal_range: [f64; 2],
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum StoredDirection {
+    Above,
+    Below,
+    Within,
+}
+
+/// The body to store for `alert`, in the current format.
+pub(super) fn encode(alert: &Alert) -> serde_json::Result<String> {
+    serde_json::to_string(&StoredAlert::from(alert))
+}
+
+/// The alert a stored body holds, whatever known format it is in.
+pub(super) fn decode(body: &str) -> serde_json::Result<Alert> {
+    serde_json::from_str::<StoredAlert>(body).map(Alert::from)
+}
+
+impl From<&Alert> for StoredAlert {
+    fn from(a: &Alert) -> Self {
+        Self {
+            format_version: FormatVersion(FORMAT_VERSION),
+            id: a.id.clone(),
+            created_at: a.created_at,
+            model_version: a.model_version,
+            severity: a.severity,
+            status: match a.status {
+                AlertStatus::Open => StoredStatus::Open,
+                AlertStatus::Acknowledged => StoredStatus::Acknowledged,
+            },
+            acknowledged_at: a.acknowledged_at,
+            reason: a.reason.clone(),
+            summary: StoredSummary {
+                n_records: a.summary.n_records,
+                n_anomalies: a.summary.n_anomalies,
+                anomaly_rate: a.summary.anomaly_rate,
+                threshold: a.summary.threshold,
+                max_severity: a.summary.max_severity,
+            },
+            records: a.records.iter().map(StoredRecord::from).collect(),
+        }
+    }
+}
+
+impl From<&AlertRecord> for StoredRecord {
+    fn from(r: &AlertRecord) -> Self {
+        Self {
+            index: r.index,
+            timestamp: r.timestamp.clone(),
+            score: r.score,
+            severity: r.severity,
+            values: r.values.clone(),
+            fields: r.fields.clone(),
+            explanation: r
+                .explanation
+                .iter()
+                .map(|c| StoredContribution {
+                    feature: c.feature.clone(),
+                    value: c.value,
+                    direction: match c.direction {
+                        Direction::Above => StoredDirection::Above,
+                        Direction::Below => StoredDirection::Below,
+                        Direction::Within => StoredDirection::Within,
+                    },
+                    contribution: c.contribution,
+                    normal_range: c.normal_range,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<StoredAlert> for Alert {
+    fn from(s: StoredAlert) -> Self {
+        let StoredSummary {
+            n_records,
+            n_anomalies,
+            anomaly_rate,
+            threshold,
+            max_severity,
+        } = s.summary;
+        Alert {
+            id: s.id,
+            created_at: s.created_at,
+            model_version: s.model_version,
+            severity: s.severity,
+            status: match s.status {
+                StoredStatus::Open => AlertStatus::Open,
+                StoredStatus::Acknowledged => AlertStatus::Acknowledged,
+            },
+            acknowledged_at: s.acknowledged_at,
+            reason: s.reason,
+            summary: BatchSummary {
+                n_records,
+                n_anomalies,
+                anomaly_rate,
+                threshold,
+                max_severity,
+            },
+            records: s.records.into_iter().map(AlertRecord::from).collect(),
+        }
+    }
+}
+
+impl From<StoredRecord> for AlertRecord {
+    fn from(r: StoredRecord) -> Self {
+        AlertRecord {
+            index: r.index,
+            timestamp: r.timestamp,
+            score: r.score,
+            severity: r.severity,
+            values: r.values,
+            fields: r.fields,
+            explanation: r
+                .explanation
+                .into_iter()
+                .map(|c| FeatureContribution {
+                    feature: c.feature,
+                    value: c.value,
+                    direction: match c.direction {
+                        StoredDirection::Above => Direction::Above,
+                        StoredDirection::Below => Direction::Below,
+                        StoredDirection::Within => Direction::Within,
+                    },
+                    contribution: c.contribution,
+                    normal_range: c.normal_range,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Four bodies written by the code before this type existed (format 1, no version field).
+    const V1_BODIES: &str = include_str!("../../tests/fixtures/alerts-v1.ndjson");
+
+    fn v1_bodies() -> Vec<&'static str> {
+        let bodies: Vec<&str> = V1_BODIES.lines().collect();
+        assert_eq!(bodies.len(), 4);
+        bodies
+    }
+
+    #[test]
+    fn a_row_from_before_the_version_field_reads_back_byte_for_byte_with_the_version_in_front() {
+        for old in v1_bodies() {
+            assert!(!old.contains("format_version"));
+            let alert = decode(old).unwrap_or_else(|e| panic!("{e}: {old}"));
+            let new = encode(&alert).unwrap();
+            assert_eq!(new, format!("{{\"format_version\":1,{}", &old[1..]));
+            assert_eq!(decode(&new).unwrap(), alert);
+        }
+    }
+
+    #[test]
+    fn an_explicit_format_1_reads_and_an_unknown_format_is_refused() {
+        let old = v1_bodies()[0];
+        let explicit = format!("{{\"format_version\":1,{}", &old[1..]);
+        assert_eq!(decode(&explicit).unwrap(), decode(old).unwrap());
+        for bad in [0, 2, 99] {
+            let body = format!("{{\"format_version\":{bad},{}", &old[1..]);
+            let err = decode(&body).unwrap_err().to_string();
+            assert!(err.contains(&format!("format_version {bad}")), "{err}");
+        }
+    }
+}
