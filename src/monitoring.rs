@@ -1,15 +1,11 @@
-//! Prometheus metrics: one process-wide recorder, the per-request middleware, and the `/metrics` text.
+//! Prometheus metrics: one process-wide recorder and the counters the service layer records
+//! (the per-request middleware and the `/metrics` route are in `api/metrics.rs`).
 //!
 //! Names follow Prometheus conventions (`_total` counters, `_seconds` histograms). Routes are
 //! labelled by their matched pattern (`/v1/alerts/{id}`), never the raw path, so label sets stay small.
 
 use std::sync::OnceLock;
-use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
-use axum::http::header;
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Latency buckets (seconds): sub-millisecond scoring up to long fits.
@@ -63,24 +59,6 @@ fn describe() {
     );
 }
 
-/// Counts and times every request.
-pub async fn track(req: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = req.method().to_string();
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".to_string());
-    let response = next.run(req).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!("http_requests_total", "method" => method, "route" => route.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!("http_request_duration_seconds", "route" => route)
-        .record(started.elapsed().as_secs_f64());
-    response
-}
-
 /// Records what a scored batch contributed.
 pub fn batch_scored(records: usize, anomalies: usize, alert_raised: bool) {
     metrics::counter!("netsentinel_records_scored_total").increment(records as u64);
@@ -98,22 +76,4 @@ pub fn model_fitted(seconds: f64) {
 
 pub fn model_active(version: u64) {
     metrics::gauge!("netsentinel_model_version").set(version as f64);
-}
-
-/// Prometheus metrics (text exposition format 0.0.4).
-///
-/// Requests by method, route and status; latency histograms; records scored; anomalies; alerts
-/// raised; fits and their duration; the active model version. Open unless
-/// `--metrics-require-key` is set.
-#[utoipa::path(get, path = "/metrics", tag = "health", responses(
-    (status = 200, content_type = "text/plain", body = String, description = "Prometheus text format"),
-))]
-pub async fn render() -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        handle().render(),
-    )
 }

@@ -4,6 +4,7 @@ pub mod alerts;
 pub mod chart;
 pub mod evaluate;
 pub mod health;
+pub mod metrics;
 pub mod model;
 pub mod samples;
 pub mod score;
@@ -53,7 +54,7 @@ fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(health::healthz))
         .routes(routes!(health::readyz))
-        .routes(routes!(crate::monitoring::render))
+        .routes(routes!(metrics::render))
         .routes(routes!(samples::generate))
         .routes(routes!(model::fit))
         .routes(routes!(model::get_model))
@@ -133,7 +134,7 @@ pub fn router(state: AppState) -> Router {
     let max_body = state.settings().max_body_bytes;
     let (router, api) = api_router().split_for_parts();
     let api = with_security(api);
-    let router = router.route_layer(axum::middleware::from_fn(crate::monitoring::track));
+    let router = router.route_layer(axum::middleware::from_fn(metrics::track));
     crate::monitoring::handle();
     router
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
