@@ -1413,6 +1413,56 @@ mod tests {
         assert_eq!(value_formatter(-1.0, 1.0, 0.5)(&-1e-17), "0.0");
     }
 
+    /// The bytes rendered for fixed inputs, pinned: a refactor of the drawing code must not
+    /// move a single pixel or SVG attribute. A deliberate change to the look updates these.
+    #[test]
+    fn rendered_bytes_are_pinned() {
+        use sha2::{Digest, Sha256};
+        let sha = |bytes: &[u8]| hex::encode(Sha256::digest(bytes));
+        let traffic = Traffic::new(720);
+        let mut timed = traffic.input();
+        timed.title = Some("Last scored batch — model v3");
+        let mut indexed = traffic.input();
+        indexed.timestamps = None;
+        indexed.series.truncate(3);
+        let cases = [
+            (
+                "timed png",
+                &timed,
+                ChartFormat::Png,
+                "4ef2c0bb11a73259a8a6f394d84ce4f2cd52009d072ceb84815f7d9f8de36dac",
+            ),
+            (
+                "timed svg",
+                &timed,
+                ChartFormat::Svg,
+                "e0420ffa9fa9d86a60c012e3e0217b44e595db46944204ce499ff40f9250e8c9",
+            ),
+            (
+                "indexed png",
+                &indexed,
+                ChartFormat::Png,
+                "cfa5d08415a950f6e760205b4276e7c2b5b67aca2a8ae8d8ab5e827c20704165",
+            ),
+            (
+                "indexed svg",
+                &indexed,
+                ChartFormat::Svg,
+                "86ea55fb455cf5b0531cd95ae41585b47ff34ea28fe29b3c99a608ffaef43a2a",
+            ),
+        ];
+        let mut got = Vec::new();
+        for (case, input, format, _) in &cases {
+            let bytes = render(input, *format, DEFAULT_WIDTH, DEFAULT_HEIGHT).expect("renders");
+            got.push((case, sha(&bytes)));
+        }
+        let expected: Vec<_> = cases
+            .iter()
+            .map(|(case, _, _, hash)| (case, hash.to_string()))
+            .collect();
+        assert_eq!(got, expected);
+    }
+
     #[test]
     fn content_types() {
         assert_eq!(ChartFormat::Png.content_type(), "image/png");
