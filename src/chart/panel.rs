@@ -11,7 +11,7 @@ use super::line::line_runs;
 use super::plan::{Plan, XKind, min_max, y_range};
 use super::theme::{
     ANOMALY_COLOUR, AXIS_COLOUR, GRID_COLOUR, LINE_COLOUR, MUTED_TEXT_COLOUR, TEXT_COLOUR,
-    fitting_size, font,
+    fitting_size, font, widest_text,
 };
 use super::ticks::{
     Axis, TickFormatter, TimeStep, time_formatter, time_ticks, value_formatter, value_ticks,
@@ -67,13 +67,7 @@ fn draw_panel<DB: DrawingBackend>(
     let y_max_ticks = (plot_h / (theme.tick_px * 3.0)).clamp(2.0, 10.0) as usize;
     let (y_ticks, y_step) = value_ticks(y_lo, y_hi, y_max_ticks, false);
     let y_format = value_formatter(y_lo, y_hi, y_step);
-    let mut widest_label = 0.0f64;
-    for t in &y_ticks {
-        let (w, _) = area
-            .estimate_text_size(&y_format(t), &tick_font)
-            .map_err(draw_err)?;
-        widest_label = widest_label.max(f64::from(w));
-    }
+    let widest_label = widest_text(area, y_ticks.iter().map(&y_format), &tick_font)?;
     let y_label_area = (widest_label + theme.axis_px * 1.8 + 10.0).min(area_w / 2.0);
 
     let plot_w = (area_w - 2.0 * margin - y_label_area).max(1.0);
@@ -217,13 +211,7 @@ fn draw_panel<DB: DrawingBackend>(
     }
 
     let legend_font = font(theme.legend_px);
-    let mut text_w = 0.0f64;
-    for label in &legend_labels {
-        let (w, _) = area
-            .estimate_text_size(label, &legend_font)
-            .map_err(draw_err)?;
-        text_w = text_w.max(f64::from(w));
-    }
+    let text_w = widest_text(area, &legend_labels, &legend_font)?;
     let legend_size = (
         (text_w + f64::from(swatch) + theme.legend_px * 3.0) as i32,
         (legend_labels.len() as f64 * theme.legend_px * 1.6 + theme.legend_px) as i32,

@@ -70,3 +70,19 @@ pub(super) fn fitting_size<DB: DrawingBackend>(
         px
     })
 }
+
+/// The width in pixels of the widest of `texts` in `style`; 0 for none.
+pub(super) fn widest_text<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    texts: impl IntoIterator<Item = impl AsRef<str>>,
+    style: &TextStyle,
+) -> Result<f64, ChartError> {
+    let mut widest = 0.0f64;
+    for text in texts {
+        let (w, _) = area
+            .estimate_text_size(text.as_ref(), style)
+            .map_err(draw_err)?;
+        widest = widest.max(f64::from(w));
+    }
+    Ok(widest)
+}
