@@ -44,8 +44,8 @@ impl Column {
 }
 
 /// The line of one series as runs of finite points in x order. With `columns`, points are
-/// reduced per pixel column (see the `chart` module docs); a run breaks wherever a non-finite value
-/// lies between two columns, gaps inside one column being narrower than a pixel.
+/// reduced per pixel column (see the `chart` module docs); a run breaks wherever a non-finite
+/// value lies between two columns, gaps inside one column being narrower than a pixel.
 pub(super) fn line_runs(
     points: impl Iterator<Item = (f64, f64)>,
     x_range: (f64, f64),

@@ -26,6 +26,8 @@
 //! - **Text** uses DejaVu Sans compiled into the binary, so PNGs render identically on a
 //!   machine without system fonts. SVG text names `sans-serif` and is rendered by the viewer.
 
+// `plan` checks the input and fixes what the data decides, once for every format; `panel`
+// draws each cell with `ticks`' axes, `line`'s runs and `theme`'s sizes and colours.
 mod line;
 mod panel;
 mod plan;
@@ -145,6 +147,7 @@ pub fn render(
     }
 }
 
+/// A plotters or PNG encoder failure: the one error that is not the caller's input.
 fn draw_err(e: impl Display) -> ChartError {
     ChartError::Draw(e.to_string())
 }
