@@ -10,13 +10,13 @@ use std::fmt;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ProblemCode};
 
 /// What a key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,8 +203,7 @@ pub async fn authorize(State(policy): State<Arc<Policy>>, req: Request, next: Ne
     match policy.keys.lookup(presented) {
         None => unauthorized("the API key is not valid"),
         Some(key) if !key.allows(scope) => ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+            ProblemCode::Forbidden,
             format!(
                 "this API key lacks the {:?} scope this endpoint needs",
                 scope.name()
@@ -216,8 +215,7 @@ pub async fn authorize(State(policy): State<Arc<Policy>>, req: Request, next: Ne
 }
 
 fn unauthorized(detail: &str) -> Response {
-    let mut response =
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", detail).into_response();
+    let mut response = ApiError::new(ProblemCode::Unauthorized, detail).into_response();
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Bearer realm=\"netsentinel\""),

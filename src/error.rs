@@ -13,11 +13,143 @@ use crate::records::{RecordError, RecordErrorKind};
 use crate::service::ServiceError;
 use crate::store::StoreError;
 
+/// The stable, machine-readable problem codes (`code`, and `type` = `/problems/<code>`) that
+/// scripts may match on, each with the status it is answered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProblemCode {
+    MalformedBody,
+    UnknownField,
+    InvalidParameter,
+    UnsupportedMediaType,
+    NotAcceptable,
+    BodyTooLarge,
+    TooManyRecords,
+    InvalidRecord,
+    InvalidRecords,
+    EmptyBatch,
+    NoFeatures,
+    InvalidZeekLine,
+    MissingZeekField,
+    NoModel,
+    NoSuchVersion,
+    CorruptModel,
+    NoSuchAlert,
+    NothingToDraw,
+    NotFound,
+    MethodNotAllowed,
+    Unauthorized,
+    Forbidden,
+    StoreUnavailable,
+    Timeout,
+    Overloaded,
+    NotReady,
+    Internal,
+}
+
+impl ProblemCode {
+    /// Every code, for the documentation and its tests.
+    pub const ALL: [ProblemCode; 27] = {
+        use ProblemCode::*;
+        [
+            MalformedBody,
+            UnknownField,
+            InvalidParameter,
+            UnsupportedMediaType,
+            NotAcceptable,
+            BodyTooLarge,
+            TooManyRecords,
+            InvalidRecord,
+            InvalidRecords,
+            EmptyBatch,
+            NoFeatures,
+            InvalidZeekLine,
+            MissingZeekField,
+            NoModel,
+            NoSuchVersion,
+            CorruptModel,
+            NoSuchAlert,
+            NothingToDraw,
+            NotFound,
+            MethodNotAllowed,
+            Unauthorized,
+            Forbidden,
+            StoreUnavailable,
+            Timeout,
+            Overloaded,
+            NotReady,
+            Internal,
+        ]
+    };
+
+    /// The code as clients see it.
+    pub const fn as_str(self) -> &'static str {
+        use ProblemCode::*;
+        match self {
+            MalformedBody => "malformed-body",
+            UnknownField => "unknown-field",
+            InvalidParameter => "invalid-parameter",
+            UnsupportedMediaType => "unsupported-media-type",
+            NotAcceptable => "not-acceptable",
+            BodyTooLarge => "body-too-large",
+            TooManyRecords => "too-many-records",
+            InvalidRecord => "invalid-record",
+            InvalidRecords => "invalid-records",
+            EmptyBatch => "empty-batch",
+            NoFeatures => "no-features",
+            InvalidZeekLine => "invalid-zeek-line",
+            MissingZeekField => "missing-zeek-field",
+            NoModel => "no-model",
+            NoSuchVersion => "no-such-version",
+            CorruptModel => "corrupt-model",
+            NoSuchAlert => "no-such-alert",
+            NothingToDraw => "nothing-to-draw",
+            NotFound => "not-found",
+            MethodNotAllowed => "method-not-allowed",
+            Unauthorized => "unauthorized",
+            Forbidden => "forbidden",
+            StoreUnavailable => "store-unavailable",
+            Timeout => "timeout",
+            Overloaded => "overloaded",
+            NotReady => "not-ready",
+            Internal => "internal",
+        }
+    }
+
+    /// The status the problem is answered with. Two codes have a second one, built by their
+    /// own constructors: `invalid-parameter` is 422 for a value that reads but cannot be used
+    /// ([`ApiError::invalid_value`]), and `no-model` is 404 where the model is the resource
+    /// asked for ([`ApiError::no_model_found`]).
+    pub const fn status(self) -> StatusCode {
+        use ProblemCode::*;
+        match self {
+            MalformedBody | UnknownField | InvalidParameter => StatusCode::BAD_REQUEST,
+            Unauthorized => StatusCode::UNAUTHORIZED,
+            Forbidden => StatusCode::FORBIDDEN,
+            NoSuchVersion | NoSuchAlert | NotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            NotAcceptable => StatusCode::NOT_ACCEPTABLE,
+            NoModel | CorruptModel | NothingToDraw => StatusCode::CONFLICT,
+            BodyTooLarge | TooManyRecords => StatusCode::PAYLOAD_TOO_LARGE,
+            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            InvalidRecord | InvalidRecords | EmptyBatch | NoFeatures | InvalidZeekLine
+            | MissingZeekField => StatusCode::UNPROCESSABLE_ENTITY,
+            Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            StoreUnavailable | Timeout | Overloaded | NotReady => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl std::fmt::Display for ProblemCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An error answered to a client. `code` is stable; scripts may match on it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ProblemCode,
     pub detail: String,
     /// For bad records: the record's position in the batch (0-based).
     pub index: Option<usize>,
@@ -70,9 +202,10 @@ struct Extensions<'a> {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+    /// A problem answered with its code's status.
+    pub fn new(code: ProblemCode, detail: impl Into<String>) -> Self {
         Self {
-            status,
+            status: code.status(),
             code,
             detail: detail.into(),
             index: None,
@@ -81,26 +214,19 @@ impl ApiError {
         }
     }
 
-    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, code, detail)
+    /// `invalid-parameter` for a value that reads but cannot be used (422).
+    pub fn invalid_value(detail: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            ..Self::new(ProblemCode::InvalidParameter, detail)
+        }
     }
 
-    pub fn unprocessable(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, detail)
-    }
-
-    pub fn not_found(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_FOUND, code, detail)
-    }
-
-    pub fn conflict(code: &'static str, detail: impl Into<String>) -> Self {
-        Self::new(StatusCode::CONFLICT, code, detail)
-    }
-
-    pub fn unavailable(code: &'static str, detail: impl Into<String>, retry_after: u64) -> Self {
+    /// A 503 the client should retry after `retry_after` seconds.
+    pub fn unavailable(code: ProblemCode, detail: impl Into<String>, retry_after: u64) -> Self {
         Self {
             retry_after: Some(retry_after),
-            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, code, detail)
+            ..Self::new(code, detail)
         }
     }
 
@@ -108,17 +234,22 @@ impl ApiError {
     pub fn internal(context: &str, err: impl std::fmt::Display) -> Self {
         tracing::error!(%err, "{context}");
         Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ProblemCode::Internal,
             format!("{context} failed; the error is in the service log"),
         )
     }
 
+    /// Scoring or evaluating before any model exists (409).
     pub fn no_model() -> Self {
-        Self::conflict(
-            "no-model",
-            "no model has been fitted yet: POST /v1/model/fit first",
-        )
+        Self::new(ProblemCode::NoModel, NO_MODEL)
+    }
+
+    /// Asking for the model itself before one exists (404).
+    pub fn no_model_found() -> Self {
+        Self {
+            status: StatusCode::NOT_FOUND,
+            ..Self::no_model()
+        }
     }
 
     /// A bad record: names its index and field.
@@ -126,7 +257,7 @@ impl ApiError {
         Self {
             index: Some(index),
             field: Some(field.into()),
-            ..Self::unprocessable("invalid-record", detail)
+            ..Self::new(ProblemCode::InvalidRecord, detail)
         }
     }
 
@@ -134,7 +265,7 @@ impl ApiError {
     pub fn record_at(index: usize, detail: impl Into<String>) -> Self {
         Self {
             index: Some(index),
-            ..Self::unprocessable("invalid-record", detail)
+            ..Self::new(ProblemCode::InvalidRecord, detail)
         }
     }
 
@@ -143,6 +274,8 @@ impl ApiError {
         self
     }
 }
+
+const NO_MODEL: &str = "no model has been fitted yet: POST /v1/model/fit first";
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -161,7 +294,7 @@ impl IntoResponse for ApiError {
             )
             .with_detail(self.detail)
             .with_extensions(Extensions {
-                code: self.code,
+                code: self.code.as_str(),
                 index: self.index,
                 field: self.field.as_deref(),
             });
@@ -183,7 +316,7 @@ impl IntoResponse for ApiError {
 
 impl From<ParamError> for ApiError {
     fn from(e: ParamError) -> Self {
-        Self::unprocessable("invalid-parameter", e.to_string()).with_field(e.parameter())
+        Self::invalid_value(e.to_string()).with_field(e.parameter())
     }
 }
 
@@ -194,12 +327,10 @@ impl From<FitError> for ApiError {
             FitError::NonFinite { index, ref feature } => {
                 ApiError::record(index, feature.clone(), e.to_string())
             }
-            FitError::FeatureCount { .. } => {
-                ApiError::unprocessable("invalid-parameter", e.to_string())
-            }
-            FitError::Scaler(_) => ApiError::unprocessable("invalid-records", e.to_string()),
+            FitError::FeatureCount { .. } => ApiError::invalid_value(e.to_string()),
+            FitError::Scaler(_) => ApiError::new(ProblemCode::InvalidRecords, e.to_string()),
             FitError::Threshold(_) => {
-                ApiError::unprocessable("invalid-parameter", e.to_string()).with_field("threshold")
+                ApiError::invalid_value(e.to_string()).with_field("threshold")
             }
         }
     }
@@ -214,14 +345,15 @@ impl From<ModelFileError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::BadCursor => {
-                ApiError::bad_request("invalid-parameter", "cursor is not one this service issued")
-                    .with_field("cursor")
-            }
+            StoreError::BadCursor => ApiError::new(
+                ProblemCode::InvalidParameter,
+                "cursor is not one this service issued",
+            )
+            .with_field("cursor"),
             StoreError::Unavailable(why) => {
                 tracing::warn!(error = %why, "storage unavailable");
                 ApiError::unavailable(
-                    "store-unavailable",
+                    ProblemCode::StoreUnavailable,
                     "the database is not reachable right now; retry shortly",
                     2,
                 )
@@ -235,10 +367,10 @@ impl From<ChartError> for ApiError {
     fn from(e: ChartError) -> Self {
         match e {
             ChartError::Empty => {
-                ApiError::conflict("nothing-to-draw", "there are no records to draw")
+                ApiError::new(ProblemCode::NothingToDraw, "there are no records to draw")
             }
             ChartError::Size { .. } => {
-                ApiError::bad_request("invalid-parameter", e.to_string()).with_field("width")
+                ApiError::new(ProblemCode::InvalidParameter, e.to_string()).with_field("width")
             }
             #[allow(unreachable_patterns)]
             other => ApiError::internal("drawing the chart", other),
@@ -248,7 +380,7 @@ impl From<ChartError> for ApiError {
 
 impl From<crate::detector::generator::GeneratorError> for ApiError {
     fn from(e: crate::detector::generator::GeneratorError) -> Self {
-        ApiError::unprocessable("invalid-parameter", e.to_string()).with_field(e.field())
+        ApiError::invalid_value(e.to_string()).with_field(e.field())
     }
 }
 
@@ -260,28 +392,26 @@ impl From<crate::detector::metrics::MetricsError> for ApiError {
 
 impl From<RecordError> for ApiError {
     fn from(e: RecordError) -> Self {
-        use StatusCode as S;
-        let (status, code) = match e.kind {
-            RecordErrorKind::Malformed => (S::BAD_REQUEST, "malformed-body"),
-            RecordErrorKind::UnknownField => (S::BAD_REQUEST, "unknown-field"),
-            RecordErrorKind::InvalidOption => (S::BAD_REQUEST, "invalid-parameter"),
-            RecordErrorKind::UnsupportedFormat => {
-                (S::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type")
-            }
-            RecordErrorKind::BodyTooLarge => (S::PAYLOAD_TOO_LARGE, "body-too-large"),
-            RecordErrorKind::TooManyRecords => (S::PAYLOAD_TOO_LARGE, "too-many-records"),
-            RecordErrorKind::InvalidRecord => (S::UNPROCESSABLE_ENTITY, "invalid-record"),
-            RecordErrorKind::InvalidRecords => (S::UNPROCESSABLE_ENTITY, "invalid-records"),
-            RecordErrorKind::EmptyBatch => (S::UNPROCESSABLE_ENTITY, "empty-batch"),
-            RecordErrorKind::NoFeatures => (S::UNPROCESSABLE_ENTITY, "no-features"),
-            RecordErrorKind::InvalidZeekLine => (S::UNPROCESSABLE_ENTITY, "invalid-zeek-line"),
-            RecordErrorKind::MissingZeekField => (S::UNPROCESSABLE_ENTITY, "missing-zeek-field"),
-            RecordErrorKind::Internal => (S::INTERNAL_SERVER_ERROR, "internal"),
+        use ProblemCode as P;
+        let code = match e.kind {
+            RecordErrorKind::Malformed => P::MalformedBody,
+            RecordErrorKind::UnknownField => P::UnknownField,
+            RecordErrorKind::InvalidOption => P::InvalidParameter,
+            RecordErrorKind::UnsupportedFormat => P::UnsupportedMediaType,
+            RecordErrorKind::BodyTooLarge => P::BodyTooLarge,
+            RecordErrorKind::TooManyRecords => P::TooManyRecords,
+            RecordErrorKind::InvalidRecord => P::InvalidRecord,
+            RecordErrorKind::InvalidRecords => P::InvalidRecords,
+            RecordErrorKind::EmptyBatch => P::EmptyBatch,
+            RecordErrorKind::NoFeatures => P::NoFeatures,
+            RecordErrorKind::InvalidZeekLine => P::InvalidZeekLine,
+            RecordErrorKind::MissingZeekField => P::MissingZeekField,
+            RecordErrorKind::Internal => P::Internal,
         };
         Self {
             index: e.index,
             field: e.field,
-            ..Self::new(status, code, e.detail)
+            ..Self::new(code, e.detail)
         }
     }
 }
@@ -299,16 +429,21 @@ impl From<ServiceError> for ApiError {
             ServiceError::NoModel => Self::no_model(),
             ServiceError::Settings { detail, field } => Self {
                 field,
-                ..Self::bad_request("invalid-parameter", detail)
+                ..Self::new(ProblemCode::InvalidParameter, detail)
             },
             ServiceError::Params(e) => e.into(),
             ServiceError::Fit(e) => e.into(),
             ServiceError::Generator(e) => e.into(),
-            ServiceError::Budget(detail) => Self::unprocessable("invalid-parameter", detail)
-                .with_field("max_false_positive_rate"),
+            ServiceError::Budget(detail) => {
+                Self::invalid_value(detail).with_field("max_false_positive_rate")
+            }
             ServiceError::Metrics(e) => e.into(),
-            e @ ServiceError::NoSuchVersion(_) => Self::not_found("no-such-version", e.to_string()),
-            e @ ServiceError::CorruptModel { .. } => Self::conflict("corrupt-model", e.to_string()),
+            e @ ServiceError::NoSuchVersion(_) => {
+                Self::new(ProblemCode::NoSuchVersion, e.to_string())
+            }
+            e @ ServiceError::CorruptModel { .. } => {
+                Self::new(ProblemCode::CorruptModel, e.to_string())
+            }
             ServiceError::Store(e) => e.into(),
             ServiceError::Task(e) => e.into(),
         }
@@ -354,4 +489,67 @@ pub async fn attach_request_id(
     };
     parts.headers.remove(header::CONTENT_LENGTH);
     Response::from_parts(parts, axum::body::Body::from(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_distinct_kebab_case_and_keep_their_statuses() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ProblemCode::ALL {
+            let s = code.as_str();
+            assert!(seen.insert(s), "{s} twice");
+            assert!(
+                s.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'),
+                "{s}"
+            );
+        }
+        // What clients and the OpenAPI document were promised.
+        for (code, status) in [
+            ("malformed-body", 400),
+            ("invalid-parameter", 400),
+            ("unsupported-media-type", 415),
+            ("body-too-large", 413),
+            ("too-many-records", 413),
+            ("invalid-record", 422),
+            ("empty-batch", 422),
+            ("no-model", 409),
+            ("not-found", 404),
+            ("store-unavailable", 503),
+        ] {
+            let c = ProblemCode::ALL
+                .into_iter()
+                .find(|c| c.as_str() == code)
+                .unwrap();
+            assert_eq!(c.status().as_u16(), status, "{code}");
+        }
+        assert_eq!(ApiError::invalid_value("x").status.as_u16(), 422);
+        assert_eq!(ApiError::no_model_found().status.as_u16(), 404);
+    }
+
+    #[test]
+    fn every_record_error_kind_is_answered_as_before() {
+        use RecordErrorKind as K;
+        for (kind, status, code) in [
+            (K::Malformed, 400, "malformed-body"),
+            (K::UnknownField, 400, "unknown-field"),
+            (K::InvalidOption, 400, "invalid-parameter"),
+            (K::UnsupportedFormat, 415, "unsupported-media-type"),
+            (K::BodyTooLarge, 413, "body-too-large"),
+            (K::TooManyRecords, 413, "too-many-records"),
+            (K::InvalidRecord, 422, "invalid-record"),
+            (K::InvalidRecords, 422, "invalid-records"),
+            (K::EmptyBatch, 422, "empty-batch"),
+            (K::NoFeatures, 422, "no-features"),
+            (K::InvalidZeekLine, 422, "invalid-zeek-line"),
+            (K::MissingZeekField, 422, "missing-zeek-field"),
+            (K::Internal, 500, "internal"),
+        ] {
+            let e = ApiError::from(RecordError::new(kind, "d").with_field("f"));
+            assert_eq!((e.status.as_u16(), e.code.as_str()), (status, code));
+            assert_eq!(e.field.as_deref(), Some("f"));
+        }
+    }
 }

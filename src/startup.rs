@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
-use axum::http::{HeaderName, Request, StatusCode};
+use axum::http::{HeaderName, Request};
 use axum::response::IntoResponse;
 use axum::{Router, middleware};
 use tokio::net::TcpListener;
@@ -16,7 +16,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::auth::{self, Policy};
 use crate::config::Settings;
-use crate::error::ApiError;
+use crate::error::{ApiError, ProblemCode};
 
 use crate::state::AppState;
 use crate::store::alerts::{AlertStore, SqliteAlertStore};
@@ -228,18 +228,21 @@ pub fn app(state: AppState) -> Router {
 
 async fn overloaded(err: tower::BoxError) -> axum::response::Response {
     if err.is::<tower::timeout::error::Elapsed>() {
-        ApiError::unavailable("timeout", "the request took too long and was cancelled", 1)
-            .into_response()
-    } else if err.is::<tower::load_shed::error::Overloaded>() {
-        ApiError::unavailable("overloaded", "too many requests at once; retry shortly", 1)
-            .into_response()
-    } else {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "unexpected middleware error",
+        ApiError::unavailable(
+            ProblemCode::Timeout,
+            "the request took too long and was cancelled",
+            1,
         )
         .into_response()
+    } else if err.is::<tower::load_shed::error::Overloaded>() {
+        ApiError::unavailable(
+            ProblemCode::Overloaded,
+            "too many requests at once; retry shortly",
+            1,
+        )
+        .into_response()
+    } else {
+        ApiError::new(ProblemCode::Internal, "unexpected middleware error").into_response()
     }
 }
 

@@ -11,7 +11,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use super::views::alerts::{AlertFormatView, AlertStatusView, AlertView, DeliveryStateView};
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, Problem, ProblemCode};
 use crate::siem::formats::{AlertFormat, ExportContext, render_many, render_one};
 use crate::state::AppState;
 use crate::store::alerts::{Alert, AlertQuery, AlertStatus};
@@ -111,15 +111,15 @@ pub async fn list(
     let q = super::query(query)?;
     let limit = q.limit.unwrap_or(50);
     if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::bad_request(
-            "invalid-parameter",
+        return Err(ApiError::new(
+            ProblemCode::InvalidParameter,
             format!("limit must be between 1 and {MAX_LIMIT}"),
         )
         .with_field("limit"));
     }
     if q.min_severity.is_some_and(|s| s > 100) {
-        return Err(ApiError::bad_request(
-            "invalid-parameter",
+        return Err(ApiError::new(
+            ProblemCode::InvalidParameter,
             "min_severity must be between 0 and 100",
         )
         .with_field("min_severity"));
@@ -243,5 +243,8 @@ pub async fn acknowledge(
 
 fn no_such_alert(id: &str) -> ApiError {
     let shown: String = id.chars().take(64).collect();
-    ApiError::not_found("no-such-alert", format!("there is no alert {shown:?}"))
+    ApiError::new(
+        ProblemCode::NoSuchAlert,
+        format!("there is no alert {shown:?}"),
+    )
 }

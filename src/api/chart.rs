@@ -8,7 +8,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::chart::{ChartFormat, ChartInput, ChartSeries, DEFAULT_HEIGHT, DEFAULT_WIDTH, render};
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, Problem, ProblemCode};
 use crate::state::AppState;
 
 #[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
@@ -66,10 +66,10 @@ async fn draw(state: AppState, q: ChartQuery, format: ChartFormat) -> Result<Res
     let source = q.source.unwrap_or_default();
     let data = match source {
         Source::Batch => state.last_batch().ok_or_else(|| {
-            ApiError::conflict("nothing-to-draw", "no batch has been scored since the service started; POST /v1/score first, or use ?source=training")
+            ApiError::new(ProblemCode::NothingToDraw, "no batch has been scored since the service started; POST /v1/score first, or use ?source=training")
         })?,
         Source::Training => state.training_batch().ok_or_else(|| {
-            ApiError::conflict("nothing-to-draw", "no model has been fitted since the service started (training data is not kept across restarts)")
+            ApiError::new(ProblemCode::NothingToDraw, "no model has been fitted since the service started (training data is not kept across restarts)")
         })?,
     };
     let width = q.width.unwrap_or(DEFAULT_WIDTH);

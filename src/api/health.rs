@@ -7,7 +7,7 @@ use axum::extract::State;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, Problem, ProblemCode};
 use crate::state::AppState;
 
 #[derive(Serialize, ToSchema)]
@@ -63,7 +63,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiErr
             let why = state
                 .load_problem()
                 .unwrap_or_else(|| "no model has been fitted yet: POST /v1/model/fit".into());
-            Err(ApiError::unavailable("not-ready", why, 5))
+            Err(ApiError::unavailable(ProblemCode::NotReady, why, 5))
         }
     }
 }

@@ -20,7 +20,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ProblemCode};
 use crate::records::{BodyFormat, RecordError, ZeekOptions};
 use crate::state::AppState;
 
@@ -145,13 +145,15 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn not_found() -> ApiError {
-    ApiError::not_found("not-found", "no such endpoint; see /docs for the API")
+    ApiError::new(
+        ProblemCode::NotFound,
+        "no such endpoint; see /docs for the API",
+    )
 }
 
 async fn method_not_allowed() -> ApiError {
     ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method-not-allowed",
+        ProblemCode::MethodNotAllowed,
         "this endpoint does not take that method; see /docs",
     )
 }
@@ -188,8 +190,8 @@ pub(crate) fn body_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
 /// The query parameters, or a 400 problem naming what is wrong.
 pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     q.map(|Query(t)| t).map_err(|e| {
-        ApiError::bad_request(
-            "invalid-parameter",
+        ApiError::new(
+            ProblemCode::InvalidParameter,
             format!("query string: {}", e.body_text()),
         )
     })
@@ -202,9 +204,7 @@ pub(crate) fn zeek_options(
     group_by: Option<&str>,
 ) -> Result<ZeekOptions, ApiError> {
     if !format.is_zeek() && (window.is_some() || group_by.is_some()) {
-        return Err(ApiError::bad_request(
-            "invalid-parameter",
-            "window and group_by apply to Zeek conn logs only (Content-Type text/zeek-tsv or application/x-zeek-json)",
+        return Err(ApiError::new(ProblemCode::InvalidParameter, "window and group_by apply to Zeek conn logs only (Content-Type text/zeek-tsv or application/x-zeek-json)",
         )
         .with_field(if window.is_some() { "window" } else { "group_by" }));
     }
@@ -276,8 +276,7 @@ pub(crate) fn negotiate(headers: &HeaderMap, offered: &[Produces]) -> Result<Pro
     }
     let names: Vec<&str> = offered.iter().map(|p| p.media_type()).collect();
     Err(ApiError::new(
-        StatusCode::NOT_ACCEPTABLE,
-        "not-acceptable",
+        ProblemCode::NotAcceptable,
         format!("this endpoint answers {}", names.join(", ")),
     ))
 }

@@ -13,7 +13,7 @@ use super::views::model::{ForestParamsView, ModelMetaView};
 use super::views::samples::GeneratorConfigView;
 use crate::detector::generator::GeneratorConfig;
 use crate::detector::params::{AutoTag, Contamination, ForestParams, MaxFeatures, MaxSamples};
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, Problem, ProblemCode};
 use crate::records::{BodyFormat, ZeekOptions, read_settings};
 use crate::service::models;
 use crate::service::training::{self, FitCommand, TrainingData};
@@ -126,8 +126,8 @@ impl FitQuery {
 
 fn number(name: &'static str, s: &str) -> Result<f64, ApiError> {
     s.parse::<f64>().map_err(|_| {
-        ApiError::bad_request(
-            "invalid-parameter",
+        ApiError::new(
+            ProblemCode::InvalidParameter,
             format!("{name} must be a number or \"auto\", got {s:?}"),
         )
         .with_field(name)
@@ -199,26 +199,26 @@ fn fit_command(
         });
     }
     if !query.is_empty() {
-        return Err(ApiError::bad_request(
-            "invalid-parameter",
+        return Err(ApiError::new(
+            ProblemCode::InvalidParameter,
             "with a JSON body, give features and params in the body, not the query string",
         ));
     }
     let settings = read_settings(&body)?;
     let req: FitRequest = serde_json::from_value(serde_json::Value::Object(settings.fields))
-        .map_err(|e| ApiError::bad_request("invalid-parameter", format!("fit settings: {e}")))?;
+        .map_err(|e| ApiError::new(ProblemCode::InvalidParameter, format!("fit settings: {e}")))?;
     let params = req.params.unwrap_or_default();
     params.check_static()?;
     let data = match (settings.has_records, req.generate) {
         (true, Some(_)) => {
-            return Err(ApiError::bad_request(
-                "invalid-parameter",
+            return Err(ApiError::new(
+                ProblemCode::InvalidParameter,
                 "give either \"records\" or \"generate\", not both",
             ));
         }
         (false, None) => {
-            return Err(ApiError::bad_request(
-                "malformed-body",
+            return Err(ApiError::new(
+                ProblemCode::MalformedBody,
                 "give training \"records\" or a \"generate\" request",
             )
             .with_field("records"));
@@ -244,12 +244,7 @@ fn fit_command(
     (status = 404, body = Problem, content_type = "application/problem+json", description = "No model yet"),
 ))]
 pub async fn get_model(State(state): State<AppState>) -> Result<Json<ModelMetaView>, ApiError> {
-    let model = state.model().ok_or_else(|| {
-        ApiError::not_found(
-            "no-model",
-            "no model has been fitted yet: POST /v1/model/fit first",
-        )
-    })?;
+    let model = state.model().ok_or_else(ApiError::no_model_found)?;
     Ok(Json(ModelMetaView::from(model.meta())))
 }
 
@@ -303,8 +298,11 @@ pub async fn activate(
     version: Result<Path<u64>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<ModelMetaView>, ApiError> {
     let Path(version) = version.map_err(|_| {
-        ApiError::bad_request("invalid-parameter", "the version must be a whole number")
-            .with_field("version")
+        ApiError::new(
+            ProblemCode::InvalidParameter,
+            "the version must be a whole number",
+        )
+        .with_field("version")
     })?;
     let model = models::activate(&state, version).await?;
     Ok(Json(ModelMetaView::from(model.meta())))

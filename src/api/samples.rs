@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use super::views::samples::{GeneratorConfigView, SampleRecordView};
 use super::{Produces, negotiate};
 use crate::detector::generator::{GeneratorConfig, SampleRecord, generate as generate_records};
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, Problem, ProblemCode};
 
 #[derive(Serialize, ToSchema)]
 pub struct SamplesResponse {
@@ -49,16 +49,15 @@ pub async fn generate(
         super::body_format(&headers).and_then(|f| match f {
             crate::records::BodyFormat::Json => Ok(()),
             _ => Err(ApiError::new(
-                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported-media-type",
+                ProblemCode::UnsupportedMediaType,
                 "send the generator settings as application/json",
             )),
         })?;
         serde_json::from_slice(&body).map_err(|e| {
             if e.is_data() {
-                ApiError::unprocessable("invalid-parameter", format!("generator settings: {e}"))
+                ApiError::invalid_value(format!("generator settings: {e}"))
             } else {
-                ApiError::bad_request("malformed-body", format!("invalid JSON: {e}"))
+                ApiError::new(ProblemCode::MalformedBody, format!("invalid JSON: {e}"))
             }
         })?
     };

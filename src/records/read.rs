@@ -465,7 +465,7 @@ mod tests {
             same(&got, &expected).unwrap();
         }
         let err = sample_batch(&records, None, 10).unwrap_err();
-        assert_eq!(crate::error::ApiError::from(err).status.as_u16(), 413);
+        assert_eq!(err.kind, super::super::RecordErrorKind::TooManyRecords);
     }
 
     #[test]
@@ -478,8 +478,8 @@ mod tests {
         let mut reader = BodyReader::new(rx);
         let mut b = BatchBuilder::new(&features(), false, 5);
         let parsed = read_csv(&mut reader, &mut b).and_then(|()| b.finish());
-        let err = crate::error::ApiError::from(reader.settle(parsed).unwrap_err());
-        assert_eq!((err.status.as_u16(), err.code), (413, "body-too-large"));
+        let err = reader.settle(parsed).unwrap_err();
+        assert_eq!(err.kind, super::super::RecordErrorKind::BodyTooLarge);
     }
 
     fn csv_cell() -> impl Strategy<Value = String> {
