@@ -1,5 +1,6 @@
 //! `/v1/alerts`: list, read and acknowledge the alerts scored batches raised.
 
+use super::problems::{BadParameter, NotFound};
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
@@ -11,7 +12,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use super::views::alerts::{AlertFormatView, AlertStatusView, AlertView, DeliveryStateView};
-use crate::error::{ApiError, Problem, ProblemCode};
+use crate::error::{ApiError, ProblemCode};
 use crate::siem::formats::{AlertFormat, ExportContext, render_many, render_one};
 use crate::state::AppState;
 use crate::store::alerts::{Alert, AlertQuery, AlertStatus};
@@ -102,7 +103,7 @@ pub struct AlertList {
         (String = "application/x-ndjson"),
         (String = "text/plain"),
     ), description = "A page of alerts; NDJSON or CEF lines with `format`"),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
+    BadParameter,
 ))]
 pub async fn list(
     State(state): State<AppState>,
@@ -197,8 +198,8 @@ fn one(alert: Alert, deliveries: Vec<DeliveryState>, format: Option<AlertFormat>
             (AlertDocument = "application/json"),
             (String = "text/plain"),
         ), description = "The alert; with `format`, the SIEM's document for it"),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        BadParameter,
+        NotFound,
     ))]
 pub async fn get_alert(
     State(state): State<AppState>,
@@ -228,7 +229,7 @@ pub async fn get_alert(
     params(("id" = String, Path, description = "Alert id")),
     responses(
         (status = 200, body = AlertView),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        NotFound,
     ))]
 pub async fn acknowledge(
     State(state): State<AppState>,

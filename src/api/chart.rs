@@ -1,5 +1,6 @@
 //! `/v1/chart.png` and `/v1/chart.svg`: the 2x2 analysis chart of the last scored batch or the training data.
 
+use super::problems::ChartProblems;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::header;
@@ -8,7 +9,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use crate::chart::{ChartFormat, ChartInput, ChartSeries, DEFAULT_HEIGHT, DEFAULT_WIDTH, render};
-use crate::error::{ApiError, Problem, ProblemCode};
+use crate::error::{ApiError, ProblemCode};
 use crate::state::AppState;
 
 #[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
@@ -39,8 +40,7 @@ pub struct ChartQuery {
 /// The analysis chart as PNG.
 #[utoipa::path(get, path = "/v1/chart.png", tag = "chart", params(ChartQuery), responses(
     (status = 200, content_type = "image/png", body = Vec<u8>, description = "Bytes sent, bytes received, connections and active sessions over time; anomalies in red"),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 409, body = Problem, content_type = "application/problem+json", description = "Nothing to draw yet"),
+    ChartProblems,
 ))]
 pub async fn chart_png(
     State(state): State<AppState>,
@@ -52,8 +52,7 @@ pub async fn chart_png(
 /// The analysis chart as SVG.
 #[utoipa::path(get, path = "/v1/chart.svg", tag = "chart", params(ChartQuery), responses(
     (status = 200, content_type = "image/svg+xml", body = String),
-    (status = 400, body = Problem, content_type = "application/problem+json"),
-    (status = 409, body = Problem, content_type = "application/problem+json", description = "Nothing to draw yet"),
+    ChartProblems,
 ))]
 pub async fn chart_svg(
     State(state): State<AppState>,

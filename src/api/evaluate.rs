@@ -1,5 +1,6 @@
 //! `POST /v1/evaluate`: how the active model does on labeled records.
 
+use super::problems::{BodyProblems, NoModelYet};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -9,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::views::evaluate::{BudgetThresholdView, ClassificationReportView, ConfusionMatrixView};
-use crate::error::{ApiError, Problem};
+use crate::error::ApiError;
 use crate::service::evaluation::{self, EvaluateCommand};
 use crate::state::AppState;
 
@@ -61,11 +62,8 @@ pub struct EvaluateResponse {
     )),
     responses(
         (status = 200, body = EvaluateResponse),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        BodyProblems,
+        NoModelYet,
     ))]
 pub async fn evaluate(
     State(state): State<AppState>,

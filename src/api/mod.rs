@@ -6,6 +6,7 @@ pub mod evaluate;
 pub mod health;
 pub mod metrics;
 pub mod model;
+pub mod problems;
 pub mod samples;
 pub mod score;
 pub mod views;
@@ -79,7 +80,6 @@ fn with_security(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi 
     use utoipa::openapi::security::{
         HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
     };
-    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 
     api.components
         .get_or_insert_with(Default::default)
@@ -96,17 +96,6 @@ fn with_security(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi 
                     .build(),
             ),
         );
-    let problem = |description: &str| {
-        ResponseBuilder::new()
-            .description(description)
-            .content(
-                "application/problem+json",
-                ContentBuilder::new()
-                    .schema(Some(Ref::from_schema_name("Problem")))
-                    .build(),
-            )
-            .build()
-    };
     for (path, item) in api.paths.paths.iter_mut() {
         if !path.starts_with("/v1/") {
             continue;
@@ -118,11 +107,13 @@ fn with_security(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi 
             ]);
             op.responses.responses.insert(
                 "401".into(),
-                problem("No valid API key (only when keys are configured)").into(),
+                problems::problem_response("No valid API key (only when keys are configured)")
+                    .into(),
             );
             op.responses.responses.insert(
                 "403".into(),
-                problem("The API key lacks the scope this operation needs").into(),
+                problems::problem_response("The API key lacks the scope this operation needs")
+                    .into(),
             );
         }
     }

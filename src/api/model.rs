@@ -1,5 +1,6 @@
 //! `/v1/model`: fit a model, read the active one, list kept versions, roll back.
 
+use super::problems::{BadParameter, BodyProblems, CorruptModel, NoModelFound, NotFound};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -13,7 +14,7 @@ use super::views::model::{ForestParamsView, ModelMetaView};
 use super::views::samples::GeneratorConfigView;
 use crate::detector::generator::GeneratorConfig;
 use crate::detector::params::{AutoTag, Contamination, ForestParams, MaxFeatures, MaxSamples};
-use crate::error::{ApiError, Problem, ProblemCode};
+use crate::error::{ApiError, ProblemCode};
 use crate::records::{BodyFormat, ZeekOptions, read_settings};
 use crate::service::models;
 use crate::service::training::{self, FitCommand, TrainingData};
@@ -150,10 +151,7 @@ fn number(name: &'static str, s: &str) -> Result<f64, ApiError> {
     )),
     responses(
         (status = 201, body = ModelMetaView, description = "The new active model"),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        BodyProblems,
     ))]
 pub async fn fit(
     State(state): State<AppState>,
@@ -241,7 +239,7 @@ fn fit_command(
 /// Metadata of the active model.
 #[utoipa::path(get, path = "/v1/model", tag = "model", responses(
     (status = 200, body = ModelMetaView),
-    (status = 404, body = Problem, content_type = "application/problem+json", description = "No model yet"),
+    NoModelFound,
 ))]
 pub async fn get_model(State(state): State<AppState>) -> Result<Json<ModelMetaView>, ApiError> {
     let model = state.model().ok_or_else(ApiError::no_model_found)?;
@@ -289,9 +287,9 @@ pub async fn list_versions(State(state): State<AppState>) -> Result<Json<Version
     params(("version" = u64, Path, description = "A version from GET /v1/model/versions")),
     responses(
         (status = 200, body = ModelMetaView),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, body = Problem, content_type = "application/problem+json", description = "The file is corrupt"),
+        BadParameter,
+        NotFound,
+        CorruptModel,
     ))]
 pub async fn activate(
     State(state): State<AppState>,

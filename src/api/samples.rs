@@ -1,5 +1,6 @@
 //! `POST /v1/samples`: generated, labeled traffic as JSON, CSV or NDJSON.
 
+use super::problems::{BodyProblems, NotAcceptable};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, header};
@@ -10,7 +11,7 @@ use utoipa::ToSchema;
 use super::views::samples::{GeneratorConfigView, SampleRecordView};
 use super::{Produces, negotiate};
 use crate::detector::generator::{GeneratorConfig, SampleRecord, generate as generate_records};
-use crate::error::{ApiError, Problem, ProblemCode};
+use crate::error::{ApiError, ProblemCode};
 
 #[derive(Serialize, ToSchema)]
 pub struct SamplesResponse {
@@ -31,11 +32,8 @@ pub struct SamplesResponse {
             (String = "text/csv"),
             (String = "application/x-ndjson"),
         )),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 406, body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json", description = "Settings not sent as application/json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        BodyProblems,
+        NotAcceptable,
     ))]
 pub async fn generate(
     headers: HeaderMap,

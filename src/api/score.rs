@@ -1,5 +1,6 @@
 //! `POST /v1/score`: score a batch, explain its anomalies, and raise an alert when it is anomalous.
 
+use super::problems::{BodyProblems, NoModelYet, NotAcceptable};
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
@@ -15,7 +16,7 @@ use super::views::scoring::BatchSummaryView;
 use super::{Produces, negotiate};
 use crate::detector::explain::FeatureContribution;
 use crate::detector::model::BatchSummary;
-use crate::error::{ApiError, Problem};
+use crate::error::ApiError;
 use crate::records::Batch;
 use crate::service::scoring::{self, ExplainMode, ScoreCommand, ScoreOutcome, ScoredBatch};
 use crate::state::AppState;
@@ -113,12 +114,9 @@ struct Object(serde_json::Map<String, serde_json::Value>);
             (ScoreResponse = "application/json"),
             (String = "text/csv"),
         )),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 406, body = Problem, content_type = "application/problem+json", description = "Accept allows neither JSON nor CSV"),
-        (status = 409, body = Problem, content_type = "application/problem+json", description = "No model yet"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
+        BodyProblems,
+        NotAcceptable,
+        NoModelYet,
     ))]
 pub async fn score(
     State(state): State<AppState>,

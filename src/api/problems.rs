@@ -1,0 +1,56 @@
+//! The problem+json responses operations document, declared once and named by what they mean.
+
+use std::collections::BTreeMap;
+
+use utoipa::openapi::response::Response;
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+
+/// One `application/problem+json` response with the `Problem` schema.
+pub(crate) fn problem_response(description: &str) -> Response {
+    ResponseBuilder::new()
+        .description(description)
+        .content(
+            "application/problem+json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+        .build()
+}
+
+/// Sets of problem responses for `#[utoipa::path(responses(...))]`: `(status, description)`.
+macro_rules! problems {
+    ($($(#[$doc:meta])* $name:ident { $($status:literal: $description:literal),+ $(,)? })*) => {$(
+        $(#[$doc])*
+        pub struct $name;
+
+        impl utoipa::IntoResponses for $name {
+            fn responses() -> BTreeMap<String, RefOr<Response>> {
+                [$(($status, $description)),+]
+                    .into_iter()
+                    .map(|(status, description)| (status.to_string(), problem_response(description).into()))
+                    .collect()
+            }
+        }
+    )*};
+}
+
+problems! {
+    /// An endpoint that reads a body: malformed (400), too large (413), of a type it does not
+    /// take (415), or with a record or setting that cannot be used (422).
+    BodyProblems { "400": "", "413": "", "415": "", "422": "" }
+    /// A query parameter that cannot be read.
+    BadParameter { "400": "" }
+    /// `Accept` allows none of the media types the endpoint answers.
+    NotAcceptable { "406": "Accept allows none of the types this endpoint answers" }
+    /// Scoring before any model was fitted.
+    NoModelYet { "409": "No model yet" }
+    /// The model asked for does not exist yet.
+    NoModelFound { "404": "No model yet" }
+    /// The resource named in the path does not exist.
+    NotFound { "404": "" }
+    /// The stored model of a version does not decode.
+    CorruptModel { "409": "The file is corrupt" }
+    /// A chart before any batch was scored, or of an impossible size.
+    ChartProblems { "400": "", "409": "Nothing to draw yet" }
+}
