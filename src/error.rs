@@ -13,108 +13,61 @@ use crate::records::{RecordError, RecordErrorKind};
 use crate::service::ServiceError;
 use crate::store::StoreError;
 
-/// The stable, machine-readable problem codes (`code`, and `type` = `/problems/<code>`) that
-/// scripts may match on, each with the status it is answered with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProblemCode {
-    MalformedBody,
-    UnknownField,
-    InvalidParameter,
-    UnsupportedMediaType,
-    NotAcceptable,
-    BodyTooLarge,
-    TooManyRecords,
-    InvalidRecord,
-    InvalidRecords,
-    EmptyBatch,
-    NoFeatures,
-    InvalidZeekLine,
-    MissingZeekField,
-    NoModel,
-    NoSuchVersion,
-    CorruptModel,
-    NoSuchAlert,
-    NothingToDraw,
-    NotFound,
-    MethodNotAllowed,
-    Unauthorized,
-    Forbidden,
-    StoreUnavailable,
-    Timeout,
-    Overloaded,
-    NotReady,
-    Internal,
+/// Declares [`ProblemCode`] with each variant's wire name, and [`ProblemCode::ALL`].
+macro_rules! problem_codes {
+    ($($variant:ident = $name:literal),+ $(,)?) => {
+        /// The stable, machine-readable problem codes (`code`, and `type` = `/problems/<code>`)
+        /// that scripts may match on, each with the status it is answered with.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum ProblemCode {
+            $($variant),+
+        }
+
+        impl ProblemCode {
+            /// Every code, for the documentation and its tests.
+            pub const ALL: &[ProblemCode] = &[$(ProblemCode::$variant),+];
+
+            /// The code as clients see it.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(ProblemCode::$variant => $name),+
+                }
+            }
+        }
+    };
+}
+
+problem_codes! {
+    MalformedBody = "malformed-body",
+    UnknownField = "unknown-field",
+    InvalidParameter = "invalid-parameter",
+    UnsupportedMediaType = "unsupported-media-type",
+    NotAcceptable = "not-acceptable",
+    BodyTooLarge = "body-too-large",
+    TooManyRecords = "too-many-records",
+    InvalidRecord = "invalid-record",
+    InvalidRecords = "invalid-records",
+    EmptyBatch = "empty-batch",
+    NoFeatures = "no-features",
+    InvalidZeekLine = "invalid-zeek-line",
+    MissingZeekField = "missing-zeek-field",
+    NoModel = "no-model",
+    NoSuchVersion = "no-such-version",
+    CorruptModel = "corrupt-model",
+    NoSuchAlert = "no-such-alert",
+    NothingToDraw = "nothing-to-draw",
+    NotFound = "not-found",
+    MethodNotAllowed = "method-not-allowed",
+    Unauthorized = "unauthorized",
+    Forbidden = "forbidden",
+    StoreUnavailable = "store-unavailable",
+    Timeout = "timeout",
+    Overloaded = "overloaded",
+    NotReady = "not-ready",
+    Internal = "internal",
 }
 
 impl ProblemCode {
-    /// Every code, for the documentation and its tests.
-    pub const ALL: [ProblemCode; 27] = {
-        use ProblemCode::*;
-        [
-            MalformedBody,
-            UnknownField,
-            InvalidParameter,
-            UnsupportedMediaType,
-            NotAcceptable,
-            BodyTooLarge,
-            TooManyRecords,
-            InvalidRecord,
-            InvalidRecords,
-            EmptyBatch,
-            NoFeatures,
-            InvalidZeekLine,
-            MissingZeekField,
-            NoModel,
-            NoSuchVersion,
-            CorruptModel,
-            NoSuchAlert,
-            NothingToDraw,
-            NotFound,
-            MethodNotAllowed,
-            Unauthorized,
-            Forbidden,
-            StoreUnavailable,
-            Timeout,
-            Overloaded,
-            NotReady,
-            Internal,
-        ]
-    };
-
-    /// The code as clients see it.
-    pub const fn as_str(self) -> &'static str {
-        use ProblemCode::*;
-        match self {
-            MalformedBody => "malformed-body",
-            UnknownField => "unknown-field",
-            InvalidParameter => "invalid-parameter",
-            UnsupportedMediaType => "unsupported-media-type",
-            NotAcceptable => "not-acceptable",
-            BodyTooLarge => "body-too-large",
-            TooManyRecords => "too-many-records",
-            InvalidRecord => "invalid-record",
-            InvalidRecords => "invalid-records",
-            EmptyBatch => "empty-batch",
-            NoFeatures => "no-features",
-            InvalidZeekLine => "invalid-zeek-line",
-            MissingZeekField => "missing-zeek-field",
-            NoModel => "no-model",
-            NoSuchVersion => "no-such-version",
-            CorruptModel => "corrupt-model",
-            NoSuchAlert => "no-such-alert",
-            NothingToDraw => "nothing-to-draw",
-            NotFound => "not-found",
-            MethodNotAllowed => "method-not-allowed",
-            Unauthorized => "unauthorized",
-            Forbidden => "forbidden",
-            StoreUnavailable => "store-unavailable",
-            Timeout => "timeout",
-            Overloaded => "overloaded",
-            NotReady => "not-ready",
-            Internal => "internal",
-        }
-    }
-
     /// The status the problem is answered with. Two codes have a second one, built by their
     /// own constructors: `invalid-parameter` is 422 for a value that reads but cannot be used
     /// ([`ApiError::invalid_value`]), and `no-model` is 404 where the model is the resource
@@ -252,23 +205,6 @@ impl ApiError {
         }
     }
 
-    /// A bad record: names its index and field.
-    pub fn record(index: usize, field: impl Into<String>, detail: impl Into<String>) -> Self {
-        Self {
-            index: Some(index),
-            field: Some(field.into()),
-            ..Self::new(ProblemCode::InvalidRecord, detail)
-        }
-    }
-
-    /// A bad record as a whole (not one field): names its index.
-    pub fn record_at(index: usize, detail: impl Into<String>) -> Self {
-        Self {
-            index: Some(index),
-            ..Self::new(ProblemCode::InvalidRecord, detail)
-        }
-    }
-
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
         self.field = Some(field.into());
         self
@@ -325,7 +261,7 @@ impl From<FitError> for ApiError {
         match e {
             FitError::Param(p) => p.into(),
             FitError::NonFinite { index, ref feature } => {
-                ApiError::record(index, feature.clone(), e.to_string())
+                RecordError::record(index, feature.clone(), e.to_string()).into()
             }
             FitError::FeatureCount { .. } => ApiError::invalid_value(e.to_string()),
             FitError::Scaler(_) => ApiError::new(ProblemCode::InvalidRecords, e.to_string()),
@@ -498,7 +434,7 @@ mod tests {
     #[test]
     fn codes_are_distinct_kebab_case_and_keep_their_statuses() {
         let mut seen = std::collections::HashSet::new();
-        for code in ProblemCode::ALL {
+        for &code in ProblemCode::ALL {
             let s = code.as_str();
             assert!(seen.insert(s), "{s} twice");
             assert!(
@@ -520,7 +456,7 @@ mod tests {
             ("store-unavailable", 503),
         ] {
             let c = ProblemCode::ALL
-                .into_iter()
+                .iter()
                 .find(|c| c.as_str() == code)
                 .unwrap();
             assert_eq!(c.status().as_u16(), status, "{code}");

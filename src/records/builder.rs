@@ -69,9 +69,9 @@ struct Discovery {
     problem: Option<RecordError>,
 }
 
-/// A value of the first record, kept until the features are chosen.
-#[derive(Debug, Clone)]
-enum OwnedCell {
+/// A value of a record, owned: the first record's, kept until the features are chosen.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum OwnedCell {
     Missing,
     Null,
     Num(f64),
@@ -81,7 +81,7 @@ enum OwnedCell {
 }
 
 impl OwnedCell {
-    fn new(cell: CellRef<'_>) -> Self {
+    pub(crate) fn new(cell: CellRef<'_>) -> Self {
         match cell {
             CellRef::Missing => Self::Missing,
             CellRef::Null => Self::Null,

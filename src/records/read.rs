@@ -368,8 +368,13 @@ mod tests {
 
     /// Every way of cutting the body into pieces gives what the table path gives, with the
     /// model's features and with the default choice a fit makes.
-    fn check(format: BodyFormat, body: &[u8], labels: bool) {
-        for choice in [Some(features()), None] {
+    fn check(format: BodyFormat, body: &[u8]) {
+        for (choice, labels) in [
+            (Some(features()), false),
+            (Some(features()), true),
+            (None, false),
+            (None, true),
+        ] {
             let expected = table(format, body, &choice, labels);
             same(&whole(format, body, &choice, labels), &expected)
                 .unwrap_or_else(|e| panic!("{choice:?}, whole: {e}"));
@@ -401,8 +406,7 @@ mod tests {
             b"\xEF\xBBbytes_sent,connections\n1,2\n",
         ];
         for body in cases {
-            check(BodyFormat::Csv, body, false);
-            check(BodyFormat::Csv, body, true);
+            check(BodyFormat::Csv, body);
         }
     }
 
@@ -420,8 +424,7 @@ mod tests {
             b"\n\n",
         ];
         for body in nd {
-            check(BodyFormat::Ndjson, body, false);
-            check(BodyFormat::Ndjson, body, true);
+            check(BodyFormat::Ndjson, body);
         }
         let json: &[&[u8]] = &[
             br#"{"records":[{"bytes_sent":1,"connections":2,"host":"a\"b"},{"bytes_sent":3,"connections":4}]}"#,
@@ -439,11 +442,10 @@ mod tests {
             br#"[{"bytes_sent":1,"connections":2,"label":1},{"bytes_sent":1,"connections":2}]"#,
         ];
         for body in json {
-            check(BodyFormat::Json, body, false);
-            check(BodyFormat::Json, body, true);
+            check(BodyFormat::Json, body);
         }
         let deep = format!("[{}{}]", "[".repeat(200), "]".repeat(200));
-        check(BodyFormat::Json, deep.as_bytes(), false);
+        check(BodyFormat::Json, deep.as_bytes());
     }
 
     #[test]

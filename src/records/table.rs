@@ -19,17 +19,9 @@ use super::zeek::{GroupBy, ZeekFormat, ZeekOptions};
 use crate::detector::Matrix;
 use crate::detector::generator::SEED_FEATURES;
 
-/// One value of a record before it is known to be a feature, a label or an echoed field.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Cell {
-    Missing,
-    Null,
-    Num(f64),
-    Text(String),
-    Bool(bool),
-    /// An array or object: never a valid value for any field.
-    Nested,
-}
+/// One value of a record before it is known to be a feature, a label or an echoed field (an
+/// array or object is `Nested`: never a valid value for any field).
+pub(crate) use super::builder::OwnedCell as Cell;
 
 /// Records as rows of cells under column names (rows may be shorter than `names`: missing cells).
 #[derive(Debug, Default, Clone, PartialEq)]
