@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::views::alerts::{AlertFormatView, AlertStatusView, AlertView, DeliveryStateView};
 use crate::error::{ApiError, ProblemCode};
+use crate::service::alerts;
 use crate::siem::formats::{AlertFormat, ExportContext, render_many, render_one};
 use crate::state::AppState;
 use crate::store::alerts::{Alert, AlertQuery, AlertStatus};
@@ -110,49 +111,52 @@ pub async fn list(
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = super::query(query)?;
-    let limit = q.limit.unwrap_or(50);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::new(
-            ProblemCode::InvalidParameter,
-            format!("limit must be between 1 and {MAX_LIMIT}"),
-        )
-        .with_field("limit"));
-    }
-    if q.min_severity.is_some_and(|s| s > 100) {
-        return Err(ApiError::new(
-            ProblemCode::InvalidParameter,
-            "min_severity must be between 0 and 100",
-        )
-        .with_field("min_severity"));
-    }
-    let query = AlertQuery {
-        since: q.since,
-        until: q.until,
-        min_severity: q.min_severity,
-        status: q.status,
-        limit,
-        cursor: q.cursor,
-    };
-    let store = state.alerts();
-    let page = tokio::task::spawn_blocking(move || store.list(&query)).await??;
-    match q.format.unwrap_or(AlertFormat::Json) {
-        AlertFormat::Json => Ok(Json(AlertList {
+    let format = q.format.unwrap_or(AlertFormat::Json);
+    let page = alerts::list(&state, q.alert_query()?).await?;
+    if format == AlertFormat::Json {
+        return Ok(Json(AlertList {
             alerts: page.alerts,
             next_cursor: page.next_cursor,
         })
-        .into_response()),
-        format => {
-            let body = render_many(&page.alerts, format, &export_context());
-            let mut response =
-                ([(header::CONTENT_TYPE, format.content_type_many())], body).into_response();
-            if let Some(cursor) = page
-                .next_cursor
-                .and_then(|c| HeaderValue::from_str(&c).ok())
-            {
-                response.headers_mut().insert("x-next-cursor", cursor);
-            }
-            Ok(response)
+        .into_response());
+    }
+    let body = render_many(&page.alerts, format, &export_context());
+    let mut response = ([(header::CONTENT_TYPE, format.content_type_many())], body).into_response();
+    if let Some(cursor) = page
+        .next_cursor
+        .and_then(|c| HeaderValue::from_str(&c).ok())
+    {
+        response.headers_mut().insert("x-next-cursor", cursor);
+    }
+    Ok(response)
+}
+
+impl ListQuery {
+    /// The store query these parameters ask for; a 400 naming one out of range.
+    fn alert_query(self) -> Result<AlertQuery, ApiError> {
+        let limit = self.limit.unwrap_or(50);
+        if limit == 0 || limit > MAX_LIMIT {
+            return Err(ApiError::new(
+                ProblemCode::InvalidParameter,
+                format!("limit must be between 1 and {MAX_LIMIT}"),
+            )
+            .with_field("limit"));
         }
+        if self.min_severity.is_some_and(|s| s > 100) {
+            return Err(ApiError::new(
+                ProblemCode::InvalidParameter,
+                "min_severity must be between 0 and 100",
+            )
+            .with_field("min_severity"));
+        }
+        Ok(AlertQuery {
+            since: self.since,
+            until: self.until,
+            min_severity: self.min_severity,
+            status: self.status,
+            limit,
+            cursor: self.cursor,
+        })
     }
 }
 
@@ -207,20 +211,10 @@ pub async fn get_alert(
     query: Result<Query<FormatQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let q = super::query(query)?;
-    let store = state.alerts();
-    let outbox = state.outbox();
-    let lookup = id.clone();
     let json = matches!(q.format, None | Some(AlertFormat::Json));
-    let (alert, deliveries) = tokio::task::spawn_blocking(move || {
-        let alert = store.get(&lookup)?;
-        let deliveries = match &alert {
-            Some(_) if json => outbox.deliveries(&lookup)?,
-            _ => Vec::new(),
-        };
-        Ok::<_, crate::store::StoreError>((alert, deliveries))
-    })
-    .await??;
-    let alert = alert.ok_or_else(|| no_such_alert(&id))?;
+    let (alert, deliveries) = alerts::get(&state, &id, json)
+        .await?
+        .ok_or_else(|| no_such_alert(&id))?;
     Ok(one(alert, deliveries, q.format))
 }
 
@@ -235,10 +229,7 @@ pub async fn acknowledge(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Alert>, ApiError> {
-    let store = state.alerts();
-    let lookup = id.clone();
-    let alert =
-        tokio::task::spawn_blocking(move || store.acknowledge(&lookup, Utc::now())).await??;
+    let alert = alerts::acknowledge(&state, &id).await?;
     alert.map(Json).ok_or_else(|| no_such_alert(&id))
 }
 

@@ -1,9 +1,11 @@
 //! What a request means, without HTTP: scoring a batch (results, alert, outbox, metrics, chart),
-//! evaluating the model on labeled records, and fitting, activating and loading model versions.
+//! evaluating the model on labeled records, fitting, activating and loading model versions, and
+//! reading and acknowledging alerts.
 //!
 //! `api/` translates HTTP into these calls and their results and [`ServiceError`]s back into
 //! responses; below this layer, `records/` reads bodies, `detector/` computes and `store/` keeps.
 
+pub mod alerts;
 pub mod evaluation;
 pub mod models;
 pub mod scoring;
