@@ -1,0 +1,68 @@
+//! The narrow layout: complete trees of forests of at most 4 features, where a step compares the whole record at once.
+
+use super::COMPLETE_SLOTS;
+use super::complete::CompleteTree;
+use super::layout::LANES;
+
+/// Width of the rows a [`NarrowTree`] compares against.
+pub(super) const NARROW: usize = 4;
+
+/// A complete tree for forests of at most [`NARROW`] features: node `i` holds a threshold per
+/// feature, its own threshold at its split feature and +inf elsewhere, so "goes right" is
+/// `any(x > t)` over the record's whole (zero-padded) row. That is the same decision as
+/// `x[feature] > threshold` (nothing exceeds +inf, NaN compares false) without loading the
+/// feature index or the value, and it compiles to one vector compare per step.
+#[derive(Clone)]
+pub(super) struct NarrowTree {
+    pub(super) node: [[f64; NARROW]; COMPLETE_SLOTS],
+    pub(super) leaf: [f64; COMPLETE_SLOTS],
+    pub(super) height: usize,
+}
+
+impl NarrowTree {
+    pub(super) fn from_complete(c: &CompleteTree) -> NarrowTree {
+        let mut node = [[f64::INFINITY; NARROW]; COMPLETE_SLOTS];
+        for (n, (&f, &t)) in node.iter_mut().zip(c.feature.iter().zip(&c.threshold)) {
+            n[f as usize % NARROW] = t;
+        }
+        NarrowTree {
+            node,
+            leaf: c.leaf,
+            height: c.height,
+        }
+    }
+
+    #[inline(always)]
+    fn step(&self, i: usize, x: &[f64; NARROW]) -> usize {
+        let t = &self.node[i & (COMPLETE_SLOTS - 1)];
+        let right = (x[0] > t[0]) | (x[1] > t[1]) | (x[2] > t[2]) | (x[3] > t[3]);
+        2 * i + 1 + usize::from(right)
+    }
+
+    /// Adds this tree's path length of each row to `acc`, [`LANES`] records in flight.
+    #[inline(always)]
+    pub(super) fn accumulate(&self, rows: &[[f64; NARROW]], acc: &mut [f64]) {
+        let first_leaf = (1usize << self.height) - 1;
+        let leaf = |i: usize| self.leaf[i.wrapping_sub(first_leaf) & (COMPLETE_SLOTS - 1)];
+        let mut groups = rows.chunks_exact(LANES);
+        let mut accs = acc.chunks_exact_mut(LANES);
+        for (g, a) in (&mut groups).zip(&mut accs) {
+            let mut idx = [0usize; LANES];
+            for _ in 0..self.height {
+                for k in 0..LANES {
+                    idx[k] = self.step(idx[k], &g[k]);
+                }
+            }
+            for k in 0..LANES {
+                a[k] += leaf(idx[k]);
+            }
+        }
+        for (row, a) in groups.remainder().iter().zip(accs.into_remainder()) {
+            let mut idx = 0usize;
+            for _ in 0..self.height {
+                idx = self.step(idx, row);
+            }
+            *a += leaf(idx);
+        }
+    }
+}
