@@ -1,6 +1,6 @@
 //! The complete-tree layout: trees of height <= 8 as implicit binary trees, children of node `i` at `2i+1` and `2i+2`.
 
-use super::layout::LANES;
+use super::layout::Layout;
 use super::{COMPLETE_SLOTS, Tree};
 
 /// A tree of height <= [`COMPLETE_MAX_HEIGHT`](super::COMPLETE_MAX_HEIGHT) as a complete binary tree: internal node `i` has
@@ -45,9 +45,24 @@ impl CompleteTree {
         }
         c
     }
+}
 
-    /// One step down: `i` is below 2^height - 1 <= 255 while walking; the masks only tell the
-    /// compiler so, which removes the bounds checks.
+/// The value of the leaf a record sits on after `height` steps down a complete tree, at node `i`.
+/// The mask only tells the compiler that the slot is in range, which removes the bounds check.
+#[inline(always)]
+pub(super) fn leaf_at(leaf: &[f64; COMPLETE_SLOTS], height: usize, i: usize) -> f64 {
+    let first_leaf = (1usize << height) - 1;
+    leaf[i.wrapping_sub(first_leaf) & (COMPLETE_SLOTS - 1)]
+}
+
+impl Layout for CompleteTree {
+    #[inline(always)]
+    fn height(&self) -> usize {
+        self.height
+    }
+
+    /// `i` is below 2^height - 1 <= 255 while walking; the masks only tell the compiler so, which
+    /// removes the bounds checks.
     #[inline(always)]
     fn step(&self, i: usize, x: impl Fn(usize) -> f64) -> usize {
         let m = i & (COMPLETE_SLOTS - 1);
@@ -55,41 +70,7 @@ impl CompleteTree {
     }
 
     #[inline(always)]
-    fn leaf_at(&self, i: usize) -> f64 {
-        let first_leaf = (1usize << self.height) - 1;
-        self.leaf[i.wrapping_sub(first_leaf) & (COMPLETE_SLOTS - 1)]
-    }
-
-    pub(super) fn accumulate(&self, rows: &[f64], nf: usize, acc: &mut [f64]) {
-        for (row, a) in rows.chunks_exact(nf).zip(acc.iter_mut()) {
-            let mut idx = 0usize;
-            for _ in 0..self.height {
-                idx = self.step(idx, |f| row[f]);
-            }
-            *a += self.leaf_at(idx);
-        }
-    }
-
-    pub(super) fn accumulate_padded<const P: usize>(&self, rows: &[[f64; P]], acc: &mut [f64]) {
-        let mut groups = rows.chunks_exact(LANES);
-        let mut accs = acc.chunks_exact_mut(LANES);
-        for (g, a) in (&mut groups).zip(&mut accs) {
-            let mut idx = [0usize; LANES];
-            for _ in 0..self.height {
-                for k in 0..LANES {
-                    idx[k] = self.step(idx[k], |f| g[k][f & (P - 1)]);
-                }
-            }
-            for k in 0..LANES {
-                a[k] += self.leaf_at(idx[k]);
-            }
-        }
-        for (row, a) in groups.remainder().iter().zip(accs.into_remainder()) {
-            let mut idx = 0usize;
-            for _ in 0..self.height {
-                idx = self.step(idx, |f| row[f & (P - 1)]);
-            }
-            *a += self.leaf_at(idx);
-        }
+    fn leaf(&self, i: usize) -> f64 {
+        leaf_at(&self.leaf, self.height, i)
     }
 }

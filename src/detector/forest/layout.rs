@@ -1,4 +1,4 @@
-//! What the f64 layouts share: the choice of layout per tree and the walk's lane count.
+//! What the f64 layouts share: the walk of records to their leaves, written once over any layout, and each tree's layout.
 
 use super::complete::CompleteTree;
 use super::narrow::{NARROW, NarrowTree};
@@ -45,9 +45,7 @@ impl FastTree {
         }
     }
 
-    /// As [`accumulate`](Self::accumulate) on rows zero-padded to a power-of-two width `P`:
-    /// feature indices masked with `P - 1` need no bounds checks and row offsets are constants,
-    /// which frees the registers that keep [`LANES`] records in flight.
+    /// As [`accumulate`](Self::accumulate) on rows zero-padded to a power-of-two width `P`.
     pub(super) fn accumulate_padded<const P: usize>(&self, rows: &[[f64; P]], acc: &mut [f64]) {
         match self {
             FastTree::Complete(t) => t.accumulate_padded(rows, acc),
@@ -62,4 +60,84 @@ impl FastTree {
 #[cold]
 fn unreachable_layout() {
     debug_assert!(false, "narrow tree outside a narrow forest");
+}
+
+/// A layout that brings every record to a leaf in exactly [`height`](Self::height) branch-free
+/// steps from node 0. A layout says how to step and what a leaf is worth; the loops over
+/// records are written once, here, and monomorphised per layout and row width, so each compiles
+/// to the loop that was written out for it before.
+pub(super) trait Layout {
+    /// Steps from the root to a leaf, the same for every record.
+    fn height(&self) -> usize;
+
+    /// The node after `i` for a record whose value of feature `f` is `x(f)`.
+    fn step(&self, i: usize, x: impl Fn(usize) -> f64) -> usize;
+
+    /// What the leaf at node `i`, where a record is after [`height`](Self::height) steps, adds
+    /// to its path-length sum.
+    fn leaf(&self, i: usize) -> f64;
+
+    /// Adds this tree's path length of each row of `rows` (row-major, `nf` wide) to `acc`.
+    fn accumulate(&self, rows: &[f64], nf: usize, acc: &mut [f64]) {
+        for (row, a) in rows.chunks_exact(nf).zip(acc.iter_mut()) {
+            *a += walk(
+                self.height(),
+                |i| self.step(i, |f| row[f]),
+                |i| self.leaf(i),
+            );
+        }
+    }
+
+    /// As [`accumulate`](Self::accumulate) on rows zero-padded to a power-of-two width `P`:
+    /// feature indices masked with `P - 1` need no bounds checks and row offsets are constants,
+    /// which frees the registers that keep [`LANES`] records in flight.
+    fn accumulate_padded<const P: usize>(&self, rows: &[[f64; P]], acc: &mut [f64]) {
+        accumulate_lanes::<_, LANES>(
+            rows,
+            acc,
+            self.height(),
+            |i, row| self.step(i, |f| row[f & (P - 1)]),
+            |i| self.leaf(i),
+        );
+    }
+}
+
+/// The value of the leaf one record reaches in `height` steps from node 0.
+#[inline(always)]
+fn walk(height: usize, step: impl Fn(usize) -> usize, leaf: impl Fn(usize) -> f64) -> f64 {
+    let mut idx = 0usize;
+    for _ in 0..height {
+        idx = step(idx);
+    }
+    leaf(idx)
+}
+
+/// Adds to `acc[r]` the value of the leaf that record `r` of `rows` reaches in `height` steps:
+/// `L` records at a time, interleaved step by step so that their loads overlap, then the rest
+/// one by one. The kernels pass their own `step` (a closure inherits the target features of the
+/// function that defines it, so an AVX step stays AVX once this is inlined there).
+#[inline(always)]
+pub(super) fn accumulate_lanes<R, const L: usize>(
+    rows: &[R],
+    acc: &mut [f64],
+    height: usize,
+    step: impl Fn(usize, &R) -> usize,
+    leaf: impl Fn(usize) -> f64,
+) {
+    let mut groups = rows.chunks_exact(L);
+    let mut accs = acc.chunks_exact_mut(L);
+    for (g, a) in (&mut groups).zip(&mut accs) {
+        let mut idx = [0usize; L];
+        for _ in 0..height {
+            for k in 0..L {
+                idx[k] = step(idx[k], &g[k]);
+            }
+        }
+        for k in 0..L {
+            a[k] += leaf(idx[k]);
+        }
+    }
+    for (row, a) in groups.remainder().iter().zip(accs.into_remainder()) {
+        *a += walk(height, |i| step(i, row), &leaf);
+    }
 }

@@ -1,8 +1,8 @@
 //! The narrow layout: complete trees of forests of at most 4 features, where a step compares the whole record at once.
 
 use super::COMPLETE_SLOTS;
-use super::complete::CompleteTree;
-use super::layout::LANES;
+use super::complete::{self, CompleteTree};
+use super::layout::{LANES, accumulate_lanes};
 
 /// Width of the rows a [`NarrowTree`] compares against.
 pub(super) const NARROW: usize = 4;
@@ -39,30 +39,20 @@ impl NarrowTree {
         2 * i + 1 + usize::from(right)
     }
 
+    #[inline(always)]
+    pub(super) fn leaf_at(&self, i: usize) -> f64 {
+        complete::leaf_at(&self.leaf, self.height, i)
+    }
+
     /// Adds this tree's path length of each row to `acc`, [`LANES`] records in flight.
     #[inline(always)]
     pub(super) fn accumulate(&self, rows: &[[f64; NARROW]], acc: &mut [f64]) {
-        let first_leaf = (1usize << self.height) - 1;
-        let leaf = |i: usize| self.leaf[i.wrapping_sub(first_leaf) & (COMPLETE_SLOTS - 1)];
-        let mut groups = rows.chunks_exact(LANES);
-        let mut accs = acc.chunks_exact_mut(LANES);
-        for (g, a) in (&mut groups).zip(&mut accs) {
-            let mut idx = [0usize; LANES];
-            for _ in 0..self.height {
-                for k in 0..LANES {
-                    idx[k] = self.step(idx[k], &g[k]);
-                }
-            }
-            for k in 0..LANES {
-                a[k] += leaf(idx[k]);
-            }
-        }
-        for (row, a) in groups.remainder().iter().zip(accs.into_remainder()) {
-            let mut idx = 0usize;
-            for _ in 0..self.height {
-                idx = self.step(idx, row);
-            }
-            *a += leaf(idx);
-        }
+        accumulate_lanes::<_, LANES>(
+            rows,
+            acc,
+            self.height,
+            |i, x| self.step(i, x),
+            |i| self.leaf_at(i),
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! The AVX and AVX2 kernels of the narrow layout: a step's four compares are one `vcmppd`.
 
-use super::layout::FastTree;
+use super::layout::{FastTree, Layout, accumulate_lanes};
 use super::narrow::{NARROW, NarrowTree};
 use super::{COMPLETE_SLOTS, IsolationForest};
 
@@ -13,8 +13,6 @@ impl NarrowTree {
     #[target_feature(enable = "avx,popcnt")]
     unsafe fn accumulate_avx<const COPY: u8>(&self, rows: &[[f64; NARROW]], acc: &mut [f64]) {
         use std::arch::x86_64::{_CMP_GT_OQ, _mm256_cmp_pd, _mm256_loadu_pd, _mm256_movemask_pd};
-        let first_leaf = (1usize << self.height) - 1;
-        let leaf = |i: usize| self.leaf[i.wrapping_sub(first_leaf) & (COMPLETE_SLOTS - 1)];
         // 1 when any of the record's values exceeds the node's threshold for that feature.
         let right = |x: &[f64; NARROW], t: &[f64; NARROW]| {
             // SAFETY: both point to 4 readable f64s; AVX is enabled on the enclosing function.
@@ -27,27 +25,13 @@ impl NarrowTree {
             // At most one lane can be true: every other lane of `t` is +inf.
             m.count_ones() as usize
         };
-        let mut groups = rows.chunks_exact(AVX_LANES);
-        let mut accs = acc.chunks_exact_mut(AVX_LANES);
-        for (g, a) in (&mut groups).zip(&mut accs) {
-            let mut idx = [0usize; AVX_LANES];
-            for _ in 0..self.height {
-                for k in 0..AVX_LANES {
-                    let i = idx[k];
-                    idx[k] = 2 * i + 1 + right(&g[k], &self.node[i & (COMPLETE_SLOTS - 1)]);
-                }
-            }
-            for k in 0..AVX_LANES {
-                a[k] += leaf(idx[k]);
-            }
-        }
-        for (row, a) in groups.remainder().iter().zip(accs.into_remainder()) {
-            let mut idx = 0usize;
-            for _ in 0..self.height {
-                idx = 2 * idx + 1 + right(row, &self.node[idx & (COMPLETE_SLOTS - 1)]);
-            }
-            *a += leaf(idx);
-        }
+        accumulate_lanes::<_, AVX_LANES>(
+            rows,
+            acc,
+            self.height,
+            |i, x| 2 * i + 1 + right(x, &self.node[i & (COMPLETE_SLOTS - 1)]),
+            |i| self.leaf_at(i),
+        );
     }
 }
 

@@ -1,7 +1,7 @@
 //! The pointer layout of trees too deep to be complete: explicit child indices, leaves that step onto themselves.
 
 use super::Tree;
-use super::layout::LANES;
+use super::layout::Layout;
 
 /// A deeper tree in pointer form: step `i -> next[i] + (x[feature[i]] > threshold[i])`; a leaf
 /// points to itself with threshold +inf, so walking `height` steps from the root ends on the leaf.
@@ -12,78 +12,82 @@ pub(super) struct PointerTree {
     height: usize,
 }
 
-#[derive(Clone, Copy)]
-struct PointerNode {
+/// A node of a [`PointerTree`], and of the attribution's layout, whose indices run over the
+/// whole forest's nodes.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct PointerNode {
+    /// Split threshold; +inf at a leaf, so no value goes right.
     threshold: f64,
+    /// Split feature (0 at a leaf).
     feature: u32,
+    /// Index of the left child (the right one follows it); a leaf's own index.
     next: u32,
+}
+
+impl PointerNode {
+    /// Node `i` of `tree` (validated), its indices shifted by `start`.
+    pub(super) fn new(tree: &Tree, i: usize, start: usize) -> PointerNode {
+        let index =
+            |i: usize| u32::try_from(start + i).expect("forests stay under 2^32 nodes and weights");
+        if tree.is_leaf(i) {
+            PointerNode {
+                threshold: f64::INFINITY,
+                feature: 0,
+                next: index(i),
+            }
+        } else {
+            PointerNode {
+                threshold: tree.threshold[i],
+                feature: tree.feature[i],
+                next: index(tree.left[i] as usize),
+            }
+        }
+    }
+
+    /// The next node for a record whose value of feature `f` is `x(f)`.
+    #[inline(always)]
+    pub(super) fn step(self, x: impl Fn(usize) -> f64) -> usize {
+        self.next as usize + usize::from(x(self.feature as usize) > self.threshold)
+    }
 }
 
 impl PointerTree {
     /// `tree` (validated) in pointer form; `depth` holds its nodes' depths and `height` is its
     /// deepest leaf's.
     pub(super) fn build(tree: &Tree, depth: &[usize], height: usize) -> PointerTree {
-        let mut nodes = Vec::with_capacity(tree.len());
-        let mut value = vec![0.0; tree.len()];
-        for i in 0..tree.len() {
-            if tree.is_leaf(i) {
-                nodes.push(PointerNode {
-                    threshold: f64::INFINITY,
-                    feature: 0,
-                    next: i as u32,
-                });
-                value[i] = tree.leaf_value(i, depth[i]);
-            } else {
-                nodes.push(PointerNode {
-                    threshold: tree.threshold[i],
-                    feature: tree.feature[i],
-                    next: tree.left[i],
-                });
-            }
-        }
+        let nodes = (0..tree.len())
+            .map(|i| PointerNode::new(tree, i, 0))
+            .collect();
+        let value = (0..tree.len())
+            .map(|i| {
+                if tree.is_leaf(i) {
+                    tree.leaf_value(i, depth[i])
+                } else {
+                    0.0
+                }
+            })
+            .collect();
         PointerTree {
             nodes,
             value,
             height,
         }
     }
+}
+
+impl Layout for PointerTree {
+    #[inline(always)]
+    fn height(&self) -> usize {
+        self.height
+    }
 
     #[inline(always)]
     fn step(&self, i: usize, x: impl Fn(usize) -> f64) -> usize {
-        let n = self.nodes[i];
-        n.next as usize + usize::from(x(n.feature as usize) > n.threshold)
+        self.nodes[i].step(x)
     }
 
-    pub(super) fn accumulate(&self, rows: &[f64], nf: usize, acc: &mut [f64]) {
-        for (row, a) in rows.chunks_exact(nf).zip(acc.iter_mut()) {
-            let mut idx = 0usize;
-            for _ in 0..self.height {
-                idx = self.step(idx, |f| row[f]);
-            }
-            *a += self.value[idx];
-        }
-    }
-
-    pub(super) fn accumulate_padded<const P: usize>(&self, rows: &[[f64; P]], acc: &mut [f64]) {
-        let mut groups = rows.chunks_exact(LANES);
-        let mut accs = acc.chunks_exact_mut(LANES);
-        for (g, a) in (&mut groups).zip(&mut accs) {
-            let mut idx = [0usize; LANES];
-            for _ in 0..self.height {
-                for k in 0..LANES {
-                    idx[k] = self.step(idx[k], |f| g[k][f & (P - 1)]);
-                }
-            }
-            for k in 0..LANES {
-                a[k] += self.value[idx[k]];
-            }
-        }
-        for (row, a) in groups.remainder().iter().zip(accs.into_remainder()) {
-            let mut idx = 0usize;
-            for _ in 0..self.height {
-                idx = self.step(idx, |f| row[f & (P - 1)]);
-            }
-            *a += self.value[idx];
-        }
+    #[inline(always)]
+    fn leaf(&self, i: usize) -> f64 {
+        self.value[i]
     }
 }
