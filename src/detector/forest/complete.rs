@@ -1,6 +1,6 @@
 //! The complete-tree layout: trees of height <= 8 as implicit binary trees, children of node `i` at `2i+1` and `2i+2`.
 
-use super::layout::Layout;
+use super::layout::{FeatureStep, Layout};
 use super::{COMPLETE_SLOTS, Tree};
 
 /// A tree of height <= [`COMPLETE_MAX_HEIGHT`](super::COMPLETE_MAX_HEIGHT) as a complete binary tree: internal node `i` has
@@ -61,16 +61,18 @@ impl Layout for CompleteTree {
         self.height
     }
 
+    #[inline(always)]
+    fn leaf(&self, i: usize) -> f64 {
+        leaf_at(&self.leaf, self.height, i)
+    }
+}
+
+impl FeatureStep for CompleteTree {
     /// `i` is below 2^height - 1 <= 255 while walking; the masks only tell the compiler so, which
     /// removes the bounds checks.
     #[inline(always)]
     fn step(&self, i: usize, x: impl Fn(usize) -> f64) -> usize {
         let m = i & (COMPLETE_SLOTS - 1);
         2 * i + 1 + usize::from(x(self.feature[m] as usize) > self.threshold[m])
-    }
-
-    #[inline(always)]
-    fn leaf(&self, i: usize) -> f64 {
-        leaf_at(&self.leaf, self.height, i)
     }
 }

@@ -2,7 +2,7 @@
 
 use super::COMPLETE_SLOTS;
 use super::complete::{self, CompleteTree};
-use super::layout::{LANES, accumulate_lanes};
+use super::layout::{LANES, Layout, accumulate_lanes};
 
 /// Width of the rows a [`NarrowTree`] compares against.
 pub(super) const NARROW: usize = 4;
@@ -39,20 +39,21 @@ impl NarrowTree {
         2 * i + 1 + usize::from(right)
     }
 
-    #[inline(always)]
-    pub(super) fn leaf_at(&self, i: usize) -> f64 {
-        complete::leaf_at(&self.leaf, self.height, i)
-    }
-
     /// Adds this tree's path length of each row to `acc`, [`LANES`] records in flight.
     #[inline(always)]
     pub(super) fn accumulate(&self, rows: &[[f64; NARROW]], acc: &mut [f64]) {
-        accumulate_lanes::<_, LANES>(
-            rows,
-            acc,
-            self.height,
-            |i, x| self.step(i, x),
-            |i| self.leaf_at(i),
-        );
+        accumulate_lanes::<_, _, LANES>(self, rows, acc, |i, g, k| self.step(i, &g[k]));
+    }
+}
+
+impl Layout for NarrowTree {
+    #[inline(always)]
+    fn height(&self) -> usize {
+        self.height
+    }
+
+    #[inline(always)]
+    fn leaf(&self, i: usize) -> f64 {
+        complete::leaf_at(&self.leaf, self.height, i)
     }
 }

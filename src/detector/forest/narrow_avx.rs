@@ -1,6 +1,6 @@
 //! The AVX and AVX2 kernels of the narrow layout: a step's four compares are one `vcmppd`.
 
-use super::layout::{FastTree, Layout, accumulate_lanes};
+use super::layout::{FastTree, FeatureStep, accumulate_lanes};
 use super::narrow::{NARROW, NarrowTree};
 use super::{COMPLETE_SLOTS, IsolationForest};
 
@@ -25,13 +25,9 @@ impl NarrowTree {
             // At most one lane can be true: every other lane of `t` is +inf.
             m.count_ones() as usize
         };
-        accumulate_lanes::<_, AVX_LANES>(
-            rows,
-            acc,
-            self.height,
-            |i, x| 2 * i + 1 + right(x, &self.node[i & (COMPLETE_SLOTS - 1)]),
-            |i| self.leaf_at(i),
-        );
+        accumulate_lanes::<_, _, AVX_LANES>(self, rows, acc, |i, g, k| {
+            2 * i + 1 + right(&g[k], &self.node[i & (COMPLETE_SLOTS - 1)])
+        });
     }
 }
 

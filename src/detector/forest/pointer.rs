@@ -1,7 +1,7 @@
 //! The pointer layout of trees too deep to be complete: explicit child indices, leaves that step onto themselves.
 
 use super::Tree;
-use super::layout::Layout;
+use super::layout::{FeatureStep, Layout};
 
 /// A deeper tree in pointer form: step `i -> next[i] + (x[feature[i]] > threshold[i])`; a leaf
 /// points to itself with threshold +inf, so walking `height` steps from the root ends on the leaf.
@@ -82,12 +82,14 @@ impl Layout for PointerTree {
     }
 
     #[inline(always)]
-    fn step(&self, i: usize, x: impl Fn(usize) -> f64) -> usize {
-        self.nodes[i].step(x)
-    }
-
-    #[inline(always)]
     fn leaf(&self, i: usize) -> f64 {
         self.value[i]
+    }
+}
+
+impl FeatureStep for PointerTree {
+    #[inline(always)]
+    fn step(&self, i: usize, x: impl Fn(usize) -> f64) -> usize {
+        self.nodes[i].step(x)
     }
 }

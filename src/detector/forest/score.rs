@@ -3,7 +3,7 @@
 use rayon::prelude::*;
 
 use super::super::Matrix;
-use super::layout::{FastTree, Layout};
+use super::layout::{FastTree, FeatureStep};
 use super::narrow::NARROW;
 use super::{IsolationForest, average_path_length};
 
