@@ -1,5 +1,6 @@
 //! Attribution: each leaf's per-feature weights worked out once, then records walked to one leaf per tree.
 
+use super::pointer::PointerNode;
 use super::{IsolationForest, Tree};
 
 /// The forest laid out for attribution. A record's attribution is a sum over the trees of what
@@ -16,7 +17,8 @@ use super::{IsolationForest, Tree};
 /// compiler unrolls; wider forests keep the (feature, weight) pairs of the features on the path.
 #[derive(Clone, Debug, Default)]
 pub(super) struct ExplainLayout {
-    nodes: Vec<ExplainNode>,
+    /// Every tree's nodes, indices into the whole forest's; leaves step onto themselves.
+    nodes: Vec<PointerNode>,
     /// Each node's range in `dense` (at most [`DENSE_MAX_FEATURES`] features) or in `weights`;
     /// empty for internal nodes.
     leaf_weights: Vec<(u32, u32)>,
@@ -38,17 +40,6 @@ type Edge = (u32, f64);
 /// Records walked down a tree at once by [`IsolationForest::attributions`].
 const EXPLAIN_LANES: usize = 16;
 
-/// One node of the explanation layout. Indices are into the whole forest's node array.
-#[derive(Clone, Copy, Debug)]
-struct ExplainNode {
-    /// Split threshold; +inf at a leaf, so no value goes right.
-    threshold: f64,
-    /// Split feature (0 at a leaf).
-    feature: u32,
-    /// Index of the left child (the right one follows it); a leaf's own index.
-    next: u32,
-}
-
 impl ExplainLayout {
     pub(super) fn build(trees: &[Tree], n_features: usize) -> ExplainLayout {
         let index = |i: usize| u32::try_from(i).expect("forests stay under 2^32 nodes and weights");
@@ -67,21 +58,9 @@ impl ExplainLayout {
         let mut path: Vec<Edge> = Vec::new();
         for t in trees {
             let start = layout.nodes.len();
-            layout.nodes.extend((0..t.len()).map(|i| {
-                if t.is_leaf(i) {
-                    ExplainNode {
-                        threshold: f64::INFINITY,
-                        feature: 0,
-                        next: index(start + i),
-                    }
-                } else {
-                    ExplainNode {
-                        threshold: t.threshold[i],
-                        feature: t.feature[i],
-                        next: index(start + t.left[i] as usize),
-                    }
-                }
-            }));
+            layout
+                .nodes
+                .extend((0..t.len()).map(|i| PointerNode::new(t, i, start)));
             let mut height = 0;
             todo.push((0, 0, None));
             while let Some((i, depth, edge)) = todo.pop() {
@@ -224,9 +203,7 @@ impl IsolationForest {
                 let mut at = [root as usize; EXPLAIN_LANES];
                 for _ in 0..height {
                     for l in 0..EXPLAIN_LANES {
-                        let node = nodes[at[l]];
-                        let right = group[row[l] + node.feature as usize] > node.threshold;
-                        at[l] = node.next as usize + usize::from(right);
+                        at[l] = nodes[at[l]].step(|f| group[row[l] + f]);
                     }
                 }
                 for (&leaf, attr) in at[..n].iter().zip(attr.chunks_exact_mut(nf)) {

@@ -1,6 +1,6 @@
 //! The AVX and AVX2 kernels of the narrow layout: a step's four compares are one `vcmppd`.
 
-use super::layout::{FastTree, FeatureStep, accumulate_lanes};
+use super::layout::accumulate_lanes;
 use super::narrow::{NARROW, NarrowTree};
 use super::{COMPLETE_SLOTS, IsolationForest};
 
@@ -37,27 +37,19 @@ impl IsolationForest {
     /// Needs AVX only (not AVX2), so CPUs with AVX but without AVX2 get it too.
     #[target_feature(enable = "avx,popcnt")]
     pub(super) unsafe fn narrow_block_avx(&self, rows: &[[f64; NARROW]], out: &mut [f64]) {
-        for tree in &self.fast {
-            match tree {
-                // SAFETY: AVX and POPCNT are enabled on this function.
-                FastTree::Narrow(t) => unsafe { t.accumulate_avx::<0>(rows, out) },
-                FastTree::Pointer(t) => t.accumulate_padded(rows, out),
-                FastTree::Complete(t) => t.accumulate_padded(rows, out),
-            }
-        }
+        // SAFETY: AVX and POPCNT are enabled on this function.
+        self.narrow_trees(rows, out, |t, rows, out| unsafe {
+            t.accumulate_avx::<0>(rows, out)
+        });
     }
 
     /// [`narrow_block_avx`](Self::narrow_block_avx) compiled with AVX2 (as before the AVX-only
     /// variant existed): the same compares, so the same scores.
     #[target_feature(enable = "avx2,popcnt")]
     pub(super) unsafe fn narrow_block_avx2(&self, rows: &[[f64; NARROW]], out: &mut [f64]) {
-        for tree in &self.fast {
-            match tree {
-                // SAFETY: AVX2 (hence AVX) and POPCNT are enabled on this function.
-                FastTree::Narrow(t) => unsafe { t.accumulate_avx::<1>(rows, out) },
-                FastTree::Pointer(t) => t.accumulate_padded(rows, out),
-                FastTree::Complete(t) => t.accumulate_padded(rows, out),
-            }
-        }
+        // SAFETY: AVX2 (hence AVX) and POPCNT are enabled on this function.
+        self.narrow_trees(rows, out, |t, rows, out| unsafe {
+            t.accumulate_avx::<1>(rows, out)
+        });
     }
 }

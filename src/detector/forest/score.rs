@@ -4,7 +4,7 @@ use rayon::prelude::*;
 
 use super::super::Matrix;
 use super::layout::{FastTree, FeatureStep};
-use super::narrow::NARROW;
+use super::narrow::{NARROW, NarrowTree};
 use super::{IsolationForest, average_path_length};
 
 /// Records pushed through each tree before moving on to the next tree.
@@ -72,6 +72,15 @@ impl NarrowPath {
     }
 }
 
+/// Rows of width `P` holding the records of row-major `block` (`nf` values each), zero-padded.
+fn padded<const P: usize>(block: &[f64], nf: usize, n: usize) -> Vec<[f64; P]> {
+    let mut padded = vec![[0.0f64; P]; n];
+    for (p, row) in padded.iter_mut().zip(block.chunks_exact(nf)) {
+        p[..nf].copy_from_slice(row);
+    }
+    padded
+}
+
 impl IsolationForest {
     /// Turns sums of path lengths over all trees into scores, in place, with c(ψ) computed once.
     /// With ψ = 1, c(ψ) = 0 and every score is 0.5, as scikit-learn does.
@@ -126,10 +135,7 @@ impl IsolationForest {
     fn score_padded<const P: usize>(&self, rows: &[f64], out: &mut [f64]) {
         let nf = self.n_features;
         for_blocks(rows, nf, out, |block, out| {
-            let mut padded = vec![[0.0f64; P]; out.len()];
-            for (p, row) in padded.iter_mut().zip(block.chunks_exact(nf)) {
-                p[..nf].copy_from_slice(row);
-            }
+            let padded = padded::<P>(block, nf, out.len());
             out.fill(0.0);
             // Trees in a fixed order per record: the sum, hence the score, is bit-identical
             // whatever the thread count or block size.
@@ -159,10 +165,7 @@ impl IsolationForest {
                 unsafe { self.rank_block(rank, block, out) };
                 return;
             }
-            let mut padded = vec![[0.0f64; NARROW]; out.len()];
-            for (p, row) in padded.iter_mut().zip(block.chunks_exact(nf)) {
-                p[..nf].copy_from_slice(row);
-            }
+            let padded = padded::<NARROW>(block, nf, out.len());
             out.fill(0.0);
             match path.min(NarrowPath::detect_f64()) {
                 #[cfg(target_arch = "x86_64")]
@@ -179,13 +182,26 @@ impl IsolationForest {
         });
     }
 
-    /// Trees in a fixed order per record: the sum, hence the score, is bit-identical whatever
-    /// the thread count, block size or instruction set.
+    /// The portable kernel of a narrow forest.
     #[inline(always)]
     pub(super) fn narrow_block(&self, rows: &[[f64; NARROW]], out: &mut [f64]) {
+        self.narrow_trees(rows, out, |t, rows, out| t.accumulate(rows, out));
+    }
+
+    /// Adds every tree's path lengths of `rows` to `out`, [`NarrowTree`]s through the kernel
+    /// `narrow`, the others through their layout. Trees in a fixed order per record: the sum,
+    /// hence the score, is bit-identical whatever the thread count, block size or instruction
+    /// set.
+    #[inline(always)]
+    pub(super) fn narrow_trees(
+        &self,
+        rows: &[[f64; NARROW]],
+        out: &mut [f64],
+        narrow: impl Fn(&NarrowTree, &[[f64; NARROW]], &mut [f64]),
+    ) {
         for tree in &self.fast {
             match tree {
-                FastTree::Narrow(t) => t.accumulate(rows, out),
+                FastTree::Narrow(t) => narrow(t, rows, out),
                 FastTree::Pointer(t) => t.accumulate_padded(rows, out),
                 FastTree::Complete(t) => t.accumulate_padded(rows, out),
             }
