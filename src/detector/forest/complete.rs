@@ -47,23 +47,33 @@ impl CompleteTree {
     }
 }
 
-/// The value of the leaf a record sits on after `height` steps down a complete tree, at node `i`.
-/// The mask only tells the compiler that the slot is in range, which removes the bounds check.
-#[inline(always)]
-pub(super) fn leaf_at(leaf: &[f64; COMPLETE_SLOTS], height: usize, i: usize) -> f64 {
-    let first_leaf = (1usize << height) - 1;
-    leaf[i.wrapping_sub(first_leaf) & (COMPLETE_SLOTS - 1)]
+/// The complete layouts, wide and narrow, keep their leaves by slot with the tree's height: one
+/// [`Layout`] serves both.
+pub(super) trait CompleteLeaves {
+    /// The value of every leaf slot, and the height.
+    fn leaves(&self) -> (&[f64; COMPLETE_SLOTS], usize);
 }
 
-impl Layout for CompleteTree {
+impl<T: CompleteLeaves> Layout for T {
     #[inline(always)]
     fn height(&self) -> usize {
-        self.height
+        self.leaves().1
     }
 
+    /// After `height` steps a record sits at node `2^height - 1 + slot`. The mask only tells the
+    /// compiler that the slot is in range, which removes the bounds check.
     #[inline(always)]
     fn leaf(&self, i: usize) -> f64 {
-        leaf_at(&self.leaf, self.height, i)
+        let (leaf, height) = self.leaves();
+        let first_leaf = (1usize << height) - 1;
+        leaf[i.wrapping_sub(first_leaf) & (COMPLETE_SLOTS - 1)]
+    }
+}
+
+impl CompleteLeaves for CompleteTree {
+    #[inline(always)]
+    fn leaves(&self) -> (&[f64; COMPLETE_SLOTS], usize) {
+        (&self.leaf, self.height)
     }
 }
 

@@ -1,8 +1,8 @@
 //! The narrow layout: complete trees of forests of at most 4 features, where a step compares the whole record at once.
 
 use super::COMPLETE_SLOTS;
-use super::complete::{self, CompleteTree};
-use super::layout::{LANES, Layout, accumulate_lanes};
+use super::complete::{CompleteLeaves, CompleteTree};
+use super::layout::{LANES, accumulate_lanes};
 
 /// Width of the rows a [`NarrowTree`] compares against.
 pub(super) const NARROW: usize = 4;
@@ -46,14 +46,9 @@ impl NarrowTree {
     }
 }
 
-impl Layout for NarrowTree {
+impl CompleteLeaves for NarrowTree {
     #[inline(always)]
-    fn height(&self) -> usize {
-        self.height
-    }
-
-    #[inline(always)]
-    fn leaf(&self, i: usize) -> f64 {
-        complete::leaf_at(&self.leaf, self.height, i)
+    fn leaves(&self) -> (&[f64; COMPLETE_SLOTS], usize) {
+        (&self.leaf, self.height)
     }
 }
