@@ -14,6 +14,29 @@ const RANK_LANES: usize = 32;
 /// `BLOCK_ROWS / RANK_LANES`).
 const RANK_GROUPS: usize = 4;
 
+/// Entry `$i` of a table held in up to eight registers `$table(0)..$table(7)`: a two-register
+/// permute looks it up within each pair, bit `$pair` of the index picks pair 1 over pair 0 (with
+/// `$two`, registers 2-3) or within the upper half (with `$four`, registers 4-7), and bit `$half`
+/// picks the upper half. The leaf codes (16-bit lanes) and the leaf values (f64 lanes) are the
+/// same lookup with other intrinsics; a macro keeps each one's code exactly as written out.
+macro_rules! table_lookup {
+    ($permute:ident, $blend:ident, $test:ident, $table:ident, $i:expr, $pair:expr, $half:expr,
+     $two:expr, $four:expr) => {{
+        let mut e = $permute($table(0), $i, $table(1));
+        if $two {
+            let e1 = $permute($table(2), $i, $table(3));
+            e = $blend($test($i, $pair), e, e1);
+        }
+        if $four {
+            let e2 = $permute($table(4), $i, $table(5));
+            let e3 = $permute($table(6), $i, $table(7));
+            let upper = $blend($test($i, $pair), e2, e3);
+            e = $blend($test($i, $half), e, upper);
+        }
+        e
+    }};
+}
+
 impl CutIndex {
     /// Number of cuts below `x` (0 for NaN), as `cuts.partition_point(|&c| c < x)`.
     #[target_feature(enable = "avx512f")]
@@ -211,47 +234,33 @@ impl RankForest {
                     let code_table =
                         |k: usize| unsafe { _mm512_loadu_si512(codes[32 * k..].as_ptr().cast()) };
                     // Codes of slots 0..64, then (taller trees) 64..128 and 128..256.
-                    let mut code = _mm512_permutex2var_epi16(code_table(0), j, code_table(1));
-                    if h > 6 {
-                        let c1 = _mm512_permutex2var_epi16(code_table(2), j, code_table(3));
-                        code = _mm512_mask_blend_epi16(
-                            _mm512_test_epi16_mask(j, level7_half),
-                            code,
-                            c1,
-                        );
-                    }
-                    if h > 7 {
-                        let c2 = _mm512_permutex2var_epi16(code_table(4), j, code_table(5));
-                        let c3 = _mm512_permutex2var_epi16(code_table(6), j, code_table(7));
-                        let upper =
-                            _mm512_mask_blend_epi16(_mm512_test_epi16_mask(j, level7_half), c2, c3);
-                        code = _mm512_mask_blend_epi16(
-                            _mm512_test_epi16_mask(j, slot_high),
-                            code,
-                            upper,
-                        );
-                    }
+                    let code = table_lookup!(
+                        _mm512_permutex2var_epi16,
+                        _mm512_mask_blend_epi16,
+                        _mm512_test_epi16_mask,
+                        code_table,
+                        j,
+                        level7_half,
+                        slot_high,
+                        h > 6,
+                        h > 7
+                    );
                     // SAFETY: 64-byte loads inside `values`, which holds 16, 32 or 64 f64s.
                     let value_table =
                         |k: usize| unsafe { _mm512_loadu_pd(values[8 * k..].as_ptr()) };
                     for q in 0..4 {
                         let c = _mm512_cvtepu16_epi64(extract_quarter(code, q));
-                        let mut v = _mm512_permutex2var_pd(value_table(0), c, value_table(1));
-                        if values.len() > 16 {
-                            let v1 = _mm512_permutex2var_pd(value_table(2), c, value_table(3));
-                            v = _mm512_mask_blend_pd(_mm512_test_epi64_mask(c, sixteen), v, v1);
-                        }
-                        if values.len() > 32 {
-                            let v2 = _mm512_permutex2var_pd(value_table(4), c, value_table(5));
-                            let v3 = _mm512_permutex2var_pd(value_table(6), c, value_table(7));
-                            let upper =
-                                _mm512_mask_blend_pd(_mm512_test_epi64_mask(c, sixteen), v2, v3);
-                            v = _mm512_mask_blend_pd(
-                                _mm512_test_epi64_mask(c, thirty_two),
-                                v,
-                                upper,
-                            );
-                        }
+                        let v = table_lookup!(
+                            _mm512_permutex2var_pd,
+                            _mm512_mask_blend_pd,
+                            _mm512_test_epi64_mask,
+                            value_table,
+                            c,
+                            sixteen,
+                            thirty_two,
+                            values.len() > 16,
+                            values.len() > 32
+                        );
                         let a = &mut acc[r0 + 8 * q..r0 + 8 * q + 8];
                         // SAFETY: `a` is 8 f64s.
                         unsafe {
