@@ -132,6 +132,7 @@ pub fn read_json(body: &[u8], b: &mut BatchBuilder, top: TopLevel) -> Result<(),
     EnvelopeSeed {
         builder: b,
         state: &mut state,
+        top: true,
     }
     .deserialize(&mut de)
     .and_then(|()| de.end())
@@ -212,9 +213,11 @@ struct Envelope {
     problem: Option<RecordError>,
 }
 
+/// The body's top-level value (`top`), or the value of its `records` field.
 struct EnvelopeSeed<'a> {
     builder: &'a mut BatchBuilder,
     state: &'a mut Envelope,
+    top: bool,
 }
 
 impl<'de> DeserializeSeed<'de> for EnvelopeSeed<'_> {
@@ -228,20 +231,32 @@ impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an array of records or an object with \"records\"")
+        f.write_str(match self.top {
+            true => "an array of records or an object with \"records\"",
+            false => "an array of records",
+        })
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
         self.state.has_records = true;
+        if !self.top {
+            self.state.records_not_array = false;
+        }
         read_records(seq, self.builder, self.state)
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        if !self.top {
+            while map.next_entry::<Skip, Skip>()?.is_some() {}
+            self.state.records_not_array = true;
+            return Ok(());
+        }
         while let Some(key) = map.next_key_seed(StrSeed)? {
             if key.as_ref() == "records" {
-                map.next_value_seed(RecordsSeed {
+                map.next_value_seed(EnvelopeSeed {
                     builder: &mut *self.builder,
                     state: &mut *self.state,
+                    top: false,
                 })?;
             } else {
                 map.next_value::<Skip>()?;
@@ -251,41 +266,10 @@ impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
         Ok(())
     }
 
-    visit_scalars!((), |v| v.state.not_envelope = true);
-}
-
-struct RecordsSeed<'a> {
-    builder: &'a mut BatchBuilder,
-    state: &'a mut Envelope,
-}
-
-impl<'de> DeserializeSeed<'de> for RecordsSeed<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for RecordsSeed<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an array of records")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
-        self.state.has_records = true;
-        self.state.records_not_array = false;
-        read_records(seq, self.builder, self.state)
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while map.next_entry::<Skip, Skip>()?.is_some() {}
-        self.state.records_not_array = true;
-        Ok(())
-    }
-
-    visit_scalars!((), |v| v.state.records_not_array = true);
+    visit_scalars!((), |v| match v.top {
+        true => v.state.not_envelope = true,
+        false => v.state.records_not_array = true,
+    });
 }
 
 /// Records of an array into the builder; after the first problem or past the record limit the
