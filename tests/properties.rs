@@ -10,7 +10,8 @@ use netsentinel::detector::model::Model;
 use netsentinel::detector::params::{AutoTag, Contamination, ForestParams, MaxSamples};
 use netsentinel::detector::severity::severity;
 use netsentinel::error::ApiError;
-use netsentinel::records::builder::{BatchBuilder, CellRef};
+// A field value as a parser may hand it to the batch builder.
+use netsentinel::records::builder::{BatchBuilder, OwnedCell as Cell};
 use netsentinel::records::{
     BodyFormat, Features, GroupBy, ReadSpec, RecordError, Window, ZeekOptions, read_settings,
     read_slice,
@@ -222,30 +223,6 @@ fn body_like() -> impl Strategy<Value = Vec<u8>> {
         r#"(\[|\]|\{|\}|"records"|"bytes_sent"|"label"|"timestamp"|"2024-01-01T00:00:00Z"|:|,|[0-9eE.+-]{1,6}|null|true|\[1\]|\n){0,60}"#
             .prop_map(String::into_bytes),
     ]
-}
-
-/// A field value as a parser may hand it to the batch builder.
-#[derive(Debug, Clone)]
-enum Cell {
-    Missing,
-    Null,
-    Num(f64),
-    Text(String),
-    Bool(bool),
-    Nested,
-}
-
-impl Cell {
-    fn as_ref(&self) -> CellRef<'_> {
-        match self {
-            Cell::Missing => CellRef::Missing,
-            Cell::Null => CellRef::Null,
-            Cell::Num(v) => CellRef::Num(*v),
-            Cell::Text(s) => CellRef::Text(s),
-            Cell::Bool(b) => CellRef::Bool(*b),
-            Cell::Nested => CellRef::Nested,
-        }
-    }
 }
 
 /// Records of any shape: field names (duplicate or empty ones too) and rows of any cells,

@@ -71,7 +71,7 @@ struct Discovery {
 
 /// A value of a record, owned: the first record's, kept until the features are chosen.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum OwnedCell {
+pub enum OwnedCell {
     Missing,
     Null,
     Num(f64),
@@ -81,7 +81,7 @@ pub(crate) enum OwnedCell {
 }
 
 impl OwnedCell {
-    pub(crate) fn new(cell: CellRef<'_>) -> Self {
+    pub fn new(cell: CellRef<'_>) -> Self {
         match cell {
             CellRef::Missing => Self::Missing,
             CellRef::Null => Self::Null,
@@ -92,7 +92,7 @@ impl OwnedCell {
         }
     }
 
-    fn as_ref(&self) -> CellRef<'_> {
+    pub fn as_ref(&self) -> CellRef<'_> {
         match self {
             Self::Missing => CellRef::Missing,
             Self::Null => CellRef::Null,

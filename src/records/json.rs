@@ -124,9 +124,7 @@ pub enum TopLevel {
 /// problems first (syntax, shape, unknown fields, no records), then the record limit, then the
 /// first record that is not an object or carries too many fields.
 pub fn read_json(body: &[u8], b: &mut BatchBuilder, top: TopLevel) -> Result<(), RecordError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(RecordError::malformed("the body is empty"));
-    }
+    check_not_empty(body)?;
     let mut state = Envelope::default();
     let mut de = deserializer(body);
     EnvelopeSeed {
@@ -137,16 +135,7 @@ pub fn read_json(body: &[u8], b: &mut BatchBuilder, top: TopLevel) -> Result<(),
     .deserialize(&mut de)
     .and_then(|()| de.end())
     .map_err(|e| invalid(&e))?;
-    if state.not_envelope {
-        return Err(RecordError::malformed(
-            "the body must be a JSON array of records or an object with \"records\"",
-        ));
-    }
-    if state.records_not_array {
-        return Err(
-            RecordError::malformed("\"records\" must be an array of objects").with_field("records"),
-        );
-    }
+    check_shape(state.not_envelope, state.records_not_array)?;
     if let Some(k) = state
         .unknown
         .into_iter()
@@ -168,6 +157,29 @@ pub fn read_json(body: &[u8], b: &mut BatchBuilder, top: TopLevel) -> Result<(),
         Some(p) => Err(p),
         None => Ok(()),
     }
+}
+
+/// A body of nothing but whitespace.
+fn check_not_empty(body: &[u8]) -> Result<(), RecordError> {
+    match body.iter().all(u8::is_ascii_whitespace) {
+        true => Err(RecordError::malformed("the body is empty")),
+        false => Ok(()),
+    }
+}
+
+/// The envelope's shape: an array or an object at the top, an array in `records`.
+fn check_shape(not_envelope: bool, records_not_array: bool) -> Result<(), RecordError> {
+    if not_envelope {
+        return Err(RecordError::malformed(
+            "the body must be a JSON array of records or an object with \"records\"",
+        ));
+    }
+    if records_not_array {
+        return Err(
+            RecordError::malformed("\"records\" must be an array of objects").with_field("records"),
+        );
+    }
+    Ok(())
 }
 
 /// The scalar `visit_*` methods (bool, integers, floats, strings, null) of a visitor that
@@ -465,25 +477,14 @@ pub struct Settings {
 /// the envelope that [`read_json`] reports (empty, not JSON, not an array or object, `records`
 /// not an array). A repeated field counts once, its last value.
 pub fn read_settings(body: &[u8]) -> Result<Settings, RecordError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(RecordError::malformed("the body is empty"));
-    }
+    check_not_empty(body)?;
     let mut state = SettingsState::default();
     let mut de = deserializer(body);
     SettingsSeed(&mut state)
         .deserialize(&mut de)
         .and_then(|()| de.end())
         .map_err(|e| invalid(&e))?;
-    if state.not_envelope {
-        return Err(RecordError::malformed(
-            "the body must be a JSON array of records or an object with \"records\"",
-        ));
-    }
-    if state.records_not_array {
-        return Err(
-            RecordError::malformed("\"records\" must be an array of objects").with_field("records"),
-        );
-    }
+    check_shape(state.not_envelope, state.records_not_array)?;
     Ok(state.settings)
 }
 
