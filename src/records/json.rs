@@ -128,7 +128,7 @@ pub fn read_json(body: &[u8], b: &mut BatchBuilder, top: TopLevel) -> Result<(),
     let mut state = Envelope::default();
     let mut de = deserializer(body);
     EnvelopeSeed {
-        builder: b,
+        builder: Some(&mut *b),
         state: &mut state,
         top: true,
     }
@@ -223,11 +223,15 @@ struct Envelope {
     n_records: usize,
     /// The first record problem (not an object, too many fields).
     problem: Option<RecordError>,
+    /// When reading settings: the other top-level fields (then the records are only checked
+    /// for syntax, and no field is unknown).
+    settings: Option<Map<String, Value>>,
 }
 
 /// The body's top-level value (`top`), or the value of its `records` field.
 struct EnvelopeSeed<'a> {
-    builder: &'a mut BatchBuilder,
+    /// Where the records go; none when only the settings are read.
+    builder: Option<&'a mut BatchBuilder>,
     state: &'a mut Envelope,
     top: bool,
 }
@@ -249,15 +253,21 @@ impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
         })
     }
 
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         self.state.has_records = true;
         if !self.top {
             self.state.records_not_array = false;
         }
-        read_records(seq, self.builder, self.state)
+        match self.builder {
+            Some(b) => read_records(seq, b, self.state),
+            None => {
+                while seq.next_element::<Skip>()?.is_some() {}
+                Ok(())
+            }
+        }
     }
 
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
         if !self.top {
             while map.next_entry::<Skip, Skip>()?.is_some() {}
             self.state.records_not_array = true;
@@ -266,10 +276,12 @@ impl<'de> Visitor<'de> for EnvelopeSeed<'_> {
         while let Some(key) = map.next_key_seed(StrSeed)? {
             if key.as_ref() == "records" {
                 map.next_value_seed(EnvelopeSeed {
-                    builder: &mut *self.builder,
+                    builder: self.builder.as_deref_mut(),
                     state: &mut *self.state,
                     top: false,
                 })?;
+            } else if let Some(fields) = &mut self.state.settings {
+                fields.insert(key.into_owned(), map.next_value::<Value>()?);
             } else {
                 map.next_value::<Skip>()?;
                 self.state.unknown.insert(key.into_owned());
@@ -478,85 +490,24 @@ pub struct Settings {
 /// not an array). A repeated field counts once, its last value.
 pub fn read_settings(body: &[u8]) -> Result<Settings, RecordError> {
     check_not_empty(body)?;
-    let mut state = SettingsState::default();
+    let mut state = Envelope {
+        settings: Some(Map::new()),
+        ..Envelope::default()
+    };
     let mut de = deserializer(body);
-    SettingsSeed(&mut state)
-        .deserialize(&mut de)
-        .and_then(|()| de.end())
-        .map_err(|e| invalid(&e))?;
+    EnvelopeSeed {
+        builder: None,
+        state: &mut state,
+        top: true,
+    }
+    .deserialize(&mut de)
+    .and_then(|()| de.end())
+    .map_err(|e| invalid(&e))?;
     check_shape(state.not_envelope, state.records_not_array)?;
-    Ok(state.settings)
-}
-
-#[derive(Default)]
-struct SettingsState {
-    settings: Settings,
-    not_envelope: bool,
-    records_not_array: bool,
-}
-
-struct SettingsSeed<'a>(&'a mut SettingsState);
-
-impl<'de> DeserializeSeed<'de> for SettingsSeed<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for SettingsSeed<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an array of records or an object with \"records\"")
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        while seq.next_element::<Skip>()?.is_some() {}
-        self.0.settings.has_records = true;
-        Ok(())
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<String>()? {
-            if key == "records" {
-                let is_array = map.next_value::<ArrayOrNot>()?.0;
-                self.0.records_not_array = !is_array;
-                self.0.settings.has_records = is_array;
-            } else {
-                let value = map.next_value::<Value>()?;
-                self.0.settings.fields.insert(key, value);
-            }
-        }
-        Ok(())
-    }
-
-    visit_scalars!((), |v| v.0.not_envelope = true);
-}
-
-/// Whether a value is an array (skipped either way).
-struct ArrayOrNot(bool);
-
-impl<'de> serde::Deserialize<'de> for ArrayOrNot {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = ArrayOrNot;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a JSON value")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ArrayOrNot, A::Error> {
-                while seq.next_element::<Skip>()?.is_some() {}
-                Ok(ArrayOrNot(true))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ArrayOrNot, A::Error> {
-                while map.next_entry::<Skip, Skip>()?.is_some() {}
-                Ok(ArrayOrNot(false))
-            }
-            visit_scalars!(ArrayOrNot, |_v| ArrayOrNot(false));
-        }
-        d.deserialize_any(V)
-    }
+    Ok(Settings {
+        fields: state.settings.unwrap_or_default(),
+        has_records: state.has_records,
+    })
 }
 
 /// A value read and dropped. Unlike `serde::de::IgnoredAny` (which a parser may skip without
@@ -592,6 +543,36 @@ impl<'de> Visitor<'de> for SkipVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn settings_are_read_as_the_table_path_reads_the_envelope() {
+        use crate::records::table::parse_json_envelope;
+        let bodies: &[&[u8]] = &[
+            br#"{"records":[{"a":1}],"params":{"seed":3},"features":["a"]}"#,
+            br#"{"features":["a"],"records":[{"a":1}],"threshold":0.6}"#,
+            br#"[{"a":1},{"a":2}]"#,
+            br#"{"generate":{"profile":"seed"}}"#,
+            br#"{"records":{"a":1}}"#,
+            br#"{"records":null,"x":1}"#,
+            br#"{"records":[],"records":{"a":1}}"#,
+            br#"{"records":{"a":1},"records":[]}"#,
+            br#"{"x":1,"x":[2]}"#,
+            br#"42"#,
+            br#"{"records":[1,"#,
+            b"  ",
+        ];
+        for body in bodies {
+            let got = read_settings(body);
+            match parse_json_envelope(body) {
+                Ok(env) => {
+                    let got = got.unwrap_or_else(|e| panic!("{body:?}: {e}"));
+                    assert_eq!(got.fields, env.rest, "{body:?}");
+                    assert_eq!(got.has_records, env.records.is_some(), "{body:?}");
+                }
+                Err(e) => assert_eq!(got.unwrap_err(), e, "{body:?}"),
+            }
+        }
+    }
     use rand::{RngExt, SeedableRng};
 
     #[test]
