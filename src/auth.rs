@@ -278,32 +278,24 @@ mod tests {
 
     #[test]
     fn routes_map_to_scopes() {
-        let get = Method::GET;
-        let post = Method::POST;
-        assert_eq!(required_scope(&get, "/healthz", false), None);
-        assert_eq!(required_scope(&get, "/metrics", false), None);
-        assert_eq!(required_scope(&get, "/metrics", true), Some(Scope::Read));
-        assert_eq!(required_scope(&get, "/docs/index.html", false), None);
-        assert_eq!(
-            required_scope(&post, "/v1/model/fit", false),
-            Some(Scope::Admin)
-        );
-        assert_eq!(
-            required_scope(&post, "/v1/model/versions/3/activate", false),
-            Some(Scope::Admin)
-        );
-        assert_eq!(
-            required_scope(&post, "/v1/alerts/x/ack", false),
-            Some(Scope::Admin)
-        );
-        assert_eq!(
-            required_scope(&post, "/v1/score", false),
-            Some(Scope::Score)
-        );
-        assert_eq!(required_scope(&get, "/v1/alerts", false), Some(Scope::Read));
-        assert_eq!(
-            required_scope(&get, "/v1/chart.png", false),
-            Some(Scope::Read)
-        );
+        let (get, post) = (Method::GET, Method::POST);
+        let (read, score, admin) = (Some(Scope::Read), Some(Scope::Score), Some(Scope::Admin));
+        // (method, path, whether /metrics needs a key, the scope required)
+        let cases = [
+            (&get, "/healthz", false, None),
+            (&get, "/metrics", false, None),
+            (&get, "/metrics", true, read),
+            (&get, "/docs/index.html", false, None),
+            (&post, "/v1/model/fit", false, admin),
+            (&post, "/v1/model/versions/3/activate", false, admin),
+            (&post, "/v1/alerts/x/ack", false, admin),
+            (&post, "/v1/score", false, score),
+            (&get, "/v1/alerts", false, read),
+            (&get, "/v1/chart.png", false, read),
+        ];
+        for (method, path, metrics_require_key, scope) in cases {
+            let required = required_scope(method, path, metrics_require_key);
+            assert_eq!(required, scope, "{method} {path}");
+        }
     }
 }

@@ -242,87 +242,52 @@ mod tests {
 
     #[test]
     fn fractions_and_counts_resolve() {
-        let p = ForestParams {
+        let fractions = ForestParams {
             max_samples: MaxSamples::Fraction(0.5),
             max_features: MaxFeatures::Fraction(0.5),
             contamination: Contamination::Fraction(0.1),
             ..Default::default()
         };
-        let c = p.check(1000, 5).unwrap();
-        assert_eq!(c.max_samples, 500);
-        assert_eq!(c.max_features, 2);
-        assert_eq!(c.contamination, Some(0.1));
-        let p = ForestParams {
+        // Counts beyond the data are capped at it.
+        let counts = ForestParams {
             max_samples: MaxSamples::Count(5000),
             max_features: MaxFeatures::Count(3),
             ..Default::default()
         };
-        let c = p.check(1000, 5).unwrap();
-        assert_eq!(c.max_samples, 1000);
-        assert_eq!(c.max_features, 3);
+        for (p, resolved) in [(fractions, (500, 2, Some(0.1))), (counts, (1000, 3, None))] {
+            let c = p.check(1000, 5).unwrap();
+            assert_eq!((c.max_samples, c.max_features, c.contamination), resolved);
+        }
     }
 
     #[test]
     fn bad_values_name_the_parameter() {
-        let cases = [
+        // Each case changes one field of the defaults to a value out of its range.
+        let cases: [(fn(&mut ForestParams), &str); 8] = [
+            (|p| p.n_estimators = 0, "n_estimators"),
+            (|p| p.max_samples = MaxSamples::Fraction(1.5), "max_samples"),
+            (|p| p.max_samples = MaxSamples::Count(0), "max_samples"),
             (
-                ForestParams {
-                    n_estimators: 0,
-                    ..Default::default()
-                },
-                "n_estimators",
-            ),
-            (
-                ForestParams {
-                    max_samples: MaxSamples::Fraction(1.5),
-                    ..Default::default()
-                },
-                "max_samples",
-            ),
-            (
-                ForestParams {
-                    max_samples: MaxSamples::Count(0),
-                    ..Default::default()
-                },
-                "max_samples",
-            ),
-            (
-                ForestParams {
-                    contamination: Contamination::Fraction(0.6),
-                    ..Default::default()
-                },
+                |p| p.contamination = Contamination::Fraction(0.6),
                 "contamination",
             ),
             (
-                ForestParams {
-                    contamination: Contamination::Fraction(0.0),
-                    ..Default::default()
-                },
+                |p| p.contamination = Contamination::Fraction(0.0),
                 "contamination",
             ),
             (
-                ForestParams {
-                    contamination: Contamination::Fraction(f64::NAN),
-                    ..Default::default()
-                },
+                |p| p.contamination = Contamination::Fraction(f64::NAN),
                 "contamination",
             ),
+            (|p| p.max_features = MaxFeatures::Count(9), "max_features"),
             (
-                ForestParams {
-                    max_features: MaxFeatures::Count(9),
-                    ..Default::default()
-                },
-                "max_features",
-            ),
-            (
-                ForestParams {
-                    max_features: MaxFeatures::Fraction(0.0),
-                    ..Default::default()
-                },
+                |p| p.max_features = MaxFeatures::Fraction(0.0),
                 "max_features",
             ),
         ];
-        for (p, name) in cases {
+        for (set, name) in cases {
+            let mut p = ForestParams::default();
+            set(&mut p);
             let err = p.check(100, 4).unwrap_err();
             assert_eq!(err.parameter(), name, "{err}");
         }

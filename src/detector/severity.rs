@@ -35,14 +35,19 @@ mod tests {
 
     #[test]
     fn bands() {
-        assert_eq!(severity(0.3), 0);
-        assert_eq!(severity(0.4), 0);
-        assert_eq!(severity(0.5), 25);
-        assert_eq!(severity(0.6), 50);
-        assert_eq!(severity(0.7), 75);
-        assert_eq!(severity(0.8), 100);
-        assert_eq!(severity(1.0), 100);
-        assert_eq!(severity(f64::NAN), 0);
+        let bands = [
+            (0.3, 0),
+            (0.4, 0),
+            (0.5, 25),
+            (0.6, 50),
+            (0.7, 75),
+            (0.8, 100),
+            (1.0, 100),
+            (f64::NAN, 0),
+        ];
+        for (score, band) in bands {
+            assert_eq!(severity(score), band, "score {score}");
+        }
     }
 
     #[test]

@@ -333,49 +333,51 @@ mod tests {
         v.iter().map(|&x| x == 1).collect()
     }
 
+    /// The budget threshold for labels given as 0/1, where one exists.
+    fn budget(y: &[u8], s: &[f64], max_fpr: f64) -> BudgetThreshold {
+        threshold_for_fpr_budget(&labels(y), s, max_fpr).unwrap()
+    }
+
     #[test]
     fn budget_picks_the_best_achievable_threshold() {
-        let y = labels(&[1, 1, 0, 1, 0, 0, 0, 0, 0, 0]);
+        let y = [1, 1, 0, 1, 0, 0, 0, 0, 0, 0];
         let s = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05];
         // Budget 0: only the two anomalies above the first normal record.
-        let b = threshold_for_fpr_budget(&y, &s, 0.0).unwrap();
+        let b = budget(&y, &s, 0.0);
         assert_eq!(b.threshold, 0.75);
         assert_eq!(b.n_flagged, 2);
         assert_eq!(b.false_positive_rate, 0.0);
         assert_eq!(b.recall, 2.0 / 3.0);
         assert_eq!(b.precision, 1.0);
         // One false alert out of 7 buys the third anomaly.
-        let b = threshold_for_fpr_budget(&y, &s, 1.0 / 7.0).unwrap();
+        let b = budget(&y, &s, 1.0 / 7.0);
         assert_eq!((b.threshold, b.n_flagged, b.recall), (0.55, 4, 1.0));
         assert_eq!(b.precision, 0.75);
         assert_eq!(b.false_positive_rate, 1.0 / 7.0);
         // A larger budget does not flag more once recall is 1.
-        for budget in [0.5, 1.0] {
-            let b = threshold_for_fpr_budget(&y, &s, budget).unwrap();
+        for max_fpr in [0.5, 1.0] {
+            let b = budget(&y, &s, max_fpr);
             assert_eq!((b.threshold, b.n_flagged), (0.55, 4));
-            assert_eq!(b.max_false_positive_rate, budget);
+            assert_eq!(b.max_false_positive_rate, max_fpr);
         }
         // Just under 1/7: back to the budget-0 choice.
-        let b = threshold_for_fpr_budget(&y, &s, 0.14).unwrap();
-        assert_eq!(b.threshold, 0.75);
+        assert_eq!(budget(&y, &s, 0.14).threshold, 0.75);
     }
 
     #[test]
     fn tied_normal_and_anomaly_are_flagged_together_or_not_at_all() {
-        let y = labels(&[1, 0, 1, 0, 0]);
-        let s = [0.9, 0.7, 0.7, 0.3, 0.2];
-        let b = threshold_for_fpr_budget(&y, &s, 0.3).unwrap();
+        let (y, s) = ([1, 0, 1, 0, 0], [0.9, 0.7, 0.7, 0.3, 0.2]);
+        let b = budget(&y, &s, 0.3);
         assert_eq!((b.threshold, b.n_flagged, b.recall), (0.8, 1, 0.5));
-        let b = threshold_for_fpr_budget(&y, &s, 1.0 / 3.0).unwrap();
+        let b = budget(&y, &s, 1.0 / 3.0);
         assert_eq!((b.threshold, b.n_flagged, b.recall), (0.5, 3, 1.0));
         assert_eq!(b.false_positive_rate, 1.0 / 3.0);
     }
 
     #[test]
     fn budget_zero_with_a_normal_on_top_flags_nothing() {
-        let y = labels(&[0, 1, 0]);
         let s = [0.9, 0.8, 0.1];
-        let b = threshold_for_fpr_budget(&y, &s, 0.0).unwrap();
+        let b = budget(&[0, 1, 0], &s, 0.0);
         assert_eq!(b.threshold, 0.9);
         assert_eq!((b.n_flagged, b.recall, b.precision), (0, 0.0, 0.0));
         assert!(s.iter().all(|&x| x <= b.threshold));
@@ -383,9 +385,8 @@ mod tests {
 
     #[test]
     fn flagging_everything_puts_the_threshold_just_below_the_lowest_score() {
-        let y = labels(&[1, 0, 1]);
         let s = [0.9, 0.8, 0.1];
-        let b = threshold_for_fpr_budget(&y, &s, 1.0).unwrap();
+        let b = budget(&[1, 0, 1], &s, 1.0);
         assert_eq!(b.n_flagged, 3);
         assert!(b.threshold < 0.1 && 0.1 - b.threshold < 1e-15);
         assert!(s.iter().all(|&x| x > b.threshold));
@@ -394,13 +395,12 @@ mod tests {
     #[test]
     fn nan_scores_are_never_flagged() {
         // The anomaly with a NaN score stays missed even when everything else is flagged.
-        let y = labels(&[1, 0, 1, 1]);
-        let s = [0.9, 0.5, f64::NAN, 0.2];
-        let b = threshold_for_fpr_budget(&y, &s, 1.0).unwrap();
+        let y = [1, 0, 1, 1];
+        let b = budget(&y, &[0.9, 0.5, f64::NAN, 0.2], 1.0);
         assert_eq!((b.n_flagged, b.recall), (3, 2.0 / 3.0));
         assert!(b.threshold < 0.2);
         assert_eq!(
-            threshold_for_fpr_budget(&y, &[f64::NAN; 4], 0.5),
+            threshold_for_fpr_budget(&labels(&y), &[f64::NAN; 4], 0.5),
             Err(ThresholdError::NoComparableScores)
         );
     }

@@ -415,6 +415,23 @@ mod tests {
         ModelFiles::open(dir, keep).expect("open model dir")
     }
 
+    /// A model directory in a new temporary folder, removed when the folder is dropped.
+    fn fresh(keep: usize) -> (tempfile::TempDir, ModelFiles) {
+        let tmp = tempfile::tempdir().unwrap();
+        let files = open(tmp.path(), keep);
+        (tmp, files)
+    }
+
+    /// A fresh model directory holding `version`, made the active one.
+    fn with_active(keep: usize, version: u64) -> (tempfile::TempDir, ModelFiles) {
+        let (tmp, files) = fresh(keep);
+        files
+            .save(version, format!("v{version}").as_bytes())
+            .unwrap();
+        files.set_active(version).unwrap();
+        (tmp, files)
+    }
+
     fn names_in(dir: &Path) -> Vec<String> {
         let mut names: Vec<String> = fs::read_dir(dir)
             .unwrap()
@@ -426,8 +443,7 @@ mod tests {
 
     #[test]
     fn save_then_read_returns_the_same_bytes_under_the_padded_name() {
-        let tmp = tempfile::tempdir().unwrap();
-        let files = open(tmp.path(), 5);
+        let (_tmp, files) = fresh(5);
         let bytes: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
         files.save(7, &bytes).unwrap();
         assert_eq!(files.read(7).unwrap(), bytes);
@@ -437,8 +453,7 @@ mod tests {
 
     #[test]
     fn saving_an_existing_or_quarantined_version_is_refused() {
-        let tmp = tempfile::tempdir().unwrap();
-        let files = open(tmp.path(), 5);
+        let (_tmp, files) = fresh(5);
         files.save(1, b"first").unwrap();
         assert!(matches!(
             files.save(1, b"second"),
@@ -454,8 +469,7 @@ mod tests {
 
     #[test]
     fn leftover_and_truncated_temp_files_are_ignored_and_removed_at_open() {
-        let tmp = tempfile::tempdir().unwrap();
-        let files = open(tmp.path(), 5);
+        let (tmp, files) = fresh(5);
         files.save(1, b"good model").unwrap();
         // What a crash mid-save leaves: a complete temp never renamed, and a truncated one.
         fs::write(
@@ -479,8 +493,7 @@ mod tests {
 
     #[test]
     fn versions_are_ascending_and_only_well_named_files_count() {
-        let tmp = tempfile::tempdir().unwrap();
-        let files = open(tmp.path(), 100);
+        let (_tmp, files) = fresh(100);
         for v in [10, 2, 33, 1, 9_999_999_999] {
             files.save(v, b"m").unwrap();
         }
@@ -499,10 +512,7 @@ mod tests {
 
     #[test]
     fn prune_keeps_the_newest_n_and_the_active_one() {
-        let tmp = tempfile::tempdir().unwrap();
-        let files = open(tmp.path(), 2);
-        files.save(1, b"v1").unwrap();
-        files.set_active(1).unwrap();
+        let (_tmp, files) = with_active(2, 1);
         for v in 2..=5 {
             files.save(v, b"v").unwrap();
         }
@@ -516,8 +526,7 @@ mod tests {
 
     #[test]
     fn keep_zero_still_keeps_the_model_just_saved() {
-        let tmp = tempfile::tempdir().unwrap();
-        let files = open(tmp.path(), 0);
+        let (_tmp, files) = fresh(0);
         assert_eq!(files.keep(), 1);
         files.save(1, b"v1").unwrap();
         assert_eq!(files.versions().unwrap(), vec![1]);
@@ -525,10 +534,7 @@ mod tests {
 
     #[test]
     fn prune_deletes_nothing_while_the_active_pointer_is_garbled() {
-        let tmp = tempfile::tempdir().unwrap();
-        let files = open(tmp.path(), 1);
-        files.save(1, b"v1").unwrap();
-        files.set_active(1).unwrap();
+        let (_tmp, files) = with_active(1, 1);
         fs::write(files.dir().join(ACTIVE_FILE), b"garbage").unwrap();
         // The save itself succeeds; only its prune step gives up.
         files.save(2, b"v2").unwrap();
@@ -542,8 +548,7 @@ mod tests {
 
     #[test]
     fn active_pointer_round_trips_and_requires_an_existing_version() {
-        let tmp = tempfile::tempdir().unwrap();
-        let files = open(tmp.path(), 5);
+        let (tmp, files) = fresh(5);
         assert_eq!(files.active().unwrap(), None);
         assert!(matches!(
             files.set_active(3),
@@ -564,8 +569,7 @@ mod tests {
 
     #[test]
     fn a_garbled_active_pointer_is_a_typed_error_quoting_the_content() {
-        let tmp = tempfile::tempdir().unwrap();
-        let files = open(tmp.path(), 5);
+        let (_tmp, files) = fresh(5);
         for garbage in [
             &b"seven"[..],
             b"",
@@ -587,8 +591,7 @@ mod tests {
 
     #[test]
     fn quarantined_versions_are_hidden_and_their_numbers_never_reused() {
-        let tmp = tempfile::tempdir().unwrap();
-        let files = open(tmp.path(), 5);
+        let (tmp, files) = fresh(5);
         assert_eq!(files.next_version().unwrap(), 1);
         files.save(1, b"m1").unwrap();
         files.save(2, b"bad").unwrap();
@@ -610,10 +613,7 @@ mod tests {
 
     #[test]
     fn next_version_accounts_for_the_active_pointer() {
-        let tmp = tempfile::tempdir().unwrap();
-        let files = open(tmp.path(), 5);
-        files.save(4, b"m").unwrap();
-        files.set_active(4).unwrap();
+        let (_tmp, files) = with_active(5, 4);
         fs::remove_file(files.path_of(4)).unwrap();
         assert_eq!(files.next_version().unwrap(), 5);
     }
@@ -637,8 +637,7 @@ mod tests {
 
     #[test]
     fn concurrent_saves_of_different_versions_all_land() {
-        let tmp = tempfile::tempdir().unwrap();
-        let files = open(tmp.path(), 100);
+        let (_tmp, files) = fresh(100);
         std::thread::scope(|s| {
             for t in 0..4u64 {
                 let files = &files;

@@ -127,12 +127,9 @@ fn average_path_length_matches_scikit_learn() {
 
 #[test]
 fn height_limit_is_ceil_log2() {
-    assert_eq!(height_limit(1), 1);
-    assert_eq!(height_limit(2), 1);
-    assert_eq!(height_limit(3), 2);
-    assert_eq!(height_limit(256), 8);
-    assert_eq!(height_limit(257), 9);
-    assert_eq!(height_limit(4096), 12);
+    for (psi, limit) in [(1, 1), (2, 1), (3, 2), (256, 8), (257, 9), (4096, 12)] {
+        assert_eq!(height_limit(psi), limit, "psi {psi}");
+    }
 }
 
 #[test]
