@@ -323,10 +323,7 @@ impl SqliteAlertStore {
 
     /// Inserts a checked alert's row inside the group's transaction.
     fn insert_tx(tx: &Transaction<'_>, p: &PendingAlert) -> Result<(), StoreError> {
-        let mut stmt = tx.prepare_cached(
-            "INSERT INTO alerts (id, created_at_ns, severity, status, model_version, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?;
+        let mut stmt = tx.prepare_cached(super::sql::INSERT_ALERT)?;
         let inserted = stmt.execute(params![
             p.id,
             p.row.created_at_ns,
@@ -413,28 +410,9 @@ impl AlertStore for SqliteAlertStore {
         let conn = self.lock()?;
         let mut stmt = conn.prepare(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-            ))
+            Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?))
         })?;
-        let mut alerts = Vec::with_capacity(limit.min(1024));
-        let mut next_cursor = None;
-        let mut last: Option<Cursor> = None;
-        for row in rows {
-            let (created_at_ns, id, body) = row?;
-            if alerts.len() == limit {
-                next_cursor = last.take().map(|c| c.encode());
-                break;
-            }
-            alerts.push(decode(&id, &body)?);
-            last = Some(Cursor { created_at_ns, id });
-        }
-        Ok(AlertPage {
-            alerts,
-            next_cursor,
-        })
+        page(rows.map(|row| row.map_err(StoreError::from)), limit)
     }
 
     fn acknowledge(&self, id: &str, at: DateTime<Utc>) -> Result<Option<Alert>, StoreError> {
@@ -471,6 +449,30 @@ impl AlertStore for SqliteAlertStore {
 
 /// The listing query for `q`, built from only the filters given so SQLite can pick an index
 /// (a `?1 IS NULL OR ...` form would defeat that).
+/// A page of `limit` alerts from the listing query's rows (`created_at_ns, id, body`, in list
+/// order, one more than `limit` when another page follows), the same for every backend.
+pub(super) fn page<B: AsRef<str>>(
+    rows: impl IntoIterator<Item = Result<(i64, String, B), StoreError>>,
+    limit: usize,
+) -> Result<AlertPage, StoreError> {
+    let mut alerts = Vec::with_capacity(limit.min(1024));
+    let mut next_cursor = None;
+    let mut last: Option<Cursor> = None;
+    for row in rows {
+        let (created_at_ns, id, body) = row?;
+        if alerts.len() == limit {
+            next_cursor = last.take().map(|c| c.encode());
+            break;
+        }
+        alerts.push(decode(&id, body.as_ref())?);
+        last = Some(Cursor { created_at_ns, id });
+    }
+    Ok(AlertPage {
+        alerts,
+        next_cursor,
+    })
+}
+
 fn list_sql(q: &AlertQuery, cursor: Option<&Cursor>, limit: usize) -> (String, Vec<Value>) {
     let mut sql = String::from("SELECT created_at_ns, id, body FROM alerts WHERE 1 = 1");
     let mut args: Vec<Value> = Vec::new();
@@ -928,24 +930,25 @@ pub(crate) mod tests {
         );
     }
 
-    #[test]
-    fn an_exactly_full_last_page_has_no_cursor() {
+    /// The first page of `limit` over `stored` alerts created a second apart.
+    fn first_page(stored: i64, limit: usize) -> AlertPage {
         let store = SqliteAlertStore::open_in_memory().unwrap();
-        for i in 0..10 {
+        for i in 0..stored {
             store.insert(&alert(t(i), 50)).unwrap();
         }
-        let page = store.list(&query(10)).unwrap();
+        store.list(&query(limit)).unwrap()
+    }
+
+    #[test]
+    fn an_exactly_full_last_page_has_no_cursor() {
+        let page = first_page(10, 10);
         assert_eq!(page.alerts.len(), 10);
         assert_eq!(page.next_cursor, None);
     }
 
     #[test]
     fn limit_zero_is_treated_as_one() {
-        let store = SqliteAlertStore::open_in_memory().unwrap();
-        for i in 0..3 {
-            store.insert(&alert(t(i), 50)).unwrap();
-        }
-        let page = store.list(&query(0)).unwrap();
+        let page = first_page(3, 0);
         assert_eq!(page.alerts.len(), 1);
         assert!(page.next_cursor.is_some());
     }

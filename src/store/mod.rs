@@ -13,6 +13,7 @@ pub mod model_files;
 pub mod models;
 pub mod outbox;
 pub mod postgres;
+mod sql;
 mod stored_alert;
 
 use std::io;

@@ -21,6 +21,7 @@ use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::StoreError;
 use super::alerts::{Alert, SqliteAlertStore, decode};
+use super::sql;
 
 /// Where a delivery stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,6 +139,37 @@ impl AttemptOutcome {
     }
 }
 
+/// An outbox row as [`sql::DELIVERIES`] lists it, for every backend: sink, state, attempts,
+/// last error, last status, next attempt and delivery time (milliseconds).
+pub(super) type DeliveryRow = (
+    String,
+    String,
+    i64,
+    Option<String>,
+    Option<i64>,
+    i64,
+    Option<i64>,
+);
+
+impl From<DeliveryRow> for DeliveryState {
+    fn from(row: DeliveryRow) -> Self {
+        let (sink, state, n_attempts, last_error, last_status, next_ms, delivered_ms) = row;
+        // The CHECK constraint admits only the three spellings parse knows.
+        let state = DeliveryStatus::parse(&state).unwrap_or(DeliveryStatus::Pending);
+        DeliveryState {
+            sink,
+            state,
+            attempts: attempts(n_attempts),
+            last_error,
+            last_status: last_status.and_then(|s| u16::try_from(s).ok()),
+            next_attempt_at: (state == DeliveryStatus::Pending)
+                .then(|| time(next_ms))
+                .flatten(),
+            delivered_at: delivered_ms.and_then(time),
+        }
+    }
+}
+
 /// The delivery queue behind webhook sinks. Calls block; async callers use `spawn_blocking`.
 ///
 /// One method records every outcome (rather than one per outcome) to keep the surface a
@@ -196,26 +228,32 @@ pub(super) fn insert_tx(
     created_at_ms: i64,
     sinks: &[String],
 ) -> Result<(), StoreError> {
-    let now = created_at_ms;
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO webhook_outbox (alert_id, sink, state, next_attempt_at_ms, updated_at_ms)
-         VALUES (?1, ?2, 'pending', ?3, ?3)",
-    )?;
+    let mut stmt = tx.prepare_cached(sql::INSERT_DELIVERY)?;
     for sink in sinks {
-        match stmt.execute(params![alert_id, sink, now]) {
+        match stmt.execute(params![alert_id, sink, created_at_ms]) {
             Ok(_) => {}
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
             {
-                return Err(StoreError::InvalidAlert {
-                    id: alert_id.to_string(),
-                    reason: format!("webhook sink {sink:?} is listed twice"),
-                });
+                return Err(listed_twice(alert_id, sink));
             }
             Err(e) => return Err(e.into()),
         }
     }
     Ok(())
+}
+
+/// The answer to an alert that names a webhook sink twice.
+pub(super) fn listed_twice(alert_id: &str, sink: &str) -> StoreError {
+    StoreError::InvalidAlert {
+        id: alert_id.to_string(),
+        reason: format!("webhook sink {sink:?} is listed twice"),
+    }
+}
+
+/// An attempt count as stored (never negative) as the API counts it.
+pub(super) fn attempts(n: i64) -> u32 {
+    u32::try_from(n.max(0)).unwrap_or(u32::MAX)
 }
 
 pub(super) fn millis(d: Duration) -> i64 {
@@ -254,7 +292,7 @@ impl Outbox for SqliteAlertStore {
             .collect::<Result<_, _>>()?
         };
         let mut due = Vec::with_capacity(rows.len());
-        for (alert_id, body, attempts) in rows {
+        for (alert_id, body, n_attempts) in rows {
             match decode(&alert_id, &body) {
                 Ok(alert) => {
                     tx.execute(
@@ -265,7 +303,7 @@ impl Outbox for SqliteAlertStore {
                     due.push(DueDelivery {
                         alert,
                         sink: sink.to_owned(),
-                        attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                        attempts: attempts(n_attempts),
                     });
                 }
                 Err(e) => {
@@ -273,8 +311,7 @@ impl Outbox for SqliteAlertStore {
                     // would put it at the head of every claim; fail it where operators see it.
                     tracing::error!(alert = %alert_id, sink, error = %e, "webhook delivery abandoned");
                     tx.execute(
-                        "UPDATE webhook_outbox SET state = 'failed', last_error = ?1, updated_at_ms = ?2
-                         WHERE alert_id = ?3 AND sink = ?4",
+                        sql::FAIL_DELIVERY,
                         params![e.to_string(), now_ms, alert_id, sink],
                     )?;
                 }
@@ -286,12 +323,7 @@ impl Outbox for SqliteAlertStore {
 
     fn next_due(&self, sink: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
         let conn = self.lock()?;
-        let ms: Option<i64> = conn.query_row(
-            "SELECT MIN(next_attempt_at_ms) FROM webhook_outbox
-             WHERE sink = ?1 AND state = 'pending'",
-            [sink],
-            |r| r.get(0),
-        )?;
+        let ms: Option<i64> = conn.query_row(sql::NEXT_DUE, [sink], |r| r.get(0))?;
         Ok(ms.and_then(time))
     }
 
@@ -306,10 +338,7 @@ impl Outbox for SqliteAlertStore {
         let row = outcome.row(at_ms);
         let conn = self.lock()?;
         conn.execute(
-            "UPDATE webhook_outbox
-             SET state = ?1, attempts = attempts + 1, next_attempt_at_ms = ?2, last_error = ?3,
-                 last_status = ?4, delivered_at_ms = ?5, updated_at_ms = ?6
-             WHERE alert_id = ?7 AND sink = ?8 AND state = 'pending'",
+            sql::RECORD_ATTEMPT,
             params![
                 row.state.as_str(),
                 row.next_attempt_at_ms,
@@ -336,51 +365,14 @@ impl Outbox for SqliteAlertStore {
 
     fn deliveries(&self, alert_id: &str) -> Result<Vec<DeliveryState>, StoreError> {
         let conn = self.lock()?;
-        let mut stmt = conn.prepare_cached(
-            "SELECT sink, state, attempts, last_error, last_status, next_attempt_at_ms,
-                    delivered_at_ms
-             FROM webhook_outbox WHERE alert_id = ?1 ORDER BY sink",
-        )?;
-        let rows = stmt.query_map([alert_id], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, Option<i64>>(4)?,
-                r.get::<_, i64>(5)?,
-                r.get::<_, Option<i64>>(6)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (sink, state, attempts, last_error, last_status, next_ms, delivered_ms) = row?;
-            // The CHECK constraint admits only the three spellings parse knows.
-            let state = DeliveryStatus::parse(&state).unwrap_or(DeliveryStatus::Pending);
-            out.push(DeliveryState {
-                sink,
-                state,
-                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
-                last_error,
-                last_status: last_status.and_then(|s| u16::try_from(s).ok()),
-                next_attempt_at: (state == DeliveryStatus::Pending)
-                    .then(|| time(next_ms))
-                    .flatten(),
-                delivered_at: delivered_ms.and_then(time),
-            });
-        }
-        Ok(out)
+        let mut stmt = conn.prepare_cached(sql::DELIVERIES)?;
+        let rows = stmt.query_map([alert_id], |r| DeliveryRow::try_from(r))?;
+        rows.map(|row| Ok(row?.into())).collect()
     }
 
     fn depth(&self) -> Result<u64, StoreError> {
         let conn = self.lock()?;
-        let n: Option<i64> = conn
-            .query_row(
-                "SELECT COUNT(*) FROM webhook_outbox WHERE state = 'pending'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let n: Option<i64> = conn.query_row(sql::DEPTH, [], |r| r.get(0)).optional()?;
         Ok(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
     }
 }

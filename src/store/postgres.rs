@@ -33,11 +33,13 @@ use r2d2_postgres::PostgresConnectionManager;
 use r2d2_postgres::postgres::NoTls;
 
 use super::StoreError;
-use super::alerts::{Alert, AlertPage, AlertQuery, AlertRow, AlertStore, Cursor, decode};
+use super::alerts::{Alert, AlertPage, AlertQuery, AlertRow, AlertStore, Cursor, decode, page};
 use super::models::{ChangeHook, ModelStore};
 use super::outbox::{
-    AttemptOutcome, DeliveryState, DeliveryStatus, DueDelivery, Outbox, millis, time,
+    AttemptOutcome, DeliveryRow, DeliveryState, DueDelivery, Outbox, attempts, listed_twice,
+    millis, time,
 };
+use super::sql;
 
 mod embedded {
     refinery::embed_migrations!("migrations/postgres");
@@ -209,6 +211,13 @@ impl PgStore {
         Ok(())
     }
 
+    /// The one non-negative BIGINT a statement without parameters answers (a count, a
+    /// sequence's next value).
+    fn count_of(&self, sql: &str) -> Result<u64, StoreError> {
+        let row = self.conn()?.query_one(sql, &[]).map_err(pg)?;
+        Ok(to_u64(row.get(0)))
+    }
+
     fn conn(&self) -> Result<Conn, StoreError> {
         self.pool
             .as_ref()
@@ -268,8 +277,7 @@ fn insert_alert(
     let row = AlertRow::from_alert(alert)?;
     let severity = i16::from(alert.severity);
     let inserted = tx.execute(
-        "INSERT INTO alerts (id, created_at_ns, severity, status, model_version, body)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        &sql::postgres(sql::INSERT_ALERT),
         &[
             &alert.id,
             &row.created_at_ns,
@@ -287,19 +295,13 @@ fn insert_alert(
         Err(e) => return Err(pg(e)),
     }
     let now = alert.created_at.timestamp_millis();
+    let insert_delivery = sql::postgres(sql::INSERT_DELIVERY);
     for sink in sinks {
-        let inserted = tx.execute(
-            "INSERT INTO webhook_outbox (alert_id, sink, state, next_attempt_at_ms, updated_at_ms)
-             VALUES ($1, $2, 'pending', $3, $3)",
-            &[&alert.id, sink, &now],
-        );
+        let inserted = tx.execute(&insert_delivery, &[&alert.id, sink, &now]);
         match inserted {
             Ok(_) => {}
             Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                return Err(StoreError::InvalidAlert {
-                    id: alert.id.clone(),
-                    reason: format!("webhook sink {sink:?} is listed twice"),
-                });
+                return Err(listed_twice(&alert.id, sink));
             }
             Err(e) => return Err(pg(e)),
         }
@@ -330,23 +332,10 @@ impl AlertStore for PgStore {
         let (sql, args) = list_sql(q, cursor.as_ref(), limit);
         let refs: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref()).collect();
         let rows = self.conn()?.query(&sql, &refs).map_err(pg)?;
-        let mut alerts = Vec::with_capacity(limit.min(1024));
-        let mut next_cursor = None;
-        let mut last: Option<Cursor> = None;
-        for row in rows {
-            let created_at_ns: i64 = row.get(0);
-            let id: String = row.get(1);
-            if alerts.len() == limit {
-                next_cursor = last.take().map(|c| c.encode());
-                break;
-            }
-            alerts.push(decode(&id, row.get(2))?);
-            last = Some(Cursor { created_at_ns, id });
-        }
-        Ok(AlertPage {
-            alerts,
-            next_cursor,
-        })
+        let rows = rows
+            .iter()
+            .map(|r| Ok((r.get(0), r.get(1), r.get::<_, &str>(2))));
+        page(rows, limit)
     }
 
     fn acknowledge(&self, id: &str, at: DateTime<Utc>) -> Result<Option<Alert>, StoreError> {
@@ -375,11 +364,7 @@ impl AlertStore for PgStore {
     }
 
     fn count(&self) -> Result<u64, StoreError> {
-        let row = self
-            .conn()?
-            .query_one("SELECT COUNT(*) FROM alerts", &[])
-            .map_err(pg)?;
-        Ok(to_u64(row.get(0)))
+        self.count_of("SELECT COUNT(*) FROM alerts")
     }
 
     fn ping(&self) -> Result<(), StoreError> {
@@ -472,19 +457,18 @@ impl Outbox for PgStore {
         let mut due = Vec::with_capacity(rows.len());
         for row in rows {
             let alert_id: String = row.get(0);
-            let attempts: i32 = row.get(1);
+            let n_attempts: i32 = row.get(1);
             match decode(&alert_id, row.get(2)) {
                 Ok(alert) => due.push(DueDelivery {
                     alert,
                     sink: sink.to_owned(),
-                    attempts: u32::try_from(attempts).unwrap_or(0),
+                    attempts: attempts(n_attempts.into()),
                 }),
                 Err(e) => {
                     // Retrying cannot fix a row that does not decode; fail it where operators see it.
                     tracing::error!(alert = %alert_id, sink, error = %e, "webhook delivery abandoned");
                     tx.execute(
-                        "UPDATE webhook_outbox SET state = 'failed', last_error = $1, updated_at_ms = $2
-                         WHERE alert_id = $3 AND sink = $4",
+                        &sql::postgres(sql::FAIL_DELIVERY),
                         &[&e.to_string(), &now_ms, &alert_id, &sink],
                     )
                     .map_err(pg)?;
@@ -499,11 +483,7 @@ impl Outbox for PgStore {
     fn next_due(&self, sink: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
         let row = self
             .conn()?
-            .query_one(
-                "SELECT MIN(next_attempt_at_ms) FROM webhook_outbox
-                 WHERE sink = $1 AND state = 'pending'",
-                &[&sink],
-            )
+            .query_one(&sql::postgres(sql::NEXT_DUE), &[&sink])
             .map_err(pg)?;
         Ok(row.get::<_, Option<i64>>(0).and_then(time))
     }
@@ -520,10 +500,7 @@ impl Outbox for PgStore {
         let status = row.last_status.map(i32::from);
         self.conn()?
             .execute(
-                "UPDATE webhook_outbox
-                 SET state = $1, attempts = attempts + 1, next_attempt_at_ms = $2, last_error = $3,
-                     last_status = $4, delivered_at_ms = $5, updated_at_ms = $6
-                 WHERE alert_id = $7 AND sink = $8 AND state = 'pending'",
+                &sql::postgres(sql::RECORD_ATTEMPT),
                 &[
                     &row.state.as_str(),
                     &row.next_attempt_at_ms,
@@ -553,55 +530,34 @@ impl Outbox for PgStore {
     fn deliveries(&self, alert_id: &str) -> Result<Vec<DeliveryState>, StoreError> {
         let rows = self
             .conn()?
-            .query(
-                "SELECT sink, state, attempts, last_error, last_status, next_attempt_at_ms,
-                        delivered_at_ms
-                 FROM webhook_outbox WHERE alert_id = $1 ORDER BY sink",
-                &[&alert_id],
-            )
+            .query(&sql::postgres(sql::DELIVERIES), &[&alert_id])
             .map_err(pg)?;
         Ok(rows
             .into_iter()
             .map(|r| {
-                // The CHECK constraint admits only the three spellings parse knows.
-                let state =
-                    DeliveryStatus::parse(r.get::<_, &str>(1)).unwrap_or(DeliveryStatus::Pending);
-                DeliveryState {
-                    sink: r.get(0),
-                    state,
-                    attempts: u32::try_from(r.get::<_, i32>(2)).unwrap_or(0),
-                    last_error: r.get(3),
-                    last_status: r
-                        .get::<_, Option<i32>>(4)
-                        .and_then(|s| u16::try_from(s).ok()),
-                    next_attempt_at: (state == DeliveryStatus::Pending)
-                        .then(|| time(r.get(5)))
-                        .flatten(),
-                    delivered_at: r.get::<_, Option<i64>>(6).and_then(time),
-                }
+                // INTEGER columns: attempts and last_status are i32 here.
+                let row: DeliveryRow = (
+                    r.get(0),
+                    r.get(1),
+                    r.get::<_, i32>(2).into(),
+                    r.get(3),
+                    r.get::<_, Option<i32>>(4).map(i64::from),
+                    r.get(5),
+                    r.get(6),
+                );
+                row.into()
             })
             .collect())
     }
 
     fn depth(&self) -> Result<u64, StoreError> {
-        let row = self
-            .conn()?
-            .query_one(
-                "SELECT COUNT(*) FROM webhook_outbox WHERE state = 'pending'",
-                &[],
-            )
-            .map_err(pg)?;
-        Ok(to_u64(row.get(0)))
+        self.count_of(sql::DEPTH)
     }
 }
 
 impl ModelStore for PgStore {
     fn next_version(&self) -> Result<u64, StoreError> {
-        let row = self
-            .conn()?
-            .query_one("SELECT nextval('model_version_seq')", &[])
-            .map_err(pg)?;
-        Ok(to_u64(row.get(0)))
+        self.count_of("SELECT nextval('model_version_seq')")
     }
 
     fn save(&self, version: u64, bytes: &[u8]) -> Result<(), StoreError> {
