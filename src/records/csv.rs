@@ -13,12 +13,7 @@ pub fn read_csv<R: Read>(body: R, b: &mut BatchBuilder) -> Result<(), RecordErro
     let ts_col = headers.iter().position(|h| h == "timestamp");
     let roles = b.header_roles(&headers);
     let mut record = csv::StringRecord::new();
-    loop {
-        match reader.read_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => return Err(csv_error(&e)),
-        }
+    while next_row(&mut reader, &mut record)? {
         check_count(b.len() + 1, b.max_records())?;
         b.start_record();
         for (j, text) in record.iter().enumerate() {
@@ -26,28 +21,39 @@ pub fn read_csv<R: Read>(body: R, b: &mut BatchBuilder) -> Result<(), RecordErro
             if role == Role::Skip || (role == Role::Label && !b.reads_labels()) {
                 continue;
             }
-            let text = text.trim();
-            let cell = if text.is_empty() {
-                CellRef::Missing
-            } else if Some(j) == ts_col {
-                CellRef::Text(text)
-            } else if let Ok(v) = text.parse::<f64>() {
-                CellRef::Num(v)
-            } else {
-                CellRef::Text(text)
-            };
-            b.field(role, cell);
+            b.field(role, cell(text, Some(j) == ts_col));
         }
         b.end_record();
     }
     Ok(())
 }
 
+/// Reads the next row into `record`; false at the end of the body.
+pub(crate) fn next_row<R: Read>(
+    reader: &mut csv::Reader<R>,
+    record: &mut csv::StringRecord,
+) -> Result<bool, RecordError> {
+    reader.read_record(record).map_err(|e| csv_error(&e))
+}
+
+/// What one CSV cell holds: trimmed, empty is missing, a number unless it is the timestamp
+/// column (which stays text), else text.
+pub(crate) fn cell(text: &str, is_timestamp: bool) -> CellRef<'_> {
+    let text = text.trim();
+    if text.is_empty() {
+        CellRef::Missing
+    } else if is_timestamp {
+        CellRef::Text(text)
+    } else if let Ok(v) = text.parse::<f64>() {
+        CellRef::Num(v)
+    } else {
+        CellRef::Text(text)
+    }
+}
+
 /// A CSV reader over `body` (strict: every record as wide as the header), with its header row
 /// read, trimmed and checked.
-pub(crate) fn csv_reader<R: std::io::Read>(
-    body: R,
-) -> Result<(csv::Reader<R>, Vec<String>), RecordError> {
+pub(crate) fn csv_reader<R: Read>(body: R) -> Result<(csv::Reader<R>, Vec<String>), RecordError> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(false)

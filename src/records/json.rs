@@ -124,18 +124,7 @@ pub enum TopLevel {
 /// problems first (syntax, shape, unknown fields, no records), then the record limit, then the
 /// first record that is not an object or carries too many fields.
 pub fn read_json(body: &[u8], b: &mut BatchBuilder, top: TopLevel) -> Result<(), RecordError> {
-    check_not_empty(body)?;
-    let mut state = Envelope::default();
-    let mut de = deserializer(body);
-    EnvelopeSeed {
-        builder: Some(&mut *b),
-        state: &mut state,
-        top: true,
-    }
-    .deserialize(&mut de)
-    .and_then(|()| de.end())
-    .map_err(|e| invalid(&e))?;
-    check_shape(state.not_envelope, state.records_not_array)?;
+    let state = walk_envelope(body, Some(&mut *b), Envelope::default())?;
     if let Some(k) = state
         .unknown
         .into_iter()
@@ -186,30 +175,20 @@ fn check_shape(not_envelope: bool, records_not_array: bool) -> Result<(), Record
 /// treats every scalar alike: `|v| value` names the visitor and gives the result.
 macro_rules! visit_scalars {
     ($value:ty, |$v:ident| $result:expr) => {
-        fn visit_bool<E>(self, _: bool) -> Result<$value, E> {
-            let $v = self;
-            Ok($result)
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<$value, E> {
-            let $v = self;
-            Ok($result)
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<$value, E> {
-            let $v = self;
-            Ok($result)
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<$value, E> {
-            let $v = self;
-            Ok($result)
-        }
-        fn visit_str<E>(self, _: &str) -> Result<$value, E> {
-            let $v = self;
-            Ok($result)
-        }
+        visit_scalars!(@each $value, |$v| $result,
+            visit_bool: bool, visit_i64: i64, visit_u64: u64, visit_f64: f64, visit_str: &str);
         fn visit_unit<E>(self) -> Result<$value, E> {
             let $v = self;
             Ok($result)
         }
+    };
+    (@each $value:ty, |$v:ident| $result:expr, $($visit:ident: $scalar:ty),*) => {
+        $(
+            fn $visit<E>(self, _: $scalar) -> Result<$value, E> {
+                let $v = self;
+                Ok($result)
+            }
+        )*
     };
 }
 
@@ -489,14 +468,29 @@ pub struct Settings {
 /// the envelope that [`read_json`] reports (empty, not JSON, not an array or object, `records`
 /// not an array). A repeated field counts once, its last value.
 pub fn read_settings(body: &[u8]) -> Result<Settings, RecordError> {
-    check_not_empty(body)?;
-    let mut state = Envelope {
+    let reading_settings = Envelope {
         settings: Some(Map::new()),
         ..Envelope::default()
     };
+    let state = walk_envelope(body, None, reading_settings)?;
+    Ok(Settings {
+        fields: state.settings.unwrap_or_default(),
+        has_records: state.has_records,
+    })
+}
+
+/// Walks a JSON body once, its records into `builder` when there is one, and answers the
+/// envelope's own problems (empty, not JSON, not an array or object, `records` not an array);
+/// what it saw of the rest is left in the returned state.
+fn walk_envelope(
+    body: &[u8],
+    builder: Option<&mut BatchBuilder>,
+    mut state: Envelope,
+) -> Result<Envelope, RecordError> {
+    check_not_empty(body)?;
     let mut de = deserializer(body);
     EnvelopeSeed {
-        builder: None,
+        builder,
         state: &mut state,
         top: true,
     }
@@ -504,10 +498,7 @@ pub fn read_settings(body: &[u8]) -> Result<Settings, RecordError> {
     .and_then(|()| de.end())
     .map_err(|e| invalid(&e))?;
     check_shape(state.not_envelope, state.records_not_array)?;
-    Ok(Settings {
-        fields: state.settings.unwrap_or_default(),
-        has_records: state.has_records,
-    })
+    Ok(state)
 }
 
 /// A value read and dropped. Unlike `serde::de::IgnoredAny` (which a parser may skip without

@@ -13,7 +13,7 @@ use super::BodyFormat;
 use super::batch::{
     Batch, EchoFields, Features, MAX_COLUMNS, RESERVED, TextColumn, parse_timestamp,
 };
-use super::csv::{csv_error, csv_reader};
+use super::csv::{cell, csv_reader, next_row};
 use super::error::{RecordError, RecordErrorKind, bad_timestamp, check_count};
 use super::zeek::{GroupBy, ZeekFormat, ZeekOptions};
 use crate::detector::Matrix;
@@ -142,28 +142,12 @@ impl Table {
             rows: Vec::new(),
         };
         let mut record = csv::StringRecord::new();
-        loop {
-            match reader.read_record(&mut record) {
-                Ok(false) => break,
-                Ok(true) => {}
-                Err(e) => return Err(csv_error(&e)),
-            }
+        while next_row(&mut reader, &mut record)? {
             check_count(table.rows.len() + 1, max_records)?;
             let row = record
                 .iter()
                 .enumerate()
-                .map(|(j, text)| {
-                    let text = text.trim();
-                    if text.is_empty() {
-                        Cell::Missing
-                    } else if Some(j) == ts_col {
-                        Cell::Text(text.to_string())
-                    } else if let Ok(v) = text.parse::<f64>() {
-                        Cell::Num(v)
-                    } else {
-                        Cell::Text(text.to_string())
-                    }
-                })
+                .map(|(j, text)| Cell::new(cell(text, Some(j) == ts_col)))
                 .collect();
             table.rows.push(row);
         }
