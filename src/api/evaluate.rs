@@ -1,11 +1,9 @@
 //! `POST /v1/evaluate`: how the active model does on labeled records.
 
+use super::RecordsRequest;
 use super::problems::{BodyProblems, NoModelYet};
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Query, State};
-use axum::http::HeaderMap;
+use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -53,13 +51,8 @@ pub struct EvaluateResponse {
 /// Same body forms as /v1/score; the JSON object form may also carry `max_false_positive_rate`.
 #[utoipa::path(post, path = "/v1/evaluate", tag = "scoring",
     params(EvaluateQuery),
-    request_body(content(
-        (super::score::RecordsBody = "application/json"),
-        (String = "text/csv"),
-        (String = "application/x-ndjson"),
-        (String = "text/zeek-tsv"),
-        (String = "application/x-zeek-json"),
-    )),
+    // And the text forms: `api::reads_records`.
+    request_body(content((super::score::RecordsBody = "application/json"))),
     responses(
         (status = 200, body = EvaluateResponse),
         BodyProblems,
@@ -67,19 +60,13 @@ pub struct EvaluateResponse {
     ))]
 pub async fn evaluate(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    query: Result<Query<EvaluateQuery>, QueryRejection>,
-    body: Result<Bytes, BytesRejection>,
+    request: RecordsRequest<EvaluateQuery>,
 ) -> Result<Json<EvaluateResponse>, ApiError> {
-    let query = super::query(query)?;
-    let body = super::body(body)?;
-    let format = super::body_format(&headers)?;
-    let zeek = super::zeek_options(format, query.window.as_deref(), query.group_by.as_deref())?;
     let command = EvaluateCommand {
-        format,
-        bytes: body,
-        zeek,
-        max_false_positive_rate: query.max_false_positive_rate,
+        format: request.format,
+        bytes: request.body,
+        zeek: request.zeek,
+        max_false_positive_rate: request.query.max_false_positive_rate,
     };
     let e = evaluation::evaluate(&state, command).await?;
     Ok(Json(EvaluateResponse {

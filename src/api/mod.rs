@@ -14,10 +14,12 @@ pub mod views;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, Query};
+use axum::extract::{DefaultBodyLimit, FromRequest, Query, Request};
 use axum::http::{HeaderMap, StatusCode, header};
+use serde::de::DeserializeOwned;
 use utoipa::OpenApi;
-use utoipa_axum::router::OpenApiRouter;
+use utoipa::openapi::schema::{Object, Type};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -57,17 +59,42 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(health::readyz))
         .routes(routes!(metrics::render))
         .routes(routes!(samples::generate))
-        .routes(routes!(model::fit))
+        .routes(reads_records(routes!(model::fit)))
         .routes(routes!(model::get_model))
         .routes(routes!(model::list_versions))
         .routes(routes!(model::activate))
-        .routes(routes!(score::score))
-        .routes(routes!(evaluate::evaluate))
+        .routes(reads_records(routes!(score::score)))
+        .routes(reads_records(routes!(evaluate::evaluate)))
         .routes(routes!(alerts::list))
         .routes(routes!(alerts::get_alert))
         .routes(routes!(alerts::acknowledge))
         .routes(routes!(chart::chart_png))
         .routes(routes!(chart::chart_svg))
+}
+
+/// The media types of a records body besides JSON, which each endpoint declares with its own
+/// schema: CSV, NDJSON and Zeek conn logs, documented as text.
+const TEXT_RECORD_TYPES: [&str; 4] = [
+    "text/csv",
+    "application/x-ndjson",
+    "text/zeek-tsv",
+    "application/x-zeek-json",
+];
+
+/// Adds the text forms of a records body to the operation of an endpoint that reads records
+/// (its `#[utoipa::path]` declares the JSON form), so the list is written once.
+fn reads_records(
+    (schemas, mut paths, router): UtoipaMethodRouter<AppState>,
+) -> UtoipaMethodRouter<AppState> {
+    for item in paths.paths.values_mut() {
+        let body = item.post.as_mut().and_then(|op| op.request_body.as_mut());
+        let body = body.expect("an endpoint that reads records is a POST with a body");
+        for media_type in TEXT_RECORD_TYPES {
+            let text = utoipa::openapi::Content::new(Some(Object::with_type(Type::String)));
+            body.content.insert(media_type.to_owned(), text);
+        }
+    }
+    (schemas, paths, router)
 }
 
 /// The OpenAPI document (what `/openapi.json` serves and `netsentinel openapi` prints).
@@ -188,18 +215,72 @@ pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiErro
     })
 }
 
+/// A query string that may carry the Zeek aggregation settings.
+pub trait ZeekParams {
+    /// `window` and `group_by`, when given.
+    fn zeek_params(&self) -> (Option<&str>, Option<&str>);
+}
+
+/// The query strings of the endpoints that read records carry the Zeek settings in fields
+/// `window` and `group_by`.
+macro_rules! zeek_params {
+    ($($query:ty),*) => {$(
+        impl ZeekParams for $query {
+            fn zeek_params(&self) -> (Option<&str>, Option<&str>) {
+                (self.window.as_deref(), self.group_by.as_deref())
+            }
+        }
+    )*};
+}
+
+zeek_params!(evaluate::EvaluateQuery, model::FitQuery, score::ScoreQuery);
+
 /// Zeek aggregation settings from the query string; an error when given for a non-Zeek body.
 pub(crate) fn zeek_options(
     format: BodyFormat,
-    window: Option<&str>,
-    group_by: Option<&str>,
+    query: &impl ZeekParams,
 ) -> Result<ZeekOptions, ApiError> {
+    let (window, group_by) = query.zeek_params();
     if !format.is_zeek() && (window.is_some() || group_by.is_some()) {
         return Err(ApiError::new(ProblemCode::InvalidParameter, "window and group_by apply to Zeek conn logs only (Content-Type text/zeek-tsv or application/x-zeek-json)",
         )
         .with_field(if window.is_some() { "window" } else { "group_by" }));
     }
     Ok(ZeekOptions::from_params(window, group_by)?)
+}
+
+/// A request whose body is records, read whole (fit, evaluate), with its query string `Q`. Its
+/// problems are answered in this order: the query string (400), the body (413, 400), its
+/// `Content-Type` (415), the Zeek settings (400).
+pub struct RecordsRequest<Q> {
+    pub query: Q,
+    pub format: BodyFormat,
+    pub zeek: ZeekOptions,
+    pub body: Bytes,
+}
+
+impl<S, Q> FromRequest<S> for RecordsRequest<Q>
+where
+    S: Send + Sync,
+    Q: DeserializeOwned + ZeekParams + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let queried = Query::<Q>::try_from_uri(req.uri());
+        let headers = req.headers().clone();
+        let read = Bytes::from_request(req, state).await;
+        let query = query(queried)?;
+        let body = body(read)?;
+        let format = body_format(&headers)?;
+        let zeek = zeek_options(format, &query)?;
+        Ok(Self {
+            query,
+            format,
+            zeek,
+            body,
+        })
+    }
 }
 
 /// Response media types the API can produce.

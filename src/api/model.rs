@@ -1,11 +1,11 @@
 //! `/v1/model`: fit a model, read the active one, list kept versions, roll back.
 
+use super::RecordsRequest;
 use super::problems::{BadParameter, BodyProblems, CorruptModel, NoModelFound, NotFound};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -142,27 +142,22 @@ fn number(name: &'static str, s: &str) -> Result<f64, ApiError> {
 /// `features` and `params`), or CSV / NDJSON records with the settings in the query string.
 #[utoipa::path(post, path = "/v1/model/fit", tag = "model",
     params(FitQuery),
-    request_body(content(
-        (FitRequest = "application/json"),
-        (String = "text/csv"),
-        (String = "application/x-ndjson"),
-        (String = "text/zeek-tsv"),
-        (String = "application/x-zeek-json"),
-    )),
+    // And the text forms: `api::reads_records`.
+    request_body(content((FitRequest = "application/json"))),
     responses(
         (status = 201, body = ModelMetaView, description = "The new active model"),
         BodyProblems,
     ))]
 pub async fn fit(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    query: Result<Query<FitQuery>, QueryRejection>,
-    body: Result<Bytes, BytesRejection>,
+    request: RecordsRequest<FitQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let query = super::query(query)?;
-    let body = super::body(body)?;
-    let format = super::body_format(&headers)?;
-    let zeek = super::zeek_options(format, query.window.as_deref(), query.group_by.as_deref())?;
+    let RecordsRequest {
+        query,
+        format,
+        zeek,
+        body,
+    } = request;
     // A JSON body's settings are read through the whole body: off the async runtime.
     let command =
         tokio::task::spawn_blocking(move || fit_command(format, zeek, &query, body)).await??;

@@ -102,13 +102,8 @@ struct Object(serde_json::Map<String, serde_json::Value>);
 /// `index,score,is_anomaly,severity`.
 #[utoipa::path(post, path = "/v1/score", tag = "scoring",
     params(ScoreQuery),
-    request_body(content(
-        (RecordsBody = "application/json"),
-        (String = "text/csv"),
-        (String = "application/x-ndjson"),
-        (String = "text/zeek-tsv"),
-        (String = "application/x-zeek-json"),
-    )),
+    // And the text forms: `api::reads_records`.
+    request_body(content((RecordsBody = "application/json"))),
     responses(
         (status = 200, content(
             (ScoreResponse = "application/json"),
@@ -128,7 +123,7 @@ pub async fn score(
     super::check_content_length(&headers, state.settings().max_body_bytes)?;
     let format = super::body_format(&headers)?;
     let produces = negotiate(&headers, &[Produces::Json, Produces::Csv])?;
-    let zeek = super::zeek_options(format, query.window.as_deref(), query.group_by.as_deref())?;
+    let zeek = super::zeek_options(format, &query)?;
     let command = ScoreCommand {
         format,
         zeek,
