@@ -286,22 +286,8 @@ pub fn to_ecs(alert: &Alert, ctx: &ExportContext) -> Value {
     insert_some(&mut observer, "hostname", ctx.host().map(Value::from));
     doc.insert("observer".into(), observer.into());
 
-    let mut source = Map::new();
-    insert_some(
-        &mut source,
-        "ip",
-        entity.source_ip.map(|ip| ip.to_string().into()),
-    );
-    insert_some(&mut source, "bytes", sent.map(Value::from));
-    insert_nonempty(&mut doc, "source", source);
-
-    let mut destination = Map::new();
-    insert_some(
-        &mut destination,
-        "ip",
-        entity.destination_ip.map(|ip| ip.to_string().into()),
-    );
-    insert_some(&mut destination, "bytes", received.map(Value::from));
+    insert_nonempty(&mut doc, "source", ecs_endpoint(entity.source_ip, sent));
+    let destination = ecs_endpoint(entity.destination_ip, received);
     insert_nonempty(&mut doc, "destination", destination);
 
     if let (Some(s), Some(r)) = (sent, received) {
@@ -459,22 +445,10 @@ pub fn to_cef(alert: &Alert, ctx: &ExportContext) -> String {
         ("reason", alert.reason.clone()),
         ("cnt", alert.summary.n_anomalies.to_string()),
     ];
-    match entity.source_ip {
-        Some(IpAddr::V4(ip)) => ext.push(("src", ip.to_string())),
-        Some(IpAddr::V6(ip)) => {
-            ext.push(("c6a2Label", "Source IPv6 Address".to_string()));
-            ext.push(("c6a2", ip.to_string()));
-        }
-        None => {}
-    }
-    match entity.destination_ip {
-        Some(IpAddr::V4(ip)) => ext.push(("dst", ip.to_string())),
-        Some(IpAddr::V6(ip)) => {
-            ext.push(("c6a3Label", "Destination IPv6 Address".to_string()));
-            ext.push(("c6a3", ip.to_string()));
-        }
-        None => {}
-    }
+    let source_v6 = ["c6a2Label", "c6a2", "Source IPv6 Address"];
+    cef_address(&mut ext, entity.source_ip, "src", source_v6);
+    let destination_v6 = ["c6a3Label", "c6a3", "Destination IPv6 Address"];
+    cef_address(&mut ext, entity.destination_ip, "dst", destination_v6);
     if let Some(host) = entity.host {
         ext.push(("shost", host.to_string()));
     }
@@ -487,34 +461,38 @@ pub fn to_cef(alert: &Alert, ctx: &ExportContext) -> String {
     if let Some(host) = ctx.host() {
         ext.push(("dvchost", host.to_string()));
     }
-    ext.push(("cs1Label", "modelVersion".to_string()));
-    ext.push(("cs1", alert.model_version.to_string()));
-    ext.push(("cs2Label", "alertStatus".to_string()));
-    ext.push(("cs2", alert.status.as_str().to_string()));
+    let model_version = alert.model_version.to_string();
+    labeled(&mut ext, ["cs1Label", "cs1", "modelVersion"], model_version);
+    let status = alert.status.as_str().to_string();
+    labeled(&mut ext, ["cs2Label", "cs2", "alertStatus"], status);
     if let Some(record) = top.filter(|r| !r.explanation.is_empty()) {
         let features: Vec<&str> = record
             .explanation
             .iter()
             .map(|c| c.feature.as_str())
             .collect();
-        ext.push(("cs3Label", "topFeatures".to_string()));
-        ext.push(("cs3", features.join(",")));
+        let features = features.join(",");
+        labeled(&mut ext, ["cs3Label", "cs3", "topFeatures"], features);
     }
-    ext.push(("cn1Label", "recordsScored".to_string()));
-    ext.push(("cn1", alert.summary.n_records.to_string()));
-    ext.push(("cn2Label", "alertSeverity".to_string()));
-    ext.push(("cn2", alert.severity.to_string()));
+    let n_records = alert.summary.n_records.to_string();
+    labeled(&mut ext, ["cn1Label", "cn1", "recordsScored"], n_records);
+    let severity = alert.severity.to_string();
+    labeled(&mut ext, ["cn2Label", "cn2", "alertSeverity"], severity);
     if alert.summary.anomaly_rate.is_finite() {
-        ext.push(("cfp1Label", "anomalyRate".to_string()));
-        ext.push(("cfp1", alert.summary.anomaly_rate.to_string()));
+        let rate = alert.summary.anomaly_rate.to_string();
+        labeled(&mut ext, ["cfp1Label", "cfp1", "anomalyRate"], rate);
     }
     if let Some(score) = top.map(|r| r.score).filter(|s| s.is_finite()) {
-        ext.push(("cfp2Label", "anomalyScore".to_string()));
-        ext.push(("cfp2", score.to_string()));
+        let score = score.to_string();
+        labeled(&mut ext, ["cfp2Label", "cfp2", "anomalyScore"], score);
     }
     if let Some(at) = alert.acknowledged_at {
-        ext.push(("deviceCustomDate1Label", "acknowledgedAt".to_string()));
-        ext.push(("deviceCustomDate1", at.timestamp_millis().to_string()));
+        let acknowledged = [
+            "deviceCustomDate1Label",
+            "deviceCustomDate1",
+            "acknowledgedAt",
+        ];
+        labeled(&mut ext, acknowledged, at.timestamp_millis().to_string());
     }
 
     let mut line = String::from("CEF:0");
@@ -588,29 +566,33 @@ pub fn cef_severity(severity: u8) -> u8 {
 /// Escapes a CEF header field: `\` and `|` get a backslash; a header cannot hold a line break,
 /// so CR and LF become spaces.
 pub fn cef_header(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '|' => out.push_str("\\|"),
-            '\n' | '\r' => out.push(' '),
-            c => out.push(c),
-        }
-    }
-    out
+    escaped(s, |c| match c {
+        '\\' => Some("\\\\"),
+        '|' => Some("\\|"),
+        '\n' | '\r' => Some(" "),
+        _ => None,
+    })
 }
 
 /// Escapes a CEF extension value: `\` and `=` get a backslash, LF and CR become the two
 /// characters `\n` and `\r`. `|` needs no escape in the extension.
 pub fn cef_value(s: &str) -> String {
+    escaped(s, |c| match c {
+        '\\' => Some("\\\\"),
+        '=' => Some("\\="),
+        '\n' => Some("\\n"),
+        '\r' => Some("\\r"),
+        _ => None,
+    })
+}
+
+/// `s` with every character `escape` has a replacement for replaced by it.
+fn escaped(s: &str, escape: impl Fn(char) -> Option<&'static str>) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '=' => out.push_str("\\="),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c => out.push(c),
+        match escape(c) {
+            Some(replacement) => out.push_str(replacement),
+            None => out.push(c),
         }
     }
     out
@@ -648,6 +630,38 @@ fn insert_some(map: &mut Map<String, Value>, key: &str, value: Option<Value>) {
     if let Some(v) = value {
         map.insert(key.to_string(), v);
     }
+}
+
+/// A CEF custom field and its label: `[label key, key, label]`, then the value.
+fn labeled(
+    ext: &mut Vec<(&str, String)>,
+    [label_key, key, label]: [&'static str; 3],
+    value: String,
+) {
+    ext.push((label_key, label.to_string()));
+    ext.push((key, value));
+}
+
+/// A CEF address: an IPv4 one under `v4_key`, an IPv6 one in the labeled custom field `v6`.
+fn cef_address(
+    ext: &mut Vec<(&str, String)>,
+    ip: Option<IpAddr>,
+    v4_key: &'static str,
+    v6: [&'static str; 3],
+) {
+    match ip {
+        Some(IpAddr::V4(ip)) => ext.push((v4_key, ip.to_string())),
+        Some(IpAddr::V6(ip)) => labeled(ext, v6, ip.to_string()),
+        None => {}
+    }
+}
+
+/// An ECS `source` or `destination`: its IP and byte count, where known.
+fn ecs_endpoint(ip: Option<IpAddr>, bytes: Option<u64>) -> Map<String, Value> {
+    let mut endpoint = Map::new();
+    insert_some(&mut endpoint, "ip", ip.map(|ip| ip.to_string().into()));
+    insert_some(&mut endpoint, "bytes", bytes.map(Value::from));
+    endpoint
 }
 
 fn insert_nonempty(map: &mut Map<String, Value>, key: &str, value: Map<String, Value>) {
