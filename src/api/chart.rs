@@ -1,9 +1,9 @@
 //! `/v1/chart.png` and `/v1/chart.svg`: the 2x2 analysis chart of the last scored batch or the training data.
 
 use super::problems::ChartProblems;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{FromRequestParts, Query};
 use axum::http::header;
+use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -42,11 +42,8 @@ pub struct ChartQuery {
     (status = 200, content_type = "image/png", body = Vec<u8>, description = "Bytes sent, bytes received, connections and active sessions over time; anomalies in red"),
     ChartProblems,
 ))]
-pub async fn chart_png(
-    State(state): State<AppState>,
-    query: Result<Query<ChartQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    draw(state, super::query(query)?, ChartFormat::Png).await
+pub async fn chart_png(chart: ChartRequest) -> Result<Response, ApiError> {
+    draw(chart, ChartFormat::Png).await
 }
 
 /// The analysis chart as SVG.
@@ -54,14 +51,29 @@ pub async fn chart_png(
     (status = 200, content_type = "image/svg+xml", body = String),
     ChartProblems,
 ))]
-pub async fn chart_svg(
-    State(state): State<AppState>,
-    query: Result<Query<ChartQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    draw(state, super::query(query)?, ChartFormat::Svg).await
+pub async fn chart_svg(chart: ChartRequest) -> Result<Response, ApiError> {
+    draw(chart, ChartFormat::Svg).await
 }
 
-async fn draw(state: AppState, q: ChartQuery, format: ChartFormat) -> Result<Response, ApiError> {
+/// What both chart operations read: the state and the query string (a 400 when it is bad).
+pub struct ChartRequest {
+    state: AppState,
+    query: ChartQuery,
+}
+
+impl FromRequestParts<AppState> for ChartRequest {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        Ok(Self {
+            state: state.clone(),
+            query: super::query(Query::try_from_uri(&parts.uri))?,
+        })
+    }
+}
+
+async fn draw(chart: ChartRequest, format: ChartFormat) -> Result<Response, ApiError> {
+    let ChartRequest { state, query: q } = chart;
     let source = q.source.unwrap_or_default();
     let data = match source {
         Source::Batch => state.last_batch().ok_or_else(|| {
