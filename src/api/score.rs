@@ -336,9 +336,7 @@ mod tests {
     use super::*;
     use rand::{RngExt, SeedableRng};
 
-    use crate::detector::model::Model;
-    use crate::detector::params::ForestParams;
-    use crate::records::{BodyFormat, ReadSpec, read_slice};
+    use crate::service::scoring::tests::{fitted, json_batch};
     use crate::service::scoring::{AlertRule, alert_for, score_batch};
 
     /// The per-record results as `RecordResult`s: what the handler serialised before results
@@ -370,16 +368,8 @@ mod tests {
                 })
             })
             .collect();
-        let body = serde_json::to_vec(&serde_json::Value::Array(records)).unwrap();
-        let spec = ReadSpec::new(BodyFormat::Json, None, 1000);
-        let batch = read_slice(&body, &spec, None).unwrap().batch;
-        let model = Model::fit(
-            &batch.matrix,
-            batch.features.clone(),
-            &ForestParams::default(),
-            chrono::Utc::now(),
-        )
-        .unwrap();
+        let batch = json_batch(records);
+        let model = fitted(&batch);
         let scored = score_batch(&model, &batch, ExplainMode::Anomalies, 3);
         let rule = AlertRule {
             rate: 0.0,

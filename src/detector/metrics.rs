@@ -365,98 +365,122 @@ mod tests {
         assert_eq!(m.support, support);
     }
 
+    /// Precision, recall, f1 and support of: normal, anomaly, macro avg, weighted avg.
+    fn check_classes(r: &ClassificationReport, want: [(f64, f64, f64, u64); 4]) {
+        let classes = [&r.normal, &r.anomaly, &r.macro_avg, &r.weighted_avg];
+        for (got, (p, r, f1, support)) in classes.into_iter().zip(want) {
+            check_class(got, p, r, f1, support);
+        }
+    }
+
+    /// What scikit-learn answers for one labeled, scored and flagged set of records.
+    struct Reference {
+        records: fn() -> (Vec<bool>, Vec<f64>, Vec<bool>),
+        /// confusion_matrix(...).ravel(): tn, fp, fn, tp.
+        counts: (u64, u64, u64, u64),
+        /// Precision, recall, f1 and support of: normal, anomaly, macro avg, weighted avg.
+        classes: [(f64, f64, f64, u64); 4],
+        accuracy: f64,
+        /// classification_report as it prints.
+        text: &'static str,
+        roc_auc: f64,
+        average_precision: f64,
+    }
+
+    fn matches_scikit_learn(reference: &Reference) {
+        let (y, s, p) = (reference.records)();
+        let cm = confusion_matrix(&y, &p).unwrap();
+        assert_eq!((cm.tn, cm.fp, cm.fn_, cm.tp), reference.counts);
+        let r = classification_report(&y, &p).unwrap();
+        check_classes(&r, reference.classes);
+        close(r.accuracy, reference.accuracy);
+        assert_eq!(r.to_string(), reference.text);
+        close(roc_auc(&y, &s).unwrap(), reference.roc_auc);
+        close(
+            average_precision(&y, &s).unwrap(),
+            reference.average_precision,
+        );
+    }
+
     #[test]
     fn ties_case_matches_scikit_learn() {
-        let (y, s, p) = ties();
-        let cm = confusion_matrix(&y, &p).unwrap();
-        assert_eq!((cm.tn, cm.fp, cm.fn_, cm.tp), (3, 3, 1, 3));
-        let r = classification_report(&y, &p).unwrap();
-        check_class(&r.normal, 0.75, 0.5, 0.6, 6);
-        check_class(&r.anomaly, 0.5, 0.75, 0.6, 4);
-        check_class(&r.macro_avg, 0.625, 0.625, 0.6, 10);
-        check_class(&r.weighted_avg, 0.65, 0.6, 0.6, 10);
-        close(r.accuracy, 0.6);
-        assert_eq!(
-            r.to_string(),
-            "              precision    recall  f1-score   support\n\n           0       0.75      0.50      0.60         6\n           1       0.50      0.75      0.60         4\n\n    accuracy                           0.60        10\n   macro avg       0.62      0.62      0.60        10\nweighted avg       0.65      0.60      0.60        10\n"
-        );
-        close(roc_auc(&y, &s).unwrap(), 0.7916666666666667);
-        close(average_precision(&y, &s).unwrap(), 0.7678571428571428);
+        matches_scikit_learn(&Reference {
+            records: ties,
+            counts: (3, 3, 1, 3),
+            classes: [
+                (0.75, 0.5, 0.6, 6),
+                (0.5, 0.75, 0.6, 4),
+                (0.625, 0.625, 0.6, 10),
+                (0.65, 0.6, 0.6, 10),
+            ],
+            accuracy: 0.6,
+            text: "              precision    recall  f1-score   support\n\n           0       0.75      0.50      0.60         6\n           1       0.50      0.75      0.60         4\n\n    accuracy                           0.60        10\n   macro avg       0.62      0.62      0.60        10\nweighted avg       0.65      0.60      0.60        10\n",
+            roc_auc: 0.7916666666666667,
+            average_precision: 0.7678571428571428,
+        });
     }
 
     #[test]
     fn fifty_element_case_matches_scikit_learn() {
-        let (y, s, p) = fifty();
-        let cm = confusion_matrix(&y, &p).unwrap();
-        assert_eq!((cm.tn, cm.fp, cm.fn_, cm.tp), (28, 8, 3, 11));
-        let r = classification_report(&y, &p).unwrap();
-        check_class(
-            &r.normal,
-            0.9032258064516129,
-            0.7777777777777778,
-            0.835820895522388,
-            36,
-        );
-        check_class(
-            &r.anomaly,
-            0.5789473684210527,
-            0.7857142857142857,
-            0.6666666666666666,
-            14,
-        );
-        check_class(
-            &r.macro_avg,
-            0.7410865874363328,
-            0.7817460317460317,
-            0.7512437810945274,
-            50,
-        );
-        check_class(
-            &r.weighted_avg,
-            0.8124278438030561,
-            0.78,
-            0.788457711442786,
-            50,
-        );
-        close(r.accuracy, 0.78);
-        assert_eq!(
-            r.to_string(),
-            "              precision    recall  f1-score   support\n\n           0       0.90      0.78      0.84        36\n           1       0.58      0.79      0.67        14\n\n    accuracy                           0.78        50\n   macro avg       0.74      0.78      0.75        50\nweighted avg       0.81      0.78      0.79        50\n"
-        );
-        close(roc_auc(&y, &s).unwrap(), 0.9007936507936508);
-        close(average_precision(&y, &s).unwrap(), 0.8502150860344138);
+        matches_scikit_learn(&Reference {
+            records: fifty,
+            counts: (28, 8, 3, 11),
+            classes: [
+                (
+                    0.9032258064516129,
+                    0.7777777777777778,
+                    0.835820895522388,
+                    36,
+                ),
+                (
+                    0.5789473684210527,
+                    0.7857142857142857,
+                    0.6666666666666666,
+                    14,
+                ),
+                (
+                    0.7410865874363328,
+                    0.7817460317460317,
+                    0.7512437810945274,
+                    50,
+                ),
+                (0.8124278438030561, 0.78, 0.788457711442786, 50),
+            ],
+            accuracy: 0.78,
+            text: "              precision    recall  f1-score   support\n\n           0       0.90      0.78      0.84        36\n           1       0.58      0.79      0.67        14\n\n    accuracy                           0.78        50\n   macro avg       0.74      0.78      0.75        50\nweighted avg       0.81      0.78      0.79        50\n",
+            roc_auc: 0.9007936507936508,
+            average_precision: 0.8502150860344138,
+        });
     }
 
     #[test]
     fn tutorial_case_matches_scikit_learn() {
-        let (y, s, p) = tutorial();
+        let (_, _, p) = tutorial();
         assert_eq!(p.iter().filter(|&&x| x).count(), 72);
-        let cm = confusion_matrix(&y, &p).unwrap();
-        assert_eq!((cm.tn, cm.fp, cm.fn_, cm.tp), (648, 64, 0, 8));
-        let r = classification_report(&y, &p).unwrap();
-        check_class(&r.normal, 1.0, 0.9101123595505618, 0.9529411764705882, 712);
-        check_class(&r.anomaly, 0.1111111111111111, 1.0, 0.2, 8);
-        check_class(
-            &r.macro_avg,
-            0.5555555555555556,
-            0.9550561797752809,
-            0.5764705882352941,
-            720,
-        );
-        check_class(
-            &r.weighted_avg,
-            0.9901234567901235,
-            0.9111111111111111,
-            0.9445751633986929,
-            720,
-        );
-        close(r.accuracy, 0.9111111111111111);
-        assert_eq!(
-            r.to_string(),
-            "              precision    recall  f1-score   support\n\n           0       1.00      0.91      0.95       712\n           1       0.11      1.00      0.20         8\n\n    accuracy                           0.91       720\n   macro avg       0.56      0.96      0.58       720\nweighted avg       0.99      0.91      0.94       720\n"
-        );
-        close(roc_auc(&y, &s).unwrap(), 0.9645365168539326);
-        close(average_precision(&y, &s).unwrap(), 0.87890625);
+        matches_scikit_learn(&Reference {
+            records: tutorial,
+            counts: (648, 64, 0, 8),
+            classes: [
+                (1.0, 0.9101123595505618, 0.9529411764705882, 712),
+                (0.1111111111111111, 1.0, 0.2, 8),
+                (
+                    0.5555555555555556,
+                    0.9550561797752809,
+                    0.5764705882352941,
+                    720,
+                ),
+                (
+                    0.9901234567901235,
+                    0.9111111111111111,
+                    0.9445751633986929,
+                    720,
+                ),
+            ],
+            accuracy: 0.9111111111111111,
+            text: "              precision    recall  f1-score   support\n\n           0       1.00      0.91      0.95       712\n           1       0.11      1.00      0.20         8\n\n    accuracy                           0.91       720\n   macro avg       0.56      0.96      0.58       720\nweighted avg       0.99      0.91      0.94       720\n",
+            roc_auc: 0.9645365168539326,
+            average_precision: 0.87890625,
+        });
     }
 
     #[test]

@@ -373,15 +373,29 @@ pub fn chart_data(model_version: u64, batch: &mut Batch, anomalies: Vec<bool>) -
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::detector::model::Model;
+    use crate::detector::params::ForestParams;
     use crate::records::{BodyFormat, ReadSpec, read_slice};
 
     /// Records as a batch, the default features chosen.
-    fn json_batch(records: Vec<serde_json::Value>) -> Batch {
+    pub(crate) fn json_batch(records: Vec<serde_json::Value>) -> Batch {
         let body = serde_json::to_vec(&records).unwrap();
         let spec = ReadSpec::new(BodyFormat::Json, None, records.len().max(1));
         read_slice(&body, &spec, None).unwrap().batch
+    }
+
+    /// A model with the default parameters fitted on `batch`.
+    pub(crate) fn fitted(batch: &Batch) -> Model {
+        let now = chrono::Utc::now();
+        Model::fit(
+            &batch.matrix,
+            batch.features.clone(),
+            &ForestParams::default(),
+            now,
+        )
+        .unwrap()
     }
 
     fn batch(n_features: usize) -> Batch {
@@ -420,8 +434,6 @@ mod tests {
 
     #[test]
     fn explanations_together_equal_one_at_a_time() {
-        use crate::detector::model::Model;
-        use crate::detector::params::ForestParams;
         // More records than SEQUENTIAL_RECORDS, so the rayon path is taken too.
         let make = |n: usize| {
             let records: Vec<serde_json::Value> = (0..n)
@@ -438,13 +450,7 @@ mod tests {
         };
         let big = make(SEQUENTIAL_RECORDS + 904);
         let small = make(300);
-        let model = Model::fit(
-            &big.matrix,
-            big.features.clone(),
-            &ForestParams::default(),
-            chrono::Utc::now(),
-        )
-        .unwrap();
+        let model = fitted(&big);
         for (batch, mode) in [
             (&big, ExplainMode::Anomalies),
             (&big, ExplainMode::All),
