@@ -10,6 +10,7 @@
 //! Changing the stored shape means a new format number, a reader for the old one, and a test
 //! that old rows still decode (see `tests/fixtures/alerts-v1.*`).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -22,20 +23,21 @@ use crate::detector::model::BatchSummary;
 /// The body format this build writes, and the newest it reads.
 pub const FORMAT_VERSION: u32 = 1;
 
-/// An alert as its row's `body` holds it.
+/// An alert as its row's `body` holds it. Written, it borrows the alert's text and maps
+/// (nothing is copied on the way to JSON); read, it owns them.
 #[derive(Debug, Serialize, Deserialize)]
-pub(super) struct StoredAlert {
+pub(super) struct StoredAlert<'a> {
     #[serde(default)]
     format_version: FormatVersion,
-    id: String,
+    id: Cow<'a, str>,
     created_at: DateTime<Utc>,
     model_version: u64,
     severity: u8,
     status: StoredStatus,
     acknowledged_at: Option<DateTime<Utc>>,
-    reason: String,
+    reason: Cow<'a, str>,
     summary: StoredSummary,
-    records: Vec<StoredRecord>,
+    records: Vec<StoredRecord<'a>>,
 }
 
 /// A known body format: 1 when the row has no `format_version` (written before the field).
@@ -87,19 +89,19 @@ struct StoredSummary {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct StoredRecord {
+struct StoredRecord<'a> {
     index: usize,
-    timestamp: Option<String>,
+    timestamp: Option<Cow<'a, str>>,
     score: f64,
     severity: u8,
-    values: BTreeMap<String, f64>,
-    fields: BTreeMap<String, String>,
-    explanation: Vec<StoredContribution>,
+    values: Cow<'a, BTreeMap<String, f64>>,
+    fields: Cow<'a, BTreeMap<String, String>>,
+    explanation: Vec<StoredContribution<'a>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
-struct StoredContribution {
-    feature: String,
+struct StoredContribution<'a> {
+    feature: Cow<'a, str>,
     value: f64,
     direction: StoredDirection,
     contribution: f64,
@@ -124,11 +126,11 @@ pub(super) fn decode(body: &str) -> serde_json::Result<Alert> {
     serde_json::from_str::<StoredAlert>(body).map(Alert::from)
 }
 
-impl From<&Alert> for StoredAlert {
-    fn from(a: &Alert) -> Self {
+impl<'a> From<&'a Alert> for StoredAlert<'a> {
+    fn from(a: &'a Alert) -> Self {
         Self {
             format_version: FormatVersion(FORMAT_VERSION),
-            id: a.id.clone(),
+            id: Cow::Borrowed(&a.id),
             created_at: a.created_at,
             model_version: a.model_version,
             severity: a.severity,
@@ -137,7 +139,7 @@ impl From<&Alert> for StoredAlert {
                 AlertStatus::Acknowledged => StoredStatus::Acknowledged,
             },
             acknowledged_at: a.acknowledged_at,
-            reason: a.reason.clone(),
+            reason: Cow::Borrowed(&a.reason),
             summary: StoredSummary {
                 n_records: a.summary.n_records,
                 n_anomalies: a.summary.n_anomalies,
@@ -150,20 +152,20 @@ impl From<&Alert> for StoredAlert {
     }
 }
 
-impl From<&AlertRecord> for StoredRecord {
-    fn from(r: &AlertRecord) -> Self {
+impl<'a> From<&'a AlertRecord> for StoredRecord<'a> {
+    fn from(r: &'a AlertRecord) -> Self {
         Self {
             index: r.index,
-            timestamp: r.timestamp.clone(),
+            timestamp: r.timestamp.as_deref().map(Cow::Borrowed),
             score: r.score,
             severity: r.severity,
-            values: r.values.clone(),
-            fields: r.fields.clone(),
+            values: Cow::Borrowed(&r.values),
+            fields: Cow::Borrowed(&r.fields),
             explanation: r
                 .explanation
                 .iter()
                 .map(|c| StoredContribution {
-                    feature: c.feature.clone(),
+                    feature: Cow::Borrowed(&c.feature),
                     value: c.value,
                     direction: match c.direction {
                         Direction::Above => StoredDirection::Above,
@@ -178,8 +180,8 @@ impl From<&AlertRecord> for StoredRecord {
     }
 }
 
-impl From<StoredAlert> for Alert {
-    fn from(s: StoredAlert) -> Self {
+impl From<StoredAlert<'_>> for Alert {
+    fn from(s: StoredAlert<'_>) -> Self {
         let StoredSummary {
             n_records,
             n_anomalies,
@@ -188,7 +190,7 @@ impl From<StoredAlert> for Alert {
             max_severity,
         } = s.summary;
         Alert {
-            id: s.id,
+            id: s.id.into_owned(),
             created_at: s.created_at,
             model_version: s.model_version,
             severity: s.severity,
@@ -197,7 +199,7 @@ impl From<StoredAlert> for Alert {
                 StoredStatus::Acknowledged => AlertStatus::Acknowledged,
             },
             acknowledged_at: s.acknowledged_at,
-            reason: s.reason,
+            reason: s.reason.into_owned(),
             summary: BatchSummary {
                 n_records,
                 n_anomalies,
@@ -210,20 +212,20 @@ impl From<StoredAlert> for Alert {
     }
 }
 
-impl From<StoredRecord> for AlertRecord {
-    fn from(r: StoredRecord) -> Self {
+impl From<StoredRecord<'_>> for AlertRecord {
+    fn from(r: StoredRecord<'_>) -> Self {
         AlertRecord {
             index: r.index,
-            timestamp: r.timestamp,
+            timestamp: r.timestamp.map(Cow::into_owned),
             score: r.score,
             severity: r.severity,
-            values: r.values,
-            fields: r.fields,
+            values: r.values.into_owned(),
+            fields: r.fields.into_owned(),
             explanation: r
                 .explanation
                 .into_iter()
                 .map(|c| FeatureContribution {
-                    feature: c.feature,
+                    feature: c.feature.into_owned(),
                     value: c.value,
                     direction: match c.direction {
                         StoredDirection::Above => Direction::Above,
