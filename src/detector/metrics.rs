@@ -327,14 +327,17 @@ mod tests {
         v.iter().map(|&x| x == 1).collect()
     }
 
-    fn ties() -> (Vec<bool>, Vec<f64>, Vec<bool>) {
+    /// True labels, scores and predictions of the same records.
+    type Labeled = (Vec<bool>, Vec<f64>, Vec<bool>);
+
+    fn ties() -> Labeled {
         let y = bools(&[0, 0, 1, 1, 0, 1, 0, 1, 0, 0]);
         let s = vec![0.1, 0.4, 0.35, 0.8, 0.4, 0.4, 0.2, 0.9, 0.5, 0.1];
         let p = s.iter().map(|&x| x > 0.39).collect();
         (y, s, p)
     }
 
-    fn fifty() -> (Vec<bool>, Vec<f64>, Vec<bool>) {
+    fn fifty() -> Labeled {
         let y: Vec<bool> = (0..50).map(|i| (i * 7) % 11 < 3).collect();
         let s: Vec<f64> = (0..50)
             .map(|i| ((i * 37) % 17) as f64 / 17.0 + if y[i] { 0.3 } else { 0.0 })
@@ -343,7 +346,7 @@ mod tests {
         (y, s, p)
     }
 
-    fn tutorial() -> (Vec<bool>, Vec<f64>, Vec<bool>) {
+    fn tutorial() -> Labeled {
         let y: Vec<bool> = (0..720).map(|i| i % 100 == 0).collect();
         let extra: Vec<usize> = (5..720).step_by(10).take(64).collect();
         let p: Vec<bool> = (0..720).map(|i| y[i] || extra.contains(&i)).collect();
@@ -375,7 +378,7 @@ mod tests {
 
     /// What scikit-learn answers for one labeled, scored and flagged set of records.
     struct Reference {
-        records: fn() -> (Vec<bool>, Vec<f64>, Vec<bool>),
+        records: fn() -> Labeled,
         /// confusion_matrix(...).ravel(): tn, fp, fn, tp.
         counts: (u64, u64, u64, u64),
         /// Precision, recall, f1 and support of: normal, anomaly, macro avg, weighted avg.

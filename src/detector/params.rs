@@ -263,7 +263,8 @@ mod tests {
     #[test]
     fn bad_values_name_the_parameter() {
         // Each case changes one field of the defaults to a value out of its range.
-        let cases: [(fn(&mut ForestParams), &str); 8] = [
+        type Change = fn(&mut ForestParams);
+        let cases: [(Change, &str); 8] = [
             (|p| p.n_estimators = 0, "n_estimators"),
             (|p| p.max_samples = MaxSamples::Fraction(1.5), "max_samples"),
             (|p| p.max_samples = MaxSamples::Count(0), "max_samples"),
