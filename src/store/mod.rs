@@ -4,7 +4,8 @@
 //! model version on disk, written atomically, with an `ACTIVE` pointer; `alerts` is the
 //! [`alerts::AlertStore`] trait and its embedded SQLite implementation; `outbox` is the webhook
 //! delivery queue written in the same transaction as each alert; `postgres` implements all
-//! three traits on one PostgreSQL database for several replicas. All report failures as one
+//! three traits on one PostgreSQL database for several replicas; `sql` holds the statements both
+//! database backends run, written once. All report failures as one
 //! [`StoreError`], whose messages name the path or id involved and say what an operator can do
 //! about it.
 
