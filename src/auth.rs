@@ -168,6 +168,16 @@ pub fn required_scope(method: &Method, path: &str, metrics_require_key: bool) ->
     if path == "/docs" || path.starts_with("/docs/") {
         return None;
     }
+    // Creating, replacing and deleting (detectors) is for admins.
+    if method == Method::PUT || method == Method::DELETE {
+        return Some(Scope::Admin);
+    }
+    // A named detector's routes need what the same v1 route (the detector `default`) needs.
+    let v1 = path
+        .strip_prefix("/v1/detectors/")
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(_, route)| format!("/v1/{route}"));
+    let path = v1.as_deref().unwrap_or(path);
     let post = method == Method::POST;
     if post && (path == "/v1/model/fit" || path.ends_with("/activate") || path.ends_with("/ack")) {
         return Some(Scope::Admin);
@@ -305,5 +315,28 @@ mod tests {
             required_scope(&get, "/v1/chart.png", false),
             Some(Scope::Read)
         );
+        // Detectors: their routes as the v1 ones, writes for admins.
+        for (method, path, scope) in [
+            (Method::PUT, "/v1/detectors/zeek", Scope::Admin),
+            (Method::DELETE, "/v1/detectors/zeek", Scope::Admin),
+            (get.clone(), "/v1/detectors", Scope::Read),
+            (get.clone(), "/v1/detectors/zeek", Scope::Read),
+            (post.clone(), "/v1/detectors/zeek/model/fit", Scope::Admin),
+            (
+                post.clone(),
+                "/v1/detectors/zeek/model/versions/2/activate",
+                Scope::Admin,
+            ),
+            (post.clone(), "/v1/detectors/zeek/score", Scope::Score),
+            (post.clone(), "/v1/detectors/zeek/evaluate", Scope::Score),
+            (get.clone(), "/v1/detectors/zeek/model", Scope::Read),
+            (get.clone(), "/v1/detectors/zeek/chart.svg", Scope::Read),
+        ] {
+            assert_eq!(
+                required_scope(&method, path, false),
+                Some(scope),
+                "{method} {path}"
+            );
+        }
     }
 }

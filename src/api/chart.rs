@@ -1,16 +1,17 @@
 //! `/v1/chart.png` and `/v1/chart.svg`: the 2x2 analysis chart of the last scored batch or the training data.
 
 use super::problems::ChartProblems;
+use axum::extract::Query;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use super::detectors::Detector;
 use crate::chart::{ChartFormat, ChartInput, ChartSeries, DEFAULT_HEIGHT, DEFAULT_WIDTH, render};
 use crate::error::{ApiError, ProblemCode};
-use crate::state::AppState;
+use crate::state::DetectorState;
 
 #[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -38,36 +39,40 @@ pub struct ChartQuery {
 }
 
 /// The analysis chart as PNG.
-#[utoipa::path(get, path = "/v1/chart.png", tag = "chart", params(ChartQuery), responses(
+#[utoipa::path(get, path = "/chart.png", tag = "chart", params(ChartQuery), responses(
     (status = 200, content_type = "image/png", body = Vec<u8>, description = "Bytes sent, bytes received, connections and active sessions over time; anomalies in red"),
     ChartProblems,
 ))]
 pub async fn chart_png(
-    State(state): State<AppState>,
+    Detector(det): Detector,
     query: Result<Query<ChartQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    draw(state, super::query(query)?, ChartFormat::Png).await
+    draw(&det, super::query(query)?, ChartFormat::Png).await
 }
 
 /// The analysis chart as SVG.
-#[utoipa::path(get, path = "/v1/chart.svg", tag = "chart", params(ChartQuery), responses(
+#[utoipa::path(get, path = "/chart.svg", tag = "chart", params(ChartQuery), responses(
     (status = 200, content_type = "image/svg+xml", body = String),
     ChartProblems,
 ))]
 pub async fn chart_svg(
-    State(state): State<AppState>,
+    Detector(det): Detector,
     query: Result<Query<ChartQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    draw(state, super::query(query)?, ChartFormat::Svg).await
+    draw(&det, super::query(query)?, ChartFormat::Svg).await
 }
 
-async fn draw(state: AppState, q: ChartQuery, format: ChartFormat) -> Result<Response, ApiError> {
+async fn draw(
+    det: &DetectorState,
+    q: ChartQuery,
+    format: ChartFormat,
+) -> Result<Response, ApiError> {
     let source = q.source.unwrap_or_default();
     let data = match source {
-        Source::Batch => state.last_batch().ok_or_else(|| {
+        Source::Batch => det.last_batch().ok_or_else(|| {
             ApiError::new(ProblemCode::NothingToDraw, "no batch has been scored since the service started; POST /v1/score first, or use ?source=training")
         })?,
-        Source::Training => state.training_batch().ok_or_else(|| {
+        Source::Training => det.training_batch().ok_or_else(|| {
             ApiError::new(ProblemCode::NothingToDraw, "no model has been fitted since the service started (training data is not kept across restarts)")
         })?,
     };

@@ -9,6 +9,7 @@ use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::detectors::Detector;
 use super::views::evaluate::{BudgetThresholdView, ClassificationReportView, ConfusionMatrixView};
 use crate::error::ApiError;
 use crate::service::evaluation::{self, EvaluateCommand};
@@ -51,7 +52,7 @@ pub struct EvaluateResponse {
 /// Evaluate the active model on labeled records (`label` 0/1 on each).
 ///
 /// Same body forms as /v1/score; the JSON object form may also carry `max_false_positive_rate`.
-#[utoipa::path(post, path = "/v1/evaluate", tag = "scoring",
+#[utoipa::path(post, path = "/evaluate", tag = "scoring",
     params(EvaluateQuery),
     request_body(content(
         (super::score::RecordsBody = "application/json"),
@@ -67,6 +68,7 @@ pub struct EvaluateResponse {
     ))]
 pub async fn evaluate(
     State(state): State<AppState>,
+    Detector(det): Detector,
     headers: HeaderMap,
     query: Result<Query<EvaluateQuery>, QueryRejection>,
     body: Result<Bytes, BytesRejection>,
@@ -74,14 +76,19 @@ pub async fn evaluate(
     let query = super::query(query)?;
     let body = super::body(body)?;
     let format = super::body_format(&headers)?;
-    let zeek = super::zeek_options(format, query.window.as_deref(), query.group_by.as_deref())?;
+    let zeek = super::zeek_options(
+        format,
+        &det.spec(),
+        query.window.as_deref(),
+        query.group_by.as_deref(),
+    )?;
     let command = EvaluateCommand {
         format,
         bytes: body,
         zeek,
         max_false_positive_rate: query.max_false_positive_rate,
     };
-    let e = evaluation::evaluate(&state, command).await?;
+    let e = evaluation::evaluate(&state, &det, command).await?;
     Ok(Json(EvaluateResponse {
         model_version: e.model_version,
         n_records: e.n_records,

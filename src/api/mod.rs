@@ -2,6 +2,7 @@
 
 pub mod alerts;
 pub mod chart;
+pub mod detectors;
 pub mod evaluate;
 pub mod health;
 pub mod metrics;
@@ -23,6 +24,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::{ApiError, ProblemCode};
 use crate::records::{BodyFormat, RecordError, ZeekOptions};
+use crate::service::detectors::DetectorSpec;
 use crate::state::AppState;
 
 #[derive(OpenApi)]
@@ -46,6 +48,8 @@ record `index` and `field`.",
         (name = "scoring", description = "Scoring and evaluating traffic batches"),
         (name = "alerts", description = "Alerts raised by scored batches"),
         (name = "chart", description = "The 2x2 analysis chart"),
+        (name = "detectors", description = "Named detectors, each with its own settings, model versions, chart and alerts; \
+the v1 paths are the detector `default`, and every per-detector operation is also under `/v1/detectors/{name}/`"),
     )
 )]
 struct ApiDoc;
@@ -57,22 +61,82 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(health::readyz))
         .routes(routes!(metrics::render))
         .routes(routes!(samples::generate))
+        .nest("/v1", per_detector())
+        .routes(routes!(alerts::list))
+        .routes(routes!(alerts::get_alert))
+        .routes(routes!(alerts::acknowledge))
+        .routes(routes!(detectors::list))
+        .routes(routes!(
+            detectors::get_detector,
+            detectors::put,
+            detectors::delete
+        ))
+        .nest(DETECTOR_PREFIX, per_detector())
+}
+
+/// Where a named detector's own routes live; the same routes under `/v1` are `default`'s.
+const DETECTOR_PREFIX: &str = "/v1/detectors/{name}";
+
+/// The routes every detector has, relative to `/v1` (the detector `default`) and to
+/// [`DETECTOR_PREFIX`]; the [`detectors::Detector`] extractor tells them apart.
+fn per_detector() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .routes(routes!(model::fit))
         .routes(routes!(model::get_model))
         .routes(routes!(model::list_versions))
         .routes(routes!(model::activate))
         .routes(routes!(score::score))
         .routes(routes!(evaluate::evaluate))
-        .routes(routes!(alerts::list))
-        .routes(routes!(alerts::get_alert))
-        .routes(routes!(alerts::acknowledge))
         .routes(routes!(chart::chart_png))
         .routes(routes!(chart::chart_svg))
 }
 
+/// Gives the per-detector copies of the v1 operations their own operation ids
+/// (`detector_<v1 id>`), the `detectors` tag, the `{name}` parameter and its 404.
+fn document_detector_routes(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    let prefix = format!("{DETECTOR_PREFIX}/");
+    for (path, item) in api.paths.paths.iter_mut() {
+        if !path.starts_with(&prefix) {
+            continue;
+        }
+        for op in [&mut item.get, &mut item.post].into_iter().flatten() {
+            op.operation_id = op.operation_id.take().map(|id| format!("detector_{id}"));
+            op.tags = Some(vec!["detectors".to_owned()]);
+            let name = ParameterBuilder::new()
+                .name("name")
+                .parameter_in(ParameterIn::Path)
+                .required(utoipa::openapi::Required::True)
+                .description(Some(
+                    "The detector (`default` is the one the v1 paths serve)",
+                ))
+                .schema(Some(
+                    utoipa::openapi::ObjectBuilder::new()
+                        .schema_type(utoipa::openapi::schema::Type::String)
+                        .pattern(Some("^[a-z0-9][a-z0-9_-]{0,62}$")),
+                ))
+                .build();
+            op.parameters.get_or_insert_with(Vec::new).insert(0, name);
+            op.responses
+                .responses
+                .entry("404".into())
+                .or_insert_with(|| {
+                    problems::problem_response("No detector of this name (`no-such-detector`)")
+                        .into()
+                });
+        }
+    }
+}
+
 /// The OpenAPI document (what `/openapi.json` serves and `netsentinel openapi` prints).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    with_security(api_router().split_for_parts().1)
+    documented(api_router().split_for_parts().1)
+}
+
+/// The document as served: detector routes described, security declared.
+fn documented(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    document_detector_routes(&mut api);
+    with_security(api)
 }
 
 /// Documents the optional bearer API keys: the scheme, and 401/403 on every `/v1` operation.
@@ -100,7 +164,15 @@ fn with_security(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi 
         if !path.starts_with("/v1/") {
             continue;
         }
-        for op in [&mut item.get, &mut item.post].into_iter().flatten() {
+        for op in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
             op.security = Some(vec![
                 SecurityRequirement::default(),
                 SecurityRequirement::new("api_key", Vec::<String>::new()),
@@ -124,7 +196,7 @@ fn with_security(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi 
 pub fn router(state: AppState) -> Router {
     let max_body = state.settings().max_body_bytes;
     let (router, api) = api_router().split_for_parts();
-    let api = with_security(api);
+    let api = documented(api);
     let router = router.route_layer(axum::middleware::from_fn(metrics::track));
     crate::monitoring::handle();
     router
@@ -188,9 +260,11 @@ pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiErro
     })
 }
 
-/// Zeek aggregation settings from the query string; an error when given for a non-Zeek body.
+/// Zeek aggregation settings from the query string over the detector's; an error when given
+/// for a non-Zeek body.
 pub(crate) fn zeek_options(
     format: BodyFormat,
+    detector: &DetectorSpec,
     window: Option<&str>,
     group_by: Option<&str>,
 ) -> Result<ZeekOptions, ApiError> {
@@ -199,7 +273,7 @@ pub(crate) fn zeek_options(
         )
         .with_field(if window.is_some() { "window" } else { "group_by" }));
     }
-    Ok(ZeekOptions::from_params(window, group_by)?)
+    Ok(detector.zeek_options(window, group_by)?)
 }
 
 /// Response media types the API can produce.

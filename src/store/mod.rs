@@ -9,6 +9,7 @@
 //! about it.
 
 pub mod alerts;
+pub mod detectors;
 pub mod model_files;
 pub mod models;
 pub mod outbox;
