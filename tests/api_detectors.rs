@@ -33,6 +33,15 @@ async fn delete(app: &TestApp, path: &str) -> reqwest::Response {
     app.send(app.request(Method::DELETE, path)).await
 }
 
+/// POSTs the Zeek conn log fixture (TSV) to `path` and insists on `status`.
+async fn post_zeek(app: &TestApp, path: &str, status: StatusCode) -> Value {
+    json_with_status(
+        app.post_raw(path, Some("text/zeek-tsv"), zeek_log()).await,
+        status,
+    )
+    .await
+}
+
 async fn fit_at(app: &TestApp, detector: &str, body: &Value) -> Value {
     let response = app
         .post_json(&format!("/v1/detectors/{detector}/model/fit"), body)
@@ -247,14 +256,12 @@ async fn a_zeek_detector_and_a_records_detector_fit_and_score_side_by_side() {
         StatusCode::CREATED,
     )
     .await;
-    let log = zeek_log();
-
     // The Zeek detector's own window and entity apply without query parameters.
     let fit = app
         .post_raw(
             "/v1/detectors/zeek-hosts/model/fit",
             Some("text/zeek-tsv"),
-            log.clone(),
+            zeek_log(),
         )
         .await;
     assert_eq!(
@@ -262,8 +269,8 @@ async fn a_zeek_detector_and_a_records_detector_fit_and_score_side_by_side() {
         "/v1/detectors/zeek-hosts/model"
     );
     let zeek_model = json_with_status(fit, StatusCode::CREATED).await;
-    // 8 hosts, each busy in (nearly) every 5-minute window of 6 hours: far more than the 48
-    // records of v1's default hourly, whole-network... per host windows.
+    // 8 hosts, each busy in (nearly) every 5-minute window of 6 hours: far more records than
+    // the 48 host-hours the same log gives with `window=1h`.
     let windows = zeek_model["n_training_records"].as_u64().unwrap();
     assert!(windows > 8 * 6 * 5, "5-minute windows per host: {windows}");
     assert_eq!(
@@ -310,15 +317,7 @@ async fn a_zeek_detector_and_a_records_detector_fit_and_score_side_by_side() {
     assert_eq!(versions["versions"].as_array().unwrap().len(), 1);
 
     // Scoring: the Zeek log per host and 5-minute window; the exfiltrating host stands out.
-    let scored = json_ok(
-        app.post_raw(
-            "/v1/detectors/zeek-hosts/score",
-            Some("text/zeek-tsv"),
-            log.clone(),
-        )
-        .await,
-    )
-    .await;
+    let scored = post_zeek(&app, "/v1/detectors/zeek-hosts/score", StatusCode::OK).await;
     assert_eq!(scored["model_version"], zeek_model["version"]);
     let results = scored["results"].as_array().unwrap();
     assert_eq!(results.len() as u64, windows);
@@ -334,13 +333,10 @@ async fn a_zeek_detector_and_a_records_detector_fit_and_score_side_by_side() {
     assert_eq!(top["entity"], "10.0.0.6", "{top}");
     assert_eq!(scored["alert"]["detector"], ZEEK);
     // The request's own window still wins over the detector's.
-    let hourly = json_ok(
-        app.post_raw(
-            "/v1/detectors/zeek-hosts/score?window=1h",
-            Some("text/zeek-tsv"),
-            log.clone(),
-        )
-        .await,
+    let hourly = post_zeek(
+        &app,
+        "/v1/detectors/zeek-hosts/score?window=1h",
+        StatusCode::OK,
     )
     .await;
     assert_eq!(hourly["results"].as_array().unwrap().len(), 48);
@@ -522,24 +518,15 @@ async fn detectors_and_their_active_models_survive_a_restart() {
         StatusCode::CREATED,
     )
     .await;
-    let log = zeek_log();
-    let first = json_with_status(
-        app.post_raw(
-            "/v1/detectors/zeek-hosts/model/fit",
-            Some("text/zeek-tsv"),
-            log.clone(),
-        )
-        .await,
+    let first = post_zeek(
+        &app,
+        "/v1/detectors/zeek-hosts/model/fit",
         StatusCode::CREATED,
     )
     .await;
-    let _second = json_with_status(
-        app.post_raw(
-            "/v1/detectors/zeek-hosts/model/fit?seed=9",
-            Some("text/zeek-tsv"),
-            log.clone(),
-        )
-        .await,
+    let _second = post_zeek(
+        &app,
+        "/v1/detectors/zeek-hosts/model/fit?seed=9",
         StatusCode::CREATED,
     )
     .await;
@@ -550,15 +537,7 @@ async fn detectors_and_their_active_models_survive_a_restart() {
     )
     .await;
     let flows_model = fit_at(&app, RECORDS, &json!({"generate": {}})).await;
-    let before = json_ok(
-        app.post_raw(
-            "/v1/detectors/zeek-hosts/score",
-            Some("text/zeek-tsv"),
-            log.clone(),
-        )
-        .await,
-    )
-    .await;
+    let before = post_zeek(&app, "/v1/detectors/zeek-hosts/score", StatusCode::OK).await;
     let settings_before = json_ok(app.get("/v1/detectors").await).await;
 
     let app = app.restart().await;
@@ -572,11 +551,7 @@ async fn detectors_and_their_active_models_survive_a_restart() {
         json_ok(app.get("/v1/detectors/flows/model").await).await,
         flows_model
     );
-    let after = json_ok(
-        app.post_raw("/v1/detectors/zeek-hosts/score", Some("text/zeek-tsv"), log)
-            .await,
-    )
-    .await;
+    let after = post_zeek(&app, "/v1/detectors/zeek-hosts/score", StatusCode::OK).await;
     assert_eq!(scores(&after), scores(&before));
     assert_eq!(after["model_version"], 1);
     assert_eq!(
