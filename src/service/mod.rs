@@ -62,7 +62,7 @@ pub enum ServiceError {
     NoSuchDetector(String),
     /// Deleting a detector that still has model versions, without `force`.
     #[error(
-        "detector {name:?} has {versions} model version(s); DELETE with ?force=true to delete          them with it (its alerts are kept)"
+        "detector {name:?} has {versions} model version(s); DELETE with ?force=true to delete them with it (its alerts are kept)"
     )]
     DetectorInUse { name: String, versions: usize },
     /// Deleting the detector the v1 paths serve.
