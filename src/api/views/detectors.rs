@@ -7,7 +7,8 @@ use serde::Deserialize;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::model::ForestParamsView;
+use super::model::schema;
+use crate::detector::params::{Contamination, MaxFeatures, MaxSamples};
 use crate::service::detectors::{AlertingSpec, DetectorInfo, ParamsSpec, SourceSpec, TrainingSpec};
 
 /// A detector's settings (the body of `PUT /v1/detectors/{name}`); every block may be left out,
@@ -72,16 +73,32 @@ pub enum SourceFormatView {
 /// which a fit's own parameters override one by one) and the baseline.
 #[derive(ToSchema)]
 #[cfg_attr(test, derive(Serialize, Deserialize))]
+#[cfg_attr(test, serde(deny_unknown_fields))]
 #[schema(as = DetectorParams)]
 pub struct DetectorParamsView {
-    #[serde(flatten)]
-    pub forest: ForestParamsView,
+    /// Number of trees (default 100).
+    #[schema(example = 100)]
+    pub n_estimators: Option<u64>,
+    /// `"auto"` (= min(256, n)), a row count, or a fraction of n.
+    #[schema(schema_with = schema::max_samples, example = "auto")]
+    pub max_samples: Option<MaxSamples>,
+    /// `"auto"` (threshold 0.5) or a fraction in (0, 0.5].
+    #[schema(schema_with = schema::contamination, example = "auto")]
+    pub contamination: Option<Contamination>,
+    /// A fraction in (0, 1] or a count of features (default 1.0: all).
+    #[schema(schema_with = schema::max_features, example = 1.0)]
+    pub max_features: Option<MaxFeatures>,
+    /// Draw each tree's rows with replacement (default false).
+    pub bootstrap: Option<bool>,
+    /// Seed of every random choice (default 42).
+    #[schema(example = 42)]
+    pub seed: Option<u64>,
     /// Only `global` (one baseline for every entity, as v1) is available yet.
     #[schema(example = "global", pattern = "^global$")]
-    pub baseline: String,
+    pub baseline: Option<String>,
     /// Only `none` (as v1) is available yet.
     #[schema(example = "none", pattern = "^none$")]
-    pub seasonality: String,
+    pub seasonality: Option<String>,
 }
 
 /// When the detector's batches raise alerts.
