@@ -168,6 +168,16 @@ pub fn required_scope(method: &Method, path: &str, metrics_require_key: bool) ->
     if path == "/docs" || path.starts_with("/docs/") {
         return None;
     }
+    // Creating, replacing and deleting (detectors) is for admins.
+    if method == Method::PUT || method == Method::DELETE {
+        return Some(Scope::Admin);
+    }
+    // A named detector's routes need what the same v1 route (the detector `default`) needs.
+    let v1 = path
+        .strip_prefix("/v1/detectors/")
+        .and_then(|rest| rest.split_once('/'))
+        .map(|(_, route)| format!("/v1/{route}"));
+    let path = v1.as_deref().unwrap_or(path);
     let post = method == Method::POST;
     if post && (path == "/v1/model/fit" || path.ends_with("/activate") || path.ends_with("/ack")) {
         return Some(Scope::Admin);
@@ -279,6 +289,7 @@ mod tests {
     #[test]
     fn routes_map_to_scopes() {
         let (get, post) = (Method::GET, Method::POST);
+        let (put, delete) = (Method::PUT, Method::DELETE);
         let (read, score, admin) = (Some(Scope::Read), Some(Scope::Score), Some(Scope::Admin));
         // (method, path, whether /metrics needs a key, the scope required)
         let cases = [
@@ -292,6 +303,17 @@ mod tests {
             (&post, "/v1/score", false, score),
             (&get, "/v1/alerts", false, read),
             (&get, "/v1/chart.png", false, read),
+            // Detectors: their routes as the v1 ones, writes for admins.
+            (&put, "/v1/detectors/zeek", false, admin),
+            (&delete, "/v1/detectors/zeek", false, admin),
+            (&get, "/v1/detectors", false, read),
+            (&get, "/v1/detectors/zeek", false, read),
+            (&post, "/v1/detectors/zeek/model/fit", false, admin),
+            (&post, "/v1/detectors/zeek/model/versions/2/activate", false, admin),
+            (&post, "/v1/detectors/zeek/score", false, score),
+            (&post, "/v1/detectors/zeek/evaluate", false, score),
+            (&get, "/v1/detectors/zeek/model", false, read),
+            (&get, "/v1/detectors/zeek/chart.svg", false, read),
         ];
         for (method, path, metrics_require_key, scope) in cases {
             let required = required_scope(method, path, metrics_require_key);

@@ -55,6 +55,10 @@ problem_codes! {
     NoSuchVersion = "no-such-version",
     CorruptModel = "corrupt-model",
     NoSuchAlert = "no-such-alert",
+    NoSuchDetector = "no-such-detector",
+    InvalidDetector = "invalid-detector",
+    DetectorInUse = "detector-in-use",
+    DefaultDetector = "default-detector",
     NothingToDraw = "nothing-to-draw",
     NotFound = "not-found",
     MethodNotAllowed = "method-not-allowed",
@@ -78,14 +82,16 @@ impl ProblemCode {
             MalformedBody | UnknownField | InvalidParameter => StatusCode::BAD_REQUEST,
             Unauthorized => StatusCode::UNAUTHORIZED,
             Forbidden => StatusCode::FORBIDDEN,
-            NoSuchVersion | NoSuchAlert | NotFound => StatusCode::NOT_FOUND,
+            NoSuchVersion | NoSuchAlert | NoSuchDetector | NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             NotAcceptable => StatusCode::NOT_ACCEPTABLE,
-            NoModel | CorruptModel | NothingToDraw => StatusCode::CONFLICT,
+            NoModel | CorruptModel | NothingToDraw | DetectorInUse | DefaultDetector => {
+                StatusCode::CONFLICT
+            }
             BodyTooLarge | TooManyRecords => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             InvalidRecord | InvalidRecords | EmptyBatch | NoFeatures | InvalidZeekLine
-            | MissingZeekField => StatusCode::UNPROCESSABLE_ENTITY,
+            | MissingZeekField | InvalidDetector => StatusCode::UNPROCESSABLE_ENTITY,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
             StoreUnavailable | Timeout | Overloaded | NotReady => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -379,6 +385,19 @@ impl From<ServiceError> for ApiError {
             }
             e @ ServiceError::CorruptModel { .. } => {
                 Self::new(ProblemCode::CorruptModel, e.to_string())
+            }
+            ServiceError::Detector(e) => Self {
+                field: e.field,
+                ..Self::new(ProblemCode::InvalidDetector, e.detail)
+            },
+            e @ ServiceError::NoSuchDetector(_) => {
+                Self::new(ProblemCode::NoSuchDetector, e.to_string())
+            }
+            e @ ServiceError::DetectorInUse { .. } => {
+                Self::new(ProblemCode::DetectorInUse, e.to_string())
+            }
+            e @ ServiceError::DefaultDetector => {
+                Self::new(ProblemCode::DefaultDetector, e.to_string())
             }
             ServiceError::Store(e) => e.into(),
             ServiceError::Task(e) => e.into(),

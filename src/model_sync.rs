@@ -1,12 +1,15 @@
-//! Keeps this replica's active model in step with a shared model store (PostgreSQL).
+//! Keeps this replica's detectors and their active models in step with a shared store (PostgreSQL).
 //!
-//! Two signals wake the follower: the store's change notification (`LISTEN netsentinel_model`,
-//! sent in the transaction that moves the pointer, so usually within milliseconds) and a poll
+//! Two signals wake the follower: the store's change notifications (`LISTEN netsentinel_model`,
+//! sent in the transaction that moves a detector's pointer, and `netsentinel_detectors`, sent
+//! when a detector is created, replaced or deleted; usually within milliseconds) and a poll
 //! every [`POLL`] as a safety net for notifications lost while the listener was disconnected.
-//! On waking it reads the active pointer and, if it names another version than the one in
-//! memory, loads and decodes that version off the runtime and swaps it in with
-//! [`AppState::install_model`]. The swap happens under the same lock as local fits and
-//! rollbacks, so a reload never interleaves with one of them.
+//! On waking it first brings the set of detectors and their settings up to date
+//! (`service::detectors::follow_store`), then, for each detector, reads its active pointer
+//! and, if it names another version than the one in memory, loads and decodes that version
+//! off the runtime and swaps it in with [`DetectorState::install_model`]. The swap happens
+//! under the detector's lock for local fits and rollbacks, so a reload never interleaves with
+//! one of them.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +19,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use crate::detector::model::Model;
-use crate::state::AppState;
+use crate::state::{AppState, DetectorState};
 
 /// Longest a replica serves a model after another replica changed the active version, when
 /// the notification was lost.
@@ -24,14 +27,15 @@ pub const POLL: Duration = Duration::from_secs(2);
 
 /// Starts following the store if it is shared; `None` for a single-process (file) store.
 pub fn start(state: AppState, mut stop: watch::Receiver<bool>) -> Option<JoinHandle<()>> {
-    if !state.models().shared() {
+    let models = state.default_detector().model_store();
+    if !models.shared() {
         return None;
     }
     let wake = Arc::new(Notify::new());
     // The LISTEN thread checks this flag; the task below sets it when it stops.
     let stop_listening = Arc::new(AtomicBool::new(false));
     let hook_wake = Arc::clone(&wake);
-    let listening = state.models().watch_active(
+    let listening = models.watch_active(
         Box::new(move || hook_wake.notify_one()),
         Arc::clone(&stop_listening),
     );
@@ -51,20 +55,37 @@ pub fn start(state: AppState, mut stop: watch::Receiver<bool>) -> Option<JoinHan
             if *stop.borrow() {
                 break;
             }
-            healthy = follow_once(&state, healthy).await;
+            healthy = follow_all(&state, healthy).await;
         }
         stop_listening.store(true, Ordering::Relaxed);
     }))
 }
 
-/// Installs the store's active version if it differs from the one in memory; returns whether
-/// the store could be read (to log an outage once, not every poll).
-pub async fn follow_once(state: &AppState, was_healthy: bool) -> bool {
-    let _guard = state.model_change_lock().lock().await;
-    let current = state.model().map(|m| m.version());
-    let st = state.clone();
+/// Follows the store's detectors, then each detector's active version; returns whether the
+/// store could be read.
+pub async fn follow_all(state: &AppState, was_healthy: bool) -> bool {
+    let mut healthy = match crate::service::detectors::follow_store(state).await {
+        Ok(_) => true,
+        Err(e) => {
+            if was_healthy {
+                tracing::warn!(error = %e, "cannot follow the shared detector settings");
+            }
+            false
+        }
+    };
+    for det in state.detectors() {
+        healthy &= follow_once(&det, was_healthy && healthy).await;
+    }
+    healthy
+}
+
+/// Installs the store's active version of `det` if it differs from the one in memory; returns
+/// whether the store could be read (to log an outage once, not every poll).
+pub async fn follow_once(det: &DetectorState, was_healthy: bool) -> bool {
+    let _guard = det.model_change_lock().lock().await;
+    let current = det.model().map(|m| m.version());
+    let store = det.model_store();
     let loaded = tokio::task::spawn_blocking(move || -> Result<Option<Model>, String> {
-        let store = st.models();
         let active = store.active().map_err(|e| e.to_string())?;
         let Some(active) = active.filter(|&v| Some(v) != current) else {
             return Ok(None);
@@ -78,9 +99,12 @@ pub async fn follow_once(state: &AppState, was_healthy: bool) -> bool {
     match loaded {
         Ok(Ok(Some(model))) => {
             let version = model.version();
-            state.install_model(Arc::new(model));
-            crate::monitoring::model_active(version);
+            det.install_model(Arc::new(model));
+            if det.is_default() {
+                crate::monitoring::model_active(version);
+            }
             tracing::info!(
+                detector = det.name(),
                 version,
                 previous = current,
                 "active model changed in the shared store; now serving it"

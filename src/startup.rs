@@ -18,12 +18,10 @@ use crate::auth::{self, Policy};
 use crate::config::Settings;
 use crate::error::{ApiError, ProblemCode};
 
-use crate::state::AppState;
-use crate::store::alerts::{AlertStore, SqliteAlertStore};
-use crate::store::model_files::ModelFiles;
-use crate::store::models::ModelStore;
-use crate::store::outbox::Outbox;
-use crate::store::postgres::{PgOptions, PgStore};
+use crate::state::{AppState, Stores};
+use crate::store::alerts::SqliteAlertStore;
+use crate::store::detectors::DetectorModelFiles;
+use crate::store::postgres::{PgDetectorModels, PgOptions, PgStore};
 use crate::webhooks::Webhooks;
 use crate::{api, monitoring};
 
@@ -37,6 +35,8 @@ pub enum StartupError {
     },
     #[error("storage: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("loading the detectors: {0}")]
+    Detectors(#[from] crate::service::ServiceError),
     #[error(
         "refusing to serve without API keys on {0}, which is not a loopback address: set NETSENTINEL_API_KEYS, or pass --insecure-open if this is really wanted"
     )]
@@ -151,42 +151,45 @@ pub fn build_state(settings: Settings) -> Result<AppState, StartupError> {
     for sink in webhooks.sinks() {
         tracing::info!(sink = %sink.name, target = %sink.origin(), format = sink.format.as_str(), signed = sink.secret.is_some(), "webhook sink configured");
     }
-    let (models, alerts, outbox): (Arc<dyn ModelStore>, Arc<dyn AlertStore>, Arc<dyn Outbox>) =
-        match &settings.database_url {
-            Some(url) => {
-                let store = Arc::new(PgStore::connect(&PgOptions {
-                    url: url.expose().to_owned(),
-                    pool_size: settings.database_pool_size,
-                    timeout: Duration::from_millis(settings.database_timeout_ms),
-                    keep_models: settings.keep_models as usize,
-                })?);
-                tracing::info!(
-                    pool_size = settings.database_pool_size,
-                    "storage: PostgreSQL (alerts, webhook outbox and models shared by every replica)"
-                );
-                (store.clone(), store.clone(), store)
+    let stores = match &settings.database_url {
+        Some(url) => {
+            let store = Arc::new(PgStore::connect(&PgOptions {
+                url: url.expose().to_owned(),
+                pool_size: settings.database_pool_size,
+                timeout: Duration::from_millis(settings.database_timeout_ms),
+                keep_models: settings.keep_models as usize,
+            })?);
+            tracing::info!(
+                pool_size = settings.database_pool_size,
+                "storage: PostgreSQL (alerts, webhook outbox, detectors and models shared by every replica)"
+            );
+            Stores {
+                alerts: store.clone(),
+                outbox: store.clone(),
+                detectors: store.clone(),
+                models: Arc::new(PgDetectorModels(store)),
             }
-            None => {
-                let models = ModelFiles::open(&settings.data_dir, settings.keep_models as usize)?;
-                let alerts = Arc::new(SqliteAlertStore::open(
-                    &settings.data_dir.join("alerts.db"),
-                )?);
-                (Arc::new(models), alerts.clone(), alerts)
+        }
+        None => {
+            let alerts = Arc::new(SqliteAlertStore::open(
+                &settings.data_dir.join("alerts.db"),
+            )?);
+            Stores {
+                alerts: alerts.clone(),
+                outbox: alerts.clone(),
+                detectors: alerts,
+                models: Arc::new(DetectorModelFiles::new(
+                    &settings.data_dir,
+                    settings.keep_models as usize,
+                )),
             }
-        };
-    let loaded = crate::service::models::load_at_start(models.as_ref());
-    if loaded.model.is_none() && loaded.problem.is_none() {
+        }
+    };
+    let detectors = crate::service::detectors::load_all(&stores)?;
+    if detectors[0].model().is_none() && detectors[0].load_problem().is_none() {
         tracing::info!("no model yet: POST /v1/model/fit to train one");
     }
-    Ok(AppState::new(
-        settings,
-        models,
-        alerts,
-        outbox,
-        webhooks,
-        loaded.model,
-        loaded.problem,
-    ))
+    Ok(AppState::new(settings, stores, webhooks, detectors))
 }
 
 /// The router with its middleware: request ids, tracing, load shedding, timeouts.
@@ -197,7 +200,7 @@ pub fn app(state: AppState) -> Router {
         keys: settings.api_keys.clone().unwrap_or_default(),
         metrics_require_key: settings.metrics_require_key,
     });
-    if let Some(m) = state.model() {
+    if let Some(m) = state.default_detector().model() {
         monitoring::model_active(m.version());
     }
     api::router(state)

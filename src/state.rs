@@ -1,5 +1,7 @@
-//! Shared application state: the active model slot, the stores, the settings and the last batches drawn.
+//! Shared application state: the settings, the stores, and each detector's settings, active
+//! model slot and last batches drawn.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use chrono::{DateTime, Utc};
@@ -7,7 +9,9 @@ use chrono::{DateTime, Utc};
 use crate::config::Settings;
 use crate::detector::Matrix;
 use crate::detector::model::Model;
+use crate::service::detectors::DetectorSpec;
 use crate::store::alerts::AlertStore;
+use crate::store::detectors::{DEFAULT_DETECTOR, DetectorModels, DetectorStore};
 use crate::store::models::ModelStore;
 use crate::store::outbox::Outbox;
 use crate::webhooks::Webhooks;
@@ -20,14 +24,37 @@ pub struct AppState {
 
 struct Inner {
     settings: Settings,
+    /// The detector the v1 paths serve; always there, so resolving it costs a clone.
+    default: Arc<DetectorState>,
+    /// Every other detector, by name. Readers clone the `Arc` they want and drop the lock.
+    detectors: RwLock<BTreeMap<String, Arc<DetectorState>>>,
+    stores: Stores,
+    webhooks: Arc<Webhooks>,
+    /// One change of the detector set (create, replace, delete, follow the store) at a time
+    /// in this process.
+    detector_change: tokio::sync::Mutex<()>,
+}
+
+/// The stores every detector shares.
+#[derive(Clone)]
+pub struct Stores {
+    pub alerts: Arc<dyn AlertStore>,
+    /// The webhook delivery queue; the same database as `alerts`.
+    pub outbox: Arc<dyn Outbox>,
+    /// Detector settings; the same database as `alerts`.
+    pub detectors: Arc<dyn DetectorStore>,
+    /// Each detector's model versions: files, or PostgreSQL shared with other replicas.
+    pub models: Arc<dyn DetectorModels>,
+}
+
+/// One detector in memory: its settings, its active model and model store, and its charts.
+pub struct DetectorState {
+    name: String,
+    spec: RwLock<Arc<DetectorSpec>>,
     /// The active model. Readers clone the inner `Arc` and drop the lock at once.
     model: RwLock<Option<Arc<Model>>>,
     /// Model versions and the active pointer: files, or PostgreSQL shared with other replicas.
     models: Arc<dyn ModelStore>,
-    alerts: Arc<dyn AlertStore>,
-    /// The webhook delivery queue; the same database as `alerts`.
-    outbox: Arc<dyn Outbox>,
-    webhooks: Arc<Webhooks>,
     /// One fit, rollback or follow-the-store reload at a time in this process, so versions are
     /// activated in order here (across replicas the store decides; see `model_sync`).
     model_change: tokio::sync::Mutex<()>,
@@ -35,6 +62,89 @@ struct Inner {
     load_problem: RwLock<Option<String>>,
     last_batch: RwLock<Option<Arc<ChartData>>>,
     training_batch: RwLock<Option<Arc<ChartData>>>,
+}
+
+impl DetectorState {
+    pub fn new(
+        name: String,
+        spec: DetectorSpec,
+        models: Arc<dyn ModelStore>,
+        model: Option<Model>,
+        load_problem: Option<String>,
+    ) -> Self {
+        Self {
+            name,
+            spec: RwLock::new(Arc::new(spec)),
+            model: RwLock::new(model.map(Arc::new)),
+            models,
+            model_change: tokio::sync::Mutex::new(()),
+            load_problem: RwLock::new(load_problem),
+            last_batch: RwLock::new(None),
+            training_batch: RwLock::new(None),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn is_default(&self) -> bool {
+        self.name == DEFAULT_DETECTOR
+    }
+
+    /// The detector's settings. The lock is held only for the clone.
+    pub fn spec(&self) -> Arc<DetectorSpec> {
+        read(&self.spec).clone()
+    }
+
+    pub fn set_spec(&self, spec: Arc<DetectorSpec>) {
+        *write(&self.spec) = spec;
+    }
+
+    pub fn models(&self) -> &dyn ModelStore {
+        self.models.as_ref()
+    }
+
+    /// The model store, to move into a blocking task.
+    pub fn model_store(&self) -> Arc<dyn ModelStore> {
+        Arc::clone(&self.models)
+    }
+
+    /// The active model, if any. The lock is held only for the clone.
+    pub fn model(&self) -> Option<Arc<Model>> {
+        read(&self.model).clone()
+    }
+
+    /// Makes `model` the active one (a short write lock) and clears any load problem.
+    pub fn install_model(&self, model: Arc<Model>) {
+        *write(&self.model) = Some(model);
+        *write(&self.load_problem) = None;
+    }
+
+    pub fn load_problem(&self) -> Option<String> {
+        read(&self.load_problem).clone()
+    }
+
+    /// Serialises fits and rollbacks.
+    pub fn model_change_lock(&self) -> &tokio::sync::Mutex<()> {
+        &self.model_change
+    }
+
+    pub fn last_batch(&self) -> Option<Arc<ChartData>> {
+        read(&self.last_batch).clone()
+    }
+
+    pub fn set_last_batch(&self, data: ChartData) {
+        *write(&self.last_batch) = Some(Arc::new(data));
+    }
+
+    pub fn training_batch(&self) -> Option<Arc<ChartData>> {
+        read(&self.training_batch).clone()
+    }
+
+    pub fn set_training_batch(&self, data: ChartData) {
+        *write(&self.training_batch) = Some(Arc::new(data));
+    }
 }
 
 /// What the chart needs of a batch: up to four feature series, timestamps and anomaly flags.
@@ -61,27 +171,28 @@ impl ChartData {
 }
 
 impl AppState {
+    /// `detectors` must hold `default`; the others are served under their names.
     pub fn new(
         settings: Settings,
-        models: Arc<dyn ModelStore>,
-        alerts: Arc<dyn AlertStore>,
-        outbox: Arc<dyn Outbox>,
+        stores: Stores,
         webhooks: Webhooks,
-        model: Option<Model>,
-        load_problem: Option<String>,
+        detectors: Vec<DetectorState>,
     ) -> Self {
+        let mut map: BTreeMap<String, Arc<DetectorState>> = detectors
+            .into_iter()
+            .map(|d| (d.name.clone(), Arc::new(d)))
+            .collect();
+        let default = map.remove(DEFAULT_DETECTOR).unwrap_or_else(|| {
+            panic!("the detector {DEFAULT_DETECTOR:?} is always built at start")
+        });
         Self {
             inner: Arc::new(Inner {
                 settings,
-                model: RwLock::new(model.map(Arc::new)),
-                models,
-                alerts,
-                outbox,
+                default,
+                detectors: RwLock::new(map),
+                stores,
                 webhooks: Arc::new(webhooks),
-                model_change: tokio::sync::Mutex::new(()),
-                load_problem: RwLock::new(load_problem),
-                last_batch: RwLock::new(None),
-                training_batch: RwLock::new(None),
+                detector_change: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -90,16 +201,16 @@ impl AppState {
         &self.inner.settings
     }
 
-    pub fn models(&self) -> &dyn ModelStore {
-        self.inner.models.as_ref()
+    pub fn stores(&self) -> &Stores {
+        &self.inner.stores
     }
 
     pub fn alerts(&self) -> Arc<dyn AlertStore> {
-        self.inner.alerts.clone()
+        self.inner.stores.alerts.clone()
     }
 
     pub fn outbox(&self) -> Arc<dyn Outbox> {
-        self.inner.outbox.clone()
+        self.inner.stores.outbox.clone()
     }
 
     /// The configured webhook sinks.
@@ -107,40 +218,40 @@ impl AppState {
         &self.inner.webhooks
     }
 
-    /// The active model, if any. The lock is held only for the clone.
-    pub fn model(&self) -> Option<Arc<Model>> {
-        read(&self.inner.model).clone()
+    /// The detector the v1 paths serve.
+    pub fn default_detector(&self) -> &Arc<DetectorState> {
+        &self.inner.default
     }
 
-    /// Makes `model` the active one (a short write lock) and clears any load problem.
-    pub fn install_model(&self, model: Arc<Model>) {
-        *write(&self.inner.model) = Some(model);
-        *write(&self.inner.load_problem) = None;
+    /// The detector called `name`, if there is one.
+    pub fn detector(&self, name: &str) -> Option<Arc<DetectorState>> {
+        if name == DEFAULT_DETECTOR {
+            return Some(self.inner.default.clone());
+        }
+        read(&self.inner.detectors).get(name).cloned()
     }
 
-    pub fn load_problem(&self) -> Option<String> {
-        read(&self.inner.load_problem).clone()
+    /// Every detector, `default` first, then by name.
+    pub fn detectors(&self) -> Vec<Arc<DetectorState>> {
+        std::iter::once(self.inner.default.clone())
+            .chain(read(&self.inner.detectors).values().cloned())
+            .collect()
     }
 
-    /// Serialises fits and rollbacks.
-    pub fn model_change_lock(&self) -> &tokio::sync::Mutex<()> {
-        &self.inner.model_change
+    /// Serves `detector` under its name from now on (replacing one of that name).
+    pub fn insert_detector(&self, detector: Arc<DetectorState>) {
+        debug_assert!(!detector.is_default());
+        write(&self.inner.detectors).insert(detector.name.clone(), detector);
     }
 
-    pub fn last_batch(&self) -> Option<Arc<ChartData>> {
-        read(&self.inner.last_batch).clone()
+    /// Stops serving the detector called `name`.
+    pub fn remove_detector(&self, name: &str) -> Option<Arc<DetectorState>> {
+        write(&self.inner.detectors).remove(name)
     }
 
-    pub fn set_last_batch(&self, data: ChartData) {
-        *write(&self.inner.last_batch) = Some(Arc::new(data));
-    }
-
-    pub fn training_batch(&self) -> Option<Arc<ChartData>> {
-        read(&self.inner.training_batch).clone()
-    }
-
-    pub fn set_training_batch(&self, data: ChartData) {
-        *write(&self.inner.training_batch) = Some(Arc::new(data));
+    /// Serialises changes of the detector set in this process.
+    pub fn detector_change_lock(&self) -> &tokio::sync::Mutex<()> {
+        &self.inner.detector_change
     }
 }
 

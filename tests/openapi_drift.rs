@@ -55,7 +55,51 @@ const OPERATIONS: &[(&str, &str, &[u16])] = &[
     ("post", "/v1/alerts/{id}/ack", &[404]),
     ("get", "/v1/chart.png", &[400, 409]),
     ("get", "/v1/chart.svg", &[400, 409]),
+    ("get", "/v1/detectors", &[]),
+    ("get", "/v1/detectors/{name}", &[404]),
+    ("put", "/v1/detectors/{name}", &[400, 415, 422]),
+    ("delete", "/v1/detectors/{name}", &[400, 404, 409]),
+    (
+        "post",
+        "/v1/detectors/{name}/model/fit",
+        &[400, 404, 413, 415, 422],
+    ),
+    ("get", "/v1/detectors/{name}/model", &[404]),
+    ("get", "/v1/detectors/{name}/model/versions", &[404]),
+    (
+        "post",
+        "/v1/detectors/{name}/model/versions/{version}/activate",
+        &[400, 404, 409],
+    ),
+    (
+        "post",
+        "/v1/detectors/{name}/score",
+        &[400, 404, 406, 409, 413, 415, 422],
+    ),
+    (
+        "post",
+        "/v1/detectors/{name}/evaluate",
+        &[400, 404, 409, 413, 415, 422],
+    ),
+    ("get", "/v1/detectors/{name}/chart.png", &[400, 404, 409]),
+    ("get", "/v1/detectors/{name}/chart.svg", &[400, 404, 409]),
 ];
+
+#[test]
+fn every_operation_id_is_unique() {
+    let doc = document();
+    let mut seen = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, op) in item.as_object().unwrap() {
+            if let Some(id) = op["operationId"].as_str() {
+                assert!(
+                    seen.insert(id.to_owned()),
+                    "{method} {path}: operationId {id} twice"
+                );
+            }
+        }
+    }
+}
 
 #[test]
 fn the_checked_in_document_matches_the_code() {

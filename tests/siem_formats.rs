@@ -66,6 +66,7 @@ fn fixture() -> Alert {
         id: ID.to_string(),
         created_at: created(),
         model_version: 3,
+        detector: "default".into(),
         severity: 87,
         status: AlertStatus::Open,
         acknowledged_at: None,
@@ -143,6 +144,10 @@ fn ecs_document_has_every_required_field() {
             .is_some_and(|d| !d.is_empty())
     );
     assert_eq!(doc["rule"]["version"], "3");
+    assert_eq!(
+        doc["rule"]["ruleset"], "default",
+        "the detector that raised it"
+    );
 
     let message = doc["message"].as_str().expect("message is a string");
     assert!(
@@ -271,6 +276,10 @@ fn ocsf_finding_has_every_required_field() {
     assert_eq!(info["analytic"]["type"], "Learning (ML/DL)");
     assert_eq!(info["analytic"]["uid"], "netsentinel-batch-anomaly");
     assert_eq!(info["analytic"]["version"], "3");
+    assert_eq!(
+        info["analytic"]["category"], "default",
+        "the detector that raised it"
+    );
     assert!(
         info["analytic"]["name"]
             .as_str()
@@ -351,6 +360,7 @@ fn splunk_hec_event_has_every_required_field() {
     assert_eq!(doc["fields"]["severity"], "87");
     assert_eq!(doc["fields"]["model_version"], "3");
     assert_eq!(doc["fields"]["status"], "open");
+    assert_eq!(doc["fields"]["detector"], "default");
     let event: Alert = serde_json::from_value(doc["event"].clone()).expect("event is our alert");
     assert_eq!(event, alert);
 
@@ -407,6 +417,8 @@ fn cef_line_has_header_and_extension_fields() {
     assert_eq!(ext["cs2"], "open");
     assert_eq!(ext["cs3Label"], "topFeatures");
     assert_eq!(ext["cs3"], "bytes_sent,connections");
+    assert_eq!(ext["cs4Label"], "detector");
+    assert_eq!(ext["cs4"], "default");
     assert_eq!(ext["cn1Label"], "recordsScored");
     assert_eq!(ext["cn1"], "24");
     assert_eq!(ext["cn2Label"], "alertSeverity");

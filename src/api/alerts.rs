@@ -35,6 +35,9 @@ pub struct ListQuery {
     /// `open` or `acknowledged`.
     #[param(inline, value_type = Option<AlertStatusView>)]
     pub status: Option<AlertStatus>,
+    /// Only alerts of this detector (`default`: those of the v1 paths).
+    #[param(example = "default")]
+    pub detector: Option<String>,
     /// Page size, 1-1000 (default 50).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
@@ -154,6 +157,7 @@ impl ListQuery {
             until: self.until,
             min_severity: self.min_severity,
             status: self.status,
+            detector: self.detector,
             limit,
             cursor: self.cursor,
         })

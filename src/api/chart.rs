@@ -8,9 +8,11 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use super::detectors::Detector;
 use crate::chart::{ChartFormat, ChartInput, ChartSeries, DEFAULT_HEIGHT, DEFAULT_WIDTH, render};
 use crate::error::{ApiError, ProblemCode};
-use crate::state::AppState;
+use crate::state::{AppState, DetectorState};
+use std::sync::Arc;
 
 #[derive(Debug, Default, Deserialize, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
@@ -38,7 +40,7 @@ pub struct ChartQuery {
 }
 
 /// The analysis chart as PNG.
-#[utoipa::path(get, path = "/v1/chart.png", tag = "chart", params(ChartQuery), responses(
+#[utoipa::path(get, path = "/chart.png", tag = "chart", params(ChartQuery), responses(
     (status = 200, content_type = "image/png", body = Vec<u8>, description = "Bytes sent, bytes received, connections and active sessions over time; anomalies in red"),
     ChartProblems,
 ))]
@@ -47,7 +49,7 @@ pub async fn chart_png(chart: ChartRequest) -> Result<Response, ApiError> {
 }
 
 /// The analysis chart as SVG.
-#[utoipa::path(get, path = "/v1/chart.svg", tag = "chart", params(ChartQuery), responses(
+#[utoipa::path(get, path = "/chart.svg", tag = "chart", params(ChartQuery), responses(
     (status = 200, content_type = "image/svg+xml", body = String),
     ChartProblems,
 ))]
@@ -55,9 +57,10 @@ pub async fn chart_svg(chart: ChartRequest) -> Result<Response, ApiError> {
     draw(chart, ChartFormat::Svg).await
 }
 
-/// What both chart operations read: the state and the query string (a 400 when it is bad).
+/// What both chart operations read: the detector (a 404 when there is none of that name) and
+/// the query string (a 400 when it is bad).
 pub struct ChartRequest {
-    state: AppState,
+    detector: Arc<DetectorState>,
     query: ChartQuery,
 }
 
@@ -65,21 +68,25 @@ impl FromRequestParts<AppState> for ChartRequest {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Detector(detector) = Detector::from_request_parts(parts, state).await?;
         Ok(Self {
-            state: state.clone(),
+            detector,
             query: super::query(Query::try_from_uri(&parts.uri))?,
         })
     }
 }
 
 async fn draw(chart: ChartRequest, format: ChartFormat) -> Result<Response, ApiError> {
-    let ChartRequest { state, query: q } = chart;
+    let ChartRequest {
+        detector: det,
+        query: q,
+    } = chart;
     let source = q.source.unwrap_or_default();
     let data = match source {
-        Source::Batch => state.last_batch().ok_or_else(|| {
+        Source::Batch => det.last_batch().ok_or_else(|| {
             ApiError::new(ProblemCode::NothingToDraw, "no batch has been scored since the service started; POST /v1/score first, or use ?source=training")
         })?,
-        Source::Training => state.training_batch().ok_or_else(|| {
+        Source::Training => det.training_batch().ok_or_else(|| {
             ApiError::new(ProblemCode::NothingToDraw, "no model has been fitted since the service started (training data is not kept across restarts)")
         })?,
     };

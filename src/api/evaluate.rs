@@ -49,7 +49,7 @@ pub struct EvaluateResponse {
 /// Evaluate the active model on labeled records (`label` 0/1 on each).
 ///
 /// Same body forms as /v1/score; the JSON object form may also carry `max_false_positive_rate`.
-#[utoipa::path(post, path = "/v1/evaluate", tag = "scoring",
+#[utoipa::path(post, path = "/evaluate", tag = "scoring",
     params(EvaluateQuery),
     // And the text forms: `api::reads_records`.
     request_body(content((super::score::RecordsBody = "application/json"))),
@@ -68,7 +68,7 @@ pub async fn evaluate(
         zeek: request.zeek,
         max_false_positive_rate: request.query.max_false_positive_rate,
     };
-    let e = evaluation::evaluate(&state, command).await?;
+    let e = evaluation::evaluate(&state, &request.detector, command).await?;
     Ok(Json(EvaluateResponse {
         model_version: e.model_version,
         n_records: e.n_records,

@@ -39,9 +39,10 @@ const STORE_PING_TIMEOUT: Duration = Duration::from_secs(2);
     (status = 503, body = Problem, content_type = "application/problem+json", description = "No model is loaded (`not-ready`), or the database is unreachable (`store-unavailable`)"),
 ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
-    match state.model() {
+    let det = state.default_detector();
+    match det.model() {
         Some(m) => {
-            if state.models().shared() {
+            if det.models().shared() {
                 // With PostgreSQL a replica that cannot reach it must leave the load balancer's
                 // rotation (the embedded store needs no such check).
                 let store = state.alerts();
@@ -60,7 +61,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiErr
             }))
         }
         None => {
-            let why = state
+            let why = det
                 .load_problem()
                 .unwrap_or_else(|| "no model has been fitted yet: POST /v1/model/fit".into());
             Err(ApiError::unavailable(ProblemCode::NotReady, why, 5))

@@ -2,6 +2,7 @@
 
 pub mod alerts;
 pub mod chart;
+pub mod detectors;
 pub mod evaluate;
 pub mod health;
 pub mod metrics;
@@ -14,7 +15,7 @@ pub mod views;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{DefaultBodyLimit, FromRequest, Query, Request};
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Query, Request};
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 use utoipa::OpenApi;
@@ -25,7 +26,10 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::{ApiError, ProblemCode};
 use crate::records::{BodyFormat, RecordError, ZeekOptions};
-use crate::state::AppState;
+use crate::service::detectors::DetectorSpec;
+use crate::state::{AppState, DetectorState};
+use detectors::Detector;
+use std::sync::Arc;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -48,6 +52,8 @@ record `index` and `field`.",
         (name = "scoring", description = "Scoring and evaluating traffic batches"),
         (name = "alerts", description = "Alerts raised by scored batches"),
         (name = "chart", description = "The 2x2 analysis chart"),
+        (name = "detectors", description = "Named detectors, each with its own settings, model versions, chart and alerts; \
+the v1 paths are the detector `default`, and every per-detector operation is also under `/v1/detectors/{name}/`"),
     )
 )]
 struct ApiDoc;
@@ -59,15 +65,32 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(health::readyz))
         .routes(routes!(metrics::render))
         .routes(routes!(samples::generate))
+        .nest("/v1", per_detector())
+        .routes(routes!(alerts::list))
+        .routes(routes!(alerts::get_alert))
+        .routes(routes!(alerts::acknowledge))
+        .routes(routes!(detectors::list))
+        .routes(routes!(
+            detectors::get_detector,
+            detectors::put,
+            detectors::delete
+        ))
+        .nest(DETECTOR_PREFIX, per_detector())
+}
+
+/// Where a named detector's own routes live; the same routes under `/v1` are `default`'s.
+const DETECTOR_PREFIX: &str = "/v1/detectors/{name}";
+
+/// The routes every detector has, relative to `/v1` (the detector `default`) and to
+/// [`DETECTOR_PREFIX`]; the [`detectors::Detector`] extractor tells them apart.
+fn per_detector() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .routes(reads_records(routes!(model::fit)))
         .routes(routes!(model::get_model))
         .routes(routes!(model::list_versions))
         .routes(routes!(model::activate))
         .routes(reads_records(routes!(score::score)))
         .routes(reads_records(routes!(evaluate::evaluate)))
-        .routes(routes!(alerts::list))
-        .routes(routes!(alerts::get_alert))
-        .routes(routes!(alerts::acknowledge))
         .routes(routes!(chart::chart_png))
         .routes(routes!(chart::chart_svg))
 }
@@ -97,9 +120,52 @@ fn reads_records(
     (schemas, paths, router)
 }
 
+/// Gives the per-detector copies of the v1 operations their own operation ids
+/// (`detector_<v1 id>`), the `detectors` tag, the `{name}` parameter and its 404.
+fn document_detector_routes(api: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+    let prefix = format!("{DETECTOR_PREFIX}/");
+    for (path, item) in api.paths.paths.iter_mut() {
+        if !path.starts_with(&prefix) {
+            continue;
+        }
+        for op in [&mut item.get, &mut item.post].into_iter().flatten() {
+            op.operation_id = op.operation_id.take().map(|id| format!("detector_{id}"));
+            op.tags = Some(vec!["detectors".to_owned()]);
+            let name = ParameterBuilder::new()
+                .name("name")
+                .parameter_in(ParameterIn::Path)
+                .required(utoipa::openapi::Required::True)
+                .description(Some(
+                    "The detector (`default` is the one the v1 paths serve)",
+                ))
+                .schema(Some(
+                    utoipa::openapi::ObjectBuilder::new()
+                        .schema_type(utoipa::openapi::schema::Type::String)
+                        .pattern(Some("^[a-z0-9][a-z0-9_-]{0,62}$")),
+                ))
+                .build();
+            op.parameters.get_or_insert_with(Vec::new).insert(0, name);
+            op.responses
+                .responses
+                .entry("404".into())
+                .or_insert_with(|| {
+                    problems::problem_response("No detector of this name (`no-such-detector`)")
+                        .into()
+                });
+        }
+    }
+}
+
 /// The OpenAPI document (what `/openapi.json` serves and `netsentinel openapi` prints).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    with_security(api_router().split_for_parts().1)
+    documented(api_router().split_for_parts().1)
+}
+
+/// The document as served: detector routes described, security declared.
+fn documented(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    document_detector_routes(&mut api);
+    with_security(api)
 }
 
 /// Documents the optional bearer API keys: the scheme, and 401/403 on every `/v1` operation.
@@ -127,7 +193,15 @@ fn with_security(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi 
         if !path.starts_with("/v1/") {
             continue;
         }
-        for op in [&mut item.get, &mut item.post].into_iter().flatten() {
+        for op in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+        ]
+        .into_iter()
+        .flatten()
+        {
             op.security = Some(vec![
                 SecurityRequirement::default(),
                 SecurityRequirement::new("api_key", Vec::<String>::new()),
@@ -151,7 +225,7 @@ fn with_security(mut api: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi 
 pub fn router(state: AppState) -> Router {
     let max_body = state.settings().max_body_bytes;
     let (router, api) = api_router().split_for_parts();
-    let api = with_security(api);
+    let api = documented(api);
     let router = router.route_layer(axum::middleware::from_fn(metrics::track));
     crate::monitoring::handle();
     router
@@ -235,9 +309,11 @@ macro_rules! zeek_params {
 
 zeek_params!(evaluate::EvaluateQuery, model::FitQuery, score::ScoreQuery);
 
-/// Zeek aggregation settings from the query string; an error when given for a non-Zeek body.
+/// Zeek aggregation settings from the query string over the detector's; an error when given
+/// for a non-Zeek body.
 pub(crate) fn zeek_options(
     format: BodyFormat,
+    detector: &DetectorSpec,
     query: &impl ZeekParams,
 ) -> Result<ZeekOptions, ApiError> {
     let (window, group_by) = query.zeek_params();
@@ -246,35 +322,38 @@ pub(crate) fn zeek_options(
         )
         .with_field(if window.is_some() { "window" } else { "group_by" }));
     }
-    Ok(ZeekOptions::from_params(window, group_by)?)
+    Ok(detector.zeek_options(window, group_by)?)
 }
 
-/// A request whose body is records, read whole (fit, evaluate), with its query string `Q`. Its
-/// problems are answered in this order: the query string (400), the body (413, 400), its
-/// `Content-Type` (415), the Zeek settings (400).
+/// A request whose body is records, read whole (fit, evaluate), for a detector, with its query
+/// string `Q`. Its problems are answered in this order: the detector (404), the query string
+/// (400), the body (413, 400), its `Content-Type` (415), the Zeek settings (400).
 pub struct RecordsRequest<Q> {
+    pub detector: Arc<DetectorState>,
     pub query: Q,
     pub format: BodyFormat,
     pub zeek: ZeekOptions,
     pub body: Bytes,
 }
 
-impl<S, Q> FromRequest<S> for RecordsRequest<Q>
+impl<Q> FromRequest<AppState> for RecordsRequest<Q>
 where
-    S: Send + Sync,
     Q: DeserializeOwned + ZeekParams + Send,
 {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let queried = Query::<Q>::try_from_uri(req.uri());
-        let headers = req.headers().clone();
-        let read = Bytes::from_request(req, state).await;
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
+        let (mut parts, body_stream) = req.into_parts();
+        let Detector(detector) = Detector::from_request_parts(&mut parts, state).await?;
+        let queried = Query::<Q>::try_from_uri(&parts.uri);
+        let headers = parts.headers.clone();
+        let read = Bytes::from_request(Request::from_parts(parts, body_stream), state).await;
         let query = query(queried)?;
         let body = body(read)?;
         let format = body_format(&headers)?;
-        let zeek = zeek_options(format, &query)?;
+        let zeek = zeek_options(format, &detector.spec(), &query)?;
         Ok(Self {
+            detector,
             query,
             format,
             zeek,

@@ -10,15 +10,17 @@ use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::detectors::Detector;
 use super::views::model::{ForestParamsView, ModelMetaView};
 use super::views::samples::GeneratorConfigView;
 use crate::detector::generator::GeneratorConfig;
 use crate::detector::params::{AutoTag, Contamination, ForestParams, MaxFeatures, MaxSamples};
 use crate::error::{ApiError, ProblemCode};
 use crate::records::{BodyFormat, ZeekOptions, read_settings};
+use crate::service::detectors::DetectorSpec;
 use crate::service::models;
 use crate::service::training::{self, FitCommand, TrainingData};
-use crate::state::AppState;
+use crate::state::{AppState, DetectorState};
 
 /// JSON body of a fit: inline `records` or a `generate` request, with optional features and parameters.
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -81,8 +83,8 @@ impl FitQuery {
             && self.group_by.is_none()
     }
 
-    fn params(&self) -> Result<ForestParams, ApiError> {
-        let mut p = ForestParams::default();
+    /// The query's parameters over `p` (the detector's).
+    fn params(&self, mut p: ForestParams) -> Result<ForestParams, ApiError> {
         if let Some(n) = self.n_estimators {
             p.n_estimators = n;
         }
@@ -140,7 +142,7 @@ fn number(name: &'static str, s: &str) -> Result<f64, ApiError> {
 /// Training runs off the request threads; the new model is persisted (written, fsynced, renamed)
 /// and then replaces the active one atomically. Body: JSON (`records` or `generate`, plus optional
 /// `features` and `params`), or CSV / NDJSON records with the settings in the query string.
-#[utoipa::path(post, path = "/v1/model/fit", tag = "model",
+#[utoipa::path(post, path = "/model/fit", tag = "model",
     params(FitQuery),
     // And the text forms: `api::reads_records`.
     request_body(content((FitRequest = "application/json"))),
@@ -153,32 +155,44 @@ pub async fn fit(
     request: RecordsRequest<FitQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     let RecordsRequest {
+        detector: det,
         query,
         format,
         zeek,
         body,
     } = request;
+    let spec = det.spec();
     // A JSON body's settings are read through the whole body: off the async runtime.
     let command =
-        tokio::task::spawn_blocking(move || fit_command(format, zeek, &query, body)).await??;
-    let model = training::fit(&state, command).await?;
+        tokio::task::spawn_blocking(move || fit_command(format, zeek, &query, body, &spec))
+            .await??;
+    let model = training::fit(&state, &det, command).await?;
     Ok((
         StatusCode::CREATED,
-        [(header::LOCATION, "/v1/model")],
+        [(header::LOCATION, model_location(&det))],
         Json(ModelMetaView::from(model.meta())),
     ))
 }
 
+/// Where a detector's active model is read.
+fn model_location(det: &DetectorState) -> String {
+    match det.is_default() {
+        true => "/v1/model".to_owned(),
+        false => format!("/v1/detectors/{}/model", det.name()),
+    }
+}
+
 /// The fit a request asks for: its settings from a JSON body (whose records the fit reads) or
-/// from the query string.
+/// from the query string, over the detector's own `features` and `params`.
 fn fit_command(
     format: BodyFormat,
     zeek: ZeekOptions,
     query: &FitQuery,
     body: Bytes,
+    defaults: &DetectorSpec,
 ) -> Result<FitCommand, ApiError> {
     if format != BodyFormat::Json {
-        let params = query.params()?;
+        let params = query.params(defaults.params.forest.clone())?;
         params.check_static()?;
         return Ok(FitCommand {
             data: TrainingData::Body {
@@ -186,7 +200,7 @@ fn fit_command(
                 bytes: body,
                 zeek,
             },
-            features: query.features(),
+            features: query.features().or_else(|| defaults.features.clone()),
             params,
             threshold: query.threshold,
         });
@@ -198,9 +212,14 @@ fn fit_command(
         ));
     }
     let settings = read_settings(&body)?;
+    // The body's params, each over the detector's (`default`'s are v1's defaults).
+    let params = over_defaults(&defaults.params.forest, settings.fields.get("params"));
     let req: FitRequest = serde_json::from_value(serde_json::Value::Object(settings.fields))
         .map_err(|e| ApiError::new(ProblemCode::InvalidParameter, format!("fit settings: {e}")))?;
-    let params = req.params.unwrap_or_default();
+    let params = match req.params {
+        Some(_) => params?,
+        None => defaults.params.forest.clone(),
+    };
     params.check_static()?;
     let data = match (settings.has_records, req.generate) {
         (true, Some(_)) => {
@@ -225,19 +244,33 @@ fn fit_command(
     };
     Ok(FitCommand {
         data,
-        features: req.features,
+        features: req.features.or_else(|| defaults.features.clone()),
         params,
         threshold: req.threshold,
     })
 }
 
+/// `overlay`'s parameters over `defaults`: a fit that gives only a seed keeps the detector's
+/// contamination.
+fn over_defaults(
+    defaults: &ForestParams,
+    overlay: Option<&serde_json::Value>,
+) -> Result<ForestParams, ApiError> {
+    let mut merged = serde_json::to_value(defaults).expect("parameters serialise");
+    if let (Some(m), Some(serde_json::Value::Object(o))) = (merged.as_object_mut(), overlay) {
+        m.extend(o.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    serde_json::from_value(merged)
+        .map_err(|e| ApiError::new(ProblemCode::InvalidParameter, format!("fit settings: {e}")))
+}
+
 /// Metadata of the active model.
-#[utoipa::path(get, path = "/v1/model", tag = "model", responses(
+#[utoipa::path(get, path = "/model", tag = "model", responses(
     (status = 200, body = ModelMetaView),
     NoModelFound,
 ))]
-pub async fn get_model(State(state): State<AppState>) -> Result<Json<ModelMetaView>, ApiError> {
-    let model = state.model().ok_or_else(ApiError::no_model_found)?;
+pub async fn get_model(Detector(det): Detector) -> Result<Json<ModelMetaView>, ApiError> {
+    let model = det.model().ok_or_else(ApiError::no_model_found)?;
     Ok(Json(ModelMetaView::from(model.meta())))
 }
 
@@ -261,10 +294,10 @@ pub struct VersionList {
 }
 
 /// The model versions kept (files in the data directory, or rows in PostgreSQL), newest first.
-#[utoipa::path(get, path = "/v1/model/versions", tag = "model", responses((status = 200, body = VersionList)))]
-pub async fn list_versions(State(state): State<AppState>) -> Result<Json<VersionList>, ApiError> {
-    let active = state.model().map(|m| m.version());
-    let versions = models::versions(&state)
+#[utoipa::path(get, path = "/model/versions", tag = "model", responses((status = 200, body = VersionList)))]
+pub async fn list_versions(Detector(det): Detector) -> Result<Json<VersionList>, ApiError> {
+    let active = det.model().map(|m| m.version());
+    let versions = models::versions(&det)
         .await?
         .into_iter()
         .map(|kept| VersionInfo {
@@ -277,8 +310,14 @@ pub async fn list_versions(State(state): State<AppState>) -> Result<Json<Version
     Ok(Json(VersionList { active, versions }))
 }
 
+/// The version in an activate path (beside the detector's `{name}` on per-detector paths).
+#[derive(Deserialize)]
+pub struct VersionPath {
+    version: u64,
+}
+
 /// Make a kept version the active model again (a rollback); it stays active across restarts.
-#[utoipa::path(post, path = "/v1/model/versions/{version}/activate", tag = "model",
+#[utoipa::path(post, path = "/model/versions/{version}/activate", tag = "model",
     params(("version" = u64, Path, description = "A version from GET /v1/model/versions")),
     responses(
         (status = 200, body = ModelMetaView),
@@ -287,16 +326,16 @@ pub async fn list_versions(State(state): State<AppState>) -> Result<Json<Version
         CorruptModel,
     ))]
 pub async fn activate(
-    State(state): State<AppState>,
-    version: Result<Path<u64>, axum::extract::rejection::PathRejection>,
+    Detector(det): Detector,
+    version: Result<Path<VersionPath>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<ModelMetaView>, ApiError> {
-    let Path(version) = version.map_err(|_| {
+    let Path(VersionPath { version }) = version.map_err(|_| {
         ApiError::new(
             ProblemCode::InvalidParameter,
             "the version must be a whole number",
         )
         .with_field("version")
     })?;
-    let model = models::activate(&state, version).await?;
+    let model = models::activate(&det, version).await?;
     Ok(Json(ModelMetaView::from(model.meta())))
 }

@@ -51,6 +51,10 @@ problems! {
     NotFound { "404": "" }
     /// The stored model of a version does not decode.
     CorruptModel { "409": "The file is corrupt" }
+    /// A per-detector route naming a detector that does not exist.
+    NoSuchDetector { "404": "No detector of this name (`no-such-detector`)" }
+    /// Detector settings: not JSON (400, 415), or not usable (422 `invalid-detector`).
+    DetectorProblems { "400": "", "413": "", "415": "", "422": "Settings that cannot be used (`invalid-detector`), `field` names the one at fault" }
     /// A chart before any batch was scored, or of an impossible size.
     ChartProblems { "400": "", "409": "Nothing to draw yet" }
 }

@@ -11,6 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use std::collections::BTreeMap;
 
+use super::detectors::Detector;
 use super::views::alerts::AlertView;
 use super::views::scoring::BatchSummaryView;
 use super::{Produces, negotiate};
@@ -100,7 +101,7 @@ struct Object(serde_json::Map<String, serde_json::Value>);
 /// this response returns) when its anomaly rate exceeds the configured rate or a record reaches the
 /// configured severity. With `Accept: text/csv` the answer is one row per record:
 /// `index,score,is_anomaly,severity`.
-#[utoipa::path(post, path = "/v1/score", tag = "scoring",
+#[utoipa::path(post, path = "/score", tag = "scoring",
     params(ScoreQuery),
     // And the text forms: `api::reads_records`.
     request_body(content((RecordsBody = "application/json"))),
@@ -115,6 +116,7 @@ struct Object(serde_json::Map<String, serde_json::Value>);
     ))]
 pub async fn score(
     State(state): State<AppState>,
+    Detector(det): Detector,
     headers: HeaderMap,
     query: Result<Query<ScoreQuery>, QueryRejection>,
     body: Body,
@@ -123,7 +125,7 @@ pub async fn score(
     super::check_content_length(&headers, state.settings().max_body_bytes)?;
     let format = super::body_format(&headers)?;
     let produces = negotiate(&headers, &[Produces::Json, Produces::Csv])?;
-    let zeek = super::zeek_options(format, &query)?;
+    let zeek = super::zeek_options(format, &det.spec(), &query)?;
     let command = ScoreCommand {
         format,
         zeek,
@@ -138,6 +140,7 @@ pub async fn score(
     // alert is stored.
     let outcome = scoring::score(
         &state,
+        &det,
         command,
         body.into_data_stream(),
         move |b, s, alert, v| {

@@ -11,7 +11,7 @@ use crate::detector::metrics::{
 };
 use crate::detector::threshold::{BudgetThreshold, threshold_for_fpr_budget};
 use crate::records::{BodyFormat, ReadSpec, TopLevel, ZeekOptions, read_settings, read_slice};
-use crate::state::AppState;
+use crate::state::{AppState, DetectorState};
 
 /// Labeled records to evaluate on.
 pub struct EvaluateCommand {
@@ -41,12 +41,13 @@ pub struct Evaluation {
     pub budget: Option<BudgetThreshold>,
 }
 
-/// Scores the labeled records with the active model and measures it.
+/// Scores the labeled records with the detector's active model and measures it.
 pub async fn evaluate(
     state: &AppState,
+    det: &DetectorState,
     command: EvaluateCommand,
 ) -> Result<Evaluation, ServiceError> {
-    let model = state.model().ok_or(ServiceError::NoModel)?;
+    let model = det.model().ok_or(ServiceError::NoModel)?;
     let max_records = state.settings().max_records;
     blocking(move || {
         let EvaluateCommand {

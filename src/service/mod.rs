@@ -6,6 +6,7 @@
 //! responses; below this layer, `records/` reads bodies, `detector/` computes and `store/` keeps.
 
 pub mod alerts;
+pub mod detectors;
 pub mod evaluation;
 pub mod models;
 pub mod scoring;
@@ -53,6 +54,22 @@ pub enum ServiceError {
     CorruptModel { version: u64, reason: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Detector settings (or a name) that cannot be used.
+    #[error(transparent)]
+    Detector(#[from] detectors::SpecError),
+    /// No detector of this name.
+    #[error("no detector is called {0:?}; GET /v1/detectors lists them")]
+    NoSuchDetector(String),
+    /// Deleting a detector that still has model versions, without `force`.
+    #[error(
+        "detector {name:?} has {versions} model version(s); DELETE with ?force=true to delete them with it (its alerts are kept)"
+    )]
+    DetectorInUse { name: String, versions: usize },
+    /// Deleting the detector the v1 paths serve.
+    #[error(
+        "the detector \"default\" always exists (it serves the v1 paths) and cannot be deleted"
+    )]
+    DefaultDetector,
     /// A blocking task that panicked or was cancelled: ours, not the client's.
     #[error("a background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),

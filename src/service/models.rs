@@ -11,15 +11,14 @@ use std::sync::Arc;
 
 use super::{ServiceError, blocking};
 use crate::detector::model::{Model, ModelMeta};
-use crate::state::AppState;
+use crate::state::DetectorState;
 use crate::store::models::ModelStore;
 
-/// Stores a freshly fitted model as the next version and activates it.
-pub async fn publish(state: &AppState, mut model: Model) -> Result<Arc<Model>, ServiceError> {
-    let _guard = state.model_change_lock().lock().await;
-    let st = state.clone();
+/// Stores a freshly fitted model as the detector's next version and activates it.
+pub async fn publish(det: &DetectorState, mut model: Model) -> Result<Arc<Model>, ServiceError> {
+    let _guard = det.model_change_lock().lock().await;
+    let files = det.model_store();
     let model = blocking(move || {
-        let files = st.models();
         let version = files.next_version()?;
         model.set_version(version);
         files.save(version, &model.to_bytes())?;
@@ -27,19 +26,24 @@ pub async fn publish(state: &AppState, mut model: Model) -> Result<Arc<Model>, S
         Ok(Arc::new(model))
     })
     .await?;
-    state.install_model(model.clone());
+    det.install_model(model.clone());
     crate::monitoring::model_fitted(model.meta().fit_seconds);
-    crate::monitoring::model_active(model.version());
-    tracing::info!(version = model.version(), "model activated");
+    if det.is_default() {
+        crate::monitoring::model_active(model.version());
+    }
+    tracing::info!(
+        detector = det.name(),
+        version = model.version(),
+        "model activated"
+    );
     Ok(model)
 }
 
-/// Makes a kept version the active one again.
-pub async fn activate(state: &AppState, version: u64) -> Result<Arc<Model>, ServiceError> {
-    let _guard = state.model_change_lock().lock().await;
-    let st = state.clone();
+/// Makes a kept version of the detector the active one again.
+pub async fn activate(det: &DetectorState, version: u64) -> Result<Arc<Model>, ServiceError> {
+    let _guard = det.model_change_lock().lock().await;
+    let files = det.model_store();
     let model = blocking(move || {
-        let files = st.models();
         if !files.versions()?.contains(&version) {
             return Err(ServiceError::NoSuchVersion(version));
         }
@@ -52,9 +56,11 @@ pub async fn activate(state: &AppState, version: u64) -> Result<Arc<Model>, Serv
         Ok(Arc::new(model))
     })
     .await?;
-    state.install_model(model.clone());
-    crate::monitoring::model_active(version);
-    tracing::info!(version, "model rolled back");
+    det.install_model(model.clone());
+    if det.is_default() {
+        crate::monitoring::model_active(version);
+    }
+    tracing::info!(detector = det.name(), version, "model rolled back");
     Ok(model)
 }
 
@@ -64,11 +70,10 @@ pub struct KeptVersion {
     pub meta: Result<ModelMeta, String>,
 }
 
-/// The kept versions, newest first.
-pub async fn versions(state: &AppState) -> Result<Vec<KeptVersion>, ServiceError> {
-    let st = state.clone();
+/// The detector's kept versions, newest first.
+pub async fn versions(det: &DetectorState) -> Result<Vec<KeptVersion>, ServiceError> {
+    let files = det.model_store();
     blocking(move || {
-        let files = st.models();
         let mut versions = files.versions()?;
         versions.reverse();
         Ok(versions

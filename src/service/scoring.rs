@@ -15,7 +15,7 @@ use crate::detector::explain::FeatureContribution;
 use crate::detector::model::{BatchSummary, Model};
 use crate::detector::{Matrix, SEQUENTIAL_RECORDS};
 use crate::records::{Batch, BodyFormat, ChunkSink, Parsed, ReadSpec, ZeekOptions, read_stream};
-use crate::state::{AppState, ChartData};
+use crate::state::{AppState, ChartData, DetectorState};
 use crate::store::alerts::{Alert, AlertRecord, AlertStatus};
 
 /// Which records get an explanation.
@@ -121,10 +121,11 @@ pub struct ScoreOutcome<R> {
     pub rendered: R,
 }
 
-/// Scores a body with the active model. `render` runs on the parser's blocking thread right
+/// Scores a body with the detector's active model. `render` runs on the parser's blocking thread right
 /// after scoring (one trip off the async runtime per request), before the alert is stored.
 pub async fn score<S, E, R, F>(
     state: &AppState,
+    det: &DetectorState,
     command: ScoreCommand,
     body: S,
     render: F,
@@ -135,9 +136,10 @@ where
     R: Send + 'static,
     F: FnOnce(&Batch, &ScoredBatch, Option<&Alert>, u64) -> R + Send + 'static,
 {
-    let model = state.model().ok_or(ServiceError::NoModel)?;
+    let model = det.model().ok_or(ServiceError::NoModel)?;
     let settings = state.settings();
-    let rule = AlertRule::from_settings(settings);
+    let rule = AlertRule::for_detector(settings, &det.spec());
+    let detector = det.name().to_owned();
     let spec = ReadSpec {
         zeek: command.zeek,
         ..ReadSpec::new(
@@ -158,7 +160,7 @@ where
             let Parsed { mut batch, sunk } = parsed;
             let scores = chunks.finish(&batch, sunk);
             let scored = scored_batch(&model, &batch, scores, command.explain, rule.explain_top_k);
-            let alert = alert_for(&model, &batch, &scored, &rule);
+            let alert = alert_for(&model, &batch, &scored, &rule).map(|a| Alert { detector, ..a });
             let rendered = render(&batch, &scored, alert.as_ref(), version);
             let anomalies = (0..batch.len()).map(|i| scored.is_anomaly(i)).collect();
             let chart = chart_data(version, &mut batch, anomalies);
@@ -181,7 +183,7 @@ where
         outcome.scored.summary.n_anomalies,
         outcome.alert.is_some(),
     );
-    state.set_last_batch(chart);
+    det.set_last_batch(chart);
     Ok(outcome)
 }
 
@@ -264,6 +266,17 @@ impl AlertRule {
             explain_top_k: settings.explain_top_k as usize,
         }
     }
+
+    /// The service's rule with the detector's own `alerting.min_severity`, if it has one.
+    pub fn for_detector(
+        settings: &crate::config::Settings,
+        spec: &crate::service::detectors::DetectorSpec,
+    ) -> Self {
+        Self {
+            severity: spec.alert_severity(settings.alert_severity),
+            ..Self::from_settings(settings)
+        }
+    }
 }
 
 /// The alert this batch raises, if any: its most anomalous records, explained.
@@ -341,6 +354,7 @@ pub fn alert_for(
         id: uuid::Uuid::now_v7().to_string(),
         created_at: Utc::now(),
         model_version: model.version(),
+        detector: crate::store::detectors::DEFAULT_DETECTOR.to_owned(),
         severity: s.max_severity,
         status: AlertStatus::Open,
         acknowledged_at: None,

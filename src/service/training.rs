@@ -12,7 +12,7 @@ use crate::detector::generator::{GeneratorConfig, generate};
 use crate::detector::model::Model;
 use crate::detector::params::ForestParams;
 use crate::records::{BodyFormat, ReadSpec, TopLevel, ZeekOptions, read_slice, sample_batch};
-use crate::state::{AppState, ChartData};
+use crate::state::{AppState, ChartData, DetectorState};
 
 /// What to train on.
 pub enum TrainingData {
@@ -35,8 +35,12 @@ pub struct FitCommand {
     pub threshold: Option<f64>,
 }
 
-/// Fits a model, stores it as the next version and makes it the active one.
-pub async fn fit(state: &AppState, command: FitCommand) -> Result<Arc<Model>, ServiceError> {
+/// Fits a model, stores it as the detector's next version and makes it the active one.
+pub async fn fit(
+    state: &AppState,
+    det: &DetectorState,
+    command: FitCommand,
+) -> Result<Arc<Model>, ServiceError> {
     let max_records = state.settings().max_records;
     let (model, chart) = blocking(move || {
         let FitCommand {
@@ -75,12 +79,13 @@ pub async fn fit(state: &AppState, command: FitCommand) -> Result<Arc<Model>, Se
         Ok((model, chart))
     })
     .await?;
-    let model = models::publish(state, model).await?;
-    state.set_training_batch(ChartData {
+    let model = models::publish(det, model).await?;
+    det.set_training_batch(ChartData {
         model_version: model.version(),
         ..chart
     });
     tracing::info!(
+        detector = det.name(),
         version = model.version(),
         records = model.meta().n_training_records,
         seconds = model.meta().fit_seconds,

@@ -29,7 +29,8 @@
 //! non-IP host name to `host.name`; bytes to `source.bytes`, `destination.bytes` and, only when
 //! both directions are known, their sum to `network.bytes` (a one-sided sum would understate it).
 //! `observer.type` is `ids` (one of ECS's own examples). The rule is `rule.id`
-//! [`SIGNATURE_ID`] with `rule.version` = model version. Everything without an ECS home (model
+//! [`SIGNATURE_ID`] with `rule.version` = model version and `rule.ruleset` = the detector that
+//! raised it (its named settings and models: `default` for the v1 paths). Everything without an ECS home (model
 //! version, status, acknowledgement, batch summary, all records with explanations) is under
 //! `netsentinel.*`.
 //!
@@ -49,7 +50,8 @@
 //! 6 Fatal is never used: OCSF defines it as "an error occurred but it is too late to take
 //! remedial action", which a detector cannot know. 0 Unknown is never used: severity is always
 //! known. Status: `open` → 1 New, `acknowledged` → 2 In Progress ("under review").
-//! `finding_info.analytic.type_id` is 4, "Learning (ML/DL)". `risk_score` (an OCSF integer) is
+//! `finding_info.analytic.type_id` is 4, "Learning (ML/DL)"; `finding_info.analytic.category`
+//! is the detector that raised it. `risk_score` (an OCSF integer) is
 //! the severity; `confidence_score` (integer) is the top record's anomaly score × 100, rounded.
 //! Each record is one `evidences` entry: `src_endpoint`/`dst_endpoint` when known, and the whole
 //! record (values, fields, explanation) in `data`. The rest is in `unmapped`.
@@ -65,14 +67,14 @@
 //! `c6a2` / `c6a3` labelled "Source IPv6 Address" / "Destination IPv6 Address", as the spec
 //! advises, because `src`/`dst` are IPv4 fields), `shost`, `out` (bytes sent) / `in` (bytes
 //! received), `dvchost` (our host), and labelled custom fields: `cs1` modelVersion, `cs2`
-//! alertStatus, `cs3` topFeatures, `cn1` recordsScored, `cn2` alertSeverity (0–100),
+//! alertStatus, `cs3` topFeatures, `cs4` detector, `cn1` recordsScored, `cn2` alertSeverity (0–100),
 //! `cfp1` anomalyRate, `cfp2` anomalyScore, `deviceCustomDate1` acknowledgedAt. Rates and scores
 //! are floats, so they use `cfp*` (floating point) rather than `cn*` (integers).
 //!
 //! **Splunk HEC** ([`to_splunk_hec`]): an event for `/services/collector/event`: `time` in epoch
 //! seconds with millisecond fraction, `host` (the context's, else `netsentinel`), `source`
 //! `netsentinel`, `sourcetype` `netsentinel:alert`, `event` = our own alert JSON, and indexed
-//! `fields` `alert_id`, `severity`, `model_version`, `status` as strings (HEC indexed-field values
+//! `fields` `alert_id`, `severity`, `model_version`, `status`, `detector` as strings (HEC indexed-field values
 //! are strings). `index` is left out so the token's default index applies. HEC accepts several
 //! events in one request body, so [`render_many`]'s NDJSON posts as is.
 //!
@@ -275,6 +277,7 @@ pub fn to_ecs(alert: &Alert, ctx: &ExportContext) -> Value {
             "name": EVENT_NAME,
             "description": RULE_DESCRIPTION,
             "version": alert.model_version.to_string(),
+            "ruleset": alert.detector,
         }),
     );
 
@@ -352,6 +355,7 @@ pub fn to_ocsf(alert: &Alert, ctx: &ExportContext) -> Value {
             "type": "Learning (ML/DL)",
             "uid": SIGNATURE_ID,
             "version": alert.model_version.to_string(),
+            "category": alert.detector,
         }),
     );
 
@@ -428,6 +432,7 @@ pub fn to_splunk_hec(alert: &Alert, ctx: &ExportContext) -> Value {
             "severity": alert.severity.to_string(),
             "model_version": alert.model_version.to_string(),
             "status": alert.status.as_str(),
+            "detector": alert.detector,
         },
     })
 }
@@ -474,6 +479,7 @@ pub fn to_cef(alert: &Alert, ctx: &ExportContext) -> String {
         let features = features.join(",");
         labeled(&mut ext, ["cs3Label", "cs3", "topFeatures"], features);
     }
+    labeled(&mut ext, ["cs4Label", "cs4", "detector"], alert.detector.clone());
     let n_records = alert.summary.n_records.to_string();
     labeled(&mut ext, ["cn1Label", "cn1", "recordsScored"], n_records);
     let severity = alert.severity.to_string();

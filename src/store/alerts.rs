@@ -59,6 +59,8 @@ pub struct Alert {
     pub created_at: DateTime<Utc>,
     /// Version of the model that scored the batch.
     pub model_version: u64,
+    /// The detector whose model scored the batch (`default` on the v1 paths).
+    pub detector: String,
     /// Alert severity, 0–100: the highest record severity in the batch.
     pub severity: u8,
     /// Open until acknowledged.
@@ -74,7 +76,7 @@ pub struct Alert {
 }
 
 impl Alert {
-    /// A new open alert created at `created_at`, with a fresh UUID v7 id.
+    /// A new open alert of the detector `default` created at `created_at`, with a fresh UUID v7 id.
     pub fn new(
         created_at: DateTime<Utc>,
         model_version: u64,
@@ -87,6 +89,7 @@ impl Alert {
             id: Uuid::now_v7().to_string(),
             created_at,
             model_version,
+            detector: super::detectors::DEFAULT_DETECTOR.to_owned(),
             severity: severity.min(MAX_SEVERITY),
             status: AlertStatus::Open,
             acknowledged_at: None,
@@ -128,6 +131,8 @@ pub struct AlertQuery {
     pub min_severity: Option<u8>,
     /// Only alerts in this status.
     pub status: Option<AlertStatus>,
+    /// Only alerts of this detector.
+    pub detector: Option<String>,
     /// Page size. Clamping to a sensible maximum is the caller's job; 0 is treated as 1.
     pub limit: usize,
     /// `next_cursor` of the previous page, to continue from there.
@@ -189,6 +194,8 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX alerts_by_severity ON alerts (severity, created_at_ns DESC, id DESC);",
     // 2: the webhook outbox, one row per (alert, sink) still owed or already delivered.
     super::outbox::MIGRATION,
+    // 3: named detectors' settings, and the detector of each alert (old rows: `default`).
+    super::detectors::MIGRATION,
 ];
 
 /// How long a writer waits for another connection's lock before giving up.
@@ -233,6 +240,7 @@ struct GroupState {
 struct PendingAlert {
     ticket: u64,
     id: String,
+    detector: String,
     severity: u8,
     status: &'static str,
     created_at_ms: i64,
@@ -330,7 +338,8 @@ impl SqliteAlertStore {
             p.severity,
             p.status,
             p.row.model_version,
-            p.row.body
+            p.row.body,
+            p.detector
         ]);
         match inserted {
             Ok(_) => Ok(()),
@@ -352,6 +361,7 @@ impl AlertStore for SqliteAlertStore {
         let pending = |ticket| PendingAlert {
             ticket,
             id: alert.id.clone(),
+            detector: alert.detector.clone(),
             severity: alert.severity,
             status: alert.status.as_str(),
             created_at_ms: alert.created_at.timestamp_millis(),
@@ -491,6 +501,10 @@ fn list_sql(q: &AlertQuery, cursor: Option<&Cursor>, limit: usize) -> (String, V
     if let Some(status) = q.status {
         sql.push_str(" AND status = ?");
         args.push(Value::Text(status.as_str().to_owned()));
+    }
+    if let Some(detector) = &q.detector {
+        sql.push_str(" AND detector = ?");
+        args.push(Value::Text(detector.clone()));
     }
     if let Some(c) = cursor {
         // Strictly after the last row shown, in list order: ties on created_at are broken by

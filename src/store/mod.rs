@@ -10,6 +10,7 @@
 //! about it.
 
 pub mod alerts;
+pub mod detectors;
 pub mod model_files;
 pub mod models;
 pub mod outbox;

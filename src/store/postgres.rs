@@ -41,6 +41,10 @@ use super::outbox::{
 };
 use super::sql;
 
+mod detectors;
+use detectors::V1_DETECTOR;
+pub use detectors::{DETECTOR_CHANNEL, PgDetectorModels, PgModels};
+
 mod embedded {
     refinery::embed_migrations!("migrations/postgres");
 }
@@ -225,21 +229,6 @@ impl PgStore {
             .get()
             .map_err(|e| StoreError::Unavailable(e.to_string()))
     }
-
-    /// Deletes versions beyond the newest `keep` (never the active one, never quarantined rows).
-    fn prune(&self) -> Result<u64, StoreError> {
-        let keep = i64::try_from(self.keep).unwrap_or(i64::MAX);
-        self.conn()?
-            .execute(
-                "DELETE FROM models
-                 WHERE NOT corrupt
-                   AND version NOT IN (SELECT version FROM model_active)
-                   AND version NOT IN (SELECT version FROM models WHERE NOT corrupt
-                                       ORDER BY version DESC LIMIT $1)",
-                &[&keep],
-            )
-            .map_err(pg)
-    }
 }
 
 /// Sorts a PostgreSQL error into "cannot reach the server" (transient: 503) and the rest.
@@ -285,6 +274,7 @@ fn insert_alert(
             &alert.status.as_str(),
             &row.model_version,
             &row.body,
+            &alert.detector,
         ],
     );
     match inserted {
@@ -404,6 +394,9 @@ fn list_sql(
     }
     if let Some(status) = q.status {
         push(&mut sql, " AND status = ?", Box::new(status.as_str()));
+    }
+    if let Some(detector) = &q.detector {
+        push(&mut sql, " AND detector = ?", Box::new(detector.clone()));
     }
     if let Some(c) = cursor {
         push(
@@ -556,105 +549,34 @@ impl Outbox for PgStore {
 }
 
 impl ModelStore for PgStore {
+    // The bare store is the `default` detector's model store (what v1 served); other
+    // detectors' stores come from `PgDetectorModels`.
     fn next_version(&self) -> Result<u64, StoreError> {
-        self.count_of("SELECT nextval('model_version_seq')")
+        self.models_of(V1_DETECTOR).next_version()
     }
 
     fn save(&self, version: u64, bytes: &[u8]) -> Result<(), StoreError> {
-        let v = version_arg(version)?;
-        let inserted = self.conn()?.execute(
-            "INSERT INTO models (version, bytes) VALUES ($1, $2)",
-            &[&v, &bytes],
-        );
-        match inserted {
-            Ok(_) => {}
-            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                return Err(StoreError::VersionExists(version));
-            }
-            Err(e) => return Err(pg(e)),
-        }
-        tracing::info!(version, size = bytes.len(), "saved model in PostgreSQL");
-        match self.prune() {
-            Ok(0) => {}
-            Ok(removed) => tracing::info!(removed, keep = self.keep, "pruned old model versions"),
-            Err(error) => tracing::warn!(%error, "could not prune old model versions"),
-        }
-        Ok(())
+        self.models_of(V1_DETECTOR).save(version, bytes)
     }
 
     fn set_active(&self, version: u64) -> Result<(), StoreError> {
-        let v = version_arg(version)?;
-        let mut conn = self.conn()?;
-        let mut tx = conn.transaction().map_err(pg)?;
-        let exists = tx
-            .query_opt(
-                "SELECT 1 FROM models WHERE version = $1 AND NOT corrupt FOR SHARE",
-                &[&v],
-            )
-            .map_err(pg)?;
-        if exists.is_none() {
-            return Err(StoreError::ModelNotFound(version));
-        }
-        tx.execute(
-            "INSERT INTO model_active (singleton, version) VALUES (true, $1)
-             ON CONFLICT (singleton) DO UPDATE SET version = EXCLUDED.version",
-            &[&v],
-        )
-        .map_err(pg)?;
-        // Delivered to listeners only when (and if) the transaction commits.
-        tx.execute(
-            "SELECT pg_notify($1, $2)",
-            &[&MODEL_CHANNEL, &version.to_string()],
-        )
-        .map_err(pg)?;
-        tx.commit().map_err(pg)
+        self.models_of(V1_DETECTOR).set_active(version)
     }
 
     fn active(&self) -> Result<Option<u64>, StoreError> {
-        let row = self
-            .conn()?
-            .query_opt("SELECT version FROM model_active", &[])
-            .map_err(pg)?;
-        Ok(row.map(|r| to_u64(r.get(0))))
+        self.models_of(V1_DETECTOR).active()
     }
 
     fn versions(&self) -> Result<Vec<u64>, StoreError> {
-        let rows = self
-            .conn()?
-            .query(
-                "SELECT version FROM models WHERE NOT corrupt ORDER BY version",
-                &[],
-            )
-            .map_err(pg)?;
-        Ok(rows.into_iter().map(|r| to_u64(r.get(0))).collect())
+        self.models_of(V1_DETECTOR).versions()
     }
 
     fn read(&self, version: u64) -> Result<Vec<u8>, StoreError> {
-        let v = version_arg(version)?;
-        self.conn()?
-            .query_opt(
-                "SELECT bytes FROM models WHERE version = $1 AND NOT corrupt",
-                &[&v],
-            )
-            .map_err(pg)?
-            .map(|r| r.get(0))
-            .ok_or(StoreError::ModelNotFound(version))
+        self.models_of(V1_DETECTOR).read(version)
     }
 
     fn quarantine(&self, version: u64) -> Result<(), StoreError> {
-        let v = version_arg(version)?;
-        let n = self
-            .conn()?
-            .execute(
-                "UPDATE models SET corrupt = true WHERE version = $1 AND NOT corrupt",
-                &[&v],
-            )
-            .map_err(pg)?;
-        if n == 0 {
-            return Err(StoreError::ModelNotFound(version));
-        }
-        tracing::warn!(version, "quarantined model version in PostgreSQL");
-        Ok(())
+        self.models_of(V1_DETECTOR).quarantine(version)
     }
 
     fn keep(&self) -> usize {
@@ -666,7 +588,7 @@ impl ModelStore for PgStore {
     }
 
     /// A thread with its own connection (not from the pool) that `LISTEN`s on
-    /// [`MODEL_CHANNEL`] and calls `on_change` for each notification, and once after every
+    /// [`MODEL_CHANNEL`] and [`DETECTOR_CHANNEL`] and calls `on_change` for each notification, and once after every
     /// (re)connect, since notifications sent while disconnected are lost.
     fn watch_active(&self, on_change: ChangeHook, stop: Arc<AtomicBool>) -> bool {
         let config = self.config.clone();
@@ -695,7 +617,9 @@ fn listen(config: &postgres::Config, on_change: &ChangeHook, stop: &AtomicBool) 
                 continue;
             }
         };
-        if let Err(e) = client.batch_execute(&format!("LISTEN {MODEL_CHANNEL}")) {
+        if let Err(e) = client.batch_execute(&format!(
+            "LISTEN {MODEL_CHANNEL}; LISTEN {DETECTOR_CHANNEL}"
+        )) {
             tracing::warn!(error = %e, "cannot LISTEN for model changes; reconnecting");
             std::thread::sleep(LISTEN_TICK);
             continue;

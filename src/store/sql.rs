@@ -3,8 +3,8 @@
 
 /// An alert's row: `id, created_at_ns, severity, status, model_version, body`.
 pub(super) const INSERT_ALERT: &str =
-    "INSERT INTO alerts (id, created_at_ns, severity, status, model_version, body)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+    "INSERT INTO alerts (id, created_at_ns, severity, status, model_version, body, detector)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
 /// A pending delivery of alert `?1` to sink `?2`, due at once (`?3`: the alert's creation).
 pub(super) const INSERT_DELIVERY: &str =

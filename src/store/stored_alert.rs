@@ -7,7 +7,12 @@
 //! reads them (it ignores unknown keys). A row whose format is newer than this build knows is
 //! a decode error, never a silent misreading.
 //!
-//! Changing the stored shape means a new format number, a reader for the old one, and a test
+//! `detector` (the detector that raised the alert) was added to format 1 as an optional last
+//! key: absent for the detector `default`, so rows of `default` stay byte for byte what earlier
+//! builds wrote and every row they wrote reads as `default`; an earlier build reading a row of
+//! another detector ignores the key (it reads the alert, not its detector).
+//!
+//! Changing the stored shape otherwise means a new format number, a reader for the old one, and a test
 //! that old rows still decode (see `tests/fixtures/alerts-v1.*`).
 
 use std::borrow::Cow;
@@ -17,6 +22,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::alerts::{Alert, AlertRecord, AlertStatus};
+use super::detectors::DEFAULT_DETECTOR;
 use crate::detector::explain::{Direction, FeatureContribution};
 use crate::detector::model::BatchSummary;
 
@@ -38,6 +44,19 @@ pub(super) struct StoredAlert<'a> {
     reason: Cow<'a, str>,
     summary: StoredSummary,
     records: Vec<StoredRecord<'a>>,
+    #[serde(
+        default = "default_detector",
+        skip_serializing_if = "is_default_detector"
+    )]
+    detector: Cow<'a, str>,
+}
+
+fn default_detector() -> Cow<'static, str> {
+    Cow::Borrowed(DEFAULT_DETECTOR)
+}
+
+fn is_default_detector(d: &Cow<'_, str>) -> bool {
+    d == DEFAULT_DETECTOR
 }
 
 /// A known body format: 1 when the row has no `format_version` (written before the field).
@@ -148,6 +167,7 @@ impl<'a> From<&'a Alert> for StoredAlert<'a> {
                 max_severity: a.summary.max_severity,
             },
             records: a.records.iter().map(StoredRecord::from).collect(),
+            detector: Cow::Borrowed(&a.detector),
         }
     }
 }
@@ -193,6 +213,7 @@ impl From<StoredAlert<'_>> for Alert {
             id: s.id.into_owned(),
             created_at: s.created_at,
             model_version: s.model_version,
+            detector: s.detector.into_owned(),
             severity: s.severity,
             status: match s.status {
                 StoredStatus::Open => AlertStatus::Open,
@@ -262,6 +283,20 @@ mod tests {
             assert_eq!(new, format!("{{\"format_version\":1,{}", &old[1..]));
             assert_eq!(decode(&new).unwrap(), alert);
         }
+    }
+
+    #[test]
+    fn the_detector_is_stored_only_when_it_is_not_default() {
+        let old = v1_bodies()[0];
+        let mut alert = decode(old).unwrap();
+        assert_eq!(
+            alert.detector, "default",
+            "rows from before detectors are default's"
+        );
+        alert.detector = "zeek-hosts".into();
+        let body = encode(&alert).unwrap();
+        assert!(body.ends_with(r#","detector":"zeek-hosts"}"#), "{body}");
+        assert_eq!(decode(&body).unwrap(), alert);
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub struct AlertView {
     /// Version of the model that scored the batch.
     #[schema(example = 3)]
     pub model_version: u64,
+    /// The detector that raised it (`default` for the v1 paths).
+    #[schema(example = "default")]
+    pub detector: String,
     /// Alert severity, 0–100: the highest record severity in the batch.
     #[schema(maximum = 100, example = 87)]
     pub severity: u8,

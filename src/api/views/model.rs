@@ -52,7 +52,7 @@ impl Default for ForestParamsView {
 /// OpenAPI shapes of the "auto, a count or a fraction" parameters. `anyOf`, not the `oneOf` a
 /// derived untagged enum gives: a whole number such as 1 is both a JSON Schema integer and a
 /// number, so `oneOf` would reject it.
-mod schema {
+pub(super) mod schema {
     use utoipa::openapi::schema::{AnyOfBuilder, ObjectBuilder, SchemaType, Type};
 
     fn auto() -> ObjectBuilder {
