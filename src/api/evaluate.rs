@@ -2,8 +2,8 @@
 
 use super::problems::{BodyProblems, NoModelYet};
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
@@ -69,10 +69,10 @@ pub async fn evaluate(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<EvaluateQuery>, QueryRejection>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Json<EvaluateResponse>, ApiError> {
     let query = super::query(query)?;
-    let body = super::body(body)?;
+    let body = super::whole_body(&headers, body, state.settings().max_body_bytes).await?;
     let format = super::body_format(&headers)?;
     let zeek = super::zeek_options(format, query.window.as_deref(), query.group_by.as_deref())?;
     let command = EvaluateCommand {

@@ -2,8 +2,8 @@
 
 use super::problems::{BadParameter, BodyProblems, CorruptModel, NoModelFound, NotFound};
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
@@ -157,10 +157,10 @@ pub async fn fit(
     State(state): State<AppState>,
     headers: HeaderMap,
     query: Result<Query<FitQuery>, QueryRejection>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
     let query = super::query(query)?;
-    let body = super::body(body)?;
+    let body = super::whole_body(&headers, body, state.settings().max_body_bytes).await?;
     let format = super::body_format(&headers)?;
     let zeek = super::zeek_options(format, query.window.as_deref(), query.group_by.as_deref())?;
     // A JSON body's settings are read through the whole body: off the async runtime.

@@ -1,8 +1,8 @@
 //! `POST /v1/samples`: generated, labeled traffic as JSON, CSV or NDJSON.
 
 use super::problems::{BodyProblems, NotAcceptable};
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -12,6 +12,7 @@ use super::views::samples::{GeneratorConfigView, SampleRecordView};
 use super::{Produces, negotiate};
 use crate::detector::generator::{GeneratorConfig, SampleRecord, generate as generate_records};
 use crate::error::{ApiError, ProblemCode};
+use crate::state::AppState;
 
 #[derive(Serialize, ToSchema)]
 pub struct SamplesResponse {
@@ -36,10 +37,11 @@ pub struct SamplesResponse {
         NotAcceptable,
     ))]
 pub async fn generate(
+    State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let body = super::body(body)?;
+    let body = super::whole_body(&headers, body, state.settings().max_body_bytes).await?;
     let produces = negotiate(&headers, &[Produces::Json, Produces::Csv, Produces::Ndjson])?;
     let config: GeneratorConfig = if body.iter().all(u8::is_ascii_whitespace) {
         GeneratorConfig::default()

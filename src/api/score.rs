@@ -125,7 +125,8 @@ pub async fn score(
     body: Body,
 ) -> Result<Response, ApiError> {
     let query = super::query(query)?;
-    super::check_content_length(&headers, state.settings().max_body_bytes)?;
+    let declared_len = usize::try_from(HttpBody::size_hint(&body).lower()).unwrap_or(0);
+    let body = super::body_stream(&headers, body, state.settings().max_body_bytes)?;
     let format = super::body_format(&headers)?;
     let produces = negotiate(&headers, &[Produces::Json, Produces::Csv])?;
     let zeek = super::zeek_options(format, query.window.as_deref(), query.group_by.as_deref())?;
@@ -136,20 +137,15 @@ pub async fn score(
             Produces::Csv => ExplainMode::None,
             _ => query.explain,
         },
-        declared_len: usize::try_from(HttpBody::size_hint(&body).lower()).unwrap_or(0),
+        declared_len,
     };
     let only_anomalies = query.only_anomalies;
     // Small answers are written on the scoring thread at once; large ones stream out after the
     // alert is stored.
-    let outcome = scoring::score(
-        &state,
-        command,
-        body.into_data_stream(),
-        move |b, s, alert, v| {
-            (b.len() <= STREAM_RECORDS)
-                .then(|| ResponseBody::new(produces, only_anomalies, v, alert).whole(b, s))
-        },
-    )
+    let outcome = scoring::score(&state, command, body, move |b, s, alert, v| {
+        (b.len() <= STREAM_RECORDS)
+            .then(|| ResponseBody::new(produces, only_anomalies, v, alert).whole(b, s))
+    })
     .await?;
     let content_type = [(header::CONTENT_TYPE, produces.content_type())];
     Ok(match outcome.rendered {
