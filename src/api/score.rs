@@ -174,10 +174,11 @@ fn streamed<R>(outcome: ScoreOutcome<R>, produces: Produces, only_anomalies: boo
             |piece| tx.blocking_send(Ok(Bytes::from(piece))).is_ok(),
         );
     });
+    // Fused: a compressing layer polls the body once more after its end.
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
-    Body::from_stream(stream)
+    Body::from_stream(futures_util::StreamExt::fuse(stream))
 }
 
 /// Batches up to this many records are answered in one piece; larger ones stream in pieces of

@@ -105,9 +105,10 @@ where
 {
     let sent = limited(body, max_body);
     match encoding {
-        ContentEncoding::Identity => sent.boxed(),
+        ContentEncoding::Identity => sent.fuse().boxed(),
         coding => stream::once(async move { decode(sent, coding, max_body) })
             .flatten()
+            .fuse()
             .boxed(),
     }
 }
