@@ -28,7 +28,10 @@ fn zstd(data: &[u8]) -> Vec<u8> {
 }
 
 /// The codings the service takes, with an encoder for each.
-const CODINGS: [(&str, fn(&[u8]) -> Vec<u8>); 2] = [("gzip", gzip), ("zstd", zstd)];
+/// Bytes to bytes: an encoder or a decoder.
+type Coder = fn(&[u8]) -> Vec<u8>;
+
+const CODINGS: [(&str, Coder); 2] = [("gzip", gzip), ("zstd", zstd)];
 
 /// POSTs `body` with this Content-Type and, when given, Content-Encoding.
 async fn post(
@@ -402,7 +405,7 @@ async fn answers_are_compressed_for_clients_that_accept_it() {
     assert_eq!(coding_of(&plain), "");
     let plain: Value = records_part(plain.json().await.unwrap());
     for (accept, expect, decode) in [
-        ("gzip", "gzip", gunzip as fn(&[u8]) -> Vec<u8>),
+        ("gzip", "gzip", gunzip as Coder),
         ("zstd", "zstd", unzstd),
         ("br;q=1, zstd;q=0.5", "zstd", unzstd),
     ] {
@@ -459,7 +462,7 @@ async fn a_streamed_answer_is_compressed_as_it_streams() {
     assert_eq!(plain.status(), StatusCode::OK);
     let plain = plain.bytes().await.unwrap();
     assert_eq!(plain.iter().filter(|&&b| b == b'\n').count(), 70_001);
-    for (coding, decode) in [("gzip", gunzip as fn(&[u8]) -> Vec<u8>), ("zstd", unzstd)] {
+    for (coding, decode) in [("gzip", gunzip as Coder), ("zstd", unzstd)] {
         let mut response = send(Some(coding)).await.unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         assert_eq!(coding_of(&response), coding);
