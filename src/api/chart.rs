@@ -8,6 +8,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use super::views::bodies::Binary;
+
 use crate::chart::{ChartFormat, ChartInput, ChartSeries, DEFAULT_HEIGHT, DEFAULT_WIDTH, render};
 use crate::error::{ApiError, ProblemCode};
 use crate::state::AppState;
@@ -39,7 +41,7 @@ pub struct ChartQuery {
 
 /// The analysis chart as PNG.
 #[utoipa::path(get, path = "/v1/chart.png", tag = "chart", params(ChartQuery), responses(
-    (status = 200, content_type = "image/png", body = Vec<u8>, description = "Bytes sent, bytes received, connections and active sessions over time; anomalies in red"),
+    (status = 200, content_type = "image/png", body = inline(Binary), description = "Bytes sent, bytes received, connections and active sessions over time; anomalies in red"),
     ChartProblems,
 ))]
 pub async fn chart_png(
@@ -51,7 +53,7 @@ pub async fn chart_png(
 
 /// The analysis chart as SVG.
 #[utoipa::path(get, path = "/v1/chart.svg", tag = "chart", params(ChartQuery), responses(
-    (status = 200, content_type = "image/svg+xml", body = String),
+    (status = 200, content_type = "image/svg+xml", body = inline(Binary), description = "The same chart as SVG"),
     ChartProblems,
 ))]
 pub async fn chart_svg(

@@ -9,6 +9,8 @@ use axum::http::HeaderMap;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::views::bodies::{Binary, ContentEncodingHeader};
+
 use super::views::evaluate::{BudgetThresholdView, ClassificationReportView, ConfusionMatrixView};
 use crate::error::ApiError;
 use crate::service::evaluation::{self, EvaluateCommand};
@@ -52,13 +54,13 @@ pub struct EvaluateResponse {
 ///
 /// Same body forms as /v1/score; the JSON object form may also carry `max_false_positive_rate`.
 #[utoipa::path(post, path = "/v1/evaluate", tag = "scoring",
-    params(EvaluateQuery),
+    params(EvaluateQuery, ContentEncodingHeader),
     request_body(content(
         (super::score::RecordsBody = "application/json"),
-        (String = "text/csv"),
-        (String = "application/x-ndjson"),
-        (String = "text/zeek-tsv"),
-        (String = "application/x-zeek-json"),
+        (inline(Binary) = "text/csv"),
+        (inline(Binary) = "application/x-ndjson"),
+        (inline(Binary) = "text/zeek-tsv"),
+        (inline(Binary) = "application/x-zeek-json"),
     )),
     responses(
         (status = 200, body = EvaluateResponse),

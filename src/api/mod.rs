@@ -69,6 +69,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(score::score))
         .routes(routes!(evaluate::evaluate))
         .routes(routes!(alerts::list))
+        .routes(routes!(alerts::export))
+        .routes(routes!(alerts::export_one))
         .routes(routes!(alerts::get_alert))
         .routes(routes!(alerts::acknowledge))
         .routes(routes!(chart::chart_png))

@@ -10,6 +10,8 @@ use axum::response::IntoResponse;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::views::bodies::{Binary, ContentEncodingHeader};
+
 use super::views::model::{ForestParamsView, ModelMetaView};
 use super::views::samples::GeneratorConfigView;
 use crate::detector::generator::GeneratorConfig;
@@ -141,13 +143,13 @@ fn number(name: &'static str, s: &str) -> Result<f64, ApiError> {
 /// and then replaces the active one atomically. Body: JSON (`records` or `generate`, plus optional
 /// `features` and `params`), or CSV / NDJSON records with the settings in the query string.
 #[utoipa::path(post, path = "/v1/model/fit", tag = "model",
-    params(FitQuery),
+    params(FitQuery, ContentEncodingHeader),
     request_body(content(
         (FitRequest = "application/json"),
-        (String = "text/csv"),
-        (String = "application/x-ndjson"),
-        (String = "text/zeek-tsv"),
-        (String = "application/x-zeek-json"),
+        (inline(Binary) = "text/csv"),
+        (inline(Binary) = "application/x-ndjson"),
+        (inline(Binary) = "text/zeek-tsv"),
+        (inline(Binary) = "application/x-zeek-json"),
     )),
     responses(
         (status = 201, body = ModelMetaView, description = "The new active model"),

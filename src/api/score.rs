@@ -9,6 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::views::bodies::{Binary, ContentEncodingHeader};
+
 use std::collections::BTreeMap;
 
 use super::views::alerts::AlertView;
@@ -101,13 +103,13 @@ struct Object(serde_json::Map<String, serde_json::Value>);
 /// configured severity. With `Accept: text/csv` the answer is one row per record:
 /// `index,score,is_anomaly,severity`.
 #[utoipa::path(post, path = "/v1/score", tag = "scoring",
-    params(ScoreQuery),
+    params(ScoreQuery, ContentEncodingHeader),
     request_body(content(
         (RecordsBody = "application/json"),
-        (String = "text/csv"),
-        (String = "application/x-ndjson"),
-        (String = "text/zeek-tsv"),
-        (String = "application/x-zeek-json"),
+        (inline(Binary) = "text/csv"),
+        (inline(Binary) = "application/x-ndjson"),
+        (inline(Binary) = "text/zeek-tsv"),
+        (inline(Binary) = "application/x-zeek-json"),
     )),
     responses(
         (status = 200, content(
