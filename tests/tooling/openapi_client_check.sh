@@ -23,20 +23,8 @@ if [[ ! -x "$VENV/bin/openapi-python-client" ]] || [[ "$("$VENV/bin/openapi-pyth
     "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
 fi
 
-echo "== cargo build" >&2
-cargo build --quiet --bin netsentinel
-BIN="$(pwd)/target/debug/netsentinel"
-
-TMP="$(mktemp -d)"
-SERVER_PID=""
-cleanup() {
-    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    if [[ "${KEEP_TMP:-0}" != 1 ]]; then rm -rf "$TMP"; else echo "kept $TMP" >&2; fi
-}
-trap cleanup EXIT
+# shellcheck source=../../scripts/temp-service.sh
+source scripts/temp-service.sh
 
 echo "== generating the client" >&2
 # The generator runs ruff on what it wrote: from the venv.
@@ -56,21 +44,9 @@ if [[ -n "$unexpected" ]]; then
 fi
 test -d "$TMP/netsentinel_client"
 
-PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
-BASE="http://127.0.0.1:$PORT"
 KEY="openapi-client-check-admin-key"
-echo "== starting netsentinel on $BASE (data in $TMP/data)" >&2
-NETSENTINEL_API_KEYS="admin:$KEY" "$BIN" serve --addr "127.0.0.1:$PORT" --data-dir "$TMP/data" \
-    --log warn >"$TMP/server.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 1 300); do
-    if curl -fsS "$BASE/healthz" >/dev/null 2>&1; then break; fi
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-        echo "netsentinel exited during start:" >&2; cat "$TMP/server.log" >&2; exit 1
-    fi
-    sleep 0.1
-done
-curl -fsS "$BASE/healthz" >/dev/null
+export NETSENTINEL_API_KEYS="admin:$KEY"
+start_service
 
 echo "== calling the service through the generated client" >&2
 NS_BASE_URL="$BASE" NS_API_KEY="$KEY" PYTHONPATH="$TMP" "$VENV/bin/python" "$TOOLING/openapi_client_check.py"
