@@ -28,40 +28,13 @@ if [[ ! -x "$VENV/bin/schemathesis" ]] || [[ "$("$VENV/bin/schemathesis" --versi
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
-echo "== cargo build" >&2
-cargo build --quiet --bin netsentinel
-BIN="$(pwd)/target/debug/netsentinel"
-
-TMP="$(mktemp -d)"
-SERVER_PID=""
-cleanup() {
-    if [[ -n "$SERVER_PID" ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
-        kill -TERM "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    if [[ "${KEEP_TMP:-0}" != 1 ]]; then rm -rf "$TMP"; else echo "kept $TMP" >&2; fi
-}
-trap cleanup EXIT
-
-# A free loopback port: bind port 0, read it back, release it for the service.
-PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
-BASE="http://127.0.0.1:$PORT"
+# shellcheck source=temp-service.sh
+source scripts/temp-service.sh
 
 # Limits keep a fuzzed fit (up to a million records, ten thousand trees) from eating the CI budget:
 # what exceeds them is answered 413 or 503, both documented.
-echo "== starting netsentinel on $BASE (data in $TMP/data)" >&2
-env -u NETSENTINEL_API_KEYS "$BIN" serve --addr "127.0.0.1:$PORT" --data-dir "$TMP/data" \
-    --max-records 20000 --request-timeout-secs 20 --log warn >"$TMP/server.log" 2>&1 &
-SERVER_PID=$!
-
-for _ in $(seq 1 300); do
-    if curl -fsS "$BASE/healthz" >/dev/null 2>&1; then break; fi
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-        echo "netsentinel exited during start:" >&2; cat "$TMP/server.log" >&2; exit 1
-    fi
-    sleep 0.1
-done
-curl -fsS "$BASE/healthz" >/dev/null
+unset NETSENTINEL_API_KEYS
+start_service --max-records 20000 --request-timeout-secs 20
 
 # A model first, so score, evaluate, chart and alert paths are reachable; one scored burst raises
 # an alert for the alert endpoints to find.

@@ -309,7 +309,12 @@ mod tests {
             (&get, "/v1/detectors", false, read),
             (&get, "/v1/detectors/zeek", false, read),
             (&post, "/v1/detectors/zeek/model/fit", false, admin),
-            (&post, "/v1/detectors/zeek/model/versions/2/activate", false, admin),
+            (
+                &post,
+                "/v1/detectors/zeek/model/versions/2/activate",
+                false,
+                admin,
+            ),
             (&post, "/v1/detectors/zeek/score", false, score),
             (&post, "/v1/detectors/zeek/evaluate", false, score),
             (&get, "/v1/detectors/zeek/model", false, read),

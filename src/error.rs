@@ -42,6 +42,7 @@ problem_codes! {
     UnknownField = "unknown-field",
     InvalidParameter = "invalid-parameter",
     UnsupportedMediaType = "unsupported-media-type",
+    UnsupportedContentEncoding = "unsupported-content-encoding",
     NotAcceptable = "not-acceptable",
     BodyTooLarge = "body-too-large",
     TooManyRecords = "too-many-records",
@@ -89,7 +90,7 @@ impl ProblemCode {
                 StatusCode::CONFLICT
             }
             BodyTooLarge | TooManyRecords => StatusCode::PAYLOAD_TOO_LARGE,
-            UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            UnsupportedMediaType | UnsupportedContentEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             InvalidRecord | InvalidRecords | EmptyBatch | NoFeatures | InvalidZeekLine
             | MissingZeekField | InvalidDetector => StatusCode::UNPROCESSABLE_ENTITY,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -247,6 +248,13 @@ impl IntoResponse for ApiError {
             json,
         )
             .into_response();
+        if self.code == ProblemCode::UnsupportedContentEncoding {
+            // RFC 9110 15.5.16: a 415 for a content coding names the codings that are taken.
+            response.headers_mut().insert(
+                header::ACCEPT_ENCODING,
+                HeaderValue::from_static(crate::records::ACCEPTED_ENCODINGS),
+            );
+        }
         if let Some(secs) = self.retry_after {
             response
                 .headers_mut()
@@ -340,6 +348,7 @@ impl From<RecordError> for ApiError {
             RecordErrorKind::UnknownField => P::UnknownField,
             RecordErrorKind::InvalidOption => P::InvalidParameter,
             RecordErrorKind::UnsupportedFormat => P::UnsupportedMediaType,
+            RecordErrorKind::UnsupportedEncoding => P::UnsupportedContentEncoding,
             RecordErrorKind::BodyTooLarge => P::BodyTooLarge,
             RecordErrorKind::TooManyRecords => P::TooManyRecords,
             RecordErrorKind::InvalidRecord => P::InvalidRecord,
@@ -492,6 +501,7 @@ mod tests {
             (K::UnknownField, 400, "unknown-field"),
             (K::InvalidOption, 400, "invalid-parameter"),
             (K::UnsupportedFormat, 415, "unsupported-media-type"),
+            (K::UnsupportedEncoding, 415, "unsupported-content-encoding"),
             (K::BodyTooLarge, 413, "body-too-large"),
             (K::TooManyRecords, 413, "too-many-records"),
             (K::InvalidRecord, 422, "invalid-record"),

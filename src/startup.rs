@@ -192,7 +192,8 @@ pub fn build_state(settings: Settings) -> Result<AppState, StartupError> {
     Ok(AppState::new(settings, stores, webhooks, detectors))
 }
 
-/// The router with its middleware: request ids, tracing, load shedding, timeouts.
+/// The router with its middleware: request ids, tracing, load shedding, timeouts, and
+/// compressed answers for clients that accept them.
 pub fn app(state: AppState) -> Router {
     let settings = state.settings().clone();
     let request_id = HeaderName::from_static("x-request-id");
@@ -227,6 +228,7 @@ pub fn app(state: AppState) -> Router {
                 .layer(GlobalConcurrencyLimitLayer::new(settings.max_concurrency))
                 .timeout(Duration::from_secs(settings.request_timeout_secs)),
         )
+        .layer(api::compression())
 }
 
 async fn overloaded(err: tower::BoxError) -> axum::response::Response {

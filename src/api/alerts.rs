@@ -2,7 +2,7 @@
 
 use super::problems::{BadParameter, NotFound};
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -11,7 +11,9 @@ use utoipa::{IntoParams, ToSchema};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
-use super::views::alerts::{AlertFormatView, AlertStatusView, AlertView, DeliveryStateView};
+use super::views::alerts::{
+    AlertFormatView, AlertStatusView, AlertView, DeliveryStateView, ExportFormatView,
+};
 use crate::error::{ApiError, ProblemCode};
 use crate::service::alerts;
 use crate::siem::formats::{AlertFormat, ExportContext, render_many, render_one};
@@ -45,9 +47,58 @@ pub struct ListQuery {
     pub cursor: Option<String>,
     /// `json` (default: `{"alerts": [...], "next_cursor": ...}`), or one document per line in a SIEM's
     /// format: `ecs`, `ocsf`, `splunk_hec` (NDJSON) or `cef` (text); the next cursor is then in the
-    /// `x-next-cursor` header.
+    /// `x-next-cursor` header. Generated clients read this operation's answer as JSON: for the
+    /// SIEM formats they call `GET /v1/alerts/export/{format}`, which answers the same lines.
     #[param(inline, value_type = Option<AlertFormatView>, example = "ecs")]
     pub format: Option<AlertFormat>,
+}
+
+/// The filters of a SIEM export: those of the alert list, without `format` (it is in the path).
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ExportQuery {
+    /// Only alerts created at or after this time (RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// Only alerts created before this time (RFC 3339).
+    pub until: Option<DateTime<Utc>>,
+    /// Only alerts with at least this severity (0-100).
+    pub min_severity: Option<u8>,
+    /// `open` or `acknowledged`.
+    #[param(inline, value_type = Option<AlertStatusView>)]
+    pub status: Option<AlertStatus>,
+    /// Page size, 1-1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<usize>,
+    /// `x-next-cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Only alerts of this detector (`default`: those of the v1 paths).
+    #[param(example = "default")]
+    pub detector: Option<String>,
+}
+
+impl From<ExportQuery> for ListQuery {
+    fn from(q: ExportQuery) -> Self {
+        let ExportQuery {
+            since,
+            until,
+            min_severity,
+            status,
+            limit,
+            cursor,
+            detector,
+        } = q;
+        Self {
+            since,
+            until,
+            min_severity,
+            status,
+            limit,
+            cursor,
+            detector,
+            format: None,
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -123,15 +174,89 @@ pub async fn list(
         })
         .into_response());
     }
-    let body = render_many(&page.alerts, format, &export_context());
+    Ok(lines(&page.alerts, format, page.next_cursor))
+}
+
+/// Alerts as lines in a SIEM's format, with the next page's cursor in `x-next-cursor`.
+fn lines(alerts: &[Alert], format: AlertFormat, next_cursor: Option<String>) -> Response {
+    let body = render_many(alerts, format, &export_context());
     let mut response = ([(header::CONTENT_TYPE, format.content_type_many())], body).into_response();
-    if let Some(cursor) = page
-        .next_cursor
-        .and_then(|c| HeaderValue::from_str(&c).ok())
-    {
+    if let Some(cursor) = next_cursor.and_then(|c| HeaderValue::from_str(&c).ok()) {
         response.headers_mut().insert("x-next-cursor", cursor);
     }
-    Ok(response)
+    response
+}
+
+/// The SIEM format named in an export path; `json` is not one (`GET /v1/alerts` answers it).
+fn export_format(format: Result<Path<String>, PathRejection>) -> Result<AlertFormat, ApiError> {
+    format
+        .ok()
+        .and_then(|Path(f)| AlertFormat::parse(&f))
+        .filter(|&f| f != AlertFormat::Json)
+        .ok_or_else(|| {
+            ApiError::new(
+                ProblemCode::InvalidParameter,
+                "format must be one of ecs, ocsf, cef, splunk_hec",
+            )
+            .with_field("format")
+        })
+}
+
+/// Export alerts to a SIEM: a page of alerts, newest first, one document per line.
+///
+/// `ecs`, `ocsf` and `splunk_hec` answer NDJSON (`application/x-ndjson`), `cef` answers CEF
+/// lines (`text/plain`): either way text to hand to the SIEM as it is, never JSON to parse
+/// whole. The filters and paging are those of `GET /v1/alerts`; the next page's cursor is in
+/// the `x-next-cursor` header (absent on the last page). `GET /v1/alerts?format=` answers the
+/// same.
+#[utoipa::path(get, path = "/v1/alerts/export/{format}", tag = "alerts",
+    params(("format" = inline(ExportFormatView), Path, description = "The SIEM's format"), ExportQuery),
+    responses(
+        (status = 200, content(
+            (String = "application/x-ndjson"),
+            (String = "text/plain"),
+        ), headers(
+            ("x-next-cursor" = String, description = "Pass as `cursor` for the next page; absent on the last page"),
+        ), description = "NDJSON for ecs, ocsf and splunk_hec; CEF lines (text) for cef"),
+        BadParameter,
+    ))]
+pub async fn export(
+    State(state): State<AppState>,
+    format: Result<Path<String>, PathRejection>,
+    query: Result<Query<ExportQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let format = export_format(format)?;
+    let q = ListQuery::from(super::query(query)?);
+    let page = alerts::list(&state, q.alert_query()?).await?;
+    Ok(lines(&page.alerts, format, page.next_cursor))
+}
+
+/// Export one alert to a SIEM: its document in that format as one line.
+///
+/// As `GET /v1/alerts/export/{format}` answers it (NDJSON for ecs, ocsf and splunk_hec, a CEF
+/// line for cef); `GET /v1/alerts/{id}?format=` answers the same document as JSON or text.
+#[utoipa::path(get, path = "/v1/alerts/{id}/export/{format}", tag = "alerts",
+    params(
+        ("id" = String, Path, description = "Alert id"),
+        ("format" = inline(ExportFormatView), Path, description = "The SIEM's format"),
+    ),
+    responses(
+        (status = 200, content(
+            (String = "application/x-ndjson"),
+            (String = "text/plain"),
+        ), description = "One NDJSON line for ecs, ocsf and splunk_hec; one CEF line for cef"),
+        BadParameter,
+        NotFound,
+    ))]
+pub async fn export_one(
+    State(state): State<AppState>,
+    Path((id, format)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let format = export_format(Ok(Path(format)))?;
+    let (alert, _) = alerts::get(&state, &id, false)
+        .await?
+        .ok_or_else(|| no_such_alert(&id))?;
+    Ok(lines(std::slice::from_ref(&alert), format, None))
 }
 
 impl ListQuery {

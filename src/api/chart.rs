@@ -9,6 +9,7 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::detectors::Detector;
+use super::views::bodies::Binary;
 use crate::chart::{ChartFormat, ChartInput, ChartSeries, DEFAULT_HEIGHT, DEFAULT_WIDTH, render};
 use crate::error::{ApiError, ProblemCode};
 use crate::state::{AppState, DetectorState};
@@ -41,7 +42,7 @@ pub struct ChartQuery {
 
 /// The analysis chart as PNG.
 #[utoipa::path(get, path = "/chart.png", tag = "chart", params(ChartQuery), responses(
-    (status = 200, content_type = "image/png", body = Vec<u8>, description = "Bytes sent, bytes received, connections and active sessions over time; anomalies in red"),
+    (status = 200, content_type = "image/png", body = inline(Binary), description = "Bytes sent, bytes received, connections and active sessions over time; anomalies in red"),
     ChartProblems,
 ))]
 pub async fn chart_png(chart: ChartRequest) -> Result<Response, ApiError> {
@@ -50,7 +51,7 @@ pub async fn chart_png(chart: ChartRequest) -> Result<Response, ApiError> {
 
 /// The analysis chart as SVG.
 #[utoipa::path(get, path = "/chart.svg", tag = "chart", params(ChartQuery), responses(
-    (status = 200, content_type = "image/svg+xml", body = String),
+    (status = 200, content_type = "image/svg+xml", body = inline(Binary), description = "The same chart as SVG"),
     ChartProblems,
 ))]
 pub async fn chart_svg(chart: ChartRequest) -> Result<Response, ApiError> {

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{FromRequestParts, Path, Query, RawPathParams, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -97,9 +97,9 @@ pub async fn put(
     State(state): State<AppState>,
     Path(name): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let body = super::body(body)?;
+    let body = super::whole_body(&headers, body, state.settings().max_body_bytes).await?;
     if super::body_format(&headers)? != BodyFormat::Json {
         return Err(ApiError::new(
             ProblemCode::UnsupportedMediaType,

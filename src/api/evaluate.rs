@@ -7,6 +7,8 @@ use axum::extract::State;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::views::bodies::ContentEncodingHeader;
+
 use super::views::evaluate::{BudgetThresholdView, ClassificationReportView, ConfusionMatrixView};
 use crate::error::ApiError;
 use crate::service::evaluation::{self, EvaluateCommand};
@@ -50,8 +52,8 @@ pub struct EvaluateResponse {
 ///
 /// Same body forms as /v1/score; the JSON object form may also carry `max_false_positive_rate`.
 #[utoipa::path(post, path = "/evaluate", tag = "scoring",
-    params(EvaluateQuery),
-    // And the text forms: `api::reads_records`.
+    params(EvaluateQuery, ContentEncodingHeader),
+    // And the text forms (binary strings): `api::reads_records`.
     request_body(content((super::score::RecordsBody = "application/json"))),
     responses(
         (status = 200, body = EvaluateResponse),

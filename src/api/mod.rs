@@ -13,19 +13,23 @@ pub mod score;
 pub mod views;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::body::{Body, Bytes, HttpBody};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, Query, Request};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
+use futures_util::stream::BoxStream;
 use serde::de::DeserializeOwned;
+use tower_http::CompressionLevel;
+use tower_http::compression::CompressionLayer;
+use tower_http::compression::predicate::{NotForContentType, Predicate, SizeAbove};
 use utoipa::OpenApi;
-use utoipa::openapi::schema::{Object, Type};
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::error::{ApiError, ProblemCode};
-use crate::records::{BodyFormat, RecordError, ZeekOptions};
+use crate::records::read::BodyChunk;
+use crate::records::{self, BodyFormat, ContentEncoding, RecordError, ZeekOptions};
 use crate::service::detectors::DetectorSpec;
 use crate::state::{AppState, DetectorState};
 use detectors::Detector;
@@ -67,6 +71,8 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(samples::generate))
         .nest("/v1", per_detector())
         .routes(routes!(alerts::list))
+        .routes(routes!(alerts::export))
+        .routes(routes!(alerts::export_one))
         .routes(routes!(alerts::get_alert))
         .routes(routes!(alerts::acknowledge))
         .routes(routes!(detectors::list))
@@ -96,7 +102,8 @@ fn per_detector() -> OpenApiRouter<AppState> {
 }
 
 /// The media types of a records body besides JSON, which each endpoint declares with its own
-/// schema: CSV, NDJSON and Zeek conn logs, documented as text.
+/// schema: CSV, NDJSON and Zeek conn logs, documented as bytes (`type: string, format: binary`),
+/// which generated clients send as they are.
 const TEXT_RECORD_TYPES: [&str; 4] = [
     "text/csv",
     "application/x-ndjson",
@@ -113,7 +120,8 @@ fn reads_records(
         let body = item.post.as_mut().and_then(|op| op.request_body.as_mut());
         let body = body.expect("an endpoint that reads records is a POST with a body");
         for media_type in TEXT_RECORD_TYPES {
-            let text = utoipa::openapi::Content::new(Some(Object::with_type(Type::String)));
+            let bytes = <views::bodies::Binary as utoipa::PartialSchema>::schema();
+            let text = utoipa::openapi::Content::new(Some(bytes));
             body.content.insert(media_type.to_owned(), text);
         }
     }
@@ -236,6 +244,27 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Answers of at least this many bytes (or of unknown length: streamed) are compressed when the
+/// client's `Accept-Encoding` allows gzip or zstd; smaller ones gain too little to be worth it.
+pub const COMPRESS_FROM_BYTES: u64 = 1024;
+
+/// Compressed answers (gzip or zstd, as `Accept-Encoding` prefers) for everything but images
+/// (the PNG chart is compressed already), event streams and answers under
+/// [`COMPRESS_FROM_BYTES`]. Streamed answers stay streamed: they are compressed piece by piece.
+/// The fastest level: it runs as the answer is written, and most of the gain is in the first.
+pub fn compression() -> CompressionLayer<impl Predicate> {
+    CompressionLayer::new()
+        .gzip(true)
+        .zstd(true)
+        .quality(CompressionLevel::Fastest)
+        .compress_when(
+            SizeAbove::new(COMPRESS_FROM_BYTES)
+                .and(NotForContentType::IMAGES)
+                .and(NotForContentType::SSE)
+                .and(NotForContentType::GRPC),
+        )
+}
+
 async fn not_found() -> ApiError {
     ApiError::new(
         ProblemCode::NotFound,
@@ -250,15 +279,33 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// The body, or a problem: 413 over the size limit, 400 when it could not be read.
-pub(crate) fn body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
-    body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            RecordError::body_too_large().into()
-        } else {
-            RecordError::malformed(format!("the body could not be read: {e}")).into()
-        }
-    })
+/// The body as it arrives, decoded from its `Content-Encoding` and held to the body limit (as
+/// sent and decoded): what every reader of a body reads. A declared length over the limit is a
+/// 413 and a coding no reader decodes a 415, before anything is read.
+pub(crate) fn body_stream(
+    headers: &HeaderMap,
+    body: Body,
+    max_body: usize,
+) -> Result<BoxStream<'static, BodyChunk>, ApiError> {
+    check_content_length(headers, max_body)?;
+    let encoding =
+        ContentEncoding::from_header(headers.get(header::CONTENT_ENCODING).map(|v| v.as_bytes()))?;
+    Ok(records::decoded(
+        body.into_data_stream(),
+        encoding,
+        max_body,
+    ))
+}
+
+/// The whole body, decoded, for handlers that need all of it at once.
+pub(crate) async fn whole_body(
+    headers: &HeaderMap,
+    body: Body,
+    max_body: usize,
+) -> Result<Bytes, ApiError> {
+    let declared = usize::try_from(HttpBody::size_hint(&body).lower()).unwrap_or(0);
+    let chunks = body_stream(headers, body, max_body)?;
+    Ok(records::read_whole(chunks, declared, max_body).await?)
 }
 
 /// A declared `Content-Length` over the limit: refused before anything is read.
@@ -343,14 +390,12 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, ApiError> {
-        let (mut parts, body_stream) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let Detector(detector) = Detector::from_request_parts(&mut parts, state).await?;
-        let queried = Query::<Q>::try_from_uri(&parts.uri);
-        let headers = parts.headers.clone();
-        let read = Bytes::from_request(Request::from_parts(parts, body_stream), state).await;
-        let query = query(queried)?;
-        let body = body(read)?;
-        let format = body_format(&headers)?;
+        let query = query(Query::<Q>::try_from_uri(&parts.uri))?;
+        let max_body = state.settings().max_body_bytes;
+        let body = whole_body(&parts.headers, body, max_body).await?;
+        let format = body_format(&parts.headers)?;
         let zeek = zeek_options(format, &detector.spec(), &query)?;
         Ok(Self {
             detector,

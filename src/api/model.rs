@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::detectors::Detector;
+use super::views::bodies::ContentEncodingHeader;
 use super::views::model::{ForestParamsView, ModelMetaView};
 use super::views::samples::GeneratorConfigView;
 use crate::detector::generator::GeneratorConfig;
@@ -143,8 +144,8 @@ fn number(name: &'static str, s: &str) -> Result<f64, ApiError> {
 /// and then replaces the active one atomically. Body: JSON (`records` or `generate`, plus optional
 /// `features` and `params`), or CSV / NDJSON records with the settings in the query string.
 #[utoipa::path(post, path = "/model/fit", tag = "model",
-    params(FitQuery),
-    // And the text forms: `api::reads_records`.
+    params(FitQuery, ContentEncodingHeader),
+    // And the text forms (binary strings): `api::reads_records`.
     request_body(content((FitRequest = "application/json"))),
     responses(
         (status = 201, body = ModelMetaView, description = "The new active model"),

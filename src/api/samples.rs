@@ -1,8 +1,8 @@
 //! `POST /v1/samples`: generated, labeled traffic as JSON, CSV or NDJSON.
 
 use super::problems::{BodyProblems, NotAcceptable};
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
+use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -12,6 +12,7 @@ use super::views::samples::{GeneratorConfigView, SampleRecordView};
 use super::{Produces, negotiate};
 use crate::detector::generator::{GeneratorConfig, SampleRecord, generate as generate_records};
 use crate::error::{ApiError, ProblemCode};
+use crate::state::AppState;
 
 #[derive(Serialize, ToSchema)]
 pub struct SamplesResponse {
@@ -21,11 +22,11 @@ pub struct SamplesResponse {
 
 /// Generate labeled sample traffic.
 ///
-/// Every field of the body is optional (an empty body gives the tutorial's 720 hourly records with
+/// Every field of the body is optional (an empty or `null` body gives the tutorial's 720 hourly records with
 /// 8 bursts). The `seed` profile reproduces the tutorial; `realistic` adds daily and weekly rhythm,
 /// correlated features and labeled attack kinds. The response format follows `Accept`.
 #[utoipa::path(post, path = "/v1/samples", tag = "samples",
-    request_body(content = Option<GeneratorConfigView>, content_type = "application/json", description = "Generator settings; no body means every default"),
+    request_body(content = Option<GeneratorConfigView>, content_type = "application/json", description = "Generator settings; no body (or `null`) means every default"),
     responses(
         (status = 200, description = "Records with `label` (and `attack_kind` for anomalies)", content(
             (SamplesResponse = "application/json"),
@@ -36,12 +37,14 @@ pub struct SamplesResponse {
         NotAcceptable,
     ))]
 pub async fn generate(
+    State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let body = super::body(body)?;
+    let body = super::whole_body(&headers, body, state.settings().max_body_bytes).await?;
     let produces = negotiate(&headers, &[Produces::Json, Produces::Csv, Produces::Ndjson])?;
-    let config: GeneratorConfig = if body.iter().all(u8::is_ascii_whitespace) {
+    // No body, or JSON `null` (what the document's optional body allows), is every default.
+    let config: GeneratorConfig = if matches!(body.trim_ascii(), b"" | b"null") {
         GeneratorConfig::default()
     } else {
         super::body_format(&headers).and_then(|f| match f {

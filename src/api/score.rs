@@ -9,6 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
+use super::views::bodies::ContentEncodingHeader;
+
 use std::collections::BTreeMap;
 
 use super::detectors::Detector;
@@ -102,8 +104,8 @@ struct Object(serde_json::Map<String, serde_json::Value>);
 /// configured severity. With `Accept: text/csv` the answer is one row per record:
 /// `index,score,is_anomaly,severity`.
 #[utoipa::path(post, path = "/score", tag = "scoring",
-    params(ScoreQuery),
-    // And the text forms: `api::reads_records`.
+    params(ScoreQuery, ContentEncodingHeader),
+    // And the text forms (binary strings): `api::reads_records`.
     request_body(content((RecordsBody = "application/json"))),
     responses(
         (status = 200, content(
@@ -122,7 +124,8 @@ pub async fn score(
     body: Body,
 ) -> Result<Response, ApiError> {
     let query = super::query(query)?;
-    super::check_content_length(&headers, state.settings().max_body_bytes)?;
+    let declared_len = usize::try_from(HttpBody::size_hint(&body).lower()).unwrap_or(0);
+    let body = super::body_stream(&headers, body, state.settings().max_body_bytes)?;
     let format = super::body_format(&headers)?;
     let produces = negotiate(&headers, &[Produces::Json, Produces::Csv])?;
     let zeek = super::zeek_options(format, &det.spec(), &query)?;
@@ -133,21 +136,15 @@ pub async fn score(
             Produces::Csv => ExplainMode::None,
             _ => query.explain,
         },
-        declared_len: usize::try_from(HttpBody::size_hint(&body).lower()).unwrap_or(0),
+        declared_len,
     };
     let only_anomalies = query.only_anomalies;
     // Small answers are written on the scoring thread at once; large ones stream out after the
     // alert is stored.
-    let outcome = scoring::score(
-        &state,
-        &det,
-        command,
-        body.into_data_stream(),
-        move |b, s, alert, v| {
-            (b.len() <= STREAM_RECORDS)
-                .then(|| ResponseBody::new(produces, only_anomalies, v, alert).whole(b, s))
-        },
-    )
+    let outcome = scoring::score(&state, &det, command, body, move |b, s, alert, v| {
+        (b.len() <= STREAM_RECORDS)
+            .then(|| ResponseBody::new(produces, only_anomalies, v, alert).whole(b, s))
+    })
     .await?;
     let content_type = [(header::CONTENT_TYPE, produces.content_type())];
     Ok(match outcome.rendered {
@@ -176,10 +173,11 @@ fn streamed<R>(outcome: ScoreOutcome<R>, produces: Produces, only_anomalies: boo
             |piece| tx.blocking_send(Ok(Bytes::from(piece))).is_ok(),
         );
     });
+    // Fused: a compressing layer polls the body once more after its end.
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|item| (item, rx))
     });
-    Body::from_stream(stream)
+    Body::from_stream(futures_util::StreamExt::fuse(stream))
 }
 
 /// Batches up to this many records are answered in one piece; larger ones stream in pieces of

@@ -11,6 +11,8 @@ pub enum RecordErrorKind {
     InvalidOption,
     /// A `Content-Type` no reader takes.
     UnsupportedFormat,
+    /// A `Content-Encoding` no reader decodes (answered with the ones it does).
+    UnsupportedEncoding,
     /// More bytes than the service accepts.
     BodyTooLarge,
     /// More records than a batch may hold.

@@ -3,11 +3,13 @@
 //! field at fault. No HTTP here: `api/` hands bodies in as bytes or a stream of chunks.
 //!
 //! Every reader feeds one [`BatchBuilder`], which checks each record as it arrives; fit,
-//! evaluate and score all read through [`read_slice`] or [`read_stream`].
+//! evaluate and score all read through [`read_slice`] or [`read_stream`]. Bodies arrive through
+//! [`decoded`], which undoes their `Content-Encoding` and holds them to the body limit.
 
 pub mod batch;
 pub mod builder;
 pub mod csv;
+pub mod encoding;
 pub mod error;
 pub mod json;
 pub mod read;
@@ -18,6 +20,7 @@ pub mod zeek;
 
 pub use batch::{Batch, EchoFields, Features, TextColumn};
 pub use builder::{BatchBuilder, CHUNK_RECORDS, ChunkSink};
+pub use encoding::{ACCEPTED_ENCODINGS, ContentEncoding, decoded, read_whole};
 pub use error::{RecordError, RecordErrorKind};
 pub use json::{Settings, TopLevel, read_settings};
 pub use read::{Parsed, ReadSpec, read_slice, read_stream};

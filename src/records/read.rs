@@ -10,6 +10,7 @@ use super::BodyFormat;
 use super::batch::{Batch, Features};
 use super::builder::{BatchBuilder, ChunkSink};
 use super::csv::read_csv;
+use super::encoding::read_whole;
 use super::error::RecordError;
 use super::json::{TopLevel, read_json, read_ndjson};
 use super::zeek::{ZeekFormat, ZeekOptions, read_zeek};
@@ -99,7 +100,7 @@ pub fn read_slice(
 /// Body chunks in flight between the request task and the parser thread.
 const CHANNEL_CHUNKS: usize = 16;
 
-/// Reads a body as it arrives into a checked batch: CSV and NDJSON are parsed on a blocking
+/// Reads a body as it arrives (decoded: see [`super::decoded`]) into a checked batch: CSV and NDJSON are parsed on a blocking
 /// thread while the body streams in; JSON and Zeek bodies are read whole first (Zeek aggregates
 /// across the whole log), then parsed on a blocking thread. Bodies over `max_body` bytes are a
 /// `BodyTooLarge` problem whatever they hold. `declared` (the announced length, 0 when unknown)
@@ -108,7 +109,7 @@ const CHANNEL_CHUNKS: usize = 16;
 /// `sink` gets each chunk of records as soon as it is parsed (to score it while the rest of
 /// the body is read), and `then` runs on the same blocking thread right after the batch is
 /// checked, so a request makes one trip off the async runtime, not two.
-pub async fn read_stream<S, E, T, F>(
+pub async fn read_stream<S, T, F>(
     mut body: S,
     declared: usize,
     max_body: usize,
@@ -117,12 +118,10 @@ pub async fn read_stream<S, E, T, F>(
     then: F,
 ) -> Result<T, RecordError>
 where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
+    S: Stream<Item = BodyChunk> + Unpin,
     T: Send + 'static,
     F: FnOnce(Parsed) -> T + Send + 'static,
 {
-    let unreadable = |e: E| RecordError::malformed(format!("the body could not be read: {e}"));
     match spec.format {
         BodyFormat::Csv | BodyFormat::Ndjson => {
             let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
@@ -149,7 +148,7 @@ where
                             (Ok(c), false)
                         }
                     }
-                    Err(e) => (Err(unreadable(e)), true),
+                    Err(e) => (Err(e), true),
                 };
                 if tx.send(chunk).await.is_err() || stop {
                     break;
@@ -161,14 +160,7 @@ where
         BodyFormat::Json | BodyFormat::ZeekTsv | BodyFormat::ZeekJson => {
             // Sized from the declared length (already checked against the limit), so the body
             // is not copied again each time the buffer grows.
-            let mut bytes = Vec::with_capacity(declared.min(max_body));
-            while let Some(frame) = body.next().await {
-                let chunk = frame.map_err(unreadable)?;
-                if bytes.len() + chunk.len() > max_body {
-                    return Err(RecordError::body_too_large());
-                }
-                bytes.extend_from_slice(&chunk);
-            }
+            let bytes = read_whole(body, declared, max_body).await?;
             tokio::task::spawn_blocking(move || {
                 let mut b = spec.builder(sink);
                 fill(&bytes, &spec, &mut b)?;

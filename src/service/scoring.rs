@@ -7,13 +7,13 @@ use chrono::Utc;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use bytes::Bytes;
 use futures_util::Stream;
 
 use super::ServiceError;
 use crate::detector::explain::FeatureContribution;
 use crate::detector::model::{BatchSummary, Model};
 use crate::detector::{Matrix, SEQUENTIAL_RECORDS};
+use crate::records::read::BodyChunk;
 use crate::records::{Batch, BodyFormat, ChunkSink, Parsed, ReadSpec, ZeekOptions, read_stream};
 use crate::state::{AppState, ChartData, DetectorState};
 use crate::store::alerts::{Alert, AlertRecord, AlertStatus};
@@ -123,7 +123,7 @@ pub struct ScoreOutcome<R> {
 
 /// Scores a body with the detector's active model. `render` runs on the parser's blocking thread right
 /// after scoring (one trip off the async runtime per request), before the alert is stored.
-pub async fn score<S, E, R, F>(
+pub async fn score<S, R, F>(
     state: &AppState,
     det: &DetectorState,
     command: ScoreCommand,
@@ -131,8 +131,7 @@ pub async fn score<S, E, R, F>(
     render: F,
 ) -> Result<ScoreOutcome<R>, ServiceError>
 where
-    S: Stream<Item = Result<Bytes, E>> + Unpin,
-    E: std::fmt::Display,
+    S: Stream<Item = BodyChunk> + Unpin,
     R: Send + 'static,
     F: FnOnce(&Batch, &ScoredBatch, Option<&Alert>, u64) -> R + Send + 'static,
 {

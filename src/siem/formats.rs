@@ -479,7 +479,11 @@ pub fn to_cef(alert: &Alert, ctx: &ExportContext) -> String {
         let features = features.join(",");
         labeled(&mut ext, ["cs3Label", "cs3", "topFeatures"], features);
     }
-    labeled(&mut ext, ["cs4Label", "cs4", "detector"], alert.detector.clone());
+    labeled(
+        &mut ext,
+        ["cs4Label", "cs4", "detector"],
+        alert.detector.clone(),
+    );
     let n_records = alert.summary.n_records.to_string();
     labeled(&mut ext, ["cn1Label", "cn1", "recordsScored"], n_records);
     let severity = alert.severity.to_string();

@@ -91,6 +91,18 @@ pub enum AlertFormatView {
     SplunkHec,
 }
 
+/// A SIEM's format, for the export operations: every export format but `json`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ToSchema)]
+#[cfg_attr(test, derive(Serialize, Deserialize))]
+#[schema(as = ExportFormat)]
+#[serde(rename_all = "snake_case")]
+pub enum ExportFormatView {
+    Ecs,
+    Ocsf,
+    Cef,
+    SplunkHec,
+}
+
 /// Where a delivery stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
 #[schema(as = DeliveryStatus)]
@@ -181,6 +193,15 @@ mod tests {
         mirrors::<AlertView>(&a);
         for status in [AlertStatus::Open, AlertStatus::Acknowledged] {
             mirrors::<AlertStatusView>(&status);
+        }
+    }
+
+    #[test]
+    fn the_export_format_is_every_format_but_json() {
+        for format in AlertFormat::ALL {
+            let name = serde_json::to_value(format).unwrap();
+            let view = serde_json::from_value::<ExportFormatView>(name.clone());
+            assert_eq!(view.is_ok(), format != AlertFormat::Json, "{name}");
         }
     }
 

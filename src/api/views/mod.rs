@@ -16,6 +16,7 @@
 //!   the domain or anything stored.
 
 pub mod alerts;
+pub mod bodies;
 pub mod detectors;
 pub mod evaluate;
 pub mod model;
