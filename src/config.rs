@@ -73,9 +73,10 @@ pub struct Settings {
     #[arg(long, env = "NETSENTINEL_ALERT_SEVERITY", default_value_t = 75, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub alert_severity: u8,
 
-    /// How many of a batch's most anomalous records an alert keeps.
-    #[arg(long, env = "NETSENTINEL_ALERT_TOP_RECORDS", default_value_t = 10)]
-    pub alert_top_records: usize,
+    /// How many of a batch's most anomalous records an alert keeps (at most 100, which bounds
+    /// a stored alert's size together with the caps on echoed fields).
+    #[arg(long, env = "NETSENTINEL_ALERT_TOP_RECORDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=100))]
+    pub alert_top_records: u64,
 
     /// How many features each explanation lists.
     #[arg(long, env = "NETSENTINEL_EXPLAIN_TOP_K", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=64))]

@@ -16,7 +16,7 @@ pub mod samples;
 pub(crate) mod table;
 pub mod zeek;
 
-pub use batch::{Batch, EchoFields, Features, TextColumn};
+pub use batch::{Batch, EchoFields, Features, MAX_ECHO_BYTES, TextColumn};
 pub use builder::{BatchBuilder, CHUNK_RECORDS, ChunkSink};
 pub use error::{RecordError, RecordErrorKind};
 pub use json::{Settings, TopLevel, read_settings};

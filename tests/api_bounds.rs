@@ -1,0 +1,72 @@
+//! What a request can make the service keep is bounded: long echoed strings are cut with a
+//! marker, alert records keep a bounded number of fields, and fits past the cost ceiling are
+//! refused (the last in `api_errors`' table).
+
+mod support;
+
+use serde_json::{Value, json};
+use support::app::oneshot_app;
+
+const MAX_ECHO_BYTES: usize = netsentinel::records::MAX_ECHO_BYTES;
+
+#[tokio::test]
+async fn long_echoed_fields_are_cut_in_results_alerts_and_exports() {
+    let app = oneshot_app().await;
+    app.fit_seed().await;
+    let mut records = app.seed_records().await;
+    records.truncate(50);
+    // One record far outside the training data, so the batch raises an alert that keeps it.
+    let huge_host = "h".repeat(2 * 1024 * 1024);
+    let r = &mut records[7];
+    r["bytes_sent"] = json!(1e12);
+    r["bytes_received"] = json!(1e12);
+    r["host"] = json!(huge_host);
+    for k in 0..40 {
+        r[format!("tag{k:02}")] = json!(format!("value {k}"));
+    }
+    let answer = app.score(&records).await;
+    let result = &answer["results"][7];
+    let host = result["host"].as_str().expect("host echoed");
+    assert!(host.len() <= MAX_ECHO_BYTES, "{} bytes echoed", host.len());
+    assert!(
+        host.ends_with(&format!("…[truncated from {} bytes]", huge_host.len())),
+        "{}",
+        &host[host.len() - 60..]
+    );
+    assert_eq!(result["tag39"], "value 39", "short fields are kept whole");
+
+    let alert_id = answer["alert"]["id"]
+        .as_str()
+        .expect("an alert")
+        .to_string();
+    let alert = support::responses::json_ok(app.get(&format!("/v1/alerts/{alert_id}")).await).await;
+    let kept = alert["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|rec| rec["index"] == 7)
+        .expect("the anomalous record is in the alert");
+    let fields = kept["fields"].as_object().unwrap();
+    // 41 echoed fields: 32 kept, plus the count of those left out.
+    assert_eq!(fields.len(), 33, "{fields:?}");
+    assert_eq!(fields["netsentinel.fields_left_out"], "9");
+    assert!(fields["host"].as_str().unwrap().len() <= MAX_ECHO_BYTES);
+    let stored: Value = alert;
+    assert!(
+        stored.to_string().len() < 64 * 1024,
+        "a stored alert stays small: {} bytes",
+        stored.to_string().len()
+    );
+
+    let cef = app
+        .get("/v1/alerts?format=cef")
+        .await
+        .text()
+        .await
+        .expect("a CEF page");
+    assert!(
+        cef.len() < 64 * 1024,
+        "the export page is {} bytes",
+        cef.len()
+    );
+}
