@@ -86,6 +86,11 @@ pub struct Settings {
     #[arg(long, env = "NETSENTINEL_MAX_BODY_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Most bytes of alerts in one page of `GET /v1/alerts` (JSON or an export format); the page
+    /// ends before the alert that would pass it, and its cursor continues from there.
+    #[arg(long, env = "NETSENTINEL_ALERTS_PAGE_BYTES", default_value_t = 8 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..))]
+    pub alerts_page_bytes: u64,
+
     /// Most records accepted in one batch (more gets 413).
     #[arg(long, env = "NETSENTINEL_MAX_RECORDS", default_value_t = 1_000_000)]
     pub max_records: usize,

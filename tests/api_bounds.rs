@@ -70,3 +70,73 @@ async fn long_echoed_fields_are_cut_in_results_alerts_and_exports() {
         cef.len()
     );
 }
+
+#[tokio::test]
+async fn alert_pages_stop_at_their_byte_budget_and_the_cursor_goes_on() {
+    let app = support::app::oneshot_app_with(|s| s.alerts_page_bytes = 6 * 1024).await;
+    app.fit_seed().await;
+    let mut records = app.seed_records().await;
+    records.truncate(20);
+    records[3]["bytes_sent"] = json!(1e12);
+    records[3]["note"] = json!("n".repeat(MAX_ECHO_BYTES));
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        let answer = app.score(&records).await;
+        ids.push(
+            answer["alert"]["id"]
+                .as_str()
+                .expect("an alert")
+                .to_string(),
+        );
+    }
+    ids.reverse(); // newest first, as listed
+    // CEF lines carry no echoed fields, so its six lines fit one page.
+    for (format, paged) in [("", true), ("&format=ecs", true), ("&format=cef", false)] {
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        let mut pages = 0;
+        loop {
+            let after = cursor
+                .as_ref()
+                .map(|c| format!("&cursor={c}"))
+                .unwrap_or_default();
+            let response = app
+                .get(&format!("/v1/alerts?limit=100{format}{after}"))
+                .await;
+            let next_header = response
+                .headers()
+                .get("x-next-cursor")
+                .map(|v| v.to_str().unwrap().to_string());
+            let text = response.text().await.unwrap();
+            pages += 1;
+            assert!(
+                text.len() <= 6 * 1024 || pages == 1,
+                "{format}: page of {} bytes",
+                text.len()
+            );
+            if format.is_empty() {
+                let page: Value = serde_json::from_str(&text).unwrap();
+                let alerts = page["alerts"].as_array().unwrap();
+                assert!(!alerts.is_empty(), "every page carries at least one alert");
+                seen.extend(alerts.iter().map(|a| a["id"].as_str().unwrap().to_string()));
+                cursor = page["next_cursor"].as_str().map(str::to_string);
+            } else {
+                assert!(!text.is_empty());
+                seen.extend(ids.iter().filter(|id| text.contains(id.as_str())).cloned());
+                cursor = next_header;
+            }
+            if cursor.is_none() {
+                break;
+            }
+            assert!(pages < 20, "{format}: the cursor does not end");
+        }
+        assert!(
+            (pages > 1) == paged,
+            "{format}: 6 alerts of over 1 KiB each need more than one page (CEF: one)"
+        );
+        assert_eq!(
+            seen, ids,
+            "{format}: every alert once, in order, across pages"
+        );
+    }
+}

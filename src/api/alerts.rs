@@ -14,13 +14,30 @@ use axum::response::{IntoResponse, Response};
 use super::views::alerts::{AlertFormatView, AlertStatusView, AlertView, DeliveryStateView};
 use crate::error::{ApiError, ProblemCode};
 use crate::service::alerts;
-use crate::siem::formats::{AlertFormat, ExportContext, render_many, render_one};
+use crate::siem::formats::{AlertFormat, ExportContext, render_one, render_within};
 use crate::state::AppState;
 use crate::store::alerts::{Alert, AlertQuery, AlertStatus};
 use crate::store::outbox::DeliveryState;
 
 /// Most alerts one page may hold.
 pub const MAX_LIMIT: usize = 1000;
+/// Bytes of an alert's compact JSON, counted without keeping them.
+fn json_len(alert: &Alert) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Serialising to a counter cannot fail: the alert is plain data and the writer never errs.
+    let _ = serde_json::to_writer(&mut count, alert);
+    count.0
+}
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -112,15 +129,28 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let q = super::query(query)?;
     let format = q.format.unwrap_or(AlertFormat::Json);
-    let page = alerts::list(&state, q.alert_query()?).await?;
+    let mut page = alerts::list(&state, q.alert_query()?).await?;
+    // One alert always goes out, however large.
+    let budget = state.settings().alerts_page_bytes as usize;
     if format == AlertFormat::Json {
+        let mut total = 0;
+        let kept = page
+            .alerts
+            .iter()
+            .take_while(|a| {
+                total += json_len(a);
+                total <= budget
+            })
+            .count();
+        page.keep_first(kept.max(1));
         return Ok(Json(AlertList {
             alerts: page.alerts,
             next_cursor: page.next_cursor,
         })
         .into_response());
     }
-    let body = render_many(&page.alerts, format, &export_context());
+    let (body, kept) = render_within(&page.alerts, format, &export_context(), budget);
+    page.keep_first(kept);
     let mut response = ([(header::CONTENT_TYPE, format.content_type_many())], body).into_response();
     if let Some(cursor) = page
         .next_cursor

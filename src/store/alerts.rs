@@ -143,6 +143,27 @@ pub struct AlertPage {
     pub next_cursor: Option<String>,
 }
 
+impl AlertPage {
+    /// Keeps only the first `kept` alerts; the next page then starts after the last one kept.
+    pub fn keep_first(&mut self, kept: usize) {
+        if kept >= self.alerts.len() {
+            return;
+        }
+        self.alerts.truncate(kept);
+        // Stored alerts passed `insert`'s check that their time fits the nanosecond column.
+        self.next_cursor = self.alerts.last().and_then(|a| {
+            let created_at_ns = a.created_at.timestamp_nanos_opt()?;
+            Some(
+                Cursor {
+                    created_at_ns,
+                    id: a.id.clone(),
+                }
+                .encode(),
+            )
+        });
+    }
+}
+
 /// Where alerts live: embedded SQLite here, PostgreSQL (`super::postgres`) for several replicas.
 ///
 /// Calls block; async callers run them on `spawn_blocking`.
@@ -1211,5 +1232,30 @@ pub(crate) mod tests {
             assert!(plan.contains("USING INDEX"), "{q:?}: {plan}");
             assert!(!plan.contains("TEMP B-TREE"), "{q:?}: {plan}");
         }
+    }
+
+    #[test]
+    fn a_page_cut_short_continues_after_its_last_alert() {
+        let store = SqliteAlertStore::open_in_memory().unwrap();
+        for i in 0..5 {
+            store.insert(&alert(t(i), 50)).unwrap();
+        }
+        let whole = store.list(&query(10)).unwrap();
+        let mut cut = store.list(&query(10)).unwrap();
+        cut.keep_first(2);
+        assert_eq!(cut.alerts, whole.alerts[..2]);
+        let rest = store
+            .list(&AlertQuery {
+                cursor: cut.next_cursor.clone(),
+                ..query(10)
+            })
+            .unwrap();
+        assert_eq!(rest.alerts, whole.alerts[2..]);
+        assert_eq!(rest.next_cursor, None);
+        // Keeping all of them (or more) changes nothing.
+        let mut all = store.list(&query(10)).unwrap();
+        all.keep_first(5);
+        assert_eq!(all.next_cursor, None);
+        assert_eq!(all.alerts.len(), 5);
     }
 }
