@@ -86,6 +86,11 @@ pub struct Settings {
     #[arg(long, env = "NETSENTINEL_MAX_BODY_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub max_body_bytes: usize,
 
+    /// Days an alert is kept; older ones are deleted hourly (an alert still owed to a webhook
+    /// sink waits for its delivery). 0 keeps alerts forever.
+    #[arg(long, env = "NETSENTINEL_ALERT_RETENTION_DAYS", default_value_t = 90)]
+    pub alert_retention_days: u64,
+
     /// Most bytes of alerts in one page of `GET /v1/alerts` (JSON or an export format); the page
     /// ends before the alert that would pass it, and its cursor continues from there.
     #[arg(long, env = "NETSENTINEL_ALERTS_PAGE_BYTES", default_value_t = 8 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..))]

@@ -140,3 +140,32 @@ async fn alert_pages_stop_at_their_byte_budget_and_the_cursor_goes_on() {
         );
     }
 }
+
+#[tokio::test]
+async fn alerts_past_retention_are_deleted_and_counted() {
+    let app = oneshot_app().await;
+    app.fit_seed().await;
+    let mut records = app.seed_records().await;
+    records.truncate(20);
+    records[3]["bytes_sent"] = json!(1e12);
+    let answer = app.score(&records).await;
+    assert!(answer["alert"]["id"].is_string());
+    assert_eq!(app.alerts("").await.len(), 1);
+    // Young alerts survive a round; with retention 0 days everything created before now goes.
+    let state = app.state();
+    assert_eq!(
+        netsentinel::service::retention::prune_once(state, 1).await,
+        0
+    );
+    assert_eq!(app.alerts("").await.len(), 1);
+    assert_eq!(
+        netsentinel::service::retention::prune_once(state, 0).await,
+        1
+    );
+    assert!(app.alerts("").await.is_empty());
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains("netsentinel_alerts_pruned_total 1"),
+        "{metrics}"
+    );
+}

@@ -8,6 +8,7 @@
 pub mod alerts;
 pub mod evaluation;
 pub mod models;
+pub mod retention;
 pub mod scoring;
 pub mod training;
 
