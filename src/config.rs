@@ -73,9 +73,10 @@ pub struct Settings {
     #[arg(long, env = "NETSENTINEL_ALERT_SEVERITY", default_value_t = 75, value_parser = clap::value_parser!(u8).range(0..=100))]
     pub alert_severity: u8,
 
-    /// How many of a batch's most anomalous records an alert keeps.
-    #[arg(long, env = "NETSENTINEL_ALERT_TOP_RECORDS", default_value_t = 10)]
-    pub alert_top_records: usize,
+    /// How many of a batch's most anomalous records an alert keeps (at most 100, which bounds
+    /// a stored alert's size together with the caps on echoed fields).
+    #[arg(long, env = "NETSENTINEL_ALERT_TOP_RECORDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=100))]
+    pub alert_top_records: u64,
 
     /// How many features each explanation lists.
     #[arg(long, env = "NETSENTINEL_EXPLAIN_TOP_K", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=64))]
@@ -84,6 +85,16 @@ pub struct Settings {
     /// Largest request body accepted, in bytes (larger gets 413).
     #[arg(long, env = "NETSENTINEL_MAX_BODY_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub max_body_bytes: usize,
+
+    /// Days an alert is kept; older ones are deleted hourly (an alert still owed to a webhook
+    /// sink waits for its delivery). 0 keeps alerts forever.
+    #[arg(long, env = "NETSENTINEL_ALERT_RETENTION_DAYS", default_value_t = 90)]
+    pub alert_retention_days: u64,
+
+    /// Most bytes of alerts in one page of `GET /v1/alerts` (JSON or an export format); the page
+    /// ends before the alert that would pass it, and its cursor continues from there.
+    #[arg(long, env = "NETSENTINEL_ALERTS_PAGE_BYTES", default_value_t = 8 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..))]
+    pub alerts_page_bytes: u64,
 
     /// Most records accepted in one batch (more gets 413).
     #[arg(long, env = "NETSENTINEL_MAX_RECORDS", default_value_t = 1_000_000)]

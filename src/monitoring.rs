@@ -43,6 +43,10 @@ fn describe() {
     metrics::describe_counter!("netsentinel_records_scored_total", "Records scored");
     metrics::describe_counter!("netsentinel_anomalies_total", "Records scored as anomalous");
     metrics::describe_counter!("netsentinel_alerts_raised_total", "Alerts raised");
+    metrics::describe_counter!(
+        "netsentinel_alerts_pruned_total",
+        "Alerts deleted past --alert-retention-days"
+    );
     metrics::describe_gauge!(
         "netsentinel_model_version",
         "Version of the active model (0: none)"

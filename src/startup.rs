@@ -117,6 +117,7 @@ impl Application {
         tracing::info!(addr = %self.local_addr(), "netsentinel listening");
         let (stop_delivery, stop) = tokio::sync::watch::channel(false);
         let follower = crate::model_sync::start(self.state.clone(), stop.clone());
+        let retention = crate::service::retention::start(self.state.clone(), stop.clone());
         let delivery = self.state.webhooks().start(self.state.outbox(), stop);
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
@@ -126,6 +127,11 @@ impl Application {
         let _ = stop_delivery.send(true);
         if let Err(e) = delivery.await {
             tracing::error!(error = %e, "webhook delivery did not stop cleanly");
+        }
+        if let Some(retention) = retention {
+            if let Err(e) = retention.await {
+                tracing::error!(error = %e, "alert retention did not stop cleanly");
+            }
         }
         if let Some(follower) = follower {
             if let Err(e) = follower.await {

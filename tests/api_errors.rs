@@ -365,6 +365,10 @@ fn cases() -> Vec<Case> {
             .json(r#"{"generate": {}, "params": {"max_samples": 0}}"#)
             .expect(422, "invalid-parameter")
             .field("max_samples"),
+        Case::post("trees x rows per tree over the fit ceiling", "/v1/model/fit")
+            .json(r#"{"generate": {}, "params": {"n_estimators": 10000, "max_samples": 1000000}}"#)
+            .expect(422, "invalid-parameter")
+            .field("max_samples"),
         Case::post("max_features above the feature count", "/v1/model/fit")
             .json(r#"{"generate": {}, "params": {"max_features": 9}}"#)
             .expect(422, "invalid-parameter")

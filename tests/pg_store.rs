@@ -220,6 +220,29 @@ fn an_alert_and_its_outbox_rows_commit_together_or_not_at_all() {
 }
 
 #[test]
+fn pruning_deletes_old_alerts_as_sqlite_does_keeping_those_owed_a_delivery() {
+    let Some(db) = TestDb::create("pruning_deletes_old_alerts_as_sqlite_does") else {
+        return;
+    };
+    let pg = connect(&db.url);
+    let lite = SqliteAlertStore::open_in_memory().unwrap();
+    let alerts: Vec<Alert> = (0..12).map(|i| alert(t(i), 50)).collect();
+    for (i, a) in alerts.iter().enumerate() {
+        let sinks: Vec<String> = if i % 5 == 0 { vec!["x".into()] } else { vec![] };
+        pg.insert_with_outbox(a, &sinks).unwrap();
+        lite.insert_with_outbox(a, &sinks).unwrap();
+    }
+    for max in [3, 1000] {
+        assert_eq!(pg.prune(t(9), max).unwrap(), lite.prune(t(9), max).unwrap());
+        assert_eq!(pg.count().unwrap(), lite.count().unwrap());
+    }
+    // 9 older than the cut, of which 0 and 5 still owe a delivery.
+    assert_eq!(pg.count().unwrap(), 12 - 7);
+    assert!(pg.get(&alerts[5].id).unwrap().is_some());
+    assert!(pg.get(&alerts[6].id).unwrap().is_none());
+}
+
+#[test]
 fn replicas_claiming_at_once_never_share_a_delivery_and_a_dead_claim_is_taken_over() {
     let Some(db) = TestDb::create(
         "replicas_claiming_at_once_never_share_a_delivery_and_a_dead_claim_is_taken_over",

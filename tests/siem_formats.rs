@@ -6,7 +6,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use netsentinel::detector::explain::{Direction, FeatureContribution};
 use netsentinel::detector::model::BatchSummary;
 use netsentinel::siem::formats::{
-    AlertFormat, ExportContext, render_many, render_one, to_cef, to_ecs, to_ocsf, to_splunk_hec,
+    AlertFormat, ExportContext, render_many, render_one, render_within, to_cef, to_ecs, to_ocsf,
+    to_splunk_hec,
 };
 use netsentinel::store::alerts::{Alert, AlertRecord, AlertStatus};
 use serde_json::{Value, json};
@@ -667,4 +668,23 @@ fn parse_cef(line: &str) -> (Vec<String>, BTreeMap<String, String>) {
         );
     }
     (header, pairs)
+}
+
+#[test]
+fn render_within_stops_before_the_line_that_passes_the_budget() {
+    let alerts = [fixture(), acknowledged(), no_records()];
+    let whole = render_many(&alerts, AlertFormat::Cef, &ctx());
+    let first = render_one(&alerts[0], AlertFormat::Cef, &ctx()).len() + 1;
+    let second = render_one(&alerts[1], AlertFormat::Cef, &ctx()).len() + 1;
+    assert_eq!(
+        render_within(&alerts, AlertFormat::Cef, &ctx(), usize::MAX),
+        (whole.clone(), alerts.len())
+    );
+    let (text, n) = render_within(&alerts, AlertFormat::Cef, &ctx(), first + second);
+    assert_eq!(n, 2);
+    assert_eq!(text, whole[..first + second]);
+    let (text, n) = render_within(&alerts, AlertFormat::Cef, &ctx(), first + second - 1);
+    assert_eq!((text.len(), n), (first, 1));
+    // The first alert is always written, however small the budget.
+    assert_eq!(render_within(&alerts, AlertFormat::Cef, &ctx(), 1).1, 1);
 }

@@ -16,13 +16,30 @@ use super::views::alerts::{
 };
 use crate::error::{ApiError, ProblemCode};
 use crate::service::alerts;
-use crate::siem::formats::{AlertFormat, ExportContext, render_many, render_one};
+use crate::siem::formats::{AlertFormat, ExportContext, render_one, render_within};
 use crate::state::AppState;
-use crate::store::alerts::{Alert, AlertQuery, AlertStatus};
+use crate::store::alerts::{Alert, AlertPage, AlertQuery, AlertStatus};
 use crate::store::outbox::DeliveryState;
 
 /// Most alerts one page may hold.
 pub const MAX_LIMIT: usize = 1000;
+/// Bytes of an alert's compact JSON, counted without keeping them.
+fn json_len(alert: &Alert) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Serialising to a counter cannot fail: the alert is plain data and the writer never errs.
+    let _ = serde_json::to_writer(&mut count, alert);
+    count.0
+}
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -166,22 +183,39 @@ pub async fn list(
 ) -> Result<Response, ApiError> {
     let q = super::query(query)?;
     let format = q.format.unwrap_or(AlertFormat::Json);
-    let page = alerts::list(&state, q.alert_query()?).await?;
+    let mut page = alerts::list(&state, q.alert_query()?).await?;
+    // One alert always goes out, however large.
+    let budget = state.settings().alerts_page_bytes as usize;
     if format == AlertFormat::Json {
+        let mut total = 0;
+        let kept = page
+            .alerts
+            .iter()
+            .take_while(|a| {
+                total += json_len(a);
+                total <= budget
+            })
+            .count();
+        page.keep_first(kept.max(1));
         return Ok(Json(AlertList {
             alerts: page.alerts,
             next_cursor: page.next_cursor,
         })
         .into_response());
     }
-    Ok(lines(&page.alerts, format, page.next_cursor))
+    Ok(lines(page, format, budget))
 }
 
-/// Alerts as lines in a SIEM's format, with the next page's cursor in `x-next-cursor`.
-fn lines(alerts: &[Alert], format: AlertFormat, next_cursor: Option<String>) -> Response {
-    let body = render_many(alerts, format, &export_context());
+/// Alerts as lines in a SIEM's format, no more than `budget` bytes of them (one at least), with
+/// the next page's cursor in `x-next-cursor`.
+fn lines(mut page: AlertPage, format: AlertFormat, budget: usize) -> Response {
+    let (body, kept) = render_within(&page.alerts, format, &export_context(), budget);
+    page.keep_first(kept);
     let mut response = ([(header::CONTENT_TYPE, format.content_type_many())], body).into_response();
-    if let Some(cursor) = next_cursor.and_then(|c| HeaderValue::from_str(&c).ok()) {
+    if let Some(cursor) = page
+        .next_cursor
+        .and_then(|c| HeaderValue::from_str(&c).ok())
+    {
         response.headers_mut().insert("x-next-cursor", cursor);
     }
     response
@@ -228,7 +262,11 @@ pub async fn export(
     let format = export_format(format)?;
     let q = ListQuery::from(super::query(query)?);
     let page = alerts::list(&state, q.alert_query()?).await?;
-    Ok(lines(&page.alerts, format, page.next_cursor))
+    Ok(lines(
+        page,
+        format,
+        state.settings().alerts_page_bytes as usize,
+    ))
 }
 
 /// Export one alert to a SIEM: its document in that format as one line.
@@ -256,7 +294,11 @@ pub async fn export_one(
     let (alert, _) = alerts::get(&state, &id, false)
         .await?
         .ok_or_else(|| no_such_alert(&id))?;
-    Ok(lines(std::slice::from_ref(&alert), format, None))
+    let one = AlertPage {
+        alerts: vec![alert],
+        next_cursor: None,
+    };
+    Ok(lines(one, format, usize::MAX))
 }
 
 impl ListQuery {

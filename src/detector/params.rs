@@ -73,6 +73,11 @@ impl Default for ForestParams {
 /// Largest forest we agree to build: beyond this the model file and scoring time explode.
 pub const MAX_ESTIMATORS: u64 = 10_000;
 
+/// Largest fit we agree to run, as trees × rows per tree: growth time and the model's size (about
+/// two nodes per row of each tree) grow with it. The default (100 trees of 256 rows) is 25,600;
+/// this allows e.g. 100 trees of 41,943 rows or 1,000 of 4,194, a model of about 130 MB.
+pub const MAX_TREE_SAMPLES: u64 = 4_194_304;
+
 /// A parameter that cannot be used, and why.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum ParamError {
@@ -82,6 +87,11 @@ pub enum ParamError {
         "max_samples must be \"auto\", a count of at least 1, or a fraction in (0, 1]; got {0}"
     )]
     MaxSamples(String),
+    #[error(
+        "n_estimators × max_samples is {trees} × {samples} = {}, over the ceiling of {MAX_TREE_SAMPLES}; use fewer trees or fewer rows per tree",
+        *trees as u64 * *samples as u64
+    )]
+    FitCost { trees: usize, samples: usize },
     #[error("contamination must be \"auto\" or a fraction in (0, 0.5]; got {0}")]
     Contamination(String),
     #[error(
@@ -103,7 +113,7 @@ impl ParamError {
     pub fn parameter(&self) -> &'static str {
         match self {
             ParamError::NEstimators(_) => "n_estimators",
-            ParamError::MaxSamples(_) => "max_samples",
+            ParamError::MaxSamples(_) | ParamError::FitCost { .. } => "max_samples",
             ParamError::Contamination(_) => "contamination",
             ParamError::MaxFeatures { .. } => "max_features",
             ParamError::NoFeatures
@@ -180,6 +190,12 @@ impl ForestParams {
             MaxSamples::Count(c) => (c.min(n_rows as u64)) as usize,
             MaxSamples::Fraction(f) => ((f * n_rows as f64) as usize).max(1),
         };
+        if self.n_estimators * max_samples as u64 > MAX_TREE_SAMPLES {
+            return Err(ParamError::FitCost {
+                trees: self.n_estimators as usize,
+                samples: max_samples,
+            });
+        }
         let max_features = match self.max_features {
             MaxFeatures::Count(c) => {
                 if c as usize > n_features {
@@ -305,5 +321,37 @@ mod tests {
         assert_eq!(p.max_samples, MaxSamples::Fraction(0.5));
         assert!(serde_json::from_str::<ForestParams>(r#"{"n_trees":5}"#).is_err());
         assert!(serde_json::from_str::<ForestParams>(r#"{"contamination":"most"}"#).is_err());
+    }
+
+    #[test]
+    fn fits_past_the_cost_ceiling_are_refused_before_any_work() {
+        let p = ForestParams {
+            n_estimators: 10_000,
+            max_samples: MaxSamples::Count(1_000_000),
+            ..Default::default()
+        };
+        // The ceiling applies to the rows a tree really gets: a small data set caps them.
+        assert!(p.check(400, 4).is_ok());
+        let err = p.check(2_000_000, 4).unwrap_err();
+        assert_eq!(err.parameter(), "max_samples");
+        assert_eq!(
+            err,
+            ParamError::FitCost {
+                trees: 10_000,
+                samples: 1_000_000
+            }
+        );
+        assert!(err.to_string().contains("10000000000"), "{err}");
+        let at_ceiling = ForestParams {
+            n_estimators: 1024,
+            max_samples: MaxSamples::Count(4096),
+            ..Default::default()
+        };
+        assert!(at_ceiling.check(1_000_000, 4).is_ok());
+        let over = ForestParams {
+            n_estimators: 1025,
+            ..at_ceiling
+        };
+        assert!(over.check(1_000_000, 4).is_err());
     }
 }

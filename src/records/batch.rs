@@ -141,6 +141,27 @@ impl TextColumn {
     }
 }
 
+/// Longest echoed string value kept, in bytes: longer values (a 20 MB `host`, say) are cut to
+/// this size, ending with a marker such as `…[truncated from 20971520 bytes]`, so that results,
+/// stored alerts and SIEM exports stay bounded whatever a client sends.
+pub const MAX_ECHO_BYTES: usize = 1024;
+
+/// Appends `value` to `out`, or, when it is longer than `max` bytes, as much of it as fits
+/// (cut at a character boundary) followed by a truncation marker, `max` bytes in all at most.
+pub(crate) fn push_capped(out: &mut String, value: &str, max: usize) {
+    if value.len() <= max {
+        out.push_str(value);
+        return;
+    }
+    let marker = format!("…[truncated from {} bytes]", value.len());
+    let mut cut = max.saturating_sub(marker.len());
+    while !value.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    out.push_str(&value[..cut]);
+    out.push_str(&marker);
+}
+
 /// The string fields each record carries besides its features, stored sparsely: a record costs
 /// one offset plus its own fields, whatever fields other records have, and nothing while no
 /// record has had any.
@@ -175,9 +196,10 @@ impl EchoFields {
         }
     }
 
-    /// Adds a field to the record being built (closed by [`EchoFields::end_record`]).
+    /// Adds a field to the record being built (closed by [`EchoFields::end_record`]); a value
+    /// longer than [`MAX_ECHO_BYTES`] is kept cut short, with a marker saying how long it was.
     pub fn push(&mut self, column: u32, value: &str) {
-        self.text.push_str(value);
+        push_capped(&mut self.text, value, MAX_ECHO_BYTES);
         self.entries.push((column, self.text.len()));
     }
 
@@ -267,5 +289,29 @@ mod tests {
         assert_eq!(e.len(), 4);
         assert!(e.fields(0).is_empty() && e.fields(1).is_empty() && e.fields(3).is_empty());
         assert_eq!(e.fields(2).get("host"), Some(&"h2"));
+    }
+
+    #[test]
+    fn long_echoed_values_are_cut_with_a_marker_and_short_ones_kept_whole() {
+        let mut e = EchoFields::default();
+        let host = e.column("host");
+        let exact = "h".repeat(MAX_ECHO_BYTES);
+        // Multi-byte characters straddle the cut: it must land on a character boundary.
+        let long = "é".repeat(3 * MAX_ECHO_BYTES);
+        e.push(host, &exact);
+        e.end_record();
+        e.push(host, &long);
+        e.end_record();
+        assert_eq!(e.fields(0)["host"], exact);
+        let cut = e.fields(1)["host"];
+        assert!(cut.len() <= MAX_ECHO_BYTES, "{} bytes", cut.len());
+        assert!(
+            cut.len() > MAX_ECHO_BYTES - 40,
+            "kept as much as fits: {}",
+            cut.len()
+        );
+        let marker = format!("…[truncated from {} bytes]", long.len());
+        assert!(cut.ends_with(&marker), "{cut}");
+        assert!(long.starts_with(cut.strip_suffix(&marker).unwrap()));
     }
 }

@@ -18,7 +18,7 @@ pub mod samples;
 pub(crate) mod table;
 pub mod zeek;
 
-pub use batch::{Batch, EchoFields, Features, TextColumn};
+pub use batch::{Batch, EchoFields, Features, MAX_ECHO_BYTES, TextColumn};
 pub use builder::{BatchBuilder, CHUNK_RECORDS, ChunkSink};
 pub use encoding::{ACCEPTED_ENCODINGS, ContentEncoding, decoded, read_whole};
 pub use error::{RecordError, RecordErrorKind};

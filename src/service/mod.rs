@@ -9,6 +9,7 @@ pub mod alerts;
 pub mod detectors;
 pub mod evaluation;
 pub mod models;
+pub mod retention;
 pub mod scoring;
 pub mod training;
 

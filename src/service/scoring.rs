@@ -1,6 +1,7 @@
 //! Scoring a batch: read it (scoring chunks while the rest arrives), score and explain it, decide
 //! its alert, store the alert with its deliveries, notify, count, and keep the chart data.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::Utc;
@@ -14,7 +15,9 @@ use crate::detector::explain::FeatureContribution;
 use crate::detector::model::{BatchSummary, Model};
 use crate::detector::{Matrix, SEQUENTIAL_RECORDS};
 use crate::records::read::BodyChunk;
-use crate::records::{Batch, BodyFormat, ChunkSink, Parsed, ReadSpec, ZeekOptions, read_stream};
+use crate::records::{
+    Batch, BodyFormat, ChunkSink, EchoFields, Parsed, ReadSpec, ZeekOptions, read_stream,
+};
 use crate::state::{AppState, ChartData, DetectorState};
 use crate::store::alerts::{Alert, AlertRecord, AlertStatus};
 
@@ -261,7 +264,7 @@ impl AlertRule {
         Self {
             rate: settings.alert_rate,
             severity: settings.alert_severity,
-            top_records: settings.alert_top_records,
+            top_records: settings.alert_top_records as usize,
             explain_top_k: settings.explain_top_k as usize,
         }
     }
@@ -279,6 +282,30 @@ impl AlertRule {
 }
 
 /// The alert this batch raises, if any: its most anomalous records, explained.
+/// Most echoed fields an alert keeps for one of its records (each at most
+/// [`crate::records::MAX_ECHO_BYTES`] long); past it, the first fields by name are kept and
+/// [`FIELDS_LEFT_OUT`] says how many were left out.
+pub const MAX_ALERT_RECORD_FIELDS: usize = 32;
+/// The field that counts an alert record's echoed fields left out past [`MAX_ALERT_RECORD_FIELDS`].
+pub const FIELDS_LEFT_OUT: &str = "netsentinel.fields_left_out";
+
+fn alert_fields(echo: &EchoFields, i: usize) -> BTreeMap<String, String> {
+    let all = echo.fields(i);
+    let total = all.len();
+    let mut kept: BTreeMap<String, String> = all
+        .into_iter()
+        .take(MAX_ALERT_RECORD_FIELDS)
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    if total > MAX_ALERT_RECORD_FIELDS {
+        kept.insert(
+            FIELDS_LEFT_OUT.to_string(),
+            (total - MAX_ALERT_RECORD_FIELDS).to_string(),
+        );
+    }
+    kept
+}
+
 pub fn alert_for(
     model: &Model,
     batch: &Batch,
@@ -340,7 +367,7 @@ pub fn alert_for(
                 .cloned()
                 .zip(batch.matrix.row(i).iter().copied())
                 .collect(),
-            fields: batch.echo.get(i),
+            fields: alert_fields(&batch.echo, i),
             explanation: match scored.explanation(i) {
                 Some(e) => e.clone(),
                 None => extra

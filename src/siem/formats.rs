@@ -233,12 +233,27 @@ pub fn render_one(alert: &Alert, format: AlertFormat, ctx: &ExportContext) -> St
 /// Many alerts, one document or CEF line per alert, each ending with `\n` (NDJSON for the JSON
 /// formats). Empty for no alerts.
 pub fn render_many(alerts: &[Alert], format: AlertFormat, ctx: &ExportContext) -> String {
+    render_within(alerts, format, ctx, usize::MAX).0
+}
+
+/// Like [`render_many`], but stops before the line that would take the text past `budget`
+/// bytes (the first line is always written); also returns how many alerts were written.
+pub fn render_within(
+    alerts: &[Alert],
+    format: AlertFormat,
+    ctx: &ExportContext,
+    budget: usize,
+) -> (String, usize) {
     let mut out = String::new();
-    for alert in alerts {
-        out.push_str(&render_one(alert, format, ctx));
+    for (written, alert) in alerts.iter().enumerate() {
+        let line = render_one(alert, format, ctx);
+        if written > 0 && out.len() + line.len() + 1 > budget {
+            return (out, written);
+        }
+        out.push_str(&line);
         out.push('\n');
     }
-    out
+    (out, alerts.len())
 }
 
 /// The alert as an ECS 8.x document (see the module docs for the mapping).

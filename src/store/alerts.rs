@@ -148,6 +148,27 @@ pub struct AlertPage {
     pub next_cursor: Option<String>,
 }
 
+impl AlertPage {
+    /// Keeps only the first `kept` alerts; the next page then starts after the last one kept.
+    pub fn keep_first(&mut self, kept: usize) {
+        if kept >= self.alerts.len() {
+            return;
+        }
+        self.alerts.truncate(kept);
+        // Stored alerts passed `insert`'s check that their time fits the nanosecond column.
+        self.next_cursor = self.alerts.last().and_then(|a| {
+            let created_at_ns = a.created_at.timestamp_nanos_opt()?;
+            Some(
+                Cursor {
+                    created_at_ns,
+                    id: a.id.clone(),
+                }
+                .encode(),
+            )
+        });
+    }
+}
+
 /// Where alerts live: embedded SQLite here, PostgreSQL (`super::postgres`) for several replicas.
 ///
 /// Calls block; async callers run them on `spawn_blocking`.
@@ -169,6 +190,9 @@ pub trait AlertStore: Send + Sync + 'static {
     fn acknowledge(&self, id: &str, at: DateTime<Utc>) -> Result<Option<Alert>, StoreError>;
     /// How many alerts are stored.
     fn count(&self) -> Result<u64, StoreError>;
+    /// Deletes up to `max` of the oldest alerts created before `before`, with their outbox rows,
+    /// skipping any that still owe a webhook delivery; returns how many went.
+    fn prune(&self, before: DateTime<Utc>, max: usize) -> Result<u64, StoreError>;
     /// Checks that the store can be reached now (a network database may be down); the
     /// embedded store always can.
     fn ping(&self) -> Result<(), StoreError> {
@@ -455,6 +479,28 @@ impl AlertStore for SqliteAlertStore {
         // COUNT(*) is never negative.
         Ok(u64::try_from(n).unwrap_or(0))
     }
+
+    fn prune(&self, before: DateTime<Utc>, max: usize) -> Result<u64, StoreError> {
+        let conn = self.lock()?;
+        let sql = prune_sql("?1", "?2");
+        let n = conn.execute(&sql, rusqlite::params![nanos_clamped(before), max as i64])?;
+        Ok(n as u64)
+    }
+}
+
+/// Deletes the oldest alerts created before `$before` (nanoseconds), at most `$max` of them,
+/// that owe no pending webhook delivery; their outbox rows go with them (`ON DELETE CASCADE`).
+/// Both backends run it; they differ only in how parameters are written.
+pub(super) fn prune_sql(before: &str, max: &str) -> String {
+    format!(
+        "DELETE FROM alerts WHERE id IN (
+             SELECT a.id FROM alerts a
+             WHERE a.created_at_ns < {before}
+               AND NOT EXISTS (SELECT 1 FROM webhook_outbox o
+                               WHERE o.alert_id = a.id AND o.state = 'pending')
+             ORDER BY a.created_at_ns, a.id
+             LIMIT {max})"
+    )
 }
 
 /// The listing query for `q`, built from only the filters given so SQLite can pick an index
@@ -1228,5 +1274,60 @@ pub(crate) mod tests {
             assert!(plan.contains("USING INDEX"), "{q:?}: {plan}");
             assert!(!plan.contains("TEMP B-TREE"), "{q:?}: {plan}");
         }
+    }
+
+    #[test]
+    fn pruning_deletes_the_oldest_alerts_but_never_one_still_owed_to_a_sink() {
+        let store = SqliteAlertStore::open_in_memory().unwrap();
+        let owed = alert(t(1), 50);
+        store
+            .insert_with_outbox(&owed, &["siem".to_string()])
+            .unwrap();
+        let old: Vec<Alert> = (2..6).map(|i| alert(t(i), 50)).collect();
+        for a in &old {
+            store.insert(a).unwrap();
+        }
+        let young = alert(t(100), 50);
+        store.insert(&young).unwrap();
+        // Two per call, oldest first; the owed one is skipped.
+        assert_eq!(store.prune(t(50), 2).unwrap(), 2);
+        assert!(store.get(&old[0].id).unwrap().is_none());
+        assert!(store.get(&old[2].id).unwrap().is_some());
+        assert_eq!(store.prune(t(50), 1000).unwrap(), 2);
+        assert_eq!(store.prune(t(50), 1000).unwrap(), 0);
+        assert!(
+            store.get(&owed.id).unwrap().is_some(),
+            "still owed to a sink"
+        );
+        assert!(
+            store.get(&young.id).unwrap().is_some(),
+            "younger than the cut"
+        );
+        assert_eq!(store.count().unwrap(), 2);
+    }
+
+    #[test]
+    fn a_page_cut_short_continues_after_its_last_alert() {
+        let store = SqliteAlertStore::open_in_memory().unwrap();
+        for i in 0..5 {
+            store.insert(&alert(t(i), 50)).unwrap();
+        }
+        let whole = store.list(&query(10)).unwrap();
+        let mut cut = store.list(&query(10)).unwrap();
+        cut.keep_first(2);
+        assert_eq!(cut.alerts, whole.alerts[..2]);
+        let rest = store
+            .list(&AlertQuery {
+                cursor: cut.next_cursor.clone(),
+                ..query(10)
+            })
+            .unwrap();
+        assert_eq!(rest.alerts, whole.alerts[2..]);
+        assert_eq!(rest.next_cursor, None);
+        // Keeping all of them (or more) changes nothing.
+        let mut all = store.list(&query(10)).unwrap();
+        all.keep_first(5);
+        assert_eq!(all.next_cursor, None);
+        assert_eq!(all.alerts.len(), 5);
     }
 }

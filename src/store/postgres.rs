@@ -357,6 +357,16 @@ impl AlertStore for PgStore {
         self.count_of("SELECT COUNT(*) FROM alerts")
     }
 
+    fn prune(&self, before: DateTime<Utc>, max: usize) -> Result<u64, StoreError> {
+        let before = super::alerts::nanos_clamped(before);
+        self.conn()?
+            .execute(
+                &super::alerts::prune_sql("$1", "$2"),
+                &[&before, &(max as i64)],
+            )
+            .map_err(pg)
+    }
+
     fn ping(&self) -> Result<(), StoreError> {
         self.conn()?.simple_query("SELECT 1").map_err(pg)?;
         Ok(())

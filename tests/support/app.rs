@@ -12,6 +12,7 @@ use std::sync::Arc;
 use axum::Router;
 use netsentinel::config::Settings;
 use netsentinel::startup::{self, Application};
+use netsentinel::state::AppState;
 use reqwest::{Method, RequestBuilder, Response, ResponseBuilderExt, StatusCode, header};
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -32,6 +33,7 @@ pub struct TestApp {
     pub data_dir: Arc<TempDir>,
     pub client: reqwest::Client,
     settings: Settings,
+    state: AppState,
     server: Server,
 }
 
@@ -105,17 +107,18 @@ async fn start(transport: Transport, dir: Arc<TempDir>, mut settings: Settings) 
         netsentinel::telemetry::init(settings.log_format, &settings.log);
     }
     settings.data_dir = dir.path().to_path_buf();
-    let (base_url, server) = match transport {
+    let (base_url, state, server) = match transport {
         Transport::Socket => {
             let app = Application::build(settings.clone())
                 .await
                 .expect("the application builds");
             let base_url = format!("http://{}", app.local_addr());
+            let state = app.state().clone();
             let (shutdown, rx) = oneshot::channel::<()>();
             let task = tokio::spawn(app.run_until(async {
                 let _ = rx.await;
             }));
-            (base_url, Server::Socket { shutdown, task })
+            (base_url, state, Server::Socket { shutdown, task })
         }
         Transport::Oneshot => {
             assert!(
@@ -132,6 +135,7 @@ async fn start(transport: Transport, dir: Arc<TempDir>, mut settings: Settings) 
             };
             (
                 ONESHOT_BASE_URL.to_string(),
+                state.clone(),
                 Server::Router(startup::app(state)),
             )
         }
@@ -141,11 +145,17 @@ async fn start(transport: Transport, dir: Arc<TempDir>, mut settings: Settings) 
         data_dir: dir,
         client: reqwest::Client::builder().build().expect("an HTTP client"),
         settings,
+        state,
         server,
     }
 }
 
 impl TestApp {
+    /// The running service's state, for tests that drive a background task by hand.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
     pub fn data_path(&self) -> &Path {
         self.data_dir.path()
     }
