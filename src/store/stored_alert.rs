@@ -55,7 +55,7 @@ fn default_detector() -> Cow<'static, str> {
     Cow::Borrowed(DEFAULT_DETECTOR)
 }
 
-fn is_default_detector(d: &Cow<'_, str>) -> bool {
+fn is_default_detector(d: &str) -> bool {
     d == DEFAULT_DETECTOR
 }
 
