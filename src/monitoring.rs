@@ -31,31 +31,38 @@ pub fn handle() -> &'static PrometheusHandle {
     })
 }
 
-fn describe() {
-    metrics::describe_counter!(
+/// Every counter this process exports, with its help text.
+const COUNTERS: [(&str, &str); 7] = [
+    (
         "http_requests_total",
-        "HTTP requests by method, route and status"
-    );
+        "HTTP requests by method, route and status",
+    ),
+    ("netsentinel_records_scored_total", "Records scored"),
+    ("netsentinel_anomalies_total", "Records scored as anomalous"),
+    ("netsentinel_alerts_raised_total", "Alerts raised"),
+    (
+        "netsentinel_alerts_pruned_total",
+        "Alerts deleted past --alert-retention-days",
+    ),
+    ("netsentinel_fits_total", "Models fitted"),
+    (
+        "netsentinel_webhook_deliveries_total",
+        "Webhook delivery attempts by sink and result (ok, retrying, failed)",
+    ),
+];
+
+fn describe() {
+    for (name, help) in COUNTERS {
+        metrics::describe_counter!(name, help);
+    }
     metrics::describe_histogram!(
         "http_request_duration_seconds",
         "HTTP request latency by route"
     );
-    metrics::describe_counter!("netsentinel_records_scored_total", "Records scored");
-    metrics::describe_counter!("netsentinel_anomalies_total", "Records scored as anomalous");
-    metrics::describe_counter!("netsentinel_alerts_raised_total", "Alerts raised");
-    metrics::describe_counter!(
-        "netsentinel_alerts_pruned_total",
-        "Alerts deleted past --alert-retention-days"
-    );
+    metrics::describe_histogram!("netsentinel_fit_duration_seconds", "Time to fit a model");
     metrics::describe_gauge!(
         "netsentinel_model_version",
         "Version of the active model (0: none)"
-    );
-    metrics::describe_histogram!("netsentinel_fit_duration_seconds", "Time to fit a model");
-    metrics::describe_counter!("netsentinel_fits_total", "Models fitted");
-    metrics::describe_counter!(
-        "netsentinel_webhook_deliveries_total",
-        "Webhook delivery attempts by sink and result (ok, retrying, failed)"
     );
     metrics::describe_gauge!(
         "netsentinel_outbox_depth",

@@ -72,7 +72,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<DetectorList>, A
     responses((status = 200, body = DetectorView), NoSuchDetector))]
 pub async fn get_detector(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    Path(DetectorName { name }): Path<DetectorName>,
 ) -> Result<Json<DetectorView>, ApiError> {
     let found = detectors::get(&state, &name).await?;
     let info = found.ok_or(ServiceError::NoSuchDetector(name))?;
@@ -95,7 +95,7 @@ pub async fn get_detector(
     ))]
 pub async fn put(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    Path(DetectorName { name }): Path<DetectorName>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -152,7 +152,7 @@ pub struct DeleteQuery {
     ))]
 pub async fn delete(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    Path(DetectorName { name }): Path<DetectorName>,
     query: Result<Query<DeleteQuery>, QueryRejection>,
 ) -> Result<Json<DetectorDeleted>, ApiError> {
     let query = super::query(query)?;
