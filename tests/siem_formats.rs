@@ -6,8 +6,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use netsentinel::detector::explain::{Direction, FeatureContribution};
 use netsentinel::detector::model::BatchSummary;
 use netsentinel::siem::formats::{
-    AlertFormat, ExportContext, render_many, render_one, render_within, to_cef, to_ecs, to_ocsf,
-    to_splunk_hec,
+    AlertFormat, ExportContext, render_one, render_within, to_cef, to_ecs, to_ocsf, to_splunk_hec,
 };
 use netsentinel::store::alerts::{Alert, AlertRecord, AlertStatus};
 use serde_json::{Value, json};
@@ -20,6 +19,11 @@ fn created() -> DateTime<Utc> {
     Utc.timestamp_millis_opt(CREATED_MS)
         .single()
         .expect("valid instant")
+}
+
+/// Every alert as a line, with no byte budget.
+fn render_many(alerts: &[Alert], format: AlertFormat, ctx: &ExportContext) -> String {
+    render_within(alerts, format, ctx, usize::MAX).0
 }
 
 fn ctx() -> ExportContext<'static> {

@@ -76,7 +76,7 @@
 //! `netsentinel`, `sourcetype` `netsentinel:alert`, `event` = our own alert JSON, and indexed
 //! `fields` `alert_id`, `severity`, `model_version`, `status`, `detector` as strings (HEC indexed-field values
 //! are strings). `index` is left out so the token's default index applies. HEC accepts several
-//! events in one request body, so [`render_many`]'s NDJSON posts as is.
+//! events in one request body, so [`render_within`]'s NDJSON posts as is.
 //!
 //! # Specifications checked
 //!
@@ -186,7 +186,7 @@ impl AlertFormat {
         }
     }
 
-    /// Content type of a list from [`render_many`]: NDJSON, or CEF text lines.
+    /// Content type of a list from [`render_within`]: NDJSON, or CEF text lines.
     pub fn content_type_many(self) -> &'static str {
         match self {
             Self::Cef => "text/plain; charset=utf-8",
@@ -231,13 +231,8 @@ pub fn render_one(alert: &Alert, format: AlertFormat, ctx: &ExportContext) -> St
 }
 
 /// Many alerts, one document or CEF line per alert, each ending with `\n` (NDJSON for the JSON
-/// formats). Empty for no alerts.
-pub fn render_many(alerts: &[Alert], format: AlertFormat, ctx: &ExportContext) -> String {
-    render_within(alerts, format, ctx, usize::MAX).0
-}
-
-/// Like [`render_many`], but stops before the line that would take the text past `budget`
-/// bytes (the first line is always written); also returns how many alerts were written.
+/// formats), stopping before the line that would take the text past `budget` bytes (the first
+/// line is always written); also returns how many alerts were written. Empty for no alerts.
 pub fn render_within(
     alerts: &[Alert],
     format: AlertFormat,
