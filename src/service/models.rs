@@ -9,51 +9,72 @@
 
 use std::sync::Arc;
 
-use super::{ServiceError, blocking};
+use super::{ServiceError, blocking, to_completion};
 use crate::detector::model::{Model, ModelMeta};
 use crate::state::AppState;
 use crate::store::models::ModelStore;
 
 /// Stores a freshly fitted model as the next version and activates it.
+///
+/// The commit is one step that runs to its end even if the request is dropped (timeout, client
+/// gone): file, active pointer and in-memory swap happen together, so disk and memory agree
+/// whatever the client was answered.
 pub async fn publish(state: &AppState, mut model: Model) -> Result<Arc<Model>, ServiceError> {
-    let _guard = state.model_change_lock().lock().await;
     let st = state.clone();
-    let model = blocking(move || {
-        let files = st.models();
-        let version = files.next_version()?;
-        model.set_version(version);
-        files.save(version, &model.to_bytes())?;
-        files.set_active(version)?;
-        Ok(Arc::new(model))
+    let model = to_completion(async move {
+        let _guard = st.model_change_lock().lock().await;
+        let st = st.clone();
+        blocking(move || {
+            let files = st.models();
+            let version = files.next_version()?;
+            model.set_version(version);
+            let bytes = model.to_bytes();
+            // Never store what would not load again after a restart.
+            Model::from_bytes(&bytes).map_err(|e| ServiceError::CorruptModel {
+                version,
+                reason: e.to_string(),
+            })?;
+            files.save(version, &bytes)?;
+            files.set_active(version)?;
+            let model = Arc::new(model);
+            st.install_model(model.clone());
+            crate::monitoring::model_fitted(model.meta().fit_seconds);
+            crate::monitoring::model_active(version);
+            Ok(model)
+        })
+        .await
     })
     .await?;
-    state.install_model(model.clone());
-    crate::monitoring::model_fitted(model.meta().fit_seconds);
-    crate::monitoring::model_active(model.version());
     tracing::info!(version = model.version(), "model activated");
     Ok(model)
 }
 
-/// Makes a kept version the active one again.
+/// Makes a kept version the active one again; like [`publish`], on disk and in memory together.
 pub async fn activate(state: &AppState, version: u64) -> Result<Arc<Model>, ServiceError> {
-    let _guard = state.model_change_lock().lock().await;
     let st = state.clone();
-    let model = blocking(move || {
-        let files = st.models();
-        if !files.versions()?.contains(&version) {
-            return Err(ServiceError::NoSuchVersion(version));
-        }
-        let model =
-            Model::from_bytes(&files.read(version)?).map_err(|e| ServiceError::CorruptModel {
-                version,
-                reason: e.to_string(),
+    let model = to_completion(async move {
+        let _guard = st.model_change_lock().lock().await;
+        let st = st.clone();
+        blocking(move || {
+            let files = st.models();
+            if !files.versions()?.contains(&version) {
+                return Err(ServiceError::NoSuchVersion(version));
+            }
+            let model = Model::from_bytes(&files.read(version)?).map_err(|e| {
+                ServiceError::CorruptModel {
+                    version,
+                    reason: e.to_string(),
+                }
             })?;
-        files.set_active(version)?;
-        Ok(Arc::new(model))
+            files.set_active(version)?;
+            let model = Arc::new(model);
+            st.install_model(model.clone());
+            crate::monitoring::model_active(version);
+            Ok(model)
+        })
+        .await
     })
     .await?;
-    state.install_model(model.clone());
-    crate::monitoring::model_active(version);
     tracing::info!(version, "model rolled back");
     Ok(model)
 }
