@@ -6,8 +6,8 @@ use super::batch::MAX_COLUMNS;
 use super::builder::{BatchBuilder, CellRef, Role};
 use super::error::{RecordError, check_count};
 
-/// Reads a CSV body with a header row into `b`: numbers become numbers, `timestamp` stays
-/// text, empty cells are missing values, cells are trimmed.
+/// Reads a CSV body with a header row into `b`: numbers become numbers (and stay text for
+/// echoed columns), `timestamp` stays text, empty cells are missing values, cells are trimmed.
 pub fn read_csv<R: Read>(body: R, b: &mut BatchBuilder) -> Result<(), RecordError> {
     let (mut reader, headers) = csv_reader(body)?;
     let ts_col = headers.iter().position(|h| h == "timestamp");
@@ -32,7 +32,8 @@ pub fn read_csv<R: Read>(body: R, b: &mut BatchBuilder) -> Result<(), RecordErro
             } else if Some(j) == ts_col {
                 CellRef::Text(text)
             } else if let Ok(v) = text.parse::<f64>() {
-                CellRef::Num(v)
+                // The text too: an echoed column keeps `123` or `nan` as written.
+                CellRef::NumText(v, text)
             } else {
                 CellRef::Text(text)
             };
