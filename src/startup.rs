@@ -14,9 +14,11 @@ use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::api::edge;
 use crate::auth::{self, Policy};
 use crate::config::Settings;
 use crate::error::{ApiError, ProblemCode};
+use crate::server::ConnLimits;
 
 use crate::state::AppState;
 use crate::store::alerts::{AlertStore, SqliteAlertStore};
@@ -57,6 +59,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     state: AppState,
+    limits: ConnLimits,
 }
 
 impl Application {
@@ -92,10 +95,29 @@ impl Application {
                     addr: settings.addr,
                     source,
                 })?;
+        let fd_limit = crate::server::raise_fd_limit();
+        let max_connections = crate::server::connection_cap(
+            usize::try_from(settings.max_connections).unwrap_or(usize::MAX),
+            fd_limit,
+            u64::from(settings.database_pool_size),
+        );
+        if (max_connections as u64) < settings.max_connections {
+            tracing::warn!(
+                max_connections,
+                fd_limit,
+                "connection cap lowered to stay below the file-descriptor limit"
+            );
+        }
+        let limits = ConnLimits {
+            header_read_timeout: Duration::from_secs(settings.header_read_timeout_secs),
+            keep_alive_timeout: Duration::from_secs(settings.keep_alive_timeout_secs),
+            max_connections,
+        };
         Ok(Self {
             listener,
             router,
             state,
+            limits,
         })
     }
 
@@ -118,9 +140,7 @@ impl Application {
         let (stop_delivery, stop) = tokio::sync::watch::channel(false);
         let follower = crate::model_sync::start(self.state.clone(), stop.clone());
         let delivery = self.state.webhooks().start(self.state.outbox(), stop);
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = crate::server::serve(self.listener, self.router, self.limits, shutdown).await;
         // After the last request: an alert raised while draining is in the outbox already and
         // is delivered after the restart; a delivery cut short stays pending (at least once).
         let _ = stop_delivery.send(true);
@@ -189,7 +209,12 @@ pub fn build_state(settings: Settings) -> Result<AppState, StartupError> {
     ))
 }
 
-/// The router with its middleware: request ids, tracing, load shedding, timeouts.
+/// The paths answered outside the work slots and the request timeout: an orchestrator's probes
+/// and the metrics scraper must get through while every slot is busy.
+pub const PROBES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// The router with its middleware: request ids, tracing, problem+json for every error, the
+/// minimum body rate, and for all but the probes load shedding and timeouts.
 pub fn app(state: AppState) -> Router {
     let settings = state.settings().clone();
     let request_id = HeaderName::from_static("x-request-id");
@@ -200,11 +225,39 @@ pub fn app(state: AppState) -> Router {
     if let Some(m) = state.model() {
         monitoring::model_active(m.version());
     }
-    api::router(state)
-        .layer(middleware::from_fn_with_state(policy, auth::authorize))
+    let min_rate = (settings.min_body_rate > 0).then(|| edge::MinBodyRate {
+        bytes_per_sec: settings.min_body_rate,
+        window: Duration::from_secs(settings.min_body_rate_window_secs),
+    });
+    // Per route, outermost first: metrics, request id in problems, problem+json for every
+    // error, minimum body rate, [work slots and timeout], API keys, the handler.
+    let routes = api::router(state).layer(middleware::from_fn_with_state(policy, auth::authorize));
+    let common = |r: Router| {
+        r.layer(middleware::from_fn_with_state(
+            min_rate,
+            edge::min_body_rate,
+        ))
+        .layer(middleware::from_fn(edge::problems_everywhere))
         .layer(middleware::from_fn(crate::error::attach_request_id))
+        .layer(middleware::from_fn(api::metrics::track))
+    };
+    let work = common(
+        routes.clone().layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(overloaded))
+                .load_shed()
+                // One semaphore for the whole service: `Router::layer` applies the stack to each
+                // route separately, and a plain `concurrency_limit` would give every route its own.
+                .layer(GlobalConcurrencyLimitLayer::new(settings.max_concurrency))
+                .timeout(Duration::from_secs(settings.request_timeout_secs)),
+        ),
+    );
+    let probes = common(routes);
+    Router::new()
+        .fallback_service(ProbeSplit { probes, work })
         .layer(
             ServiceBuilder::new()
+                .layer(middleware::from_fn(edge::sanitize))
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
                 .layer(
                     TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
@@ -216,14 +269,37 @@ pub fn app(state: AppState) -> Router {
                         tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
                     }),
                 )
-                .layer(PropagateRequestIdLayer::new(request_id))
-                .layer(HandleErrorLayer::new(overloaded))
-                .load_shed()
-                // One semaphore for the whole service: `Router::layer` applies the stack to each
-                // route separately, and a plain `concurrency_limit` would give every route its own.
-                .layer(GlobalConcurrencyLimitLayer::new(settings.max_concurrency))
-                .timeout(Duration::from_secs(settings.request_timeout_secs)),
+                .layer(PropagateRequestIdLayer::new(request_id)),
         )
+}
+
+/// Sends the probes to a router without work slots or timeout, everything else to one with them.
+#[derive(Clone)]
+struct ProbeSplit {
+    probes: Router,
+    work: Router,
+}
+
+impl tower::Service<axum::extract::Request> for ProbeSplit {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = <Router as tower::Service<axum::extract::Request>>::Future;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        // Routers are always ready.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: axum::extract::Request) -> Self::Future {
+        if PROBES.contains(&req.uri().path()) {
+            self.probes.call(req)
+        } else {
+            self.work.call(req)
+        }
+    }
 }
 
 async fn overloaded(err: tower::BoxError) -> axum::response::Response {

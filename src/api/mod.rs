@@ -2,6 +2,7 @@
 
 pub mod alerts;
 pub mod chart;
+pub mod edge;
 pub mod evaluate;
 pub mod health;
 pub mod metrics;
@@ -125,7 +126,6 @@ pub fn router(state: AppState) -> Router {
     let max_body = state.settings().max_body_bytes;
     let (router, api) = api_router().split_for_parts();
     let api = with_security(api);
-    let router = router.route_layer(axum::middleware::from_fn(metrics::track));
     crate::monitoring::handle();
     router
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
