@@ -110,7 +110,7 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::pin!(shutdown);
     let mut last_error_log: Option<Instant> = None;
-    loop {
+    'accept: loop {
         // At the cap with nothing to close, new connections wait in the backlog.
         while registry.open.load(Ordering::Acquire) >= limits.max_connections + OVERSHOOT {
             let closed = registry.closed.notified();
@@ -121,12 +121,12 @@ pub async fn serve(
             }
             tokio::select! {
                 _ = &mut closed => {}
-                _ = &mut shutdown => return drain(&registry, stop_tx).await,
+                _ = &mut shutdown => break 'accept,
             }
         }
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = &mut shutdown => return drain(&registry, stop_tx).await,
+            _ = &mut shutdown => break 'accept,
         };
         let stream = match accepted {
             Ok((stream, _)) => stream,
@@ -141,7 +141,7 @@ pub async fn serve(
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-                    _ = &mut shutdown => return drain(&registry, stop_tx).await,
+                    _ = &mut shutdown => break 'accept,
                 }
                 continue;
             }
@@ -159,6 +159,9 @@ pub async fn serve(
             stop_rx.clone(),
         ));
     }
+    // New connections are refused from here on; those open finish what they started.
+    drop(listener);
+    drain(&registry, stop_tx).await
 }
 
 /// Tells every connection to finish and waits until all are closed.

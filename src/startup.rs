@@ -5,12 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
+use axum::extract::State;
 use axum::http::{HeaderName, Request};
 use axum::response::IntoResponse;
 use axum::{Router, middleware};
 use tokio::net::TcpListener;
-use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::{ServiceBuilder, ServiceExt};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -229,8 +230,9 @@ pub fn app(state: AppState) -> Router {
         bytes_per_sec: settings.min_body_rate,
         window: Duration::from_secs(settings.min_body_rate_window_secs),
     });
-    // Per route, outermost first: metrics, request id in problems, problem+json for every
-    // error, minimum body rate, [work slots and timeout], API keys, the handler.
+    // Per route, outermost first: request-id check and nosniff, request id, trace, the probes'
+    // detour (to the same stack without work slots), metrics, request id in problems,
+    // problem+json for every error, minimum body rate, work slots and timeout, API keys, handler.
     let routes = api::router(state).layer(middleware::from_fn_with_state(policy, auth::authorize));
     let common = |r: Router| {
         r.layer(middleware::from_fn_with_state(
@@ -253,8 +255,7 @@ pub fn app(state: AppState) -> Router {
         ),
     );
     let probes = common(routes);
-    Router::new()
-        .fallback_service(ProbeSplit { probes, work })
+    work.layer(middleware::from_fn_with_state(probes, divert_probes))
         .layer(
             ServiceBuilder::new()
                 .layer(middleware::from_fn(edge::sanitize))
@@ -273,33 +274,21 @@ pub fn app(state: AppState) -> Router {
         )
 }
 
-/// Sends the probes to a router without work slots or timeout, everything else to one with them.
-#[derive(Clone)]
-struct ProbeSplit {
-    probes: Router,
-    work: Router,
-}
-
-impl tower::Service<axum::extract::Request> for ProbeSplit {
-    type Response = axum::response::Response;
-    type Error = std::convert::Infallible;
-    type Future = <Router as tower::Service<axum::extract::Request>>::Future;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        // Routers are always ready.
-        std::task::Poll::Ready(Ok(()))
+/// Sends the probes to the router without work slots or timeout, before they reach them.
+async fn divert_probes(
+    State(probes): State<Router>,
+    mut req: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    if !PROBES.contains(&req.uri().path()) {
+        return next.run(req).await;
     }
-
-    fn call(&mut self, req: axum::extract::Request) -> Self::Future {
-        if PROBES.contains(&req.uri().path()) {
-            self.probes.call(req)
-        } else {
-            self.work.call(req)
-        }
-    }
+    // The probes' router matches the path itself (it would otherwise nest the matched path).
+    req.extensions_mut().remove::<axum::extract::MatchedPath>();
+    probes
+        .oneshot(req)
+        .await
+        .unwrap_or_else(|never| match never {})
 }
 
 async fn overloaded(err: tower::BoxError) -> axum::response::Response {
