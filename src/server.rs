@@ -120,13 +120,17 @@ pub async fn serve(
                 break;
             }
             tokio::select! {
-                _ = &mut closed => {}
+                biased;
                 _ = &mut shutdown => break 'accept,
+                _ = &mut closed => {}
             }
         }
+        // `biased`: the shutdown future is polled first, so its first poll (which installs the
+        // signal handlers) happens before any connection is taken.
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+            biased;
             _ = &mut shutdown => break 'accept,
+            accepted = listener.accept() => accepted,
         };
         let stream = match accepted {
             Ok((stream, _)) => stream,
@@ -140,8 +144,9 @@ pub async fn serve(
                     last_error_log = Some(now);
                 }
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    biased;
                     _ = &mut shutdown => break 'accept,
+                    _ = tokio::time::sleep(Duration::from_millis(50)) => {}
                 }
                 continue;
             }
