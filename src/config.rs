@@ -108,9 +108,34 @@ pub struct Settings {
     #[arg(long, env = "NETSENTINEL_REQUEST_TIMEOUT_SECS", default_value_t = 300)]
     pub request_timeout_secs: u64,
 
-    /// Requests handled at once; more are refused with 503 and Retry-After.
+    /// Requests handled at once; more are refused with 503 and Retry-After. The probes
+    /// (/healthz, /readyz, /metrics) have slots of their own and are never refused.
     #[arg(long, env = "NETSENTINEL_MAX_CONCURRENCY", default_value_t = 64)]
     pub max_concurrency: usize,
+
+    /// Seconds a client has to send a complete request head: from accepting the connection for
+    /// the first request, from its first byte for later ones. Slower connections are closed.
+    #[arg(long, env = "NETSENTINEL_HEADER_READ_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_read_timeout_secs: u64,
+
+    /// Seconds a keep-alive connection may stay idle between requests before it is closed.
+    #[arg(long, env = "NETSENTINEL_KEEP_ALIVE_TIMEOUT_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub keep_alive_timeout_secs: u64,
+
+    /// Slowest a request body may arrive, in bytes per second averaged over
+    /// --min-body-rate-window-secs of waiting for the client; slower bodies are cut with 408. 0: no minimum.
+    #[arg(long, env = "NETSENTINEL_MIN_BODY_RATE", default_value_t = 1024)]
+    pub min_body_rate: u64,
+
+    /// The window, in seconds, over which --min-body-rate is measured.
+    #[arg(long, env = "NETSENTINEL_MIN_BODY_RATE_WINDOW_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub min_body_rate_window_secs: u64,
+
+    /// Most client connections open at once (lowered at start to stay below the process's
+    /// file-descriptor limit). At the cap the connection idle longest is closed to make room;
+    /// when all are busy, new ones wait in the accept backlog.
+    #[arg(long, env = "NETSENTINEL_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
 
     /// API keys: comma-separated `SCOPES:SECRET` entries, SCOPES being read, score and/or admin
     /// joined by `+`, SECRET the key (16+ characters) or `sha256:<hex>` of it. Unset: no authentication.

@@ -63,6 +63,8 @@ problem_codes! {
     NothingToDraw = "nothing-to-draw",
     NotFound = "not-found",
     MethodNotAllowed = "method-not-allowed",
+    BadRequest = "bad-request",
+    RequestTimeout = "request-timeout",
     Unauthorized = "unauthorized",
     Forbidden = "forbidden",
     StoreUnavailable = "store-unavailable",
@@ -80,7 +82,8 @@ impl ProblemCode {
     pub const fn status(self) -> StatusCode {
         use ProblemCode::*;
         match self {
-            MalformedBody | UnknownField | InvalidParameter => StatusCode::BAD_REQUEST,
+            MalformedBody | UnknownField | InvalidParameter | BadRequest => StatusCode::BAD_REQUEST,
+            RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Unauthorized => StatusCode::UNAUTHORIZED,
             Forbidden => StatusCode::FORBIDDEN,
             NoSuchVersion | NoSuchAlert | NoSuchDetector | NotFound => StatusCode::NOT_FOUND,
@@ -226,8 +229,15 @@ impl std::fmt::Display for ApiError {
     }
 }
 
+/// Longest detail a problem carries (details may quote client input, such as a field name).
+pub const MAX_DETAIL_CHARS: usize = 2048;
+
 impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+    fn into_response(mut self) -> Response {
+        truncate_chars(&mut self.detail, MAX_DETAIL_CHARS);
+        if let Some(field) = self.field.as_mut() {
+            truncate_chars(field, MAX_DETAIL_CHARS / 8);
+        }
         let type_uri = format!("/problems/{}", self.code);
         let body = ProblemDetails::from_status_code(self.status)
             .with_type(
@@ -241,7 +251,14 @@ impl IntoResponse for ApiError {
                 index: self.index,
                 field: self.field.as_deref(),
             });
-        let json = serde_json::to_vec(&body).unwrap_or_default();
+        let json = serde_json::to_vec(&body).unwrap_or_else(|_| {
+            format!(
+                r#"{{"type":"/problems/{code}","status":{status},"code":"{code}","detail":"see the service log"}}"#,
+                code = self.code,
+                status = self.status.as_u16()
+            )
+            .into_bytes()
+        });
         let mut response = (
             self.status,
             [(header::CONTENT_TYPE, "application/problem+json")],
@@ -279,6 +296,10 @@ impl From<FitError> for ApiError {
             }
             FitError::FeatureCount { .. } => ApiError::invalid_value(e.to_string()),
             FitError::Scaler(_) => ApiError::new(ProblemCode::InvalidRecords, e.to_string()),
+            FitError::Unrepresentable { ref feature, .. } => {
+                let feature = feature.clone();
+                ApiError::new(ProblemCode::InvalidRecords, e.to_string()).with_field(feature)
+            }
             FitError::Threshold(_) => {
                 ApiError::invalid_value(e.to_string()).with_field("threshold")
             }
@@ -420,6 +441,17 @@ impl From<tokio::task::JoinError> for ApiError {
     }
 }
 
+/// Cuts `s` to at most `max` characters, marking the cut with `…`.
+pub fn truncate_chars(s: &mut String, max: usize) {
+    if let Some((at, _)) = s.char_indices().nth(max) {
+        s.truncate(at);
+        s.push('…');
+    }
+}
+
+/// Largest problem body [`attach_request_id`] reads to add the request id.
+const MAX_PROBLEM_BYTES: u64 = 64 * 1024;
+
 /// Middleware: puts the request's `x-request-id` into every problem+json body, so a client can
 /// quote it and an operator can find the matching log lines.
 pub async fn attach_request_id(
@@ -439,10 +471,26 @@ pub async fn attach_request_id(
     let Some(id) = id.filter(|_| is_problem) else {
         return response;
     };
+    // Problem bodies are small (details are capped); one of unknown or larger size is passed
+    // on as it is rather than read, so a body is never lost.
+    let size = axum::body::HttpBody::size_hint(response.body()).upper();
+    if size.is_none_or(|n| n > MAX_PROBLEM_BYTES) {
+        return response;
+    }
     let (mut parts, body) = response.into_parts();
-    // Problem bodies are small; 64 KiB is far more than any we produce.
-    let Ok(bytes) = axum::body::to_bytes(body, 64 * 1024).await else {
-        return Response::from_parts(parts, axum::body::Body::empty());
+    let bytes = match axum::body::to_bytes(body, MAX_PROBLEM_BYTES as usize).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::warn!(error = %e, "a problem body could not be read to add its request id");
+            let fallback = ApiError {
+                status: parts.status,
+                ..ApiError::new(
+                    ProblemCode::Internal,
+                    "the error could not be reported; see the service log",
+                )
+            };
+            return fallback.into_response();
+        }
     };
     let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
         Ok(serde_json::Value::Object(mut map)) => {

@@ -16,6 +16,7 @@ pub mod error;
 pub mod model_sync;
 pub mod monitoring;
 pub mod records;
+pub mod server;
 pub mod service;
 pub mod siem;
 pub mod startup;

@@ -5,18 +5,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::error_handling::HandleErrorLayer;
+use axum::extract::State;
 use axum::http::{HeaderName, Request};
 use axum::response::IntoResponse;
 use axum::{Router, middleware};
 use tokio::net::TcpListener;
-use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
+use tower::{ServiceBuilder, ServiceExt};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
+use crate::api::edge;
 use crate::auth::{self, Policy};
 use crate::config::Settings;
 use crate::error::{ApiError, ProblemCode};
+use crate::server::ConnLimits;
 
 use crate::state::{AppState, Stores};
 use crate::store::alerts::SqliteAlertStore;
@@ -57,6 +60,7 @@ pub struct Application {
     listener: TcpListener,
     router: Router,
     state: AppState,
+    limits: ConnLimits,
 }
 
 impl Application {
@@ -92,10 +96,29 @@ impl Application {
                     addr: settings.addr,
                     source,
                 })?;
+        let fd_limit = crate::server::raise_fd_limit();
+        let max_connections = crate::server::connection_cap(
+            usize::try_from(settings.max_connections).unwrap_or(usize::MAX),
+            fd_limit,
+            u64::from(settings.database_pool_size),
+        );
+        if (max_connections as u64) < settings.max_connections {
+            tracing::warn!(
+                max_connections,
+                fd_limit,
+                "connection cap lowered to stay below the file-descriptor limit"
+            );
+        }
+        let limits = ConnLimits {
+            header_read_timeout: Duration::from_secs(settings.header_read_timeout_secs),
+            keep_alive_timeout: Duration::from_secs(settings.keep_alive_timeout_secs),
+            max_connections,
+        };
         Ok(Self {
             listener,
             router,
             state,
+            limits,
         })
     }
 
@@ -119,9 +142,7 @@ impl Application {
         let follower = crate::model_sync::start(self.state.clone(), stop.clone());
         let retention = crate::service::retention::start(self.state.clone(), stop.clone());
         let delivery = self.state.webhooks().start(self.state.outbox(), stop);
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = crate::server::serve(self.listener, self.router, self.limits, shutdown).await;
         // After the last request: an alert raised while draining is in the outbox already and
         // is delivered after the restart; a delivery cut short stays pending (at least once).
         let _ = stop_delivery.send(true);
@@ -198,8 +219,13 @@ pub fn build_state(settings: Settings) -> Result<AppState, StartupError> {
     Ok(AppState::new(settings, stores, webhooks, detectors))
 }
 
-/// The router with its middleware: request ids, tracing, load shedding, timeouts, and
-/// compressed answers for clients that accept them.
+/// The paths answered outside the work slots and the request timeout: an orchestrator's probes
+/// and the metrics scraper must get through while every slot is busy.
+pub const PROBES: [&str; 3] = ["/healthz", "/readyz", "/metrics"];
+
+/// The router with its middleware: request ids, tracing, problem+json for every error, the
+/// minimum body rate, for all but the probes load shedding and timeouts, and compressed answers
+/// for clients that accept them.
 pub fn app(state: AppState) -> Router {
     let settings = state.settings().clone();
     let request_id = HeaderName::from_static("x-request-id");
@@ -210,11 +236,39 @@ pub fn app(state: AppState) -> Router {
     if let Some(m) = state.default_detector().model() {
         monitoring::model_active(m.version());
     }
-    api::router(state)
-        .layer(middleware::from_fn_with_state(policy, auth::authorize))
+    let min_rate = (settings.min_body_rate > 0).then(|| edge::MinBodyRate {
+        bytes_per_sec: settings.min_body_rate,
+        window: Duration::from_secs(settings.min_body_rate_window_secs),
+    });
+    // Per route, outermost first: request-id check and nosniff, request id, trace, the probes'
+    // detour (to the same stack without work slots), metrics, request id in problems,
+    // problem+json for every error, minimum body rate, work slots and timeout, API keys, handler.
+    let routes = api::router(state).layer(middleware::from_fn_with_state(policy, auth::authorize));
+    let common = |r: Router| {
+        r.layer(middleware::from_fn_with_state(
+            min_rate,
+            edge::min_body_rate,
+        ))
+        .layer(middleware::from_fn(edge::problems_everywhere))
         .layer(middleware::from_fn(crate::error::attach_request_id))
+        .layer(middleware::from_fn(api::metrics::track))
+    };
+    let work = common(
+        routes.clone().layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(overloaded))
+                .load_shed()
+                // One semaphore for the whole service: `Router::layer` applies the stack to each
+                // route separately, and a plain `concurrency_limit` would give every route its own.
+                .layer(GlobalConcurrencyLimitLayer::new(settings.max_concurrency))
+                .timeout(Duration::from_secs(settings.request_timeout_secs)),
+        ),
+    );
+    let probes = common(routes);
+    work.layer(middleware::from_fn_with_state(probes, divert_probes))
         .layer(
             ServiceBuilder::new()
+                .layer(middleware::from_fn(edge::sanitize))
                 .layer(SetRequestIdLayer::new(request_id.clone(), MakeRequestUuid))
                 .layer(
                     TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
@@ -226,15 +280,26 @@ pub fn app(state: AppState) -> Router {
                         tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
                     }),
                 )
-                .layer(PropagateRequestIdLayer::new(request_id))
-                .layer(HandleErrorLayer::new(overloaded))
-                .load_shed()
-                // One semaphore for the whole service: `Router::layer` applies the stack to each
-                // route separately, and a plain `concurrency_limit` would give every route its own.
-                .layer(GlobalConcurrencyLimitLayer::new(settings.max_concurrency))
-                .timeout(Duration::from_secs(settings.request_timeout_secs)),
+                .layer(PropagateRequestIdLayer::new(request_id)),
         )
         .layer(api::compression())
+}
+
+/// Sends the probes to the router without work slots or timeout, before they reach them.
+async fn divert_probes(
+    State(probes): State<Router>,
+    mut req: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    if !PROBES.contains(&req.uri().path()) {
+        return next.run(req).await;
+    }
+    // The probes' router matches the path itself (it would otherwise nest the matched path).
+    req.extensions_mut().remove::<axum::extract::MatchedPath>();
+    probes
+        .oneshot(req)
+        .await
+        .unwrap_or_else(|never| match never {})
 }
 
 async fn overloaded(err: tower::BoxError) -> axum::response::Response {

@@ -3,6 +3,7 @@
 pub mod alerts;
 pub mod chart;
 pub mod detectors;
+pub mod edge;
 pub mod evaluate;
 pub mod health;
 pub mod metrics;
@@ -234,7 +235,6 @@ pub fn router(state: AppState) -> Router {
     let max_body = state.settings().max_body_bytes;
     let (router, api) = api_router().split_for_parts();
     let api = documented(api);
-    let router = router.route_layer(axum::middleware::from_fn(metrics::track));
     crate::monitoring::handle();
     router
         .merge(SwaggerUi::new("/docs").url("/openapi.json", api))

@@ -96,6 +96,17 @@ pub enum FitError {
     NonFinite { index: usize, feature: String },
     #[error(transparent)]
     Scaler(#[from] ScalerError),
+    /// Values too large (or too small) for the training statistics to be finite numbers, which
+    /// the model keeps and its file must be able to hold.
+    #[error(
+        "feature {feature:?}: its {statistic} over the training records is not a finite number \
+         (values too far from zero to represent, such as magnitudes above about 1e153); \
+         rescale the feature or leave it out"
+    )]
+    Unrepresentable {
+        feature: String,
+        statistic: &'static str,
+    },
     #[error("threshold must be a score between 0 and 1, got {0}")]
     Threshold(f64),
 }
@@ -153,6 +164,7 @@ impl Model {
             });
         }
         let scaler = Scaler::fit(x)?;
+        check_scaler(&scaler, &features)?;
         let scaled = scaler.transform(x);
         let forest = IsolationForest::fit(&scaled, &checked);
         let training_scores = forest.score_matrix(&scaled);
@@ -167,6 +179,7 @@ impl Model {
         };
         let n_flagged = training_scores.iter().filter(|&&s| s > threshold).count();
         let feature_stats = feature_stats(x, &features, &scaler);
+        check_stats(&feature_stats)?;
         let meta = ModelMeta {
             version: 0,
             trained_at,
@@ -428,6 +441,48 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// Every mean and scale the scaler learned is finite (and the scale not zero): values whose
+/// variance overflows would otherwise be stored as `null` and the model would never load again.
+fn check_scaler(scaler: &Scaler, features: &[String]) -> Result<(), FitError> {
+    let stds = scaler.stds();
+    for (j, feature) in features.iter().enumerate() {
+        let statistic = if !scaler.means()[j].is_finite() {
+            "mean"
+        } else if !(stds[j].is_finite() && stds[j] > 0.0) {
+            "standard deviation"
+        } else {
+            continue;
+        };
+        return Err(FitError::Unrepresentable {
+            feature: feature.clone(),
+            statistic,
+        });
+    }
+    Ok(())
+}
+
+/// Every statistic the model keeps for explanations is finite.
+fn check_stats(stats: &[FeatureStats]) -> Result<(), FitError> {
+    for s in stats {
+        let named = [
+            ("mean", s.mean),
+            ("standard deviation", s.std),
+            ("minimum", s.min),
+            ("5th percentile", s.p05),
+            ("median", s.median),
+            ("95th percentile", s.p95),
+            ("maximum", s.max),
+        ];
+        if let Some((statistic, _)) = named.iter().find(|(_, v)| !v.is_finite()) {
+            return Err(FitError::Unrepresentable {
+                feature: s.name.clone(),
+                statistic,
+            });
+        }
+    }
+    Ok(())
+}
+
 fn feature_stats(x: &Matrix, names: &[String], scaler: &Scaler) -> Vec<FeatureStats> {
     let stds = scaler.stds();
     (0..x.n_cols())
@@ -458,4 +513,46 @@ fn feature_stats(x: &Matrix, names: &[String], scaler: &Scaler) -> Vec<FeatureSt
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fit_scaled(scale: f64) -> Result<Model, FitError> {
+        let rows: Vec<[f64; 2]> = (0..64)
+            .map(|i| [f64::from(i) * scale, f64::from(i % 7)])
+            .collect();
+        let x = Matrix::from_rows(&rows).unwrap();
+        let names = vec!["huge".to_string(), "small".to_string()];
+        Model::fit(&x, names, &ForestParams::default(), Utc::now())
+    }
+
+    #[test]
+    fn values_whose_statistics_overflow_are_refused_naming_the_feature() {
+        // 63e200 squared overflows: the variance is not a finite number.
+        match fit_scaled(1e200) {
+            Err(FitError::Unrepresentable { feature, statistic }) => {
+                assert_eq!(feature, "huge");
+                assert_eq!(statistic, "standard deviation");
+            }
+            other => panic!("expected Unrepresentable, got {other:?}"),
+        }
+        // Near f64::MAX even the mean overflows.
+        assert!(matches!(
+            fit_scaled(1e306),
+            Err(FitError::Unrepresentable {
+                statistic: "mean",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn large_but_finite_values_fit_and_their_file_decodes() {
+        let model = fit_scaled(1e150).expect("finite statistics");
+        let back = Model::from_bytes(&model.to_bytes()).expect("the file decodes");
+        assert_eq!(back.meta(), model.meta());
+        assert!(back.meta().feature_stats[0].std > 1e150);
+    }
 }

@@ -75,6 +75,8 @@ pub enum OwnedCell {
     Missing,
     Null,
     Num(f64),
+    /// A number written as text (a CSV cell): its value, and its text for echoed fields.
+    NumText(f64, String),
     Text(String),
     Bool(bool),
     Nested,
@@ -86,6 +88,7 @@ impl OwnedCell {
             CellRef::Missing => Self::Missing,
             CellRef::Null => Self::Null,
             CellRef::Num(v) => Self::Num(v),
+            CellRef::NumText(v, s) => Self::NumText(v, s.to_string()),
             CellRef::Text(s) => Self::Text(s.to_string()),
             CellRef::Bool(b) => Self::Bool(b),
             CellRef::Nested => Self::Nested,
@@ -97,10 +100,16 @@ impl OwnedCell {
             Self::Missing => CellRef::Missing,
             Self::Null => CellRef::Null,
             Self::Num(v) => CellRef::Num(*v),
+            Self::NumText(v, s) => CellRef::NumText(*v, s),
             Self::Text(s) => CellRef::Text(s),
             Self::Bool(b) => CellRef::Bool(*b),
             Self::Nested => CellRef::Nested,
         }
+    }
+
+    /// The value, when the cell holds a number (written as one or as text).
+    pub fn num(&self) -> Option<f64> {
+        self.as_ref().num()
     }
 }
 
@@ -142,9 +151,22 @@ pub enum CellRef<'a> {
     Missing,
     Null,
     Num(f64),
+    /// A number written as text (a CSV cell): a number to features and labels, and its text as
+    /// written to echoed fields (a `host` column may hold `123` or `nan`).
+    NumText(f64, &'a str),
     Text(&'a str),
     Bool(bool),
     Nested,
+}
+
+impl CellRef<'_> {
+    /// The value, when the cell holds a number (written as one or as text).
+    pub fn num(self) -> Option<f64> {
+        match self {
+            CellRef::Num(v) | CellRef::NumText(v, _) => Some(v),
+            _ => None,
+        }
+    }
 }
 
 impl BatchBuilder {
@@ -294,7 +316,7 @@ impl BatchBuilder {
             Role::Feature(j) => {
                 self.slots[j] = match cell {
                     CellRef::Missing | CellRef::Null => Slot::Missing,
-                    CellRef::Num(v) => Slot::Num(v),
+                    CellRef::Num(v) | CellRef::NumText(v, _) => Slot::Num(v),
                     _ => Slot::NotNumber,
                 }
             }
@@ -315,15 +337,17 @@ impl BatchBuilder {
             Role::Label => {
                 if self.require_labels {
                     self.current_label = match cell {
-                        CellRef::Num(0.0) => Some(false),
-                        CellRef::Num(1.0) => Some(true),
                         CellRef::Bool(b) => Some(b),
-                        _ => None,
+                        c => match c.num() {
+                            Some(0.0) => Some(false),
+                            Some(1.0) => Some(true),
+                            _ => None,
+                        },
                     }
                 }
             }
             Role::Echo(c) => {
-                if let CellRef::Text(s) = cell {
+                if let CellRef::Text(s) | CellRef::NumText(_, s) = cell {
                     self.echo.push(c, s);
                 }
             }
@@ -357,7 +381,7 @@ impl BatchBuilder {
             d.names
                 .iter()
                 .zip(&last)
-                .filter(|(_, cell)| matches!(cell, Some(OwnedCell::Num(_))))
+                .filter(|(_, cell)| cell.and_then(OwnedCell::num).is_some())
                 .map(|(n, _)| n.clone())
                 .collect()
         };
@@ -405,8 +429,8 @@ impl BatchBuilder {
                 .find(|(k, _)| d.names[*k as usize] == f)
                 .map(|(_, c)| c);
             let problem = match cell {
-                Some(OwnedCell::Num(v)) if v.is_finite() => return None,
-                Some(OwnedCell::Num(_)) => "is not a finite number",
+                Some(c) if c.num().is_some_and(f64::is_finite) => return None,
+                Some(c) if c.num().is_some() => "is not a finite number",
                 None | Some(OwnedCell::Missing | OwnedCell::Null) => "is missing",
                 Some(_) => "must be a number",
             };

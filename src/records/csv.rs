@@ -6,8 +6,8 @@ use super::batch::MAX_COLUMNS;
 use super::builder::{BatchBuilder, CellRef, Role};
 use super::error::{RecordError, check_count};
 
-/// Reads a CSV body with a header row into `b`: numbers become numbers, `timestamp` stays
-/// text, empty cells are missing values, cells are trimmed.
+/// Reads a CSV body with a header row into `b`: numbers become numbers (and stay text for
+/// echoed columns), `timestamp` stays text, empty cells are missing values, cells are trimmed.
 pub fn read_csv<R: Read>(body: R, b: &mut BatchBuilder) -> Result<(), RecordError> {
     let (mut reader, headers) = csv_reader(body)?;
     let ts_col = headers.iter().position(|h| h == "timestamp");
@@ -37,7 +37,8 @@ pub(crate) fn next_row<R: Read>(
 }
 
 /// What one CSV cell holds: trimmed, empty is missing, a number unless it is the timestamp
-/// column (which stays text), else text.
+/// column (which stays text), else text. A number keeps its text too, so an echoed column
+/// shows `123` or `nan` as written.
 pub(crate) fn cell(text: &str, is_timestamp: bool) -> CellRef<'_> {
     let text = text.trim();
     if text.is_empty() {
@@ -45,7 +46,7 @@ pub(crate) fn cell(text: &str, is_timestamp: bool) -> CellRef<'_> {
     } else if is_timestamp {
         CellRef::Text(text)
     } else if let Ok(v) = text.parse::<f64>() {
-        CellRef::Num(v)
+        CellRef::NumText(v, text)
     } else {
         CellRef::Text(text)
     }

@@ -223,16 +223,17 @@ impl Table {
         let mut data = Vec::with_capacity(n * d);
         for i in 0..n {
             for (&c, name) in cols.iter().zip(&features) {
-                let v = match self.cell(i, c) {
-                    Cell::Num(v) if v.is_finite() => *v,
-                    Cell::Num(_) => {
+                let cell = self.cell(i, c);
+                let v = match (cell.num(), cell) {
+                    (Some(v), _) if v.is_finite() => v,
+                    (Some(_), _) => {
                         return Err(RecordError::record(
                             i,
                             name.clone(),
                             format!("record {i}: feature {name:?} is not a finite number"),
                         ));
                     }
-                    Cell::Missing | Cell::Null => {
+                    (None, Cell::Missing | Cell::Null) => {
                         return Err(RecordError::record(
                             i,
                             name.clone(),
@@ -294,9 +295,9 @@ impl Table {
             Some(
                 (0..n)
                     .map(|i| match self.cell(i, c) {
-                        Cell::Num(v) if *v == 0.0 => Ok(false),
-                        Cell::Num(v) if *v == 1.0 => Ok(true),
                         Cell::Bool(b) => Ok(*b),
+                        c if c.num() == Some(0.0) => Ok(false),
+                        c if c.num() == Some(1.0) => Ok(true),
                         _ => Err(RecordError::record(
                             i,
                             "label",
@@ -319,7 +320,7 @@ impl Table {
             .collect();
         for i in 0..n {
             for (&c, &id) in echo_cols.iter().zip(&echo_ids) {
-                if let Cell::Text(s) = self.cell(i, c) {
+                if let Cell::Text(s) | Cell::NumText(_, s) = self.cell(i, c) {
                     echo.push(id, s);
                 }
             }
@@ -347,7 +348,7 @@ impl Table {
             .filter(|(c, name)| {
                 name.as_str() != "label"
                     && name.as_str() != "timestamp"
-                    && matches!(self.cell(0, *c), Cell::Num(_))
+                    && self.cell(0, *c).num().is_some()
             })
             .map(|(_, n)| n.clone())
             .collect();

@@ -94,3 +94,14 @@ where
 {
     tokio::task::spawn_blocking(work).await?
 }
+
+/// Runs `work` to its end on its own task, even when the caller is dropped (a request timeout,
+/// a client gone): for commit points that must not stop half-way, such as a model becoming
+/// active on disk and in memory. The caller gets the outcome when it is still waiting.
+pub(crate) async fn to_completion<T, F>(work: F) -> Result<T, ServiceError>
+where
+    T: Send + 'static,
+    F: Future<Output = Result<T, ServiceError>> + Send + 'static,
+{
+    tokio::spawn(work).await?
+}

@@ -9,59 +9,78 @@
 
 use std::sync::Arc;
 
-use super::{ServiceError, blocking};
+use super::{ServiceError, blocking, to_completion};
 use crate::detector::model::{Model, ModelMeta};
 use crate::state::DetectorState;
 use crate::store::models::ModelStore;
 
 /// Stores a freshly fitted model as the detector's next version and activates it.
-pub async fn publish(det: &DetectorState, mut model: Model) -> Result<Arc<Model>, ServiceError> {
-    let _guard = det.model_change_lock().lock().await;
-    let files = det.model_store();
-    let model = blocking(move || {
-        let version = files.next_version()?;
-        model.set_version(version);
-        files.save(version, &model.to_bytes())?;
-        files.set_active(version)?;
-        Ok(Arc::new(model))
-    })
-    .await?;
-    det.install_model(model.clone());
-    crate::monitoring::model_fitted(model.meta().fit_seconds);
-    if det.is_default() {
-        crate::monitoring::model_active(model.version());
-    }
-    tracing::info!(
-        detector = det.name(),
-        version = model.version(),
-        "model activated"
-    );
-    Ok(model)
-}
-
-/// Makes a kept version of the detector the active one again.
-pub async fn activate(det: &DetectorState, version: u64) -> Result<Arc<Model>, ServiceError> {
-    let _guard = det.model_change_lock().lock().await;
-    let files = det.model_store();
-    let model = blocking(move || {
-        if !files.versions()?.contains(&version) {
-            return Err(ServiceError::NoSuchVersion(version));
-        }
-        let model =
-            Model::from_bytes(&files.read(version)?).map_err(|e| ServiceError::CorruptModel {
+///
+/// The commit is one step that runs to its end even if the request is dropped (timeout, client
+/// gone): file, active pointer and in-memory swap happen together, so disk and memory agree
+/// whatever the client was answered.
+pub async fn publish(det: &Arc<DetectorState>, mut model: Model) -> Result<Arc<Model>, ServiceError> {
+    let det = det.clone();
+    to_completion(async move {
+        let _guard = det.model_change_lock().lock().await;
+        let files = det.model_store();
+        let model = blocking(move || {
+            let version = files.next_version()?;
+            model.set_version(version);
+            let bytes = model.to_bytes();
+            // Never store what would not load again after a restart.
+            Model::from_bytes(&bytes).map_err(|e| ServiceError::CorruptModel {
                 version,
                 reason: e.to_string(),
             })?;
-        files.set_active(version)?;
-        Ok(Arc::new(model))
+            files.save(version, &bytes)?;
+            files.set_active(version)?;
+            Ok(Arc::new(model))
+        })
+        .await?;
+        det.install_model(model.clone());
+        crate::monitoring::model_fitted(model.meta().fit_seconds);
+        if det.is_default() {
+            crate::monitoring::model_active(model.version());
+        }
+        tracing::info!(
+            detector = det.name(),
+            version = model.version(),
+            "model activated"
+        );
+        Ok(model)
     })
-    .await?;
-    det.install_model(model.clone());
-    if det.is_default() {
-        crate::monitoring::model_active(version);
-    }
-    tracing::info!(detector = det.name(), version, "model rolled back");
-    Ok(model)
+    .await
+}
+
+/// Makes a kept version of the detector the active one again; like [`publish`], on disk and in
+/// memory together.
+pub async fn activate(det: &Arc<DetectorState>, version: u64) -> Result<Arc<Model>, ServiceError> {
+    let det = det.clone();
+    to_completion(async move {
+        let _guard = det.model_change_lock().lock().await;
+        let files = det.model_store();
+        let model = blocking(move || {
+            if !files.versions()?.contains(&version) {
+                return Err(ServiceError::NoSuchVersion(version));
+            }
+            let model =
+                Model::from_bytes(&files.read(version)?).map_err(|e| ServiceError::CorruptModel {
+                    version,
+                    reason: e.to_string(),
+                })?;
+            files.set_active(version)?;
+            Ok(Arc::new(model))
+        })
+        .await?;
+        det.install_model(model.clone());
+        if det.is_default() {
+            crate::monitoring::model_active(version);
+        }
+        tracing::info!(detector = det.name(), version, "model rolled back");
+        Ok(model)
+    })
+    .await
 }
 
 /// One kept version: its metadata, or why its stored model does not decode.

@@ -61,9 +61,11 @@
 //! half up, `(severity + 5) / 10`: 0–4 → 0, 5–14 → 1, …, 85–94 → 9, 95–100 → 10, so ArcSight's
 //! reading (0–3 Low, 4–6 Medium, 7–8 High, 9–10 Very-High) matches ours. Header fields escape
 //! `\` and `|`, and newlines become spaces (a header cannot carry one); extension values escape
-//! `\`, `=`, and newline / carriage return as the two-character `\n` / `\r`, so a line is always
-//! one line. Extension keys (all from the CEF key dictionary): `rt` (epoch ms), `externalId` (alert
-//! id), `cat`, `msg`, `reason`, `cnt` (anomalous records), `src` / `dst` (IPv4; IPv6 goes to
+//! `\`, `=`, and newline / carriage return as the two-character `\n` / `\r`; every other control
+//! character (C0, DEL, C1) and U+2028 / U+2029 becomes a space, so a line is always one line and
+//! carries nothing a terminal acts on; each value is capped at [`CEF_MAX_VALUE_CHARS`] characters.
+//! Extension keys (all from the CEF key dictionary): `rt` (epoch ms), `externalId` (alert id),
+//! `cat`, `msg`, `reason`, `cnt` (anomalous records), `src` / `dst` (IPv4; IPv6 goes to
 //! `c6a2` / `c6a3` labelled "Source IPv6 Address" / "Destination IPv6 Address", as the spec
 //! advises, because `src`/`dst` are IPv4 fields), `shost`, `out` (bytes sent) / `in` (bytes
 //! received), `dvchost` (our host), and labelled custom fields: `cs1` modelVersion, `cs2`
@@ -221,13 +223,14 @@ impl<'a> ExportContext<'a> {
 
 /// One alert as one document or line, without a trailing newline.
 pub fn render_one(alert: &Alert, format: AlertFormat, ctx: &ExportContext) -> String {
-    match format {
-        AlertFormat::Json => to_json(alert).to_string(),
-        AlertFormat::Ecs => to_ecs(alert, ctx).to_string(),
-        AlertFormat::Ocsf => to_ocsf(alert, ctx).to_string(),
-        AlertFormat::SplunkHec => to_splunk_hec(alert, ctx).to_string(),
-        AlertFormat::Cef => to_cef(alert, ctx),
-    }
+    let json = match format {
+        AlertFormat::Json => to_json(alert),
+        AlertFormat::Ecs => to_ecs(alert, ctx),
+        AlertFormat::Ocsf => to_ocsf(alert, ctx),
+        AlertFormat::SplunkHec => to_splunk_hec(alert, ctx),
+        AlertFormat::Cef => return to_cef(alert, ctx),
+    };
+    escape_line_separators(json.to_string())
 }
 
 /// Many alerts, one document or CEF line per alert, each ending with `\n` (NDJSON for the JSON
@@ -583,39 +586,85 @@ pub fn cef_severity(severity: u8) -> u8 {
     tenths.min(10) as u8
 }
 
+/// Longest CEF value (header field or extension value), in characters before escaping; longer
+/// ones are cut and end with `...`. Collectors commonly cap a syslog line at a few KiB, and
+/// ArcSight's own string fields hold at most 4,000 characters.
+pub const CEF_MAX_VALUE_CHARS: usize = 1023;
+
+/// Whether `c` may break a line or a terminal: C0 controls, DEL, C1 controls (NEL among them),
+/// and the Unicode line and paragraph separators.
+fn breaks_lines(c: char) -> bool {
+    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
+}
+
+/// `s` cut to [`CEF_MAX_VALUE_CHARS`] characters.
+fn cef_capped(s: &str) -> impl Iterator<Item = char> + '_ {
+    let cut = s.chars().count() > CEF_MAX_VALUE_CHARS;
+    let keep = if cut {
+        CEF_MAX_VALUE_CHARS - 3
+    } else {
+        CEF_MAX_VALUE_CHARS
+    };
+    s.chars()
+        .take(keep)
+        .chain(if cut { "..." } else { "" }.chars())
+}
+
 /// Escapes a CEF header field: `\` and `|` get a backslash; a header cannot hold a line break,
-/// so CR and LF become spaces.
+/// so CR, LF and every other control character become spaces. Capped at [`CEF_MAX_VALUE_CHARS`].
 pub fn cef_header(s: &str) -> String {
-    escaped(s, |c| match c {
+    escaped(cef_capped(s), s.len().min(CEF_MAX_VALUE_CHARS + 8), |c| match c {
         '\\' => Some("\\\\"),
         '|' => Some("\\|"),
-        '\n' | '\r' => Some(" "),
+        c if breaks_lines(c) => Some(" "),
         _ => None,
     })
 }
 
 /// Escapes a CEF extension value: `\` and `=` get a backslash, LF and CR become the two
-/// characters `\n` and `\r`. `|` needs no escape in the extension.
+/// characters `\n` and `\r`, and every other control character (C0, DEL, C1) and U+2028 /
+/// U+2029 a space, so a line is always one line and carries nothing a terminal acts on. `|`
+/// needs no escape in the extension. Capped at [`CEF_MAX_VALUE_CHARS`].
 pub fn cef_value(s: &str) -> String {
-    escaped(s, |c| match c {
+    escaped(cef_capped(s), s.len().min(CEF_MAX_VALUE_CHARS + 8), |c| match c {
         '\\' => Some("\\\\"),
         '=' => Some("\\="),
         '\n' => Some("\\n"),
         '\r' => Some("\\r"),
+        c if breaks_lines(c) => Some(" "),
         _ => None,
     })
 }
 
-/// `s` with every character `escape` has a replacement for replaced by it.
-fn escaped(s: &str, escape: impl Fn(char) -> Option<&'static str>) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
+/// The characters of `chars` with every one `escape` has a replacement for replaced by it.
+fn escaped(
+    chars: impl Iterator<Item = char>,
+    capacity: usize,
+    escape: impl Fn(char) -> Option<&'static str>,
+) -> String {
+    let mut out = String::with_capacity(capacity);
+    for c in chars {
         match escape(c) {
             Some(replacement) => out.push_str(replacement),
             None => out.push(c),
         }
     }
     out
+}
+
+/// A JSON document with U+2028, U+2029 and U+0085 written as `\u` escapes: the same JSON, but
+/// no consumer that splits lines on them (JavaScript, some log shippers) cuts it in pieces.
+/// They can only occur inside strings, where the escape means the same character.
+pub fn escape_line_separators(json: String) -> String {
+    if !json.contains(['\u{2028}', '\u{2029}', '\u{85}']) {
+        return json;
+    }
+    escaped(json.chars(), json.len() + 16, |c| match c {
+        '\u{2028}' => Some("\\u2028"),
+        '\u{2029}' => Some("\\u2029"),
+        '\u{85}' => Some("\\u0085"),
+        _ => None,
+    })
 }
 
 /// Our own alert JSON.
