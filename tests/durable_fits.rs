@@ -10,10 +10,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use netsentinel::config::Settings;
+use netsentinel::service::detectors::load_all;
 use netsentinel::startup;
-use netsentinel::state::AppState;
+use netsentinel::state::{AppState, Stores};
 use netsentinel::store::StoreError;
 use netsentinel::store::alerts::SqliteAlertStore;
+use netsentinel::store::detectors::DetectorModels;
 use netsentinel::store::model_files::ModelFiles;
 use netsentinel::store::models::ModelStore;
 use netsentinel::webhooks::Webhooks;
@@ -117,6 +119,24 @@ impl ModelStore for HeldStore {
     }
 }
 
+/// Model stores for the detectors: the `default` detector's (the only one these tests use) holds.
+struct HeldModels {
+    dir: std::path::PathBuf,
+    hold: Arc<AtomicBool>,
+}
+
+impl DetectorModels for HeldModels {
+    fn open(&self, _detector: &str) -> Result<Arc<dyn ModelStore>, StoreError> {
+        Ok(Arc::new(HeldStore {
+            inner: ModelFiles::open(&self.dir, 10)?,
+            hold: self.hold.clone(),
+        }))
+    }
+    fn remove(&self, _detector: &str) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
 /// A router over `dir` whose model store holds while `hold` is set; requests time out after 1 s.
 fn held_app(dir: &std::path::Path, hold: Arc<AtomicBool>) -> axum::Router {
     let settings = Settings {
@@ -124,21 +144,19 @@ fn held_app(dir: &std::path::Path, hold: Arc<AtomicBool>) -> axum::Router {
         request_timeout_secs: 1,
         ..Settings::default()
     };
-    let models = HeldStore {
-        inner: ModelFiles::open(dir, 10).expect("model files"),
-        hold,
-    };
     let alerts = Arc::new(SqliteAlertStore::open(&dir.join("alerts.db")).expect("alerts"));
+    let stores = Stores {
+        alerts: alerts.clone(),
+        outbox: alerts.clone(),
+        detectors: alerts,
+        models: Arc::new(HeldModels {
+            dir: dir.to_path_buf(),
+            hold,
+        }),
+    };
     let webhooks = Webhooks::from_settings(&settings).expect("no sinks");
-    let state = AppState::new(
-        settings,
-        Arc::new(models),
-        alerts.clone(),
-        alerts,
-        webhooks,
-        None,
-        None,
-    );
+    let detectors = load_all(&stores).expect("the detectors load");
+    let state = AppState::new(settings, stores, webhooks, detectors);
     startup::app(state)
 }
 

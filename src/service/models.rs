@@ -19,7 +19,10 @@ use crate::store::models::ModelStore;
 /// The commit is one step that runs to its end even if the request is dropped (timeout, client
 /// gone): file, active pointer and in-memory swap happen together, so disk and memory agree
 /// whatever the client was answered.
-pub async fn publish(det: &Arc<DetectorState>, mut model: Model) -> Result<Arc<Model>, ServiceError> {
+pub async fn publish(
+    det: &Arc<DetectorState>,
+    mut model: Model,
+) -> Result<Arc<Model>, ServiceError> {
     let det = det.clone();
     to_completion(async move {
         let _guard = det.model_change_lock().lock().await;
@@ -64,11 +67,12 @@ pub async fn activate(det: &Arc<DetectorState>, version: u64) -> Result<Arc<Mode
             if !files.versions()?.contains(&version) {
                 return Err(ServiceError::NoSuchVersion(version));
             }
-            let model =
-                Model::from_bytes(&files.read(version)?).map_err(|e| ServiceError::CorruptModel {
+            let model = Model::from_bytes(&files.read(version)?).map_err(|e| {
+                ServiceError::CorruptModel {
                     version,
                     reason: e.to_string(),
-                })?;
+                }
+            })?;
             files.set_active(version)?;
             Ok(Arc::new(model))
         })

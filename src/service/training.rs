@@ -38,7 +38,7 @@ pub struct FitCommand {
 /// Fits a model, stores it as the detector's next version and makes it the active one.
 pub async fn fit(
     state: &AppState,
-    det: &DetectorState,
+    det: &Arc<DetectorState>,
     command: FitCommand,
 ) -> Result<Arc<Model>, ServiceError> {
     let max_records = state.settings().max_records;

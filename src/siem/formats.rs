@@ -613,12 +613,16 @@ fn cef_capped(s: &str) -> impl Iterator<Item = char> + '_ {
 /// Escapes a CEF header field: `\` and `|` get a backslash; a header cannot hold a line break,
 /// so CR, LF and every other control character become spaces. Capped at [`CEF_MAX_VALUE_CHARS`].
 pub fn cef_header(s: &str) -> String {
-    escaped(cef_capped(s), s.len().min(CEF_MAX_VALUE_CHARS + 8), |c| match c {
-        '\\' => Some("\\\\"),
-        '|' => Some("\\|"),
-        c if breaks_lines(c) => Some(" "),
-        _ => None,
-    })
+    escaped(
+        cef_capped(s),
+        s.len().min(CEF_MAX_VALUE_CHARS + 8),
+        |c| match c {
+            '\\' => Some("\\\\"),
+            '|' => Some("\\|"),
+            c if breaks_lines(c) => Some(" "),
+            _ => None,
+        },
+    )
 }
 
 /// Escapes a CEF extension value: `\` and `=` get a backslash, LF and CR become the two
@@ -626,14 +630,18 @@ pub fn cef_header(s: &str) -> String {
 /// U+2029 a space, so a line is always one line and carries nothing a terminal acts on. `|`
 /// needs no escape in the extension. Capped at [`CEF_MAX_VALUE_CHARS`].
 pub fn cef_value(s: &str) -> String {
-    escaped(cef_capped(s), s.len().min(CEF_MAX_VALUE_CHARS + 8), |c| match c {
-        '\\' => Some("\\\\"),
-        '=' => Some("\\="),
-        '\n' => Some("\\n"),
-        '\r' => Some("\\r"),
-        c if breaks_lines(c) => Some(" "),
-        _ => None,
-    })
+    escaped(
+        cef_capped(s),
+        s.len().min(CEF_MAX_VALUE_CHARS + 8),
+        |c| match c {
+            '\\' => Some("\\\\"),
+            '=' => Some("\\="),
+            '\n' => Some("\\n"),
+            '\r' => Some("\\r"),
+            c if breaks_lines(c) => Some(" "),
+            _ => None,
+        },
+    )
 }
 
 /// The characters of `chars` with every one `escape` has a replacement for replaced by it.
@@ -892,6 +900,22 @@ mod tests {
     fn cef_escaping() {
         assert_eq!(cef_header("a|b\\c\nd\re"), "a\\|b\\\\c d e");
         assert_eq!(cef_value("a=b\\c\nd\re|f"), "a\\=b\\\\c\\nd\\re|f");
+    }
+
+    #[test]
+    fn cef_values_are_capped_and_carry_no_control_characters() {
+        let long = "h".repeat(5000);
+        for escaped in [cef_value(&long), cef_header(&long)] {
+            assert_eq!(escaped.chars().count(), CEF_MAX_VALUE_CHARS);
+            assert!(escaped.ends_with("hh..."));
+        }
+        let nasty = "a\u{0}\u{1b}[31m\u{7f}\u{85}\u{9b}\u{2028}\u{2029}\u{b}b";
+        assert_eq!(cef_value(nasty), "a  [31m      b");
+        assert_eq!(cef_header(nasty), "a  [31m      b");
+        assert_eq!(
+            cef_value(&"é".repeat(2000)).chars().count(),
+            CEF_MAX_VALUE_CHARS
+        );
     }
 
     #[test]
