@@ -14,6 +14,7 @@ use super::ServiceError;
 use crate::detector::explain::FeatureContribution;
 use crate::detector::model::{BatchSummary, Model};
 use crate::detector::{Matrix, SEQUENTIAL_RECORDS};
+use crate::records::zeek::Rejects;
 use crate::records::{Batch, BodyFormat, ChunkSink, Parsed, ReadSpec, ZeekOptions, read_stream};
 use crate::state::{AppState, ChartData};
 use crate::store::alerts::{Alert, AlertRecord, AlertStatus};
@@ -119,6 +120,8 @@ pub struct ScoreOutcome<R> {
     /// The alert the batch raised, already stored with its deliveries.
     pub alert: Option<Alert>,
     pub rendered: R,
+    /// The Zeek lines skipped (only with `on_invalid: skip`).
+    pub rejects: Rejects,
 }
 
 /// Scores a body with the active model. `render` runs on the parser's blocking thread right
@@ -155,7 +158,11 @@ where
         spec,
         Some(sink),
         move |parsed| {
-            let Parsed { mut batch, sunk } = parsed;
+            let Parsed {
+                mut batch,
+                sunk,
+                rejects,
+            } = parsed;
             let scores = chunks.finish(&batch, sunk);
             let scored = scored_batch(&model, &batch, scores, command.explain, rule.explain_top_k);
             let alert = alert_for(&model, &batch, &scored, &rule);
@@ -168,6 +175,7 @@ where
                 scored,
                 alert,
                 rendered,
+                rejects,
             };
             (outcome, chart)
         },

@@ -1,0 +1,227 @@
+//! Connections into window records as they are read: hosts interned to `u32` ids, one running
+//! sum per (window start, entity), and one set of distinct `(window, orig_h, resp_h, resp_p)`
+//! for the whole body, so memory is the aggregation state, not the body.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::DateTime;
+use foldhash::fast::RandomState;
+
+use super::line::{ConnLine, LineError, LineParser, LineSplitter};
+use super::{GroupBy, OnInvalid, Rejects, WindowRecord, ZeekError, ZeekFormat, ZeekOptions};
+
+/// Host names to dense ids and back. Lookups hash the text (foldhash, seeded per process, so a
+/// crafted log cannot aim at collisions) and compare it in full, so two hosts never share an id.
+#[derive(Debug, Default, Clone)]
+pub struct Interner {
+    ids: HashMap<Box<str>, u32, RandomState>,
+    names: Vec<Box<str>>,
+}
+
+impl Interner {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The id of `name`, given a new one the first time.
+    pub fn id(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.ids.get(name) {
+            return id;
+        }
+        let id = u32::try_from(self.names.len()).expect("fewer than 2^32 hosts");
+        self.names.push(name.into());
+        self.ids.insert(name.into(), id);
+        id
+    }
+
+    /// The id of `name`, if it has one.
+    pub fn get(&self, name: &str) -> Option<u32> {
+        self.ids.get(name).copied()
+    }
+
+    pub fn name(&self, id: u32) -> &str {
+        &self.names[id as usize]
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+}
+
+/// The entity id of an ungrouped record (the whole network).
+pub const NO_ENTITY: u32 = u32::MAX;
+
+/// The window a connection at `ts_secs` falls into: `floor(ts / window) * window`.
+pub fn window_start(ts_secs: i64, window_secs: i64) -> i64 {
+    ts_secs.div_euclid(window_secs) * window_secs
+}
+
+/// Which host a connection counts for, as an interned id ([`NO_ENTITY`] when not grouped).
+pub fn entity_of(group_by: GroupBy, orig: u32, resp: u32) -> u32 {
+    match group_by {
+        GroupBy::None => NO_ENTITY,
+        GroupBy::OrigHost => orig,
+        GroupBy::RespHost => resp,
+    }
+}
+
+/// The running sums of one window.
+#[derive(Debug, Default, Clone, Copy)]
+struct Sums {
+    // u128: a window may sum many u64-sized counts without overflowing.
+    sent: u128,
+    received: u128,
+    connections: u64,
+    sessions: u64,
+}
+
+/// Windows of one body, built a connection at a time.
+#[derive(Debug)]
+pub struct Aggregator {
+    window: i64,
+    group_by: GroupBy,
+    hosts: Interner,
+    /// (window start, entity) -> index into `sums`.
+    index: HashMap<(i64, u32), u32, RandomState>,
+    sums: Vec<((i64, u32), Sums)>,
+    /// Distinct (window index << 32 | orig_h, resp_h << 16 | resp_p).
+    sessions: HashSet<(u64, u64), RandomState>,
+}
+
+impl Aggregator {
+    pub fn new(opts: &ZeekOptions) -> Self {
+        Self {
+            window: opts.window.secs(),
+            group_by: opts.group_by,
+            hosts: Interner::new(),
+            index: HashMap::default(),
+            sums: Vec::new(),
+            sessions: HashSet::default(),
+        }
+    }
+
+    pub fn add(&mut self, c: &ConnLine<'_>) {
+        let orig = self.hosts.id(&c.orig_h);
+        let resp = self.hosts.id(&c.resp_h);
+        let key = (
+            window_start(c.ts.timestamp(), self.window),
+            entity_of(self.group_by, orig, resp),
+        );
+        let next = self.sums.len() as u32;
+        let at = *self.index.entry(key).or_insert(next);
+        if at == next {
+            self.sums.push((key, Sums::default()));
+        }
+        let s = &mut self.sums[at as usize].1;
+        s.sent += u128::from(c.orig_bytes);
+        s.received += u128::from(c.resp_bytes);
+        s.connections += 1;
+        let session = (
+            u64::from(at) << 32 | u64::from(orig),
+            u64::from(resp) << 16 | u64::from(c.resp_p),
+        );
+        if self.sessions.insert(session) {
+            s.sessions += 1;
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sums.is_empty()
+    }
+
+    /// The window records, sorted by (window start, entity as text).
+    pub fn into_records(self) -> Vec<WindowRecord> {
+        let Self {
+            hosts, mut sums, ..
+        } = self;
+        let name = |e: u32| (e != NO_ENTITY).then(|| hosts.name(e));
+        sums.sort_unstable_by(|((s1, e1), _), ((s2, e2), _)| (s1, name(*e1)).cmp(&(s2, name(*e2))));
+        sums.into_iter()
+            .filter_map(|((start, entity), s)| {
+                // Starts come from valid timestamps floored toward 1970, so they are valid too.
+                Some(WindowRecord {
+                    timestamp: DateTime::from_timestamp(start, 0)?,
+                    entity: name(entity).map(str::to_string),
+                    bytes_sent: s.sent as f64,
+                    bytes_received: s.received as f64,
+                    connections: s.connections as f64,
+                    active_sessions: s.sessions as f64,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A conn log read as its chunks arrive into window records.
+#[derive(Debug)]
+pub struct ZeekReader {
+    splitter: LineSplitter,
+    parser: LineParser,
+    agg: Aggregator,
+    on_invalid: OnInvalid,
+    rejects: Rejects,
+}
+
+impl ZeekReader {
+    pub fn new(format: ZeekFormat, opts: &ZeekOptions) -> Self {
+        Self {
+            splitter: LineSplitter::new(),
+            parser: LineParser::new(format),
+            agg: Aggregator::new(opts),
+            on_invalid: opts.on_invalid,
+            rejects: Rejects::default(),
+        }
+    }
+
+    /// Reads the lines `chunk` completes; the first bad line is an error unless skipped.
+    pub fn push(&mut self, chunk: &[u8]) -> Result<(), ZeekError> {
+        let Self {
+            splitter,
+            parser,
+            agg,
+            on_invalid,
+            rejects,
+        } = self;
+        splitter.push(chunk, &mut |no, line| {
+            take(parser, agg, *on_invalid, rejects, no, line)
+        })
+    }
+
+    /// Reads the last line and hands back the window records (sorted by window start, then
+    /// entity) and the lines skipped. No connection at all is an error.
+    pub fn finish(mut self) -> Result<(Vec<WindowRecord>, Rejects), ZeekError> {
+        let Self {
+            splitter,
+            parser,
+            agg,
+            on_invalid,
+            rejects,
+        } = &mut self;
+        splitter.finish(&mut |no, line| take(parser, agg, *on_invalid, rejects, no, line))?;
+        if self.agg.is_empty() {
+            return Err(ZeekError::NoConnections);
+        }
+        Ok((self.agg.into_records(), self.rejects))
+    }
+}
+
+fn take(
+    parser: &mut LineParser,
+    agg: &mut Aggregator,
+    on_invalid: OnInvalid,
+    rejects: &mut Rejects,
+    no: usize,
+    line: &[u8],
+) -> Result<(), ZeekError> {
+    match parser.line(no, line) {
+        Ok(Some(conn)) => agg.add(&conn),
+        Ok(None) => {}
+        Err(LineError::Data(e)) if on_invalid == OnInvalid::Skip => rejects.add(e),
+        Err(e) => return Err(e.into_inner()),
+    }
+    Ok(())
+}
