@@ -7,7 +7,8 @@
 
 use std::time::Instant;
 
-use netsentinel::records::zeek::{GroupBy, ZeekFormat, ZeekOptions, ZeekReader};
+use netsentinel::records::zeek::{GroupBy, OnInvalid, ZeekFormat, ZeekOptions, ZeekReader};
+use netsentinel::stream::{BookConfig, Dedupe, WindowBook};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -21,6 +22,7 @@ fn main() {
         other => panic!("format {other:?}"),
     };
     let runs: usize = rest.first().map_or(3, |r| r.parse().unwrap());
+    let batch_lines: usize = rest.get(1).map_or(10_000, |r| r.parse().unwrap());
     let body = std::fs::read(file).unwrap();
     let lines = body.iter().filter(|&&b| b == b'\n').count();
     let opts = ZeekOptions {
@@ -39,6 +41,28 @@ fn main() {
                     reader.push(chunk).unwrap();
                 }
                 reader.finish().unwrap().0.len()
+            }
+            "book" => {
+                // Batches of whole lines, as a pipeline ships them; 5m windows, 2m lateness.
+                let mut book = WindowBook::new(BookConfig {
+                    window: opts.window,
+                    group_by: opts.group_by,
+                    allowed_lateness_secs: 120,
+                    dedupe: Dedupe::Uid,
+                    on_invalid: OnInvalid::Skip,
+                });
+                let mut closed = 0;
+                let mut rest = &body[..];
+                while !rest.is_empty() {
+                    let cut = memchr::memchr_iter(b'\n', rest)
+                        .nth(batch_lines - 1)
+                        .map_or(rest.len(), |i| i + 1);
+                    let out = book.ingest(&rest[..cut], format).unwrap();
+                    assert_eq!(out.report.late + out.report.rejected, 0);
+                    closed += out.closed.len();
+                    rest = &rest[cut..];
+                }
+                closed + book.flush().len()
             }
             other => panic!("mode {other:?}"),
         };

@@ -1,8 +1,9 @@
 //! Connections into window records as they are read: hosts interned to `u32` ids, one running
-//! sum per (window start, entity), and one set of distinct `(window, orig_h, resp_h, resp_p)`
-//! for the whole body, so memory is the aggregation state, not the body.
+//! sum per (window start, entity), and the `(window, orig_h, resp_h, resp_p)` of every
+//! connection packed in one `u128`, sorted and deduplicated whenever the list doubles (and at the
+//! end) to count distinct sessions per window. Memory is the aggregation state, not the body.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use chrono::DateTime;
 use foldhash::fast::RandomState;
@@ -76,8 +77,10 @@ struct Sums {
     sent: u128,
     received: u128,
     connections: u64,
-    sessions: u64,
 }
+
+/// Sessions listed since the last compaction before the list is sorted and deduplicated again.
+const MIN_SESSIONS_BEFORE_COMPACTING: usize = 1 << 20;
 
 /// Windows of one body, built a connection at a time.
 #[derive(Debug)]
@@ -88,8 +91,15 @@ pub struct Aggregator {
     /// (window start, entity) -> index into `sums`.
     index: HashMap<(i64, u32), u32, RandomState>,
     sums: Vec<((i64, u32), Sums)>,
-    /// Distinct (window index << 32 | orig_h, resp_h << 16 | resp_p).
-    sessions: HashSet<(u64, u64), RandomState>,
+    /// Per entity id (the first slot: no entity), its latest window and that window's index:
+    /// connections come roughly in time order, so most lines skip the `index` lookup.
+    recent: Vec<(i64, u32)>,
+    /// window index << 80 | orig_h << 48 | resp_h << 16 | resp_p, for every connection; sorted
+    /// and deduplicated up to `compacted`.
+    sessions: Vec<u128>,
+    compacted: usize,
+    /// Sessions listed since the last compaction before the next.
+    compact_every: usize,
 }
 
 impl Aggregator {
@@ -100,33 +110,58 @@ impl Aggregator {
             hosts: Interner::new(),
             index: HashMap::default(),
             sums: Vec::new(),
-            sessions: HashSet::default(),
+            recent: Vec::new(),
+            sessions: Vec::new(),
+            compacted: 0,
+            compact_every: MIN_SESSIONS_BEFORE_COMPACTING,
         }
     }
 
     pub fn add(&mut self, c: &ConnLine<'_>) {
         let orig = self.hosts.id(&c.orig_h);
         let resp = self.hosts.id(&c.resp_h);
-        let key = (
-            window_start(c.ts.timestamp(), self.window),
-            entity_of(self.group_by, orig, resp),
-        );
-        let next = self.sums.len() as u32;
-        let at = *self.index.entry(key).or_insert(next);
-        if at == next {
-            self.sums.push((key, Sums::default()));
+        let start = window_start(c.ts.timestamp(), self.window);
+        let entity = entity_of(self.group_by, orig, resp);
+        let slot = if entity == NO_ENTITY {
+            0
+        } else {
+            entity as usize + 1
+        };
+        if slot >= self.recent.len() {
+            self.recent.resize(slot + 1, (i64::MIN, 0));
         }
+        let at = match self.recent[slot] {
+            (s, at) if s == start => at,
+            _ => {
+                let next = self.sums.len() as u32;
+                let at = *self.index.entry((start, entity)).or_insert(next);
+                if at == next {
+                    self.sums.push(((start, entity), Sums::default()));
+                }
+                self.recent[slot] = (start, at);
+                at
+            }
+        };
         let s = &mut self.sums[at as usize].1;
         s.sent += u128::from(c.orig_bytes);
         s.received += u128::from(c.resp_bytes);
         s.connections += 1;
-        let session = (
-            u64::from(at) << 32 | u64::from(orig),
-            u64::from(resp) << 16 | u64::from(c.resp_p),
+        self.sessions.push(
+            u128::from(at) << 80
+                | u128::from(orig) << 48
+                | u128::from(resp) << 16
+                | u128::from(c.resp_p),
         );
-        if self.sessions.insert(session) {
-            s.sessions += 1;
+        if self.sessions.len() >= 2 * self.compacted + self.compact_every {
+            self.compact();
         }
+    }
+
+    /// Sorts and deduplicates the session list, so it holds each session once.
+    fn compact(&mut self) {
+        self.sessions.sort_unstable();
+        self.sessions.dedup();
+        self.compacted = self.sessions.len();
     }
 
     pub fn is_empty(&self) -> bool {
@@ -134,14 +169,20 @@ impl Aggregator {
     }
 
     /// The window records, sorted by (window start, entity as text).
-    pub fn into_records(self) -> Vec<WindowRecord> {
-        let Self {
-            hosts, mut sums, ..
-        } = self;
+    pub fn into_records(mut self) -> Vec<WindowRecord> {
+        self.compact();
+        let mut distinct = vec![0u64; self.sums.len()];
+        for key in &self.sessions {
+            distinct[(key >> 80) as usize] += 1;
+        }
+        let Self { hosts, sums, .. } = self;
+        let mut sums: Vec<_> = sums.into_iter().zip(distinct).collect();
         let name = |e: u32| (e != NO_ENTITY).then(|| hosts.name(e));
-        sums.sort_unstable_by(|((s1, e1), _), ((s2, e2), _)| (s1, name(*e1)).cmp(&(s2, name(*e2))));
+        sums.sort_unstable_by(|(((s1, e1), _), _), (((s2, e2), _), _)| {
+            (s1, name(*e1)).cmp(&(s2, name(*e2)))
+        });
         sums.into_iter()
-            .filter_map(|((start, entity), s)| {
+            .filter_map(|(((start, entity), s), sessions)| {
                 // Starts come from valid timestamps floored toward 1970, so they are valid too.
                 Some(WindowRecord {
                     timestamp: DateTime::from_timestamp(start, 0)?,
@@ -149,7 +190,7 @@ impl Aggregator {
                     bytes_sent: s.sent as f64,
                     bytes_received: s.received as f64,
                     connections: s.connections as f64,
-                    active_sessions: s.sessions as f64,
+                    active_sessions: sessions as f64,
                 })
             })
             .collect()
@@ -224,4 +265,41 @@ fn take(
         Err(e) => return Err(e.into_inner()),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::zeek::{Window, parse_conn_log};
+
+    /// Compacting the session list often (here every few connections) changes no count.
+    #[test]
+    fn compacting_the_sessions_midway_changes_no_window() {
+        let body = crate::records::zeek::tests::shared_sample("conn.log");
+        let conns = parse_conn_log(&body, ZeekFormat::Tsv).unwrap();
+        for group_by in [GroupBy::None, GroupBy::OrigHost] {
+            let opts = ZeekOptions {
+                window: Window::from_secs(60).unwrap(),
+                group_by,
+                ..ZeekOptions::default()
+            };
+            let expected = crate::records::zeek::aggregate(&conns, &opts);
+            let mut agg = Aggregator::new(&opts);
+            agg.compact_every = 3;
+            for c in &conns {
+                agg.add(&ConnLine {
+                    ts: c.ts,
+                    uid: None,
+                    orig_h: c.orig_h.as_str().into(),
+                    resp_h: c.resp_h.as_str().into(),
+                    resp_p: c.resp_p,
+                    orig_bytes: c.orig_bytes,
+                    resp_bytes: c.resp_bytes,
+                });
+            }
+            assert!(agg.compacted > 0);
+            assert_eq!(agg.into_records(), expected);
+            assert!(expected.iter().any(|r| r.active_sessions < r.connections));
+        }
+    }
 }
