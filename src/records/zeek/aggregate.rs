@@ -201,70 +201,60 @@ impl Aggregator {
 #[derive(Debug)]
 pub struct ZeekReader {
     splitter: LineSplitter,
+    lines: Lines,
+}
+
+/// What reads the lines the splitter cuts.
+#[derive(Debug)]
+struct Lines {
     parser: LineParser,
     agg: Aggregator,
     on_invalid: OnInvalid,
     rejects: Rejects,
 }
 
+impl Lines {
+    fn take(&mut self, no: usize, line: &[u8]) -> Result<(), ZeekError> {
+        match self.parser.line(no, line) {
+            Ok(Some(conn)) => self.agg.add(&conn),
+            Ok(None) => {}
+            Err(LineError::Data(e)) if self.on_invalid == OnInvalid::Skip => self.rejects.add(e),
+            Err(e) => return Err(e.into_inner()),
+        }
+        Ok(())
+    }
+}
+
 impl ZeekReader {
     pub fn new(format: ZeekFormat, opts: &ZeekOptions) -> Self {
         Self {
             splitter: LineSplitter::new(),
-            parser: LineParser::new(format),
-            agg: Aggregator::new(opts),
-            on_invalid: opts.on_invalid,
-            rejects: Rejects::default(),
+            lines: Lines {
+                parser: LineParser::new(format),
+                agg: Aggregator::new(opts),
+                on_invalid: opts.on_invalid,
+                rejects: Rejects::default(),
+            },
         }
     }
 
     /// Reads the lines `chunk` completes; the first bad line is an error unless skipped.
     pub fn push(&mut self, chunk: &[u8]) -> Result<(), ZeekError> {
-        let Self {
-            splitter,
-            parser,
-            agg,
-            on_invalid,
-            rejects,
-        } = self;
-        splitter.push(chunk, &mut |no, line| {
-            take(parser, agg, *on_invalid, rejects, no, line)
-        })
+        let lines = &mut self.lines;
+        self.splitter
+            .push(chunk, &mut |no, line| lines.take(no, line))
     }
 
     /// Reads the last line and hands back the window records (sorted by window start, then
     /// entity) and the lines skipped. No connection at all is an error.
     pub fn finish(mut self) -> Result<(Vec<WindowRecord>, Rejects), ZeekError> {
-        let Self {
-            splitter,
-            parser,
-            agg,
-            on_invalid,
-            rejects,
-        } = &mut self;
-        splitter.finish(&mut |no, line| take(parser, agg, *on_invalid, rejects, no, line))?;
-        if self.agg.is_empty() {
+        let lines = &mut self.lines;
+        self.splitter.finish(&mut |no, line| lines.take(no, line))?;
+        if self.lines.agg.is_empty() {
             return Err(ZeekError::NoConnections);
         }
-        Ok((self.agg.into_records(), self.rejects))
+        Ok((self.lines.agg.into_records(), self.lines.rejects))
     }
-}
-
-fn take(
-    parser: &mut LineParser,
-    agg: &mut Aggregator,
-    on_invalid: OnInvalid,
-    rejects: &mut Rejects,
-    no: usize,
-    line: &[u8],
-) -> Result<(), ZeekError> {
-    match parser.line(no, line) {
-        Ok(Some(conn)) => agg.add(&conn),
-        Ok(None) => {}
-        Err(LineError::Data(e)) if on_invalid == OnInvalid::Skip => rejects.add(e),
-        Err(e) => return Err(e.into_inner()),
-    }
-    Ok(())
 }
 
 #[cfg(test)]
