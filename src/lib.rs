@@ -22,5 +22,6 @@ pub mod siem;
 pub mod startup;
 pub mod state;
 pub mod store;
+pub mod stream;
 pub mod telemetry;
 pub mod webhooks;

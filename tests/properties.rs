@@ -287,7 +287,7 @@ proptest! {
         window in 1u64..=604_800,
         group_by in prop_oneof![Just(GroupBy::None), Just(GroupBy::OrigHost), Just(GroupBy::RespHost)],
     ) {
-        let zeek = ZeekOptions { window: Window::from_secs(window).unwrap(), group_by };
+        let zeek = ZeekOptions { window: Window::from_secs(window).unwrap(), group_by, ..ZeekOptions::default() };
         for format in [BodyFormat::ZeekTsv, BodyFormat::ZeekJson] {
             let spec = ReadSpec { zeek, ..ReadSpec::new(format, None, MAX_RECORDS) };
             if let Err(e) = read_slice(&body, &spec, None) {

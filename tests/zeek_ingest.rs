@@ -65,6 +65,7 @@ fn opts(window: &str, group_by: GroupBy) -> ZeekOptions {
     ZeekOptions {
         window: window.parse().unwrap(),
         group_by,
+        ..ZeekOptions::default()
     }
 }
 
@@ -506,7 +507,7 @@ proptest! {
         for m in &mutations {
             apply(&mut body, m);
         }
-        let options = ZeekOptions { window: "5m".parse().unwrap(), group_by };
+        let options = ZeekOptions { window: "5m".parse().unwrap(), group_by, ..ZeekOptions::default() };
         match parse_conn_log(&body, format) {
             Ok(_) => {
                 // Whatever survives still makes records the batch builder accepts.
@@ -550,6 +551,7 @@ proptest! {
         let options = ZeekOptions {
             window: netsentinel::records::Window::from_secs(window_secs).unwrap(),
             group_by: GroupBy::OrigHost,
+            ..ZeekOptions::default()
         };
         let recs = aggregate(&a, &options);
         let (s, r, n) = totals(&recs);

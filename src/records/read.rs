@@ -13,7 +13,7 @@ use super::csv::read_csv;
 use super::encoding::read_whole;
 use super::error::RecordError;
 use super::json::{TopLevel, read_json, read_ndjson};
-use super::zeek::{ZeekFormat, ZeekOptions, read_zeek};
+use super::zeek::{Rejects, ZeekFormat, ZeekOptions, ZeekReader, read_windows, read_zeek};
 
 /// How to read a body.
 #[derive(Debug, Clone)]
@@ -62,25 +62,46 @@ impl ReadSpec {
 pub struct Parsed {
     pub batch: Batch,
     pub sunk: usize,
+    /// The Zeek lines skipped (`on_invalid: skip`); empty for other bodies.
+    pub rejects: Rejects,
 }
 
-fn finish(b: BatchBuilder) -> Result<Parsed, RecordError> {
+fn finish(b: BatchBuilder, rejects: Rejects) -> Result<Parsed, RecordError> {
     let sunk = b.sunk();
     Ok(Parsed {
         batch: b.finish()?,
         sunk,
+        rejects,
     })
 }
 
 /// Feeds a whole body to `b`.
-fn fill(body: &[u8], spec: &ReadSpec, b: &mut BatchBuilder) -> Result<(), RecordError> {
+fn fill(body: &[u8], spec: &ReadSpec, b: &mut BatchBuilder) -> Result<Rejects, RecordError> {
+    let none = |r: Result<(), RecordError>| r.map(|()| Rejects::default());
     match spec.format {
-        BodyFormat::Csv => read_csv(body.strip_prefix(BOM).unwrap_or(body), b),
-        BodyFormat::Ndjson => read_ndjson(body, b),
-        BodyFormat::Json => read_json(body, b, spec.top_level),
+        BodyFormat::Csv => none(read_csv(body.strip_prefix(BOM).unwrap_or(body), b)),
+        BodyFormat::Ndjson => none(read_ndjson(body, b)),
+        BodyFormat::Json => none(read_json(body, b, spec.top_level)),
         BodyFormat::ZeekTsv => read_zeek(body, ZeekFormat::Tsv, &spec.zeek, b),
         BodyFormat::ZeekJson => read_zeek(body, ZeekFormat::Json, &spec.zeek, b),
     }
+}
+
+/// Reads a Zeek body chunk by chunk as it arrives into `b`: only the window state is kept.
+fn read_zeek_stream(
+    reader: &mut BodyReader,
+    format: ZeekFormat,
+    opts: &ZeekOptions,
+    b: &mut BatchBuilder,
+) -> Result<Rejects, RecordError> {
+    reader.skip_prefix(BOM);
+    let mut zeek = ZeekReader::new(format, opts);
+    while let Some(chunk) = reader.next_bytes() {
+        zeek.push(&chunk)?;
+    }
+    let (records, rejects) = zeek.finish()?;
+    read_windows(&records, opts.group_by, b)?;
+    Ok(rejects)
 }
 
 /// A UTF-8 byte order mark (Windows editors add one): not part of the first line.
@@ -93,16 +114,17 @@ pub fn read_slice(
     sink: Option<ChunkSink>,
 ) -> Result<Parsed, RecordError> {
     let mut b = spec.builder(sink);
-    fill(body, spec, &mut b)?;
-    finish(b)
+    let rejects = fill(body, spec, &mut b)?;
+    finish(b, rejects)
 }
 
 /// Body chunks in flight between the request task and the parser thread.
 const CHANNEL_CHUNKS: usize = 16;
 
-/// Reads a body as it arrives (decoded: see [`super::decoded`]) into a checked batch: CSV and NDJSON are parsed on a blocking
-/// thread while the body streams in; JSON and Zeek bodies are read whole first (Zeek aggregates
-/// across the whole log), then parsed on a blocking thread. Bodies over `max_body` bytes are a
+/// Reads a body as it arrives (decoded: see [`super::decoded`]) into a checked batch: CSV,
+/// NDJSON and Zeek logs are parsed on a blocking thread while the body streams in (a Zeek log
+/// into its window state, so the body is never held whole); JSON bodies are read whole first,
+/// then parsed on a blocking thread. Bodies over `max_body` bytes are a
 /// `BodyTooLarge` problem whatever they hold. `declared` (the announced length, 0 when unknown)
 /// sizes the buffer of a body read whole.
 ///
@@ -123,18 +145,27 @@ where
     F: FnOnce(Parsed) -> T + Send + 'static,
 {
     match spec.format {
-        BodyFormat::Csv | BodyFormat::Ndjson => {
+        BodyFormat::Csv | BodyFormat::Ndjson | BodyFormat::ZeekTsv | BodyFormat::ZeekJson => {
             let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
             let parser = tokio::task::spawn_blocking(move || {
                 let mut reader = BodyReader::new(rx);
                 let mut b = spec.builder(sink);
-                let parsed = if spec.format == BodyFormat::Csv {
-                    reader.skip_prefix(BOM);
-                    read_csv(&mut reader, &mut b)
-                } else {
-                    read_ndjson(io::BufReader::with_capacity(1 << 16, &mut reader), &mut b)
+                let none = |r: Result<(), RecordError>| r.map(|()| Rejects::default());
+                let parsed = match spec.format {
+                    BodyFormat::Csv => {
+                        reader.skip_prefix(BOM);
+                        none(read_csv(&mut reader, &mut b))
+                    }
+                    BodyFormat::Ndjson => none(read_ndjson(
+                        io::BufReader::with_capacity(1 << 16, &mut reader),
+                        &mut b,
+                    )),
+                    BodyFormat::ZeekTsv => {
+                        read_zeek_stream(&mut reader, ZeekFormat::Tsv, &spec.zeek, &mut b)
+                    }
+                    _ => read_zeek_stream(&mut reader, ZeekFormat::Json, &spec.zeek, &mut b),
                 };
-                let parsed = reader.settle(parsed.and_then(|()| finish(b)))?;
+                let parsed = reader.settle(parsed.and_then(|rejects| finish(b, rejects)))?;
                 Ok(then(parsed))
             });
             let mut total = 0usize;
@@ -157,15 +188,15 @@ where
             drop(tx);
             parser.await.map_err(lost)?
         }
-        BodyFormat::Json | BodyFormat::ZeekTsv | BodyFormat::ZeekJson => {
+        BodyFormat::Json => {
             // Sized from the declared length (already checked against the limit), so the body
             // is not copied again each time the buffer grows.
             let bytes = read_whole(body, declared, max_body).await?;
             tokio::task::spawn_blocking(move || {
                 let mut b = spec.builder(sink);
-                fill(&bytes, &spec, &mut b)?;
+                let rejects = fill(&bytes, &spec, &mut b)?;
                 drop(bytes);
-                Ok(then(finish(b)?))
+                Ok(then(finish(b, rejects)?))
             })
             .await
             .map_err(lost)?
@@ -226,6 +257,15 @@ impl BodyReader {
                 false
             }
         }
+    }
+
+    /// The next piece of the body as it came (what is left of the current chunk, else the
+    /// next chunk), or `None` at its end or when it failed.
+    pub fn next_bytes(&mut self) -> Option<Bytes> {
+        if self.current.is_empty() && !self.next_chunk() {
+            return None;
+        }
+        Some(std::mem::take(&mut self.current))
     }
 
     /// Drops `prefix` (a byte order mark) if the body starts with it, however it is chunked.
@@ -324,6 +364,103 @@ mod tests {
             _ => unreachable!(),
         };
         reader.settle(parsed.and_then(|()| b.finish()))
+    }
+
+    /// A Zeek body through the streaming reader in `chunk`-byte pieces, as `read_stream` reads it.
+    fn streamed_zeek(
+        format: BodyFormat,
+        body: &[u8],
+        chunk: usize,
+        zeek: ZeekOptions,
+    ) -> Result<Parsed, RecordError> {
+        let (tx, rx) = mpsc::channel(body.len() / chunk + 2);
+        for piece in body.chunks(chunk) {
+            tx.try_send(Ok(Bytes::copy_from_slice(piece))).unwrap();
+        }
+        drop(tx);
+        let mut reader = BodyReader::new(rx);
+        let spec = ReadSpec {
+            zeek,
+            ..ReadSpec::new(format, None, 100_000)
+        };
+        let mut b = spec.builder(None);
+        let zf = if format == BodyFormat::ZeekTsv {
+            ZeekFormat::Tsv
+        } else {
+            ZeekFormat::Json
+        };
+        let parsed = read_zeek_stream(&mut reader, zf, &spec.zeek, &mut b);
+        reader.settle(parsed.and_then(|rejects| finish(b, rejects)))
+    }
+
+    #[test]
+    fn zeek_bodies_stream_as_they_read_whole() {
+        use crate::records::zeek::{GroupBy, OnInvalid};
+        let sample = |name: &str| crate::records::zeek::tests::shared_sample(name);
+        let mut tsv = b"\xEF\xBB\xBF".to_vec();
+        tsv.extend(sample("conn.log"));
+        let mut json = sample("conn.json.log");
+        // A bad line in the middle: an error in reject mode, skipped in skip mode.
+        let cut = json.iter().position(|&b| b == b'\n').unwrap() + 1;
+        json.splice(cut..cut, b"{oops\n".iter().copied());
+        for (format, body) in [(BodyFormat::ZeekTsv, &tsv), (BodyFormat::ZeekJson, &json)] {
+            for on_invalid in [OnInvalid::Reject, OnInvalid::Skip] {
+                let zeek = ZeekOptions {
+                    window: "5m".parse().unwrap(),
+                    group_by: GroupBy::OrigHost,
+                    on_invalid,
+                };
+                let spec = ReadSpec {
+                    zeek,
+                    ..ReadSpec::new(format, None, 100_000)
+                };
+                let whole = read_slice(body, &spec, None);
+                for chunk in [1, 3, 100, 1 << 16] {
+                    let got = streamed_zeek(format, body, chunk, zeek);
+                    match (&whole, &got) {
+                        (Ok(a), Ok(b)) => {
+                            assert_eq!(a.batch, b.batch, "{format:?} {chunk}");
+                            assert_eq!(a.rejects, b.rejects);
+                        }
+                        (Err(a), Err(b)) => assert_eq!(a, b),
+                        _ => panic!("{format:?} {on_invalid:?} {chunk}: differ"),
+                    }
+                }
+                let skipped = whole.as_ref().map(|p| p.rejects.total).unwrap_or(0);
+                match (format, on_invalid) {
+                    (BodyFormat::ZeekJson, OnInvalid::Reject) => {
+                        assert!(
+                            whole
+                                .as_ref()
+                                .err()
+                                .unwrap()
+                                .detail
+                                .starts_with("line 2: invalid JSON")
+                        );
+                    }
+                    (BodyFormat::ZeekJson, OnInvalid::Skip) => {
+                        assert_eq!(skipped, 1);
+                        assert_eq!(whole.as_ref().unwrap().rejects.first[0].line, 2);
+                    }
+                    _ => assert_eq!(skipped, 0),
+                }
+            }
+        }
+        // A body that fails to arrive wins over the bad line the parser stopped at.
+        let (tx, rx) = mpsc::channel(4);
+        tx.try_send(Ok(Bytes::from_static(b"{oops\n"))).unwrap();
+        tx.try_send(Err(RecordError::body_too_large())).unwrap();
+        drop(tx);
+        let mut reader = BodyReader::new(rx);
+        let mut b = ReadSpec::new(BodyFormat::ZeekJson, None, 5).builder(None);
+        let parsed = read_zeek_stream(
+            &mut reader,
+            ZeekFormat::Json,
+            &ZeekOptions::default(),
+            &mut b,
+        );
+        let err = reader.settle(parsed).unwrap_err();
+        assert_eq!(err.kind, super::super::RecordErrorKind::BodyTooLarge);
     }
 
     /// The body read whole, as fit and evaluate read it.

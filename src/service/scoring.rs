@@ -15,6 +15,7 @@ use crate::detector::explain::FeatureContribution;
 use crate::detector::model::{BatchSummary, Model};
 use crate::detector::{Matrix, SEQUENTIAL_RECORDS};
 use crate::records::read::BodyChunk;
+use crate::records::zeek::Rejects;
 use crate::records::{
     Batch, BodyFormat, ChunkSink, EchoFields, Parsed, ReadSpec, ZeekOptions, read_stream,
 };
@@ -122,6 +123,8 @@ pub struct ScoreOutcome<R> {
     /// The alert the batch raised, already stored with its deliveries.
     pub alert: Option<Alert>,
     pub rendered: R,
+    /// The Zeek lines skipped (only with `on_invalid: skip`).
+    pub rejects: Rejects,
 }
 
 /// Scores a body with the detector's active model. `render` runs on the parser's blocking thread right
@@ -159,7 +162,11 @@ where
         spec,
         Some(sink),
         move |parsed| {
-            let Parsed { mut batch, sunk } = parsed;
+            let Parsed {
+                mut batch,
+                sunk,
+                rejects,
+            } = parsed;
             let scores = chunks.finish(&batch, sunk);
             let scored = scored_batch(&model, &batch, scores, command.explain, rule.explain_top_k);
             let alert = alert_for(&model, &batch, &scored, &rule).map(|a| Alert { detector, ..a });
@@ -172,6 +179,7 @@ where
                 scored,
                 alert,
                 rendered,
+                rejects,
             };
             (outcome, chart)
         },

@@ -38,23 +38,30 @@
 //! client can find it with `sed -n Np`. Timestamps must lie between 1970 and 9999: Zeek's `ts` is
 //! Unix time, an earlier one means a broken clock, and the window start must be RFC 3339 text.
 
-use std::collections::{BTreeMap, HashSet};
+use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{Map, Value};
 
 use super::builder::{BatchBuilder, CellRef};
 use super::error::{RecordError, RecordErrorKind, check_count};
+
+pub mod aggregate;
+pub mod line;
+#[cfg(test)]
+mod oracle;
+
+pub use aggregate::{Aggregator, Interner, ZeekReader};
+pub use line::{ConnLine, LineError, LineParser, LineSplitter, TsvHeader};
 
 /// Shortest and longest window: a second has too few connections to mean anything below it, and
 /// past a week a batch holds too few records to score.
 const MIN_WINDOW_SECS: u64 = 1;
 const MAX_WINDOW_SECS: u64 = 7 * 86_400;
 /// 10000-01-01T00:00:00Z: RFC 3339 years have four digits.
-const MAX_TS_SECS: i64 = 253_402_300_800;
+pub(crate) const MAX_TS_SECS: i64 = 253_402_300_800;
 
 /// The length of an aggregation window, 1s to 7d. Parses `30s`, `5m`, `90m`, `1h`, `1d`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -175,6 +182,8 @@ impl fmt::Display for GroupBy {
 pub struct ZeekOptions {
     pub window: Window,
     pub group_by: GroupBy,
+    /// What a line that cannot be read does to the body.
+    pub on_invalid: OnInvalid,
 }
 
 impl ZeekOptions {
@@ -183,6 +192,7 @@ impl ZeekOptions {
         Ok(Self {
             window: window.map(str::parse).transpose()?.unwrap_or_default(),
             group_by: group_by.map(str::parse).transpose()?.unwrap_or_default(),
+            on_invalid: OnInvalid::Reject,
         })
     }
 }
@@ -238,7 +248,7 @@ impl ZeekError {
         }
     }
 
-    fn line_error(line: usize, message: impl Into<String>) -> Self {
+    pub(crate) fn line_error(line: usize, message: impl Into<String>) -> Self {
         Self::Line {
             line,
             field: None,
@@ -246,7 +256,7 @@ impl ZeekError {
         }
     }
 
-    fn field_error(line: usize, field: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn field_error(line: usize, field: &str, message: impl Into<String>) -> Self {
         Self::Line {
             line,
             field: Some(field.to_string()),
@@ -279,406 +289,133 @@ pub struct WindowRecord {
     pub active_sessions: f64,
 }
 
-/// Reads every connection of a conn log; a bad line is an error naming it.
+/// What to do with a data line that cannot be read.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum OnInvalid {
+    /// The first bad line is an error for the whole body (what `score` does by default).
+    #[default]
+    Reject,
+    /// A bad line is counted and reported ([`Rejects`]); the good lines are read. Header problems
+    /// (`#fields` without a required field, another log's `#path`, a bad `#separator`) still end
+    /// the body: the lines after them cannot be read as meant.
+    Skip,
+}
+
+impl FromStr for OnInvalid {
+    type Err = ZeekError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "reject" => Ok(Self::Reject),
+            "skip" => Ok(Self::Skip),
+            other => Err(ZeekError::InvalidOption {
+                name: "on_invalid",
+                message: format!("on_invalid {other:?} is not one of reject, skip"),
+            }),
+        }
+    }
+}
+
+/// How many skipped lines are reported one by one; the rest are only counted.
+pub const REJECTS_KEPT: usize = 100;
+
+/// A line skipped: its 1-based number in the body and why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Reject {
+    pub line: usize,
+    pub reason: String,
+    /// The Zeek field at fault, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+/// The lines skipped in a body: the first [`REJECTS_KEPT`] of them, and how many in all.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Rejects {
+    pub total: usize,
+    pub first: Vec<Reject>,
+}
+
+impl Rejects {
+    pub fn add(&mut self, e: ZeekError) {
+        self.total += 1;
+        if self.first.len() < REJECTS_KEPT {
+            let line = e.line().unwrap_or(0);
+            let field = e.field().map(str::to_string);
+            let reason = match e {
+                ZeekError::Line { message, .. } => message,
+                other => other.to_string(),
+            };
+            self.first.push(Reject {
+                line,
+                reason,
+                field,
+            });
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+}
+
+/// Reads every connection of a conn log; a bad line is an error naming it. (The service reads
+/// logs with [`ZeekReader`], which keeps no connection; this is for tools and tests.)
 pub fn parse_conn_log(body: &[u8], format: ZeekFormat) -> Result<Vec<Conn>, ZeekError> {
-    // A UTF-8 byte order mark (Windows editors add one) is not part of the first line.
-    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    let conns = match format {
-        ZeekFormat::Tsv => parse_tsv(body)?,
-        ZeekFormat::Json => parse_json(body)?,
+    let body = body.strip_prefix(line::BOM).unwrap_or(body);
+    let mut parser = LineParser::new(format);
+    let mut conns = Vec::new();
+    let mut keep = |no: usize, text: &[u8]| -> Result<(), ZeekError> {
+        if let Some(c) = parser.line(no, text).map_err(LineError::into_inner)? {
+            conns.push(Conn {
+                ts: c.ts,
+                orig_h: c.orig_h.into_owned(),
+                resp_h: c.resp_h.into_owned(),
+                resp_p: c.resp_p,
+                orig_bytes: c.orig_bytes,
+                resp_bytes: c.resp_bytes,
+            });
+        }
+        Ok(())
     };
+    let mut lines = LineSplitter::new();
+    lines.push(body, &mut keep)?;
+    lines.finish(&mut keep)?;
     if conns.is_empty() {
         return Err(ZeekError::NoConnections);
     }
     Ok(conns)
 }
 
-/// Lines with their 1-based numbers, without the line break (`\n` or `\r\n`).
-fn lines(body: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
-    body.split(|&b| b == b'\n')
-        .enumerate()
-        .map(|(i, line)| (i + 1, line.strip_suffix(b"\r").unwrap_or(line)))
-}
-
-fn utf8(no: usize, line: &[u8]) -> Result<&str, ZeekError> {
-    std::str::from_utf8(line).map_err(|e| {
-        ZeekError::line_error(
-            no,
-            format!(
-                "not valid UTF-8 (at byte {}); Zeek escapes other bytes as \\xHH",
-                e.valid_up_to()
-            ),
-        )
-    })
-}
-
-/// Where the fields aggregation needs sit in a TSV line, from the latest `#fields` header.
-struct Columns {
-    count: usize,
-    ts: usize,
-    orig_h: usize,
-    resp_h: usize,
-    resp_p: usize,
-    orig_bytes: Option<usize>,
-    resp_bytes: Option<usize>,
-}
-
-impl Columns {
-    fn from_header<'a>(no: usize, names: impl Iterator<Item = &'a str>) -> Result<Self, ZeekError> {
-        let names: Vec<&str> = names.collect();
-        let find = |name: &str| names.iter().position(|n| *n == name);
-        let need = |name: &str| {
-            find(name).ok_or_else(|| ZeekError::MissingField {
-                line: no,
-                field: name.to_string(),
-            })
-        };
-        Ok(Self {
-            count: names.len(),
-            ts: need("ts")?,
-            orig_h: need("id.orig_h")?,
-            resp_h: need("id.resp_h")?,
-            resp_p: need("id.resp_p")?,
-            orig_bytes: find("orig_bytes"),
-            resp_bytes: find("resp_bytes"),
-        })
-    }
-}
-
-/// Decodes the `\xHH` escapes Zeek writes in `#separator` (and nothing else there).
-fn unescape(no: usize, text: &str) -> Result<String, ZeekError> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' && bytes.get(i + 1) == Some(&b'x') {
-            let hex = bytes
-                .get(i + 2..i + 4)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| {
-                    ZeekError::line_error(no, format!("bad \\x escape in #separator {text:?}"))
-                })?;
-            out.push(hex);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out)
-        .map_err(|_| ZeekError::line_error(no, "the #separator is not valid UTF-8"))
-}
-
-fn parse_tsv(body: &[u8]) -> Result<Vec<Conn>, ZeekError> {
-    // Zeek's defaults, used until the header says otherwise.
-    let mut sep = String::from("\t");
-    let mut unset = String::from("-");
-    let mut empty = String::from("(empty)");
-    let mut columns: Option<Columns> = None;
-    let mut conns = Vec::new();
-    for (no, raw) in lines(body) {
-        if raw.is_empty() {
-            continue;
-        }
-        let line = utf8(no, raw)?;
-        if let Some(directive) = line.strip_prefix('#') {
-            // `#separator` is written with a space, since the separator is not known yet.
-            if let Some(value) = directive.strip_prefix("separator") {
-                let value = unescape(no, value.trim_start_matches([' ', '\t']))?;
-                if value.is_empty() {
-                    return Err(ZeekError::line_error(no, "the #separator is empty"));
-                }
-                sep = value;
-                continue;
-            }
-            let mut parts = directive.split(sep.as_str());
-            let name = parts.next().unwrap_or("");
-            match name {
-                "fields" => columns = Some(Columns::from_header(no, parts)?),
-                "unset_field" => unset = parts.next().unwrap_or("").to_string(),
-                "empty_field" => empty = parts.next().unwrap_or("").to_string(),
-                "path" => {
-                    let path = parts.next().unwrap_or("");
-                    // A dns.log also has ts and id.*: counting its queries as connections would
-                    // silently give wrong records.
-                    if !path.starts_with("conn") {
-                        return Err(ZeekError::line_error(
-                            no,
-                            format!("this is a {path:?} log; send a conn log"),
-                        ));
-                    }
-                }
-                // #open, #close, #types, #set_separator and comments carry nothing we need.
-                _ => {}
-            }
-            continue;
-        }
-        let Some(cols) = &columns else {
-            return Err(ZeekError::line_error(
-                no,
-                "a data line before the #fields header; send the log with its # header lines (zeek-cut -c keeps them)",
-            ));
-        };
-        let values: Vec<&str> = line.split(sep.as_str()).collect();
-        if values.len() != cols.count {
-            return Err(ZeekError::line_error(
-                no,
-                format!("{} fields, but #fields names {}", values.len(), cols.count),
-            ));
-        }
-        let set =
-            |i: usize| Some(values[i]).filter(|v| *v != unset && *v != empty && !v.is_empty());
-        let ts_text =
-            set(cols.ts).ok_or_else(|| ZeekError::field_error(no, "ts", "ts is unset"))?;
-        let count = |col: Option<usize>, name: &str| match col.and_then(set) {
-            None => Ok(0),
-            Some(v) => parse_count_text(no, name, v),
-        };
-        conns.push(Conn {
-            ts: parse_ts_text(no, ts_text)?,
-            orig_h: host(no, "id.orig_h", set(cols.orig_h))?,
-            resp_h: host(no, "id.resp_h", set(cols.resp_h))?,
-            resp_p: port_text(no, set(cols.resp_p))?,
-            orig_bytes: count(cols.orig_bytes, "orig_bytes")?,
-            resp_bytes: count(cols.resp_bytes, "resp_bytes")?,
-        });
-    }
-    Ok(conns)
-}
-
-fn host(no: usize, name: &str, value: Option<&str>) -> Result<String, ZeekError> {
-    value
-        .map(str::to_string)
-        .ok_or_else(|| ZeekError::field_error(no, name, format!("{name} is unset")))
-}
-
-fn port_text(no: usize, value: Option<&str>) -> Result<u16, ZeekError> {
-    let value =
-        value.ok_or_else(|| ZeekError::field_error(no, "id.resp_p", "id.resp_p is unset"))?;
-    value.parse().map_err(|_| {
-        ZeekError::field_error(
-            no,
-            "id.resp_p",
-            format!("id.resp_p {value:?} is not a port (0 to 65535)"),
-        )
-    })
-}
-
-fn parse_count_text(no: usize, name: &str, value: &str) -> Result<u64, ZeekError> {
-    value.parse().map_err(|_| {
-        let why = if value.starts_with('-') {
-            "is negative"
-        } else {
-            "is not a whole number of bytes"
-        };
-        ZeekError::field_error(no, name, format!("{name} {value:?} {why}"))
-    })
-}
-
-/// Zeek's `time`: epoch seconds with a fraction, or (from `json.timestamps`) ISO 8601 text.
-fn parse_ts_text(no: usize, text: &str) -> Result<DateTime<Utc>, ZeekError> {
-    if let Ok(secs) = text.parse::<f64>() {
-        return ts_from_epoch(no, secs);
-    }
-    let parsed = DateTime::parse_from_rfc3339(text).map_err(|_| {
-        ZeekError::field_error(
-            no,
-            "ts",
-            format!("ts {text:?} is neither epoch seconds nor an ISO 8601 time"),
-        )
-    })?;
-    ts_in_range(no, parsed.with_timezone(&Utc))
-}
-
-fn ts_from_epoch(no: usize, secs: f64) -> Result<DateTime<Utc>, ZeekError> {
-    let out_of_range = || {
-        ZeekError::field_error(
-            no,
-            "ts",
-            format!("ts {secs} is not a time between 1970 and 9999"),
-        )
-    };
-    if !secs.is_finite() || secs < 0.0 || secs >= MAX_TS_SECS as f64 {
-        return Err(out_of_range());
-    }
-    let whole = secs.floor();
-    // Zeek writes microseconds; rounding to them undoes the binary fraction's error.
-    let mut micros = ((secs - whole) * 1e6).round() as i64;
-    let mut whole = whole as i64;
-    if micros >= 1_000_000 {
-        whole += 1;
-        micros -= 1_000_000;
-    }
-    let ts = DateTime::from_timestamp(whole, (micros * 1_000) as u32).ok_or_else(out_of_range)?;
-    ts_in_range(no, ts)
-}
-
-fn ts_in_range(no: usize, ts: DateTime<Utc>) -> Result<DateTime<Utc>, ZeekError> {
-    if ts.timestamp() < 0 || ts.timestamp() >= MAX_TS_SECS {
-        return Err(ZeekError::field_error(
-            no,
-            "ts",
-            format!("ts {} is not a time between 1970 and 9999", ts.to_rfc3339()),
-        ));
-    }
-    Ok(ts)
-}
-
-fn parse_json(body: &[u8]) -> Result<Vec<Conn>, ZeekError> {
-    let mut conns = Vec::new();
-    for (no, line) in lines(body) {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let value: Value = super::json::from_slice(line).map_err(|e| {
-            let e = super::json::message(&e);
-            ZeekError::line_error(no, format!("invalid JSON: {e}"))
-        })?;
-        let Value::Object(map) = value else {
-            return Err(ZeekError::line_error(no, "not a JSON object"));
-        };
-        conns.push(json_conn(no, &map)?);
-    }
-    Ok(conns)
-}
-
-/// A field by Zeek's flat name (`id.orig_h`), or nested (`{"id": {"orig_h": ..}}`) as some
-/// shippers rewrite it.
-fn json_field<'a>(map: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
-    if let Some(v) = map.get(name) {
-        return Some(v);
-    }
-    let (outer, inner) = name.split_once('.')?;
-    map.get(outer)?.as_object()?.get(inner)
-}
-
-fn json_conn(no: usize, map: &Map<String, Value>) -> Result<Conn, ZeekError> {
-    let ts = match json_field(map, "ts") {
-        Some(Value::Number(n)) => ts_from_epoch(no, n.as_f64().unwrap_or(f64::NAN))?,
-        Some(Value::String(s)) => parse_ts_text(no, s)?,
-        Some(Value::Null) | None => return Err(ZeekError::field_error(no, "ts", "ts is missing")),
-        Some(_) => {
-            return Err(ZeekError::field_error(
-                no,
-                "ts",
-                "ts must be epoch seconds or an ISO 8601 string",
-            ));
-        }
-    };
-    let text = |name: &str| match json_field(map, name) {
-        Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
-        Some(Value::Null) | None => Err(ZeekError::field_error(
-            no,
-            name,
-            format!("{name} is missing"),
-        )),
-        Some(_) => Err(ZeekError::field_error(
-            no,
-            name,
-            format!("{name} must be a non-empty string"),
-        )),
-    };
-    // In the order Zeek writes them, so the first missing field is the one reported.
-    let orig_h = text("id.orig_h")?;
-    let resp_h = text("id.resp_h")?;
-    let resp_p = match json_field(map, "id.resp_p") {
-        Some(Value::Number(n)) => n.as_u64().and_then(|p| u16::try_from(p).ok()),
-        Some(Value::Null) | None => {
-            return Err(ZeekError::field_error(
-                no,
-                "id.resp_p",
-                "id.resp_p is missing",
-            ));
-        }
-        Some(_) => None,
-    }
-    .ok_or_else(|| {
-        ZeekError::field_error(no, "id.resp_p", "id.resp_p is not a port (0 to 65535)")
-    })?;
-    Ok(Conn {
-        ts,
-        orig_h,
-        resp_h,
-        resp_p,
-        orig_bytes: json_count(no, map, "orig_bytes")?,
-        resp_bytes: json_count(no, map, "resp_bytes")?,
-    })
-}
-
-/// A byte count: absent or null (Zeek's JSON writer omits unset fields) is 0.
-fn json_count(no: usize, map: &Map<String, Value>, name: &str) -> Result<u64, ZeekError> {
-    let n = match json_field(map, name) {
-        None | Some(Value::Null) => return Ok(0),
-        Some(Value::Number(n)) => n,
-        Some(_) => {
-            return Err(ZeekError::field_error(
-                no,
-                name,
-                format!("{name} must be a number"),
-            ));
-        }
-    };
-    if let Some(v) = n.as_u64() {
-        return Ok(v);
-    }
-    // Shippers that pass logs through floats write 601.0; a whole float is still a count.
-    match n.as_f64() {
-        Some(v) if v < 0.0 => Err(ZeekError::field_error(
-            no,
-            name,
-            format!("{name} {n} is negative"),
-        )),
-        Some(v) if v.is_finite() && v.fract() == 0.0 && v <= u64::MAX as f64 => Ok(v as u64),
-        _ => Err(ZeekError::field_error(
-            no,
-            name,
-            format!("{name} {n} is not a whole number of bytes"),
-        )),
-    }
-}
-
-#[derive(Default)]
-struct Accumulator<'a> {
-    // u128: a window may sum many u64-sized counts without overflowing.
-    sent: u128,
-    received: u128,
-    connections: u64,
-    sessions: HashSet<(&'a str, &'a str, u16)>,
-}
-
 /// Buckets connections into windows (and entities); see the module doc for what each field means.
 pub fn aggregate(conns: &[Conn], opts: &ZeekOptions) -> Vec<WindowRecord> {
-    let window = opts.window.secs();
-    let mut buckets: BTreeMap<(i64, Option<&str>), Accumulator<'_>> = BTreeMap::new();
+    let mut agg = Aggregator::new(opts);
     for c in conns {
-        let start = c.ts.timestamp().div_euclid(window) * window;
-        let entity = match opts.group_by {
-            GroupBy::None => None,
-            GroupBy::OrigHost => Some(c.orig_h.as_str()),
-            GroupBy::RespHost => Some(c.resp_h.as_str()),
-        };
-        let acc = buckets.entry((start, entity)).or_default();
-        acc.sent += u128::from(c.orig_bytes);
-        acc.received += u128::from(c.resp_bytes);
-        acc.connections += 1;
-        acc.sessions
-            .insert((c.orig_h.as_str(), c.resp_h.as_str(), c.resp_p));
+        agg.add(&ConnLine {
+            ts: c.ts,
+            uid: None,
+            orig_h: Cow::Borrowed(&c.orig_h),
+            resp_h: Cow::Borrowed(&c.resp_h),
+            resp_p: c.resp_p,
+            orig_bytes: c.orig_bytes,
+            resp_bytes: c.resp_bytes,
+        });
     }
-    buckets
-        .into_iter()
-        .filter_map(|((start, entity), acc)| {
-            // Starts come from valid timestamps floored toward 1970, so they are valid too.
-            Some(WindowRecord {
-                timestamp: DateTime::from_timestamp(start, 0)?,
-                entity: entity.map(str::to_string),
-                bytes_sent: acc.sent as f64,
-                bytes_received: acc.received as f64,
-                connections: acc.connections as f64,
-                active_sessions: acc.sessions.len() as f64,
-            })
-        })
-        .collect()
+    agg.into_records()
+}
+
+/// The window records of a whole conn log, and the lines skipped (with `on_invalid: skip`).
+pub fn window_records(
+    body: &[u8],
+    format: ZeekFormat,
+    opts: &ZeekOptions,
+) -> Result<(Vec<WindowRecord>, Rejects), ZeekError> {
+    let mut reader = ZeekReader::new(format, opts);
+    reader.push(body.strip_prefix(line::BOM).unwrap_or(body))?;
+    reader.finish()
 }
 
 /// The features of a window record, in this order.
@@ -706,28 +443,36 @@ impl WindowRecord {
     }
 }
 
-/// Parses and aggregates a conn log, then reads its window records into `b` as records with
-/// fields `timestamp` (RFC 3339 window start), `entity` (only when grouped) and the
-/// [`WINDOW_FEATURES`]. `b`'s record limit bounds the window records, not the connections: the
-/// body size limit bounds those.
+/// Parses and aggregates a conn log, then reads its window records into `b` ([`read_windows`]);
+/// hands back the lines skipped (only with `on_invalid: skip`).
 pub fn read_zeek(
     body: &[u8],
     format: ZeekFormat,
     opts: &ZeekOptions,
     b: &mut BatchBuilder,
+) -> Result<Rejects, RecordError> {
+    let (records, rejects) = window_records(body, format, opts)?;
+    read_windows(&records, opts.group_by, b)?;
+    Ok(rejects)
+}
+
+/// Reads window records into `b` as records with fields `timestamp` (RFC 3339 window start),
+/// `entity` (only when grouped) and the [`WINDOW_FEATURES`]. `b`'s record limit bounds the window
+/// records, not the connections: the body size limit bounds those.
+pub fn read_windows(
+    records: &[WindowRecord],
+    group_by: GroupBy,
+    b: &mut BatchBuilder,
 ) -> Result<(), RecordError> {
-    let conns = parse_conn_log(body, format)?;
-    let records = aggregate(&conns, opts);
-    drop(conns);
     check_count(records.len(), b.max_records())?;
-    let grouped = opts.group_by != GroupBy::None;
+    let grouped = group_by != GroupBy::None;
     let mut names = vec!["timestamp".to_string()];
     if grouped {
         names.push("entity".to_string());
     }
     names.extend(WINDOW_FEATURES.map(String::from));
     let roles = b.header_roles(&names);
-    for r in &records {
+    for r in records {
         b.start_record();
         let start = r.start_text();
         b.field(roles[0], CellRef::Text(&start));
@@ -773,8 +518,21 @@ impl From<ZeekError> for RecordError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// A real sample from `shared/data/zeek`, found above the checkout (worktrees sit at other
+    /// depths than the main checkout).
+    pub(crate) fn shared_sample(name: &str) -> Vec<u8> {
+        let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+        let path = manifest
+            .ancestors()
+            .skip(1)
+            .map(|dir| dir.join("shared/data/zeek").join(name))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| panic!("shared/data/zeek/{name} not found"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
 
     const HEADER: &str = "#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n#path\tconn\n#fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\torig_bytes\tresp_bytes\n#types\ttime\tstring\taddr\tport\taddr\tport\tcount\tcount\n";
 
@@ -993,6 +751,7 @@ mod tests {
             &ZeekOptions {
                 window: Window::default(),
                 group_by: GroupBy::OrigHost,
+                ..ZeekOptions::default()
             },
         );
         assert_eq!(recs.len(), 2);
@@ -1089,6 +848,7 @@ mod tests {
         let opts = ZeekOptions {
             window: "30m".parse().unwrap(),
             group_by: GroupBy::OrigHost,
+            ..ZeekOptions::default()
         };
         let grouped = window_batch(&body, &opts);
         assert_eq!(grouped.len(), 2);

@@ -1,0 +1,1007 @@
+//! One conn log line at a time: a body cut into lines as its chunks arrive ([`LineSplitter`]),
+//! and each line read into a [`ConnLine`] that borrows its text ([`LineParser`]), so the hot path
+//! allocates nothing per line.
+//!
+//! The TSV header (`#separator`, `#fields`, ...) is state the parser carries from line to line,
+//! and across bodies when a pipeline ships one log in several requests ([`TsvHeader`] is
+//! serialisable for that). A Zeek JSON line is read with sonic-rs through a typed visitor that asks
+//! the deserializer for exactly what a `serde_json::Value` would (so syntax errors, their wording
+//! and positions are the same as reading the line into a `Value`), but keeps only the fields a
+//! window needs, borrowed.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize as DeriveDeserialize, Serialize};
+use serde_json::Number;
+
+use super::{MAX_TS_SECS, ZeekError, ZeekFormat};
+
+/// A UTF-8 byte order mark (Windows editors add one): not part of the first line.
+pub(crate) const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// One connection, borrowing the text of its line where it can.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConnLine<'a> {
+    pub ts: DateTime<Utc>,
+    /// Zeek's connection id, when the line has one.
+    pub uid: Option<Cow<'a, str>>,
+    pub orig_h: Cow<'a, str>,
+    pub resp_h: Cow<'a, str>,
+    pub resp_p: u16,
+    pub orig_bytes: u64,
+    pub resp_bytes: u64,
+}
+
+/// A line that could not be read. A header problem ends the body whatever `on_invalid` says (the
+/// lines after it cannot be read as meant); a data line's problem may be skipped.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LineError {
+    Header(ZeekError),
+    Data(ZeekError),
+}
+
+impl LineError {
+    pub fn into_inner(self) -> ZeekError {
+        match self {
+            Self::Header(e) | Self::Data(e) => e,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lines out of chunks
+
+/// Cuts a body into numbered lines as its chunks arrive, carrying a partial last line over to
+/// the next chunk. Lines are given without their break (`\n` or `\r\n`) and numbered from 1, as
+/// `body.split(b'\n')` would number them: the text after the last break is a line too.
+#[derive(Debug, Default)]
+pub struct LineSplitter {
+    carry: Vec<u8>,
+    /// Lines handed out so far.
+    line: usize,
+}
+
+impl LineSplitter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The number of the last line handed out.
+    pub fn lines(&self) -> usize {
+        self.line
+    }
+
+    /// Hands every line `chunk` completes to `f` with its number; stops at `f`'s first error.
+    pub fn push<E>(
+        &mut self,
+        mut chunk: &[u8],
+        f: &mut impl FnMut(usize, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if !self.carry.is_empty() {
+            match memchr::memchr(b'\n', chunk) {
+                None => {
+                    self.carry.extend_from_slice(chunk);
+                    return Ok(());
+                }
+                Some(end) => {
+                    self.carry.extend_from_slice(&chunk[..end]);
+                    chunk = &chunk[end + 1..];
+                    let carried = std::mem::take(&mut self.carry);
+                    self.line += 1;
+                    let done = f(self.line, strip_cr(&carried));
+                    // Keep the buffer's capacity for the next partial line.
+                    self.carry = carried;
+                    self.carry.clear();
+                    done?;
+                }
+            }
+        }
+        let mut start = 0;
+        for end in memchr::memchr_iter(b'\n', chunk) {
+            self.line += 1;
+            f(self.line, strip_cr(&chunk[start..end]))?;
+            start = end + 1;
+        }
+        self.carry.extend_from_slice(&chunk[start..]);
+        Ok(())
+    }
+
+    /// Hands the text after the last line break (possibly empty) to `f` as the last line.
+    pub fn finish<E>(
+        &mut self,
+        f: &mut impl FnMut(usize, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let last = std::mem::take(&mut self.carry);
+        self.line += 1;
+        f(self.line, strip_cr(&last))
+    }
+}
+
+fn strip_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lines into connections
+
+/// Reads conn log lines of one format, keeping the TSV header from line to line.
+#[derive(Debug, Clone)]
+pub struct LineParser {
+    format: ZeekFormat,
+    tsv: TsvHeader,
+    /// Where each value of the current TSV line starts and ends (reused from line to line).
+    spans: Vec<(usize, usize)>,
+}
+
+impl LineParser {
+    pub fn new(format: ZeekFormat) -> Self {
+        Self::with_header(format, TsvHeader::default())
+    }
+
+    /// A parser that goes on from a header read before (in an earlier body of the same log).
+    pub fn with_header(format: ZeekFormat, tsv: TsvHeader) -> Self {
+        Self {
+            format,
+            tsv,
+            spans: Vec::new(),
+        }
+    }
+
+    /// The TSV header as read so far.
+    pub fn header(&self) -> &TsvHeader {
+        &self.tsv
+    }
+
+    pub fn into_header(self) -> TsvHeader {
+        self.tsv
+    }
+
+    /// The connection on line `no`, or `None` for a blank or header line.
+    pub fn line<'a>(
+        &mut self,
+        no: usize,
+        raw: &'a [u8],
+    ) -> Result<Option<ConnLine<'a>>, LineError> {
+        match self.format {
+            ZeekFormat::Tsv => self.tsv_line(no, raw),
+            ZeekFormat::Json => json_line(no, raw).map_err(LineError::Data),
+        }
+    }
+
+    fn tsv_line<'a>(
+        &mut self,
+        no: usize,
+        raw: &'a [u8],
+    ) -> Result<Option<ConnLine<'a>>, LineError> {
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        if raw[0] == b'#' {
+            let line = utf8(no, raw).map_err(LineError::Header)?;
+            self.tsv
+                .directive(no, &line[1..])
+                .map_err(LineError::Header)?;
+            return Ok(None);
+        }
+        let line = utf8(no, raw).map_err(LineError::Data)?;
+        self.tsv_conn(no, line).map(Some).map_err(LineError::Data)
+    }
+
+    fn tsv_conn<'a>(&mut self, no: usize, line: &'a str) -> Result<ConnLine<'a>, ZeekError> {
+        let h = &self.tsv;
+        let Some(cols) = &h.columns else {
+            return Err(ZeekError::line_error(
+                no,
+                "a data line before the #fields header; send the log with its # header lines (zeek-cut -c keeps them)",
+            ));
+        };
+        self.spans.clear();
+        let sep = h.sep.as_bytes();
+        if let [byte] = sep {
+            let mut start = 0;
+            for end in memchr::memchr_iter(*byte, line.as_bytes()) {
+                self.spans.push((start, end));
+                start = end + 1;
+            }
+            self.spans.push((start, line.len()));
+        } else {
+            let mut start = 0;
+            for (at, _) in line.match_indices(h.sep.as_str()) {
+                self.spans.push((start, at));
+                start = at + sep.len();
+            }
+            self.spans.push((start, line.len()));
+        }
+        if self.spans.len() != cols.count {
+            return Err(ZeekError::line_error(
+                no,
+                format!(
+                    "{} fields, but #fields names {}",
+                    self.spans.len(),
+                    cols.count
+                ),
+            ));
+        }
+        let spans = &self.spans;
+        let set = |i: usize| {
+            let (a, b) = spans[i];
+            let v = &line[a..b];
+            Some(v).filter(|v| *v != h.unset && *v != h.empty && !v.is_empty())
+        };
+        let ts_text =
+            set(cols.ts).ok_or_else(|| ZeekError::field_error(no, "ts", "ts is unset"))?;
+        let count = |col: Option<usize>, name: &str| match col.and_then(set) {
+            None => Ok(0),
+            Some(v) => parse_count_text(no, name, v),
+        };
+        Ok(ConnLine {
+            ts: parse_ts_text(no, ts_text)?,
+            orig_h: host(no, "id.orig_h", set(cols.orig_h))?,
+            resp_h: host(no, "id.resp_h", set(cols.resp_h))?,
+            resp_p: port_text(no, set(cols.resp_p))?,
+            orig_bytes: count(cols.orig_bytes, "orig_bytes")?,
+            resp_bytes: count(cols.resp_bytes, "resp_bytes")?,
+            uid: cols.uid.and_then(set).map(Cow::Borrowed),
+        })
+    }
+}
+
+/// What the TSV header lines said so far: separator, unset and empty markers, and the fields.
+#[derive(Debug, Clone, PartialEq, Serialize, DeriveDeserialize)]
+#[serde(from = "HeaderText", into = "HeaderText")]
+pub struct TsvHeader {
+    sep: String,
+    unset: String,
+    empty: String,
+    /// The names of the latest `#fields` line, and where the needed ones sit.
+    fields: Option<Vec<String>>,
+    columns: Option<Columns>,
+}
+
+impl Default for TsvHeader {
+    /// Zeek's defaults, used until the header says otherwise.
+    fn default() -> Self {
+        Self {
+            sep: "\t".into(),
+            unset: "-".into(),
+            empty: "(empty)".into(),
+            fields: None,
+            columns: None,
+        }
+    }
+}
+
+/// The header as it is kept: its text only (the columns are found again when read back).
+#[derive(Serialize, DeriveDeserialize)]
+struct HeaderText {
+    sep: String,
+    unset: String,
+    empty: String,
+    fields: Option<Vec<String>>,
+}
+
+impl From<TsvHeader> for HeaderText {
+    fn from(h: TsvHeader) -> Self {
+        Self {
+            sep: h.sep,
+            unset: h.unset,
+            empty: h.empty,
+            fields: h.fields,
+        }
+    }
+}
+
+impl From<HeaderText> for TsvHeader {
+    fn from(h: HeaderText) -> Self {
+        // Fields kept were checked when read; a kept list that lacks one reads as no header.
+        let columns = h
+            .fields
+            .as_ref()
+            .and_then(|names| Columns::from_header(0, names.iter().map(String::as_str)).ok());
+        Self {
+            sep: h.sep,
+            unset: h.unset,
+            empty: h.empty,
+            fields: h.fields.filter(|_| columns.is_some()),
+            columns,
+        }
+    }
+}
+
+impl TsvHeader {
+    /// Reads one `#` line (without its `#`).
+    fn directive(&mut self, no: usize, directive: &str) -> Result<(), ZeekError> {
+        // `#separator` is written with a space, since the separator is not known yet.
+        if let Some(value) = directive.strip_prefix("separator") {
+            let value = unescape(no, value.trim_start_matches([' ', '\t']))?;
+            if value.is_empty() {
+                return Err(ZeekError::line_error(no, "the #separator is empty"));
+            }
+            self.sep = value;
+            return Ok(());
+        }
+        let mut parts = directive.split(self.sep.as_str());
+        let name = parts.next().unwrap_or("");
+        match name {
+            "fields" => {
+                let names: Vec<&str> = parts.collect();
+                self.columns = Some(Columns::from_header(no, names.iter().copied())?);
+                self.fields = Some(names.into_iter().map(String::from).collect());
+            }
+            "unset_field" => self.unset = parts.next().unwrap_or("").to_string(),
+            "empty_field" => self.empty = parts.next().unwrap_or("").to_string(),
+            "path" => {
+                let path = parts.next().unwrap_or("");
+                // A dns.log also has ts and id.*: counting its queries as connections would
+                // silently give wrong records.
+                if !path.starts_with("conn") {
+                    return Err(ZeekError::line_error(
+                        no,
+                        format!("this is a {path:?} log; send a conn log"),
+                    ));
+                }
+            }
+            // #open, #close, #types, #set_separator and comments carry nothing we need.
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Where the fields aggregation needs sit in a TSV line, from the latest `#fields` header.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Columns {
+    pub count: usize,
+    pub ts: usize,
+    pub orig_h: usize,
+    pub resp_h: usize,
+    pub resp_p: usize,
+    pub orig_bytes: Option<usize>,
+    pub resp_bytes: Option<usize>,
+    pub uid: Option<usize>,
+}
+
+impl Columns {
+    pub fn from_header<'a>(
+        no: usize,
+        names: impl Iterator<Item = &'a str>,
+    ) -> Result<Self, ZeekError> {
+        let names: Vec<&str> = names.collect();
+        let find = |name: &str| names.iter().position(|n| *n == name);
+        let need = |name: &str| {
+            find(name).ok_or_else(|| ZeekError::MissingField {
+                line: no,
+                field: name.to_string(),
+            })
+        };
+        Ok(Self {
+            count: names.len(),
+            ts: need("ts")?,
+            orig_h: need("id.orig_h")?,
+            resp_h: need("id.resp_h")?,
+            resp_p: need("id.resp_p")?,
+            orig_bytes: find("orig_bytes"),
+            resp_bytes: find("resp_bytes"),
+            uid: find("uid"),
+        })
+    }
+}
+
+pub(crate) fn utf8(no: usize, line: &[u8]) -> Result<&str, ZeekError> {
+    std::str::from_utf8(line).map_err(|e| {
+        ZeekError::line_error(
+            no,
+            format!(
+                "not valid UTF-8 (at byte {}); Zeek escapes other bytes as \\xHH",
+                e.valid_up_to()
+            ),
+        )
+    })
+}
+
+/// Decodes the `\xHH` escapes Zeek writes in `#separator` (and nothing else there).
+pub(crate) fn unescape(no: usize, text: &str) -> Result<String, ZeekError> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && bytes.get(i + 1) == Some(&b'x') {
+            let hex = bytes
+                .get(i + 2..i + 4)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| {
+                    ZeekError::line_error(no, format!("bad \\x escape in #separator {text:?}"))
+                })?;
+            out.push(hex);
+            i += 4;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out)
+        .map_err(|_| ZeekError::line_error(no, "the #separator is not valid UTF-8"))
+}
+
+fn host<'a>(no: usize, name: &str, value: Option<&'a str>) -> Result<Cow<'a, str>, ZeekError> {
+    value
+        .map(Cow::Borrowed)
+        .ok_or_else(|| ZeekError::field_error(no, name, format!("{name} is unset")))
+}
+
+pub(crate) fn port_text(no: usize, value: Option<&str>) -> Result<u16, ZeekError> {
+    let value =
+        value.ok_or_else(|| ZeekError::field_error(no, "id.resp_p", "id.resp_p is unset"))?;
+    value.parse().map_err(|_| {
+        ZeekError::field_error(
+            no,
+            "id.resp_p",
+            format!("id.resp_p {value:?} is not a port (0 to 65535)"),
+        )
+    })
+}
+
+pub(crate) fn parse_count_text(no: usize, name: &str, value: &str) -> Result<u64, ZeekError> {
+    value.parse().map_err(|_| {
+        let why = if value.starts_with('-') {
+            "is negative"
+        } else {
+            "is not a whole number of bytes"
+        };
+        ZeekError::field_error(no, name, format!("{name} {value:?} {why}"))
+    })
+}
+
+/// Zeek's `time`: epoch seconds with a fraction, or (from `json.timestamps`) ISO 8601 text.
+pub(crate) fn parse_ts_text(no: usize, text: &str) -> Result<DateTime<Utc>, ZeekError> {
+    if let Ok(secs) = text.parse::<f64>() {
+        return ts_from_epoch(no, secs);
+    }
+    let parsed = DateTime::parse_from_rfc3339(text).map_err(|_| {
+        ZeekError::field_error(
+            no,
+            "ts",
+            format!("ts {text:?} is neither epoch seconds nor an ISO 8601 time"),
+        )
+    })?;
+    ts_in_range(no, parsed.with_timezone(&Utc))
+}
+
+pub(crate) fn ts_from_epoch(no: usize, secs: f64) -> Result<DateTime<Utc>, ZeekError> {
+    let out_of_range = || {
+        ZeekError::field_error(
+            no,
+            "ts",
+            format!("ts {secs} is not a time between 1970 and 9999"),
+        )
+    };
+    if !secs.is_finite() || secs < 0.0 || secs >= MAX_TS_SECS as f64 {
+        return Err(out_of_range());
+    }
+    let whole = secs.floor();
+    // Zeek writes microseconds; rounding to them undoes the binary fraction's error.
+    let mut micros = ((secs - whole) * 1e6).round() as i64;
+    let mut whole = whole as i64;
+    if micros >= 1_000_000 {
+        whole += 1;
+        micros -= 1_000_000;
+    }
+    let ts = DateTime::from_timestamp(whole, (micros * 1_000) as u32).ok_or_else(out_of_range)?;
+    ts_in_range(no, ts)
+}
+
+fn ts_in_range(no: usize, ts: DateTime<Utc>) -> Result<DateTime<Utc>, ZeekError> {
+    if ts.timestamp() < 0 || ts.timestamp() >= MAX_TS_SECS {
+        return Err(ZeekError::field_error(
+            no,
+            "ts",
+            format!("ts {} is not a time between 1970 and 9999", ts.to_rfc3339()),
+        ));
+    }
+    Ok(ts)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Zeek JSON lines
+
+fn json_line(no: usize, line: &[u8]) -> Result<Option<ConnLine<'_>>, ZeekError> {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let fields: JsonLine<'_> = crate::records::json::from_slice(line).map_err(|e| {
+        let e = crate::records::json::message(&e);
+        ZeekError::line_error(no, format!("invalid JSON: {e}"))
+    })?;
+    let JsonLine::Object(f) = fields else {
+        return Err(ZeekError::line_error(no, "not a JSON object"));
+    };
+    f.conn(no).map(Some)
+}
+
+/// A JSON value as far as a window needs it: what `serde_json::Value` would hold, without the
+/// parts no field of ours looks at.
+#[derive(Debug, Default)]
+enum Val<'a> {
+    /// The key is not there.
+    #[default]
+    Absent,
+    Null,
+    Num(Number),
+    Str(Cow<'a, str>),
+    /// The object of `id` (only its inner fields are kept).
+    Object(Box<IdFields<'a>>),
+    /// A boolean, an array, or an object anywhere but `id`.
+    Other,
+}
+
+/// The nested form some shippers write: `{"id": {"orig_h": .., "resp_h": .., "resp_p": ..}}`.
+#[derive(Debug, Default)]
+struct IdFields<'a> {
+    orig_h: Val<'a>,
+    resp_h: Val<'a>,
+    resp_p: Val<'a>,
+}
+
+#[derive(Debug, Default)]
+struct Fields<'a> {
+    ts: Val<'a>,
+    uid: Val<'a>,
+    orig_h: Val<'a>,
+    resp_h: Val<'a>,
+    resp_p: Val<'a>,
+    orig_bytes: Val<'a>,
+    resp_bytes: Val<'a>,
+    id: Val<'a>,
+}
+
+enum JsonLine<'a> {
+    Object(Fields<'a>),
+    NotObject,
+}
+
+impl<'de> Deserialize<'de> for JsonLine<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TopVisitor)
+    }
+}
+
+/// Which of our fields a key names. Keys are read as `serde_json::Value` reads them (`str`).
+enum Key {
+    Ts,
+    Uid,
+    OrigH,
+    RespH,
+    RespP,
+    OrigBytes,
+    RespBytes,
+    Id,
+    Other,
+}
+
+impl Key {
+    fn of(name: &str) -> Self {
+        match name {
+            "ts" => Self::Ts,
+            "uid" => Self::Uid,
+            "id.orig_h" => Self::OrigH,
+            "id.resp_h" => Self::RespH,
+            "id.resp_p" => Self::RespP,
+            "orig_bytes" => Self::OrigBytes,
+            "resp_bytes" => Self::RespBytes,
+            "id" => Self::Id,
+            _ => Self::Other,
+        }
+    }
+}
+
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Key;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Key, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Key;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
+        Ok(Key::of(v))
+    }
+}
+
+/// Any value, read as `serde_json::Value` reads it (keys with `deserialize_str`, values with
+/// `deserialize_any`), keeping numbers, strings and null.
+struct ValSeed;
+
+impl<'de> DeserializeSeed<'de> for ValSeed {
+    type Value = Val<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Val<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Val<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ValSeed)
+    }
+}
+
+/// A value nobody looks at, still read in full so its errors are the `Value`'s errors.
+struct Ignored;
+
+impl<'de> Deserialize<'de> for Ignored {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ValSeed).map(|_| Ignored)
+    }
+}
+
+impl<'de> Visitor<'de> for ValSeed {
+    type Value = Val<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Val<'de>, E> {
+        Ok(Val::Other)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Val<'de>, E> {
+        Ok(Val::Num(v.into()))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Val<'de>, E> {
+        Ok(Val::Num(v.into()))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Val<'de>, E> {
+        // As `serde_json::Value` holds it: a number that is not finite is null.
+        Ok(Number::from_f64(v).map_or(Val::Null, Val::Num))
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Val<'de>, E> {
+        Ok(Val::Str(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Val<'de>, E> {
+        Ok(Val::Str(Cow::Owned(v.to_string())))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Val<'de>, E> {
+        Ok(Val::Str(Cow::Owned(v)))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Val<'de>, E> {
+        Ok(Val::Null)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Val<'de>, E> {
+        Ok(Val::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Val<'de>, D::Error> {
+        self.deserialize(d)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Val<'de>, A::Error> {
+        while seq.next_element::<Ignored>()?.is_some() {}
+        Ok(Val::Other)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Val<'de>, A::Error> {
+        while map.next_key_seed(KeySeed)?.is_some() {
+            map.next_value::<Ignored>()?;
+        }
+        Ok(Val::Other)
+    }
+}
+
+struct TopVisitor;
+
+impl<'de> Visitor<'de> for TopVisitor {
+    type Value = JsonLine<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<JsonLine<'de>, E> {
+        Ok(JsonLine::NotObject)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<JsonLine<'de>, E> {
+        Ok(JsonLine::NotObject)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<JsonLine<'de>, E> {
+        Ok(JsonLine::NotObject)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<JsonLine<'de>, E> {
+        Ok(JsonLine::NotObject)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<JsonLine<'de>, E> {
+        Ok(JsonLine::NotObject)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<JsonLine<'de>, E> {
+        Ok(JsonLine::NotObject)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<JsonLine<'de>, E> {
+        Ok(JsonLine::NotObject)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<JsonLine<'de>, A::Error> {
+        while seq.next_element::<Ignored>()?.is_some() {}
+        Ok(JsonLine::NotObject)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonLine<'de>, A::Error> {
+        let mut f = Fields::default();
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            // A repeated key keeps its last value, as a `Value` map does.
+            let slot = match key {
+                Key::Ts => &mut f.ts,
+                Key::Uid => &mut f.uid,
+                Key::OrigH => &mut f.orig_h,
+                Key::RespH => &mut f.resp_h,
+                Key::RespP => &mut f.resp_p,
+                Key::OrigBytes => &mut f.orig_bytes,
+                Key::RespBytes => &mut f.resp_bytes,
+                Key::Id => {
+                    f.id = map.next_value_seed(IdSeed)?;
+                    continue;
+                }
+                Key::Other => {
+                    map.next_value::<Ignored>()?;
+                    continue;
+                }
+            };
+            *slot = map.next_value()?;
+        }
+        Ok(JsonLine::Object(f))
+    }
+}
+
+/// The value of `id`: an object keeps the inner fields of the nested form.
+struct IdSeed;
+
+impl<'de> DeserializeSeed<'de> for IdSeed {
+    type Value = Val<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Val<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for IdSeed {
+    type Value = Val<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Val<'de>, E> {
+        Ok(Val::Other)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Val<'de>, E> {
+        Ok(Val::Other)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Val<'de>, E> {
+        Ok(Val::Other)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Val<'de>, E> {
+        Ok(Val::Other)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Val<'de>, E> {
+        Ok(Val::Other)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Val<'de>, E> {
+        Ok(Val::Null)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Val<'de>, E> {
+        Ok(Val::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Val<'de>, A::Error> {
+        while seq.next_element::<Ignored>()?.is_some() {}
+        Ok(Val::Other)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Val<'de>, A::Error> {
+        let mut id = IdFields::default();
+        while let Some(name) = map.next_key_seed(InnerKeySeed)? {
+            let slot = match name {
+                Some(InnerKey::OrigH) => &mut id.orig_h,
+                Some(InnerKey::RespH) => &mut id.resp_h,
+                Some(InnerKey::RespP) => &mut id.resp_p,
+                None => {
+                    map.next_value::<Ignored>()?;
+                    continue;
+                }
+            };
+            *slot = map.next_value()?;
+        }
+        Ok(Val::Object(Box::new(id)))
+    }
+}
+
+enum InnerKey {
+    OrigH,
+    RespH,
+    RespP,
+}
+
+struct InnerKeySeed;
+
+impl<'de> DeserializeSeed<'de> for InnerKeySeed {
+    type Value = Option<InnerKey>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for InnerKeySeed {
+    type Value = Option<InnerKey>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(match v {
+            "orig_h" => Some(InnerKey::OrigH),
+            "resp_h" => Some(InnerKey::RespH),
+            "resp_p" => Some(InnerKey::RespP),
+            _ => None,
+        })
+    }
+}
+
+impl<'a> Fields<'a> {
+    /// A field by Zeek's flat name (`id.orig_h`), or nested (`{"id": {"orig_h": ..}}`).
+    fn take(&mut self, key: Key) -> Val<'a> {
+        let flat = match key {
+            Key::Ts => &mut self.ts,
+            Key::Uid => &mut self.uid,
+            Key::OrigH => &mut self.orig_h,
+            Key::RespH => &mut self.resp_h,
+            Key::RespP => &mut self.resp_p,
+            Key::OrigBytes => &mut self.orig_bytes,
+            Key::RespBytes => &mut self.resp_bytes,
+            Key::Id | Key::Other => return Val::Absent,
+        };
+        if !matches!(flat, Val::Absent) {
+            return std::mem::take(flat);
+        }
+        let Val::Object(id) = &mut self.id else {
+            return Val::Absent;
+        };
+        match key {
+            Key::OrigH => std::mem::take(&mut id.orig_h),
+            Key::RespH => std::mem::take(&mut id.resp_h),
+            Key::RespP => std::mem::take(&mut id.resp_p),
+            _ => Val::Absent,
+        }
+    }
+
+    fn conn(mut self, no: usize) -> Result<ConnLine<'a>, ZeekError> {
+        let ts = match self.take(Key::Ts) {
+            Val::Num(n) => ts_from_epoch(no, n.as_f64().unwrap_or(f64::NAN))?,
+            Val::Str(s) => parse_ts_text(no, &s)?,
+            Val::Null | Val::Absent => {
+                return Err(ZeekError::field_error(no, "ts", "ts is missing"));
+            }
+            Val::Object(_) | Val::Other => {
+                return Err(ZeekError::field_error(
+                    no,
+                    "ts",
+                    "ts must be epoch seconds or an ISO 8601 string",
+                ));
+            }
+        };
+        let mut text = |key: Key, name: &str| match self.take(key) {
+            Val::Str(s) if !s.is_empty() => Ok(s),
+            Val::Null | Val::Absent => Err(ZeekError::field_error(
+                no,
+                name,
+                format!("{name} is missing"),
+            )),
+            _ => Err(ZeekError::field_error(
+                no,
+                name,
+                format!("{name} must be a non-empty string"),
+            )),
+        };
+        // In the order Zeek writes them, so the first missing field is the one reported.
+        let orig_h = text(Key::OrigH, "id.orig_h")?;
+        let resp_h = text(Key::RespH, "id.resp_h")?;
+        let resp_p = match self.take(Key::RespP) {
+            Val::Num(n) => n.as_u64().and_then(|p| u16::try_from(p).ok()),
+            Val::Null | Val::Absent => {
+                return Err(ZeekError::field_error(
+                    no,
+                    "id.resp_p",
+                    "id.resp_p is missing",
+                ));
+            }
+            _ => None,
+        }
+        .ok_or_else(|| {
+            ZeekError::field_error(no, "id.resp_p", "id.resp_p is not a port (0 to 65535)")
+        })?;
+        let orig_bytes = json_count(no, self.take(Key::OrigBytes), "orig_bytes")?;
+        let resp_bytes = json_count(no, self.take(Key::RespBytes), "resp_bytes")?;
+        let uid = match self.take(Key::Uid) {
+            Val::Str(s) if !s.is_empty() => Some(s),
+            _ => None,
+        };
+        Ok(ConnLine {
+            ts,
+            uid,
+            orig_h,
+            resp_h,
+            resp_p,
+            orig_bytes,
+            resp_bytes,
+        })
+    }
+}
+
+/// A byte count: absent or null (Zeek's JSON writer omits unset fields) is 0.
+fn json_count(no: usize, value: Val<'_>, name: &str) -> Result<u64, ZeekError> {
+    let n = match value {
+        Val::Absent | Val::Null => return Ok(0),
+        Val::Num(n) => n,
+        _ => {
+            return Err(ZeekError::field_error(
+                no,
+                name,
+                format!("{name} must be a number"),
+            ));
+        }
+    };
+    number_count(no, &n, name)
+}
+
+/// A JSON number as a byte count.
+pub(crate) fn number_count(no: usize, n: &Number, name: &str) -> Result<u64, ZeekError> {
+    if let Some(v) = n.as_u64() {
+        return Ok(v);
+    }
+    // Shippers that pass logs through floats write 601.0; a whole float is still a count.
+    match n.as_f64() {
+        Some(v) if v < 0.0 => Err(ZeekError::field_error(
+            no,
+            name,
+            format!("{name} {n} is negative"),
+        )),
+        Some(v) if v.is_finite() && v.fract() == 0.0 && v <= u64::MAX as f64 => Ok(v as u64),
+        _ => Err(ZeekError::field_error(
+            no,
+            name,
+            format!("{name} {n} is not a whole number of bytes"),
+        )),
+    }
+}

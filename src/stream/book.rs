@@ -1,0 +1,646 @@
+//! [`WindowBook`]: the open windows of one detector's stream, per (window start, entity).
+//!
+//! # Event time, watermark, lateness
+//!
+//! A connection falls into the window `floor(ts / window) * window` of its entity, as in a
+//! `score` request. The book keeps the latest event time it has seen; the **watermark** is that
+//! time minus `allowed_lateness`. After each [`ingest`](WindowBook::ingest) call the windows whose
+//! end is at or before the watermark close and are handed back as window records. The lines of
+//! one call are all judged against the watermark as it stood when the call began (so a batch's
+//! own disorder never makes its lines late); a line whose window has already closed is **late**:
+//! counted, never merged. [`flush`](WindowBook::flush) closes every open window and moves the
+//! watermark to the end of the last one, so a later line for a flushed window is late too, and no
+//! window is ever closed twice.
+//!
+//! Any split of a log into calls, fed in any order in which no line arrives after its window
+//! closed, then flushed, gives exactly the window records (bit for bit) of one `score` request
+//! with the whole log: sums are exact integers (`u128`) until they are turned into `f64` once, at
+//! closing, and the distinct sessions are a set.
+//!
+//! # Retries: dedupe by `uid`
+//!
+//! A pipeline that times out sends the same lines again. With [`Dedupe::Uid`], each window keeps
+//! the Zeek `uid` of every connection it counted (Zeek makes it unique per connection) with that
+//! connection's byte counts, and a line whose `uid` the window already holds is counted as a
+//! duplicate and changes nothing. Then a line without a `uid` is rejected: it could not be told
+//! apart from its retry. A retry that arrives after its window closed is late, as any line. The
+//! cost is one entry per connection of an open window (about 60 bytes with its `uid`).
+//!
+//! # Partial state
+//!
+//! An open window's state is a [`PartialWindow`]: integer sums, the distinct sessions and (with
+//! dedupe) the `uid`s with their counts. Two partials of the same window, made by two replicas
+//! from any lines, [`merge`](PartialWindow::merge) exactly (a `uid` both hold counts once), so a
+//! store can keep one per window and replicas can combine theirs. A whole book serialises to a
+//! versioned [`BookSnapshot`] (postcard, [`WindowBook::to_bytes`]) to survive a restart.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use foldhash::fast::RandomState;
+use serde::{Deserialize, Serialize};
+
+use crate::records::zeek::aggregate::{Interner, NO_ENTITY, entity_of, window_start};
+use crate::records::zeek::line::{BOM, LineError, LineParser, LineSplitter, TsvHeader};
+use crate::records::zeek::{
+    GroupBy, OnInvalid, Reject, Rejects, Window, WindowRecord, ZeekError, ZeekFormat,
+};
+
+/// Whether a connection seen twice counts twice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Dedupe {
+    /// Every line counts (lines without a `uid` are fine).
+    None,
+    /// A `uid` counts once per window; lines without one are rejected.
+    #[default]
+    Uid,
+}
+
+/// How a book windows its stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BookConfig {
+    pub window: Window,
+    pub group_by: GroupBy,
+    /// Seconds a window stays open after the latest event time passed its end.
+    pub allowed_lateness_secs: u64,
+    pub dedupe: Dedupe,
+    pub on_invalid: OnInvalid,
+}
+
+impl Default for BookConfig {
+    fn default() -> Self {
+        Self {
+            window: Window::default(),
+            group_by: GroupBy::None,
+            allowed_lateness_secs: 0,
+            dedupe: Dedupe::Uid,
+            on_invalid: OnInvalid::Skip,
+        }
+    }
+}
+
+/// The config as it is kept: plain values.
+#[derive(Serialize, Deserialize)]
+struct ConfigText {
+    window_secs: u64,
+    group_by: String,
+    allowed_lateness_secs: u64,
+    dedupe: Dedupe,
+    on_invalid: OnInvalid,
+}
+
+impl From<&BookConfig> for ConfigText {
+    fn from(c: &BookConfig) -> Self {
+        Self {
+            window_secs: c.window.secs() as u64,
+            group_by: c.group_by.to_string(),
+            allowed_lateness_secs: c.allowed_lateness_secs,
+            dedupe: c.dedupe,
+            on_invalid: c.on_invalid,
+        }
+    }
+}
+
+impl TryFrom<ConfigText> for BookConfig {
+    type Error = ZeekError;
+
+    fn try_from(c: ConfigText) -> Result<Self, ZeekError> {
+        Ok(Self {
+            window: Window::from_secs(c.window_secs)?,
+            group_by: c.group_by.parse()?,
+            allowed_lateness_secs: c.allowed_lateness_secs,
+            dedupe: c.dedupe,
+            on_invalid: c.on_invalid,
+        })
+    }
+}
+
+/// What one [`WindowBook::ingest`] call did, as the ingest answer reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestReport {
+    /// Conn lines folded into open windows.
+    pub accepted: usize,
+    /// Conn lines whose window had already closed.
+    pub late: usize,
+    /// Conn lines whose `uid` their window already held (retries), with [`Dedupe::Uid`].
+    pub duplicates: usize,
+    /// Lines skipped as unreadable (with [`OnInvalid::Skip`]).
+    pub rejected: usize,
+    /// The first skipped lines (up to 100), by line number in the body.
+    pub rejects: Vec<Reject>,
+    pub windows_opened: usize,
+    pub windows_closed: usize,
+    /// The watermark after the call: windows ending at or before it are closed.
+    pub watermark: Option<DateTime<Utc>>,
+}
+
+/// A call's report and the windows it closed, sorted by window start, then entity.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ingested {
+    pub report: IngestReport,
+    pub closed: Vec<WindowRecord>,
+}
+
+/// Two partial states that cannot be combined.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MergeError {
+    #[error("partials of different windows: {0}")]
+    DifferentWindows(String),
+    #[error("one partial dedupes by uid and the other does not")]
+    DedupeMismatch,
+    #[error("the window starting at {0} is already closed")]
+    Closed(i64),
+    #[error("a partial names a host it does not list")]
+    BadHostIndex,
+    #[error("a snapshot that cannot be read: {0}")]
+    Snapshot(String),
+}
+
+/// One open window in memory; hosts are ids of the book's interner.
+#[derive(Debug, Default, Clone)]
+struct Open {
+    sent: u128,
+    received: u128,
+    connections: u64,
+    sessions: HashSet<(u32, u32, u16), RandomState>,
+    /// uid -> (orig_bytes, resp_bytes), with [`Dedupe::Uid`] only.
+    uids: HashMap<Box<str>, (u64, u64), RandomState>,
+}
+
+/// A connection read from a line, waiting for its call's lines all to be read.
+struct Staged {
+    ts_micros: i64,
+    start: i64,
+    entity: u32,
+    orig: u32,
+    resp: u32,
+    resp_p: u16,
+    orig_bytes: u64,
+    resp_bytes: u64,
+    uid: Option<Box<str>>,
+}
+
+/// The open windows of one stream; see the module doc.
+#[derive(Debug, Clone)]
+pub struct WindowBook {
+    config: BookConfig,
+    hosts: Interner,
+    /// Window start -> entity -> state.
+    open: BTreeMap<i64, HashMap<u32, Open, RandomState>>,
+    /// The latest event time seen, in microseconds.
+    max_event: Option<i64>,
+    /// In microseconds; only ever moves forward.
+    watermark: Option<i64>,
+    tsv: TsvHeader,
+}
+
+const MICROS: i64 = 1_000_000;
+
+impl WindowBook {
+    pub fn new(config: BookConfig) -> Self {
+        Self {
+            config,
+            hosts: Interner::new(),
+            open: BTreeMap::new(),
+            max_event: None,
+            watermark: None,
+            tsv: TsvHeader::default(),
+        }
+    }
+
+    pub fn config(&self) -> &BookConfig {
+        &self.config
+    }
+
+    /// The watermark: windows ending at or before it are closed.
+    pub fn watermark(&self) -> Option<DateTime<Utc>> {
+        self.watermark.and_then(DateTime::from_timestamp_micros)
+    }
+
+    /// How many windows are open.
+    pub fn open_windows(&self) -> usize {
+        self.open.values().map(HashMap::len).sum()
+    }
+
+    fn window_secs(&self) -> i64 {
+        self.config.window.secs()
+    }
+
+    /// Whether the window starting at `start` has closed.
+    fn closed(&self, start: i64) -> bool {
+        self.watermark
+            .is_some_and(|w| (start + self.window_secs()) * MICROS <= w)
+    }
+
+    /// Folds a body (a Zeek conn log, or the next lines of one: a TSV header read in an earlier
+    /// call still applies) into the open windows, then closes those the new watermark passed.
+    /// With [`OnInvalid::Reject`] the first bad line is an error and the book is left as it was.
+    pub fn ingest(&mut self, body: &[u8], format: ZeekFormat) -> Result<Ingested, ZeekError> {
+        let body = body.strip_prefix(BOM).unwrap_or(body);
+        let (staged, rejects, tsv) = self.read(body, format)?;
+        if format == ZeekFormat::Tsv {
+            self.tsv = tsv;
+        }
+        let mut report = IngestReport {
+            rejected: rejects.total,
+            rejects: rejects.first,
+            ..IngestReport::default()
+        };
+        let mut latest = self.max_event;
+        for c in staged {
+            latest = latest.max(Some(c.ts_micros));
+            if self.closed(c.start) {
+                report.late += 1;
+                continue;
+            }
+            let by_entity = self.open.entry(c.start).or_default();
+            let w = by_entity.entry(c.entity).or_insert_with(|| {
+                report.windows_opened += 1;
+                Open::default()
+            });
+            if let Some(uid) = c.uid {
+                if w.uids.contains_key(&uid) {
+                    report.duplicates += 1;
+                    continue;
+                }
+                w.uids.insert(uid, (c.orig_bytes, c.resp_bytes));
+            }
+            w.sent += u128::from(c.orig_bytes);
+            w.received += u128::from(c.resp_bytes);
+            w.connections += 1;
+            w.sessions.insert((c.orig, c.resp, c.resp_p));
+            report.accepted += 1;
+        }
+        self.max_event = latest;
+        if let Some(max) = latest {
+            let lateness = i64::try_from(self.config.allowed_lateness_secs)
+                .unwrap_or(i64::MAX)
+                .saturating_mul(MICROS);
+            self.advance(max.saturating_sub(lateness));
+        }
+        let closed = self.close_passed();
+        report.windows_closed = closed.len();
+        report.watermark = self.watermark();
+        Ok(Ingested { report, closed })
+    }
+
+    /// Reads every line of a body; nothing in the book changes here.
+    fn read(
+        &mut self,
+        body: &[u8],
+        format: ZeekFormat,
+    ) -> Result<(Vec<Staged>, Rejects, TsvHeader), ZeekError> {
+        let mut parser = LineParser::with_header(format, self.tsv.clone());
+        let mut staged = Vec::new();
+        let mut rejects = Rejects::default();
+        let (window, group_by, on_invalid, dedupe) = (
+            self.window_secs(),
+            self.config.group_by,
+            self.config.on_invalid,
+            self.config.dedupe,
+        );
+        let hosts = &mut self.hosts;
+        let mut take = |no: usize, line: &[u8]| -> Result<(), ZeekError> {
+            let conn = match parser.line(no, line) {
+                Ok(Some(c)) => c,
+                Ok(None) => return Ok(()),
+                Err(LineError::Data(e)) if on_invalid == OnInvalid::Skip => {
+                    rejects.add(e);
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into_inner()),
+            };
+            let uid = match (dedupe, &conn.uid) {
+                (Dedupe::None, _) => None,
+                (Dedupe::Uid, Some(uid)) => Some(Box::from(uid.as_ref())),
+                (Dedupe::Uid, None) => {
+                    let e = ZeekError::field_error(
+                        no,
+                        "uid",
+                        "uid is unset; a stream that dedupes retries by uid needs one on every line",
+                    );
+                    if on_invalid == OnInvalid::Skip {
+                        rejects.add(e);
+                        return Ok(());
+                    }
+                    return Err(e);
+                }
+            };
+            let orig = hosts.id(&conn.orig_h);
+            let resp = hosts.id(&conn.resp_h);
+            staged.push(Staged {
+                ts_micros: conn.ts.timestamp_micros(),
+                start: window_start(conn.ts.timestamp(), window),
+                entity: entity_of(group_by, orig, resp),
+                orig,
+                resp,
+                resp_p: conn.resp_p,
+                orig_bytes: conn.orig_bytes,
+                resp_bytes: conn.resp_bytes,
+                uid,
+            });
+            Ok(())
+        };
+        let mut lines = LineSplitter::new();
+        lines.push(body, &mut take)?;
+        lines.finish(&mut take)?;
+        Ok((staged, rejects, parser.into_header()))
+    }
+
+    fn advance(&mut self, to: i64) {
+        self.watermark = self.watermark.max(Some(to));
+    }
+
+    /// Closes the windows the watermark has passed.
+    fn close_passed(&mut self) -> Vec<WindowRecord> {
+        let Some(w) = self.watermark else {
+            return Vec::new();
+        };
+        // The first start whose window ends after the watermark: (s + span) * 1e6 > w.
+        let span = self.window_secs();
+        let first_open = w.saturating_sub(span * MICROS).div_euclid(MICROS) + 1;
+        let keep = self.open.split_off(&first_open);
+        let done = std::mem::replace(&mut self.open, keep);
+        self.records(done)
+    }
+
+    /// Closes every open window (the end of a stream, or `POST …/flush`) and moves the watermark
+    /// past them, so none of them can open again.
+    pub fn flush(&mut self) -> Vec<WindowRecord> {
+        if let Some(&last) = self.open.keys().next_back() {
+            self.advance((last + self.window_secs()) * MICROS);
+        }
+        let done = std::mem::take(&mut self.open);
+        self.records(done)
+    }
+
+    fn records(&self, done: BTreeMap<i64, HashMap<u32, Open, RandomState>>) -> Vec<WindowRecord> {
+        let mut out = Vec::new();
+        for (start, by_entity) in done {
+            let Some(timestamp) = DateTime::from_timestamp(start, 0) else {
+                continue;
+            };
+            let mut windows: Vec<(Option<&str>, Open)> = by_entity
+                .into_iter()
+                .map(|(e, w)| ((e != NO_ENTITY).then(|| self.hosts.name(e)), w))
+                .collect();
+            windows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            out.extend(windows.into_iter().map(|(entity, w)| WindowRecord {
+                timestamp,
+                entity: entity.map(str::to_string),
+                bytes_sent: w.sent as f64,
+                bytes_received: w.received as f64,
+                connections: w.connections as f64,
+                active_sessions: w.sessions.len() as f64,
+            }));
+        }
+        out
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Partial state
+
+    /// The open windows as self-contained partial states, sorted by start, then entity.
+    pub fn partials(&self) -> Vec<PartialWindow> {
+        let mut out: Vec<PartialWindow> = self
+            .open
+            .iter()
+            .flat_map(|(&start, by_entity)| {
+                by_entity
+                    .iter()
+                    .map(move |(&entity, w)| self.partial(start, entity, w))
+            })
+            .collect();
+        out.sort_by(|a, b| (a.start, &a.entity).cmp(&(b.start, &b.entity)));
+        out
+    }
+
+    fn partial(&self, start: i64, entity: u32, w: &Open) -> PartialWindow {
+        // Hosts by name, so equal states serialise to equal bytes whatever ids this book gave.
+        let mut ids: Vec<u32> = w.sessions.iter().flat_map(|&(o, r, _)| [o, r]).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.sort_unstable_by(|&a, &b| self.hosts.name(a).cmp(self.hosts.name(b)));
+        let local: HashMap<u32, u32> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| (id, i as u32))
+            .collect();
+        let mut sessions: Vec<(u32, u32, u16)> = w
+            .sessions
+            .iter()
+            .map(|&(o, r, p)| (local[&o], local[&r], p))
+            .collect();
+        sessions.sort_unstable();
+        let mut uids: Vec<(String, u64, u64)> = w
+            .uids
+            .iter()
+            .map(|(u, &(o, r))| (u.to_string(), o, r))
+            .collect();
+        uids.sort_unstable();
+        PartialWindow {
+            start,
+            entity: (entity != NO_ENTITY).then(|| self.hosts.name(entity).to_string()),
+            sent: w.sent,
+            received: w.received,
+            connections: w.connections,
+            dedupe: self.config.dedupe,
+            hosts: ids
+                .iter()
+                .map(|&id| self.hosts.name(id).to_string())
+                .collect(),
+            sessions,
+            uids,
+        }
+    }
+
+    /// Merges another replica's partial state of a window into this book. A window this book
+    /// has already closed cannot take it ([`MergeError::Closed`]).
+    pub fn absorb(&mut self, p: &PartialWindow) -> Result<(), MergeError> {
+        if p.dedupe != self.config.dedupe {
+            return Err(MergeError::DedupeMismatch);
+        }
+        if self.closed(p.start) {
+            return Err(MergeError::Closed(p.start));
+        }
+        p.check()?;
+        let entity = match &p.entity {
+            Some(e) => self.hosts.id(e),
+            None => NO_ENTITY,
+        };
+        let ids: Vec<u32> = p.hosts.iter().map(|h| self.hosts.id(h)).collect();
+        let w = self
+            .open
+            .entry(p.start)
+            .or_default()
+            .entry(entity)
+            .or_default();
+        match p.dedupe {
+            Dedupe::None => {
+                w.sent += p.sent;
+                w.received += p.received;
+                w.connections += p.connections;
+            }
+            Dedupe::Uid => {
+                for (uid, o, r) in &p.uids {
+                    if !w.uids.contains_key(uid.as_str()) {
+                        w.uids.insert(uid.as_str().into(), (*o, *r));
+                        w.sent += u128::from(*o);
+                        w.received += u128::from(*r);
+                        w.connections += 1;
+                    }
+                }
+            }
+        }
+        w.sessions.extend(
+            p.sessions
+                .iter()
+                .map(|&(o, r, port)| (ids[o as usize], ids[r as usize], port)),
+        );
+        // The merged window's latest event may be later than this book has seen; the watermark
+        // moves only on ingest, so merging never closes a window by itself.
+        Ok(())
+    }
+
+    /// The whole book, to keep across a restart.
+    pub fn snapshot(&self) -> BookSnapshot {
+        BookSnapshot {
+            version: BookSnapshot::VERSION,
+            config: (&self.config).into(),
+            max_event: self.max_event,
+            watermark: self.watermark,
+            tsv: self.tsv.clone(),
+            windows: self.partials(),
+        }
+    }
+
+    /// A book as it was when `snapshot` was taken.
+    pub fn restore(snapshot: BookSnapshot) -> Result<Self, MergeError> {
+        if snapshot.version != BookSnapshot::VERSION {
+            return Err(MergeError::Snapshot(format!(
+                "version {} (this build reads {})",
+                snapshot.version,
+                BookSnapshot::VERSION
+            )));
+        }
+        let config = BookConfig::try_from(snapshot.config)
+            .map_err(|e| MergeError::Snapshot(e.to_string()))?;
+        let mut book = Self::new(config);
+        book.tsv = snapshot.tsv;
+        for p in &snapshot.windows {
+            book.absorb(p)?;
+        }
+        book.max_event = snapshot.max_event;
+        book.watermark = snapshot.watermark;
+        Ok(book)
+    }
+
+    /// The snapshot as bytes: a one-byte format version, then postcard.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = vec![BookSnapshot::VERSION];
+        out.extend(postcard::to_stdvec(&self.snapshot()).expect("a snapshot always serialises"));
+        out
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, MergeError> {
+        match bytes.split_first() {
+            Some((&BookSnapshot::VERSION, rest)) => {
+                let snapshot: BookSnapshot =
+                    postcard::from_bytes(rest).map_err(|e| MergeError::Snapshot(e.to_string()))?;
+                Self::restore(snapshot)
+            }
+            Some((v, _)) => Err(MergeError::Snapshot(format!("format version {v}"))),
+            None => Err(MergeError::Snapshot("empty".into())),
+        }
+    }
+}
+
+/// A whole [`WindowBook`] as kept: its config, clock and TSV header, and its open windows.
+#[derive(Serialize, Deserialize)]
+pub struct BookSnapshot {
+    version: u8,
+    config: ConfigText,
+    max_event: Option<i64>,
+    watermark: Option<i64>,
+    tsv: TsvHeader,
+    windows: Vec<PartialWindow>,
+}
+
+impl BookSnapshot {
+    pub const VERSION: u8 = 1;
+}
+
+/// The state of one open window, self-contained (hosts by name), to keep or to send to another
+/// replica. Sums are exact integers; sessions and `uid`s are sorted, so equal states serialise
+/// to equal bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartialWindow {
+    /// Window start, Unix seconds.
+    pub start: i64,
+    pub entity: Option<String>,
+    pub sent: u128,
+    pub received: u128,
+    pub connections: u64,
+    pub dedupe: Dedupe,
+    /// The hosts `sessions` name, by index.
+    hosts: Vec<String>,
+    /// Distinct (orig_h, resp_h, resp_p), hosts as indexes into `hosts`.
+    sessions: Vec<(u32, u32, u16)>,
+    /// (uid, orig_bytes, resp_bytes) of every connection counted, with [`Dedupe::Uid`].
+    uids: Vec<(String, u64, u64)>,
+}
+
+impl PartialWindow {
+    fn check(&self) -> Result<(), MergeError> {
+        let n = self.hosts.len();
+        if self
+            .sessions
+            .iter()
+            .any(|&(o, r, _)| o as usize >= n || r as usize >= n)
+        {
+            return Err(MergeError::BadHostIndex);
+        }
+        Ok(())
+    }
+
+    /// Combines another replica's state of the same window into this one, exactly: sums add,
+    /// sessions unite, and with dedupe a `uid` both hold counts once.
+    pub fn merge(&mut self, other: &PartialWindow) -> Result<(), MergeError> {
+        if (self.start, &self.entity) != (other.start, &other.entity) {
+            return Err(MergeError::DifferentWindows(format!(
+                "{} {:?} and {} {:?}",
+                self.start, self.entity, other.start, other.entity
+            )));
+        }
+        if self.dedupe != other.dedupe {
+            return Err(MergeError::DedupeMismatch);
+        }
+        self.check()?;
+        other.check()?;
+        let mut book = WindowBook::new(BookConfig {
+            dedupe: self.dedupe,
+            ..BookConfig::default()
+        });
+        book.absorb(self)?;
+        book.absorb(other)?;
+        let (&start, by_entity) = book.open.iter().next().expect("absorbed a window");
+        let (&entity, w) = by_entity.iter().next().expect("absorbed a window");
+        let mut merged = book.partial(start, entity, w);
+        merged.entity.clone_from(&self.entity);
+        *self = merged;
+        Ok(())
+    }
+
+    /// The window record this state closes to.
+    pub fn record(&self) -> Option<WindowRecord> {
+        Some(WindowRecord {
+            timestamp: DateTime::from_timestamp(self.start, 0)?,
+            entity: self.entity.clone(),
+            bytes_sent: self.sent as f64,
+            bytes_received: self.received as f64,
+            connections: self.connections as f64,
+            active_sessions: self.sessions.len() as f64,
+        })
+    }
+}
