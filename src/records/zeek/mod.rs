@@ -49,6 +49,7 @@ use super::builder::{BatchBuilder, CellRef};
 use super::error::{RecordError, RecordErrorKind, check_count};
 
 pub mod aggregate;
+mod json_line;
 pub mod line;
 #[cfg(test)]
 mod oracle;

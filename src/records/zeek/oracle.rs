@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, HashSet};
 use chrono::DateTime;
 use serde_json::{Map, Value};
 
+use super::json_line::number_count;
 use super::line::{
-    Columns, number_count, parse_count_text, parse_ts_text, port_text, ts_from_epoch, unescape,
-    utf8,
+    Columns, parse_count_text, parse_ts_text, port_text, ts_from_epoch, unescape, utf8,
 };
 use super::{Conn, GroupBy, WindowRecord, ZeekError, ZeekFormat, ZeekOptions};
 

@@ -1,0 +1,511 @@
+//! A Zeek JSON conn line read with sonic-rs through a typed visitor that asks the deserializer
+//! for exactly what a `serde_json::Value` would (so syntax errors, their wording and positions
+//! are the same as reading the line into a `Value`), but keeps only the fields a window needs,
+//! borrowed.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Number;
+
+use super::ZeekError;
+use super::line::{ConnLine, parse_ts_text, ts_from_epoch};
+
+pub(super) fn json_line(no: usize, line: &[u8]) -> Result<Option<ConnLine<'_>>, ZeekError> {
+    if line.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let fields: JsonLine<'_> = crate::records::json::from_slice(line).map_err(|e| {
+        let e = crate::records::json::message(&e);
+        ZeekError::line_error(no, format!("invalid JSON: {e}"))
+    })?;
+    let JsonLine::Object(f) = fields else {
+        return Err(ZeekError::line_error(no, "not a JSON object"));
+    };
+    f.conn(no).map(Some)
+}
+
+/// A JSON value as far as a window needs it: what `serde_json::Value` would hold, without the
+/// parts no field of ours looks at.
+#[derive(Debug, Default)]
+enum Val<'a> {
+    /// The key is not there.
+    #[default]
+    Absent,
+    Null,
+    Num(Number),
+    Str(Cow<'a, str>),
+    /// The object of `id` (only its inner fields are kept).
+    Object(Box<IdFields<'a>>),
+    /// A boolean, an array, or an object anywhere but `id`.
+    Other,
+}
+
+/// The nested form some shippers write: `{"id": {"orig_h": .., "resp_h": .., "resp_p": ..}}`.
+#[derive(Debug, Default)]
+struct IdFields<'a> {
+    orig_h: Val<'a>,
+    resp_h: Val<'a>,
+    resp_p: Val<'a>,
+}
+
+#[derive(Debug, Default)]
+struct Fields<'a> {
+    ts: Val<'a>,
+    uid: Val<'a>,
+    orig_h: Val<'a>,
+    resp_h: Val<'a>,
+    resp_p: Val<'a>,
+    orig_bytes: Val<'a>,
+    resp_bytes: Val<'a>,
+    id: Val<'a>,
+}
+
+enum JsonLine<'a> {
+    Object(Fields<'a>),
+    NotObject,
+}
+
+impl<'de> Deserialize<'de> for JsonLine<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(TopVisitor)
+    }
+}
+
+/// Which of our fields a key names. Keys are read as `serde_json::Value` reads them (`str`).
+enum Key {
+    Ts,
+    Uid,
+    OrigH,
+    RespH,
+    RespP,
+    OrigBytes,
+    RespBytes,
+    Id,
+    Other,
+}
+
+impl Key {
+    fn of(name: &str) -> Self {
+        match name {
+            "ts" => Self::Ts,
+            "uid" => Self::Uid,
+            "id.orig_h" => Self::OrigH,
+            "id.resp_h" => Self::RespH,
+            "id.resp_p" => Self::RespP,
+            "orig_bytes" => Self::OrigBytes,
+            "resp_bytes" => Self::RespBytes,
+            "id" => Self::Id,
+            _ => Self::Other,
+        }
+    }
+}
+
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Key;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Key, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Key;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
+        Ok(Key::of(v))
+    }
+}
+
+/// Any value, read as `serde_json::Value` reads it (keys with `deserialize_str`, values with
+/// `deserialize_any`), keeping numbers, strings and null.
+struct ValSeed;
+
+impl<'de> DeserializeSeed<'de> for ValSeed {
+    type Value = Val<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Val<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Val<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ValSeed)
+    }
+}
+
+/// A value nobody looks at, still read in full so its errors are the `Value`'s errors.
+struct Ignored;
+
+impl<'de> Deserialize<'de> for Ignored {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ValSeed).map(|_| Ignored)
+    }
+}
+
+impl<'de> Visitor<'de> for ValSeed {
+    type Value = Val<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Val<'de>, E> {
+        Ok(Val::Other)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Val<'de>, E> {
+        Ok(Val::Num(v.into()))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Val<'de>, E> {
+        Ok(Val::Num(v.into()))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Val<'de>, E> {
+        // As `serde_json::Value` holds it: a number that is not finite is null.
+        Ok(Number::from_f64(v).map_or(Val::Null, Val::Num))
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Val<'de>, E> {
+        Ok(Val::Str(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Val<'de>, E> {
+        Ok(Val::Str(Cow::Owned(v.to_string())))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Val<'de>, E> {
+        Ok(Val::Str(Cow::Owned(v)))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Val<'de>, E> {
+        Ok(Val::Null)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Val<'de>, E> {
+        Ok(Val::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Val<'de>, D::Error> {
+        self.deserialize(d)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Val<'de>, A::Error> {
+        while seq.next_element::<Ignored>()?.is_some() {}
+        Ok(Val::Other)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Val<'de>, A::Error> {
+        while map.next_key_seed(KeySeed)?.is_some() {
+            map.next_value::<Ignored>()?;
+        }
+        Ok(Val::Other)
+    }
+}
+
+struct TopVisitor;
+
+impl<'de> Visitor<'de> for TopVisitor {
+    type Value = JsonLine<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<JsonLine<'de>, E> {
+        Ok(JsonLine::NotObject)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<JsonLine<'de>, E> {
+        Ok(JsonLine::NotObject)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<JsonLine<'de>, E> {
+        Ok(JsonLine::NotObject)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<JsonLine<'de>, E> {
+        Ok(JsonLine::NotObject)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<JsonLine<'de>, E> {
+        Ok(JsonLine::NotObject)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<JsonLine<'de>, E> {
+        Ok(JsonLine::NotObject)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<JsonLine<'de>, E> {
+        Ok(JsonLine::NotObject)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<JsonLine<'de>, A::Error> {
+        while seq.next_element::<Ignored>()?.is_some() {}
+        Ok(JsonLine::NotObject)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonLine<'de>, A::Error> {
+        let mut f = Fields::default();
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            // A repeated key keeps its last value, as a `Value` map does.
+            let slot = match key {
+                Key::Ts => &mut f.ts,
+                Key::Uid => &mut f.uid,
+                Key::OrigH => &mut f.orig_h,
+                Key::RespH => &mut f.resp_h,
+                Key::RespP => &mut f.resp_p,
+                Key::OrigBytes => &mut f.orig_bytes,
+                Key::RespBytes => &mut f.resp_bytes,
+                Key::Id => {
+                    f.id = map.next_value_seed(IdSeed)?;
+                    continue;
+                }
+                Key::Other => {
+                    map.next_value::<Ignored>()?;
+                    continue;
+                }
+            };
+            *slot = map.next_value()?;
+        }
+        Ok(JsonLine::Object(f))
+    }
+}
+
+/// The value of `id`: an object keeps the inner fields of the nested form.
+struct IdSeed;
+
+impl<'de> DeserializeSeed<'de> for IdSeed {
+    type Value = Val<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Val<'de>, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for IdSeed {
+    type Value = Val<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Val<'de>, E> {
+        Ok(Val::Other)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Val<'de>, E> {
+        Ok(Val::Other)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Val<'de>, E> {
+        Ok(Val::Other)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Val<'de>, E> {
+        Ok(Val::Other)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Val<'de>, E> {
+        Ok(Val::Other)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Val<'de>, E> {
+        Ok(Val::Null)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Val<'de>, E> {
+        Ok(Val::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Val<'de>, A::Error> {
+        while seq.next_element::<Ignored>()?.is_some() {}
+        Ok(Val::Other)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Val<'de>, A::Error> {
+        let mut id = IdFields::default();
+        while let Some(name) = map.next_key_seed(InnerKeySeed)? {
+            let slot = match name {
+                Some(InnerKey::OrigH) => &mut id.orig_h,
+                Some(InnerKey::RespH) => &mut id.resp_h,
+                Some(InnerKey::RespP) => &mut id.resp_p,
+                None => {
+                    map.next_value::<Ignored>()?;
+                    continue;
+                }
+            };
+            *slot = map.next_value()?;
+        }
+        Ok(Val::Object(Box::new(id)))
+    }
+}
+
+enum InnerKey {
+    OrigH,
+    RespH,
+    RespP,
+}
+
+struct InnerKeySeed;
+
+impl<'de> DeserializeSeed<'de> for InnerKeySeed {
+    type Value = Option<InnerKey>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for InnerKeySeed {
+    type Value = Option<InnerKey>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a key")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(match v {
+            "orig_h" => Some(InnerKey::OrigH),
+            "resp_h" => Some(InnerKey::RespH),
+            "resp_p" => Some(InnerKey::RespP),
+            _ => None,
+        })
+    }
+}
+
+impl<'a> Fields<'a> {
+    /// A field by Zeek's flat name (`id.orig_h`), or nested (`{"id": {"orig_h": ..}}`).
+    fn take(&mut self, key: Key) -> Val<'a> {
+        let flat = match key {
+            Key::Ts => &mut self.ts,
+            Key::Uid => &mut self.uid,
+            Key::OrigH => &mut self.orig_h,
+            Key::RespH => &mut self.resp_h,
+            Key::RespP => &mut self.resp_p,
+            Key::OrigBytes => &mut self.orig_bytes,
+            Key::RespBytes => &mut self.resp_bytes,
+            Key::Id | Key::Other => return Val::Absent,
+        };
+        if !matches!(flat, Val::Absent) {
+            return std::mem::take(flat);
+        }
+        let Val::Object(id) = &mut self.id else {
+            return Val::Absent;
+        };
+        match key {
+            Key::OrigH => std::mem::take(&mut id.orig_h),
+            Key::RespH => std::mem::take(&mut id.resp_h),
+            Key::RespP => std::mem::take(&mut id.resp_p),
+            _ => Val::Absent,
+        }
+    }
+
+    fn conn(mut self, no: usize) -> Result<ConnLine<'a>, ZeekError> {
+        let ts = match self.take(Key::Ts) {
+            Val::Num(n) => ts_from_epoch(no, n.as_f64().unwrap_or(f64::NAN))?,
+            Val::Str(s) => parse_ts_text(no, &s)?,
+            Val::Null | Val::Absent => {
+                return Err(ZeekError::field_error(no, "ts", "ts is missing"));
+            }
+            Val::Object(_) | Val::Other => {
+                return Err(ZeekError::field_error(
+                    no,
+                    "ts",
+                    "ts must be epoch seconds or an ISO 8601 string",
+                ));
+            }
+        };
+        let mut text = |key: Key, name: &str| match self.take(key) {
+            Val::Str(s) if !s.is_empty() => Ok(s),
+            Val::Null | Val::Absent => Err(ZeekError::field_error(
+                no,
+                name,
+                format!("{name} is missing"),
+            )),
+            _ => Err(ZeekError::field_error(
+                no,
+                name,
+                format!("{name} must be a non-empty string"),
+            )),
+        };
+        // In the order Zeek writes them, so the first missing field is the one reported.
+        let orig_h = text(Key::OrigH, "id.orig_h")?;
+        let resp_h = text(Key::RespH, "id.resp_h")?;
+        let resp_p = match self.take(Key::RespP) {
+            Val::Num(n) => n.as_u64().and_then(|p| u16::try_from(p).ok()),
+            Val::Null | Val::Absent => {
+                return Err(ZeekError::field_error(
+                    no,
+                    "id.resp_p",
+                    "id.resp_p is missing",
+                ));
+            }
+            _ => None,
+        }
+        .ok_or_else(|| {
+            ZeekError::field_error(no, "id.resp_p", "id.resp_p is not a port (0 to 65535)")
+        })?;
+        let orig_bytes = json_count(no, self.take(Key::OrigBytes), "orig_bytes")?;
+        let resp_bytes = json_count(no, self.take(Key::RespBytes), "resp_bytes")?;
+        let uid = match self.take(Key::Uid) {
+            Val::Str(s) if !s.is_empty() => Some(s),
+            _ => None,
+        };
+        Ok(ConnLine {
+            ts,
+            uid,
+            orig_h,
+            resp_h,
+            resp_p,
+            orig_bytes,
+            resp_bytes,
+        })
+    }
+}
+
+/// A byte count: absent or null (Zeek's JSON writer omits unset fields) is 0.
+fn json_count(no: usize, value: Val<'_>, name: &str) -> Result<u64, ZeekError> {
+    let n = match value {
+        Val::Absent | Val::Null => return Ok(0),
+        Val::Num(n) => n,
+        _ => {
+            return Err(ZeekError::field_error(
+                no,
+                name,
+                format!("{name} must be a number"),
+            ));
+        }
+    };
+    number_count(no, &n, name)
+}
+
+/// A JSON number as a byte count.
+pub(crate) fn number_count(no: usize, n: &Number, name: &str) -> Result<u64, ZeekError> {
+    if let Some(v) = n.as_u64() {
+        return Ok(v);
+    }
+    // Shippers that pass logs through floats write 601.0; a whole float is still a count.
+    match n.as_f64() {
+        Some(v) if v < 0.0 => Err(ZeekError::field_error(
+            no,
+            name,
+            format!("{name} {n} is negative"),
+        )),
+        Some(v) if v.is_finite() && v.fract() == 0.0 && v <= u64::MAX as f64 => Ok(v as u64),
+        _ => Err(ZeekError::field_error(
+            no,
+            name,
+            format!("{name} {n} is not a whole number of bytes"),
+        )),
+    }
+}
