@@ -41,81 +41,84 @@ fn json_len(alert: &Alert) -> usize {
     count.0
 }
 
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ListQuery {
-    /// Only alerts created at or after this time (RFC 3339).
-    pub since: Option<DateTime<Utc>>,
-    /// Only alerts created before this time (RFC 3339).
-    pub until: Option<DateTime<Utc>>,
-    /// Only alerts with at least this severity (0-100).
-    pub min_severity: Option<u8>,
-    /// `open` or `acknowledged`.
-    #[param(inline, value_type = Option<AlertStatusView>)]
-    pub status: Option<AlertStatus>,
-    /// Only alerts of this detector (`default`: those of the v1 paths).
-    #[param(example = "default")]
-    pub detector: Option<String>,
-    /// Page size, 1-1000 (default 50).
-    #[param(minimum = 1, maximum = 1000)]
-    pub limit: Option<usize>,
-    /// `next_cursor` of the previous page.
-    pub cursor: Option<String>,
-    /// `json` (default: `{"alerts": [...], "next_cursor": ...}`), or one document per line in a SIEM's
-    /// format: `ecs`, `ocsf`, `splunk_hec` (NDJSON) or `cef` (text); the next cursor is then in the
-    /// `x-next-cursor` header. Generated clients read this operation's answer as JSON: for the
-    /// SIEM formats they call `GET /v1/alerts/export/{format}`, which answers the same lines.
-    #[param(inline, value_type = Option<AlertFormatView>, example = "ecs")]
-    pub format: Option<AlertFormat>,
-}
-
-/// The filters of a SIEM export: those of the alert list, without `format` (it is in the path).
-#[derive(Debug, Default, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct ExportQuery {
-    /// Only alerts created at or after this time (RFC 3339).
-    pub since: Option<DateTime<Utc>>,
-    /// Only alerts created before this time (RFC 3339).
-    pub until: Option<DateTime<Utc>>,
-    /// Only alerts with at least this severity (0-100).
-    pub min_severity: Option<u8>,
-    /// `open` or `acknowledged`.
-    #[param(inline, value_type = Option<AlertStatusView>)]
-    pub status: Option<AlertStatus>,
-    /// Page size, 1-1000 (default 50).
-    #[param(minimum = 1, maximum = 1000)]
-    pub limit: Option<usize>,
-    /// `x-next-cursor` of the previous page.
-    pub cursor: Option<String>,
-    /// Only alerts of this detector (`default`: those of the v1 paths).
-    #[param(example = "default")]
-    pub detector: Option<String>,
-}
-
-impl From<ExportQuery> for ListQuery {
-    fn from(q: ExportQuery) -> Self {
-        let ExportQuery {
-            since,
-            until,
-            min_severity,
-            status,
-            limit,
-            cursor,
-            detector,
-        } = q;
-        Self {
-            since,
-            until,
-            min_severity,
-            status,
-            limit,
-            cursor,
-            detector,
-            format: None,
+/// Query structs that take the alert filters and paging (each with its own extra fields), and
+/// turn them into a store query. One list of fields for the alert list and the SIEM export:
+/// `deny_unknown_fields` cannot be combined with `#[serde(flatten)]`.
+macro_rules! alert_filter_queries {
+    ($($(#[$attr:meta])* struct $name:ident { $($extra:tt)* })+) => {$(
+        $(#[$attr])*
+        #[derive(Debug, Default, Deserialize, IntoParams)]
+        #[serde(deny_unknown_fields)]
+        #[into_params(parameter_in = Query)]
+        pub struct $name {
+            /// Only alerts created at or after this time (RFC 3339).
+            pub since: Option<DateTime<Utc>>,
+            /// Only alerts created before this time (RFC 3339).
+            pub until: Option<DateTime<Utc>>,
+            /// Only alerts with at least this severity (0-100).
+            pub min_severity: Option<u8>,
+            /// `open` or `acknowledged`.
+            #[param(inline, value_type = Option<AlertStatusView>)]
+            pub status: Option<AlertStatus>,
+            /// Only alerts of this detector (`default`: those of the v1 paths).
+            #[param(example = "default")]
+            pub detector: Option<String>,
+            /// Page size, 1-1000 (default 50).
+            #[param(minimum = 1, maximum = 1000)]
+            pub limit: Option<usize>,
+            /// The previous page's `next_cursor` (or its `x-next-cursor` header).
+            pub cursor: Option<String>,
+            $($extra)*
         }
+
+        impl $name {
+            /// The store query these parameters ask for; a 400 naming one out of range.
+            fn alert_query(&mut self) -> Result<AlertQuery, ApiError> {
+                checked(AlertQuery {
+                    since: self.since,
+                    until: self.until,
+                    min_severity: self.min_severity,
+                    status: self.status,
+                    detector: self.detector.take(),
+                    limit: self.limit.unwrap_or(50),
+                    cursor: self.cursor.take(),
+                })
+            }
+        }
+    )+};
+}
+
+alert_filter_queries! {
+    struct ListQuery {
+        /// `json` (default: `{"alerts": [...], "next_cursor": ...}`), or one document per line in a SIEM's
+        /// format: `ecs`, `ocsf`, `splunk_hec` (NDJSON) or `cef` (text); the next cursor is then in the
+        /// `x-next-cursor` header. Generated clients read this operation's answer as JSON: for the
+        /// SIEM formats they call `GET /v1/alerts/export/{format}`, which answers the same lines.
+        #[param(inline, value_type = Option<AlertFormatView>, example = "ecs")]
+        pub format: Option<AlertFormat>,
     }
+
+    /// The filters of a SIEM export: those of the alert list, without `format` (it is in the path).
+    struct ExportQuery {}
+}
+
+/// `query` if its page size and severity are in range, else a 400 naming the parameter.
+fn checked(query: AlertQuery) -> Result<AlertQuery, ApiError> {
+    if query.limit == 0 || query.limit > MAX_LIMIT {
+        return Err(ApiError::new(
+            ProblemCode::InvalidParameter,
+            format!("limit must be between 1 and {MAX_LIMIT}"),
+        )
+        .with_field("limit"));
+    }
+    if query.min_severity.is_some_and(|s| s > 100) {
+        return Err(ApiError::new(
+            ProblemCode::InvalidParameter,
+            "min_severity must be between 0 and 100",
+        )
+        .with_field("min_severity"));
+    }
+    Ok(query)
 }
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -181,7 +184,7 @@ pub async fn list(
     State(state): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let q = super::query(query)?;
+    let mut q = super::query(query)?;
     let format = q.format.unwrap_or(AlertFormat::Json);
     let mut page = alerts::list(&state, q.alert_query()?).await?;
     // One alert always goes out, however large.
@@ -260,8 +263,8 @@ pub async fn export(
     query: Result<Query<ExportQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let format = export_format(format)?;
-    let q = ListQuery::from(super::query(query)?);
-    let page = alerts::list(&state, q.alert_query()?).await?;
+    let query = super::query(query)?.alert_query()?;
+    let page = alerts::list(&state, query).await?;
     Ok(lines(
         page,
         format,
@@ -299,36 +302,6 @@ pub async fn export_one(
         next_cursor: None,
     };
     Ok(lines(one, format, usize::MAX))
-}
-
-impl ListQuery {
-    /// The store query these parameters ask for; a 400 naming one out of range.
-    fn alert_query(self) -> Result<AlertQuery, ApiError> {
-        let limit = self.limit.unwrap_or(50);
-        if limit == 0 || limit > MAX_LIMIT {
-            return Err(ApiError::new(
-                ProblemCode::InvalidParameter,
-                format!("limit must be between 1 and {MAX_LIMIT}"),
-            )
-            .with_field("limit"));
-        }
-        if self.min_severity.is_some_and(|s| s > 100) {
-            return Err(ApiError::new(
-                ProblemCode::InvalidParameter,
-                "min_severity must be between 0 and 100",
-            )
-            .with_field("min_severity"));
-        }
-        Ok(AlertQuery {
-            since: self.since,
-            until: self.until,
-            min_severity: self.min_severity,
-            status: self.status,
-            detector: self.detector,
-            limit,
-            cursor: self.cursor,
-        })
-    }
 }
 
 fn export_context() -> ExportContext<'static> {

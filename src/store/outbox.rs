@@ -98,7 +98,7 @@ pub enum AttemptOutcome {
 }
 
 /// The columns an attempt's outcome writes to its outbox row, the same for every backend.
-pub(super) struct AttemptRow<'a> {
+pub struct AttemptRow<'a> {
     pub state: DeliveryStatus,
     pub next_attempt_at_ms: i64,
     pub last_error: Option<&'a str>,
@@ -170,6 +170,15 @@ impl From<DeliveryRow> for DeliveryState {
     }
 }
 
+/// What [`Outbox::claim_due`] asks a backend for: up to `limit` deliveries to `sink` due at
+/// `now_ms`, leased until `until_ms`.
+pub struct Claim<'a> {
+    pub sink: &'a str,
+    pub now_ms: i64,
+    pub until_ms: i64,
+    pub limit: i64,
+}
+
 /// The delivery queue behind webhook sinks. Calls block; async callers use `spawn_blocking`.
 ///
 /// One method records every outcome (rather than one per outcome) to keep the surface a
@@ -183,7 +192,17 @@ pub trait Outbox: Send + Sync + 'static {
         now: DateTime<Utc>,
         limit: usize,
         lease: Duration,
-    ) -> Result<Vec<DueDelivery>, StoreError>;
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        let now_ms = now.timestamp_millis();
+        self.claim(&Claim {
+            sink,
+            now_ms,
+            until_ms: now_ms.saturating_add(millis(lease)),
+            limit: i64::try_from(limit).unwrap_or(i64::MAX),
+        })
+    }
+    /// [`claim_due`](Self::claim_due) as a backend implements it.
+    fn claim(&self, claim: &Claim<'_>) -> Result<Vec<DueDelivery>, StoreError>;
     /// When the earliest pending delivery to `sink` (claimed or not) falls due.
     fn next_due(&self, sink: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
     /// Records a finished attempt. Only pending rows change, so a late record never undoes a
@@ -194,6 +213,18 @@ pub trait Outbox: Send + Sync + 'static {
         sink: &str,
         outcome: &AttemptOutcome,
         at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let at_ms = at.timestamp_millis();
+        self.record(alert_id, sink, &outcome.row(at_ms), at_ms)
+    }
+    /// [`record_attempt`](Self::record_attempt) as a backend implements it: `row` is the
+    /// outcome as stored, `at_ms` the attempt's time.
+    fn record(
+        &self,
+        alert_id: &str,
+        sink: &str,
+        row: &AttemptRow<'_>,
+        at_ms: i64,
     ) -> Result<(), StoreError>;
     /// Gives back a claim whose attempt was abandoned (shutdown): due again at `now`.
     fn release(&self, alert_id: &str, sink: &str, now: DateTime<Utc>) -> Result<(), StoreError>;
@@ -265,15 +296,13 @@ pub(super) fn time(ms: i64) -> Option<DateTime<Utc>> {
 }
 
 impl Outbox for SqliteAlertStore {
-    fn claim_due(
-        &self,
-        sink: &str,
-        now: DateTime<Utc>,
-        limit: usize,
-        lease: Duration,
-    ) -> Result<Vec<DueDelivery>, StoreError> {
-        let now_ms = now.timestamp_millis();
-        let until_ms = now_ms.saturating_add(millis(lease));
+    fn claim(&self, claim: &Claim<'_>) -> Result<Vec<DueDelivery>, StoreError> {
+        let &Claim {
+            sink,
+            now_ms,
+            until_ms,
+            limit,
+        } = claim;
         let mut conn = self.lock()?;
         // Immediate: read and lease under one write lock, so two claimers cannot share a row.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -285,7 +314,6 @@ impl Outbox for SqliteAlertStore {
                  ORDER BY o.next_attempt_at_ms, o.alert_id
                  LIMIT ?3",
             )?;
-            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
             stmt.query_map(params![sink, now_ms, limit], |r| {
                 Ok((r.get(0)?, r.get(1)?, r.get(2)?))
             })?
@@ -327,15 +355,13 @@ impl Outbox for SqliteAlertStore {
         Ok(ms.and_then(time))
     }
 
-    fn record_attempt(
+    fn record(
         &self,
         alert_id: &str,
         sink: &str,
-        outcome: &AttemptOutcome,
-        at: DateTime<Utc>,
+        row: &AttemptRow<'_>,
+        at_ms: i64,
     ) -> Result<(), StoreError> {
-        let at_ms = at.timestamp_millis();
-        let row = outcome.row(at_ms);
         let conn = self.lock()?;
         conn.execute(
             sql::RECORD_ATTEMPT,

@@ -36,8 +36,8 @@ use super::StoreError;
 use super::alerts::{Alert, AlertPage, AlertQuery, AlertRow, AlertStore, Cursor, decode, page};
 use super::models::{ChangeHook, ModelStore};
 use super::outbox::{
-    AttemptOutcome, DeliveryRow, DeliveryState, DueDelivery, Outbox, attempts, listed_twice,
-    millis, time,
+    AttemptRow, Claim, DeliveryRow, DeliveryState, DueDelivery, Outbox, attempts, listed_twice,
+    time,
 };
 use super::sql;
 
@@ -427,16 +427,13 @@ fn list_sql(
 }
 
 impl Outbox for PgStore {
-    fn claim_due(
-        &self,
-        sink: &str,
-        now: DateTime<Utc>,
-        limit: usize,
-        lease: Duration,
-    ) -> Result<Vec<DueDelivery>, StoreError> {
-        let now_ms = now.timestamp_millis();
-        let until_ms = now_ms.saturating_add(millis(lease));
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    fn claim(&self, claim: &Claim<'_>) -> Result<Vec<DueDelivery>, StoreError> {
+        let &Claim {
+            sink,
+            now_ms,
+            until_ms,
+            limit,
+        } = claim;
         let mut conn = self.conn()?;
         let mut tx = conn.transaction().map_err(pg)?;
         // SKIP LOCKED: replicas claiming at once take disjoint rows instead of waiting; the
@@ -491,15 +488,13 @@ impl Outbox for PgStore {
         Ok(row.get::<_, Option<i64>>(0).and_then(time))
     }
 
-    fn record_attempt(
+    fn record(
         &self,
         alert_id: &str,
         sink: &str,
-        outcome: &AttemptOutcome,
-        at: DateTime<Utc>,
+        row: &AttemptRow<'_>,
+        at_ms: i64,
     ) -> Result<(), StoreError> {
-        let at_ms = at.timestamp_millis();
-        let row = outcome.row(at_ms);
         let status = row.last_status.map(i32::from);
         self.conn()?
             .execute(
