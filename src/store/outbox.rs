@@ -179,6 +179,15 @@ pub struct Claim<'a> {
     pub limit: i64,
 }
 
+/// What [`Outbox::record_attempt`] asks a backend to store: the attempt's outcome as the
+/// delivery's columns, and when it finished.
+pub struct Attempt<'a> {
+    pub alert_id: &'a str,
+    pub sink: &'a str,
+    pub at_ms: i64,
+    pub row: AttemptRow<'a>,
+}
+
 /// The delivery queue behind webhook sinks. Calls block; async callers use `spawn_blocking`.
 ///
 /// One method records every outcome (rather than one per outcome) to keep the surface a
@@ -215,17 +224,15 @@ pub trait Outbox: Send + Sync + 'static {
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let at_ms = at.timestamp_millis();
-        self.record(alert_id, sink, &outcome.row(at_ms), at_ms)
+        self.record(&Attempt {
+            alert_id,
+            sink,
+            at_ms,
+            row: outcome.row(at_ms),
+        })
     }
-    /// [`record_attempt`](Self::record_attempt) as a backend implements it: `row` is the
-    /// outcome as stored, `at_ms` the attempt's time.
-    fn record(
-        &self,
-        alert_id: &str,
-        sink: &str,
-        row: &AttemptRow<'_>,
-        at_ms: i64,
-    ) -> Result<(), StoreError>;
+    /// [`record_attempt`](Self::record_attempt) as a backend implements it.
+    fn record(&self, attempt: &Attempt<'_>) -> Result<(), StoreError>;
     /// Gives back a claim whose attempt was abandoned (shutdown): due again at `now`.
     fn release(&self, alert_id: &str, sink: &str, now: DateTime<Utc>) -> Result<(), StoreError>;
     /// Every delivery of this alert, by sink name.
@@ -297,12 +304,8 @@ pub(super) fn time(ms: i64) -> Option<DateTime<Utc>> {
 
 impl Outbox for SqliteAlertStore {
     fn claim(&self, claim: &Claim<'_>) -> Result<Vec<DueDelivery>, StoreError> {
-        let &Claim {
-            sink,
-            now_ms,
-            until_ms,
-            limit,
-        } = claim;
+        let (sink, now_ms, until_ms, limit) =
+            (claim.sink, claim.now_ms, claim.until_ms, claim.limit);
         let mut conn = self.lock()?;
         // Immediate: read and lease under one write lock, so two claimers cannot share a row.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -355,13 +358,9 @@ impl Outbox for SqliteAlertStore {
         Ok(ms.and_then(time))
     }
 
-    fn record(
-        &self,
-        alert_id: &str,
-        sink: &str,
-        row: &AttemptRow<'_>,
-        at_ms: i64,
-    ) -> Result<(), StoreError> {
+    fn record(&self, attempt: &Attempt<'_>) -> Result<(), StoreError> {
+        let (alert_id, sink, row, at_ms) =
+            (attempt.alert_id, attempt.sink, &attempt.row, attempt.at_ms);
         let conn = self.lock()?;
         conn.execute(
             sql::RECORD_ATTEMPT,

@@ -36,8 +36,7 @@ use super::StoreError;
 use super::alerts::{Alert, AlertPage, AlertQuery, AlertRow, AlertStore, Cursor, decode, page};
 use super::models::{ChangeHook, ModelStore};
 use super::outbox::{
-    AttemptRow, Claim, DeliveryRow, DeliveryState, DueDelivery, Outbox, attempts, listed_twice,
-    time,
+    Attempt, Claim, DeliveryRow, DeliveryState, DueDelivery, Outbox, attempts, listed_twice, time,
 };
 use super::sql;
 
@@ -428,12 +427,8 @@ fn list_sql(
 
 impl Outbox for PgStore {
     fn claim(&self, claim: &Claim<'_>) -> Result<Vec<DueDelivery>, StoreError> {
-        let &Claim {
-            sink,
-            now_ms,
-            until_ms,
-            limit,
-        } = claim;
+        let (sink, now_ms, until_ms, limit) =
+            (claim.sink, claim.now_ms, claim.until_ms, claim.limit);
         let mut conn = self.conn()?;
         let mut tx = conn.transaction().map_err(pg)?;
         // SKIP LOCKED: replicas claiming at once take disjoint rows instead of waiting; the
@@ -488,13 +483,9 @@ impl Outbox for PgStore {
         Ok(row.get::<_, Option<i64>>(0).and_then(time))
     }
 
-    fn record(
-        &self,
-        alert_id: &str,
-        sink: &str,
-        row: &AttemptRow<'_>,
-        at_ms: i64,
-    ) -> Result<(), StoreError> {
+    fn record(&self, attempt: &Attempt<'_>) -> Result<(), StoreError> {
+        let (alert_id, sink, row, at_ms) =
+            (attempt.alert_id, attempt.sink, &attempt.row, attempt.at_ms);
         let status = row.last_status.map(i32::from);
         self.conn()?
             .execute(
