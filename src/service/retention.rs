@@ -37,28 +37,11 @@ pub fn start(state: AppState, mut stop: watch::Receiver<bool>) -> JoinHandle<()>
 /// this round: the next round retries).
 pub async fn prune_once(state: &AppState, days: u64) -> u64 {
     let before = Utc::now() - chrono::Duration::days(days.min(1_000_000) as i64);
-    let mut total = 0;
-    loop {
-        let store = state.alerts();
-        let round = tokio::task::spawn_blocking(move || store.prune(before, BATCH)).await;
-        match round {
-            Ok(Ok(n)) => {
-                total += n;
-                metrics::counter!("netsentinel_alerts_pruned_total").increment(n);
-                if n < BATCH as u64 {
-                    break;
-                }
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "alert retention: cannot delete old alerts now; retrying in an hour");
-                break;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "alert retention task failed");
-                break;
-            }
-        }
-    }
+    let store = state.alerts();
+    let total = in_batches("alerts", "netsentinel_alerts_pruned_total", move || {
+        store.prune(before, BATCH)
+    })
+    .await;
     if total > 0 {
         tracing::info!(
             deleted = total,
@@ -74,34 +57,47 @@ pub async fn prune_once(state: &AppState, days: u64) -> u64 {
 pub async fn prune_keys_once(state: &AppState) -> u64 {
     let hours = state.settings().idempotency_ttl_hours.min(1_000_000) as i64;
     let before = Utc::now() - chrono::Duration::hours(hours);
-    let mut total = 0;
-    loop {
-        let store = state.stores().idempotency.clone();
-        let round = tokio::task::spawn_blocking(move || store.prune_keys(before, BATCH)).await;
-        match round {
-            Ok(Ok(n)) => {
-                total += n;
-                metrics::counter!("netsentinel_idempotency_keys_pruned_total").increment(n);
-                if n < BATCH as u64 {
-                    break;
-                }
-            }
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "idempotency keys: cannot delete expired keys now; retrying in an hour");
-                break;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "idempotency key expiry failed");
-                break;
-            }
-        }
-    }
+    let store = state.stores().idempotency.clone();
+    let metric = "netsentinel_idempotency_keys_pruned_total";
+    let total = in_batches("idempotency keys", metric, move || {
+        store.prune_keys(before, BATCH)
+    })
+    .await;
     if total > 0 {
         tracing::info!(
             deleted = total,
             ttl_hours = hours,
             "deleted expired idempotency keys"
         );
+    }
+    total
+}
+
+/// Runs `round` (which deletes at most [`BATCH`] rows) off the runtime until a round deletes
+/// fewer, counting them in `metric`; an error is logged and ends the rounds.
+async fn in_batches<F>(what: &'static str, metric: &'static str, round: F) -> u64
+where
+    F: Fn() -> Result<u64, crate::store::StoreError> + Clone + Send + 'static,
+{
+    let mut total = 0;
+    loop {
+        match tokio::task::spawn_blocking(round.clone()).await {
+            Ok(Ok(n)) => {
+                total += n;
+                metrics::counter!(metric).increment(n);
+                if n < BATCH as u64 {
+                    break;
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "retention: cannot delete old {what} now; retrying in an hour");
+                break;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "retention of {what} failed");
+                break;
+            }
+        }
     }
     total
 }
