@@ -151,6 +151,21 @@ impl ApiKeys {
     }
 }
 
+/// Who sent a request, when API keys are configured: a digest derived from the key's (never the
+/// key itself), put in the request's extensions by [`authorize`]. Idempotency keys are scoped
+/// by it, so one client never gets another's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientId(pub String);
+
+impl ClientId {
+    fn of(key: &Key) -> Self {
+        let mut h = Sha256::new();
+        h.update(b"netsentinel client id\0");
+        h.update(key.digest);
+        Self(hex::encode(&h.finalize()[..16]))
+    }
+}
+
 /// Authorization policy: the keys, and whether `/metrics` needs one.
 #[derive(Debug, Clone, Default)]
 pub struct Policy {
@@ -190,7 +205,11 @@ pub fn required_scope(method: &Method, path: &str, metrics_require_key: bool) ->
 
 /// Middleware: checks `Authorization: Bearer <key>` against the policy. With no keys configured
 /// every request passes (the service said so at start).
-pub async fn authorize(State(policy): State<Arc<Policy>>, req: Request, next: Next) -> Response {
+pub async fn authorize(
+    State(policy): State<Arc<Policy>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     if policy.keys.is_empty() {
         return next.run(req).await;
     }
@@ -220,7 +239,11 @@ pub async fn authorize(State(policy): State<Arc<Policy>>, req: Request, next: Ne
             ),
         )
         .into_response(),
-        Some(_) => next.run(req).await,
+        Some(key) => {
+            let client = ClientId::of(key);
+            req.extensions_mut().insert(client);
+            next.run(req).await
+        }
     }
 }
 
@@ -267,6 +290,12 @@ mod tests {
                 .allows(Scope::Read)
         );
         assert!(keys.lookup("nope").is_none());
+        // Each key has its own client id, which is not its digest.
+        let id = |k: &str| ClientId::of(keys.lookup(k).unwrap());
+        assert_ne!(id("reader-secret-key-1"), id("admin-secret-key-12"));
+        assert_eq!(id("reader-secret-key-1"), id("reader-secret-key-1"));
+        let digest = hex::encode(Sha256::digest(b"reader-secret-key-1"));
+        assert!(!digest.contains(&id("reader-secret-key-1").0));
         assert!(!format!("{keys:?}").contains("reader"));
     }
 

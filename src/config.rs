@@ -91,6 +91,11 @@ pub struct Settings {
     #[arg(long, env = "NETSENTINEL_ALERT_RETENTION_DAYS", default_value_t = 90)]
     pub alert_retention_days: u64,
 
+    /// Hours an `Idempotency-Key` and its first answer are kept (a retry within them gets that
+    /// answer again); older ones are deleted hourly with the alerts past retention.
+    #[arg(long, env = "NETSENTINEL_IDEMPOTENCY_TTL_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..=8760))]
+    pub idempotency_ttl_hours: u64,
+
     /// Most bytes of alerts in one page of `GET /v1/alerts` (JSON or an export format); the page
     /// ends before the alert that would pass it, and its cursor continues from there.
     #[arg(long, env = "NETSENTINEL_ALERTS_PAGE_BYTES", default_value_t = 8 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..))]

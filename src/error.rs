@@ -60,6 +60,9 @@ problem_codes! {
     InvalidDetector = "invalid-detector",
     DetectorInUse = "detector-in-use",
     DefaultDetector = "default-detector",
+    IdempotencyKeyReused = "idempotency-key-reused",
+    IdempotencyKeyInFlight = "idempotency-key-in-flight",
+    IdempotencyAnswerNotKept = "idempotency-answer-not-kept",
     NothingToDraw = "nothing-to-draw",
     NotFound = "not-found",
     MethodNotAllowed = "method-not-allowed",
@@ -89,13 +92,19 @@ impl ProblemCode {
             NoSuchVersion | NoSuchAlert | NoSuchDetector | NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             NotAcceptable => StatusCode::NOT_ACCEPTABLE,
-            NoModel | CorruptModel | NothingToDraw | DetectorInUse | DefaultDetector => {
-                StatusCode::CONFLICT
-            }
+            NoModel
+            | CorruptModel
+            | NothingToDraw
+            | DetectorInUse
+            | DefaultDetector
+            | IdempotencyKeyInFlight
+            | IdempotencyAnswerNotKept => StatusCode::CONFLICT,
             BodyTooLarge | TooManyRecords => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType | UnsupportedContentEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             InvalidRecord | InvalidRecords | EmptyBatch | NoFeatures | InvalidZeekLine
-            | MissingZeekField | InvalidDetector => StatusCode::UNPROCESSABLE_ENTITY,
+            | MissingZeekField | InvalidDetector | IdempotencyKeyReused => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
             StoreUnavailable | Timeout | Overloaded | NotReady => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -394,6 +403,9 @@ impl From<crate::records::ZeekError> for ApiError {
     }
 }
 
+/// The request header naming a retry's idempotency key (the `field` of its problems).
+pub const IDEMPOTENCY_KEY: &str = "Idempotency-Key";
+
 impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {
@@ -428,6 +440,19 @@ impl From<ServiceError> for ApiError {
             }
             e @ ServiceError::DefaultDetector => {
                 Self::new(ProblemCode::DefaultDetector, e.to_string())
+            }
+            e @ ServiceError::KeyInFlight => Self {
+                retry_after: Some(crate::service::idempotency::IN_FLIGHT_RETRY_SECS),
+                ..Self::new(ProblemCode::IdempotencyKeyInFlight, e.to_string())
+            }
+            .with_field(IDEMPOTENCY_KEY),
+            e @ ServiceError::KeyReused => {
+                Self::new(ProblemCode::IdempotencyKeyReused, e.to_string())
+                    .with_field(IDEMPOTENCY_KEY)
+            }
+            e @ ServiceError::AnswerNotKept { .. } => {
+                Self::new(ProblemCode::IdempotencyAnswerNotKept, e.to_string())
+                    .with_field(IDEMPOTENCY_KEY)
             }
             ServiceError::Store(e) => e.into(),
             ServiceError::Task(e) => e.into(),

@@ -149,10 +149,8 @@ impl Application {
         if let Err(e) = delivery.await {
             tracing::error!(error = %e, "webhook delivery did not stop cleanly");
         }
-        if let Some(retention) = retention {
-            if let Err(e) = retention.await {
-                tracing::error!(error = %e, "alert retention did not stop cleanly");
-            }
+        if let Err(e) = retention.await {
+            tracing::error!(error = %e, "retention did not stop cleanly");
         }
         if let Some(follower) = follower {
             if let Err(e) = follower.await {
@@ -195,6 +193,7 @@ pub fn build_state(settings: Settings) -> Result<AppState, StartupError> {
                 alerts: store.clone(),
                 outbox: store.clone(),
                 detectors: store.clone(),
+                idempotency: store.clone(),
                 models: Arc::new(PgDetectorModels(store)),
             }
         }
@@ -205,7 +204,8 @@ pub fn build_state(settings: Settings) -> Result<AppState, StartupError> {
             Stores {
                 alerts: alerts.clone(),
                 outbox: alerts.clone(),
-                detectors: alerts,
+                detectors: alerts.clone(),
+                idempotency: alerts,
                 models: Arc::new(DetectorModelFiles::new(
                     &settings.data_dir,
                     settings.keep_models as usize,

@@ -12,6 +12,7 @@ use crate::detector::model::Model;
 use crate::service::detectors::DetectorSpec;
 use crate::store::alerts::AlertStore;
 use crate::store::detectors::{DEFAULT_DETECTOR, DetectorModels, DetectorStore};
+use crate::store::idempotency::IdempotencyStore;
 use crate::store::models::ModelStore;
 use crate::store::outbox::Outbox;
 use crate::webhooks::Webhooks;
@@ -33,6 +34,8 @@ struct Inner {
     /// One change of the detector set (create, replace, delete, follow the store) at a time
     /// in this process.
     detector_change: tokio::sync::Mutex<()>,
+    /// Idempotency keys whose requests run in this process now.
+    in_flight: crate::service::idempotency::InFlight,
 }
 
 /// The stores every detector shares.
@@ -43,6 +46,8 @@ pub struct Stores {
     pub outbox: Arc<dyn Outbox>,
     /// Detector settings; the same database as `alerts`.
     pub detectors: Arc<dyn DetectorStore>,
+    /// Idempotency keys and their answers; the same database as `alerts`.
+    pub idempotency: Arc<dyn IdempotencyStore>,
     /// Each detector's model versions: files, or PostgreSQL shared with other replicas.
     pub models: Arc<dyn DetectorModels>,
 }
@@ -193,12 +198,18 @@ impl AppState {
                 stores,
                 webhooks: Arc::new(webhooks),
                 detector_change: tokio::sync::Mutex::new(()),
+                in_flight: Default::default(),
             }),
         }
     }
 
     pub fn settings(&self) -> &Settings {
         &self.inner.settings
+    }
+
+    /// Idempotency keys whose requests run in this process now.
+    pub fn in_flight(&self) -> &crate::service::idempotency::InFlight {
+        &self.inner.in_flight
     }
 
     pub fn stores(&self) -> &Stores {

@@ -40,7 +40,7 @@ const OPERATIONS: &[(&str, &str, &[u16])] = &[
     ("get", "/readyz", &[]),
     ("get", "/metrics", &[]),
     ("post", "/v1/samples", &[400, 406, 413, 415, 422]),
-    ("post", "/v1/model/fit", &[400, 413, 415, 422]),
+    ("post", "/v1/model/fit", &[400, 409, 413, 415, 422]),
     ("get", "/v1/model", &[404]),
     ("get", "/v1/model/versions", &[]),
     (

@@ -6,6 +6,7 @@ pub mod detectors;
 pub mod edge;
 pub mod evaluate;
 pub mod health;
+pub mod idempotency;
 pub mod metrics;
 pub mod model;
 pub mod problems;

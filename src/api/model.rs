@@ -1,24 +1,29 @@
 //! `/v1/model`: fit a model, read the active one, list kept versions, roll back.
 
 use super::RecordsRequest;
-use super::problems::{BadParameter, BodyProblems, CorruptModel, NoModelFound, NotFound};
+use super::idempotency::{IdempotencyKey, Start, request_parts, start_whole, whole};
+use super::problems::{
+    BadParameter, BodyProblems, CorruptModel, IdempotencyProblems, NoModelFound, NotFound,
+};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::Response;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::detectors::Detector;
-use super::views::bodies::ContentEncodingHeader;
+use super::views::bodies::{ContentEncodingHeader, IdempotencyKeyHeader};
 use super::views::model::{ForestParamsView, ModelMetaView};
 use super::views::samples::GeneratorConfigView;
 use crate::detector::generator::GeneratorConfig;
+use crate::detector::model::Model;
 use crate::detector::params::{AutoTag, Contamination, ForestParams, MaxFeatures, MaxSamples};
 use crate::error::{ApiError, ProblemCode};
 use crate::records::{BodyFormat, ZeekOptions, read_settings};
 use crate::service::detectors::DetectorSpec;
+use crate::service::idempotency::{Answer, AnswerOf};
 use crate::service::models;
 use crate::service::training::{self, FitCommand, TrainingData};
 use crate::state::{AppState, DetectorState};
@@ -144,17 +149,21 @@ fn number(name: &'static str, s: &str) -> Result<f64, ApiError> {
 /// and then replaces the active one atomically. Body: JSON (`records` or `generate`, plus optional
 /// `features` and `params`), or CSV / NDJSON records with the settings in the query string.
 #[utoipa::path(post, path = "/model/fit", tag = "model",
-    params(FitQuery, ContentEncodingHeader),
+    params(FitQuery, ContentEncodingHeader, IdempotencyKeyHeader),
     // And the text forms (binary strings): `api::reads_records`.
     request_body(content((FitRequest = "application/json"))),
     responses(
         (status = 201, body = ModelMetaView, description = "The new active model"),
         BodyProblems,
+        IdempotencyProblems,
     ))]
 pub async fn fit(
     State(state): State<AppState>,
+    key: IdempotencyKey,
+    uri: Uri,
+    headers: HeaderMap,
     request: RecordsRequest<FitQuery>,
-) -> Result<impl IntoResponse, ApiError> {
+) -> Result<Response, ApiError> {
     let RecordsRequest {
         detector: det,
         query,
@@ -162,17 +171,30 @@ pub async fn fit(
         zeek,
         body,
     } = request;
+    let parts = (det.name(), request_parts("fit", &uri, &headers));
+    let key = match start_whole(&state, &key, parts, body.clone()).await? {
+        Start::Replay(answer) => return Ok(answer),
+        Start::Run { key, .. } => key,
+    };
     let spec = det.spec();
     // A JSON body's settings are read through the whole body: off the async runtime.
     let command =
         tokio::task::spawn_blocking(move || fit_command(format, zeek, &query, body, &spec))
             .await??;
-    let model = training::fit(&state, &det, command).await?;
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, model_location(&det))],
-        Json(ModelMetaView::from(model.meta())),
-    ))
+    let answered = det.clone();
+    let answer: AnswerOf<Model> = Box::new(move |model| fit_answer(&answered, model));
+    let model = training::fit(&state, &det, command, key.map(|k| (k, answer))).await?;
+    Ok(whole(fit_answer(&det, &model)))
+}
+
+/// A fit's answer: 201, where the model is read, and its metadata (kept for its key as sent).
+fn fit_answer(det: &DetectorState, model: &Model) -> Answer {
+    Answer {
+        status: StatusCode::CREATED.as_u16(),
+        content_type: "application/json".to_owned(),
+        headers: vec![(header::LOCATION.to_string(), model_location(det))],
+        body: serde_json::to_vec(&ModelMetaView::from(model.meta())).unwrap_or_default(),
+    }
 }
 
 /// Where a detector's active model is read.

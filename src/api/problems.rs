@@ -55,6 +55,17 @@ problems! {
     NoSuchDetector { "404": "No detector of this name (`no-such-detector`)" }
     /// Detector settings: not JSON (400, 415), or not usable (422 `invalid-detector`).
     DetectorProblems { "400": "", "413": "", "415": "", "422": "Settings that cannot be used (`invalid-detector`), `field` names the one at fault" }
+    /// An operation taking an `Idempotency-Key` (listed after [`BodyProblems`], whose 422 it
+    /// describes more fully).
+    IdempotencyProblems {
+        "409": "The Idempotency-Key's first request still runs (`idempotency-key-in-flight`, with `Retry-After`), or was done but its answer was too large to keep for replay (`idempotency-answer-not-kept`)",
+        "422": "A record or setting that cannot be used, or an Idempotency-Key sent before with a different request (`idempotency-key-reused`)",
+    }
+    /// [`IdempotencyProblems`] on an operation that also needs a model.
+    NoModelOrIdempotencyProblems {
+        "409": "No model yet (`no-model`); or the Idempotency-Key's first request still runs (`idempotency-key-in-flight`, with `Retry-After`), or was done but its answer was too large to keep for replay (`idempotency-answer-not-kept`)",
+        "422": "A record or setting that cannot be used, or an Idempotency-Key sent before with a different request (`idempotency-key-reused`)",
+    }
     /// A chart before any batch was scored, or of an impossible size.
     ChartProblems { "400": "", "409": "Nothing to draw yet" }
 }

@@ -1,15 +1,16 @@
 //! `POST /v1/score`: score a batch, explain its anomalies, and raise an alert when it is anomalous.
 
-use super::problems::{BodyProblems, NoModelYet, NotAcceptable};
+use super::idempotency::{IdempotencyKey, Start, or_replay, request_parts, start_streaming};
+use super::problems::{BodyProblems, NoModelOrIdempotencyProblems, NotAcceptable};
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::views::bodies::ContentEncodingHeader;
+use super::views::bodies::{ContentEncodingHeader, IdempotencyKeyHeader};
 
 use std::collections::BTreeMap;
 
@@ -104,7 +105,7 @@ struct Object(serde_json::Map<String, serde_json::Value>);
 /// configured severity. With `Accept: text/csv` the answer is one row per record:
 /// `index,score,is_anomaly,severity`.
 #[utoipa::path(post, path = "/score", tag = "scoring",
-    params(ScoreQuery, ContentEncodingHeader),
+    params(ScoreQuery, ContentEncodingHeader, IdempotencyKeyHeader),
     // And the text forms (binary strings): `api::reads_records`.
     request_body(content((RecordsBody = "application/json"))),
     responses(
@@ -114,11 +115,13 @@ struct Object(serde_json::Map<String, serde_json::Value>);
         )),
         BodyProblems,
         NotAcceptable,
-        NoModelYet,
+        NoModelOrIdempotencyProblems,
     ))]
 pub async fn score(
     State(state): State<AppState>,
     Detector(det): Detector,
+    key: IdempotencyKey,
+    uri: Uri,
     headers: HeaderMap,
     query: Result<Query<ScoreQuery>, QueryRejection>,
     body: Body,
@@ -129,24 +132,36 @@ pub async fn score(
     let format = super::body_format(&headers)?;
     let produces = negotiate(&headers, &[Produces::Json, Produces::Csv])?;
     let zeek = super::zeek_options(format, &det.spec(), &query)?;
+    let parts = (det.name(), request_parts("score", &uri, &headers));
+    let (key, body, retry) = match start_streaming(&state, &key, parts, body, declared_len).await? {
+        Start::Replay(answer) => return Ok(answer),
+        Start::Run { key, body, retry } => (key, body, retry),
+    };
+    let explain = match produces {
+        Produces::Csv => ExplainMode::None,
+        _ => query.explain,
+    };
+    let answer_type = produces.content_type();
     let command = ScoreCommand {
         format,
         zeek,
-        explain: match produces {
-            Produces::Csv => ExplainMode::None,
-            _ => query.explain,
-        },
+        explain,
         declared_len,
+        answer_type,
     };
     let only_anomalies = query.only_anomalies;
     // Small answers are written on the scoring thread at once; large ones stream out after the
     // alert is stored.
-    let outcome = scoring::score(&state, &det, command, body, move |b, s, alert, v| {
+    let outcome = scoring::score(&state, &det, command, body, key, move |b, s, alert, v| {
         (b.len() <= STREAM_RECORDS)
             .then(|| ResponseBody::new(produces, only_anomalies, v, alert).whole(b, s))
     })
-    .await?;
-    let content_type = [(header::CONTENT_TYPE, produces.content_type())];
+    .await;
+    let outcome = match or_replay(&state, retry, outcome).await? {
+        Ok(outcome) => outcome,
+        Err(replayed) => return Ok(replayed),
+    };
+    let content_type = [(header::CONTENT_TYPE, answer_type)];
     Ok(match outcome.rendered {
         Some(bytes) => (content_type, bytes).into_response(),
         None => (content_type, streamed(outcome, produces, only_anomalies)).into_response(),

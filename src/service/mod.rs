@@ -8,6 +8,7 @@
 pub mod alerts;
 pub mod detectors;
 pub mod evaluation;
+pub mod idempotency;
 pub mod models;
 pub mod retention;
 pub mod scoring;
@@ -71,6 +72,21 @@ pub enum ServiceError {
         "the detector \"default\" always exists (it serves the v1 paths) and cannot be deleted"
     )]
     DefaultDetector,
+    /// An `Idempotency-Key` whose first request still runs.
+    #[error(
+        "a request with this Idempotency-Key is still running; retry after it ends to get its answer"
+    )]
+    KeyInFlight,
+    /// An `Idempotency-Key` sent again with another request (body, query or media types).
+    #[error(
+        "this Idempotency-Key was used for a different request (body, query string, Content-Type or Accept); use a new key for a new request"
+    )]
+    KeyReused,
+    /// An `Idempotency-Key` whose first answer was too large to keep.
+    #[error(
+        "the request with this Idempotency-Key was done once, but its answer ({bytes} bytes, or streamed when 0) was too large to keep and cannot be replayed; nothing was done again"
+    )]
+    AnswerNotKept { bytes: u64 },
     /// A blocking task that panicked or was cancelled: ours, not the client's.
     #[error("a background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),

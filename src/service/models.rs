@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use super::idempotency::{AnswerOf, KeyedRun};
 use super::{ServiceError, blocking, to_completion};
 use crate::detector::model::{Model, ModelMeta};
 use crate::state::DetectorState;
@@ -18,10 +19,14 @@ use crate::store::models::ModelStore;
 ///
 /// The commit is one step that runs to its end even if the request is dropped (timeout, client
 /// gone): file, active pointer and in-memory swap happen together, so disk and memory agree
-/// whatever the client was answered.
+/// whatever the client was answered. An idempotency `key` is kept right after, in the same
+/// step, with the answer it renders from the new model: the model store is not the alert
+/// database, so the two are not one transaction, and a crash between them leaves the new
+/// version active with its key not kept (a retry fits once more).
 pub async fn publish(
     det: &Arc<DetectorState>,
     mut model: Model,
+    key: Option<(KeyedRun, AnswerOf<Model>)>,
 ) -> Result<Arc<Model>, ServiceError> {
     let det = det.clone();
     to_completion(async move {
@@ -51,6 +56,15 @@ pub async fn publish(
             version = model.version(),
             "model activated"
         );
+        if let Some((run, answer)) = key {
+            let a = answer(&model);
+            let record = run.record(a.status, &a.content_type, a.headers, Some(&a.body));
+            // The model is active whatever happens here: its client is answered with it.
+            if let Err(e) = run.keep(record).await {
+                tracing::error!(detector = det.name(), version = model.version(), error = %e,
+                    "the fit's Idempotency-Key could not be kept; a retry with it fits again");
+            }
+        }
         Ok(model)
     })
     .await

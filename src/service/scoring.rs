@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use futures_util::Stream;
 
 use super::ServiceError;
+use super::idempotency::KeyedRun;
 use crate::detector::explain::FeatureContribution;
 use crate::detector::model::{BatchSummary, Model};
 use crate::detector::{Matrix, SEQUENTIAL_RECORDS};
@@ -21,6 +22,7 @@ use crate::records::{
 };
 use crate::state::{AppState, ChartData, DetectorState};
 use crate::store::alerts::{Alert, AlertRecord, AlertStatus};
+use crate::store::idempotency::KeyRecord;
 
 /// Which records get an explanation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -113,6 +115,8 @@ pub struct ScoreCommand {
     pub explain: ExplainMode,
     /// The body's announced length (0 when unknown), already checked against the limit.
     pub declared_len: usize,
+    /// The answer's media type, as an idempotency key's record keeps it.
+    pub answer_type: &'static str,
 }
 
 /// A scored batch with what it raised, and what the caller rendered of it while it was hot.
@@ -128,18 +132,23 @@ pub struct ScoreOutcome<R> {
 }
 
 /// Scores a body with the detector's active model. `render` runs on the parser's blocking thread right
-/// after scoring (one trip off the async runtime per request), before the alert is stored.
-pub async fn score<S, R, F>(
+/// after scoring (one trip off the async runtime per request), before the alert is stored; it
+/// gives the whole answer, or `None` when the answer will stream.
+///
+/// With an idempotency `key`, the key's record (the rendered answer) commits with the alert and
+/// its deliveries, or on its own when the batch raised none; a key kept meanwhile fails with
+/// `StoreError::KeyTaken` and nothing of this request is kept.
+pub async fn score<S, F>(
     state: &AppState,
     det: &DetectorState,
     command: ScoreCommand,
     body: S,
+    key: Option<KeyedRun>,
     render: F,
-) -> Result<ScoreOutcome<R>, ServiceError>
+) -> Result<ScoreOutcome<Option<Vec<u8>>>, ServiceError>
 where
     S: Stream<Item = BodyChunk> + Unpin,
-    R: Send + 'static,
-    F: FnOnce(&Batch, &ScoredBatch, Option<&Alert>, u64) -> R + Send + 'static,
+    F: FnOnce(&Batch, &ScoredBatch, Option<&Alert>, u64) -> Option<Vec<u8>> + Send + 'static,
 {
     let model = det.model().ok_or(ServiceError::NoModel)?;
     let settings = state.settings();
@@ -185,8 +194,14 @@ where
         },
     )
     .await?;
-    if let Some(alert) = &outcome.alert {
-        raise(state, alert).await?;
+    let record = key.as_ref().map(|k| {
+        let body = outcome.rendered.as_deref();
+        k.record(200, command.answer_type, Vec::new(), body)
+    });
+    match (&outcome.alert, record, &key) {
+        (Some(alert), record, _) => raise(state, alert, record).await?,
+        (None, Some(record), Some(key)) => key.keep(record).await?,
+        _ => {}
     }
     crate::monitoring::batch_scored(
         outcome.scored.summary.n_records,
@@ -197,13 +212,17 @@ where
     Ok(outcome)
 }
 
-/// Stores an alert and the deliveries it owes in one commit, then wakes the deliverers: an
+/// Stores an alert and the deliveries it owes (and the request's idempotency key) in one commit, then wakes the deliverers: an
 /// alert a client has seen is always pushed too.
-async fn raise(state: &AppState, alert: &Alert) -> Result<(), ServiceError> {
+async fn raise(
+    state: &AppState,
+    alert: &Alert,
+    key: Option<KeyRecord>,
+) -> Result<(), ServiceError> {
     let store = state.alerts();
     let stored = alert.clone();
     let sinks = state.webhooks().sink_names().to_vec();
-    super::blocking(move || Ok(store.insert_with_outbox(&stored, &sinks)?)).await?;
+    super::blocking(move || Ok(store.insert_keyed(&stored, &sinks, key.as_ref())?)).await?;
     state.webhooks().alert_stored();
     tracing::warn!(
         alert = %alert.id, severity = alert.severity, reason = %alert.reason,

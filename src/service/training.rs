@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::Utc;
 
+use super::idempotency::{AnswerOf, KeyedRun};
 use super::scoring::chart_data;
 use super::{ServiceError, blocking, models};
 use crate::detector::generator::{GeneratorConfig, generate};
@@ -35,11 +36,13 @@ pub struct FitCommand {
     pub threshold: Option<f64>,
 }
 
-/// Fits a model, stores it as the detector's next version and makes it the active one.
+/// Fits a model, stores it as the detector's next version and makes it the active one (keeping
+/// the request's idempotency `key` with it: [`models::publish`]).
 pub async fn fit(
     state: &AppState,
     det: &Arc<DetectorState>,
     command: FitCommand,
+    key: Option<(KeyedRun, AnswerOf<Model>)>,
 ) -> Result<Arc<Model>, ServiceError> {
     let max_records = state.settings().max_records;
     let (model, chart) = blocking(move || {
@@ -79,7 +82,7 @@ pub async fn fit(
         Ok((model, chart))
     })
     .await?;
-    let model = models::publish(det, model).await?;
+    let model = models::publish(det, model, key).await?;
     det.set_training_batch(ChartData {
         model_version: model.version(),
         ..chart

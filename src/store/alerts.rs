@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::StoreError;
+use super::idempotency::KeyRecord;
 use crate::detector::explain::FeatureContribution;
 use crate::detector::model::BatchSummary;
 
@@ -176,7 +177,18 @@ pub trait AlertStore: Send + Sync + 'static {
     /// Stores a new alert together with a pending webhook delivery to each of `sinks`, in one
     /// transaction: either the alert and all its deliveries are committed durably before this
     /// returns, or none of them is.
-    fn insert_with_outbox(&self, alert: &Alert, sinks: &[String]) -> Result<(), StoreError>;
+    fn insert_with_outbox(&self, alert: &Alert, sinks: &[String]) -> Result<(), StoreError> {
+        self.insert_keyed(alert, sinks, None)
+    }
+    /// [`insert_with_outbox`](Self::insert_with_outbox), and keeps the idempotency `key` of the
+    /// request that raised the alert in the same transaction: if the key is kept already
+    /// ([`StoreError::KeyTaken`]), neither the alert nor its deliveries are.
+    fn insert_keyed(
+        &self,
+        alert: &Alert,
+        sinks: &[String],
+        key: Option<&KeyRecord>,
+    ) -> Result<(), StoreError>;
     /// Stores a new alert that no webhook sink is owed; committed durably before this returns.
     fn insert(&self, alert: &Alert) -> Result<(), StoreError> {
         self.insert_with_outbox(alert, &[])
@@ -220,6 +232,8 @@ const MIGRATIONS: &[&str] = &[
     super::outbox::MIGRATION,
     // 3: named detectors' settings, and the detector of each alert (old rows: `default`).
     super::detectors::MIGRATION,
+    // 4: idempotency keys and the answers they replay.
+    super::idempotency::MIGRATION,
 ];
 
 /// How long a writer waits for another connection's lock before giving up.
@@ -270,6 +284,7 @@ struct PendingAlert {
     created_at_ms: i64,
     row: AlertRow,
     sinks: Vec<String>,
+    key: Option<KeyRecord>,
 }
 
 /// Hands the committer role back (also if the committer unwinds), waking the waiters.
@@ -331,6 +346,9 @@ impl SqliteAlertStore {
         for p in group {
             Self::insert_tx(&tx, p)?;
             super::outbox::insert_tx(&tx, &p.id, p.created_at_ms, &p.sinks)?;
+            if let Some(key) = &p.key {
+                super::idempotency::insert_tx(&tx, key)?;
+            }
         }
         tx.commit()?;
         Ok(())
@@ -378,7 +396,12 @@ impl SqliteAlertStore {
 }
 
 impl AlertStore for SqliteAlertStore {
-    fn insert_with_outbox(&self, alert: &Alert, sinks: &[String]) -> Result<(), StoreError> {
+    fn insert_keyed(
+        &self,
+        alert: &Alert,
+        sinks: &[String],
+        key: Option<&KeyRecord>,
+    ) -> Result<(), StoreError> {
         // Checked and serialised here, before queueing: concurrent callers do it in parallel,
         // and the committer only writes rows.
         let row = AlertRow::from_alert(alert)?;
@@ -391,6 +414,7 @@ impl AlertStore for SqliteAlertStore {
             created_at_ms: alert.created_at.timestamp_millis(),
             row,
             sinks: sinks.to_vec(),
+            key: key.cloned(),
         };
         let group = &self.group;
         let mut state = group.state.lock().unwrap_or_else(|e| e.into_inner());

@@ -11,6 +11,7 @@
 
 pub mod alerts;
 pub mod detectors;
+pub mod idempotency;
 pub mod model_files;
 pub mod models;
 pub mod outbox;
@@ -114,6 +115,11 @@ pub enum StoreError {
     #[error("alert {0} already exists")]
     DuplicateAlert(String),
 
+    /// An idempotency key is kept already (another request with it committed first); the
+    /// transaction that tried to keep it again was rolled back whole.
+    #[error("idempotency key {0:?} is kept already")]
+    KeyTaken(String),
+
     /// A pagination cursor that this store did not produce.
     #[error("malformed pagination cursor; pass next_cursor from the previous page unchanged")]
     BadCursor,
@@ -163,6 +169,7 @@ impl StoreError {
             Self::Decode { .. } => "decode",
             Self::InvalidAlert { .. } => "invalid_alert",
             Self::DuplicateAlert(_) => "duplicate_alert",
+            Self::KeyTaken(_) => "key_taken",
             Self::BadCursor => "bad_cursor",
             Self::Poisoned => "poisoned",
             Self::DatabaseUrl(_) => "database_url",

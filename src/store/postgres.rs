@@ -34,6 +34,7 @@ use r2d2_postgres::postgres::NoTls;
 
 use super::StoreError;
 use super::alerts::{Alert, AlertPage, AlertQuery, AlertRow, AlertStore, Cursor, decode, page};
+use super::idempotency::KeyRecord;
 use super::models::{ChangeHook, ModelStore};
 use super::outbox::{
     Attempt, Claim, DeliveryRow, DeliveryState, DueDelivery, Outbox, attempts, listed_twice, time,
@@ -41,6 +42,7 @@ use super::outbox::{
 use super::sql;
 
 mod detectors;
+mod idempotency;
 use detectors::V1_DETECTOR;
 pub use detectors::{DETECTOR_CHANNEL, PgDetectorModels, PgModels};
 
@@ -299,10 +301,18 @@ fn insert_alert(
 }
 
 impl AlertStore for PgStore {
-    fn insert_with_outbox(&self, alert: &Alert, sinks: &[String]) -> Result<(), StoreError> {
+    fn insert_keyed(
+        &self,
+        alert: &Alert,
+        sinks: &[String],
+        key: Option<&KeyRecord>,
+    ) -> Result<(), StoreError> {
         let mut conn = self.conn()?;
         let mut tx = conn.transaction().map_err(pg)?;
         insert_alert(&mut tx, alert, sinks)?;
+        if let Some(key) = key {
+            idempotency::insert_pg(&mut tx, key)?;
+        }
         // synchronous_commit (on by default) makes the commit durable before it returns.
         tx.commit().map_err(pg)
     }

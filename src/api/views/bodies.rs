@@ -55,3 +55,40 @@ impl utoipa::IntoParams for ContentEncodingHeader {
         ]
     }
 }
+
+/// The `Idempotency-Key` header parameter of the operations that take one (score, fit).
+pub struct IdempotencyKeyHeader;
+
+impl utoipa::IntoParams for IdempotencyKeyHeader {
+    fn into_params(
+        _: impl Fn() -> Option<utoipa::openapi::path::ParameterIn>,
+    ) -> Vec<utoipa::openapi::path::Parameter> {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::{ObjectBuilder, schema::Type};
+        vec![
+            ParameterBuilder::new()
+                .name(crate::error::IDEMPOTENCY_KEY)
+                .parameter_in(ParameterIn::Header)
+                .required(utoipa::openapi::Required::False)
+                .description(Some(
+                    "Makes a retry safe: a repeat with the same key (same detector, operation and \
+                     API key) gets the first answer again (same status, content type and body, \
+                     plus `Idempotency-Replayed: true`) and changes nothing. The same key with \
+                     another request (body after decoding, query string, `Content-Type` or \
+                     `Accept`) is 422 `idempotency-key-reused`; while the first request runs, 409 \
+                     `idempotency-key-in-flight` with `Retry-After`; an answer over 1 MiB is not \
+                     kept, and its repeat is 409 `idempotency-answer-not-kept`. Printable ASCII, \
+                     1 to 255 characters (else 400). Keys are kept `--idempotency-ttl-hours` \
+                     (default 24).",
+                ))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .min_length(Some(1))
+                        .max_length(Some(crate::service::idempotency::MAX_KEY_LEN))
+                        .pattern(Some("^[ -~]{1,255}$")),
+                ))
+                .build(),
+        ]
+    }
+}
