@@ -33,6 +33,8 @@ struct Inner {
     /// One change of the detector set (create, replace, delete, follow the store) at a time
     /// in this process.
     detector_change: tokio::sync::Mutex<()>,
+    /// The work slots and the memory budget every request takes from.
+    limits: crate::work::Limits,
 }
 
 /// The stores every detector shares.
@@ -185,8 +187,14 @@ impl AppState {
         let default = map.remove(DEFAULT_DETECTOR).unwrap_or_else(|| {
             panic!("the detector {DEFAULT_DETECTOR:?} is always built at start")
         });
+        let limits = crate::work::Limits::new(
+            settings.max_concurrency,
+            settings.memory_budget_bytes(),
+            settings.request_memory_budget_bytes(),
+        );
         Self {
             inner: Arc::new(Inner {
+                limits,
                 settings,
                 default,
                 detectors: RwLock::new(map),
@@ -199,6 +207,11 @@ impl AppState {
 
     pub fn settings(&self) -> &Settings {
         &self.inner.settings
+    }
+
+    /// The work slots and the memory budget.
+    pub fn limits(&self) -> &crate::work::Limits {
+        &self.inner.limits
     }
 
     pub fn stores(&self) -> &Stores {
