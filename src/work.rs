@@ -356,6 +356,7 @@ mod tests {
         let limits = Limits::new(1, 1 << 20, 1 << 20);
         let work = limits.admit().unwrap();
         let (go, wait) = std::sync::mpsc::channel::<()>();
+        #[allow(clippy::async_yields_async)] // the handle is the point: awaited out of scope
         let task = scope(work.clone(), async {
             spawn_blocking(move || {
                 wait.recv().unwrap();
