@@ -7,10 +7,11 @@
 #   samples  12 × POST /v1/samples {"n_records":1000000}, each connection closed after 50 ms
 #   charts   a 1,000,000-row score, then 12 × GET /v1/chart.png 4000×4000 closed after 50 ms
 #   readers  120 clients score 200,000 CSV rows with Accept: text/csv and read the answer at 1 KiB/s
-#   bodies   three 256 MiB JSON bodies at once, to /v1/model/fit, /v1/evaluate, /v1/model/fit
+#   bodies   three 250 MiB JSON bodies (under the 256 MiB body limit) at once, to /v1/model/fit, /v1/evaluate, /v1/model/fit
 #
 # Usage: scripts/stress-abandoned.sh [BIN ...]   (no BIN: builds and measures this checkout's)
-# Env:   ATTACKS (default "samples charts readers bodies"), PORT (18097), SETTLE (5), CAP_MIB
+# Env:   ATTACKS (default "samples charts readers bodies"), ATTACK_SECS (45: an attack still
+#        running then is cut, e.g. the slow readers), PORT (18097), SETTLE (5), CAP_MIB
 #        (8192), SERVER_ENV (extra environment for the service, e.g.
 #        "NETSENTINEL_MEMORY_BUDGET_MIB=2048"; binaries that do not know a variable ignore it).
 set -euo pipefail
@@ -96,7 +97,7 @@ async def main():
         await asyncio.gather(*(request("POST", "/v1/score?explain=false", body, ctype="text/csv",
                                        accept="text/csv", read_rate=1024) for _ in range(120)))
     elif attack == "bodies":
-        fit_body, eval_body = json_body(256 << 20, False), json_body(256 << 20, True)
+        fit_body, eval_body = json_body(250 << 20, False), json_body(250 << 20, True)
         await asyncio.gather(request("POST", "/v1/model/fit", fit_body),
                              request("POST", "/v1/evaluate", eval_body),
                              request("POST", "/v1/model/fit", fit_body))
@@ -127,7 +128,7 @@ for BIN in "$@"; do
           done ) &
         WATCH=$!
         rm -f "$TMP/killed"
-        seen=$(python3 "$TMP/attack.py" "$PORT" "$attack" 120 2>&1 | tail -1)
+        seen=$(python3 "$TMP/attack.py" "$PORT" "$attack" "${ATTACK_SECS:-45}" 2>&1 | tail -1)
         sleep "$SETTLE"
         peak=$(hwm "$SERVER_PID")
         health=$(curl -s -o /dev/null -w '%{http_code}' -m 5 "$BASE/healthz" || true)
