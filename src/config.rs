@@ -118,6 +118,21 @@ pub struct Settings {
     #[arg(long, env = "NETSENTINEL_MAX_CONCURRENCY", default_value_t = 64)]
     pub max_concurrency: usize,
 
+    /// Working memory, in MiB, all requests together may reserve (bodies being read, batches,
+    /// samples, charts, forests being grown); a request that does not fit in what is left is
+    /// answered 503 with Retry-After. 0: half of the machine's physical memory.
+    #[arg(long, env = "NETSENTINEL_MEMORY_BUDGET_MIB", default_value_t = 0)]
+    pub memory_budget_mib: u64,
+
+    /// Working memory, in MiB, one request may reserve; a request estimated to need more is
+    /// answered 413. 0: half of the memory budget.
+    #[arg(
+        long,
+        env = "NETSENTINEL_REQUEST_MEMORY_BUDGET_MIB",
+        default_value_t = 0
+    )]
+    pub request_memory_budget_mib: u64,
+
     /// Seconds a client has to send a complete request head: from accepting the connection for
     /// the first request, from its first byte for later ones. Slower connections are closed.
     #[arg(long, env = "NETSENTINEL_HEADER_READ_TIMEOUT_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -235,6 +250,28 @@ impl DatabaseUrl {
 impl std::fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("DatabaseUrl(<redacted>)")
+    }
+}
+
+/// The memory budget when the machine's memory cannot be read.
+const FALLBACK_MEMORY_BUDGET: u64 = 2 << 30;
+
+impl Settings {
+    /// The process's memory budget in bytes (`--memory-budget-mib`, or half the machine's memory).
+    pub fn memory_budget_bytes(&self) -> u64 {
+        match self.memory_budget_mib {
+            0 => crate::work::physical_memory().map_or(FALLBACK_MEMORY_BUDGET, |m| m / 2),
+            n => n.saturating_mul(1 << 20),
+        }
+    }
+
+    /// One request's memory budget in bytes (`--request-memory-budget-mib`, or half the process's).
+    pub fn request_memory_budget_bytes(&self) -> u64 {
+        let process = self.memory_budget_bytes();
+        match self.request_memory_budget_mib {
+            0 => process / 2,
+            n => n.saturating_mul(1 << 20).min(process),
+        }
     }
 }
 

@@ -45,6 +45,7 @@ problem_codes! {
     UnsupportedContentEncoding = "unsupported-content-encoding",
     NotAcceptable = "not-acceptable",
     BodyTooLarge = "body-too-large",
+    MemoryBudget = "memory-budget",
     TooManyRecords = "too-many-records",
     InvalidRecord = "invalid-record",
     InvalidRecords = "invalid-records",
@@ -99,7 +100,7 @@ impl ProblemCode {
             | DefaultDetector
             | IdempotencyKeyInFlight
             | IdempotencyAnswerNotKept => StatusCode::CONFLICT,
-            BodyTooLarge | TooManyRecords => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyTooLarge | TooManyRecords | MemoryBudget => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType | UnsupportedContentEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             InvalidRecord | InvalidRecords | EmptyBatch | NoFeatures | InvalidZeekLine
             | MissingZeekField | InvalidDetector | IdempotencyKeyReused => {
@@ -312,6 +313,7 @@ impl From<FitError> for ApiError {
             FitError::Threshold(_) => {
                 ApiError::invalid_value(e.to_string()).with_field("threshold")
             }
+            FitError::Cancelled => cancelled(),
         }
     }
 }
@@ -388,10 +390,15 @@ impl From<RecordError> for ApiError {
             RecordErrorKind::InvalidZeekLine => P::InvalidZeekLine,
             RecordErrorKind::MissingZeekField => P::MissingZeekField,
             RecordErrorKind::Internal => P::Internal,
+            RecordErrorKind::MemoryBudget => P::MemoryBudget,
+            RecordErrorKind::MemoryBusy => P::Overloaded,
+            RecordErrorKind::Cancelled => return cancelled(),
         };
+        let retry_after = (code == P::Overloaded).then_some(RETRY_AFTER_MEMORY_BUSY);
         Self {
             index: e.index,
             field: e.field,
+            retry_after,
             ..Self::new(code, e.detail)
         }
     }
@@ -456,8 +463,34 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::Store(e) => e.into(),
             ServiceError::Task(e) => e.into(),
+            ServiceError::Memory(e) => e.into(),
+            ServiceError::Cancelled => cancelled(),
         }
     }
+}
+
+/// Seconds a client is asked to wait when the memory budget is in use by other requests.
+pub const RETRY_AFTER_MEMORY_BUSY: u64 = 2;
+
+impl From<crate::work::OverBudget> for ApiError {
+    fn from(e: crate::work::OverBudget) -> Self {
+        match e {
+            crate::work::OverBudget::Request { .. } => {
+                ApiError::new(ProblemCode::MemoryBudget, e.to_string())
+            }
+            crate::work::OverBudget::Busy { .. } => ApiError::unavailable(
+                ProblemCode::Overloaded,
+                e.to_string(),
+                RETRY_AFTER_MEMORY_BUSY,
+            ),
+        }
+    }
+}
+
+/// Work stopped because its request was cancelled: the client is gone or the timeout layer
+/// answers instead, so this answer is seldom seen.
+fn cancelled() -> ApiError {
+    ApiError::unavailable(ProblemCode::Timeout, "the request was cancelled", 1)
 }
 
 impl From<tokio::task::JoinError> for ApiError {

@@ -25,3 +25,4 @@ pub mod store;
 pub mod stream;
 pub mod telemetry;
 pub mod webhooks;
+pub mod work;

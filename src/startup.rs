@@ -10,7 +10,6 @@ use axum::http::{HeaderName, Request};
 use axum::response::IntoResponse;
 use axum::{Router, middleware};
 use tokio::net::TcpListener;
-use tower::limit::GlobalConcurrencyLimitLayer;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
@@ -244,6 +243,7 @@ pub fn app(state: AppState) -> Router {
     // Per route, outermost first: request-id check and nosniff, request id, trace, the probes'
     // detour (to the same stack without work slots), metrics, request id in problems,
     // problem+json for every error, minimum body rate, work slots and timeout, API keys, handler.
+    let limits = state.limits().clone();
     let routes = api::router(state).layer(middleware::from_fn_with_state(policy, auth::authorize));
     let common = |r: Router| {
         r.layer(middleware::from_fn_with_state(
@@ -254,15 +254,18 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn(crate::error::attach_request_id))
         .layer(middleware::from_fn(api::metrics::track))
     };
+    // The work slot is taken inside the timeout: a timeout drops the handler's future with the
+    // slot's cancel-on-drop guard, which cancels the work it started (`api::slots`). One set of
+    // slots for the whole service (`Router::layer` applies the stack to each route).
     let work = common(
         routes.clone().layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(overloaded))
-                .load_shed()
-                // One semaphore for the whole service: `Router::layer` applies the stack to each
-                // route separately, and a plain `concurrency_limit` would give every route its own.
-                .layer(GlobalConcurrencyLimitLayer::new(settings.max_concurrency))
-                .timeout(Duration::from_secs(settings.request_timeout_secs)),
+                .timeout(Duration::from_secs(settings.request_timeout_secs))
+                .layer(middleware::from_fn_with_state(
+                    limits,
+                    api::slots::work_slot,
+                )),
         ),
     );
     let probes = common(routes);
@@ -308,13 +311,6 @@ async fn overloaded(err: tower::BoxError) -> axum::response::Response {
         ApiError::unavailable(
             ProblemCode::Timeout,
             "the request took too long and was cancelled",
-            1,
-        )
-        .into_response()
-    } else if err.is::<tower::load_shed::error::Overloaded>() {
-        ApiError::unavailable(
-            ProblemCode::Overloaded,
-            "too many requests at once; retry shortly",
             1,
         )
         .into_response()

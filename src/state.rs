@@ -36,6 +36,8 @@ struct Inner {
     detector_change: tokio::sync::Mutex<()>,
     /// Idempotency keys whose requests run in this process now.
     in_flight: crate::service::idempotency::InFlight,
+    /// The work slots and the memory budget every request takes from.
+    limits: crate::work::Limits,
 }
 
 /// The stores every detector shares.
@@ -190,8 +192,14 @@ impl AppState {
         let default = map.remove(DEFAULT_DETECTOR).unwrap_or_else(|| {
             panic!("the detector {DEFAULT_DETECTOR:?} is always built at start")
         });
+        let limits = crate::work::Limits::new(
+            settings.max_concurrency,
+            settings.memory_budget_bytes(),
+            settings.request_memory_budget_bytes(),
+        );
         Self {
             inner: Arc::new(Inner {
+                limits,
                 settings,
                 default,
                 detectors: RwLock::new(map),
@@ -210,6 +218,11 @@ impl AppState {
     /// Idempotency keys whose requests run in this process now.
     pub fn in_flight(&self) -> &crate::service::idempotency::InFlight {
         &self.inner.in_flight
+    }
+
+    /// The work slots and the memory budget.
+    pub fn limits(&self) -> &crate::work::Limits {
+        &self.inner.limits
     }
 
     pub fn stores(&self) -> &Stores {

@@ -154,12 +154,18 @@ async fn slow_uploads_holding_every_work_slot_leave_the_probes_answering() {
     for _ in 0..64 {
         uploads.push(slow_upload(&app).await);
     }
-    // Every work slot is taken: the API sheds ...
-    eventually("the work slots to fill", BOUND, || async {
-        let response = app.get("/v1/model").await;
-        (response.status() == StatusCode::SERVICE_UNAVAILABLE).then_some(())
+    // Wait for the server to take every upload's head without asking through a work slot: a
+    // request polled here while the last uploads are still on their way would take the slot
+    // one of them needs, that upload would be shed, and the slots would never fill.
+    let limits = app.state().limits().clone();
+    eventually("the uploads to take every work slot", BOUND, || {
+        let n = limits.slots_in_use();
+        async move { (n == 64).then_some(()) }
     })
     .await;
+    // Every work slot is taken: the API sheds ...
+    let busy = app.get("/v1/model").await;
+    assert_problem(busy, StatusCode::SERVICE_UNAVAILABLE, "overloaded").await;
     let shed = app.get("/v1/alerts").await;
     assert_problem(shed, StatusCode::SERVICE_UNAVAILABLE, "overloaded").await;
     // ... and the probes answer as usual.

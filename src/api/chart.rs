@@ -93,7 +93,13 @@ async fn draw(chart: ChartRequest, format: ChartFormat) -> Result<Response, ApiE
     };
     let width = q.width.unwrap_or(DEFAULT_WIDTH);
     let height = q.height.unwrap_or(DEFAULT_HEIGHT);
-    let bytes = tokio::task::spawn_blocking(move || {
+    // The bitmap, its encoding and the series copied out, held against the memory budget.
+    let points = data.anomalies.len() as u64 * (data.features.len() as u64 + 1);
+    crate::work::reserve(u64::from(width) * u64::from(height) * 8 + points * 24)?;
+    let bytes = crate::work::spawn_blocking(move || -> Result<_, ApiError> {
+        if crate::work::cancelled() {
+            return Err(crate::service::ServiceError::Cancelled.into());
+        }
         let title = match source {
             Source::Batch => format!("Last scored batch — model v{}", data.model_version),
             Source::Training => format!("Training data — model v{}", data.model_version),
@@ -110,7 +116,7 @@ async fn draw(chart: ChartRequest, format: ChartFormat) -> Result<Response, ApiE
             anomalies: &data.anomalies,
             title: Some(&title),
         };
-        render(&input, format, width, height)
+        Ok(render(&input, format, width, height)?)
     })
     .await??;
     Ok(([(header::CONTENT_TYPE, format.content_type())], bytes).into_response())

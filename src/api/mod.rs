@@ -12,6 +12,7 @@ pub mod model;
 pub mod problems;
 pub mod samples;
 pub mod score;
+pub mod slots;
 pub mod views;
 
 use axum::Router;
@@ -288,14 +289,23 @@ pub(crate) fn body_stream(
     body: Body,
     max_body: usize,
 ) -> Result<BoxStream<'static, BodyChunk>, ApiError> {
-    check_content_length(headers, max_body)?;
+    let declared = check_content_length(headers, max_body)?;
     let encoding =
         ContentEncoding::from_header(headers.get(header::CONTENT_ENCODING).map(|v| v.as_bytes()))?;
-    Ok(records::decoded(
-        body.into_data_stream(),
-        encoding,
-        max_body,
-    ))
+    // What reading it costs, held against the memory budget before it is read: the declared
+    // length at once (a 413 or 503 before a byte is read), and as the decoded bytes arrive,
+    // whatever goes beyond it.
+    let cost = body_format(headers).map_or(1, |f| f.memory_factor());
+    let work = crate::work::current();
+    let covered = declared.unwrap_or(0).saturating_mul(cost);
+    if let Some(work) = &work {
+        work.reserve(covered)?;
+    }
+    let decoded = records::decoded(body.into_data_stream(), encoding, max_body);
+    Ok(match work {
+        Some(work) => Box::pin(records::budgeted(decoded, work, cost, covered)),
+        None => decoded,
+    })
 }
 
 /// The whole body, decoded, for handlers that need all of it at once.
@@ -309,15 +319,19 @@ pub(crate) async fn whole_body(
     Ok(records::read_whole(chunks, declared, max_body).await?)
 }
 
-/// A declared `Content-Length` over the limit: refused before anything is read.
-pub(crate) fn check_content_length(headers: &HeaderMap, max_body: usize) -> Result<(), ApiError> {
+/// A declared `Content-Length` over the limit: refused before anything is read. The declared
+/// length, if any.
+pub(crate) fn check_content_length(
+    headers: &HeaderMap,
+    max_body: usize,
+) -> Result<Option<u64>, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     match declared {
         Some(n) if n > max_body as u64 => Err(RecordError::body_too_large().into()),
-        _ => Ok(()),
+        n => Ok(n),
     }
 }
 

@@ -179,7 +179,7 @@ pub async fn fit(
     let spec = det.spec();
     // A JSON body's settings are read through the whole body: off the async runtime.
     let command =
-        tokio::task::spawn_blocking(move || fit_command(format, zeek, &query, body, &spec))
+        crate::work::spawn_blocking(move || fit_command(format, zeek, &query, body, &spec))
             .await??;
     let answered = det.clone();
     let answer: AnswerOf<Model> = Box::new(move |model| fit_answer(&answered, model));

@@ -12,6 +12,7 @@ use super::views::samples::{GeneratorConfigView, SampleRecordView};
 use super::{Produces, negotiate};
 use crate::detector::generator::{GeneratorConfig, SampleRecord, generate as generate_records};
 use crate::error::{ApiError, ProblemCode};
+use crate::service::ServiceError;
 use crate::state::AppState;
 
 #[derive(Serialize, ToSchema)]
@@ -62,24 +63,56 @@ pub async fn generate(
             }
         })?
     };
-    let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
+    // The records and their encoding, held against the memory budget before either is made.
+    crate::work::reserve(config.n_records as u64 * SAMPLE_RECORD_BYTES)?;
+    let bytes = crate::work::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
         let records = generate_records(&config)?;
-        Ok(encode(&records, produces))
+        encode(&records, produces).ok_or_else(|| ServiceError::Cancelled.into())
     })
     .await??;
     Ok(([(header::CONTENT_TYPE, produces.content_type())], bytes).into_response())
 }
 
-/// Writes records in the chosen format.
-pub fn encode(records: &[SampleRecord], produces: Produces) -> Vec<u8> {
-    match produces {
-        Produces::Json => serde_json::to_vec(&serde_json::json!({ "records": records }))
-            .expect("sample records always serialise"),
+/// Estimated bytes one generated sample record takes until its answer is sent: the record,
+/// and its text in the largest format (JSON).
+const SAMPLE_RECORD_BYTES: u64 = 320;
+
+/// Records encoded between two checks for cancellation.
+const ENCODE_BLOCK: usize = 65_536;
+
+/// Writes records in the chosen format; `None` when the request was cancelled meanwhile.
+pub fn encode(records: &[SampleRecord], produces: Produces) -> Option<Vec<u8>> {
+    let blocks = records.chunks(ENCODE_BLOCK);
+    let stopped = || crate::work::cancelled();
+    Some(match produces {
+        Produces::Json => {
+            // `{"records":[...]}`, as serde_json writes it, a block at a time.
+            let mut out = Vec::with_capacity(records.len() * 160 + 16);
+            out.extend_from_slice(b"{\"records\":[");
+            for (b, block) in blocks.enumerate() {
+                if stopped() {
+                    return None;
+                }
+                for (i, r) in block.iter().enumerate() {
+                    if b + i > 0 {
+                        out.push(b',');
+                    }
+                    serde_json::to_writer(&mut out, r).expect("sample records always serialise");
+                }
+            }
+            out.extend_from_slice(b"]}");
+            out
+        }
         Produces::Ndjson => {
             let mut out = Vec::with_capacity(records.len() * 160);
-            for r in records {
-                serde_json::to_writer(&mut out, r).expect("sample records always serialise");
-                out.push(b'\n');
+            for block in blocks {
+                if stopped() {
+                    return None;
+                }
+                for r in block {
+                    serde_json::to_writer(&mut out, r).expect("sample records always serialise");
+                    out.push(b'\n');
+                }
             }
             out
         }
@@ -88,7 +121,10 @@ pub fn encode(records: &[SampleRecord], produces: Produces) -> Vec<u8> {
             out.extend_from_slice(
                 b"timestamp,bytes_sent,bytes_received,connections,active_sessions,label,attack_kind\n",
             );
-            for r in records {
+            for (i, r) in records.iter().enumerate() {
+                if i % ENCODE_BLOCK == 0 && stopped() {
+                    return None;
+                }
                 let kind = r
                     .attack_kind
                     .and_then(|k| serde_json::to_value(k).ok())
@@ -111,5 +147,5 @@ pub fn encode(records: &[SampleRecord], produces: Produces) -> Vec<u8> {
             }
             out
         }
-    }
+    })
 }

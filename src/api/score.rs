@@ -180,7 +180,9 @@ fn streamed<R>(outcome: ScoreOutcome<R>, produces: Produces, only_anomalies: boo
         alert,
         ..
     } = outcome;
-    tokio::task::spawn_blocking(move || {
+    // Holds the request's work (slot and memory) until the last piece is written or the
+    // client is gone.
+    crate::work::spawn_blocking(move || {
         ResponseBody::new(produces, only_anomalies, model_version, alert.as_ref()).write(
             &batch,
             &scored,

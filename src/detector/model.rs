@@ -109,6 +109,9 @@ pub enum FitError {
     },
     #[error("threshold must be a score between 0 and 1, got {0}")]
     Threshold(f64),
+    /// The fit's [`FitWatch`](super::forest::FitWatch) asked it to stop.
+    #[error("the fit was cancelled")]
+    Cancelled,
 }
 
 /// A fitted model, ready to score.
@@ -143,6 +146,26 @@ impl Model {
         fixed_threshold: Option<f64>,
         trained_at: DateTime<Utc>,
     ) -> Result<(Model, Vec<f64>), FitError> {
+        Self::fit_watched(
+            x,
+            features,
+            params,
+            fixed_threshold,
+            trained_at,
+            &super::forest::Unwatched,
+        )
+    }
+
+    /// [`Model::fit_with_scores`] reporting each tree grown to `watch`, and stopping with
+    /// [`FitError::Cancelled`] when it asks.
+    pub fn fit_watched(
+        x: &Matrix,
+        features: Vec<String>,
+        params: &ForestParams,
+        fixed_threshold: Option<f64>,
+        trained_at: DateTime<Utc>,
+        watch: &dyn super::forest::FitWatch,
+    ) -> Result<(Model, Vec<f64>), FitError> {
         let started = std::time::Instant::now();
         if let Some(t) = fixed_threshold {
             if !(t.is_finite() && t > 0.0 && t < 1.0) {
@@ -166,7 +189,11 @@ impl Model {
         let scaler = Scaler::fit(x)?;
         check_scaler(&scaler, &features)?;
         let scaled = scaler.transform(x);
-        let forest = IsolationForest::fit(&scaled, &checked);
+        let forest =
+            IsolationForest::fit_watched(&scaled, &checked, watch).ok_or(FitError::Cancelled)?;
+        if watch.stop() {
+            return Err(FitError::Cancelled);
+        }
         let training_scores = forest.score_matrix(&scaled);
         drop(scaled);
         let (threshold, threshold_source) = match (fixed_threshold, checked.contamination) {

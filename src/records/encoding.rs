@@ -172,7 +172,7 @@ fn decode(
 ) -> BoxStream<'static, BodyChunk> {
     let (raw_tx, raw_rx) = mpsc::channel(CHANNEL_CHUNKS);
     let (out_tx, out_rx) = mpsc::channel(CHANNEL_CHUNKS);
-    tokio::task::spawn_blocking(move || {
+    crate::work::spawn_blocking(move || {
         decode_blocking(BodyReader::new(raw_rx), coding, max_body, &out_tx)
     });
     // Ends when the body ends, or when the decoder stopped taking it.

@@ -31,6 +31,12 @@ pub enum RecordErrorKind {
     MissingZeekField,
     /// Not the body's fault: a reader thread failed (logged).
     Internal,
+    /// Reading it would take more working memory than one request may use (413).
+    MemoryBudget,
+    /// The service's memory budget is in use by other requests for now (503, Retry-After).
+    MemoryBusy,
+    /// The request was cancelled (client gone, timed out) while its body was read.
+    Cancelled,
 }
 
 /// A body that cannot become a batch. `detail` is a sentence for the client; `index` is the
@@ -80,6 +86,20 @@ impl RecordError {
     }
 
     /// A body over the byte limit (`NETSENTINEL_MAX_BODY_BYTES`).
+    /// Cancelled while reading.
+    pub fn cancelled() -> Self {
+        Self::new(RecordErrorKind::Cancelled, "the request was cancelled")
+    }
+
+    /// A memory reservation for the body that was refused.
+    pub fn over_budget(e: crate::work::OverBudget) -> Self {
+        let kind = match e {
+            crate::work::OverBudget::Request { .. } => RecordErrorKind::MemoryBudget,
+            crate::work::OverBudget::Busy { .. } => RecordErrorKind::MemoryBusy,
+        };
+        Self::new(kind, e.to_string())
+    }
+
     pub fn body_too_large() -> Self {
         Self::new(
             RecordErrorKind::BodyTooLarge,

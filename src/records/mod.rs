@@ -23,7 +23,7 @@ pub use builder::{BatchBuilder, CHUNK_RECORDS, ChunkSink};
 pub use encoding::{ACCEPTED_ENCODINGS, ContentEncoding, decoded, read_whole};
 pub use error::{RecordError, RecordErrorKind};
 pub use json::{Settings, TopLevel, read_settings};
-pub use read::{Parsed, ReadSpec, read_slice, read_stream};
+pub use read::{Parsed, ReadSpec, budgeted, read_slice, read_stream};
 pub use samples::sample_batch;
 pub use zeek::{GroupBy, Window, ZeekError, ZeekFormat, ZeekOptions};
 
@@ -42,6 +42,18 @@ pub enum BodyFormat {
 }
 
 impl BodyFormat {
+    /// Bytes of working memory one body byte of this format is estimated to cost while it is
+    /// read and its batch is used (held against the memory budget): a JSON body is read whole
+    /// before it is parsed; a Zeek log becomes window state, which grows with its distinct
+    /// hosts and ports.
+    pub fn memory_factor(self) -> u64 {
+        match self {
+            Self::Csv | Self::Ndjson => 2,
+            Self::Json => 3,
+            Self::ZeekTsv | Self::ZeekJson => 4,
+        }
+    }
+
     /// The format of a body of media type `content_type`; none is taken as JSON (what most
     /// clients send), and so is one that is not text.
     pub fn from_media_type(content_type: Option<&[u8]>) -> Result<Self, RecordError> {

@@ -147,7 +147,7 @@ where
     match spec.format {
         BodyFormat::Csv | BodyFormat::Ndjson | BodyFormat::ZeekTsv | BodyFormat::ZeekJson => {
             let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
-            let parser = tokio::task::spawn_blocking(move || {
+            let parser = crate::work::spawn_blocking(move || {
                 let mut reader = BodyReader::new(rx);
                 let mut b = spec.builder(sink);
                 let none = |r: Result<(), RecordError>| r.map(|()| Rejects::default());
@@ -166,6 +166,7 @@ where
                     _ => read_zeek_stream(&mut reader, ZeekFormat::Json, &spec.zeek, &mut b),
                 };
                 let parsed = reader.settle(parsed.and_then(|rejects| finish(b, rejects)))?;
+                stop_if_cancelled()?;
                 Ok(then(parsed))
             });
             let mut total = 0usize;
@@ -192,15 +193,26 @@ where
             // Sized from the declared length (already checked against the limit), so the body
             // is not copied again each time the buffer grows.
             let bytes = read_whole(body, declared, max_body).await?;
-            tokio::task::spawn_blocking(move || {
+            crate::work::spawn_blocking(move || {
+                stop_if_cancelled()?;
                 let mut b = spec.builder(sink);
                 let rejects = fill(&bytes, &spec, &mut b)?;
                 drop(bytes);
-                Ok(then(finish(b, rejects)?))
+                let parsed = finish(b, rejects)?;
+                stop_if_cancelled()?;
+                Ok(then(parsed))
             })
             .await
             .map_err(lost)?
         }
+    }
+}
+
+/// An error once the request reading this body was cancelled: its work stops here.
+fn stop_if_cancelled() -> Result<(), RecordError> {
+    match crate::work::cancelled() {
+        true => Err(RecordError::cancelled()),
+        false => Ok(()),
     }
 }
 
@@ -218,6 +230,48 @@ fn lost(e: tokio::task::JoinError) -> RecordError {
 
 /// A body chunk, or why the body could not be read (too large, connection lost).
 pub type BodyChunk = Result<Bytes, RecordError>;
+
+/// `body` with its bytes, times `cost`, held against `work`'s memory budget as they arrive,
+/// beyond the first `covered` bytes of cost (reserved already from the declared length). A
+/// reservation refused ends the body with that problem (413, or 503 when the process budget
+/// is busy).
+pub fn budgeted<S>(
+    body: S,
+    work: crate::work::Work,
+    cost: u64,
+    covered: u64,
+) -> impl Stream<Item = BodyChunk> + Send + 'static
+where
+    S: Stream<Item = BodyChunk> + Send + Unpin + 'static,
+{
+    /// Reserved at least this much at a time, so a body in small chunks is not a reservation each.
+    const STEP: u64 = 1 << 20;
+    let state = (body, work, 0u64, covered, false);
+    futures_util::stream::unfold(
+        state,
+        move |(mut body, work, mut seen, mut covered, over)| async move {
+            if over {
+                return None;
+            }
+            let chunk = body.next().await?;
+            let Ok(bytes) = &chunk else {
+                return Some((chunk, (body, work, seen, covered, true)));
+            };
+            seen = seen.saturating_add(bytes.len() as u64 * cost);
+            if seen > covered {
+                let more = (seen - covered).max(STEP);
+                if let Err(e) = work.reserve(more) {
+                    return Some((
+                        Err(RecordError::over_budget(e)),
+                        (body, work, seen, covered, true),
+                    ));
+                }
+                covered += more;
+            }
+            Some((chunk, (body, work, seen, covered, false)))
+        },
+    )
+}
 
 /// Reads body chunks sent by the request task; a blocking reader for a parser thread.
 pub struct BodyReader {
@@ -243,6 +297,12 @@ impl BodyReader {
             return false;
         }
         match self.rx.blocking_recv() {
+            // The request was cancelled: its body ends here and is not what the client sent.
+            _ if crate::work::cancelled() => {
+                self.failed = Some(RecordError::cancelled());
+                self.done = true;
+                false
+            }
             Some(Ok(b)) => {
                 self.current = b;
                 true

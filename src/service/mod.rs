@@ -90,6 +90,12 @@ pub enum ServiceError {
     /// A blocking task that panicked or was cancelled: ours, not the client's.
     #[error("a background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// The work would not fit in the memory budget.
+    #[error(transparent)]
+    Memory(#[from] crate::work::OverBudget),
+    /// The request was cancelled (client gone, timed out) and its work stopped.
+    #[error("the request was cancelled")]
+    Cancelled,
 }
 
 impl ServiceError {
@@ -102,13 +108,21 @@ impl ServiceError {
     }
 }
 
-/// Runs CPU-heavy or blocking work off the async runtime.
+/// Runs CPU-heavy or blocking work off the async runtime, as part of the current request's
+/// work: it holds the request's work slot and memory until it ends, and does not start once
+/// the request was cancelled.
 pub(crate) async fn blocking<T, F>(work: F) -> Result<T, ServiceError>
 where
     T: Send + 'static,
     F: FnOnce() -> Result<T, ServiceError> + Send + 'static,
 {
-    tokio::task::spawn_blocking(work).await?
+    crate::work::spawn_blocking(move || {
+        if crate::work::cancelled() {
+            return Err(ServiceError::Cancelled);
+        }
+        work()
+    })
+    .await?
 }
 
 /// Runs `work` to its end on its own task, even when the caller is dropped (a request timeout,

@@ -9,8 +9,9 @@ use chrono::Utc;
 use super::idempotency::{AnswerOf, KeyedRun};
 use super::scoring::chart_data;
 use super::{ServiceError, blocking, models};
+use crate::detector::forest::FitWatch;
 use crate::detector::generator::{GeneratorConfig, generate};
-use crate::detector::model::Model;
+use crate::detector::model::{FitError, Model};
 use crate::detector::params::ForestParams;
 use crate::records::{BodyFormat, ReadSpec, TopLevel, ZeekOptions, read_slice, sample_batch};
 use crate::state::{AppState, ChartData, DetectorState};
@@ -45,6 +46,7 @@ pub async fn fit(
     key: Option<(KeyedRun, AnswerOf<Model>)>,
 ) -> Result<Arc<Model>, ServiceError> {
     let max_records = state.settings().max_records;
+    let detector = det.name().to_owned();
     let (model, chart) = blocking(move || {
         let FitCommand {
             data,
@@ -66,17 +68,26 @@ pub async fn fit(
                 read_slice(&bytes, &spec, None)?.batch
             }
             TrainingData::Generate(g) => {
+                crate::work::reserve(g.n_records as u64 * GENERATED_RECORD_BYTES)?;
                 let records = generate(&g)?;
                 sample_batch(&records, features.as_deref(), max_records)?
             }
         };
-        let (model, scores) = Model::fit_with_scores(
+        crate::work::reserve(forest_bytes(&params, batch.len(), batch.matrix.n_cols()))?;
+        let watch = Progress::new(&detector);
+        let fitted = Model::fit_watched(
             &batch.matrix,
             batch.features.clone(),
             &params,
             threshold,
             Utc::now(),
-        )?;
+            &watch,
+        );
+        if matches!(fitted, Err(FitError::Cancelled)) {
+            crate::work::note_stopped();
+            tracing::info!(detector = %detector, "fit cancelled: its client is gone or its time is up");
+        }
+        let (model, scores) = fitted?;
         let anomalies = scores.iter().map(|&s| model.is_anomaly(s)).collect();
         let chart = chart_data(0, &mut batch, anomalies);
         Ok((model, chart))
@@ -95,4 +106,61 @@ pub async fn fit(
         "model fitted"
     );
     Ok(model)
+}
+
+/// Memory a generated training record takes until the fit ends (the record, its matrix row,
+/// its chart point), an estimate for the memory budget.
+const GENERATED_RECORD_BYTES: u64 = 256;
+
+/// The memory a forest takes while it grows and is scored: each tree's nodes (at most
+/// 2ψ, ~32 bytes each), each tree's sample indices, the scaled copy of the matrix and the
+/// training scores; an estimate for the memory budget.
+fn forest_bytes(params: &ForestParams, n_rows: usize, n_cols: usize) -> u64 {
+    use crate::detector::params::MaxSamples;
+    let psi = match params.max_samples {
+        MaxSamples::Auto(_) => 256,
+        MaxSamples::Count(n) => n,
+        MaxSamples::Fraction(f) => (f * n_rows as f64).ceil() as u64,
+    }
+    .clamp(1, n_rows.max(1) as u64);
+    let trees = params.n_estimators.max(1);
+    trees.saturating_mul(psi).saturating_mul(2 * 32 + 8)
+        + (n_rows as u64).saturating_mul(n_cols as u64 * 8 + 16)
+}
+
+/// A fit's progress in the log (trees grown of the total, every [`PROGRESS_EVERY`]), and its
+/// request's cancellation checked before each tree.
+struct Progress {
+    detector: String,
+    stop: Box<dyn Fn() -> bool + Send + Sync>,
+    last: std::sync::Mutex<std::time::Instant>,
+}
+
+/// How often a long fit logs its progress.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Progress {
+    fn new(detector: &str) -> Self {
+        Self {
+            detector: detector.to_owned(),
+            stop: Box::new(crate::work::stop_check()),
+            last: std::sync::Mutex::new(std::time::Instant::now()),
+        }
+    }
+}
+
+impl FitWatch for Progress {
+    fn tree_grown(&self, done: usize, total: usize) {
+        let Ok(mut last) = self.last.try_lock() else {
+            return;
+        };
+        if last.elapsed() >= PROGRESS_EVERY {
+            *last = std::time::Instant::now();
+            tracing::info!(detector = %self.detector, trees_done = done, trees_total = total, "fitting");
+        }
+    }
+
+    fn stop(&self) -> bool {
+        (self.stop)()
+    }
 }

@@ -1,5 +1,7 @@
 //! Growing the forest: each tree draws its rows and features, then splits until isolation or the height limit.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use rayon::prelude::*;
@@ -117,6 +119,21 @@ fn grow_tree(
     tree
 }
 
+/// What a fit tells its caller and asks of it while the trees grow.
+pub trait FitWatch: Sync {
+    /// Another tree was grown: `done` of `total` are.
+    fn tree_grown(&self, _done: usize, _total: usize) {}
+    /// Whether to stop growing (the fit then ends without a forest).
+    fn stop(&self) -> bool {
+        false
+    }
+}
+
+/// A fit nobody watches: it never stops early.
+pub struct Unwatched;
+
+impl FitWatch for Unwatched {}
+
 impl IsolationForest {
     /// Fits on a (typically already standardised) matrix, trees in parallel.
     ///
@@ -126,6 +143,17 @@ impl IsolationForest {
     /// single-leaf trees that score every record 0.5. Same params and data, same model, whatever
     /// the thread count.
     pub fn fit(x: &Matrix, params: &CheckedParams) -> IsolationForest {
+        Self::fit_watched(x, params, &Unwatched).expect("an unwatched fit never stops")
+    }
+
+    /// [`IsolationForest::fit`], telling `watch` of each tree grown and asking it before each
+    /// whether to stop (`None`: stopped).
+    pub fn fit_watched(
+        x: &Matrix,
+        params: &CheckedParams,
+        watch: &dyn FitWatch,
+    ) -> Option<IsolationForest> {
+        let done = AtomicUsize::new(0);
         let n_rows = x.n_rows();
         let n_features = x.n_cols().max(1);
         let psi = params.max_samples.clamp(1, n_rows.max(1));
@@ -135,6 +163,9 @@ impl IsolationForest {
         let trees = (0..n_trees)
             .into_par_iter()
             .map(|t| {
+                if watch.stop() {
+                    return None;
+                }
                 let mut rng = tree_rng(params.seed, t);
                 let features: Vec<usize> = if max_features < n_features {
                     rand::seq::index::sample(&mut rng, n_features, max_features).into_vec()
@@ -142,21 +173,23 @@ impl IsolationForest {
                     (0..n_features).collect()
                 };
                 if n_rows == 0 {
-                    return Tree {
+                    return Some(Tree {
                         feature: vec![0],
                         threshold: vec![0.0],
                         left: vec![0],
                         n_samples: vec![0],
-                    };
+                    });
                 }
                 let sample: Vec<usize> = if params.bootstrap {
                     (0..psi).map(|_| rng.random_range(0..n_rows)).collect()
                 } else {
                     rand::seq::index::sample(&mut rng, n_rows, psi).into_vec()
                 };
-                grow_tree(x, &sample, &features, limit, &mut rng)
+                let tree = grow_tree(x, &sample, &features, limit, &mut rng);
+                watch.tree_grown(done.fetch_add(1, Ordering::Relaxed) + 1, n_trees);
+                Some(tree)
             })
-            .collect();
-        IsolationForest::from_trees(n_features, psi, trees)
+            .collect::<Option<Vec<_>>>()?;
+        Some(IsolationForest::from_trees(n_features, psi, trees))
     }
 }

@@ -41,6 +41,7 @@ mod stored;
 mod tests;
 
 use attribution::ExplainLayout;
+pub use grow::{FitWatch, Unwatched};
 use layout::FastTree;
 use rank::RankForest;
 use score::NarrowPath;

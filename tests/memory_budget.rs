@@ -1,0 +1,156 @@
+//! The memory budget: a request estimated to need more working memory than one request may use
+//! is answered 413 `memory-budget` before it is read or generated; one that does not fit in what
+//! the other requests left is answered 503 `overloaded` with `Retry-After`; what a request
+//! reserved is given back when its work ends.
+
+mod support;
+
+use std::time::Duration;
+
+use reqwest::{StatusCode, header};
+use serde_json::json;
+use support::app::{TestApp, spawn_app_with};
+use support::eventually;
+use support::responses::assert_problem;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+const BOUND: Duration = Duration::from_secs(60);
+
+/// 64 MiB for the process, 24 MiB for one request.
+async fn small_budget_app() -> TestApp {
+    spawn_app_with(|s| {
+        s.memory_budget_mib = 64;
+        s.request_memory_budget_mib = 24;
+        s.min_body_rate = 0;
+    })
+    .await
+}
+
+/// Starts `POST /v1/score` declaring a CSV body of `len` bytes and sends only its first line.
+async fn declared_upload(app: &TestApp, len: usize) -> TcpStream {
+    let addr = app.base_url.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /v1/score HTTP/1.1\r\nHost: t\r\nContent-Type: text/csv\r\nContent-Length: {len}\r\n\r\nbytes_sent,bytes_received,connections,active_sessions\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream
+}
+
+#[tokio::test]
+async fn a_declared_body_over_the_request_budget_is_413_before_it_is_read() {
+    let app = small_budget_app().await;
+    app.fit_small(1).await;
+    // 10 MiB of JSON costs an estimated 30 MiB: over 24.
+    let declared = 10 << 20;
+    let answer = app
+        .send(
+            app.request(reqwest::Method::POST, "/v1/score")
+                .header(header::CONTENT_TYPE, "application/json")
+                .header(header::CONTENT_LENGTH, declared)
+                .body(vec![b' '; declared]),
+        )
+        .await;
+    let body = assert_problem(answer, StatusCode::PAYLOAD_TOO_LARGE, "memory-budget").await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("24 MiB"),
+        "{body}"
+    );
+    assert_eq!(app.state().limits().memory_reserved(), 0);
+}
+
+#[tokio::test]
+async fn a_body_of_unknown_length_is_held_to_the_budget_as_it_arrives() {
+    let app = small_budget_app().await;
+    app.fit_small(1).await;
+    // 16 MiB of CSV in chunks, no Content-Length: an estimated 32 MiB once it has arrived.
+    let row = b"1,2,3,4\n".repeat(8192);
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = std::iter::once(Ok(
+        b"bytes_sent,bytes_received,connections,active_sessions\n".to_vec(),
+    ))
+    .chain((0..(16 << 20) / row.len()).map(|_| Ok(row.clone())))
+    .collect();
+    let body = reqwest::Body::wrap_stream(futures_util::stream::iter(chunks));
+    let answer = app
+        .send(
+            app.request(reqwest::Method::POST, "/v1/score")
+                .header(header::CONTENT_TYPE, "text/csv")
+                .body(body),
+        )
+        .await;
+    assert_problem(answer, StatusCode::PAYLOAD_TOO_LARGE, "memory-budget").await;
+    let limits = app.state().limits().clone();
+    eventually("the reservation to be given back", BOUND, || {
+        let free = limits.memory_reserved() == 0;
+        async move { free.then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_other_requests_hold_the_budget_a_request_is_503_with_retry_after() {
+    let app = small_budget_app().await;
+    app.fit_small(1).await;
+    let limits = app.state().limits().clone();
+    // Two uploads declaring 12 MiB of CSV (an estimated 24 MiB each) hold 48 of the 64 MiB.
+    let first = declared_upload(&app, 12 << 20).await;
+    let second = declared_upload(&app, 12 << 20).await;
+    eventually("the uploads to reserve their memory", BOUND, || {
+        let n = limits.memory_reserved();
+        async move { (n >= 48 << 20).then_some(()) }
+    })
+    .await;
+    // A third would take 72: over the process budget for now.
+    let answer = app
+        .send(
+            app.request(reqwest::Method::POST, "/v1/score")
+                .header(header::CONTENT_TYPE, "text/csv")
+                .header(header::CONTENT_LENGTH, 12 << 20)
+                .body(vec![b'\n'; 12 << 20]),
+        )
+        .await;
+    assert_eq!(
+        answer
+            .headers()
+            .get(header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap()),
+        Some("2"),
+        "{:?}",
+        answer
+    );
+    assert_problem(answer, StatusCode::SERVICE_UNAVAILABLE, "overloaded").await;
+    assert!(limits.refused() >= 1);
+    // When they go, the budget is free again and a request of that size is read.
+    drop((first, second));
+    eventually("the uploads' memory to be given back", BOUND, || {
+        let n = limits.memory_reserved();
+        async move { (n == 0).then_some(()) }
+    })
+    .await;
+    let records = app.seed_records().await;
+    let csv = support::data::to_csv(&records, &[]);
+    let scored = app.post_csv("/v1/score", csv).await;
+    assert_eq!(scored.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn samples_and_charts_over_the_request_budget_are_413() {
+    let app = small_budget_app().await;
+    // A million sample records cost an estimated 305 MiB.
+    let answer = app
+        .post_json("/v1/samples", &json!({"n_records": 1_000_000}))
+        .await;
+    assert_problem(answer, StatusCode::PAYLOAD_TOO_LARGE, "memory-budget").await;
+    let small = app
+        .post_json("/v1/samples", &json!({"n_records": 1_000}))
+        .await;
+    assert_eq!(small.status(), StatusCode::OK);
+    // A 4000 × 4000 chart costs an estimated 122 MiB.
+    app.fit_small(1).await;
+    let chart = app
+        .get("/v1/chart.png?source=training&width=4000&height=4000")
+        .await;
+    assert_problem(chart, StatusCode::PAYLOAD_TOO_LARGE, "memory-budget").await;
+    assert_eq!(app.state().limits().memory_reserved(), 0);
+}
