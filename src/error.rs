@@ -61,6 +61,7 @@ problem_codes! {
     DetectorInUse = "detector-in-use",
     DefaultDetector = "default-detector",
     NothingToDraw = "nothing-to-draw",
+    IngestConflict = "ingest-conflict",
     NotFound = "not-found",
     MethodNotAllowed = "method-not-allowed",
     BadRequest = "bad-request",
@@ -89,7 +90,8 @@ impl ProblemCode {
             NoSuchVersion | NoSuchAlert | NoSuchDetector | NotFound => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             NotAcceptable => StatusCode::NOT_ACCEPTABLE,
-            NoModel | CorruptModel | NothingToDraw | DetectorInUse | DefaultDetector => {
+            NoModel | CorruptModel | NothingToDraw | DetectorInUse | DefaultDetector
+            | IngestConflict => {
                 StatusCode::CONFLICT
             }
             BodyTooLarge | TooManyRecords => StatusCode::PAYLOAD_TOO_LARGE,
@@ -430,6 +432,7 @@ impl From<ServiceError> for ApiError {
                 Self::new(ProblemCode::DefaultDetector, e.to_string())
             }
             ServiceError::Store(e) => e.into(),
+            ServiceError::Ingest(detail) => Self::new(ProblemCode::IngestConflict, detail),
             ServiceError::Task(e) => e.into(),
         }
     }

@@ -195,6 +195,7 @@ pub fn build_state(settings: Settings) -> Result<AppState, StartupError> {
                 alerts: store.clone(),
                 outbox: store.clone(),
                 detectors: store.clone(),
+                streams: store.clone(),
                 models: Arc::new(PgDetectorModels(store)),
             }
         }
@@ -205,7 +206,8 @@ pub fn build_state(settings: Settings) -> Result<AppState, StartupError> {
             Stores {
                 alerts: alerts.clone(),
                 outbox: alerts.clone(),
-                detectors: alerts,
+                detectors: alerts.clone(),
+                streams: alerts,
                 models: Arc::new(DetectorModelFiles::new(
                     &settings.data_dir,
                     settings.keep_models as usize,

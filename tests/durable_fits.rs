@@ -148,7 +148,8 @@ fn held_app(dir: &std::path::Path, hold: Arc<AtomicBool>) -> axum::Router {
     let stores = Stores {
         alerts: alerts.clone(),
         outbox: alerts.clone(),
-        detectors: alerts,
+        detectors: alerts.clone(),
+        streams: alerts,
         models: Arc::new(HeldModels {
             dir: dir.to_path_buf(),
             hold,

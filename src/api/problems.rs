@@ -55,6 +55,8 @@ problems! {
     NoSuchDetector { "404": "No detector of this name (`no-such-detector`)" }
     /// Detector settings: not JSON (400, 415), or not usable (422 `invalid-detector`).
     DetectorProblems { "400": "", "413": "", "415": "", "422": "Settings that cannot be used (`invalid-detector`), `field` names the one at fault" }
+    /// Continuous ingest that cannot run now: no model, or a stream it cannot take.
+    IngestProblems { "409": "No model yet (`no-model`), or the detector's stream cannot take this call now (`ingest-conflict`: a records detector, a model not fitted on Zeek windows, settings changed under open windows)" }
     /// A chart before any batch was scored, or of an impossible size.
     ChartProblems { "400": "", "409": "Nothing to draw yet" }
 }

@@ -8,6 +8,7 @@
 pub mod alerts;
 pub mod detectors;
 pub mod evaluation;
+pub mod ingest;
 pub mod models;
 pub mod retention;
 pub mod scoring;
@@ -71,6 +72,10 @@ pub enum ServiceError {
         "the detector \"default\" always exists (it serves the v1 paths) and cannot be deleted"
     )]
     DefaultDetector,
+    /// Continuous ingest cannot take this call now (a records detector, a model that does not
+    /// score Zeek windows, settings changed under open windows).
+    #[error("{0}")]
+    Ingest(String),
     /// A blocking task that panicked or was cancelled: ours, not the client's.
     #[error("a background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),

@@ -42,6 +42,7 @@ use super::outbox::{
 use super::sql;
 
 mod detectors;
+mod streams;
 use detectors::V1_DETECTOR;
 pub use detectors::{DETECTOR_CHANNEL, PgDetectorModels, PgModels};
 
