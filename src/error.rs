@@ -91,9 +91,7 @@ impl ProblemCode {
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             NotAcceptable => StatusCode::NOT_ACCEPTABLE,
             NoModel | CorruptModel | NothingToDraw | DetectorInUse | DefaultDetector
-            | IngestConflict => {
-                StatusCode::CONFLICT
-            }
+            | IngestConflict => StatusCode::CONFLICT,
             BodyTooLarge | TooManyRecords => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType | UnsupportedContentEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             InvalidRecord | InvalidRecords | EmptyBatch | NoFeatures | InvalidZeekLine

@@ -158,7 +158,14 @@ fn run(state: &AppState, det: &DetectorState, op: Op<'_>) -> Result<IngestOutcom
         // On any error below the slot stays empty, so the next call reloads the stored state.
         let ingested = op(&mut loaded.book)?;
         let closed_at = Utc::now();
-        let scored = score_closed(&model, &ingested.closed, &config, &rule, det.name(), closed_at)?;
+        let scored = score_closed(
+            &model,
+            &ingested.closed,
+            &config,
+            &rule,
+            det.name(),
+            closed_at,
+        )?;
         let book = loaded.book.to_bytes();
         let committed = streams.commit_stream(&StreamCommit {
             detector: det.name(),
@@ -193,7 +200,11 @@ fn run(state: &AppState, det: &DetectorState, op: Op<'_>) -> Result<IngestOutcom
 }
 
 /// The stored stream of `detector`, or a new one.
-fn load(state: &AppState, detector: &str, config: &BookConfig) -> Result<LoadedStream, ServiceError> {
+fn load(
+    state: &AppState,
+    detector: &str,
+    config: &BookConfig,
+) -> Result<LoadedStream, ServiceError> {
     match state.stores().streams.stream(detector)? {
         Some(stored) => {
             let book = WindowBook::from_bytes(&stored.book).map_err(|e| {
@@ -294,10 +305,9 @@ fn score_closed(
                 model_version: model.version(),
                 closed_at,
             };
-            let body = serde_json::to_string(&result)
-                .map_err(|e| {
-                    RecordError::new(RecordErrorKind::Internal, format!("a window result: {e}"))
-                })?;
+            let body = serde_json::to_string(&result).map_err(|e| {
+                RecordError::new(RecordErrorKind::Internal, format!("a window result: {e}"))
+            })?;
             Ok(StoredWindow {
                 start: w.timestamp.timestamp(),
                 entity: w.entity.clone(),

@@ -323,7 +323,12 @@ mod tests {
         }
     }
 
-    fn commit(store: &SqliteAlertStore, expected: u64, book: &[u8], w: &[StoredWindow]) -> Option<u64> {
+    fn commit(
+        store: &SqliteAlertStore,
+        expected: u64,
+        book: &[u8],
+        w: &[StoredWindow],
+    ) -> Option<u64> {
         store
             .commit_stream(&StreamCommit {
                 detector: "d",
@@ -424,7 +429,10 @@ mod tests {
     #[test]
     fn cursors_round_trip() {
         for (s, e) in [(0, ""), (-5, "10.0.0.1"), (i64::MAX, "é:x")] {
-            assert_eq!(decode_cursor(&encode_cursor(s, e)).unwrap(), (s, e.to_owned()));
+            assert_eq!(
+                decode_cursor(&encode_cursor(s, e)).unwrap(),
+                (s, e.to_owned())
+            );
         }
     }
 }

@@ -422,11 +422,7 @@ pub(crate) fn unescape(no: usize, text: &str) -> Result<String, ZeekError> {
         .map_err(|_| ZeekError::line_error(no, "the #separator is not valid UTF-8"))
 }
 
-fn host<'a>(
-    no: usize,
-    name: &str,
-    value: Option<&'a str>,
-) -> Result<Cow<'a, str>, ZeekError> {
+fn host<'a>(no: usize, name: &str, value: Option<&'a str>) -> Result<Cow<'a, str>, ZeekError> {
     value
         .map(Cow::Borrowed)
         .ok_or_else(|| ZeekError::field_error(no, name, format!("{name} is unset")))
