@@ -473,3 +473,39 @@ async fn acknowledged_lines_survive_kill_9() {
         one["results"].as_array().unwrap().len()
     );
 }
+
+#[tokio::test]
+async fn stateless_score_skips_bad_lines_when_asked_and_rejects_them_by_default() {
+    let app = oneshot_app().await;
+    let (header, lines) = tsv();
+    let base = detector(&app, "score-skip", "0s", json!({})).await;
+    let good = format!("{header}{}", lines.concat());
+    let mut with_bad = lines.clone();
+    with_bad.insert(10, "garbage\tline\n".into());
+    let bad = format!("{header}{}", with_bad.concat());
+    let refused = app
+        .post_raw(&format!("{base}/score"), Some(TSV), bad.clone())
+        .await;
+    assert_problem(
+        refused,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid-zeek-line",
+    )
+    .await;
+    let skipped = json_ok(
+        app.post_raw(&format!("{base}/score?on_invalid=skip"), Some(TSV), bad)
+            .await,
+    )
+    .await;
+    assert_eq!(skipped["rejected"], 1, "{}", skipped["rejects"]);
+    assert_eq!(skipped["rejects"][0]["line"], header.lines().count() + 11);
+    let plain = json_ok(
+        app.post_raw(&format!("{base}/score"), Some(TSV), good)
+            .await,
+    )
+    .await;
+    assert_eq!(skipped["results"], plain["results"]);
+    assert!(plain.get("rejects").is_none(), "v1 answers are unchanged");
+    let r = app.post_csv("/v1/score?on_invalid=skip", "a\n1\n").await;
+    assert_problem(r, StatusCode::BAD_REQUEST, "invalid-parameter").await;
+}

@@ -139,7 +139,7 @@ pub async fn score<S, R, F>(
 where
     S: Stream<Item = BodyChunk> + Unpin,
     R: Send + 'static,
-    F: FnOnce(&Batch, &ScoredBatch, Option<&Alert>, u64) -> R + Send + 'static,
+    F: FnOnce(&Batch, &ScoredBatch, Option<&Alert>, u64, &Rejects) -> R + Send + 'static,
 {
     let model = det.model().ok_or(ServiceError::NoModel)?;
     let settings = state.settings();
@@ -170,7 +170,7 @@ where
             let scores = chunks.finish(&batch, sunk);
             let scored = scored_batch(&model, &batch, scores, command.explain, rule.explain_top_k);
             let alert = alert_for(&model, &batch, &scored, &rule).map(|a| Alert { detector, ..a });
-            let rendered = render(&batch, &scored, alert.as_ref(), version);
+            let rendered = render(&batch, &scored, alert.as_ref(), version, &rejects);
             let anomalies = (0..batch.len()).map(|i| scored.is_anomaly(i)).collect();
             let chart = chart_data(version, &mut batch, anomalies);
             let outcome = ScoreOutcome {

@@ -427,6 +427,31 @@ mod tests {
     }
 
     #[test]
+    fn pruning_deletes_only_windows_closed_before_the_cut() {
+        let store = SqliteAlertStore::open_in_memory().unwrap();
+        let now = Utc::now();
+        let ws: Vec<StoredWindow> = (0..10)
+            .map(|i| StoredWindow {
+                closed_at: now - chrono::Duration::days(i),
+                ..window(60 * i, "x", false)
+            })
+            .collect();
+        commit(&store, 0, b"", &ws);
+        let cut = now - chrono::Duration::hours(36);
+        assert_eq!(store.prune_windows(cut, 3).unwrap(), 3);
+        assert_eq!(store.prune_windows(cut, 100).unwrap(), 5);
+        assert_eq!(store.prune_windows(cut, 100).unwrap(), 0);
+        let left = store
+            .windows(&WindowQuery {
+                detector: "d".into(),
+                limit: 100,
+                ..WindowQuery::default()
+            })
+            .unwrap();
+        assert_eq!(left.windows.len(), 2);
+    }
+
+    #[test]
     fn cursors_round_trip() {
         for (s, e) in [(0, ""), (-5, "10.0.0.1"), (i64::MAX, "é:x")] {
             assert_eq!(
