@@ -32,7 +32,7 @@ pub fn handle() -> &'static PrometheusHandle {
 }
 
 /// Every counter this process exports, with its help text.
-const COUNTERS: [(&str, &str); 13] = [
+const COUNTERS: [(&str, &str); 14] = [
     (
         "http_requests_total",
         "HTTP requests by method, route and status",
@@ -64,6 +64,10 @@ const COUNTERS: [(&str, &str); 13] = [
     (
         "netsentinel_windows_closed_total",
         "Windows closed, scored and stored by continuous ingest, by detector",
+    ),
+    (
+        "netsentinel_ingest_conflicts_total",
+        "Ingest commits another replica beat (the call reloaded the stream and folded again)",
     ),
     (
         "netsentinel_windows_pruned_total",

@@ -176,6 +176,8 @@ fn run(state: &AppState, det: &DetectorState, op: Op<'_>) -> Result<IngestOutcom
         })?;
         let Some(version) = committed else {
             // Another replica committed first: fold again over what it stored.
+            metrics::counter!("netsentinel_ingest_conflicts_total", "detector" => det.name().to_owned())
+                .increment(1);
             continue;
         };
         loaded.version = version;
