@@ -6,7 +6,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
@@ -14,23 +13,12 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use support::app::{TestApp, oneshot_app, spawn_app};
+use support::data::shared_zeek;
 use support::responses::{assert_problem, json_ok, json_with_status};
-
-/// A real sample from `shared/data/zeek`, found beside the checkout.
-fn shared(name: &str) -> Vec<u8> {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let path = manifest
-        .ancestors()
-        .skip(1)
-        .map(|dir| dir.join("shared/data/zeek").join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| panic!("shared/data/zeek/{name} not found"));
-    std::fs::read(&path).unwrap()
-}
 
 /// The TSV log as its header lines and its data lines.
 fn tsv() -> (String, Vec<String>) {
-    let text = String::from_utf8(shared("conn.log")).unwrap();
+    let text = String::from_utf8(shared_zeek("conn.log")).unwrap();
     let (header, data): (Vec<&str>, Vec<&str>) = text
         .lines()
         .filter(|l| !l.is_empty() && !l.starts_with("#close"))
@@ -63,7 +51,7 @@ async fn detector(app: &TestApp, name: &str, lateness: &str, extra: Value) -> St
         .post_raw(
             &format!("/v1/detectors/{name}/model/fit?n_estimators=50&seed=3"),
             Some(TSV),
-            shared("conn.log"),
+            shared_zeek("conn.log"),
         )
         .await;
     json_with_status(fit, StatusCode::CREATED).await;
@@ -82,24 +70,7 @@ async fn scored_at_once(
             .await,
     )
     .await;
-    answer["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                (
-                    r["timestamp"].as_str().unwrap().to_owned(),
-                    r["entity"].as_str().unwrap().to_owned(),
-                ),
-                (
-                    r["score"].as_f64().unwrap(),
-                    r["is_anomaly"].as_bool().unwrap(),
-                    r["severity"].as_u64().unwrap(),
-                ),
-            )
-        })
-        .collect()
+    as_map(answer["results"].as_array().unwrap())
 }
 
 /// Every stored window of the detector, read page by page.
@@ -120,6 +91,7 @@ async fn stored_windows(app: &TestApp, base: &str) -> Vec<Value> {
     }
 }
 
+/// Score results or stored windows by (start, entity), each once.
 fn as_map(windows: &[Value]) -> BTreeMap<(String, String), (f64, bool, u64)> {
     let map: BTreeMap<_, _> = windows
         .iter()
@@ -198,7 +170,7 @@ async fn any_split_in_any_order_then_flush_gives_the_windows_and_scores_of_one_s
 #[tokio::test]
 async fn zeek_json_lines_in_order_close_windows_as_the_watermark_passes_them() {
     let app = oneshot_app().await;
-    let text = String::from_utf8(shared("conn.json.log")).unwrap();
+    let text = String::from_utf8(shared_zeek("conn.json.log")).unwrap();
     let mut lines: Vec<String> = text.lines().map(|l| format!("{l}\n")).collect();
     let ts = |l: &String| {
         serde_json::from_str::<Value>(l).unwrap()["ts"]
@@ -424,7 +396,7 @@ async fn acknowledged_lines_survive_kill_9() {
         &server,
         &format!("{base}/model/fit?n_estimators=50&seed=3"),
         TSV,
-        String::from_utf8(shared("conn.log")).unwrap(),
+        String::from_utf8(shared_zeek("conn.log")).unwrap(),
     )
     .await
     .unwrap();

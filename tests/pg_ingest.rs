@@ -7,25 +7,18 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use netsentinel::config::DatabaseUrl;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use support::app::{TestApp, spawn_app_with};
+use support::data::shared_zeek;
 use support::postgres::TestDb;
 use support::responses::{json_ok, json_with_status};
 
 fn conn_log() -> String {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let path = manifest
-        .ancestors()
-        .skip(1)
-        .map(|dir| dir.join("shared/data/zeek/conn.log"))
-        .find(|p| p.is_file())
-        .expect("shared/data/zeek/conn.log");
-    std::fs::read_to_string(path).unwrap()
+    String::from_utf8(shared_zeek("conn.log")).unwrap()
 }
 
 async fn replica(url: &str) -> TestApp {

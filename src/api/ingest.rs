@@ -52,6 +52,7 @@ pub struct IngestAnswer {
 
 /// A skipped line.
 #[derive(ToSchema)]
+#[cfg_attr(test, derive(Serialize, Deserialize))]
 #[schema(as = Reject)]
 #[allow(dead_code)] // describes `records::zeek::Reject`
 pub struct RejectView {
@@ -59,6 +60,7 @@ pub struct RejectView {
     line: usize,
     reason: String,
     /// The Zeek field at fault, when there is one.
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     field: Option<String>,
 }
 
@@ -172,14 +174,17 @@ pub struct WindowList {
 
 /// A closed window: a score result (the window start as `timestamp`) plus `closed_at`.
 #[derive(ToSchema)]
+#[cfg_attr(test, derive(Serialize, Deserialize))]
 #[schema(as = Window)]
 #[allow(dead_code)] // mirrors `service::ingest::WindowResult`
 pub struct WindowView {
     timestamp: DateTime<Utc>,
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     entity: Option<String>,
     score: f64,
     is_anomaly: bool,
     severity: u8,
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     explanation: Option<Vec<FeatureContributionView>>,
     bytes_sent: f64,
     bytes_received: f64,
@@ -221,4 +226,49 @@ pub async fn windows(
     out.push_str(&serde_json::to_string(&page.next_cursor).unwrap_or_else(|_| "null".into()));
     out.push('}');
     Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::views::check::mirrors;
+    use crate::detector::explain::FeatureContribution;
+    use crate::service::ingest::WindowResult;
+
+    #[test]
+    fn the_views_mirror_what_the_service_writes() {
+        let explanation = vec![FeatureContribution {
+            feature: "bytes_sent".into(),
+            value: 5.0,
+            direction: crate::detector::explain::Direction::Above,
+            contribution: 1.0,
+            normal_range: [1.0, 2.0],
+        }];
+        for (entity, explanation) in [
+            (None, None),
+            (Some("10.0.0.1".to_owned()), Some(explanation)),
+        ] {
+            mirrors::<WindowView>(&WindowResult {
+                timestamp: "2024-01-01T00:05:00Z".into(),
+                entity,
+                score: 0.61,
+                is_anomaly: true,
+                severity: 53,
+                explanation,
+                bytes_sent: 1.0,
+                bytes_received: 2.0,
+                connections: 3.0,
+                active_sessions: 1.0,
+                model_version: 4,
+                closed_at: chrono::DateTime::from_timestamp(1_700_000_000, 5).unwrap(),
+            });
+        }
+        for field in [None, Some("ts".to_owned())] {
+            mirrors::<RejectView>(&Reject {
+                line: 3,
+                reason: "bad".into(),
+                field,
+            });
+        }
+    }
 }
