@@ -96,6 +96,11 @@ pub struct Settings {
     #[arg(long, env = "NETSENTINEL_IDEMPOTENCY_TTL_HOURS", default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..=8760))]
     pub idempotency_ttl_hours: u64,
 
+    /// Days a closed window of continuous ingest (`GET …/windows`) is kept, counted from its
+    /// closing; older ones are deleted hourly. 0 keeps them forever.
+    #[arg(long, env = "NETSENTINEL_WINDOW_RETENTION_DAYS", default_value_t = 30)]
+    pub window_retention_days: u64,
+
     /// Most bytes of alerts in one page of `GET /v1/alerts` (JSON or an export format); the page
     /// ends before the alert that would pass it, and its cursor continues from there.
     #[arg(long, env = "NETSENTINEL_ALERTS_PAGE_BYTES", default_value_t = 8 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..))]

@@ -65,6 +65,7 @@ problem_codes! {
     IdempotencyKeyInFlight = "idempotency-key-in-flight",
     IdempotencyAnswerNotKept = "idempotency-answer-not-kept",
     NothingToDraw = "nothing-to-draw",
+    IngestConflict = "ingest-conflict",
     NotFound = "not-found",
     MethodNotAllowed = "method-not-allowed",
     BadRequest = "bad-request",
@@ -98,6 +99,7 @@ impl ProblemCode {
             | NothingToDraw
             | DetectorInUse
             | DefaultDetector
+            | IngestConflict
             | IdempotencyKeyInFlight
             | IdempotencyAnswerNotKept => StatusCode::CONFLICT,
             BodyTooLarge | TooManyRecords | MemoryBudget => StatusCode::PAYLOAD_TOO_LARGE,
@@ -462,6 +464,7 @@ impl From<ServiceError> for ApiError {
                     .with_field(IDEMPOTENCY_KEY)
             }
             ServiceError::Store(e) => e.into(),
+            ServiceError::Ingest(detail) => Self::new(ProblemCode::IngestConflict, detail),
             ServiceError::Task(e) => e.into(),
             ServiceError::Memory(e) => e.into(),
             ServiceError::Cancelled => cancelled(),

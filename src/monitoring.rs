@@ -32,7 +32,7 @@ pub fn handle() -> &'static PrometheusHandle {
 }
 
 /// Every counter this process exports, with its help text.
-const COUNTERS: [(&str, &str); 7] = [
+const COUNTERS: [(&str, &str); 14] = [
     (
         "http_requests_total",
         "HTTP requests by method, route and status",
@@ -45,6 +45,34 @@ const COUNTERS: [(&str, &str); 7] = [
         "Alerts deleted past --alert-retention-days",
     ),
     ("netsentinel_fits_total", "Models fitted"),
+    (
+        "netsentinel_ingest_accepted_total",
+        "Conn lines folded into open windows by continuous ingest, by detector",
+    ),
+    (
+        "netsentinel_ingest_late_total",
+        "Conn lines whose window had already closed (counted, not merged), by detector",
+    ),
+    (
+        "netsentinel_ingest_rejected_total",
+        "Unreadable lines skipped by continuous ingest, by detector",
+    ),
+    (
+        "netsentinel_ingest_duplicates_total",
+        "Conn lines whose uid their window already held (retries), by detector",
+    ),
+    (
+        "netsentinel_windows_closed_total",
+        "Windows closed, scored and stored by continuous ingest, by detector",
+    ),
+    (
+        "netsentinel_ingest_conflicts_total",
+        "Ingest commits another replica beat (the call reloaded the stream and folded again)",
+    ),
+    (
+        "netsentinel_windows_pruned_total",
+        "Closed windows deleted past --window-retention-days",
+    ),
     (
         "netsentinel_webhook_deliveries_total",
         "Webhook delivery attempts by sink and result (ok, retrying, failed)",

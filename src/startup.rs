@@ -193,6 +193,7 @@ pub fn build_state(settings: Settings) -> Result<AppState, StartupError> {
                 outbox: store.clone(),
                 detectors: store.clone(),
                 idempotency: store.clone(),
+                streams: store.clone(),
                 models: Arc::new(PgDetectorModels(store)),
             }
         }
@@ -204,7 +205,8 @@ pub fn build_state(settings: Settings) -> Result<AppState, StartupError> {
                 alerts: alerts.clone(),
                 outbox: alerts.clone(),
                 detectors: alerts.clone(),
-                idempotency: alerts,
+                idempotency: alerts.clone(),
+                streams: alerts,
                 models: Arc::new(DetectorModelFiles::new(
                     &settings.data_dir,
                     settings.keep_models as usize,

@@ -15,6 +15,8 @@ use crate::store::detectors::{DEFAULT_DETECTOR, DetectorModels, DetectorStore};
 use crate::store::idempotency::IdempotencyStore;
 use crate::store::models::ModelStore;
 use crate::store::outbox::Outbox;
+use crate::store::streams::StreamStore;
+use crate::stream::WindowBook;
 use crate::webhooks::Webhooks;
 
 /// Cheap to clone; every handler gets one.
@@ -52,6 +54,8 @@ pub struct Stores {
     pub idempotency: Arc<dyn IdempotencyStore>,
     /// Each detector's model versions: files, or PostgreSQL shared with other replicas.
     pub models: Arc<dyn DetectorModels>,
+    /// Continuous ingest's stream state and closed windows; the same database as `alerts`.
+    pub streams: Arc<dyn StreamStore>,
 }
 
 /// One detector in memory: its settings, its active model and model store, and its charts.
@@ -69,6 +73,16 @@ pub struct DetectorState {
     load_problem: RwLock<Option<String>>,
     last_batch: RwLock<Option<Arc<ChartData>>>,
     training_batch: RwLock<Option<Arc<ChartData>>>,
+    /// Continuous ingest's open windows as last committed (`None`: load them from the store).
+    /// Locked on a blocking thread for a whole ingest call, so calls into one detector take
+    /// turns in this process; never held across an `.await`.
+    stream: std::sync::Mutex<Option<LoadedStream>>,
+}
+
+/// A detector's stream in memory, at the store version it was loaded or committed at.
+pub struct LoadedStream {
+    pub version: u64,
+    pub book: WindowBook,
 }
 
 impl DetectorState {
@@ -88,6 +102,7 @@ impl DetectorState {
             load_problem: RwLock::new(load_problem),
             last_batch: RwLock::new(None),
             training_batch: RwLock::new(None),
+            stream: std::sync::Mutex::new(None),
         }
     }
 
@@ -143,6 +158,16 @@ impl DetectorState {
 
     pub fn set_last_batch(&self, data: ChartData) {
         *write(&self.last_batch) = Some(Arc::new(data));
+    }
+
+    /// The stream slot, locked (blocking: call it off the async runtime). A poisoned lock
+    /// (a call panicked mid-fold) is taken with its state dropped, so it is reloaded.
+    pub fn stream(&self) -> std::sync::MutexGuard<'_, Option<LoadedStream>> {
+        self.stream.lock().unwrap_or_else(|e| {
+            let mut guard = e.into_inner();
+            *guard = None;
+            guard
+        })
     }
 
     pub fn training_batch(&self) -> Option<Arc<ChartData>> {

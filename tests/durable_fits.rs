@@ -149,7 +149,8 @@ fn held_app(dir: &std::path::Path, hold: Arc<AtomicBool>) -> axum::Router {
         alerts: alerts.clone(),
         outbox: alerts.clone(),
         detectors: alerts.clone(),
-        idempotency: alerts,
+        idempotency: alerts.clone(),
+        streams: alerts,
         models: Arc::new(HeldModels {
             dir: dir.to_path_buf(),
             hold,

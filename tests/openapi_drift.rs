@@ -85,6 +85,16 @@ const OPERATIONS: &[(&str, &str, &[u16])] = &[
     ),
     ("get", "/v1/detectors/{name}/chart.png", &[400, 404, 409]),
     ("get", "/v1/detectors/{name}/chart.svg", &[400, 404, 409]),
+    ("post", "/v1/ingest", &[400, 409, 413, 415, 422]),
+    ("post", "/v1/flush", &[409]),
+    ("get", "/v1/windows", &[400]),
+    (
+        "post",
+        "/v1/detectors/{name}/ingest",
+        &[400, 404, 409, 413, 415, 422],
+    ),
+    ("post", "/v1/detectors/{name}/flush", &[404, 409]),
+    ("get", "/v1/detectors/{name}/windows", &[400, 404]),
 ];
 
 #[test]

@@ -1,6 +1,8 @@
 //! Zeek conn logs end to end: real samples and a generated exfiltration log become window records,
 //! checked against independent counts; arbitrary bytes never panic; the API hook and its errors.
 
+mod support;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -36,22 +38,9 @@ fn windows(body: &[u8], format: ZeekFormat, zeek: ZeekOptions) -> Result<Batch, 
     read(format, body, usize::MAX, zeek)
 }
 
-/// A real sample from `shared/data/zeek`, found beside the checkout (`/work/main` and the
-/// worktrees under `/work/wt/` sit at different depths, so walk up rather than fix `../`).
+/// A real sample from `shared/data/zeek`.
 fn shared(name: &str) -> Vec<u8> {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let path = manifest
-        .ancestors()
-        .skip(1)
-        .map(|dir| dir.join("shared/data/zeek").join(name))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| {
-            panic!(
-                "shared/data/zeek/{name} not found above {}",
-                manifest.display()
-            )
-        });
-    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    support::data::shared_zeek(name)
 }
 
 fn fixture(name: &str) -> Vec<u8> {

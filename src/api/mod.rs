@@ -7,6 +7,7 @@ pub mod edge;
 pub mod evaluate;
 pub mod health;
 pub mod idempotency;
+pub mod ingest;
 pub mod metrics;
 pub mod model;
 pub mod problems;
@@ -59,6 +60,8 @@ record `index` and `field`.",
         (name = "scoring", description = "Scoring and evaluating traffic batches"),
         (name = "alerts", description = "Alerts raised by scored batches"),
         (name = "chart", description = "The 2x2 analysis chart"),
+        (name = "ingest", description = "Continuous ingest: Zeek conn logs folded into event-time windows that persist \
+across requests, restarts and replicas; closed windows scored, stored and alerted on once"),
         (name = "detectors", description = "Named detectors, each with its own settings, model versions, chart and alerts; \
 the v1 paths are the detector `default`, and every per-detector operation is also under `/v1/detectors/{name}/`"),
     )
@@ -102,6 +105,9 @@ fn per_detector() -> OpenApiRouter<AppState> {
         .routes(reads_records(routes!(evaluate::evaluate)))
         .routes(routes!(chart::chart_png))
         .routes(routes!(chart::chart_svg))
+        .routes(routes!(ingest::ingest))
+        .routes(routes!(ingest::flush))
+        .routes(routes!(ingest::windows))
 }
 
 /// The media types of a records body besides JSON, which each endpoint declares with its own

@@ -66,6 +66,8 @@ problems! {
         "409": "No model yet (`no-model`); or the Idempotency-Key's first request still runs (`idempotency-key-in-flight`, with `Retry-After`), or was done but its answer was too large to keep for replay (`idempotency-answer-not-kept`)",
         "422": "A record or setting that cannot be used, or an Idempotency-Key sent before with a different request (`idempotency-key-reused`)",
     }
+    /// Continuous ingest that cannot run now: no model, or a stream it cannot take.
+    IngestProblems { "409": "No model yet (`no-model`), or the detector's stream cannot take this call now (`ingest-conflict`: a records detector, a model not fitted on Zeek windows, settings changed under open windows)" }
     /// A chart before any batch was scored, or of an impossible size.
     ChartProblems { "400": "", "409": "Nothing to draw yet" }
 }

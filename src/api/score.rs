@@ -22,6 +22,7 @@ use crate::detector::explain::FeatureContribution;
 use crate::detector::model::BatchSummary;
 use crate::error::ApiError;
 use crate::records::Batch;
+use crate::records::zeek::{OnInvalid, Reject, Rejects};
 use crate::service::scoring::{self, ExplainMode, ScoreCommand, ScoreOutcome, ScoredBatch};
 use crate::state::AppState;
 use crate::store::alerts::Alert;
@@ -43,6 +44,10 @@ pub struct ScoreQuery {
     /// Zeek bodies only: `none` (default, the whole network), `id.orig_h` or `id.resp_h`.
     #[param(example = "id.orig_h")]
     pub group_by: Option<String>,
+    /// Zeek bodies only: `reject` (default: a bad line is a 422 for the whole body) or `skip`
+    /// (bad lines are left out, counted in `rejected` and listed in `rejects`).
+    #[param(value_type = Option<String>, example = "skip")]
+    pub on_invalid: Option<OnInvalid>,
 }
 
 /// One scored record as the API returns it.
@@ -78,6 +83,13 @@ pub struct ScoreResponse {
     /// The alert this batch raised (already stored), or null.
     #[schema(value_type = Option<AlertView>)]
     pub alert: Option<Alert>,
+    /// With `on_invalid=skip` only: the Zeek lines left out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<usize>,
+    /// With `on_invalid=skip` only: the first lines left out (up to 100), by line number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<super::ingest::RejectView>>)]
+    pub rejects: Option<Vec<Reject>>,
 }
 
 /// JSON body of a score or evaluate request: an array of records, or `{"records": [...]}`.
@@ -131,7 +143,18 @@ pub async fn score(
     let body = super::body_stream(&headers, body, state.settings().max_body_bytes)?;
     let format = super::body_format(&headers)?;
     let produces = negotiate(&headers, &[Produces::Json, Produces::Csv])?;
-    let zeek = super::zeek_options(format, &det.spec(), &query)?;
+    let mut zeek = super::zeek_options(format, &det.spec(), &query)?;
+    let skip = query.on_invalid == Some(OnInvalid::Skip);
+    if let Some(on_invalid) = query.on_invalid {
+        if !format.is_zeek() {
+            return Err(ApiError::new(
+                crate::error::ProblemCode::InvalidParameter,
+                "on_invalid applies to Zeek conn logs only (Content-Type text/zeek-tsv or application/x-zeek-json)",
+            )
+            .with_field("on_invalid"));
+        }
+        zeek.on_invalid = on_invalid;
+    }
     let parts = (det.name(), request_parts("score", &uri, &headers));
     let (key, body, retry) = match start_streaming(&state, &key, parts, body, declared_len).await? {
         Start::Replay(answer) => return Ok(answer),
@@ -152,10 +175,20 @@ pub async fn score(
     let only_anomalies = query.only_anomalies;
     // Small answers are written on the scoring thread at once; large ones stream out after the
     // alert is stored.
-    let outcome = scoring::score(&state, &det, command, body, key, move |b, s, alert, v| {
-        (b.len() <= STREAM_RECORDS)
-            .then(|| ResponseBody::new(produces, only_anomalies, v, alert).whole(b, s))
-    })
+    let outcome = scoring::score(
+        &state,
+        &det,
+        command,
+        body,
+        key,
+        move |b, s, alert, v, r| {
+            (b.len() <= STREAM_RECORDS).then(|| {
+                ResponseBody::new(produces, only_anomalies, v, alert)
+                    .with_rejects(skip.then_some(r))
+                    .whole(b, s)
+            })
+        },
+    )
     .await;
     let outcome = match or_replay(&state, retry, outcome).await? {
         Ok(outcome) => outcome,
@@ -164,31 +197,40 @@ pub async fn score(
     let content_type = [(header::CONTENT_TYPE, answer_type)];
     Ok(match outcome.rendered {
         Some(bytes) => (content_type, bytes).into_response(),
-        None => (content_type, streamed(outcome, produces, only_anomalies)).into_response(),
+        None => (
+            content_type,
+            streamed(outcome, produces, only_anomalies, skip),
+        )
+            .into_response(),
     })
 }
 
 /// A large answer written in pieces on a blocking thread as the client reads it. Every record
 /// was checked before, so the stream cannot meet a bad one: only the connection can end it
 /// early, and then the writer stops.
-fn streamed<R>(outcome: ScoreOutcome<R>, produces: Produces, only_anomalies: bool) -> Body {
+fn streamed<R>(
+    outcome: ScoreOutcome<R>,
+    produces: Produces,
+    only_anomalies: bool,
+    skip: bool,
+) -> Body {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let ScoreOutcome {
         model_version,
         batch,
         scored,
         alert,
+        rejects,
         ..
     } = outcome;
     // Holds the request's work (slot and memory) until the last piece is written or the
     // client is gone.
     crate::work::spawn_blocking(move || {
-        ResponseBody::new(produces, only_anomalies, model_version, alert.as_ref()).write(
-            &batch,
-            &scored,
-            STREAM_RECORDS,
-            |piece| tx.blocking_send(Ok(Bytes::from(piece))).is_ok(),
-        );
+        ResponseBody::new(produces, only_anomalies, model_version, alert.as_ref())
+            .with_rejects(skip.then_some(&rejects))
+            .write(&batch, &scored, STREAM_RECORDS, |piece| {
+                tx.blocking_send(Ok(Bytes::from(piece))).is_ok()
+            });
     });
     // Fused: a compressing layer polls the body once more after its end.
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -207,9 +249,15 @@ struct ResponseBody<'a> {
     only_anomalies: bool,
     model_version: u64,
     alert: Option<&'a Alert>,
+    /// Written as `rejected` and `rejects` (JSON only) when the request skipped bad lines.
+    rejects: Option<&'a Rejects>,
 }
 
 impl<'a> ResponseBody<'a> {
+    fn with_rejects(self, rejects: Option<&'a Rejects>) -> Self {
+        Self { rejects, ..self }
+    }
+
     fn new(
         produces: Produces,
         only_anomalies: bool,
@@ -221,6 +269,7 @@ impl<'a> ResponseBody<'a> {
             only_anomalies,
             model_version,
             alert,
+            rejects: None,
         }
     }
 
@@ -298,6 +347,10 @@ impl<'a> ResponseBody<'a> {
         if json {
             out.extend_from_slice(b"],\"alert\":");
             crate::records::json::write(&mut out, &self.alert);
+            if let Some(r) = self.rejects {
+                let _ = write!(out, ",\"rejected\":{},\"rejects\":", r.total);
+                crate::records::json::write(&mut out, &r.first);
+            }
             out.push(b'}');
         }
         if !out.is_empty() {
@@ -404,6 +457,7 @@ mod tests {
                     only_anomalies,
                     model_version: 3,
                     alert: alert.as_ref(),
+                    rejects: None,
                 };
                 let mut pieces = Vec::new();
                 body.write(&batch, &scored, 7, |p| {
@@ -424,6 +478,8 @@ mod tests {
                         summary: scored.summary.clone(),
                         results: results(&batch, &scored, only_anomalies),
                         alert: alert.clone(),
+                        rejected: None,
+                        rejects: None,
                     })
                     .unwrap()
                 } else {

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ServiceError, blocking};
 use crate::detector::params::ForestParams;
+use crate::records::zeek::OnInvalid;
 use crate::records::{GroupBy, Window, ZeekOptions};
 use crate::state::{AppState, DetectorState, Stores};
 use crate::store::detectors::{DEFAULT_DETECTOR, StoredDetector};
@@ -46,6 +47,9 @@ pub struct SourceSpec {
     pub group_by: Option<String>,
     /// How far behind the latest event time a record may arrive (for continuous ingest).
     pub allowed_lateness: Option<String>,
+    /// Continuous ingest: what a line that cannot be read does to its batch (default `skip`:
+    /// counted and reported, the good lines kept; `reject`: the whole batch is refused).
+    pub on_invalid: Option<OnInvalid>,
 }
 
 /// The kind of body a detector is fed.
@@ -324,6 +328,27 @@ impl DetectorSpec {
         ZeekOptions::from_params(window, group_by)
     }
 
+    /// How continuous ingest windows this detector's Zeek stream: its window, grouping and
+    /// lateness, `uid` dedupe, and `on_invalid` (default `skip`). `None` for a records source.
+    pub fn book_config(&self) -> Option<crate::stream::BookConfig> {
+        let s = &self.source;
+        if s.format != SourceFormat::Zeek {
+            return None;
+        }
+        let zeek = self.zeek_options(None, None).ok()?;
+        let lateness = match &s.allowed_lateness {
+            Some(l) => duration_secs("source.allowed_lateness", l).ok()?,
+            None => 0,
+        };
+        Some(crate::stream::BookConfig {
+            window: zeek.window,
+            group_by: zeek.group_by,
+            allowed_lateness_secs: lateness,
+            dedupe: crate::stream::Dedupe::Uid,
+            on_invalid: s.on_invalid.unwrap_or(OnInvalid::Skip),
+        })
+    }
+
     /// The alert severity: the detector's `min_severity`, else the service setting.
     pub fn alert_severity(&self, service_default: u8) -> u8 {
         self.alerting.min_severity.unwrap_or(service_default)
@@ -520,6 +545,7 @@ pub async fn delete(state: &AppState, name: &str, force: bool) -> Result<Deleted
         }
         stores.detectors.delete_detector(&n)?;
         stores.models.remove(&n)?;
+        stores.streams.delete_stream(&n)?;
         Ok(Deleted { models: versions })
     })
     .await?;

@@ -9,6 +9,7 @@ pub mod alerts;
 pub mod detectors;
 pub mod evaluation;
 pub mod idempotency;
+pub mod ingest;
 pub mod models;
 pub mod retention;
 pub mod scoring;
@@ -87,6 +88,10 @@ pub enum ServiceError {
         "the request with this Idempotency-Key was done once, but its answer ({bytes} bytes, or streamed when 0) was too large to keep and cannot be replayed; nothing was done again"
     )]
     AnswerNotKept { bytes: u64 },
+    /// Continuous ingest cannot take this call now (a records detector, a model that does not
+    /// score Zeek windows, settings changed under open windows).
+    #[error("{0}")]
+    Ingest(String),
     /// A blocking task that panicked or was cancelled: ours, not the client's.
     #[error("a background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),

@@ -1,7 +1,8 @@
-//! Retention: a background task deletes alerts older than `--alert-retention-days`, and
-//! idempotency keys older than `--idempotency-ttl-hours`, at start and then every hour, in
-//! small batches so that scoring never waits long on the store. An alert that still owes a
-//! webhook delivery is kept until it is delivered (or fails for good).
+//! Retention: a background task deletes alerts older than `--alert-retention-days`, closed
+//! windows older than `--window-retention-days` and idempotency keys older than
+//! `--idempotency-ttl-hours`, at start and then every hour, in small batches so that scoring
+//! never waits long on the store. An alert that still owes a webhook delivery is kept until it
+//! is delivered (or fails for good).
 
 use std::time::Duration;
 
@@ -16,13 +17,17 @@ pub const EVERY: Duration = Duration::from_secs(3600);
 /// Alerts deleted per transaction.
 const BATCH: usize = 1000;
 
-/// Starts the task (alerts are kept forever with `0` days; keys always expire).
+/// Starts the task (alerts and windows are kept forever with `0` days; keys always expire).
 pub fn start(state: AppState, mut stop: watch::Receiver<bool>) -> JoinHandle<()> {
     let days = state.settings().alert_retention_days;
+    let window_days = state.settings().window_retention_days;
     tokio::spawn(async move {
         loop {
             if days > 0 {
                 let _ = prune_once(&state, days).await;
+            }
+            if window_days > 0 {
+                let _ = prune_windows_once(&state, window_days).await;
             }
             let _ = prune_keys_once(&state).await;
             tokio::select! {
@@ -47,6 +52,25 @@ pub async fn prune_once(state: &AppState, days: u64) -> u64 {
             deleted = total,
             retention_days = days,
             "deleted alerts past retention"
+        );
+    }
+    total
+}
+
+/// Deletes every closed window past retention now; returns how many went.
+pub async fn prune_windows_once(state: &AppState, days: u64) -> u64 {
+    let before = Utc::now() - chrono::Duration::days(days.min(1_000_000) as i64);
+    let store = state.stores().streams.clone();
+    let metric = "netsentinel_windows_pruned_total";
+    let total = in_batches("closed windows", metric, move || {
+        store.prune_windows(before, BATCH)
+    })
+    .await;
+    if total > 0 {
+        tracing::info!(
+            deleted = total,
+            retention_days = days,
+            "deleted closed windows past retention"
         );
     }
     total

@@ -148,7 +148,9 @@ pub async fn score<S, F>(
 ) -> Result<ScoreOutcome<Option<Vec<u8>>>, ServiceError>
 where
     S: Stream<Item = BodyChunk> + Unpin,
-    F: FnOnce(&Batch, &ScoredBatch, Option<&Alert>, u64) -> Option<Vec<u8>> + Send + 'static,
+    F: FnOnce(&Batch, &ScoredBatch, Option<&Alert>, u64, &Rejects) -> Option<Vec<u8>>
+        + Send
+        + 'static,
 {
     let model = det.model().ok_or(ServiceError::NoModel)?;
     let settings = state.settings();
@@ -179,7 +181,7 @@ where
             let scores = chunks.finish(&batch, sunk);
             let scored = scored_batch(&model, &batch, scores, command.explain, rule.explain_top_k);
             let alert = alert_for(&model, &batch, &scored, &rule).map(|a| Alert { detector, ..a });
-            let rendered = render(&batch, &scored, alert.as_ref(), version);
+            let rendered = render(&batch, &scored, alert.as_ref(), version, &rejects);
             let anomalies = (0..batch.len()).map(|i| scored.is_anomaly(i)).collect();
             let chart = chart_data(version, &mut batch, anomalies);
             let outcome = ScoreOutcome {

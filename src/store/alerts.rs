@@ -234,6 +234,8 @@ const MIGRATIONS: &[&str] = &[
     super::detectors::MIGRATION,
     // 4: idempotency keys and the answers they replay.
     super::idempotency::MIGRATION,
+    // 5: continuous ingest's stream state and closed windows.
+    super::streams::MIGRATION,
 ];
 
 /// How long a writer waits for another connection's lock before giving up.
@@ -369,6 +371,27 @@ impl SqliteAlertStore {
 
     pub(super) fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
         self.conn.lock().map_err(|_| StoreError::Poisoned)
+    }
+
+    /// Inserts an alert and its outbox rows inside a caller's transaction (an ingest commit).
+    pub(super) fn insert_alert_tx(
+        tx: &Transaction<'_>,
+        alert: &Alert,
+        sinks: &[String],
+    ) -> Result<(), StoreError> {
+        let p = PendingAlert {
+            ticket: 0,
+            id: alert.id.clone(),
+            detector: alert.detector.clone(),
+            severity: alert.severity,
+            status: alert.status.as_str(),
+            created_at_ms: alert.created_at.timestamp_millis(),
+            row: AlertRow::from_alert(alert)?,
+            sinks: sinks.to_vec(),
+            key: None,
+        };
+        Self::insert_tx(tx, &p)?;
+        super::outbox::insert_tx(tx, &p.id, p.created_at_ms, &p.sinks)
     }
 
     /// Inserts a checked alert's row inside the group's transaction.

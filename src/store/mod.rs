@@ -18,6 +18,7 @@ pub mod outbox;
 pub mod postgres;
 mod sql;
 mod stored_alert;
+pub mod streams;
 
 use std::io;
 use std::path::PathBuf;

@@ -43,6 +43,7 @@ use super::sql;
 
 mod detectors;
 mod idempotency;
+mod streams;
 use detectors::V1_DETECTOR;
 pub use detectors::{DETECTOR_CHANNEL, PgDetectorModels, PgModels};
 

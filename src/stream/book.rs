@@ -213,6 +213,11 @@ impl WindowBook {
         &self.config
     }
 
+    /// What later calls do with a line that cannot be read (it changes no window state).
+    pub fn set_on_invalid(&mut self, on_invalid: OnInvalid) {
+        self.config.on_invalid = on_invalid;
+    }
+
     /// The watermark: windows ending at or before it are closed.
     pub fn watermark(&self) -> Option<DateTime<Utc>> {
         self.watermark.and_then(DateTime::from_timestamp_micros)

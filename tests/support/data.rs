@@ -54,3 +54,21 @@ pub fn to_csv(records: &[Value], extra: &[&str]) -> String {
     }
     out
 }
+
+/// A real Zeek sample from `shared/data/zeek`, found beside the checkout (`/work/main` and the
+/// worktrees sit at different depths, so walk up rather than fix `../`).
+pub fn shared_zeek(name: &str) -> Vec<u8> {
+    let manifest = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let path = manifest
+        .ancestors()
+        .skip(1)
+        .map(|dir| dir.join("shared/data/zeek").join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!(
+                "shared/data/zeek/{name} not found above {}",
+                manifest.display()
+            )
+        });
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}

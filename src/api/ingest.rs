@@ -1,0 +1,274 @@
+//! Continuous ingest: `POST …/ingest` (202), `POST …/flush` and `GET …/windows`, for `default`
+//! under `/v1` and for every detector under `/v1/detectors/{name}`.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::detectors::Detector;
+use super::problems::{BadParameter, BodyProblems, IngestProblems};
+use super::views::alerts::AlertView;
+use super::views::bodies::{Binary, ContentEncodingHeader};
+use super::views::scoring::FeatureContributionView;
+use crate::error::ApiError;
+use crate::records::zeek::{Reject, ZeekFormat};
+use crate::records::{BodyFormat, RecordError, RecordErrorKind};
+use crate::service::ingest::{self, IngestOutcome};
+use crate::state::AppState;
+use crate::store::alerts::Alert;
+use crate::store::streams::WindowQuery;
+
+/// What an ingest or flush call did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IngestAnswer {
+    /// Conn lines folded into open windows.
+    pub accepted: usize,
+    /// Conn lines whose window had already closed: counted, never merged.
+    pub late: usize,
+    /// Conn lines whose `uid` their window already held (a retried batch): counted once.
+    pub duplicates: usize,
+    /// Lines skipped as unreadable (`source.on_invalid: skip`).
+    pub rejected: usize,
+    /// The first skipped lines (up to 100), by 1-based line number in this body.
+    #[schema(value_type = Vec<RejectView>)]
+    pub rejects: Vec<Reject>,
+    pub windows_opened: usize,
+    /// Windows closed (and scored, stored, alerted on) by this call.
+    pub windows_closed: usize,
+    /// Windows ending at or before this are closed; null before the first line.
+    pub watermark: Option<DateTime<Utc>>,
+    /// The alert the closed windows raised (already stored), if any.
+    #[schema(value_type = Vec<AlertView>)]
+    pub alerts: Vec<Alert>,
+    /// The model that scored the closed windows.
+    pub model_version: u64,
+}
+
+/// A skipped line.
+#[derive(ToSchema)]
+#[cfg_attr(test, derive(Serialize, Deserialize))]
+#[schema(as = Reject)]
+#[allow(dead_code)] // describes `records::zeek::Reject`
+pub struct RejectView {
+    /// 1-based line number in the body (header lines count).
+    line: usize,
+    reason: String,
+    /// The Zeek field at fault, when there is one.
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
+    field: Option<String>,
+}
+
+impl From<IngestOutcome> for IngestAnswer {
+    fn from(o: IngestOutcome) -> Self {
+        let r = o.report;
+        Self {
+            accepted: r.accepted,
+            late: r.late,
+            duplicates: r.duplicates,
+            rejected: r.rejected,
+            rejects: r.rejects,
+            windows_opened: r.windows_opened,
+            windows_closed: r.windows_closed,
+            watermark: r.watermark,
+            alerts: o.alerts,
+            model_version: o.model_version,
+        }
+    }
+}
+
+/// Fold the next lines of a Zeek conn log into the detector's open windows.
+///
+/// The body is a Zeek conn log (TSV, whose `#fields` header may have come in an earlier call,
+/// or JSON lines), compressed or not. Lines fall into event-time windows per entity (the
+/// detector's `source.window` and `group_by`) that persist across calls, restarts and
+/// replicas; a window closes when the watermark (latest event time − `allowed_lateness`)
+/// passes its end, and is then scored by the active model, stored (`GET …/windows`) and may
+/// raise an alert. A retried line (same `uid`) counts once; a line for a closed window is
+/// `late`. With `source.on_invalid: skip` (the default) unreadable lines are reported and the
+/// rest accepted. Everything in a 202 is committed.
+#[utoipa::path(post, path = "/ingest", tag = "ingest",
+    params(ContentEncodingHeader),
+    request_body(content(
+        (Binary = "text/zeek-tsv"),
+        (Binary = "application/x-zeek-json"),
+    )),
+    responses(
+        (status = 202, body = IngestAnswer, description = "The lines' effect is committed"),
+        BodyProblems,
+        IngestProblems,
+    ))]
+pub async fn ingest(
+    State(state): State<AppState>,
+    Detector(det): Detector,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let format = match super::body_format(&headers)? {
+        BodyFormat::ZeekTsv => ZeekFormat::Tsv,
+        BodyFormat::ZeekJson => ZeekFormat::Json,
+        _ => {
+            return Err(RecordError::new(
+                RecordErrorKind::UnsupportedFormat,
+                "ingest takes Zeek conn logs: Content-Type text/zeek-tsv or application/x-zeek-json",
+            )
+            .into());
+        }
+    };
+    let body = super::whole_body(&headers, body, state.settings().max_body_bytes).await?;
+    let outcome = ingest::ingest(&state, &det, format, body).await?;
+    Ok((StatusCode::ACCEPTED, Json(IngestAnswer::from(outcome))).into_response())
+}
+
+/// Close every open window of the detector's stream now.
+///
+/// For the end of a log or a quiet period: the open windows are scored, stored and alerted on
+/// as if the watermark had passed them, and the watermark moves past them, so later lines for
+/// them are `late`.
+#[utoipa::path(post, path = "/flush", tag = "ingest",
+    responses(
+        (status = 200, body = IngestAnswer),
+        IngestProblems,
+    ))]
+pub async fn flush(
+    State(state): State<AppState>,
+    Detector(det): Detector,
+) -> Result<Json<IngestAnswer>, ApiError> {
+    Ok(Json(ingest::flush(&state, &det).await?.into()))
+}
+
+/// Which closed windows to list.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct WindowsQuery {
+    /// Windows starting at or after this.
+    pub since: Option<DateTime<Utc>>,
+    /// Windows starting before this.
+    pub until: Option<DateTime<Utc>>,
+    /// Only this entity's windows.
+    pub entity: Option<String>,
+    /// Only anomalous windows.
+    #[serde(default)]
+    pub only_anomalies: bool,
+    /// Windows per page (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<usize>,
+    /// `next_cursor` of the page before.
+    pub cursor: Option<String>,
+}
+
+/// A page of closed windows, by start then entity.
+#[derive(ToSchema)]
+#[allow(dead_code)] // the answer is written from the stored JSON
+pub struct WindowList {
+    windows: Vec<WindowView>,
+    /// Pass as `cursor` for the next page; null on the last.
+    next_cursor: Option<String>,
+}
+
+/// A closed window: a score result (the window start as `timestamp`) plus `closed_at`.
+#[derive(ToSchema)]
+#[cfg_attr(test, derive(Serialize, Deserialize))]
+#[schema(as = Window)]
+#[allow(dead_code)] // mirrors `service::ingest::WindowResult`
+pub struct WindowView {
+    timestamp: DateTime<Utc>,
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
+    entity: Option<String>,
+    score: f64,
+    is_anomaly: bool,
+    severity: u8,
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
+    explanation: Option<Vec<FeatureContributionView>>,
+    bytes_sent: f64,
+    bytes_received: f64,
+    connections: f64,
+    active_sessions: f64,
+    model_version: u64,
+    closed_at: DateTime<Utc>,
+}
+
+/// The detector's closed windows, a page at a time.
+#[utoipa::path(get, path = "/windows", tag = "ingest", params(WindowsQuery), responses(
+    (status = 200, body = WindowList),
+    BadParameter,
+))]
+pub async fn windows(
+    State(state): State<AppState>,
+    Detector(det): Detector,
+    query: Result<Query<WindowsQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = super::query(query)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, super::alerts::MAX_LIMIT);
+    let page = ingest::windows(
+        &state,
+        WindowQuery {
+            detector: det.name().to_owned(),
+            since: q.since,
+            until: q.until,
+            entity: q.entity,
+            only_anomalies: q.only_anomalies,
+            limit,
+            cursor: q.cursor,
+        },
+    )
+    .await?;
+    // The stored bodies are the windows' JSON already.
+    let mut out = String::from("{\"windows\":[");
+    out.push_str(&page.windows.join(","));
+    out.push_str("],\"next_cursor\":");
+    out.push_str(&serde_json::to_string(&page.next_cursor).unwrap_or_else(|_| "null".into()));
+    out.push('}');
+    Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::views::check::mirrors;
+    use crate::detector::explain::FeatureContribution;
+    use crate::service::ingest::WindowResult;
+
+    #[test]
+    fn the_views_mirror_what_the_service_writes() {
+        let explanation = vec![FeatureContribution {
+            feature: "bytes_sent".into(),
+            value: 5.0,
+            direction: crate::detector::explain::Direction::Above,
+            contribution: 1.0,
+            normal_range: [1.0, 2.0],
+        }];
+        for (entity, explanation) in [
+            (None, None),
+            (Some("10.0.0.1".to_owned()), Some(explanation)),
+        ] {
+            mirrors::<WindowView>(&WindowResult {
+                timestamp: "2024-01-01T00:05:00Z".into(),
+                entity,
+                score: 0.61,
+                is_anomaly: true,
+                severity: 53,
+                explanation,
+                bytes_sent: 1.0,
+                bytes_received: 2.0,
+                connections: 3.0,
+                active_sessions: 1.0,
+                model_version: 4,
+                closed_at: chrono::DateTime::from_timestamp(1_700_000_000, 5).unwrap(),
+            });
+        }
+        for field in [None, Some("ts".to_owned())] {
+            mirrors::<RejectView>(&Reject {
+                line: 3,
+                reason: "bad".into(),
+                field,
+            });
+        }
+    }
+}

@@ -1,0 +1,463 @@
+//! Continuous ingest's durable state: per detector, its stream (the open windows, as the window
+//! engine's snapshot bytes, with a version that every commit bumps) and its closed, scored
+//! windows; beside the alerts, in SQLite or PostgreSQL (`postgres/streams.rs`).
+//!
+//! One commit ([`StreamStore::commit_stream`]) writes everything an ingest or flush call did:
+//! the new stream state, the windows it closed, and the alert they raised with its outbox rows.
+//! It applies only when the stored version is still the one the caller read (a compare and
+//! swap), so two replicas that folded lines into the same state cannot both commit: the loser
+//! writes nothing, reloads and folds again. A window is closed by exactly one commit.
+
+use chrono::{DateTime, Utc};
+use rusqlite::types::Value;
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+
+use super::StoreError;
+use super::alerts::{Alert, SqliteAlertStore};
+
+/// A detector's stream as stored: the engine's snapshot and the version of this state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredStream {
+    pub version: u64,
+    pub book: Vec<u8>,
+}
+
+/// A closed window as stored: the key and what listings filter on, and its result as JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredWindow {
+    /// Window start, Unix seconds.
+    pub start: i64,
+    /// The entity, when the stream is grouped.
+    pub entity: Option<String>,
+    pub closed_at: DateTime<Utc>,
+    pub is_anomaly: bool,
+    /// The window's result (score, severity, explanation, values, `closed_at`), as the API
+    /// shows it; written by the service layer.
+    pub body: String,
+}
+
+/// Everything one ingest or flush call commits, together.
+pub struct StreamCommit<'a> {
+    pub detector: &'a str,
+    /// The version the caller's state was loaded at (0: none was stored).
+    pub expected: u64,
+    pub book: &'a [u8],
+    pub windows: &'a [StoredWindow],
+    /// The alert the closed windows raised, with the sinks owed a delivery.
+    pub alert: Option<(&'a Alert, &'a [String])>,
+}
+
+/// Which closed windows to list: starts in `[since, until)`, one entity, anomalies only.
+#[derive(Debug, Clone, Default)]
+pub struct WindowQuery {
+    pub detector: String,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub entity: Option<String>,
+    pub only_anomalies: bool,
+    pub limit: usize,
+    pub cursor: Option<String>,
+}
+
+/// A page of windows (JSON bodies, by start then entity) and the cursor of the next one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowPage {
+    pub windows: Vec<String>,
+    pub next_cursor: Option<String>,
+}
+
+/// Where streams and closed windows live; the same database as the alerts. Calls block.
+pub trait StreamStore: Send + Sync + 'static {
+    /// The stored stream of `detector`, if any.
+    fn stream(&self, detector: &str) -> Result<Option<StoredStream>, StoreError>;
+    /// Commits a call's outcome in one transaction when the stored version is still
+    /// `expected`; returns the new version, or `None` (nothing written) when another commit
+    /// came first.
+    fn commit_stream(&self, c: &StreamCommit<'_>) -> Result<Option<u64>, StoreError>;
+    /// Closed windows matching the query, by start then entity.
+    fn windows(&self, q: &WindowQuery) -> Result<WindowPage, StoreError>;
+    /// Deletes up to `max` of the windows closed before `before`; returns how many went.
+    fn prune_windows(&self, before: DateTime<Utc>, max: usize) -> Result<u64, StoreError>;
+    /// Deletes a detector's stream and windows (with the detector).
+    fn delete_stream(&self, detector: &str) -> Result<(), StoreError>;
+}
+
+/// SQLite step: the stream state and the closed windows.
+pub(super) const MIGRATION: &str = "
+    CREATE TABLE streams (
+        detector      TEXT PRIMARY KEY NOT NULL,
+        version       INTEGER NOT NULL,
+        book          BLOB NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+    );
+    CREATE TABLE windows (
+        detector     TEXT NOT NULL,
+        start_s      INTEGER NOT NULL,
+        entity       TEXT NOT NULL,
+        closed_at_ms INTEGER NOT NULL,
+        is_anomaly   INTEGER NOT NULL,
+        body         TEXT NOT NULL,
+        PRIMARY KEY (detector, start_s, entity)
+    );
+    CREATE INDEX windows_by_closed ON windows (closed_at_ms);";
+
+/// The entity column: `''` for an ungrouped stream (a key column cannot be NULL).
+pub(super) fn entity_key(entity: Option<&str>) -> &str {
+    entity.unwrap_or("")
+}
+
+/// A page cursor: the last (start, entity) shown, as `start:hex(entity)`.
+pub(super) fn encode_cursor(start: i64, entity: &str) -> String {
+    let mut out = format!("{start}:");
+    for b in entity.bytes() {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+pub(super) fn decode_cursor(s: &str) -> Result<(i64, String), StoreError> {
+    if s.len() > 2 * 256 + 24 {
+        return Err(StoreError::BadCursor);
+    }
+    let (start, hex) = s.split_once(':').ok_or(StoreError::BadCursor)?;
+    let start: i64 = start.parse().map_err(|_| StoreError::BadCursor)?;
+    if hex.len() % 2 != 0 || !hex.is_ascii() {
+        return Err(StoreError::BadCursor);
+    }
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| StoreError::BadCursor))
+        .collect::<Result<Vec<u8>, _>>()?;
+    let entity = String::from_utf8(bytes).map_err(|_| StoreError::BadCursor)?;
+    Ok((start, entity))
+}
+
+/// The listing query (SQLite placeholders `?`, numbered in order) and its arguments; one row
+/// more than `limit` tells whether another page follows.
+pub(super) fn list_sql(
+    q: &WindowQuery,
+    cursor: Option<&(i64, String)>,
+    placeholder: impl Fn(usize) -> String,
+) -> (String, Vec<Value>) {
+    let mut args: Vec<Value> = vec![Value::Text(q.detector.clone())];
+    let mut sql = format!(
+        "SELECT start_s, entity, body FROM windows WHERE detector = {}",
+        placeholder(1)
+    );
+    let arg = |sql: &mut String, clause: &str, v: Value, args: &mut Vec<Value>| {
+        args.push(v);
+        sql.push_str(&clause.replace('#', &placeholder(args.len())));
+    };
+    if let Some(since) = q.since {
+        arg(
+            &mut sql,
+            " AND start_s >= #",
+            Value::Integer(since.timestamp()),
+            &mut args,
+        );
+    }
+    if let Some(until) = q.until {
+        arg(
+            &mut sql,
+            " AND start_s < #",
+            Value::Integer(until.timestamp()),
+            &mut args,
+        );
+    }
+    if let Some(e) = &q.entity {
+        arg(
+            &mut sql,
+            " AND entity = #",
+            Value::Text(e.clone()),
+            &mut args,
+        );
+    }
+    if q.only_anomalies {
+        sql.push_str(" AND is_anomaly");
+    }
+    if let Some((start, entity)) = cursor {
+        args.push(Value::Integer(*start));
+        args.push(Value::Text(entity.clone()));
+        sql.push_str(&format!(
+            " AND (start_s, entity) > ({}, {})",
+            placeholder(args.len() - 1),
+            placeholder(args.len())
+        ));
+    }
+    let limit = i64::try_from(q.limit.max(1).saturating_add(1)).unwrap_or(i64::MAX);
+    arg(
+        &mut sql,
+        " ORDER BY start_s, entity LIMIT #",
+        Value::Integer(limit),
+        &mut args,
+    );
+    (sql, args)
+}
+
+/// A page from the listing's rows (`start_s, entity, body`, one more than `limit` when
+/// another page follows).
+pub(super) fn page(rows: Vec<(i64, String, String)>, limit: usize) -> WindowPage {
+    let limit = limit.max(1);
+    let more = rows.len() > limit;
+    let mut windows = Vec::with_capacity(rows.len().min(limit));
+    let mut last = None;
+    for (start, entity, body) in rows.into_iter().take(limit) {
+        windows.push(body);
+        last = Some((start, entity));
+    }
+    WindowPage {
+        windows,
+        next_cursor: more
+            .then(|| last.map(|(s, e)| encode_cursor(s, &e)))
+            .flatten(),
+    }
+}
+
+impl StreamStore for SqliteAlertStore {
+    fn stream(&self, detector: &str) -> Result<Option<StoredStream>, StoreError> {
+        let conn = self.lock()?;
+        let row: Option<(i64, Vec<u8>)> = conn
+            .query_row(
+                "SELECT version, book FROM streams WHERE detector = ?1",
+                [detector],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(row.map(|(version, book)| StoredStream {
+            version: u64::try_from(version).unwrap_or(0),
+            book,
+        }))
+    }
+
+    fn commit_stream(&self, c: &StreamCommit<'_>) -> Result<Option<u64>, StoreError> {
+        let now = Utc::now().timestamp_millis();
+        let expected = i64::try_from(c.expected).unwrap_or(i64::MAX);
+        let mut conn = self.lock()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let moved = if c.expected == 0 {
+            tx.execute(
+                "INSERT INTO streams (detector, version, book, updated_at_ms) VALUES (?1, 1, ?2, ?3)
+                 ON CONFLICT (detector) DO NOTHING",
+                params![c.detector, c.book, now],
+            )?
+        } else {
+            tx.execute(
+                "UPDATE streams SET version = version + 1, book = ?2, updated_at_ms = ?3
+                 WHERE detector = ?1 AND version = ?4",
+                params![c.detector, c.book, now, expected],
+            )?
+        };
+        if moved == 0 {
+            return Ok(None);
+        }
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO windows (detector, start_s, entity, closed_at_ms, is_anomaly, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?;
+            for w in c.windows {
+                insert.execute(params![
+                    c.detector,
+                    w.start,
+                    entity_key(w.entity.as_deref()),
+                    w.closed_at.timestamp_millis(),
+                    w.is_anomaly,
+                    w.body
+                ])?;
+            }
+        }
+        if let Some((alert, sinks)) = c.alert {
+            SqliteAlertStore::insert_alert_tx(&tx, alert, sinks)?;
+        }
+        tx.commit()?;
+        Ok(Some(c.expected + 1))
+    }
+
+    fn windows(&self, q: &WindowQuery) -> Result<WindowPage, StoreError> {
+        let cursor = q.cursor.as_deref().map(decode_cursor).transpose()?;
+        let (sql, args) = list_sql(q, cursor.as_ref(), |i| format!("?{i}"));
+        let conn = self.lock()?;
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt
+            .query_map(rusqlite::params_from_iter(args), |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(page(rows, q.limit))
+    }
+
+    fn prune_windows(&self, before: DateTime<Utc>, max: usize) -> Result<u64, StoreError> {
+        let conn = self.lock()?;
+        let n = conn.execute(
+            "DELETE FROM windows WHERE rowid IN
+               (SELECT rowid FROM windows WHERE closed_at_ms < ?1 ORDER BY closed_at_ms LIMIT ?2)",
+            params![
+                before.timestamp_millis(),
+                i64::try_from(max).unwrap_or(i64::MAX)
+            ],
+        )?;
+        Ok(n as u64)
+    }
+
+    fn delete_stream(&self, detector: &str) -> Result<(), StoreError> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute("DELETE FROM streams WHERE detector = ?1", [detector])?;
+        tx.execute("DELETE FROM windows WHERE detector = ?1", [detector])?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window(start: i64, entity: &str, anomalous: bool) -> StoredWindow {
+        StoredWindow {
+            start,
+            entity: Some(entity.to_owned()),
+            closed_at: Utc::now(),
+            is_anomaly: anomalous,
+            body: format!("{{\"start\":{start},\"entity\":\"{entity}\"}}"),
+        }
+    }
+
+    fn commit(
+        store: &SqliteAlertStore,
+        expected: u64,
+        book: &[u8],
+        w: &[StoredWindow],
+    ) -> Option<u64> {
+        store
+            .commit_stream(&StreamCommit {
+                detector: "d",
+                expected,
+                book,
+                windows: w,
+                alert: None,
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn a_commit_applies_only_over_the_version_it_read() {
+        let store = SqliteAlertStore::open_in_memory().unwrap();
+        assert_eq!(store.stream("d").unwrap(), None);
+        assert_eq!(commit(&store, 0, b"a", &[window(0, "x", false)]), Some(1));
+        // A second first commit (another replica that read nothing) loses and writes nothing.
+        assert_eq!(commit(&store, 0, b"b", &[window(60, "x", false)]), None);
+        assert_eq!(commit(&store, 2, b"b", &[window(60, "x", false)]), None);
+        assert_eq!(commit(&store, 1, b"c", &[window(60, "y", true)]), Some(2));
+        let s = store.stream("d").unwrap().unwrap();
+        assert_eq!((s.version, s.book.as_slice()), (2, &b"c"[..]));
+        let all = store
+            .windows(&WindowQuery {
+                detector: "d".into(),
+                limit: 10,
+                ..WindowQuery::default()
+            })
+            .unwrap();
+        assert_eq!(all.windows.len(), 2, "{all:?}");
+        // A window closed twice is refused, and the commit leaves nothing behind.
+        assert!(
+            store
+                .commit_stream(&StreamCommit {
+                    detector: "d",
+                    expected: 2,
+                    book: b"e",
+                    windows: &[window(0, "x", false)],
+                    alert: None,
+                })
+                .is_err()
+        );
+        assert_eq!(store.stream("d").unwrap().unwrap().version, 2);
+    }
+
+    #[test]
+    fn pages_cover_every_window_once_with_filters() {
+        let store = SqliteAlertStore::open_in_memory().unwrap();
+        let ws: Vec<StoredWindow> = (0..25)
+            .map(|i| window(60 * (i / 5), &format!("h{}", i % 5), i % 3 == 0))
+            .collect();
+        commit(&store, 0, b"", &ws);
+        for (only_anomalies, expected) in [(false, 25), (true, 9)] {
+            let mut seen = Vec::new();
+            let mut cursor = None;
+            loop {
+                let page = store
+                    .windows(&WindowQuery {
+                        detector: "d".into(),
+                        only_anomalies,
+                        limit: 4,
+                        cursor: cursor.clone(),
+                        ..WindowQuery::default()
+                    })
+                    .unwrap();
+                seen.extend(page.windows);
+                match page.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+            let mut unique = seen.clone();
+            unique.dedup();
+            assert_eq!((seen.len(), unique.len()), (expected, expected));
+        }
+        let one = store
+            .windows(&WindowQuery {
+                detector: "d".into(),
+                entity: Some("h2".into()),
+                since: DateTime::from_timestamp(60, 0),
+                until: DateTime::from_timestamp(180, 0),
+                limit: 100,
+                ..WindowQuery::default()
+            })
+            .unwrap();
+        assert_eq!(one.windows.len(), 2);
+        assert!(matches!(
+            store.windows(&WindowQuery {
+                detector: "d".into(),
+                cursor: Some("zz".into()),
+                limit: 1,
+                ..WindowQuery::default()
+            }),
+            Err(StoreError::BadCursor)
+        ));
+    }
+
+    #[test]
+    fn pruning_deletes_only_windows_closed_before_the_cut() {
+        let store = SqliteAlertStore::open_in_memory().unwrap();
+        let now = Utc::now();
+        let ws: Vec<StoredWindow> = (0..10)
+            .map(|i| StoredWindow {
+                closed_at: now - chrono::Duration::days(i),
+                ..window(60 * i, "x", false)
+            })
+            .collect();
+        commit(&store, 0, b"", &ws);
+        let cut = now - chrono::Duration::hours(36);
+        assert_eq!(store.prune_windows(cut, 3).unwrap(), 3);
+        assert_eq!(store.prune_windows(cut, 100).unwrap(), 5);
+        assert_eq!(store.prune_windows(cut, 100).unwrap(), 0);
+        let left = store
+            .windows(&WindowQuery {
+                detector: "d".into(),
+                limit: 100,
+                ..WindowQuery::default()
+            })
+            .unwrap();
+        assert_eq!(left.windows.len(), 2);
+    }
+
+    #[test]
+    fn cursors_round_trip() {
+        for (s, e) in [(0, ""), (-5, "10.0.0.1"), (i64::MAX, "é:x")] {
+            assert_eq!(
+                decode_cursor(&encode_cursor(s, e)).unwrap(),
+                (s, e.to_owned())
+            );
+        }
+    }
+}

@@ -1,0 +1,483 @@
+//! Continuous ingest over HTTP: any split of a real Zeek log into requests, in any order within
+//! the lateness, then flushed, gives the windows and bit-identical scores of one `score`
+//! request; retries count once; bad lines are skipped and reported; late lines are counted;
+//! acknowledged lines survive a restart and kill -9.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use rand::seq::SliceRandom;
+use rand::{RngExt, SeedableRng};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use support::app::{TestApp, oneshot_app, spawn_app};
+use support::data::shared_zeek;
+use support::responses::{assert_problem, json_ok, json_with_status};
+
+/// The TSV log as its header lines and its data lines.
+fn tsv() -> (String, Vec<String>) {
+    let text = String::from_utf8(shared_zeek("conn.log")).unwrap();
+    let (header, data): (Vec<&str>, Vec<&str>) = text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with("#close"))
+        .partition(|l| l.starts_with('#'));
+    let mut h = header.join("\n");
+    h.push('\n');
+    (h, data.iter().map(|l| format!("{l}\n")).collect())
+}
+
+const TSV: &str = "text/zeek-tsv";
+const JSON_LINES: &str = "application/x-zeek-json";
+
+/// A Zeek detector (30 s windows per responder, `lateness`), fitted on `fit_body`.
+async fn detector(app: &TestApp, name: &str, lateness: &str, extra: Value) -> String {
+    let mut source = json!({"format": "zeek", "window": "30s", "group_by": "id.resp_h",
+        "allowed_lateness": lateness});
+    if let Some(o) = extra.as_object() {
+        for (k, v) in o {
+            source[k] = v.clone();
+        }
+    }
+    let put = app
+        .send(
+            app.request(reqwest::Method::PUT, &format!("/v1/detectors/{name}"))
+                .json(&json!({"source": source})),
+        )
+        .await;
+    assert!(put.status().is_success(), "{:?}", put.text().await);
+    let fit = app
+        .post_raw(
+            &format!("/v1/detectors/{name}/model/fit?n_estimators=50&seed=3"),
+            Some(TSV),
+            shared_zeek("conn.log"),
+        )
+        .await;
+    json_with_status(fit, StatusCode::CREATED).await;
+    format!("/v1/detectors/{name}")
+}
+
+/// (start, entity) -> (score, is_anomaly, severity) of one `score` request with `body`.
+async fn scored_at_once(
+    app: &TestApp,
+    base: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> BTreeMap<(String, String), (f64, bool, u64)> {
+    let answer = json_ok(
+        app.post_raw(&format!("{base}/score"), Some(content_type), body)
+            .await,
+    )
+    .await;
+    as_map(answer["results"].as_array().unwrap())
+}
+
+/// Every stored window of the detector, read page by page.
+async fn stored_windows(app: &TestApp, base: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("{base}/windows?limit=7&cursor={c}"),
+            None => format!("{base}/windows?limit=7"),
+        };
+        let page = json_ok(app.get(&path).await).await;
+        out.extend(page["windows"].as_array().unwrap().iter().cloned());
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => return out,
+        }
+    }
+}
+
+/// Score results or stored windows by (start, entity), each once.
+fn as_map(windows: &[Value]) -> BTreeMap<(String, String), (f64, bool, u64)> {
+    let map: BTreeMap<_, _> = windows
+        .iter()
+        .map(|w| {
+            (
+                (
+                    w["timestamp"].as_str().unwrap().to_owned(),
+                    w["entity"].as_str().unwrap().to_owned(),
+                ),
+                (
+                    w["score"].as_f64().unwrap(),
+                    w["is_anomaly"].as_bool().unwrap(),
+                    w["severity"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(map.len(), windows.len(), "a window stored twice");
+    map
+}
+
+async fn ingest(app: &TestApp, base: &str, content_type: &str, body: String) -> Value {
+    json_with_status(
+        app.post_raw(&format!("{base}/ingest"), Some(content_type), body)
+            .await,
+        StatusCode::ACCEPTED,
+    )
+    .await
+}
+
+/// Splits `lines` into `parts` consecutive pieces at random cut points.
+fn split(lines: &[String], parts: usize, rng: &mut impl rand::Rng) -> Vec<String> {
+    let mut cuts: Vec<usize> = (0..parts - 1)
+        .map(|_| rng.random_range(0..=lines.len()))
+        .collect();
+    cuts.push(0);
+    cuts.push(lines.len());
+    cuts.sort_unstable();
+    cuts.windows(2)
+        .map(|w| lines[w[0]..w[1]].concat())
+        .collect()
+}
+
+#[tokio::test]
+async fn any_split_in_any_order_then_flush_gives_the_windows_and_scores_of_one_score_request() {
+    let app = oneshot_app().await;
+    let (header, lines) = tsv();
+    let whole = format!("{header}{}", lines.concat());
+    for seed in 0..4u64 {
+        // A lateness longer than the log: no line is late, whatever the order.
+        let base = detector(&app, &format!("split-{seed}"), "10m", json!({})).await;
+        let expected = scored_at_once(&app, &base, TSV, whole.clone().into_bytes()).await;
+        assert!(expected.len() > 20, "{}", expected.len());
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut pieces = split(&lines, 2 + seed as usize * 3, &mut rng);
+        pieces.shuffle(&mut rng);
+        // The TSV header comes first (a later call reads with the header an earlier one gave).
+        let mut accepted = ingest(&app, &base, TSV, header.clone()).await["accepted"]
+            .as_u64()
+            .unwrap();
+        for p in pieces {
+            let a = ingest(&app, &base, TSV, p).await;
+            assert_eq!(a["late"], 0, "{a}");
+            assert_eq!(a["rejected"], 0, "{a}");
+            accepted += a["accepted"].as_u64().unwrap();
+        }
+        assert_eq!(accepted as usize, lines.len());
+        let flushed = json_ok(app.post_empty(&format!("{base}/flush")).await).await;
+        assert_eq!(flushed["windows_closed"], expected.len(), "{flushed}");
+        let got = as_map(&stored_windows(&app, &base).await);
+        // Bit for bit: f64 equality of every score.
+        assert_eq!(got, expected, "seed {seed}");
+    }
+}
+
+#[tokio::test]
+async fn zeek_json_lines_in_order_close_windows_as_the_watermark_passes_them() {
+    let app = oneshot_app().await;
+    let text = String::from_utf8(shared_zeek("conn.json.log")).unwrap();
+    let mut lines: Vec<String> = text.lines().map(|l| format!("{l}\n")).collect();
+    let ts = |l: &String| {
+        serde_json::from_str::<Value>(l).unwrap()["ts"]
+            .as_f64()
+            .unwrap()
+    };
+    lines.sort_by(|a, b| ts(a).total_cmp(&ts(b)));
+    let name = "json-in-order";
+    let base = format!("/v1/detectors/{name}");
+    let put = app
+        .send(
+            app.request(reqwest::Method::PUT, &base)
+                .json(&json!({"source": {
+            "format": "zeek", "window": "1s", "group_by": "id.orig_h", "allowed_lateness": "0s"}})),
+        )
+        .await;
+    assert!(put.status().is_success());
+    let fit = app
+        .post_raw(
+            &format!("{base}/model/fit?n_estimators=30&seed=1&max_samples=8"),
+            Some(JSON_LINES),
+            lines.concat(),
+        )
+        .await;
+    json_with_status(fit, StatusCode::CREATED).await;
+    let expected = scored_at_once(&app, &base, JSON_LINES, lines.concat().into_bytes()).await;
+    let mut closed_before_flush = 0;
+    for chunk in lines.chunks(7) {
+        let a = ingest(&app, &base, JSON_LINES, chunk.concat()).await;
+        assert_eq!(a["late"], 0, "{a}");
+        closed_before_flush += a["windows_closed"].as_u64().unwrap();
+    }
+    assert!(closed_before_flush > 0, "the watermark closed no window");
+    json_ok(app.post_empty(&format!("{base}/flush")).await).await;
+    assert_eq!(as_map(&stored_windows(&app, &base).await), expected);
+}
+
+#[tokio::test]
+async fn a_retried_batch_counts_once_and_late_lines_are_counted_not_merged() {
+    let app = oneshot_app().await;
+    let (header, lines) = tsv();
+    let base = detector(&app, "retries", "10m", json!({})).await;
+    let first = format!("{header}{}", lines[..100].concat());
+    let a = ingest(&app, &base, TSV, first.clone()).await;
+    assert_eq!(
+        (a["accepted"].as_u64(), a["duplicates"].as_u64()),
+        (Some(100), Some(0))
+    );
+    // The pipeline timed out and sends the same batch again.
+    let again = ingest(&app, &base, TSV, first).await;
+    assert_eq!(
+        (again["accepted"].as_u64(), again["duplicates"].as_u64()),
+        (Some(0), Some(100)),
+        "{again}"
+    );
+    ingest(&app, &base, TSV, lines[100..].concat()).await;
+    let flushed = json_ok(app.post_empty(&format!("{base}/flush")).await).await;
+    let whole = format!("{header}{}", lines.concat());
+    let expected = scored_at_once(&app, &base, TSV, whole.into_bytes()).await;
+    assert_eq!(flushed["windows_closed"], expected.len());
+    assert_eq!(as_map(&stored_windows(&app, &base).await), expected);
+    // After the flush every window of the log is closed: its lines are late, never merged.
+    let late = ingest(&app, &base, TSV, lines[..10].concat()).await;
+    assert_eq!(
+        (late["late"].as_u64(), late["accepted"].as_u64()),
+        (Some(10), Some(0))
+    );
+    assert_eq!(as_map(&stored_windows(&app, &base).await), expected);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("netsentinel_ingest_late_total{detector=\"retries\"}"))
+        .unwrap_or_else(|| panic!("no late counter in {metrics}"));
+    assert!(line.ends_with(" 10"), "{line}");
+}
+
+#[tokio::test]
+async fn a_malformed_line_mid_batch_is_skipped_and_reported_and_the_good_lines_kept() {
+    let app = oneshot_app().await;
+    let (header, lines) = tsv();
+    let base = detector(&app, "bad-lines", "10m", json!({})).await;
+    let header_lines = header.lines().count();
+    // Line 5 of the data: body line header_lines + 5.
+    let mut batch = lines[..40].to_vec();
+    batch.insert(4, "this is not a conn line\n".into());
+    let a = ingest(&app, &base, TSV, format!("{header}{}", batch.concat())).await;
+    assert_eq!(a["accepted"], 40, "{a}");
+    assert_eq!(a["rejected"], 1, "{a}");
+    assert_eq!(a["rejects"][0]["line"], header_lines + 5, "{a}");
+    assert!(a["rejects"][0]["reason"].as_str().unwrap().len() > 5);
+    // The rest of the log, then flush: the windows of the good lines, as one request scores them.
+    ingest(&app, &base, TSV, lines[40..].concat()).await;
+    json_ok(app.post_empty(&format!("{base}/flush")).await).await;
+    let whole = format!("{header}{}", lines.concat());
+    let expected = scored_at_once(&app, &base, TSV, whole.into_bytes()).await;
+    assert_eq!(as_map(&stored_windows(&app, &base).await), expected);
+
+    // With on_invalid: reject the whole batch is refused and nothing of it is kept.
+    let strict = detector(&app, "strict", "10m", json!({"on_invalid": "reject"})).await;
+    let refused = app
+        .post_raw(
+            &format!("{strict}/ingest"),
+            Some(TSV),
+            format!("{header}{}", batch.concat()),
+        )
+        .await;
+    assert_problem(
+        refused,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid-zeek-line",
+    )
+    .await;
+    let a = ingest(
+        &app,
+        &strict,
+        TSV,
+        format!("{header}{}", lines[..40].concat()),
+    )
+    .await;
+    assert_eq!(
+        (a["accepted"].as_u64(), a["duplicates"].as_u64()),
+        (Some(40), Some(0))
+    );
+}
+
+#[tokio::test]
+async fn ingest_without_a_model_or_of_records_is_refused_before_anything_is_kept() {
+    let app = oneshot_app().await;
+    let (header, lines) = tsv();
+    let put = app
+        .send(
+            app.request(reqwest::Method::PUT, "/v1/detectors/unfitted")
+                .json(&json!({"source": {"format": "zeek", "window": "30s"}})),
+        )
+        .await;
+    assert!(put.status().is_success());
+    let body = format!("{header}{}", lines[..20].concat());
+    let r = app
+        .post_raw("/v1/detectors/unfitted/ingest", Some(TSV), body.clone())
+        .await;
+    assert_problem(r, StatusCode::CONFLICT, "no-model").await;
+    // `default` reads records: its ingest says so.
+    app.fit_small(1).await;
+    let r = app.post_raw("/v1/ingest", Some(TSV), body.clone()).await;
+    assert_problem(r, StatusCode::CONFLICT, "ingest-conflict").await;
+    let r = app
+        .post_csv("/v1/detectors/unfitted/ingest", "a,b\n1,2\n")
+        .await;
+    assert_problem(
+        r,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported-media-type",
+    )
+    .await;
+    let page = json_ok(app.get("/v1/detectors/unfitted/windows").await).await;
+    assert_eq!(page, json!({"windows": [], "next_cursor": null}));
+}
+
+#[tokio::test]
+async fn acknowledged_lines_survive_a_restart() {
+    let app = spawn_app().await;
+    let (header, lines) = tsv();
+    let base = detector(&app, "restarts", "10m", json!({})).await;
+    let whole = format!("{header}{}", lines.concat());
+    let expected = scored_at_once(&app, &base, TSV, whole.into_bytes()).await;
+    let third = lines.len() / 3;
+    ingest(
+        &app,
+        &base,
+        TSV,
+        format!("{header}{}", lines[..third].concat()),
+    )
+    .await;
+    let app = app.restart().await;
+    // The TSV header of the first call still applies after the restart.
+    ingest(&app, &base, TSV, lines[third..2 * third].concat()).await;
+    let app = app.restart().await;
+    // A retry of lines acknowledged before the restart counts once.
+    let again = ingest(&app, &base, TSV, lines[..2 * third].concat()).await;
+    assert_eq!(
+        again["duplicates"].as_u64(),
+        Some(2 * third as u64),
+        "{again}"
+    );
+    ingest(&app, &base, TSV, lines[2 * third..].concat()).await;
+    json_ok(app.post_empty(&format!("{base}/flush")).await).await;
+    assert_eq!(as_map(&stored_windows(&app, &base).await), expected);
+}
+
+#[tokio::test]
+async fn acknowledged_lines_survive_kill_9() {
+    use support::process::{Process, binary};
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        let mut cmd = binary();
+        cmd.args(["serve", "--addr", "127.0.0.1:0", "--log-format", "json"])
+            .arg("--data-dir")
+            .arg(dir.path());
+        Process::spawn(cmd, "the service")
+    };
+    let client = reqwest::Client::new();
+    let (header, lines) = tsv();
+    let post = |p: &Process, path: &str, ct: &str, body: String| {
+        client
+            .post(p.url(path))
+            .header("content-type", ct)
+            .body(body)
+            .send()
+    };
+    let base = "/v1/detectors/crash";
+    let server = start();
+    let put = client
+        .put(server.url(base))
+        .json(
+            &json!({"source": {"format": "zeek", "window": "30s", "group_by": "id.resp_h",
+            "allowed_lateness": "10m"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success());
+    let fit = post(
+        &server,
+        &format!("{base}/model/fit?n_estimators=50&seed=3"),
+        TSV,
+        String::from_utf8(shared_zeek("conn.log")).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(fit.status(), StatusCode::CREATED);
+    let half = lines.len() / 2;
+    let a = post(
+        &server,
+        &format!("{base}/ingest"),
+        TSV,
+        format!("{header}{}", lines[..half].concat()),
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.status(), StatusCode::ACCEPTED);
+    server.kill_9();
+    let server = start();
+    let a: Value = post(&server, &format!("{base}/ingest"), TSV, lines.concat())
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // What was acknowledged before the kill is there: its lines are duplicates now.
+    assert_eq!(
+        (a["duplicates"].as_u64(), a["accepted"].as_u64()),
+        (Some(half as u64), Some((lines.len() - half) as u64)),
+        "{a}"
+    );
+    let flushed: Value = client
+        .post(server.url(&format!("{base}/flush")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let whole = format!("{header}{}", lines.concat());
+    let one: Value = post(&server, &format!("{base}/score"), TSV, whole)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        flushed["windows_closed"],
+        one["results"].as_array().unwrap().len()
+    );
+}
+
+#[tokio::test]
+async fn stateless_score_skips_bad_lines_when_asked_and_rejects_them_by_default() {
+    let app = oneshot_app().await;
+    let (header, lines) = tsv();
+    let base = detector(&app, "score-skip", "0s", json!({})).await;
+    let good = format!("{header}{}", lines.concat());
+    let mut with_bad = lines.clone();
+    with_bad.insert(10, "garbage\tline\n".into());
+    let bad = format!("{header}{}", with_bad.concat());
+    let refused = app
+        .post_raw(&format!("{base}/score"), Some(TSV), bad.clone())
+        .await;
+    assert_problem(
+        refused,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid-zeek-line",
+    )
+    .await;
+    let skipped = json_ok(
+        app.post_raw(&format!("{base}/score?on_invalid=skip"), Some(TSV), bad)
+            .await,
+    )
+    .await;
+    assert_eq!(skipped["rejected"], 1, "{}", skipped["rejects"]);
+    assert_eq!(skipped["rejects"][0]["line"], header.lines().count() + 11);
+    let plain = json_ok(
+        app.post_raw(&format!("{base}/score"), Some(TSV), good)
+            .await,
+    )
+    .await;
+    assert_eq!(skipped["results"], plain["results"]);
+    assert!(plain.get("rejects").is_none(), "v1 answers are unchanged");
+    let r = app.post_csv("/v1/score?on_invalid=skip", "a\n1\n").await;
+    assert_problem(r, StatusCode::BAD_REQUEST, "invalid-parameter").await;
+}

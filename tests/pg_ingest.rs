@@ -1,0 +1,142 @@
+//! Continuous ingest on PostgreSQL: two replicas (two `AppState`s on one database) ingesting
+//! interleaved pieces of one log into one detector, at the same time, store exactly the windows
+//! and scores of one `score` request with the whole log; each window once.
+//!
+//! Needs `NETSENTINEL_TEST_DATABASE_URL`; see `tests/support/postgres.rs`.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use netsentinel::config::DatabaseUrl;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use support::app::{TestApp, spawn_app_with};
+use support::data::shared_zeek;
+use support::postgres::TestDb;
+use support::responses::{json_ok, json_with_status};
+
+fn conn_log() -> String {
+    String::from_utf8(shared_zeek("conn.log")).unwrap()
+}
+
+async fn replica(url: &str) -> TestApp {
+    let url = DatabaseUrl::parse(url).unwrap();
+    spawn_app_with(move |s| s.database_url = Some(url)).await
+}
+
+const TSV: &str = "text/zeek-tsv";
+
+/// Sends each piece twice (the second a retry): returns the lines accepted.
+async fn send_all(app: &TestApp, pieces: Vec<(usize, String)>) -> u64 {
+    let mut accepted = 0;
+    for (_, p) in pieces {
+        accepted += ingest(app, p.clone()).await["accepted"].as_u64().unwrap();
+        let again = ingest(app, p).await;
+        assert_eq!(again["accepted"], 0, "{again}");
+    }
+    accepted
+}
+const BASE: &str = "/v1/detectors/shared";
+
+async fn ingest(app: &TestApp, body: String) -> Value {
+    json_with_status(
+        app.post_raw(&format!("{BASE}/ingest"), Some(TSV), body)
+            .await,
+        StatusCode::ACCEPTED,
+    )
+    .await
+}
+
+fn key(r: &Value) -> (String, String) {
+    (
+        r["timestamp"].as_str().unwrap().to_owned(),
+        r["entity"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_ingesting_interleaved_pieces_store_the_windows_of_one_request() {
+    let Some(db) = TestDb::create("two_replicas_ingesting_interleaved_pieces") else {
+        return;
+    };
+    let log = conn_log();
+    let (header, lines): (Vec<&str>, Vec<&str>) = log
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with("#close"))
+        .partition(|l| l.starts_with('#'));
+    let header = format!("{}\n", header.join("\n"));
+    let lines: Vec<String> = lines.iter().map(|l| format!("{l}\n")).collect();
+
+    let a = replica(&db.url).await;
+    let put = a
+        .send(a.request(reqwest::Method::PUT, BASE).json(&json!({"source": {
+            "format": "zeek", "window": "30s", "group_by": "id.resp_h", "allowed_lateness": "10m"}})))
+        .await;
+    assert!(put.status().is_success());
+    let fit = a
+        .post_raw(
+            &format!("{BASE}/model/fit?n_estimators=50&seed=3"),
+            Some(TSV),
+            log.clone(),
+        )
+        .await;
+    json_with_status(fit, StatusCode::CREATED).await;
+    // B starts after: it loads the detector and its model from the database.
+    let b = replica(&db.url).await;
+    ingest(&a, header.clone()).await;
+    let pieces: Vec<String> = lines.chunks(9).map(|c| c.concat()).collect();
+    let (mine, theirs): (Vec<_>, Vec<_>) = pieces
+        .into_iter()
+        .enumerate()
+        .partition(|(i, _)| i % 2 == 0);
+    // Both at once, each its own pieces, each sent twice: every line counts once.
+    let half = mine.len() / 2;
+    let (na, nb) = tokio::join!(
+        send_all(&a, mine[..half].to_vec()),
+        send_all(&b, theirs[..half].to_vec())
+    );
+    // Then taking turns: each call finds the other replica's commit and folds again over it.
+    let mut rest = na + nb;
+    for (m, t) in mine[half..].iter().zip(theirs[half..].iter()) {
+        rest += send_all(&a, vec![m.clone()]).await;
+        rest += send_all(&b, vec![t.clone()]).await;
+    }
+    for extra in mine.iter().skip(theirs.len()) {
+        rest += send_all(&a, vec![extra.clone()]).await;
+    }
+    assert_eq!(rest as usize, lines.len());
+    let metrics = a.get("/metrics").await.text().await.unwrap();
+    let conflicts: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("netsentinel_ingest_conflicts_total{detector=\"shared\"} "))
+        .unwrap_or_else(|| panic!("no conflict counted: {metrics}"))
+        .parse()
+        .unwrap();
+    assert!(conflicts >= 2.0, "{conflicts}");
+    let flushed = json_ok(b.post_empty(&format!("{BASE}/flush")).await).await;
+    let one = json_ok(
+        a.post_raw(&format!("{BASE}/score"), Some(TSV), log.clone())
+            .await,
+    )
+    .await;
+    let expected: BTreeMap<_, _> = one["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (key(r), r["score"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(flushed["windows_closed"], expected.len());
+    let page = json_ok(a.get(&format!("{BASE}/windows?limit=1000")).await).await;
+    let stored = page["windows"].as_array().unwrap();
+    let got: BTreeMap<_, _> = stored
+        .iter()
+        .map(|w| (key(w), w["score"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(got.len(), stored.len());
+    assert_eq!(got, expected);
+    // A flush on the other replica finds nothing left open.
+    let again = json_ok(a.post_empty(&format!("{BASE}/flush")).await).await;
+    assert_eq!(again["windows_closed"], 0, "{again}");
+}
