@@ -40,13 +40,24 @@ async fn send_all(app: &TestApp, pieces: Vec<(usize, String)>) -> u64 {
 }
 const BASE: &str = "/v1/detectors/shared";
 
+/// Posts one batch as a pipeline does: a 503 (`store-unavailable`: nothing was committed, or
+/// what was is deduplicated by `uid`) is retried a few times before the test gives up. (Seen
+/// once in CI on 2026-11-30 while both replicas committed at once; its cause is not known yet.)
 async fn ingest(app: &TestApp, body: String) -> Value {
-    json_with_status(
-        app.post_raw(&format!("{BASE}/ingest"), Some(TSV), body)
-            .await,
-        StatusCode::ACCEPTED,
-    )
-    .await
+    for _ in 0..5 {
+        let answer = app
+            .post_raw(&format!("{BASE}/ingest"), Some(TSV), body.clone())
+            .await;
+        if answer.status() != StatusCode::SERVICE_UNAVAILABLE {
+            return json_with_status(answer, StatusCode::ACCEPTED).await;
+        }
+        eprintln!(
+            "ingest answered 503: {}",
+            answer.text().await.unwrap_or_default()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("ingest answered 503 five times in a row");
 }
 
 fn key(r: &Value) -> (String, String) {
