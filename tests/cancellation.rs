@@ -102,12 +102,9 @@ async fn a_timed_out_fit_is_cancelled_and_answered_503() {
     let limits = app.state().limits().clone();
     let answer = app.post_json("/v1/model/fit", &long_fit()).await;
     assert_problem(answer, StatusCode::SERVICE_UNAVAILABLE, "timeout").await;
-    // The work stays counted against the slots until it ends, and then nothing is committed.
-    // (Whether the fit's tree loop notices the timeout is not asserted here: on this machine it
-    // sometimes runs to its end instead, which the closing note of 2026-11-30 reports as open;
-    // the abandoned-client test above asserts the loop noticing.)
     all_work_ended(&app).await;
     assert_eq!(limits.cancelled(), 1);
+    assert_eq!(limits.stopped(), 1, "the fit noticed and stopped");
     assert_eq!(app.active_version().await, None, "no model was committed");
 }
 

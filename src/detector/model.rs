@@ -22,6 +22,9 @@ use super::scaler::{Scaler, ScalerError};
 use super::severity::severity;
 use super::threshold::{contamination_threshold, percentiles_linear};
 
+/// Training records scored between two checks of a fit's watch.
+const SCORE_BLOCK_ROWS: usize = 16_384;
+
 /// What a scored batch looked like as a whole.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct BatchSummary {
@@ -191,10 +194,20 @@ impl Model {
         let scaled = scaler.transform(x);
         let forest =
             IsolationForest::fit_watched(&scaled, &checked, watch).ok_or(FitError::Cancelled)?;
+        // Scored in blocks, asking between them: with many trees and rows this takes longer
+        // than growing the trees did.
+        let n_cols = scaled.n_cols();
+        let mut training_scores = vec![f64::NAN; scaled.n_rows()];
+        for (block, out) in training_scores.chunks_mut(SCORE_BLOCK_ROWS).enumerate() {
+            if watch.stop() {
+                return Err(FitError::Cancelled);
+            }
+            let first = block * SCORE_BLOCK_ROWS * n_cols;
+            forest.score_into(&scaled.as_slice()[first..first + out.len() * n_cols], out);
+        }
         if watch.stop() {
             return Err(FitError::Cancelled);
         }
-        let training_scores = forest.score_matrix(&scaled);
         drop(scaled);
         let (threshold, threshold_source) = match (fixed_threshold, checked.contamination) {
             (Some(t), _) => (t, ThresholdSource::Fixed),
