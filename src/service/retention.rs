@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -41,39 +41,21 @@ pub fn start(state: AppState, mut stop: watch::Receiver<bool>) -> JoinHandle<()>
 /// Deletes every alert past retention now; returns how many went (an error is logged and ends
 /// this round: the next round retries).
 pub async fn prune_once(state: &AppState, days: u64) -> u64 {
-    let before = Utc::now() - chrono::Duration::days(days.min(1_000_000) as i64);
+    let before = days_ago(days);
     let store = state.alerts();
-    let total = in_batches("alerts", "netsentinel_alerts_pruned_total", move || {
-        store.prune(before, BATCH)
-    })
-    .await;
-    if total > 0 {
-        tracing::info!(
-            deleted = total,
-            retention_days = days,
-            "deleted alerts past retention"
-        );
-    }
-    total
+    let metric = "netsentinel_alerts_pruned_total";
+    in_batches("alerts", metric, before, move || store.prune(before, BATCH)).await
 }
 
 /// Deletes every closed window past retention now; returns how many went.
 pub async fn prune_windows_once(state: &AppState, days: u64) -> u64 {
-    let before = Utc::now() - chrono::Duration::days(days.min(1_000_000) as i64);
+    let before = days_ago(days);
     let store = state.stores().streams.clone();
     let metric = "netsentinel_windows_pruned_total";
-    let total = in_batches("closed windows", metric, move || {
+    in_batches("closed windows", metric, before, move || {
         store.prune_windows(before, BATCH)
     })
-    .await;
-    if total > 0 {
-        tracing::info!(
-            deleted = total,
-            retention_days = days,
-            "deleted closed windows past retention"
-        );
-    }
-    total
+    .await
 }
 
 /// Deletes every idempotency key older than `--idempotency-ttl-hours` now; returns how many
@@ -83,23 +65,25 @@ pub async fn prune_keys_once(state: &AppState) -> u64 {
     let before = Utc::now() - chrono::Duration::hours(hours);
     let store = state.stores().idempotency.clone();
     let metric = "netsentinel_idempotency_keys_pruned_total";
-    let total = in_batches("idempotency keys", metric, move || {
+    in_batches("idempotency keys", metric, before, move || {
         store.prune_keys(before, BATCH)
     })
-    .await;
-    if total > 0 {
-        tracing::info!(
-            deleted = total,
-            ttl_hours = hours,
-            "deleted expired idempotency keys"
-        );
-    }
-    total
+    .await
+}
+
+fn days_ago(days: u64) -> DateTime<Utc> {
+    Utc::now() - chrono::Duration::days(days.min(1_000_000) as i64)
 }
 
 /// Runs `round` (which deletes at most [`BATCH`] rows) off the runtime until a round deletes
-/// fewer, counting them in `metric`; an error is logged and ends the rounds.
-async fn in_batches<F>(what: &'static str, metric: &'static str, round: F) -> u64
+/// fewer, counting them in `metric` and logging the total (rows from before `before`); an error
+/// is logged and ends the rounds.
+async fn in_batches<F>(
+    what: &'static str,
+    metric: &'static str,
+    before: DateTime<Utc>,
+    round: F,
+) -> u64
 where
     F: Fn() -> Result<u64, crate::store::StoreError> + Clone + Send + 'static,
 {
@@ -122,6 +106,9 @@ where
                 break;
             }
         }
+    }
+    if total > 0 {
+        tracing::info!(deleted = total, before = %before, "retention: deleted old {what}");
     }
     total
 }
