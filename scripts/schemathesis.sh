@@ -27,6 +27,7 @@ if [[ ! -x "$VENV/bin/schemathesis" ]] || [[ "$("$VENV/bin/schemathesis" --versi
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
+[ "${1:-}" = "--install-only" ] && exit 0
 
 # shellcheck source=temp-service.sh
 source scripts/temp-service.sh

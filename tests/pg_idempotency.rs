@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use netsentinel::store::StoreError;
-use netsentinel::store::alerts::{Alert, AlertStore};
+use netsentinel::store::alerts::{Alert, AlertStore, NewAlert};
 use netsentinel::store::idempotency::{IdempotencyStore, KeyRecord, KeyScope, StoredAnswer};
 use netsentinel::store::outbox::Outbox;
 use netsentinel::store::postgres::{PgOptions, PgStore};
@@ -99,7 +99,13 @@ fn a_schema_from_before_keys_migrates_in_place_and_keeps_keys_with_alerts() {
     let kept = record("k-1", now);
     let first = alert(now);
     let sinks = ["siem".to_owned()];
-    store.insert_keyed(&first, &sinks, Some(&kept)).unwrap();
+    store
+        .insert_keyed(NewAlert {
+            alert: &first,
+            sinks: &sinks,
+            key: Some(&kept),
+        })
+        .unwrap();
     assert_eq!(
         store.key_record(&kept.scope, "k-1").unwrap(),
         Some(kept.clone())
@@ -107,7 +113,11 @@ fn a_schema_from_before_keys_migrates_in_place_and_keeps_keys_with_alerts() {
     // A second alert under the same key is refused whole, deliveries and all.
     let second = alert(now);
     assert!(matches!(
-        store.insert_keyed(&second, &sinks, Some(&kept)),
+        store.insert_keyed(NewAlert {
+            alert: &second,
+            sinks: &sinks,
+            key: Some(&kept),
+        }),
         Err(StoreError::KeyTaken(_))
     ));
     assert!(store.get(&second.id).unwrap().is_none());

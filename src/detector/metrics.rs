@@ -505,10 +505,16 @@ mod tests {
         let (y, p) = (bools(&[0, 0, 0, 0]), bools(&[0, 1, 0, 1]));
         let r = classification_report(&y, &p).unwrap();
         assert_eq!(r.labels, vec![0, 1]);
-        check_class(&r.normal, 1.0, 0.5, 0.6666666666666666, 4);
-        check_class(&r.anomaly, 0.0, 0.0, 0.0, 0);
-        check_class(&r.macro_avg, 0.5, 0.25, 0.3333333333333333, 4);
-        check_class(&r.weighted_avg, 1.0, 0.5, 0.6666666666666666, 4);
+        let third = 0.3333333333333333;
+        check_classes(
+            &r,
+            [
+                (1.0, 0.5, 2.0 * third, 4),
+                (0.0, 0.0, 0.0, 0),
+                (0.5, 0.25, third, 4),
+                (1.0, 0.5, 2.0 * third, 4),
+            ],
+        );
         assert_eq!(
             r.to_string(),
             "              precision    recall  f1-score   support\n\n           0       1.00      0.50      0.67         4\n           1       0.00      0.00      0.00         0\n\n    accuracy                           0.50         4\n   macro avg       0.50      0.25      0.33         4\nweighted avg       1.00      0.50      0.67         4\n"
@@ -517,15 +523,15 @@ mod tests {
         // classification_report([1,1,1], [1,0,1]); average_precision_score([1,1,1], [.3,.2,.3]) == 1.0
         let (y, p) = (bools(&[1, 1, 1]), bools(&[1, 0, 1]));
         let r = classification_report(&y, &p).unwrap();
-        check_class(&r.normal, 0.0, 0.0, 0.0, 0);
-        check_class(&r.anomaly, 1.0, 0.6666666666666666, 0.8, 3);
-        check_class(&r.macro_avg, 0.5, 0.3333333333333333, 0.4, 3);
-        check_class(
-            &r.weighted_avg,
-            1.0,
-            0.6666666666666666,
-            0.8000000000000002,
-            3,
+        let third = 0.3333333333333333;
+        check_classes(
+            &r,
+            [
+                (0.0, 0.0, 0.0, 0),
+                (1.0, 2.0 * third, 0.8, 3),
+                (0.5, third, 0.4, 3),
+                (1.0, 2.0 * third, 0.8000000000000002, 3),
+            ],
         );
         close(r.accuracy, 0.6666666666666666);
         assert_eq!(roc_auc(&y, &[0.3, 0.2, 0.3]), None);
@@ -534,10 +540,15 @@ mod tests {
         // classification_report([0,1,0,1,1], [0]*5): nothing flagged, precision of class 1 is 0.
         let (y, p) = (bools(&[0, 1, 0, 1, 1]), [false; 5]);
         let r = classification_report(&y, &p).unwrap();
-        check_class(&r.normal, 0.4, 1.0, 0.5714285714285714, 2);
-        check_class(&r.anomaly, 0.0, 0.0, 0.0, 3);
-        check_class(&r.macro_avg, 0.2, 0.5, 0.2857142857142857, 5);
-        check_class(&r.weighted_avg, 0.16, 0.4, 0.22857142857142856, 5);
+        check_classes(
+            &r,
+            [
+                (0.4, 1.0, 0.5714285714285714, 2),
+                (0.0, 0.0, 0.0, 3),
+                (0.2, 0.5, 0.2857142857142857, 5),
+                (0.16, 0.4, 0.22857142857142856, 5),
+            ],
+        );
         assert_eq!(
             r.to_string(),
             "              precision    recall  f1-score   support\n\n           0       0.40      1.00      0.57         2\n           1       0.00      0.00      0.00         3\n\n    accuracy                           0.40         5\n   macro avg       0.20      0.50      0.29         5\nweighted avg       0.16      0.40      0.23         5\n"

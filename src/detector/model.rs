@@ -38,18 +38,17 @@ pub struct BatchSummary {
     pub max_severity: u8,
 }
 
-/// One feature's distribution in the training data, in original units.
+/// One feature's distribution in the training data, in original units: the mean, the
+/// population standard deviation (ddof = 0), the extremes, and the 5th, 50th and 95th
+/// percentiles (`p05`..`p95` is the normal range explanations use).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FeatureStats {
     pub name: String,
     pub mean: f64,
-    /// Population standard deviation (ddof = 0).
     pub std: f64,
     pub min: f64,
-    /// 5th percentile: the low end of the normal range used in explanations.
     pub p05: f64,
     pub median: f64,
-    /// 95th percentile: the high end of the normal range used in explanations.
     pub p95: f64,
     pub max: f64,
 }

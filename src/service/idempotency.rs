@@ -252,14 +252,21 @@ mod tests {
 
     #[test]
     fn keys_are_printable_ascii_of_1_to_255_bytes() {
-        assert!(valid_key(b"a"));
-        assert!(valid_key(b"retry 7 ~ of batch/2026-11-30"));
-        assert!(valid_key(&[b'x'; 255]));
-        assert!(!valid_key(b""));
-        assert!(!valid_key(&[b'x'; 256]));
-        assert!(!valid_key(b"tab\there"));
-        assert!(!valid_key("café".as_bytes()));
-        assert!(!valid_key(b"del\x7f"));
+        let long = [b'x'; 255];
+        let too_long = [b'x'; 256];
+        let cases: [(&[u8], bool); 8] = [
+            (b"a", true),
+            (b"retry 7 ~ of batch/2026-11-30", true),
+            (&long, true),
+            (b"", false),
+            (&too_long, false),
+            (b"tab\there", false),
+            ("caf\u{e9}".as_bytes(), false),
+            (b"del\x7f", false),
+        ];
+        for (key, ok) in cases {
+            assert_eq!(valid_key(key), ok, "{:?}", String::from_utf8_lossy(key));
+        }
     }
 
     #[test]

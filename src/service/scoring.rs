@@ -21,7 +21,7 @@ use crate::records::{
     Batch, BodyFormat, ChunkSink, EchoFields, Parsed, ReadSpec, ZeekOptions, read_stream,
 };
 use crate::state::{AppState, ChartData, DetectorState};
-use crate::store::alerts::{Alert, AlertRecord, AlertStatus};
+use crate::store::alerts::{Alert, AlertRecord, AlertStatus, NewAlert};
 use crate::store::idempotency::KeyRecord;
 
 /// Which records get an explanation.
@@ -224,7 +224,14 @@ async fn raise(
     let store = state.alerts();
     let stored = alert.clone();
     let sinks = state.webhooks().sink_names().to_vec();
-    super::blocking(move || Ok(store.insert_keyed(&stored, &sinks, key.as_ref())?)).await?;
+    super::blocking(move || {
+        Ok(store.insert_keyed(NewAlert {
+            alert: &stored,
+            sinks: &sinks,
+            key: key.as_ref(),
+        })?)
+    })
+    .await?;
     state.webhooks().alert_stored();
     tracing::warn!(
         alert = %alert.id, severity = alert.severity, reason = %alert.reason,

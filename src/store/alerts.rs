@@ -170,6 +170,15 @@ impl AlertPage {
     }
 }
 
+/// A new alert, the webhook sinks owed a delivery of it, and the idempotency key of the
+/// request that raised it, if any: what [`AlertStore::insert_keyed`] stores in one transaction.
+#[derive(Clone, Copy, Debug)]
+pub struct NewAlert<'a> {
+    pub alert: &'a Alert,
+    pub sinks: &'a [String],
+    pub key: Option<&'a KeyRecord>,
+}
+
 /// Where alerts live: embedded SQLite here, PostgreSQL (`super::postgres`) for several replicas.
 ///
 /// Calls block; async callers run them on `spawn_blocking`.
@@ -178,17 +187,16 @@ pub trait AlertStore: Send + Sync + 'static {
     /// transaction: either the alert and all its deliveries are committed durably before this
     /// returns, or none of them is.
     fn insert_with_outbox(&self, alert: &Alert, sinks: &[String]) -> Result<(), StoreError> {
-        self.insert_keyed(alert, sinks, None)
+        self.insert_keyed(NewAlert {
+            alert,
+            sinks,
+            key: None,
+        })
     }
     /// [`insert_with_outbox`](Self::insert_with_outbox), and keeps the idempotency `key` of the
     /// request that raised the alert in the same transaction: if the key is kept already
     /// ([`StoreError::KeyTaken`]), neither the alert nor its deliveries are.
-    fn insert_keyed(
-        &self,
-        alert: &Alert,
-        sinks: &[String],
-        key: Option<&KeyRecord>,
-    ) -> Result<(), StoreError>;
+    fn insert_keyed(&self, new: NewAlert<'_>) -> Result<(), StoreError>;
     /// Stores a new alert that no webhook sink is owed; committed durably before this returns.
     fn insert(&self, alert: &Alert) -> Result<(), StoreError> {
         self.insert_with_outbox(alert, &[])
@@ -406,25 +414,13 @@ impl SqliteAlertStore {
             p.row.body,
             p.detector
         ]);
-        match inserted {
-            Ok(_) => Ok(()),
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
-            {
-                Err(StoreError::DuplicateAlert(p.id.clone()))
-            }
-            Err(e) => Err(e.into()),
-        }
+        super::unless_taken(inserted, || StoreError::DuplicateAlert(p.id.clone()))
     }
 }
 
 impl AlertStore for SqliteAlertStore {
-    fn insert_keyed(
-        &self,
-        alert: &Alert,
-        sinks: &[String],
-        key: Option<&KeyRecord>,
-    ) -> Result<(), StoreError> {
+    fn insert_keyed(&self, new: NewAlert<'_>) -> Result<(), StoreError> {
+        let NewAlert { alert, sinks, key } = new;
         // Checked and serialised here, before queueing: concurrent callers do it in parallel,
         // and the committer only writes rows.
         let row = AlertRow::from_alert(alert)?;

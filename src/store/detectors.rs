@@ -37,6 +37,17 @@ pub struct StoredDetector {
     pub updated_at: DateTime<Utc>,
 }
 
+/// SQLite step: the detectors table, and the detector of each alert (old rows: `default`).
+pub(super) const MIGRATION: &str = "
+    CREATE TABLE detectors (
+        name          TEXT PRIMARY KEY NOT NULL,
+        spec          TEXT NOT NULL,
+        created_at_ms INTEGER NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+    );
+    ALTER TABLE alerts ADD COLUMN detector TEXT NOT NULL DEFAULT 'default';
+    CREATE INDEX alerts_by_detector ON alerts (detector, created_at_ns DESC, id DESC);";
+
 /// Where detector settings live; the same database as the alerts. Calls block.
 pub trait DetectorStore: Send + Sync + 'static {
     /// Every stored detector, by name.
@@ -56,17 +67,6 @@ pub trait DetectorModels: Send + Sync + 'static {
     /// Deletes every model version of `detector` (never called for `default`).
     fn remove(&self, detector: &str) -> Result<(), StoreError>;
 }
-
-/// SQLite step: the detectors table, and the detector of each alert (old rows: `default`).
-pub(super) const MIGRATION: &str = "
-    CREATE TABLE detectors (
-        name          TEXT PRIMARY KEY NOT NULL,
-        spec          TEXT NOT NULL,
-        created_at_ms INTEGER NOT NULL,
-        updated_at_ms INTEGER NOT NULL
-    );
-    ALTER TABLE alerts ADD COLUMN detector TEXT NOT NULL DEFAULT 'default';
-    CREATE INDEX alerts_by_detector ON alerts (detector, created_at_ns DESC, id DESC);";
 
 pub(super) fn time_ms(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()

@@ -162,15 +162,7 @@ pub(super) fn insert_tx(tx: &rusqlite::Transaction<'_>, r: &KeyRecord) -> Result
         row.body_len,
         r.answer.body_sha256,
     ]);
-    match inserted {
-        Ok(_) => Ok(()),
-        Err(rusqlite::Error::SqliteFailure(e, _))
-            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
-        {
-            Err(StoreError::KeyTaken(r.key.clone()))
-        }
-        Err(e) => Err(e.into()),
-    }
+    super::unless_taken(inserted, || StoreError::KeyTaken(r.key.clone()))
 }
 
 impl IdempotencyStore for SqliteAlertStore {
@@ -269,14 +261,20 @@ mod tests {
 
     #[test]
     fn an_alert_commits_with_its_key_or_not_at_all() {
-        use crate::store::alerts::AlertStore;
+        use crate::store::alerts::{AlertStore, NewAlert};
         use crate::store::outbox::Outbox;
         let store = SqliteAlertStore::open_in_memory().unwrap();
         let at = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
         let sinks = ["siem".to_owned()];
         let first = crate::store::alerts::tests::alert(at, 90);
         let rec = sample("k", at, Some(b"{}"));
-        store.insert_keyed(&first, &sinks, Some(&rec)).unwrap();
+        store
+            .insert_keyed(NewAlert {
+                alert: &first,
+                sinks: &sinks,
+                key: Some(&rec),
+            })
+            .unwrap();
         assert_eq!(
             store.key_record(&rec.scope, "k").unwrap(),
             Some(rec.clone())
@@ -284,7 +282,11 @@ mod tests {
         // A second alert under the kept key: refused whole, its deliveries with it.
         let second = crate::store::alerts::tests::alert(at, 95);
         assert!(matches!(
-            store.insert_keyed(&second, &sinks, Some(&rec)),
+            store.insert_keyed(NewAlert {
+                alert: &second,
+                sinks: &sinks,
+                key: Some(&rec),
+            }),
             Err(StoreError::KeyTaken(_))
         ));
         assert_eq!(store.count().unwrap(), 1);

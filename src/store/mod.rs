@@ -211,6 +211,22 @@ impl StoreError {
     }
 }
 
+/// An SQLite INSERT's outcome, with a primary-key clash answered by `taken`'s error.
+pub(crate) fn unless_taken(
+    inserted: rusqlite::Result<usize>,
+    taken: impl FnOnce() -> StoreError,
+) -> Result<(), StoreError> {
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+        {
+            Err(taken())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -268,15 +268,8 @@ pub(super) fn insert_tx(
 ) -> Result<(), StoreError> {
     let mut stmt = tx.prepare_cached(sql::INSERT_DELIVERY)?;
     for sink in sinks {
-        match stmt.execute(params![alert_id, sink, created_at_ms]) {
-            Ok(_) => {}
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
-            {
-                return Err(listed_twice(alert_id, sink));
-            }
-            Err(e) => return Err(e.into()),
-        }
+        let inserted = stmt.execute(params![alert_id, sink, created_at_ms]);
+        super::unless_taken(inserted, || listed_twice(alert_id, sink))?;
     }
     Ok(())
 }

@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use postgres::Row;
 use postgres::error::SqlState;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::ToSql;
@@ -33,8 +34,9 @@ use r2d2_postgres::PostgresConnectionManager;
 use r2d2_postgres::postgres::NoTls;
 
 use super::StoreError;
-use super::alerts::{Alert, AlertPage, AlertQuery, AlertRow, AlertStore, Cursor, decode, page};
-use super::idempotency::KeyRecord;
+use super::alerts::{
+    Alert, AlertPage, AlertQuery, AlertRow, AlertStore, Cursor, NewAlert, decode, page,
+};
 use super::models::{ChangeHook, ModelStore};
 use super::outbox::{
     Attempt, Claim, DeliveryRow, DeliveryState, DueDelivery, Outbox, attempts, listed_twice, time,
@@ -224,12 +226,39 @@ impl PgStore {
         Ok(to_u64(row.get(0)))
     }
 
+    /// One statement on a pooled connection: the rows it answers.
+    fn rows(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, StoreError> {
+        self.conn()?.query(sql, params).map_err(pg)
+    }
+
+    /// One statement on a pooled connection: the row it answers, if any.
+    fn row(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>, StoreError> {
+        self.conn()?.query_opt(sql, params).map_err(pg)
+    }
+
+    /// One statement on a pooled connection: the rows it changed.
+    fn exec(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+        self.conn()?.execute(sql, params).map_err(pg)
+    }
+
     fn conn(&self) -> Result<Conn, StoreError> {
         self.pool
             .as_ref()
             .ok_or_else(|| StoreError::Unavailable("the connection pool is closed".into()))?
             .get()
             .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+}
+
+/// An INSERT's outcome, with a unique-key clash answered by `taken`'s error.
+fn unless_taken(
+    inserted: Result<u64, postgres::Error>,
+    taken: impl FnOnce() -> StoreError,
+) -> Result<(), StoreError> {
+    match inserted {
+        Ok(_) => Ok(()),
+        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => Err(taken()),
+        Err(e) => Err(pg(e)),
     }
 }
 
@@ -279,35 +308,19 @@ fn insert_alert(
             &alert.detector,
         ],
     );
-    match inserted {
-        Ok(_) => {}
-        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-            return Err(StoreError::DuplicateAlert(alert.id.clone()));
-        }
-        Err(e) => return Err(pg(e)),
-    }
+    unless_taken(inserted, || StoreError::DuplicateAlert(alert.id.clone()))?;
     let now = alert.created_at.timestamp_millis();
     let insert_delivery = sql::postgres(sql::INSERT_DELIVERY);
     for sink in sinks {
         let inserted = tx.execute(&insert_delivery, &[&alert.id, sink, &now]);
-        match inserted {
-            Ok(_) => {}
-            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                return Err(listed_twice(&alert.id, sink));
-            }
-            Err(e) => return Err(pg(e)),
-        }
+        unless_taken(inserted, || listed_twice(&alert.id, sink))?;
     }
     Ok(())
 }
 
 impl AlertStore for PgStore {
-    fn insert_keyed(
-        &self,
-        alert: &Alert,
-        sinks: &[String],
-        key: Option<&KeyRecord>,
-    ) -> Result<(), StoreError> {
+    fn insert_keyed(&self, new: NewAlert<'_>) -> Result<(), StoreError> {
+        let NewAlert { alert, sinks, key } = new;
         let mut conn = self.conn()?;
         let mut tx = conn.transaction().map_err(pg)?;
         insert_alert(&mut tx, alert, sinks)?;
@@ -319,10 +332,7 @@ impl AlertStore for PgStore {
     }
 
     fn get(&self, id: &str) -> Result<Option<Alert>, StoreError> {
-        let row = self
-            .conn()?
-            .query_opt("SELECT body FROM alerts WHERE id = $1", &[&id])
-            .map_err(pg)?;
+        let row = self.row("SELECT body FROM alerts WHERE id = $1", &[&id])?;
         row.map(|r| decode(id, r.get(0))).transpose()
     }
 
@@ -331,7 +341,7 @@ impl AlertStore for PgStore {
         let limit = q.limit.max(1);
         let (sql, args) = list_sql(q, cursor.as_ref(), limit);
         let refs: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| a.as_ref()).collect();
-        let rows = self.conn()?.query(&sql, &refs).map_err(pg)?;
+        let rows = self.rows(&sql, &refs)?;
         let rows = rows
             .iter()
             .map(|r| Ok((r.get(0), r.get(1), r.get::<_, &str>(2))));
@@ -369,12 +379,10 @@ impl AlertStore for PgStore {
 
     fn prune(&self, before: DateTime<Utc>, max: usize) -> Result<u64, StoreError> {
         let before = super::alerts::nanos_clamped(before);
-        self.conn()?
-            .execute(
-                &super::alerts::prune_sql("$1", "$2"),
-                &[&before, &(max as i64)],
-            )
-            .map_err(pg)
+        self.exec(
+            &super::alerts::prune_sql("$1", "$2"),
+            &[&before, &(max as i64)],
+        )
     }
 
     fn ping(&self) -> Result<(), StoreError> {
@@ -498,40 +506,33 @@ impl Outbox for PgStore {
         let (alert_id, sink, row, at_ms) =
             (attempt.alert_id, attempt.sink, &attempt.row, attempt.at_ms);
         let status = row.last_status.map(i32::from);
-        self.conn()?
-            .execute(
-                &sql::postgres(sql::RECORD_ATTEMPT),
-                &[
-                    &row.state.as_str(),
-                    &row.next_attempt_at_ms,
-                    &row.last_error,
-                    &status,
-                    &row.delivered_at_ms,
-                    &at_ms,
-                    &alert_id,
-                    &sink,
-                ],
-            )
-            .map_err(pg)?;
+        self.exec(
+            &sql::postgres(sql::RECORD_ATTEMPT),
+            &[
+                &row.state.as_str(),
+                &row.next_attempt_at_ms,
+                &row.last_error,
+                &status,
+                &row.delivered_at_ms,
+                &at_ms,
+                &alert_id,
+                &sink,
+            ],
+        )?;
         Ok(())
     }
 
     fn release(&self, alert_id: &str, sink: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
-        self.conn()?
-            .execute(
-                "UPDATE webhook_outbox SET next_attempt_at_ms = LEAST(next_attempt_at_ms, $1)
+        self.exec(
+            "UPDATE webhook_outbox SET next_attempt_at_ms = LEAST(next_attempt_at_ms, $1)
                  WHERE alert_id = $2 AND sink = $3 AND state = 'pending'",
-                &[&now.timestamp_millis(), &alert_id, &sink],
-            )
-            .map_err(pg)?;
+            &[&now.timestamp_millis(), &alert_id, &sink],
+        )?;
         Ok(())
     }
 
     fn deliveries(&self, alert_id: &str) -> Result<Vec<DeliveryState>, StoreError> {
-        let rows = self
-            .conn()?
-            .query(&sql::postgres(sql::DELIVERIES), &[&alert_id])
-            .map_err(pg)?;
+        let rows = self.rows(&sql::postgres(sql::DELIVERIES), &[&alert_id])?;
         Ok(rows
             .into_iter()
             .map(|r| {

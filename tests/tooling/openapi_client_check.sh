@@ -22,6 +22,7 @@ if [[ ! -x "$VENV/bin/openapi-python-client" ]] || [[ "$("$VENV/bin/openapi-pyth
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$REQUIREMENTS"
 fi
+[ "${1:-}" = "--install-only" ] && exit 0
 
 # shellcheck source=../../scripts/temp-service.sh
 source scripts/temp-service.sh

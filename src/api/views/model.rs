@@ -103,35 +103,48 @@ pub(super) mod schema {
     }
 }
 
-/// One feature's distribution in the training data, in original units.
-#[derive(Serialize, ToSchema)]
-#[schema(as = FeatureStats)]
-pub struct FeatureStatsView {
-    pub name: String,
-    pub mean: f64,
-    /// Population standard deviation (ddof = 0).
-    pub std: f64,
-    pub min: f64,
-    /// 5th percentile: the low end of the normal range used in explanations.
-    pub p05: f64,
-    pub median: f64,
-    /// 95th percentile: the high end of the normal range used in explanations.
-    pub p95: f64,
-    pub max: f64,
+/// The schema of one feature's training distribution: [`FeatureStats`] is written as the
+/// model keeps it, and described here.
+pub struct FeatureStatsView;
+
+impl ToSchema for FeatureStatsView {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "FeatureStats".into()
+    }
 }
 
-impl From<&FeatureStats> for FeatureStatsView {
-    fn from(s: &FeatureStats) -> Self {
-        Self {
-            name: s.name.clone(),
-            mean: s.mean,
-            std: s.std,
-            min: s.min,
-            p05: s.p05,
-            median: s.median,
-            p95: s.p95,
-            max: s.max,
+impl utoipa::PartialSchema for FeatureStatsView {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        let fields = [
+            ("mean", None),
+            ("std", Some("Population standard deviation (ddof = 0).")),
+            ("min", None),
+            (
+                "p05",
+                Some("5th percentile: the low end of the normal range used in explanations."),
+            ),
+            ("median", None),
+            (
+                "p95",
+                Some("95th percentile: the high end of the normal range used in explanations."),
+            ),
+            ("max", None),
+        ];
+        let mut object = ObjectBuilder::new()
+            .description(Some(
+                "One feature's distribution in the training data, in original units.",
+            ))
+            .property("name", ObjectBuilder::new().schema_type(Type::String))
+            .required("name");
+        for (field, description) in fields {
+            let number = ObjectBuilder::new()
+                .schema_type(Type::Number)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Double)))
+                .description(description);
+            object = object.property(field, number).required(field);
         }
+        object.into()
     }
 }
 
@@ -160,7 +173,8 @@ pub struct ModelMetaView {
     /// Wall-clock seconds the fit took (scaling, trees, threshold, statistics).
     pub fit_seconds: f64,
     /// Training distribution of each feature.
-    pub feature_stats: Vec<FeatureStatsView>,
+    #[schema(value_type = Vec<FeatureStatsView>)]
+    pub feature_stats: Vec<FeatureStats>,
 }
 
 impl From<&ModelMeta> for ModelMetaView {
@@ -175,7 +189,7 @@ impl From<&ModelMeta> for ModelMetaView {
             n_training_records: m.n_training_records,
             training_anomaly_rate: m.training_anomaly_rate,
             fit_seconds: m.fit_seconds,
-            feature_stats: m.feature_stats.iter().map(Into::into).collect(),
+            feature_stats: m.feature_stats.clone(),
         }
     }
 }

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use chrono::{DateTime, Utc};
-use postgres::error::SqlState;
 
 use super::super::detectors::{
     DEFAULT_DETECTOR, DetectorModels, DetectorStore, StoredDetector, time_ms,
@@ -22,24 +21,18 @@ pub const DETECTOR_CHANNEL: &str = "netsentinel_detectors";
 
 impl DetectorStore for PgStore {
     fn detectors(&self) -> Result<Vec<StoredDetector>, StoreError> {
-        let rows = self
-            .conn()?
-            .query(
-                "SELECT name, spec, created_at_ms, updated_at_ms FROM detectors ORDER BY name",
-                &[],
-            )
-            .map_err(pg)?;
+        let rows = self.rows(
+            "SELECT name, spec, created_at_ms, updated_at_ms FROM detectors ORDER BY name",
+            &[],
+        )?;
         Ok(rows.iter().map(stored).collect())
     }
 
     fn detector(&self, name: &str) -> Result<Option<StoredDetector>, StoreError> {
-        let row = self
-            .conn()?
-            .query_opt(
-                "SELECT name, spec, created_at_ms, updated_at_ms FROM detectors WHERE name = $1",
-                &[&name],
-            )
-            .map_err(pg)?;
+        let row = self.row(
+            "SELECT name, spec, created_at_ms, updated_at_ms FROM detectors WHERE name = $1",
+            &[&name],
+        )?;
         Ok(row.as_ref().map(stored))
     }
 
@@ -148,13 +141,7 @@ impl Models<'_> {
             "INSERT INTO models (version, bytes, detector) VALUES ($1, $2, $3)",
             &[&v, &bytes, &self.detector],
         );
-        match inserted {
-            Ok(_) => {}
-            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                return Err(StoreError::VersionExists(version));
-            }
-            Err(e) => return Err(pg(e)),
-        }
+        super::unless_taken(inserted, || StoreError::VersionExists(version))?;
         tracing::info!(
             version,
             detector = self.detector,
@@ -175,18 +162,15 @@ impl Models<'_> {
     /// quarantined rows).
     fn prune(&self) -> Result<u64, StoreError> {
         let keep = i64::try_from(self.store.keep).unwrap_or(i64::MAX);
-        self.store
-            .conn()?
-            .execute(
-                "DELETE FROM models
+        self.store.exec(
+            "DELETE FROM models
                  WHERE detector = $2 AND NOT corrupt
                    AND version NOT IN (SELECT version FROM model_active WHERE detector = $2)
                    AND version NOT IN (SELECT version FROM models
                                        WHERE detector = $2 AND NOT corrupt
                                        ORDER BY version DESC LIMIT $1)",
-                &[&keep, &self.detector],
-            )
-            .map_err(pg)
+            &[&keep, &self.detector],
+        )
     }
 
     pub(super) fn set_active(&self, version: u64) -> Result<(), StoreError> {
@@ -219,53 +203,39 @@ impl Models<'_> {
     }
 
     pub(super) fn active(&self) -> Result<Option<u64>, StoreError> {
-        let row = self
-            .store
-            .conn()?
-            .query_opt(
-                "SELECT version FROM model_active WHERE detector = $1",
-                &[&self.detector],
-            )
-            .map_err(pg)?;
+        let row = self.store.row(
+            "SELECT version FROM model_active WHERE detector = $1",
+            &[&self.detector],
+        )?;
         Ok(row.map(|r| to_u64(r.get(0))))
     }
 
     pub(super) fn versions(&self) -> Result<Vec<u64>, StoreError> {
-        let rows = self
-            .store
-            .conn()?
-            .query(
-                "SELECT version FROM models WHERE detector = $1 AND NOT corrupt ORDER BY version",
-                &[&self.detector],
-            )
-            .map_err(pg)?;
+        let rows = self.store.rows(
+            "SELECT version FROM models WHERE detector = $1 AND NOT corrupt ORDER BY version",
+            &[&self.detector],
+        )?;
         Ok(rows.into_iter().map(|r| to_u64(r.get(0))).collect())
     }
 
     pub(super) fn read(&self, version: u64) -> Result<Vec<u8>, StoreError> {
         let v = version_arg(version)?;
         self.store
-            .conn()?
-            .query_opt(
+            .row(
                 "SELECT bytes FROM models WHERE version = $1 AND detector = $2 AND NOT corrupt",
                 &[&v, &self.detector],
-            )
-            .map_err(pg)?
+            )?
             .map(|r| r.get(0))
             .ok_or(StoreError::ModelNotFound(version))
     }
 
     pub(super) fn quarantine(&self, version: u64) -> Result<(), StoreError> {
         let v = version_arg(version)?;
-        let n = self
-            .store
-            .conn()?
-            .execute(
-                "UPDATE models SET corrupt = true
+        let n = self.store.exec(
+            "UPDATE models SET corrupt = true
                  WHERE version = $1 AND detector = $2 AND NOT corrupt",
-                &[&v, &self.detector],
-            )
-            .map_err(pg)?;
+            &[&v, &self.detector],
+        )?;
         if n == 0 {
             return Err(StoreError::ModelNotFound(version));
         }

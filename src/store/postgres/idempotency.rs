@@ -2,7 +2,6 @@
 //! the statements the SQLite store runs (`store::idempotency`).
 
 use chrono::{DateTime, Utc};
-use postgres::error::SqlState;
 
 use super::super::alerts::nanos_clamped;
 use super::super::idempotency::{
@@ -34,24 +33,15 @@ pub(in crate::store) fn insert_pg(
             &r.answer.body_sha256,
         ],
     );
-    match inserted {
-        Ok(_) => Ok(()),
-        Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-            Err(StoreError::KeyTaken(r.key.clone()))
-        }
-        Err(e) => Err(pg(e)),
-    }
+    super::unless_taken(inserted, || StoreError::KeyTaken(r.key.clone()))
 }
 
 impl IdempotencyStore for PgStore {
     fn key_record(&self, scope: &KeyScope, key: &str) -> Result<Option<KeyRecord>, StoreError> {
-        let row = self
-            .conn()?
-            .query_opt(
-                &sql::postgres(SELECT),
-                &[&scope.client, &scope.detector, &scope.operation, &key],
-            )
-            .map_err(pg)?;
+        let row = self.row(
+            &sql::postgres(SELECT),
+            &[&scope.client, &scope.detector, &scope.operation, &key],
+        )?;
         Ok(row.map(|r| {
             record(
                 scope,
@@ -77,8 +67,6 @@ impl IdempotencyStore for PgStore {
 
     fn prune_keys(&self, before: DateTime<Utc>, max: usize) -> Result<u64, StoreError> {
         let before = nanos_clamped(before);
-        self.conn()?
-            .execute(&sql::postgres(PRUNE), &[&before, &(max as i64)])
-            .map_err(pg)
+        self.exec(&sql::postgres(PRUNE), &[&before, &(max as i64)])
     }
 }
