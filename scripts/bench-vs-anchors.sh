@@ -151,7 +151,7 @@ lines.append(f"Scoring: ours is **{best_sk / our_score:.1f}x** scikit-learn's be
              f"{'**met**' if ours['score_peak_extra_mib'] < ours['batch_mib'] else '**not met**'}.")
 lines.append("")
 lines.append("AUC on this resampled set differs from the original http set (noise added); use it for throughput. "
-             "Accuracy on the original datasets is checked by `tests/detector_accuracy.rs`.")
+             "Accuracy on the original datasets is checked by `tests/suite/detector_accuracy.rs`.")
 lines.append("<!-- engine:end -->")
 section = "\n".join(lines) + "\n"
 

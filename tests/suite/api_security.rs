@@ -2,14 +2,12 @@
 //! answered without the filesystem paths the service log names (the data dir is usually under
 //! /tmp here, /var/lib in production).
 
-mod support;
-
 use std::sync::Arc;
 
+use crate::support::app::{TestApp, oneshot_app, oneshot_app_in};
+use crate::support::responses::assert_problem;
 use netsentinel::config::Settings;
 use reqwest::StatusCode;
-use support::app::{TestApp, oneshot_app, oneshot_app_in};
-use support::responses::assert_problem;
 
 /// Fails if `body` mentions the data directory or any absolute temp path.
 fn assert_no_paths(app: &TestApp, body: &str) {

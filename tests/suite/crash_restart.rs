@@ -5,8 +5,6 @@
 //! `netsentinel listening`) over its own temp directory. Loops are bounded and every wait has a
 //! deadline.
 
-mod support;
-
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -18,8 +16,8 @@ use netsentinel::detector::model::Model;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use support::process::{Process, START_DEADLINE, binary};
-use support::traffic::{alert_pages, bursty_batch};
+use crate::support::process::{Process, START_DEADLINE, binary};
+use crate::support::traffic::{alert_pages, bursty_batch};
 
 const EXIT_DEADLINE: Duration = Duration::from_secs(60);
 

@@ -4,23 +4,21 @@
 //!
 //! Needs `NETSENTINEL_TEST_DATABASE_URL`; see `tests/support/postgres.rs`.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::eventually;
+use crate::support::postgres::{Replica, TestDb, off_runtime};
+use crate::support::traffic::{bursty_batch, client, get_json, post_json};
 use chrono::{TimeZone, Utc};
 use netsentinel::store::alerts::{Alert, AlertQuery, AlertStore};
 use netsentinel::store::detectors::{DetectorModels, DetectorStore};
 use netsentinel::store::models::ModelStore;
 use netsentinel::store::postgres::{PgDetectorModels, PgOptions, PgStore};
 use serde_json::{Value, json};
-use support::eventually;
-use support::postgres::{Replica, TestDb, off_runtime};
-use support::traffic::{bursty_batch, client, get_json, post_json};
 
 /// The schema as the code before detectors created it.
-const V1_SQL: &str = include_str!("../migrations/postgres/V1__alerts_outbox_models.sql");
+const V1_SQL: &str = include_str!("../../migrations/postgres/V1__alerts_outbox_models.sql");
 
 /// A change on one replica must show on every replica within this (NOTIFY, else a 2 s poll).
 const CONVERGE: Duration = Duration::from_secs(15);

@@ -1,22 +1,20 @@
 //! Big batches over HTTP: bodies that arrive in small pieces, answers that stream out in pieces,
 //! and a bad record deep in a big body, which must still be a plain 4xx problem.
 
-mod support;
-
 use std::collections::BTreeSet;
 
+use crate::support::app::spawn_app;
+use crate::support::data::{to_csv, to_ndjson};
+use crate::support::responses::assert_problem;
 use bytes::Bytes;
 use reqwest::{StatusCode, header};
 use serde_json::Value;
-use support::app::spawn_app;
-use support::data::{to_csv, to_ndjson};
-use support::responses::assert_problem;
 
 /// More records than one streamed piece of the answer holds (65,536).
 const BIG: usize = 70_000;
 
 /// `n` records: the seed batch repeated, with a `src_ip` that differs per record.
-async fn records(app: &support::app::TestApp, n: usize) -> Vec<Value> {
+async fn records(app: &crate::support::app::TestApp, n: usize) -> Vec<Value> {
     let seed = app.seed_records().await;
     (0..n)
         .map(|i| {
@@ -39,7 +37,7 @@ fn in_pieces(body: String, piece: usize) -> reqwest::Body {
 }
 
 async fn post(
-    app: &support::app::TestApp,
+    app: &crate::support::app::TestApp,
     ctype: &str,
     accept: &str,
     body: impl Into<reqwest::Body>,

@@ -5,10 +5,10 @@
 //!
 //! Needs `NETSENTINEL_TEST_DATABASE_URL`; see `tests/support/postgres.rs`.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::postgres::{Replica, TestDb};
+use crate::support::traffic::{bursty_batch, client, get_json};
 use chrono::{TimeZone, Utc};
 use netsentinel::store::StoreError;
 use netsentinel::store::alerts::{Alert, AlertStore, NewAlert};
@@ -16,11 +16,9 @@ use netsentinel::store::idempotency::{IdempotencyStore, KeyRecord, KeyScope, Sto
 use netsentinel::store::outbox::Outbox;
 use netsentinel::store::postgres::{PgOptions, PgStore};
 use serde_json::{Value, json};
-use support::postgres::{Replica, TestDb};
-use support::traffic::{bursty_batch, client, get_json};
 
-const V1_SQL: &str = include_str!("../migrations/postgres/V1__alerts_outbox_models.sql");
-const V2_SQL: &str = include_str!("../migrations/postgres/V2__detectors.sql");
+const V1_SQL: &str = include_str!("../../migrations/postgres/V1__alerts_outbox_models.sql");
+const V2_SQL: &str = include_str!("../../migrations/postgres/V2__detectors.sql");
 
 fn connect(url: &str) -> PgStore {
     PgStore::connect(&PgOptions {
@@ -184,7 +182,7 @@ async fn a_retry_sent_to_another_replica_gets_the_first_answer() {
     );
 
     // B follows A's model before it scores.
-    support::eventually(
+    crate::support::eventually(
         "replica b has the model",
         Duration::from_secs(15),
         || async {

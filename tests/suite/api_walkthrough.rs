@@ -1,13 +1,11 @@
 //! The walk a user makes through the API: generate traffic, fit, score, read and acknowledge the
 //! alert, draw the chart, evaluate; plus the body formats and options of scoring.
 
-mod support;
-
+use crate::support::app::{TestApp, oneshot_app};
+use crate::support::data::{BURSTS, SEED_FEATURES, scores, to_csv, to_ndjson};
+use crate::support::responses::{assert_problem, content_type, json_ok, json_with_status};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use support::app::{TestApp, oneshot_app};
-use support::data::{BURSTS, SEED_FEATURES, scores, to_csv, to_ndjson};
-use support::responses::{assert_problem, content_type, json_ok, json_with_status};
 
 /// Decodes a PNG fully and returns its size.
 fn png_size(bytes: &[u8]) -> (u32, u32) {

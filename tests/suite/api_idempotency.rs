@@ -2,19 +2,17 @@
 //! nothing; the same key with another request is 422; keys survive a restart, are scoped by
 //! detector, operation and API key, hold off a concurrent repeat (409), and expire.
 
-mod support;
-
 use std::io::Write;
 
+use crate::support::app::{TestApp, oneshot_app, oneshot_app_with, spawn_app};
+use crate::support::responses::{assert_problem, content_type, json_ok};
+use crate::support::traffic::bursty_batch;
 use chrono::Utc;
 use netsentinel::detector::generator::{GeneratorConfig, generate};
 use netsentinel::service::idempotency::{self, Lookup};
 use netsentinel::store::idempotency::{KeyRecord, KeyScope, StoredAnswer};
 use reqwest::{Method, Response, StatusCode, header};
 use serde_json::{Value, json};
-use support::app::{TestApp, oneshot_app, oneshot_app_with, spawn_app};
-use support::responses::{assert_problem, content_type, json_ok};
-use support::traffic::bursty_batch;
 
 const KEY: &str = "batch-2026-11-30T03:00:00Z#17";
 

@@ -3,19 +3,17 @@
 //! body, corrupt bodies and codings the service does not take answered as problems, and answers
 //! compressed for clients that accept it.
 
-mod support;
-
 use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::support::app::{TestApp, oneshot_app, oneshot_app_with, spawn_app};
+use crate::support::data::{to_csv, to_ndjson};
+use crate::support::responses::{assert_problem, json_ok, json_with_status};
 use bytes::Bytes;
 use reqwest::{Method, Response, StatusCode, header};
 use serde_json::{Value, json};
-use support::app::{TestApp, oneshot_app, oneshot_app_with, spawn_app};
-use support::data::{to_csv, to_ndjson};
-use support::responses::{assert_problem, json_ok, json_with_status};
 
 fn gzip(data: &[u8]) -> Vec<u8> {
     let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());

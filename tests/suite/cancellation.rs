@@ -4,15 +4,13 @@
 //!
 //! The clients talk raw HTTP/1.1 over loopback; every wait is bounded by a generous limit.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::app::{TestApp, spawn_app_with};
+use crate::support::eventually;
+use crate::support::responses::assert_problem;
 use reqwest::StatusCode;
 use serde_json::json;
-use support::app::{TestApp, spawn_app_with};
-use support::eventually;
-use support::responses::assert_problem;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -120,7 +118,7 @@ async fn a_streamed_answer_holds_its_work_slot_until_its_last_byte() {
     // the sockets buffer.
     let records = app.seed_records().await;
     let rows: Vec<_> = records.iter().cycle().take(150_000).cloned().collect();
-    let body = support::data::to_csv(&rows, &[]);
+    let body = crate::support::data::to_csv(&rows, &[]);
     let mut stream = connect(&app).await;
     let head = format!(
         "POST /v1/score?explain=all HTTP/1.1\r\nHost: t\r\nContent-Type: text/csv\r\nAccept: application/json\r\nContent-Length: {}\r\n\r\n",

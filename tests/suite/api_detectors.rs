@@ -2,19 +2,14 @@
 //! versions, chart and alerts; the v1 paths are the detector `default`; detectors and their
 //! active models survive a restart; a data directory from before detectors serves as `default`.
 
-mod support;
-
-#[path = "fixtures/alerts_v1.rs"]
-mod alerts_v1;
-
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::support::app::{TestApp, oneshot_app, oneshot_app_in, oneshot_app_with, spawn_app};
+use crate::support::data::scores;
+use crate::support::responses::{assert_problem, json_ok, json_with_status};
 use reqwest::{Method, StatusCode, header};
 use serde_json::{Value, json};
-use support::app::{TestApp, oneshot_app, oneshot_app_in, oneshot_app_with, spawn_app};
-use support::data::scores;
-use support::responses::{assert_problem, json_ok, json_with_status};
 
 fn zeek_log() -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/zeek/exfil_conn.log");
@@ -572,7 +567,7 @@ async fn a_data_dir_from_before_detectors_serves_as_default() {
     use netsentinel::store::model_files::ModelFiles;
 
     let dir = Arc::new(tempfile::tempdir().unwrap());
-    std::fs::copy(alerts_v1::SQLITE, dir.path().join("alerts.db")).unwrap();
+    std::fs::copy(crate::alerts_v1::SQLITE, dir.path().join("alerts.db")).unwrap();
     let features: Vec<String> = [
         "bytes_sent",
         "bytes_received",

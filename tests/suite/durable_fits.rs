@@ -3,12 +3,13 @@
 //! activation cut off by the request timeout still leaves disk (`ACTIVE`) and memory
 //! (`GET /v1/model`) agreeing.
 
-mod support;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::support::app::oneshot_app;
+use crate::support::eventually;
+use crate::support::responses::{assert_problem, json_with_status};
 use netsentinel::config::Settings;
 use netsentinel::service::detectors::load_all;
 use netsentinel::startup;
@@ -21,9 +22,6 @@ use netsentinel::store::models::ModelStore;
 use netsentinel::webhooks::Webhooks;
 use reqwest::StatusCode;
 use serde_json::json;
-use support::app::oneshot_app;
-use support::eventually;
-use support::responses::{assert_problem, json_with_status};
 
 /// Records whose `bytes_sent` spans `scale` (the other seed features stay ordinary).
 fn records(scale: f64) -> Vec<serde_json::Value> {

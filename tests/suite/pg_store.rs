@@ -3,14 +3,11 @@
 //! Several `PgStore`s on one database stand in for replicas (each has its own pool, as a
 //! process would). Needs `NETSENTINEL_TEST_DATABASE_URL`; see `tests/support/postgres.rs`.
 
-#[path = "fixtures/alerts_v1.rs"]
-mod alerts_v1;
-mod support;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
+use crate::support::postgres::TestDb;
 use chrono::{DateTime, TimeZone, Utc};
 use netsentinel::detector::model::BatchSummary;
 use netsentinel::store::StoreError;
@@ -20,7 +17,6 @@ use netsentinel::store::alerts::{
 use netsentinel::store::models::ModelStore;
 use netsentinel::store::outbox::{AttemptOutcome, Outbox};
 use netsentinel::store::postgres::{PgOptions, PgStore};
-use support::postgres::TestDb;
 
 fn options(url: &str) -> PgOptions {
     PgOptions {
@@ -505,11 +501,11 @@ fn alert_bodies_written_before_the_format_version_read_field_by_field() {
         return;
     };
     let pg = connect(&db.url);
-    let expected = alerts_v1::expected();
+    let expected = crate::alerts_v1::expected();
     // The old bodies, byte for byte, in rows as the old code inserted them.
     let mut raw = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
-    for (alert, body) in expected.iter().zip(alerts_v1::BODIES.lines()) {
-        let (id, created_at_ns, severity, status, model_version) = alerts_v1::columns(alert);
+    for (alert, body) in expected.iter().zip(crate::alerts_v1::BODIES.lines()) {
+        let (id, created_at_ns, severity, status, model_version) = crate::alerts_v1::columns(alert);
         raw.execute(
             "INSERT INTO alerts (id, created_at_ns, severity, status, model_version, body)
              VALUES ($1, $2, $3, $4, $5, $6)",
@@ -529,13 +525,13 @@ fn alert_bodies_written_before_the_format_version_read_field_by_field() {
     raw.execute(
         "INSERT INTO webhook_outbox (alert_id, sink, state, next_attempt_at_ms, updated_at_ms)
          VALUES ($1, $2, 'pending', $3, $3)",
-        &[&owed.id, &alerts_v1::SINK, &due_ms],
+        &[&owed.id, &crate::alerts_v1::SINK, &due_ms],
     )
     .unwrap();
 
-    alerts_v1::assert_reads_every_alert(&pg);
-    alerts_v1::assert_the_owed_delivery_decodes(&pg);
-    alerts_v1::assert_only_an_acknowledged_row_is_rewritten(&pg, |id| {
+    crate::alerts_v1::assert_reads_every_alert(&pg);
+    crate::alerts_v1::assert_the_owed_delivery_decodes(&pg);
+    crate::alerts_v1::assert_only_an_acknowledged_row_is_rewritten(&pg, |id| {
         raw.query_one("SELECT body FROM alerts WHERE id = $1", &[&id])
             .unwrap()
             .get(0)

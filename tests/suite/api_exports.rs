@@ -2,16 +2,14 @@
 //! `/v1/alerts/{id}/export/{format}`) answer what `?format=` answers, and the samples body may be
 //! `null`, as the OpenAPI document says.
 
-mod support;
-
+use crate::support::app::oneshot_app;
+use crate::support::responses::{assert_problem, content_type, json_ok};
 use reqwest::{StatusCode, header};
 use serde_json::{Value, json};
-use support::app::oneshot_app;
-use support::responses::{assert_problem, content_type, json_ok};
 
 /// Status, Content-Type, `x-next-cursor` and body of a GET.
 async fn fetch(
-    app: &support::app::TestApp,
+    app: &crate::support::app::TestApp,
     path: &str,
 ) -> (StatusCode, String, Option<String>, String) {
     let r = app.get(path).await;

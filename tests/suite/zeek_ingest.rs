@@ -1,8 +1,6 @@
 //! Zeek conn logs end to end: real samples and a generated exfiltration log become window records,
 //! checked against independent counts; arbitrary bytes never panic; the API hook and its errors.
 
-mod support;
-
 use std::collections::HashMap;
 use std::path::PathBuf;
 
@@ -40,7 +38,7 @@ fn windows(body: &[u8], format: ZeekFormat, zeek: ZeekOptions) -> Result<Batch, 
 
 /// A real sample from `shared/data/zeek`.
 fn shared(name: &str) -> Vec<u8> {
-    support::data::shared_zeek(name)
+    crate::support::data::shared_zeek(name)
 }
 
 fn fixture(name: &str) -> Vec<u8> {

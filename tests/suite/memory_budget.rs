@@ -3,15 +3,13 @@
 //! the other requests left is answered 503 `overloaded` with `Retry-After`; what a request
 //! reserved is given back when its work ends.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::app::{TestApp, spawn_app_with};
+use crate::support::eventually;
+use crate::support::responses::assert_problem;
 use reqwest::{StatusCode, header};
 use serde_json::json;
-use support::app::{TestApp, spawn_app_with};
-use support::eventually;
-use support::responses::assert_problem;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -154,7 +152,7 @@ async fn when_other_requests_hold_the_budget_a_request_is_503_with_retry_after()
     })
     .await;
     let records = app.seed_records().await;
-    let csv = support::data::to_csv(&records, &[]);
+    let csv = crate::support::data::to_csv(&records, &[]);
     let scored = app.post_csv("/v1/score", csv).await;
     assert_eq!(scored.status(), StatusCode::OK);
 }

@@ -6,18 +6,16 @@
 //! No assertion here is about wall-clock time: the slow requests are fits on a large generated
 //! data set, and each test only relies on a later request arriving while such a fit is running.
 
-mod support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::support::app::{TestApp, spawn_app, spawn_app_with};
+use crate::support::data::scores;
+use crate::support::responses::{assert_problem, json_ok};
 use reqwest::{Response, StatusCode, header};
 use serde_json::{Value, json};
-use support::app::{TestApp, spawn_app, spawn_app_with};
-use support::data::scores;
-use support::responses::{assert_problem, json_ok};
 
 /// A fit that keeps the service busy for a while (seconds in a debug build).
 fn slow_fit() -> Value {

@@ -1,12 +1,10 @@
 //! Models and alerts survive a restart; rolling back to a kept version sticks, across restarts too.
 
-mod support;
-
+use crate::support::app::spawn_app;
+use crate::support::data::scores;
+use crate::support::responses::{assert_problem, json_ok};
 use reqwest::StatusCode;
 use serde_json::json;
-use support::app::spawn_app;
-use support::data::scores;
-use support::responses::{assert_problem, json_ok};
 
 #[tokio::test]
 async fn the_model_and_alerts_survive_a_restart() {
