@@ -107,6 +107,8 @@ use serde_json::{Map, Value, json};
 use crate::detector::explain::Direction;
 use crate::store::alerts::{Alert, AlertRecord, AlertStatus};
 
+pub use super::cef::{CEF_MAX_VALUE_CHARS, cef_header, cef_severity, cef_value, to_cef};
+
 /// ECS version the documents follow.
 pub const ECS_VERSION: &str = "8.11.0";
 /// OCSF schema version the findings follow.
@@ -131,9 +133,9 @@ const ENTITY_KEYS: [&str; 5] = ["src_ip", "source_ip", "id.orig_h", "entity", "h
 /// Echoed fields that name the destination IP.
 const DESTINATION_KEYS: [&str; 4] = ["dst_ip", "dest_ip", "destination_ip", "id.resp_h"];
 /// Features counting bytes the source sent (ours, then Zeek's conn.log name).
-const BYTES_SENT_KEYS: [&str; 2] = ["bytes_sent", "orig_bytes"];
+pub(super) const BYTES_SENT_KEYS: [&str; 2] = ["bytes_sent", "orig_bytes"];
 /// Features counting bytes the source received.
-const BYTES_RECEIVED_KEYS: [&str; 2] = ["bytes_received", "resp_bytes"];
+pub(super) const BYTES_RECEIVED_KEYS: [&str; 2] = ["bytes_received", "resp_bytes"];
 
 /// The export formats, as named in `?format=`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -216,7 +218,7 @@ impl<'a> ExportContext<'a> {
     }
 
     /// The host name, if set and not blank.
-    fn host(&self) -> Option<&'a str> {
+    pub(super) fn host(&self) -> Option<&'a str> {
         self.host.map(str::trim).filter(|h| !h.is_empty())
     }
 }
@@ -450,102 +452,6 @@ pub fn to_splunk_hec(alert: &Alert, ctx: &ExportContext) -> Value {
     })
 }
 
-/// The alert as one ArcSight CEF line, without a trailing newline (see the module docs).
-pub fn to_cef(alert: &Alert, ctx: &ExportContext) -> String {
-    let top = alert.records.first();
-    let entity = top.map(Endpoints::of).unwrap_or_default();
-
-    let mut ext: Vec<(&str, String)> = vec![
-        ("rt", alert.created_at.timestamp_millis().to_string()),
-        ("externalId", alert.id.clone()),
-        ("cat", "/Anomaly/Network/Traffic".to_string()),
-        ("msg", describe(alert)),
-        ("reason", alert.reason.clone()),
-        ("cnt", alert.summary.n_anomalies.to_string()),
-    ];
-    let source_v6 = ["c6a2Label", "c6a2", "Source IPv6 Address"];
-    cef_address(&mut ext, entity.source_ip, "src", source_v6);
-    let destination_v6 = ["c6a3Label", "c6a3", "Destination IPv6 Address"];
-    cef_address(&mut ext, entity.destination_ip, "dst", destination_v6);
-    if let Some(host) = entity.host {
-        ext.push(("shost", host.to_string()));
-    }
-    if let Some(bytes) = top.and_then(|r| byte_count(r, &BYTES_SENT_KEYS)) {
-        ext.push(("out", bytes.to_string()));
-    }
-    if let Some(bytes) = top.and_then(|r| byte_count(r, &BYTES_RECEIVED_KEYS)) {
-        ext.push(("in", bytes.to_string()));
-    }
-    if let Some(host) = ctx.host() {
-        ext.push(("dvchost", host.to_string()));
-    }
-    let model_version = alert.model_version.to_string();
-    labeled(&mut ext, ["cs1Label", "cs1", "modelVersion"], model_version);
-    let status = alert.status.as_str().to_string();
-    labeled(&mut ext, ["cs2Label", "cs2", "alertStatus"], status);
-    if let Some(record) = top.filter(|r| !r.explanation.is_empty()) {
-        let features: Vec<&str> = record
-            .explanation
-            .iter()
-            .map(|c| c.feature.as_str())
-            .collect();
-        let features = features.join(",");
-        labeled(&mut ext, ["cs3Label", "cs3", "topFeatures"], features);
-    }
-    labeled(
-        &mut ext,
-        ["cs4Label", "cs4", "detector"],
-        alert.detector.clone(),
-    );
-    let n_records = alert.summary.n_records.to_string();
-    labeled(&mut ext, ["cn1Label", "cn1", "recordsScored"], n_records);
-    let severity = alert.severity.to_string();
-    labeled(&mut ext, ["cn2Label", "cn2", "alertSeverity"], severity);
-    if alert.summary.anomaly_rate.is_finite() {
-        let rate = alert.summary.anomaly_rate.to_string();
-        labeled(&mut ext, ["cfp1Label", "cfp1", "anomalyRate"], rate);
-    }
-    if let Some(score) = top.map(|r| r.score).filter(|s| s.is_finite()) {
-        let score = score.to_string();
-        labeled(&mut ext, ["cfp2Label", "cfp2", "anomalyScore"], score);
-    }
-    if let Some(at) = alert.acknowledged_at {
-        let acknowledged = [
-            "deviceCustomDate1Label",
-            "deviceCustomDate1",
-            "acknowledgedAt",
-        ];
-        labeled(&mut ext, acknowledged, at.timestamp_millis().to_string());
-    }
-
-    let mut line = String::from("CEF:0");
-    for field in [
-        PRODUCT,
-        PRODUCT,
-        ctx.product_version,
-        SIGNATURE_ID,
-        EVENT_NAME,
-    ] {
-        line.push('|');
-        line.push_str(&cef_header(field));
-    }
-    let _ = write!(line, "|{}|", cef_severity(alert.severity));
-    let mut first = true;
-    for (key, value) in ext {
-        if value.is_empty() {
-            continue;
-        }
-        if !first {
-            line.push(' ');
-        }
-        first = false;
-        line.push_str(key);
-        line.push('=');
-        line.push_str(&cef_value(&value));
-    }
-    line
-}
-
 /// One OCSF `evidences` entry for a record: its endpoints when known, and the record itself.
 fn ocsf_evidence(alert_id: &str, record: &AlertRecord) -> Value {
     let endpoints = Endpoints::of(record);
@@ -579,73 +485,8 @@ pub fn ocsf_severity(severity: u8) -> (u8, &'static str) {
     }
 }
 
-/// CEF header severity (0–10) for our 0–100 severity: divided by 10, rounded half up.
-pub fn cef_severity(severity: u8) -> u8 {
-    // u8 arithmetic would overflow for 251..=255; u16 keeps out-of-range input harmless.
-    let tenths = (u16::from(severity) + 5) / 10;
-    tenths.min(10) as u8
-}
-
-/// Longest CEF value (header field or extension value), in characters before escaping; longer
-/// ones are cut and end with `...`. Collectors commonly cap a syslog line at a few KiB, and
-/// ArcSight's own string fields hold at most 4,000 characters.
-pub const CEF_MAX_VALUE_CHARS: usize = 1023;
-
-/// Whether `c` may break a line or a terminal: C0 controls, DEL, C1 controls (NEL among them),
-/// and the Unicode line and paragraph separators.
-fn breaks_lines(c: char) -> bool {
-    c.is_control() || c == '\u{2028}' || c == '\u{2029}'
-}
-
-/// `s` cut to [`CEF_MAX_VALUE_CHARS`] characters.
-fn cef_capped(s: &str) -> impl Iterator<Item = char> + '_ {
-    let cut = s.chars().count() > CEF_MAX_VALUE_CHARS;
-    let keep = if cut {
-        CEF_MAX_VALUE_CHARS - 3
-    } else {
-        CEF_MAX_VALUE_CHARS
-    };
-    s.chars()
-        .take(keep)
-        .chain(if cut { "..." } else { "" }.chars())
-}
-
-/// Escapes a CEF header field: `\` and `|` get a backslash; a header cannot hold a line break,
-/// so CR, LF and every other control character become spaces. Capped at [`CEF_MAX_VALUE_CHARS`].
-pub fn cef_header(s: &str) -> String {
-    escaped(
-        cef_capped(s),
-        s.len().min(CEF_MAX_VALUE_CHARS + 8),
-        |c| match c {
-            '\\' => Some("\\\\"),
-            '|' => Some("\\|"),
-            c if breaks_lines(c) => Some(" "),
-            _ => None,
-        },
-    )
-}
-
-/// Escapes a CEF extension value: `\` and `=` get a backslash, LF and CR become the two
-/// characters `\n` and `\r`, and every other control character (C0, DEL, C1) and U+2028 /
-/// U+2029 a space, so a line is always one line and carries nothing a terminal acts on. `|`
-/// needs no escape in the extension. Capped at [`CEF_MAX_VALUE_CHARS`].
-pub fn cef_value(s: &str) -> String {
-    escaped(
-        cef_capped(s),
-        s.len().min(CEF_MAX_VALUE_CHARS + 8),
-        |c| match c {
-            '\\' => Some("\\\\"),
-            '=' => Some("\\="),
-            '\n' => Some("\\n"),
-            '\r' => Some("\\r"),
-            c if breaks_lines(c) => Some(" "),
-            _ => None,
-        },
-    )
-}
-
 /// The characters of `chars` with every one `escape` has a replacement for replaced by it.
-fn escaped(
+pub(super) fn escaped(
     chars: impl Iterator<Item = char>,
     capacity: usize,
     escape: impl Fn(char) -> Option<&'static str>,
@@ -709,30 +550,6 @@ fn insert_some(map: &mut Map<String, Value>, key: &str, value: Option<Value>) {
     }
 }
 
-/// A CEF custom field and its label: `[label key, key, label]`, then the value.
-fn labeled(
-    ext: &mut Vec<(&str, String)>,
-    [label_key, key, label]: [&'static str; 3],
-    value: String,
-) {
-    ext.push((label_key, label.to_string()));
-    ext.push((key, value));
-}
-
-/// A CEF address: an IPv4 one under `v4_key`, an IPv6 one in the labeled custom field `v6`.
-fn cef_address(
-    ext: &mut Vec<(&str, String)>,
-    ip: Option<IpAddr>,
-    v4_key: &'static str,
-    v6: [&'static str; 3],
-) {
-    match ip {
-        Some(IpAddr::V4(ip)) => ext.push((v4_key, ip.to_string())),
-        Some(IpAddr::V6(ip)) => labeled(ext, v6, ip.to_string()),
-        None => {}
-    }
-}
-
 /// An ECS `source` or `destination`: its IP and byte count, where known.
 fn ecs_endpoint(ip: Option<IpAddr>, bytes: Option<u64>) -> Map<String, Value> {
     let mut endpoint = Map::new();
@@ -749,14 +566,14 @@ fn insert_nonempty(map: &mut Map<String, Value>, key: &str, value: Map<String, V
 
 /// Who a record is about, read from its echoed fields (rules in the module docs).
 #[derive(Clone, Copy, Debug, Default)]
-struct Endpoints<'a> {
-    source_ip: Option<IpAddr>,
-    destination_ip: Option<IpAddr>,
-    host: Option<&'a str>,
+pub(super) struct Endpoints<'a> {
+    pub(super) source_ip: Option<IpAddr>,
+    pub(super) destination_ip: Option<IpAddr>,
+    pub(super) host: Option<&'a str>,
 }
 
 impl<'a> Endpoints<'a> {
-    fn of(record: &'a AlertRecord) -> Self {
+    pub(super) fn of(record: &'a AlertRecord) -> Self {
         let entity_values = || {
             ENTITY_KEYS
                 .iter()
@@ -809,7 +626,7 @@ fn push_unique(list: &mut Vec<String>, value: String) {
 }
 
 /// The first of `keys` present in the record's values, as whole bytes, if finite and ≥ 0.
-fn byte_count(record: &AlertRecord, keys: &[&str]) -> Option<u64> {
+pub(super) fn byte_count(record: &AlertRecord, keys: &[&str]) -> Option<u64> {
     let value = keys.iter().find_map(|k| record.values.get(*k))?;
     // `as` saturates at u64::MAX, which is the right answer for absurd inputs.
     (value.is_finite() && *value >= 0.0).then(|| value.round() as u64)
@@ -824,7 +641,7 @@ fn title(alert: &Alert) -> String {
 }
 
 /// One human sentence: the reason, then the top record and what drove its score.
-fn describe(alert: &Alert) -> String {
+pub(super) fn describe(alert: &Alert) -> String {
     let mut msg = alert.reason.trim_end_matches('.').to_string();
     let Some(top) = alert.records.first() else {
         msg.push('.');

@@ -3,6 +3,7 @@
 //! `formats` holds the pure exporters (ECS, OCSF, ArcSight CEF, Splunk HEC); delivery
 //! (`crate::webhooks`) lives elsewhere and calls into it.
 
+mod cef;
 pub mod formats;
 
 use formats::ExportContext;
