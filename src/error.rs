@@ -51,6 +51,7 @@ problem_codes! {
     InvalidRecords = "invalid-records",
     EmptyBatch = "empty-batch",
     NoFeatures = "no-features",
+    InsufficientTrainingData = "insufficient-training-data",
     InvalidZeekLine = "invalid-zeek-line",
     MissingZeekField = "missing-zeek-field",
     NoModel = "no-model",
@@ -104,10 +105,15 @@ impl ProblemCode {
             | IdempotencyAnswerNotKept => StatusCode::CONFLICT,
             BodyTooLarge | TooManyRecords | MemoryBudget => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType | UnsupportedContentEncoding => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            InvalidRecord | InvalidRecords | EmptyBatch | NoFeatures | InvalidZeekLine
-            | MissingZeekField | InvalidDetector | IdempotencyKeyReused => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            InvalidRecord
+            | InvalidRecords
+            | EmptyBatch
+            | NoFeatures
+            | InsufficientTrainingData
+            | InvalidZeekLine
+            | MissingZeekField
+            | InvalidDetector
+            | IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
             StoreUnavailable | Timeout | Overloaded | NotReady => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -316,6 +322,10 @@ impl From<FitError> for ApiError {
                 ApiError::invalid_value(e.to_string()).with_field("threshold")
             }
             FitError::Cancelled => cancelled(),
+            FitError::Insufficient(_) => {
+                ApiError::new(ProblemCode::InsufficientTrainingData, e.to_string())
+                    .with_field("records")
+            }
         }
     }
 }

@@ -395,6 +395,31 @@ fn cases() -> Vec<Case> {
             .json(format!(r#"{{"records": [{}], "features": ["latency"]}}"#, record(1e6)))
             .expect(422, "invalid-record")
             .at(0, "latency"),
+        // Training data that cannot separate anything: 422, and the active model stays.
+        Case::post("fit on one record", "/v1/model/fit")
+            .json(format!(r#"{{"records": [{}]}}"#, record(1e6)))
+            .expect(422, "insufficient-training-data")
+            .field("records"),
+        Case::post("fit on one record fewer than the minimum", "/v1/model/fit")
+            .json(json!({"records": records(7)}).to_string())
+            .expect(422, "insufficient-training-data")
+            .field("records"),
+        Case::post("fit on one generated record", "/v1/model/fit")
+            .json(r#"{"generate": {"n_records": 1}}"#)
+            .expect(422, "insufficient-training-data")
+            .field("records"),
+        Case::post("fit on constant records", "/v1/model/fit")
+            .json(json!({"records": vec![record(1e6); 500]}).to_string())
+            .expect(422, "insufficient-training-data")
+            .field("records"),
+        Case::post("CSV fit on three records", "/v1/model/fit")
+            .body("text/csv", csv_with(CSV_ROW.trim_end()))
+            .expect(422, "insufficient-training-data")
+            .field("records"),
+        Case::post("fit on constant records of a detector", "/v1/detectors/default/model/fit")
+            .body("text/csv", format!("{CSV_HEADER}{}", CSV_ROW.repeat(50)))
+            .expect(422, "insufficient-training-data")
+            .field("records"),
         Case::post("query parameters with a JSON fit", "/v1/model/fit?n_estimators=5")
             .json(r#"{"generate": {}}"#)
             .expect(400, "invalid-parameter"),
@@ -497,6 +522,65 @@ async fn every_bad_request_gets_the_right_problem_and_changes_nothing() {
         support::data::scores(&scored),
         "the service still scores as before"
     );
+}
+
+#[tokio::test]
+async fn degenerate_training_data_is_refused_naming_why_and_the_model_stays() {
+    let app = oneshot_app().await;
+    // Before any fit: refused, and still no model.
+    let response = app
+        .post_json("/v1/model/fit", &json!({"records": [record(1e6)]}))
+        .await;
+    let problem = assert_problem(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "insufficient-training-data",
+    )
+    .await;
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("1 training records are too few") && detail.contains("at least 8"),
+        "{detail}"
+    );
+    assert_eq!(app.active_version().await, None);
+
+    let model = app.fit_small(1).await;
+    let bursts: Vec<Value> = app
+        .seed_records()
+        .await
+        .into_iter()
+        .filter(|r| r["label"] == 1)
+        .collect();
+    let scored = app.score(&bursts).await;
+    let response = app
+        .post_json("/v1/model/fit", &json!({"records": vec![record(2e6); 300]}))
+        .await;
+    let problem = assert_problem(
+        response,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "insufficient-training-data",
+    )
+    .await;
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("every feature is constant"), "{detail}");
+    assert_eq!(app.active_version().await, model["version"].as_u64());
+    let rescored = app.score(&bursts).await;
+    assert_eq!(
+        support::data::scores(&rescored),
+        support::data::scores(&scored)
+    );
+    // The model still separates: every burst is flagged, as before the refused fit.
+    assert!(
+        rescored["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["is_anomaly"] == true)
+    );
+
+    // Eight records that vary are enough.
+    let fitted = app.fit(json!({"records": records(8)})).await;
+    assert_eq!(fitted["n_training_records"], 8);
 }
 
 #[tokio::test]

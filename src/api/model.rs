@@ -3,7 +3,7 @@
 use super::RecordsRequest;
 use super::idempotency::{IdempotencyKey, Start, request_parts, start_whole, whole};
 use super::problems::{
-    BadParameter, BodyProblems, CorruptModel, IdempotencyProblems, NoModelFound, NotFound,
+    BadParameter, BodyProblems, CorruptModel, FitProblems, NoModelFound, NotFound,
 };
 use axum::Json;
 use axum::body::Bytes;
@@ -155,7 +155,7 @@ fn number(name: &'static str, s: &str) -> Result<f64, ApiError> {
     responses(
         (status = 201, body = ModelMetaView, description = "The new active model"),
         BodyProblems,
-        IdempotencyProblems,
+        FitProblems,
     ))]
 pub async fn fit(
     State(state): State<AppState>,

@@ -55,13 +55,14 @@ problems! {
     NoSuchDetector { "404": "No detector of this name (`no-such-detector`)" }
     /// Detector settings: not JSON (400, 415), or not usable (422 `invalid-detector`).
     DetectorProblems { "400": "", "413": "", "415": "", "422": "Settings that cannot be used (`invalid-detector`), `field` names the one at fault" }
-    /// An operation taking an `Idempotency-Key` (listed after [`BodyProblems`], whose 422 it
-    /// describes more fully).
-    IdempotencyProblems {
+    /// A fit, which takes an `Idempotency-Key` (listed after [`BodyProblems`], whose 422 it
+    /// describes more fully): its key, and training data a model cannot be fitted on.
+    FitProblems {
         "409": "The Idempotency-Key's first request still runs (`idempotency-key-in-flight`, with `Retry-After`), or was done but its answer was too large to keep for replay (`idempotency-answer-not-kept`)",
-        "422": "A record or setting that cannot be used, or an Idempotency-Key sent before with a different request (`idempotency-key-reused`)",
+        "422": "A record or setting that cannot be used; training data that cannot separate anything (`insufficient-training-data`: fewer than 8 records, or every feature constant; the active model stays); or an Idempotency-Key sent before with a different request (`idempotency-key-reused`)",
     }
-    /// [`IdempotencyProblems`] on an operation that also needs a model.
+    /// An operation taking an `Idempotency-Key` that also needs a model (listed after
+    /// [`BodyProblems`], whose 422 it describes more fully).
     NoModelOrIdempotencyProblems {
         "409": "No model yet (`no-model`); or the Idempotency-Key's first request still runs (`idempotency-key-in-flight`, with `Retry-After`), or was done but its answer was too large to keep for replay (`idempotency-answer-not-kept`)",
         "422": "A record or setting that cannot be used, or an Idempotency-Key sent before with a different request (`idempotency-key-reused`)",

@@ -118,9 +118,12 @@ pub fn encode(records: &[SampleRecord], produces: Produces) -> Option<Vec<u8>> {
         }
         Produces::Csv => {
             let mut out = Vec::with_capacity(records.len() * 100);
+            // The network profile's records name their host: a column of its own, last.
+            let hosts = records.first().is_some_and(|r| r.src_ip.is_some());
             out.extend_from_slice(
-                b"timestamp,bytes_sent,bytes_received,connections,active_sessions,label,attack_kind\n",
+                b"timestamp,bytes_sent,bytes_received,connections,active_sessions,label,attack_kind",
             );
+            out.extend_from_slice(if hosts { b",src_ip\n" } else { b"\n" });
             for (i, r) in records.iter().enumerate() {
                 if i % ENCODE_BLOCK == 0 && stopped() {
                     return None;
@@ -144,6 +147,12 @@ pub fn encode(records: &[SampleRecord], produces: Produces) -> Option<Vec<u8>> {
                     )
                     .as_bytes(),
                 );
+                if hosts {
+                    out.pop();
+                    out.push(b',');
+                    out.extend_from_slice(r.src_ip.as_deref().unwrap_or_default().as_bytes());
+                    out.push(b'\n');
+                }
             }
             out
         }

@@ -1,4 +1,5 @@
-//! Seeded, reproducible sample traffic: the tutorial's data (`seed` profile) and a realistic profile with labeled attacks.
+//! Seeded, reproducible sample traffic: the tutorial's data (`seed` profile), a realistic
+//! profile with labeled attacks, and a network of many hosts (`network`, in [`network`]).
 //!
 //! The same [`GeneratorConfig`] always yields the same records (one `StdRng` seeded from
 //! `seed`, drawn in a fixed order). Records carry `label = 1` and an [`AttackKind`] when an
@@ -10,6 +11,8 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Poisson, StandardNormal};
 use serde::{Deserialize, Serialize};
+
+pub mod network;
 
 /// The four features of the seed tutorial, in the order [`SampleRecord::features`] returns them.
 pub const SEED_FEATURES: [&str; 4] = [
@@ -30,6 +33,9 @@ pub enum Profile {
     Seed,
     /// Daily and weekly rhythm, correlated features, labeled attacks at `anomaly_rate`.
     Realistic,
+    /// Many hosts (`hosts`) of several kinds and volumes, each record one host's window, named
+    /// in `src_ip`; labeled attacks per host and window at `anomaly_rate` (see [`network`]).
+    Network,
 }
 
 /// The kind of anomaly injected into a record.
@@ -52,6 +58,9 @@ pub enum AttackKind {
     /// every 10 minutes of the interval plus one session, placed only in off-hours (nights and
     /// weekends). The increase hides inside normal variation; it is meant to be hard to detect.
     Beaconing,
+    /// Network profile only: a workstation at night or on a weekend active as on a weekday
+    /// afternoon.
+    OffHours,
 }
 
 /// The attack kinds the realistic profile draws from by default (all but the tutorial's burst).
@@ -79,12 +88,17 @@ pub struct GeneratorConfig {
     pub interval_seconds: u64,
     /// Seed profile: rows 0, N, 2N, ... are bursts (default 100); 0 injects none.
     pub anomaly_every: usize,
-    /// Realistic profile: share of attack records, in [0, 0.5] (default 0.02).
+    /// Realistic and network profiles: share of attack records, in [0, 0.5] (default 0.02).
     /// The count is `round(anomaly_rate * n_records)`, spread evenly over `attack_kinds`.
     pub anomaly_rate: f64,
-    /// Realistic profile: attack kinds to inject, each at most once in the list
-    /// (default exfiltration, flood, port_scan, beaconing).
-    pub attack_kinds: Vec<AttackKind>,
+    /// Realistic and network profiles: attack kinds to inject, each at most once in the list
+    /// (default: realistic exfiltration, flood, port_scan, beaconing; network exfiltration,
+    /// off_hours, port_scan, beaconing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attack_kinds: Option<Vec<AttackKind>>,
+    /// Network profile: number of hosts, 1 to 100,000 (default 100); record `i` is host
+    /// `i % hosts` in window `i / hosts`.
+    pub hosts: usize,
 }
 
 impl Default for GeneratorConfig {
@@ -100,8 +114,30 @@ impl Default for GeneratorConfig {
             interval_seconds: 3600,
             anomaly_every: 100,
             anomaly_rate: 0.02,
-            attack_kinds: DEFAULT_ATTACK_KINDS.to_vec(),
+            attack_kinds: None,
+            hosts: 100,
         }
+    }
+}
+
+impl GeneratorConfig {
+    /// The network profile over `hosts` hosts for `days` days of 5-minute windows from Monday
+    /// 2024-01-01, attacks at `anomaly_rate`: the data the entity-baseline measurements use.
+    pub fn network(hosts: usize, days: usize, anomaly_rate: f64, seed: u64) -> Self {
+        Self {
+            profile: Profile::Network,
+            n_records: hosts * days * 288,
+            seed,
+            interval_seconds: 300,
+            anomaly_rate,
+            hosts,
+            ..Self::default()
+        }
+    }
+
+    /// The attack kinds asked for, or `default` (the profile's) when none were named.
+    pub fn attack_kinds_or<'a>(&'a self, default: &'a [AttackKind]) -> &'a [AttackKind] {
+        self.attack_kinds.as_deref().unwrap_or(default)
     }
 }
 
@@ -110,6 +146,9 @@ impl Default for GeneratorConfig {
 pub struct SampleRecord {
     /// When the interval starts.
     pub timestamp: DateTime<Utc>,
+    /// The host the record describes (network profile only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src_ip: Option<String>,
     /// Bytes sent in the interval (never negative).
     pub bytes_sent: f64,
     /// Bytes received in the interval (never negative).
@@ -154,6 +193,10 @@ pub enum GeneratorError {
     NoAttackKinds,
     #[error("attack_kinds lists {0:?} more than once")]
     DuplicateAttackKind(AttackKind),
+    #[error("attack kind {0:?} is only injected by the network profile")]
+    NetworkOnlyAttackKind(AttackKind),
+    #[error("hosts must be between 1 and {max}, got {0}", max = network::MAX_HOSTS)]
+    Hosts(usize),
 }
 
 impl GeneratorError {
@@ -163,9 +206,10 @@ impl GeneratorError {
             GeneratorError::NRecords(_) => "n_records",
             GeneratorError::IntervalSeconds(_) | GeneratorError::TimeRange => "interval_seconds",
             GeneratorError::AnomalyRate(_) => "anomaly_rate",
-            GeneratorError::NoAttackKinds | GeneratorError::DuplicateAttackKind(_) => {
-                "attack_kinds"
-            }
+            GeneratorError::NoAttackKinds
+            | GeneratorError::DuplicateAttackKind(_)
+            | GeneratorError::NetworkOnlyAttackKind(_) => "attack_kinds",
+            GeneratorError::Hosts(_) => "hosts",
         }
     }
 }
@@ -179,17 +223,32 @@ impl GeneratorConfig {
         if self.interval_seconds == 0 {
             return Err(GeneratorError::IntervalSeconds(0));
         }
-        timestamp_at(self.start, self.interval_seconds, self.n_records - 1)?;
-        if self.profile == Profile::Realistic {
+        if self.profile == Profile::Network {
+            if !(1..=network::MAX_HOSTS).contains(&self.hosts) {
+                return Err(GeneratorError::Hosts(self.hosts));
+            }
+            let windows = self.n_records.div_ceil(self.hosts);
+            timestamp_at(self.start, self.interval_seconds, windows - 1)?;
+        } else {
+            timestamp_at(self.start, self.interval_seconds, self.n_records - 1)?;
+        }
+        if matches!(self.profile, Profile::Realistic | Profile::Network) {
             if !(0.0..=0.5).contains(&self.anomaly_rate) {
                 return Err(GeneratorError::AnomalyRate(self.anomaly_rate));
             }
-            if self.anomaly_rate > 0.0 && self.attack_kinds.is_empty() {
+            let kinds = self.attack_kinds_or(match self.profile {
+                Profile::Network => &network::NETWORK_ATTACK_KINDS,
+                _ => &DEFAULT_ATTACK_KINDS,
+            });
+            if self.anomaly_rate > 0.0 && kinds.is_empty() {
                 return Err(GeneratorError::NoAttackKinds);
             }
-            for (i, kind) in self.attack_kinds.iter().enumerate() {
-                if self.attack_kinds[..i].contains(kind) {
+            for (i, kind) in kinds.iter().enumerate() {
+                if kinds[..i].contains(kind) {
                     return Err(GeneratorError::DuplicateAttackKind(*kind));
+                }
+                if *kind == AttackKind::OffHours && self.profile != Profile::Network {
+                    return Err(GeneratorError::NetworkOnlyAttackKind(*kind));
                 }
             }
         }
@@ -204,6 +263,7 @@ pub fn generate(cfg: &GeneratorConfig) -> Result<Vec<SampleRecord>, GeneratorErr
     match cfg.profile {
         Profile::Seed => generate_seed(cfg, &mut rng),
         Profile::Realistic => generate_realistic(cfg, &mut rng),
+        Profile::Network => network::generate_network(cfg, &mut rng),
     }
 }
 
@@ -262,6 +322,7 @@ fn generate_seed(
     for i in 0..n {
         records.push(SampleRecord {
             timestamp: timestamp_at(cfg.start, cfg.interval_seconds, i)?,
+            src_ip: None,
             bytes_sent: sent[i].max(0.0),
             bytes_received: received[i].max(0.0),
             connections: connections[i],
@@ -349,6 +410,7 @@ fn generate_realistic(
             connections as f64 * log_normal(rng, 1.2e4, 0.4) + log_normal(rng, 3e4, 0.3);
         let mut r = SampleRecord {
             timestamp: t,
+            src_ip: None,
             bytes_sent,
             bytes_received,
             connections,
@@ -372,7 +434,7 @@ fn assign_attacks(
 ) -> Vec<Option<AttackKind>> {
     let n = timestamps.len();
     let mut out = vec![None; n];
-    let kinds = &cfg.attack_kinds;
+    let kinds = cfg.attack_kinds_or(&DEFAULT_ATTACK_KINDS);
     let total = ((cfg.anomaly_rate * n as f64).round() as usize).min(n);
     if total == 0 || kinds.is_empty() {
         return out;
@@ -440,6 +502,8 @@ fn inject_attack<R: Rng + ?Sized>(
             r.bytes_sent += beacons as f64 * log_normal(rng, 1.5e3, 0.05);
             r.bytes_received += beacons as f64 * log_normal(rng, 3e3, 0.05);
         }
+        // The network profile injects its own (`check` refuses it in the others).
+        AttackKind::OffHours => {}
     }
     r.label = 1;
     r.attack_kind = Some(kind);
@@ -667,7 +731,7 @@ mod tests {
             profile: Profile::Realistic,
             n_records: 1000,
             anomaly_rate: 0.1,
-            attack_kinds: vec![AttackKind::Burst, AttackKind::PortScan],
+            attack_kinds: Some(vec![AttackKind::Burst, AttackKind::PortScan]),
             ..Default::default()
         })
         .unwrap();
@@ -728,7 +792,7 @@ mod tests {
             r#"{"profile": "realistic", "start": "2024-06-01T12:00:00Z", "attack_kinds": ["port_scan"]}"#,
         )
         .unwrap();
-        assert_eq!(cfg.attack_kinds, vec![AttackKind::PortScan]);
+        assert_eq!(cfg.attack_kinds, Some(vec![AttackKind::PortScan]));
         assert_eq!(cfg.n_records, 720);
         let recs = generate(&GeneratorConfig {
             n_records: 2,

@@ -2,6 +2,7 @@
 //!
 //! Nothing here knows about HTTP; the API layer converts its bodies into these types.
 
+pub mod baseline;
 pub mod explain;
 pub mod forest;
 pub mod generator;

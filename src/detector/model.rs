@@ -114,6 +114,51 @@ pub enum FitError {
     /// The fit's [`FitWatch`](super::forest::FitWatch) asked it to stop.
     #[error("the fit was cancelled")]
     Cancelled,
+    /// Training data that cannot separate anything: the model would score every record alike.
+    #[error(transparent)]
+    Insufficient(#[from] InsufficientData),
+}
+
+/// Fewest training records a fit accepts.
+///
+/// Each tree is grown on ψ = min(256, n) rows and stops at depth ⌈log₂ ψ⌉. From 8 rows on, a
+/// tree reaches depth 3, so an isolated record (one split) and a typical one (three) differ
+/// clearly in path length; below that the paths are one or two splits long, every score sits
+/// near 0.5 and which records come out on top is chance (with one record every score is exactly
+/// 0.5, and nothing is ever flagged).
+pub const MIN_TRAINING_RECORDS: usize = 8;
+
+/// Why training data cannot make a useful model.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum InsufficientData {
+    #[error(
+        "{got} training records are too few: a fit needs at least {min} to tell unusual \
+         records from usual ones (with fewer, every score is close to 0.5)"
+    )]
+    TooFewRecords { got: usize, min: usize },
+    #[error(
+        "every feature is constant over the {n_records} training records, so no record can be \
+         told from another and every score would be 0.5; train on data that varies"
+    )]
+    Constant { n_records: usize },
+}
+
+/// Refuses training data a forest cannot learn anything from: fewer than
+/// [`MIN_TRAINING_RECORDS`] records, or every column constant.
+pub fn check_training_data(x: &Matrix) -> Result<(), InsufficientData> {
+    if x.n_rows() < MIN_TRAINING_RECORDS {
+        return Err(InsufficientData::TooFewRecords {
+            got: x.n_rows(),
+            min: MIN_TRAINING_RECORDS,
+        });
+    }
+    let first = x.row(0);
+    if x.rows().all(|r| r == first) {
+        return Err(InsufficientData::Constant {
+            n_records: x.n_rows(),
+        });
+    }
+    Ok(())
 }
 
 /// A fitted model, ready to score.
@@ -188,6 +233,7 @@ impl Model {
                 feature: features[pos % x.n_cols()].clone(),
             });
         }
+        check_training_data(x)?;
         let scaler = Scaler::fit(x)?;
         check_scaler(&scaler, &features)?;
         let scaled = scaler.transform(x);
@@ -585,6 +631,45 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    fn fit_rows(rows: &[[f64; 2]]) -> Result<Model, FitError> {
+        let x = Matrix::from_rows(rows).unwrap();
+        let names = vec!["a".to_string(), "b".to_string()];
+        Model::fit(&x, names, &ForestParams::default(), Utc::now())
+    }
+
+    #[test]
+    fn too_few_records_are_refused_and_the_minimum_fits() {
+        let rows: Vec<[f64; 2]> = (0..MIN_TRAINING_RECORDS)
+            .map(|i| [i as f64, (i % 3) as f64])
+            .collect();
+        for n in [1, MIN_TRAINING_RECORDS - 1] {
+            assert_eq!(
+                fit_rows(&rows[..n]).unwrap_err(),
+                FitError::Insufficient(InsufficientData::TooFewRecords {
+                    got: n,
+                    min: MIN_TRAINING_RECORDS
+                })
+            );
+        }
+        let model = fit_rows(&rows).expect("the minimum fits");
+        // And it tells records apart: an outlier scores above every training record.
+        let train = model.score(&Matrix::from_rows(&rows).unwrap());
+        let far = model.score(&Matrix::from_rows(&[[1e6, -1e6]]).unwrap())[0];
+        assert!(train.iter().all(|&s| s < far), "{train:?} vs {far}");
+    }
+
+    #[test]
+    fn constant_data_is_refused_but_one_varying_feature_is_enough() {
+        let constant = vec![[3.0, 7.0]; 100];
+        assert_eq!(
+            fit_rows(&constant).unwrap_err(),
+            FitError::Insufficient(InsufficientData::Constant { n_records: 100 })
+        );
+        let mut one_varies = constant.clone();
+        one_varies[10][1] = 8.0;
+        assert!(fit_rows(&one_varies).is_ok());
     }
 
     #[test]

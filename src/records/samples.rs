@@ -24,6 +24,7 @@ pub fn sample_batch(
         "active_sessions",
         "label",
         "attack_kind",
+        "src_ip",
     ]
     .map(String::from);
     let roles = b.header_roles(&names);
@@ -43,6 +44,9 @@ pub fn sample_batch(
             // Only injected anomalies carry a kind: few records, so its serde name is cheap.
             let name = serde_json::to_value(kind).expect("attack kinds always serialise");
             b.field(roles[6], CellRef::Text(name.as_str().unwrap_or_default()));
+        }
+        if let Some(ip) = &r.src_ip {
+            b.field(roles[7], CellRef::Text(ip));
         }
         b.end_record();
     }

@@ -93,6 +93,48 @@ async fn samples_come_as_json_csv_or_ndjson() {
     assert_eq!(lines, records, "NDJSON holds the same records as JSON");
 }
 
+#[tokio::test]
+async fn the_network_profile_names_each_host_in_json_and_csv_and_fits() {
+    let app = oneshot_app().await;
+    let request = json!({"profile": "network", "hosts": 40, "n_records": 2880,
+                         "interval_seconds": 300, "anomaly_rate": 0.02, "seed": 3});
+    let body = json_ok(app.post_json("/v1/samples", &request).await).await;
+    let records = body["records"].as_array().unwrap();
+    assert_eq!(records.len(), 2880);
+    // Record i is host i % 40 in window i / 40.
+    assert_eq!(records[0]["src_ip"], records[40]["src_ip"]);
+    assert_ne!(records[0]["src_ip"], records[1]["src_ip"]);
+    assert_eq!(records[40]["timestamp"], "2024-01-01T00:05:00Z");
+    let kinds: std::collections::BTreeSet<&str> = records
+        .iter()
+        .filter_map(|r| r["attack_kind"].as_str())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["beaconing", "exfiltration", "off_hours", "port_scan"].into()
+    );
+    assert_eq!(records.iter().filter(|r| r["label"] == 1).count(), 58);
+
+    let csv = app
+        .post_json_accept("/v1/samples", "text/csv", &request)
+        .await
+        .text()
+        .await
+        .unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        lines[0],
+        "timestamp,bytes_sent,bytes_received,connections,active_sessions,label,attack_kind,src_ip"
+    );
+    assert_eq!(lines.len(), 2881);
+    assert!(lines[1].ends_with(&format!(",{}", records[0]["src_ip"].as_str().unwrap())));
+
+    // The generated records fit like any others (src_ip is not a feature).
+    let meta = app.fit(json!({"generate": request})).await;
+    assert_eq!(meta["n_training_records"], 2880);
+    assert_eq!(meta["features"], json!(SEED_FEATURES));
+}
+
 /// generate → fit → score → alert → list → get → ack → chart.
 #[tokio::test]
 async fn a_user_fits_scores_and_handles_the_alert() {

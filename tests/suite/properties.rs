@@ -6,7 +6,7 @@
 
 use chrono::{TimeZone, Utc};
 use netsentinel::detector::Matrix;
-use netsentinel::detector::model::Model;
+use netsentinel::detector::model::{MIN_TRAINING_RECORDS, Model, check_training_data};
 use netsentinel::detector::params::{AutoTag, Contamination, ForestParams, MaxSamples};
 use netsentinel::detector::severity::severity;
 use netsentinel::error::ApiError;
@@ -32,8 +32,9 @@ fn features(d: usize) -> Vec<String> {
     (0..d).map(|j| format!("f{j}")).collect()
 }
 
-/// A training matrix of `1..=rows` rows and `1..=4` columns. Values range over many magnitudes,
-/// include repeats (constant columns) and negatives, as traffic counters and deltas do.
+/// A training matrix of `MIN_TRAINING_RECORDS..=80` rows and `1..=4` columns, not every row the
+/// same (a fit refuses those). Values range over many magnitudes, include repeats (constant
+/// columns) and negatives, as traffic counters and deltas do.
 fn matrix() -> impl Strategy<Value = Matrix> {
     let value = prop_oneof![
         4 => -1e6f64..1e6,
@@ -41,7 +42,7 @@ fn matrix() -> impl Strategy<Value = Matrix> {
         1 => -1e12f64..1e12,
         1 => Just(42.0),
     ];
-    (1usize..=4, 1usize..=80)
+    (1usize..=4, MIN_TRAINING_RECORDS..=80)
         .prop_flat_map(move |(d, n)| {
             (
                 Just(d),
@@ -50,6 +51,9 @@ fn matrix() -> impl Strategy<Value = Matrix> {
             )
         })
         .prop_map(|(d, n, data)| Matrix::new(n, d, data).expect("shape matches"))
+        .prop_filter("a fit needs rows that differ", |x| {
+            check_training_data(x).is_ok()
+        })
 }
 
 fn params() -> impl Strategy<Value = ForestParams> {

@@ -15,6 +15,7 @@ use crate::detector::generator::{AttackKind, GeneratorConfig, Profile};
 pub enum ProfileView {
     Seed,
     Realistic,
+    Network,
 }
 
 /// The kind of anomaly injected into a record.
@@ -28,6 +29,7 @@ pub enum AttackKindView {
     Flood,
     PortScan,
     Beaconing,
+    OffHours,
 }
 
 /// How to generate sample traffic. Every field has a default; unknown fields are rejected.
@@ -56,14 +58,20 @@ pub struct GeneratorConfigView {
     /// Seed profile: rows 0, N, 2N, ... are bursts (default 100); 0 injects none.
     #[schema(example = 100)]
     pub anomaly_every: usize,
-    /// Realistic profile: share of attack records, in [0, 0.5] (default 0.02).
+    /// Realistic and network profiles: share of attack records, in [0, 0.5] (default 0.02).
     /// The count is `round(anomaly_rate * n_records)`, spread evenly over `attack_kinds`.
     #[schema(example = 0.02, minimum = 0.0, maximum = 0.5)]
     pub anomaly_rate: f64,
-    /// Realistic profile: attack kinds to inject, each at most once in the list
-    /// (default exfiltration, flood, port_scan, beaconing).
-    #[schema(value_type = Vec<AttackKindView>, example = json!(["exfiltration", "flood", "port_scan", "beaconing"]))]
-    pub attack_kinds: Vec<AttackKind>,
+    /// Realistic and network profiles: attack kinds to inject, each at most once in the list
+    /// (default: realistic exfiltration, flood, port_scan, beaconing; network exfiltration,
+    /// off_hours, port_scan, beaconing). `off_hours` is the network profile's only.
+    #[schema(value_type = Option<Vec<AttackKindView>>, example = json!(["exfiltration", "flood", "port_scan", "beaconing"]))]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attack_kinds: Option<Vec<AttackKind>>,
+    /// Network profile: number of hosts, 1 to 100,000 (default 100); record `i` is host
+    /// `i % hosts` in window `i / hosts` (windows of `interval_seconds`).
+    #[schema(example = 100, minimum = 1, maximum = 100_000)]
+    pub hosts: usize,
 }
 
 impl Default for GeneratorConfigView {
@@ -79,6 +87,7 @@ impl Default for GeneratorConfigView {
             anomaly_every: d.anomaly_every,
             anomaly_rate: d.anomaly_rate,
             attack_kinds: d.attack_kinds,
+            hosts: d.hosts,
         }
     }
 }
@@ -91,6 +100,10 @@ pub struct SampleRecordView {
     /// When the interval starts.
     #[schema(example = "2024-01-01T00:00:00Z")]
     pub timestamp: DateTime<Utc>,
+    /// The host the record describes (network profile only).
+    #[schema(example = "10.1.0.1")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src_ip: Option<String>,
     /// Bytes sent in the interval (never negative).
     #[schema(example = 1012345.0)]
     pub bytes_sent: f64,
@@ -117,15 +130,19 @@ mod tests {
     use crate::api::views::check::mirrors;
     use crate::detector::generator::generate;
 
-    fn configs() -> [GeneratorConfig; 2] {
+    fn configs() -> [GeneratorConfig; 3] {
         [
             GeneratorConfig::default(),
             GeneratorConfig {
                 profile: Profile::Realistic,
                 n_records: 500,
                 anomaly_rate: 0.1,
-                attack_kinds: vec![AttackKind::Burst, AttackKind::PortScan],
+                attack_kinds: Some(vec![AttackKind::Burst, AttackKind::PortScan]),
                 ..GeneratorConfig::default()
+            },
+            GeneratorConfig {
+                anomaly_rate: 0.1,
+                ..GeneratorConfig::network(20, 1, 0.1, 3)
             },
         ]
     }
@@ -135,7 +152,7 @@ mod tests {
         for config in configs() {
             mirrors::<GeneratorConfigView>(&config);
         }
-        for profile in [Profile::Seed, Profile::Realistic] {
+        for profile in [Profile::Seed, Profile::Realistic, Profile::Network] {
             mirrors::<ProfileView>(&profile);
         }
     }
@@ -156,9 +173,10 @@ mod tests {
             AttackKind::Flood,
             AttackKind::PortScan,
             AttackKind::Beaconing,
+            AttackKind::OffHours,
         ] {
             mirrors::<AttackKindView>(&kind);
         }
-        assert!(kinds.contains(&None) && kinds.len() >= 3, "{kinds:?}");
+        assert!(kinds.contains(&None) && kinds.len() >= 6, "{kinds:?}");
     }
 }
