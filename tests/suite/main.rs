@@ -1,6 +1,8 @@
 //! Most integration tests, as one binary: one compile of `support` and one link instead of one
 //! per file (CI's build time). Tests that read process-wide state (the global /metrics recorder,
-//! the process's RSS) stay in their own binaries beside this folder: tests/*.rs.
+//! the process's RSS) stay in their own binaries beside this folder: tests/*.rs, and so does
+//! `scale_out` (three replicas with webhook receivers under kill -9: exactly-once assertions
+//! that want the machine to themselves, as they had it before).
 //!
 //! Run one file's tests with `cargo test --test suite <file>::`, e.g. `cargo test --test suite
 //! crash_restart::`.
@@ -20,6 +22,7 @@ mod api_persistence;
 mod api_security;
 mod api_streaming;
 mod api_walkthrough;
+mod baseline_accuracy;
 mod cancellation;
 mod crash_restart;
 mod detector_accuracy;
@@ -29,7 +32,6 @@ mod pg_detectors;
 mod pg_idempotency;
 mod pg_store;
 mod properties;
-mod scale_out;
 mod scale_out_db_restart;
 mod siem_formats;
 mod stored_alerts;

@@ -5,16 +5,18 @@
 //! `NETSENTINEL_TEST_DATABASE_URL` (see `tests/support/postgres.rs`). Loops are bounded by deadlines;
 //! nothing asserts on speed.
 
+mod support;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::support::eventually;
-use crate::support::postgres::{Replica, TestDb};
-use crate::support::traffic::{alert_pages, bursty_batch, client, get_json, post_json};
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
+use support::eventually;
+use support::postgres::{Replica, TestDb};
+use support::traffic::{alert_pages, bursty_batch, client, get_json, post_json};
 
 /// A model change on one replica must show on every replica within this (the follower polls
 /// every 2 s and usually hears a NOTIFY within milliseconds).
