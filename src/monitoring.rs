@@ -66,8 +66,8 @@ const COUNTERS: [(&str, &str); 14] = [
         "Windows closed, scored and stored by continuous ingest, by detector",
     ),
     (
-        "netsentinel_ingest_conflicts_total",
-        "Ingest commits another replica beat (the call reloaded the stream and folded again)",
+        "netsentinel_ingest_reloads_total",
+        "Ingest calls that found, under the stream lock, another replica's commit since their own and reloaded the stream",
     ),
     (
         "netsentinel_windows_pruned_total",

@@ -247,6 +247,85 @@ async fn a_retried_batch_counts_once_and_late_lines_are_counted_not_merged() {
     assert!(line.ends_with(" 10"), "{line}");
 }
 
+/// Posts `body` to `path` with an `Idempotency-Key`: status, replayed header, body bytes.
+async fn keyed(app: &TestApp, path: &str, key: &str, body: String) -> (StatusCode, bool, Vec<u8>) {
+    let r = app
+        .send(
+            app.request(reqwest::Method::POST, path)
+                .header("Idempotency-Key", key)
+                .header(reqwest::header::CONTENT_TYPE, TSV)
+                .body(body),
+        )
+        .await;
+    let replayed = r.headers().get("idempotency-replayed").is_some();
+    (r.status(), replayed, r.bytes().await.unwrap().to_vec())
+}
+
+#[tokio::test]
+async fn an_idempotency_key_on_ingest_and_flush_replays_the_first_answer_and_changes_nothing() {
+    let app = spawn_app().await;
+    let (header, lines) = tsv();
+    let base = detector(&app, "keyed", "10m", json!({})).await;
+    let first = format!("{header}{}", lines[..100].concat());
+    let path = format!("{base}/ingest");
+    let (status, replayed, answer) = keyed(&app, &path, "batch-1", first.clone()).await;
+    assert_eq!((status, replayed), (StatusCode::ACCEPTED, false));
+    let a: Value = serde_json::from_slice(&answer).unwrap();
+    assert_eq!(a["accepted"], 100, "{a}");
+    // The repeat is answered the first answer, byte for byte (a fold would say 0 accepted and
+    // 100 duplicates), and counts nothing.
+    let (status, replayed, again) = keyed(&app, &path, "batch-1", first.clone()).await;
+    assert_eq!((status, replayed), (StatusCode::ACCEPTED, true));
+    assert_eq!(again, answer);
+    // The same key with another batch is refused; nothing of that batch is folded.
+    let other = format!("{header}{}", lines[100..110].concat());
+    let reused = app
+        .send(
+            app.request(reqwest::Method::POST, &path)
+                .header("Idempotency-Key", "batch-1")
+                .header(reqwest::header::CONTENT_TYPE, TSV)
+                .body(other),
+        )
+        .await;
+    assert_problem(
+        reused,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency-key-reused",
+    )
+    .await;
+    // Keys survive a restart: they are committed with the stream.
+    let app = app.restart().await;
+    let (status, replayed, again) = keyed(&app, &path, "batch-1", first).await;
+    assert_eq!(
+        (status, replayed, again),
+        (StatusCode::ACCEPTED, true, answer)
+    );
+    let (_, _, rest) = keyed(&app, &path, "batch-2", lines[100..].concat()).await;
+    let rest: Value = serde_json::from_slice(&rest).unwrap();
+    assert_eq!(rest["accepted"], lines.len() - 100, "{rest}");
+    // A keyed flush, repeated: the first flush's answer (every window it closed), not an
+    // empty flush.
+    let flush = format!("{base}/flush");
+    let (status, replayed, flushed) = keyed(&app, &flush, "flush-1", String::new()).await;
+    assert_eq!((status, replayed), (StatusCode::OK, false));
+    let (_, replayed, again) = keyed(&app, &flush, "flush-1", String::new()).await;
+    assert_eq!((replayed, &again), (true, &flushed));
+    let flushed: Value = serde_json::from_slice(&flushed).unwrap();
+    let whole = format!("{header}{}", lines.concat());
+    let expected = scored_at_once(&app, &base, TSV, whole.into_bytes()).await;
+    assert_eq!(flushed["windows_closed"], expected.len());
+    assert_eq!(as_map(&stored_windows(&app, &base).await), expected);
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    // The repeats folded nothing: no line of theirs came back as a duplicate.
+    let duplicates = metrics
+        .lines()
+        .find(|l| l.starts_with("netsentinel_ingest_duplicates_total{detector=\"keyed\"}"));
+    assert!(
+        duplicates.is_none_or(|l| l.ends_with(" 0")),
+        "{duplicates:?}"
+    );
+}
+
 #[tokio::test]
 async fn a_malformed_line_mid_batch_is_skipped_and_reported_and_the_good_lines_kept() {
     let app = oneshot_app().await;

@@ -1,4 +1,4 @@
-//! `Idempotency-Key` on the operations that change something (score, fit): the header read and
+//! `Idempotency-Key` on the operations that change something (score, fit, ingest, flush): the header read and
 //! checked, the request hashed, and kept answers replayed. What a key means and how it is kept
 //! is `service::idempotency`'s.
 
@@ -155,11 +155,15 @@ pub async fn start_whole(
     };
     let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
     let hash = RequestHash::of_whole(&parts, body).await?;
-    match idem::begin(state, scope, k).await? {
+    match idem::begin(state, scope.clone(), k.clone()).await? {
         Lookup::Run(claim) => Ok(Start::Run {
-            key: Some(KeyedRun::new(claim, hash)),
+            key: Some(KeyedRun::new(claim, hash.clone())),
             body: (),
-            retry: None,
+            retry: Some(Retry {
+                scope,
+                key: k,
+                hash,
+            }),
         }),
         Lookup::Done(record) => Ok(Start::Replay(replayed(idem::replay(
             *record,

@@ -1,24 +1,25 @@
 //! Continuous ingest: `POST …/ingest` (202), `POST …/flush` and `GET …/windows`, for `default`
 //! under `/v1` and for every detector under `/v1/detectors/{name}`.
 
-use axum::Json;
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::detectors::Detector;
+use super::idempotency::{IdempotencyKey, Start, or_replay, request_parts, start_whole, whole};
 use super::problems::{BadParameter, BodyProblems, IngestProblems};
 use super::views::alerts::AlertView;
-use super::views::bodies::{Binary, ContentEncodingHeader};
+use super::views::bodies::{Binary, ContentEncodingHeader, IdempotencyKeyHeader};
 use super::views::scoring::FeatureContributionView;
 use crate::error::ApiError;
 use crate::records::zeek::{Reject, ZeekFormat};
 use crate::records::{BodyFormat, RecordError, RecordErrorKind};
+use crate::service::idempotency::{Answer, AnswerOf};
 use crate::service::ingest::{self, IngestOutcome};
 use crate::state::AppState;
 use crate::store::alerts::Alert;
@@ -91,9 +92,11 @@ impl From<IngestOutcome> for IngestAnswer {
 /// passes its end, and is then scored by the active model, stored (`GET …/windows`) and may
 /// raise an alert. A retried line (same `uid`) counts once; a line for a closed window is
 /// `late`. With `source.on_invalid: skip` (the default) unreadable lines are reported and the
-/// rest accepted. Everything in a 202 is committed.
+/// rest accepted. Everything in a 202 is committed. With an `Idempotency-Key`, a repeat of the
+/// request answers the first answer again and changes nothing (the key is committed with the
+/// call's effect); the same key with another body is 422 `idempotency-key-reused`.
 #[utoipa::path(post, path = "/ingest", tag = "ingest",
-    params(ContentEncodingHeader),
+    params(ContentEncodingHeader, IdempotencyKeyHeader),
     request_body(content(
         (Binary = "text/zeek-tsv"),
         (Binary = "application/x-zeek-json"),
@@ -106,6 +109,8 @@ impl From<IngestOutcome> for IngestAnswer {
 pub async fn ingest(
     State(state): State<AppState>,
     Detector(det): Detector,
+    key: IdempotencyKey,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -121,16 +126,26 @@ pub async fn ingest(
         }
     };
     let body = super::whole_body(&headers, body, state.settings().max_body_bytes).await?;
-    let outcome = ingest::ingest(&state, &det, format, body).await?;
-    Ok((StatusCode::ACCEPTED, Json(IngestAnswer::from(outcome))).into_response())
+    let parts = (det.name(), request_parts("ingest", &uri, &headers));
+    let (key, retry) = match start_whole(&state, &key, parts, body.clone()).await? {
+        Start::Replay(answer) => return Ok(answer),
+        Start::Run { key, retry, .. } => (key, retry),
+    };
+    let keyed = key.map(|k| (k, answer_of(StatusCode::ACCEPTED)));
+    let outcome = ingest::ingest(&state, &det, format, body, keyed).await;
+    Ok(match or_replay(&state, retry, outcome).await? {
+        Ok(o) => whole(answer_of(StatusCode::ACCEPTED)(&o)),
+        Err(replayed) => replayed,
+    })
 }
 
 /// Close every open window of the detector's stream now.
 ///
 /// For the end of a log or a quiet period: the open windows are scored, stored and alerted on
 /// as if the watermark had passed them, and the watermark moves past them, so later lines for
-/// them are `late`.
+/// them are `late`. With an `Idempotency-Key`, a repeat answers what the first flush did.
 #[utoipa::path(post, path = "/flush", tag = "ingest",
+    params(IdempotencyKeyHeader),
     responses(
         (status = 200, body = IngestAnswer),
         IngestProblems,
@@ -138,8 +153,31 @@ pub async fn ingest(
 pub async fn flush(
     State(state): State<AppState>,
     Detector(det): Detector,
-) -> Result<Json<IngestAnswer>, ApiError> {
-    Ok(Json(ingest::flush(&state, &det).await?.into()))
+    key: IdempotencyKey,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let parts = (det.name(), request_parts("flush", &uri, &headers));
+    let (key, retry) = match start_whole(&state, &key, parts, Bytes::new()).await? {
+        Start::Replay(answer) => return Ok(answer),
+        Start::Run { key, retry, .. } => (key, retry),
+    };
+    let keyed = key.map(|k| (k, answer_of(StatusCode::OK)));
+    let outcome = ingest::flush(&state, &det, keyed).await;
+    Ok(match or_replay(&state, retry, outcome).await? {
+        Ok(o) => whole(answer_of(StatusCode::OK)(&o)),
+        Err(replayed) => replayed,
+    })
+}
+
+/// An ingest or flush answer (kept as sent for its `Idempotency-Key`).
+fn answer_of(status: StatusCode) -> AnswerOf<IngestOutcome> {
+    Box::new(move |o: &IngestOutcome| Answer {
+        status: status.as_u16(),
+        content_type: "application/json".to_owned(),
+        headers: Vec::new(),
+        body: serde_json::to_vec(&IngestAnswer::from(o.clone())).unwrap_or_default(),
+    })
 }
 
 /// Which closed windows to list.

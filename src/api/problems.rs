@@ -67,8 +67,12 @@ problems! {
         "409": "No model yet (`no-model`); or the Idempotency-Key's first request still runs (`idempotency-key-in-flight`, with `Retry-After`), or was done but its answer was too large to keep for replay (`idempotency-answer-not-kept`)",
         "422": "A record or setting that cannot be used, or an Idempotency-Key sent before with a different request (`idempotency-key-reused`)",
     }
-    /// Continuous ingest that cannot run now: no model, or a stream it cannot take.
-    IngestProblems { "409": "No model yet (`no-model`), or the detector's stream cannot take this call now (`ingest-conflict`: a records detector, a model not fitted on Zeek windows, settings changed under open windows)" }
+    /// Continuous ingest (which takes an `Idempotency-Key`) that cannot run now: no model, a
+    /// stream it cannot take, or a key in flight or reused.
+    IngestProblems {
+        "409": "No model yet (`no-model`); the detector's stream cannot take this call now (`ingest-conflict`: a model not fitted on the detector's windows or records, settings changed under open windows); or the Idempotency-Key's first request still runs (`idempotency-key-in-flight`, with `Retry-After`), or was done but its answer was too large to keep for replay (`idempotency-answer-not-kept`)",
+        "422": "A record or setting that cannot be used, or an Idempotency-Key sent before with a different request (`idempotency-key-reused`)",
+    }
     /// A chart before any batch was scored, or of an impossible size.
     ChartProblems { "400": "", "409": "Nothing to draw yet" }
 }

@@ -3,17 +3,18 @@
 //!
 //! # One call, durably
 //!
-//! On a blocking thread, under the detector's stream lock (one call per detector at a time in
-//! this process): the open windows as last committed (loaded from the store when this process
-//! has none), the body folded in ([`WindowBook::ingest`], or [`WindowBook::flush`]), the
+//! On a blocking thread, under the detector's stream mutex (one call per detector at a time in
+//! this process) and inside ONE store transaction that locks the detector's stream
+//! ([`StreamStore::commit_locked`]; other replicas wait for it): the stored version is read and
+//! the stream reloaded when it is not the version this process holds (another replica
+//! committed since), the body folded in ([`WindowBook::ingest`], or [`WindowBook::flush`]), the
 //! windows it closed scored by the active model as one `score` request would score them, and
-//! then ONE commit ([`StreamStore::commit_stream`]): the new stream state, the closed windows,
-//! and their alert with its outbox rows. The commit applies only over the stream version this
-//! process read; when another replica committed first, nothing is written, the state is
-//! reloaded and the body folded again. So the answer (202) is sent only for lines whose effect
-//! is committed, a retry of them is a duplicate (`uid`), and every window is closed by one
-//! commit only. A failed commit leaves the process without a stream in memory: the next call
-//! reloads what is stored.
+//! the transaction commits the new stream state, the closed windows, their alert with its
+//! outbox rows, and the request's idempotency key with its answer. Replicas take turns; no call
+//! loses a race and folds again. So the answer (202) is sent only for lines whose effect is
+//! committed, a retry of them is a duplicate (`uid`) or a replay (`Idempotency-Key`), and every
+//! window is closed by one commit only. A failed commit leaves the process without a stream in
+//! memory: the next call reloads what is stored.
 //!
 //! # Without a model
 //!
@@ -27,6 +28,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::idempotency::{AnswerOf, KeyedRun};
 use super::scoring::{AlertRule, ExplainMode, alert_for, scored_batch};
 use super::{ServiceError, blocking};
 use crate::detector::explain::FeatureContribution;
@@ -35,11 +37,8 @@ use crate::records::zeek::{Reject, WINDOW_FEATURES, WindowRecord, ZeekFormat, re
 use crate::records::{BatchBuilder, Features, RecordError, RecordErrorKind};
 use crate::state::{AppState, DetectorState, LoadedStream};
 use crate::store::alerts::Alert;
-use crate::store::streams::{StoredWindow, StreamCommit, WindowPage, WindowQuery};
+use crate::store::streams::{LockedStream, StoredWindow, StreamCommit, WindowPage, WindowQuery};
 use crate::stream::{BookConfig, IngestReport, Ingested, WindowBook};
-
-/// Commits tried before a call gives up because other replicas keep committing first.
-const MAX_ATTEMPTS: usize = 16;
 
 /// What an ingest or flush call did: the engine's report, and the alert its closed windows
 /// raised (already stored).
@@ -71,19 +70,25 @@ pub struct WindowResult {
     pub closed_at: DateTime<Utc>,
 }
 
+/// An idempotency key's run and how the call's answer reads: the key is kept, with that
+/// answer, in the call's own commit.
+pub type KeyedIngest = (KeyedRun, AnswerOf<IngestOutcome>);
+
 /// Folds a Zeek conn log body (the next lines of the detector's stream) into its windows.
 pub async fn ingest(
     state: &AppState,
     det: &Arc<DetectorState>,
     format: ZeekFormat,
     body: Bytes,
+    key: Option<KeyedIngest>,
 ) -> Result<IngestOutcome, ServiceError> {
     let (state2, det2) = (state.clone(), det.clone());
     let outcome = blocking(move || {
-        run(&state2, &det2, &|book: &mut WindowBook| {
+        let op = |book: &mut WindowBook| {
             book.ingest(&body, format)
                 .map_err(|e| ServiceError::Records(e.into()))
-        })
+        };
+        run(&state2, &det2, &op, key)
     })
     .await?;
     counted(det.name(), &outcome);
@@ -94,10 +99,11 @@ pub async fn ingest(
 pub async fn flush(
     state: &AppState,
     det: &Arc<DetectorState>,
+    key: Option<KeyedIngest>,
 ) -> Result<IngestOutcome, ServiceError> {
     let (state2, det2) = (state.clone(), det.clone());
     let outcome = blocking(move || {
-        run(&state2, &det2, &|book: &mut WindowBook| {
+        let op = |book: &mut WindowBook| {
             let closed = book.flush();
             let report = IngestReport {
                 windows_closed: closed.len(),
@@ -105,7 +111,8 @@ pub async fn flush(
                 ..IngestReport::default()
             };
             Ok(Ingested { report, closed })
-        })
+        };
+        run(&state2, &det2, &op, key)
     })
     .await?;
     counted(det.name(), &outcome);
@@ -120,8 +127,13 @@ pub async fn windows(state: &AppState, q: WindowQuery) -> Result<WindowPage, Ser
 
 type Op<'a> = &'a dyn Fn(&mut WindowBook) -> Result<Ingested, ServiceError>;
 
-/// One call: fold, score, commit (see the module doc); blocking.
-fn run(state: &AppState, det: &DetectorState, op: Op<'_>) -> Result<IngestOutcome, ServiceError> {
+/// One call: lock, fold, score, commit (see the module doc); blocking.
+fn run(
+    state: &AppState,
+    det: &DetectorState,
+    op: Op<'_>,
+    key: Option<KeyedIngest>,
+) -> Result<IngestOutcome, ServiceError> {
     let spec = det.spec();
     let config = spec.book_config().ok_or_else(|| {
         ServiceError::Ingest(format!(
@@ -148,83 +160,146 @@ fn run(state: &AppState, det: &DetectorState, op: Op<'_>) -> Result<IngestOutcom
     let rule = AlertRule::for_detector(settings, &spec);
     let streams = state.stores().streams.clone();
     let sinks = state.webhooks().sink_names().to_vec();
+    let call = Call {
+        detector: det.name(),
+        config: &config,
+        model: &model,
+        rule: &rule,
+        sinks: &sinks,
+    };
+    // The slot stays empty until the commit succeeds: after any error the next call reloads
+    // what is stored.
     let mut slot = det.stream();
-    for _ in 0..MAX_ATTEMPTS {
-        let loaded = match slot.take() {
-            Some(loaded) => loaded,
-            None => load(state, det.name(), &config)?,
+    let mut held = slot.take();
+    let known = held.as_ref().map(|l| l.version);
+    // The key's claim is held until the commit ends (a repeat meanwhile is 409 in flight).
+    let (run, mut answer) = match key {
+        Some((run, answer)) => (Some(run), Some(answer)),
+        None => (None, None),
+    };
+    let mut done = None;
+    let committed = streams.commit_locked(det.name(), known, &mut |found| match call.fold(
+        found,
+        held.take(),
+        op,
+        run.as_ref().zip(answer.take()),
+    ) {
+        Ok((loaded, outcome, commit)) => {
+            done = Some(Ok((loaded, outcome)));
+            Some(commit)
+        }
+        Err(e) => {
+            done = Some(Err(e));
+            None
+        }
+    })?;
+    let (loaded, outcome) = match (committed, done) {
+        (Some(version), Some(Ok((loaded, outcome)))) => {
+            (LoadedStream { version, ..loaded }, outcome)
+        }
+        (_, Some(Err(e))) => return Err(e),
+        _ => {
+            return Err(ServiceError::Records(RecordError::new(
+                RecordErrorKind::Internal,
+                "the stream store committed without folding the call",
+            )));
+        }
+    };
+    let alert = outcome.alerts.first().cloned();
+    *slot = Some(loaded);
+    drop(slot);
+    drop(run);
+    if let Some(alert) = &alert {
+        state.webhooks().alert_stored();
+        tracing::warn!(
+            alert = %alert.id, detector = det.name(), severity = alert.severity,
+            reason = %alert.reason, "alert raised by closed windows"
+        );
+    }
+    Ok(outcome)
+}
+
+/// What one call folds with.
+struct Call<'a> {
+    detector: &'a str,
+    config: &'a BookConfig,
+    model: &'a Model,
+    rule: &'a AlertRule,
+    sinks: &'a [String],
+}
+
+impl Call<'_> {
+    /// Under the stream lock: the stream as stored (the copy in memory when it is that
+    /// version), the call folded in and scored; the new state, the answer and the commit.
+    fn fold(
+        &self,
+        found: LockedStream,
+        held: Option<LoadedStream>,
+        op: Op<'_>,
+        key: Option<(&KeyedRun, AnswerOf<IngestOutcome>)>,
+    ) -> Result<(LoadedStream, IngestOutcome, StreamCommit), ServiceError> {
+        let loaded = match held {
+            Some(l) if l.version == found.version => l,
+            held => {
+                if held.is_some() {
+                    // Another replica committed since this one did: its state is the truth.
+                    metrics::counter!("netsentinel_ingest_reloads_total", "detector" => self.detector.to_owned())
+                        .increment(1);
+                }
+                stored(self.detector, found, self.config)?
+            }
         };
-        let mut loaded = reconcile(loaded, &config)?;
-        // On any error below the slot stays empty, so the next call reloads the stored state.
+        let mut loaded = reconcile(loaded, self.config)?;
         let ingested = op(&mut loaded.book)?;
         let closed_at = Utc::now();
         let scored = score_closed(
-            &model,
+            self.model,
             &ingested.closed,
-            &config,
-            &rule,
-            det.name(),
+            self.config,
+            self.rule,
+            self.detector,
             closed_at,
         )?;
-        let book = loaded.book.to_bytes();
-        let committed = streams.commit_stream(&StreamCommit {
-            detector: det.name(),
-            expected: loaded.version,
-            book: &book,
-            windows: &scored.windows,
-            alert: scored.alert.as_ref().map(|a| (a, sinks.as_slice())),
-        })?;
-        let Some(version) = committed else {
-            // Another replica committed first: fold again over what it stored.
-            metrics::counter!("netsentinel_ingest_conflicts_total", "detector" => det.name().to_owned())
-                .increment(1);
-            continue;
-        };
-        loaded.version = version;
-        *slot = Some(loaded);
-        drop(slot);
-        if let Some(alert) = &scored.alert {
-            state.webhooks().alert_stored();
-            tracing::warn!(
-                alert = %alert.id, detector = det.name(), severity = alert.severity,
-                reason = %alert.reason, "alert raised by closed windows"
-            );
-        }
-        return Ok(IngestOutcome {
+        let outcome = IngestOutcome {
             report: ingested.report,
-            alerts: scored.alert.into_iter().collect(),
-            model_version: model.version(),
+            alerts: scored.alert.iter().cloned().collect(),
+            model_version: self.model.version(),
+        };
+        let key = key.map(|(run, answer)| {
+            let a = answer(&outcome);
+            run.record(a.status, &a.content_type, a.headers, Some(&a.body))
         });
+        let commit = StreamCommit {
+            book: loaded.book.to_bytes(),
+            windows: scored.windows,
+            alert: scored.alert.map(|a| (a, self.sinks.to_vec())),
+            key,
+        };
+        Ok((loaded, outcome, commit))
     }
-    Err(ServiceError::Store(crate::store::StoreError::Unavailable(
-        "other replicas kept committing to this detector's stream first; retry".into(),
-    )))
 }
 
-/// The stored stream of `detector`, or a new one.
-fn load(
-    state: &AppState,
+/// The stream as the lock found it stored, or a new one when none is.
+fn stored(
     detector: &str,
+    found: LockedStream,
     config: &BookConfig,
 ) -> Result<LoadedStream, ServiceError> {
-    match state.stores().streams.stream(detector)? {
-        Some(stored) => {
-            let book = WindowBook::from_bytes(&stored.book).map_err(|e| {
-                ServiceError::Ingest(format!(
-                    "the stored stream of detector {detector:?} cannot be read ({e}); it is kept \
-                     as it is"
-                ))
-            })?;
-            Ok(LoadedStream {
-                version: stored.version,
-                book,
-            })
-        }
-        None => Ok(LoadedStream {
-            version: 0,
+    let Some(bytes) = found.book else {
+        return Ok(LoadedStream {
+            version: found.version,
             book: WindowBook::new(*config),
-        }),
-    }
+        });
+    };
+    let book = WindowBook::from_bytes(&bytes).map_err(|e| {
+        ServiceError::Ingest(format!(
+            "the stored stream of detector {detector:?} cannot be read ({e}); it is kept as it is"
+        ))
+    })?;
+    Ok(LoadedStream {
+        version: found.version,
+        book,
+    })
 }
 
 /// The stream under the detector's current settings. `on_invalid` changes at once; a change

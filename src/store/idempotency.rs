@@ -207,7 +207,7 @@ impl IdempotencyStore for SqliteAlertStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     pub(crate) fn sample(key: &str, at: DateTime<Utc>, body: Option<&[u8]>) -> KeyRecord {

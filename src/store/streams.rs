@@ -2,11 +2,14 @@
 //! engine's snapshot bytes, with a version that every commit bumps) and its closed, scored
 //! windows; beside the alerts, in SQLite or PostgreSQL (`postgres/streams.rs`).
 //!
-//! One commit ([`StreamStore::commit_stream`]) writes everything an ingest or flush call did:
-//! the new stream state, the windows it closed, and the alert they raised with its outbox rows.
-//! It applies only when the stored version is still the one the caller read (a compare and
-//! swap), so two replicas that folded lines into the same state cannot both commit: the loser
-//! writes nothing, reloads and folds again. A window is closed by exactly one commit.
+//! One transaction ([`StreamStore::commit_locked`]) holds a detector's stream for the whole
+//! call: it locks the stream (SQLite: `BEGIN IMMEDIATE` on the one connection; PostgreSQL: a
+//! transaction-scoped advisory lock on the detector), reads the stored version (and the
+//! snapshot, when the caller's copy is not that version), lets the caller fold and score, and
+//! writes everything the call did: the new stream state, the windows it closed, the alert they
+//! raised with its outbox rows, and the request's idempotency key. Replicas therefore take
+//! turns instead of racing: none folds over a state another is about to replace, and nothing
+//! has to be retried. A window is closed by exactly one commit.
 
 use chrono::{DateTime, Utc};
 use rusqlite::types::Value;
@@ -14,6 +17,7 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::StoreError;
 use super::alerts::{Alert, SqliteAlertStore};
+use super::idempotency::KeyRecord;
 
 /// A detector's stream as stored: the engine's snapshot and the version of this state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,16 +40,30 @@ pub struct StoredWindow {
     pub body: String,
 }
 
-/// Everything one ingest or flush call commits, together.
-pub struct StreamCommit<'a> {
-    pub detector: &'a str,
-    /// The version the caller's state was loaded at (0: none was stored).
-    pub expected: u64,
-    pub book: &'a [u8],
-    pub windows: &'a [StoredWindow],
-    /// The alert the closed windows raised, with the sinks owed a delivery.
-    pub alert: Option<(&'a Alert, &'a [String])>,
+/// A detector's stream as the locked transaction found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockedStream {
+    /// The stored version (0: none is stored).
+    pub version: u64,
+    /// The stored snapshot; read only when the caller's copy is not at `version` (and `None`
+    /// when nothing is stored).
+    pub book: Option<Vec<u8>>,
 }
+
+/// Everything one ingest or flush call commits, together.
+#[derive(Debug, Clone, Default)]
+pub struct StreamCommit {
+    pub book: Vec<u8>,
+    pub windows: Vec<StoredWindow>,
+    /// The alert the closed windows raised, with the sinks owed a delivery.
+    pub alert: Option<(Alert, Vec<String>)>,
+    /// The request's idempotency key with its answer: kept with the effect or not at all.
+    pub key: Option<KeyRecord>,
+}
+
+/// What the caller of [`StreamStore::commit_locked`] does under the lock: from the stream as
+/// stored, the commit, or `None` to write nothing (the caller keeps its own error).
+pub type UnderLock<'a> = &'a mut dyn FnMut(LockedStream) -> Option<StreamCommit>;
 
 /// Which closed windows to list: starts in `[since, until)`, one entity, anomalies only.
 #[derive(Debug, Clone, Default)]
@@ -70,10 +88,16 @@ pub struct WindowPage {
 pub trait StreamStore: Send + Sync + 'static {
     /// The stored stream of `detector`, if any.
     fn stream(&self, detector: &str) -> Result<Option<StoredStream>, StoreError>;
-    /// Commits a call's outcome in one transaction when the stored version is still
-    /// `expected`; returns the new version, or `None` (nothing written) when another commit
-    /// came first.
-    fn commit_stream(&self, c: &StreamCommit<'_>) -> Result<Option<u64>, StoreError>;
+    /// Locks `detector`'s stream for one transaction, hands `work` the stored version (and the
+    /// snapshot, unless `known` is that version), and commits what `work` returns; returns the
+    /// new version, or `None` when `work` returned `None` (nothing written). Other calls on
+    /// the same stream, in this process or another replica, wait for the lock.
+    fn commit_locked(
+        &self,
+        detector: &str,
+        known: Option<u64>,
+        work: UnderLock<'_>,
+    ) -> Result<Option<u64>, StoreError>;
     /// Closed windows matching the query, by start then entity.
     fn windows(&self, q: &WindowQuery) -> Result<WindowPage, StoreError>;
     /// Deletes up to `max` of the windows closed before `before`; returns how many went.
@@ -229,35 +253,56 @@ impl StreamStore for SqliteAlertStore {
         }))
     }
 
-    fn commit_stream(&self, c: &StreamCommit<'_>) -> Result<Option<u64>, StoreError> {
-        let now = Utc::now().timestamp_millis();
-        let expected = i64::try_from(c.expected).unwrap_or(i64::MAX);
+    fn commit_locked(
+        &self,
+        detector: &str,
+        known: Option<u64>,
+        work: UnderLock<'_>,
+    ) -> Result<Option<u64>, StoreError> {
         let mut conn = self.lock()?;
+        // IMMEDIATE takes the write lock now: another process on the same file waits here.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let moved = if c.expected == 0 {
-            tx.execute(
-                "INSERT INTO streams (detector, version, book, updated_at_ms) VALUES (?1, 1, ?2, ?3)
-                 ON CONFLICT (detector) DO NOTHING",
-                params![c.detector, c.book, now],
-            )?
-        } else {
-            tx.execute(
-                "UPDATE streams SET version = version + 1, book = ?2, updated_at_ms = ?3
-                 WHERE detector = ?1 AND version = ?4",
-                params![c.detector, c.book, now, expected],
-            )?
+        let version: Option<i64> = tx
+            .query_row(
+                "SELECT version FROM streams WHERE detector = ?1",
+                [detector],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let version = version.map_or(0, |v| u64::try_from(v).unwrap_or(0));
+        let book = match version {
+            0 => None,
+            v if known == Some(v) => None,
+            _ => Some(tx.query_row(
+                "SELECT book FROM streams WHERE detector = ?1",
+                [detector],
+                |r| r.get(0),
+            )?),
         };
-        if moved == 0 {
+        let Some(c) = work(LockedStream { version, book }) else {
             return Ok(None);
-        }
+        };
+        let now = Utc::now().timestamp_millis();
+        let next = version + 1;
+        tx.execute(
+            "INSERT INTO streams (detector, version, book, updated_at_ms) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (detector) DO UPDATE SET version = excluded.version, book = excluded.book,
+               updated_at_ms = excluded.updated_at_ms",
+            params![
+                detector,
+                i64::try_from(next).unwrap_or(i64::MAX),
+                c.book,
+                now
+            ],
+        )?;
         {
             let mut insert = tx.prepare_cached(
                 "INSERT INTO windows (detector, start_s, entity, closed_at_ms, is_anomaly, body)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?;
-            for w in c.windows {
+            for w in &c.windows {
                 insert.execute(params![
-                    c.detector,
+                    detector,
                     w.start,
                     entity_key(w.entity.as_deref()),
                     w.closed_at.timestamp_millis(),
@@ -266,11 +311,14 @@ impl StreamStore for SqliteAlertStore {
                 ])?;
             }
         }
-        if let Some((alert, sinks)) = c.alert {
+        if let Some((alert, sinks)) = &c.alert {
             SqliteAlertStore::insert_alert_tx(&tx, alert, sinks)?;
         }
+        if let Some(key) = &c.key {
+            super::idempotency::insert_tx(&tx, key)?;
+        }
         tx.commit()?;
-        Ok(Some(c.expected + 1))
+        Ok(Some(next))
     }
 
     fn windows(&self, q: &WindowQuery) -> Result<WindowPage, StoreError> {
@@ -323,55 +371,123 @@ mod tests {
         }
     }
 
+    /// Every stored window of the detector `d` (up to 100).
+    fn stored_windows(store: &SqliteAlertStore) -> Vec<String> {
+        let query = WindowQuery {
+            detector: "d".into(),
+            limit: 100,
+            ..WindowQuery::default()
+        };
+        store.windows(&query).unwrap().windows
+    }
+
+    /// Commits `book` and windows `w` under the lock; returns the new version and what the
+    /// lock found.
     fn commit(
         store: &SqliteAlertStore,
-        expected: u64,
+        known: Option<u64>,
         book: &[u8],
         w: &[StoredWindow],
-    ) -> Option<u64> {
-        store
-            .commit_stream(&StreamCommit {
-                detector: "d",
-                expected,
-                book,
-                windows: w,
-                alert: None,
+    ) -> (Option<u64>, LockedStream) {
+        let mut found = None;
+        let version = store
+            .commit_locked("d", known, &mut |locked| {
+                found = Some(locked);
+                Some(StreamCommit {
+                    book: book.to_vec(),
+                    windows: w.to_vec(),
+                    ..StreamCommit::default()
+                })
             })
-            .unwrap()
+            .unwrap();
+        (version, found.unwrap())
     }
 
     #[test]
-    fn a_commit_applies_only_over_the_version_it_read() {
+    fn a_locked_commit_reads_the_snapshot_only_when_the_caller_lacks_that_version() {
         let store = SqliteAlertStore::open_in_memory().unwrap();
         assert_eq!(store.stream("d").unwrap(), None);
-        assert_eq!(commit(&store, 0, b"a", &[window(0, "x", false)]), Some(1));
-        // A second first commit (another replica that read nothing) loses and writes nothing.
-        assert_eq!(commit(&store, 0, b"b", &[window(60, "x", false)]), None);
-        assert_eq!(commit(&store, 2, b"b", &[window(60, "x", false)]), None);
-        assert_eq!(commit(&store, 1, b"c", &[window(60, "y", true)]), Some(2));
-        let s = store.stream("d").unwrap().unwrap();
-        assert_eq!((s.version, s.book.as_slice()), (2, &b"c"[..]));
-        let all = store
-            .windows(&WindowQuery {
-                detector: "d".into(),
-                limit: 10,
-                ..WindowQuery::default()
-            })
-            .unwrap();
-        assert_eq!(all.windows.len(), 2, "{all:?}");
-        // A window closed twice is refused, and the commit leaves nothing behind.
-        assert!(
-            store
-                .commit_stream(&StreamCommit {
-                    detector: "d",
-                    expected: 2,
-                    book: b"e",
-                    windows: &[window(0, "x", false)],
-                    alert: None,
-                })
-                .is_err()
+        let (v, found) = commit(&store, None, b"a", &[window(0, "x", false)]);
+        assert_eq!(
+            (v, found),
+            (
+                Some(1),
+                LockedStream {
+                    version: 0,
+                    book: None
+                }
+            )
         );
-        assert_eq!(store.stream("d").unwrap().unwrap().version, 2);
+        // A caller holding version 1 is not sent the snapshot; one holding another is.
+        let (v, found) = commit(&store, Some(1), b"b", &[window(60, "x", false)]);
+        assert_eq!(
+            (v, found),
+            (
+                Some(2),
+                LockedStream {
+                    version: 1,
+                    book: None
+                }
+            )
+        );
+        let (v, found) = commit(&store, Some(1), b"c", &[window(60, "y", true)]);
+        let stored_b = LockedStream {
+            version: 2,
+            book: Some(b"b".to_vec()),
+        };
+        assert_eq!((v, found), (Some(3), stored_b));
+        let (_, found) = commit(&store, None, b"d", &[]);
+        assert_eq!(found.book.as_deref(), Some(&b"c"[..]));
+        let s = store.stream("d").unwrap().unwrap();
+        assert_eq!((s.version, s.book.as_slice()), (4, &b"d"[..]));
+        let all = stored_windows(&store);
+        assert_eq!(all.len(), 3, "{all:?}");
+        // Work that gives up writes nothing.
+        assert_eq!(store.commit_locked("d", None, &mut |_| None).unwrap(), None);
+        assert_eq!(store.stream("d").unwrap().unwrap().version, 4);
+        // A window closed twice is refused, and the commit leaves nothing behind.
+        let twice = store.commit_locked("d", Some(4), &mut |_| {
+            Some(StreamCommit {
+                book: b"e".to_vec(),
+                windows: vec![window(0, "x", false)],
+                ..StreamCommit::default()
+            })
+        });
+        assert!(twice.is_err());
+        let s = store.stream("d").unwrap().unwrap();
+        assert_eq!((s.version, s.book.as_slice()), (4, &b"d"[..]));
+    }
+
+    #[test]
+    fn a_kept_key_commits_with_the_stream_or_not_at_all() {
+        use super::super::idempotency::IdempotencyStore;
+        use super::super::idempotency::tests::sample;
+        let store = SqliteAlertStore::open_in_memory().unwrap();
+        let keyed = |key: &str, book: &[u8], w: Vec<StoredWindow>| {
+            let (key, book) = (sample(key, Utc::now(), Some(b"{}")), book.to_vec());
+            store.commit_locked("d", None, &mut |_| {
+                Some(StreamCommit {
+                    book: book.clone(),
+                    windows: w.clone(),
+                    key: Some(key.clone()),
+                    ..StreamCommit::default()
+                })
+            })
+        };
+        assert_eq!(
+            keyed("k1", b"a", vec![window(0, "x", false)]).unwrap(),
+            Some(1)
+        );
+        let kept = store.key_record(&sample("k1", Utc::now(), None).scope, "k1");
+        assert!(kept.unwrap().is_some());
+        // The same key again (another replica's repeat that ran meanwhile): refused, and
+        // neither its stream state nor its windows are kept.
+        let again = keyed("k1", b"b", vec![window(60, "x", false)]);
+        assert!(matches!(again, Err(StoreError::KeyTaken(_))), "{again:?}");
+        let s = store.stream("d").unwrap().unwrap();
+        assert_eq!((s.version, s.book.as_slice()), (1, &b"a"[..]));
+        let all = stored_windows(&store);
+        assert_eq!(all.len(), 1, "{all:?}");
     }
 
     #[test]
@@ -380,7 +496,7 @@ mod tests {
         let ws: Vec<StoredWindow> = (0..25)
             .map(|i| window(60 * (i / 5), &format!("h{}", i % 5), i % 3 == 0))
             .collect();
-        commit(&store, 0, b"", &ws);
+        commit(&store, None, b"", &ws);
         for (only_anomalies, expected) in [(false, 25), (true, 9)] {
             let mut seen = Vec::new();
             let mut cursor = None;
@@ -436,7 +552,7 @@ mod tests {
                 ..window(60 * i, "x", false)
             })
             .collect();
-        commit(&store, 0, b"", &ws);
+        commit(&store, None, b"", &ws);
         let cut = now - chrono::Duration::hours(36);
         assert_eq!(store.prune_windows(cut, 3).unwrap(), 3);
         assert_eq!(store.prune_windows(cut, 100).unwrap(), 5);
