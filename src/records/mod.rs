@@ -12,6 +12,7 @@ pub mod csv;
 pub mod encoding;
 pub mod error;
 pub mod json;
+pub mod json_stream;
 pub mod read;
 pub mod samples;
 #[cfg(test)]

@@ -113,8 +113,6 @@ pub struct ScoreCommand {
     pub format: BodyFormat,
     pub zeek: ZeekOptions,
     pub explain: ExplainMode,
-    /// The body's announced length (0 when unknown), already checked against the limit.
-    pub declared_len: usize,
     /// The answer's media type, as an idempotency key's record keeps it.
     pub answer_type: &'static str,
 }
@@ -168,7 +166,6 @@ where
     let version = model.version();
     let (outcome, chart) = read_stream(
         body,
-        command.declared_len,
         settings.max_body_bytes,
         spec,
         Some(sink),
