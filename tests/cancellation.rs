@@ -26,10 +26,15 @@ async fn connect(app: &TestApp) -> TcpStream {
 
 /// Sends a whole JSON request and returns the connection without reading the answer.
 async fn send_json(app: &TestApp, path: &str, body: &serde_json::Value) -> TcpStream {
-    let body = body.to_string();
+    send(app, path, "application/json", &body.to_string()).await
+}
+
+/// Sends a whole request with a `content_type` body and returns the connection without
+/// reading the answer.
+async fn send(app: &TestApp, path: &str, content_type: &str, body: &str) -> TcpStream {
     let mut stream = connect(app).await;
     let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: {content_type}\r\nAccept: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await.unwrap();
@@ -160,18 +165,6 @@ async fn a_streamed_answer_holds_its_work_slot_until_its_last_byte() {
     .await;
 }
 
-/// Sends a whole CSV request and returns the connection without reading the answer.
-async fn send_csv(app: &TestApp, path: &str, body: &str) -> TcpStream {
-    let mut stream = connect(app).await;
-    let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: text/csv\r\nAccept: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).await.unwrap();
-    stream.write_all(body.as_bytes()).await.unwrap();
-    stream
-}
-
 /// `n` of the seed profile's records as CSV.
 async fn seed_csv(app: &TestApp, n: usize) -> String {
     let records = app.seed_records().await;
@@ -191,7 +184,7 @@ async fn an_abandoned_score_stops_between_blocks_and_keeps_nothing() {
     }))
     .await;
     let body = seed_csv(&app, 100_000).await;
-    let client = send_csv(&app, "/v1/score?explain=false", &body).await;
+    let client = send(&app, "/v1/score?explain=false", "text/csv", &body).await;
     // The body is read and parsed by now (on a loaded machine too), and its scoring is under
     // way: the first 65,536 records on the rayon pool, the rest on the parser's thread.
     tokio::time::sleep(Duration::from_secs(3)).await;
