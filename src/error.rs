@@ -366,6 +366,7 @@ impl From<ChartError> for ApiError {
             ChartError::Size { .. } => {
                 ApiError::new(ProblemCode::InvalidParameter, e.to_string()).with_field("width")
             }
+            ChartError::Stopped => cancelled(),
             #[allow(unreachable_patterns)]
             other => ApiError::internal("drawing the chart", other),
         }

@@ -214,6 +214,13 @@ impl Work {
         Ok(())
     }
 
+    /// Counts this work as cancelled work that stopped early, from where [`current`] cannot
+    /// find it (rayon's pool).
+    pub fn note_stopped(&self) {
+        self.0.limits.0.stopped.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("netsentinel_work_stopped_total").increment(1);
+    }
+
     /// Bytes reserved so far.
     pub fn reserved(&self) -> u64 {
         let reserved = self.0.reserved.lock().unwrap_or_else(|e| e.into_inner());
@@ -261,10 +268,10 @@ pub fn stop_check() -> impl Fn() -> bool + Send + Sync + 'static {
 
 /// Counts cancelled work that stopped early (once per check that stopped it).
 pub fn note_stopped() {
-    if let Some(w) = current() {
-        w.0.limits.0.stopped.fetch_add(1, Ordering::Relaxed);
+    match current() {
+        Some(w) => w.note_stopped(),
+        None => metrics::counter!("netsentinel_work_stopped_total").increment(1),
     }
-    metrics::counter!("netsentinel_work_stopped_total").increment(1);
 }
 
 /// Reserves memory for the current request (none: nothing to reserve against).

@@ -10,7 +10,9 @@ use utoipa::IntoParams;
 
 use super::detectors::Detector;
 use super::views::bodies::Binary;
-use crate::chart::{ChartFormat, ChartInput, ChartSeries, DEFAULT_HEIGHT, DEFAULT_WIDTH, render};
+use crate::chart::{
+    ChartFormat, ChartInput, ChartSeries, DEFAULT_HEIGHT, DEFAULT_WIDTH, render_watched,
+};
 use crate::error::{ApiError, ProblemCode};
 use crate::state::{AppState, DetectorState};
 use std::sync::Arc;
@@ -116,7 +118,13 @@ async fn draw(chart: ChartRequest, format: ChartFormat) -> Result<Response, ApiE
             anomalies: &data.anomalies,
             title: Some(&title),
         };
-        Ok(render(&input, format, width, height)?)
+        Ok(render_watched(
+            &input,
+            format,
+            width,
+            height,
+            &crate::work::cancelled,
+        )?)
     })
     .await??;
     Ok(([(header::CONTENT_TYPE, format.content_type())], bytes).into_response())

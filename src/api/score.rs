@@ -169,7 +169,6 @@ pub async fn score(
         format,
         zeek,
         explain,
-        declared_len,
         answer_type,
     };
     let only_anomalies = query.only_anomalies;

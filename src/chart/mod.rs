@@ -113,6 +113,9 @@ pub enum ChartError {
     },
     #[error("drawing the chart failed: {0}")]
     Draw(String),
+    /// The caller's stop check asked to stop (its request was cancelled).
+    #[error("the chart was not finished: its drawing was asked to stop")]
+    Stopped,
 }
 
 /// Draws the chart of `input` as `format`, `width`×`height` pixels.
@@ -122,6 +125,18 @@ pub fn render(
     width: u32,
     height: u32,
 ) -> Result<Vec<u8>, ChartError> {
+    render_watched(input, format, width, height, &|| false)
+}
+
+/// [`render`], asking `stop` before each panel and before the PNG is encoded, and ending with
+/// [`ChartError::Stopped`] when it says so.
+pub fn render_watched(
+    input: &ChartInput,
+    format: ChartFormat,
+    width: u32,
+    height: u32,
+    stop: &dyn Fn() -> bool,
+) -> Result<Vec<u8>, ChartError> {
     let plan = Plan::new(input, width, height)?;
     ensure_fonts()?;
     match format {
@@ -130,8 +145,11 @@ pub fn render(
             {
                 let root =
                     BitMapBackend::with_buffer(&mut rgb, (width, height)).into_drawing_area();
-                draw_chart(&root, &plan)?;
+                draw_chart(&root, &plan, stop)?;
                 root.present().map_err(draw_err)?;
+            }
+            if stop() {
+                return Err(ChartError::Stopped);
             }
             encode_png(&rgb, width, height)
         }
@@ -139,7 +157,7 @@ pub fn render(
             let mut svg = String::new();
             {
                 let root = SVGBackend::with_string(&mut svg, (width, height)).into_drawing_area();
-                draw_chart(&root, &plan)?;
+                draw_chart(&root, &plan, stop)?;
                 root.present().map_err(draw_err)?;
             }
             Ok(svg.into_bytes())
@@ -520,6 +538,35 @@ mod tests {
         png(&traffic.input(), 1200, 800);
         let text = svg(&traffic.input(), 1200, 800);
         assert!(has_text(&text, "2030"), "yearly ticks");
+    }
+
+    #[test]
+    fn drawing_asks_to_stop_before_each_panel_and_the_encoding() {
+        let traffic = Traffic::new(1000);
+        let input = traffic.input();
+        for format in [ChartFormat::Png, ChartFormat::Svg] {
+            // Never asked to stop: asked once per panel (four), and a PNG once more.
+            let asked = std::cell::Cell::new(0);
+            let never = || {
+                asked.set(asked.get() + 1);
+                false
+            };
+            let whole = render_watched(&input, format, 800, 600, &never).unwrap();
+            assert_eq!(whole, render(&input, format, 800, 600).unwrap());
+            let checks = if format == ChartFormat::Png { 5 } else { 4 };
+            assert_eq!(asked.get(), checks, "{format:?}");
+            // Asked to stop at each check in turn: it stops right there.
+            for at in 1..=checks {
+                let asked = std::cell::Cell::new(0);
+                let stop = || {
+                    asked.set(asked.get() + 1);
+                    asked.get() == at
+                };
+                let got = render_watched(&input, format, 800, 600, &stop);
+                assert!(matches!(got, Err(ChartError::Stopped)), "{format:?} {at}");
+                assert_eq!(asked.get(), at);
+            }
+        }
     }
 
     #[test]

@@ -19,9 +19,12 @@ use super::ticks::{
 use super::{ChartError, ChartSeries, draw_err};
 
 /// The caption, then one panel per series in a grid of one, two (stacked) or four cells.
+/// `stop` is asked before each panel: the drawing ends with [`ChartError::Stopped`] when it
+/// says so.
 pub(super) fn draw_chart<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     plan: &Plan,
+    stop: &dyn Fn() -> bool,
 ) -> Result<(), ChartError> {
     let theme = plan.theme;
     root.fill(&WHITE).map_err(draw_err)?;
@@ -40,6 +43,9 @@ pub(super) fn draw_chart<DB: DrawingBackend>(
     };
     let cells = grid_area.split_evenly(shape);
     for (cell, series) in cells.iter().zip(plan.series) {
+        if stop() {
+            return Err(ChartError::Stopped);
+        }
         draw_panel(cell, plan, series)?;
     }
     Ok(())

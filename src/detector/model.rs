@@ -22,8 +22,17 @@ use super::scaler::{Scaler, ScalerError};
 use super::severity::severity;
 use super::threshold::{contamination_threshold, percentiles_linear};
 
-/// Training records scored between two checks of a fit's watch.
+/// Records scored between two checks of a fit's watch or a scoring's stop check, for a forest
+/// of [`BLOCK_TREES`] trees; a forest of more trees checks after proportionally fewer records
+/// (at least [`MIN_BLOCK_ROWS`]), so a check comes after about the same work whatever its size.
 const SCORE_BLOCK_ROWS: usize = 16_384;
+const BLOCK_TREES: usize = 100;
+const MIN_BLOCK_ROWS: usize = 64;
+
+/// Records scored by a forest of `n_trees` between two checks for cancellation.
+fn block_rows(n_trees: usize) -> usize {
+    (SCORE_BLOCK_ROWS * BLOCK_TREES / n_trees.max(1)).clamp(MIN_BLOCK_ROWS, SCORE_BLOCK_ROWS)
+}
 
 /// What a scored batch looked like as a whole.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -243,11 +252,12 @@ impl Model {
         // than growing the trees did.
         let n_cols = scaled.n_cols();
         let mut training_scores = vec![f64::NAN; scaled.n_rows()];
-        for (block, out) in training_scores.chunks_mut(SCORE_BLOCK_ROWS).enumerate() {
+        let block = block_rows(forest.n_trees());
+        for (b, out) in training_scores.chunks_mut(block).enumerate() {
             if watch.stop() {
                 return Err(FitError::Cancelled);
             }
-            let first = block * SCORE_BLOCK_ROWS * n_cols;
+            let first = b * block * n_cols;
             forest.score_into(&scaled.as_slice()[first..first + out.len() * n_cols], out);
         }
         if watch.stop() {
@@ -332,6 +342,21 @@ impl Model {
                 self.scaler.transform_into(chunk, buf);
                 self.forest.score_into(buf, out);
             });
+    }
+
+    /// [`score_into`](Self::score_into) a block of records at a time, asking `stop` before each
+    /// block (a block is about the work of 16,384 records under 100 trees): `false` when it
+    /// stopped, with the records after the last block scored left as they were in `out`.
+    pub fn score_watched(&self, rows: &[f64], out: &mut [f64], stop: &dyn Fn() -> bool) -> bool {
+        let d = self.scaler.n_features().max(1);
+        let block = block_rows(self.forest.n_trees());
+        for (rows, out) in rows.chunks(block * d).zip(out.chunks_mut(block)) {
+            if stop() {
+                return false;
+            }
+            self.score_into(rows, out);
+        }
+        true
     }
 
     /// Whether a score is anomalous under this model's threshold (strictly greater).
@@ -678,5 +703,40 @@ mod tests {
         let back = Model::from_bytes(&model.to_bytes()).expect("the file decodes");
         assert_eq!(back.meta(), model.meta());
         assert!(back.meta().feature_stats[0].std > 1e150);
+    }
+
+    #[test]
+    fn scoring_asks_to_stop_between_blocks_and_stops_there() {
+        let rows: Vec<[f64; 2]> = (0..3000)
+            .map(|i| [f64::from(i % 101), f64::from(i % 7)])
+            .collect();
+        let x = Matrix::from_rows(&rows).unwrap();
+        let params = ForestParams {
+            n_estimators: 1000,
+            ..ForestParams::default()
+        };
+        let names = vec!["a".to_string(), "b".to_string()];
+        let model = Model::fit(&x, names, &params, Utc::now()).unwrap();
+        // 1,000 trees: a check every 1,638 records, so two blocks.
+        let block = block_rows(1000);
+        assert_eq!(block, 1638);
+        let all = model.score(&x);
+        let mut out = vec![f64::NAN; 3000];
+        let asked = std::cell::Cell::new(0);
+        assert!(model.score_watched(x.as_slice(), &mut out, &|| {
+            asked.set(asked.get() + 1);
+            false
+        }));
+        assert_eq!((out.clone(), asked.get()), (all.clone(), 2));
+        // Asked to stop before the second block: the first is scored, the rest is not.
+        let mut out = vec![f64::NAN; 3000];
+        let asked = std::cell::Cell::new(0);
+        let stop = || {
+            asked.set(asked.get() + 1);
+            asked.get() > 1
+        };
+        assert!(!model.score_watched(x.as_slice(), &mut out, &stop));
+        assert_eq!(out[..block], all[..block]);
+        assert!(out[block..].iter().all(|s| s.is_nan()));
     }
 }

@@ -51,18 +51,26 @@ pub fn invalid(e: &sonic_rs::Error) -> RecordError {
 /// What went wrong, on one line, for a problem's `detail`: sonic-rs's message and position
 /// ("Invalid number at line 1 column 8"), without the excerpt of the body it appends below.
 pub fn message(e: &sonic_rs::Error) -> String {
+    message_at(e, e.line(), e.column())
+}
+
+/// [`message`] with the position given as `line` and `column`: where the error is in the whole
+/// body when sonic-rs read only a part of it.
+pub(super) fn message_at(e: &sonic_rs::Error, line: usize, column: usize) -> String {
     let text = e.to_string();
     if text.starts_with("Encountered nesting") {
         // sonic-rs's wording names serde_json's limit of 128, not its own.
         return format!(
-            "arrays and objects nested more than {MAX_DEPTH} deep at line {} column {}",
-            e.line(),
-            e.column()
+            "arrays and objects nested more than {MAX_DEPTH} deep at line {line} column {column}"
         );
     }
-    match text.split_once('\n') {
-        Some((first, _)) => first.trim_end().to_string(),
-        None => text,
+    let first = text
+        .split_once('\n')
+        .map_or(text.as_str(), |(f, _)| f)
+        .trim_end();
+    match first.rfind(" at line ") {
+        Some(at) if e.line() != 0 => format!("{} at line {line} column {column}", &first[..at]),
+        _ => first.to_string(),
     }
 }
 
@@ -125,6 +133,16 @@ pub enum TopLevel {
 /// first record that is not an object or carries too many fields.
 pub fn read_json(body: &[u8], b: &mut BatchBuilder, top: TopLevel) -> Result<(), RecordError> {
     let state = walk_envelope(body, Some(&mut *b), Envelope::default())?;
+    conclude(state, b, top)
+}
+
+/// What a body's walk found, once it is known to be JSON of the envelope's shape: unknown
+/// fields, no records, too many records, then the first record problem.
+pub(super) fn conclude(
+    state: Envelope,
+    b: &BatchBuilder,
+    top: TopLevel,
+) -> Result<(), RecordError> {
     if let Some(k) = state
         .unknown
         .into_iter()
@@ -157,7 +175,7 @@ fn check_not_empty(body: &[u8]) -> Result<(), RecordError> {
 }
 
 /// The envelope's shape: an array or an object at the top, an array in `records`.
-fn check_shape(not_envelope: bool, records_not_array: bool) -> Result<(), RecordError> {
+pub(super) fn check_shape(not_envelope: bool, records_not_array: bool) -> Result<(), RecordError> {
     if not_envelope {
         return Err(RecordError::malformed(
             "the body must be a JSON array of records or an object with \"records\"",
@@ -193,15 +211,15 @@ macro_rules! visit_scalars {
 }
 
 #[derive(Default)]
-struct Envelope {
-    not_envelope: bool,
-    records_not_array: bool,
-    has_records: bool,
+pub(super) struct Envelope {
+    pub(super) not_envelope: bool,
+    pub(super) records_not_array: bool,
+    pub(super) has_records: bool,
     /// Sorted, as a `serde_json::Map` would list them.
-    unknown: BTreeSet<String>,
-    n_records: usize,
+    pub(super) unknown: BTreeSet<String>,
+    pub(super) n_records: usize,
     /// The first record problem (not an object, too many fields).
-    problem: Option<RecordError>,
+    pub(super) problem: Option<RecordError>,
     /// When reading settings: the other top-level fields (then the records are only checked
     /// for syntax, and no field is unknown).
     settings: Option<Map<String, Value>>,
@@ -313,9 +331,9 @@ fn read_records<'de, A: SeqAccess<'de>>(
 }
 
 /// One record: `true` when it was an object (and went into the builder).
-struct RecordSeed<'a> {
-    builder: &'a mut BatchBuilder,
-    problem: &'a mut Option<RecordError>,
+pub(super) struct RecordSeed<'a> {
+    pub(super) builder: &'a mut BatchBuilder,
+    pub(super) problem: &'a mut Option<RecordError>,
 }
 
 impl<'de> DeserializeSeed<'de> for RecordSeed<'_> {
@@ -378,7 +396,7 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
 }
 
 /// A string borrowed from the body when it has no escapes.
-struct StrSeed;
+pub(super) struct StrSeed;
 
 impl<'de> DeserializeSeed<'de> for StrSeed {
     type Value = std::borrow::Cow<'de, str>;
@@ -504,7 +522,7 @@ fn walk_envelope(
 /// A value read and dropped. Unlike `serde::de::IgnoredAny` (which a parser may skip without
 /// counting depth) it goes through `deserialize_any`, so nesting past the parser's recursion
 /// limit is the same 400 as when the body is parsed into a `Value`.
-struct Skip;
+pub(super) struct Skip;
 
 impl<'de> Deserialize<'de> for Skip {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Skip, D::Error> {

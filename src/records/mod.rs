@@ -12,6 +12,7 @@ pub mod csv;
 pub mod encoding;
 pub mod error;
 pub mod json;
+pub mod json_stream;
 pub mod read;
 pub mod samples;
 #[cfg(test)]
@@ -43,13 +44,13 @@ pub enum BodyFormat {
 
 impl BodyFormat {
     /// Bytes of working memory one body byte of this format is estimated to cost while it is
-    /// read and its batch is used (held against the memory budget): a JSON body is read whole
-    /// before it is parsed; a Zeek log becomes window state, which grows with its distinct
+    /// read and its batch is used (held against the memory budget): CSV, NDJSON and JSON bodies
+    /// are parsed a record at a time as they arrive (a fit or an evaluation holds its body
+    /// once, and its batch); a Zeek log becomes window state, which grows with its distinct
     /// hosts and ports.
     pub fn memory_factor(self) -> u64 {
         match self {
-            Self::Csv | Self::Ndjson => 2,
-            Self::Json => 3,
+            Self::Csv | Self::Ndjson | Self::Json => 2,
             Self::ZeekTsv | Self::ZeekJson => 4,
         }
     }

@@ -10,9 +10,9 @@ use super::BodyFormat;
 use super::batch::{Batch, Features};
 use super::builder::{BatchBuilder, ChunkSink};
 use super::csv::read_csv;
-use super::encoding::read_whole;
 use super::error::RecordError;
 use super::json::{TopLevel, read_json, read_ndjson};
+use super::json_stream::read_json_stream;
 use super::zeek::{Rejects, ZeekFormat, ZeekOptions, ZeekReader, read_windows, read_zeek};
 
 /// How to read a body.
@@ -121,19 +121,16 @@ pub fn read_slice(
 /// Body chunks in flight between the request task and the parser thread.
 const CHANNEL_CHUNKS: usize = 16;
 
-/// Reads a body as it arrives (decoded: see [`super::decoded`]) into a checked batch: CSV,
-/// NDJSON and Zeek logs are parsed on a blocking thread while the body streams in (a Zeek log
-/// into its window state, so the body is never held whole); JSON bodies are read whole first,
-/// then parsed on a blocking thread. Bodies over `max_body` bytes are a
-/// `BodyTooLarge` problem whatever they hold. `declared` (the announced length, 0 when unknown)
-/// sizes the buffer of a body read whole.
+/// Reads a body as it arrives (decoded: see [`super::decoded`]) into a checked batch, parsed on
+/// a blocking thread while the body streams in, so it is never held whole: CSV, NDJSON and JSON
+/// a record at a time, a Zeek log into its window state. Bodies over `max_body` bytes are a
+/// `BodyTooLarge` problem whatever they hold.
 ///
 /// `sink` gets each chunk of records as soon as it is parsed (to score it while the rest of
 /// the body is read), and `then` runs on the same blocking thread right after the batch is
 /// checked, so a request makes one trip off the async runtime, not two.
 pub async fn read_stream<S, T, F>(
     mut body: S,
-    declared: usize,
     max_body: usize,
     spec: ReadSpec,
     sink: Option<ChunkSink>,
@@ -144,67 +141,54 @@ where
     T: Send + 'static,
     F: FnOnce(Parsed) -> T + Send + 'static,
 {
-    match spec.format {
-        BodyFormat::Csv | BodyFormat::Ndjson | BodyFormat::ZeekTsv | BodyFormat::ZeekJson => {
-            let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
-            let parser = crate::work::spawn_blocking(move || {
-                let mut reader = BodyReader::new(rx);
-                let mut b = spec.builder(sink);
-                let none = |r: Result<(), RecordError>| r.map(|()| Rejects::default());
-                let parsed = match spec.format {
-                    BodyFormat::Csv => {
-                        reader.skip_prefix(BOM);
-                        none(read_csv(&mut reader, &mut b))
-                    }
-                    BodyFormat::Ndjson => none(read_ndjson(
-                        io::BufReader::with_capacity(1 << 16, &mut reader),
-                        &mut b,
-                    )),
-                    BodyFormat::ZeekTsv => {
-                        read_zeek_stream(&mut reader, ZeekFormat::Tsv, &spec.zeek, &mut b)
-                    }
-                    _ => read_zeek_stream(&mut reader, ZeekFormat::Json, &spec.zeek, &mut b),
-                };
-                let parsed = reader.settle(parsed.and_then(|rejects| finish(b, rejects)))?;
-                stop_if_cancelled()?;
-                Ok(then(parsed))
-            });
-            let mut total = 0usize;
-            while let Some(frame) = body.next().await {
-                let (chunk, stop) = match frame {
-                    Ok(c) => {
-                        total += c.len();
-                        if total > max_body {
-                            (Err(RecordError::body_too_large()), true)
-                        } else {
-                            (Ok(c), false)
-                        }
-                    }
-                    Err(e) => (Err(e), true),
-                };
-                if tx.send(chunk).await.is_err() || stop {
-                    break;
+    {
+        let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+        let parser = crate::work::spawn_blocking(move || {
+            let mut reader = BodyReader::new(rx);
+            let mut b = spec.builder(sink);
+            let none = |r: Result<(), RecordError>| r.map(|()| Rejects::default());
+            let parsed = match spec.format {
+                BodyFormat::Csv => {
+                    reader.skip_prefix(BOM);
+                    none(read_csv(&mut reader, &mut b))
                 }
+                BodyFormat::Ndjson => none(read_ndjson(
+                    io::BufReader::with_capacity(1 << 16, &mut reader),
+                    &mut b,
+                )),
+                BodyFormat::Json => none(read_json_stream(
+                    || reader.next_bytes(),
+                    &mut b,
+                    spec.top_level,
+                )),
+                BodyFormat::ZeekTsv => {
+                    read_zeek_stream(&mut reader, ZeekFormat::Tsv, &spec.zeek, &mut b)
+                }
+                _ => read_zeek_stream(&mut reader, ZeekFormat::Json, &spec.zeek, &mut b),
+            };
+            let parsed = reader.settle(parsed.and_then(|rejects| finish(b, rejects)))?;
+            stop_if_cancelled()?;
+            Ok(then(parsed))
+        });
+        let mut total = 0usize;
+        while let Some(frame) = body.next().await {
+            let (chunk, stop) = match frame {
+                Ok(c) => {
+                    total += c.len();
+                    if total > max_body {
+                        (Err(RecordError::body_too_large()), true)
+                    } else {
+                        (Ok(c), false)
+                    }
+                }
+                Err(e) => (Err(e), true),
+            };
+            if tx.send(chunk).await.is_err() || stop {
+                break;
             }
-            drop(tx);
-            parser.await.map_err(lost)?
         }
-        BodyFormat::Json => {
-            // Sized from the declared length (already checked against the limit), so the body
-            // is not copied again each time the buffer grows.
-            let bytes = read_whole(body, declared, max_body).await?;
-            crate::work::spawn_blocking(move || {
-                stop_if_cancelled()?;
-                let mut b = spec.builder(sink);
-                let rejects = fill(&bytes, &spec, &mut b)?;
-                drop(bytes);
-                let parsed = finish(b, rejects)?;
-                stop_if_cancelled()?;
-                Ok(then(parsed))
-            })
-            .await
-            .map_err(lost)?
-        }
+        drop(tx);
+        parser.await.map_err(lost)?
     }
 }
 
@@ -421,6 +405,9 @@ mod tests {
                 read_csv(&mut reader, &mut b)
             }
             BodyFormat::Ndjson => read_ndjson(io::BufReader::with_capacity(7, &mut reader), &mut b),
+            BodyFormat::Json => {
+                read_json_stream(|| reader.next_bytes(), &mut b, TopLevel::RecordsOnly)
+            }
             _ => unreachable!(),
         };
         reader.settle(parsed.and_then(|()| b.finish()))
@@ -567,11 +554,26 @@ mod tests {
             let expected = table(format, body, &choice, labels);
             same(&whole(format, body, &choice, labels), &expected)
                 .unwrap_or_else(|e| panic!("{choice:?}, whole: {e}"));
-            if format != BodyFormat::Json {
-                for chunk in [1, 2, 3, 5, 8, 13] {
-                    same(&streamed(format, body, chunk, &choice, labels), &expected)
-                        .unwrap_or_else(|e| panic!("{choice:?}, chunks of {chunk}: {e}"));
-                }
+            for chunk in [1, 2, 3, 5, 8, 13, 1 << 16] {
+                same(&streamed(format, body, chunk, &choice, labels), &expected)
+                    .unwrap_or_else(|e| panic!("{choice:?}, chunks of {chunk}: {e}"));
+            }
+        }
+    }
+
+    /// A JSON body read as it arrives, cut anywhere, answers what it answers read whole.
+    fn streams_as_whole(body: &[u8]) {
+        for (choice, labels) in [(Some(features()), false), (None, true)] {
+            let expected = whole(BodyFormat::Json, body, &choice, labels);
+            for chunk in [1, 2, 3, 5, 8, 13, 1 << 16] {
+                same(
+                    &streamed(BodyFormat::Json, body, chunk, &choice, labels),
+                    &expected,
+                )
+                .unwrap_or_else(|e| {
+                    let text = String::from_utf8_lossy(body);
+                    panic!("{text:?}, {choice:?}, chunks of {chunk}: {e}")
+                });
             }
         }
     }
@@ -635,6 +637,53 @@ mod tests {
         }
         let deep = format!("[{}{}]", "[".repeat(200), "]".repeat(200));
         check(BodyFormat::Json, deep.as_bytes());
+        // Nesting at sonic-rs's limit and one past it, in both envelopes and in settings.
+        for n in [252, 253, 254] {
+            let nest = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+            for body in [
+                format!("[{}]", nest(n)),
+                format!("{{\"records\":[{}]}}", nest(n)),
+                format!("{{\"x\":{},\"records\":[]}}", nest(n)),
+                format!("\n [{{\"bytes_sent\":1,\"connections\":{}}}]", nest(n)),
+            ] {
+                streams_as_whole(body.as_bytes());
+            }
+        }
+        let more: &[&[u8]] = &[
+            b"",
+            b"\xEF\xBB\xBF[]",
+            b" \r\n\t[ ]\n ",
+            b"[",
+            b"[{\"bytes_sent\":1,\"connections\":2},]",
+            b"[{\"bytes_sent\":1,\"connections\":2}\n\n  x]",
+            b"[{\"bytes_sent\":1,\"connections\":2} , {\"bytes_sent\":3,\"connections\":4}]  \n",
+            b"[{\"bytes_sent\":1,\"connections\":2}]\n\n  ]",
+            b"{\"records\":[{\"bytes_sent\":1,\"connections\":2}] x}",
+            b"{\"records\":[{\"bytes_sent\":1,\"connections\":2}],}",
+            b"{\"rec\\u006frds\":[{\"bytes_sent\":1,\"connections\":2}]}",
+            b"{\"records\":[{\"bytes_sent\":1,\"connections\":2}],\"records\":[{\"bytes_sent\":3,\"connections\":4}]}",
+            b"{\"records\":[],\"records\":5}",
+            b"{\"records\":5,\"records\":[]}",
+            b"{\"a\" 1}",
+            b"{\"a\":}",
+            b"{,}",
+            b"{\"a\":1\n,\n\"b\":tru}",
+            b"[1 2]",
+            b"[12\"a\"]",
+            b"[\"x\",{\"bytes_sent\":\"\\q\"}]",
+            b"[{\"bytes_sent\":1,\"connections\":2,\"host\":\"\xff\"}]",
+            b"[{\"bytes_sent\":1,\n\"connections\":2,\n\"host\":\"a\x01b\"}]",
+            b"[{\"bytes_sent\":-,\"connections\":2}]",
+            b"[{\"bytes_sent\":1,\"connections\":2}",
+            b"{\"records\":[{\"bytes_sent\":1,\"connections\":2}]",
+            b"{\"records\"",
+            b"nul",
+            b"null",
+            b"\"records\"",
+        ];
+        for body in more {
+            streams_as_whole(body);
+        }
     }
 
     #[test]
@@ -738,6 +787,54 @@ mod tests {
             let expected = table(BodyFormat::Json, json.as_bytes(), &choice, labels);
             let verdict = same(&whole(BodyFormat::Json, json.as_bytes(), &choice, labels), &expected);
             prop_assert!(verdict.is_ok(), "{json}: {}", verdict.unwrap_err());
+            let verdict = same(&streamed(BodyFormat::Json, json.as_bytes(), chunk, &choice, labels), &expected);
+            prop_assert!(verdict.is_ok(), "{json}: {}", verdict.unwrap_err());
+        }
+
+        /// JSON bodies cut short, with bytes changed, dropped or put in, over lines, cut into
+        /// chunks anywhere: read as they arrive, they answer what they answer read whole.
+        #[test]
+        fn streamed_json_answers_what_the_whole_body_answers(
+            records in prop::collection::vec(prop::collection::btree_map(
+                prop::sample::select(vec!["bytes_sent", "connections", "host", "label"]),
+                prop_oneof![
+                    (-1e6f64..1e6).prop_map(|v| serde_json::json!(v)),
+                    Just(serde_json::json!("a\"b\\c\u{e9}")),
+                    Just(serde_json::json!([1, {"k": [2]}])),
+                    Just(serde_json::json!(null)),
+                ],
+                0..4), 0..5),
+            envelope in 0..3usize,
+            pretty in any::<bool>(),
+            edits in prop::collection::vec((any::<prop::sample::Index>(), 0..4usize, prop::sample::select(
+                b"[]{},:\"\\ \n0-e.tx\x01\xc3".to_vec())), 0..3),
+            chunk in 1usize..24,
+            labels in any::<bool>(),
+        ) {
+            let records = serde_json::json!(records);
+            let value = match envelope {
+                0 => records,
+                1 => serde_json::json!({"records": records}),
+                _ => serde_json::json!({"zz": {"a": [1]}, "records": records, "aa": "x"}),
+            };
+            let mut body = match pretty {
+                true => serde_json::to_vec_pretty(&value).unwrap(),
+                false => serde_json::to_vec(&value).unwrap(),
+            };
+            for (at, op, byte) in edits {
+                let i = at.index(body.len() + 1);
+                match op {
+                    0 => body.truncate(i),
+                    1 if i < body.len() => body[i] = byte,
+                    2 if i < body.len() => { body.remove(i); }
+                    _ => body.insert(i, byte),
+                }
+            }
+            let choice = Some(features());
+            let expected = whole(BodyFormat::Json, &body, &choice, labels);
+            let got = streamed(BodyFormat::Json, &body, chunk, &choice, labels);
+            let verdict = same(&got, &expected);
+            prop_assert!(verdict.is_ok(), "{:?}: {}", String::from_utf8_lossy(&body), verdict.unwrap_err());
         }
     }
 }

@@ -113,8 +113,6 @@ pub struct ScoreCommand {
     pub format: BodyFormat,
     pub zeek: ZeekOptions,
     pub explain: ExplainMode,
-    /// The body's announced length (0 when unknown), already checked against the limit.
-    pub declared_len: usize,
     /// The answer's media type, as an idempotency key's record keeps it.
     pub answer_type: &'static str,
 }
@@ -168,7 +166,6 @@ where
     let version = model.version();
     let (outcome, chart) = read_stream(
         body,
-        command.declared_len,
         settings.max_body_bytes,
         spec,
         Some(sink),
@@ -178,7 +175,9 @@ where
                 sunk,
                 rejects,
             } = parsed;
-            let scores = chunks.finish(&batch, sunk);
+            let Some(scores) = chunks.finish(&batch, sunk) else {
+                return Err(ServiceError::Cancelled);
+            };
             let scored = scored_batch(&model, &batch, scores, command.explain, rule.explain_top_k);
             let alert = alert_for(&model, &batch, &scored, &rule).map(|a| Alert { detector, ..a });
             let rendered = render(&batch, &scored, alert.as_ref(), version, &rejects);
@@ -192,10 +191,10 @@ where
                 rendered,
                 rejects,
             };
-            (outcome, chart)
+            Ok((outcome, chart))
         },
     )
-    .await?;
+    .await??;
     let record = key.as_ref().map(|k| {
         let body = outcome.rendered.as_deref();
         k.record(200, command.answer_type, Vec::new(), body)
@@ -252,12 +251,20 @@ impl ChunkScores {
         let (tx, rx) = std::sync::mpsc::channel();
         let m = model.clone();
         let d = model.features().len();
+        // The request's work, held by each chunk's task on the rayon pool (where it cannot be
+        // found): the task counts against the request's slot until it ends, and stops when
+        // the request is cancelled.
+        let work = crate::work::current();
         let sink: ChunkSink = Box::new(move |first, rows| {
-            let (m, tx, rows) = (m.clone(), tx.clone(), rows.to_vec());
+            let (m, tx, rows, work) = (m.clone(), tx.clone(), rows.to_vec(), work.clone());
             rayon::spawn(move || {
                 let mut out = vec![0.0; rows.len() / d];
-                m.score_into(&rows, &mut out);
-                let _ = tx.send((first, out));
+                let stop = || work.as_ref().is_some_and(crate::work::Work::is_cancelled);
+                if m.score_watched(&rows, &mut out, &stop) {
+                    let _ = tx.send((first, out));
+                } else if let Some(w) = &work {
+                    w.note_stopped();
+                }
             });
         });
         (
@@ -269,17 +276,26 @@ impl ChunkScores {
         )
     }
 
-    /// Scores the records after the first `sunk` and gathers the chunks' scores.
-    fn finish(self, batch: &Batch, sunk: usize) -> Vec<f64> {
+    /// Scores the records after the first `sunk` and gathers the chunks' scores; `None` when
+    /// the request was cancelled meanwhile (the scoring stopped at its next block).
+    fn finish(self, batch: &Batch, sunk: usize) -> Option<Vec<f64>> {
         let d = batch.matrix.n_cols();
         let mut scores = vec![0.0; batch.len()];
-        self.model
-            .score_into(&batch.matrix.as_slice()[sunk * d..], &mut scores[sunk..]);
-        // Every sender is gone once the builder is and the spawned chunks are done.
+        let rest = &batch.matrix.as_slice()[sunk * d..];
+        if !self
+            .model
+            .score_watched(rest, &mut scores[sunk..], &crate::work::cancelled)
+        {
+            return None;
+        }
+        // Every sender is gone once the builder is and the spawned chunks are done (a chunk
+        // that stopped sends nothing).
+        let mut gathered = 0;
         for (first, chunk) in self.rx.iter() {
             scores[first..first + chunk.len()].copy_from_slice(&chunk);
+            gathered += chunk.len();
         }
-        scores
+        (gathered == sunk).then_some(scores)
     }
 }
 

@@ -24,10 +24,15 @@ async fn connect(app: &TestApp) -> TcpStream {
 
 /// Sends a whole JSON request and returns the connection without reading the answer.
 async fn send_json(app: &TestApp, path: &str, body: &serde_json::Value) -> TcpStream {
-    let body = body.to_string();
+    send(app, path, "application/json", &body.to_string()).await
+}
+
+/// Sends a whole request with a `content_type` body and returns the connection without
+/// reading the answer.
+async fn send(app: &TestApp, path: &str, content_type: &str, body: &str) -> TcpStream {
     let mut stream = connect(app).await;
     let head = format!(
-        "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: {content_type}\r\nAccept: application/json\r\nContent-Length: {}\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await.unwrap();
@@ -156,4 +161,70 @@ async fn a_streamed_answer_holds_its_work_slot_until_its_last_byte() {
         (app.get("/v1/model").await.status() == StatusCode::OK).then_some(())
     })
     .await;
+}
+
+/// `n` of the seed profile's records as CSV.
+async fn seed_csv(app: &TestApp, n: usize) -> String {
+    let records = app.seed_records().await;
+    let rows: Vec<_> = records.iter().cycle().take(n).cloned().collect();
+    support::data::to_csv(&rows, &[])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_score_stops_between_blocks_and_keeps_nothing() {
+    let app = spawn_app_with(|_| {}).await;
+    let limits = app.state().limits().clone();
+    // 10,000 small trees: scoring 100,000 records walks 1e9 trees (tens of seconds here),
+    // while reading the 6 MB body takes a fraction of a second.
+    app.fit(json!({
+        "generate": {"n_records": 2000},
+        "params": {"n_estimators": 10_000, "max_samples": 64, "seed": 7}
+    }))
+    .await;
+    let body = seed_csv(&app, 100_000).await;
+    let client = send(&app, "/v1/score?explain=false", "text/csv", &body).await;
+    // The body is read and parsed by now (on a loaded machine too), and its scoring is under
+    // way: the first 65,536 records on the rayon pool, the rest on the parser's thread.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    drop(client);
+    all_work_ended(&app).await;
+    assert_eq!(limits.cancelled(), 1);
+    // Cancelled after its body was read, the score is only noticed by the checks between its
+    // blocks (none is made after it ends): it stopped there.
+    assert!(limits.stopped() >= 1, "stopped: {}", limits.stopped());
+    // Nothing of the batch was kept.
+    let chart = app.get("/v1/chart.png").await;
+    assert_problem(chart, StatusCode::CONFLICT, "nothing-to-draw").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_charts_stop_while_they_draw() {
+    let app = spawn_app_with(|_| {}).await;
+    let limits = app.state().limits().clone();
+    app.fit_small(1).await;
+    let body = seed_csv(&app, 200_000).await;
+    let scored = app
+        .post_csv("/v1/score?explain=false&only_anomalies=true", body)
+        .await;
+    assert_eq!(scored.status(), StatusCode::OK);
+    let mut clients = Vec::new();
+    for _ in 0..12 {
+        let mut stream = connect(&app).await;
+        stream
+            .write_all(b"GET /v1/chart.png?width=4000&height=4000 HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        clients.push(stream);
+    }
+    // Twelve 4000×4000 charts of 200,000 points share two cores: each takes seconds, so 50 ms
+    // in they are all being drawn.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    drop(clients);
+    all_work_ended(&app).await;
+    // Every chart cancelled noticed it and stopped: before drawing, between its panels or
+    // before its encoding, not after a whole bitmap was drawn and encoded for nobody.
+    assert!(limits.cancelled() >= 1, "cancelled: {}", limits.cancelled());
+    assert_eq!(limits.stopped(), limits.cancelled());
+    let small = app.get("/v1/chart.png?width=400&height=300").await;
+    assert_eq!(small.status(), StatusCode::OK);
 }

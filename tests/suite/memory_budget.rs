@@ -80,8 +80,8 @@ async fn answer_before_body(
 async fn a_declared_body_over_the_request_budget_is_413_before_it_is_read() {
     let app = small_budget_app().await;
     app.fit_small(1).await;
-    // 10 MiB of JSON costs an estimated 30 MiB: over 24.
-    let (status, _, body) = answer_before_body(&app, "application/json", 10 << 20).await;
+    // 13 MiB of JSON costs an estimated 26 MiB: over 24.
+    let (status, _, body) = answer_before_body(&app, "application/json", 13 << 20).await;
     assert_eq!(
         (status, body["code"].as_str()),
         (413, Some("memory-budget")),

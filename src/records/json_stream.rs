@@ -1,0 +1,407 @@
+//! A JSON body (an array of records or `{"records": [...]}`) read as it arrives, a record at a
+//! time: only the record being read and the chunk it is in are held, never the whole body.
+//!
+//! The envelope's punctuation (brackets, commas, colons, keys) is read here; each record, key
+//! and other value is found by its brackets and strings and handed whole to sonic-rs, through
+//! the same visitors [`read_json`] uses. Anything that is not valid JSON is then read by
+//! sonic-rs too, from where it starts to the end of the body, after a few bytes that put the
+//! parser where the body had it (in the records array, after a record, ...): so every answer is
+//! [`read_json`]'s on the whole body, the problem's wording and its line and column included
+//! (tested on cut and mangled bodies in `records::read`).
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde::de::DeserializeSeed;
+
+use super::builder::BatchBuilder;
+use super::error::RecordError;
+use super::json::{
+    Envelope, MAX_DEPTH, RecordSeed, Skip, StrSeed, TopLevel, check_shape, conclude, deserializer,
+    message_at, read_json,
+};
+
+/// Reads a JSON body, its chunks given by `next` (`None` at its end), into `b`: the answer
+/// [`read_json`] gives for the whole body.
+pub fn read_json_stream(
+    next: impl FnMut() -> Option<Bytes>,
+    b: &mut BatchBuilder,
+    top: TopLevel,
+) -> Result<(), RecordError> {
+    let mut input = Input::new(next);
+    let mut state = Envelope::default();
+    match walk(&mut input, b, &mut state) {
+        Ok(()) => {}
+        // Not an envelope (or empty): nothing was taken but whitespace, and all of it was kept.
+        Err(Stop::Whole) => return read_json(&input.rest(&[]), b, top),
+        Err(Stop::At(skeleton)) => return Err(input.syntax_error(skeleton)),
+    }
+    check_shape(state.not_envelope, state.records_not_array)?;
+    conclude(state, b, top)
+}
+
+/// Why the walk stopped early.
+enum Stop {
+    /// The body is not an array or object: read it whole.
+    Whole,
+    /// The body is not valid JSON from the current position on; these bytes in front of the
+    /// rest put a parser where the body had it.
+    At(&'static [u8]),
+}
+
+/// A bare array's records: before the first, and after a comma.
+const ARRAY: [&[u8]; 2] = [b"[", b"[0,"];
+/// The records of `{"records": [...]}`.
+const IN_OBJECT: [&[u8]; 2] = [b"{\"records\":[", b"{\"records\":[0,"];
+/// An object's members: before the first, after a comma, and after a value.
+const MEMBER: [&[u8]; 3] = [b"{", b"{\"a\":0,", b"{\"a\":[]"];
+/// After the body's value.
+const AFTER: &[u8] = b"[]";
+
+fn is_ws(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+/// The body's value, then nothing but whitespace.
+fn walk<F: FnMut() -> Option<Bytes>>(
+    r: &mut Input<F>,
+    b: &mut BatchBuilder,
+    state: &mut Envelope,
+) -> Result<(), Stop> {
+    let (k, c) = r.skip_ws(0);
+    match c {
+        Some(b'[') => {
+            r.keep_all = false;
+            r.take(k + 1);
+            state.has_records = true;
+            records(r, b, state, ARRAY)?;
+        }
+        Some(b'{') => {
+            r.keep_all = false;
+            r.take(k + 1);
+            object(r, b, state)?;
+        }
+        _ => return Err(Stop::Whole),
+    }
+    match r.skip_ws(0).1 {
+        None => Ok(()),
+        Some(_) => Err(Stop::At(AFTER)),
+    }
+}
+
+/// The records of an array, its `[` taken, to its `]`.
+fn records<F: FnMut() -> Option<Bytes>>(
+    r: &mut Input<F>,
+    b: &mut BatchBuilder,
+    state: &mut Envelope,
+    skeletons: [&'static [u8]; 2],
+) -> Result<(), Stop> {
+    let depth = skeletons[0]
+        .iter()
+        .filter(|&&c| c == b'[' || c == b'{')
+        .count();
+    let mut first = true;
+    loop {
+        let skeleton = skeletons[usize::from(!first)];
+        let (k, c) = r.skip_ws(0);
+        if first && c == Some(b']') {
+            r.take(k + 1);
+            return Ok(());
+        }
+        r.take(k);
+        let end = r.value_end(0, depth).ok_or(Stop::At(skeleton))?;
+        let (sep_at, sep) = r.skip_ws(end);
+        if !matches!(sep, Some(b',' | b']')) {
+            return Err(Stop::At(skeleton));
+        }
+        record(r.slice(0, end), b, state).map_err(|_| Stop::At(skeleton))?;
+        r.take(sep_at + 1);
+        if sep == Some(b']') {
+            return Ok(());
+        }
+        first = false;
+    }
+}
+
+/// One record, as `json::read_records` reads it: into the builder, or after the first problem
+/// or past the record limit only checked and counted.
+fn record(text: &[u8], b: &mut BatchBuilder, state: &mut Envelope) -> Result<(), sonic_rs::Error> {
+    let i = state.n_records;
+    let mut de = deserializer(text);
+    if state.problem.is_some() || i >= b.max_records() {
+        Skip::deserialize(&mut de)?;
+    } else {
+        let mut problem = None;
+        let seed = RecordSeed {
+            builder: &mut *b,
+            problem: &mut problem,
+        };
+        if !seed.deserialize(&mut de)? {
+            problem = Some(RecordError::record_at(
+                i,
+                format!("record {i} is not a JSON object"),
+            ));
+        }
+        if problem.is_some() {
+            state.problem = problem;
+        }
+    }
+    de.end()?;
+    state.n_records += 1;
+    Ok(())
+}
+
+/// The members of the top-level object, its `{` taken, to its `}`.
+fn object<F: FnMut() -> Option<Bytes>>(
+    r: &mut Input<F>,
+    b: &mut BatchBuilder,
+    state: &mut Envelope,
+) -> Result<(), Stop> {
+    let mut first = true;
+    loop {
+        let skeleton = MEMBER[usize::from(!first)];
+        let (k, c) = r.skip_ws(0);
+        if first && c == Some(b'}') {
+            r.take(k + 1);
+            return Ok(());
+        }
+        r.take(k);
+        if c != Some(b'"') {
+            return Err(Stop::At(skeleton));
+        }
+        let key_end = r.string_end(0).ok_or(Stop::At(skeleton))?;
+        let key = key(r.slice(0, key_end)).ok_or(Stop::At(skeleton))?;
+        let (colon, c) = r.skip_ws(key_end);
+        if c != Some(b':') {
+            return Err(Stop::At(skeleton));
+        }
+        let (v, c) = r.skip_ws(colon + 1);
+        let sep = if key == "records" && c == Some(b'[') {
+            r.take(v + 1);
+            state.has_records = true;
+            state.records_not_array = false;
+            records(r, b, state, IN_OBJECT)?;
+            let (sep_at, sep) = r.skip_ws(0);
+            if !matches!(sep, Some(b',' | b'}')) {
+                return Err(Stop::At(MEMBER[2]));
+            }
+            r.take(sep_at + 1);
+            sep
+        } else {
+            let end = r.value_end(v, 1).ok_or(Stop::At(skeleton))?;
+            let (sep_at, sep) = r.skip_ws(end);
+            if !matches!(sep, Some(b',' | b'}')) {
+                return Err(Stop::At(skeleton));
+            }
+            skip(r.slice(v, end)).map_err(|_| Stop::At(skeleton))?;
+            match key == "records" {
+                true => state.records_not_array = true,
+                false => {
+                    state.unknown.insert(key);
+                }
+            }
+            r.take(sep_at + 1);
+            sep
+        };
+        if sep == Some(b'}') {
+            return Ok(());
+        }
+        first = false;
+    }
+}
+
+/// A key, its escapes undone; `None` when it is not a valid string.
+fn key(text: &[u8]) -> Option<String> {
+    let mut de = deserializer(text);
+    let key = StrSeed.deserialize(&mut de).ok()?.into_owned();
+    de.end().ok().map(|()| key)
+}
+
+/// A value only checked.
+fn skip(text: &[u8]) -> Result<(), sonic_rs::Error> {
+    let mut de = deserializer(text);
+    Skip::deserialize(&mut de)?;
+    de.end()
+}
+
+/// The body as it arrives: the bytes not yet taken (and, until the body's value starts, all
+/// of them), with the line and column of the next one.
+struct Input<F> {
+    next: F,
+    buf: Vec<u8>,
+    /// The next byte not taken, in `buf`.
+    pos: usize,
+    /// Nothing is dropped from `buf` (before the value starts: whitespace only).
+    keep_all: bool,
+    ended: bool,
+    /// Offset in the body of `buf[0]`.
+    base: usize,
+    /// Line (from 1) of the byte at `pos`, and the body offset where that line starts.
+    line: usize,
+    line_start: usize,
+    /// Line and column of the last byte taken.
+    last: (usize, usize),
+}
+
+impl<F: FnMut() -> Option<Bytes>> Input<F> {
+    fn new(next: F) -> Self {
+        Self {
+            next,
+            buf: Vec::new(),
+            pos: 0,
+            keep_all: true,
+            ended: false,
+            base: 0,
+            line: 1,
+            line_start: 0,
+            last: (1, 1),
+        }
+    }
+
+    /// Another chunk into the buffer (what was taken dropped first); false at the body's end.
+    fn more(&mut self) -> bool {
+        if self.ended {
+            return false;
+        }
+        if !self.keep_all && self.pos > 0 && self.pos >= self.buf.len() / 2 {
+            self.buf.drain(..self.pos);
+            self.base += self.pos;
+            self.pos = 0;
+        }
+        loop {
+            match (self.next)() {
+                Some(chunk) if chunk.is_empty() => {}
+                Some(chunk) => {
+                    self.buf.extend_from_slice(&chunk);
+                    return true;
+                }
+                None => {
+                    self.ended = true;
+                    return false;
+                }
+            }
+        }
+    }
+
+    /// The byte `k` after the next one not taken, reading on as needed.
+    fn at(&mut self, k: usize) -> Option<u8> {
+        while self.pos + k >= self.buf.len() {
+            if !self.more() {
+                return None;
+            }
+        }
+        Some(self.buf[self.pos + k])
+    }
+
+    /// The first byte from `k` on that is not whitespace, and where it is.
+    fn skip_ws(&mut self, mut k: usize) -> (usize, Option<u8>) {
+        loop {
+            match self.at(k) {
+                Some(c) if is_ws(c) => k += 1,
+                c => return (k, c),
+            }
+        }
+    }
+
+    /// Just after the string starting at `k` (its quote).
+    fn string_end(&mut self, mut k: usize) -> Option<usize> {
+        k += 1;
+        loop {
+            match self.at(k)? {
+                b'"' => return Some(k + 1),
+                b'\\' => k += 2,
+                _ => k += 1,
+            }
+        }
+    }
+
+    /// Just after the value starting at `k`, found by its brackets and strings (what is in
+    /// between sonic-rs checks); `None` when the body ends first, or when the value's nesting,
+    /// `depth` levels in already, passes [`MAX_DEPTH`] (an error in any case).
+    fn value_end(&mut self, mut k: usize, depth: usize) -> Option<usize> {
+        let mut open = 0usize;
+        loop {
+            match self.at(k)? {
+                b'"' => {
+                    k = self.string_end(k)?;
+                    if open == 0 {
+                        return Some(k);
+                    }
+                }
+                b'[' | b'{' => {
+                    open += 1;
+                    if depth + open > MAX_DEPTH {
+                        return None;
+                    }
+                    k += 1;
+                }
+                b']' | b'}' if open == 0 => return Some(k),
+                b']' | b'}' => {
+                    open -= 1;
+                    k += 1;
+                    if open == 0 {
+                        return Some(k);
+                    }
+                }
+                c if open == 0 && (is_ws(c) || c == b',' || c == b':') => return Some(k),
+                _ => k += 1,
+            }
+        }
+    }
+
+    /// Bytes `a..b` after the next one not taken.
+    fn slice(&self, a: usize, b: usize) -> &[u8] {
+        &self.buf[self.pos + a..self.pos + b]
+    }
+
+    /// Takes `k` bytes, following their lines.
+    fn take(&mut self, k: usize) {
+        let Some(before_last) = k.checked_sub(1) else {
+            return;
+        };
+        let start = self.base + self.pos;
+        let taken = &self.buf[self.pos..self.pos + k];
+        let (before, last) = (&taken[..before_last], start + before_last);
+        let line = self.line + memchr::memchr_iter(b'\n', before).count();
+        let line_start = memchr::memrchr(b'\n', before).map_or(self.line_start, |i| start + i + 1);
+        self.last = (line, last - line_start + 1);
+        (self.line, self.line_start) = match taken[before_last] {
+            b'\n' => (line + 1, last + 1),
+            _ => (line, line_start),
+        };
+        self.pos += k;
+    }
+
+    /// `prefix`, then the rest of the body from the next byte not taken (all of it while
+    /// `keep_all`, when `pos` is where the whitespace before the value starts being taken).
+    fn rest(&mut self, prefix: &[u8]) -> Vec<u8> {
+        let from = if self.keep_all { 0 } else { self.pos };
+        let mut doc = prefix.to_vec();
+        doc.extend_from_slice(&self.buf[from..]);
+        while let Some(chunk) = (self.next)() {
+            doc.extend_from_slice(&chunk);
+        }
+        doc
+    }
+
+    /// The syntax error in the rest of the body, as sonic-rs reads it after `skeleton`, where
+    /// it is in the whole body.
+    fn syntax_error(&mut self, skeleton: &[u8]) -> RecordError {
+        let (line, column) = (self.line, self.base + self.pos - self.line_start + 1);
+        let doc = self.rest(skeleton);
+        let mut de = deserializer(&doc);
+        let Err(e) = Skip::deserialize(&mut de).and_then(|_| de.end()) else {
+            // The walk stops only at what is not JSON; should it not be, say so plainly.
+            debug_assert!(false, "the streamed JSON walk stopped at valid JSON");
+            return RecordError::malformed("invalid JSON");
+        };
+        // sonic-rs places the end of a body at its last byte: with nothing left after where
+        // the walk stopped, that is the last byte taken.
+        let (l, c) = (e.line(), e.column());
+        let at = match l {
+            _ if doc.len() == skeleton.len() => self.last,
+            0 | 1 => (line, column + c.saturating_sub(1 + skeleton.len())),
+            _ => (line + l - 1, c),
+        };
+        RecordError::malformed(format!("invalid JSON: {}", message_at(&e, at.0, at.1)))
+    }
+}
