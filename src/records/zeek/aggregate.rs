@@ -2,6 +2,8 @@
 //! sum per (window start, entity), and the `(window, orig_h, resp_h, resp_p)` of every
 //! connection packed in one `u128`, sorted and deduplicated whenever the list doubles (and at the
 //! end) to count distinct sessions per window. Memory is the aggregation state, not the body.
+//! [`ZeekReader`] runs one [`Aggregator`] per rayon worker on batches of whole lines and merges
+//! them at the end.
 
 use std::collections::HashMap;
 
@@ -592,6 +594,80 @@ impl Pool {
 mod tests {
     use super::*;
     use crate::records::zeek::{Window, parse_conn_log};
+
+    /// A log of `n` lines from 60 hosts over a few hours, every 37th line bad (a negative count,
+    /// a short line, a bad time), with a second `#fields` header halfway (another field order).
+    fn long_log(n: usize) -> Vec<u8> {
+        let mut s = String::from(
+            "#separator \\x09\n#path\tconn\n#fields\tts\tuid\tid.orig_h\tid.resp_h\tid.resp_p\torig_bytes\tresp_bytes\n",
+        );
+        for i in 0..n {
+            if i == n / 2 {
+                s.push_str("#fields\tid.resp_p\tid.resp_h\tid.orig_h\tts\n");
+            }
+            let ts = format!("{}.{:06}", 1_700_000_000 + i * 7, (i * 7919) % 1_000_000);
+            let (o, r, p) = (
+                format!("10.0.{}.{}", i % 3, i % 60),
+                format!("8.8.{}.8", i % 5),
+                80 + i % 4,
+            );
+            let line = match (i % 37 == 36, i >= n / 2) {
+                (true, _) if i % 3 == 0 => format!("{ts}\tC{i}\t{o}"),
+                (true, false) => format!("{ts}\tC{i}\t{o}\t{r}\t{p}\t-5\t1"),
+                (true, true) => format!("{p}\t{r}\t{o}\tsoon"),
+                (false, false) => format!("{ts}\tC{i}\t{o}\t{r}\t{p}\t{}\t-", i * 13),
+                (false, true) => format!("{p}\t{r}\t{o}\t{ts}"),
+            };
+            s.push_str(&line);
+            s.push('\n');
+        }
+        s.into_bytes()
+    }
+
+    fn read(
+        body: &[u8],
+        opts: &ZeekOptions,
+        batch: usize,
+    ) -> Result<(Vec<WindowRecord>, Rejects), ZeekError> {
+        let mut reader = ZeekReader::new(ZeekFormat::Tsv, opts).with_batch_bytes(batch);
+        for piece in body.chunks(4096) {
+            reader.push(piece)?;
+        }
+        reader.finish()
+    }
+
+    /// Read by several workers in small batches, a long log gives the windows, the skipped lines
+    /// (more than are kept one by one) and the first error that one thread reading it gives.
+    #[test]
+    fn batches_on_several_workers_read_as_one_thread_reads() {
+        let body = long_log(20_000);
+        for on_invalid in [OnInvalid::Skip, OnInvalid::Reject] {
+            for group_by in [GroupBy::None, GroupBy::OrigHost, GroupBy::RespHost] {
+                let opts = ZeekOptions {
+                    window: Window::from_secs(300).unwrap(),
+                    group_by,
+                    on_invalid,
+                };
+                let one = read(&body, &opts, usize::MAX);
+                for batch in [1, 5_000, 64 << 10] {
+                    assert_eq!(
+                        read(&body, &opts, batch),
+                        one,
+                        "{on_invalid:?} {group_by} {batch}"
+                    );
+                }
+                match (on_invalid, &one) {
+                    (OnInvalid::Skip, Ok((recs, rejects))) => {
+                        assert!(rejects.total > REJECTS_KEPT, "{}", rejects.total);
+                        assert_eq!(rejects.first.len(), REJECTS_KEPT);
+                        assert!(recs.len() > 10);
+                    }
+                    (OnInvalid::Reject, Err(e)) => assert_eq!(e.line(), Some(3 + 37), "{e}"),
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+    }
 
     /// Compacting the session list often (here every few connections) changes no count.
     #[test]
