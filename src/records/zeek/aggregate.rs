@@ -2,6 +2,8 @@
 //! sum per (window start, entity), and the `(window, orig_h, resp_h, resp_p)` of every
 //! connection packed in one `u128`, sorted and deduplicated whenever the list doubles (and at the
 //! end) to count distinct sessions per window. Memory is the aggregation state, not the body.
+//! [`ZeekReader`] runs one [`Aggregator`] per rayon worker on batches of whole lines and merges
+//! them at the end.
 
 use std::collections::HashMap;
 
@@ -9,7 +11,9 @@ use chrono::DateTime;
 use foldhash::fast::RandomState;
 
 use super::line::{ConnLine, LineError, LineParser, LineSplitter};
-use super::{GroupBy, OnInvalid, Rejects, WindowRecord, ZeekError, ZeekFormat, ZeekOptions};
+use super::{
+    GroupBy, OnInvalid, REJECTS_KEPT, Rejects, WindowRecord, ZeekError, ZeekFormat, ZeekOptions,
+};
 
 /// Host names to dense ids and back. Lookups hash the text (foldhash, seeded per process, so a
 /// crafted log cannot aim at collisions) and compare it in full, so two hosts never share an id.
@@ -168,19 +172,77 @@ impl Aggregator {
         self.sums.is_empty()
     }
 
+    /// The windows of several aggregators of one log as one aggregator's, exactly: hosts are
+    /// matched by name, sums of a window add up, and sessions are listed under the merged window.
+    fn merge(mut aggs: Vec<Aggregator>) -> Aggregator {
+        if aggs.len() == 1 {
+            return aggs.pop().expect("one aggregator");
+        }
+        // The largest first: its ids and windows are kept as they are.
+        aggs.sort_by_key(|a| std::cmp::Reverse(a.sessions.len()));
+        let mut iter = aggs.into_iter();
+        let mut out = iter.next().expect("at least one aggregator");
+        out.sessions
+            .reserve(iter.as_slice().iter().map(|a| a.sessions.len()).sum());
+        for agg in iter {
+            let hosts: Vec<u32> = agg.hosts.names.iter().map(|n| out.hosts.id(n)).collect();
+            let host = |id: u32| {
+                if id == NO_ENTITY {
+                    NO_ENTITY
+                } else {
+                    hosts[id as usize]
+                }
+            };
+            let mut at_of = Vec::with_capacity(agg.sums.len());
+            for ((start, entity), s) in agg.sums {
+                let key = (start, host(entity));
+                let next = out.sums.len() as u32;
+                let at = *out.index.entry(key).or_insert(next);
+                if at == next {
+                    out.sums.push((key, Sums::default()));
+                }
+                let sum = &mut out.sums[at as usize].1;
+                sum.sent += s.sent;
+                sum.received += s.received;
+                sum.connections += s.connections;
+                at_of.push(u128::from(at));
+            }
+            out.sessions.extend(agg.sessions.iter().map(|&k| {
+                let at = at_of[(k >> 80) as usize];
+                let orig = u128::from(host((k >> 48) as u32));
+                let resp = u128::from(host((k >> 16) as u32));
+                at << 80 | orig << 48 | resp << 16 | (k & 0xFFFF)
+            }));
+        }
+        out
+    }
+
     /// The window records, sorted by (window start, entity as text).
     pub fn into_records(mut self) -> Vec<WindowRecord> {
-        self.compact();
+        use rayon::slice::ParallelSliceMut;
+        if self.sessions.len() > 1 << 16 && rayon::current_thread_index().is_none() {
+            self.sessions.par_sort_unstable();
+        } else {
+            self.sessions.sort_unstable();
+        }
+        self.sessions.dedup();
         let mut distinct = vec![0u64; self.sums.len()];
         for key in &self.sessions {
             distinct[(key >> 80) as usize] += 1;
         }
+        self.sessions = Vec::new();
+        // Entities sort as text: by the rank of their name (no entity first, as `None` sorts).
+        let mut by_name: Vec<u32> = (0..self.hosts.len() as u32).collect();
+        by_name.sort_unstable_by(|&a, &b| self.hosts.name(a).cmp(self.hosts.name(b)));
+        let mut rank = vec![0u32; self.hosts.len()];
+        for (r, &id) in by_name.iter().enumerate() {
+            rank[id as usize] = r as u32 + 1;
+        }
+        let rank_of = |e: u32| if e == NO_ENTITY { 0 } else { rank[e as usize] };
         let Self { hosts, sums, .. } = self;
         let mut sums: Vec<_> = sums.into_iter().zip(distinct).collect();
+        sums.sort_unstable_by_key(|(((s, e), _), _)| (*s, rank_of(*e)));
         let name = |e: u32| (e != NO_ENTITY).then(|| hosts.name(e));
-        sums.sort_unstable_by(|(((s1, e1), _), _), (((s2, e2), _), _)| {
-            (s1, name(*e1)).cmp(&(s2, name(*e2)))
-        });
         sums.into_iter()
             .filter_map(|(((start, entity), s), sessions)| {
                 // Starts come from valid timestamps floored toward 1970, so they are valid too.
@@ -197,63 +259,334 @@ impl Aggregator {
     }
 }
 
-/// A conn log read as its chunks arrive into window records.
-#[derive(Debug)]
+/// Bytes of whole lines handed to a worker at a time.
+const BATCH_BYTES: usize = 1 << 20;
+
+/// A conn log read as its chunks arrive into window records, on every core: the body is cut at
+/// line breaks into batches of about a MiB, each batch is read by a rayon worker into that
+/// worker's own [`Aggregator`], and the workers' windows are merged at the end (exactly: sums
+/// are integers, sessions a set, so the records are bit for bit those of one thread reading the
+/// whole log). Line numbers are counted per batch and made absolute as the batches complete in
+/// order, so errors and skipped lines name the same lines as a sequential read. A TSV header
+/// line is read twice: here, for the state the next batch starts with, and by the worker that
+/// reads its batch, where its errors are reported in order. Small bodies (one batch) are read
+/// on the calling thread.
 pub struct ZeekReader {
-    splitter: LineSplitter,
-    lines: Lines,
-}
-
-/// What reads the lines the splitter cuts.
-#[derive(Debug)]
-struct Lines {
+    opts: ZeekOptions,
+    /// The header state at the start of `pending` (TSV).
     parser: LineParser,
-    agg: Aggregator,
-    on_invalid: OnInvalid,
-    rejects: Rejects,
+    /// Bytes not yet handed out: the start of the next batch.
+    pending: Vec<u8>,
+    batch_bytes: usize,
+    /// Work handed to rayon; `None` until the first batch goes (and on a rayon thread).
+    pool: Option<Pool>,
+    /// Batches in order as they complete: absolute line numbers, skipped lines, the first error.
+    progress: Progress,
+    /// A header line that cannot be read: nothing after it is handed out.
+    ended: bool,
 }
 
-impl Lines {
-    fn take(&mut self, no: usize, line: &[u8]) -> Result<(), ZeekError> {
-        match self.parser.line(no, line) {
-            Ok(Some(conn)) => self.agg.add(&conn),
+impl std::fmt::Debug for ZeekReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZeekReader")
+            .field("pending", &self.pending.len())
+            .field("next_seq", &self.progress.next_seq)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The workers of one reader: an aggregator per rayon thread, and where finished batches report.
+struct Pool {
+    slots: std::sync::Arc<Vec<std::sync::Mutex<Option<Aggregator>>>>,
+    done_tx: std::sync::mpsc::Sender<Outcome>,
+    done_rx: std::sync::mpsc::Receiver<Outcome>,
+    /// Batches handed out whose outcome has not come back.
+    in_flight: usize,
+    /// The first batch (by order) that failed: later ones need not be read.
+    failed_at: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    next_seq: u64,
+}
+
+/// What reading one batch gave, with line numbers counted from the batch's start.
+#[derive(Debug, Default)]
+struct Outcome {
+    seq: u64,
+    lines: usize,
+    /// The first skipped lines ([`REJECTS_KEPT`] at most) and how many in all.
+    skipped: Vec<ZeekError>,
+    skipped_total: usize,
+    error: Option<ZeekError>,
+}
+
+/// Batch outcomes folded in order.
+#[derive(Debug, Default)]
+struct Progress {
+    next_seq: u64,
+    /// Lines of the batches folded so far.
+    lines: usize,
+    waiting: std::collections::BTreeMap<u64, Outcome>,
+    rejects: Rejects,
+    error: Option<ZeekError>,
+}
+
+impl Progress {
+    /// Folds every batch that is next in order; the first error (by line) ends the read.
+    fn absorb(&mut self, o: Outcome) -> Result<(), ZeekError> {
+        self.waiting.insert(o.seq, o);
+        while self.error.is_none() {
+            let Some(o) = self.waiting.remove(&self.next_seq) else {
+                break;
+            };
+            let kept = o.skipped.len();
+            for e in o.skipped {
+                self.rejects.add(shifted(e, self.lines));
+            }
+            self.rejects.total += o.skipped_total - kept;
+            if let Some(e) = o.error {
+                self.error = Some(shifted(e, self.lines));
+                break;
+            }
+            self.lines += o.lines;
+            self.next_seq += 1;
+        }
+        match &self.error {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// `e` with its line number counted `offset` lines further.
+fn shifted(mut e: ZeekError, offset: usize) -> ZeekError {
+    if let ZeekError::Line { line, .. } | ZeekError::MissingField { line, .. } = &mut e {
+        *line += offset;
+    }
+    e
+}
+
+/// Reads the lines of one batch (whole lines; `last`: the body's end, whose text after the last
+/// break is a line too) into `agg`, numbering them from 1.
+fn read_batch(
+    parser: &mut LineParser,
+    agg: &mut Aggregator,
+    batch: &[u8],
+    last: bool,
+    on_invalid: OnInvalid,
+) -> Outcome {
+    let mut out = Outcome::default();
+    let mut take = |no: usize, line: &[u8]| -> Result<(), ZeekError> {
+        match parser.line(no, line) {
+            Ok(Some(conn)) => agg.add(&conn),
             Ok(None) => {}
-            Err(LineError::Data(e)) if self.on_invalid == OnInvalid::Skip => self.rejects.add(e),
+            Err(LineError::Data(e)) if on_invalid == OnInvalid::Skip => {
+                out.skipped_total += 1;
+                if out.skipped.len() < REJECTS_KEPT {
+                    out.skipped.push(e);
+                }
+            }
             Err(e) => return Err(e.into_inner()),
         }
         Ok(())
-    }
+    };
+    let mut lines = LineSplitter::new();
+    let read = lines.push(batch, &mut take).and_then(|()| {
+        if last {
+            lines.finish(&mut take)
+        } else {
+            Ok(())
+        }
+    });
+    out.lines = lines.lines();
+    out.error = read.err();
+    out
 }
 
 impl ZeekReader {
     pub fn new(format: ZeekFormat, opts: &ZeekOptions) -> Self {
         Self {
-            splitter: LineSplitter::new(),
-            lines: Lines {
-                parser: LineParser::new(format),
-                agg: Aggregator::new(opts),
-                on_invalid: opts.on_invalid,
-                rejects: Rejects::default(),
-            },
+            opts: *opts,
+            parser: LineParser::new(format),
+            pending: Vec::new(),
+            batch_bytes: BATCH_BYTES,
+            pool: None,
+            progress: Progress::default(),
+            ended: false,
         }
     }
 
-    /// Reads the lines `chunk` completes; the first bad line is an error unless skipped.
+    /// Batches of about `bytes` (tests cut small ones to check the merge).
+    #[cfg(test)]
+    pub(crate) fn with_batch_bytes(mut self, bytes: usize) -> Self {
+        self.batch_bytes = bytes.max(1);
+        self
+    }
+
+    /// Reads the lines `chunk` completes (on the workers); an error found so far in the lines
+    /// before is returned (the first bad line, unless skipped).
     pub fn push(&mut self, chunk: &[u8]) -> Result<(), ZeekError> {
-        let lines = &mut self.lines;
-        self.splitter
-            .push(chunk, &mut |no, line| lines.take(no, line))
+        if self.ended {
+            return self.collect_done();
+        }
+        self.pending.extend_from_slice(chunk);
+        if self.pending.len() >= self.batch_bytes && rayon::current_thread_index().is_none() {
+            if let Some(nl) = memchr::memrchr(b'\n', &self.pending) {
+                let rest = self.pending[nl + 1..].to_vec();
+                self.pending.truncate(nl + 1);
+                let batch = std::mem::replace(&mut self.pending, rest);
+                self.hand_out(batch);
+            }
+        }
+        self.collect_done()
+    }
+
+    /// Gives a batch of whole lines to a worker, with the header state it starts with; reads
+    /// its header lines for the state the next batch starts with.
+    fn hand_out(&mut self, batch: Vec<u8>) {
+        let parser = self.parser.clone();
+        if self.parser.format() == ZeekFormat::Tsv {
+            let mut at = (batch.first() == Some(&b'#')).then_some(0);
+            let mut from = 0;
+            loop {
+                let start = match at.take() {
+                    Some(s) => s,
+                    None => match memchr::memmem::find(&batch[from..], b"\n#") {
+                        Some(i) => from + i + 1,
+                        None => break,
+                    },
+                };
+                let end = memchr::memchr(b'\n', &batch[start..]).map_or(batch.len(), |e| start + e);
+                let line = &batch[start..end];
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                if self.parser.line(0, line).is_err() {
+                    // The worker reports it with its line number; nothing after it counts.
+                    self.ended = true;
+                }
+                from = end;
+            }
+        }
+        let pool = self.pool.get_or_insert_with(Pool::new);
+        // Backpressure: a few batches per worker in flight, so memory stays a few MiB.
+        while pool.in_flight > 2 * pool.slots.len() {
+            let Ok(o) = pool.done_rx.recv() else { break };
+            pool.in_flight -= 1;
+            // An error is kept in `progress` and returned by the next `push`.
+            let _ = self.progress.absorb(o);
+        }
+        pool.spawn(parser, batch, self.opts);
+    }
+
+    /// Folds the batches that have completed; the first error among them (in line order, all
+    /// earlier batches done) is returned.
+    fn collect_done(&mut self) -> Result<(), ZeekError> {
+        if let Some(e) = &self.progress.error {
+            return Err(e.clone());
+        }
+        let Some(pool) = &mut self.pool else {
+            return Ok(());
+        };
+        while let Ok(o) = pool.done_rx.try_recv() {
+            pool.in_flight -= 1;
+            self.progress.absorb(o)?;
+        }
+        Ok(())
     }
 
     /// Reads the last line and hands back the window records (sorted by window start, then
     /// entity) and the lines skipped. No connection at all is an error.
     pub fn finish(mut self) -> Result<(Vec<WindowRecord>, Rejects), ZeekError> {
-        let lines = &mut self.lines;
-        self.splitter.finish(&mut |no, line| lines.take(no, line))?;
-        if self.lines.agg.is_empty() {
+        let mut aggs = Vec::new();
+        let last = std::mem::take(&mut self.pending);
+        let mut seq = 0;
+        if let Some(pool) = &mut self.pool {
+            seq = pool.next_seq;
+            // Wait for every batch handed out.
+            while pool.in_flight > 0 {
+                let o = pool
+                    .done_rx
+                    .recv()
+                    .expect("the reader keeps a sender, so the channel stays open");
+                pool.in_flight -= 1;
+                self.progress.absorb(o)?;
+            }
+            for slot in pool.slots.iter() {
+                let mut slot = slot
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                aggs.extend(slot.take());
+            }
+        }
+        if !self.ended {
+            // The rest of the body, read here: the workers are done.
+            let mut agg = Aggregator::new(&self.opts);
+            let mut o = read_batch(
+                &mut self.parser,
+                &mut agg,
+                &last,
+                true,
+                self.opts.on_invalid,
+            );
+            o.seq = seq;
+            self.progress.absorb(o)?;
+            aggs.push(agg);
+        }
+        if let Some(e) = self.progress.error {
+            return Err(e);
+        }
+        aggs.retain(|a| !a.is_empty());
+        if aggs.is_empty() {
             return Err(ZeekError::NoConnections);
         }
-        Ok((self.lines.agg.into_records(), self.lines.rejects))
+        Ok((
+            Aggregator::merge(aggs).into_records(),
+            self.progress.rejects,
+        ))
+    }
+}
+
+impl Pool {
+    fn new() -> Self {
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        let slots = (0..rayon::current_num_threads().max(1))
+            .map(|_| std::sync::Mutex::new(None))
+            .collect();
+        Self {
+            slots: std::sync::Arc::new(slots),
+            done_tx,
+            done_rx,
+            in_flight: 0,
+            failed_at: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
+            next_seq: 0,
+        }
+    }
+
+    fn spawn(&mut self, mut parser: LineParser, batch: Vec<u8>, opts: ZeekOptions) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.in_flight += 1;
+        let (slots, tx, failed_at) = (
+            self.slots.clone(),
+            self.done_tx.clone(),
+            self.failed_at.clone(),
+        );
+        rayon::spawn(move || {
+            let outcome = if seq > failed_at.load(std::sync::atomic::Ordering::Relaxed) {
+                // An earlier batch failed: this one is never looked at.
+                Outcome::default()
+            } else {
+                let i = rayon::current_thread_index().unwrap_or(0) % slots.len();
+                let mut slot = slots[i]
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let agg = slot.get_or_insert_with(|| Aggregator::new(&opts));
+                let o = read_batch(&mut parser, agg, &batch, false, opts.on_invalid);
+                if o.error.is_some() {
+                    failed_at.fetch_min(seq, std::sync::atomic::Ordering::Relaxed);
+                }
+                o
+            };
+            drop(batch);
+            let _ = tx.send(Outcome { seq, ..outcome });
+        });
     }
 }
 
@@ -261,6 +594,80 @@ impl ZeekReader {
 mod tests {
     use super::*;
     use crate::records::zeek::{Window, parse_conn_log};
+
+    /// A log of `n` lines from 60 hosts over a few hours, every 37th line bad (a negative count,
+    /// a short line, a bad time), with a second `#fields` header halfway (another field order).
+    fn long_log(n: usize) -> Vec<u8> {
+        let mut s = String::from(
+            "#separator \\x09\n#path\tconn\n#fields\tts\tuid\tid.orig_h\tid.resp_h\tid.resp_p\torig_bytes\tresp_bytes\n",
+        );
+        for i in 0..n {
+            if i == n / 2 {
+                s.push_str("#fields\tid.resp_p\tid.resp_h\tid.orig_h\tts\n");
+            }
+            let ts = format!("{}.{:06}", 1_700_000_000 + i * 7, (i * 7919) % 1_000_000);
+            let (o, r, p) = (
+                format!("10.0.{}.{}", i % 3, i % 60),
+                format!("8.8.{}.8", i % 5),
+                80 + i % 4,
+            );
+            let line = match (i % 37 == 36, i >= n / 2) {
+                (true, _) if i % 3 == 0 => format!("{ts}\tC{i}\t{o}"),
+                (true, false) => format!("{ts}\tC{i}\t{o}\t{r}\t{p}\t-5\t1"),
+                (true, true) => format!("{p}\t{r}\t{o}\tsoon"),
+                (false, false) => format!("{ts}\tC{i}\t{o}\t{r}\t{p}\t{}\t-", i * 13),
+                (false, true) => format!("{p}\t{r}\t{o}\t{ts}"),
+            };
+            s.push_str(&line);
+            s.push('\n');
+        }
+        s.into_bytes()
+    }
+
+    fn read(
+        body: &[u8],
+        opts: &ZeekOptions,
+        batch: usize,
+    ) -> Result<(Vec<WindowRecord>, Rejects), ZeekError> {
+        let mut reader = ZeekReader::new(ZeekFormat::Tsv, opts).with_batch_bytes(batch);
+        for piece in body.chunks(4096) {
+            reader.push(piece)?;
+        }
+        reader.finish()
+    }
+
+    /// Read by several workers in small batches, a long log gives the windows, the skipped lines
+    /// (more than are kept one by one) and the first error that one thread reading it gives.
+    #[test]
+    fn batches_on_several_workers_read_as_one_thread_reads() {
+        let body = long_log(20_000);
+        for on_invalid in [OnInvalid::Skip, OnInvalid::Reject] {
+            for group_by in [GroupBy::None, GroupBy::OrigHost, GroupBy::RespHost] {
+                let opts = ZeekOptions {
+                    window: Window::from_secs(300).unwrap(),
+                    group_by,
+                    on_invalid,
+                };
+                let one = read(&body, &opts, usize::MAX);
+                for batch in [1, 5_000, 64 << 10] {
+                    assert_eq!(
+                        read(&body, &opts, batch),
+                        one,
+                        "{on_invalid:?} {group_by} {batch}"
+                    );
+                }
+                match (on_invalid, &one) {
+                    (OnInvalid::Skip, Ok((recs, rejects))) => {
+                        assert!(rejects.total > REJECTS_KEPT, "{}", rejects.total);
+                        assert_eq!(rejects.first.len(), REJECTS_KEPT);
+                        assert!(recs.len() > 10);
+                    }
+                    (OnInvalid::Reject, Err(e)) => assert_eq!(e.line(), Some(3 + 37), "{e}"),
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+    }
 
     /// Compacting the session list often (here every few connections) changes no count.
     #[test]

@@ -10,12 +10,20 @@ use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, Seq
 use serde_json::Number;
 
 use super::ZeekError;
-use super::line::{ConnLine, parse_ts_text, ts_from_epoch};
+use super::line::{ConnLine, epoch_text, parse_ts_text, ts_from_epoch};
 
 pub(super) fn json_line(no: usize, line: &[u8]) -> Result<Option<ConnLine<'_>>, ZeekError> {
     if line.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
+    if let Some(conn) = flat_line(line) {
+        return Ok(Some(conn));
+    }
+    visited_line(no, line)
+}
+
+/// A line read through the typed sonic-rs visitor: any JSON, and the errors of a `Value`.
+fn visited_line(no: usize, line: &[u8]) -> Result<Option<ConnLine<'_>>, ZeekError> {
     let fields: JsonLine<'_> = crate::records::json::from_slice(line).map_err(|e| {
         let e = crate::records::json::message(&e);
         ZeekError::line_error(no, format!("invalid JSON: {e}"))
@@ -507,5 +515,280 @@ pub(crate) fn number_count(no: usize, n: &Number, name: &str) -> Result<u64, Zee
             name,
             format!("{name} {n} is not a whole number of bytes"),
         )),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The short way for lines as Zeek writes them
+
+/// A value as the flat scanner saw it: the text of a string (no escapes) or of a number.
+#[derive(Clone, Copy)]
+enum Tok<'a> {
+    Str(&'a [u8]),
+    Num(&'a [u8]),
+    Null,
+    Bool,
+}
+
+/// The connection on a line as Zeek's JSON writer writes it — one flat object, ASCII, strings
+/// without escapes, numbers without exponents, no nested value, no `id` key, every field of the
+/// usual type — or `None` for anything else, which [`visited_line`] then reads (and reports on)
+/// in full. Whatever this accepts is valid JSON that the visitor reads to the same connection.
+fn flat_line<'a>(line: &'a [u8]) -> Option<ConnLine<'a>> {
+    if !line.is_ascii() {
+        return None;
+    }
+    let s = line;
+    let mut i = ws(s, 0);
+    if s.get(i) != Some(&b'{') {
+        return None;
+    }
+    i = ws(s, i + 1);
+    let (mut ts, mut uid, mut orig_h, mut resp_h, mut resp_p, mut orig_bytes, mut resp_bytes) =
+        (None, None, None, None, None, None, None);
+    if s.get(i) == Some(&b'}') {
+        i += 1;
+    } else {
+        loop {
+            let (key, next) = string(s, i)?;
+            i = ws(s, next);
+            if s.get(i) != Some(&b':') {
+                return None;
+            }
+            let (value, next) = token(s, ws(s, i + 1))?;
+            i = ws(s, next);
+            // A repeated key keeps its last value, as a `Value` map does.
+            match key {
+                b"ts" => ts = Some(value),
+                b"uid" => uid = Some(value),
+                b"id.orig_h" => orig_h = Some(value),
+                b"id.resp_h" => resp_h = Some(value),
+                b"id.resp_p" => resp_p = Some(value),
+                b"orig_bytes" => orig_bytes = Some(value),
+                b"resp_bytes" => resp_bytes = Some(value),
+                b"id" => return None,
+                _ => {}
+            }
+            match s.get(i) {
+                Some(b',') => i = ws(s, i + 1),
+                Some(b'}') => {
+                    i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    if ws(s, i) != s.len() {
+        return None;
+    }
+    let host = |t: Option<Tok<'a>>| match t {
+        Some(Tok::Str(v)) if !v.is_empty() => std::str::from_utf8(v).ok().map(Cow::Borrowed),
+        _ => None,
+    };
+    let count = |t: Option<Tok<'a>>| match t {
+        None | Some(Tok::Null) => Some(0),
+        Some(Tok::Num(v)) => digits(v, 19),
+        _ => None,
+    };
+    let Some(Tok::Num(ts)) = ts else { return None };
+    let Some(Tok::Num(port)) = resp_p else {
+        return None;
+    };
+    Some(ConnLine {
+        ts: epoch_text(ts)?,
+        uid: match uid {
+            Some(Tok::Str(v)) if !v.is_empty() => Some(Cow::Borrowed(std::str::from_utf8(v).ok()?)),
+            _ => None,
+        },
+        orig_h: host(orig_h)?,
+        resp_h: host(resp_h)?,
+        resp_p: u16::try_from(digits(port, 5)?).ok()?,
+        orig_bytes: count(orig_bytes)?,
+        resp_bytes: count(resp_bytes)?,
+    })
+}
+
+/// Skips JSON whitespace from `i`.
+fn ws(s: &[u8], mut i: usize) -> usize {
+    while matches!(s.get(i), Some(b' ' | b'\t' | b'\r' | b'\n')) {
+        i += 1;
+    }
+    i
+}
+
+/// The text of the string at `i` and where it ends; `None` for an escape or a control byte.
+fn string(s: &[u8], i: usize) -> Option<(&[u8], usize)> {
+    if s.get(i) != Some(&b'"') {
+        return None;
+    }
+    let rest = &s[i + 1..];
+    let end = memchr::memchr2(b'"', b'\\', rest)?;
+    if rest[end] != b'"' || rest[..end].iter().any(|&b| b < 0x20) {
+        return None;
+    }
+    Some((&rest[..end], i + 1 + end + 1))
+}
+
+/// The value at `i` and where it ends; `None` for an object, an array, an escaped string, a
+/// number with an exponent, more than 19 whole digits or 48 characters, or anything that is
+/// not JSON.
+fn token(s: &[u8], i: usize) -> Option<(Tok<'_>, usize)> {
+    match *s.get(i)? {
+        b'"' => string(s, i).map(|(v, end)| (Tok::Str(v), end)),
+        b'n' => s[i..].starts_with(b"null").then_some((Tok::Null, i + 4)),
+        b't' => s[i..].starts_with(b"true").then_some((Tok::Bool, i + 4)),
+        b'f' => s[i..].starts_with(b"false").then_some((Tok::Bool, i + 5)),
+        b'-' | b'0'..=b'9' => {
+            // -?(0|[1-9][0-9]*)(\.[0-9]+)?
+            let mut j = i + usize::from(s[i] == b'-');
+            let int = j;
+            while s.get(j).is_some_and(u8::is_ascii_digit) {
+                j += 1;
+            }
+            if j == int || (s[int] == b'0' && j - int > 1) || j - int > 19 {
+                return None;
+            }
+            if s.get(j) == Some(&b'.') {
+                j += 1;
+                let frac = j;
+                while s.get(j).is_some_and(u8::is_ascii_digit) {
+                    j += 1;
+                }
+                if j == frac {
+                    return None;
+                }
+            }
+            if matches!(s.get(j), Some(b'e' | b'E')) || j - i > 48 {
+                return None;
+            }
+            Some((Tok::Num(&s[i..j]), j))
+        }
+        _ => None,
+    }
+}
+
+/// A number of at most `max` plain digits (no sign, point or leading zero but `0` itself).
+fn digits(v: &[u8], max: usize) -> Option<u64> {
+    if v.is_empty() || v.len() > max || (v[0] == b'0' && v.len() > 1) {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A value for any key: mostly what Zeek writes, sometimes what the short way leaves to
+    /// the visitor (escapes, exponents, nesting, odd types, bad JSON).
+    fn value() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => (0u64..4_000_000_000, 0u32..1_000_000).prop_map(|(s, f)| format!("{s}.{f:06}")),
+            2 => (0u64..4_000_000_000, 0u32..1_000, 1usize..7).prop_map(|(s, f, n)| format!("{s}.{}", &format!("{f:06}")[..n])),
+            3 => any::<u64>().prop_map(|v| v.to_string()),
+            2 => (0u32..70_000).prop_map(|v| v.to_string()),
+            2 => "[a-z0-9.:]{0,12}".prop_map(|v| format!("\"{v}\"")),
+            1 => prop::sample::select(vec![
+                "null", "true", "false", "-1", "-0", "0", "00", "01", "1.", ".5", "1e3", "1E+2",
+                "1.5e-3", "-2.5", "18446744073709551616", "99999999999999999999999",
+                "4000000000.5", "3999999999.999999", "1700000000.1234567", "\"a\\\"b\"",
+                "\"\\u0041\"", "\"\"", "[]", "{}", "[1,{\"a\":2}]", "{\"orig_h\":\"x\"}", "nul",
+                "tru", "\"open", "1.5.5", "--1", "+1", "0x10", "\"tab\there\"", "NaN",
+            ]).prop_map(String::from),
+        ]
+    }
+
+    fn key() -> impl Strategy<Value = String> {
+        prop::sample::select(vec![
+            "ts",
+            "uid",
+            "id.orig_h",
+            "id.resp_h",
+            "id.resp_p",
+            "orig_bytes",
+            "resp_bytes",
+            "id",
+            "proto",
+            "duration",
+            "",
+            "id.orig_p",
+            "ts ",
+        ])
+        .prop_map(String::from)
+    }
+
+    /// A line: mostly a flat object of the usual fields, sometimes with odd spacing or junk.
+    fn line() -> impl Strategy<Value = String> {
+        let field = (key(), value());
+        let usual = (
+            value(),
+            "[a-z]{1,3}",
+            "[0-9.]{1,15}",
+            "[0-9.]{1,15}",
+            0u32..70_000,
+            prop::option::of(value()),
+            prop::option::of(value()),
+        )
+            .prop_map(|(ts, uid, o, r, p, ob, rb)| {
+                let mut v = vec![
+                    format!("\"ts\":{ts}"),
+                    format!("\"uid\":\"{uid}\""),
+                    format!("\"id.orig_h\":\"{o}\""),
+                    format!("\"id.resp_h\":\"{r}\""),
+                    format!("\"id.resp_p\":{p}"),
+                ];
+                v.extend(ob.map(|b| format!("\"orig_bytes\":{b}")));
+                v.extend(rb.map(|b| format!("\"resp_bytes\":{b}")));
+                v
+            });
+        (
+            usual,
+            prop::collection::vec(field, 0..4),
+            0usize..8,
+            prop::sample::select(vec!["", " ", "\t", "\r", " x", ",", "}"]),
+            prop::sample::select(vec![",", " , ", ",\t"]),
+        )
+            .prop_map(|(mut fields, extra, at, tail, comma)| {
+                for (i, (k, v)) in extra.into_iter().enumerate() {
+                    let at = (at + i).min(fields.len());
+                    fields.insert(at, format!("\"{k}\":{v}"));
+                }
+                format!("{{{}}}{tail}", fields.join(comma))
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 4096, ..ProptestConfig::default() })]
+
+        /// Whatever the short way reads, the visitor reads to the same connection.
+        #[test]
+        fn the_flat_scanner_agrees_with_the_visitor(line in line()) {
+            let visited = visited_line(7, line.as_bytes());
+            if let Some(conn) = flat_line(line.as_bytes()) {
+                prop_assert_eq!(visited, Ok(Some(conn)), "{}", line);
+            }
+        }
+    }
+
+    /// Zeek's own lines take the short way (or the benchmark measures the wrong thing).
+    #[test]
+    fn zeek_lines_take_the_short_way() {
+        let body = crate::records::zeek::tests::shared_sample("conn.json.log");
+        let text = String::from_utf8(body).unwrap();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let short = lines
+            .iter()
+            .filter(|l| flat_line(l.as_bytes()).is_some())
+            .count();
+        assert!(short * 10 >= lines.len() * 9, "{short} of {}", lines.len());
+        for l in lines {
+            if let Some(c) = flat_line(l.as_bytes()) {
+                assert_eq!(visited_line(1, l.as_bytes()), Ok(Some(c)), "{l}");
+            }
+        }
     }
 }

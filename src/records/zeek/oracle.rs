@@ -270,10 +270,11 @@ mod tests {
         parse_conn_log(body, format).map(|c| (aggregate(&c, opts), Rejects::default()))
     }
 
-    /// The streaming reader, fed `chunk`-byte pieces.
+    /// The streaming reader, fed `chunk`-byte pieces and handing its workers batches of about
+    /// `3 * chunk` bytes (so a generated log is read by several workers and merged).
     fn streamed(body: &[u8], format: ZeekFormat, opts: &ZeekOptions, chunk: usize) -> Windows {
         let body = body.strip_prefix(super::super::line::BOM).unwrap_or(body);
-        let mut reader = ZeekReader::new(format, opts);
+        let mut reader = ZeekReader::new(format, opts).with_batch_bytes(3 * chunk);
         for piece in body.chunks(chunk.max(1)) {
             reader.push(piece)?;
         }
