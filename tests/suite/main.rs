@@ -31,6 +31,7 @@ mod memory_budget;
 mod pg_detectors;
 mod pg_idempotency;
 mod pg_store;
+mod pipeline_syslog_ng;
 mod properties;
 mod scale_out_db_restart;
 mod siem_formats;

@@ -7,6 +7,7 @@
 //! - [`traffic`]: requests to a child process: bursty batches, alert pages, JSON calls.
 //! - [`postgres`]: a database per test and replicas sharing it.
 //! - [`eventually`]: a bounded wait.
+//! - [`in_ci`]: whether a missing outside program or server fails (CI) or skips.
 
 #![allow(dead_code)] // each test binary uses a different subset of the helpers
 
@@ -19,6 +20,12 @@ pub mod traffic;
 
 use std::future::Future;
 use std::time::{Duration, Instant};
+
+/// Whether this is a CI run (`CI` set, and not to `false` or `0`): tests that need an outside
+/// program or server fail there instead of skipping.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
 
 /// Polls `check` every 50 ms until it returns `Some`, panicking after `deadline`; `what` names
 /// the awaited condition in that panic. A bound, not a timing assertion.

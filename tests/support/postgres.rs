@@ -9,15 +9,12 @@
 use std::io::Write;
 use std::path::Path;
 
+use super::in_ci;
 use super::process::{Process, binary};
 
 pub const URL_VAR: &str = "NETSENTINEL_TEST_DATABASE_URL";
 /// A `pg_ctl` for the test server (scripts/test-postgres.sh writes one), for the restart test.
 pub const PG_CTL_VAR: &str = "NETSENTINEL_TEST_PG_CTL";
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
 
 /// The value of `var`, or `None` after a loud skip message (a panic under CI).
 pub fn required_env(var: &str, test: &str) -> Option<String> {
