@@ -167,7 +167,7 @@ async fn a_streamed_answer_holds_its_work_slot_until_its_last_byte() {
 async fn seed_csv(app: &TestApp, n: usize) -> String {
     let records = app.seed_records().await;
     let rows: Vec<_> = records.iter().cycle().take(n).cloned().collect();
-    support::data::to_csv(&rows, &[])
+    crate::support::data::to_csv(&rows, &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
