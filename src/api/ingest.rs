@@ -148,6 +148,7 @@ pub async fn ingest(
     params(IdempotencyKeyHeader),
     responses(
         (status = 200, body = IngestAnswer),
+        BadParameter,
         IngestProblems,
     ))]
 pub async fn flush(

@@ -18,9 +18,10 @@
 //!
 //! # Without a model
 //!
-//! Refused with 409 `no-model` before anything is read or stored: a pipeline keeps the batch
-//! (it drops batches on 4xx only after its retries; a 409 says "not yet") and nothing would
-//! score the windows it closes. Fit the detector first.
+//! Refused with 409 `no-model` before anything is read or stored: nothing would score the
+//! windows the batch closes. Shippers differ on a 409 (README, "Shipping from your pipeline"):
+//! syslog-ng retries it, Vector and Fluent Bit drop the batch. Fit the detector before a
+//! pipeline points at it.
 
 use std::sync::Arc;
 
