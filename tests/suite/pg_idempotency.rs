@@ -1,4 +1,4 @@
-//! Idempotency keys on PostgreSQL, as on SQLite (`tests/api_idempotency.rs`): a schema from
+//! Idempotency keys on PostgreSQL, as on SQLite (`tests/suite/api_idempotency.rs`): a schema from
 //! before keys migrates in place, an alert commits with its key or not at all, expired keys are
 //! pruned, and a retry sent to another replica gets the first replica's answer and changes
 //! nothing.

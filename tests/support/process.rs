@@ -1,6 +1,6 @@
 //! The real binary as a child process: `netsentinel serve` on a port the OS picks, read back
 //! from its JSON log line `netsentinel listening`, with everything it logs kept for assertions.
-//! Used by the crash tests (`tests/crash_restart.rs`) and the replicas of [`super::postgres`].
+//! Used by the crash tests (`tests/suite/crash_restart.rs`) and the replicas of [`super::postgres`].
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};

@@ -1,4 +1,4 @@
-//! Requests to a real `netsentinel serve` by URL, as the crash tests (`tests/crash_restart.rs`)
+//! Requests to a real `netsentinel serve` by URL, as the crash tests (`tests/suite/crash_restart.rs`)
 //! and the replica tests make them: a client for a process that may be killed, JSON calls that
 //! report a failed request as status 0, a batch that raises an alert, and every page of alerts.
 

@@ -1,5 +1,5 @@
 //! How well each baseline finds each attack kind on generated labeled traffic: the numbers in
-//! BENCHMARKS.md (`examples/baselines.rs`) and the margins of `tests/baseline_accuracy.rs`.
+//! BENCHMARKS.md (`examples/baselines.rs`) and the margins of `tests/suite/baseline_accuracy.rs`.
 
 use chrono::{DateTime, Utc};
 
