@@ -560,3 +560,32 @@ async fn stateless_score_skips_bad_lines_when_asked_and_rejects_them_by_default(
     let r = app.post_csv("/v1/score?on_invalid=skip", "a\n1\n").await;
     assert_problem(r, StatusCode::BAD_REQUEST, "invalid-parameter").await;
 }
+
+#[tokio::test]
+async fn closed_windows_past_retention_are_deleted_and_counted() {
+    let app = oneshot_app().await;
+    let (header, lines) = tsv();
+    let base = detector(&app, "retained", "10m", json!({})).await;
+    ingest(&app, &base, TSV, format!("{header}{}", lines.concat())).await;
+    json_ok(app.post_empty(&format!("{base}/flush")).await).await;
+    let closed = stored_windows(&app, &base).await.len();
+    assert!(closed > 20, "{closed}");
+    // Windows closed just now survive a round with 1 day of retention; with 0 days every window
+    // closed before now goes, and the listing is empty.
+    let state = app.state();
+    assert_eq!(
+        netsentinel::service::retention::prune_windows_once(state, 1).await,
+        0
+    );
+    assert_eq!(stored_windows(&app, &base).await.len(), closed);
+    assert_eq!(
+        netsentinel::service::retention::prune_windows_once(state, 0).await,
+        closed as u64
+    );
+    assert!(stored_windows(&app, &base).await.is_empty());
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains(&format!("netsentinel_windows_pruned_total {closed}")),
+        "{metrics}"
+    );
+}
