@@ -179,7 +179,8 @@ pub struct Settings {
     #[arg(long, env = "NETSENTINEL_WEBHOOKS_FILE")]
     pub webhooks_file: Option<PathBuf>,
 
-    /// One webhook sink (named "webhook") to push every new alert to, as http(s)://...
+    /// One sink (named "webhook") to push every new alert to: http(s)://... for a webhook, or
+    /// tcp://host:port / tls://host:port for a syslog collector (RFC 5424, octet counting)
     #[arg(long, env = "NETSENTINEL_WEBHOOK_URL")]
     pub webhook_url: Option<String>,
 

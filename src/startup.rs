@@ -174,7 +174,7 @@ pub fn build_state(settings: Settings) -> Result<AppState, StartupError> {
     })?;
     let webhooks = Webhooks::from_settings(&settings)?;
     for sink in webhooks.sinks() {
-        tracing::info!(sink = %sink.name, target = %sink.origin(), format = sink.format.as_str(), signed = sink.secret.is_some(), "webhook sink configured");
+        tracing::info!(sink = %sink.name, kind = sink.kind(), target = %sink.origin(), format = sink.format.as_str(), signed = sink.secret.is_some(), "webhook sink configured");
     }
     let stores = match &settings.database_url {
         Some(url) => {

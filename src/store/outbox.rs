@@ -85,8 +85,8 @@ pub struct DueDelivery {
 /// What one delivery attempt came to.
 #[derive(Clone, Debug, PartialEq)]
 pub enum AttemptOutcome {
-    /// The sink answered 2xx with this status.
-    Delivered { status: u16 },
+    /// Delivered: a webhook answered 2xx with this status; a syslog collector has no status.
+    Delivered { status: Option<u16> },
     /// It failed; try again at `next_at`.
     Retry {
         next_at: DateTime<Utc>,
@@ -114,7 +114,7 @@ impl AttemptOutcome {
                 state: DeliveryStatus::Delivered,
                 next_attempt_at_ms: at_ms,
                 last_error: None,
-                last_status: Some(*status),
+                last_status: *status,
                 delivered_at_ms: Some(at_ms),
             },
             AttemptOutcome::Retry {
@@ -518,7 +518,12 @@ mod tests {
         );
 
         store
-            .record_attempt(&a.id, "s", &AttemptOutcome::Delivered { status: 204 }, t(5))
+            .record_attempt(
+                &a.id,
+                "s",
+                &AttemptOutcome::Delivered { status: Some(204) },
+                t(5),
+            )
             .unwrap();
         // A stale second record (a duplicate worker, a late retry) changes nothing.
         store

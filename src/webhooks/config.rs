@@ -7,9 +7,15 @@
 //!   {"name": "splunk", "url": "https://splunk.example:8088/services/collector/event",
 //!    "format": "splunk_hec", "headers": {"Authorization": "Splunk 00000000-0000-0000-0000-000000000000"}},
 //!   {"name": "soar", "url": "https://soar.example/hooks/netsentinel", "format": "json",
-//!    "secret_env": "SOAR_WEBHOOK_SECRET", "timeout_secs": 5, "max_attempts": 50}
+//!    "secret_env": "SOAR_WEBHOOK_SECRET", "timeout_secs": 5, "max_attempts": 50},
+//!   {"name": "collector", "type": "syslog", "url": "tls://syslog.example:6514", "format": "cef",
+//!    "ca_file": "/etc/netsentinel/collector-ca.pem", "facility": "local4"}
 //! ]}
 //! ```
+//!
+//! A sink's `type` is `webhook` (HTTP POST, the default for `http://` and `https://` URLs) or
+//! `syslog` (RFC 5424 over TCP, the default for `tcp://`, `syslog://` and `tls://` URLs; see
+//! [`super::syslog`]).
 //!
 //! Everything that can be wrong with it is reported before the service listens, naming the
 //! sink and the field. Secrets and header values are kept out of every `Debug` and error
@@ -24,6 +30,7 @@ use reqwest::Url;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
 
+use super::syslog::{self, SyslogTarget};
 use crate::config::Settings;
 use crate::siem::formats::AlertFormat;
 
@@ -83,13 +90,35 @@ pub struct Sink {
     pub timeout: Duration,
     /// Give up after this many attempts; `None` retries for as long as it takes.
     pub max_attempts: Option<u32>,
+    /// How alerts travel: HTTP POST, or syslog over TCP.
+    pub transport: Transport,
+}
+
+/// How a sink's alerts travel.
+#[derive(Clone, Debug)]
+pub enum Transport {
+    /// One signed HTTP POST per alert.
+    Webhook,
+    /// One RFC 5424 message per alert over TCP or TLS.
+    Syslog(SyslogTarget),
 }
 
 impl Sink {
     /// `scheme://host:port` of the URL: enough to tell sinks apart in logs, without the path or
     /// query where tokens tend to live.
     pub fn origin(&self) -> String {
-        self.url.origin().ascii_serialization()
+        match &self.transport {
+            Transport::Webhook => self.url.origin().ascii_serialization(),
+            Transport::Syslog(t) => format!("{}://{}:{}", self.url.scheme(), t.host, t.port),
+        }
+    }
+
+    /// `webhook` or `syslog`, as the sinks file spells it.
+    pub fn kind(&self) -> &'static str {
+        match self.transport {
+            Transport::Webhook => "webhook",
+            Transport::Syslog(_) => "syslog",
+        }
     }
 }
 
@@ -104,6 +133,7 @@ impl fmt::Debug for Sink {
             .field("headers", &headers)
             .field("timeout", &self.timeout)
             .field("max_attempts", &self.max_attempts)
+            .field("transport", &self.transport)
             .finish()
     }
 }
@@ -142,6 +172,8 @@ struct SinksFile {
 #[serde(deny_unknown_fields)]
 struct SinkEntry {
     name: String,
+    #[serde(default, rename = "type")]
+    kind: Option<SinkKind>,
     url: String,
     #[serde(default)]
     format: Option<AlertFormat>,
@@ -155,6 +187,19 @@ struct SinkEntry {
     timeout_secs: Option<u64>,
     #[serde(default)]
     max_attempts: Option<u32>,
+    /// Syslog over TLS: PEM certificates to trust instead of the public web roots.
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    /// Syslog: the RFC 5424 facility by name (default `local0`).
+    #[serde(default)]
+    facility: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum SinkKind {
+    Webhook,
+    Syslog,
 }
 
 impl fmt::Debug for SinkEntry {
@@ -174,6 +219,7 @@ pub fn sinks_from_settings(settings: &Settings) -> Result<Vec<Sink>, WebhookConf
     if let Some(url) = &settings.webhook_url {
         let entry = SinkEntry {
             name: SETTINGS_SINK_NAME.into(),
+            kind: None,
             url: url.clone(),
             format: Some(settings.webhook_format),
             secret: None,
@@ -181,6 +227,8 @@ pub fn sinks_from_settings(settings: &Settings) -> Result<Vec<Sink>, WebhookConf
             headers: BTreeMap::new(),
             timeout_secs: None,
             max_attempts: None,
+            ca_file: None,
+            facility: None,
         };
         let mut sink = check(entry, &|_| None)?;
         sink.secret = settings.webhook_secret.clone();
@@ -254,11 +302,32 @@ fn check(e: SinkEntry, env: &dyn Fn(&str) -> Option<String>) -> Result<Sink, Web
         )));
     }
     let url = Url::parse(&e.url).map_err(|err| invalid(format!("url is not a URL: {err}")))?;
-    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
-        return Err(invalid(
-            "url must be an http:// or https:// URL with a host".into(),
-        ));
-    }
+    let host = url.host_str().unwrap_or_default();
+    let kind = match (url.scheme(), e.kind) {
+        (_, _) if host.is_empty() => None,
+        ("http" | "https", None | Some(SinkKind::Webhook)) => Some(SinkKind::Webhook),
+        ("tcp" | "syslog" | "tls", None | Some(SinkKind::Syslog)) => Some(SinkKind::Syslog),
+        _ => None,
+    };
+    let Some(kind) = kind else {
+        return Err(invalid(match e.kind {
+            Some(SinkKind::Syslog) => {
+                "a syslog sink's url must be tcp://, syslog:// or tls:// with a host".into()
+            }
+            _ => "url must be an http:// or https:// URL with a host (or tcp://, syslog:// or tls:// for a syslog sink)".into(),
+        }));
+    };
+    let transport = match kind {
+        SinkKind::Webhook => {
+            if e.ca_file.is_some() || e.facility.is_some() {
+                return Err(invalid(
+                    "ca_file and facility apply to syslog sinks only".into(),
+                ));
+            }
+            Transport::Webhook
+        }
+        SinkKind::Syslog => syslog_target(&e, &url).map_err(invalid)?,
+    };
     let secret = match (e.secret, e.secret_env) {
         (Some(_), Some(_)) => {
             return Err(invalid("give either secret or secret_env, not both".into()));
@@ -312,7 +381,50 @@ fn check(e: SinkEntry, env: &dyn Fn(&str) -> Option<String>) -> Result<Sink, Web
         headers,
         timeout: Duration::from_secs(timeout_secs),
         max_attempts: e.max_attempts,
+        transport,
     })
+}
+
+/// The connection settings of a syslog sink, or what is wrong with them.
+fn syslog_target(e: &SinkEntry, url: &Url) -> Result<Transport, String> {
+    if e.secret.is_some() || e.secret_env.is_some() || !e.headers.is_empty() {
+        return Err("secret, secret_env and headers apply to webhook sinks only".into());
+    }
+    if !matches!(url.path(), "" | "/") || url.query().is_some() || !url.username().is_empty() {
+        return Err(
+            "a syslog sink's url is scheme://host:port, without a path, query or user".into(),
+        );
+    }
+    let tls = url.scheme() == "tls";
+    if e.ca_file.is_some() && !tls {
+        return Err("ca_file needs a tls:// url".into());
+    }
+    let host = url
+        .host_str()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let facility = match &e.facility {
+        None => syslog::DEFAULT_FACILITY,
+        Some(name) => syslog::facility_number(name).ok_or_else(|| {
+            format!("facility {name:?} is not a syslog facility (kern, user, … local0 … local7)")
+        })?,
+    };
+    let tls = tls
+        .then(|| syslog::Tls::new(&host, e.ca_file.as_deref()))
+        .transpose()?;
+    let default_port = if tls.is_some() {
+        syslog::DEFAULT_TLS_PORT
+    } else {
+        syslog::DEFAULT_TCP_PORT
+    };
+    Ok(Transport::Syslog(SyslogTarget {
+        host,
+        port: url.port().unwrap_or(default_port),
+        facility,
+        tls,
+    }))
 }
 
 #[cfg(test)]

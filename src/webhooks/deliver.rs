@@ -1,4 +1,5 @@
-//! Delivery: one loop per sink that claims due outbox rows, POSTs them signed, and records the outcome with backoff.
+//! Delivery: one loop per sink that claims due outbox rows, POSTs them signed (or sends them to a
+//! syslog collector), and records the outcome with backoff.
 //!
 //! Each sink has its own loop and its own in-flight limit, so a sink that is down or slow
 //! never delays another. A row is claimed (leased) before its request starts and recorded
@@ -16,8 +17,8 @@ use reqwest::header::CONTENT_TYPE;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
 
-use super::config::Sink;
-use super::signature;
+use super::config::{Sink, Transport};
+use super::{signature, syslog};
 use crate::siem::formats::render_one;
 use crate::store::alerts::Alert;
 use crate::store::outbox::{AttemptOutcome, DueDelivery, Outbox};
@@ -233,12 +234,23 @@ pub(crate) async fn run_sink(
 
 /// One attempt at one delivery, start to recorded outcome.
 async fn deliver_one(shared: Arc<Shared>, sink: Arc<Sink>, due: DueDelivery) {
-    let result = post(&shared.client, &sink, &due.alert, Utc::now()).await;
+    let result = match &sink.transport {
+        Transport::Webhook => post(&shared.client, &sink, &due.alert, Utc::now())
+            .await
+            .map(Some),
+        Transport::Syslog(target) => syslog::deliver(target, sink.format, &due.alert, sink.timeout)
+            .await
+            .map(|()| None)
+            .map_err(|error| Failure {
+                error,
+                status: None,
+            }),
+    };
     let attempts = due.attempts.saturating_add(1);
     let at = Utc::now();
     let (outcome, result_label) = match result {
         Ok(status) => {
-            tracing::debug!(sink = %sink.name, alert = %due.alert.id, status, attempts, "webhook delivered");
+            tracing::debug!(sink = %sink.name, alert = %due.alert.id, ?status, attempts, "webhook delivered");
             (AttemptOutcome::Delivered { status }, "ok")
         }
         Err(f) if sink.max_attempts.is_some_and(|max| attempts >= max) => {

@@ -8,6 +8,7 @@
 pub mod config;
 pub mod deliver;
 pub mod signature;
+pub mod syslog;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,7 +18,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::Settings;
 use crate::store::outbox::Outbox;
-pub use config::{Secret, Sink, WebhookConfigError};
+pub use config::{Secret, Sink, Transport, WebhookConfigError};
 pub use deliver::Backoff;
 
 /// The configured sinks and what their delivery loops share.

@@ -36,4 +36,5 @@ mod properties;
 mod scale_out_db_restart;
 mod siem_formats;
 mod stored_alerts;
+mod syslog_sink;
 mod zeek_ingest;

@@ -292,7 +292,12 @@ fn replicas_claiming_at_once_never_share_a_delivery_and_a_dead_claim_is_taken_ov
     let dead = claims.keys().next().unwrap().clone();
     for id in claims.keys().filter(|id| **id != dead) {
         replicas[1]
-            .record_attempt(id, "siem", &AttemptOutcome::Delivered { status: 200 }, now)
+            .record_attempt(
+                id,
+                "siem",
+                &AttemptOutcome::Delivered { status: Some(200) },
+                now,
+            )
             .unwrap();
     }
     assert!(
@@ -312,7 +317,7 @@ fn replicas_claiming_at_once_never_share_a_delivery_and_a_dead_claim_is_taken_ov
         .record_attempt(
             &dead,
             "siem",
-            &AttemptOutcome::Delivered { status: 200 },
+            &AttemptOutcome::Delivered { status: Some(200) },
             now,
         )
         .unwrap();

@@ -10,18 +10,17 @@
 //! unless `CI` is set (`.ci/run` installs both packages): then it fails. Every wait is bounded.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::io::Write;
+use std::path::Path;
 use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Map, Value, json};
 
 use crate::support::data::shared_zeek;
+use crate::support::eventually;
 use crate::support::process::{Process, binary};
-use crate::support::{eventually, in_ci};
+use crate::support::syslog_ng;
 
 /// The tested configuration, exactly as users get it; the test only sets its `@define` values.
 const CONF: &str = include_str!("../../examples/pipelines/syslog-ng.conf");
@@ -39,7 +38,7 @@ const DEADLINE: Duration = Duration::from_secs(120);
 
 #[tokio::test]
 async fn syslog_ng_ships_a_zeek_log_across_a_kill_9_and_a_bad_line_and_the_windows_are_exact() {
-    let Some(syslog_ng) = SyslogNgBinaries::find_or_skip() else {
+    let Some(syslog_ng) = syslog_ng::Binaries::find_or_skip("pipeline_syslog_ng", &["http"]) else {
         return;
     };
     let good = json_log();
@@ -320,60 +319,6 @@ fn max_disorder_secs(lines: &[String]) -> f64 {
     worst
 }
 
-/// `syslog-ng` (with its http module) and `syslog-ng-ctl`.
-struct SyslogNgBinaries {
-    daemon: PathBuf,
-    ctl: PathBuf,
-}
-
-impl SyslogNgBinaries {
-    /// Looks on `PATH` and in /usr/sbin (Debian's place for both). When they are missing: a
-    /// loud skip message and `None`, or a failure under CI.
-    fn find_or_skip() -> Option<SyslogNgBinaries> {
-        let dirs = std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-            .unwrap_or_default();
-        let found = dirs
-            .into_iter()
-            .chain([PathBuf::from("/usr/sbin")])
-            .map(|d| SyslogNgBinaries {
-                daemon: d.join("syslog-ng"),
-                ctl: d.join("syslog-ng-ctl"),
-            })
-            .find(|b| b.daemon.is_file() && b.ctl.is_file() && b.has_http());
-        if found.is_none() {
-            assert!(
-                !in_ci(),
-                "CI is set but syslog-ng with its http module is not installed; .ci/run \
-                 installs syslog-ng-core and syslog-ng-mod-http. The pipeline test must run in CI."
-            );
-            // Straight to stderr, past libtest's capture, so the skip shows in a normal run.
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n==================== SKIPPED: pipeline_syslog_ng ====================\n\
-                 syslog-ng with its http module is not installed, so the real-pipeline test\n\
-                 did NOT run. Install it with:\n\
-                 apt-get install -y --no-install-recommends syslog-ng-core syslog-ng-mod-http\n\
-                 (with CI set, a missing syslog-ng fails instead of skipping)\n\
-                 =====================================================================\n"
-            );
-        }
-        found
-    }
-
-    fn has_http(&self) -> bool {
-        Command::new(&self.daemon)
-            .arg("--version")
-            .output()
-            .is_ok_and(|out| {
-                String::from_utf8_lossy(&out.stdout).lines().any(|l| {
-                    l.strip_prefix("Available-Modules:")
-                        .is_some_and(|m| m.split(',').any(|m| m.trim() == "http"))
-                })
-            })
-    }
-}
-
 /// The destination's counters in `syslog-ng-ctl stats`.
 #[derive(Debug, Default, Clone, Copy)]
 struct DestStats {
@@ -384,98 +329,38 @@ struct DestStats {
     dropped: u64,
 }
 
-/// syslog-ng in the foreground with everything in the test's temp dir; killed when dropped.
-struct SyslogNg {
-    child: Child,
-    ctl: PathBuf,
-    control: PathBuf,
-    stderr: Arc<Mutex<String>>,
-}
+/// syslog-ng running the README's configuration.
+struct SyslogNg(syslog_ng::SyslogNg);
 
 impl SyslogNg {
     /// Runs the README's configuration with its `@define` values pointed at `conn_log`, the
     /// service at `addr`, a disk buffer in `dir`, and batches of `BATCH_LINES`.
-    fn start(bins: &SyslogNgBinaries, dir: &Path, conn_log: &Path, addr: &str) -> SyslogNg {
+    fn start(bins: &syslog_ng::Binaries, dir: &Path, conn_log: &Path, addr: &str) -> SyslogNg {
         let url = format!("http://{addr}/v1/detectors/{DETECTOR}/ingest");
         let buffer_dir = dir.join("buffer");
         std::fs::create_dir_all(&buffer_dir).unwrap();
-        let conf_path = dir.join("syslog-ng.conf");
-        std::fs::write(
-            &conf_path,
-            configured(
-                CONF,
-                &[
-                    ("netsentinel_ingest_url", &url),
-                    ("zeek_conn_log", &conn_log.display().to_string()),
-                    ("buffer_dir", &buffer_dir.display().to_string()),
-                    ("batch_lines", &BATCH_LINES.to_string()),
-                ],
-            ),
-        )
-        .unwrap();
-        let control = dir.join("syslog-ng.ctl");
-        let mut child = Command::new(&bins.daemon)
-            .args(["--foreground", "--stderr", "--no-caps"])
-            .arg("--cfgfile")
-            .arg(&conf_path)
-            .arg("--persist-file")
-            .arg(dir.join("syslog-ng.persist"))
-            .arg("--pidfile")
-            .arg(dir.join("syslog-ng.pid"))
-            .arg("--control")
-            .arg(&control)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("syslog-ng starts");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let pipe = child.stderr.take().unwrap();
-        let text = stderr.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                let mut t = text.lock().unwrap();
-                t.push_str(&line);
-                t.push('\n');
-            }
-        });
-        let sng = SyslogNg {
-            child,
-            ctl: bins.ctl.clone(),
-            control,
-            stderr,
-        };
-        // Up when its control socket answers.
-        let deadline = std::time::Instant::now() + DEADLINE;
-        while sng.try_stats().is_none() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "syslog-ng did not start: {}",
-                sng.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        sng
+        let conf = configured(
+            CONF,
+            &[
+                ("netsentinel_ingest_url", &url),
+                ("zeek_conn_log", &conn_log.display().to_string()),
+                ("buffer_dir", &buffer_dir.display().to_string()),
+                ("batch_lines", &BATCH_LINES.to_string()),
+            ],
+        );
+        SyslogNg(syslog_ng::SyslogNg::start(bins, dir, &conf))
     }
 
     fn log(&self) -> String {
-        self.stderr.lock().unwrap().clone()
+        self.0.log()
     }
 
+    /// The http destination's counters.
     fn try_stats(&self) -> Option<DestStats> {
-        let out = Command::new(&self.ctl)
-            .args(["stats", "--control"])
-            .arg(&self.control)
-            .output()
-            .ok()?;
-        if !out.status.success() {
-            return None;
-        }
-        // SourceName;SourceId;SourceInstance;State;Type;Number, one row per counter.
+        let rows = self.0.stats_rows()?;
         let mut stats = DestStats::default();
         let mut seen = false;
-        for row in String::from_utf8_lossy(&out.stdout).lines() {
+        for row in rows.lines() {
             let cols: Vec<&str> = row.split(';').collect();
             if cols.len() != 6 || cols[0] != "dst.http" {
                 continue;
@@ -508,13 +393,6 @@ impl SyslogNg {
             },
         )
         .await;
-    }
-}
-
-impl Drop for SyslogNg {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

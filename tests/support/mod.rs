@@ -6,6 +6,7 @@
 //! - [`process`]: the real binary as a child process.
 //! - [`traffic`]: requests to a child process: bursty batches, alert pages, JSON calls.
 //! - [`postgres`]: a database per test and replicas sharing it.
+//! - [`syslog_ng`]: Debian's syslog-ng as a pipeline or a collector.
 //! - [`eventually`]: a bounded wait.
 //! - [`in_ci`]: whether a missing outside program or server fails (CI) or skips.
 
@@ -16,6 +17,7 @@ pub mod data;
 pub mod postgres;
 pub mod process;
 pub mod responses;
+pub mod syslog_ng;
 pub mod traffic;
 
 use std::future::Future;
