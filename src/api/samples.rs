@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use super::views::samples::{GeneratorConfigView, SampleRecordView};
 use super::{Produces, negotiate};
-use crate::detector::generator::{GeneratorConfig, SampleRecord, generate as generate_records};
+use crate::detector::generator::{GeneratorConfig, SampleRecord, generate_watched};
 use crate::error::{ApiError, ProblemCode};
 use crate::service::ServiceError;
 use crate::state::AppState;
@@ -66,7 +66,9 @@ pub async fn generate(
     // The records and their encoding, held against the memory budget before either is made.
     crate::work::reserve(config.n_records as u64 * SAMPLE_RECORD_BYTES)?;
     let bytes = crate::work::spawn_blocking(move || -> Result<Vec<u8>, ApiError> {
-        let records = generate_records(&config)?;
+        // Generation and encoding both stop at their next block once the request is cancelled.
+        let records =
+            generate_watched(&config, &crate::work::cancelled)?.ok_or(ServiceError::Cancelled)?;
         encode(&records, produces).ok_or_else(|| ServiceError::Cancelled.into())
     })
     .await??;

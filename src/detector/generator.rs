@@ -258,12 +258,57 @@ impl GeneratorConfig {
 
 /// Generates the records `cfg` describes, or says which field is unusable.
 pub fn generate(cfg: &GeneratorConfig) -> Result<Vec<SampleRecord>, GeneratorError> {
+    let never = || false;
+    Ok(generate_watched(cfg, &never)?.expect("generation stops only when asked"))
+}
+
+/// Records made between two calls of a generation's `stop`.
+pub const GENERATE_BLOCK: usize = 65_536;
+
+/// [`generate`], asking `stop` before each block of [`GENERATE_BLOCK`] records (and before
+/// each pass over all of them): `None` once it says stop. Not stopped, the records are
+/// [`generate`]'s.
+pub fn generate_watched(
+    cfg: &GeneratorConfig,
+    stop: &dyn Fn() -> bool,
+) -> Result<Option<Vec<SampleRecord>>, GeneratorError> {
     cfg.check()?;
     let mut rng = StdRng::seed_from_u64(cfg.seed);
-    match cfg.profile {
-        Profile::Seed => generate_seed(cfg, &mut rng),
-        Profile::Realistic => generate_realistic(cfg, &mut rng),
-        Profile::Network => network::generate_network(cfg, &mut rng),
+    let watch = Watch(stop);
+    let made = match cfg.profile {
+        Profile::Seed => generate_seed(cfg, &mut rng, &watch),
+        Profile::Realistic => generate_realistic(cfg, &mut rng, &watch),
+        Profile::Network => network::generate_network(cfg, &mut rng, &watch),
+    };
+    match made {
+        Ok(records) => Ok(Some(records)),
+        Err(Made::Stopped) => Ok(None),
+        Err(Made::Invalid(e)) => Err(e),
+    }
+}
+
+/// Why a generation made no records.
+enum Made {
+    Stopped,
+    Invalid(GeneratorError),
+}
+
+impl From<GeneratorError> for Made {
+    fn from(e: GeneratorError) -> Self {
+        Made::Invalid(e)
+    }
+}
+
+/// A generation's stop check.
+struct Watch<'a>(&'a dyn Fn() -> bool);
+
+impl Watch<'_> {
+    /// Before record `i` of a pass: stop there when asked, at each block's start.
+    fn at(&self, i: usize) -> Result<(), Made> {
+        match i % GENERATE_BLOCK == 0 && (self.0)() {
+            true => Err(Made::Stopped),
+            false => Ok(()),
+        }
     }
 }
 
@@ -312,21 +357,28 @@ fn poisson<R: Rng + ?Sized>(rng: &mut R, lambda: f64) -> u64 {
 fn generate_seed(
     cfg: &GeneratorConfig,
     rng: &mut StdRng,
-) -> Result<Vec<SampleRecord>, GeneratorError> {
+    watch: &Watch,
+) -> Result<Vec<SampleRecord>, Made> {
     let n = cfg.n_records;
-    let sent: Vec<f64> = (0..n).map(|_| normal(rng, 1e6, 2e5)).collect();
-    let received: Vec<f64> = (0..n).map(|_| normal(rng, 1.2e6, 2.5e5)).collect();
-    let connections: Vec<u64> = (0..n).map(|_| poisson(rng, 50.0)).collect();
-    let sessions: Vec<u64> = (0..n).map(|_| poisson(rng, 25.0)).collect();
+    let mut column = |draw: &mut dyn FnMut(&mut StdRng) -> f64| {
+        (0..n)
+            .map(|i| watch.at(i).map(|()| draw(rng)))
+            .collect::<Result<Vec<f64>, Made>>()
+    };
+    let sent = column(&mut |rng| normal(rng, 1e6, 2e5))?;
+    let received = column(&mut |rng| normal(rng, 1.2e6, 2.5e5))?;
+    let connections = column(&mut |rng| poisson(rng, 50.0) as f64)?;
+    let sessions = column(&mut |rng| poisson(rng, 25.0) as f64)?;
     let mut records = Vec::with_capacity(n);
     for i in 0..n {
+        watch.at(i)?;
         records.push(SampleRecord {
             timestamp: timestamp_at(cfg.start, cfg.interval_seconds, i)?,
             src_ip: None,
             bytes_sent: sent[i].max(0.0),
             bytes_received: received[i].max(0.0),
-            connections: connections[i],
-            active_sessions: sessions[i],
+            connections: connections[i] as u64,
+            active_sessions: sessions[i] as u64,
             label: 0,
             attack_kind: None,
         });
@@ -385,7 +437,8 @@ fn is_off_hours(t: DateTime<Utc>) -> bool {
 fn generate_realistic(
     cfg: &GeneratorConfig,
     rng: &mut StdRng,
-) -> Result<Vec<SampleRecord>, GeneratorError> {
+    watch: &Watch,
+) -> Result<Vec<SampleRecord>, Made> {
     let n = cfg.n_records;
     let timestamps = (0..n)
         .map(|i| timestamp_at(cfg.start, cfg.interval_seconds, i))
@@ -400,7 +453,8 @@ fn generate_realistic(
         .clamp(1.0, 1000.0) as u64;
 
     let mut records = Vec::with_capacity(n);
-    for (t, kind) in timestamps.into_iter().zip(kinds) {
+    for (i, (t, kind)) in timestamps.into_iter().zip(kinds).enumerate() {
+        watch.at(i)?;
         let activity = base_activity(t) * log_normal(rng, (-0.02f64).exp(), 0.2);
         let sessions = poisson(rng, 60.0 * activity);
         let per_session = log_normal(rng, 2.5, 0.2);
@@ -542,6 +596,46 @@ mod tests {
             ..Default::default()
         })
         .unwrap()
+    }
+
+    #[test]
+    fn a_watched_generation_asks_before_every_block_and_stops_when_told() {
+        use std::cell::Cell;
+        let n = 2 * GENERATE_BLOCK + 1;
+        for profile in [Profile::Seed, Profile::Realistic, Profile::Network] {
+            let cfg = GeneratorConfig {
+                profile,
+                n_records: n,
+                hosts: 50,
+                anomaly_rate: 0.05,
+                ..Default::default()
+            };
+            let asked = Cell::new(0usize);
+            let never = || {
+                asked.set(asked.get() + 1);
+                false
+            };
+            let all = generate_watched(&cfg, &never).unwrap().unwrap();
+            assert!(
+                all == generate(&cfg).unwrap(),
+                "{profile:?}: not generate's records"
+            );
+            // At least once per block of the pass that makes the records.
+            let per_pass = n.div_ceil(GENERATE_BLOCK);
+            assert!(
+                asked.get() >= per_pass,
+                "{profile:?}: asked {}",
+                asked.get()
+            );
+            // Told to stop at the second question, it asks no more and makes nothing.
+            let asked = Cell::new(0usize);
+            let second = || {
+                asked.set(asked.get() + 1);
+                asked.get() == 2
+            };
+            assert_eq!(generate_watched(&cfg, &second), Ok(None), "{profile:?}");
+            assert_eq!(asked.get(), 2, "{profile:?}");
+        }
     }
 
     #[test]

@@ -303,47 +303,25 @@ impl<F: FnMut() -> Option<Bytes>> Input<F> {
     }
 
     /// Just after the string starting at `k` (its quote).
-    fn string_end(&mut self, mut k: usize) -> Option<usize> {
-        k += 1;
-        loop {
-            match self.at(k)? {
-                b'"' => return Some(k + 1),
-                b'\\' => k += 2,
-                _ => k += 1,
-            }
-        }
+    fn string_end(&mut self, k: usize) -> Option<usize> {
+        self.scan(Scan::string(k), 0)
     }
 
     /// Just after the value starting at `k`, found by its brackets and strings (what is in
     /// between sonic-rs checks); `None` when the body ends first, or when the value's nesting,
     /// `depth` levels in already, passes [`MAX_DEPTH`] (an error in any case).
-    fn value_end(&mut self, mut k: usize, depth: usize) -> Option<usize> {
-        let mut open = 0usize;
+    fn value_end(&mut self, k: usize, depth: usize) -> Option<usize> {
+        self.scan(Scan::value(k), depth)
+    }
+
+    /// Runs `scan` over the bytes not taken, reading on as it needs.
+    fn scan(&mut self, mut scan: Scan, depth: usize) -> Option<usize> {
         loop {
-            match self.at(k)? {
-                b'"' => {
-                    k = self.string_end(k)?;
-                    if open == 0 {
-                        return Some(k);
-                    }
-                }
-                b'[' | b'{' => {
-                    open += 1;
-                    if depth + open > MAX_DEPTH {
-                        return None;
-                    }
-                    k += 1;
-                }
-                b']' | b'}' if open == 0 => return Some(k),
-                b']' | b'}' => {
-                    open -= 1;
-                    k += 1;
-                    if open == 0 {
-                        return Some(k);
-                    }
-                }
-                c if open == 0 && (is_ws(c) || c == b',' || c == b':') => return Some(k),
-                _ => k += 1,
+            match scan.run(&self.buf[self.pos..], depth) {
+                Scanned::End(end) => return Some(end),
+                Scanned::TooDeep => return None,
+                Scanned::More if self.more() => {}
+                Scanned::More => return None,
             }
         }
     }
@@ -403,5 +381,123 @@ impl<F: FnMut() -> Option<Bytes>> Input<F> {
             _ => (line + l - 1, c),
         };
         RecordError::malformed(format!("invalid JSON: {}", message_at(&e, at.0, at.1)))
+    }
+}
+
+/// The bytes that matter to [`Scan`] between the strings of an array or object.
+const STRUCTURAL: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b'"' as usize] = true;
+    t[b'[' as usize] = true;
+    t[b']' as usize] = true;
+    t[b'{' as usize] = true;
+    t[b'}' as usize] = true;
+    t
+};
+
+/// Where a value ends, found over the bytes as they arrive: a scan that stops at the end of
+/// what is buffered and goes on from there when more comes. Strings are crossed with
+/// `memchr` (their quotes and backslashes) and the bytes between them through a table, a slice
+/// at a time: the records' bytes are looked at once, in a tight loop, before sonic-rs reads them.
+struct Scan {
+    /// The next byte to look at (from the next one not taken).
+    at: usize,
+    /// Arrays and objects open.
+    open: usize,
+    in_string: bool,
+}
+
+enum Scanned {
+    /// Just after the value.
+    End(usize),
+    /// Nested past [`MAX_DEPTH`].
+    TooDeep,
+    /// The buffered bytes end first.
+    More,
+}
+
+impl Scan {
+    /// A value starting at `at`.
+    fn value(at: usize) -> Self {
+        Self {
+            at,
+            open: 0,
+            in_string: false,
+        }
+    }
+
+    /// A string whose quote is at `at`.
+    fn string(at: usize) -> Self {
+        Self {
+            at: at + 1,
+            open: 0,
+            in_string: true,
+        }
+    }
+
+    /// Goes on over `s` (the bytes not taken), nested `depth` levels in already.
+    fn run(&mut self, s: &[u8], depth: usize) -> Scanned {
+        loop {
+            if self.in_string {
+                let Some(i) = memchr::memchr2(b'"', b'\\', s.get(self.at..).unwrap_or(&[])) else {
+                    self.at = self.at.max(s.len());
+                    return Scanned::More;
+                };
+                let j = self.at + i;
+                if s[j] == b'\\' {
+                    // An escape: the next byte, whatever it is, is part of the string.
+                    if j + 1 >= s.len() {
+                        self.at = j;
+                        return Scanned::More;
+                    }
+                    self.at = j + 2;
+                    continue;
+                }
+                self.in_string = false;
+                self.at = j + 1;
+                if self.open == 0 {
+                    return Scanned::End(self.at);
+                }
+                continue;
+            }
+            if self.open > 0 {
+                let rest = s.get(self.at..).unwrap_or(&[]);
+                match rest.iter().position(|&c| STRUCTURAL[usize::from(c)]) {
+                    Some(i) => self.at += i,
+                    None => {
+                        self.at = self.at.max(s.len());
+                        return Scanned::More;
+                    }
+                }
+            }
+            let Some(&c) = s.get(self.at) else {
+                return Scanned::More;
+            };
+            match c {
+                b'"' => {
+                    self.in_string = true;
+                    self.at += 1;
+                }
+                b'[' | b'{' => {
+                    self.open += 1;
+                    if depth + self.open > MAX_DEPTH {
+                        return Scanned::TooDeep;
+                    }
+                    self.at += 1;
+                }
+                b']' | b'}' if self.open == 0 => return Scanned::End(self.at),
+                b']' | b'}' => {
+                    self.open -= 1;
+                    self.at += 1;
+                    if self.open == 0 {
+                        return Scanned::End(self.at);
+                    }
+                }
+                c if self.open == 0 && (is_ws(c) || c == b',' || c == b':') => {
+                    return Scanned::End(self.at);
+                }
+                _ => self.at += 1,
+            }
+        }
     }
 }

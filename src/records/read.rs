@@ -722,6 +722,39 @@ mod tests {
         assert_eq!(err.kind, super::super::RecordErrorKind::BodyTooLarge);
     }
 
+    #[tokio::test]
+    async fn a_cancelled_request_stops_reading_its_body_at_the_next_chunk() {
+        use crate::work::{Limits, scope, spawn_blocking};
+        let limits = Limits::new(1, 1 << 20, 1 << 20);
+        let work = limits.admit().unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(Ok(Bytes::from_static(b"bytes_sent,connections\n1,2\n")))
+            .await
+            .unwrap();
+        // The parser reads the first chunk, then waits for the next one.
+        #[allow(clippy::async_yields_async)] // the handle is the point: awaited out of scope
+        let parser = scope(work.clone(), async {
+            spawn_blocking(move || {
+                let mut reader = BodyReader::new(rx);
+                let mut b = BatchBuilder::new(&features(), false, 100);
+                let parsed = read_csv(&mut reader, &mut b).and_then(|()| b.finish());
+                reader.settle(parsed)
+            })
+        })
+        .await;
+        work.cancel();
+        // What arrives after the cancellation is not read as the client's body.
+        tx.send(Ok(Bytes::from_static(b"3,4\n5,6\n")))
+            .await
+            .unwrap();
+        drop(tx);
+        let err = parser.await.unwrap().unwrap_err();
+        assert_eq!(err.kind, super::super::RecordErrorKind::Cancelled);
+        assert_eq!((limits.cancelled(), limits.stopped()), (1, 1));
+        drop(work);
+        assert_eq!(limits.slots_in_use(), 0);
+    }
+
     fn csv_cell() -> impl Strategy<Value = String> {
         prop_oneof![
             "-?[0-9]{1,4}(\\.[0-9]{1,3})?",

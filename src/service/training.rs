@@ -10,7 +10,7 @@ use super::idempotency::{AnswerOf, KeyedRun};
 use super::scoring::chart_data;
 use super::{ServiceError, blocking, models};
 use crate::detector::forest::FitWatch;
-use crate::detector::generator::{GeneratorConfig, generate};
+use crate::detector::generator::{GeneratorConfig, generate_watched};
 use crate::detector::model::{FitError, Model};
 use crate::detector::params::ForestParams;
 use crate::records::{BodyFormat, ReadSpec, TopLevel, ZeekOptions, read_slice, sample_batch};
@@ -69,7 +69,8 @@ pub async fn fit(
             }
             TrainingData::Generate(g) => {
                 crate::work::reserve(g.n_records as u64 * GENERATED_RECORD_BYTES)?;
-                let records = generate(&g)?;
+                let records = generate_watched(&g, &crate::work::cancelled)?
+                    .ok_or(ServiceError::Cancelled)?;
                 sample_batch(&records, features.as_deref(), max_records)?
             }
         };

@@ -647,3 +647,49 @@ fn attribution_layout_agrees_with_the_reference() {
         }
     }
 }
+
+/// Records what a fit tells its watch, and stops it after `stop_after` trees.
+struct Recorder {
+    grown: std::sync::Mutex<Vec<(usize, usize)>>,
+    stop_after: usize,
+}
+
+impl FitWatch for Recorder {
+    fn tree_grown(&self, done: usize, total: usize) {
+        self.grown.lock().unwrap().push((done, total));
+    }
+    fn stop(&self) -> bool {
+        self.grown.lock().unwrap().len() >= self.stop_after
+    }
+}
+
+#[test]
+fn a_watched_fit_reports_every_tree_and_stops_when_asked() {
+    let x = random_matrix(500, 3, 5);
+    let p = CheckedParams {
+        n_estimators: 37,
+        ..params(500, 3, 9)
+    };
+    // Watched to the end: each tree reported once, counting 1..=37 of 37, and the same forest.
+    let all = Recorder {
+        grown: Default::default(),
+        stop_after: usize::MAX,
+    };
+    let forest = IsolationForest::fit_watched(&x, &p, &all).unwrap();
+    let mut grown = all.grown.into_inner().unwrap();
+    grown.sort_unstable();
+    assert_eq!(grown, (1..=37).map(|d| (d, 37)).collect::<Vec<_>>());
+    assert!(forest.trees == IsolationForest::fit(&x, &p).trees);
+    // Asked to stop after 5 trees: no forest, and far fewer than 37 trees were grown (the ones
+    // already started when it said stop still finish: at most one per thread).
+    let few = Recorder {
+        grown: Default::default(),
+        stop_after: 5,
+    };
+    assert!(IsolationForest::fit_watched(&x, &p, &few).is_none());
+    let n = few.grown.into_inner().unwrap().len();
+    assert!(
+        (5..5 + rayon::current_num_threads() + 1).contains(&n),
+        "grew {n}"
+    );
+}

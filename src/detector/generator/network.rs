@@ -42,7 +42,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, RngExt, SeedableRng};
 
 use super::{
-    ATTACK_STREAM, AttackKind, GeneratorConfig, GeneratorError, SampleRecord, log_normal, poisson,
+    ATTACK_STREAM, AttackKind, GeneratorConfig, Made, SampleRecord, Watch, log_normal, poisson,
     timestamp_at,
 };
 
@@ -172,7 +172,8 @@ const HOST_STREAM: u64 = 0xD1B5_4A32_D192_ED03;
 pub(super) fn generate_network(
     cfg: &GeneratorConfig,
     rng: &mut StdRng,
-) -> Result<Vec<SampleRecord>, GeneratorError> {
+    watch: &Watch,
+) -> Result<Vec<SampleRecord>, Made> {
     let n = cfg.n_records;
     let population = hosts(cfg.hosts, cfg.seed);
     let windows = n.div_ceil(cfg.hosts);
@@ -197,6 +198,7 @@ pub(super) fn generate_network(
 
     let mut records = Vec::with_capacity(n);
     for (i, kind) in assigned.into_iter().enumerate() {
+        watch.at(i)?;
         let host = host_of(i);
         let t = time_of(i);
         let activity = host.activity(t);
@@ -305,7 +307,7 @@ fn assign(
 
 #[cfg(test)]
 mod tests {
-    use super::super::{Profile, generate};
+    use super::super::{GeneratorError, Profile, generate};
     use super::*;
 
     fn median(mut v: Vec<f64>) -> f64 {
