@@ -272,32 +272,17 @@ async fn a_webhook_url_of_tcp_or_tls_is_a_syslog_sink_and_wrong_settings_stop_st
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sinks.json");
-    for (sink, expected) in [
-        (
-            json!({"name": "s", "url": "tcp://x:1", "secret": "k"}),
-            "webhook sinks only",
-        ),
-        (
-            json!({"name": "s", "type": "syslog", "url": "https://x"}),
-            "tcp://, syslog:// or tls://",
-        ),
-        (
-            json!({"name": "s", "url": "tcp://x:1", "ca_file": "/etc/ssl/ca.pem"}),
-            "ca_file needs a tls:// url",
-        ),
-        (
-            json!({"name": "s", "url": "tls://x:1", "ca_file": "/no/such/ca.pem"}),
-            "/no/such/ca.pem",
-        ),
-        (
-            json!({"name": "s", "url": "syslog://x", "facility": "local9"}),
-            "facility",
-        ),
-        (
-            json!({"name": "s", "url": "https://x", "facility": "local0"}),
-            "syslog sinks only",
-        ),
+    // Each case: a sink, then `=>` and what the refusal must say.
+    for case in [
+        r#"{"name": "s", "url": "tcp://x:1", "secret": "k"} => webhook sinks only"#,
+        r#"{"name": "s", "type": "syslog", "url": "https://x"} => tcp://, syslog:// or tls://"#,
+        r#"{"name": "s", "url": "tcp://x:1", "ca_file": "/etc/ca.pem"} => ca_file needs a tls://"#,
+        r#"{"name": "s", "url": "tls://x:1", "ca_file": "/no/such/ca.pem"} => /no/such/ca.pem"#,
+        r#"{"name": "s", "url": "syslog://x", "facility": "local9"} => facility"#,
+        r#"{"name": "s", "url": "https://x", "facility": "local0"} => syslog sinks only"#,
     ] {
+        let (sink, expected) = case.split_once(" => ").unwrap();
+        let sink: Value = serde_json::from_str(sink).unwrap();
         std::fs::write(&path, json!({ "sinks": [sink] }).to_string()).unwrap();
         let err = netsentinel::webhooks::config::sinks_from_file(&path, &|_| None)
             .map(|_| ())
