@@ -96,6 +96,7 @@ impl Application {
                     source,
                 })?;
         let fd_limit = crate::server::raise_fd_limit();
+        crate::server::return_large_blocks();
         let max_connections = crate::server::connection_cap(
             usize::try_from(settings.max_connections).unwrap_or(usize::MAX),
             fd_limit,
