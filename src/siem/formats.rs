@@ -80,6 +80,16 @@
 //! are strings). `index` is left out so the token's default index applies. HEC accepts several
 //! events in one request body, so [`render_within`]'s NDJSON posts as is.
 //!
+//! **Incident events.** A webhook delivery names the event it delivers ([`ExportContext::event`]);
+//! an export names none, and a resolved incident then reads as `resolved`. ECS: `event.type`
+//! `[start]` (opened), `[change]` (escalated, renotified), `[end]` (resolved), `[info]` for an
+//! export of an open alert as before, and `event.action` the event. OCSF: `activity_id` 1 Create
+//! (opened, or no event), 2 Update, 3 Close, `type_uid` 200400 + activity, status `resolved` →
+//! `status_id` 4 Resolved, `count` and `finding_info.first_seen_time`/`last_seen_time` for an
+//! incident. CEF: `act` (deviceAction) the event, `cs5` incidentEntity, `cn3` incidentCount, `cs6`
+//! the latest verdict. HEC: `fields.event_type`, `fields.entity`, `fields.verdict`. JSON: an
+//! `event` key. Incident fields and verdicts go under `netsentinel.*` (ECS) and `unmapped` (OCSF).
+//!
 //! # Specifications checked
 //!
 //! * ECS: elastic.co "ECS categorization field: event.type" (allowed values), "Observer fields"

@@ -709,12 +709,7 @@ impl AlertStore for SqliteAlertStore {
 
     fn open_incident(&self, detector: &str, entity: &str) -> Result<Option<Alert>, StoreError> {
         let conn = self.lock()?;
-        let row: Option<(String, String)> = conn
-            .query_row(super::sql::OPEN_INCIDENT, params![detector, entity], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()?;
-        row.map(|(id, body)| decode(&id, &body)).transpose()
+        open_incident_on(&conn, detector, entity)
     }
 
     fn count(&self) -> Result<u64, StoreError> {
@@ -780,18 +775,26 @@ fn opening(id: &str, created_at_ms: i64) -> super::outbox::NewEvent<'_> {
     }
 }
 
+/// The unresolved incident of (`detector`, `entity`) on `conn` (or a transaction).
+fn open_incident_on(
+    conn: &Connection,
+    detector: &str,
+    entity: &str,
+) -> Result<Option<Alert>, StoreError> {
+    let row: Option<(String, String)> = conn
+        .query_row(super::sql::OPEN_INCIDENT, params![detector, entity], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    row.map(|(id, body)| decode(&id, &body)).transpose()
+}
+
 /// A SQLite transaction as [`super::incidents::raise`] uses it.
 struct SqliteTx<'a, 'c>(&'a Transaction<'c>);
 
 impl super::incidents::IncidentTx for SqliteTx<'_, '_> {
     fn open_incident(&mut self, detector: &str, entity: &str) -> Result<Option<Alert>, StoreError> {
-        let row: Option<(String, String)> = self
-            .0
-            .query_row(super::sql::OPEN_INCIDENT, params![detector, entity], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .optional()?;
-        row.map(|(id, body)| decode(&id, &body)).transpose()
+        open_incident_on(self.0, detector, entity)
     }
 
     fn insert(
