@@ -25,7 +25,7 @@ pub enum Scope {
     Read,
     /// Score, evaluate, generate samples.
     Score,
-    /// Fit, roll back, acknowledge alerts (implies the others).
+    /// Fit, roll back, acknowledge and judge alerts (implies the others).
     Admin,
 }
 
@@ -194,7 +194,12 @@ pub fn required_scope(method: &Method, path: &str, metrics_require_key: bool) ->
         .map(|(_, route)| format!("/v1/{route}"));
     let path = v1.as_deref().unwrap_or(path);
     let post = method == Method::POST;
-    if post && (path == "/v1/model/fit" || path.ends_with("/activate") || path.ends_with("/ack")) {
+    if post
+        && (path == "/v1/model/fit"
+            || path.ends_with("/activate")
+            || path.ends_with("/ack")
+            || path.ends_with("/feedback"))
+    {
         return Some(Scope::Admin);
     }
     if post && matches!(path, "/v1/score" | "/v1/evaluate" | "/v1/samples") {

@@ -78,6 +78,11 @@ pub struct Settings {
     #[arg(long, env = "NETSENTINEL_ALERT_TOP_RECORDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=100))]
     pub alert_top_records: u64,
 
+    /// Seconds of quiet that resolve an entity's incident, for detectors whose
+    /// `alerting.close_after` is not set (the detector `default` of the v1 paths included).
+    #[arg(long, env = "NETSENTINEL_INCIDENT_CLOSE_AFTER_SECS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
+    pub incident_close_after_secs: u64,
+
     /// How many features each explanation lists.
     #[arg(long, env = "NETSENTINEL_EXPLAIN_TOP_K", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub explain_top_k: u64,

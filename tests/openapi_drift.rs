@@ -55,6 +55,11 @@ const OPERATIONS: &[(&str, &str, &[u16])] = &[
     ("get", "/v1/alerts/{id}", &[404]),
     ("get", "/v1/alerts/{id}/export/{format}", &[400, 404]),
     ("post", "/v1/alerts/{id}/ack", &[404]),
+    (
+        "post",
+        "/v1/alerts/{id}/feedback",
+        &[400, 404, 413, 415, 422],
+    ),
     ("get", "/v1/chart.png", &[400, 409]),
     ("get", "/v1/chart.svg", &[400, 409]),
     ("get", "/v1/detectors", &[]),

@@ -483,3 +483,120 @@ async fn without_sinks_an_alert_reads_back_exactly_as_raised() {
     let alert = json_ok(app.get(&format!("/v1/alerts/{}", ids[0])).await).await;
     assert!(alert.get("deliveries").is_none(), "{alert}");
 }
+
+#[tokio::test]
+async fn fifteen_anomalous_batches_of_one_host_are_one_incident_delivered_once() {
+    let receiver = Receiver::start(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let app = spawn(settings(
+        &dir,
+        json!([{"name": "siem", "url": receiver.url(), "format": "ocsf"}]),
+    ))
+    .await;
+    app.fit_small(7).await;
+    let records = app.seed_records().await;
+    let of_host = |host: &str| -> Vec<Value> {
+        BURSTS
+            .iter()
+            .map(|&i| {
+                let mut r = records[i].clone();
+                r["entity"] = json!(host);
+                r
+            })
+            .collect()
+    };
+    let mut shown = Vec::new();
+    for _ in 0..15 {
+        let scored = app.score(&of_host("10.0.0.66")).await;
+        shown.push(scored["alert"].clone());
+    }
+    let incident_id = shown[0]["id"].as_str().expect("an alert").to_string();
+    // Every answer shows the one incident, counting up.
+    for (n, alert) in shown.iter().enumerate() {
+        assert_eq!(alert["id"], incident_id.as_str());
+        assert_eq!(alert["count"], n + 1);
+        assert_eq!(alert["entity"], "10.0.0.66");
+    }
+    // Another anomalous host still gets its own.
+    let other = app.score(&of_host("10.0.0.9")).await;
+    assert_ne!(other["alert"]["id"], incident_id.as_str());
+
+    let listed = json_ok(app.get("/v1/alerts?entity=10.0.0.66&status=open").await).await;
+    let listed = listed["alerts"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["count"], 15);
+    assert_eq!(listed[0]["first_seen"], shown[0]["first_seen"]);
+    assert!(listed[0]["last_seen"].as_str() > listed[0]["first_seen"].as_str());
+
+    delivery_when(&app, &incident_id, "siem", delivered).await;
+    let other_id = other["alert"]["id"].as_str().unwrap().to_string();
+    delivery_when(&app, &other_id, "siem", delivered).await;
+    // The same bursts every time: the severity never rose, so the opening is all there is.
+    let opened: Vec<_> = receiver
+        .requests()
+        .into_iter()
+        .filter(|r| r.headers["x-netsentinel-alert-id"] == incident_id.as_str())
+        .collect();
+    assert_eq!(opened.len(), 1, "exactly one delivery of the incident");
+    assert_eq!(opened[0].headers["x-netsentinel-event"], "opened");
+    assert_eq!(opened[0].headers["idempotency-key"], incident_id.as_str());
+    let doc: Value = serde_json::from_slice(&opened[0].body).unwrap();
+    assert_eq!(doc["activity_id"], 1, "OCSF Create");
+    let alert = json_ok(app.get(&format!("/v1/alerts/{incident_id}")).await).await;
+    let events: Vec<_> = alert["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["event"].clone())
+        .collect();
+    assert_eq!(events, [json!("opened")]);
+
+    // An analyst's verdict is kept on the alert and shown in its exports; a suppression rule
+    // is not available yet and is refused, not dropped.
+    let judged = app
+        .post_json(
+            &format!("/v1/alerts/{incident_id}/feedback"),
+            &json!({"verdict": "false_positive", "note": "nightly backup"}),
+        )
+        .await;
+    let judged = json_ok(judged).await;
+    assert_eq!(judged["feedback"][0]["verdict"], "false_positive");
+    assert_eq!(judged["feedback"][0]["note"], "nightly backup");
+    assert_eq!(judged["feedback"][0]["by"], "anonymous");
+    assert_eq!(judged["count"], 15, "feedback changes nothing else");
+    let listed = json_ok(app.get("/v1/alerts?entity=10.0.0.66").await).await;
+    assert_eq!(listed["alerts"][0]["feedback"], judged["feedback"]);
+    let ecs = app
+        .get(&format!("/v1/alerts/{incident_id}?format=ecs"))
+        .await;
+    let ecs: Value = serde_json::from_str(&ecs.text().await.unwrap()).unwrap();
+    assert_eq!(
+        ecs["netsentinel"]["feedback"][0]["verdict"],
+        "false_positive"
+    );
+    let refused = app
+        .post_json(
+            &format!("/v1/alerts/{incident_id}/feedback"),
+            &json!({"verdict": "benign", "suppress": {"expires_in": "1h"}}),
+        )
+        .await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = refused.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("not available yet"),
+        "{problem}"
+    );
+    let after = json_ok(app.get(&format!("/v1/alerts/{incident_id}")).await).await;
+    assert_eq!(
+        after["feedback"].as_array().unwrap().len(),
+        1,
+        "nothing kept"
+    );
+    let missing = app
+        .post_json("/v1/alerts/no-such/feedback", &json!({"verdict": "benign"}))
+        .await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}

@@ -1,9 +1,13 @@
-//! `/v1/alerts`: list, read and acknowledge the alerts scored batches raised.
+//! `/v1/alerts`: list, read, acknowledge and judge the alerts (batch alerts and incidents)
+//! scored batches and ingested windows raised.
 
-use super::problems::{BadParameter, NotFound};
+use super::problems::{BadParameter, FeedbackProblems, NotFound};
+use axum::Extension;
 use axum::Json;
+use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -12,12 +16,15 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 use super::views::alerts::{
-    AlertFormatView, AlertStatusView, AlertView, DeliveryStateView, ExportFormatView,
+    AlertFormatView, AlertStatusView, AlertView, DeliveryStateView, ExportFormatView, VerdictView,
 };
+use crate::auth::ClientId;
 use crate::error::{ApiError, ProblemCode};
+use crate::records::BodyFormat;
 use crate::service::alerts;
 use crate::siem::formats::{AlertFormat, ExportContext, render_one, render_within};
 use crate::state::AppState;
+use crate::store::alerts::MAX_NOTE_CHARS;
 use crate::store::alerts::{Alert, AlertPage, AlertQuery, AlertStatus};
 use crate::store::outbox::DeliveryState;
 
@@ -57,12 +64,15 @@ macro_rules! alert_filter_queries {
             pub until: Option<DateTime<Utc>>,
             /// Only alerts with at least this severity (0-100).
             pub min_severity: Option<u8>,
-            /// `open` or `acknowledged`.
+            /// `open`, `acknowledged` or `resolved` (incidents whose entity went quiet).
             #[param(inline, value_type = Option<AlertStatusView>)]
             pub status: Option<AlertStatus>,
             /// Only alerts of this detector (`default`: those of the v1 paths).
             #[param(example = "default")]
             pub detector: Option<String>,
+            /// Only the incidents of this entity (host).
+            #[param(example = "10.0.0.66")]
+            pub entity: Option<String>,
             /// Page size, 1-1000 (default 50).
             #[param(minimum = 1, maximum = 1000)]
             pub limit: Option<usize>,
@@ -80,6 +90,7 @@ macro_rules! alert_filter_queries {
                     min_severity: self.min_severity,
                     status: self.status,
                     detector: self.detector.take(),
+                    entity: self.entity.take(),
                     limit: self.limit.unwrap_or(50),
                     cursor: self.cursor.take(),
                 })
@@ -374,6 +385,75 @@ pub async fn acknowledge(
     Path(id): Path<String>,
 ) -> Result<Json<Alert>, ApiError> {
     let alert = alerts::acknowledge(&state, &id).await?;
+    alert.map(Json).ok_or_else(|| no_such_alert(&id))
+}
+
+/// An analyst's word on an alert.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FeedbackRequest {
+    pub verdict: VerdictView,
+    /// Free text, at most 2000 characters.
+    #[schema(example = "nightly backup to the new NAS")]
+    pub note: Option<String>,
+    /// A suppression rule to create with the verdict: not available yet, so a body with it is
+    /// refused (422) rather than the rule silently dropped.
+    #[schema(value_type = Option<Object>)]
+    pub suppress: Option<serde_json::Value>,
+}
+
+/// Record an analyst's verdict on an alert: `true_positive`, `false_positive` or `benign`,
+/// with a note. It is kept with the API key that gave it and the time, and shown on the alert
+/// (and in its exports).
+#[utoipa::path(post, path = "/v1/alerts/{id}/feedback", tag = "alerts",
+    params(("id" = String, Path, description = "Alert id")),
+    request_body(content = FeedbackRequest, content_type = "application/json"),
+    responses(
+        (status = 200, body = AlertView, description = "The alert with the verdict added"),
+        FeedbackProblems,
+        NotFound,
+    ))]
+pub async fn feedback(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    client: Option<Extension<ClientId>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Alert>, ApiError> {
+    let body = super::whole_body(&headers, body, state.settings().max_body_bytes).await?;
+    if super::body_format(&headers)? != BodyFormat::Json {
+        return Err(ApiError::new(
+            ProblemCode::UnsupportedMediaType,
+            "feedback is JSON: send Content-Type application/json",
+        ));
+    }
+    let request: FeedbackRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            ProblemCode::MalformedBody,
+            format!("the body is not a verdict: {e}"),
+        )
+    })?;
+    if request.suppress.as_ref().is_some_and(|s| !s.is_null()) {
+        return Err(ApiError::invalid_value(
+            "suppression rules are not available yet; send the verdict without suppress",
+        )
+        .with_field("suppress"));
+    }
+    if request
+        .note
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > MAX_NOTE_CHARS)
+    {
+        return Err(ApiError::invalid_value(format!(
+            "note is at most {MAX_NOTE_CHARS} characters"
+        ))
+        .with_field("note"));
+    }
+    let by = match client {
+        Some(Extension(ClientId(id))) => format!("key-{}", &id[..id.len().min(16)]),
+        None => "anonymous".to_owned(),
+    };
+    let alert = alerts::feedback(&state, &id, request.verdict.into(), request.note, by).await?;
     alert.map(Json).ok_or_else(|| no_such_alert(&id))
 }
 

@@ -81,6 +81,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(alerts::export_one))
         .routes(routes!(alerts::get_alert))
         .routes(routes!(alerts::acknowledge))
+        .routes(routes!(alerts::feedback))
         .routes(routes!(detectors::list))
         .routes(routes!(
             detectors::get_detector,

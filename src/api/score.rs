@@ -446,6 +446,8 @@ mod tests {
             severity: 0,
             top_records: 5,
             explain_top_k: 3,
+            entity_field: "entity".into(),
+            incidents: Default::default(),
         };
         let alert = alert_for(&model, &batch, &scored, &rule);
         assert!(alert.is_some() && scored.summary.n_anomalies > 0);

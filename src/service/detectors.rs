@@ -141,10 +141,12 @@ impl From<ParamsSpec> for serde_json::Value {
 pub struct AlertingSpec {
     /// Alert when a record reaches this severity (`null`: `--alert-severity`, v1's setting).
     pub min_severity: Option<u8>,
-    /// For incidents (a later issue): a quiet gap that resolves an entity's alert. Stored.
+    /// A quiet gap that resolves an entity's incident (`null`: `--incident-close-after`).
     pub close_after: Option<String>,
-    /// For incidents (a later issue): the severity rise that notifies again. Stored.
+    /// The rise of an incident's max severity that delivers it again (`null`: 10).
     pub renotify_severity_step: Option<u8>,
+    /// How long after its last delivery an incident update is delivered again (`null`: never).
+    pub renotify_after: Option<String>,
 }
 
 /// Learning from the detector's own stream (a later issue): stored as given.
@@ -286,6 +288,14 @@ impl DetectorSpec {
         if let Some(c) = &a.close_after {
             duration_secs("alerting.close_after", c)?;
         }
+        if let Some(r) = &a.renotify_after {
+            if duration_secs("alerting.renotify_after", r)? == 0 {
+                return Err(SpecError::at(
+                    "alerting.renotify_after",
+                    "renotify_after must be longer than 0s",
+                ));
+            }
+        }
         if let Some(t) = &self.training {
             if t.auto {
                 return Err(SpecError::at(
@@ -352,6 +362,37 @@ impl DetectorSpec {
     /// The alert severity: the detector's `min_severity`, else the service setting.
     pub fn alert_severity(&self, service_default: u8) -> u8 {
         self.alerting.min_severity.unwrap_or(service_default)
+    }
+
+    /// How the detector's incidents grow, notify and end: its `alerting` block over the service
+    /// settings (`close_after_secs`: `--incident-close-after`). Checked settings always parse.
+    pub fn incident_policy(
+        &self,
+        close_after_secs: u64,
+        top_records: usize,
+    ) -> crate::store::alerts::IncidentPolicy {
+        let a = &self.alerting;
+        let secs = |d: &Option<String>, field| {
+            d.as_deref()
+                .and_then(|d| duration_secs(field, d).ok())
+                .map(std::time::Duration::from_secs)
+        };
+        crate::store::alerts::IncidentPolicy {
+            close_after: secs(&a.close_after, "alerting.close_after")
+                .unwrap_or(std::time::Duration::from_secs(close_after_secs)),
+            renotify_severity_step: a.renotify_severity_step.unwrap_or(10),
+            renotify_after: secs(&a.renotify_after, "alerting.renotify_after"),
+            top_records,
+        }
+    }
+
+    /// The echoed field naming a record's entity: `entity` for Zeek windows (grouped by
+    /// `group_by`), the `group_by` field of a records detector, else a field named `entity`.
+    pub fn entity_field(&self) -> &str {
+        match (self.source.format, &self.source.group_by) {
+            (SourceFormat::Records, Some(field)) => field,
+            _ => "entity",
+        }
     }
 }
 

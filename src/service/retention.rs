@@ -2,7 +2,8 @@
 //! windows older than `--window-retention-days` and idempotency keys older than
 //! `--idempotency-ttl-hours`, at start and then every hour, in small batches so that scoring
 //! never waits long on the store. An alert that still owes a webhook delivery is kept until it
-//! is delivered (or fails for good).
+//! is delivered (or fails for good). Every 30 s the same task resolves the incidents whose entity
+//! has been quiet past their `close_after`.
 
 use std::time::Duration;
 
@@ -14,6 +15,9 @@ use crate::state::AppState;
 
 /// How often the task looks for alerts past their retention.
 pub const EVERY: Duration = Duration::from_secs(3600);
+/// How often the task resolves incidents whose entity went quiet (so an incident resolves
+/// within this long of its `close_after` running out, without new traffic).
+pub const RESOLVE_EVERY: Duration = Duration::from_secs(30);
 /// Alerts deleted per transaction.
 const BATCH: usize = 1000;
 
@@ -22,17 +26,22 @@ pub fn start(state: AppState, mut stop: watch::Receiver<bool>) -> JoinHandle<()>
     let days = state.settings().alert_retention_days;
     let window_days = state.settings().window_retention_days;
     tokio::spawn(async move {
+        let mut next_prune = tokio::time::Instant::now();
         loop {
-            if days > 0 {
-                let _ = prune_once(&state, days).await;
+            super::alerts::resolve_quiet(&state).await;
+            if tokio::time::Instant::now() >= next_prune {
+                if days > 0 {
+                    let _ = prune_once(&state, days).await;
+                }
+                if window_days > 0 {
+                    let _ = prune_windows_once(&state, window_days).await;
+                }
+                let _ = prune_keys_once(&state).await;
+                next_prune = tokio::time::Instant::now() + EVERY;
             }
-            if window_days > 0 {
-                let _ = prune_windows_once(&state, window_days).await;
-            }
-            let _ = prune_keys_once(&state).await;
             tokio::select! {
                 _ = stop.changed() => break,
-                _ = tokio::time::sleep(EVERY) => {}
+                _ = tokio::time::sleep(RESOLVE_EVERY) => {}
             }
         }
     })

@@ -21,7 +21,7 @@ use crate::records::{
     Batch, BodyFormat, ChunkSink, EchoFields, Parsed, ReadSpec, ZeekOptions, read_stream,
 };
 use crate::state::{AppState, ChartData, DetectorState};
-use crate::store::alerts::{Alert, AlertRecord, AlertStatus, NewAlert};
+use crate::store::alerts::{Alert, AlertRecord, NewAlert};
 use crate::store::idempotency::KeyRecord;
 
 /// Which records get an explanation.
@@ -122,8 +122,11 @@ pub struct ScoreOutcome<R> {
     pub model_version: u64,
     pub batch: Batch,
     pub scored: ScoredBatch,
-    /// The alert the batch raised, already stored with its deliveries.
+    /// The alert the batch raised, as the answer shows it: the entity's incident with this
+    /// batch folded in (or the new one it opens), or a batch alert. Already stored.
     pub alert: Option<Alert>,
+    /// The alert as raised, before it joined its incident: what the store folds in.
+    pub raised: Option<Alert>,
     pub rendered: R,
     /// The Zeek lines skipped (only with `on_invalid: skip`).
     pub rejects: Rejects,
@@ -163,6 +166,7 @@ where
         )
     };
     let (sink, chunks) = ChunkScores::new(&model);
+    let alerts = state.alerts();
     let version = model.version();
     let (outcome, chart) = read_stream(
         body,
@@ -179,7 +183,10 @@ where
                 return Err(ServiceError::Cancelled);
             };
             let scored = scored_batch(&model, &batch, scores, command.explain, rule.explain_top_k);
-            let alert = alert_for(&model, &batch, &scored, &rule).map(|a| Alert { detector, ..a });
+            let raised = alert_for(&model, &batch, &scored, &rule).map(|a| Alert { detector, ..a });
+            let alert = raised
+                .as_ref()
+                .map(|a| crate::store::incidents::preview(alerts.as_ref(), a));
             let rendered = render(&batch, &scored, alert.as_ref(), version, &rejects);
             let anomalies = (0..batch.len()).map(|i| scored.is_anomaly(i)).collect();
             let chart = chart_data(version, &mut batch, anomalies);
@@ -188,6 +195,7 @@ where
                 batch,
                 scored,
                 alert,
+                raised,
                 rendered,
                 rejects,
             };
@@ -199,7 +207,7 @@ where
         let body = outcome.rendered.as_deref();
         k.record(200, command.answer_type, Vec::new(), body)
     });
-    match (&outcome.alert, record, &key) {
+    match (&outcome.raised, record, &key) {
         (Some(alert), record, _) => raise(state, alert, record).await?,
         (None, Some(record), Some(key)) => key.keep(record).await?,
         _ => {}
@@ -299,8 +307,8 @@ impl ChunkScores {
     }
 }
 
-/// When a batch raises an alert.
-#[derive(Debug, Clone, Copy)]
+/// When a batch raises an alert, and how the alert joins its entity's incident.
+#[derive(Debug, Clone)]
 pub struct AlertRule {
     /// Alert when the anomaly rate exceeds this.
     pub rate: f64,
@@ -309,6 +317,9 @@ pub struct AlertRule {
     /// Records kept in the alert.
     pub top_records: usize,
     pub explain_top_k: usize,
+    /// The echoed field naming a record's entity (records with one are incidents' updates).
+    pub entity_field: String,
+    pub incidents: crate::store::alerts::IncidentPolicy,
 }
 
 impl AlertRule {
@@ -318,6 +329,12 @@ impl AlertRule {
             severity: settings.alert_severity,
             top_records: settings.alert_top_records as usize,
             explain_top_k: settings.explain_top_k as usize,
+            entity_field: "entity".to_owned(),
+            incidents: crate::store::alerts::IncidentPolicy {
+                close_after: std::time::Duration::from_secs(settings.incident_close_after_secs),
+                top_records: settings.alert_top_records as usize,
+                ..Default::default()
+            },
         }
     }
 
@@ -328,6 +345,11 @@ impl AlertRule {
     ) -> Self {
         Self {
             severity: spec.alert_severity(settings.alert_severity),
+            entity_field: spec.entity_field().to_owned(),
+            incidents: spec.incident_policy(
+                settings.incident_close_after_secs,
+                settings.alert_top_records as usize,
+            ),
             ..Self::from_settings(settings)
         }
     }
@@ -395,7 +417,36 @@ pub fn alert_for(
             .total_cmp(&scored.scores[a])
             .then(a.cmp(&b))
     });
-    candidates.truncate(rule.top_records);
+    // The entity each candidate is about: when every one names one, the alert is those
+    // entities' incident updates, and each entity keeps its own most anomalous records.
+    let entities: Vec<Option<&str>> = candidates
+        .iter()
+        .map(|&i| {
+            batch
+                .echo
+                .fields(i)
+                .get(rule.entity_field.as_str())
+                .copied()
+        })
+        .map(|e| e.filter(|e| !e.is_empty()))
+        .collect();
+    let per_entity = !candidates.is_empty() && entities.iter().all(Option::is_some);
+    let (candidates, entities): (Vec<usize>, Vec<Option<String>>) = if per_entity {
+        let mut kept: BTreeMap<&str, usize> = BTreeMap::new();
+        candidates
+            .iter()
+            .zip(&entities)
+            .filter(|(_, e)| {
+                let n = kept.entry(e.unwrap_or_default()).or_default();
+                *n += 1;
+                *n <= rule.top_records
+            })
+            .map(|(&i, e)| (i, e.map(str::to_owned)))
+            .unzip()
+    } else {
+        let n = candidates.len().min(rule.top_records);
+        (candidates[..n].to_vec(), vec![None; n])
+    };
     // Records the batch's answer did not explain (CSV answers, `explain=none`) are explained
     // here, together.
     let unexplained: Vec<usize> = candidates
@@ -408,7 +459,8 @@ pub fn alert_for(
         .into_iter();
     let records = candidates
         .into_iter()
-        .map(|i| AlertRecord {
+        .zip(entities)
+        .map(|(i, entity)| AlertRecord {
             index: i,
             timestamp: batch.timestamps.owned(i),
             score: scored.scores[i],
@@ -426,20 +478,20 @@ pub fn alert_for(
                     .next()
                     .expect("one explanation per unexplained record"),
             },
+            entity,
         })
         .collect();
-    Some(Alert {
-        id: uuid::Uuid::now_v7().to_string(),
-        created_at: Utc::now(),
-        model_version: model.version(),
-        detector: crate::store::detectors::DEFAULT_DETECTOR.to_owned(),
-        severity: s.max_severity,
-        status: AlertStatus::Open,
-        acknowledged_at: None,
-        reason: reasons.join("; "),
-        summary: s.clone(),
+    let now = Utc::now();
+    let mut alert = Alert::new(
+        now,
+        model.version(),
+        s.max_severity,
+        reasons.join("; "),
+        s.clone(),
         records,
-    })
+    );
+    alert.policy = Some(rule.incidents);
+    Some(alert)
 }
 
 /// The first four features of a batch, with its anomalies, for the chart.

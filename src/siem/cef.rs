@@ -69,6 +69,25 @@ pub fn to_cef(alert: &Alert, ctx: &ExportContext) -> String {
         let score = score.to_string();
         labeled(&mut ext, ["cfp2Label", "cfp2", "anomalyScore"], score);
     }
+    if let Some(event) = ctx.event_of(alert) {
+        ext.push(("act", event.as_str().to_string()));
+    }
+    if let Some(entity) = &alert.entity {
+        labeled(
+            &mut ext,
+            ["cs5Label", "cs5", "incidentEntity"],
+            entity.clone(),
+        );
+        let count = alert.count.to_string();
+        labeled(&mut ext, ["cn3Label", "cn3", "incidentCount"], count);
+    }
+    if let Some(f) = alert.feedback.last() {
+        let verdict = serde_json::to_value(f.verdict)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        labeled(&mut ext, ["cs6Label", "cs6", "verdict"], verdict);
+    }
     if let Some(at) = alert.acknowledged_at {
         let acknowledged = [
             "deviceCustomDate1Label",

@@ -80,6 +80,16 @@
 //! are strings). `index` is left out so the token's default index applies. HEC accepts several
 //! events in one request body, so [`render_within`]'s NDJSON posts as is.
 //!
+//! **Incident events.** A webhook delivery names the event it delivers ([`ExportContext::event`]);
+//! an export names none, and a resolved incident then reads as `resolved`. ECS: `event.type`
+//! `[start]` (opened), `[change]` (escalated, renotified), `[end]` (resolved), `[info]` for an
+//! export of an open alert as before, and `event.action` the event. OCSF: `activity_id` 1 Create
+//! (opened, or no event), 2 Update, 3 Close, `type_uid` 200400 + activity, status `resolved` →
+//! `status_id` 4 Resolved, `count` and `finding_info.first_seen_time`/`last_seen_time` for an
+//! incident. CEF: `act` (deviceAction) the event, `cs5` incidentEntity, `cn3` incidentCount, `cs6`
+//! the latest verdict. HEC: `fields.event_type`, `fields.entity`, `fields.verdict`. JSON: an
+//! `event` key. Incident fields and verdicts go under `netsentinel.*` (ECS) and `unmapped` (OCSF).
+//!
 //! # Specifications checked
 //!
 //! * ECS: elastic.co "ECS categorization field: event.type" (allowed values), "Observer fields"
@@ -106,6 +116,7 @@ use serde_json::{Map, Value, json};
 
 use crate::detector::explain::Direction;
 use crate::store::alerts::{Alert, AlertRecord, AlertStatus};
+use crate::store::incidents::AlertEvent;
 
 pub use super::cef::{CEF_MAX_VALUE_CHARS, cef_header, cef_severity, cef_value, to_cef};
 
@@ -199,13 +210,17 @@ impl AlertFormat {
     }
 }
 
-/// What the exporters need to know about the running service.
+/// What the exporters need to know about the running service, and (a webhook delivery) which
+/// of the alert's events is being delivered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ExportContext<'a> {
     /// Our version: ECS `observer.version`, OCSF `metadata.product.version`, CEF Device Version.
     pub product_version: &'a str,
     /// The service's host name: HEC `host`, ECS `observer.hostname`, CEF `dvchost`.
     pub host: Option<&'a str>,
+    /// The event delivered (`opened`, `escalated`, `renotified`, `resolved`); `None` for an
+    /// export, which is a snapshot (a resolved incident still reads as closed).
+    pub event: Option<AlertEvent>,
 }
 
 impl<'a> ExportContext<'a> {
@@ -214,7 +229,22 @@ impl<'a> ExportContext<'a> {
         Self {
             product_version: env!("CARGO_PKG_VERSION"),
             host,
+            event: None,
         }
+    }
+
+    /// This context delivering `event`.
+    pub fn with_event(self, event: AlertEvent) -> Self {
+        Self {
+            event: Some(event),
+            ..self
+        }
+    }
+
+    /// The event to express: the delivered one, else `resolved` for a resolved incident.
+    pub(super) fn event_of(&self, alert: &Alert) -> Option<AlertEvent> {
+        self.event
+            .or_else(|| (alert.status == AlertStatus::Resolved).then_some(AlertEvent::Resolved))
     }
 
     /// The host name, if set and not blank.
@@ -226,7 +256,13 @@ impl<'a> ExportContext<'a> {
 /// One alert as one document or line, without a trailing newline.
 pub fn render_one(alert: &Alert, format: AlertFormat, ctx: &ExportContext) -> String {
     let json = match format {
-        AlertFormat::Json => to_json(alert),
+        AlertFormat::Json => {
+            let mut doc = to_json(alert);
+            if let (Some(event), Some(map)) = (ctx.event, doc.as_object_mut()) {
+                map.insert("event".into(), event.as_str().into());
+            }
+            doc
+        }
         AlertFormat::Ecs => to_ecs(alert, ctx),
         AlertFormat::Ocsf => to_ocsf(alert, ctx),
         AlertFormat::SplunkHec => to_splunk_hec(alert, ctx),
@@ -263,6 +299,13 @@ pub fn to_ecs(alert: &Alert, ctx: &ExportContext) -> Value {
     let sent = top.and_then(|r| byte_count(r, &BYTES_SENT_KEYS));
     let received = top.and_then(|r| byte_count(r, &BYTES_RECEIVED_KEYS));
     let created = rfc3339(alert.created_at);
+    let event = ctx.event_of(alert);
+    let event_type = match event {
+        None => "info",
+        Some(AlertEvent::Opened) => "start",
+        Some(AlertEvent::Escalated | AlertEvent::Renotified) => "change",
+        Some(AlertEvent::Resolved) => "end",
+    };
 
     let mut doc = Map::new();
     doc.insert("@timestamp".into(), created.clone().into());
@@ -273,7 +316,7 @@ pub fn to_ecs(alert: &Alert, ctx: &ExportContext) -> Value {
         json!({
             "kind": "alert",
             "category": ["network"],
-            "type": ["info"],
+            "type": [event_type],
             "id": alert.id,
             "created": created,
             "dataset": "netsentinel.alert",
@@ -285,6 +328,13 @@ pub fn to_ecs(alert: &Alert, ctx: &ExportContext) -> Value {
             "reason": alert.reason,
         }),
     );
+    if let Some(Value::Object(e)) = doc.get_mut("event") {
+        insert_some(e, "action", event.map(|e| e.as_str().into()));
+        if alert.is_incident() {
+            e.insert("start".into(), rfc3339(alert.first_seen).into());
+            insert_some(e, "end", alert.resolved_at.map(|t| rfc3339(t).into()));
+        }
+    }
     doc.insert(
         "rule".into(),
         json!({
@@ -336,6 +386,7 @@ pub fn to_ecs(alert: &Alert, ctx: &ExportContext) -> Value {
     );
     ours.insert("summary".into(), to_value(&alert.summary));
     ours.insert("records".into(), to_value(&alert.records));
+    insert_incident(&mut ours, alert);
     doc.insert("netsentinel".into(), ours.into());
 
     Value::Object(doc)
@@ -347,6 +398,12 @@ pub fn to_ocsf(alert: &Alert, ctx: &ExportContext) -> Value {
     let (status_id, status) = match alert.status {
         AlertStatus::Open => (1, "New"),
         AlertStatus::Acknowledged => (2, "In Progress"),
+        AlertStatus::Resolved => (4, "Resolved"),
+    };
+    let (activity_id, activity) = match ctx.event_of(alert) {
+        None | Some(AlertEvent::Opened) => (1, "Create"),
+        Some(AlertEvent::Escalated | AlertEvent::Renotified) => (2, "Update"),
+        Some(AlertEvent::Resolved) => (3, "Close"),
     };
     let created_ms = alert.created_at.timestamp_millis();
     let top = alert.records.first();
@@ -362,6 +419,12 @@ pub fn to_ocsf(alert: &Alert, ctx: &ExportContext) -> Value {
         alert.acknowledged_at.map(|t| t.timestamp_millis().into()),
     );
     finding_info.insert("types".into(), json!([FINDING_TYPE]));
+    if alert.is_incident() {
+        let first = alert.first_seen.timestamp_millis();
+        finding_info.insert("first_seen_time".into(), first.into());
+        let last = alert.last_seen.timestamp_millis();
+        finding_info.insert("last_seen_time".into(), last.into());
+    }
     finding_info.insert(
         "analytic".into(),
         json!({
@@ -379,10 +442,14 @@ pub fn to_ocsf(alert: &Alert, ctx: &ExportContext) -> Value {
     doc.insert("class_name".into(), "Detection Finding".into());
     doc.insert("category_uid".into(), 2.into());
     doc.insert("category_name".into(), "Findings".into());
-    doc.insert("activity_id".into(), 1.into());
-    doc.insert("activity_name".into(), "Create".into());
-    doc.insert("type_uid".into(), 200_401.into());
-    doc.insert("type_name".into(), "Detection Finding: Create".into());
+    doc.insert("activity_id".into(), activity_id.into());
+    doc.insert("activity_name".into(), activity.into());
+    doc.insert("type_uid".into(), (200_400 + activity_id).into());
+    let type_name = format!("Detection Finding: {activity}");
+    doc.insert("type_name".into(), type_name.into());
+    if alert.is_incident() {
+        doc.insert("count".into(), alert.count.into());
+    }
     doc.insert("severity_id".into(), severity_id.into());
     doc.insert("severity".into(), severity.into());
     doc.insert("time".into(), created_ms.into());
@@ -427,6 +494,8 @@ pub fn to_ocsf(alert: &Alert, ctx: &ExportContext) -> Value {
         alert.acknowledged_at.map(|t| rfc3339(t).into()),
     );
     unmapped.insert("summary".into(), to_value(&alert.summary));
+    insert_some(&mut unmapped, "event", ctx.event.map(|e| e.as_str().into()));
+    insert_incident(&mut unmapped, alert);
     doc.insert("unmapped".into(), unmapped.into());
 
     Value::Object(doc)
@@ -436,7 +505,7 @@ pub fn to_ocsf(alert: &Alert, ctx: &ExportContext) -> Value {
 pub fn to_splunk_hec(alert: &Alert, ctx: &ExportContext) -> Value {
     // Milliseconds are exact in an f64 for any plausible date, so `time` round-trips to the ms.
     let time = alert.created_at.timestamp_millis() as f64 / 1000.0;
-    json!({
+    let mut doc = json!({
         "time": finite(time),
         "host": ctx.host().unwrap_or(PRODUCT),
         "source": PRODUCT,
@@ -449,7 +518,15 @@ pub fn to_splunk_hec(alert: &Alert, ctx: &ExportContext) -> Value {
             "status": alert.status.as_str(),
             "detector": alert.detector,
         },
-    })
+    });
+    if let Some(Value::Object(fields)) = doc.get_mut("fields") {
+        let event = ctx.event_of(alert).map(|e| e.as_str().into());
+        insert_some(fields, "event_type", event);
+        insert_some(fields, "entity", alert.entity.clone().map(Value::from));
+        let verdict = alert.feedback.last().map(|f| to_value(&f.verdict));
+        insert_some(fields, "verdict", verdict);
+    }
+    doc
 }
 
 /// One OCSF `evidences` entry for a record: its endpoints when known, and the record itself.
@@ -514,6 +591,26 @@ pub fn escape_line_separators(json: String) -> String {
         '\u{85}' => Some("\\u0085"),
         _ => None,
     })
+}
+
+/// An incident's own fields (entity, count, first and last seen, max severity, resolution) and
+/// analysts' verdicts, where a format keeps what it has no home for.
+fn insert_incident(map: &mut Map<String, Value>, alert: &Alert) {
+    if alert.is_incident() {
+        insert_some(map, "entity", alert.entity.clone().map(Value::from));
+        map.insert("count".into(), alert.count.into());
+        map.insert("first_seen".into(), rfc3339(alert.first_seen).into());
+        map.insert("last_seen".into(), rfc3339(alert.last_seen).into());
+        map.insert("max_severity".into(), alert.max_severity.into());
+        insert_some(
+            map,
+            "resolved_at",
+            alert.resolved_at.map(|t| rfc3339(t).into()),
+        );
+    }
+    if !alert.feedback.is_empty() {
+        map.insert("feedback".into(), to_value(&alert.feedback));
+    }
 }
 
 /// Our own alert JSON.

@@ -21,13 +21,14 @@ use uuid::Uuid;
 
 use super::StoreError;
 use super::idempotency::KeyRecord;
+pub use super::incidents::{AlertEvent, Raised};
 use crate::detector::explain::FeatureContribution;
 use crate::detector::model::BatchSummary;
 
 /// Highest severity an alert or record can have.
 pub const MAX_SEVERITY: u8 = 100;
 
-/// Whether someone has looked at an alert yet.
+/// Where an alert stands: raised, looked at, or (an incident only) over.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertStatus {
@@ -35,17 +36,72 @@ pub enum AlertStatus {
     Open,
     /// Acknowledged by an operator; `acknowledged_at` says when.
     Acknowledged,
+    /// An incident whose entity was quiet longer than its `close_after`; `resolved_at` says
+    /// when. Batch alerts (no entity) are never resolved.
+    Resolved,
 }
 
 impl AlertStatus {
-    /// The wire and database spelling: `open` or `acknowledged`.
+    /// The wire spelling: `open`, `acknowledged` or `resolved`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Open => "open",
             Self::Acknowledged => "acknowledged",
+            Self::Resolved => "resolved",
         }
     }
 }
+
+/// How an entity's incident grows, notifies and ends: the detector's `alerting` block (the
+/// service settings for the detector `default`), carried by a raised alert to the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IncidentPolicy {
+    /// A quiet gap longer than this resolves the incident.
+    pub close_after: Duration,
+    /// An update raising `max_severity` by at least this much over what was last notified is
+    /// delivered again (`escalated`).
+    pub renotify_severity_step: u8,
+    /// An update this long after the last notification is delivered again (`renotified`).
+    pub renotify_after: Option<Duration>,
+    /// Records an incident keeps across its batches (the most anomalous).
+    pub top_records: usize,
+}
+
+impl Default for IncidentPolicy {
+    fn default() -> Self {
+        Self {
+            close_after: Duration::from_secs(30 * 60),
+            renotify_severity_step: 10,
+            renotify_after: None,
+            top_records: 10,
+        }
+    }
+}
+
+/// An analyst's word on an alert.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    TruePositive,
+    FalsePositive,
+    Benign,
+}
+
+/// One verdict given on an alert, by whom and when.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Feedback {
+    pub verdict: Verdict,
+    /// Free text, at most [`MAX_NOTE_CHARS`] characters.
+    pub note: Option<String>,
+    /// The API key's name (`anonymous` when the service runs without keys).
+    pub by: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Longest feedback note kept, in characters.
+pub const MAX_NOTE_CHARS: usize = 2000;
+/// Verdicts kept on one alert (the oldest go first).
+pub const MAX_FEEDBACK: usize = 20;
 
 /// An alert raised for a scored batch whose anomaly rate or top severity crossed the
 /// configured limits.
@@ -62,18 +118,39 @@ pub struct Alert {
     pub model_version: u64,
     /// The detector whose model scored the batch (`default` on the v1 paths).
     pub detector: String,
-    /// Alert severity, 0–100: the highest record severity in the batch.
+    /// Alert severity, 0–100: the highest record severity in the batch (an incident: in any
+    /// of its batches, as `max_severity`).
     pub severity: u8,
-    /// Open until acknowledged.
+    /// Open until acknowledged; an incident ends resolved.
     pub status: AlertStatus,
     /// When the alert was first acknowledged; absent while open.
     pub acknowledged_at: Option<DateTime<Utc>>,
-    /// Why the alert was raised, in words.
+    /// Why the alert was raised, in words (an incident: its latest update's reason).
     pub reason: String,
-    /// The scored batch as a whole.
+    /// The scored batch as a whole (an incident: its latest batch).
     pub summary: BatchSummary,
-    /// The batch's most anomalous records, most anomalous first, each with its explanation.
+    /// The most anomalous records, most anomalous first, each with its explanation (an
+    /// incident: across all its batches).
     pub records: Vec<AlertRecord>,
+    /// The entity (host) of an incident; null for a batch alert (records of no one entity).
+    pub entity: Option<String>,
+    /// Anomalous batches (or ingest calls closing anomalous windows) folded into the alert.
+    pub count: u64,
+    /// When its first and latest anomalous batch arrived.
+    pub first_seen: DateTime<Utc>,
+    pub last_seen: DateTime<Utc>,
+    /// The highest severity the alert reached.
+    pub max_severity: u8,
+    /// When the incident was resolved (its last anomaly plus `close_after`).
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// Analysts' verdicts, oldest first.
+    pub feedback: Vec<Feedback>,
+    /// What was last delivered: the max severity then, and when (incidents; the store keeps it).
+    #[serde(skip)]
+    pub notified: Option<(u8, DateTime<Utc>)>,
+    /// How a new alert joins its entity's incident; set on a raised alert, never stored.
+    #[serde(skip)]
+    pub policy: Option<IncidentPolicy>,
 }
 
 impl Alert {
@@ -86,18 +163,33 @@ impl Alert {
         summary: BatchSummary,
         records: Vec<AlertRecord>,
     ) -> Self {
+        let severity = severity.min(MAX_SEVERITY);
         Self {
             id: Uuid::now_v7().to_string(),
             created_at,
             model_version,
             detector: super::detectors::DEFAULT_DETECTOR.to_owned(),
-            severity: severity.min(MAX_SEVERITY),
+            severity,
             status: AlertStatus::Open,
             acknowledged_at: None,
             reason,
             summary,
             records,
+            entity: None,
+            count: 1,
+            first_seen: created_at,
+            last_seen: created_at,
+            max_severity: severity,
+            resolved_at: None,
+            feedback: Vec::new(),
+            notified: None,
+            policy: None,
         }
+    }
+
+    /// Whether this alert is an entity's incident (it can be updated and resolved).
+    pub fn is_incident(&self) -> bool {
+        self.entity.is_some()
     }
 }
 
@@ -118,6 +210,9 @@ pub struct AlertRecord {
     pub fields: BTreeMap<String, String>,
     /// Features that drove the score, most important first.
     pub explanation: Vec<FeatureContribution>,
+    /// The entity the record is about, when the batch names one per record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity: Option<String>,
 }
 
 /// Which alerts to list. `since` is inclusive and `until` exclusive, so consecutive windows
@@ -134,6 +229,8 @@ pub struct AlertQuery {
     pub status: Option<AlertStatus>,
     /// Only alerts of this detector.
     pub detector: Option<String>,
+    /// Only incidents of this entity.
+    pub entity: Option<String>,
     /// Page size. Clamping to a sensible maximum is the caller's job; 0 is treated as 1.
     pub limit: usize,
     /// `next_cursor` of the previous page, to continue from there.
@@ -208,6 +305,18 @@ pub trait AlertStore: Send + Sync + 'static {
     /// Marks the alert acknowledged at `at` and returns it; `None` if there is no such alert.
     /// Idempotent: acknowledging again keeps the first `acknowledged_at`.
     fn acknowledge(&self, id: &str, at: DateTime<Utc>) -> Result<Option<Alert>, StoreError>;
+    /// The unresolved incident of (`detector`, `entity`), if any.
+    fn open_incident(&self, detector: &str, entity: &str) -> Result<Option<Alert>, StoreError>;
+    /// Adds an analyst's verdict to the alert and returns it; `None` if there is no such alert.
+    fn add_feedback(&self, id: &str, feedback: Feedback) -> Result<Option<Alert>, StoreError>;
+    /// Resolves up to `max` incidents whose entity has been quiet past their `close_after` at
+    /// `now`, each with a `resolved` delivery owed to `sinks`; returns them.
+    fn resolve_quiet(
+        &self,
+        now: DateTime<Utc>,
+        sinks: &[String],
+        max: usize,
+    ) -> Result<Vec<Alert>, StoreError>;
     /// How many alerts are stored.
     fn count(&self) -> Result<u64, StoreError>;
     /// Deletes up to `max` of the oldest alerts created before `before`, with their outbox rows,
@@ -244,7 +353,25 @@ const MIGRATIONS: &[&str] = &[
     super::idempotency::MIGRATION,
     // 5: continuous ingest's stream state and closed windows.
     super::streams::MIGRATION,
+    // 6: incidents: an alert's entity, when it resolves, when it did; at most one unresolved
+    // incident per detector and entity.
+    INCIDENTS_MIGRATION,
+    // 7: deliveries keyed by event, with the claim count.
+    super::outbox::EVENTS_MIGRATION,
 ];
+
+/// Step 6. Old rows have no entity: batch alerts, as they were. The `status` column keeps
+/// `open` / `acknowledged` (its CHECK is a released step); a resolved incident is the row with
+/// `resolved_at_ns` set.
+const INCIDENTS_MIGRATION: &str = "ALTER TABLE alerts ADD COLUMN entity TEXT;
+     ALTER TABLE alerts ADD COLUMN resolve_at_ns INTEGER;
+     ALTER TABLE alerts ADD COLUMN resolved_at_ns INTEGER;
+     CREATE UNIQUE INDEX alerts_open_incident ON alerts (detector, entity)
+         WHERE entity IS NOT NULL AND resolved_at_ns IS NULL;
+     CREATE INDEX alerts_by_entity ON alerts (entity, created_at_ns DESC, id DESC)
+         WHERE entity IS NOT NULL;
+     CREATE INDEX alerts_resolve_due ON alerts (resolve_at_ns)
+         WHERE resolved_at_ns IS NULL AND resolve_at_ns IS NOT NULL;";
 
 /// How long a writer waits for another connection's lock before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -293,6 +420,8 @@ struct PendingAlert {
     status: &'static str,
     created_at_ms: i64,
     row: AlertRow,
+    /// An alert whose records name entities: folded into incidents when committed.
+    incident: Option<Alert>,
     sinks: Vec<String>,
     key: Option<KeyRecord>,
 }
@@ -354,8 +483,15 @@ impl SqliteAlertStore {
         let mut conn = self.lock()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for p in group {
-            Self::insert_tx(&tx, p)?;
-            super::outbox::insert_tx(&tx, &p.id, p.created_at_ms, &p.sinks)?;
+            match &p.incident {
+                Some(raised) => {
+                    super::incidents::raise(&mut SqliteTx(&tx), raised, &p.sinks)?;
+                }
+                None => {
+                    Self::insert_tx(&tx, p)?;
+                    super::outbox::insert_tx(&tx, &opening(&p.id, p.created_at_ms), &p.sinks)?;
+                }
+            }
             if let Some(key) = &p.key {
                 super::idempotency::insert_tx(&tx, key)?;
             }
@@ -381,25 +517,45 @@ impl SqliteAlertStore {
         self.conn.lock().map_err(|_| StoreError::Poisoned)
     }
 
-    /// Inserts an alert and its outbox rows inside a caller's transaction (an ingest commit).
+    /// Stores a raised alert and its outbox rows inside a caller's transaction (an ingest
+    /// commit): a batch alert as a new alert, the updates of entities into their incidents.
     pub(super) fn insert_alert_tx(
         tx: &Transaction<'_>,
         alert: &Alert,
         sinks: &[String],
     ) -> Result<(), StoreError> {
-        let p = PendingAlert {
-            ticket: 0,
-            id: alert.id.clone(),
-            detector: alert.detector.clone(),
-            severity: alert.severity,
-            status: alert.status.as_str(),
-            created_at_ms: alert.created_at.timestamp_millis(),
-            row: AlertRow::from_alert(alert)?,
-            sinks: sinks.to_vec(),
-            key: None,
+        AlertRow::from_alert(alert)?;
+        super::incidents::raise(&mut SqliteTx(tx), alert, sinks)?;
+        Ok(())
+    }
+
+    /// Resolves up to `max` incidents quiet past their `close_after` at `now`, each with a
+    /// `resolved` delivery to `sinks`, in one transaction; returns them.
+    fn resolve_quiet_tx(
+        &self,
+        now: DateTime<Utc>,
+        sinks: &[String],
+        max: usize,
+    ) -> Result<Vec<Alert>, StoreError> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let rows: Vec<(String, String, i64)> = {
+            let mut stmt = tx.prepare_cached(super::sql::QUIET_INCIDENTS)?;
+            stmt.query_map(params![nanos_clamped(now), max as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<Result<_, _>>()?
         };
-        Self::insert_tx(tx, &p)?;
-        super::outbox::insert_tx(tx, &p.id, p.created_at_ms, &p.sinks)
+        let mut resolved = Vec::with_capacity(rows.len());
+        let mut itx = SqliteTx(&tx);
+        for (id, body, at_ns) in rows {
+            let mut alert = decode(&id, &body)?;
+            let at = DateTime::from_timestamp_nanos(at_ns);
+            super::incidents::resolve_quiet(&mut itx, &mut alert, at, sinks)?;
+            resolved.push(alert);
+        }
+        tx.commit()?;
+        Ok(resolved)
     }
 
     /// Inserts a checked alert's row inside the group's transaction.
@@ -424,6 +580,11 @@ impl AlertStore for SqliteAlertStore {
         // Checked and serialised here, before queueing: concurrent callers do it in parallel,
         // and the committer only writes rows.
         let row = AlertRow::from_alert(alert)?;
+        let incident = alert
+            .records
+            .iter()
+            .any(|r| r.entity.is_some())
+            .then(|| alert.clone());
         let pending = |ticket| PendingAlert {
             ticket,
             id: alert.id.clone(),
@@ -432,6 +593,7 @@ impl AlertStore for SqliteAlertStore {
             status: alert.status.as_str(),
             created_at_ms: alert.created_at.timestamp_millis(),
             row,
+            incident,
             sinks: sinks.to_vec(),
             key: key.cloned(),
         };
@@ -509,11 +671,45 @@ impl AlertStore for SqliteAlertStore {
             let row = AlertRow::from_alert(&alert)?;
             tx.execute(
                 "UPDATE alerts SET status = ?1, body = ?2 WHERE id = ?3",
-                params![alert.status.as_str(), row.body, id],
+                params![column_status(&alert), row.body, id],
             )?;
             tx.commit()?;
         }
         Ok(Some(alert))
+    }
+
+    fn add_feedback(&self, id: &str, feedback: Feedback) -> Result<Option<Alert>, StoreError> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let body: Option<String> = tx
+            .query_row("SELECT body FROM alerts WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?;
+        let Some(body) = body else {
+            return Ok(None);
+        };
+        let mut alert = decode(id, &body)?;
+        with_feedback(&mut alert, feedback);
+        let row = AlertRow::from_alert(&alert)?;
+        tx.execute(
+            "UPDATE alerts SET body = ?1 WHERE id = ?2",
+            params![row.body, id],
+        )?;
+        tx.commit()?;
+        Ok(Some(alert))
+    }
+
+    fn resolve_quiet(
+        &self,
+        now: DateTime<Utc>,
+        sinks: &[String],
+        max: usize,
+    ) -> Result<Vec<Alert>, StoreError> {
+        self.resolve_quiet_tx(now, sinks, max)
+    }
+
+    fn open_incident(&self, detector: &str, entity: &str) -> Result<Option<Alert>, StoreError> {
+        let conn = self.lock()?;
+        open_incident_on(&conn, detector, entity)
     }
 
     fn count(&self) -> Result<u64, StoreError> {
@@ -528,6 +724,145 @@ impl AlertStore for SqliteAlertStore {
         let sql = prune_sql("?1", "?2");
         let n = conn.execute(&sql, rusqlite::params![nanos_clamped(before), max as i64])?;
         Ok(n as u64)
+    }
+}
+
+/// The listing's clause for a status (with `?` for the `status` column's value, if it takes one):
+/// the column says open or acknowledged, `resolved_at_ns` whether an incident is over.
+pub(super) fn status_filter(status: AlertStatus) -> (&'static str, Option<&'static str>) {
+    match status {
+        AlertStatus::Resolved => (" AND resolved_at_ns IS NOT NULL", None),
+        s => (
+            " AND status = ? AND resolved_at_ns IS NULL",
+            Some(s.as_str()),
+        ),
+    }
+}
+
+/// The `status` column's value for an alert: `acknowledged` once acknowledged, else `open`
+/// (whether it is resolved is `resolved_at_ns`).
+pub(super) fn column_status(alert: &Alert) -> &'static str {
+    match alert.acknowledged_at {
+        Some(_) => "acknowledged",
+        None => "open",
+    }
+}
+
+/// Adds a verdict, keeping the latest [`MAX_FEEDBACK`].
+pub(super) fn with_feedback(alert: &mut Alert, feedback: Feedback) {
+    alert.feedback.push(feedback);
+    let excess = alert.feedback.len().saturating_sub(MAX_FEEDBACK);
+    alert.feedback.drain(..excess);
+}
+
+/// When a delivery of the alert's latest event falls due: at once (its latest anomaly, or its
+/// resolution).
+pub(super) fn event_due(alert: &Alert) -> DateTime<Utc> {
+    alert
+        .resolved_at
+        .unwrap_or(alert.last_seen)
+        .max(alert.last_seen)
+}
+
+/// The opening delivery of a batch alert: event 0, due at its creation, its row read when sent.
+fn opening(id: &str, created_at_ms: i64) -> super::outbox::NewEvent<'_> {
+    super::outbox::NewEvent {
+        alert_id: id,
+        seq: 0,
+        event: super::incidents::AlertEvent::Opened,
+        due_ms: created_at_ms,
+        body: None,
+    }
+}
+
+/// The unresolved incident of (`detector`, `entity`) on `conn` (or a transaction).
+fn open_incident_on(
+    conn: &Connection,
+    detector: &str,
+    entity: &str,
+) -> Result<Option<Alert>, StoreError> {
+    let row: Option<(String, String)> = conn
+        .query_row(super::sql::OPEN_INCIDENT, params![detector, entity], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    row.map(|(id, body)| decode(&id, &body)).transpose()
+}
+
+/// A SQLite transaction as [`super::incidents::raise`] uses it.
+struct SqliteTx<'a, 'c>(&'a Transaction<'c>);
+
+impl super::incidents::IncidentTx for SqliteTx<'_, '_> {
+    fn open_incident(&mut self, detector: &str, entity: &str) -> Result<Option<Alert>, StoreError> {
+        open_incident_on(self.0, detector, entity)
+    }
+
+    fn insert(
+        &mut self,
+        alert: &Alert,
+        resolve_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        let row = AlertRow::from_alert(alert)?;
+        let inserted = self
+            .0
+            .prepare_cached(super::sql::INSERT_INCIDENT)?
+            .execute(params![
+                alert.id,
+                row.created_at_ns,
+                alert.severity,
+                column_status(alert),
+                row.model_version,
+                row.body,
+                alert.detector,
+                alert.entity,
+                resolve_at.map(nanos_clamped)
+            ]);
+        super::unless_taken(inserted, || StoreError::DuplicateAlert(alert.id.clone()))
+    }
+
+    fn update(
+        &mut self,
+        alert: &Alert,
+        resolve_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        let row = AlertRow::from_alert(alert)?;
+        self.0
+            .prepare_cached(super::sql::UPDATE_ALERT)?
+            .execute(params![
+                alert.severity,
+                column_status(alert),
+                row.body,
+                resolve_at.map(nanos_clamped),
+                alert.resolved_at.map(nanos_clamped),
+                alert.id
+            ])?;
+        Ok(())
+    }
+
+    fn deliver(
+        &mut self,
+        alert: &Alert,
+        event: super::incidents::AlertEvent,
+        sinks: &[String],
+    ) -> Result<(), StoreError> {
+        if sinks.is_empty() {
+            return Ok(());
+        }
+        let seq: i64 = self
+            .0
+            .query_row(super::sql::NEXT_SEQ, [&alert.id], |r| r.get(0))?;
+        let body = match alert.is_incident() {
+            true => Some(AlertRow::from_alert(alert)?.body),
+            false => None,
+        };
+        let e = super::outbox::NewEvent {
+            alert_id: &alert.id,
+            seq,
+            event,
+            due_ms: event_due(alert).timestamp_millis(),
+            body: body.as_deref(),
+        };
+        super::outbox::insert_tx(self.0, &e, sinks)
     }
 }
 
@@ -588,12 +923,19 @@ fn list_sql(q: &AlertQuery, cursor: Option<&Cursor>, limit: usize) -> (String, V
         args.push(Value::Integer(i64::from(min)));
     }
     if let Some(status) = q.status {
-        sql.push_str(" AND status = ?");
-        args.push(Value::Text(status.as_str().to_owned()));
+        let (clause, column) = status_filter(status);
+        sql.push_str(clause);
+        if let Some(c) = column {
+            args.push(Value::Text(c.to_owned()));
+        }
     }
     if let Some(detector) = &q.detector {
         sql.push_str(" AND detector = ?");
         args.push(Value::Text(detector.clone()));
+    }
+    if let Some(entity) = &q.entity {
+        sql.push_str(" AND entity = ?");
+        args.push(Value::Text(entity.clone()));
     }
     if let Some(c) = cursor {
         // Strictly after the last row shown, in list order: ties on created_at are broken by
@@ -815,6 +1157,7 @@ pub(crate) mod tests {
                 contribution: 0.82,
                 normal_range: [671_000.0, 1_330_000.0],
             }],
+            entity: None,
         }
     }
 

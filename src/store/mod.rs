@@ -12,6 +12,7 @@
 pub mod alerts;
 pub mod detectors;
 pub mod idempotency;
+pub mod incidents;
 pub mod model_files;
 pub mod models;
 pub mod outbox;

@@ -10,6 +10,14 @@
 //! not handed out again; if the process dies mid-request the lease runs out and the row is due
 //! again (at least once). Times are integer milliseconds since the Unix epoch.
 //!
+//! An alert owes a delivery per event (`opened`, and for incidents `escalated`, `renotified`,
+//! `resolved`): rows are keyed (alert, sink, `seq`), `seq` numbering the alert's events from 0,
+//! and an incident's row carries the alert as it was at its event (`body`; a batch alert's is
+//! null and its row's alert is read). Each claim bumps the row's `claims`: an attempt is
+//! recorded against the claim it was made under, so an attempt whose lease ran out (and whose
+//! row was claimed again) cannot overwrite the newer claim's lease, and is still counted (two
+//! sends are never one recorded attempt).
+//!
 //! Rows are keyed by sink *name*: a sink removed from the configuration leaves its rows
 //! pending (they resume if it comes back under the same name), and a sink added later only
 //! gets alerts raised after it was configured.
@@ -21,6 +29,7 @@ use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::StoreError;
 use super::alerts::{Alert, SqliteAlertStore, decode};
+use super::incidents::AlertEvent;
 use super::sql;
 
 /// Where a delivery stands.
@@ -71,15 +80,35 @@ pub struct DeliveryState {
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// When the sink accepted the alert.
     pub delivered_at: Option<DateTime<Utc>>,
+    /// Which of the alert's events this delivers (0: its opening).
+    pub seq: u32,
+    /// The event: `opened`, `escalated`, `renotified` or `resolved`.
+    pub event: AlertEvent,
 }
 
-/// A claimed delivery: the alert to send and how many attempts came before.
+/// A claimed delivery: the alert to send (as it was at its event) and how many attempts came before.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DueDelivery {
     pub alert: Alert,
     pub sink: String,
     /// Completed attempts before this one.
     pub attempts: u32,
+    /// The alert's event number this delivers.
+    pub seq: u32,
+    pub event: AlertEvent,
+    /// The claim this attempt runs under (the row's claim count once claimed).
+    pub claim: i64,
+}
+
+impl DueDelivery {
+    /// The key receivers de-duplicate on: the alert id for its opening (as before incidents),
+    /// `<alert id>/<seq>` for each later event.
+    pub fn idempotency_key(&self) -> String {
+        match self.seq {
+            0 => self.alert.id.clone(),
+            n => format!("{}/{n}", self.alert.id),
+        }
+    }
 }
 
 /// What one delivery attempt came to.
@@ -140,7 +169,7 @@ impl AttemptOutcome {
 }
 
 /// An outbox row as [`sql::DELIVERIES`] lists it, for every backend: sink, state, attempts,
-/// last error, last status, next attempt and delivery time (milliseconds).
+/// last error, last status, next attempt and delivery time (milliseconds), event number, event.
 pub(super) type DeliveryRow = (
     String,
     String,
@@ -149,11 +178,14 @@ pub(super) type DeliveryRow = (
     Option<i64>,
     i64,
     Option<i64>,
+    i64,
+    String,
 );
 
 impl From<DeliveryRow> for DeliveryState {
     fn from(row: DeliveryRow) -> Self {
-        let (sink, state, n_attempts, last_error, last_status, next_ms, delivered_ms) = row;
+        let (sink, state, n_attempts, last_error, last_status, next_ms, delivered_ms, seq, event) =
+            row;
         // The CHECK constraint admits only the three spellings parse knows.
         let state = DeliveryStatus::parse(&state).unwrap_or(DeliveryStatus::Pending);
         DeliveryState {
@@ -166,6 +198,8 @@ impl From<DeliveryRow> for DeliveryState {
                 .then(|| time(next_ms))
                 .flatten(),
             delivered_at: delivered_ms.and_then(time),
+            seq: u32::try_from(seq).unwrap_or(0),
+            event: AlertEvent::parse(&event),
         }
     }
 }
@@ -184,6 +218,8 @@ pub struct Claim<'a> {
 pub struct Attempt<'a> {
     pub alert_id: &'a str,
     pub sink: &'a str,
+    pub seq: i64,
+    pub claim: i64,
     pub at_ms: i64,
     pub row: AttemptRow<'a>,
 }
@@ -214,35 +250,40 @@ pub trait Outbox: Send + Sync + 'static {
     fn claim(&self, claim: &Claim<'_>) -> Result<Vec<DueDelivery>, StoreError>;
     /// When the earliest pending delivery to `sink` (claimed or not) falls due.
     fn next_due(&self, sink: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
-    /// Records a finished attempt. Only pending rows change, so a late record never undoes a
-    /// delivery.
+    /// Records a finished attempt of a claimed delivery. Only a pending row still held by this
+    /// claim takes the outcome, so a late record never undoes a delivery nor another claim's
+    /// lease; a late record is still counted as an attempt (and a late 2xx on a row still
+    /// pending marks it delivered).
     fn record_attempt(
         &self,
-        alert_id: &str,
-        sink: &str,
+        due: &DueDelivery,
         outcome: &AttemptOutcome,
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let at_ms = at.timestamp_millis();
         self.record(&Attempt {
-            alert_id,
-            sink,
+            alert_id: &due.alert.id,
+            sink: &due.sink,
+            seq: i64::from(due.seq),
+            claim: due.claim,
             at_ms,
             row: outcome.row(at_ms),
         })
     }
     /// [`record_attempt`](Self::record_attempt) as a backend implements it.
     fn record(&self, attempt: &Attempt<'_>) -> Result<(), StoreError>;
-    /// Gives back a claim whose attempt was abandoned (shutdown): due again at `now`.
-    fn release(&self, alert_id: &str, sink: &str, now: DateTime<Utc>) -> Result<(), StoreError>;
+    /// Gives back a claim whose attempt was abandoned (shutdown): due again at `now`, unless
+    /// another claim holds the row by now.
+    fn release(&self, due: &DueDelivery, now: DateTime<Utc>) -> Result<(), StoreError>;
     /// Every delivery of this alert, by sink name.
     fn deliveries(&self, alert_id: &str) -> Result<Vec<DeliveryState>, StoreError>;
     /// Pending deliveries, all sinks together (including sinks no longer configured).
     fn depth(&self) -> Result<u64, StoreError>;
 }
 
-/// The outbox table (schema step 2 in `alerts.rs`). The partial index serves both the due
-/// query and `depth`, and stays small because finished rows leave it.
+/// The outbox table (schema step 2 in `alerts.rs`; step 7, [`EVENTS_MIGRATION`], keys it by
+/// event). The partial index serves both the due query and `depth`, and stays small because
+/// finished rows leave it.
 pub(super) const MIGRATION: &str = "CREATE TABLE webhook_outbox (
          alert_id           TEXT NOT NULL REFERENCES alerts (id) ON DELETE CASCADE,
          sink               TEXT NOT NULL,
@@ -258,18 +299,60 @@ pub(super) const MIGRATION: &str = "CREATE TABLE webhook_outbox (
      CREATE INDEX webhook_outbox_due ON webhook_outbox (sink, next_attempt_at_ms)
          WHERE state = 'pending';";
 
-/// Writes one pending row per sink for alert `alert_id`, due at once (its creation time), inside
-/// the caller's transaction.
+/// Step 7 of the SQLite schema: rows keyed by (alert, sink, event number), with the event, the
+/// alert as it was at the event, and the claim count. Existing rows are each alert's opening.
+pub(super) const EVENTS_MIGRATION: &str = "CREATE TABLE webhook_outbox_v2 (
+         alert_id           TEXT NOT NULL REFERENCES alerts (id) ON DELETE CASCADE,
+         sink               TEXT NOT NULL,
+         seq                INTEGER NOT NULL DEFAULT 0,
+         event              TEXT NOT NULL DEFAULT 'opened',
+         state              TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
+         attempts           INTEGER NOT NULL DEFAULT 0,
+         claims             INTEGER NOT NULL DEFAULT 0,
+         next_attempt_at_ms INTEGER NOT NULL,
+         last_error         TEXT,
+         last_status        INTEGER,
+         delivered_at_ms    INTEGER,
+         updated_at_ms      INTEGER NOT NULL,
+         body               TEXT,
+         PRIMARY KEY (alert_id, sink, seq)
+     );
+     INSERT INTO webhook_outbox_v2 (alert_id, sink, state, attempts, next_attempt_at_ms,
+                                    last_error, last_status, delivered_at_ms, updated_at_ms)
+         SELECT alert_id, sink, state, attempts, next_attempt_at_ms, last_error, last_status,
+                delivered_at_ms, updated_at_ms FROM webhook_outbox;
+     DROP TABLE webhook_outbox;
+     ALTER TABLE webhook_outbox_v2 RENAME TO webhook_outbox;
+     CREATE INDEX webhook_outbox_due ON webhook_outbox (sink, next_attempt_at_ms)
+         WHERE state = 'pending';";
+
+/// A new delivery of one event of an alert: its number, its kind, when it is due, and the
+/// alert as the event left it (`None`: read the alert's row when sending).
+pub(super) struct NewEvent<'a> {
+    pub alert_id: &'a str,
+    pub seq: i64,
+    pub event: AlertEvent,
+    pub due_ms: i64,
+    pub body: Option<&'a str>,
+}
+
+/// Writes one pending row per sink for an event of an alert, inside the caller's transaction.
 pub(super) fn insert_tx(
     tx: &Transaction<'_>,
-    alert_id: &str,
-    created_at_ms: i64,
+    e: &NewEvent<'_>,
     sinks: &[String],
 ) -> Result<(), StoreError> {
     let mut stmt = tx.prepare_cached(sql::INSERT_DELIVERY)?;
     for sink in sinks {
-        let inserted = stmt.execute(params![alert_id, sink, created_at_ms]);
-        super::unless_taken(inserted, || listed_twice(alert_id, sink))?;
+        let inserted = stmt.execute(params![
+            e.alert_id,
+            sink,
+            e.seq,
+            e.event.as_str(),
+            e.due_ms,
+            e.body
+        ]);
+        super::unless_taken(inserted, || listed_twice(e.alert_id, sink))?;
     }
     Ok(())
 }
@@ -302,32 +385,43 @@ impl Outbox for SqliteAlertStore {
         let mut conn = self.lock()?;
         // Immediate: read and lease under one write lock, so two claimers cannot share a row.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let rows: Vec<(String, String, i64)> = {
+        type Row = (String, i64, String, String, i64, i64);
+        let rows: Vec<Row> = {
             let mut stmt = tx.prepare_cached(
-                "SELECT o.alert_id, a.body, o.attempts
+                "SELECT o.alert_id, o.seq, o.event, COALESCE(o.body, a.body), o.attempts, o.claims
                  FROM webhook_outbox o JOIN alerts a ON a.id = o.alert_id
                  WHERE o.sink = ?1 AND o.state = 'pending' AND o.next_attempt_at_ms <= ?2
-                 ORDER BY o.next_attempt_at_ms, o.alert_id
+                 ORDER BY o.next_attempt_at_ms, o.alert_id, o.seq
                  LIMIT ?3",
             )?;
             stmt.query_map(params![sink, now_ms, limit], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                ))
             })?
             .collect::<Result<_, _>>()?
         };
         let mut due = Vec::with_capacity(rows.len());
-        for (alert_id, body, n_attempts) in rows {
+        for (alert_id, seq, event, body, n_attempts, claims) in rows {
             match decode(&alert_id, &body) {
                 Ok(alert) => {
                     tx.execute(
-                        "UPDATE webhook_outbox SET next_attempt_at_ms = ?1
-                         WHERE alert_id = ?2 AND sink = ?3",
-                        params![until_ms, alert_id, sink],
+                        "UPDATE webhook_outbox SET next_attempt_at_ms = ?1, claims = claims + 1
+                         WHERE alert_id = ?2 AND sink = ?3 AND seq = ?4",
+                        params![until_ms, alert_id, sink, seq],
                     )?;
                     due.push(DueDelivery {
                         alert,
                         sink: sink.to_owned(),
                         attempts: attempts(n_attempts),
+                        seq: u32::try_from(seq).unwrap_or(0),
+                        event: AlertEvent::parse(&event),
+                        claim: claims + 1,
                     });
                 }
                 Err(e) => {
@@ -336,7 +430,7 @@ impl Outbox for SqliteAlertStore {
                     tracing::error!(alert = %alert_id, sink, error = %e, "webhook delivery abandoned");
                     tx.execute(
                         sql::FAIL_DELIVERY,
-                        params![e.to_string(), now_ms, alert_id, sink],
+                        params![e.to_string(), now_ms, alert_id, sink, seq],
                     )?;
                 }
             }
@@ -355,7 +449,7 @@ impl Outbox for SqliteAlertStore {
         let (alert_id, sink, row, at_ms) =
             (attempt.alert_id, attempt.sink, &attempt.row, attempt.at_ms);
         let conn = self.lock()?;
-        conn.execute(
+        let changed = conn.execute(
             sql::RECORD_ATTEMPT,
             params![
                 row.state.as_str(),
@@ -365,18 +459,39 @@ impl Outbox for SqliteAlertStore {
                 row.delivered_at_ms,
                 at_ms,
                 alert_id,
-                sink
+                sink,
+                attempt.seq,
+                attempt.claim
             ],
         )?;
+        if changed == 0 {
+            let delivered = i32::from(row.state == DeliveryStatus::Delivered);
+            conn.execute(
+                sql::RECORD_LATE_ATTEMPT,
+                params![
+                    at_ms,
+                    alert_id,
+                    sink,
+                    attempt.seq,
+                    delivered,
+                    row.last_status
+                ],
+            )?;
+        }
         Ok(())
     }
 
-    fn release(&self, alert_id: &str, sink: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+    fn release(&self, due: &DueDelivery, now: DateTime<Utc>) -> Result<(), StoreError> {
         let conn = self.lock()?;
         conn.execute(
-            "UPDATE webhook_outbox SET next_attempt_at_ms = MIN(next_attempt_at_ms, ?1)
-             WHERE alert_id = ?2 AND sink = ?3 AND state = 'pending'",
-            params![now.timestamp_millis(), alert_id, sink],
+            sql::RELEASE,
+            params![
+                now.timestamp_millis(),
+                due.alert.id,
+                due.sink,
+                i64::from(due.seq),
+                due.claim
+            ],
         )?;
         Ok(())
     }
@@ -384,7 +499,19 @@ impl Outbox for SqliteAlertStore {
     fn deliveries(&self, alert_id: &str) -> Result<Vec<DeliveryState>, StoreError> {
         let conn = self.lock()?;
         let mut stmt = conn.prepare_cached(sql::DELIVERIES)?;
-        let rows = stmt.query_map([alert_id], |r| DeliveryRow::try_from(r))?;
+        let rows = stmt.query_map([alert_id], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+            ))
+        })?;
         rows.map(|row| Ok(row?.into())).collect()
     }
 
@@ -493,11 +620,10 @@ mod tests {
         let store = SqliteAlertStore::open_in_memory().unwrap();
         let a = alert(t(0), 80);
         store.insert_with_outbox(&a, &sinks(&["s"])).unwrap();
-        store.claim_due("s", t(0), 10, LEASE).unwrap();
+        let first = store.claim_due("s", t(0), 10, LEASE).unwrap().remove(0);
         store
             .record_attempt(
-                &a.id,
-                "s",
+                &first,
                 &AttemptOutcome::Retry {
                     next_at: t(4),
                     error: "HTTP 500".into(),
@@ -512,24 +638,20 @@ mod tests {
         assert_eq!(s.next_attempt_at, Some(t(4)));
         assert_eq!(store.next_due("s").unwrap(), Some(t(4)));
         assert!(store.claim_due("s", t(3), 10, LEASE).unwrap().is_empty());
-        assert_eq!(
-            store.claim_due("s", t(4), 10, LEASE).unwrap()[0].attempts,
-            1
-        );
+        let second = store.claim_due("s", t(4), 10, LEASE).unwrap().remove(0);
+        assert_eq!(second.attempts, 1);
 
         store
             .record_attempt(
-                &a.id,
-                "s",
+                &second,
                 &AttemptOutcome::Delivered { status: Some(204) },
                 t(5),
             )
             .unwrap();
-        // A stale second record (a duplicate worker, a late retry) changes nothing.
+        // A stale second record (a duplicate worker, a late retry) is counted, and undoes nothing.
         store
             .record_attempt(
-                &a.id,
-                "s",
+                &second,
                 &AttemptOutcome::Failed {
                     error: "late".into(),
                     status: None,
@@ -538,7 +660,7 @@ mod tests {
             )
             .unwrap();
         let s = &store.deliveries(&a.id).unwrap()[0];
-        assert_eq!((s.state, s.attempts), (DeliveryStatus::Delivered, 2));
+        assert_eq!((s.state, s.attempts), (DeliveryStatus::Delivered, 3));
         assert_eq!(s.last_status, Some(204));
         assert_eq!(s.last_error, None);
         assert_eq!(s.delivered_at, Some(t(5)));
@@ -552,9 +674,62 @@ mod tests {
         let store = SqliteAlertStore::open_in_memory().unwrap();
         let a = alert(t(0), 80);
         store.insert_with_outbox(&a, &sinks(&["s"])).unwrap();
-        assert_eq!(store.claim_due("s", t(1), 10, LEASE).unwrap().len(), 1);
-        store.release(&a.id, "s", t(2)).unwrap();
+        let claimed = store.claim_due("s", t(1), 10, LEASE).unwrap().remove(0);
+        store.release(&claimed, t(2)).unwrap();
         assert_eq!(store.claim_due("s", t(2), 10, LEASE).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn an_attempt_whose_lease_ran_out_is_counted_and_cannot_undo_the_next_claim() {
+        let store = SqliteAlertStore::open_in_memory().unwrap();
+        let a = alert(t(0), 80);
+        store.insert_with_outbox(&a, &sinks(&["s"])).unwrap();
+        let slow = store.claim_due("s", t(0), 10, LEASE).unwrap().remove(0);
+        // The slow attempt outlives its lease: another worker claims the row and sends it too.
+        let next = store.claim_due("s", t(31), 10, LEASE).unwrap().remove(0);
+        assert_ne!(slow.claim, next.claim);
+        // The slow one fails late: its retry time must not replace the new claim's lease.
+        let retry = AttemptOutcome::Retry {
+            next_at: t(32),
+            error: "HTTP 500".into(),
+            status: Some(500),
+        };
+        store.record_attempt(&slow, &retry, t(32)).unwrap();
+        assert!(
+            store.claim_due("s", t(40), 10, LEASE).unwrap().is_empty(),
+            "still leased by the second claim"
+        );
+        // A stale release changes nothing either.
+        store.release(&slow, t(41)).unwrap();
+        assert!(store.claim_due("s", t(41), 10, LEASE).unwrap().is_empty());
+        store
+            .record_attempt(
+                &next,
+                &AttemptOutcome::Delivered { status: Some(200) },
+                t(42),
+            )
+            .unwrap();
+        let s = &store.deliveries(&a.id).unwrap()[0];
+        assert_eq!(s.state, DeliveryStatus::Delivered);
+        assert_eq!(s.attempts, 2, "two sends, two recorded attempts");
+
+        // A late 2xx from a taken-over claim still marks a pending row delivered.
+        let b = alert(t(1), 80);
+        store.insert_with_outbox(&b, &sinks(&["s"])).unwrap();
+        let late = store.claim_due("s", t(100), 10, LEASE).unwrap().remove(0);
+        let _current = store.claim_due("s", t(131), 10, LEASE).unwrap().remove(0);
+        store
+            .record_attempt(
+                &late,
+                &AttemptOutcome::Delivered { status: Some(201) },
+                t(132),
+            )
+            .unwrap();
+        let s = &store.deliveries(&b.id).unwrap()[0];
+        assert_eq!(
+            (s.state, s.attempts, s.last_status),
+            (DeliveryStatus::Delivered, 1, Some(201))
+        );
     }
 
     #[test]

@@ -39,7 +39,8 @@ use super::alerts::{
 };
 use super::models::{ChangeHook, ModelStore};
 use super::outbox::{
-    Attempt, Claim, DeliveryRow, DeliveryState, DueDelivery, Outbox, attempts, listed_twice, time,
+    Attempt, Claim, DeliveryRow, DeliveryState, DeliveryStatus, DueDelivery, Outbox, attempts,
+    listed_twice, time,
 };
 use super::sql;
 
@@ -289,33 +290,121 @@ fn version_arg(version: u64) -> Result<i64, StoreError> {
     i64::try_from(version).map_err(|_| StoreError::ModelNotFound(version))
 }
 
+/// Stores a raised alert and its outbox rows inside `tx`: a batch alert as a new alert, the
+/// updates of entities into their incidents.
 fn insert_alert(
     tx: &mut postgres::Transaction<'_>,
     alert: &Alert,
     sinks: &[String],
 ) -> Result<(), StoreError> {
-    let row = AlertRow::from_alert(alert)?;
-    let severity = i16::from(alert.severity);
-    let inserted = tx.execute(
-        &sql::postgres(sql::INSERT_ALERT),
-        &[
-            &alert.id,
-            &row.created_at_ns,
-            &severity,
-            &alert.status.as_str(),
-            &row.model_version,
-            &row.body,
-            &alert.detector,
-        ],
-    );
-    unless_taken(inserted, || StoreError::DuplicateAlert(alert.id.clone()))?;
-    let now = alert.created_at.timestamp_millis();
-    let insert_delivery = sql::postgres(sql::INSERT_DELIVERY);
-    for sink in sinks {
-        let inserted = tx.execute(&insert_delivery, &[&alert.id, sink, &now]);
-        unless_taken(inserted, || listed_twice(&alert.id, sink))?;
-    }
+    AlertRow::from_alert(alert)?;
+    super::incidents::raise(&mut PgTx(tx), alert, sinks)?;
     Ok(())
+}
+
+/// A PostgreSQL transaction as [`super::incidents::raise`] uses it.
+struct PgTx<'a, 'c>(&'a mut postgres::Transaction<'c>);
+
+impl super::incidents::IncidentTx for PgTx<'_, '_> {
+    fn open_incident(&mut self, detector: &str, entity: &str) -> Result<Option<Alert>, StoreError> {
+        // Replicas raising for the same entity take turns from here to their commit, so one
+        // sees the other's incident instead of opening a second (the unique partial index
+        // alerts_open_incident would refuse that one anyway).
+        self.0
+            .execute(
+                "SELECT pg_advisory_xact_lock(hashtext('incident:' || $1), hashtext($2))",
+                &[&detector, &entity],
+            )
+            .map_err(pg)?;
+        let row = self
+            .0
+            .query_opt(
+                &format!("{} FOR UPDATE", sql::postgres(sql::OPEN_INCIDENT)),
+                &[&detector, &entity],
+            )
+            .map_err(pg)?;
+        row.map(|r| decode(r.get(0), r.get(1))).transpose()
+    }
+
+    fn insert(
+        &mut self,
+        alert: &Alert,
+        resolve_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        let row = AlertRow::from_alert(alert)?;
+        let severity = i16::from(alert.severity);
+        let resolve_at = resolve_at.map(super::alerts::nanos_clamped);
+        let inserted = self.0.execute(
+            &sql::postgres(sql::INSERT_INCIDENT),
+            &[
+                &alert.id,
+                &row.created_at_ns,
+                &severity,
+                &super::alerts::column_status(alert),
+                &row.model_version,
+                &row.body,
+                &alert.detector,
+                &alert.entity,
+                &resolve_at,
+            ],
+        );
+        unless_taken(inserted, || StoreError::DuplicateAlert(alert.id.clone()))
+    }
+
+    fn update(
+        &mut self,
+        alert: &Alert,
+        resolve_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError> {
+        let row = AlertRow::from_alert(alert)?;
+        let severity = i16::from(alert.severity);
+        let resolve_at = resolve_at.map(super::alerts::nanos_clamped);
+        let resolved_at = alert.resolved_at.map(super::alerts::nanos_clamped);
+        self.0
+            .execute(
+                &sql::postgres(sql::UPDATE_ALERT),
+                &[
+                    &severity,
+                    &super::alerts::column_status(alert),
+                    &row.body,
+                    &resolve_at,
+                    &resolved_at,
+                    &alert.id,
+                ],
+            )
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    fn deliver(
+        &mut self,
+        alert: &Alert,
+        event: super::incidents::AlertEvent,
+        sinks: &[String],
+    ) -> Result<(), StoreError> {
+        if sinks.is_empty() {
+            return Ok(());
+        }
+        let seq: i32 = self
+            .0
+            .query_one(&sql::postgres(sql::NEXT_SEQ), &[&alert.id])
+            .map_err(pg)?
+            .get(0);
+        let body = match alert.is_incident() {
+            true => Some(AlertRow::from_alert(alert)?.body),
+            false => None,
+        };
+        let due = super::alerts::event_due(alert).timestamp_millis();
+        let insert = sql::postgres(sql::INSERT_DELIVERY);
+        for sink in sinks {
+            let inserted = self.0.execute(
+                &insert,
+                &[&alert.id, sink, &seq, &event.as_str(), &due, &body],
+            );
+            unless_taken(inserted, || listed_twice(&alert.id, sink))?;
+        }
+        Ok(())
+    }
 }
 
 impl AlertStore for PgStore {
@@ -365,12 +454,73 @@ impl AlertStore for PgStore {
             let row = AlertRow::from_alert(&alert)?;
             tx.execute(
                 "UPDATE alerts SET status = $1, body = $2 WHERE id = $3",
-                &[&alert.status.as_str(), &row.body, &id],
+                &[&super::alerts::column_status(&alert), &row.body, &id],
             )
             .map_err(pg)?;
         }
         tx.commit().map_err(pg)?;
         Ok(Some(alert))
+    }
+
+    fn add_feedback(
+        &self,
+        id: &str,
+        feedback: super::alerts::Feedback,
+    ) -> Result<Option<Alert>, StoreError> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(pg)?;
+        let Some(row) = tx
+            .query_opt("SELECT body FROM alerts WHERE id = $1 FOR UPDATE", &[&id])
+            .map_err(pg)?
+        else {
+            return Ok(None);
+        };
+        let mut alert = decode(id, row.get(0))?;
+        super::alerts::with_feedback(&mut alert, feedback);
+        let row = AlertRow::from_alert(&alert)?;
+        tx.execute(
+            "UPDATE alerts SET body = $1 WHERE id = $2",
+            &[&row.body, &id],
+        )
+        .map_err(pg)?;
+        tx.commit().map_err(pg)?;
+        Ok(Some(alert))
+    }
+
+    fn open_incident(&self, detector: &str, entity: &str) -> Result<Option<Alert>, StoreError> {
+        let row = self.row(&sql::postgres(sql::OPEN_INCIDENT), &[&detector, &entity])?;
+        row.map(|r| decode(r.get(0), r.get(1))).transpose()
+    }
+
+    fn resolve_quiet(
+        &self,
+        now: DateTime<Utc>,
+        sinks: &[String],
+        max: usize,
+    ) -> Result<Vec<Alert>, StoreError> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(pg)?;
+        // SKIP LOCKED: a replica resolving at the same time takes other incidents, and one
+        // being updated by a raise is left for the next round.
+        let rows = tx
+            .query(
+                &format!(
+                    "{} FOR UPDATE SKIP LOCKED",
+                    sql::postgres(sql::QUIET_INCIDENTS)
+                ),
+                &[&super::alerts::nanos_clamped(now), &(max as i64)],
+            )
+            .map_err(pg)?;
+        let mut resolved = Vec::with_capacity(rows.len());
+        let mut itx = PgTx(&mut tx);
+        for r in rows {
+            let mut alert = decode(r.get(0), r.get(1))?;
+            let at = DateTime::from_timestamp_nanos(r.get(2));
+            super::incidents::resolve_quiet(&mut itx, &mut alert, at, sinks)?;
+            resolved.push(alert);
+        }
+        tx.commit().map_err(pg)?;
+        Ok(resolved)
     }
 
     fn count(&self) -> Result<u64, StoreError> {
@@ -421,10 +571,16 @@ fn list_sql(
         push(&mut sql, " AND severity >= ?", Box::new(i16::from(min)));
     }
     if let Some(status) = q.status {
-        push(&mut sql, " AND status = ?", Box::new(status.as_str()));
+        match super::alerts::status_filter(status) {
+            (clause, Some(column)) => push(&mut sql, clause, Box::new(column)),
+            (clause, None) => sql.push_str(clause),
+        }
     }
     if let Some(detector) = &q.detector {
         push(&mut sql, " AND detector = ?", Box::new(detector.clone()));
+    }
+    if let Some(entity) = &q.entity {
+        push(&mut sql, " AND entity = ?", Box::new(entity.clone()));
     }
     if let Some(c) = cursor {
         push(
@@ -456,15 +612,17 @@ impl Outbox for PgStore {
         let rows = tx
             .query(
                 "WITH due AS (
-                     SELECT alert_id FROM webhook_outbox
+                     SELECT alert_id, seq FROM webhook_outbox
                      WHERE sink = $1 AND state = 'pending' AND next_attempt_at_ms <= $2
-                     ORDER BY next_attempt_at_ms, alert_id
+                     ORDER BY next_attempt_at_ms, alert_id, seq
                      LIMIT $3
                      FOR UPDATE SKIP LOCKED)
-                 UPDATE webhook_outbox o SET next_attempt_at_ms = $4
+                 UPDATE webhook_outbox o SET next_attempt_at_ms = $4, claims = o.claims + 1
                  FROM due, alerts a
-                 WHERE o.sink = $1 AND o.alert_id = due.alert_id AND a.id = o.alert_id
-                 RETURNING o.alert_id, o.attempts, a.body",
+                 WHERE o.sink = $1 AND o.alert_id = due.alert_id AND o.seq = due.seq
+                   AND a.id = o.alert_id
+                 RETURNING o.alert_id, o.attempts, COALESCE(o.body, a.body), o.seq, o.event,
+                           o.claims",
                 &[&sink, &now_ms, &limit, &until_ms],
             )
             .map_err(pg)?;
@@ -472,25 +630,29 @@ impl Outbox for PgStore {
         for row in rows {
             let alert_id: String = row.get(0);
             let n_attempts: i32 = row.get(1);
+            let seq: i32 = row.get(3);
             match decode(&alert_id, row.get(2)) {
                 Ok(alert) => due.push(DueDelivery {
                     alert,
                     sink: sink.to_owned(),
                     attempts: attempts(n_attempts.into()),
+                    seq: u32::try_from(seq).unwrap_or(0),
+                    event: super::incidents::AlertEvent::parse(row.get(4)),
+                    claim: row.get(5),
                 }),
                 Err(e) => {
                     // Retrying cannot fix a row that does not decode; fail it where operators see it.
                     tracing::error!(alert = %alert_id, sink, error = %e, "webhook delivery abandoned");
                     tx.execute(
                         &sql::postgres(sql::FAIL_DELIVERY),
-                        &[&e.to_string(), &now_ms, &alert_id, &sink],
+                        &[&e.to_string(), &now_ms, &alert_id, &sink, &seq],
                     )
                     .map_err(pg)?;
                 }
             }
         }
         tx.commit().map_err(pg)?;
-        due.sort_by(|a, b| a.alert.id.cmp(&b.alert.id));
+        due.sort_by(|a, b| (&a.alert.id, a.seq).cmp(&(&b.alert.id, b.seq)));
         Ok(due)
     }
 
@@ -506,7 +668,8 @@ impl Outbox for PgStore {
         let (alert_id, sink, row, at_ms) =
             (attempt.alert_id, attempt.sink, &attempt.row, attempt.at_ms);
         let status = row.last_status.map(i32::from);
-        self.exec(
+        let seq = i32::try_from(attempt.seq).unwrap_or(i32::MAX);
+        let changed = self.exec(
             &sql::postgres(sql::RECORD_ATTEMPT),
             &[
                 &row.state.as_str(),
@@ -517,16 +680,31 @@ impl Outbox for PgStore {
                 &at_ms,
                 &alert_id,
                 &sink,
+                &seq,
+                &attempt.claim,
             ],
         )?;
+        if changed == 0 {
+            let delivered = i32::from(row.state == DeliveryStatus::Delivered);
+            self.exec(
+                &sql::postgres(sql::RECORD_LATE_ATTEMPT),
+                &[&at_ms, &alert_id, &sink, &seq, &delivered, &status],
+            )?;
+        }
         Ok(())
     }
 
-    fn release(&self, alert_id: &str, sink: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+    fn release(&self, due: &DueDelivery, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let seq = i32::try_from(due.seq).unwrap_or(i32::MAX);
         self.exec(
-            "UPDATE webhook_outbox SET next_attempt_at_ms = LEAST(next_attempt_at_ms, $1)
-                 WHERE alert_id = $2 AND sink = $3 AND state = 'pending'",
-            &[&now.timestamp_millis(), &alert_id, &sink],
+            &sql::postgres(sql::RELEASE),
+            &[
+                &now.timestamp_millis(),
+                &due.alert.id,
+                &due.sink,
+                &seq,
+                &due.claim,
+            ],
         )?;
         Ok(())
     }
@@ -545,6 +723,8 @@ impl Outbox for PgStore {
                     r.get::<_, Option<i32>>(4).map(i64::from),
                     r.get(5),
                     r.get(6),
+                    r.get::<_, i32>(7).into(),
+                    r.get(8),
                 );
                 row.into()
             })

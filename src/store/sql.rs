@@ -1,36 +1,78 @@
 //! The statements the SQLite and PostgreSQL backends both run, written once where the dialects
 //! agree, with SQLite's numbered placeholders (`?1`); [`postgres`] gives PostgreSQL's (`$1`).
 
-/// An alert's row: `id, created_at_ns, severity, status, model_version, body`.
+/// An alert's row: `id, created_at_ns, severity, status, model_version, body, detector`.
 pub(super) const INSERT_ALERT: &str =
     "INSERT INTO alerts (id, created_at_ns, severity, status, model_version, body, detector)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
-/// A pending delivery of alert `?1` to sink `?2`, due at once (`?3`: the alert's creation).
-pub(super) const INSERT_DELIVERY: &str =
-    "INSERT INTO webhook_outbox (alert_id, sink, state, next_attempt_at_ms, updated_at_ms)
-     VALUES (?1, ?2, 'pending', ?3, ?3)";
+/// An incident's row: [`INSERT_ALERT`]'s columns, then `entity` and `resolve_at_ns`.
+pub(super) const INSERT_INCIDENT: &str = "INSERT INTO alerts
+     (id, created_at_ns, severity, status, model_version, body, detector, entity, resolve_at_ns)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
 
-/// Fails the delivery of alert `?3` to sink `?4` for good at `?2`, because of `?1`.
+/// An alert's new state: `severity, status, body, resolve_at_ns, resolved_at_ns`, then its id.
+pub(super) const UPDATE_ALERT: &str = "UPDATE alerts
+     SET severity = ?1, status = ?2, body = ?3, resolve_at_ns = ?4, resolved_at_ns = ?5
+     WHERE id = ?6";
+
+/// The unresolved incident of detector `?1` and entity `?2`.
+pub(super) const OPEN_INCIDENT: &str = "SELECT id, body FROM alerts
+     WHERE detector = ?1 AND entity = ?2 AND resolved_at_ns IS NULL";
+
+/// Incidents due to resolve at `?1` (nanoseconds), at most `?2`, the earliest first.
+pub(super) const QUIET_INCIDENTS: &str = "SELECT id, body, resolve_at_ns FROM alerts
+     WHERE resolved_at_ns IS NULL AND resolve_at_ns IS NOT NULL AND resolve_at_ns <= ?1
+     ORDER BY resolve_at_ns LIMIT ?2";
+
+/// The next event number of alert `?1`'s deliveries.
+pub(super) const NEXT_SEQ: &str =
+    "SELECT COALESCE(MAX(seq) + 1, 0) FROM webhook_outbox WHERE alert_id = ?1";
+
+/// A pending delivery of event `?4` (number `?3`) of alert `?1` to sink `?2`, due at once
+/// (`?5`), carrying the alert as `?6` (null: the alert's row as it is when sent).
+pub(super) const INSERT_DELIVERY: &str = "INSERT INTO webhook_outbox
+     (alert_id, sink, seq, event, state, next_attempt_at_ms, updated_at_ms, body)
+     VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?5, ?6)";
+
+/// Fails delivery `?5` of alert `?3` to sink `?4` for good at `?2`, because of `?1`.
 pub(super) const FAIL_DELIVERY: &str =
     "UPDATE webhook_outbox SET state = 'failed', last_error = ?1, updated_at_ms = ?2
-     WHERE alert_id = ?3 AND sink = ?4";
+     WHERE alert_id = ?3 AND sink = ?4 AND seq = ?5";
 
 /// When the earliest pending delivery to sink `?1` falls due.
 pub(super) const NEXT_DUE: &str = "SELECT MIN(next_attempt_at_ms) FROM webhook_outbox
      WHERE sink = ?1 AND state = 'pending'";
 
-/// Records a finished attempt (the columns of an `AttemptRow`, then `updated_at_ms`, alert id
-/// and sink); only a pending row changes.
+/// Records a finished attempt (the columns of an `AttemptRow`, then `updated_at_ms`, alert id,
+/// sink, event number and the claim it was made under); only a pending row still held by that
+/// claim changes.
 pub(super) const RECORD_ATTEMPT: &str = "UPDATE webhook_outbox
      SET state = ?1, attempts = attempts + 1, next_attempt_at_ms = ?2, last_error = ?3,
          last_status = ?4, delivered_at_ms = ?5, updated_at_ms = ?6
-     WHERE alert_id = ?7 AND sink = ?8 AND state = 'pending'";
+     WHERE alert_id = ?7 AND sink = ?8 AND seq = ?9 AND state = 'pending' AND claims = ?10";
+
+/// Counts an attempt whose claim had been taken over (its lease ran out and the row was
+/// claimed again, or it was delivered meanwhile): a delivery it made is recorded as an attempt
+/// (`?1` the time, then alert id, sink, event number), and a delivery it made when the row was
+/// still pending marks it delivered (`?5`: 1 when it was delivered, with its status `?6`).
+pub(super) const RECORD_LATE_ATTEMPT: &str = "UPDATE webhook_outbox
+     SET attempts = attempts + 1, updated_at_ms = ?1,
+         state = CASE WHEN ?5 = 1 AND state = 'pending' THEN 'delivered' ELSE state END,
+         delivered_at_ms = CASE WHEN ?5 = 1 AND state = 'pending' THEN ?1 ELSE delivered_at_ms END,
+         last_status = CASE WHEN ?5 = 1 AND state = 'pending' THEN ?6 ELSE last_status END,
+         last_error = CASE WHEN ?5 = 1 AND state = 'pending' THEN NULL ELSE last_error END
+     WHERE alert_id = ?2 AND sink = ?3 AND seq = ?4";
+
+/// Gives back claim `?5` of delivery `?4` of alert `?2` to sink `?3`: due at `?1` at the latest.
+pub(super) const RELEASE: &str = "UPDATE webhook_outbox
+     SET next_attempt_at_ms = CASE WHEN next_attempt_at_ms < ?1 THEN next_attempt_at_ms ELSE ?1 END
+     WHERE alert_id = ?2 AND sink = ?3 AND seq = ?4 AND state = 'pending' AND claims = ?5";
 
 /// Every delivery of alert `?1`, in the column order of `outbox::DeliveryRow`.
-pub(super) const DELIVERIES: &str =
-    "SELECT sink, state, attempts, last_error, last_status, next_attempt_at_ms, delivered_at_ms
-     FROM webhook_outbox WHERE alert_id = ?1 ORDER BY sink";
+pub(super) const DELIVERIES: &str = "SELECT sink, state, attempts, last_error, last_status,
+         next_attempt_at_ms, delivered_at_ms, seq, event
+     FROM webhook_outbox WHERE alert_id = ?1 ORDER BY seq, sink";
 
 /// Pending deliveries, all sinks together.
 pub(super) const DEPTH: &str = "SELECT COUNT(*) FROM webhook_outbox WHERE state = 'pending'";
@@ -48,12 +90,20 @@ mod tests {
     #[test]
     fn placeholders_keep_their_numbers_in_postgres() {
         assert_eq!(
-            postgres(INSERT_DELIVERY),
-            "INSERT INTO webhook_outbox (alert_id, sink, state, next_attempt_at_ms, updated_at_ms)
-     VALUES ($1, $2, 'pending', $3, $3)"
+            postgres(FAIL_DELIVERY),
+            "UPDATE webhook_outbox SET state = 'failed', last_error = $1, updated_at_ms = $2
+     WHERE alert_id = $3 AND sink = $4 AND seq = $5"
         );
         for sql in [
             INSERT_ALERT,
+            INSERT_INCIDENT,
+            UPDATE_ALERT,
+            OPEN_INCIDENT,
+            QUIET_INCIDENTS,
+            NEXT_SEQ,
+            INSERT_DELIVERY,
+            RECORD_LATE_ATTEMPT,
+            RELEASE,
             FAIL_DELIVERY,
             NEXT_DUE,
             RECORD_ATTEMPT,

@@ -12,6 +12,13 @@
 //! builds wrote and every row they wrote reads as `default`; an earlier build reading a row of
 //! another detector ignores the key (it reads the alert, not its detector).
 //!
+//! **Format 2** adds, as optional last keys, what incidents and feedback need: `entity`, `count`,
+//! `first_seen`, `last_seen`, `max_severity`, `resolved_at`, `notified_severity`,
+//! `notified_at`, `feedback`, a record's `entity`, and the status `resolved`. A row is written
+//! as format 2 only when it has one of them (an incident, or an alert with feedback); a batch
+//! alert without feedback is still written as format 1, byte for byte, so earlier builds keep
+//! reading it, and refuse (rather than misread) a format 2 row.
+//!
 //! Changing the stored shape otherwise means a new format number, a reader for the old one, and a test
 //! that old rows still decode (see `tests/fixtures/alerts-v1.*`).
 
@@ -21,13 +28,13 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::alerts::{Alert, AlertRecord, AlertStatus};
+use super::alerts::{Alert, AlertRecord, AlertStatus, Feedback, Verdict};
 use super::detectors::DEFAULT_DETECTOR;
 use crate::detector::explain::{Direction, FeatureContribution};
 use crate::detector::model::BatchSummary;
 
 /// The body format this build writes, and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// An alert as its row's `body` holds it. Written, it borrows the alert's text and maps
 /// (nothing is copied on the way to JSON); read, it owns them.
@@ -49,6 +56,40 @@ pub(super) struct StoredAlert<'a> {
         skip_serializing_if = "is_default_detector"
     )]
     detector: Cow<'a, str>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    entity: Option<Cow<'a, str>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    count: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    first_seen: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_seen: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_severity: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    resolved_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    notified_severity: Option<u8>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    notified_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    feedback: Vec<StoredFeedback<'a>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct StoredFeedback<'a> {
+    verdict: StoredVerdict,
+    note: Option<Cow<'a, str>>,
+    by: Cow<'a, str>,
+    at: DateTime<Utc>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum StoredVerdict {
+    TruePositive,
+    FalsePositive,
+    Benign,
 }
 
 fn default_detector() -> Cow<'static, str> {
@@ -96,6 +137,7 @@ impl From<FormatVersion> for u32 {
 enum StoredStatus {
     Open,
     Acknowledged,
+    Resolved,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -116,6 +158,8 @@ struct StoredRecord<'a> {
     values: Cow<'a, BTreeMap<String, f64>>,
     fields: Cow<'a, BTreeMap<String, String>>,
     explanation: Vec<StoredContribution<'a>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    entity: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -147,8 +191,10 @@ pub(super) fn decode(body: &str) -> serde_json::Result<Alert> {
 
 impl<'a> From<&'a Alert> for StoredAlert<'a> {
     fn from(a: &'a Alert) -> Self {
+        let v2 = a.is_incident() || !a.feedback.is_empty() || a.status == AlertStatus::Resolved;
+        let incident = a.is_incident();
         Self {
-            format_version: FormatVersion(FORMAT_VERSION),
+            format_version: FormatVersion(if v2 { 2 } else { 1 }),
             id: Cow::Borrowed(&a.id),
             created_at: a.created_at,
             model_version: a.model_version,
@@ -156,6 +202,7 @@ impl<'a> From<&'a Alert> for StoredAlert<'a> {
             status: match a.status {
                 AlertStatus::Open => StoredStatus::Open,
                 AlertStatus::Acknowledged => StoredStatus::Acknowledged,
+                AlertStatus::Resolved => StoredStatus::Resolved,
             },
             acknowledged_at: a.acknowledged_at,
             reason: Cow::Borrowed(&a.reason),
@@ -168,6 +215,28 @@ impl<'a> From<&'a Alert> for StoredAlert<'a> {
             },
             records: a.records.iter().map(StoredRecord::from).collect(),
             detector: Cow::Borrowed(&a.detector),
+            entity: a.entity.as_deref().map(Cow::Borrowed),
+            count: incident.then_some(a.count),
+            first_seen: incident.then_some(a.first_seen),
+            last_seen: incident.then_some(a.last_seen),
+            max_severity: incident.then_some(a.max_severity),
+            resolved_at: a.resolved_at,
+            notified_severity: a.notified.map(|(s, _)| s),
+            notified_at: a.notified.map(|(_, t)| t),
+            feedback: a
+                .feedback
+                .iter()
+                .map(|f| StoredFeedback {
+                    verdict: match f.verdict {
+                        Verdict::TruePositive => StoredVerdict::TruePositive,
+                        Verdict::FalsePositive => StoredVerdict::FalsePositive,
+                        Verdict::Benign => StoredVerdict::Benign,
+                    },
+                    note: f.note.as_deref().map(Cow::Borrowed),
+                    by: Cow::Borrowed(&f.by),
+                    at: f.at,
+                })
+                .collect(),
         }
     }
 }
@@ -196,6 +265,7 @@ impl<'a> From<&'a AlertRecord> for StoredRecord<'a> {
                     normal_range: c.normal_range,
                 })
                 .collect(),
+            entity: r.entity.as_deref().map(Cow::Borrowed),
         }
     }
 }
@@ -209,7 +279,30 @@ impl From<StoredAlert<'_>> for Alert {
             threshold,
             max_severity,
         } = s.summary;
+        let notified = s.notified_severity.zip(s.notified_at);
         Alert {
+            entity: s.entity.map(Cow::into_owned),
+            count: s.count.unwrap_or(1),
+            first_seen: s.first_seen.unwrap_or(s.created_at),
+            last_seen: s.last_seen.unwrap_or(s.created_at),
+            max_severity: s.max_severity.unwrap_or(s.severity),
+            resolved_at: s.resolved_at,
+            notified,
+            policy: None,
+            feedback: s
+                .feedback
+                .into_iter()
+                .map(|f| Feedback {
+                    verdict: match f.verdict {
+                        StoredVerdict::TruePositive => Verdict::TruePositive,
+                        StoredVerdict::FalsePositive => Verdict::FalsePositive,
+                        StoredVerdict::Benign => Verdict::Benign,
+                    },
+                    note: f.note.map(Cow::into_owned),
+                    by: f.by.into_owned(),
+                    at: f.at,
+                })
+                .collect(),
             id: s.id.into_owned(),
             created_at: s.created_at,
             model_version: s.model_version,
@@ -218,6 +311,7 @@ impl From<StoredAlert<'_>> for Alert {
             status: match s.status {
                 StoredStatus::Open => AlertStatus::Open,
                 StoredStatus::Acknowledged => AlertStatus::Acknowledged,
+                StoredStatus::Resolved => AlertStatus::Resolved,
             },
             acknowledged_at: s.acknowledged_at,
             reason: s.reason.into_owned(),
@@ -257,6 +351,7 @@ impl From<StoredRecord<'_>> for AlertRecord {
                     normal_range: c.normal_range,
                 })
                 .collect(),
+            entity: r.entity.map(Cow::into_owned),
         }
     }
 }
@@ -304,7 +399,7 @@ mod tests {
         let old = v1_bodies()[0];
         let explicit = format!("{{\"format_version\":1,{}", &old[1..]);
         assert_eq!(decode(&explicit).unwrap(), decode(old).unwrap());
-        for bad in [0, 2, 99] {
+        for bad in [0, 3, 99] {
             let body = format!("{{\"format_version\":{bad},{}", &old[1..]);
             let err = decode(&body).unwrap_err().to_string();
             assert!(err.contains(&format!("format_version {bad}")), "{err}");

@@ -5,7 +5,9 @@
 //! never delays another. A row is claimed (leased) before its request starts and recorded
 //! after it ends; the request and the record are separate steps, so a crash between them
 //! means the row is sent again after the lease runs out: at least once, never zero times.
-//! Receivers de-duplicate on `Idempotency-Key`, which is the alert id.
+//! Receivers de-duplicate on `Idempotency-Key`: the alert id for its opening, `<alert id>/<n>`
+//! for its n-th later event (an incident's `escalated`, `renotified`, `resolved`), which the
+//! `X-Netsentinel-Event` header names.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,7 +22,6 @@ use tokio::task::JoinSet;
 use super::config::{Sink, Transport};
 use super::{signature, syslog};
 use crate::siem::formats::render_one;
-use crate::store::alerts::Alert;
 use crate::store::outbox::{AttemptOutcome, DueDelivery, Outbox};
 
 /// Requests one sink may have in flight at once.
@@ -74,20 +75,24 @@ pub struct Failure {
     pub status: Option<u16>,
 }
 
-/// POSTs `alert` to `sink` once, signed at `now`; the 2xx status on success.
+/// POSTs a claimed delivery (an alert's event) to `sink` once, signed at `now`; the 2xx
+/// status on success.
 pub async fn post(
     client: &reqwest::Client,
     sink: &Sink,
-    alert: &Alert,
+    due: &DueDelivery,
     now: DateTime<Utc>,
 ) -> Result<u16, Failure> {
-    let body = render_one(alert, sink.format, &crate::siem::local_context());
+    let alert = &due.alert;
+    let ctx = crate::siem::local_context().with_event(due.event);
+    let body = render_one(alert, sink.format, &ctx);
     let mut request = client
         .post(sink.url.clone())
         .timeout(sink.timeout)
         .header(CONTENT_TYPE, sink.format.content_type())
-        .header("idempotency-key", &alert.id)
-        .header("x-netsentinel-alert-id", &alert.id);
+        .header("idempotency-key", due.idempotency_key())
+        .header("x-netsentinel-alert-id", &alert.id)
+        .header("x-netsentinel-event", due.event.as_str());
     if let Some(secret) = &sink.secret {
         request = request.header(
             signature::HEADER,
@@ -153,7 +158,7 @@ pub(crate) async fn run_sink(
 ) {
     let lease = sink.timeout + LEASE_MARGIN;
     let mut in_flight: JoinSet<()> = JoinSet::new();
-    let mut claimed: HashMap<tokio::task::Id, String> = HashMap::new();
+    let mut claimed: HashMap<tokio::task::Id, DueDelivery> = HashMap::new();
     tracing::info!(sink = %sink.name, target = %sink.origin(), format = sink.format.as_str(), "webhook delivery started");
     loop {
         if *stop.borrow() {
@@ -170,10 +175,10 @@ pub(crate) async fn run_sink(
             {
                 Some(due) => {
                     for d in due {
-                        let alert_id = d.alert.id.clone();
+                        let held = d.clone();
                         let handle =
                             in_flight.spawn(deliver_one(Arc::clone(&shared), Arc::clone(&sink), d));
-                        claimed.insert(handle.id(), alert_id);
+                        claimed.insert(handle.id(), held);
                     }
                 }
                 None => healthy = false,
@@ -201,8 +206,8 @@ pub(crate) async fn run_sink(
                         // A panicked attempt recorded nothing: hand its row back now rather
                         // than after the lease.
                         tracing::error!(sink = %sink.name, error = %e, "webhook delivery task failed");
-                        if let Some(alert_id) = claimed.remove(&e.id()) {
-                            release(&shared, &sink.name, alert_id).await;
+                        if let Some(due) = claimed.remove(&e.id()) {
+                            release(&shared, due).await;
                         }
                     }
                 }
@@ -226,8 +231,8 @@ pub(crate) async fn run_sink(
             claimed.remove(&id);
         }
     }
-    for alert_id in claimed.into_values() {
-        release(&shared, &sink.name, alert_id).await;
+    for due in claimed.into_values() {
+        release(&shared, due).await;
     }
     tracing::info!(sink = %sink.name, "webhook delivery stopped");
 }
@@ -235,10 +240,10 @@ pub(crate) async fn run_sink(
 /// One attempt at one delivery, start to recorded outcome.
 async fn deliver_one(shared: Arc<Shared>, sink: Arc<Sink>, due: DueDelivery) {
     let result = match &sink.transport {
-        Transport::Webhook => post(&shared.client, &sink, &due.alert, Utc::now())
+        Transport::Webhook => post(&shared.client, &sink, &due, Utc::now())
             .await
             .map(Some),
-        Transport::Syslog(target) => syslog::deliver(target, sink.format, &due.alert, sink.timeout)
+        Transport::Syslog(target) => syslog::deliver(target, sink.format, &due, sink.timeout)
             .await
             .map(|()| None)
             .map_err(|error| Failure {
@@ -282,18 +287,12 @@ async fn deliver_one(shared: Arc<Shared>, sink: Arc<Sink>, due: DueDelivery) {
     };
     metrics::counter!("netsentinel_webhook_deliveries_total", "sink" => sink.name.clone(), "result" => result_label)
         .increment(1);
-    let alert_id = due.alert.id;
-    let name = sink.name.clone();
     // If this fails the lease runs out and the row is sent again: a duplicate, never a loss.
-    blocking(&shared, move |o| {
-        o.record_attempt(&alert_id, &name, &outcome, at)
-    })
-    .await;
+    blocking(&shared, move |o| o.record_attempt(&due, &outcome, at)).await;
 }
 
-async fn release(shared: &Arc<Shared>, sink: &str, alert_id: String) {
-    let name = sink.to_owned();
-    blocking(shared, move |o| o.release(&alert_id, &name, Utc::now())).await;
+async fn release(shared: &Arc<Shared>, due: DueDelivery) {
+    blocking(shared, move |o| o.release(&due, Utc::now())).await;
 }
 
 /// Sets `netsentinel_outbox_depth`.

@@ -8,11 +8,13 @@
 //! - **Framing**: RFC 6587 octet counting (`LEN SP MSG`, also RFC 5425's framing over TLS), so a
 //!   message is never split, whatever its length or content: a receiver reads exactly `LEN`
 //!   bytes. (Line framing would split an alert at any newline and at the receiver's line limit.)
-//! - **Message**: `<PRI>1 TIMESTAMP HOSTNAME netsentinel PROCID alert [netsentinel@32473
-//!   alert_id="…" detector="…" severity="…"] BOM MSG`, where MSG is the alert rendered in the
-//!   sink's format (`cef`, `json`, `ecs`, `ocsf` or `splunk_hec`), the priority's severity
-//!   follows the alert's, the timestamp is when the alert was raised, and the structured data
-//!   carries the alert id so a receiver can drop the duplicates that at-least-once allows.
+//! - **Message**: `<PRI>1 TIMESTAMP HOSTNAME netsentinel PROCID EVENT [netsentinel@32473
+//!   alert_id="…" key="…" detector="…" severity="…"] BOM MSG`, where EVENT is the delivery's
+//!   (`opened`, `escalated`, `renotified`, `resolved`), MSG is the alert rendered in the sink's
+//!   format (`cef`, `json`, `ecs`, `ocsf` or `splunk_hec`) expressing that event, the priority's
+//!   severity follows the alert's, the timestamp is when the alert was raised, and the
+//!   structured data carries the alert id and the delivery's idempotency key so a receiver can
+//!   drop the duplicates that at-least-once allows.
 //!   32473 is the enterprise number RFC 5612 reserves for documentation and examples.
 //! - **Delivery**: one connection per message. After writing, netsentinel closes its sending
 //!   side and waits for the collector to close: a collector closes only once it has read
@@ -32,7 +34,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::siem::formats::{AlertFormat, ExportContext, render_one};
-use crate::store::alerts::Alert;
+use crate::store::outbox::DueDelivery;
 
 /// `tcp://` and `syslog://` default to the syslog-conn port (RFC 6587 / IANA 601).
 pub const DEFAULT_TCP_PORT: u16 = 601;
@@ -163,18 +165,29 @@ fn param_value(out: &mut String, value: &str) {
     }
 }
 
-/// The RFC 5424 message for one alert, the alert rendered in `format` as its MSG.
-pub fn message(alert: &Alert, format: AlertFormat, ctx: &ExportContext, facility: u8) -> String {
+/// The RFC 5424 message for one delivery: its event (`opened`, `escalated`, …) as MSGID, the
+/// alert id and the delivery's de-duplication key in structured data, the alert rendered in
+/// `format` (with `ctx`'s event) as MSG.
+pub fn message(
+    due: &DueDelivery,
+    format: AlertFormat,
+    ctx: &ExportContext,
+    facility: u8,
+) -> String {
+    let alert = &due.alert;
     let pri = u16::from(facility) * 8 + u16::from(syslog_severity(alert.severity));
     let mut msg = format!(
-        "<{pri}>1 {} {} netsentinel {} alert [{SD_ID} alert_id=\"",
+        "<{pri}>1 {} {} netsentinel {} {} [{SD_ID} alert_id=\"",
         alert
             .created_at
             .to_rfc3339_opts(SecondsFormat::Micros, true),
         header_field(ctx.host.unwrap_or("-"), 255),
         std::process::id(),
+        header_field(due.event.as_str(), 32),
     );
     param_value(&mut msg, &alert.id);
+    msg.push_str("\" key=\"");
+    param_value(&mut msg, &due.idempotency_key());
     msg.push_str("\" detector=\"");
     param_value(&mut msg, &alert.detector);
     let _ = write!(msg, "\" severity=\"{}\"] \u{feff}", alert.severity);
@@ -246,25 +259,24 @@ async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Renders and sends `alert` to `target` once.
+/// Renders and sends one delivery to `target` once.
 pub async fn deliver(
     target: &SyslogTarget,
     format: AlertFormat,
-    alert: &Alert,
+    due: &DueDelivery,
     timeout: Duration,
 ) -> Result<(), String> {
-    let text = message(
-        alert,
-        format,
-        &crate::siem::local_context(),
-        target.facility,
-    );
+    let ctx = crate::siem::local_context().with_event(due.event);
+    let text = message(due, format, &ctx, target.facility);
     send(target, &frame(&text), timeout).await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::store::alerts::Alert;
+    use crate::store::incidents::AlertEvent;
 
     fn alert(severity: u8, detector: &str) -> Alert {
         let mut a = crate::store::alerts::tests::alert(
@@ -275,23 +287,52 @@ mod tests {
         a
     }
 
+    fn due(alert: Alert, seq: u32, event: AlertEvent) -> DueDelivery {
+        DueDelivery {
+            alert,
+            sink: "collector".into(),
+            attempts: 0,
+            seq,
+            event,
+            claim: 1,
+        }
+    }
+
     #[test]
-    fn a_message_is_rfc_5424_with_the_alert_id_in_structured_data() {
+    fn a_message_is_rfc_5424_with_the_event_and_alert_id_in_structured_data() {
         let ctx = ExportContext::new(Some("sensor 1"));
         let a = alert(80, "dns\"]x");
-        let m = message(&a, AlertFormat::Cef, &ctx, DEFAULT_FACILITY);
+        let id = a.id.clone();
+        let m = message(
+            &due(a.clone(), 0, AlertEvent::Opened),
+            AlertFormat::Cef,
+            &ctx,
+            DEFAULT_FACILITY,
+        );
         // local0 (16) * 8 + error (3)
         let head = format!(
-            "<131>1 2026-11-30T09:15:02.123456Z sensor1 netsentinel {} alert [netsentinel@32473 alert_id=\"{}\" detector=\"dns\\\"\\]x\" severity=\"80\"] \u{feff}CEF:",
+            "<131>1 2026-11-30T09:15:02.123456Z sensor1 netsentinel {} opened [netsentinel@32473 alert_id=\"{id}\" key=\"{id}\" detector=\"dns\\\"\\]x\" severity=\"80\"] \u{feff}CEF:",
             std::process::id(),
-            a.id
         );
         assert!(m.starts_with(&head), "{m}");
         assert!(!m.contains('\n'), "{m}");
-        let json = message(&a, AlertFormat::Json, &ctx, 4);
+        let ctx = ctx.with_event(AlertEvent::Escalated);
+        let json = message(
+            &due(a, 2, AlertEvent::Escalated),
+            AlertFormat::Json,
+            &ctx,
+            4,
+        );
+        assert!(
+            json.contains(&format!(
+                " escalated [netsentinel@32473 alert_id=\"{id}\" key=\"{id}/2\""
+            )),
+            "{json}"
+        );
         let body = json.split_once('\u{feff}').unwrap().1;
         let parsed: serde_json::Value = serde_json::from_str(body).unwrap();
-        assert_eq!(parsed["id"], a.id.as_str());
+        assert_eq!(parsed["id"], id.as_str());
+        assert_eq!(parsed["event"], "escalated");
         assert!(json.starts_with("<35>1 "), "auth (4) * 8 + error: {json}");
     }
 

@@ -53,8 +53,10 @@ async fn post(
 /// id and time).
 fn records_part(mut answer: Value) -> Value {
     if let Some(alert) = answer["alert"].as_object_mut() {
-        alert.remove("id");
-        alert.remove("created_at");
+        // The alert's id and times (a batch alert is first and last seen at its creation).
+        for key in ["id", "created_at", "first_seen", "last_seen"] {
+            alert.remove(key);
+        }
     }
     answer
 }

@@ -30,6 +30,7 @@ mod durable_fits;
 mod memory_budget;
 mod pg_detectors;
 mod pg_idempotency;
+mod pg_incidents;
 mod pg_store;
 mod pipeline_syslog_ng;
 mod properties;

@@ -56,6 +56,7 @@ fn alert(at: DateTime<Utc>, severity: u8) -> Alert {
             values: BTreeMap::from([("bytes_sent".into(), 5_247_031.96)]),
             fields: BTreeMap::from([("src_ip".into(), "10.0.0.7".into())]),
             explanation: Vec::new(),
+            entity: None,
         }],
     )
 }
@@ -272,15 +273,17 @@ fn replicas_claiming_at_once_never_share_a_delivery_and_a_dead_claim_is_taken_ov
                     if due.is_empty() {
                         return mine;
                     }
-                    mine.extend(due.into_iter().map(|d| d.alert.id));
+                    mine.extend(due);
                 }
             })
         })
         .collect();
     let mut claims: HashMap<String, usize> = HashMap::new();
+    let mut dues = HashMap::new();
     for h in handles {
-        for id in h.join().unwrap() {
-            *claims.entry(id).or_default() += 1;
+        for d in h.join().unwrap() {
+            *claims.entry(d.alert.id.clone()).or_default() += 1;
+            dues.insert(d.alert.id.clone(), d);
         }
     }
     assert_eq!(claims.len(), n as usize, "every row was claimed");
@@ -293,8 +296,7 @@ fn replicas_claiming_at_once_never_share_a_delivery_and_a_dead_claim_is_taken_ov
     for id in claims.keys().filter(|id| **id != dead) {
         replicas[1]
             .record_attempt(
-                id,
-                "siem",
+                &dues[id],
                 &AttemptOutcome::Delivered { status: Some(200) },
                 now,
             )
@@ -315,16 +317,14 @@ fn replicas_claiming_at_once_never_share_a_delivery_and_a_dead_claim_is_taken_ov
     // A late record from the dead claim cannot undo a delivery made by the taker.
     replicas[2]
         .record_attempt(
-            &dead,
-            "siem",
+            &taken[0],
             &AttemptOutcome::Delivered { status: Some(200) },
             now,
         )
         .unwrap();
     replicas[3]
         .record_attempt(
-            &dead,
-            "siem",
+            &dues[&dead],
             &AttemptOutcome::Retry {
                 next_at: now,
                 error: "late".into(),
@@ -334,10 +334,12 @@ fn replicas_claiming_at_once_never_share_a_delivery_and_a_dead_claim_is_taken_ov
         )
         .unwrap();
     assert_eq!(replicas[0].depth().unwrap(), 0);
+    let dead_row = &replicas[0].deliveries(&dead).unwrap()[0];
     assert_eq!(
-        replicas[0].deliveries(&dead).unwrap()[0].state,
+        dead_row.state,
         netsentinel::store::outbox::DeliveryStatus::Delivered
     );
+    assert_eq!(dead_row.attempts, 2, "both sends are counted");
 }
 
 #[test]

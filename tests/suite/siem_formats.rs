@@ -30,6 +30,7 @@ fn ctx() -> ExportContext<'static> {
     ExportContext {
         product_version: "0.1.0",
         host: Some("sentinel-1"),
+        event: None,
     }
 }
 
@@ -62,12 +63,23 @@ fn record(index: usize, score: f64, severity: u8, fields: &[(&str, &str)]) -> Al
             contribution("bytes_sent", 5_247_031.96, 0.82),
             contribution("connections", 40.0, 0.18),
         ],
+        entity: None,
     }
 }
 
 /// An open alert with two records; the top one has `src_ip` and `host` echo fields.
 fn fixture() -> Alert {
+    let at = created();
     Alert {
+        entity: None,
+        count: 1,
+        first_seen: at,
+        last_seen: at,
+        max_severity: 87,
+        resolved_at: None,
+        feedback: Vec::new(),
+        notified: None,
+        policy: None,
         id: ID.to_string(),
         created_at: created(),
         model_version: 3,
@@ -372,6 +384,7 @@ fn splunk_hec_event_has_every_required_field() {
     let no_host = ExportContext {
         product_version: "0.1.0",
         host: None,
+        event: None,
     };
     assert_eq!(to_splunk_hec(&alert, &no_host)["host"], "netsentinel");
 }
@@ -465,6 +478,7 @@ fn cef_survives_hostile_strings_and_parses_back_exactly() {
     let ctx = ExportContext {
         product_version: "1.0|rc\\1\nx",
         host: Some("sentinel=1"),
+        event: None,
     };
 
     let line = to_cef(&alert, &ctx);
@@ -691,4 +705,54 @@ fn render_within_stops_before_the_line_that_passes_the_budget() {
     assert_eq!((text.len(), n), (first, 1));
     // The first alert is always written, however small the budget.
     assert_eq!(render_within(&alerts, AlertFormat::Cef, &ctx(), 1).1, 1);
+}
+
+#[test]
+fn each_format_expresses_an_incidents_event_its_own_way() {
+    use netsentinel::store::alerts::AlertEvent;
+    let mut alert = fixture();
+    alert.entity = Some("10.0.0.5".into());
+    alert.count = 15;
+    for (event, activity, ecs_type) in [
+        (AlertEvent::Opened, 1, "start"),
+        (AlertEvent::Escalated, 2, "change"),
+        (AlertEvent::Renotified, 2, "change"),
+        (AlertEvent::Resolved, 3, "end"),
+    ] {
+        let ctx = ctx().with_event(event);
+        let ocsf = to_ocsf(&alert, &ctx);
+        assert_eq!(ocsf["activity_id"], activity, "{event:?}");
+        assert_eq!(ocsf["type_uid"], 200_400 + activity);
+        assert_eq!(ocsf["count"], 15);
+        assert_eq!(ocsf["unmapped"]["event"], event.as_str());
+        let ecs = to_ecs(&alert, &ctx);
+        assert_eq!(ecs["event"]["type"], json!([ecs_type]));
+        assert_eq!(ecs["event"]["action"], event.as_str());
+        assert_eq!(ecs["netsentinel"]["entity"], "10.0.0.5");
+        let cef = to_cef(&alert, &ctx);
+        assert!(cef.contains(&format!(" act={} ", event.as_str())), "{cef}");
+        assert!(
+            cef.contains("cs5=10.0.0.5") && cef.contains("cn3=15"),
+            "{cef}"
+        );
+        let hec = to_splunk_hec(&alert, &ctx);
+        assert_eq!(hec["fields"]["event_type"], event.as_str());
+        let mine: Value =
+            serde_json::from_str(&render_one(&alert, AlertFormat::Json, &ctx)).unwrap();
+        assert_eq!(mine["event"], event.as_str());
+        assert_eq!(mine["count"], 15);
+    }
+    // An export (no event) of an open incident is a Create and of a resolved one a Close.
+    assert_eq!(to_ocsf(&alert, &ctx())["activity_id"], 1);
+    assert_eq!(to_ecs(&alert, &ctx())["event"]["type"], json!(["info"]));
+    assert!(!to_cef(&alert, &ctx()).contains(" act="));
+    alert.status = AlertStatus::Resolved;
+    alert.resolved_at = Some(created());
+    let ocsf = to_ocsf(&alert, &ctx());
+    assert_eq!(
+        (ocsf["activity_id"].clone(), ocsf["status_id"].clone()),
+        (json!(3), json!(4))
+    );
+    assert_eq!(ocsf["status"], "Resolved");
+    assert_eq!(to_ecs(&alert, &ctx())["event"]["type"], json!(["end"]));
 }

@@ -227,7 +227,7 @@ async fn a_syslog_ng_collector_gets_every_alert_once_whole_across_restarts_over_
     assert_eq!(counts(&tls), expected, "tls: {:?}\n{}", tls, sng.log());
 
     // Whole messages: the long JSON alert parses and is the stored alert, byte for byte in
-    // length; every message is RFC 5424 with MSGID `alert`.
+    // length; every message is RFC 5424 with the event as MSGID (batch alerts: `opened`).
     let big = tcp.iter().find(|m| m.alert_id == second).unwrap();
     let body = big.msg.trim_start_matches('\u{feff}');
     assert!(
@@ -245,7 +245,7 @@ async fn a_syslog_ng_collector_gets_every_alert_once_whole_across_restarts_over_
     let stored = json_ok(app.get(&format!("/v1/alerts/{second}")).await).await;
     assert_eq!(parsed["records"], stored["records"]);
     for m in tcp.iter().chain(&tls) {
-        assert_eq!(m.msgid, "alert", "{m:?}");
+        assert_eq!(m.msgid, "opened", "{m:?}");
     }
     for m in &tls {
         assert!(

@@ -11,7 +11,8 @@ use utoipa::ToSchema;
 use super::scoring::{BatchSummaryView, FeatureContributionView};
 use crate::store::outbox::{DeliveryState, DeliveryStatus};
 
-/// Whether someone has looked at an alert yet.
+/// Where an alert stands: `open`, `acknowledged`, or (an incident whose entity went quiet
+/// past `close_after`) `resolved`.
 #[derive(ToSchema)]
 #[cfg_attr(test, derive(Serialize, Deserialize))]
 #[schema(as = AlertStatus)]
@@ -19,6 +20,45 @@ use crate::store::outbox::{DeliveryState, DeliveryStatus};
 pub enum AlertStatusView {
     Open,
     Acknowledged,
+    Resolved,
+}
+
+/// An analyst's verdict on an alert.
+#[derive(ToSchema, serde::Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
+#[schema(as = Verdict)]
+#[serde(rename_all = "snake_case")]
+pub enum VerdictView {
+    TruePositive,
+    FalsePositive,
+    Benign,
+}
+
+impl From<VerdictView> for crate::store::alerts::Verdict {
+    fn from(v: VerdictView) -> Self {
+        match v {
+            VerdictView::TruePositive => Self::TruePositive,
+            VerdictView::FalsePositive => Self::FalsePositive,
+            VerdictView::Benign => Self::Benign,
+        }
+    }
+}
+
+/// A verdict given on an alert.
+#[derive(ToSchema)]
+#[cfg_attr(test, derive(Serialize, Deserialize))]
+#[schema(as = Feedback)]
+pub struct FeedbackView {
+    pub verdict: VerdictView,
+    /// The analyst's note.
+    #[schema(example = "nightly backup to the new NAS")]
+    pub note: Option<String>,
+    /// Who gave it: `key-` and the first 16 hex digits of the API key's client id (the
+    /// digest idempotency keys are scoped by; keys have no names), or `anonymous` without keys.
+    #[schema(example = "key-3f2a9c0d1e4b5a69")]
+    pub by: String,
+    /// When it was given.
+    pub at: DateTime<Utc>,
 }
 
 /// An alert raised for a scored batch whose anomaly rate or top severity crossed the
@@ -38,10 +78,11 @@ pub struct AlertView {
     /// The detector that raised it (`default` for the v1 paths).
     #[schema(example = "default")]
     pub detector: String,
-    /// Alert severity, 0–100: the highest record severity in the batch.
+    /// Alert severity, 0–100: the highest record severity in the batch (an incident: in any
+    /// of its batches, as `max_severity`).
     #[schema(maximum = 100, example = 87)]
     pub severity: u8,
-    /// Open until acknowledged.
+    /// Open until acknowledged; an incident ends `resolved`.
     pub status: AlertStatusView,
     /// When the alert was first acknowledged; absent while open.
     pub acknowledged_at: Option<DateTime<Utc>>,
@@ -50,8 +91,27 @@ pub struct AlertView {
     pub reason: String,
     /// The scored batch as a whole.
     pub summary: BatchSummaryView,
-    /// The batch's most anomalous records, most anomalous first, each with its explanation.
+    /// The most anomalous records, most anomalous first, each with its explanation (an
+    /// incident: across all its batches, at most `--alert-top-records`).
     pub records: Vec<AlertRecordView>,
+    /// The entity (host) of an incident: one alert per (detector, entity) that anomalous
+    /// batches or windows of that entity update. Null for a batch alert.
+    #[schema(example = "10.0.0.66")]
+    pub entity: Option<String>,
+    /// Anomalous batches (or ingest calls closing anomalous windows) folded into the alert.
+    #[schema(example = 15)]
+    pub count: u64,
+    /// When the first anomalous batch arrived.
+    pub first_seen: DateTime<Utc>,
+    /// When the latest anomalous batch arrived.
+    pub last_seen: DateTime<Utc>,
+    /// The highest severity the alert reached.
+    #[schema(maximum = 100, example = 91)]
+    pub max_severity: u8,
+    /// When the incident was resolved: its last anomaly plus `close_after`.
+    pub resolved_at: Option<DateTime<Utc>>,
+    /// Analysts' verdicts (`POST /v1/alerts/{id}/feedback`), oldest first.
+    pub feedback: Vec<FeedbackView>,
 }
 
 /// One anomalous record of the batch that raised an alert.
@@ -76,6 +136,9 @@ pub struct AlertRecordView {
     pub fields: BTreeMap<String, String>,
     /// Features that drove the score, most important first.
     pub explanation: Vec<FeatureContributionView>,
+    /// The entity the record is about, when its batch names one per record.
+    #[cfg_attr(test, serde(default, skip_serializing_if = "Option::is_none"))]
+    pub entity: Option<String>,
 }
 
 /// The export formats, as named in `?format=`.
@@ -149,6 +212,13 @@ pub struct DeliveryStateView {
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// When the sink accepted the alert.
     pub delivered_at: Option<DateTime<Utc>>,
+    /// The alert's event this delivers, numbered from 0 (its opening).
+    #[schema(example = 0)]
+    pub seq: u32,
+    /// `opened`, `escalated` (max severity up by the detector's step), `renotified` (after
+    /// `renotify_after`) or `resolved`.
+    #[schema(example = "opened")]
+    pub event: String,
 }
 
 impl From<DeliveryState> for DeliveryStateView {
@@ -161,6 +231,8 @@ impl From<DeliveryState> for DeliveryStateView {
             last_status: d.last_status,
             next_attempt_at: d.next_attempt_at,
             delivered_at: d.delivered_at,
+            seq: d.seq,
+            event: d.event.as_str().to_owned(),
         }
     }
 }
@@ -191,7 +263,23 @@ mod tests {
         a.status = AlertStatus::Acknowledged;
         a.acknowledged_at = Some(Utc.timestamp_opt(1_704_067_260, 0).unwrap());
         mirrors::<AlertView>(&a);
-        for status in [AlertStatus::Open, AlertStatus::Acknowledged] {
+        a.entity = Some("10.0.0.66".into());
+        a.records[0].entity = a.entity.clone();
+        a.count = 15;
+        a.status = AlertStatus::Resolved;
+        a.resolved_at = Some(Utc.timestamp_opt(1_704_069_060, 0).unwrap());
+        a.feedback.push(crate::store::alerts::Feedback {
+            verdict: crate::store::alerts::Verdict::FalsePositive,
+            note: Some("backup".into()),
+            by: "anonymous".into(),
+            at: Utc.timestamp_opt(1_704_069_000, 0).unwrap(),
+        });
+        mirrors::<AlertView>(&a);
+        for status in [
+            AlertStatus::Open,
+            AlertStatus::Acknowledged,
+            AlertStatus::Resolved,
+        ] {
             mirrors::<AlertStatusView>(&status);
         }
     }
@@ -233,7 +321,7 @@ mod tests {
     }
 
     #[test]
-    fn a_delivery_state_is_written_as_before() {
+    fn a_delivery_state_is_written_as_before_with_its_event_last() {
         let at = Utc.timestamp_opt(1_704_067_200, 0).unwrap();
         let pending = DeliveryState {
             sink: "splunk".into(),
@@ -243,11 +331,13 @@ mod tests {
             last_status: Some(503),
             next_attempt_at: Some(at),
             delivered_at: None,
+            seq: 2,
+            event: crate::store::incidents::AlertEvent::Escalated,
         };
-        // Byte for byte what the handler wrote when it serialised the store's type.
+        // What the handler wrote when it serialised the store's type, then the event.
         assert_eq!(
             serde_json::to_string(&DeliveryStateView::from(pending)).unwrap(),
-            r#"{"sink":"splunk","state":"pending","attempts":1,"last_error":"HTTP 503 Service Unavailable","last_status":503,"next_attempt_at":"2024-01-01T00:00:00Z","delivered_at":null}"#
+            r#"{"sink":"splunk","state":"pending","attempts":1,"last_error":"HTTP 503 Service Unavailable","last_status":503,"next_attempt_at":"2024-01-01T00:00:00Z","delivered_at":null,"seq":2,"event":"escalated"}"#
         );
         for (status, spelling) in [
             (DeliveryStatus::Pending, "pending"),

@@ -110,12 +110,18 @@ pub struct DetectorAlertingView {
     /// Alert when a record reaches this severity (null: the service's `--alert-severity`).
     #[schema(minimum = 0, maximum = 100, example = 75)]
     pub min_severity: Option<u8>,
-    /// Kept with the settings for incidents (not acted on yet).
+    /// A quiet gap longer than this resolves an entity's incident (null: the service's
+    /// `--incident-close-after`, default 30m).
     #[schema(example = "30m")]
     pub close_after: Option<String>,
-    /// Kept with the settings for incidents (not acted on yet).
+    /// An incident update that raises its max severity by at least this much over what was
+    /// last delivered is delivered again (`escalated`; null: 10).
     #[schema(minimum = 1, maximum = 100, example = 10)]
     pub renotify_severity_step: Option<u8>,
+    /// An incident update this long after its last delivery is delivered again (`renotified`;
+    /// null: never).
+    #[schema(example = "4h")]
+    pub renotify_after: Option<String>,
 }
 
 /// Training from the detector's own stream: kept with the settings, not acted on yet, so

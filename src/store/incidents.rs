@@ -1,0 +1,570 @@
+//! Incidents: an entity's anomalies folded into one alert per (detector, entity), and the events
+//! (`opened`, `escalated`, `renotified`, `resolved`) that owe a delivery.
+//!
+//! A raised alert whose records all name an entity stands for one incident update per entity
+//! ([`split`]). In the store's transaction, each update either joins the entity's unresolved
+//! incident ([`merge`]), or, when there is none or the one there was quiet longer than
+//! `close_after` (it is [`resolve`]d first), opens a new one. A raised alert whose records name
+//! no entity (or not all of them one) stays a batch alert, as before incidents.
+//!
+//! The pure rules live here; `alerts.rs` (SQLite) and `postgres.rs` run them inside their
+//! transactions. One unresolved incident per (detector, entity) is also what a unique partial
+//! index on both backends enforces.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::StoreError;
+use super::alerts::{Alert, AlertStatus, AlertStore, IncidentPolicy};
+
+/// What [`raise`] needs of a backend's open transaction.
+pub(super) trait IncidentTx {
+    /// The unresolved incident of (`detector`, `entity`), locked for this transaction.
+    fn open_incident(&mut self, detector: &str, entity: &str) -> Result<Option<Alert>, StoreError>;
+    /// Inserts a new alert; `resolve_at`: when an incident resolves if nothing else arrives.
+    fn insert(
+        &mut self,
+        alert: &Alert,
+        resolve_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError>;
+    /// Writes an existing alert's new state.
+    fn update(
+        &mut self,
+        alert: &Alert,
+        resolve_at: Option<DateTime<Utc>>,
+    ) -> Result<(), StoreError>;
+    /// Queues a delivery of `event` to each of `sinks`, carrying the alert as it is now.
+    fn deliver(
+        &mut self,
+        alert: &Alert,
+        event: AlertEvent,
+        sinks: &[String],
+    ) -> Result<(), StoreError>;
+}
+
+/// What a raised alert did to the store: each alert it created or changed, and the event
+/// delivered for it (none for an update that notified no one).
+pub type Raised = Vec<(Alert, Option<AlertEvent>)>;
+
+/// Stores a raised alert inside a backend's transaction: a batch alert as a new alert, each
+/// entity's update into its incident (resolving a stale one first), with the deliveries owed.
+pub(super) fn raise(
+    tx: &mut impl IncidentTx,
+    raised: &Alert,
+    sinks: &[String],
+) -> Result<Raised, StoreError> {
+    let policy = raised.policy.unwrap_or_default();
+    let mut out = Vec::new();
+    for part in split(raised) {
+        let Some(entity) = part.entity.clone() else {
+            tx.insert(&part, None)?;
+            tx.deliver(&part, AlertEvent::Opened, sinks)?;
+            out.push((part, Some(AlertEvent::Opened)));
+            continue;
+        };
+        if let Some(mut open) = tx.open_incident(&part.detector, &entity)? {
+            let due = resolves_at(open.last_seen, &policy);
+            if part.last_seen <= due {
+                let event = merge(&mut open, &part, &policy, policy.top_records);
+                tx.update(&open, Some(resolves_at(open.last_seen, &policy)))?;
+                if let Some(e) = event {
+                    tx.deliver(&open, e, sinks)?;
+                }
+                out.push((open, event));
+                continue;
+            }
+            resolve_quiet(tx, &mut open, due, sinks)?;
+            out.push((open, Some(AlertEvent::Resolved)));
+        }
+        let new = opened(part);
+        tx.insert(&new, Some(resolves_at(new.last_seen, &policy)))?;
+        tx.deliver(&new, AlertEvent::Opened, sinks)?;
+        out.push((new, Some(AlertEvent::Opened)));
+    }
+    Ok(out)
+}
+
+/// Why a delivery of an alert is owed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertEvent {
+    /// A new alert (a batch alert, or the first anomaly of an incident).
+    Opened,
+    /// The incident's `max_severity` rose by at least `renotify_severity_step` since the last
+    /// delivery.
+    Escalated,
+    /// The incident was updated `renotify_after` or longer after its last delivery.
+    Renotified,
+    /// The incident's entity was quiet longer than `close_after`.
+    Resolved,
+}
+
+impl AlertEvent {
+    /// The wire and database spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Opened => "opened",
+            Self::Escalated => "escalated",
+            Self::Renotified => "renotified",
+            Self::Resolved => "resolved",
+        }
+    }
+
+    /// The event spelled `s`; unknown spellings (none are written) read as `opened`.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "escalated" => Self::Escalated,
+            "renotified" => Self::Renotified,
+            "resolved" => Self::Resolved,
+            _ => Self::Opened,
+        }
+    }
+}
+
+/// The updates a raised alert stands for: one per entity, in the order their first record
+/// appears, when every record names an entity; otherwise the alert itself, unchanged (a batch
+/// alert). The first update keeps the alert's id.
+pub fn split(raised: &Alert) -> Vec<Alert> {
+    let entities: Option<Vec<&str>> = raised.records.iter().map(|r| r.entity.as_deref()).collect();
+    let Some(entities) = entities.filter(|e| !e.is_empty()) else {
+        return vec![raised.clone()];
+    };
+    let mut order: Vec<&str> = Vec::new();
+    let mut by_entity: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, e) in entities.iter().enumerate() {
+        let slot = by_entity.entry(e).or_default();
+        if slot.is_empty() {
+            order.push(e);
+        }
+        slot.push(i);
+    }
+    order
+        .iter()
+        .enumerate()
+        .map(|(n, entity)| {
+            let records: Vec<_> = by_entity[entity]
+                .iter()
+                .map(|&i| raised.records[i].clone())
+                .collect();
+            let severity = records.iter().map(|r| r.severity).max().unwrap_or(0);
+            Alert {
+                id: if n == 0 {
+                    raised.id.clone()
+                } else {
+                    Uuid::now_v7().to_string()
+                },
+                entity: Some((*entity).to_owned()),
+                severity,
+                max_severity: severity,
+                records,
+                ..raised.clone()
+            }
+        })
+        .collect()
+}
+
+/// Resolves an incident found quiet past its `close_after` (due at `at`), with its `resolved`
+/// delivery.
+pub(super) fn resolve_quiet(
+    tx: &mut impl IncidentTx,
+    open: &mut Alert,
+    at: DateTime<Utc>,
+    sinks: &[String],
+) -> Result<(), StoreError> {
+    resolve(open, at);
+    tx.update(open, None)?;
+    tx.deliver(open, AlertEvent::Resolved, sinks)
+}
+
+/// What a raised alert will look like once stored, for the answer that reports it: when it is
+/// one entity's update, that entity's unresolved incident with the update folded in (or the
+/// new incident it opens); else the alert itself. Read before the commit, so a concurrent
+/// update of the same entity can make the shown count or records differ by that update (the
+/// id is the incident's either way, unless the incident resolves or opens in between); a store
+/// that cannot be read shows the alert as raised.
+pub fn preview(store: &dyn AlertStore, raised: &Alert) -> Alert {
+    let parts = split(raised);
+    let [part] = parts.as_slice() else {
+        return raised.clone();
+    };
+    let Some(entity) = &part.entity else {
+        return raised.clone();
+    };
+    let policy = raised.policy.unwrap_or_default();
+    match store.open_incident(&part.detector, entity) {
+        Ok(Some(mut open)) if part.last_seen <= resolves_at(open.last_seen, &policy) => {
+            merge(&mut open, part, &policy, policy.top_records);
+            open
+        }
+        _ => part.clone(),
+    }
+}
+
+/// When an unresolved incident last seen at `last_seen` resolves under `policy`.
+pub fn resolves_at(last_seen: DateTime<Utc>, policy: &IncidentPolicy) -> DateTime<Utc> {
+    let gap = TimeDelta::from_std(policy.close_after).unwrap_or(TimeDelta::MAX);
+    last_seen
+        .checked_add_signed(gap)
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// A new incident (or batch alert) as stored: what was delivered is its opening.
+pub fn opened(mut alert: Alert) -> Alert {
+    alert.notified = Some((alert.max_severity, alert.created_at));
+    alert
+}
+
+/// Folds `update` into the unresolved incident `open` (same detector and entity); returns the
+/// event this update owes a delivery, if any. Records keep the `top` most anomalous of both.
+pub fn merge(
+    open: &mut Alert,
+    update: &Alert,
+    policy: &IncidentPolicy,
+    top: usize,
+) -> Option<AlertEvent> {
+    open.count = open.count.saturating_add(update.count.max(1));
+    open.last_seen = open.last_seen.max(update.last_seen);
+    open.reason = update.reason.clone();
+    open.summary = update.summary.clone();
+    open.model_version = update.model_version;
+    let mut records = std::mem::take(&mut open.records);
+    records.extend(update.records.iter().cloned());
+    // Stable: of equal scores, the older record stays first.
+    records.sort_by(|a, b| b.score.total_cmp(&a.score));
+    records.truncate(top);
+    open.records = records;
+    open.max_severity = open.max_severity.max(update.max_severity);
+    open.severity = open.max_severity;
+    let (told_severity, told_at) = open
+        .notified
+        .unwrap_or((open.max_severity, open.first_seen));
+    let step = policy.renotify_severity_step.max(1);
+    let event = if open.max_severity >= told_severity.saturating_add(step) {
+        Some(AlertEvent::Escalated)
+    } else {
+        policy
+            .renotify_after
+            .and_then(|d| TimeDelta::from_std(d).ok())
+            .filter(|d| update.last_seen - told_at >= *d)
+            .map(|_| AlertEvent::Renotified)
+    };
+    if event.is_some() {
+        open.notified = Some((open.max_severity, update.last_seen));
+    }
+    event
+}
+
+/// Resolves an incident at `at` (its last anomaly plus `close_after`).
+pub fn resolve(open: &mut Alert, at: DateTime<Utc>) {
+    open.status = AlertStatus::Resolved;
+    open.resolved_at = Some(at);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::detector::model::BatchSummary;
+    use crate::store::alerts::AlertRecord;
+
+    fn t(s: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap()
+    }
+
+    fn record(entity: Option<&str>, score: f64, severity: u8) -> AlertRecord {
+        AlertRecord {
+            index: 0,
+            timestamp: None,
+            score,
+            severity,
+            values: BTreeMap::new(),
+            fields: BTreeMap::new(),
+            explanation: Vec::new(),
+            entity: entity.map(str::to_owned),
+        }
+    }
+
+    fn raised(at: i64, records: Vec<AlertRecord>) -> Alert {
+        let severity = records.iter().map(|r| r.severity).max().unwrap_or(0);
+        let summary = BatchSummary {
+            n_records: 10,
+            n_anomalies: records.len(),
+            anomaly_rate: 0.1,
+            threshold: 0.6,
+            max_severity: severity,
+        };
+        Alert::new(t(at), 1, severity, "r".into(), summary, records)
+    }
+
+    #[test]
+    fn records_of_one_entity_make_one_update_and_of_none_a_batch_alert() {
+        let one = raised(
+            0,
+            vec![record(Some("h"), 0.8, 60), record(Some("h"), 0.7, 40)],
+        );
+        let parts = split(&one);
+        assert_eq!(parts.len(), 1);
+        assert_eq!(parts[0].id, one.id);
+        assert_eq!(parts[0].entity.as_deref(), Some("h"));
+
+        let mixed = raised(0, vec![record(Some("h"), 0.8, 60), record(None, 0.7, 40)]);
+        let parts = split(&mixed);
+        assert_eq!(parts.len(), 1);
+        assert_eq!(
+            parts[0].entity, None,
+            "a record without entity: batch alert"
+        );
+
+        let two = raised(
+            0,
+            vec![
+                record(Some("b"), 0.9, 80),
+                record(Some("a"), 0.8, 60),
+                record(Some("b"), 0.7, 40),
+            ],
+        );
+        let parts = split(&two);
+        let shape: Vec<_> = parts
+            .iter()
+            .map(|p| (p.entity.clone().unwrap(), p.records.len(), p.max_severity))
+            .collect();
+        assert_eq!(shape, [("b".to_string(), 2, 80), ("a".to_string(), 1, 60)]);
+        assert_ne!(parts[0].id, parts[1].id);
+    }
+
+    #[test]
+    fn escalation_needs_the_step_and_renotify_the_time() {
+        let policy = IncidentPolicy {
+            renotify_after: Some(Duration::from_secs(600)),
+            ..IncidentPolicy::default()
+        };
+        let mut open = opened(split(&raised(0, vec![record(Some("h"), 0.55, 50)])).remove(0));
+        let update = |at, sev| {
+            split(&raised(
+                at,
+                vec![record(Some("h"), 0.5 + f64::from(sev) / 1000.0, sev)],
+            ))
+            .remove(0)
+        };
+        assert_eq!(
+            merge(&mut open, &update(60, 59), &policy, 10),
+            None,
+            "up 9 < 10"
+        );
+        assert_eq!(
+            merge(&mut open, &update(120, 60), &policy, 10),
+            Some(AlertEvent::Escalated)
+        );
+        assert_eq!(
+            merge(&mut open, &update(180, 69), &policy, 10),
+            None,
+            "9 over the last told"
+        );
+        assert_eq!(
+            merge(&mut open, &update(719, 40), &policy, 10),
+            None,
+            "599 s after"
+        );
+        assert_eq!(
+            merge(&mut open, &update(720, 40), &policy, 10),
+            Some(AlertEvent::Renotified)
+        );
+        assert_eq!(open.count, 6);
+        assert_eq!((open.first_seen, open.last_seen), (t(0), t(720)));
+        assert_eq!((open.max_severity, open.severity), (69, 69));
+        assert_eq!(open.records.len(), 6);
+        assert_eq!(open.records[0].severity, 69, "most anomalous first");
+        assert_eq!(merge(&mut open, &update(721, 40), &policy, 3), None);
+        assert_eq!(open.records.len(), 3, "bounded by top");
+    }
+
+    fn host(at: i64, entity: &str, severity: u8) -> Alert {
+        let score = 0.5 + f64::from(severity) / 1000.0;
+        let mut a = raised(at, vec![record(Some(entity), score, severity)]);
+        a.policy = Some(IncidentPolicy::default());
+        a
+    }
+
+    fn events(store: &crate::store::alerts::SqliteAlertStore, id: &str) -> Vec<(u32, AlertEvent)> {
+        use crate::store::outbox::Outbox;
+        store
+            .deliveries(id)
+            .unwrap()
+            .iter()
+            .map(|d| (d.seq, d.event))
+            .collect()
+    }
+
+    fn listed(
+        store: &crate::store::alerts::SqliteAlertStore,
+        q: crate::store::alerts::AlertQuery,
+    ) -> Vec<Alert> {
+        use crate::store::alerts::AlertStore;
+        let q = crate::store::alerts::AlertQuery { limit: 100, ..q };
+        store.list(&q).unwrap().alerts
+    }
+
+    #[test]
+    fn an_entitys_anomalies_update_one_incident_that_a_quiet_gap_resolves() {
+        use crate::store::alerts::{AlertQuery, AlertStore, SqliteAlertStore};
+        use crate::store::outbox::Outbox;
+        let store = SqliteAlertStore::open_in_memory().unwrap();
+        let sinks = vec!["siem".to_string()];
+        // 15 anomalous batches of one host, a minute apart; severity 50 then up by 3 each time.
+        let first = host(0, "10.0.0.66", 50);
+        store.insert_with_outbox(&first, &sinks).unwrap();
+        for i in 1..15 {
+            let sev = if i < 10 { 50 } else { 50 + 3 * (i as u8 - 9) };
+            store
+                .insert_with_outbox(&host(60 * i, "10.0.0.66", sev), &sinks)
+                .unwrap();
+        }
+        // Another host and a batch alert on the side.
+        store
+            .insert_with_outbox(&host(30, "10.0.0.9", 40), &sinks)
+            .unwrap();
+        let batch = raised(40, vec![record(None, 0.7, 70)]);
+        store.insert_with_outbox(&batch, &sinks).unwrap();
+        assert_eq!(store.count().unwrap(), 3);
+
+        let incident = store.get(&first.id).unwrap().unwrap();
+        assert_eq!(incident.count, 15);
+        assert_eq!(incident.status, AlertStatus::Open);
+        assert_eq!((incident.first_seen, incident.last_seen), (t(0), t(840)));
+        assert_eq!((incident.max_severity, incident.severity), (65, 65));
+        assert_eq!(
+            incident.records.len(),
+            10,
+            "the top records across the incident"
+        );
+        assert_eq!(incident.records[0].severity, 65);
+        // Opened once; escalated at 62 (50 + 12 >= 10 over 50), not again at 65 (3 over 62).
+        assert_eq!(
+            events(&store, &first.id),
+            [(0, AlertEvent::Opened), (1, AlertEvent::Escalated)]
+        );
+        let escalated = store
+            .claim_due("siem", t(10_000), 100, Duration::from_secs(60))
+            .unwrap();
+        let of_first: Vec<_> = escalated
+            .iter()
+            .filter(|d| d.alert.id == first.id)
+            .collect();
+        assert_eq!(of_first.len(), 2);
+        assert_eq!(
+            of_first[1].alert.max_severity, 62,
+            "the alert as its event left it"
+        );
+        assert_eq!(of_first[1].idempotency_key(), format!("{}/1", first.id));
+
+        // Quiet for longer than close_after (30 min): the next anomaly resolves it, opens anew.
+        let later = host(840 + 1801, "10.0.0.66", 55);
+        store.insert_with_outbox(&later, &sinks).unwrap();
+        let old = store.get(&first.id).unwrap().unwrap();
+        assert_eq!(old.status, AlertStatus::Resolved);
+        assert_eq!(old.resolved_at, Some(t(840 + 1800)));
+        assert_eq!(
+            events(&store, &first.id).last(),
+            Some(&(2, AlertEvent::Resolved))
+        );
+        let new = store.get(&later.id).unwrap().unwrap();
+        assert_eq!((new.count, new.status), (1, AlertStatus::Open));
+
+        // Filters: by entity, by status.
+        let of_host = listed(
+            &store,
+            AlertQuery {
+                entity: Some("10.0.0.66".into()),
+                ..Default::default()
+            },
+        );
+        assert_eq!(of_host.len(), 2);
+        let resolved = listed(
+            &store,
+            AlertQuery {
+                status: Some(AlertStatus::Resolved),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            resolved.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
+            [first.id.as_str()]
+        );
+        let open = listed(
+            &store,
+            AlertQuery {
+                status: Some(AlertStatus::Open),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            open.len(),
+            3,
+            "the new incident, the other host, the batch alert"
+        );
+
+        // Without traffic, the background round resolves what went quiet, once.
+        let resolved_ids = |at| -> Vec<String> {
+            let quiet = store.resolve_quiet(t(at), &sinks, 10).unwrap();
+            quiet.into_iter().map(|a| a.id).collect()
+        };
+        assert!(resolved_ids(30 + 1799).is_empty());
+        assert_eq!(resolved_ids(30 + 1800), [first_other(&store)]);
+        assert!(resolved_ids(2641 + 1799).is_empty());
+        assert_eq!(resolved_ids(2641 + 1800), std::slice::from_ref(&later.id));
+        assert!(
+            store
+                .resolve_quiet(t(99_999), &sinks, 10)
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(
+            events(&store, &later.id),
+            [(0, AlertEvent::Opened), (1, AlertEvent::Resolved)]
+        );
+        let batch_now = store.get(&batch.id).unwrap().unwrap();
+        assert_eq!(
+            batch_now.status,
+            AlertStatus::Open,
+            "batch alerts never resolve"
+        );
+    }
+
+    /// The id of the incident of host 10.0.0.9.
+    fn first_other(store: &crate::store::alerts::SqliteAlertStore) -> String {
+        let q = crate::store::alerts::AlertQuery {
+            entity: Some("10.0.0.9".into()),
+            ..Default::default()
+        };
+        listed(store, q)[0].id.clone()
+    }
+
+    #[test]
+    fn a_raised_alert_of_several_entities_updates_each_ones_incident() {
+        use crate::store::alerts::{AlertStore, SqliteAlertStore};
+        let store = SqliteAlertStore::open_in_memory().unwrap();
+        let both = |at| {
+            let mut a = raised(
+                at,
+                vec![record(Some("a"), 0.7, 70), record(Some("b"), 0.6, 60)],
+            );
+            a.policy = Some(IncidentPolicy::default());
+            a
+        };
+        let first = both(0);
+        store.insert_with_outbox(&first, &[]).unwrap();
+        store.insert_with_outbox(&both(60), &[]).unwrap();
+        assert_eq!(store.count().unwrap(), 2);
+        let a = store.get(&first.id).unwrap().unwrap();
+        assert_eq!(
+            (a.entity.as_deref(), a.count, a.records.len()),
+            (Some("a"), 2, 2)
+        );
+    }
+}

@@ -1,0 +1,165 @@
+//! Incidents on PostgreSQL: replicas raising alerts for the same entity at once update one
+//! incident (never two open for one host), each delivery event is queued once, and a quiet
+//! incident is resolved by one replica's round.
+//!
+//! Needs `NETSENTINEL_TEST_DATABASE_URL`; see `tests/support/postgres.rs`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use netsentinel::detector::model::BatchSummary;
+use netsentinel::store::alerts::{
+    Alert, AlertEvent, AlertQuery, AlertRecord, AlertStatus, AlertStore, IncidentPolicy,
+};
+use netsentinel::store::outbox::Outbox;
+use netsentinel::store::postgres::{PgOptions, PgStore};
+
+use crate::support::postgres::TestDb;
+
+fn connect(url: &str) -> PgStore {
+    PgStore::connect(&PgOptions {
+        url: url.to_owned(),
+        pool_size: 2,
+        timeout: Duration::from_secs(5),
+        keep_models: 3,
+    })
+    .expect("the store connects and migrates")
+}
+
+fn t(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_700_000_000 + secs, 0).unwrap()
+}
+
+/// An alert raised for one anomalous record of `entity` at `at`.
+fn raised(at: DateTime<Utc>, entity: &str, severity: u8) -> Alert {
+    let record = AlertRecord {
+        index: 0,
+        timestamp: None,
+        score: 0.5 + f64::from(severity) / 1000.0,
+        severity,
+        values: BTreeMap::from([("bytes_sent".into(), 1e9)]),
+        fields: BTreeMap::from([("entity".into(), entity.into())]),
+        explanation: Vec::new(),
+        entity: Some(entity.into()),
+    };
+    let summary = BatchSummary {
+        n_records: 10,
+        n_anomalies: 1,
+        anomaly_rate: 0.1,
+        threshold: 0.6,
+        max_severity: severity,
+    };
+    let mut a = Alert::new(at, 1, severity, "test".into(), summary, vec![record]);
+    a.policy = Some(IncidentPolicy::default());
+    a
+}
+
+fn of_entity(store: &PgStore, entity: &str) -> Vec<Alert> {
+    let q = AlertQuery {
+        entity: Some(entity.into()),
+        limit: 100,
+        ..AlertQuery::default()
+    };
+    store.list(&q).unwrap().alerts
+}
+
+#[test]
+fn replicas_raising_for_one_entity_at_once_update_one_incident() {
+    let Some(db) = TestDb::create("replicas_raising_for_one_entity_at_once_update_one_incident")
+    else {
+        return;
+    };
+    let replicas: Vec<Arc<PgStore>> = (0..4).map(|_| Arc::new(connect(&db.url))).collect();
+    let per_thread = 10;
+    let threads = replicas.len() * 2;
+    let start = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|n| {
+            let store = Arc::clone(&replicas[n % replicas.len()]);
+            let start = Arc::clone(&start);
+            std::thread::spawn(move || {
+                start.wait();
+                for i in 0..per_thread {
+                    let at = t(i64::try_from(n * per_thread + i).unwrap());
+                    store
+                        .insert_with_outbox(&raised(at, "10.0.0.66", 60), &["siem".into()])
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let incidents = of_entity(&replicas[1], "10.0.0.66");
+    assert_eq!(incidents.len(), 1, "one incident, whichever replica raised");
+    let incident = &incidents[0];
+    assert_eq!(incident.count, (threads * per_thread) as u64);
+    assert_eq!(incident.status, AlertStatus::Open);
+    let deliveries = replicas[2].deliveries(&incident.id).unwrap();
+    let events: Vec<_> = deliveries.iter().map(|d| (d.seq, d.event)).collect();
+    assert_eq!(
+        events,
+        [(0, AlertEvent::Opened)],
+        "opened once, never escalated"
+    );
+
+    // A quiet incident is resolved by one replica's round, with one `resolved` delivery.
+    let quiet_at = incident.last_seen + chrono::TimeDelta::seconds(1800);
+    let rounds: Vec<_> = replicas
+        .iter()
+        .map(|r| {
+            r.resolve_quiet(quiet_at, &["siem".into()], 10)
+                .unwrap()
+                .len()
+        })
+        .collect();
+    assert_eq!(rounds.iter().sum::<usize>(), 1, "{rounds:?}");
+    let resolved = replicas[3].get(&incident.id).unwrap().unwrap();
+    assert_eq!(resolved.status, AlertStatus::Resolved);
+    assert_eq!(resolved.resolved_at, Some(quiet_at));
+    let events: Vec<_> = replicas[0]
+        .deliveries(&incident.id)
+        .unwrap()
+        .iter()
+        .map(|d| d.event)
+        .collect();
+    assert_eq!(events, [AlertEvent::Opened, AlertEvent::Resolved]);
+    let listed = replicas[0]
+        .list(&AlertQuery {
+            status: Some(AlertStatus::Resolved),
+            limit: 10,
+            ..AlertQuery::default()
+        })
+        .unwrap();
+    assert_eq!(listed.alerts.len(), 1);
+
+    // The next anomaly opens a new incident; an escalation by the step is delivered.
+    let reopened = raised(quiet_at + chrono::TimeDelta::seconds(60), "10.0.0.66", 60);
+    replicas[1]
+        .insert_with_outbox(&reopened, &["siem".into()])
+        .unwrap();
+    let higher = raised(quiet_at + chrono::TimeDelta::seconds(120), "10.0.0.66", 75);
+    replicas[2]
+        .insert_with_outbox(&higher, &["siem".into()])
+        .unwrap();
+    let now = of_entity(&replicas[0], "10.0.0.66");
+    assert_eq!(now.len(), 2);
+    let open = now.iter().find(|a| a.status == AlertStatus::Open).unwrap();
+    assert_eq!(open.id, reopened.id);
+    assert_eq!((open.count, open.max_severity), (2, 75));
+    let due = replicas[3]
+        .claim_due(
+            "siem",
+            quiet_at + chrono::TimeDelta::hours(1),
+            100,
+            Duration::from_secs(60),
+        )
+        .unwrap();
+    let of_open: Vec<_> = due.iter().filter(|d| d.alert.id == open.id).collect();
+    assert_eq!(of_open.len(), 2);
+    assert_eq!(of_open[1].event, AlertEvent::Escalated);
+    assert_eq!(of_open[1].alert.max_severity, 75);
+}
