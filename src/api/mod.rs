@@ -362,6 +362,12 @@ pub(crate) fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiErro
 pub trait ZeekParams {
     /// `window` and `group_by`, when given.
     fn zeek_params(&self) -> (Option<&str>, Option<&str>);
+
+    /// Whether `group_by` may name a records body's entity field (a fit with
+    /// `baseline=entity`) rather than a Zeek grouping.
+    fn names_entity(&self) -> bool {
+        false
+    }
 }
 
 /// The query strings of the endpoints that read records carry the Zeek settings in fields
@@ -376,7 +382,17 @@ macro_rules! zeek_params {
     )*};
 }
 
-zeek_params!(evaluate::EvaluateQuery, model::FitQuery, score::ScoreQuery);
+zeek_params!(evaluate::EvaluateQuery, score::ScoreQuery);
+
+impl ZeekParams for model::FitQuery {
+    fn zeek_params(&self) -> (Option<&str>, Option<&str>) {
+        (self.window.as_deref(), self.group_by.as_deref())
+    }
+
+    fn names_entity(&self) -> bool {
+        self.baseline.as_deref() == Some("entity")
+    }
+}
 
 /// Zeek aggregation settings from the query string over the detector's; an error when given
 /// for a non-Zeek body.
@@ -386,6 +402,10 @@ pub(crate) fn zeek_options(
     query: &impl ZeekParams,
 ) -> Result<ZeekOptions, ApiError> {
     let (window, group_by) = query.zeek_params();
+    if !format.is_zeek() && group_by.is_some() && window.is_none() && query.names_entity() {
+        // `group_by` names a records body's entity field (a fit with `baseline=entity`).
+        return Ok(detector.zeek_options(None, None)?);
+    }
     if !format.is_zeek() && (window.is_some() || group_by.is_some()) {
         return Err(ApiError::new(ProblemCode::InvalidParameter, "window and group_by apply to Zeek conn logs only (Content-Type text/zeek-tsv or application/x-zeek-json)",
         )

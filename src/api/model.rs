@@ -17,6 +17,7 @@ use super::detectors::Detector;
 use super::views::bodies::{ContentEncodingHeader, IdempotencyKeyHeader};
 use super::views::model::{ForestParamsView, ModelMetaView};
 use super::views::samples::GeneratorConfigView;
+use crate::detector::baseline::Seasonality;
 use crate::detector::generator::GeneratorConfig;
 use crate::detector::model::Model;
 use crate::detector::params::{AutoTag, Contamination, ForestParams, MaxFeatures, MaxSamples};
@@ -25,7 +26,7 @@ use crate::records::{BodyFormat, ZeekOptions, read_settings};
 use crate::service::detectors::DetectorSpec;
 use crate::service::idempotency::{Answer, AnswerOf};
 use crate::service::models;
-use crate::service::training::{self, FitCommand, TrainingData};
+use crate::service::training::{self, EntityFit, FitCommand, TrainingData};
 use crate::state::{AppState, DetectorState};
 
 /// JSON body of a fit: inline `records` or a `generate` request, with optional features and parameters.
@@ -70,9 +71,65 @@ pub struct FitQuery {
     /// Zeek bodies only: aggregation window such as `1h` (default), `5m`, `30s`.
     #[param(example = "1h")]
     pub window: Option<String>,
-    /// Zeek bodies only: `none` (default, the whole network), `id.orig_h` or `id.resp_h`.
+    /// Zeek bodies: `none` (default, the whole network), `id.orig_h` or `id.resp_h`; CSV and
+    /// NDJSON bodies with `baseline=entity`: the string field naming each record's entity
+    /// (such as `src_ip`).
     #[param(example = "id.orig_h")]
     pub group_by: Option<String>,
+    /// `global` (default: every record against the whole training population) or `entity`
+    /// (each record against its own entity's history; the entity is `group_by`).
+    #[param(example = "entity")]
+    pub baseline: Option<String>,
+    /// With `baseline=entity`: `none` (default), `daily` (by hour of day) or `weekly` (by hour
+    /// of week).
+    #[param(example = "daily")]
+    pub seasonality: Option<String>,
+}
+
+/// The entity-baseline settings of a fit (`baseline`, `seasonality` and the entity `field`),
+/// checked.
+fn entity_fit(
+    baseline: Option<&str>,
+    seasonality: Option<&str>,
+    field: Option<&str>,
+) -> Result<Option<EntityFit>, ApiError> {
+    let invalid = |detail: String, field: &'static str| {
+        ApiError::new(ProblemCode::InvalidParameter, detail).with_field(field)
+    };
+    let seasonality = match seasonality {
+        None | Some("none") => Seasonality::None,
+        Some("daily") => Seasonality::Daily,
+        Some("weekly") => Seasonality::Weekly,
+        Some(other) => {
+            return Err(invalid(
+                format!("seasonality must be none, daily or weekly, got {other:?}"),
+                "seasonality",
+            ));
+        }
+    };
+    match baseline {
+        None | Some("global") if seasonality == Seasonality::None => Ok(None),
+        None | Some("global") => Err(invalid(
+            "seasonality applies to baseline=entity".into(),
+            "seasonality",
+        )),
+        Some("entity") => match field {
+            Some(f) if !f.is_empty() => Ok(Some(EntityFit {
+                field: f.to_owned(),
+                seasonality,
+            })),
+            _ => Err(invalid(
+                "baseline=entity needs group_by: the field naming each record's entity (such \
+                 as src_ip; for Zeek conn logs id.orig_h or id.resp_h)"
+                    .into(),
+                "group_by",
+            )),
+        },
+        Some(other) => Err(invalid(
+            format!("baseline must be global or entity, got {other:?}"),
+            "baseline",
+        )),
+    }
 }
 
 impl FitQuery {
@@ -87,6 +144,8 @@ impl FitQuery {
             && self.threshold.is_none()
             && self.window.is_none()
             && self.group_by.is_none()
+            && self.baseline.is_none()
+            && self.seasonality.is_none()
     }
 
     /// The query's parameters over `p` (the detector's).
@@ -217,6 +276,20 @@ fn fit_command(
     if format != BodyFormat::Json {
         let params = query.params(defaults.params.forest.clone())?;
         params.check_static()?;
+        // A Zeek log's entity is the window's group (the `entity` field of its records).
+        let field = match format.is_zeek() {
+            true => query
+                .group_by
+                .as_deref()
+                .filter(|g| *g != "none")
+                .map(|_| "entity"),
+            false => query.group_by.as_deref(),
+        };
+        let entity = entity_fit(
+            query.baseline.as_deref(),
+            query.seasonality.as_deref(),
+            field,
+        )?;
         return Ok(FitCommand {
             data: TrainingData::Body {
                 format,
@@ -226,6 +299,7 @@ fn fit_command(
             features: query.features().or_else(|| defaults.features.clone()),
             params,
             threshold: query.threshold,
+            entity,
         });
     }
     if !query.is_empty() {
@@ -234,7 +308,33 @@ fn fit_command(
             "with a JSON body, give features and params in the body, not the query string",
         ));
     }
-    let settings = read_settings(&body)?;
+    let mut settings = read_settings(&body)?;
+    // The baseline settings ride in `params` beside the forest's.
+    let mut taken = [None, None, None];
+    if let Some(serde_json::Value::Object(p)) = settings.fields.get_mut("params") {
+        for (slot, key) in taken
+            .iter_mut()
+            .zip(["baseline", "seasonality", "group_by"])
+        {
+            *slot = match p.remove(key) {
+                None => None,
+                Some(serde_json::Value::String(v)) => Some(v),
+                Some(other) => {
+                    return Err(ApiError::new(
+                        ProblemCode::InvalidParameter,
+                        format!("params.{key} must be a string, got {other}"),
+                    )
+                    .with_field(key));
+                }
+            };
+        }
+    }
+    let [baseline, seasonality, group_by] = taken;
+    let entity = entity_fit(
+        baseline.as_deref(),
+        seasonality.as_deref(),
+        group_by.as_deref(),
+    )?;
     // The body's params, each over the detector's (`default`'s are v1's defaults).
     let params = over_defaults(&defaults.params.forest, settings.fields.get("params"));
     let req: FitRequest = serde_json::from_value(serde_json::Value::Object(settings.fields))
@@ -270,6 +370,7 @@ fn fit_command(
         features: req.features.or_else(|| defaults.features.clone()),
         params,
         threshold: req.threshold,
+        entity,
     })
 }
 

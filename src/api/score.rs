@@ -67,6 +67,12 @@ pub struct RecordResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<crate::api::views::scoring::FeatureContributionView>>)]
     pub explanation: Option<Vec<FeatureContribution>>,
+    /// `global_fallback` when a model with entity baselines judged the record against the
+    /// global baseline: its entity was unseen in training or had too little history (absent
+    /// otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "global_fallback")]
+    pub baseline: Option<&'static str>,
     /// The record's string fields (src_ip, host, ...), echoed.
     #[serde(flatten)]
     pub fields: BTreeMap<String, String>,
@@ -382,6 +388,9 @@ impl Serialize for ResultView<'_> {
         if let Some(e) = scored.explanation(i) {
             map.serialize_entry("explanation", e)?;
         }
+        if scored.is_global_fallback(i) {
+            map.serialize_entry("baseline", "global_fallback")?;
+        }
         for (name, value) in batch.echo.fields(i) {
             map.serialize_entry(name, value)?;
         }
@@ -421,6 +430,7 @@ mod tests {
                 is_anomaly: scored.is_anomaly(i),
                 severity: crate::detector::severity::severity(scored.scores[i]),
                 explanation: scored.explanation(i).cloned(),
+                baseline: scored.is_global_fallback(i).then_some("global_fallback"),
                 fields: batch.echo.get(i),
             })
             .collect()

@@ -6,6 +6,9 @@
 //! "NSMODEL\0" | format u32 | meta_len u64 | meta (JSON) | body_len u64 | body (postcard: scaler, forest) | sha256 of all before (32 bytes)
 //! ```
 //!
+//! Format 1 is every `baseline=global` model (as before entity baselines); a model with entity
+//! baselines is format 2, whose body is (scaler, forest, [`EntityPart`]). Both load.
+//!
 //! The metadata is JSON so an operator can read it with `strings`; the trees are binary for size.
 //! Any truncation or altered byte fails the checksum and is a typed [`ModelFileError`].
 
@@ -15,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::Matrix;
+use super::baseline::{Baseline, EntityBaselines, Judged, Seasonality};
 use super::explain::{Direction, FeatureContribution};
 use super::forest::IsolationForest;
 use super::params::{ForestParams, ParamError, check_feature_names};
@@ -82,6 +86,31 @@ pub struct ModelMeta {
     pub fit_seconds: f64,
     /// Training distribution of each feature.
     pub feature_stats: Vec<FeatureStats>,
+    /// `entity` when records are judged against their entity's baseline (absent: `global`).
+    #[serde(default, skip_serializing_if = "is_global")]
+    pub baseline: Baseline,
+    /// The entity baseline's seasonality (absent: `none`).
+    #[serde(default, skip_serializing_if = "is_none_seasonality")]
+    pub seasonality: Seasonality,
+    /// The string field naming each record's entity (entity baselines only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entity_field: Option<String>,
+}
+
+fn is_global(b: &Baseline) -> bool {
+    *b == Baseline::Global
+}
+
+fn is_none_seasonality(s: &Seasonality) -> bool {
+    *s == Seasonality::None
+}
+
+/// The part of a model fitted with `baseline=entity`: which field names the entity, and every
+/// entity's bands.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EntityPart {
+    pub field: String,
+    pub baselines: EntityBaselines,
 }
 
 /// How a model's threshold was chosen.
@@ -150,6 +179,11 @@ pub enum InsufficientData {
          told from another and every score would be 0.5; train on data that varies"
     )]
     Constant { n_records: usize },
+    #[error(
+        "no entity has the {min} training records an entity baseline needs: send more history \
+         per entity, or fit with baseline=global"
+    )]
+    NoEntityHistory { min: usize },
 }
 
 /// Refuses training data a forest cannot learn anything from: fewer than
@@ -176,6 +210,7 @@ pub struct Model {
     meta: ModelMeta,
     scaler: Scaler,
     forest: IsolationForest,
+    entity: Option<EntityPart>,
 }
 
 /// Rows scaled per work unit when scoring: small enough to stay in cache, large enough to
@@ -286,11 +321,15 @@ impl Model {
             training_anomaly_rate: n_flagged as f64 / x.n_rows() as f64,
             fit_seconds: 0.0,
             feature_stats,
+            baseline: Baseline::Global,
+            seasonality: Seasonality::None,
+            entity_field: None,
         };
         let mut model = Model {
             meta,
             scaler,
             forest,
+            entity: None,
         };
         model.meta.fit_seconds = started.elapsed().as_secs_f64();
         Ok((model, training_scores))
@@ -298,6 +337,112 @@ impl Model {
 
     pub fn meta(&self) -> &ModelMeta {
         &self.meta
+    }
+
+    /// [`Model::fit_watched`] with entity baselines: the forest and statistics as for a global
+    /// model, plus every entity's bands (`entities[i]`, `times[i]` of row `i`); records are then
+    /// scored by the baselines ([`Model::score_entities`]) and the threshold is the baselines'
+    /// calibrated 0.5 unless `fixed_threshold` says otherwise. Returns the training scores.
+    #[allow(clippy::too_many_arguments)]
+    pub fn fit_entity(
+        x: &Matrix,
+        features: Vec<String>,
+        params: &ForestParams,
+        fixed_threshold: Option<f64>,
+        trained_at: DateTime<Utc>,
+        watch: &dyn super::forest::FitWatch,
+        field: &str,
+        entities: &[&str],
+        times: &[DateTime<Utc>],
+        seasonality: Seasonality,
+    ) -> Result<(Model, Vec<f64>), FitError> {
+        let started = std::time::Instant::now();
+        let (mut model, _) =
+            Self::fit_watched(x, features, params, fixed_threshold, trained_at, watch)?;
+        let baselines = EntityBaselines::fit(x, entities, times, seasonality);
+        if baselines.n_entities() == 0 {
+            return Err(FitError::Insufficient(InsufficientData::NoEntityHistory {
+                min: super::baseline::MIN_ENTITY_RECORDS,
+            }));
+        }
+        let (scores, _) = baselines.score(x, entities, times);
+        let threshold = fixed_threshold.unwrap_or(0.5);
+        let flagged = scores.iter().filter(|&&s| s > threshold).count();
+        model.meta.threshold = threshold;
+        model.meta.threshold_source = if fixed_threshold.is_some() {
+            ThresholdSource::Fixed
+        } else {
+            ThresholdSource::Auto
+        };
+        model.meta.training_anomaly_rate = flagged as f64 / x.n_rows().max(1) as f64;
+        model.meta.baseline = Baseline::Entity;
+        model.meta.seasonality = seasonality;
+        model.meta.entity_field = Some(field.to_owned());
+        model.entity = Some(EntityPart {
+            field: field.to_owned(),
+            baselines,
+        });
+        model.meta.fit_seconds += started.elapsed().as_secs_f64();
+        Ok((model, scores))
+    }
+
+    /// The entity part, for a model fitted with `baseline=entity`.
+    pub fn entity(&self) -> Option<&EntityPart> {
+        self.entity.as_ref()
+    }
+
+    /// Scores raw records against their entities' baselines (`entities[i]`, `times[i]` of row
+    /// `i`), and says for each whether its own baseline judged it or the global fallback; a
+    /// model without entity baselines scores them with the forest, all `Own`.
+    pub fn score_entities(
+        &self,
+        x: &Matrix,
+        entities: &[&str],
+        times: &[DateTime<Utc>],
+    ) -> (Vec<f64>, Vec<Judged>) {
+        match &self.entity {
+            Some(e) => e.baselines.score(x, entities, times),
+            None => (self.score(x), vec![Judged::Own; x.n_rows()]),
+        }
+    }
+
+    /// [`explain`](Self::explain) in the entity's terms: each feature's share of the record's
+    /// deviation from its entity's bands at `t`, its `normal_range` the entity's usual band
+    /// there (median ± 2 scales, [`EntityBaselines::expected`]) and its direction relative to
+    /// that band. Falls back to [`explain`](Self::explain) without entity baselines.
+    pub fn explain_entity(
+        &self,
+        row: &[f64],
+        entity: &str,
+        t: DateTime<Utc>,
+        top_k: usize,
+    ) -> Vec<FeatureContribution> {
+        let Some(e) = &self.entity else {
+            return self.explain(row, top_k);
+        };
+        let b = &e.baselines;
+        let mut z = vec![0.0; b.n_signals()];
+        b.score_into(row, entity, t, &mut z);
+        let weights = b.contributions(&z);
+        let mut out = self.contributions(row, &weights, top_k);
+        for c in &mut out {
+            let j = self
+                .meta
+                .features
+                .iter()
+                .position(|f| *f == c.feature)
+                .expect("an explained feature is one of the model's");
+            let (_, band) = b.expected(entity, t, j);
+            c.direction = if c.value > band[1] {
+                Direction::Above
+            } else if c.value < band[0] {
+                Direction::Below
+            } else {
+                Direction::Within
+            };
+            c.normal_range = band;
+        }
+        out
     }
 
     pub fn version(&self) -> u64 {
@@ -449,11 +594,20 @@ impl Model {
     /// Encodes the model in the versioned, checksummed file format.
     pub fn to_bytes(&self) -> Vec<u8> {
         let meta = serde_json::to_vec(&self.meta).expect("model metadata always serialises");
-        let body = postcard::to_stdvec(&(&self.scaler, &self.forest))
-            .expect("scaler and forest always serialise");
+        let (format, body) = match &self.entity {
+            None => (
+                FORMAT_VERSION_GLOBAL,
+                postcard::to_stdvec(&(&self.scaler, &self.forest)),
+            ),
+            Some(e) => (
+                FORMAT_VERSION,
+                postcard::to_stdvec(&(&self.scaler, &self.forest, e)),
+            ),
+        };
+        let body = body.expect("scaler, forest and baselines always serialise");
         let mut out = Vec::with_capacity(8 + 4 + 16 + meta.len() + body.len() + 32);
         out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&format.to_le_bytes());
         out.extend_from_slice(&(meta.len() as u64).to_le_bytes());
         out.extend_from_slice(&meta);
         out.extend_from_slice(&(body.len() as u64).to_le_bytes());
@@ -477,7 +631,7 @@ impl Model {
             pos: MAGIC.len(),
         };
         let format = u32::from_le_bytes(cursor.take_array()?);
-        if format != FORMAT_VERSION {
+        if format != FORMAT_VERSION && format != FORMAT_VERSION_GLOBAL {
             return Err(ModelFileError::UnsupportedFormat(format));
         }
         if Sha256::digest(content).as_slice() != digest {
@@ -487,16 +641,30 @@ impl Model {
         let meta: ModelMeta = serde_json::from_slice(cursor.take(meta_len)?)
             .map_err(|e| ModelFileError::Decode(format!("metadata: {e}")))?;
         let body_len = u64::from_le_bytes(cursor.take_array()?);
-        let (scaler, forest): (Scaler, IsolationForest) =
-            postcard::from_bytes(cursor.take(body_len)?)
-                .map_err(|e| ModelFileError::Decode(format!("trees: {e}")))?;
+        let body = cursor.take(body_len)?;
+        let decode = |e: postcard::Error| ModelFileError::Decode(format!("trees: {e}"));
+        let (scaler, forest, entity) = if format == FORMAT_VERSION_GLOBAL {
+            let (scaler, forest): (Scaler, IsolationForest) =
+                postcard::from_bytes(body).map_err(decode)?;
+            (scaler, forest, None)
+        } else {
+            let (scaler, forest, entity): (Scaler, IsolationForest, EntityPart) =
+                postcard::from_bytes(body).map_err(decode)?;
+            (scaler, forest, Some(entity))
+        };
         if cursor.pos != content.len() {
             return Err(ModelFileError::Decode(
                 "trailing bytes after the trees".into(),
             ));
         }
         let d = meta.features.len();
-        if scaler.n_features() != d || forest.n_features() != d || meta.feature_stats.len() != d {
+        if scaler.n_features() != d
+            || forest.n_features() != d
+            || meta.feature_stats.len() != d
+            || entity
+                .as_ref()
+                .is_some_and(|e| e.baselines.n_features() != d)
+        {
             return Err(ModelFileError::Decode(
                 "feature count differs between metadata, scaler and trees".into(),
             ));
@@ -505,13 +673,18 @@ impl Model {
             meta,
             scaler,
             forest,
+            entity,
         })
     }
 }
 
 const MAGIC: &[u8; 8] = b"NSMODEL\0";
-/// Bumped whenever the layout or the meaning of a field changes.
-pub const FORMAT_VERSION: u32 = 1;
+/// Bumped whenever the layout or the meaning of a field changes: the format of a model with
+/// entity baselines (format 2).
+pub const FORMAT_VERSION: u32 = 2;
+/// The format of a model without entity baselines (unchanged since format 1, which every build
+/// since reads and writes for them).
+pub const FORMAT_VERSION_GLOBAL: u32 = 1;
 
 /// Why a model file could not be read.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -520,7 +693,9 @@ pub enum ModelFileError {
     Truncated,
     #[error("not a netsentinel model file (bad magic bytes)")]
     NotAModel,
-    #[error("model file format {0} is not supported by this build (expects {FORMAT_VERSION})")]
+    #[error(
+        "model file format {0} is not supported by this build (expects {FORMAT_VERSION_GLOBAL} or {FORMAT_VERSION})"
+    )]
     UnsupportedFormat(u32),
     #[error("checksum mismatch: the file was altered or partly written")]
     Checksum,
@@ -738,5 +913,137 @@ mod tests {
         assert!(!model.score_watched(x.as_slice(), &mut out, &stop));
         assert_eq!(out[..block], all[..block]);
         assert!(out[block..].iter().all(|s| s.is_nan()));
+    }
+}
+
+#[cfg(test)]
+mod entity_tests {
+    use super::*;
+    use crate::detector::generator::network::HostKind;
+    use crate::detector::generator::{GeneratorConfig, SEED_FEATURES, generate};
+    use chrono::{TimeDelta, Timelike};
+
+    /// An entity model fitted on three days of the network profile (20 hosts), and the fourth
+    /// day's records.
+    fn fitted() -> (Model, Vec<crate::detector::generator::SampleRecord>) {
+        let cfg = GeneratorConfig::network(20, 4, 0.0, 3);
+        let records = generate(&cfg).unwrap();
+        let split = cfg.start + TimeDelta::days(3);
+        let (train, test): (Vec<_>, Vec<_>) =
+            records.into_iter().partition(|r| r.timestamp < split);
+        let rows: Vec<[f64; 4]> = train.iter().map(|r| r.features()).collect();
+        let x = Matrix::from_rows(&rows).unwrap();
+        let entities: Vec<&str> = train.iter().map(|r| r.src_ip.as_deref().unwrap()).collect();
+        let times: Vec<_> = train.iter().map(|r| r.timestamp).collect();
+        let names = SEED_FEATURES.iter().map(|s| s.to_string()).collect();
+        let (model, scores) = Model::fit_entity(
+            &x,
+            names,
+            &ForestParams::default(),
+            None,
+            Utc::now(),
+            &crate::detector::forest::Unwatched,
+            "src_ip",
+            &entities,
+            &times,
+            Seasonality::Daily,
+        )
+        .unwrap();
+        assert_eq!(scores.len(), x.n_rows());
+        (model, test)
+    }
+
+    #[test]
+    fn an_entity_model_is_format_2_and_round_trips_and_a_global_one_stays_format_1() {
+        let (model, test) = fitted();
+        assert_eq!(model.meta().baseline, Baseline::Entity);
+        assert_eq!(model.meta().entity_field.as_deref(), Some("src_ip"));
+        assert_eq!(model.threshold(), 0.5);
+        assert!(model.meta().training_anomaly_rate <= 0.01);
+        let bytes = model.to_bytes();
+        assert_eq!(bytes[8..12], 2u32.to_le_bytes());
+        let back = Model::from_bytes(&bytes).unwrap();
+        assert_eq!(back, model);
+        let rows: Vec<[f64; 4]> = test.iter().take(500).map(|r| r.features()).collect();
+        let x = Matrix::from_rows(&rows).unwrap();
+        let e: Vec<&str> = test
+            .iter()
+            .take(500)
+            .map(|r| r.src_ip.as_deref().unwrap())
+            .collect();
+        let t: Vec<_> = test.iter().take(500).map(|r| r.timestamp).collect();
+        assert_eq!(
+            back.score_entities(&x, &e, &t),
+            model.score_entities(&x, &e, &t)
+        );
+        // A global model's file is the format every earlier build reads, and its meta JSON
+        // carries no baseline fields.
+        let global = Model::fit(
+            &x,
+            model.features().to_vec(),
+            &ForestParams::default(),
+            Utc::now(),
+        )
+        .unwrap();
+        let bytes = global.to_bytes();
+        assert_eq!(bytes[8..12], 1u32.to_le_bytes());
+        let meta = serde_json::to_string(global.meta()).unwrap();
+        assert!(
+            !meta.contains("baseline") && !meta.contains("entity_field"),
+            "{meta}"
+        );
+        assert_eq!(Model::from_bytes(&bytes).unwrap(), global);
+    }
+
+    #[test]
+    fn an_unseen_entity_falls_back_to_the_population_and_says_so() {
+        let (model, test) = fitted();
+        let r = &test[0];
+        let x = Matrix::from_rows(&[r.features(), r.features()]).unwrap();
+        let t = [r.timestamp, r.timestamp];
+        let (scores, judged) =
+            model.score_entities(&x, &[r.src_ip.as_deref().unwrap(), "10.9.9.9"], &t);
+        assert_eq!(judged, [Judged::Own, Judged::GlobalFallback]);
+        assert!(scores.iter().all(|s| (0.0..1.0).contains(s)));
+    }
+
+    #[test]
+    fn night_activity_of_a_day_host_is_flagged_and_explained_against_its_hours_band() {
+        let (model, test) = fitted();
+        let hosts = crate::detector::generator::network::hosts(20, 3);
+        let ws = hosts
+            .iter()
+            .find(|h| h.kind == HostKind::Workstation)
+            .unwrap();
+        let of_ws = |hour: u32| {
+            test.iter()
+                .find(|r| r.src_ip.as_deref() == Some(&ws.ip) && r.timestamp.hour() == hour)
+                .unwrap()
+        };
+        let (noon, night) = (of_ws(13), of_ws(3));
+        // The noon window's values, at 03:00.
+        let x = Matrix::from_rows(&[noon.features(), noon.features()]).unwrap();
+        let (scores, _) = model.score_entities(
+            &x,
+            &[ws.ip.as_str(), ws.ip.as_str()],
+            &[noon.timestamp, night.timestamp],
+        );
+        assert!(scores[0] < 0.5, "its day peak is usual: {scores:?}");
+        assert!(scores[1] > 0.6, "the same at night is not: {scores:?}");
+        let explained = model.explain_entity(&noon.features(), &ws.ip, night.timestamp, 4);
+        assert!(!explained.is_empty());
+        for c in &explained {
+            // The band is the workstation's at 03:00, far below the noon value.
+            assert_eq!(c.direction, Direction::Above, "{c:?}");
+            assert!(c.normal_range[1] < c.value, "{c:?}");
+        }
+        let day = model.explain_entity(&noon.features(), &ws.ip, noon.timestamp, 4);
+        let sent = day.iter().find(|c| c.feature == "bytes_sent");
+        if let Some(c) = sent {
+            assert!(
+                c.normal_range[0] < c.value && c.value < c.normal_range[1] * 2.0,
+                "{c:?}"
+            );
+        }
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -12,6 +12,7 @@ use futures_util::Stream;
 
 use super::ServiceError;
 use super::idempotency::KeyedRun;
+use crate::detector::baseline::Judged;
 use crate::detector::explain::FeatureContribution;
 use crate::detector::model::{BatchSummary, Model};
 use crate::detector::{Matrix, SEQUENTIAL_RECORDS};
@@ -47,11 +48,20 @@ pub struct ScoredBatch {
     /// (record index, explanation) for the records explained, by index: a batch scored
     /// without explanations costs nothing per record here.
     pub explanations: Vec<(usize, Vec<FeatureContribution>)>,
+    /// With entity baselines: for each record, whether it was judged against the global
+    /// baseline because its entity was unseen in training or had too little history (empty
+    /// for a model without entity baselines).
+    pub global_fallback: Vec<bool>,
 }
 
 impl ScoredBatch {
     pub fn is_anomaly(&self, i: usize) -> bool {
         self.scores[i] > self.summary.threshold
+    }
+
+    /// Whether record `i` was judged against the global baseline in place of its entity's.
+    pub fn is_global_fallback(&self, i: usize) -> bool {
+        self.global_fallback.get(i).copied().unwrap_or(false)
     }
 
     /// Record `i`'s explanation, when it was explained.
@@ -71,7 +81,46 @@ pub fn score_batch(model: &Model, batch: &Batch, mode: ExplainMode, top_k: usize
     scored_batch(model, batch, model.score(&batch.matrix), mode, top_k)
 }
 
-/// [`score_batch`] with the records' scores already computed (while the body was parsed).
+/// Each record's entity (the model's entity field; `""` when the record has none) and time
+/// (the Unix epoch when the batch has no timestamp on every record).
+pub(super) fn entities_and_times(batch: &Batch, field: &str) -> (Vec<String>, Vec<DateTime<Utc>>) {
+    let entities = (0..batch.len())
+        .map(|i| {
+            batch
+                .echo
+                .fields(i)
+                .get(field)
+                .map_or_else(String::new, |v| (*v).to_owned())
+        })
+        .collect();
+    let times = batch
+        .parsed_times
+        .clone()
+        .unwrap_or_else(|| vec![DateTime::<Utc>::UNIX_EPOCH; batch.len()]);
+    (entities, times)
+}
+
+/// Explains the records of `batch` at `rows`: in their entity's terms with entity baselines.
+fn explain_rows(
+    model: &Model,
+    batch: &Batch,
+    rows: &[usize],
+    top_k: usize,
+) -> Vec<Vec<FeatureContribution>> {
+    match model.entity() {
+        None => model.explain_rows(&batch.matrix, rows, top_k),
+        Some(part) => {
+            let (entities, times) = entities_and_times(batch, &part.field);
+            rows.iter()
+                .map(|&i| model.explain_entity(batch.matrix.row(i), &entities[i], times[i], top_k))
+                .collect()
+        }
+    }
+}
+
+/// [`score_batch`] with the records' scores already computed (while the body was parsed); a
+/// model with entity baselines scores the batch here (its records' entities and times), and
+/// `scores` is not read.
 pub fn scored_batch(
     model: &Model,
     batch: &Batch,
@@ -79,6 +128,19 @@ pub fn scored_batch(
     mode: ExplainMode,
     top_k: usize,
 ) -> ScoredBatch {
+    let (scores, global_fallback) = match model.entity() {
+        None => (scores, Vec::new()),
+        Some(part) => {
+            let (entities, times) = entities_and_times(batch, &part.field);
+            let keys: Vec<&str> = entities.iter().map(String::as_str).collect();
+            let (scores, judged) = model.score_entities(&batch.matrix, &keys, &times);
+            let fallback = judged
+                .into_iter()
+                .map(|j| j == Judged::GlobalFallback)
+                .collect();
+            (scores, fallback)
+        }
+    };
     debug_assert_eq!(scores.len(), batch.len());
     let summary = model.summarize(&scores);
     let wanted: Vec<usize> = match mode {
@@ -89,7 +151,7 @@ pub fn scored_batch(
             .collect(),
     };
     let explain = |rows: &[usize]| {
-        let explained = model.explain_rows(&batch.matrix, rows, top_k);
+        let explained = explain_rows(model, batch, rows, top_k);
         rows.iter().copied().zip(explained).collect::<Vec<_>>()
     };
     let explanations = if batch.len() <= SEQUENTIAL_RECORDS {
@@ -104,6 +166,7 @@ pub fn scored_batch(
         scores,
         summary,
         explanations,
+        global_fallback,
     }
 }
 
@@ -165,43 +228,46 @@ where
             settings.max_records,
         )
     };
+    // A model with entity baselines scores the whole batch at the end (it needs each record's
+    // entity and time); the forest's chunk scores would be thrown away.
+    let entity = model.entity().is_some();
     let (sink, chunks) = ChunkScores::new(&model);
     let alerts = state.alerts();
+    let sink = (!entity).then_some(sink);
     let version = model.version();
-    let (outcome, chart) = read_stream(
-        body,
-        settings.max_body_bytes,
-        spec,
-        Some(sink),
-        move |parsed| {
-            let Parsed {
-                mut batch,
-                sunk,
-                rejects,
-            } = parsed;
+    let (outcome, chart) = read_stream(body, settings.max_body_bytes, spec, sink, move |parsed| {
+        let Parsed {
+            mut batch,
+            sunk,
+            rejects,
+        } = parsed;
+        let scores = if entity {
+            Vec::new()
+        } else {
             let Some(scores) = chunks.finish(&batch, sunk) else {
                 return Err(ServiceError::Cancelled);
             };
-            let scored = scored_batch(&model, &batch, scores, command.explain, rule.explain_top_k);
-            let raised = alert_for(&model, &batch, &scored, &rule).map(|a| Alert { detector, ..a });
-            let alert = raised
-                .as_ref()
-                .map(|a| crate::store::incidents::preview(alerts.as_ref(), a));
-            let rendered = render(&batch, &scored, alert.as_ref(), version, &rejects);
-            let anomalies = (0..batch.len()).map(|i| scored.is_anomaly(i)).collect();
-            let chart = chart_data(version, &mut batch, anomalies);
-            let outcome = ScoreOutcome {
-                model_version: version,
-                batch,
-                scored,
-                alert,
-                raised,
-                rendered,
-                rejects,
-            };
-            Ok((outcome, chart))
-        },
-    )
+            scores
+        };
+        let scored = scored_batch(&model, &batch, scores, command.explain, rule.explain_top_k);
+        let raised = alert_for(&model, &batch, &scored, &rule).map(|a| Alert { detector, ..a });
+        let alert = raised
+            .as_ref()
+            .map(|a| crate::store::incidents::preview(alerts.as_ref(), a));
+        let rendered = render(&batch, &scored, alert.as_ref(), version, &rejects);
+        let anomalies = (0..batch.len()).map(|i| scored.is_anomaly(i)).collect();
+        let chart = chart_data(version, &mut batch, anomalies);
+        let outcome = ScoreOutcome {
+            model_version: version,
+            batch,
+            scored,
+            alert,
+            raised,
+            rendered,
+            rejects,
+        };
+        Ok((outcome, chart))
+    })
     .await??;
     let record = key.as_ref().map(|k| {
         let body = outcome.rendered.as_deref();
@@ -454,9 +520,7 @@ pub fn alert_for(
         .copied()
         .filter(|&i| scored.explanation(i).is_none())
         .collect();
-    let mut extra = model
-        .explain_rows(&batch.matrix, &unexplained, rule.explain_top_k)
-        .into_iter();
+    let mut extra = explain_rows(model, batch, &unexplained, rule.explain_top_k).into_iter();
     let records = candidates
         .into_iter()
         .zip(entities)

@@ -7,8 +7,9 @@ use bytes::Bytes;
 use chrono::Utc;
 
 use super::idempotency::{AnswerOf, KeyedRun};
-use super::scoring::chart_data;
+use super::scoring::{chart_data, entities_and_times};
 use super::{ServiceError, blocking, models};
+use crate::detector::baseline::Seasonality;
 use crate::detector::forest::FitWatch;
 use crate::detector::generator::{GeneratorConfig, generate_watched};
 use crate::detector::model::{FitError, Model};
@@ -35,6 +36,16 @@ pub struct FitCommand {
     pub params: ForestParams,
     /// A fixed score threshold overriding `params.contamination`.
     pub threshold: Option<f64>,
+    /// Entity baselines (`baseline=entity`); `None`: one global baseline (v1).
+    pub entity: Option<EntityFit>,
+}
+
+/// What an entity-baseline fit needs besides the records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EntityFit {
+    /// The string field naming each record's entity (`entity` for grouped Zeek windows).
+    pub field: String,
+    pub seasonality: Seasonality,
 }
 
 /// Fits a model, stores it as the detector's next version and makes it the active one (keeping
@@ -53,6 +64,7 @@ pub async fn fit(
             features,
             params,
             threshold,
+            entity,
         } = command;
         let mut batch = match data {
             TrainingData::Body {
@@ -76,14 +88,41 @@ pub async fn fit(
         };
         crate::work::reserve(forest_bytes(&params, batch.len(), batch.matrix.n_cols()))?;
         let watch = Progress::new(&detector);
-        let fitted = Model::fit_watched(
-            &batch.matrix,
-            batch.features.clone(),
-            &params,
-            threshold,
-            Utc::now(),
-            &watch,
-        );
+        let fitted = match &entity {
+            None => Model::fit_watched(
+                &batch.matrix,
+                batch.features.clone(),
+                &params,
+                threshold,
+                Utc::now(),
+                &watch,
+            ),
+            Some(e) => {
+                if e.seasonality != Seasonality::None && batch.parsed_times.is_none() {
+                    return Err(ServiceError::Settings {
+                        detail: format!(
+                            "seasonality {} needs a timestamp on every training record",
+                            serde_json::json!(e.seasonality)
+                        ),
+                        field: Some("timestamp".into()),
+                    });
+                }
+                let (entities, times) = entities_and_times(&batch, &e.field);
+                let keys: Vec<&str> = entities.iter().map(String::as_str).collect();
+                Model::fit_entity(
+                    &batch.matrix,
+                    batch.features.clone(),
+                    &params,
+                    threshold,
+                    Utc::now(),
+                    &watch,
+                    &e.field,
+                    &keys,
+                    &times,
+                    e.seasonality,
+                )
+            }
+        };
         if matches!(fitted, Err(FitError::Cancelled)) {
             crate::work::note_stopped();
             tracing::info!(detector = %detector, "fit cancelled: its client is gone or its time is up");

@@ -33,24 +33,23 @@ fn entity_baselines_with_daily_seasonality_beat_the_global_one() {
     // above chance (here 0.73 and 0.72), beaconing below it (0.42).
     assert!(auc(&global, AttackKind::Exfiltration) < 0.8, "{report}");
     assert!(auc(&global, AttackKind::OffHours) < 0.8, "{report}");
-    // Each host against itself: 8x its own volume stands out (here 0.89).
+    // Each host against itself: 8x its own volume stands out (here 0.99).
+    assert!(auc(&entity, AttackKind::Exfiltration) > 0.95, "{report}");
+    // And by hour of day (here overall 0.973; exfiltration 0.999, off-hours 0.997, port scans
+    // 1.000, beaconing 0.891: five check-ins on a workstation's ramp hours stay hidden).
+    assert!(daily.overall > 0.95, "{report}");
+    assert!(auc(&daily, AttackKind::Exfiltration) > 0.97, "{report}");
+    assert!(auc(&daily, AttackKind::OffHours) > 0.97, "{report}");
+    assert!(auc(&daily, AttackKind::PortScan) > 0.98, "{report}");
+    assert!(auc(&daily, AttackKind::Beaconing) > 0.85, "{report}");
+    // Seasonality is what finds the night-time workstation (0.63 without it).
     assert!(
-        auc(&entity, AttackKind::Exfiltration) > auc(&global, AttackKind::Exfiltration) + 0.1,
+        auc(&daily, AttackKind::OffHours) > auc(&entity, AttackKind::OffHours) + 0.2,
         "{report}"
     );
-    // And by hour of day (here overall 0.91; exfiltration 0.95, off-hours 0.996, port scans
-    // 0.986, beaconing 0.71).
-    assert!(daily.overall > 0.88, "{report}");
-    assert!(auc(&daily, AttackKind::Exfiltration) > 0.92, "{report}");
-    assert!(auc(&daily, AttackKind::OffHours) > 0.95, "{report}");
-    assert!(auc(&daily, AttackKind::PortScan) > 0.95, "{report}");
-    assert!(
-        auc(&daily, AttackKind::Beaconing) > auc(&global, AttackKind::Beaconing) + 0.15,
-        "{report}"
-    );
-    // Seasonality is what finds the night-time workstation (0.37 without it).
-    assert!(
-        auc(&daily, AttackKind::OffHours) > auc(&entity, AttackKind::OffHours) + 0.3,
-        "{report}"
-    );
+    // The calibrated threshold flags at most 1 % of normal windows (here 0.01 %; the global
+    // forest's contamination `auto` 17 %), and still about half the attacks (58 %).
+    assert!(daily.normal_flagged < 0.01, "{report}");
+    assert!(daily.training_flagged < 0.01, "{report}");
+    assert!(daily.attacks_flagged > 0.4, "{report}");
 }

@@ -27,6 +27,7 @@ mod cancellation;
 mod crash_restart;
 mod detector_accuracy;
 mod durable_fits;
+mod entity_baselines;
 mod memory_budget;
 mod pg_detectors;
 mod pg_idempotency;

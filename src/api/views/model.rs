@@ -6,6 +6,7 @@ use serde::Deserialize;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::detector::baseline::{Baseline, Seasonality};
 use crate::detector::model::{FeatureStats, ModelMeta, ThresholdSource};
 use crate::detector::params::{Contamination, ForestParams, MaxFeatures, MaxSamples};
 
@@ -175,6 +176,20 @@ pub struct ModelMetaView {
     /// Training distribution of each feature.
     #[schema(value_type = Vec<FeatureStatsView>)]
     pub feature_stats: Vec<FeatureStats>,
+    /// `entity` when each record is judged against its own entity's baseline (absent:
+    /// `global`, one baseline for all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "entity")]
+    pub baseline: Option<&'static str>,
+    /// The entity baseline's seasonality, `daily` or `weekly` (absent: `none`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "daily")]
+    pub seasonality: Option<&'static str>,
+    /// The string field naming each record's entity (entity baselines only; `entity` for
+    /// Zeek windows grouped by host).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "src_ip")]
+    pub entity_field: Option<String>,
 }
 
 impl From<&ModelMeta> for ModelMetaView {
@@ -190,6 +205,13 @@ impl From<&ModelMeta> for ModelMetaView {
             training_anomaly_rate: m.training_anomaly_rate,
             fit_seconds: m.fit_seconds,
             feature_stats: m.feature_stats.clone(),
+            baseline: (m.baseline == Baseline::Entity).then_some("entity"),
+            seasonality: match m.seasonality {
+                Seasonality::None => None,
+                Seasonality::Daily => Some("daily"),
+                Seasonality::Weekly => Some("weekly"),
+            },
+            entity_field: m.entity_field.clone(),
         }
     }
 }
@@ -280,8 +302,18 @@ mod tests {
                     p95: 1_330_000.0,
                     max: 5_247_031.96,
                 }],
+                baseline: Baseline::Global,
+                seasonality: Seasonality::None,
+                entity_field: None,
             };
             same_json(&ModelMetaView::from(&meta), &meta);
+            let entity = ModelMeta {
+                baseline: Baseline::Entity,
+                seasonality: Seasonality::Daily,
+                entity_field: Some("src_ip".into()),
+                ..meta
+            };
+            same_json(&ModelMetaView::from(&entity), &entity);
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{Baseline, EntityBaselines, Seasonality};
+use super::{Baseline, EntityBaselines, Seasonality, Tuning};
 use crate::detector::Matrix;
 use crate::detector::generator::{AttackKind, SEED_FEATURES, SampleRecord};
 use crate::detector::metrics::roc_auc;
@@ -23,6 +23,8 @@ pub struct Measured {
     pub normal_flagged: f64,
     /// Share of the normal training records above the model's threshold.
     pub training_flagged: f64,
+    /// Share of the scored attacks above the model's threshold.
+    pub attacks_flagged: f64,
 }
 
 fn keys(e: &[String]) -> Vec<&str> {
@@ -38,6 +40,26 @@ pub fn measure(
     seasonality: Seasonality,
     params: &ForestParams,
 ) -> Result<Measured, FitError> {
+    measure_tuned(
+        records,
+        split,
+        baseline,
+        seasonality,
+        params,
+        &Tuning::default(),
+    )
+}
+
+/// [`measure`] with the entity baselines tuned as `tuning` says (global: the forest on the raw
+/// features; entity: the baselines' own score, threshold 0.5).
+pub fn measure_tuned(
+    records: &[SampleRecord],
+    split: DateTime<Utc>,
+    baseline: Baseline,
+    seasonality: Seasonality,
+    params: &ForestParams,
+    tuning: &Tuning,
+) -> Result<Measured, FitError> {
     let (train, test): (Vec<&SampleRecord>, Vec<&SampleRecord>) =
         records.iter().partition(|r| r.timestamp < split);
     let matrix = |rs: &[&SampleRecord]| {
@@ -52,19 +74,29 @@ pub fn measure(
     let times = |rs: &[&SampleRecord]| rs.iter().map(|r| r.timestamp).collect::<Vec<_>>();
     let names: Vec<String> = SEED_FEATURES.iter().map(|s| s.to_string()).collect();
     let (x_train, x_test) = (matrix(&train), matrix(&test));
-    let (x_train, x_test) = match baseline {
-        Baseline::Global => (x_train, x_test),
+    let (scores, train_scores, threshold) = match baseline {
+        Baseline::Global => {
+            let (model, train_scores) =
+                Model::fit_with_scores(&x_train, names, params, None, Utc::now())?;
+            (model.score(&x_test), train_scores, model.threshold())
+        }
         Baseline::Entity => {
             let (e_train, e_test) = (entities(&train), entities(&test));
-            let b = EntityBaselines::fit(&x_train, &keys(&e_train), &times(&train), seasonality);
+            let (t_train, t_test) = (times(&train), times(&test));
+            let b = EntityBaselines::fit_tuned(
+                &x_train,
+                &keys(&e_train),
+                &t_train,
+                seasonality,
+                tuning,
+            );
             (
-                b.relative(&x_train, &keys(&e_train), &times(&train)).0,
-                b.relative(&x_test, &keys(&e_test), &times(&test)).0,
+                b.score(&x_test, &keys(&e_test), &t_test).0,
+                b.score(&x_train, &keys(&e_train), &t_train).0,
+                0.5,
             )
         }
     };
-    let (model, train_scores) = Model::fit_with_scores(&x_train, names, params, None, Utc::now())?;
-    let scores = model.score(&x_test);
     let normal: Vec<usize> = (0..test.len()).filter(|&i| test[i].label == 0).collect();
     let auc_of = |is_positive: &dyn Fn(&SampleRecord) -> bool| {
         let idx: Vec<usize> = (0..test.len())
@@ -83,7 +115,7 @@ pub fn measure(
         .collect();
     let flagged = |rows: &mut dyn Iterator<Item = f64>| {
         let (n, f) = rows.fold((0usize, 0usize), |(n, f), s| {
-            (n + 1, f + usize::from(model.is_anomaly(s)))
+            (n + 1, f + usize::from(s > threshold))
         });
         f as f64 / n.max(1) as f64
     };
@@ -93,6 +125,11 @@ pub fn measure(
         overall: auc_of(&|r| r.label == 1).unwrap_or(f64::NAN),
         per_kind,
         normal_flagged: flagged(&mut normal.iter().map(|&i| scores[i])),
+        attacks_flagged: flagged(
+            &mut (0..test.len())
+                .filter(|&i| test[i].label == 1)
+                .map(|i| scores[i]),
+        ),
         training_flagged: flagged(
             &mut (0..train.len())
                 .filter(|&i| train[i].label == 0)
