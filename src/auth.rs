@@ -194,7 +194,13 @@ pub fn required_scope(method: &Method, path: &str, metrics_require_key: bool) ->
         .map(|(_, route)| format!("/v1/{route}"));
     let path = v1.as_deref().unwrap_or(path);
     let post = method == Method::POST;
-    if post && (path == "/v1/model/fit" || path.ends_with("/activate") || path.ends_with("/ack")) {
+    // Suppression rules change what raises alerts: the role that acknowledges alerts.
+    if post
+        && (path == "/v1/model/fit"
+            || path.ends_with("/activate")
+            || path.ends_with("/ack")
+            || path == "/v1/suppressions")
+    {
         return Some(Scope::Admin);
     }
     if post && matches!(path, "/v1/score" | "/v1/evaluate" | "/v1/samples") {

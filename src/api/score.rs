@@ -67,6 +67,10 @@ pub struct RecordResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<crate::api::views::scoring::FeatureContributionView>>)]
     pub explanation: Option<Vec<FeatureContribution>>,
+    /// The id of the suppression rule that matched the record (absent when none did): it is
+    /// scored as usual but raises nothing and does not count toward the batch's alert.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<String>,
     /// The record's string fields (src_ip, host, ...), echoed.
     #[serde(flatten)]
     pub fields: BTreeMap<String, String>,
@@ -382,6 +386,9 @@ impl Serialize for ResultView<'_> {
         if let Some(e) = scored.explanation(i) {
             map.serialize_entry("explanation", e)?;
         }
+        if let Some(rule) = scored.suppressed.of(i) {
+            map.serialize_entry("suppressed", rule)?;
+        }
         for (name, value) in batch.echo.fields(i) {
             map.serialize_entry(name, value)?;
         }
@@ -421,6 +428,7 @@ mod tests {
                 is_anomaly: scored.is_anomaly(i),
                 severity: crate::detector::severity::severity(scored.scores[i]),
                 explanation: scored.explanation(i).cloned(),
+                suppressed: scored.suppressed.of(i).map(str::to_owned),
                 fields: batch.echo.get(i),
             })
             .collect()

@@ -244,6 +244,8 @@ const MIGRATIONS: &[&str] = &[
     super::idempotency::MIGRATION,
     // 5: continuous ingest's stream state and closed windows.
     super::streams::MIGRATION,
+    // 6: suppression rules.
+    super::suppressions::MIGRATION,
 ];
 
 /// How long a writer waits for another connection's lock before giving up.
