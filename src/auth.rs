@@ -194,11 +194,13 @@ pub fn required_scope(method: &Method, path: &str, metrics_require_key: bool) ->
         .map(|(_, route)| format!("/v1/{route}"));
     let path = v1.as_deref().unwrap_or(path);
     let post = method == Method::POST;
+    // Suppression rules and feedback change what raises alerts: the role that acknowledges alerts.
     if post
         && (path == "/v1/model/fit"
             || path.ends_with("/activate")
             || path.ends_with("/ack")
-            || path.ends_with("/feedback"))
+            || path.ends_with("/feedback")
+            || path == "/v1/suppressions")
     {
         return Some(Scope::Admin);
     }

@@ -62,6 +62,8 @@ problem_codes! {
     InvalidDetector = "invalid-detector",
     DetectorInUse = "detector-in-use",
     DefaultDetector = "default-detector",
+    InvalidSuppression = "invalid-suppression",
+    NoSuchSuppression = "no-such-suppression",
     IdempotencyKeyReused = "idempotency-key-reused",
     IdempotencyKeyInFlight = "idempotency-key-in-flight",
     IdempotencyAnswerNotKept = "idempotency-answer-not-kept",
@@ -92,7 +94,9 @@ impl ProblemCode {
             RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             Unauthorized => StatusCode::UNAUTHORIZED,
             Forbidden => StatusCode::FORBIDDEN,
-            NoSuchVersion | NoSuchAlert | NoSuchDetector | NotFound => StatusCode::NOT_FOUND,
+            NoSuchVersion | NoSuchAlert | NoSuchDetector | NoSuchSuppression | NotFound => {
+                StatusCode::NOT_FOUND
+            }
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             NotAcceptable => StatusCode::NOT_ACCEPTABLE,
             NoModel
@@ -113,6 +117,7 @@ impl ProblemCode {
             | InvalidZeekLine
             | MissingZeekField
             | InvalidDetector
+            | InvalidSuppression
             | IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
             Internal => StatusCode::INTERNAL_SERVER_ERROR,
             StoreUnavailable | Timeout | Overloaded | NotReady => StatusCode::SERVICE_UNAVAILABLE,
@@ -452,6 +457,13 @@ impl From<ServiceError> for ApiError {
                 field: e.field,
                 ..Self::new(ProblemCode::InvalidDetector, e.detail)
             },
+            ServiceError::Suppression { detail, field } => Self {
+                field,
+                ..Self::new(ProblemCode::InvalidSuppression, detail)
+            },
+            e @ ServiceError::NoSuchSuppression(_) => {
+                Self::new(ProblemCode::NoSuchSuppression, e.to_string())
+            }
             e @ ServiceError::NoSuchDetector(_) => {
                 Self::new(ProblemCode::NoSuchDetector, e.to_string())
             }

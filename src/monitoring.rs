@@ -32,7 +32,7 @@ pub fn handle() -> &'static PrometheusHandle {
 }
 
 /// Every counter this process exports, with its help text.
-const COUNTERS: [(&str, &str); 14] = [
+const COUNTERS: [(&str, &str); 15] = [
     (
         "http_requests_total",
         "HTTP requests by method, route and status",
@@ -45,6 +45,10 @@ const COUNTERS: [(&str, &str); 14] = [
         "Alerts deleted past --alert-retention-days",
     ),
     ("netsentinel_fits_total", "Models fitted"),
+    (
+        "netsentinel_suppressed_records_total",
+        "Records (or Zeek windows) scored while a suppression rule matched them, by rule",
+    ),
     (
         "netsentinel_ingest_accepted_total",
         "Conn lines folded into open windows by continuous ingest, by detector",
@@ -105,6 +109,12 @@ pub fn batch_scored(records: usize, anomalies: usize, alert_raised: bool) {
     if alert_raised {
         metrics::counter!("netsentinel_alerts_raised_total").increment(1);
     }
+}
+
+/// Counts records a suppression rule matched, per rule id.
+pub fn suppressed(rule: &str, records: usize) {
+    metrics::counter!("netsentinel_suppressed_records_total", "rule" => rule.to_owned())
+        .increment(records as u64);
 }
 
 /// Records a fit and the model now active.

@@ -195,6 +195,7 @@ pub fn build_state(settings: Settings) -> Result<AppState, StartupError> {
                 detectors: store.clone(),
                 idempotency: store.clone(),
                 streams: store.clone(),
+                suppressions: store.clone(),
                 models: Arc::new(PgDetectorModels(store)),
             }
         }
@@ -207,6 +208,7 @@ pub fn build_state(settings: Settings) -> Result<AppState, StartupError> {
                 outbox: alerts.clone(),
                 detectors: alerts.clone(),
                 idempotency: alerts.clone(),
+                suppressions: alerts.clone(),
                 streams: alerts,
                 models: Arc::new(DetectorModelFiles::new(
                     &settings.data_dir,

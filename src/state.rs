@@ -16,6 +16,7 @@ use crate::store::idempotency::IdempotencyStore;
 use crate::store::models::ModelStore;
 use crate::store::outbox::Outbox;
 use crate::store::streams::StreamStore;
+use crate::store::suppressions::SuppressionStore;
 use crate::stream::WindowBook;
 use crate::webhooks::Webhooks;
 
@@ -56,6 +57,8 @@ pub struct Stores {
     pub models: Arc<dyn DetectorModels>,
     /// Continuous ingest's stream state and closed windows; the same database as `alerts`.
     pub streams: Arc<dyn StreamStore>,
+    /// Suppression rules; the same database as `alerts`.
+    pub suppressions: Arc<dyn SuppressionStore>,
 }
 
 /// One detector in memory: its settings, its active model and model store, and its charts.

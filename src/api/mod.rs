@@ -14,6 +14,7 @@ pub mod problems;
 pub mod samples;
 pub mod score;
 pub mod slots;
+pub mod suppressions;
 pub mod views;
 
 use axum::Router;
@@ -82,6 +83,11 @@ fn api_router() -> OpenApiRouter<AppState> {
         .routes(routes!(alerts::get_alert))
         .routes(routes!(alerts::acknowledge))
         .routes(routes!(alerts::feedback))
+        .routes(routes!(
+            suppressions::list_suppressions,
+            suppressions::create_suppression
+        ))
+        .routes(routes!(suppressions::delete_suppression))
         .routes(routes!(detectors::list))
         .routes(routes!(
             detectors::get_detector,

@@ -57,6 +57,9 @@ problems! {
     DetectorProblems { "400": "", "413": "", "415": "", "422": "Settings that cannot be used (`invalid-detector`), `field` names the one at fault" }
     /// Feedback on an alert: not JSON (400, 415), or not usable (422).
     FeedbackProblems { "400": "", "413": "", "415": "", "422": "A `suppress` rule (suppression rules are not available yet) or a note over 2000 characters (`invalid-parameter`); `field` names it" }
+    /// A suppression rule: not JSON or of the wrong shape (400, `field` names the one at
+    /// fault), or not usable (422).
+    SuppressionProblems { "400": "", "413": "", "415": "", "422": "A rule that cannot be used (`invalid-suppression`), `field` names the one at fault" }
     /// A fit, which takes an `Idempotency-Key` (listed after [`BodyProblems`], whose 422 it
     /// describes more fully): its key, and training data a model cannot be fitted on.
     FitProblems {

@@ -73,6 +73,10 @@ pub struct RecordResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, example = "global_fallback")]
     pub baseline: Option<&'static str>,
+    /// The id of the suppression rule that matched the record (absent when none did): it is
+    /// scored as usual but raises nothing and does not count toward the batch's alert.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<String>,
     /// The record's string fields (src_ip, host, ...), echoed.
     #[serde(flatten)]
     pub fields: BTreeMap<String, String>,
@@ -391,6 +395,9 @@ impl Serialize for ResultView<'_> {
         if scored.is_global_fallback(i) {
             map.serialize_entry("baseline", "global_fallback")?;
         }
+        if let Some(rule) = scored.suppressed.of(i) {
+            map.serialize_entry("suppressed", rule)?;
+        }
         for (name, value) in batch.echo.fields(i) {
             map.serialize_entry(name, value)?;
         }
@@ -431,6 +438,7 @@ mod tests {
                 severity: crate::detector::severity::severity(scored.scores[i]),
                 explanation: scored.explanation(i).cloned(),
                 baseline: scored.is_global_fallback(i).then_some("global_fallback"),
+                suppressed: scored.suppressed.of(i).map(str::to_owned),
                 fields: batch.echo.get(i),
             })
             .collect()

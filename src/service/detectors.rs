@@ -397,7 +397,7 @@ impl DetectorSpec {
 }
 
 /// Seconds of a duration such as `30s`, `5m`, `2h`, `7d` (`0s` allowed).
-fn duration_secs(field: &str, s: &str) -> Result<u64, SpecError> {
+pub(crate) fn duration_secs(field: &str, s: &str) -> Result<u64, SpecError> {
     let bad = || {
         SpecError::at(
             field,

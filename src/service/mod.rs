@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod models;
 pub mod retention;
 pub mod scoring;
+pub mod suppression;
 pub mod training;
 
 use crate::detector::generator::GeneratorError;
@@ -98,6 +99,15 @@ pub enum ServiceError {
     /// The work would not fit in the memory budget.
     #[error(transparent)]
     Memory(#[from] crate::work::OverBudget),
+    /// A suppression rule that cannot be used (`field` names the one at fault).
+    #[error("{detail}")]
+    Suppression {
+        detail: String,
+        field: Option<String>,
+    },
+    /// No suppression rule with this id.
+    #[error("there is no suppression rule {0:?}; GET /v1/suppressions lists them")]
+    NoSuchSuppression(String),
     /// The request was cancelled (client gone, timed out) and its work stopped.
     #[error("the request was cancelled")]
     Cancelled,

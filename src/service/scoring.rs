@@ -12,6 +12,7 @@ use futures_util::Stream;
 
 use super::ServiceError;
 use super::idempotency::KeyedRun;
+use super::suppression::{self, Marks};
 use crate::detector::baseline::Judged;
 use crate::detector::explain::FeatureContribution;
 use crate::detector::model::{BatchSummary, Model};
@@ -52,6 +53,9 @@ pub struct ScoredBatch {
     /// baseline because its entity was unseen in training or had too little history (empty
     /// for a model without entity baselines).
     pub global_fallback: Vec<bool>,
+    /// The records a suppression rule matched (empty until [`super::suppression::mark`] ran):
+    /// still scored and answered, they raise nothing.
+    pub suppressed: Marks,
 }
 
 impl ScoredBatch {
@@ -167,6 +171,7 @@ pub fn scored_batch(
         summary,
         explanations,
         global_fallback,
+        suppressed: Marks::default(),
     }
 }
 
@@ -220,6 +225,8 @@ where
     let settings = state.settings();
     let rule = AlertRule::for_detector(settings, &det.spec());
     let detector = det.name().to_owned();
+    let rules = suppression::active(state).await?;
+    let entity_field = suppression::entity_field(&det.spec());
     let spec = ReadSpec {
         zeek: command.zeek,
         ..ReadSpec::new(
@@ -249,7 +256,8 @@ where
             };
             scores
         };
-        let scored = scored_batch(&model, &batch, scores, command.explain, rule.explain_top_k);
+        let mut scored = scored_batch(&model, &batch, scores, command.explain, rule.explain_top_k);
+        scored.suppressed = suppression::mark(&rules, &detector, &entity_field, &batch);
         let raised = alert_for(&model, &batch, &scored, &rule).map(|a| Alert { detector, ..a });
         let alert = raised
             .as_ref()
@@ -278,6 +286,7 @@ where
         (None, Some(record), Some(key)) => key.keep(record).await?,
         _ => {}
     }
+    outcome.scored.suppressed.count(det.name());
     crate::monitoring::batch_scored(
         outcome.scored.summary.n_records,
         outcome.scored.summary.n_anomalies,
@@ -452,7 +461,18 @@ pub fn alert_for(
     scored: &ScoredBatch,
     rule: &AlertRule,
 ) -> Option<Alert> {
-    let s = &scored.summary;
+    // Suppressed records do not count: the decision is the one the batch without them gets.
+    let kept_summary;
+    let s = if scored.suppressed.is_empty() {
+        &scored.summary
+    } else {
+        let kept: Vec<f64> = (0..batch.len())
+            .filter(|&i| scored.suppressed.of(i).is_none())
+            .map(|i| scored.scores[i])
+            .collect();
+        kept_summary = model.summarize(&kept);
+        &kept_summary
+    };
     let by_rate = s.anomaly_rate > rule.rate;
     let by_severity = s.max_severity >= rule.severity;
     if !by_rate && !by_severity {
@@ -474,8 +494,9 @@ pub fn alert_for(
     }
     let mut candidates: Vec<usize> = (0..batch.len())
         .filter(|&i| {
-            scored.is_anomaly(i)
-                || crate::detector::severity::severity(scored.scores[i]) >= rule.severity
+            (scored.is_anomaly(i)
+                || crate::detector::severity::severity(scored.scores[i]) >= rule.severity)
+                && scored.suppressed.of(i).is_none()
         })
         .collect();
     candidates.sort_by(|&a, &b| {

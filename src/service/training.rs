@@ -58,6 +58,8 @@ pub async fn fit(
 ) -> Result<Arc<Model>, ServiceError> {
     let max_records = state.settings().max_records;
     let detector = det.name().to_owned();
+    let rules = super::suppression::active(state).await?;
+    let entity_field = super::suppression::entity_field(&det.spec());
     let (model, chart) = blocking(move || {
         let FitCommand {
             data,
@@ -86,6 +88,12 @@ pub async fn fit(
                 sample_batch(&records, features.as_deref(), max_records)?
             }
         };
+        let marks = super::suppression::mark(&rules, &detector, &entity_field, &batch);
+        if !marks.is_empty() {
+            marks.count(&detector);
+            tracing::info!(detector = %detector, suppressed = marks.len(), records = batch.len(), "fit leaves out records suppression rules match");
+            batch = without(batch, &marks);
+        }
         crate::work::reserve(forest_bytes(&params, batch.len(), batch.matrix.n_cols()))?;
         let watch = Progress::new(&detector);
         let fitted = match &entity {
@@ -146,6 +154,36 @@ pub async fn fit(
         "model fitted"
     );
     Ok(model)
+}
+
+/// The batch without the records `marks` names: its features and timestamps, all a fit and
+/// its chart read.
+fn without(
+    batch: crate::records::Batch,
+    marks: &super::suppression::Marks,
+) -> crate::records::Batch {
+    let m = &batch.matrix;
+    let kept: Vec<usize> = (0..batch.len())
+        .filter(|&i| marks.of(i).is_none())
+        .collect();
+    let values = kept
+        .iter()
+        .flat_map(|&i| m.row(i).iter().copied())
+        .collect();
+    let matrix = crate::detector::Matrix::new(kept.len(), m.n_cols(), values)
+        .expect("rows of a valid matrix");
+    let parsed_times = batch
+        .parsed_times
+        .as_ref()
+        .map(|t| kept.iter().map(|&i| t[i]).collect());
+    crate::records::Batch {
+        matrix: Arc::new(matrix),
+        parsed_times,
+        labels: None,
+        timestamps: Default::default(),
+        echo: Default::default(),
+        ..batch
+    }
 }
 
 /// Memory a generated training record takes until the fit ends (the record, its matrix row,

@@ -358,6 +358,8 @@ const MIGRATIONS: &[&str] = &[
     INCIDENTS_MIGRATION,
     // 7: deliveries keyed by event, with the claim count.
     super::outbox::EVENTS_MIGRATION,
+    // 8: suppression rules.
+    super::suppressions::MIGRATION,
 ];
 
 /// Step 6. Old rows have no entity: batch alerts, as they were. The `status` column keeps

@@ -20,6 +20,7 @@ pub mod postgres;
 mod sql;
 mod stored_alert;
 pub mod streams;
+pub mod suppressions;
 
 use std::io;
 use std::path::PathBuf;

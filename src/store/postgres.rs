@@ -47,6 +47,7 @@ use super::sql;
 mod detectors;
 mod idempotency;
 mod streams;
+mod suppressions;
 use detectors::V1_DETECTOR;
 pub use detectors::{DETECTOR_CHANNEL, PgDetectorModels, PgModels};
 

@@ -148,6 +148,7 @@ fn held_app(dir: &std::path::Path, hold: Arc<AtomicBool>) -> axum::Router {
         outbox: alerts.clone(),
         detectors: alerts.clone(),
         idempotency: alerts.clone(),
+        suppressions: alerts.clone(),
         streams: alerts,
         models: Arc::new(HeldModels {
             dir: dir.to_path_buf(),

@@ -38,5 +38,6 @@ mod properties;
 mod scale_out_db_restart;
 mod siem_formats;
 mod stored_alerts;
+mod suppressions;
 mod syslog_sink;
 mod zeek_ingest;

@@ -22,6 +22,7 @@ pub mod evaluate;
 pub mod model;
 pub mod samples;
 pub mod scoring;
+pub mod suppressions;
 
 #[cfg(test)]
 pub(crate) mod check {
