@@ -589,3 +589,58 @@ async fn closed_windows_past_retention_are_deleted_and_counted() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_suppression_rule_marks_an_entitys_closed_windows_which_raise_nothing() {
+    let app = oneshot_app().await;
+    let (header, lines) = tsv();
+    let whole = format!("{header}{}", lines.concat());
+    let base = detector(&app, "muted", "10m", json!({})).await;
+    let expected = scored_at_once(&app, &base, TSV, whole.clone().into_bytes()).await;
+    let anomalous: Vec<&String> = expected
+        .iter()
+        .filter(|(_, (_, is_anomaly, _))| *is_anomaly)
+        .map(|((_, entity), _)| entity)
+        .collect();
+    let muted = anomalous
+        .first()
+        .expect("the log has an anomalous window")
+        .to_string();
+    let rule = json_with_status(
+        app.post_json(
+            "/v1/suppressions",
+            &json!({"detector": "muted", "entity": muted, "reason": "the test's host"}),
+        )
+        .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    let id = rule["id"].as_str().unwrap().to_owned();
+
+    let a = ingest(&app, &base, TSV, whole).await;
+    let flushed = json_ok(app.post_empty(&format!("{base}/flush")).await).await;
+    for answer in [&a, &flushed] {
+        for alert in answer["alerts"].as_array().unwrap() {
+            for r in alert["records"].as_array().unwrap() {
+                assert_ne!(
+                    r["entity"],
+                    muted.as_str(),
+                    "a suppressed window alerted: {alert}"
+                );
+            }
+        }
+    }
+    let stored = stored_windows(&app, &base).await;
+    // Scored as usual: the same scores as one score request.
+    assert_eq!(as_map(&stored), expected);
+    let mut marked = 0;
+    for w in &stored {
+        if w["entity"] == muted.as_str() {
+            assert_eq!(w["suppressed"], id.as_str(), "{w}");
+            marked += 1;
+        } else {
+            assert!(w.get("suppressed").is_none(), "{w}");
+        }
+    }
+    assert!(marked >= 1);
+}

@@ -231,6 +231,10 @@ pub struct WindowView {
     active_sessions: f64,
     model_version: u64,
     closed_at: DateTime<Utc>,
+    /// The id of the suppression rule that matched the window (absent when none did): scored
+    /// as usual, it raised nothing.
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
+    suppressed: Option<String>,
 }
 
 /// The detector's closed windows, a page at a time.
@@ -287,6 +291,7 @@ mod tests {
             (None, None),
             (Some("10.0.0.1".to_owned()), Some(explanation)),
         ] {
+            let suppressed = entity.as_ref().map(|_| "0192".to_owned());
             mirrors::<WindowView>(&WindowResult {
                 timestamp: "2024-01-01T00:05:00Z".into(),
                 entity,
@@ -300,6 +305,7 @@ mod tests {
                 active_sessions: 1.0,
                 model_version: 4,
                 closed_at: chrono::DateTime::from_timestamp(1_700_000_000, 5).unwrap(),
+                suppressed,
             });
         }
         for field in [None, Some("ts".to_owned())] {

@@ -69,6 +69,9 @@ pub struct WindowResult {
     pub active_sessions: f64,
     pub model_version: u64,
     pub closed_at: DateTime<Utc>,
+    /// The suppression rule that matched the window: scored as usual, it raised nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<String>,
 }
 
 /// An idempotency key's run and how the call's answer reads: the key is kept, with that
@@ -161,11 +164,14 @@ fn run(
     let rule = AlertRule::for_detector(settings, &spec);
     let streams = state.stores().streams.clone();
     let sinks = state.webhooks().sink_names().to_vec();
+    // Read once per call, from the store: a rule created on any replica applies from the next call.
+    let rules = super::suppression::active_now(state)?;
     let call = Call {
         detector: det.name(),
         config: &config,
         model: &model,
         rule: &rule,
+        rules: &rules,
         sinks: &sinks,
     };
     // The slot stays empty until the commit succeeds: after any error the next call reloads
@@ -226,6 +232,7 @@ struct Call<'a> {
     config: &'a BookConfig,
     model: &'a Model,
     rule: &'a AlertRule,
+    rules: &'a [super::suppression::Matcher],
     sinks: &'a [String],
 }
 
@@ -257,7 +264,7 @@ impl Call<'_> {
             self.model,
             &ingested.closed,
             self.config,
-            self.rule,
+            (self.rule, self.rules),
             self.detector,
             closed_at,
         )?;
@@ -338,7 +345,7 @@ fn score_closed(
     model: &Model,
     closed: &[WindowRecord],
     config: &BookConfig,
-    rule: &AlertRule,
+    (rule, rules): (&AlertRule, &[super::suppression::Matcher]),
     detector: &str,
     closed_at: DateTime<Utc>,
 ) -> Result<ScoredWindows, ServiceError> {
@@ -353,13 +360,16 @@ fn score_closed(
     read_windows(closed, config.group_by, &mut b).map_err(ServiceError::Records)?;
     let batch = b.finish().map_err(ServiceError::Records)?;
     let scores = model.score(&batch.matrix);
-    let scored = scored_batch(
+    let mut scored = scored_batch(
         model,
         &batch,
         scores,
         ExplainMode::Anomalies,
         rule.explain_top_k,
     );
+    // Windows carry their entity as the echoed field `entity`, as on `score`.
+    scored.suppressed = super::suppression::mark(rules, detector, "entity", &batch);
+    scored.suppressed.count(detector);
     let alert = alert_for(model, &batch, &scored, rule).map(|a| Alert {
         detector: detector.to_owned(),
         ..a
@@ -382,6 +392,7 @@ fn score_closed(
                 active_sessions: w.active_sessions,
                 model_version: model.version(),
                 closed_at,
+                suppressed: scored.suppressed.of(i).map(str::to_owned),
             };
             let body = serde_json::to_string(&result).map_err(|e| {
                 RecordError::new(RecordErrorKind::Internal, format!("a window result: {e}"))

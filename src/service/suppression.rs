@@ -312,16 +312,21 @@ impl Matcher {
 /// The rules in force now, read from the store (one indexed read; every replica reads the
 /// same rows). A row that does not decode is logged and skipped.
 pub async fn active(state: &AppState) -> Result<Vec<Matcher>, ServiceError> {
-    let store = state.stores().suppressions.clone();
-    blocking(move || {
-        let rows = store.active_suppressions(Utc::now())?;
-        Ok(rows
-            .iter()
-            .filter_map(decoded)
-            .map(|r| Matcher::new(&r))
-            .collect())
-    })
-    .await
+    let state = state.clone();
+    blocking(move || active_now(&state)).await
+}
+
+/// [`active`] for callers already off the runtime (ingest's commit).
+pub fn active_now(state: &AppState) -> Result<Vec<Matcher>, ServiceError> {
+    let rows = state
+        .stores()
+        .suppressions
+        .active_suppressions(Utc::now())?;
+    Ok(rows
+        .iter()
+        .filter_map(decoded)
+        .map(|r| Matcher::new(&r))
+        .collect())
 }
 
 fn decoded(row: &StoredSuppression) -> Option<Rule> {
