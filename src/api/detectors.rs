@@ -17,7 +17,6 @@ use utoipa::IntoParams;
 use super::problems::{BadParameter, DetectorProblems, NoSuchDetector};
 use super::views::detectors::{DetectorDeleted, DetectorList, DetectorSettingsView, DetectorView};
 use crate::error::{ApiError, ProblemCode};
-use crate::records::BodyFormat;
 use crate::service::ServiceError;
 use crate::service::detectors::{self, check_name, parse_spec};
 use crate::state::{AppState, DetectorState};
@@ -99,13 +98,13 @@ pub async fn put(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = super::whole_body(&headers, body, state.settings().max_body_bytes).await?;
-    if super::body_format(&headers)? != BodyFormat::Json {
-        return Err(ApiError::new(
-            ProblemCode::UnsupportedMediaType,
-            "detector settings are JSON: send Content-Type application/json",
-        ));
-    }
+    let body = super::whole_json_body(
+        &headers,
+        body,
+        state.settings().max_body_bytes,
+        "detector settings",
+    )
+    .await?;
     check_name(&name).map_err(ServiceError::from)?;
     let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(

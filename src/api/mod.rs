@@ -332,6 +332,24 @@ pub(crate) async fn whole_body(
     Ok(records::read_whole(chunks, declared, max_body).await?)
 }
 
+/// The whole body of a request that only takes JSON (`what` names it in the 415 answered
+/// for any other Content-Type), decoded.
+pub(crate) async fn whole_json_body(
+    headers: &HeaderMap,
+    body: Body,
+    max_body: usize,
+    what: &str,
+) -> Result<Bytes, ApiError> {
+    let body = whole_body(headers, body, max_body).await?;
+    if body_format(headers)? != BodyFormat::Json {
+        return Err(ApiError::new(
+            ProblemCode::UnsupportedMediaType,
+            format!("{what} are JSON: send Content-Type application/json"),
+        ));
+    }
+    Ok(body)
+}
+
 /// A declared `Content-Length` over the limit: refused before anything is read. The declared
 /// length, if any.
 pub(crate) fn check_content_length(

@@ -11,7 +11,6 @@ use super::problems::{NotFound, SuppressionProblems};
 use super::views::suppressions::{NewSuppressionView, SuppressionListView, SuppressionView};
 use crate::auth::ClientId;
 use crate::error::{ApiError, ProblemCode};
-use crate::records::BodyFormat;
 use crate::service::ServiceError;
 use crate::service::suppression::{self, NewRule};
 use crate::state::AppState;
@@ -47,13 +46,13 @@ pub async fn create_suppression(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = super::whole_body(&headers, body, state.settings().max_body_bytes).await?;
-    if super::body_format(&headers)? != BodyFormat::Json {
-        return Err(ApiError::new(
-            ProblemCode::UnsupportedMediaType,
-            "suppression rules are JSON: send Content-Type application/json",
-        ));
-    }
+    let body = super::whole_json_body(
+        &headers,
+        body,
+        state.settings().max_body_bytes,
+        "suppression rules",
+    )
+    .await?;
     let mut de = serde_json::Deserializer::from_slice(&body);
     let rule: NewRule = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let field = e.path().to_string();
