@@ -35,7 +35,6 @@ mod pg_incidents;
 mod pg_store;
 mod pipeline_syslog_ng;
 mod properties;
-mod scale_out_db_restart;
 mod siem_formats;
 mod stored_alerts;
 mod suppressions;

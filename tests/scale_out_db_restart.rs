@@ -5,16 +5,18 @@
 //! `NETSENTINEL_TEST_DATABASE_URL` and `NETSENTINEL_TEST_PG_CTL` (a `pg_ctl` for that server;
 //! `scripts/test-postgres.sh` sets both).
 
+mod support;
+
 use std::collections::HashSet;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::support::eventually;
-use crate::support::postgres::{PG_CTL_VAR, Replica, TestDb};
-use crate::support::traffic::{alert_pages, bursty_batch, client, get_json};
 use serde_json::{Value, json};
+use support::eventually;
+use support::postgres::{PG_CTL_VAR, Replica, TestDb};
+use support::traffic::{alert_pages, bursty_batch, client, get_json};
 
 fn pg_ctl(pg_ctl: &str, args: &[&str]) {
     let out = Command::new(pg_ctl)
@@ -53,7 +55,7 @@ async fn the_database_restarts_mid_traffic_and_no_acknowledged_alert_is_lost() {
     let Some(db) = TestDb::create(test) else {
         return;
     };
-    let Some(ctl) = crate::support::postgres::required_env(PG_CTL_VAR, test) else {
+    let Some(ctl) = support::postgres::required_env(PG_CTL_VAR, test) else {
         return;
     };
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
@@ -63,7 +65,7 @@ async fn the_database_restarts_mid_traffic_and_no_acknowledged_alert_is_lost() {
             .collect(),
     );
     let client = client();
-    let (status, fitted) = crate::support::traffic::post_json(
+    let (status, fitted) = support::traffic::post_json(
         &client,
         &replicas[0].url("/v1/model/fit"),
         &json!({"generate": {}, "params": {"n_estimators": 20, "seed": 1}}),
