@@ -302,13 +302,37 @@ pub trait AlertStore: Send + Sync + 'static {
     fn get(&self, id: &str) -> Result<Option<Alert>, StoreError>;
     /// Alerts matching the query, newest first (`created_at` desc, then `id` desc).
     fn list(&self, q: &AlertQuery) -> Result<AlertPage, StoreError>;
+    /// Reads the alert under a write lock, lets `change` edit it, and writes it back when
+    /// `change` says it changed it; the alert as it now is, or `None` if there is no such alert.
+    fn modify(
+        &self,
+        id: &str,
+        change: &mut dyn FnMut(&mut Alert) -> bool,
+    ) -> Result<Option<Alert>, StoreError>;
     /// Marks the alert acknowledged at `at` and returns it; `None` if there is no such alert.
     /// Idempotent: acknowledging again keeps the first `acknowledged_at`.
-    fn acknowledge(&self, id: &str, at: DateTime<Utc>) -> Result<Option<Alert>, StoreError>;
+    fn acknowledge(&self, id: &str, at: DateTime<Utc>) -> Result<Option<Alert>, StoreError> {
+        self.modify(id, &mut |alert| {
+            let open = alert.status == AlertStatus::Open;
+            if open {
+                alert.status = AlertStatus::Acknowledged;
+                alert.acknowledged_at = Some(at);
+            }
+            open
+        })
+    }
     /// The unresolved incident of (`detector`, `entity`), if any.
     fn open_incident(&self, detector: &str, entity: &str) -> Result<Option<Alert>, StoreError>;
     /// Adds an analyst's verdict to the alert and returns it; `None` if there is no such alert.
-    fn add_feedback(&self, id: &str, feedback: Feedback) -> Result<Option<Alert>, StoreError>;
+    fn add_feedback(&self, id: &str, feedback: Feedback) -> Result<Option<Alert>, StoreError> {
+        let mut feedback = Some(feedback);
+        self.modify(id, &mut |alert| {
+            feedback.take().is_some_and(|f| {
+                with_feedback(alert, f);
+                true
+            })
+        })
+    }
     /// Resolves up to `max` incidents whose entity has been quiet past their `close_after` at
     /// `now`, each with a `resolved` delivery owed to `sinks`; returns them.
     fn resolve_quiet(
@@ -656,9 +680,14 @@ impl AlertStore for SqliteAlertStore {
         page(rows.map(|row| row.map_err(StoreError::from)), limit)
     }
 
-    fn acknowledge(&self, id: &str, at: DateTime<Utc>) -> Result<Option<Alert>, StoreError> {
+    fn modify(
+        &self,
+        id: &str,
+        change: &mut dyn FnMut(&mut Alert) -> bool,
+    ) -> Result<Option<Alert>, StoreError> {
         let mut conn = self.lock()?;
-        // Immediate: take the write lock before reading, so two acks cannot both see "open".
+        // Immediate: take the write lock before reading, so two changes (say two acks) cannot
+        // both start from the same state.
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let body: Option<String> = tx
             .query_row("SELECT body FROM alerts WHERE id = ?1", [id], |r| r.get(0))
@@ -667,9 +696,7 @@ impl AlertStore for SqliteAlertStore {
             return Ok(None);
         };
         let mut alert = decode(id, &body)?;
-        if alert.status == AlertStatus::Open {
-            alert.status = AlertStatus::Acknowledged;
-            alert.acknowledged_at = Some(at);
+        if change(&mut alert) {
             let row = AlertRow::from_alert(&alert)?;
             tx.execute(
                 "UPDATE alerts SET status = ?1, body = ?2 WHERE id = ?3",
@@ -677,26 +704,6 @@ impl AlertStore for SqliteAlertStore {
             )?;
             tx.commit()?;
         }
-        Ok(Some(alert))
-    }
-
-    fn add_feedback(&self, id: &str, feedback: Feedback) -> Result<Option<Alert>, StoreError> {
-        let mut conn = self.lock()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let body: Option<String> = tx
-            .query_row("SELECT body FROM alerts WHERE id = ?1", [id], |r| r.get(0))
-            .optional()?;
-        let Some(body) = body else {
-            return Ok(None);
-        };
-        let mut alert = decode(id, &body)?;
-        with_feedback(&mut alert, feedback);
-        let row = AlertRow::from_alert(&alert)?;
-        tx.execute(
-            "UPDATE alerts SET body = ?1 WHERE id = ?2",
-            params![row.body, id],
-        )?;
-        tx.commit()?;
         Ok(Some(alert))
     }
 
@@ -841,30 +848,18 @@ impl super::incidents::IncidentTx for SqliteTx<'_, '_> {
         Ok(())
     }
 
-    fn deliver(
+    fn next_seq(&mut self, alert_id: &str) -> Result<i64, StoreError> {
+        Ok(self
+            .0
+            .query_row(super::sql::NEXT_SEQ, [alert_id], |r| r.get(0))?)
+    }
+
+    fn insert_deliveries(
         &mut self,
-        alert: &Alert,
-        event: super::incidents::AlertEvent,
+        e: &super::outbox::NewEvent<'_>,
         sinks: &[String],
     ) -> Result<(), StoreError> {
-        if sinks.is_empty() {
-            return Ok(());
-        }
-        let seq: i64 = self
-            .0
-            .query_row(super::sql::NEXT_SEQ, [&alert.id], |r| r.get(0))?;
-        let body = match alert.is_incident() {
-            true => Some(AlertRow::from_alert(alert)?.body),
-            false => None,
-        };
-        let e = super::outbox::NewEvent {
-            alert_id: &alert.id,
-            seq,
-            event,
-            due_ms: event_due(alert).timestamp_millis(),
-            body: body.as_deref(),
-        };
-        super::outbox::insert_tx(self.0, &e, sinks)
+        super::outbox::insert_tx(self.0, e, sinks)
     }
 }
 

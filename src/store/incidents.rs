@@ -36,13 +36,39 @@ pub(super) trait IncidentTx {
         alert: &Alert,
         resolve_at: Option<DateTime<Utc>>,
     ) -> Result<(), StoreError>;
-    /// Queues a delivery of `event` to each of `sinks`, carrying the alert as it is now.
+    /// The alert's next event number (0 for its first).
+    fn next_seq(&mut self, alert_id: &str) -> Result<i64, StoreError>;
+    /// Writes one pending outbox row per sink for the event.
+    fn insert_deliveries(
+        &mut self,
+        e: &super::outbox::NewEvent<'_>,
+        sinks: &[String],
+    ) -> Result<(), StoreError>;
+    /// Queues a delivery of `event` to each of `sinks`, carrying the alert as it is now (an
+    /// incident's body is kept with the event; a batch alert never changes, so its row is read).
     fn deliver(
         &mut self,
         alert: &Alert,
         event: AlertEvent,
         sinks: &[String],
-    ) -> Result<(), StoreError>;
+    ) -> Result<(), StoreError> {
+        if sinks.is_empty() {
+            return Ok(());
+        }
+        let seq = self.next_seq(&alert.id)?;
+        let body = match alert.is_incident() {
+            true => Some(super::alerts::AlertRow::from_alert(alert)?.body),
+            false => None,
+        };
+        let e = super::outbox::NewEvent {
+            alert_id: &alert.id,
+            seq,
+            event,
+            due_ms: super::alerts::event_due(alert).timestamp_millis(),
+            body: body.as_deref(),
+        };
+        self.insert_deliveries(&e, sinks)
+    }
 }
 
 /// What a raised alert did to the store: each alert it created or changed, and the event

@@ -394,17 +394,8 @@ impl Outbox for SqliteAlertStore {
                  ORDER BY o.next_attempt_at_ms, o.alert_id, o.seq
                  LIMIT ?3",
             )?;
-            stmt.query_map(params![sink, now_ms, limit], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            })?
-            .collect::<Result<_, _>>()?
+            stmt.query_map(params![sink, now_ms, limit], |r| Row::try_from(r))?
+                .collect::<Result<_, _>>()?
         };
         let mut due = Vec::with_capacity(rows.len());
         for (alert_id, seq, event, body, n_attempts, claims) in rows {
@@ -499,19 +490,7 @@ impl Outbox for SqliteAlertStore {
     fn deliveries(&self, alert_id: &str) -> Result<Vec<DeliveryState>, StoreError> {
         let conn = self.lock()?;
         let mut stmt = conn.prepare_cached(sql::DELIVERIES)?;
-        let rows = stmt.query_map([alert_id], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get(2)?,
-                r.get(3)?,
-                r.get(4)?,
-                r.get(5)?,
-                r.get(6)?,
-                r.get(7)?,
-                r.get(8)?,
-            ))
-        })?;
+        let rows = stmt.query_map([alert_id], |r| DeliveryRow::try_from(r))?;
         rows.map(|row| Ok(row?.into())).collect()
     }
 

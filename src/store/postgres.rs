@@ -377,32 +377,36 @@ impl super::incidents::IncidentTx for PgTx<'_, '_> {
         Ok(())
     }
 
-    fn deliver(
-        &mut self,
-        alert: &Alert,
-        event: super::incidents::AlertEvent,
-        sinks: &[String],
-    ) -> Result<(), StoreError> {
-        if sinks.is_empty() {
-            return Ok(());
-        }
+    fn next_seq(&mut self, alert_id: &str) -> Result<i64, StoreError> {
         let seq: i32 = self
             .0
-            .query_one(&sql::postgres(sql::NEXT_SEQ), &[&alert.id])
+            .query_one(&sql::postgres(sql::NEXT_SEQ), &[&alert_id])
             .map_err(pg)?
             .get(0);
-        let body = match alert.is_incident() {
-            true => Some(AlertRow::from_alert(alert)?.body),
-            false => None,
-        };
-        let due = super::alerts::event_due(alert).timestamp_millis();
+        Ok(seq.into())
+    }
+
+    fn insert_deliveries(
+        &mut self,
+        e: &super::outbox::NewEvent<'_>,
+        sinks: &[String],
+    ) -> Result<(), StoreError> {
+        // The column is INTEGER; an alert with 2^31 events is not a thing.
+        let seq = i32::try_from(e.seq).unwrap_or(i32::MAX);
         let insert = sql::postgres(sql::INSERT_DELIVERY);
         for sink in sinks {
             let inserted = self.0.execute(
                 &insert,
-                &[&alert.id, sink, &seq, &event.as_str(), &due, &body],
+                &[
+                    &e.alert_id,
+                    sink,
+                    &seq,
+                    &e.event.as_str(),
+                    &e.due_ms,
+                    &e.body,
+                ],
             );
-            unless_taken(inserted, || listed_twice(&alert.id, sink))?;
+            unless_taken(inserted, || listed_twice(e.alert_id, sink))?;
         }
         Ok(())
     }
@@ -438,10 +442,15 @@ impl AlertStore for PgStore {
         page(rows, limit)
     }
 
-    fn acknowledge(&self, id: &str, at: DateTime<Utc>) -> Result<Option<Alert>, StoreError> {
+    fn modify(
+        &self,
+        id: &str,
+        change: &mut dyn FnMut(&mut Alert) -> bool,
+    ) -> Result<Option<Alert>, StoreError> {
         let mut conn = self.conn()?;
         let mut tx = conn.transaction().map_err(pg)?;
-        // FOR UPDATE: two replicas acknowledging at once cannot both see "open".
+        // FOR UPDATE: two replicas changing the alert at once (say two acks) cannot both start
+        // from the same state.
         let Some(row) = tx
             .query_opt("SELECT body FROM alerts WHERE id = $1 FOR UPDATE", &[&id])
             .map_err(pg)?
@@ -449,9 +458,7 @@ impl AlertStore for PgStore {
             return Ok(None);
         };
         let mut alert = decode(id, row.get(0))?;
-        if alert.status == super::alerts::AlertStatus::Open {
-            alert.status = super::alerts::AlertStatus::Acknowledged;
-            alert.acknowledged_at = Some(at);
+        if change(&mut alert) {
             let row = AlertRow::from_alert(&alert)?;
             tx.execute(
                 "UPDATE alerts SET status = $1, body = $2 WHERE id = $3",
@@ -459,31 +466,6 @@ impl AlertStore for PgStore {
             )
             .map_err(pg)?;
         }
-        tx.commit().map_err(pg)?;
-        Ok(Some(alert))
-    }
-
-    fn add_feedback(
-        &self,
-        id: &str,
-        feedback: super::alerts::Feedback,
-    ) -> Result<Option<Alert>, StoreError> {
-        let mut conn = self.conn()?;
-        let mut tx = conn.transaction().map_err(pg)?;
-        let Some(row) = tx
-            .query_opt("SELECT body FROM alerts WHERE id = $1 FOR UPDATE", &[&id])
-            .map_err(pg)?
-        else {
-            return Ok(None);
-        };
-        let mut alert = decode(id, row.get(0))?;
-        super::alerts::with_feedback(&mut alert, feedback);
-        let row = AlertRow::from_alert(&alert)?;
-        tx.execute(
-            "UPDATE alerts SET body = $1 WHERE id = $2",
-            &[&row.body, &id],
-        )
-        .map_err(pg)?;
         tx.commit().map_err(pg)?;
         Ok(Some(alert))
     }
