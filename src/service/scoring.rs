@@ -226,7 +226,6 @@ where
     let rule = AlertRule::for_detector(settings, &det.spec());
     let detector = det.name().to_owned();
     let rules = suppression::active(state).await?;
-    let entity_field = suppression::entity_field(&det.spec());
     let spec = ReadSpec {
         zeek: command.zeek,
         ..ReadSpec::new(
@@ -257,7 +256,7 @@ where
             scores
         };
         let mut scored = scored_batch(&model, &batch, scores, command.explain, rule.explain_top_k);
-        scored.suppressed = suppression::mark(&rules, &detector, &entity_field, &batch);
+        scored.suppressed = suppression::mark(&rules, &detector, &rule.entity_field, &batch);
         let raised = alert_for(&model, &batch, &scored, &rule).map(|a| Alert { detector, ..a });
         let alert = raised
             .as_ref()

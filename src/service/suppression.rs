@@ -339,15 +339,6 @@ fn decoded(row: &StoredSuppression) -> Option<Rule> {
     }
 }
 
-/// The echoed field that names a batch's entity for `spec`: the records' `group_by` field, or
-/// `entity` (a Zeek window's grouping key, or a records field of that name).
-pub fn entity_field(spec: &super::detectors::DetectorSpec) -> String {
-    match (&spec.source.format, &spec.source.group_by) {
-        (super::detectors::SourceFormat::Records, Some(field)) => field.clone(),
-        _ => "entity".to_owned(),
-    }
-}
-
 /// Which records of a batch a rule matched: (record index, rule id), by index.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Marks(pub Vec<(usize, Arc<str>)>);

@@ -59,7 +59,7 @@ pub async fn fit(
     let max_records = state.settings().max_records;
     let detector = det.name().to_owned();
     let rules = super::suppression::active(state).await?;
-    let entity_field = super::suppression::entity_field(&det.spec());
+    let entity_field = det.spec().entity_field().to_owned();
     let (model, chart) = blocking(move || {
         let FitCommand {
             data,
