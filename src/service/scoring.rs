@@ -223,7 +223,12 @@ where
 {
     let model = det.model().ok_or(ServiceError::NoModel)?;
     let settings = state.settings();
-    let rule = AlertRule::for_detector(settings, &det.spec());
+    let mut rule = AlertRule::for_detector(settings, &det.spec());
+    // A model with entity baselines knows which field names a record's entity (its fit's
+    // `group_by`): incidents and suppression rules go by it too.
+    if let Some(entity) = model.entity() {
+        rule.entity_field = entity.field.clone();
+    }
     let detector = det.name().to_owned();
     let rules = suppression::active(state).await?;
     let spec = ReadSpec {

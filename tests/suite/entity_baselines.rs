@@ -111,6 +111,12 @@ async fn an_entity_fit_judges_each_host_by_its_own_hours_and_says_when_it_cannot
     // The alert the night window raised keeps the explanation in the host's terms.
     let alert = &answer["alert"];
     assert!(alert.is_object(), "{answer}");
+    // It is the workstation's incident (the fit's group_by names the entity), and the same
+    // window again joins it instead of raising another alert.
+    assert_eq!(alert["entity"], ws.ip.as_str(), "{alert}");
+    let again = json_ok(app.post_json("/v1/score", &json!([as_json(&night)])).await).await;
+    assert_eq!(again["alert"]["id"], alert["id"], "{again}");
+    assert_eq!(again["alert"]["count"], 2, "{again}");
 }
 
 #[tokio::test]
