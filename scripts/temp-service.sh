@@ -1,12 +1,18 @@
 # Sourced (not run) by scripts/schemathesis.sh and tests/tooling/openapi_client_check.sh, from the
-# repository root: builds the debug binary ($BIN), makes a temp dir ($TMP, removed on exit unless
+# repository root: builds the debug binary ($BIN; or uses $NETSENTINEL_BIN when set, as .ci/run
+# does with the binary `cargo test` just built), makes a temp dir ($TMP, removed on exit unless
 # KEEP_TMP=1) and defines `start_service [serve flags...]`, which starts the service over
 # $TMP/data on a free loopback port ($BASE, $SERVER_PID; log in $TMP/server.log) with the
 # caller's environment, waits until it answers /healthz, and stops it on exit.
 
-echo "== cargo build" >&2
-cargo build --quiet --bin netsentinel
-BIN="$(pwd)/target/debug/netsentinel"
+if [[ -n "${NETSENTINEL_BIN:-}" ]]; then
+    BIN="$NETSENTINEL_BIN"
+    echo "== using $BIN" >&2
+else
+    echo "== cargo build" >&2
+    cargo build --quiet --bin netsentinel
+    BIN="$(pwd)/target/debug/netsentinel"
+fi
 
 TMP="$(mktemp -d)"
 SERVER_PID=""
