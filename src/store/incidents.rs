@@ -20,22 +20,52 @@ use uuid::Uuid;
 use super::StoreError;
 use super::alerts::{Alert, AlertStatus, AlertStore, IncidentPolicy};
 
+/// An alert's row as [`IncidentTx::insert`] writes it and [`IncidentTx::update`] rewrites it
+/// (`update` writes `severity`, `status`, `body`, `resolve_at_ns` and `resolved_at_ns`).
+pub struct IncidentRow<'a> {
+    pub id: &'a str,
+    pub created_at_ns: i64,
+    pub severity: i16,
+    pub status: &'static str,
+    pub model_version: i64,
+    pub body: String,
+    pub detector: &'a str,
+    pub entity: Option<&'a str>,
+    /// When an incident resolves if nothing else arrives (nanoseconds).
+    pub resolve_at_ns: Option<i64>,
+    pub resolved_at_ns: Option<i64>,
+}
+
+impl<'a> IncidentRow<'a> {
+    /// The row of `alert` (checked as every stored alert is), resolving at `resolve_at`.
+    pub(super) fn of(
+        alert: &'a Alert,
+        resolve_at: Option<DateTime<Utc>>,
+    ) -> Result<Self, StoreError> {
+        let row = super::alerts::AlertRow::from_alert(alert)?;
+        Ok(Self {
+            id: &alert.id,
+            created_at_ns: row.created_at_ns,
+            severity: i16::from(alert.severity),
+            status: super::alerts::column_status(alert),
+            model_version: row.model_version,
+            body: row.body,
+            detector: &alert.detector,
+            entity: alert.entity.as_deref(),
+            resolve_at_ns: resolve_at.map(super::alerts::nanos_clamped),
+            resolved_at_ns: alert.resolved_at.map(super::alerts::nanos_clamped),
+        })
+    }
+}
+
 /// What [`raise`] needs of a backend's open transaction.
-pub(super) trait IncidentTx {
+pub trait IncidentTx {
     /// The unresolved incident of (`detector`, `entity`), locked for this transaction.
     fn open_incident(&mut self, detector: &str, entity: &str) -> Result<Option<Alert>, StoreError>;
-    /// Inserts a new alert; `resolve_at`: when an incident resolves if nothing else arrives.
-    fn insert(
-        &mut self,
-        alert: &Alert,
-        resolve_at: Option<DateTime<Utc>>,
-    ) -> Result<(), StoreError>;
+    /// Inserts a new alert ([`StoreError::DuplicateAlert`] when its id is taken).
+    fn insert(&mut self, row: &IncidentRow<'_>) -> Result<(), StoreError>;
     /// Writes an existing alert's new state.
-    fn update(
-        &mut self,
-        alert: &Alert,
-        resolve_at: Option<DateTime<Utc>>,
-    ) -> Result<(), StoreError>;
+    fn update(&mut self, row: &IncidentRow<'_>) -> Result<(), StoreError>;
     /// The alert's next event number (0 for its first).
     fn next_seq(&mut self, alert_id: &str) -> Result<i64, StoreError>;
     /// Writes one pending outbox row per sink for the event.
@@ -78,7 +108,7 @@ pub type Raised = Vec<(Alert, Option<AlertEvent>)>;
 /// Stores a raised alert inside a backend's transaction: a batch alert as a new alert, each
 /// entity's update into its incident (resolving a stale one first), with the deliveries owed.
 pub(super) fn raise(
-    tx: &mut impl IncidentTx,
+    tx: &mut (impl IncidentTx + ?Sized),
     raised: &Alert,
     sinks: &[String],
 ) -> Result<Raised, StoreError> {
@@ -86,7 +116,7 @@ pub(super) fn raise(
     let mut out = Vec::new();
     for part in split(raised) {
         let Some(entity) = part.entity.clone() else {
-            tx.insert(&part, None)?;
+            tx.insert(&IncidentRow::of(&part, None)?)?;
             tx.deliver(&part, AlertEvent::Opened, sinks)?;
             out.push((part, Some(AlertEvent::Opened)));
             continue;
@@ -95,7 +125,10 @@ pub(super) fn raise(
             let due = resolves_at(open.last_seen, &policy);
             if part.last_seen <= due {
                 let event = merge(&mut open, &part, &policy, policy.top_records);
-                tx.update(&open, Some(resolves_at(open.last_seen, &policy)))?;
+                tx.update(&IncidentRow::of(
+                    &open,
+                    Some(resolves_at(open.last_seen, &policy)),
+                )?)?;
                 if let Some(e) = event {
                     tx.deliver(&open, e, sinks)?;
                 }
@@ -106,7 +139,10 @@ pub(super) fn raise(
             out.push((open, Some(AlertEvent::Resolved)));
         }
         let new = opened(part);
-        tx.insert(&new, Some(resolves_at(new.last_seen, &policy)))?;
+        tx.insert(&IncidentRow::of(
+            &new,
+            Some(resolves_at(new.last_seen, &policy)),
+        )?)?;
         tx.deliver(&new, AlertEvent::Opened, sinks)?;
         out.push((new, Some(AlertEvent::Opened)));
     }
@@ -195,13 +231,13 @@ pub fn split(raised: &Alert) -> Vec<Alert> {
 /// Resolves an incident found quiet past its `close_after` (due at `at`), with its `resolved`
 /// delivery.
 pub(super) fn resolve_quiet(
-    tx: &mut impl IncidentTx,
+    tx: &mut (impl IncidentTx + ?Sized),
     open: &mut Alert,
     at: DateTime<Utc>,
     sinks: &[String],
 ) -> Result<(), StoreError> {
     resolve(open, at);
-    tx.update(open, None)?;
+    tx.update(&IncidentRow::of(open, None)?)?;
     tx.deliver(open, AlertEvent::Resolved, sinks)
 }
 

@@ -328,7 +328,7 @@ pub(super) const EVENTS_MIGRATION: &str = "CREATE TABLE webhook_outbox_v2 (
 
 /// A new delivery of one event of an alert: its number, its kind, when it is due, and the
 /// alert as the event left it (`None`: read the alert's row when sending).
-pub(super) struct NewEvent<'a> {
+pub struct NewEvent<'a> {
     pub alert_id: &'a str,
     pub seq: i64,
     pub event: AlertEvent,
