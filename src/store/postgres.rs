@@ -241,6 +241,20 @@ impl PgStore {
         self.conn()?.execute(sql, params).map_err(pg)
     }
 
+    /// Deletes detector `detector`'s rows from each of `tables`, in one transaction.
+    fn delete_detector_rows(&self, detector: &str, tables: &[&str]) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(pg)?;
+        for table in tables {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE detector = $1"),
+                &[&detector],
+            )
+            .map_err(pg)?;
+        }
+        tx.commit().map_err(pg)
+    }
+
     fn conn(&self) -> Result<Conn, StoreError> {
         self.pool
             .as_ref()

@@ -205,21 +205,13 @@ pub(super) fn list_sql(
         args.push(v);
         sql.push_str(&clause.replace('#', &placeholder(args.len())));
     };
-    if let Some(since) = q.since {
-        arg(
-            &mut sql,
-            " AND start_s >= #",
-            Value::Integer(since.timestamp()),
-            &mut args,
-        );
-    }
-    if let Some(until) = q.until {
-        arg(
-            &mut sql,
-            " AND start_s < #",
-            Value::Integer(until.timestamp()),
-            &mut args,
-        );
+    for (bound, clause) in [
+        (q.since, " AND start_s >= #"),
+        (q.until, " AND start_s < #"),
+    ] {
+        if let Some(t) = bound {
+            arg(&mut sql, clause, Value::Integer(t.timestamp()), &mut args);
+        }
     }
     if let Some(e) = &q.entity {
         arg(

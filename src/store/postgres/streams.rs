@@ -61,12 +61,6 @@ impl StreamStore for PgStore {
     }
 
     fn delete_stream(&self, detector: &str) -> Result<(), StoreError> {
-        let mut conn = self.conn()?;
-        let mut tx = conn.transaction().map_err(pg)?;
-        tx.execute("DELETE FROM streams WHERE detector = $1", &[&detector])
-            .map_err(pg)?;
-        tx.execute("DELETE FROM windows WHERE detector = $1", &[&detector])
-            .map_err(pg)?;
-        tx.commit().map_err(pg)
+        self.delete_detector_rows(detector, &["streams", "windows"])
     }
 }
