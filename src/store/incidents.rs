@@ -414,29 +414,21 @@ mod tests {
             ))
             .remove(0)
         };
-        assert_eq!(
-            merge(&mut open, &update(60, 59), &policy, 10),
-            None,
-            "up 9 < 10"
-        );
-        assert_eq!(
-            merge(&mut open, &update(120, 60), &policy, 10),
-            Some(AlertEvent::Escalated)
-        );
-        assert_eq!(
-            merge(&mut open, &update(180, 69), &policy, 10),
-            None,
-            "9 over the last told"
-        );
-        assert_eq!(
-            merge(&mut open, &update(719, 40), &policy, 10),
-            None,
-            "599 s after"
-        );
-        assert_eq!(
-            merge(&mut open, &update(720, 40), &policy, 10),
-            Some(AlertEvent::Renotified)
-        );
+        // (time, severity) of each update, the event it owes, and why.
+        let steps = [
+            ((60, 59), None, "up 9 < 10"),
+            ((120, 60), Some(AlertEvent::Escalated), "up 10"),
+            ((180, 69), None, "9 over the last told"),
+            ((719, 40), None, "599 s after"),
+            ((720, 40), Some(AlertEvent::Renotified), "600 s after"),
+        ];
+        for ((at, sev), event, why) in steps {
+            assert_eq!(
+                merge(&mut open, &update(at, sev), &policy, 10),
+                event,
+                "{why}"
+            );
+        }
         assert_eq!(open.count, 6);
         assert_eq!((open.first_seen, open.last_seen), (t(0), t(720)));
         assert_eq!((open.max_severity, open.severity), (69, 69));
@@ -547,24 +539,19 @@ mod tests {
             },
         );
         assert_eq!(of_host.len(), 2);
-        let resolved = listed(
-            &store,
-            AlertQuery {
-                status: Some(AlertStatus::Resolved),
+        let with_status = |status| {
+            let q = AlertQuery {
+                status: Some(status),
                 ..Default::default()
-            },
-        );
+            };
+            listed(&store, q)
+        };
+        let resolved = with_status(AlertStatus::Resolved);
         assert_eq!(
             resolved.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
             [first.id.as_str()]
         );
-        let open = listed(
-            &store,
-            AlertQuery {
-                status: Some(AlertStatus::Open),
-                ..Default::default()
-            },
-        );
+        let open = with_status(AlertStatus::Open);
         assert_eq!(
             open.len(),
             3,
