@@ -98,13 +98,7 @@ pub async fn put(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = super::whole_json_body(
-        &headers,
-        body,
-        state.settings().max_body_bytes,
-        "detector settings",
-    )
-    .await?;
+    let body = super::whole_json_body(&state, &headers, body, "detector settings").await?;
     check_name(&name).map_err(ServiceError::from)?;
     let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(

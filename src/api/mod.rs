@@ -333,14 +333,14 @@ pub(crate) async fn whole_body(
 }
 
 /// The whole body of a request that only takes JSON (`what` names it in the 415 answered
-/// for any other Content-Type), decoded.
+/// for any other Content-Type), decoded, under the service's body limit.
 pub(crate) async fn whole_json_body(
+    state: &AppState,
     headers: &HeaderMap,
     body: Body,
-    max_body: usize,
     what: &str,
 ) -> Result<Bytes, ApiError> {
-    let body = whole_body(headers, body, max_body).await?;
+    let body = whole_body(headers, body, state.settings().max_body_bytes).await?;
     if body_format(headers)? != BodyFormat::Json {
         return Err(ApiError::new(
             ProblemCode::UnsupportedMediaType,

@@ -46,13 +46,7 @@ pub async fn create_suppression(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = super::whole_json_body(
-        &headers,
-        body,
-        state.settings().max_body_bytes,
-        "suppression rules",
-    )
-    .await?;
+    let body = super::whole_json_body(&state, &headers, body, "suppression rules").await?;
     let mut de = serde_json::Deserializer::from_slice(&body);
     let rule: NewRule = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let field = e.path().to_string();

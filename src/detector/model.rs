@@ -217,6 +217,27 @@ pub struct Model {
 /// amortise the per-chunk overhead.
 const SCORE_CHUNK_ROWS: usize = 4096;
 
+/// What a fit reads: the training records (`x`) and their feature names, the forest's
+/// settings, a fixed score threshold overriding `params.contamination`, the training time, and
+/// what watches the fit (progress, cancellation).
+pub struct FitInput<'a> {
+    pub x: &'a Matrix,
+    pub features: Vec<String>,
+    pub params: &'a ForestParams,
+    pub fixed_threshold: Option<f64>,
+    pub trained_at: DateTime<Utc>,
+    pub watch: &'a dyn super::forest::FitWatch,
+}
+
+/// What entity baselines read besides a [`FitInput`]: the field naming the entity, each
+/// training row's entity and time, and the seasonality of the bands.
+pub struct EntityInput<'a> {
+    pub field: &'a str,
+    pub entities: &'a [&'a str],
+    pub times: &'a [DateTime<Utc>],
+    pub seasonality: Seasonality,
+}
+
 impl Model {
     /// Fits scaler, forest and threshold on raw (unscaled) training data.
     pub fn fit(
@@ -237,26 +258,27 @@ impl Model {
         fixed_threshold: Option<f64>,
         trained_at: DateTime<Utc>,
     ) -> Result<(Model, Vec<f64>), FitError> {
-        Self::fit_watched(
+        Self::fit_watched(FitInput {
             x,
             features,
             params,
             fixed_threshold,
             trained_at,
-            &super::forest::Unwatched,
-        )
+            watch: &super::forest::Unwatched,
+        })
     }
 
     /// [`Model::fit_with_scores`] reporting each tree grown to `watch`, and stopping with
     /// [`FitError::Cancelled`] when it asks.
-    pub fn fit_watched(
-        x: &Matrix,
-        features: Vec<String>,
-        params: &ForestParams,
-        fixed_threshold: Option<f64>,
-        trained_at: DateTime<Utc>,
-        watch: &dyn super::forest::FitWatch,
-    ) -> Result<(Model, Vec<f64>), FitError> {
+    pub fn fit_watched(input: FitInput<'_>) -> Result<(Model, Vec<f64>), FitError> {
+        let FitInput {
+            x,
+            features,
+            params,
+            fixed_threshold,
+            trained_at,
+            watch,
+        } = input;
         let started = std::time::Instant::now();
         if let Some(t) = fixed_threshold {
             if !(t.is_finite() && t > 0.0 && t < 1.0) {
@@ -343,22 +365,19 @@ impl Model {
     /// model, plus every entity's bands (`entities[i]`, `times[i]` of row `i`); records are then
     /// scored by the baselines ([`Model::score_entities`]) and the threshold is the baselines'
     /// calibrated 0.5 unless `fixed_threshold` says otherwise. Returns the training scores.
-    #[allow(clippy::too_many_arguments)]
     pub fn fit_entity(
-        x: &Matrix,
-        features: Vec<String>,
-        params: &ForestParams,
-        fixed_threshold: Option<f64>,
-        trained_at: DateTime<Utc>,
-        watch: &dyn super::forest::FitWatch,
-        field: &str,
-        entities: &[&str],
-        times: &[DateTime<Utc>],
-        seasonality: Seasonality,
+        input: FitInput<'_>,
+        entity: EntityInput<'_>,
     ) -> Result<(Model, Vec<f64>), FitError> {
         let started = std::time::Instant::now();
-        let (mut model, _) =
-            Self::fit_watched(x, features, params, fixed_threshold, trained_at, watch)?;
+        let (x, fixed_threshold) = (input.x, input.fixed_threshold);
+        let EntityInput {
+            field,
+            entities,
+            times,
+            seasonality,
+        } = entity;
+        let (mut model, _) = Self::fit_watched(input)?;
         let baselines = EntityBaselines::fit(x, entities, times, seasonality);
         if baselines.n_entities() == 0 {
             return Err(FitError::Insufficient(InsufficientData::NoEntityHistory {
@@ -937,16 +956,20 @@ mod entity_tests {
         let times: Vec<_> = train.iter().map(|r| r.timestamp).collect();
         let names = SEED_FEATURES.iter().map(|s| s.to_string()).collect();
         let (model, scores) = Model::fit_entity(
-            &x,
-            names,
-            &ForestParams::default(),
-            None,
-            Utc::now(),
-            &crate::detector::forest::Unwatched,
-            "src_ip",
-            &entities,
-            &times,
-            Seasonality::Daily,
+            FitInput {
+                x: &x,
+                features: names,
+                params: &ForestParams::default(),
+                fixed_threshold: None,
+                trained_at: Utc::now(),
+                watch: &crate::detector::forest::Unwatched,
+            },
+            EntityInput {
+                field: "src_ip",
+                entities: &entities,
+                times: &times,
+                seasonality: Seasonality::Daily,
+            },
         )
         .unwrap();
         assert_eq!(scores.len(), x.n_rows());

@@ -384,6 +384,15 @@ mod tests {
         }
     }
 
+    /// A reader of `body` as it arrives in `chunk`-byte pieces.
+    fn in_pieces(body: &[u8], chunk: usize) -> BodyReader {
+        let (tx, rx) = mpsc::channel(body.len() / chunk + 2);
+        for piece in body.chunks(chunk) {
+            tx.try_send(Ok(Bytes::copy_from_slice(piece))).unwrap();
+        }
+        BodyReader::new(rx)
+    }
+
     /// The body through the streaming reader, cut into `chunk`-byte pieces.
     fn streamed(
         format: BodyFormat,
@@ -392,12 +401,7 @@ mod tests {
         choice: &Choice,
         labels: bool,
     ) -> Result<Batch, RecordError> {
-        let (tx, rx) = mpsc::channel(body.len() / chunk + 2);
-        for piece in body.chunks(chunk) {
-            tx.try_send(Ok(Bytes::copy_from_slice(piece))).unwrap();
-        }
-        drop(tx);
-        let mut reader = BodyReader::new(rx);
+        let mut reader = in_pieces(body, chunk);
         let mut b = spec(format, choice, labels).builder(None);
         let parsed = match format {
             BodyFormat::Csv => {
@@ -420,12 +424,7 @@ mod tests {
         chunk: usize,
         zeek: ZeekOptions,
     ) -> Result<Parsed, RecordError> {
-        let (tx, rx) = mpsc::channel(body.len() / chunk + 2);
-        for piece in body.chunks(chunk) {
-            tx.try_send(Ok(Bytes::copy_from_slice(piece))).unwrap();
-        }
-        drop(tx);
-        let mut reader = BodyReader::new(rx);
+        let mut reader = in_pieces(body, chunk);
         let spec = ReadSpec {
             zeek,
             ..ReadSpec::new(format, None, 100_000)

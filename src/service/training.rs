@@ -12,7 +12,7 @@ use super::{ServiceError, blocking, models};
 use crate::detector::baseline::Seasonality;
 use crate::detector::forest::FitWatch;
 use crate::detector::generator::{GeneratorConfig, generate_watched};
-use crate::detector::model::{FitError, Model};
+use crate::detector::model::{EntityInput, FitError, FitInput, Model};
 use crate::detector::params::ForestParams;
 use crate::records::{BodyFormat, ReadSpec, TopLevel, ZeekOptions, read_slice, sample_batch};
 use crate::state::{AppState, ChartData, DetectorState};
@@ -96,15 +96,16 @@ pub async fn fit(
         }
         crate::work::reserve(forest_bytes(&params, batch.len(), batch.matrix.n_cols()))?;
         let watch = Progress::new(&detector);
+        let input = FitInput {
+            x: &batch.matrix,
+            features: batch.features.clone(),
+            params: &params,
+            fixed_threshold: threshold,
+            trained_at: Utc::now(),
+            watch: &watch,
+        };
         let fitted = match &entity {
-            None => Model::fit_watched(
-                &batch.matrix,
-                batch.features.clone(),
-                &params,
-                threshold,
-                Utc::now(),
-                &watch,
-            ),
+            None => Model::fit_watched(input),
             Some(e) => {
                 if e.seasonality != Seasonality::None && batch.parsed_times.is_none() {
                     return Err(ServiceError::Settings {
@@ -117,18 +118,13 @@ pub async fn fit(
                 }
                 let (entities, times) = entities_and_times(&batch, &e.field);
                 let keys: Vec<&str> = entities.iter().map(String::as_str).collect();
-                Model::fit_entity(
-                    &batch.matrix,
-                    batch.features.clone(),
-                    &params,
-                    threshold,
-                    Utc::now(),
-                    &watch,
-                    &e.field,
-                    &keys,
-                    &times,
-                    e.seasonality,
-                )
+                let baselines = EntityInput {
+                    field: &e.field,
+                    entities: &keys,
+                    times: &times,
+                    seasonality: e.seasonality,
+                };
+                Model::fit_entity(input, baselines)
             }
         };
         if matches!(fitted, Err(FitError::Cancelled)) {

@@ -22,6 +22,7 @@ use uuid::Uuid;
 use super::StoreError;
 use super::idempotency::KeyRecord;
 pub use super::incidents::{AlertEvent, Raised};
+use super::tx::Transact;
 use crate::detector::explain::FeatureContribution;
 use crate::detector::model::BatchSummary;
 
@@ -279,7 +280,9 @@ pub struct NewAlert<'a> {
 /// Where alerts live: embedded SQLite here, PostgreSQL (`super::postgres`) for several replicas.
 ///
 /// Calls block; async callers run them on `spawn_blocking`.
-pub trait AlertStore: Send + Sync + 'static {
+///
+/// What runs inside a transaction is written once here, over the backend's [`Transact`].
+pub trait AlertStore: Transact + Send + Sync + 'static {
     /// Stores a new alert together with a pending webhook delivery to each of `sinks`, in one
     /// transaction: either the alert and all its deliveries are committed durably before this
     /// returns, or none of them is.
@@ -293,7 +296,16 @@ pub trait AlertStore: Send + Sync + 'static {
     /// [`insert_with_outbox`](Self::insert_with_outbox), and keeps the idempotency `key` of the
     /// request that raised the alert in the same transaction: if the key is kept already
     /// ([`StoreError::KeyTaken`]), neither the alert nor its deliveries are.
-    fn insert_keyed(&self, new: NewAlert<'_>) -> Result<(), StoreError>;
+    fn insert_keyed(&self, new: NewAlert<'_>) -> Result<(), StoreError> {
+        let NewAlert { alert, sinks, key } = new;
+        self.transact(&mut |tx| {
+            super::tx::insert_alert(tx, alert, sinks)?;
+            if let Some(key) = key {
+                tx.insert_key(key)?;
+            }
+            Ok(true)
+        })
+    }
     /// Stores a new alert that no webhook sink is owed; committed durably before this returns.
     fn insert(&self, alert: &Alert) -> Result<(), StoreError> {
         self.insert_with_outbox(alert, &[])
@@ -308,7 +320,22 @@ pub trait AlertStore: Send + Sync + 'static {
         &self,
         id: &str,
         change: &mut dyn FnMut(&mut Alert) -> bool,
-    ) -> Result<Option<Alert>, StoreError>;
+    ) -> Result<Option<Alert>, StoreError> {
+        let mut found = None;
+        self.transact(&mut |tx| {
+            let Some(mut alert) = tx.alert_for_update(id)? else {
+                return Ok(false);
+            };
+            let changed = change(&mut alert);
+            if changed {
+                let row = AlertRow::from_alert(&alert)?;
+                tx.set_status_body(id, column_status(&alert), &row.body)?;
+            }
+            found = Some(alert);
+            Ok(changed)
+        })?;
+        Ok(found)
+    }
     /// Marks the alert acknowledged at `at` and returns it; `None` if there is no such alert.
     /// Idempotent: acknowledging again keeps the first `acknowledged_at`.
     fn acknowledge(&self, id: &str, at: DateTime<Utc>) -> Result<Option<Alert>, StoreError> {
@@ -340,7 +367,17 @@ pub trait AlertStore: Send + Sync + 'static {
         now: DateTime<Utc>,
         sinks: &[String],
         max: usize,
-    ) -> Result<Vec<Alert>, StoreError>;
+    ) -> Result<Vec<Alert>, StoreError> {
+        let mut resolved = Vec::new();
+        self.transact(&mut |tx| {
+            resolved = tx.quiet_incidents(nanos_clamped(now), max)?;
+            for (alert, at) in &mut resolved {
+                super::incidents::resolve_quiet(tx, alert, *at, sinks)?;
+            }
+            Ok(true)
+        })?;
+        Ok(resolved.into_iter().map(|(alert, _)| alert).collect())
+    }
     /// How many alerts are stored.
     fn count(&self) -> Result<u64, StoreError>;
     /// Deletes up to `max` of the oldest alerts created before `before`, with their outbox rows,
@@ -511,7 +548,11 @@ impl SqliteAlertStore {
         for p in group {
             match &p.incident {
                 Some(raised) => {
-                    super::incidents::raise(&mut SqliteTx(&tx), raised, &p.sinks)?;
+                    super::incidents::raise(
+                        &mut super::sqlite_tx::SqliteTx(&tx),
+                        raised,
+                        &p.sinks,
+                    )?;
                 }
                 None => {
                     Self::insert_tx(&tx, p)?;
@@ -541,47 +582,6 @@ impl SqliteAlertStore {
 
     pub(super) fn lock(&self) -> Result<MutexGuard<'_, Connection>, StoreError> {
         self.conn.lock().map_err(|_| StoreError::Poisoned)
-    }
-
-    /// Stores a raised alert and its outbox rows inside a caller's transaction (an ingest
-    /// commit): a batch alert as a new alert, the updates of entities into their incidents.
-    pub(super) fn insert_alert_tx(
-        tx: &Transaction<'_>,
-        alert: &Alert,
-        sinks: &[String],
-    ) -> Result<(), StoreError> {
-        AlertRow::from_alert(alert)?;
-        super::incidents::raise(&mut SqliteTx(tx), alert, sinks)?;
-        Ok(())
-    }
-
-    /// Resolves up to `max` incidents quiet past their `close_after` at `now`, each with a
-    /// `resolved` delivery to `sinks`, in one transaction; returns them.
-    fn resolve_quiet_tx(
-        &self,
-        now: DateTime<Utc>,
-        sinks: &[String],
-        max: usize,
-    ) -> Result<Vec<Alert>, StoreError> {
-        let mut conn = self.lock()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let rows: Vec<(String, String, i64)> = {
-            let mut stmt = tx.prepare_cached(super::sql::QUIET_INCIDENTS)?;
-            stmt.query_map(params![nanos_clamped(now), max as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-            })?
-            .collect::<Result<_, _>>()?
-        };
-        let mut resolved = Vec::with_capacity(rows.len());
-        let mut itx = SqliteTx(&tx);
-        for (id, body, at_ns) in rows {
-            let mut alert = decode(&id, &body)?;
-            let at = DateTime::from_timestamp_nanos(at_ns);
-            super::incidents::resolve_quiet(&mut itx, &mut alert, at, sinks)?;
-            resolved.push(alert);
-        }
-        tx.commit()?;
-        Ok(resolved)
     }
 
     /// Inserts a checked alert's row inside the group's transaction.
@@ -662,7 +662,7 @@ impl AlertStore for SqliteAlertStore {
     fn get(&self, id: &str) -> Result<Option<Alert>, StoreError> {
         let conn = self.lock()?;
         let body: Option<String> = conn
-            .query_row("SELECT body FROM alerts WHERE id = ?1", [id], |r| r.get(0))
+            .query_row(super::sql::ALERT_BODY, [id], |r| r.get(0))
             .optional()?;
         body.map(|body| decode(id, &body)).transpose()
     }
@@ -678,42 +678,6 @@ impl AlertStore for SqliteAlertStore {
             Ok((r.get(0)?, r.get(1)?, r.get::<_, String>(2)?))
         })?;
         page(rows.map(|row| row.map_err(StoreError::from)), limit)
-    }
-
-    fn modify(
-        &self,
-        id: &str,
-        change: &mut dyn FnMut(&mut Alert) -> bool,
-    ) -> Result<Option<Alert>, StoreError> {
-        let mut conn = self.lock()?;
-        // Immediate: take the write lock before reading, so two changes (say two acks) cannot
-        // both start from the same state.
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let body: Option<String> = tx
-            .query_row("SELECT body FROM alerts WHERE id = ?1", [id], |r| r.get(0))
-            .optional()?;
-        let Some(body) = body else {
-            return Ok(None);
-        };
-        let mut alert = decode(id, &body)?;
-        if change(&mut alert) {
-            let row = AlertRow::from_alert(&alert)?;
-            tx.execute(
-                "UPDATE alerts SET status = ?1, body = ?2 WHERE id = ?3",
-                params![column_status(&alert), row.body, id],
-            )?;
-            tx.commit()?;
-        }
-        Ok(Some(alert))
-    }
-
-    fn resolve_quiet(
-        &self,
-        now: DateTime<Utc>,
-        sinks: &[String],
-        max: usize,
-    ) -> Result<Vec<Alert>, StoreError> {
-        self.resolve_quiet_tx(now, sinks, max)
     }
 
     fn open_incident(&self, detector: &str, entity: &str) -> Result<Option<Alert>, StoreError> {
@@ -785,7 +749,7 @@ fn opening(id: &str, created_at_ms: i64) -> super::outbox::NewEvent<'_> {
 }
 
 /// The unresolved incident of (`detector`, `entity`) on `conn` (or a transaction).
-fn open_incident_on(
+pub(super) fn open_incident_on(
     conn: &Connection,
     detector: &str,
     entity: &str,
@@ -796,71 +760,6 @@ fn open_incident_on(
         })
         .optional()?;
     row.map(|(id, body)| decode(&id, &body)).transpose()
-}
-
-/// A SQLite transaction as [`super::incidents::raise`] uses it.
-struct SqliteTx<'a, 'c>(&'a Transaction<'c>);
-
-impl super::incidents::IncidentTx for SqliteTx<'_, '_> {
-    fn open_incident(&mut self, detector: &str, entity: &str) -> Result<Option<Alert>, StoreError> {
-        open_incident_on(self.0, detector, entity)
-    }
-
-    fn insert(
-        &mut self,
-        alert: &Alert,
-        resolve_at: Option<DateTime<Utc>>,
-    ) -> Result<(), StoreError> {
-        let row = AlertRow::from_alert(alert)?;
-        let inserted = self
-            .0
-            .prepare_cached(super::sql::INSERT_INCIDENT)?
-            .execute(params![
-                alert.id,
-                row.created_at_ns,
-                alert.severity,
-                column_status(alert),
-                row.model_version,
-                row.body,
-                alert.detector,
-                alert.entity,
-                resolve_at.map(nanos_clamped)
-            ]);
-        super::unless_taken(inserted, || StoreError::DuplicateAlert(alert.id.clone()))
-    }
-
-    fn update(
-        &mut self,
-        alert: &Alert,
-        resolve_at: Option<DateTime<Utc>>,
-    ) -> Result<(), StoreError> {
-        let row = AlertRow::from_alert(alert)?;
-        self.0
-            .prepare_cached(super::sql::UPDATE_ALERT)?
-            .execute(params![
-                alert.severity,
-                column_status(alert),
-                row.body,
-                resolve_at.map(nanos_clamped),
-                alert.resolved_at.map(nanos_clamped),
-                alert.id
-            ])?;
-        Ok(())
-    }
-
-    fn next_seq(&mut self, alert_id: &str) -> Result<i64, StoreError> {
-        Ok(self
-            .0
-            .query_row(super::sql::NEXT_SEQ, [alert_id], |r| r.get(0))?)
-    }
-
-    fn insert_deliveries(
-        &mut self,
-        e: &super::outbox::NewEvent<'_>,
-        sinks: &[String],
-    ) -> Result<(), StoreError> {
-        super::outbox::insert_tx(self.0, e, sinks)
-    }
 }
 
 /// Deletes the oldest alerts created before `$before` (nanoseconds), at most `$max` of them,

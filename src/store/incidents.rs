@@ -20,22 +20,52 @@ use uuid::Uuid;
 use super::StoreError;
 use super::alerts::{Alert, AlertStatus, AlertStore, IncidentPolicy};
 
+/// An alert's row as [`IncidentTx::insert`] writes it and [`IncidentTx::update`] rewrites it
+/// (`update` writes `severity`, `status`, `body`, `resolve_at_ns` and `resolved_at_ns`).
+pub struct IncidentRow<'a> {
+    pub id: &'a str,
+    pub created_at_ns: i64,
+    pub severity: i16,
+    pub status: &'static str,
+    pub model_version: i64,
+    pub body: String,
+    pub detector: &'a str,
+    pub entity: Option<&'a str>,
+    /// When an incident resolves if nothing else arrives (nanoseconds).
+    pub resolve_at_ns: Option<i64>,
+    pub resolved_at_ns: Option<i64>,
+}
+
+impl<'a> IncidentRow<'a> {
+    /// The row of `alert` (checked as every stored alert is), resolving at `resolve_at`.
+    pub(super) fn of(
+        alert: &'a Alert,
+        resolve_at: Option<DateTime<Utc>>,
+    ) -> Result<Self, StoreError> {
+        let row = super::alerts::AlertRow::from_alert(alert)?;
+        Ok(Self {
+            id: &alert.id,
+            created_at_ns: row.created_at_ns,
+            severity: i16::from(alert.severity),
+            status: super::alerts::column_status(alert),
+            model_version: row.model_version,
+            body: row.body,
+            detector: &alert.detector,
+            entity: alert.entity.as_deref(),
+            resolve_at_ns: resolve_at.map(super::alerts::nanos_clamped),
+            resolved_at_ns: alert.resolved_at.map(super::alerts::nanos_clamped),
+        })
+    }
+}
+
 /// What [`raise`] needs of a backend's open transaction.
-pub(super) trait IncidentTx {
+pub trait IncidentTx {
     /// The unresolved incident of (`detector`, `entity`), locked for this transaction.
     fn open_incident(&mut self, detector: &str, entity: &str) -> Result<Option<Alert>, StoreError>;
-    /// Inserts a new alert; `resolve_at`: when an incident resolves if nothing else arrives.
-    fn insert(
-        &mut self,
-        alert: &Alert,
-        resolve_at: Option<DateTime<Utc>>,
-    ) -> Result<(), StoreError>;
+    /// Inserts a new alert ([`StoreError::DuplicateAlert`] when its id is taken).
+    fn insert(&mut self, row: &IncidentRow<'_>) -> Result<(), StoreError>;
     /// Writes an existing alert's new state.
-    fn update(
-        &mut self,
-        alert: &Alert,
-        resolve_at: Option<DateTime<Utc>>,
-    ) -> Result<(), StoreError>;
+    fn update(&mut self, row: &IncidentRow<'_>) -> Result<(), StoreError>;
     /// The alert's next event number (0 for its first).
     fn next_seq(&mut self, alert_id: &str) -> Result<i64, StoreError>;
     /// Writes one pending outbox row per sink for the event.
@@ -78,7 +108,7 @@ pub type Raised = Vec<(Alert, Option<AlertEvent>)>;
 /// Stores a raised alert inside a backend's transaction: a batch alert as a new alert, each
 /// entity's update into its incident (resolving a stale one first), with the deliveries owed.
 pub(super) fn raise(
-    tx: &mut impl IncidentTx,
+    tx: &mut (impl IncidentTx + ?Sized),
     raised: &Alert,
     sinks: &[String],
 ) -> Result<Raised, StoreError> {
@@ -86,7 +116,7 @@ pub(super) fn raise(
     let mut out = Vec::new();
     for part in split(raised) {
         let Some(entity) = part.entity.clone() else {
-            tx.insert(&part, None)?;
+            tx.insert(&IncidentRow::of(&part, None)?)?;
             tx.deliver(&part, AlertEvent::Opened, sinks)?;
             out.push((part, Some(AlertEvent::Opened)));
             continue;
@@ -95,7 +125,10 @@ pub(super) fn raise(
             let due = resolves_at(open.last_seen, &policy);
             if part.last_seen <= due {
                 let event = merge(&mut open, &part, &policy, policy.top_records);
-                tx.update(&open, Some(resolves_at(open.last_seen, &policy)))?;
+                tx.update(&IncidentRow::of(
+                    &open,
+                    Some(resolves_at(open.last_seen, &policy)),
+                )?)?;
                 if let Some(e) = event {
                     tx.deliver(&open, e, sinks)?;
                 }
@@ -106,7 +139,10 @@ pub(super) fn raise(
             out.push((open, Some(AlertEvent::Resolved)));
         }
         let new = opened(part);
-        tx.insert(&new, Some(resolves_at(new.last_seen, &policy)))?;
+        tx.insert(&IncidentRow::of(
+            &new,
+            Some(resolves_at(new.last_seen, &policy)),
+        )?)?;
         tx.deliver(&new, AlertEvent::Opened, sinks)?;
         out.push((new, Some(AlertEvent::Opened)));
     }
@@ -195,13 +231,13 @@ pub fn split(raised: &Alert) -> Vec<Alert> {
 /// Resolves an incident found quiet past its `close_after` (due at `at`), with its `resolved`
 /// delivery.
 pub(super) fn resolve_quiet(
-    tx: &mut impl IncidentTx,
+    tx: &mut (impl IncidentTx + ?Sized),
     open: &mut Alert,
     at: DateTime<Utc>,
     sinks: &[String],
 ) -> Result<(), StoreError> {
     resolve(open, at);
-    tx.update(open, None)?;
+    tx.update(&IncidentRow::of(open, None)?)?;
     tx.deliver(open, AlertEvent::Resolved, sinks)
 }
 
@@ -378,29 +414,21 @@ mod tests {
             ))
             .remove(0)
         };
-        assert_eq!(
-            merge(&mut open, &update(60, 59), &policy, 10),
-            None,
-            "up 9 < 10"
-        );
-        assert_eq!(
-            merge(&mut open, &update(120, 60), &policy, 10),
-            Some(AlertEvent::Escalated)
-        );
-        assert_eq!(
-            merge(&mut open, &update(180, 69), &policy, 10),
-            None,
-            "9 over the last told"
-        );
-        assert_eq!(
-            merge(&mut open, &update(719, 40), &policy, 10),
-            None,
-            "599 s after"
-        );
-        assert_eq!(
-            merge(&mut open, &update(720, 40), &policy, 10),
-            Some(AlertEvent::Renotified)
-        );
+        // (time, severity) of each update, the event it owes, and why.
+        let steps = [
+            ((60, 59), None, "up 9 < 10"),
+            ((120, 60), Some(AlertEvent::Escalated), "up 10"),
+            ((180, 69), None, "9 over the last told"),
+            ((719, 40), None, "599 s after"),
+            ((720, 40), Some(AlertEvent::Renotified), "600 s after"),
+        ];
+        for ((at, sev), event, why) in steps {
+            assert_eq!(
+                merge(&mut open, &update(at, sev), &policy, 10),
+                event,
+                "{why}"
+            );
+        }
         assert_eq!(open.count, 6);
         assert_eq!((open.first_seen, open.last_seen), (t(0), t(720)));
         assert_eq!((open.max_severity, open.severity), (69, 69));
@@ -511,24 +539,19 @@ mod tests {
             },
         );
         assert_eq!(of_host.len(), 2);
-        let resolved = listed(
-            &store,
-            AlertQuery {
-                status: Some(AlertStatus::Resolved),
+        let with_status = |status| {
+            let q = AlertQuery {
+                status: Some(status),
                 ..Default::default()
-            },
-        );
+            };
+            listed(&store, q)
+        };
+        let resolved = with_status(AlertStatus::Resolved);
         assert_eq!(
             resolved.iter().map(|a| a.id.as_str()).collect::<Vec<_>>(),
             [first.id.as_str()]
         );
-        let open = listed(
-            &store,
-            AlertQuery {
-                status: Some(AlertStatus::Open),
-                ..Default::default()
-            },
-        );
+        let open = with_status(AlertStatus::Open);
         assert_eq!(
             open.len(),
             3,

@@ -18,9 +18,11 @@ pub mod models;
 pub mod outbox;
 pub mod postgres;
 mod sql;
+mod sqlite_tx;
 mod stored_alert;
 pub mod streams;
 pub mod suppressions;
+pub mod tx;
 
 use std::io;
 use std::path::PathBuf;

@@ -328,7 +328,7 @@ pub(super) const EVENTS_MIGRATION: &str = "CREATE TABLE webhook_outbox_v2 (
 
 /// A new delivery of one event of an alert: its number, its kind, when it is due, and the
 /// alert as the event left it (`None`: read the alert's row when sending).
-pub(super) struct NewEvent<'a> {
+pub struct NewEvent<'a> {
     pub alert_id: &'a str,
     pub seq: i64,
     pub event: AlertEvent,
@@ -513,6 +513,22 @@ mod tests {
         Utc.timestamp_opt(1_700_000_000 + secs, 0).unwrap()
     }
 
+    /// A store holding one alert with a pending delivery to sink `s`.
+    fn one_pending() -> (SqliteAlertStore, Alert) {
+        let store = SqliteAlertStore::open_in_memory().unwrap();
+        let a = alert(t(0), 80);
+        store.insert_with_outbox(&a, &sinks(&["s"])).unwrap();
+        (store, a)
+    }
+
+    /// Records a delivery of `due` answered with `status` at `at`.
+    fn delivered(store: &SqliteAlertStore, due: &DueDelivery, status: u16, at: DateTime<Utc>) {
+        let outcome = AttemptOutcome::Delivered {
+            status: Some(status),
+        };
+        store.record_attempt(due, &outcome, at).unwrap();
+    }
+
     fn sinks(names: &[&str]) -> Vec<String> {
         names.iter().map(|s| s.to_string()).collect()
     }
@@ -596,9 +612,7 @@ mod tests {
 
     #[test]
     fn attempts_are_recorded_and_finished_rows_stay_finished() {
-        let store = SqliteAlertStore::open_in_memory().unwrap();
-        let a = alert(t(0), 80);
-        store.insert_with_outbox(&a, &sinks(&["s"])).unwrap();
+        let (store, a) = one_pending();
         let first = store.claim_due("s", t(0), 10, LEASE).unwrap().remove(0);
         store
             .record_attempt(
@@ -620,13 +634,7 @@ mod tests {
         let second = store.claim_due("s", t(4), 10, LEASE).unwrap().remove(0);
         assert_eq!(second.attempts, 1);
 
-        store
-            .record_attempt(
-                &second,
-                &AttemptOutcome::Delivered { status: Some(204) },
-                t(5),
-            )
-            .unwrap();
+        delivered(&store, &second, 204, t(5));
         // A stale second record (a duplicate worker, a late retry) is counted, and undoes nothing.
         store
             .record_attempt(
@@ -650,9 +658,7 @@ mod tests {
 
     #[test]
     fn a_released_claim_is_due_at_once() {
-        let store = SqliteAlertStore::open_in_memory().unwrap();
-        let a = alert(t(0), 80);
-        store.insert_with_outbox(&a, &sinks(&["s"])).unwrap();
+        let (store, _) = one_pending();
         let claimed = store.claim_due("s", t(1), 10, LEASE).unwrap().remove(0);
         store.release(&claimed, t(2)).unwrap();
         assert_eq!(store.claim_due("s", t(2), 10, LEASE).unwrap().len(), 1);
@@ -660,9 +666,7 @@ mod tests {
 
     #[test]
     fn an_attempt_whose_lease_ran_out_is_counted_and_cannot_undo_the_next_claim() {
-        let store = SqliteAlertStore::open_in_memory().unwrap();
-        let a = alert(t(0), 80);
-        store.insert_with_outbox(&a, &sinks(&["s"])).unwrap();
+        let (store, a) = one_pending();
         let slow = store.claim_due("s", t(0), 10, LEASE).unwrap().remove(0);
         // The slow attempt outlives its lease: another worker claims the row and sends it too.
         let next = store.claim_due("s", t(31), 10, LEASE).unwrap().remove(0);
@@ -681,13 +685,7 @@ mod tests {
         // A stale release changes nothing either.
         store.release(&slow, t(41)).unwrap();
         assert!(store.claim_due("s", t(41), 10, LEASE).unwrap().is_empty());
-        store
-            .record_attempt(
-                &next,
-                &AttemptOutcome::Delivered { status: Some(200) },
-                t(42),
-            )
-            .unwrap();
+        delivered(&store, &next, 200, t(42));
         let s = &store.deliveries(&a.id).unwrap()[0];
         assert_eq!(s.state, DeliveryStatus::Delivered);
         assert_eq!(s.attempts, 2, "two sends, two recorded attempts");
@@ -697,13 +695,7 @@ mod tests {
         store.insert_with_outbox(&b, &sinks(&["s"])).unwrap();
         let late = store.claim_due("s", t(100), 10, LEASE).unwrap().remove(0);
         let _current = store.claim_due("s", t(131), 10, LEASE).unwrap().remove(0);
-        store
-            .record_attempt(
-                &late,
-                &AttemptOutcome::Delivered { status: Some(201) },
-                t(132),
-            )
-            .unwrap();
+        delivered(&store, &late, 201, t(132));
         let s = &store.deliveries(&b.id).unwrap()[0];
         assert_eq!(
             (s.state, s.attempts, s.last_status),

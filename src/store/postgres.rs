@@ -34,13 +34,10 @@ use r2d2_postgres::PostgresConnectionManager;
 use r2d2_postgres::postgres::NoTls;
 
 use super::StoreError;
-use super::alerts::{
-    Alert, AlertPage, AlertQuery, AlertRow, AlertStore, Cursor, NewAlert, decode, page,
-};
+use super::alerts::{Alert, AlertPage, AlertQuery, AlertStore, Cursor, decode, page};
 use super::models::{ChangeHook, ModelStore};
 use super::outbox::{
-    Attempt, Claim, DeliveryRow, DeliveryState, DeliveryStatus, DueDelivery, Outbox, attempts,
-    listed_twice, time,
+    Attempt, Claim, DeliveryRow, DeliveryState, DeliveryStatus, DueDelivery, Outbox, attempts, time,
 };
 use super::sql;
 
@@ -48,6 +45,7 @@ mod detectors;
 mod idempotency;
 mod streams;
 mod suppressions;
+mod tx;
 use detectors::V1_DETECTOR;
 pub use detectors::{DETECTOR_CHANNEL, PgDetectorModels, PgModels};
 
@@ -243,6 +241,20 @@ impl PgStore {
         self.conn()?.execute(sql, params).map_err(pg)
     }
 
+    /// Deletes detector `detector`'s rows from each of `tables`, in one transaction.
+    fn delete_detector_rows(&self, detector: &str, tables: &[&str]) -> Result<(), StoreError> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(pg)?;
+        for table in tables {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE detector = $1"),
+                &[&detector],
+            )
+            .map_err(pg)?;
+        }
+        tx.commit().map_err(pg)
+    }
+
     fn conn(&self) -> Result<Conn, StoreError> {
         self.pool
             .as_ref()
@@ -291,140 +303,7 @@ fn version_arg(version: u64) -> Result<i64, StoreError> {
     i64::try_from(version).map_err(|_| StoreError::ModelNotFound(version))
 }
 
-/// Stores a raised alert and its outbox rows inside `tx`: a batch alert as a new alert, the
-/// updates of entities into their incidents.
-fn insert_alert(
-    tx: &mut postgres::Transaction<'_>,
-    alert: &Alert,
-    sinks: &[String],
-) -> Result<(), StoreError> {
-    AlertRow::from_alert(alert)?;
-    super::incidents::raise(&mut PgTx(tx), alert, sinks)?;
-    Ok(())
-}
-
-/// A PostgreSQL transaction as [`super::incidents::raise`] uses it.
-struct PgTx<'a, 'c>(&'a mut postgres::Transaction<'c>);
-
-impl super::incidents::IncidentTx for PgTx<'_, '_> {
-    fn open_incident(&mut self, detector: &str, entity: &str) -> Result<Option<Alert>, StoreError> {
-        // Replicas raising for the same entity take turns from here to their commit, so one
-        // sees the other's incident instead of opening a second (the unique partial index
-        // alerts_open_incident would refuse that one anyway).
-        self.0
-            .execute(
-                "SELECT pg_advisory_xact_lock(hashtext('incident:' || $1), hashtext($2))",
-                &[&detector, &entity],
-            )
-            .map_err(pg)?;
-        let row = self
-            .0
-            .query_opt(
-                &format!("{} FOR UPDATE", sql::postgres(sql::OPEN_INCIDENT)),
-                &[&detector, &entity],
-            )
-            .map_err(pg)?;
-        row.map(|r| decode(r.get(0), r.get(1))).transpose()
-    }
-
-    fn insert(
-        &mut self,
-        alert: &Alert,
-        resolve_at: Option<DateTime<Utc>>,
-    ) -> Result<(), StoreError> {
-        let row = AlertRow::from_alert(alert)?;
-        let severity = i16::from(alert.severity);
-        let resolve_at = resolve_at.map(super::alerts::nanos_clamped);
-        let inserted = self.0.execute(
-            &sql::postgres(sql::INSERT_INCIDENT),
-            &[
-                &alert.id,
-                &row.created_at_ns,
-                &severity,
-                &super::alerts::column_status(alert),
-                &row.model_version,
-                &row.body,
-                &alert.detector,
-                &alert.entity,
-                &resolve_at,
-            ],
-        );
-        unless_taken(inserted, || StoreError::DuplicateAlert(alert.id.clone()))
-    }
-
-    fn update(
-        &mut self,
-        alert: &Alert,
-        resolve_at: Option<DateTime<Utc>>,
-    ) -> Result<(), StoreError> {
-        let row = AlertRow::from_alert(alert)?;
-        let severity = i16::from(alert.severity);
-        let resolve_at = resolve_at.map(super::alerts::nanos_clamped);
-        let resolved_at = alert.resolved_at.map(super::alerts::nanos_clamped);
-        self.0
-            .execute(
-                &sql::postgres(sql::UPDATE_ALERT),
-                &[
-                    &severity,
-                    &super::alerts::column_status(alert),
-                    &row.body,
-                    &resolve_at,
-                    &resolved_at,
-                    &alert.id,
-                ],
-            )
-            .map_err(pg)?;
-        Ok(())
-    }
-
-    fn next_seq(&mut self, alert_id: &str) -> Result<i64, StoreError> {
-        let seq: i32 = self
-            .0
-            .query_one(&sql::postgres(sql::NEXT_SEQ), &[&alert_id])
-            .map_err(pg)?
-            .get(0);
-        Ok(seq.into())
-    }
-
-    fn insert_deliveries(
-        &mut self,
-        e: &super::outbox::NewEvent<'_>,
-        sinks: &[String],
-    ) -> Result<(), StoreError> {
-        // The column is INTEGER; an alert with 2^31 events is not a thing.
-        let seq = i32::try_from(e.seq).unwrap_or(i32::MAX);
-        let insert = sql::postgres(sql::INSERT_DELIVERY);
-        for sink in sinks {
-            let inserted = self.0.execute(
-                &insert,
-                &[
-                    &e.alert_id,
-                    sink,
-                    &seq,
-                    &e.event.as_str(),
-                    &e.due_ms,
-                    &e.body,
-                ],
-            );
-            unless_taken(inserted, || listed_twice(e.alert_id, sink))?;
-        }
-        Ok(())
-    }
-}
-
 impl AlertStore for PgStore {
-    fn insert_keyed(&self, new: NewAlert<'_>) -> Result<(), StoreError> {
-        let NewAlert { alert, sinks, key } = new;
-        let mut conn = self.conn()?;
-        let mut tx = conn.transaction().map_err(pg)?;
-        insert_alert(&mut tx, alert, sinks)?;
-        if let Some(key) = key {
-            idempotency::insert_pg(&mut tx, key)?;
-        }
-        // synchronous_commit (on by default) makes the commit durable before it returns.
-        tx.commit().map_err(pg)
-    }
-
     fn get(&self, id: &str) -> Result<Option<Alert>, StoreError> {
         let row = self.row("SELECT body FROM alerts WHERE id = $1", &[&id])?;
         row.map(|r| decode(id, r.get(0))).transpose()
@@ -442,68 +321,9 @@ impl AlertStore for PgStore {
         page(rows, limit)
     }
 
-    fn modify(
-        &self,
-        id: &str,
-        change: &mut dyn FnMut(&mut Alert) -> bool,
-    ) -> Result<Option<Alert>, StoreError> {
-        let mut conn = self.conn()?;
-        let mut tx = conn.transaction().map_err(pg)?;
-        // FOR UPDATE: two replicas changing the alert at once (say two acks) cannot both start
-        // from the same state.
-        let Some(row) = tx
-            .query_opt("SELECT body FROM alerts WHERE id = $1 FOR UPDATE", &[&id])
-            .map_err(pg)?
-        else {
-            return Ok(None);
-        };
-        let mut alert = decode(id, row.get(0))?;
-        if change(&mut alert) {
-            let row = AlertRow::from_alert(&alert)?;
-            tx.execute(
-                "UPDATE alerts SET status = $1, body = $2 WHERE id = $3",
-                &[&super::alerts::column_status(&alert), &row.body, &id],
-            )
-            .map_err(pg)?;
-        }
-        tx.commit().map_err(pg)?;
-        Ok(Some(alert))
-    }
-
     fn open_incident(&self, detector: &str, entity: &str) -> Result<Option<Alert>, StoreError> {
         let row = self.row(&sql::postgres(sql::OPEN_INCIDENT), &[&detector, &entity])?;
         row.map(|r| decode(r.get(0), r.get(1))).transpose()
-    }
-
-    fn resolve_quiet(
-        &self,
-        now: DateTime<Utc>,
-        sinks: &[String],
-        max: usize,
-    ) -> Result<Vec<Alert>, StoreError> {
-        let mut conn = self.conn()?;
-        let mut tx = conn.transaction().map_err(pg)?;
-        // SKIP LOCKED: a replica resolving at the same time takes other incidents, and one
-        // being updated by a raise is left for the next round.
-        let rows = tx
-            .query(
-                &format!(
-                    "{} FOR UPDATE SKIP LOCKED",
-                    sql::postgres(sql::QUIET_INCIDENTS)
-                ),
-                &[&super::alerts::nanos_clamped(now), &(max as i64)],
-            )
-            .map_err(pg)?;
-        let mut resolved = Vec::with_capacity(rows.len());
-        let mut itx = PgTx(&mut tx);
-        for r in rows {
-            let mut alert = decode(r.get(0), r.get(1))?;
-            let at = DateTime::from_timestamp_nanos(r.get(2));
-            super::incidents::resolve_quiet(&mut itx, &mut alert, at, sinks)?;
-            resolved.push(alert);
-        }
-        tx.commit().map_err(pg)?;
-        Ok(resolved)
     }
 
     fn count(&self) -> Result<u64, StoreError> {

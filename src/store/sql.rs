@@ -16,6 +16,12 @@ pub(super) const UPDATE_ALERT: &str = "UPDATE alerts
      SET severity = ?1, status = ?2, body = ?3, resolve_at_ns = ?4, resolved_at_ns = ?5
      WHERE id = ?6";
 
+/// The body of alert `?1`.
+pub(super) const ALERT_BODY: &str = "SELECT body FROM alerts WHERE id = ?1";
+
+/// Alert `?3`'s `status` column `?1` and body `?2`.
+pub(super) const SET_STATUS_BODY: &str = "UPDATE alerts SET status = ?1, body = ?2 WHERE id = ?3";
+
 /// The unresolved incident of detector `?1` and entity `?2`.
 pub(super) const OPEN_INCIDENT: &str = "SELECT id, body FROM alerts
      WHERE detector = ?1 AND entity = ?2 AND resolved_at_ns IS NULL";
@@ -74,6 +80,23 @@ pub(super) const DELIVERIES: &str = "SELECT sink, state, attempts, last_error, l
          next_attempt_at_ms, delivered_at_ms, seq, event
      FROM webhook_outbox WHERE alert_id = ?1 ORDER BY seq, sink";
 
+/// The stored version of detector `?1`'s stream.
+pub(super) const STREAM_VERSION: &str = "SELECT version FROM streams WHERE detector = ?1";
+
+/// The stored snapshot of detector `?1`'s stream.
+pub(super) const STREAM_BOOK: &str = "SELECT book FROM streams WHERE detector = ?1";
+
+/// Detector `?1`'s stream as version `?2` with snapshot `?3`, at `?4`.
+pub(super) const PUT_STREAM: &str =
+    "INSERT INTO streams (detector, version, book, updated_at_ms) VALUES (?1, ?2, ?3, ?4)
+     ON CONFLICT (detector) DO UPDATE SET version = excluded.version, book = excluded.book,
+       updated_at_ms = excluded.updated_at_ms";
+
+/// A closed window of detector `?1`: start, entity key, `closed_at_ms`, anomaly flag, body.
+pub(super) const INSERT_WINDOW: &str =
+    "INSERT INTO windows (detector, start_s, entity, closed_at_ms, is_anomaly, body)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
 /// Pending deliveries, all sinks together.
 pub(super) const DEPTH: &str = "SELECT COUNT(*) FROM webhook_outbox WHERE state = 'pending'";
 
@@ -109,6 +132,12 @@ mod tests {
             RECORD_ATTEMPT,
             DELIVERIES,
             DEPTH,
+            ALERT_BODY,
+            SET_STATUS_BODY,
+            STREAM_VERSION,
+            STREAM_BOOK,
+            PUT_STREAM,
+            INSERT_WINDOW,
         ] {
             let pg = postgres(sql);
             assert!(!pg.contains('?'), "{pg}");

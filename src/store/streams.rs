@@ -18,6 +18,7 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use super::StoreError;
 use super::alerts::{Alert, SqliteAlertStore};
 use super::idempotency::KeyRecord;
+use super::tx::Transact;
 
 /// A detector's stream as stored: the engine's snapshot and the version of this state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +86,7 @@ pub struct WindowPage {
 }
 
 /// Where streams and closed windows live; the same database as the alerts. Calls block.
-pub trait StreamStore: Send + Sync + 'static {
+pub trait StreamStore: Transact + Send + Sync + 'static {
     /// The stored stream of `detector`, if any.
     fn stream(&self, detector: &str) -> Result<Option<StoredStream>, StoreError>;
     /// Locks `detector`'s stream for one transaction, hands `work` the stored version (and the
@@ -97,7 +98,39 @@ pub trait StreamStore: Send + Sync + 'static {
         detector: &str,
         known: Option<u64>,
         work: UnderLock<'_>,
-    ) -> Result<Option<u64>, StoreError>;
+    ) -> Result<Option<u64>, StoreError> {
+        let mut committed = None;
+        self.transact(&mut |tx| {
+            // The row may not exist yet: the lock is on the detector's name.
+            tx.lock_stream(detector)?;
+            let version = tx.stream_version(detector)?;
+            let book = match version {
+                0 => None,
+                v if known == Some(v) => None,
+                _ => Some(tx.stream_book(detector)?),
+            };
+            let Some(c) = work(LockedStream { version, book }) else {
+                return Ok(false);
+            };
+            let next = version + 1;
+            tx.put_stream(&super::tx::StreamRow {
+                detector,
+                version: i64::try_from(next).unwrap_or(i64::MAX),
+                book: &c.book,
+                updated_at_ms: Utc::now().timestamp_millis(),
+            })?;
+            tx.insert_windows(detector, &c.windows)?;
+            if let Some((alert, sinks)) = &c.alert {
+                super::tx::insert_alert(tx, alert, sinks)?;
+            }
+            if let Some(key) = &c.key {
+                tx.insert_key(key)?;
+            }
+            committed = Some(next);
+            Ok(true)
+        })?;
+        Ok(committed)
+    }
     /// Closed windows matching the query, by start then entity.
     fn windows(&self, q: &WindowQuery) -> Result<WindowPage, StoreError>;
     /// Deletes up to `max` of the windows closed before `before`; returns how many went.
@@ -172,21 +205,13 @@ pub(super) fn list_sql(
         args.push(v);
         sql.push_str(&clause.replace('#', &placeholder(args.len())));
     };
-    if let Some(since) = q.since {
-        arg(
-            &mut sql,
-            " AND start_s >= #",
-            Value::Integer(since.timestamp()),
-            &mut args,
-        );
-    }
-    if let Some(until) = q.until {
-        arg(
-            &mut sql,
-            " AND start_s < #",
-            Value::Integer(until.timestamp()),
-            &mut args,
-        );
+    for (bound, clause) in [
+        (q.since, " AND start_s >= #"),
+        (q.until, " AND start_s < #"),
+    ] {
+        if let Some(t) = bound {
+            arg(&mut sql, clause, Value::Integer(t.timestamp()), &mut args);
+        }
     }
     if let Some(e) = &q.entity {
         arg(
@@ -251,74 +276,6 @@ impl StreamStore for SqliteAlertStore {
             version: u64::try_from(version).unwrap_or(0),
             book,
         }))
-    }
-
-    fn commit_locked(
-        &self,
-        detector: &str,
-        known: Option<u64>,
-        work: UnderLock<'_>,
-    ) -> Result<Option<u64>, StoreError> {
-        let mut conn = self.lock()?;
-        // IMMEDIATE takes the write lock now: another process on the same file waits here.
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let version: Option<i64> = tx
-            .query_row(
-                "SELECT version FROM streams WHERE detector = ?1",
-                [detector],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let version = version.map_or(0, |v| u64::try_from(v).unwrap_or(0));
-        let book = match version {
-            0 => None,
-            v if known == Some(v) => None,
-            _ => Some(tx.query_row(
-                "SELECT book FROM streams WHERE detector = ?1",
-                [detector],
-                |r| r.get(0),
-            )?),
-        };
-        let Some(c) = work(LockedStream { version, book }) else {
-            return Ok(None);
-        };
-        let now = Utc::now().timestamp_millis();
-        let next = version + 1;
-        tx.execute(
-            "INSERT INTO streams (detector, version, book, updated_at_ms) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (detector) DO UPDATE SET version = excluded.version, book = excluded.book,
-               updated_at_ms = excluded.updated_at_ms",
-            params![
-                detector,
-                i64::try_from(next).unwrap_or(i64::MAX),
-                c.book,
-                now
-            ],
-        )?;
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO windows (detector, start_s, entity, closed_at_ms, is_anomaly, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?;
-            for w in &c.windows {
-                insert.execute(params![
-                    detector,
-                    w.start,
-                    entity_key(w.entity.as_deref()),
-                    w.closed_at.timestamp_millis(),
-                    w.is_anomaly,
-                    w.body
-                ])?;
-            }
-        }
-        if let Some((alert, sinks)) = &c.alert {
-            SqliteAlertStore::insert_alert_tx(&tx, alert, sinks)?;
-        }
-        if let Some(key) = &c.key {
-            super::idempotency::insert_tx(&tx, key)?;
-        }
-        tx.commit()?;
-        Ok(Some(next))
     }
 
     fn windows(&self, q: &WindowQuery) -> Result<WindowPage, StoreError> {

@@ -220,6 +220,45 @@ impl<'de> Visitor<'de> for ValSeed {
     }
 }
 
+/// The `visit_*` methods of a visitor that reads only objects: every other value (an array
+/// read in full, so its errors are the `Value`'s) answers `$other`, null answers `$null`.
+macro_rules! not_an_object {
+    ($de:lifetime, $value:ty, $other:expr, $null:expr) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<$value, E> {
+            Ok($other)
+        }
+
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<$value, E> {
+            Ok($other)
+        }
+
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<$value, E> {
+            Ok($other)
+        }
+
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<$value, E> {
+            Ok($other)
+        }
+
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<$value, E> {
+            Ok($other)
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<$value, E> {
+            Ok($null)
+        }
+
+        fn visit_none<E: de::Error>(self) -> Result<$value, E> {
+            Ok($null)
+        }
+
+        fn visit_seq<A: SeqAccess<$de>>(self, mut seq: A) -> Result<$value, A::Error> {
+            while seq.next_element::<Ignored>()?.is_some() {}
+            Ok($other)
+        }
+    };
+}
+
 struct TopVisitor;
 
 impl<'de> Visitor<'de> for TopVisitor {
@@ -229,38 +268,7 @@ impl<'de> Visitor<'de> for TopVisitor {
         f.write_str("a JSON object")
     }
 
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<JsonLine<'de>, E> {
-        Ok(JsonLine::NotObject)
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<JsonLine<'de>, E> {
-        Ok(JsonLine::NotObject)
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<JsonLine<'de>, E> {
-        Ok(JsonLine::NotObject)
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<JsonLine<'de>, E> {
-        Ok(JsonLine::NotObject)
-    }
-
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<JsonLine<'de>, E> {
-        Ok(JsonLine::NotObject)
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<JsonLine<'de>, E> {
-        Ok(JsonLine::NotObject)
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<JsonLine<'de>, E> {
-        Ok(JsonLine::NotObject)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<JsonLine<'de>, A::Error> {
-        while seq.next_element::<Ignored>()?.is_some() {}
-        Ok(JsonLine::NotObject)
-    }
+    not_an_object!('de, JsonLine<'de>, JsonLine::NotObject, JsonLine::NotObject);
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonLine<'de>, A::Error> {
         let mut f = Fields::default();
@@ -307,38 +315,7 @@ impl<'de> Visitor<'de> for IdSeed {
         f.write_str("any JSON value")
     }
 
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Val<'de>, E> {
-        Ok(Val::Other)
-    }
-
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Val<'de>, E> {
-        Ok(Val::Other)
-    }
-
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Val<'de>, E> {
-        Ok(Val::Other)
-    }
-
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Val<'de>, E> {
-        Ok(Val::Other)
-    }
-
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Val<'de>, E> {
-        Ok(Val::Other)
-    }
-
-    fn visit_unit<E: de::Error>(self) -> Result<Val<'de>, E> {
-        Ok(Val::Null)
-    }
-
-    fn visit_none<E: de::Error>(self) -> Result<Val<'de>, E> {
-        Ok(Val::Null)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Val<'de>, A::Error> {
-        while seq.next_element::<Ignored>()?.is_some() {}
-        Ok(Val::Other)
-    }
+    not_an_object!('de, Val<'de>, Val::Other, Val::Null);
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Val<'de>, A::Error> {
         let mut id = IdFields::default();

@@ -152,19 +152,32 @@ pub enum GroupBy {
     RespHost,
 }
 
+/// The value of option `name` spelled `s` (trimmed), one of `spellings`; else the error that
+/// lists them.
+fn spelled<T: Copy>(name: &'static str, s: &str, spellings: &[(&str, T)]) -> Result<T, ZeekError> {
+    let s = s.trim();
+    match spellings.iter().find(|(spelling, _)| *spelling == s) {
+        Some(&(_, value)) => Ok(value),
+        None => {
+            let all: Vec<&str> = spellings.iter().map(|&(spelling, _)| spelling).collect();
+            Err(ZeekError::InvalidOption {
+                name,
+                message: format!("{name} {s:?} is not one of {}", all.join(", ")),
+            })
+        }
+    }
+}
+
 impl FromStr for GroupBy {
     type Err = ZeekError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim() {
-            "none" => Ok(Self::None),
-            "id.orig_h" => Ok(Self::OrigHost),
-            "id.resp_h" => Ok(Self::RespHost),
-            other => Err(ZeekError::InvalidOption {
-                name: "group_by",
-                message: format!("group_by {other:?} is not one of none, id.orig_h, id.resp_h"),
-            }),
-        }
+        let spellings = [
+            ("none", Self::None),
+            ("id.orig_h", Self::OrigHost),
+            ("id.resp_h", Self::RespHost),
+        ];
+        spelled("group_by", s, &spellings)
     }
 }
 
@@ -309,14 +322,11 @@ impl FromStr for OnInvalid {
     type Err = ZeekError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim() {
-            "reject" => Ok(Self::Reject),
-            "skip" => Ok(Self::Skip),
-            other => Err(ZeekError::InvalidOption {
-                name: "on_invalid",
-                message: format!("on_invalid {other:?} is not one of reject, skip"),
-            }),
-        }
+        spelled(
+            "on_invalid",
+            s,
+            &[("reject", Self::Reject), ("skip", Self::Skip)],
+        )
     }
 }
 
@@ -521,6 +531,31 @@ impl From<ZeekError> for RecordError {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn options_parse_their_spellings_and_name_them_all_when_wrong() {
+        assert_eq!(" id.resp_h ".parse::<GroupBy>().unwrap(), GroupBy::RespHost);
+        assert_eq!("none".parse::<GroupBy>().unwrap(), GroupBy::None);
+        assert_eq!("skip".parse::<OnInvalid>().unwrap(), OnInvalid::Skip);
+        let message = |e: ZeekError| match e {
+            ZeekError::InvalidOption { name, message } => (name, message),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            message("id.orig".parse::<GroupBy>().unwrap_err()),
+            (
+                "group_by",
+                r#"group_by "id.orig" is not one of none, id.orig_h, id.resp_h"#.to_string()
+            )
+        );
+        assert_eq!(
+            message(" Skip ".parse::<OnInvalid>().unwrap_err()),
+            (
+                "on_invalid",
+                r#"on_invalid "Skip" is not one of reject, skip"#.to_string()
+            )
+        );
+    }
 
     /// A real sample from `shared/data/zeek`, found above the checkout (worktrees sit at other
     /// depths than the main checkout).

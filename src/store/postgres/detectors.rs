@@ -92,13 +92,8 @@ impl DetectorModels for PgDetectorModels {
     }
 
     fn remove(&self, detector: &str) -> Result<(), StoreError> {
-        let mut conn = self.0.conn()?;
-        let mut tx = conn.transaction().map_err(pg)?;
-        tx.execute("DELETE FROM model_active WHERE detector = $1", &[&detector])
-            .map_err(pg)?;
-        tx.execute("DELETE FROM models WHERE detector = $1", &[&detector])
-            .map_err(pg)?;
-        tx.commit().map_err(pg)
+        self.0
+            .delete_detector_rows(detector, &["model_active", "models"])
     }
 }
 

@@ -8,14 +8,9 @@ use postgres::types::ToSql;
 use rusqlite::types::Value;
 
 use super::super::streams::{
-    LockedStream, StoredStream, StreamStore, UnderLock, WindowPage, WindowQuery, decode_cursor,
-    entity_key, list_sql, page,
+    StoredStream, StreamStore, WindowPage, WindowQuery, decode_cursor, list_sql, page,
 };
-use super::{PgStore, StoreError, insert_alert, pg, to_u64};
-
-/// The first key of the advisory locks on streams (the second is the detector's name hashed):
-/// "nstr".
-const STREAM_LOCK_CLASS: i32 = 0x6e73_7472;
+use super::{PgStore, StoreError, pg, to_u64};
 
 impl StreamStore for PgStore {
     fn stream(&self, detector: &str) -> Result<Option<StoredStream>, StoreError> {
@@ -30,84 +25,6 @@ impl StreamStore for PgStore {
             version: to_u64(r.get(0)),
             book: r.get(1),
         }))
-    }
-
-    fn commit_locked(
-        &self,
-        detector: &str,
-        known: Option<u64>,
-        work: UnderLock<'_>,
-    ) -> Result<Option<u64>, StoreError> {
-        let mut conn = self.conn()?;
-        let mut tx = conn.transaction().map_err(pg)?;
-        // Held until this transaction ends: the other replicas' calls on this stream wait here
-        // (the row may not exist yet, so the lock is on the detector's name, not the row).
-        tx.execute(
-            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
-            &[&STREAM_LOCK_CLASS, &detector],
-        )
-        .map_err(pg)?;
-        let version = tx
-            .query_opt(
-                "SELECT version FROM streams WHERE detector = $1",
-                &[&detector],
-            )
-            .map_err(pg)?
-            .map_or(0, |r| to_u64(r.get(0)));
-        let book = match version {
-            0 => None,
-            v if known == Some(v) => None,
-            _ => Some(
-                tx.query_one("SELECT book FROM streams WHERE detector = $1", &[&detector])
-                    .map_err(pg)?
-                    .get(0),
-            ),
-        };
-        let Some(c) = work(LockedStream { version, book }) else {
-            return Ok(None);
-        };
-        let now = Utc::now().timestamp_millis();
-        let next = version + 1;
-        tx.execute(
-            "INSERT INTO streams (detector, version, book, updated_at_ms) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (detector) DO UPDATE SET version = excluded.version,
-               book = excluded.book, updated_at_ms = excluded.updated_at_ms",
-            &[
-                &detector,
-                &i64::try_from(next).unwrap_or(i64::MAX),
-                &c.book,
-                &now,
-            ],
-        )
-        .map_err(pg)?;
-        let insert = tx
-            .prepare(
-                "INSERT INTO windows (detector, start_s, entity, closed_at_ms, is_anomaly, body)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .map_err(pg)?;
-        for w in &c.windows {
-            tx.execute(
-                &insert,
-                &[
-                    &detector,
-                    &w.start,
-                    &entity_key(w.entity.as_deref()),
-                    &w.closed_at.timestamp_millis(),
-                    &w.is_anomaly,
-                    &w.body,
-                ],
-            )
-            .map_err(pg)?;
-        }
-        if let Some((alert, sinks)) = &c.alert {
-            insert_alert(&mut tx, alert, sinks)?;
-        }
-        if let Some(key) = &c.key {
-            super::idempotency::insert_pg(&mut tx, key)?;
-        }
-        tx.commit().map_err(pg)?;
-        Ok(Some(next))
     }
 
     fn windows(&self, q: &WindowQuery) -> Result<WindowPage, StoreError> {
@@ -144,12 +61,6 @@ impl StreamStore for PgStore {
     }
 
     fn delete_stream(&self, detector: &str) -> Result<(), StoreError> {
-        let mut conn = self.conn()?;
-        let mut tx = conn.transaction().map_err(pg)?;
-        tx.execute("DELETE FROM streams WHERE detector = $1", &[&detector])
-            .map_err(pg)?;
-        tx.execute("DELETE FROM windows WHERE detector = $1", &[&detector])
-            .map_err(pg)?;
-        tx.commit().map_err(pg)
+        self.delete_detector_rows(detector, &["streams", "windows"])
     }
 }
