@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::StoreError;
 use super::idempotency::KeyRecord;
-pub use super::incidents::{AlertEvent, Raised};
+pub use super::incidents::{AlertEvent, Cover, Raised};
 use crate::detector::explain::FeatureContribution;
 use crate::detector::model::BatchSummary;
 
@@ -341,6 +341,16 @@ pub trait AlertStore: Send + Sync + 'static {
         sinks: &[String],
         max: usize,
     ) -> Result<Vec<Alert>, StoreError>;
+    /// Resolves at `now` every unresolved incident in `scope` that `covers` (a new suppression
+    /// rule's), each with a `resolved` delivery owed to `sinks`, in one transaction; returns
+    /// them. Each incident is resolved once, also when replicas race.
+    fn resolve_covered(
+        &self,
+        scope: Cover<'_>,
+        covers: &dyn Fn(&Alert) -> bool,
+        now: DateTime<Utc>,
+        sinks: &[String],
+    ) -> Result<Vec<Alert>, StoreError>;
     /// How many alerts are stored.
     fn count(&self) -> Result<u64, StoreError>;
     /// Deletes up to `max` of the oldest alerts created before `before`, with their outbox rows,
@@ -549,10 +559,9 @@ impl SqliteAlertStore {
         tx: &Transaction<'_>,
         alert: &Alert,
         sinks: &[String],
-    ) -> Result<(), StoreError> {
+    ) -> Result<Raised, StoreError> {
         AlertRow::from_alert(alert)?;
-        super::incidents::raise(&mut SqliteTx(tx), alert, sinks)?;
-        Ok(())
+        super::incidents::raise(&mut SqliteTx(tx), alert, sinks)
     }
 
     /// Resolves up to `max` incidents quiet past their `close_after` at `now`, each with a
@@ -577,7 +586,7 @@ impl SqliteAlertStore {
         for (id, body, at_ns) in rows {
             let mut alert = decode(&id, &body)?;
             let at = DateTime::from_timestamp_nanos(at_ns);
-            super::incidents::resolve_quiet(&mut itx, &mut alert, at, sinks)?;
+            super::incidents::close(&mut itx, &mut alert, at, sinks)?;
             resolved.push(alert);
         }
         tx.commit()?;
@@ -721,6 +730,21 @@ impl AlertStore for SqliteAlertStore {
         open_incident_on(&conn, detector, entity)
     }
 
+    fn resolve_covered(
+        &self,
+        scope: Cover<'_>,
+        covers: &dyn Fn(&Alert) -> bool,
+        now: DateTime<Utc>,
+        sinks: &[String],
+    ) -> Result<Vec<Alert>, StoreError> {
+        let mut conn = self.lock()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let resolved =
+            super::incidents::resolve_covered(&mut SqliteTx(&tx), scope, covers, now, sinks)?;
+        tx.commit()?;
+        Ok(resolved)
+    }
+
     fn count(&self) -> Result<u64, StoreError> {
         let conn = self.lock()?;
         let n: i64 = conn.query_row("SELECT COUNT(*) FROM alerts", [], |r| r.get(0))?;
@@ -804,6 +828,22 @@ struct SqliteTx<'a, 'c>(&'a Transaction<'c>);
 impl super::incidents::IncidentTx for SqliteTx<'_, '_> {
     fn open_incident(&mut self, detector: &str, entity: &str) -> Result<Option<Alert>, StoreError> {
         open_incident_on(self.0, detector, entity)
+    }
+
+    fn unresolved(
+        &mut self,
+        detector: Option<&str>,
+        entity: Option<&str>,
+    ) -> Result<Vec<Alert>, StoreError> {
+        let mut stmt = self.0.prepare_cached(super::sql::UNRESOLVED_INCIDENTS)?;
+        let rows = stmt.query_map(params![detector, entity], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        rows.map(|row| {
+            let (id, body) = row?;
+            decode(&id, &body)
+        })
+        .collect()
     }
 
     fn insert(

@@ -297,10 +297,9 @@ fn insert_alert(
     tx: &mut postgres::Transaction<'_>,
     alert: &Alert,
     sinks: &[String],
-) -> Result<(), StoreError> {
+) -> Result<super::incidents::Raised, StoreError> {
     AlertRow::from_alert(alert)?;
-    super::incidents::raise(&mut PgTx(tx), alert, sinks)?;
-    Ok(())
+    super::incidents::raise(&mut PgTx(tx), alert, sinks)
 }
 
 /// A PostgreSQL transaction as [`super::incidents::raise`] uses it.
@@ -325,6 +324,23 @@ impl super::incidents::IncidentTx for PgTx<'_, '_> {
             )
             .map_err(pg)?;
         row.map(|r| decode(r.get(0), r.get(1))).transpose()
+    }
+
+    fn unresolved(
+        &mut self,
+        detector: Option<&str>,
+        entity: Option<&str>,
+    ) -> Result<Vec<Alert>, StoreError> {
+        // FOR UPDATE: a replica resolving or updating one of them at the same time finishes
+        // first, and a row it resolved no longer matches when the lock is granted.
+        let rows = self
+            .0
+            .query(
+                &format!("{} FOR UPDATE", sql::postgres(sql::UNRESOLVED_INCIDENTS)),
+                &[&detector, &entity],
+            )
+            .map_err(pg)?;
+        rows.iter().map(|r| decode(r.get(0), r.get(1))).collect()
     }
 
     fn insert(
@@ -499,9 +515,24 @@ impl AlertStore for PgStore {
         for r in rows {
             let mut alert = decode(r.get(0), r.get(1))?;
             let at = DateTime::from_timestamp_nanos(r.get(2));
-            super::incidents::resolve_quiet(&mut itx, &mut alert, at, sinks)?;
+            super::incidents::close(&mut itx, &mut alert, at, sinks)?;
             resolved.push(alert);
         }
+        tx.commit().map_err(pg)?;
+        Ok(resolved)
+    }
+
+    fn resolve_covered(
+        &self,
+        scope: super::incidents::Cover<'_>,
+        covers: &dyn Fn(&Alert) -> bool,
+        now: DateTime<Utc>,
+        sinks: &[String],
+    ) -> Result<Vec<Alert>, StoreError> {
+        let mut conn = self.conn()?;
+        let mut tx = conn.transaction().map_err(pg)?;
+        let resolved =
+            super::incidents::resolve_covered(&mut PgTx(&mut tx), scope, covers, now, sinks)?;
         tx.commit().map_err(pg)?;
         Ok(resolved)
     }

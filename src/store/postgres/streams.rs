@@ -7,9 +7,10 @@ use chrono::{DateTime, Utc};
 use postgres::types::ToSql;
 use rusqlite::types::Value;
 
+use super::super::alerts::Raised;
 use super::super::streams::{
-    LockedStream, StoredStream, StreamStore, UnderLock, WindowPage, WindowQuery, decode_cursor,
-    entity_key, list_sql, page,
+    Committed, LockedStream, StoredStream, StreamStore, UnderLock, WindowPage, WindowQuery,
+    decode_cursor, entity_key, list_sql, page,
 };
 use super::{PgStore, StoreError, insert_alert, pg, to_u64};
 
@@ -37,7 +38,7 @@ impl StreamStore for PgStore {
         detector: &str,
         known: Option<u64>,
         work: UnderLock<'_>,
-    ) -> Result<Option<u64>, StoreError> {
+    ) -> Result<Option<Committed>, StoreError> {
         let mut conn = self.conn()?;
         let mut tx = conn.transaction().map_err(pg)?;
         // Held until this transaction ends: the other replicas' calls on this stream wait here
@@ -100,14 +101,18 @@ impl StreamStore for PgStore {
             )
             .map_err(pg)?;
         }
-        if let Some((alert, sinks)) = &c.alert {
-            insert_alert(&mut tx, alert, sinks)?;
-        }
-        if let Some(key) = &c.key {
-            super::idempotency::insert_pg(&mut tx, key)?;
+        let raised = match &c.alert {
+            Some((alert, sinks)) => insert_alert(&mut tx, alert, sinks)?,
+            None => Raised::new(),
+        };
+        if let Some(key) = c.key {
+            super::idempotency::insert_pg(&mut tx, &key(&raised))?;
         }
         tx.commit().map_err(pg)?;
-        Ok(Some(next))
+        Ok(Some(Committed {
+            version: next,
+            raised,
+        }))
     }
 
     fn windows(&self, q: &WindowQuery) -> Result<WindowPage, StoreError> {
