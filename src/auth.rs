@@ -204,7 +204,12 @@ pub fn required_scope(method: &Method, path: &str, metrics_require_key: bool) ->
     {
         return Some(Scope::Admin);
     }
-    if post && matches!(path, "/v1/score" | "/v1/evaluate" | "/v1/samples") {
+    if post
+        && matches!(
+            path,
+            "/v1/score" | "/v1/evaluate" | "/v1/evaluate/verdicts" | "/v1/samples"
+        )
+    {
         return Some(Scope::Score);
     }
     Some(Scope::Read)

@@ -446,6 +446,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Budget(detail) => {
                 Self::invalid_value(detail).with_field("max_false_positive_rate")
             }
+            ServiceError::Labels(detail) => Self::invalid_value(detail).with_field("labels"),
             ServiceError::Metrics(e) => e.into(),
             e @ ServiceError::NoSuchVersion(_) => {
                 Self::new(ProblemCode::NoSuchVersion, e.to_string())

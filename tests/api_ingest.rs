@@ -644,3 +644,63 @@ async fn a_suppression_rule_marks_an_entitys_closed_windows_which_raise_nothing(
     }
     assert!(marked >= 1);
 }
+
+#[tokio::test]
+async fn the_answer_shows_each_incident_its_windows_opened_or_updated_as_stored() {
+    let app = oneshot_app().await;
+    let (header, lines) = tsv();
+    let base = detector(&app, "incidents", "10m", json!({})).await;
+    let half = lines.len() / 2;
+    let answers = [
+        ingest(
+            &app,
+            &base,
+            TSV,
+            format!("{header}{}", lines[..half].concat()),
+        )
+        .await,
+        ingest(&app, &base, TSV, lines[half..].concat()).await,
+        json_ok(app.post_empty(&format!("{base}/flush")).await).await,
+    ];
+    let mut seen: BTreeMap<String, (String, u64)> = BTreeMap::new();
+    let mut shown = 0;
+    for answer in &answers {
+        for alert in answer["alerts"].as_array().unwrap() {
+            shown += 1;
+            let id = alert["id"].as_str().unwrap().to_owned();
+            let stored = json_ok(app.get(&format!("/v1/alerts/{id}")).await).await;
+            let entity = alert["entity"]
+                .as_str()
+                .expect("windows of one host: an incident");
+            assert_eq!(stored["entity"], entity, "{alert}");
+            assert_eq!(alert["status"], "open");
+            assert_eq!(alert["detector"], "incidents");
+            let event = alert["event"].as_str().unwrap();
+            match seen.get(entity) {
+                None => assert_eq!(event, "opened", "{alert}"),
+                Some((first, count)) => {
+                    assert_eq!(&id, first, "the entity's one incident");
+                    assert!(alert["count"].as_u64().unwrap() > *count, "{alert}");
+                    assert!(["updated", "escalated"].contains(&event), "{alert}");
+                }
+            }
+            seen.insert(
+                entity.to_owned(),
+                (id.clone(), alert["count"].as_u64().unwrap()),
+            );
+        }
+    }
+    assert!(shown >= 1, "the log raises at least one incident");
+    // What the answers showed last is what is stored.
+    for (entity, (id, count)) in &seen {
+        let stored = json_ok(app.get(&format!("/v1/alerts/{id}")).await).await;
+        assert_eq!(stored["count"], *count, "{entity}: {stored}");
+        let open = json_ok(
+            app.get(&format!("/v1/alerts?entity={entity}&status=open"))
+                .await,
+        )
+        .await;
+        assert_eq!(open["alerts"].as_array().unwrap().len(), 1, "{open}");
+        assert_eq!(open["alerts"][0]["id"], id.as_str());
+    }
+}

@@ -177,6 +177,17 @@ async fn delivery_when(
     .await
 }
 
+/// The events of an alert's deliveries, as `GET /v1/alerts/{id}` lists them.
+async fn events_of(app: &TestApp, id: &str) -> Vec<Value> {
+    let alert = json_ok(app.get(&format!("/v1/alerts/{id}")).await).await;
+    alert["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["event"].clone())
+        .collect()
+}
+
 fn delivered(d: &Value) -> bool {
     d["state"] == "delivered"
 }
@@ -542,17 +553,9 @@ async fn fifteen_anomalous_batches_of_one_host_are_one_incident_delivered_once()
     assert_eq!(opened[0].headers["idempotency-key"], incident_id.as_str());
     let doc: Value = serde_json::from_slice(&opened[0].body).unwrap();
     assert_eq!(doc["activity_id"], 1, "OCSF Create");
-    let alert = json_ok(app.get(&format!("/v1/alerts/{incident_id}")).await).await;
-    let events: Vec<_> = alert["deliveries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["event"].clone())
-        .collect();
-    assert_eq!(events, [json!("opened")]);
+    assert_eq!(events_of(&app, &incident_id).await, [json!("opened")]);
 
-    // An analyst's verdict is kept on the alert and shown in its exports; a suppression rule
-    // is not available yet and is refused, not dropped.
+    // An analyst's verdict is kept on the alert and shown in its exports.
     let judged = app
         .post_json(
             &format!("/v1/alerts/{incident_id}/feedback"),
@@ -564,6 +567,7 @@ async fn fifteen_anomalous_batches_of_one_host_are_one_incident_delivered_once()
     assert_eq!(judged["feedback"][0]["note"], "nightly backup");
     assert_eq!(judged["feedback"][0]["by"], "anonymous");
     assert_eq!(judged["count"], 15, "feedback changes nothing else");
+    assert!(judged.get("suppression").is_none(), "{judged}");
     let listed = json_ok(app.get("/v1/alerts?entity=10.0.0.66").await).await;
     assert_eq!(listed["alerts"][0]["feedback"], judged["feedback"]);
     let ecs = app
@@ -574,27 +578,75 @@ async fn fifteen_anomalous_batches_of_one_host_are_one_incident_delivered_once()
         ecs["netsentinel"]["feedback"][0]["verdict"],
         "false_positive"
     );
-    let refused = app
+
+    // A rule that does not cover the incident (its records fail the condition; another
+    // network) resolves nothing.
+    for rule in [
+        json!({"entity": "10.0.0.66", "reason": "r",
+               "conditions": [{"feature": "bytes_sent", "op": ">", "value": 1e300}]}),
+        json!({"cidr": "192.168.0.0/16", "reason": "r"}),
+        json!({"detector": "other", "entity": "10.0.0.66", "reason": "r"}),
+    ] {
+        let created = app.post_json("/v1/suppressions", &rule).await;
+        assert_eq!(created.status(), StatusCode::CREATED);
+        let created: Value = created.json().await.unwrap();
+        assert_eq!(created["resolved_alerts"], json!([]), "{rule}: {created}");
+    }
+    // A rule covering the host's network resolves its incident at once, not the other host's.
+    let created = app
         .post_json(
-            &format!("/v1/alerts/{incident_id}/feedback"),
-            &json!({"verdict": "benign", "suppress": {"expires_in": "1h"}}),
+            "/v1/suppressions",
+            &json!({"cidr": "10.0.0.64/30", "reason": "backup subnet"}),
         )
         .await;
-    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let problem: Value = refused.json().await.unwrap();
-    assert!(
-        problem["detail"]
-            .as_str()
-            .unwrap()
-            .contains("not available yet"),
-        "{problem}"
-    );
-    let after = json_ok(app.get(&format!("/v1/alerts/{incident_id}")).await).await;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = created.json().await.unwrap();
     assert_eq!(
-        after["feedback"].as_array().unwrap().len(),
-        1,
-        "nothing kept"
+        created["resolved_alerts"],
+        json!([incident_id]),
+        "{created}"
     );
+    let resolved = json_ok(app.get(&format!("/v1/alerts/{incident_id}")).await).await;
+    assert_eq!(resolved["status"], "resolved");
+    assert!(resolved["resolved_at"].is_string());
+    assert_eq!(
+        resolved["feedback"], judged["feedback"],
+        "the verdict stays"
+    );
+    let other_now = json_ok(app.get(&format!("/v1/alerts/{other_id}")).await).await;
+    assert_eq!(
+        other_now["status"], "open",
+        "another host's incident stays open"
+    );
+    // A second covering rule finds nothing left to resolve.
+    let again = app
+        .post_json(
+            "/v1/suppressions",
+            &json!({"entity": "10.0.0.66", "reason": "again"}),
+        )
+        .await;
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["resolved_alerts"], json!([]), "{again}");
+    // Exactly one `resolved` delivery, through the outbox like any resolution.
+    eventually("the resolved delivery", DEADLINE, || async {
+        let alert = json_ok(app.get(&format!("/v1/alerts/{incident_id}")).await).await;
+        let deliveries = alert["deliveries"].as_array()?.clone();
+        (deliveries.len() == 2 && deliveries.iter().all(delivered)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        events_of(&app, &incident_id).await,
+        [json!("opened"), json!("resolved")]
+    );
+    let of_incident: Vec<_> = receiver
+        .requests()
+        .into_iter()
+        .filter(|r| r.headers["x-netsentinel-alert-id"] == incident_id.as_str())
+        .collect();
+    assert_eq!(of_incident.len(), 2, "opened, then resolved, once each");
+    assert_eq!(of_incident[1].headers["x-netsentinel-event"], "resolved");
+    let doc: Value = serde_json::from_slice(&of_incident[1].body).unwrap();
+    assert_eq!(doc["activity_id"], 3, "OCSF Close");
     let missing = app
         .post_json("/v1/alerts/no-such/feedback", &json!({"verdict": "benign"}))
         .await;

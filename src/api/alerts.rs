@@ -18,10 +18,11 @@ use axum::response::{IntoResponse, Response};
 use super::views::alerts::{
     AlertFormatView, AlertStatusView, AlertView, DeliveryStateView, ExportFormatView, VerdictView,
 };
+use super::views::suppressions::{CreatedSuppressionView, NewSuppressionView};
 use crate::auth::ClientId;
 use crate::error::{ApiError, ProblemCode};
-use crate::records::BodyFormat;
 use crate::service::alerts;
+use crate::service::suppression::NewRule;
 use crate::siem::formats::{AlertFormat, ExportContext, render_one, render_within};
 use crate::state::AppState;
 use crate::store::alerts::MAX_NOTE_CHARS;
@@ -396,20 +397,38 @@ pub struct FeedbackRequest {
     /// Free text, at most 2000 characters.
     #[schema(example = "nightly backup to the new NAS")]
     pub note: Option<String>,
-    /// A suppression rule to create with the verdict: not available yet, so a body with it is
-    /// refused (422) rather than the rule silently dropped.
-    #[schema(value_type = Option<Object>)]
-    pub suppress: Option<serde_json::Value>,
+    /// A suppression rule to create with the verdict, as `POST /v1/suppressions` takes it;
+    /// `detector` and `entity` default to the alert's (no `entity` when it names a `cidr`),
+    /// `reason` to the note.
+    #[schema(value_type = Option<NewSuppressionView>)]
+    pub suppress: Option<NewRule>,
+}
+
+/// The alert with the verdict added, and the rule created with it.
+#[derive(Serialize, ToSchema)]
+pub struct FeedbackAnswer {
+    #[serde(flatten)]
+    #[schema(value_type = AlertView)]
+    pub alert: Alert,
+    /// The suppression rule `suppress` created (absent without `suppress`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suppression: Option<CreatedSuppressionView>,
 }
 
 /// Record an analyst's verdict on an alert: `true_positive`, `false_positive` or `benign`,
 /// with a note. It is kept with the API key that gave it and the time, and shown on the alert
 /// (and in its exports).
+///
+/// With `suppress`, a suppression rule is created too (the same checks and errors as `POST
+/// /v1/suppressions`, fields named `suppress.…`; nothing is kept when it is refused), and the
+/// incidents it covers, this alert's included, are resolved at once: the answer adds
+/// `suppression`, the rule with `resolved_alerts`. An alert without an entity needs
+/// `suppress.entity` or `suppress.cidr`.
 #[utoipa::path(post, path = "/v1/alerts/{id}/feedback", tag = "alerts",
     params(("id" = String, Path, description = "Alert id")),
     request_body(content = FeedbackRequest, content_type = "application/json"),
     responses(
-        (status = 200, body = AlertView, description = "The alert with the verdict added"),
+        (status = 200, body = FeedbackAnswer, description = "The alert with the verdict added"),
         FeedbackProblems,
         NotFound,
     ))]
@@ -419,26 +438,9 @@ pub async fn feedback(
     client: Option<Extension<ClientId>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Alert>, ApiError> {
-    let body = super::whole_body(&headers, body, state.settings().max_body_bytes).await?;
-    if super::body_format(&headers)? != BodyFormat::Json {
-        return Err(ApiError::new(
-            ProblemCode::UnsupportedMediaType,
-            "feedback is JSON: send Content-Type application/json",
-        ));
-    }
-    let request: FeedbackRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(
-            ProblemCode::MalformedBody,
-            format!("the body is not a verdict: {e}"),
-        )
-    })?;
-    if request.suppress.as_ref().is_some_and(|s| !s.is_null()) {
-        return Err(ApiError::invalid_value(
-            "suppression rules are not available yet; send the verdict without suppress",
-        )
-        .with_field("suppress"));
-    }
+) -> Result<Json<FeedbackAnswer>, ApiError> {
+    let body = super::whole_json_body(&state, &headers, body, "verdicts").await?;
+    let request: FeedbackRequest = super::json_of(&body)?;
     if request
         .note
         .as_ref()
@@ -449,12 +451,24 @@ pub async fn feedback(
         ))
         .with_field("note"));
     }
-    let by = match client {
-        Some(Extension(ClientId(id))) => format!("key-{}", &id[..id.len().min(16)]),
+    let client = client.map(|Extension(ClientId(id))| id);
+    let by = match &client {
+        Some(id) => format!("key-{}", &id[..id.len().min(16)]),
         None => "anonymous".to_owned(),
     };
-    let alert = alerts::feedback(&state, &id, request.verdict.into(), request.note, by).await?;
-    alert.map(Json).ok_or_else(|| no_such_alert(&id))
+    let suppress = request.suppress.map(|rule| alerts::Suppress {
+        rule,
+        created_by: client,
+    });
+    let verdict = (request.verdict.into(), request.note);
+    let judged = alerts::feedback(&state, &id, verdict, by, suppress).await?;
+    let judged = judged.ok_or_else(|| no_such_alert(&id))?;
+    Ok(Json(FeedbackAnswer {
+        alert: judged.alert,
+        suppression: judged
+            .suppression
+            .map(|c| CreatedSuppressionView::of(c, Utc::now())),
+    }))
 }
 
 fn no_such_alert(id: &str) -> ApiError {

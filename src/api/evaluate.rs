@@ -1,9 +1,13 @@
 //! `POST /v1/evaluate`: how the active model does on labeled records.
 
 use super::RecordsRequest;
-use super::problems::{BodyProblems, NoModelYet};
+use super::detectors::Detector;
+use super::problems::{BadParameter, BodyProblems, NoModelYet, VerdictProblems};
 use axum::Json;
+use axum::extract::Query;
 use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
@@ -11,7 +15,7 @@ use super::views::bodies::ContentEncodingHeader;
 
 use super::views::evaluate::{BudgetThresholdView, ClassificationReportView, ConfusionMatrixView};
 use crate::error::ApiError;
-use crate::service::evaluation::{self, EvaluateCommand};
+use crate::service::evaluation::{self, EvaluateCommand, Evaluation, VerdictLabels};
 use crate::state::AppState;
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
@@ -71,15 +75,67 @@ pub async fn evaluate(
         max_false_positive_rate: request.query.max_false_positive_rate,
     };
     let e = evaluation::evaluate(&state, &request.detector, command).await?;
-    Ok(Json(EvaluateResponse {
-        model_version: e.model_version,
-        n_records: e.n_records,
-        confusion_matrix: e.confusion_matrix.into(),
-        report_text: e.report.to_string(),
-        classification_report: e.report.into(),
-        roc_auc: e.roc_auc,
-        average_precision: e.average_precision,
-        threshold: e.threshold,
-        budget: e.budget.map(Into::into),
-    }))
+    Ok(Json(e.into()))
+}
+
+impl From<Evaluation> for EvaluateResponse {
+    fn from(e: Evaluation) -> Self {
+        Self {
+            model_version: e.model_version,
+            n_records: e.n_records,
+            confusion_matrix: e.confusion_matrix.into(),
+            report_text: e.report.to_string(),
+            classification_report: e.report.into(),
+            roc_auc: e.roc_auc,
+            average_precision: e.average_precision,
+            threshold: e.threshold,
+            budget: e.budget.map(Into::into),
+        }
+    }
+}
+
+/// Which verdicts to evaluate on.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct VerdictsQuery {
+    /// Only the verdicts on alerts created at or after this time (RFC 3339).
+    pub since: Option<DateTime<Utc>>,
+    /// Only the verdicts on alerts created before this time (RFC 3339).
+    pub until: Option<DateTime<Utc>>,
+    /// Also report the threshold that keeps the false-positive rate within this budget, and
+    /// the recall it buys.
+    pub max_false_positive_rate: Option<f64>,
+}
+
+/// Evaluate the active model on analysts' verdicts: the records stored on the detector's
+/// alerts that carry a verdict, labeled by the alert's latest one (`true_positive` 1,
+/// `false_positive` and `benign` 0). No body.
+///
+/// The answer is the one `POST /v1/evaluate` gives for those records posted with those labels
+/// (the same AUC, precision and recall, and with `max_false_positive_rate` the threshold a
+/// false-alert budget allows, now reflecting what analysts decided). Records lacking a feature
+/// of the active model are left out. 422 `invalid-parameter` (`field`: `labels`) when no
+/// verdict is found or all are of one class.
+#[utoipa::path(post, path = "/evaluate/verdicts", tag = "scoring",
+    params(VerdictsQuery),
+    responses(
+        (status = 200, body = EvaluateResponse),
+        BadParameter,
+        VerdictProblems,
+        NoModelYet,
+    ))]
+pub async fn evaluate_verdicts(
+    State(state): State<AppState>,
+    Detector(det): Detector,
+    query: Result<Query<VerdictsQuery>, QueryRejection>,
+) -> Result<Json<EvaluateResponse>, ApiError> {
+    let q = super::query(query)?;
+    let labels = VerdictLabels {
+        since: q.since,
+        until: q.until,
+        max_false_positive_rate: q.max_false_positive_rate,
+    };
+    let e = evaluation::evaluate_verdicts(&state, &det, labels).await?;
+    Ok(Json(e.into()))
 }

@@ -22,7 +22,7 @@ use crate::records::{BodyFormat, RecordError, RecordErrorKind};
 use crate::service::idempotency::{Answer, AnswerOf};
 use crate::service::ingest::{self, IngestOutcome};
 use crate::state::AppState;
-use crate::store::alerts::Alert;
+use crate::store::alerts::{Alert, AlertEvent};
 use crate::store::streams::WindowQuery;
 
 /// What an ingest or flush call did.
@@ -44,11 +44,24 @@ pub struct IngestAnswer {
     pub windows_closed: usize,
     /// Windows ending at or before this are closed; null before the first line.
     pub watermark: Option<DateTime<Utc>>,
-    /// The alert the closed windows raised (already stored), if any.
-    #[schema(value_type = Vec<AlertView>)]
-    pub alerts: Vec<Alert>,
+    /// The alerts the closed windows opened or updated, as stored: each anomalous entity's
+    /// incident (its id, `entity`, `count`, `status`), or a batch alert for windows of no
+    /// entity, with what this call did to it (`event`).
+    pub alerts: Vec<IngestAlert>,
     /// The model that scored the closed windows.
     pub model_version: u64,
+}
+
+/// An alert a call opened or updated, as stored.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IngestAlert {
+    #[serde(flatten)]
+    #[schema(value_type = AlertView)]
+    pub alert: Alert,
+    /// `opened` (a new incident or batch alert), `updated` (folded into the entity's open
+    /// incident, no delivery), `escalated` or `renotified` (folded in, and delivered again).
+    #[schema(example = "opened")]
+    pub event: &'static str,
 }
 
 /// A skipped line.
@@ -77,7 +90,14 @@ impl From<IngestOutcome> for IngestAnswer {
             windows_opened: r.windows_opened,
             windows_closed: r.windows_closed,
             watermark: r.watermark,
-            alerts: o.alerts,
+            alerts: o
+                .alerts
+                .into_iter()
+                .map(|(alert, event)| IngestAlert {
+                    alert,
+                    event: event.map_or("updated", AlertEvent::as_str),
+                })
+                .collect(),
             model_version: o.model_version,
         }
     }

@@ -110,6 +110,7 @@ fn per_detector() -> OpenApiRouter<AppState> {
         .routes(routes!(model::activate))
         .routes(reads_records(routes!(score::score)))
         .routes(reads_records(routes!(evaluate::evaluate)))
+        .routes(routes!(evaluate::evaluate_verdicts))
         .routes(routes!(chart::chart_png))
         .routes(routes!(chart::chart_svg))
         .routes(routes!(ingest::ingest))
@@ -348,6 +349,21 @@ pub(crate) async fn whole_json_body(
         ));
     }
     Ok(body)
+}
+
+/// A JSON body as `T`: a body of the wrong shape is 400 `malformed-body`, its `field` the
+/// path to the value at fault (`suppress.cidr`, `conditions[0].op`).
+pub(crate) fn json_of<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = e.path().to_string();
+        let error = ApiError::new(ProblemCode::MalformedBody, e.inner().to_string());
+        if field == "." {
+            error
+        } else {
+            error.with_field(field)
+        }
+    })
 }
 
 /// A declared `Content-Length` over the limit: refused before anything is read. The declared

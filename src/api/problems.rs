@@ -56,7 +56,9 @@ problems! {
     /// Detector settings: not JSON (400, 415), or not usable (422 `invalid-detector`).
     DetectorProblems { "400": "", "413": "", "415": "", "422": "Settings that cannot be used (`invalid-detector`), `field` names the one at fault" }
     /// Feedback on an alert: not JSON (400, 415), or not usable (422).
-    FeedbackProblems { "400": "", "413": "", "415": "", "422": "A `suppress` rule (suppression rules are not available yet) or a note over 2000 characters (`invalid-parameter`); `field` names it" }
+    FeedbackProblems { "400": "", "413": "", "415": "", "422": "A note over 2000 characters (`invalid-parameter`), or a `suppress` rule that cannot be used (`invalid-suppression`, as `POST /v1/suppressions` answers); `field` names it" }
+    /// Evaluating on verdicts: none found, or all of one class.
+    VerdictProblems { "422": "No verdict to evaluate on, or verdicts of one class only (`invalid-parameter`, `field`: `labels`), or a budget that cannot be met" }
     /// A suppression rule: not JSON or of the wrong shape (400, `field` names the one at
     /// fault), or not usable (422).
     SuppressionProblems { "400": "", "413": "", "415": "", "422": "A rule that cannot be used (`invalid-suppression`), `field` names the one at fault" }

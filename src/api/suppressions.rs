@@ -8,9 +8,11 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 
 use super::problems::{NotFound, SuppressionProblems};
-use super::views::suppressions::{NewSuppressionView, SuppressionListView, SuppressionView};
+use super::views::suppressions::{
+    CreatedSuppressionView, NewSuppressionView, SuppressionListView, SuppressionView,
+};
 use crate::auth::ClientId;
-use crate::error::{ApiError, ProblemCode};
+use crate::error::ApiError;
 use crate::service::ServiceError;
 use crate::service::suppression::{self, NewRule};
 use crate::state::AppState;
@@ -34,10 +36,16 @@ pub async fn list_suppressions(
 /// Create a suppression rule. Records it matches (on every replica, from now on) are still
 /// scored and answered with `suppressed: <rule id>`, but raise no alert, do not count toward
 /// their batch's alert and are left out of fits. Needs the `admin` scope.
+///
+/// Creating it resolves at once every unresolved (open or acknowledged) incident it covers,
+/// each with its `resolved` delivery; `resolved_alerts` lists their ids. It covers an incident
+/// of its detector (any, without one) whose entity is its `entity` or inside its `cidr`; a
+/// rule with `conditions` or `hours` covers it only if every record stored on the incident
+/// (its most anomalous ones) matches them.
 #[utoipa::path(post, path = "/v1/suppressions", tag = "alerts",
     request_body(content = NewSuppressionView, content_type = "application/json"),
     responses(
-        (status = 201, body = SuppressionView, description = "Rule created"),
+        (status = 201, body = CreatedSuppressionView, description = "Rule created"),
         SuppressionProblems,
     ))]
 pub async fn create_suppression(
@@ -47,23 +55,14 @@ pub async fn create_suppression(
     body: Body,
 ) -> Result<Response, ApiError> {
     let body = super::whole_json_body(&state, &headers, body, "suppression rules").await?;
-    let mut de = serde_json::Deserializer::from_slice(&body);
-    let rule: NewRule = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let field = e.path().to_string();
-        let error = ApiError::new(ProblemCode::MalformedBody, e.inner().to_string());
-        if field == "." {
-            error
-        } else {
-            error.with_field(field)
-        }
-    })?;
+    let rule: NewRule = super::json_of(&body)?;
     let created_by = client.map(|c| c.0.0);
-    let rule = suppression::create(&state, rule, created_by).await?;
-    let location = format!("/v1/suppressions/{}", rule.id);
+    let created = suppression::create(&state, rule, created_by).await?;
+    let location = format!("/v1/suppressions/{}", created.rule.id);
     Ok((
         StatusCode::CREATED,
         [(header::LOCATION, location)],
-        Json(SuppressionView::of(rule, Utc::now())),
+        Json(CreatedSuppressionView::of(created, Utc::now())),
     )
         .into_response())
 }

@@ -95,6 +95,10 @@ pub struct ModelMeta {
     /// The string field naming each record's entity (entity baselines only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entity_field: Option<String>,
+    /// Records of the training data left out because a suppression rule matched them (0 in
+    /// files written before it was counted).
+    #[serde(default)]
+    pub suppressed_records: usize,
 }
 
 fn is_global(b: &Baseline) -> bool {
@@ -346,6 +350,7 @@ impl Model {
             baseline: Baseline::Global,
             seasonality: Seasonality::None,
             entity_field: None,
+            suppressed_records: 0,
         };
         let mut model = Model {
             meta,
@@ -359,6 +364,11 @@ impl Model {
 
     pub fn meta(&self) -> &ModelMeta {
         &self.meta
+    }
+
+    /// Notes how many records of the training data were left out before the fit.
+    pub fn set_suppressed_records(&mut self, n: usize) {
+        self.meta.suppressed_records = n;
     }
 
     /// [`Model::fit_watched`] with entity baselines: the forest and statistics as for a global

@@ -2,16 +2,20 @@
 //! average precision at its threshold, and the threshold a false-alert budget allows.
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::{ServiceError, blocking};
+use crate::detector::Matrix;
 use crate::detector::metrics::{
     ClassificationReport, ConfusionMatrix, average_precision, classification_report,
     confusion_matrix, roc_auc,
 };
+use crate::detector::model::Model;
 use crate::detector::threshold::{BudgetThreshold, threshold_for_fpr_budget};
 use crate::records::{BodyFormat, ReadSpec, TopLevel, ZeekOptions, read_settings, read_slice};
 use crate::state::{AppState, DetectorState};
+use crate::store::alerts::{AlertQuery, Verdict};
 
 /// Labeled records to evaluate on.
 pub struct EvaluateCommand {
@@ -39,6 +43,120 @@ pub struct Evaluation {
     pub average_precision: Option<f64>,
     pub threshold: f64,
     pub budget: Option<BudgetThreshold>,
+}
+
+/// Scores `x` with `model` and measures it against `labels`; with a false-alert `budget`, the
+/// threshold that keeps it.
+fn measure(
+    model: &Model,
+    x: &Matrix,
+    labels: &[bool],
+    budget: Option<f64>,
+) -> Result<Evaluation, ServiceError> {
+    let scores = model.score(x);
+    let predicted: Vec<bool> = scores.iter().map(|&s| model.is_anomaly(s)).collect();
+    let report = classification_report(labels, &predicted)?;
+    let budget = budget
+        .map(|max_fpr| {
+            threshold_for_fpr_budget(labels, &scores, max_fpr)
+                .map_err(|e| ServiceError::Budget(e.to_string()))
+        })
+        .transpose()?;
+    Ok(Evaluation {
+        model_version: model.version(),
+        n_records: x.n_rows(),
+        confusion_matrix: confusion_matrix(labels, &predicted)?,
+        report,
+        roc_auc: roc_auc(labels, &scores),
+        average_precision: average_precision(labels, &scores),
+        threshold: model.threshold(),
+        budget,
+    })
+}
+
+/// Which analysts' verdicts to evaluate on: those on the detector's alerts created in
+/// `[since, until)`.
+#[derive(Debug, Clone, Default)]
+pub struct VerdictLabels {
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub max_false_positive_rate: Option<f64>,
+}
+
+/// Alerts read per store call while gathering verdicts.
+const VERDICT_PAGE: usize = 500;
+
+/// Evaluates the detector's active model on what analysts decided: every record stored on an
+/// alert of the detector that carries a verdict, labeled by the alert's latest verdict
+/// (`true_positive` 1; `false_positive` and `benign` 0), scored and measured as a labeled body
+/// of those records is. Records lacking one of the model's features (stored by a model of
+/// other features) are left out; at most `max_records` records are read.
+pub async fn evaluate_verdicts(
+    state: &AppState,
+    det: &DetectorState,
+    q: VerdictLabels,
+) -> Result<Evaluation, ServiceError> {
+    let model = det.model().ok_or(ServiceError::NoModel)?;
+    let max_records = state.settings().max_records;
+    let (store, detector) = (state.alerts(), det.name().to_owned());
+    blocking(move || {
+        let features = model.features();
+        let (mut values, mut labels) = (Vec::new(), Vec::new());
+        let mut query = AlertQuery {
+            since: q.since,
+            until: q.until,
+            detector: Some(detector.clone()),
+            limit: VERDICT_PAGE,
+            ..AlertQuery::default()
+        };
+        'pages: loop {
+            if crate::work::cancelled() {
+                return Err(ServiceError::Cancelled);
+            }
+            let page = store.list(&query)?;
+            for alert in &page.alerts {
+                let Some(last) = alert.feedback.last() else {
+                    continue;
+                };
+                let label = last.verdict == Verdict::TruePositive;
+                for r in &alert.records {
+                    let row: Option<Vec<f64>> =
+                        features.iter().map(|f| r.values.get(f).copied()).collect();
+                    if let Some(row) = row {
+                        if labels.len() == max_records {
+                            break 'pages;
+                        }
+                        values.extend(row);
+                        labels.push(label);
+                    }
+                }
+            }
+            match page.next_cursor {
+                Some(c) => query.cursor = Some(c),
+                None => break,
+            }
+        }
+        let positives = labels.iter().filter(|&&l| l).count();
+        let why = match (labels.len(), positives) {
+            (0, _) => Some(format!(
+                "no alert of detector {detector:?} in this time range carries a verdict with \
+                 records the active model can score; POST /v1/alerts/{{id}}/feedback first"
+            )),
+            (n, p) if p == 0 || p == n => Some(format!(
+                "the {n} records on alerts with verdicts are all labeled {}: evaluating needs \
+                 verdicts of both kinds (true_positive, and false_positive or benign)",
+                if p == 0 { 0 } else { 1 }
+            )),
+            _ => None,
+        };
+        if let Some(detail) = why {
+            return Err(ServiceError::Labels(detail));
+        }
+        let x = Matrix::new(labels.len(), features.len(), values)
+            .map_err(|e| ServiceError::settings(format!("verdict records: {e}")))?;
+        measure(&model, &x, &labels, q.max_false_positive_rate)
+    })
+    .await
 }
 
 /// Scores the labeled records with the detector's active model and measures it.
@@ -83,25 +201,7 @@ pub async fn evaluate(
         let batch = read_slice(&bytes, &spec, None)?.batch;
         drop(bytes);
         let labels = batch.labels.clone().unwrap_or_default();
-        let scores = model.score(&batch.matrix);
-        let predicted: Vec<bool> = scores.iter().map(|&s| model.is_anomaly(s)).collect();
-        let report = classification_report(&labels, &predicted)?;
-        let budget = budget
-            .map(|max_fpr| {
-                threshold_for_fpr_budget(&labels, &scores, max_fpr)
-                    .map_err(|e| ServiceError::Budget(e.to_string()))
-            })
-            .transpose()?;
-        Ok(Evaluation {
-            model_version: model.version(),
-            n_records: batch.len(),
-            confusion_matrix: confusion_matrix(&labels, &predicted)?,
-            report,
-            roc_auc: roc_auc(&labels, &scores),
-            average_precision: average_precision(&labels, &scores),
-            threshold: model.threshold(),
-            budget,
-        })
+        measure(&model, &batch.matrix, &labels, budget)
     })
     .await
 }

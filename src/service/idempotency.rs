@@ -155,34 +155,67 @@ impl KeyedRun {
         headers: Vec<(String, String)>,
         body: Option<&[u8]>,
     ) -> KeyRecord {
-        let (kept, body_len, body_sha256) = match body {
-            Some(b) => (
-                (b.len() <= MAX_KEPT_ANSWER).then(|| b.to_vec()),
-                b.len() as u64,
-                hex::encode(Sha256::digest(b)),
-            ),
-            None => (None, 0, String::new()),
-        };
-        KeyRecord {
-            scope: self.claim.scope.clone(),
-            key: self.claim.key.clone(),
-            request_hash: self.hash.finish(),
-            created_at: Utc::now(),
-            answer: StoredAnswer {
-                status,
-                content_type: content_type.to_owned(),
-                headers,
-                body: kept,
-                body_len,
-                body_sha256,
-            },
-        }
+        let parts = (
+            self.claim.scope.clone(),
+            self.claim.key.clone(),
+            self.hash.finish(),
+        );
+        key_record(parts, status, content_type, headers, body)
+    }
+
+    /// The record of this request, to write once its result is known (inside the commit that
+    /// stores it): `answer` reads the answer from the result.
+    pub fn record_later<T: 'static>(
+        &self,
+        answer: AnswerOf<T>,
+    ) -> Box<dyn FnOnce(&T) -> KeyRecord + Send> {
+        let parts = (
+            self.claim.scope.clone(),
+            self.claim.key.clone(),
+            self.hash.finish(),
+        );
+        Box::new(move |result| {
+            let a = answer(result);
+            key_record(parts, a.status, &a.content_type, a.headers, Some(&a.body))
+        })
     }
 
     /// Keeps `record` on its own (the request had no effect in the alert database).
     pub async fn keep(&self, record: KeyRecord) -> Result<(), ServiceError> {
         let store: Arc<dyn IdempotencyStore> = self.claim.state.stores().idempotency.clone();
         blocking(move || Ok(store.record_key(&record)?)).await
+    }
+}
+
+/// A key's record: its scope, key and request hash, and the answer.
+fn key_record(
+    (scope, key, request_hash): (KeyScope, String, String),
+    status: u16,
+    content_type: &str,
+    headers: Vec<(String, String)>,
+    body: Option<&[u8]>,
+) -> KeyRecord {
+    let (kept, body_len, body_sha256) = match body {
+        Some(b) => (
+            (b.len() <= MAX_KEPT_ANSWER).then(|| b.to_vec()),
+            b.len() as u64,
+            hex::encode(Sha256::digest(b)),
+        ),
+        None => (None, 0, String::new()),
+    };
+    KeyRecord {
+        scope,
+        key,
+        request_hash,
+        created_at: Utc::now(),
+        answer: StoredAnswer {
+            status,
+            content_type: content_type.to_owned(),
+            headers,
+            body: kept,
+            body_len,
+            body_sha256,
+        },
     }
 }
 

@@ -37,16 +37,19 @@ use crate::detector::model::Model;
 use crate::records::zeek::{Reject, WINDOW_FEATURES, WindowRecord, ZeekFormat, read_windows};
 use crate::records::{BatchBuilder, Features, RecordError, RecordErrorKind};
 use crate::state::{AppState, DetectorState, LoadedStream};
-use crate::store::alerts::Alert;
-use crate::store::streams::{LockedStream, StoredWindow, StreamCommit, WindowPage, WindowQuery};
+use crate::store::alerts::{Alert, AlertEvent, Raised};
+use crate::store::streams::{
+    KeyAfter, LockedStream, StoredWindow, StreamCommit, WindowPage, WindowQuery,
+};
 use crate::stream::{BookConfig, IngestReport, Ingested, WindowBook};
 
-/// What an ingest or flush call did: the engine's report, and the alert its closed windows
-/// raised (already stored).
+/// What an ingest or flush call did: the engine's report, and the alerts its closed windows
+/// opened or updated, as stored (an entity's incident, or a batch alert), each with what
+/// happened to it (`None`: updated without a delivery).
 #[derive(Debug, Clone)]
 pub struct IngestOutcome {
     pub report: IngestReport,
-    pub alerts: Vec<Alert>,
+    pub alerts: Vec<(Alert, Option<AlertEvent>)>,
     /// The model that scored the closed windows.
     pub model_version: u64,
 }
@@ -201,7 +204,12 @@ fn run(
         }
     })?;
     let (loaded, outcome) = match (committed, done) {
-        (Some(version), Some(Ok((loaded, outcome)))) => {
+        (Some(c), Some(Ok((loaded, outcome)))) => {
+            let outcome = IngestOutcome {
+                alerts: shown(&c.raised),
+                ..outcome
+            };
+            let version = c.version;
             (LoadedStream { version, ..loaded }, outcome)
         }
         (_, Some(Err(e))) => return Err(e),
@@ -212,18 +220,31 @@ fn run(
             )));
         }
     };
-    let alert = outcome.alerts.first().cloned();
     *slot = Some(loaded);
     drop(slot);
     drop(run);
-    if let Some(alert) = &alert {
+    if !outcome.alerts.is_empty() {
         state.webhooks().alert_stored();
+    }
+    for (alert, event) in &outcome.alerts {
         tracing::warn!(
-            alert = %alert.id, detector = det.name(), severity = alert.severity,
-            reason = %alert.reason, "alert raised by closed windows"
+            alert = %alert.id, detector = det.name(), entity = alert.entity.as_deref().unwrap_or(""),
+            count = alert.count, severity = alert.severity, event = event.map_or("updated", AlertEvent::as_str),
+            reason = %alert.reason, "alert raised or updated by closed windows"
         );
     }
     Ok(outcome)
+}
+
+/// What a call's answer shows of what its alert did to the store: the alerts it opened or
+/// updated, as stored (a stale incident it resolved before opening the entity's next one is
+/// left out; its `resolved` delivery says so).
+fn shown(raised: &Raised) -> Vec<(Alert, Option<AlertEvent>)> {
+    raised
+        .iter()
+        .filter(|(_, e)| *e != Some(AlertEvent::Resolved))
+        .cloned()
+        .collect()
 }
 
 /// What one call folds with.
@@ -268,14 +289,21 @@ impl Call<'_> {
             self.detector,
             closed_at,
         )?;
+        // The alerts are filled in from what the commit stored (`Committed::raised`).
         let outcome = IngestOutcome {
             report: ingested.report,
-            alerts: scored.alert.iter().cloned().collect(),
+            alerts: Vec::new(),
             model_version: self.model.version(),
         };
         let key = key.map(|(run, answer)| {
-            let a = answer(&outcome);
-            run.record(a.status, &a.content_type, a.headers, Some(&a.body))
+            let later = run.record_later(answer);
+            let outcome = outcome.clone();
+            Box::new(move |raised: &Raised| {
+                later(&IngestOutcome {
+                    alerts: shown(raised),
+                    ..outcome
+                })
+            }) as KeyAfter
         });
         let commit = StreamCommit {
             book: loaded.book.to_bytes(),

@@ -48,6 +48,9 @@ pub enum ServiceError {
     /// A false-alert budget that cannot be met on these labels.
     #[error("{0}")]
     Budget(String),
+    /// Analysts' verdicts that cannot be evaluated on: none, or all of one class.
+    #[error("{0}")]
+    Labels(String),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
     /// Activating a version that is not kept.

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::{ServiceError, blocking};
 use crate::records::Batch;
 use crate::state::AppState;
+use crate::store::alerts::{Alert, Cover};
 use crate::store::suppressions::StoredSuppression;
 
 /// Longest `reason`, in characters.
@@ -309,6 +310,34 @@ impl Matcher {
     }
 }
 
+impl Matcher {
+    /// Whether the rule covers an unresolved incident, so that creating it resolves the
+    /// incident: of the rule's detector (or any, without one), its entity the rule's or inside
+    /// its network, and, when the rule has conditions or hours, every record stored on the
+    /// incident (its most anomalous ones) matching them. Batch alerts are never covered.
+    pub fn covers(&self, incident: &Alert) -> bool {
+        let Some(entity) = incident.entity.as_deref() else {
+            return false;
+        };
+        if !self.applies_to(&incident.detector) {
+            return false;
+        }
+        if incident.records.is_empty() {
+            return self.conditions.is_empty()
+                && self.hours.is_none()
+                && self.matches(Some(entity), None, |_| None);
+        }
+        incident.records.iter().all(|r| {
+            let time = r
+                .timestamp
+                .as_deref()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc));
+            self.matches(Some(entity), time, |f| r.values.get(f).copied())
+        })
+    }
+}
+
 /// The rules in force now, read from the store (one indexed read; every replica reads the
 /// same rows). A row that does not decode is logged and skipped.
 pub async fn active(state: &AppState) -> Result<Vec<Matcher>, ServiceError> {
@@ -411,23 +440,55 @@ pub async fn list(state: &AppState) -> Result<Vec<Rule>, ServiceError> {
     blocking(move || Ok(store.suppressions()?.iter().filter_map(decoded).collect())).await
 }
 
-/// Checks and stores a new rule; it is in force on every replica once this returns.
+/// A rule as created, and the unresolved incidents it covered, now resolved.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub rule: Rule,
+    pub resolved: Vec<Alert>,
+}
+
+/// Checks and stores a new rule (in force on every replica once this returns) and resolves the
+/// unresolved incidents it covers ([`keep`]).
 pub async fn create(
     state: &AppState,
     rule: NewRule,
     created_by: Option<String>,
-) -> Result<Rule, ServiceError> {
+) -> Result<Created, ServiceError> {
     let rule = rule.check(created_by, Utc::now())?;
-    let store = state.stores().suppressions.clone();
+    keep(state, rule).await
+}
+
+/// Stores a checked rule, then resolves every unresolved incident it covers
+/// ([`Matcher::covers`]), each with its `resolved` delivery through the outbox.
+pub(super) async fn keep(state: &AppState, rule: Rule) -> Result<Created, ServiceError> {
+    let (store, alerts) = (state.stores().suppressions.clone(), state.alerts());
+    let sinks = state.webhooks().sink_names().to_vec();
     let stored = StoredSuppression {
         id: rule.id.clone(),
         body: serde_json::to_string(&rule).expect("a rule always serialises"),
         created_at: rule.created_at,
         expires_at: rule.expires_at,
     };
-    blocking(move || Ok(store.insert_suppression(&stored)?)).await?;
-    tracing::info!(rule = %rule.id, detector = ?rule.detector, entity = ?rule.entity, cidr = ?rule.cidr, reason = %rule.reason, "suppression rule created");
-    Ok(rule)
+    let created = blocking(move || {
+        store.insert_suppression(&stored)?;
+        let matcher = Matcher::new(&rule);
+        let scope = Cover {
+            detector: rule.detector.as_deref(),
+            entity: rule.entity.as_deref(),
+        };
+        let covers = |a: &Alert| matcher.covers(a);
+        let resolved = alerts.resolve_covered(scope, &covers, Utc::now(), &sinks)?;
+        Ok(Created { rule, resolved })
+    })
+    .await?;
+    let rule = &created.rule;
+    tracing::info!(rule = %rule.id, detector = ?rule.detector, entity = ?rule.entity, cidr = ?rule.cidr, reason = %rule.reason, resolved = created.resolved.len(), "suppression rule created");
+    if !created.resolved.is_empty() {
+        state.webhooks().alert_stored();
+        metrics::counter!("netsentinel_incidents_resolved_total")
+            .increment(created.resolved.len() as u64);
+    }
+    Ok(created)
 }
 
 /// Deletes a rule; false when there was none.
@@ -573,6 +634,44 @@ mod tests {
             );
             assert_eq!(m.matches(None, None, |_| Some(x)), want, "{op}");
         }
+    }
+
+    #[test]
+    fn a_rule_covers_an_incident_only_when_every_stored_record_matches() {
+        let at = Utc.with_ymd_and_hms(2026, 3, 1, 2, 0, 0).unwrap();
+        let mut incident = crate::store::alerts::tests::alert(at, 80);
+        incident.entity = Some("10.0.0.66".into());
+        let record = |bytes: f64, hour: u32| crate::store::alerts::AlertRecord {
+            timestamp: Some(format!("2026-03-01T{hour:02}:10:00Z")),
+            values: [("bytes_sent".to_owned(), bytes)].into(),
+            entity: Some("10.0.0.66".into()),
+            ..incident.records[0].clone()
+        };
+        incident.records = vec![record(1e6, 2), record(2e6, 3)];
+        let covers = |v: serde_json::Value| matcher(v).covers(&incident);
+        assert!(covers(json!({"reason": "r", "entity": "10.0.0.66"})));
+        assert!(covers(
+            json!({"reason": "r", "cidr": "10.0.0.0/24", "detector": "default"})
+        ));
+        assert!(covers(json!({"reason": "r"})), "no scope: every incident");
+        assert!(!covers(json!({"reason": "r", "entity": "10.0.0.67"})));
+        assert!(!covers(json!({"reason": "r", "cidr": "10.0.1.0/24"})));
+        assert!(!covers(json!({"reason": "r", "detector": "other"})));
+        let small = json!({"reason": "r", "conditions": [{"feature": "bytes_sent", "op": "<", "value": 1.5e6}]});
+        assert!(!covers(small), "one record is over");
+        let both = json!({"reason": "r", "conditions": [{"feature": "bytes_sent", "op": "<", "value": 5e6}]});
+        assert!(covers(both));
+        assert!(covers(json!({"reason": "r", "hours": [2, 3]})));
+        assert!(
+            !covers(json!({"reason": "r", "hours": [2]})),
+            "a record at 03:10"
+        );
+        let mut batch_alert = incident.clone();
+        batch_alert.entity = None;
+        assert!(
+            !matcher(json!({"reason": "r"})).covers(&batch_alert),
+            "a batch alert is never covered"
+        );
     }
 
     #[test]

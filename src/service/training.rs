@@ -88,7 +88,11 @@ pub async fn fit(
                 sample_batch(&records, features.as_deref(), max_records)?
             }
         };
-        let marks = super::suppression::mark(&rules, &detector, &entity_field, &batch);
+        // An entity-baseline fit names its entity field (its `group_by`); rules go by it, as
+        // when its model scores.
+        let field = entity.as_ref().map_or(entity_field.as_str(), |e| e.field.as_str());
+        let marks = super::suppression::mark(&rules, &detector, field, &batch);
+        let suppressed = marks.len();
         if !marks.is_empty() {
             marks.count(&detector);
             tracing::info!(detector = %detector, suppressed = marks.len(), records = batch.len(), "fit leaves out records suppression rules match");
@@ -131,7 +135,8 @@ pub async fn fit(
             crate::work::note_stopped();
             tracing::info!(detector = %detector, "fit cancelled: its client is gone or its time is up");
         }
-        let (model, scores) = fitted?;
+        let (mut model, scores) = fitted?;
+        model.set_suppressed_records(suppressed);
         let anomalies = scores.iter().map(|&s| model.is_anomaly(s)).collect();
         let chart = chart_data(0, &mut batch, anomalies);
         Ok((model, chart))

@@ -21,7 +21,7 @@ use uuid::Uuid;
 
 use super::StoreError;
 use super::idempotency::KeyRecord;
-pub use super::incidents::{AlertEvent, Raised};
+pub use super::incidents::{AlertEvent, Cover, Raised};
 use super::tx::Transact;
 use crate::detector::explain::FeatureContribution;
 use crate::detector::model::BatchSummary;
@@ -372,11 +372,28 @@ pub trait AlertStore: Transact + Send + Sync + 'static {
         self.transact(&mut |tx| {
             resolved = tx.quiet_incidents(nanos_clamped(now), max)?;
             for (alert, at) in &mut resolved {
-                super::incidents::resolve_quiet(tx, alert, *at, sinks)?;
+                super::incidents::close(tx, alert, *at, sinks)?;
             }
             Ok(true)
         })?;
         Ok(resolved.into_iter().map(|(alert, _)| alert).collect())
+    }
+    /// Resolves at `now` every unresolved incident in `scope` that `covers` (a new suppression
+    /// rule's), each with a `resolved` delivery owed to `sinks`, in one transaction; returns
+    /// them. Each incident is resolved once, also when replicas race.
+    fn resolve_covered(
+        &self,
+        scope: Cover<'_>,
+        covers: &dyn Fn(&Alert) -> bool,
+        now: DateTime<Utc>,
+        sinks: &[String],
+    ) -> Result<Vec<Alert>, StoreError> {
+        let mut resolved = Vec::new();
+        self.transact(&mut |tx| {
+            resolved = super::incidents::resolve_covered(tx, scope, covers, now, sinks)?;
+            Ok(true)
+        })?;
+        Ok(resolved)
     }
     /// How many alerts are stored.
     fn count(&self) -> Result<u64, StoreError>;

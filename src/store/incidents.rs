@@ -62,6 +62,13 @@ impl<'a> IncidentRow<'a> {
 pub trait IncidentTx {
     /// The unresolved incident of (`detector`, `entity`), locked for this transaction.
     fn open_incident(&mut self, detector: &str, entity: &str) -> Result<Option<Alert>, StoreError>;
+    /// The unresolved incidents of `detector` and `entity` (`None`: any), locked for this
+    /// transaction.
+    fn unresolved(
+        &mut self,
+        detector: Option<&str>,
+        entity: Option<&str>,
+    ) -> Result<Vec<Alert>, StoreError>;
     /// Inserts a new alert ([`StoreError::DuplicateAlert`] when its id is taken).
     fn insert(&mut self, row: &IncidentRow<'_>) -> Result<(), StoreError>;
     /// Writes an existing alert's new state.
@@ -135,7 +142,7 @@ pub(super) fn raise(
                 out.push((open, event));
                 continue;
             }
-            resolve_quiet(tx, &mut open, due, sinks)?;
+            close(tx, &mut open, due, sinks)?;
             out.push((open, Some(AlertEvent::Resolved)));
         }
         let new = opened(part);
@@ -228,9 +235,9 @@ pub fn split(raised: &Alert) -> Vec<Alert> {
         .collect()
 }
 
-/// Resolves an incident found quiet past its `close_after` (due at `at`), with its `resolved`
-/// delivery.
-pub(super) fn resolve_quiet(
+/// Resolves an incident at `at` (found quiet past its `close_after`, or covered by a new
+/// suppression rule), with its `resolved` delivery.
+pub(super) fn close(
     tx: &mut (impl IncidentTx + ?Sized),
     open: &mut Alert,
     at: DateTime<Utc>,
@@ -239,6 +246,36 @@ pub(super) fn resolve_quiet(
     resolve(open, at);
     tx.update(&IncidentRow::of(open, None)?)?;
     tx.deliver(open, AlertEvent::Resolved, sinks)
+}
+
+/// The unresolved incidents a new suppression rule may cover: of its detector and its entity,
+/// when it names them (`None`: any); the rest of the rule is the caller's `covers`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cover<'a> {
+    pub detector: Option<&'a str>,
+    pub entity: Option<&'a str>,
+}
+
+/// Resolves, at `now`, every unresolved incident in `scope` that `covers`, each with its
+/// `resolved` delivery to `sinks`, inside a backend's transaction; returns them. An incident
+/// resolved meanwhile (by another replica, or the quiet round) is not in the locked read, so
+/// each is resolved, and delivered, once.
+pub(super) fn resolve_covered(
+    tx: &mut (impl IncidentTx + ?Sized),
+    scope: Cover<'_>,
+    covers: &dyn Fn(&Alert) -> bool,
+    now: DateTime<Utc>,
+    sinks: &[String],
+) -> Result<Vec<Alert>, StoreError> {
+    let mut resolved = Vec::new();
+    for mut incident in tx.unresolved(scope.detector, scope.entity)? {
+        if covers(&incident) {
+            let at = now.max(incident.last_seen);
+            close(tx, &mut incident, at, sinks)?;
+            resolved.push(incident);
+        }
+    }
+    Ok(resolved)
 }
 
 /// What a raised alert will look like once stored, for the answer that reports it: when it is
@@ -592,6 +629,70 @@ mod tests {
             ..Default::default()
         };
         listed(store, q)[0].id.clone()
+    }
+
+    #[test]
+    fn a_new_rule_resolves_the_unresolved_incidents_it_covers_once() {
+        use crate::store::alerts::{AlertStore, SqliteAlertStore};
+        let store = SqliteAlertStore::open_in_memory().unwrap();
+        let sinks = vec!["siem".to_string()];
+        let (a, b, c) = (host(0, "a", 50), host(0, "b", 50), host(0, "c", 50));
+        for x in [&a, &b, &c] {
+            store.insert_with_outbox(x, &sinks).unwrap();
+        }
+        store.acknowledge(&b.id, t(10)).unwrap();
+        let batch = raised(0, vec![record(None, 0.7, 70)]);
+        store.insert_with_outbox(&batch, &sinks).unwrap();
+        let not_c = |x: &Alert| x.entity.as_deref() != Some("c");
+        let resolved = store
+            .resolve_covered(Cover::default(), &not_c, t(100), &sinks)
+            .unwrap();
+        let ids: Vec<_> = resolved.iter().map(|x| x.id.as_str()).collect();
+        assert_eq!(ids, [a.id.as_str(), b.id.as_str()], "open and acknowledged");
+        for id in [&a.id, &b.id] {
+            let now = store.get(id).unwrap().unwrap();
+            assert_eq!(
+                (now.status, now.resolved_at),
+                (AlertStatus::Resolved, Some(t(100)))
+            );
+            assert_eq!(
+                events(&store, id),
+                [(0, AlertEvent::Opened), (1, AlertEvent::Resolved)]
+            );
+        }
+        assert_eq!(store.get(&c.id).unwrap().unwrap().status, AlertStatus::Open);
+        assert_eq!(
+            store.get(&batch.id).unwrap().unwrap().status,
+            AlertStatus::Open
+        );
+        // Resolved once: a second rule finds them resolved already.
+        let again = store
+            .resolve_covered(Cover::default(), &|_| true, t(200), &sinks)
+            .unwrap();
+        let ids: Vec<_> = again.iter().map(|x| x.id.as_str()).collect();
+        assert_eq!(ids, [c.id.as_str()]);
+        // The scope narrows what is read.
+        let d = host(300, "d", 50);
+        store.insert_with_outbox(&d, &sinks).unwrap();
+        let scope = Cover {
+            detector: Some("other"),
+            entity: None,
+        };
+        assert!(
+            store
+                .resolve_covered(scope, &|_| true, t(400), &sinks)
+                .unwrap()
+                .is_empty()
+        );
+        let scope = Cover {
+            detector: Some("default"),
+            entity: Some("d"),
+        };
+        let d_only = store
+            .resolve_covered(scope, &|_| true, t(400), &sinks)
+            .unwrap();
+        assert_eq!(d_only.len(), 1);
+        assert_eq!(d_only[0].resolved_at, Some(t(400)));
     }
 
     #[test]

@@ -26,6 +26,14 @@ pub(super) const SET_STATUS_BODY: &str = "UPDATE alerts SET status = ?1, body = 
 pub(super) const OPEN_INCIDENT: &str = "SELECT id, body FROM alerts
      WHERE detector = ?1 AND entity = ?2 AND resolved_at_ns IS NULL";
 
+/// The unresolved incidents of detector `?1` and entity `?2` (each: any when null), in a fixed
+/// order (replicas locking several take them in the same order).
+pub(super) const UNRESOLVED_INCIDENTS: &str = "SELECT id, body FROM alerts
+     WHERE entity IS NOT NULL AND resolved_at_ns IS NULL
+       AND (CAST(?1 AS TEXT) IS NULL OR detector = ?1)
+       AND (CAST(?2 AS TEXT) IS NULL OR entity = ?2)
+     ORDER BY detector, entity";
+
 /// Incidents due to resolve at `?1` (nanoseconds), at most `?2`, the earliest first.
 pub(super) const QUIET_INCIDENTS: &str = "SELECT id, body, resolve_at_ns FROM alerts
      WHERE resolved_at_ns IS NULL AND resolve_at_ns IS NOT NULL AND resolve_at_ns <= ?1
@@ -122,6 +130,7 @@ mod tests {
             INSERT_INCIDENT,
             UPDATE_ALERT,
             OPEN_INCIDENT,
+            UNRESOLVED_INCIDENTS,
             QUIET_INCIDENTS,
             NEXT_SEQ,
             INSERT_DELIVERY,

@@ -32,6 +32,22 @@ impl IncidentTx for SqliteTx<'_, '_> {
         open_incident_on(self.0, detector, entity)
     }
 
+    fn unresolved(
+        &mut self,
+        detector: Option<&str>,
+        entity: Option<&str>,
+    ) -> Result<Vec<Alert>, StoreError> {
+        let mut stmt = self.0.prepare_cached(sql::UNRESOLVED_INCIDENTS)?;
+        let rows = stmt.query_map(params![detector, entity], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        rows.map(|row| {
+            let (id, body) = row?;
+            decode(&id, &body)
+        })
+        .collect()
+    }
+
     fn insert(&mut self, row: &IncidentRow<'_>) -> Result<(), StoreError> {
         let inserted = self
             .0

@@ -16,7 +16,7 @@ use rusqlite::types::Value;
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use super::StoreError;
-use super::alerts::{Alert, SqliteAlertStore};
+use super::alerts::{Alert, Raised, SqliteAlertStore};
 use super::idempotency::KeyRecord;
 use super::tx::Transact;
 
@@ -52,14 +52,25 @@ pub struct LockedStream {
 }
 
 /// Everything one ingest or flush call commits, together.
-#[derive(Debug, Clone, Default)]
+#[derive(Default)]
 pub struct StreamCommit {
     pub book: Vec<u8>,
     pub windows: Vec<StoredWindow>,
     /// The alert the closed windows raised, with the sinks owed a delivery.
     pub alert: Option<(Alert, Vec<String>)>,
     /// The request's idempotency key with its answer: kept with the effect or not at all.
-    pub key: Option<KeyRecord>,
+    pub key: Option<KeyAfter>,
+}
+
+/// The request's idempotency key with its answer, written from what the alert did to the
+/// store (the incidents it opened or updated), inside the same transaction.
+pub type KeyAfter = Box<dyn FnOnce(&Raised) -> KeyRecord + Send>;
+
+/// What a locked commit wrote: the stream's new version, and what the alert did to the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Committed {
+    pub version: u64,
+    pub raised: Raised,
 }
 
 /// What the caller of [`StreamStore::commit_locked`] does under the lock: from the stream as
@@ -91,14 +102,15 @@ pub trait StreamStore: Transact + Send + Sync + 'static {
     fn stream(&self, detector: &str) -> Result<Option<StoredStream>, StoreError>;
     /// Locks `detector`'s stream for one transaction, hands `work` the stored version (and the
     /// snapshot, unless `known` is that version), and commits what `work` returns; returns the
-    /// new version, or `None` when `work` returned `None` (nothing written). Other calls on
+    /// new version and what its alert did, or `None` when `work` returned `None` (nothing
+    /// written). Other calls on
     /// the same stream, in this process or another replica, wait for the lock.
     fn commit_locked(
         &self,
         detector: &str,
         known: Option<u64>,
         work: UnderLock<'_>,
-    ) -> Result<Option<u64>, StoreError> {
+    ) -> Result<Option<Committed>, StoreError> {
         let mut committed = None;
         self.transact(&mut |tx| {
             // The row may not exist yet: the lock is on the detector's name.
@@ -120,13 +132,17 @@ pub trait StreamStore: Transact + Send + Sync + 'static {
                 updated_at_ms: Utc::now().timestamp_millis(),
             })?;
             tx.insert_windows(detector, &c.windows)?;
-            if let Some((alert, sinks)) = &c.alert {
-                super::tx::insert_alert(tx, alert, sinks)?;
+            let raised = match &c.alert {
+                Some((alert, sinks)) => super::tx::insert_alert(tx, alert, sinks)?,
+                None => Raised::new(),
+            };
+            if let Some(key) = c.key {
+                tx.insert_key(&key(&raised))?;
             }
-            if let Some(key) = &c.key {
-                tx.insert_key(key)?;
-            }
-            committed = Some(next);
+            committed = Some(Committed {
+                version: next,
+                raised,
+            });
             Ok(true)
         })?;
         Ok(committed)
@@ -357,7 +373,7 @@ mod tests {
                 })
             })
             .unwrap();
-        (version, found.unwrap())
+        (version.map(|c| c.version), found.unwrap())
     }
 
     #[test]
@@ -426,15 +442,16 @@ mod tests {
                 Some(StreamCommit {
                     book: book.clone(),
                     windows: w.clone(),
-                    key: Some(key.clone()),
+                    key: Some(Box::new({
+                        let key = key.clone();
+                        move |_: &Raised| key
+                    })),
                     ..StreamCommit::default()
                 })
             })
         };
-        assert_eq!(
-            keyed("k1", b"a", vec![window(0, "x", false)]).unwrap(),
-            Some(1)
-        );
+        let first = keyed("k1", b"a", vec![window(0, "x", false)]).unwrap();
+        assert_eq!(first.map(|c| c.version), Some(1));
         let kept = store.key_record(&sample("k1", Utc::now(), None).scope, "k1");
         assert!(kept.unwrap().is_some());
         // The same key again (another replica's repeat that ran meanwhile): refused, and

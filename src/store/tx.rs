@@ -12,7 +12,7 @@
 use chrono::{DateTime, Utc};
 
 use super::StoreError;
-use super::alerts::Alert;
+use super::alerts::{Alert, Raised};
 use super::idempotency::KeyRecord;
 use super::incidents::IncidentTx;
 use super::streams::StoredWindow;
@@ -69,8 +69,7 @@ pub(super) fn insert_alert(
     tx: &mut dyn StoreTx,
     alert: &Alert,
     sinks: &[String],
-) -> Result<(), StoreError> {
+) -> Result<Raised, StoreError> {
     super::alerts::AlertRow::from_alert(alert)?;
-    super::incidents::raise(tx, alert, sinks)?;
-    Ok(())
+    super::incidents::raise(tx, alert, sinks)
 }

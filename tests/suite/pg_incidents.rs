@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use netsentinel::detector::model::BatchSummary;
 use netsentinel::store::alerts::{
-    Alert, AlertEvent, AlertQuery, AlertRecord, AlertStatus, AlertStore, IncidentPolicy,
+    Alert, AlertEvent, AlertQuery, AlertRecord, AlertStatus, AlertStore, Cover, IncidentPolicy,
 };
 use netsentinel::store::outbox::Outbox;
 use netsentinel::store::postgres::{PgOptions, PgStore};
@@ -162,4 +162,104 @@ fn replicas_raising_for_one_entity_at_once_update_one_incident() {
     assert_eq!(of_open.len(), 2);
     assert_eq!(of_open[1].event, AlertEvent::Escalated);
     assert_eq!(of_open[1].alert.max_severity, 75);
+}
+
+#[test]
+fn replicas_resolving_what_a_new_rule_covers_resolve_each_incident_once() {
+    let Some(db) = TestDb::create("replicas_resolving_what_a_new_rule_covers") else {
+        return;
+    };
+    let replicas: Vec<Arc<PgStore>> = (0..4).map(|_| Arc::new(connect(&db.url))).collect();
+    let sinks = vec!["siem".to_string()];
+    let hosts = ["10.0.0.1", "10.0.0.2", "10.0.9.1"];
+    for host in hosts {
+        replicas[0]
+            .insert_with_outbox(&raised(t(0), host, 60), &sinks)
+            .unwrap();
+    }
+    // Another detector's incident of a covered host is not the rule's.
+    let mut elsewhere = raised(t(0), "10.0.0.1", 60);
+    elsewhere.detector = "other".into();
+    replicas[0].insert_with_outbox(&elsewhere, &sinks).unwrap();
+    // Eight threads on four replicas resolve what one rule (10.0.0.0/24 of `default`) covers.
+    let threads = 8;
+    let start = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|n| {
+            let (store, start, sinks) = (
+                Arc::clone(&replicas[n % replicas.len()]),
+                Arc::clone(&start),
+                sinks.clone(),
+            );
+            std::thread::spawn(move || {
+                let covers = |a: &Alert| {
+                    a.entity
+                        .as_deref()
+                        .is_some_and(|e| e.starts_with("10.0.0."))
+                };
+                let scope = Cover {
+                    detector: Some("default"),
+                    entity: None,
+                };
+                start.wait();
+                store
+                    .resolve_covered(scope, &covers, t(100), &sinks)
+                    .unwrap()
+                    .into_iter()
+                    .map(|a| a.entity.unwrap())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut resolved: Vec<String> = handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect();
+    resolved.sort();
+    assert_eq!(resolved, ["10.0.0.1", "10.0.0.2"], "each once");
+    for host in hosts {
+        let incidents = of_entity(&replicas[1], host);
+        let mine: Vec<_> = incidents
+            .iter()
+            .filter(|a| a.detector == "default")
+            .collect();
+        assert_eq!(mine.len(), 1);
+        let events: Vec<_> = replicas[2]
+            .deliveries(&mine[0].id)
+            .unwrap()
+            .iter()
+            .map(|d| d.event)
+            .collect();
+        if host.starts_with("10.0.0.") {
+            assert_eq!(mine[0].status, AlertStatus::Resolved);
+            assert_eq!(mine[0].resolved_at, Some(t(100)));
+            assert_eq!(events, [AlertEvent::Opened, AlertEvent::Resolved]);
+        } else {
+            assert_eq!(mine[0].status, AlertStatus::Open);
+            assert_eq!(events, [AlertEvent::Opened]);
+        }
+    }
+    let other = replicas[3].get(&elsewhere.id).unwrap().unwrap();
+    assert_eq!(other.status, AlertStatus::Open, "another detector's");
+    // The entity scope narrows the read; the next anomaly of a resolved host opens anew.
+    let one = Cover {
+        detector: None,
+        entity: Some("10.0.9.1"),
+    };
+    let none = replicas[0]
+        .resolve_covered(one, &|_| false, t(200), &sinks)
+        .unwrap();
+    assert!(none.is_empty());
+    let again = replicas[1]
+        .resolve_covered(one, &|_| true, t(200), &sinks)
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].entity.as_deref(), Some("10.0.9.1"));
+    let next = raised(t(300), "10.0.0.1", 60);
+    replicas[2].insert_with_outbox(&next, &sinks).unwrap();
+    let of_host: Vec<_> = of_entity(&replicas[0], "10.0.0.1")
+        .into_iter()
+        .filter(|a| a.detector == "default")
+        .collect();
+    assert_eq!(of_host.len(), 2);
 }

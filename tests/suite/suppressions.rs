@@ -1,7 +1,9 @@
 //! Suppression rules (`/v1/suppressions`): CRUD, validation and roles; a suppressed host's
 //! records are scored and marked but raise nothing while another host still alerts; deleting or
-//! expiring the rule restores alerts; fits leave suppressed records out; on PostgreSQL a rule
-//! created on one replica applies on the other.
+//! expiring the rule restores alerts; a rule (also one given with a verdict) resolves the
+//! incidents it covers; evaluating on verdicts; fits leave suppressed records out and say how
+//! many; on PostgreSQL a rule created on one replica applies on the other and resolves the
+//! incident another replica raised.
 
 use std::time::Duration;
 
@@ -365,6 +367,12 @@ async fn a_fit_leaves_out_the_records_a_rule_matches() {
     create(&app, json!({"cidr": "10.9.0.0/16", "reason": "lab"})).await;
     let meta = app.fit(json!({"records": records})).await;
     assert_eq!(meta["n_training_records"], total - suppressed, "{meta}");
+    assert_eq!(meta["suppressed_records"], suppressed, "{meta}");
+    let shown = json_ok(app.get("/v1/model").await).await;
+    assert_eq!(
+        shown["suppressed_records"], suppressed,
+        "kept with the model"
+    );
     // Another detector's rule does not apply.
     create(
         &app,
@@ -373,6 +381,292 @@ async fn a_fit_leaves_out_the_records_a_rule_matches() {
     .await;
     let meta = app.fit(json!({"records": records})).await;
     assert_eq!(meta["n_training_records"], total - suppressed, "{meta}");
+    assert_eq!(meta["suppressed_records"], suppressed, "{meta}");
+    // A named detector's fit leaves out what the rules for it (every detector's) match.
+    let put = app
+        .send(
+            app.request(Method::PUT, "/v1/detectors/lab")
+                .json(&json!({"source": {"format": "records", "group_by": "entity"}})),
+        )
+        .await;
+    assert!(put.status().is_success(), "{}", put.status());
+    let fitted = json_with_status(
+        app.post_json("/v1/detectors/lab/model/fit", &json!({"records": records}))
+            .await,
+        StatusCode::CREATED,
+    )
+    .await;
+    assert_eq!(fitted["n_training_records"], total - suppressed, "{fitted}");
+    assert_eq!(fitted["suppressed_records"], suppressed, "{fitted}");
+}
+
+/// The id of `host`'s open incident, if it has one.
+async fn open_incident(app: &TestApp, host: &str) -> Option<String> {
+    let path = format!("/v1/alerts?entity={host}&status=open");
+    let listed = json_ok(app.get(&path).await).await;
+    listed["alerts"][0]["id"].as_str().map(str::to_owned)
+}
+
+async fn feedback(app: &TestApp, alert: &str, body: Value) -> reqwest::Response {
+    app.post_json(&format!("/v1/alerts/{alert}/feedback"), &body)
+        .await
+}
+
+#[tokio::test]
+async fn a_false_positive_with_a_suppression_silences_the_host_until_the_rule_goes() {
+    let app = oneshot_app().await;
+    app.fit_seed().await;
+    let records = batch(&app).await;
+    assert!(app.score(&records).await["alert"].is_object());
+    let incident = open_incident(&app, SUPPRESSED).await.expect("an incident");
+    let other = open_incident(&app, OTHER).await.expect("the other host's");
+
+    let verdict = json!({"verdict": "false_positive", "note": "nightly backup",
+        "suppress": {"expires_in": "1h"}});
+    let judged = json_ok(feedback(&app, &incident, verdict).await).await;
+    assert_eq!(judged["id"], incident.as_str());
+    assert_eq!(judged["feedback"][0]["verdict"], "false_positive");
+    assert_eq!(judged["status"], "resolved", "the rule covers it: {judged}");
+    let rule = &judged["suppression"];
+    let id = rule["id"].as_str().expect("the rule").to_owned();
+    assert_eq!(rule["detector"], "default", "the alert's");
+    assert_eq!(rule["entity"], SUPPRESSED, "the alert's");
+    assert_eq!(rule["reason"], "nightly backup", "the note");
+    assert!(rule["expires_at"].is_string());
+    assert_eq!(rule["resolved_alerts"], json!([incident]));
+    let listed = json_ok(app.get("/v1/suppressions").await).await;
+    assert_eq!(listed["suppressions"][0]["id"], id.as_str());
+
+    // The same batch again: the host's records are marked and raise nothing; the other host
+    // still alerts, into its own incident.
+    let again = app.score(&records).await;
+    for r in again["results"].as_array().unwrap() {
+        let mine = records[r["index"].as_u64().unwrap() as usize]["entity"] == SUPPRESSED;
+        assert_eq!(r["suppressed"].as_str(), mine.then_some(id.as_str()), "{r}");
+    }
+    assert_eq!(again["alert"]["entity"], OTHER, "{}", again["alert"]);
+    assert_eq!(again["alert"]["id"], other.as_str());
+    assert_eq!(open_incident(&app, SUPPRESSED).await, None, "nothing new");
+    let quiet = app.score(&only(&records, SUPPRESSED)).await;
+    assert_eq!(quiet["alert"], Value::Null, "{}", quiet["alert"]);
+
+    // Deleted: the host alerts again, in a new incident.
+    let deleted = app
+        .send(app.request(Method::DELETE, &format!("/v1/suppressions/{id}")))
+        .await;
+    assert_eq!(deleted.status(), StatusCode::NO_CONTENT);
+    let back = app.score(&only(&records, SUPPRESSED)).await;
+    assert_eq!(back["alert"]["entity"], SUPPRESSED, "{back}");
+    let reopened = back["alert"]["id"].as_str().unwrap().to_owned();
+    assert_ne!(reopened, incident);
+
+    // A rule that expires: the host is silent, then alerts again once it has expired.
+    let verdict = json!({"verdict": "benign",
+        "suppress": {"expires_in": "2s", "reason": "maintenance"}});
+    let judged = json_ok(feedback(&app, &reopened, verdict).await).await;
+    assert_eq!(judged["status"], "resolved", "{judged}");
+    assert_eq!(judged["suppression"]["reason"], "maintenance");
+    let back = eventually(
+        "the expired rule to let the host alert",
+        Duration::from_secs(30),
+        || async {
+            let scored = app.score(&only(&records, SUPPRESSED)).await;
+            scored["alert"].is_object().then_some(scored)
+        },
+    )
+    .await;
+    assert_eq!(back["alert"]["entity"], SUPPRESSED);
+    assert_ne!(back["alert"]["id"], reopened.as_str());
+}
+
+#[tokio::test]
+async fn feedback_with_a_bad_suppression_is_refused_and_keeps_nothing() {
+    let app = oneshot_app().await;
+    app.fit_seed().await;
+    let records = batch(&app).await;
+    app.score(&records).await;
+    let incident = open_incident(&app, SUPPRESSED).await.expect("an incident");
+    // A batch alert: the same anomalies without entities.
+    let anonymous: Vec<Value> = records
+        .iter()
+        .map(|r| {
+            let mut r = r.clone();
+            r.as_object_mut().unwrap().remove("entity");
+            r
+        })
+        .collect();
+    let scored = app.score(&anonymous).await;
+    assert_eq!(
+        scored["alert"]["entity"],
+        Value::Null,
+        "{}",
+        scored["alert"]
+    );
+    let batch_alert = scored["alert"]["id"].as_str().unwrap().to_owned();
+    for (alert, suppress, status, code, field) in [
+        (
+            &batch_alert,
+            json!({}),
+            422,
+            "invalid-suppression",
+            Some("suppress.entity"),
+        ),
+        (
+            &incident,
+            json!({"hours": [25]}),
+            422,
+            "invalid-suppression",
+            Some("suppress.hours"),
+        ),
+        (
+            &incident,
+            json!({"cidr": "nope"}),
+            422,
+            "invalid-suppression",
+            Some("suppress.cidr"),
+        ),
+        (
+            &incident,
+            json!({"expires_in": "1h"}),
+            422,
+            "invalid-suppression",
+            Some("suppress.reason"),
+        ),
+        (
+            &incident,
+            json!({"colour": "red"}),
+            400,
+            "malformed-body",
+            None,
+        ),
+    ] {
+        let body = json!({"verdict": "benign", "suppress": suppress});
+        let response = feedback(&app, alert, body).await;
+        let problem = assert_problem(response, StatusCode::from_u16(status).unwrap(), code).await;
+        if let Some(f) = field {
+            assert_eq!(problem["field"], f, "{suppress}: {problem}");
+        }
+    }
+    for id in [&incident, &batch_alert] {
+        let alert = json_ok(app.get(&format!("/v1/alerts/{id}")).await).await;
+        assert_eq!(alert["feedback"], json!([]), "nothing kept: {alert}");
+        assert_eq!(alert["status"], "open");
+    }
+    let listed = json_ok(app.get("/v1/suppressions").await).await;
+    assert_eq!(listed["suppressions"], json!([]));
+    // A batch alert takes a network instead; it resolves the incidents inside it.
+    let body = json!({"verdict": "benign", "note": "lab", "suppress": {"cidr": "10.0.0.64/30"}});
+    let judged = json_ok(feedback(&app, &batch_alert, body).await).await;
+    assert_eq!(judged["status"], "open", "a batch alert is never resolved");
+    assert_eq!(judged["suppression"]["cidr"], "10.0.0.64/30");
+    assert_eq!(judged["suppression"]["entity"], Value::Null);
+    assert_eq!(judged["suppression"]["resolved_alerts"], json!([incident]));
+    let missing = feedback(
+        &app,
+        "no-such",
+        json!({"verdict": "benign", "suppress": {"reason": "r"}}),
+    )
+    .await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}
+
+/// Each judged alert's records as a labeled body: the latest verdict, true_positive 1.
+async fn judged_records(app: &TestApp) -> Vec<Value> {
+    let listed = json_ok(app.get("/v1/alerts?detector=default&limit=1000").await).await;
+    let mut out = Vec::new();
+    for alert in listed["alerts"].as_array().unwrap() {
+        let Some(last) = alert["feedback"].as_array().unwrap().last() else {
+            continue;
+        };
+        let label = u8::from(last["verdict"] == "true_positive");
+        for r in alert["records"].as_array().unwrap() {
+            let mut record = r["values"].clone();
+            record["label"] = json!(label);
+            out.push(record);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn evaluate_on_verdicts_answers_what_those_records_labeled_answer() {
+    let app = oneshot_app().await;
+    app.fit_seed().await;
+    let none = app.post_empty("/v1/evaluate/verdicts").await;
+    let problem = assert_problem(none, StatusCode::UNPROCESSABLE_ENTITY, "invalid-parameter").await;
+    assert_eq!(problem["field"], "labels");
+
+    // Incidents of several hosts, of different strengths: the blown-up batch, and milder
+    // bursts of three more hosts.
+    let records = batch(&app).await;
+    app.score(&records).await;
+    for (k, factor) in [(0, 3.0), (1, 8.0), (2, 30.0)] {
+        let mut burst = records[10 + k].clone();
+        for f in ["bytes_sent", "connections"] {
+            burst[f] = json!(burst[f].as_f64().unwrap() * factor);
+        }
+        burst["entity"] = json!(format!("10.0.2.{k}"));
+        app.score(&[burst]).await;
+    }
+    let incident = open_incident(&app, SUPPRESSED).await.unwrap();
+    let verdict = |v: &str| json!({"verdict": v});
+    json_ok(feedback(&app, &incident, verdict("true_positive")).await).await;
+    let one_class = app.post_empty("/v1/evaluate/verdicts").await;
+    let problem = assert_problem(
+        one_class,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid-parameter",
+    )
+    .await;
+    assert_eq!(problem["field"], "labels");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("both"),
+        "{problem}"
+    );
+
+    let other = open_incident(&app, OTHER).await.unwrap();
+    json_ok(feedback(&app, &other, verdict("false_positive")).await).await;
+    let mut judged = 2;
+    for (k, v) in [(0, "benign"), (1, "true_positive"), (2, "false_positive")] {
+        if let Some(id) = open_incident(&app, &format!("10.0.2.{k}")).await {
+            json_ok(feedback(&app, &id, verdict(v)).await).await;
+            judged += 1;
+        }
+    }
+    assert!(judged >= 2);
+    // The latest verdict counts: the first incident judged again, the same.
+    json_ok(feedback(&app, &incident, verdict("benign")).await).await;
+    json_ok(feedback(&app, &incident, verdict("true_positive")).await).await;
+
+    let labeled = judged_records(&app).await;
+    assert!(labeled.len() >= 3, "{labeled:?}");
+    let by_body = json_ok(
+        app.post_json(
+            "/v1/evaluate",
+            &json!({"records": labeled, "max_false_positive_rate": 0.5}),
+        )
+        .await,
+    )
+    .await;
+    let by_verdicts = json_ok(
+        app.post_empty("/v1/evaluate/verdicts?max_false_positive_rate=0.5")
+            .await,
+    )
+    .await;
+    assert_eq!(by_verdicts, by_body);
+    assert_eq!(by_verdicts["n_records"], labeled.len());
+    assert!(by_verdicts["roc_auc"].is_number(), "{by_verdicts}");
+    // The same on the detector's own path; a time range with no alerts has no verdicts.
+    let named = json_ok(
+        app.post_empty("/v1/detectors/default/evaluate/verdicts?max_false_positive_rate=0.5")
+            .await,
+    )
+    .await;
+    assert_eq!(named, by_body);
+    let later = app
+        .post_empty("/v1/evaluate/verdicts?since=2100-01-01T00:00:00Z")
+        .await;
+    assert_problem(later, StatusCode::UNPROCESSABLE_ENTITY, "invalid-parameter").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -388,10 +682,10 @@ async fn a_rule_created_on_one_replica_applies_on_the_other() {
     assert_eq!(status, 201);
     let burst = json!([{"timestamp": "2026-01-01T00:00:00Z", "bytes_sent": 5e12,
         "bytes_received": 1e3, "connections": 3, "active_sessions": 1, "entity": SUPPRESSED}]);
-    // b follows a's model, then alerts on the burst.
-    eventually("b to serve a's model", Duration::from_secs(30), || async {
+    // b follows a's model, then alerts on the burst: the host's incident.
+    let incident = eventually("b to serve a's model", Duration::from_secs(30), || async {
         let (s, body) = post_json(&http, &b.url("/v1/score"), &burst).await;
-        (s == 200 && body["alert"].is_object()).then_some(())
+        (s == 200 && body["alert"].is_object()).then(|| body["alert"]["id"].clone())
     })
     .await;
     let (status, rule) = post_json(
@@ -401,6 +695,11 @@ async fn a_rule_created_on_one_replica_applies_on_the_other() {
     )
     .await;
     assert_eq!(status, 201, "{rule}");
+    // Created on a, it resolved the incident b raised.
+    assert_eq!(rule["resolved_alerts"], json!([incident]), "{rule}");
+    let path = format!("/v1/alerts/{}", incident.as_str().unwrap());
+    let (_, on_b) = get_json(&http, &b.url(&path)).await;
+    assert_eq!(on_b["status"], "resolved", "{on_b}");
     // At once on b: no waiting.
     let (status, scored) = post_json(&http, &b.url("/v1/score"), &burst).await;
     assert_eq!(status, 200);

@@ -190,6 +190,9 @@ pub struct ModelMetaView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "src_ip")]
     pub entity_field: Option<String>,
+    /// Records of the training data a suppression rule matched: left out of the fit (not
+    /// counted in `n_training_records`).
+    pub suppressed_records: usize,
 }
 
 impl From<&ModelMeta> for ModelMetaView {
@@ -212,6 +215,7 @@ impl From<&ModelMeta> for ModelMetaView {
                 Seasonality::Weekly => Some("weekly"),
             },
             entity_field: m.entity_field.clone(),
+            suppressed_records: m.suppressed_records,
         }
     }
 }
@@ -305,6 +309,7 @@ mod tests {
                 baseline: Baseline::Global,
                 seasonality: Seasonality::None,
                 entity_field: None,
+                suppressed_records: 12,
             };
             same_json(&ModelMetaView::from(&meta), &meta);
             let entity = ModelMeta {

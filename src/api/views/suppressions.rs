@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::service::suppression::Rule;
+use crate::service::suppression::{Created, Rule};
 
 /// `feature op value`: all of a rule's conditions must hold.
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -69,6 +69,26 @@ pub struct SuppressionView {
     pub expires_at: Option<DateTime<Utc>>,
     /// Past `expires_at`: the rule no longer matches (it stays listed until deleted).
     pub expired: bool,
+}
+
+/// A rule as created, with the incidents its creation resolved.
+#[derive(Serialize, ToSchema)]
+#[schema(as = CreatedSuppression)]
+pub struct CreatedSuppressionView {
+    #[serde(flatten)]
+    pub rule: SuppressionView,
+    /// Ids of the unresolved incidents the rule covered: resolved now, each with its
+    /// `resolved` delivery.
+    pub resolved_alerts: Vec<String>,
+}
+
+impl CreatedSuppressionView {
+    pub fn of(created: Created, now: DateTime<Utc>) -> Self {
+        Self {
+            resolved_alerts: created.resolved.into_iter().map(|a| a.id).collect(),
+            rule: SuppressionView::of(created.rule, now),
+        }
+    }
 }
 
 impl SuppressionView {

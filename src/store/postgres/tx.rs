@@ -51,6 +51,23 @@ impl IncidentTx for PgTx<'_, '_> {
         row.map(|r| decode(r.get(0), r.get(1))).transpose()
     }
 
+    fn unresolved(
+        &mut self,
+        detector: Option<&str>,
+        entity: Option<&str>,
+    ) -> Result<Vec<Alert>, StoreError> {
+        // FOR UPDATE: a replica resolving or updating one of them at the same time finishes
+        // first, and a row it resolved no longer matches when the lock is granted.
+        let rows = self
+            .0
+            .query(
+                &format!("{} FOR UPDATE", sql::postgres(sql::UNRESOLVED_INCIDENTS)),
+                &[&detector, &entity],
+            )
+            .map_err(pg)?;
+        rows.iter().map(|r| decode(r.get(0), r.get(1))).collect()
+    }
+
     fn insert(&mut self, row: &IncidentRow<'_>) -> Result<(), StoreError> {
         let inserted = self.0.execute(
             &sql::postgres(sql::INSERT_INCIDENT),
