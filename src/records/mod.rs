@@ -24,7 +24,9 @@ pub use builder::{BatchBuilder, CHUNK_RECORDS, ChunkSink};
 pub use encoding::{ACCEPTED_ENCODINGS, ContentEncoding, decoded, read_whole};
 pub use error::{RecordError, RecordErrorKind};
 pub use json::{Settings, TopLevel, read_settings};
-pub use read::{Parsed, ReadSpec, budgeted, read_slice, read_stream};
+pub use read::{
+    Parsed, ReadSpec, WithSettings, budgeted, read_slice, read_stream, read_stream_settings,
+};
 pub use samples::sample_batch;
 pub use zeek::{GroupBy, Window, ZeekError, ZeekFormat, ZeekOptions};
 
