@@ -239,7 +239,9 @@ pub async fn fit(
         Start::Run { key, body, .. } => (key, body),
     };
     // The body is read as it arrives (and hashed for its key as it passes): only its batch is kept.
-    let features = from_query.as_ref().map_or(spec.features.clone(), |q| q.features.clone());
+    let features = from_query
+        .as_ref()
+        .map_or(spec.features.clone(), |q| q.features.clone());
     let read = training::read_body(&state, format, zeek, features, body).await?;
     let command = match from_query {
         Some(q) => q.command(read)?,

@@ -147,7 +147,9 @@ impl Taking<'_> {
             let detail = format!(
                 "the setting {key:?} takes more than {MAX_SETTING_BYTES} bytes; settings are small"
             );
-            return Err(Stop::Problem(RecordError::malformed(detail).with_field(key)));
+            return Err(Stop::Problem(
+                RecordError::malformed(detail).with_field(key),
+            ));
         }
         let value: Value = super::json::from_slice(text).map_err(|_| invalid)?;
         if key == "features" && self.spec.features_setting && self.features_used.is_none() {

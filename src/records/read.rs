@@ -434,10 +434,10 @@ impl Read for BodyReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::records::json_stream::MAX_SETTING_BYTES;
     use crate::records::samples::sample_batch;
     use crate::records::table::parse_table;
     use proptest::prelude::*;
-    use crate::records::json_stream::MAX_SETTING_BYTES;
 
     fn features() -> Vec<String> {
         ["bytes_sent", "connections"].map(String::from).to_vec()
@@ -612,7 +612,10 @@ mod tests {
         let err = streamed_settings(body, 4, &spec).unwrap_err();
         assert_eq!(err.field.as_deref(), Some("features"));
         // A setting over its size is refused as it is read.
-        let big = format!(r#"{{"params":{{"x":"{}"}},"records":[]}}"#, "a".repeat(MAX_SETTING_BYTES));
+        let big = format!(
+            r#"{{"params":{{"x":"{}"}},"records":[]}}"#,
+            "a".repeat(MAX_SETTING_BYTES)
+        );
         let err = streamed_settings(big.as_bytes(), 1 << 16, &spec).unwrap_err();
         assert_eq!(err.field.as_deref(), Some("params"));
     }

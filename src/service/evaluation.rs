@@ -79,11 +79,11 @@ pub async fn evaluate(
             serde_json::from_value(serde_json::Value::Object(read.settings.fields))
                 .map_err(|e| ServiceError::settings(format!("evaluate settings: {e}")))?;
         if !read.settings.has_records {
-            return Err(
-                crate::records::RecordError::malformed("the body has no \"records\" array")
-                    .with_field("records")
-                    .into(),
-            );
+            return Err(crate::records::RecordError::malformed(
+                "the body has no \"records\" array",
+            )
+            .with_field("records")
+            .into());
         }
         budget = s.max_false_positive_rate;
     }
