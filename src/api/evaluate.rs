@@ -70,7 +70,7 @@ pub async fn evaluate(
 ) -> Result<Json<EvaluateResponse>, ApiError> {
     let command = EvaluateCommand {
         format: request.format,
-        bytes: request.body,
+        body: request.body,
         zeek: request.zeek,
         max_false_positive_rate: request.query.max_false_positive_rate,
     };

@@ -454,15 +454,19 @@ pub(crate) fn zeek_options(
     Ok(detector.zeek_options(window, group_by)?)
 }
 
-/// A request whose body is records, read whole (fit, evaluate), for a detector, with its query
-/// string `Q`. Its problems are answered in this order: the detector (404), the query string
-/// (400), the body (413, 400), its `Content-Type` (415), the Zeek settings (400).
+/// A request whose body is records (fit, evaluate), for a detector, with its query string
+/// `Q`; the body as it arrives ([`body_stream`]), read by the service a chunk at a time. Its
+/// problems are answered in this order: the detector (404), the query string (400), a declared
+/// length over the limit (413), its `Content-Encoding` and `Content-Type` (415), the Zeek
+/// settings (400); the body's own as it is read.
 pub struct RecordsRequest<Q> {
     pub detector: Arc<DetectorState>,
     pub query: Q,
     pub format: BodyFormat,
     pub zeek: ZeekOptions,
-    pub body: Bytes,
+    pub body: BoxStream<'static, BodyChunk>,
+    /// The body's announced length (0 when unknown).
+    pub declared_len: usize,
 }
 
 impl<Q> FromRequest<AppState> for RecordsRequest<Q>
@@ -476,7 +480,8 @@ where
         let Detector(detector) = Detector::from_request_parts(&mut parts, state).await?;
         let query = query(Query::<Q>::try_from_uri(&parts.uri))?;
         let max_body = state.settings().max_body_bytes;
-        let body = whole_body(&parts.headers, body, max_body).await?;
+        let declared_len = usize::try_from(HttpBody::size_hint(&body).lower()).unwrap_or(0);
+        let body = body_stream(&parts.headers, body, max_body)?;
         let format = body_format(&parts.headers)?;
         let zeek = zeek_options(format, &detector.spec(), &query)?;
         Ok(Self {
@@ -485,6 +490,7 @@ where
             format,
             zeek,
             body,
+            declared_len,
         })
     }
 }

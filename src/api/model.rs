@@ -1,12 +1,11 @@
 //! `/v1/model`: fit a model, read the active one, list kept versions, roll back.
 
 use super::RecordsRequest;
-use super::idempotency::{IdempotencyKey, Start, request_parts, start_whole, whole};
+use super::idempotency::{IdempotencyKey, Start, request_parts, start_streaming, whole};
 use super::problems::{
     BadParameter, BodyProblems, CorruptModel, FitProblems, NoModelFound, NotFound,
 };
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::Response;
@@ -22,7 +21,7 @@ use crate::detector::generator::GeneratorConfig;
 use crate::detector::model::Model;
 use crate::detector::params::{AutoTag, Contamination, ForestParams, MaxFeatures, MaxSamples};
 use crate::error::{ApiError, ProblemCode};
-use crate::records::{BodyFormat, ZeekOptions, read_settings};
+use crate::records::{BodyFormat, WithSettings};
 use crate::service::detectors::DetectorSpec;
 use crate::service::idempotency::{Answer, AnswerOf};
 use crate::service::models;
@@ -229,17 +228,25 @@ pub async fn fit(
         format,
         zeek,
         body,
+        declared_len,
     } = request;
-    let parts = (det.name(), request_parts("fit", &uri, &headers));
-    let key = match start_whole(&state, &key, parts, body.clone()).await? {
-        Start::Replay(answer) => return Ok(answer),
-        Start::Run { key, .. } => key,
-    };
     let spec = det.spec();
-    // A JSON body's settings are read through the whole body: off the async runtime.
-    let command =
-        crate::work::spawn_blocking(move || fit_command(format, zeek, &query, body, &spec))
-            .await??;
+    // The query's settings are checked before the body is read.
+    let from_query = query_fit(format, &query, &spec)?;
+    let parts = (det.name(), request_parts("fit", &uri, &headers));
+    let (key, body) = match start_streaming(&state, &key, parts, body, declared_len).await? {
+        Start::Replay(answer) => return Ok(answer),
+        Start::Run { key, body, .. } => (key, body),
+    };
+    // The body is read as it arrives (and hashed for its key as it passes): only its batch is kept.
+    let features = from_query
+        .as_ref()
+        .map_or(spec.features.clone(), |q| q.features.clone());
+    let read = training::read_body(&state, format, zeek, features, body).await?;
+    let command = match from_query {
+        Some(q) => q.command(read)?,
+        None => json_command(read, &spec)?,
+    };
     let answered = det.clone();
     let answer: AnswerOf<Model> = Box::new(move |model| fit_answer(&answered, model));
     let model = training::fit(&state, &det, command, key.map(|k| (k, answer))).await?;
@@ -264,51 +271,74 @@ fn model_location(det: &DetectorState) -> String {
     }
 }
 
-/// The fit a request asks for: its settings from a JSON body (whose records the fit reads) or
-/// from the query string, over the detector's own `features` and `params`.
-fn fit_command(
+/// A fit's settings from its query string (CSV, NDJSON and Zeek bodies).
+struct QueryFit {
+    features: Option<Vec<String>>,
+    params: ForestParams,
+    threshold: Option<f64>,
+    entity: Option<EntityFit>,
+}
+
+impl QueryFit {
+    /// The fit of the body's records with these settings.
+    fn command(self, read: WithSettings) -> Result<FitCommand, ApiError> {
+        Ok(FitCommand {
+            data: TrainingData::Records(read.records?.batch),
+            features: self.features,
+            params: self.params,
+            threshold: self.threshold,
+            entity: self.entity,
+        })
+    }
+}
+
+/// The settings of a fit in its query string, over the detector's own `features` and
+/// `params`; `None` for a JSON body, whose settings are in the body (its query must be empty).
+fn query_fit(
     format: BodyFormat,
-    zeek: ZeekOptions,
     query: &FitQuery,
-    body: Bytes,
     defaults: &DetectorSpec,
-) -> Result<FitCommand, ApiError> {
-    if format != BodyFormat::Json {
-        let params = query.params(defaults.params.forest.clone())?;
-        params.check_static()?;
-        // A Zeek log's entity is the window's group (the `entity` field of its records).
-        let field = match format.is_zeek() {
-            true => query
-                .group_by
-                .as_deref()
-                .filter(|g| *g != "none")
-                .map(|_| "entity"),
-            false => query.group_by.as_deref(),
+) -> Result<Option<QueryFit>, ApiError> {
+    if format == BodyFormat::Json {
+        return match query.is_empty() {
+            true => Ok(None),
+            false => Err(ApiError::new(
+                ProblemCode::InvalidParameter,
+                "with a JSON body, give features and params in the body, not the query string",
+            )),
         };
-        let entity = entity_fit(
-            query.baseline.as_deref(),
-            query.seasonality.as_deref(),
-            field,
-        )?;
-        return Ok(FitCommand {
-            data: TrainingData::Body {
-                format,
-                bytes: body,
-                zeek,
-            },
-            features: query.features().or_else(|| defaults.features.clone()),
-            params,
-            threshold: query.threshold,
-            entity,
-        });
     }
-    if !query.is_empty() {
-        return Err(ApiError::new(
-            ProblemCode::InvalidParameter,
-            "with a JSON body, give features and params in the body, not the query string",
-        ));
-    }
-    let mut settings = read_settings(&body)?;
+    let params = query.params(defaults.params.forest.clone())?;
+    params.check_static()?;
+    // A Zeek log's entity is the window's group (the `entity` field of its records).
+    let field = match format.is_zeek() {
+        true => query
+            .group_by
+            .as_deref()
+            .filter(|g| *g != "none")
+            .map(|_| "entity"),
+        false => query.group_by.as_deref(),
+    };
+    let entity = entity_fit(
+        query.baseline.as_deref(),
+        query.seasonality.as_deref(),
+        field,
+    )?;
+    Ok(Some(QueryFit {
+        features: query.features().or_else(|| defaults.features.clone()),
+        params,
+        threshold: query.threshold,
+        entity,
+    }))
+}
+
+/// The fit a JSON body asks for: its settings (checked first), over the detector's own
+/// `features` and `params`, and its records or `generate` request.
+fn json_command(read: WithSettings, defaults: &DetectorSpec) -> Result<FitCommand, ApiError> {
+    let WithSettings {
+        mut settings,
+        records,
+    } = read;
     // The baseline settings ride in `params` beside the forest's.
     let mut taken = [None, None, None];
     if let Some(serde_json::Value::Object(p)) = settings.fields.get_mut("params") {
@@ -358,11 +388,7 @@ fn fit_command(
             )
             .with_field("records"));
         }
-        (true, None) => TrainingData::Body {
-            format,
-            bytes: body,
-            zeek,
-        },
+        (true, None) => TrainingData::Records(records?.batch),
         (false, Some(g)) => TrainingData::Generate(g),
     };
     Ok(FitCommand {

@@ -222,7 +222,7 @@ pub(super) struct Envelope {
     pub(super) problem: Option<RecordError>,
     /// When reading settings: the other top-level fields (then the records are only checked
     /// for syntax, and no field is unknown).
-    settings: Option<Map<String, Value>>,
+    pub(super) settings: Option<Map<String, Value>>,
 }
 
 /// The body's top-level value (`top`), or the value of its `records` field.

@@ -13,12 +13,15 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde::de::DeserializeSeed;
 
+use serde_json::{Map, Value};
+
 use super::builder::BatchBuilder;
 use super::error::RecordError;
 use super::json::{
-    Envelope, MAX_DEPTH, RecordSeed, Skip, StrSeed, TopLevel, check_shape, conclude, deserializer,
-    message_at, read_json,
+    Envelope, MAX_DEPTH, RecordSeed, Settings, Skip, StrSeed, TopLevel, check_shape, conclude,
+    deserializer, message_at, read_json, read_settings,
 };
+use super::read::ReadSpec;
 
 /// Reads a JSON body, its chunks given by `next` (`None` at its end), into `b`: the answer
 /// [`read_json`] gives for the whole body.
@@ -29,14 +32,146 @@ pub fn read_json_stream(
 ) -> Result<(), RecordError> {
     let mut input = Input::new(next);
     let mut state = Envelope::default();
-    match walk(&mut input, b, &mut state) {
+    match walk(&mut input, b, &mut state, &mut None) {
         Ok(()) => {}
         // Not an envelope (or empty): nothing was taken but whitespace, and all of it was kept.
         Err(Stop::Whole) => return read_json(&input.rest(&[]), b, top),
         Err(Stop::At(skeleton)) => return Err(input.syntax_error(skeleton)),
+        Err(Stop::Problem(e)) => return Err(e),
     }
     check_shape(state.not_envelope, state.records_not_array)?;
     conclude(state, b, top)
+}
+
+/// The most bytes a setting's value may take (a fit's `params`, `features`, ...): settings are
+/// small, and each is held as a JSON tree while the body is read.
+pub const MAX_SETTING_BYTES: usize = 1 << 20;
+
+/// Reads a JSON body with settings beside its records (a fit's, an evaluation's) as it
+/// arrives: the settings (as [`read_settings`] reads them, but only those named in `spec`
+/// kept, any other field as `null`), and the records into `b`, or the problem with them (what
+/// [`read_json`] answers past the envelope's problems), reported after the settings' own.
+///
+/// With `spec.features_setting` a `features` setting met before the records chooses their
+/// features (`b` is made again from `spec`); when the records come first, the body is held
+/// until it ends and read whole, as a `features` after them must still choose.
+pub fn read_json_stream_settings(
+    next: impl FnMut() -> Option<Bytes>,
+    spec: &ReadSpec,
+    b: &mut BatchBuilder,
+) -> Result<(Settings, Result<(), RecordError>), RecordError> {
+    let mut input = Input::new(next);
+    let mut state = Envelope::default();
+    let mut taking = Some(Taking {
+        spec,
+        fields: Map::new(),
+        features_used: None,
+    });
+    match walk(&mut input, b, &mut state, &mut taking) {
+        Ok(()) => {}
+        Err(Stop::Whole) => {
+            let body = input.rest(&[]);
+            let mut settings = read_settings(&body)?;
+            for (key, value) in settings.fields.iter_mut() {
+                if !spec.settings.contains(&key.as_str()) {
+                    *value = Value::Null;
+                }
+            }
+            if spec.features_setting {
+                *b = spec.builder_for(chosen(settings.fields.get("features"), spec));
+            }
+            let records = read_json(&body, b, spec.top_level);
+            return Ok((settings, records));
+        }
+        Err(Stop::At(skeleton)) => return Err(input.syntax_error(skeleton)),
+        Err(Stop::Problem(e)) => return Err(e),
+    }
+    check_shape(state.not_envelope, state.records_not_array)?;
+    let Taking {
+        fields,
+        features_used,
+        ..
+    } = taking.expect("taken above");
+    if let Some(used) = features_used {
+        if fields.get("features").unwrap_or(&Value::Null) != &used {
+            return Err(RecordError::malformed(
+                "\"features\" is given twice, once before \"records\" and again after them with \
+                 other names; give it once",
+            )
+            .with_field("features"));
+        }
+    }
+    let settings = Settings {
+        fields,
+        has_records: state.has_records,
+    };
+    Ok((settings, conclude(state, b, spec.top_level)))
+}
+
+/// The features a `features` setting names: a list of names, or (null, absent or anything
+/// else, which the caller refuses) the spec's own choice.
+fn chosen(setting: Option<&Value>, spec: &ReadSpec) -> Option<Vec<String>> {
+    let names = setting.and_then(Value::as_array).and_then(|a| {
+        a.iter()
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect::<Option<Vec<String>>>()
+    });
+    names.or_else(|| spec.features.clone())
+}
+
+/// The settings of a body being read: those `spec` names, with their values.
+struct Taking<'a> {
+    spec: &'a ReadSpec,
+    fields: Map<String, Value>,
+    /// The `features` setting the records were read with (null: none), once they started,
+    /// when the setting chooses them.
+    features_used: Option<Value>,
+}
+
+impl Taking<'_> {
+    /// Keeps the setting `key` (its value's text, checked; not JSON: `invalid`), or its name
+    /// only when the reader does not take it, so it is still named as unknown.
+    fn keep(
+        &mut self,
+        key: String,
+        text: &[u8],
+        b: &mut BatchBuilder,
+        invalid: Stop,
+    ) -> Result<(), Stop> {
+        if !self.spec.settings.contains(&key.as_str()) {
+            skip(text).map_err(|_| invalid)?;
+            self.fields.insert(key, Value::Null);
+            return Ok(());
+        }
+        if text.len() > MAX_SETTING_BYTES {
+            let detail = format!(
+                "the setting {key:?} takes more than {MAX_SETTING_BYTES} bytes; settings are small"
+            );
+            return Err(Stop::Problem(
+                RecordError::malformed(detail).with_field(key),
+            ));
+        }
+        let value: Value = super::json::from_slice(text).map_err(|_| invalid)?;
+        if key == "features" && self.spec.features_setting && self.features_used.is_none() {
+            *b = self.spec.builder_for(chosen(Some(&value), self.spec));
+        }
+        self.fields.insert(key, value);
+        Ok(())
+    }
+
+    /// The records start: whether they can be read now, with the features chosen so far.
+    fn records_start(&mut self) -> bool {
+        if !self.spec.features_setting {
+            return true;
+        }
+        match self.fields.get("features") {
+            None => false,
+            Some(v) => {
+                self.features_used.get_or_insert_with(|| v.clone());
+                true
+            }
+        }
+    }
 }
 
 /// Why the walk stopped early.
@@ -46,6 +181,8 @@ enum Stop {
     /// The body is not valid JSON from the current position on; these bytes in front of the
     /// rest put a parser where the body had it.
     At(&'static [u8]),
+    /// A problem that is not the body's syntax.
+    Problem(RecordError),
 }
 
 /// A bare array's records: before the first, and after a comma.
@@ -66,19 +203,26 @@ fn walk<F: FnMut() -> Option<Bytes>>(
     r: &mut Input<F>,
     b: &mut BatchBuilder,
     state: &mut Envelope,
+    taking: &mut Option<Taking<'_>>,
 ) -> Result<(), Stop> {
     let (k, c) = r.skip_ws(0);
     match c {
         Some(b'[') => {
+            if let Some(t) = taking {
+                // No settings in a bare array: the spec's features.
+                t.features_used = t.spec.features_setting.then_some(Value::Null);
+            }
             r.keep_all = false;
             r.take(k + 1);
             state.has_records = true;
             records(r, b, state, ARRAY)?;
         }
         Some(b'{') => {
-            r.keep_all = false;
+            // Until the records start, a body whose settings may choose their features is
+            // kept whole: records before `features` read it whole.
+            r.keep_all = taking.as_ref().is_some_and(|t| t.spec.features_setting);
             r.take(k + 1);
-            object(r, b, state)?;
+            object(r, b, state, taking)?;
         }
         _ => return Err(Stop::Whole),
     }
@@ -155,6 +299,7 @@ fn object<F: FnMut() -> Option<Bytes>>(
     r: &mut Input<F>,
     b: &mut BatchBuilder,
     state: &mut Envelope,
+    taking: &mut Option<Taking<'_>>,
 ) -> Result<(), Stop> {
     let mut first = true;
     loop {
@@ -176,6 +321,12 @@ fn object<F: FnMut() -> Option<Bytes>>(
         }
         let (v, c) = r.skip_ws(colon + 1);
         let sep = if key == "records" && c == Some(b'[') {
+            if let Some(t) = taking {
+                if !t.records_start() {
+                    return Err(Stop::Whole);
+                }
+                r.keep_all = false;
+            }
             r.take(v + 1);
             state.has_records = true;
             state.records_not_array = false;
@@ -192,10 +343,14 @@ fn object<F: FnMut() -> Option<Bytes>>(
             if !matches!(sep, Some(b',' | b'}')) {
                 return Err(Stop::At(skeleton));
             }
-            skip(r.slice(v, end)).map_err(|_| Stop::At(skeleton))?;
-            match key == "records" {
-                true => state.records_not_array = true,
-                false => {
+            match (key == "records", taking.as_mut()) {
+                (true, _) => {
+                    skip(r.slice(v, end)).map_err(|_| Stop::At(skeleton))?;
+                    state.records_not_array = true;
+                }
+                (false, Some(t)) => t.keep(key, r.slice(v, end), b, Stop::At(skeleton))?,
+                (false, None) => {
+                    skip(r.slice(v, end)).map_err(|_| Stop::At(skeleton))?;
                     state.unknown.insert(key);
                 }
             }
@@ -353,6 +508,11 @@ impl<F: FnMut() -> Option<Bytes>> Input<F> {
     /// `keep_all`, when `pos` is where the whitespace before the value starts being taken).
     fn rest(&mut self, prefix: &[u8]) -> Vec<u8> {
         let from = if self.keep_all { 0 } else { self.pos };
+        self.rest_from(from, prefix)
+    }
+
+    /// `prefix`, then the rest of the body from `buf[from]`.
+    fn rest_from(&mut self, from: usize, prefix: &[u8]) -> Vec<u8> {
         let mut doc = prefix.to_vec();
         doc.extend_from_slice(&self.buf[from..]);
         while let Some(chunk) = (self.next)() {
@@ -365,7 +525,7 @@ impl<F: FnMut() -> Option<Bytes>> Input<F> {
     /// it is in the whole body.
     fn syntax_error(&mut self, skeleton: &[u8]) -> RecordError {
         let (line, column) = (self.line, self.base + self.pos - self.line_start + 1);
-        let doc = self.rest(skeleton);
+        let doc = self.rest_from(self.pos, skeleton);
         let mut de = deserializer(&doc);
         let Err(e) = Skip::deserialize(&mut de).and_then(|_| de.end()) else {
             // The walk stops only at what is not JSON; should it not be, say so plainly.

@@ -3,7 +3,7 @@
 //! field at fault. No HTTP here: `api/` hands bodies in as bytes or a stream of chunks.
 //!
 //! Every reader feeds one [`BatchBuilder`], which checks each record as it arrives; fit,
-//! evaluate and score all read through [`read_slice`] or [`read_stream`]. Bodies arrive through
+//! evaluate and score all read through [`read_slice`], [`read_stream`] or [`read_stream_settings`]. Bodies arrive through
 //! [`decoded`], which undoes their `Content-Encoding` and holds them to the body limit.
 
 pub mod batch;
@@ -24,7 +24,9 @@ pub use builder::{BatchBuilder, CHUNK_RECORDS, ChunkSink};
 pub use encoding::{ACCEPTED_ENCODINGS, ContentEncoding, decoded, read_whole};
 pub use error::{RecordError, RecordErrorKind};
 pub use json::{Settings, TopLevel, read_settings};
-pub use read::{Parsed, ReadSpec, budgeted, read_slice, read_stream};
+pub use read::{
+    Parsed, ReadSpec, WithSettings, budgeted, read_slice, read_stream, read_stream_settings,
+};
 pub use samples::sample_batch;
 pub use zeek::{GroupBy, Window, ZeekError, ZeekFormat, ZeekOptions};
 
@@ -45,9 +47,9 @@ pub enum BodyFormat {
 impl BodyFormat {
     /// Bytes of working memory one body byte of this format is estimated to cost while it is
     /// read and its batch is used (held against the memory budget): CSV, NDJSON and JSON bodies
-    /// are parsed a record at a time as they arrive (a fit or an evaluation holds its body
-    /// once, and its batch); a Zeek log becomes window state, which grows with its distinct
-    /// hosts and ports.
+    /// are parsed a record at a time as they arrive (only a JSON fit whose records come before
+    /// its `features` holds its body once, and its batch); a Zeek log becomes window state,
+    /// which grows with its distinct hosts and ports.
     pub fn memory_factor(self) -> u64 {
         match self {
             Self::Csv | Self::Ndjson | Self::Json => 2,

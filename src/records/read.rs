@@ -11,8 +11,8 @@ use super::batch::{Batch, Features};
 use super::builder::{BatchBuilder, ChunkSink};
 use super::csv::read_csv;
 use super::error::RecordError;
-use super::json::{TopLevel, read_json, read_ndjson};
-use super::json_stream::read_json_stream;
+use super::json::{Settings, TopLevel, read_json, read_ndjson};
+use super::json_stream::{read_json_stream, read_json_stream_settings};
 use super::zeek::{Rejects, ZeekFormat, ZeekOptions, ZeekReader, read_windows, read_zeek};
 
 /// How to read a body.
@@ -29,6 +29,11 @@ pub struct ReadSpec {
     pub zeek: ZeekOptions,
     /// What a JSON object body may hold besides `records`.
     pub top_level: TopLevel,
+    /// The settings a JSON object body may carry beside `records` that the reader keeps
+    /// ([`read_stream_settings`]); others are kept by name only.
+    pub settings: &'static [&'static str],
+    /// A JSON object body's `features` setting chooses the features (a fit's).
+    pub features_setting: bool,
 }
 
 impl ReadSpec {
@@ -42,19 +47,26 @@ impl ReadSpec {
             max_records,
             zeek: ZeekOptions::default(),
             top_level: TopLevel::RecordsOnly,
+            settings: &[],
+            features_setting: false,
         }
     }
 
     fn builder(&self, sink: Option<ChunkSink>) -> BatchBuilder {
-        let features = match &self.features {
-            Some(f) => Features::Given(f),
-            None => Features::Default,
-        };
-        let b = BatchBuilder::with_features(features, self.require_labels, self.max_records);
+        let b = self.builder_for(self.features.clone());
         match sink {
             Some(sink) => b.with_chunk_sink(sink),
             None => b,
         }
+    }
+
+    /// A builder as the spec makes one, for `features` (`None`: the default choice).
+    pub(super) fn builder_for(&self, features: Option<Vec<String>>) -> BatchBuilder {
+        let features = match &features {
+            Some(f) => Features::Given(f),
+            None => Features::Default,
+        };
+        BatchBuilder::with_features(features, self.require_labels, self.max_records)
     }
 }
 
@@ -130,7 +142,7 @@ const CHANNEL_CHUNKS: usize = 16;
 /// the body is read), and `then` runs on the same blocking thread right after the batch is
 /// checked, so a request makes one trip off the async runtime, not two.
 pub async fn read_stream<S, T, F>(
-    mut body: S,
+    body: S,
     max_body: usize,
     spec: ReadSpec,
     sink: Option<ChunkSink>,
@@ -141,55 +153,111 @@ where
     T: Send + 'static,
     F: FnOnce(Parsed) -> T + Send + 'static,
 {
-    {
-        let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
-        let parser = crate::work::spawn_blocking(move || {
-            let mut reader = BodyReader::new(rx);
-            let mut b = spec.builder(sink);
-            let none = |r: Result<(), RecordError>| r.map(|()| Rejects::default());
-            let parsed = match spec.format {
-                BodyFormat::Csv => {
-                    reader.skip_prefix(BOM);
-                    none(read_csv(&mut reader, &mut b))
-                }
-                BodyFormat::Ndjson => none(read_ndjson(
-                    io::BufReader::with_capacity(1 << 16, &mut reader),
-                    &mut b,
-                )),
-                BodyFormat::Json => none(read_json_stream(
-                    || reader.next_bytes(),
-                    &mut b,
-                    spec.top_level,
-                )),
-                BodyFormat::ZeekTsv => {
-                    read_zeek_stream(&mut reader, ZeekFormat::Tsv, &spec.zeek, &mut b)
-                }
-                _ => read_zeek_stream(&mut reader, ZeekFormat::Json, &spec.zeek, &mut b),
+    pump(body, max_body, move |reader| {
+        let mut b = spec.builder(sink);
+        let parsed = parse(reader, &spec, &mut b);
+        let parsed = reader.settle(parsed.and_then(|rejects| finish(b, rejects)))?;
+        Ok(then(parsed))
+    })
+    .await
+}
+
+/// A body read with the settings it carries: a JSON object's members besides `records` (see
+/// [`read_json_stream_settings`]); other bodies carry none.
+pub struct WithSettings {
+    pub settings: Settings,
+    /// The records, checked, or their problem: answered after the settings' own.
+    pub records: Result<Parsed, RecordError>,
+}
+
+/// Reads a body as it arrives, as [`read_stream`] does, with the settings a JSON object body
+/// carries beside its records (`spec.settings`; `spec.features_setting`: its `features` choose
+/// the records' features). The body's syntax and shape are the error; the records' own
+/// problems are in [`WithSettings::records`], so a caller can answer the settings' first.
+pub async fn read_stream_settings<S>(
+    body: S,
+    max_body: usize,
+    spec: ReadSpec,
+) -> Result<WithSettings, RecordError>
+where
+    S: Stream<Item = BodyChunk> + Unpin,
+{
+    pump(body, max_body, move |reader| {
+        let mut b = spec.builder(None);
+        if spec.format != BodyFormat::Json {
+            let parsed = parse(reader, &spec, &mut b);
+            let records = Ok(reader.settle(parsed.and_then(|rejects| finish(b, rejects)))?);
+            let settings = Settings {
+                fields: Default::default(),
+                has_records: true,
             };
-            let parsed = reader.settle(parsed.and_then(|rejects| finish(b, rejects)))?;
-            stop_if_cancelled()?;
-            Ok(then(parsed))
-        });
-        let mut total = 0usize;
-        while let Some(frame) = body.next().await {
-            let (chunk, stop) = match frame {
-                Ok(c) => {
-                    total += c.len();
-                    if total > max_body {
-                        (Err(RecordError::body_too_large()), true)
-                    } else {
-                        (Ok(c), false)
-                    }
-                }
-                Err(e) => (Err(e), true),
-            };
-            if tx.send(chunk).await.is_err() || stop {
-                break;
-            }
+            return Ok(WithSettings { settings, records });
         }
-        drop(tx);
-        parser.await.map_err(lost)?
+        let read = read_json_stream_settings(|| reader.next_bytes(), &spec, &mut b);
+        let (settings, records) = reader.settle(read)?;
+        let records = records.and_then(|()| finish(b, Rejects::default()));
+        Ok(WithSettings { settings, records })
+    })
+    .await
+}
+
+/// Parses a body as it arrives into `b`, in its format.
+fn parse(
+    reader: &mut BodyReader,
+    spec: &ReadSpec,
+    b: &mut BatchBuilder,
+) -> Result<Rejects, RecordError> {
+    let none = |r: Result<(), RecordError>| r.map(|()| Rejects::default());
+    match spec.format {
+        BodyFormat::Csv => {
+            reader.skip_prefix(BOM);
+            none(read_csv(&mut *reader, b))
+        }
+        BodyFormat::Ndjson => none(read_ndjson(
+            io::BufReader::with_capacity(1 << 16, &mut *reader),
+            b,
+        )),
+        BodyFormat::Json => none(read_json_stream(|| reader.next_bytes(), b, spec.top_level)),
+        BodyFormat::ZeekTsv => read_zeek_stream(reader, ZeekFormat::Tsv, &spec.zeek, b),
+        _ => read_zeek_stream(reader, ZeekFormat::Json, &spec.zeek, b),
     }
+}
+
+/// Runs `parse` on a blocking thread over the body's chunks as the request task receives them
+/// (at most `max_body` bytes: past that, a `BodyTooLarge` problem); a request cancelled
+/// meanwhile is an error whatever was parsed.
+async fn pump<S, T, P>(mut body: S, max_body: usize, parse: P) -> Result<T, RecordError>
+where
+    S: Stream<Item = BodyChunk> + Unpin,
+    T: Send + 'static,
+    P: FnOnce(&mut BodyReader) -> Result<T, RecordError> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(CHANNEL_CHUNKS);
+    let parser = crate::work::spawn_blocking(move || {
+        let mut reader = BodyReader::new(rx);
+        let parsed = parse(&mut reader)?;
+        stop_if_cancelled()?;
+        Ok(parsed)
+    });
+    let mut total = 0usize;
+    while let Some(frame) = body.next().await {
+        let (chunk, stop) = match frame {
+            Ok(c) => {
+                total += c.len();
+                if total > max_body {
+                    (Err(RecordError::body_too_large()), true)
+                } else {
+                    (Ok(c), false)
+                }
+            }
+            Err(e) => (Err(e), true),
+        };
+        if tx.send(chunk).await.is_err() || stop {
+            break;
+        }
+    }
+    drop(tx);
+    parser.await.map_err(lost)?
 }
 
 /// An error once the request reading this body was cancelled: its work stops here.
@@ -334,7 +402,7 @@ impl BodyReader {
     /// The result of parsing: a body that failed to arrive wins over what the parser made of
     /// it, and after a parse problem the rest is still read, so an oversized body is a 413
     /// whatever it holds (as when the body was read whole first).
-    pub fn settle<T>(mut self, parsed: Result<T, RecordError>) -> Result<T, RecordError> {
+    pub fn settle<T>(&mut self, parsed: Result<T, RecordError>) -> Result<T, RecordError> {
         if parsed.is_err() {
             while self.next_chunk() {}
         }
@@ -366,6 +434,7 @@ impl Read for BodyReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::records::json_stream::MAX_SETTING_BYTES;
     use crate::records::samples::sample_batch;
     use crate::records::table::parse_table;
     use proptest::prelude::*;
@@ -437,6 +506,117 @@ mod tests {
         };
         let parsed = read_zeek_stream(&mut reader, zf, &spec.zeek, &mut b);
         reader.settle(parsed.and_then(|rejects| finish(b, rejects)))
+    }
+
+    /// A JSON body with settings through [`read_json_stream_settings`] in `chunk`-byte pieces:
+    /// its settings, and its batch or the records' problem.
+    fn streamed_settings(
+        body: &[u8],
+        chunk: usize,
+        spec: &ReadSpec,
+    ) -> Result<(Settings, Result<Batch, RecordError>), RecordError> {
+        let (tx, rx) = mpsc::channel(body.len() / chunk + 2);
+        for piece in body.chunks(chunk) {
+            tx.try_send(Ok(Bytes::copy_from_slice(piece))).unwrap();
+        }
+        drop(tx);
+        let mut reader = BodyReader::new(rx);
+        let mut b = spec.builder(None);
+        let read = read_json_stream_settings(|| reader.next_bytes(), spec, &mut b);
+        let (settings, records) = reader.settle(read)?;
+        Ok((settings, records.and_then(|()| b.finish())))
+    }
+
+    /// What the whole body gives: [`read_settings`] (the settings `spec` does not take kept
+    /// by name only), then [`read_json`] with the features a `features` setting names.
+    fn whole_settings(
+        body: &[u8],
+        spec: &ReadSpec,
+    ) -> Result<(Settings, Result<Batch, RecordError>), RecordError> {
+        let mut settings = crate::records::read_settings(body)?;
+        let given = settings.fields.get("features").and_then(|v| {
+            v.as_array()?
+                .iter()
+                .map(|n| n.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+        });
+        let features = match spec.features_setting {
+            true => given.or_else(|| spec.features.clone()),
+            false => spec.features.clone(),
+        };
+        let mut b = spec.builder_for(features);
+        let records = read_json(body, &mut b, spec.top_level).and_then(|()| b.finish());
+        for (k, v) in settings.fields.iter_mut() {
+            if !spec.settings.contains(&k.as_str()) {
+                *v = serde_json::Value::Null;
+            }
+        }
+        Ok((settings, records))
+    }
+
+    #[test]
+    fn settings_stream_as_they_read_whole() {
+        let bodies: &[&str] = &[
+            r#"{"features":["connections"],"params":{"seed":3},"records":[{"bytes_sent":1,"connections":2},{"bytes_sent":3,"connections":4}]}"#,
+            r#"{"records":[{"bytes_sent":1,"connections":2}],"features":["connections"],"threshold":0.6}"#,
+            r#"{"params":{"seed":3},"records":[{"bytes_sent":1,"connections":2,"x":5}],"threshold":0.6}"#,
+            r#"[{"bytes_sent":1,"connections":2},{"bytes_sent":"x","connections":4}]"#,
+            r#"{"features":null,"records":[{"bytes_sent":1,"connections":2}]}"#,
+            r#"{"features":5,"records":[{"bytes_sent":1,"connections":2}]}"#,
+            r#"{"generate":{"n_records":5},"params":{"seed":1}}"#,
+            r#"{"zzz":[1,2,{"a":[]}],"records":[{"bytes_sent":1,"connections":2}]}"#,
+            r#"{"features":["nope"],"records":[{"bytes_sent":1,"connections":2}]}"#,
+            r#"{"features":["connections"],"records":[{"connections":2}],"params":{"seed":3"#,
+            r#"{"features":["connections"],"records":[{"connections":2},5]}"#,
+            r#"{"features":["connections"],"records":5}"#,
+            r#"{"threshold":0.6}"#,
+            r#"  42 "#,
+            "",
+            r#"{"params":{"seed":}, "records":[]}"#,
+        ];
+        for fit in [true, false] {
+            let spec = ReadSpec {
+                top_level: TopLevel::WithSettings,
+                settings: &["features", "params", "threshold", "generate"],
+                features_setting: fit,
+                ..ReadSpec::new(BodyFormat::Json, (!fit).then(features), 5)
+            };
+            for body in bodies {
+                let expected = whole_settings(body.as_bytes(), &spec);
+                for chunk in [1, 2, 5, 13, 1 << 16] {
+                    let got = streamed_settings(body.as_bytes(), chunk, &spec);
+                    match (&expected, &got) {
+                        (Ok((s1, r1)), Ok((s2, r2))) => {
+                            assert_eq!(s1, s2, "{body} in {chunk}");
+                            same(r2, r1).unwrap_or_else(|e| panic!("{body} in {chunk}: {e}"));
+                        }
+                        (Err(a), Err(b)) => assert_eq!(
+                            (a.kind, &a.detail),
+                            (b.kind, &b.detail),
+                            "{body} in {chunk}"
+                        ),
+                        _ => panic!("{body} in {chunk}: {expected:?} vs {got:?}"),
+                    }
+                }
+            }
+        }
+        // A `features` given again after the records with other names cannot choose them now.
+        let spec = ReadSpec {
+            top_level: TopLevel::WithSettings,
+            settings: &["features", "params"],
+            features_setting: true,
+            ..ReadSpec::new(BodyFormat::Json, None, 5)
+        };
+        let body = br#"{"features":["connections"],"records":[{"connections":2}],"features":["bytes_sent"]}"#;
+        let err = streamed_settings(body, 4, &spec).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("features"));
+        // A setting over its size is refused as it is read.
+        let big = format!(
+            r#"{{"params":{{"x":"{}"}},"records":[]}}"#,
+            "a".repeat(MAX_SETTING_BYTES)
+        );
+        let err = streamed_settings(big.as_bytes(), 1 << 16, &spec).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("params"));
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Evaluating the active model on labeled records: its confusion matrix, report, ROC AUC and
 //! average precision at its threshold, and the threshold a false-alert budget allows.
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use futures_util::stream::BoxStream;
 use serde::Deserialize;
 
 use super::{ServiceError, blocking};
@@ -13,18 +13,23 @@ use crate::detector::metrics::{
 };
 use crate::detector::model::Model;
 use crate::detector::threshold::{BudgetThreshold, threshold_for_fpr_budget};
-use crate::records::{BodyFormat, ReadSpec, TopLevel, ZeekOptions, read_settings, read_slice};
+use crate::records::read::BodyChunk;
+use crate::records::{BodyFormat, ReadSpec, TopLevel, ZeekOptions, read_stream_settings};
 use crate::state::{AppState, DetectorState};
 use crate::store::alerts::{AlertQuery, Verdict};
 
 /// Labeled records to evaluate on.
 pub struct EvaluateCommand {
     pub format: BodyFormat,
-    pub bytes: Bytes,
+    /// The body as it arrives (decoded, held to the memory budget): read a chunk at a time.
+    pub body: BoxStream<'static, BodyChunk>,
     pub zeek: ZeekOptions,
     /// A false-alert budget from the query string; it wins over one in a JSON body.
     pub max_false_positive_rate: Option<f64>,
 }
+
+/// Settings a JSON body may carry beside its records: [`EvaluateSettings`]'s fields.
+const SETTINGS: &[&str] = &["max_false_positive_rate"];
 
 /// Settings a JSON body may carry beside its records.
 #[derive(Debug, Default, Deserialize)]
@@ -166,40 +171,45 @@ pub async fn evaluate(
     command: EvaluateCommand,
 ) -> Result<Evaluation, ServiceError> {
     let model = det.model().ok_or(ServiceError::NoModel)?;
-    let max_records = state.settings().max_records;
-    blocking(move || {
-        let EvaluateCommand {
+    let settings = state.settings();
+    let EvaluateCommand {
+        format,
+        body,
+        zeek,
+        max_false_positive_rate,
+    } = command;
+    let spec = ReadSpec {
+        require_labels: true,
+        zeek,
+        top_level: TopLevel::WithSettings,
+        settings: SETTINGS,
+        ..ReadSpec::new(
             format,
-            bytes,
-            zeek,
-            max_false_positive_rate,
-        } = command;
-        let mut budget = None;
-        if format == BodyFormat::Json {
-            let settings = read_settings(&bytes)?;
-            let s: EvaluateSettings =
-                serde_json::from_value(serde_json::Value::Object(settings.fields))
-                    .map_err(|e| ServiceError::settings(format!("evaluate settings: {e}")))?;
-            if !settings.has_records {
-                return Err(crate::records::RecordError::malformed(
-                    "the body has no \"records\" array",
-                )
-                .with_field("records")
-                .into());
-            }
-            budget = s.max_false_positive_rate;
+            Some(model.features().to_vec()),
+            settings.max_records,
+        )
+    };
+    // Read as it arrives: only the batch is kept, never the body's text.
+    let read = read_stream_settings(body, settings.max_body_bytes, spec).await?;
+    let mut budget = None;
+    if format == BodyFormat::Json {
+        let s: EvaluateSettings =
+            serde_json::from_value(serde_json::Value::Object(read.settings.fields))
+                .map_err(|e| ServiceError::settings(format!("evaluate settings: {e}")))?;
+        if !read.settings.has_records {
+            return Err(crate::records::RecordError::malformed(
+                "the body has no \"records\" array",
+            )
+            .with_field("records")
+            .into());
         }
-        if max_false_positive_rate.is_some() {
-            budget = max_false_positive_rate;
-        }
-        let spec = ReadSpec {
-            require_labels: true,
-            zeek,
-            top_level: TopLevel::WithSettings,
-            ..ReadSpec::new(format, Some(model.features().to_vec()), max_records)
-        };
-        let batch = read_slice(&bytes, &spec, None)?.batch;
-        drop(bytes);
+        budget = s.max_false_positive_rate;
+    }
+    if max_false_positive_rate.is_some() {
+        budget = max_false_positive_rate;
+    }
+    let batch = read.records?.batch;
+    blocking(move || {
         let labels = batch.labels.clone().unwrap_or_default();
         measure(&model, &batch.matrix, &labels, budget)
     })

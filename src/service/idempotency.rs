@@ -283,6 +283,31 @@ impl RequestHash {
 mod tests {
     use super::*;
 
+    /// A fit's key is checked against the hash of its body as it streams; keys kept when the
+    /// body was hashed whole must still match: the same digest, pinned.
+    #[tokio::test]
+    async fn a_body_hashed_as_it_streams_has_the_digest_of_the_whole_body() {
+        let parts = ["fit", "seed=7", "text/csv", ""];
+        let body = b"bytes_sent,connections\n1,2\n3,4\n";
+        let whole = RequestHash::new(&parts);
+        whole.update(body);
+        let streamed = RequestHash::new(&parts);
+        let chunks: Vec<BodyChunk> = body
+            .chunks(5)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let passed: Vec<BodyChunk> = streamed
+            .hashing(futures_util::stream::iter(chunks))
+            .collect()
+            .await;
+        assert_eq!(passed.len(), body.chunks(5).count());
+        assert_eq!(streamed.finish(), whole.finish());
+        assert_eq!(
+            whole.finish(),
+            "dd96f5d859c921515ae9e2bcf1ca837407ff3de7bc1767d18df5a1a5369dd1fc"
+        );
+    }
+
     #[test]
     fn keys_are_printable_ascii_of_1_to_255_bytes() {
         let long = [b'x'; 255];

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use chrono::Utc;
+use futures_util::stream::BoxStream;
 
 use super::idempotency::{AnswerOf, KeyedRun};
 use super::scoring::{chart_data, entities_and_times};
@@ -14,17 +14,17 @@ use crate::detector::forest::FitWatch;
 use crate::detector::generator::{GeneratorConfig, generate_watched};
 use crate::detector::model::{EntityInput, FitError, FitInput, Model};
 use crate::detector::params::ForestParams;
-use crate::records::{BodyFormat, ReadSpec, TopLevel, ZeekOptions, read_slice, sample_batch};
+use crate::records::read::BodyChunk;
+use crate::records::{
+    Batch, BodyFormat, ReadSpec, TopLevel, WithSettings, ZeekOptions, read_stream_settings,
+    sample_batch,
+};
 use crate::state::{AppState, ChartData, DetectorState};
 
 /// What to train on.
 pub enum TrainingData {
-    /// A body of records. A JSON body's settings were read already; its records are read here.
-    Body {
-        format: BodyFormat,
-        bytes: Bytes,
-        zeek: ZeekOptions,
-    },
+    /// The records of a body, read as it arrived ([`read_body`]).
+    Records(Batch),
     /// Generated sample records.
     Generate(GeneratorConfig),
 }
@@ -48,6 +48,31 @@ pub struct EntityFit {
     pub seasonality: Seasonality,
 }
 
+/// The settings a fit's JSON body may carry beside its records (the API's `FitRequest`).
+pub const SETTINGS: &[&str] = &["generate", "features", "params", "threshold"];
+
+/// Reads a fit's body as it arrives, a chunk at a time: its records with `features` (`None`:
+/// the default choice; a JSON body's own `features` setting, given before its records, wins),
+/// and a JSON body's settings. Only the batch is kept, never the body's text, except for a
+/// JSON object whose records come before any `features` setting: it is read whole.
+pub async fn read_body(
+    state: &AppState,
+    format: BodyFormat,
+    zeek: ZeekOptions,
+    features: Option<Vec<String>>,
+    body: BoxStream<'static, BodyChunk>,
+) -> Result<WithSettings, ServiceError> {
+    let settings = state.settings();
+    let spec = ReadSpec {
+        zeek,
+        top_level: TopLevel::WithSettings,
+        settings: SETTINGS,
+        features_setting: true,
+        ..ReadSpec::new(format, features, settings.max_records)
+    };
+    Ok(read_stream_settings(body, settings.max_body_bytes, spec).await?)
+}
+
 /// Fits a model, stores it as the detector's next version and makes it the active one (keeping
 /// the request's idempotency `key` with it: [`models::publish`]).
 pub async fn fit(
@@ -69,18 +94,7 @@ pub async fn fit(
             entity,
         } = command;
         let mut batch = match data {
-            TrainingData::Body {
-                format,
-                bytes,
-                zeek,
-            } => {
-                let spec = ReadSpec {
-                    zeek,
-                    top_level: TopLevel::WithSettings,
-                    ..ReadSpec::new(format, features, max_records)
-                };
-                read_slice(&bytes, &spec, None)?.batch
-            }
+            TrainingData::Records(batch) => batch,
             TrainingData::Generate(g) => {
                 crate::work::reserve(g.n_records as u64 * GENERATED_RECORD_BYTES)?;
                 let records = generate_watched(&g, &crate::work::cancelled)?

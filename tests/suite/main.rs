@@ -37,6 +37,7 @@ mod pipeline_syslog_ng;
 mod properties;
 mod siem_formats;
 mod stored_alerts;
+mod streamed_bodies;
 mod suppressions;
 mod syslog_sink;
 mod zeek_ingest;
