@@ -50,10 +50,13 @@ pub struct BandContext<'a> {
 /// 0.2–0.9 MB`. A feature whose name holds `bytes` is shown in B, kB, MB, GB (powers of 1000).
 pub fn summary_line(feature: &str, value: f64, band: [f64; 2], ctx: &BandContext<'_>) -> String {
     let bytes = feature.contains("bytes");
-    // The band in the value's unit while that reads (0.2–0.9 MB), else in its own.
+    // The band in the value's unit while both its ends read in it (0.2–0.9 MB), else in the
+    // unit of its upper end (26–187 kB, not 0.0–0.2 MB).
     let (div, unit) = match (bytes, unit_of(value.max(band[1]))) {
         (false, _) => (1.0, ""),
-        (true, (d, _)) if band[1] / d < 0.1 => unit_of(band[1]),
+        (true, (d, _)) if band[1] / d < 0.1 || (band[0] > 0.0 && band[0] / d < 0.1) => {
+            unit_of(band[1])
+        }
         (true, u) => u,
     };
     let (vdiv, vunit) = if bytes { unit_of(value) } else { (1.0, "") };
@@ -128,6 +131,10 @@ mod tests {
         assert_eq!(
             summary_line("connections", 45.0, [2.26, 8.0], &population),
             "connections 45; usual across all entities is 2.3–8"
+        );
+        assert_eq!(
+            summary_line("bytes_sent", 6.54e6, [2.58e4, 1.87e5], &ctx),
+            "bytes_sent 6.5 MB; usual for 10.1.2.3 at 03:00 is 26–187 kB"
         );
         assert_eq!(
             summary_line("bytes_received", 512.0, [0.0, 3.5e4], &population),
