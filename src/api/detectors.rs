@@ -81,9 +81,9 @@ pub async fn get_detector(
 /// Create a detector (201) or replace its settings (200); a replaced detector keeps its model
 /// versions and alerts.
 ///
-/// Settings left out have v1's behaviour. Unknown fields, settings that cannot be used, and
-/// `baseline`/`seasonality` other than `global`/`none` (not built yet) are 422 `invalid-detector`
-/// with the field's path in `field`. Stored durably (SQLite, or PostgreSQL, where every replica
+/// Settings left out have v1's behaviour. Unknown fields and settings that cannot be used (such
+/// as `params.baseline: entity` without `source.group_by`) are 422 `invalid-detector` with the
+/// field's path in `field`. Stored durably (SQLite, or PostgreSQL, where every replica
 /// sees it within seconds).
 #[utoipa::path(put, path = "/v1/detectors/{name}", operation_id = "put_detector", tag = "detectors", params(DetectorName),
     request_body(content = DetectorSettingsView, content_type = "application/json"),

@@ -306,6 +306,9 @@ mod tests {
             direction: crate::detector::explain::Direction::Above,
             contribution: 1.0,
             normal_range: [1.0, 2.0],
+            expected: Some(1.5),
+            band: Some([1.0, 2.0]),
+            summary: Some("bytes_sent 5 B; usual for 10.0.0.1 is 1–2 B".into()),
         }];
         for (entity, explanation) in [
             (None, None),

@@ -131,6 +131,17 @@ fn entity_fit(
     }
 }
 
+/// The detector's own baseline settings for a fit that names none (`field`: the request's
+/// `group_by` of a records body, over the detector's).
+fn detector_entity_fit(defaults: &DetectorSpec, field: Option<&str>) -> Option<EntityFit> {
+    defaults.entity_fit().map(|mut e| {
+        if let Some(f) = field.filter(|f| !f.is_empty()) {
+            e.field = f.to_owned();
+        }
+        e
+    })
+}
+
 impl FitQuery {
     fn is_empty(&self) -> bool {
         self.features.is_none()
@@ -319,11 +330,14 @@ fn query_fit(
             .map(|_| "entity"),
         false => query.group_by.as_deref(),
     };
-    let entity = entity_fit(
-        query.baseline.as_deref(),
-        query.seasonality.as_deref(),
-        field,
-    )?;
+    let entity = match (&query.baseline, &query.seasonality) {
+        (None, None) => detector_entity_fit(defaults, field.filter(|_| !format.is_zeek())),
+        _ => entity_fit(
+            query.baseline.as_deref(),
+            query.seasonality.as_deref(),
+            field,
+        )?,
+    };
     Ok(Some(QueryFit {
         features: query.features().or_else(|| defaults.features.clone()),
         params,
@@ -360,11 +374,14 @@ fn json_command(read: WithSettings, defaults: &DetectorSpec) -> Result<FitComman
         }
     }
     let [baseline, seasonality, group_by] = taken;
-    let entity = entity_fit(
-        baseline.as_deref(),
-        seasonality.as_deref(),
-        group_by.as_deref(),
-    )?;
+    let entity = match (&baseline, &seasonality) {
+        (None, None) => detector_entity_fit(defaults, group_by.as_deref()),
+        _ => entity_fit(
+            baseline.as_deref(),
+            seasonality.as_deref(),
+            group_by.as_deref(),
+        )?,
+    };
     // The body's params, each over the detector's (`default`'s are v1's defaults).
     let params = over_defaults(&defaults.params.forest, settings.fields.get("params"));
     let req: FitRequest = serde_json::from_value(serde_json::Value::Object(settings.fields))

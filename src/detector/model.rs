@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use super::Matrix;
 use super::baseline::{Baseline, EntityBaselines, Judged, Seasonality};
-use super::explain::{Direction, FeatureContribution};
+use super::explain::{BandContext, Direction, FeatureContribution, summary_line};
 use super::forest::IsolationForest;
 use super::params::{ForestParams, ParamError, check_feature_names};
 use super::scaler::{Scaler, ScalerError};
@@ -451,9 +451,17 @@ impl Model {
         };
         let b = &e.baselines;
         let mut z = vec![0.0; b.n_signals()];
-        b.score_into(row, entity, t, &mut z);
+        let (_, judged) = b.score_into(row, entity, t, &mut z);
         let weights = b.contributions(&z);
         let mut out = self.contributions(row, &weights, top_k);
+        let ctx = BandContext {
+            entity: (judged == Judged::Own).then_some(entity),
+            when: match b.seasonality() {
+                Seasonality::None => None,
+                Seasonality::Daily => Some(t.format("%H:00").to_string()),
+                Seasonality::Weekly => Some(t.format("%a %H:00").to_string()),
+            },
+        };
         for c in &mut out {
             let j = self
                 .meta
@@ -461,7 +469,7 @@ impl Model {
                 .iter()
                 .position(|f| *f == c.feature)
                 .expect("an explained feature is one of the model's");
-            let (_, band) = b.expected(entity, t, j);
+            let (expected, band) = b.expected(entity, t, j);
             c.direction = if c.value > band[1] {
                 Direction::Above
             } else if c.value < band[0] {
@@ -470,6 +478,9 @@ impl Model {
                 Direction::Within
             };
             c.normal_range = band;
+            c.expected = Some(expected);
+            c.band = Some(band);
+            c.summary = Some(summary_line(&c.feature, c.value, band, &ctx));
         }
         out
     }
@@ -598,6 +609,9 @@ impl Model {
                     direction,
                     contribution: weights[j],
                     normal_range: [stats.p05, stats.p95],
+                    expected: None,
+                    band: None,
+                    summary: None,
                 }
             })
             .collect()

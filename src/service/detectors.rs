@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{ServiceError, blocking};
+use crate::detector::baseline::{Baseline, Seasonality};
 use crate::detector::params::ForestParams;
 use crate::records::zeek::OnInvalid;
 use crate::records::{GroupBy, Window, ZeekOptions};
@@ -75,44 +76,20 @@ pub struct ParamsSpec {
     pub seasonality: Seasonality,
 }
 
-/// What a record is judged against; only `global` (v1's) is built so far.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Baseline {
-    #[default]
-    Global,
-}
-
-/// Seasonal baselines; only `none` (v1's) is built so far.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Seasonality {
-    #[default]
-    None,
-}
-
 impl TryFrom<serde_json::Map<String, serde_json::Value>> for ParamsSpec {
     type Error = String;
 
     fn try_from(mut m: serde_json::Map<String, serde_json::Value>) -> Result<Self, String> {
         let baseline = match m.remove("baseline") {
             None => Baseline::Global,
-            Some(v) if v == "global" => Baseline::Global,
-            Some(v) => {
-                return Err(format!(
-                    "baseline {v} is not available yet: only \"global\" (one baseline for all \
-                     entities, as v1) is built"
-                ));
-            }
+            Some(v) => serde_json::from_value(v.clone())
+                .map_err(|_| format!("baseline must be \"global\" or \"entity\", got {v}"))?,
         };
         let seasonality = match m.remove("seasonality") {
             None => Seasonality::None,
-            Some(v) if v == "none" => Seasonality::None,
-            Some(v) => {
-                return Err(format!(
-                    "seasonality {v} is not available yet: only \"none\" (as v1) is built"
-                ));
-            }
+            Some(v) => serde_json::from_value(v.clone()).map_err(|_| {
+                format!("seasonality must be \"none\", \"daily\" or \"weekly\", got {v}")
+            })?,
         };
         let forest =
             serde_json::from_value(serde_json::Value::Object(m)).map_err(|e| e.to_string())?;
@@ -272,6 +249,7 @@ impl DetectorSpec {
             .forest
             .check_static()
             .map_err(|e| SpecError::at(&format!("params.{}", e.parameter()), e.to_string()))?;
+        self.check_baseline()?;
         let a = &self.alerting;
         if a.min_severity.is_some_and(|s| s > 100) {
             return Err(SpecError::at(
@@ -315,6 +293,45 @@ impl DetectorSpec {
             }
         }
         Ok(())
+    }
+
+    /// `baseline=entity` needs an entity (`source.group_by`); seasonality needs it too.
+    fn check_baseline(&self) -> Result<(), SpecError> {
+        let p = &self.params;
+        if p.baseline == Baseline::Global {
+            if p.seasonality != Seasonality::None {
+                return Err(SpecError::at(
+                    "params.seasonality",
+                    "seasonality applies to baseline \"entity\"",
+                ));
+            }
+            return Ok(());
+        }
+        let grouped = match self.source.format {
+            SourceFormat::Records => self.source.group_by.is_some(),
+            SourceFormat::Zeek => self
+                .source
+                .group_by
+                .as_deref()
+                .is_some_and(|g| g.parse::<GroupBy>().is_ok_and(|g| g != GroupBy::None)),
+        };
+        if !grouped {
+            return Err(SpecError::at(
+                "source.group_by",
+                "baseline \"entity\" needs source.group_by: the field naming each record's \
+                 entity (such as src_ip; for zeek sources id.orig_h or id.resp_h)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The entity-baseline fit this detector's settings ask for (`None`: one global
+    /// baseline).
+    pub fn entity_fit(&self) -> Option<super::training::EntityFit> {
+        (self.params.baseline == Baseline::Entity).then(|| super::training::EntityFit {
+            field: self.entity_field().to_owned(),
+            seasonality: self.params.seasonality,
+        })
     }
 
     /// The Zeek aggregation for a request: its own `window`/`group_by` where given, else the
@@ -727,8 +744,20 @@ mod tests {
                 json!({"source": {"allowed_lateness": "soon"}}),
                 Some("source.allowed_lateness"),
             ),
-            (json!({"params": {"baseline": "entity"}}), Some("params")),
-            (json!({"params": {"seasonality": "daily"}}), Some("params")),
+            (
+                json!({"params": {"baseline": "entity"}}),
+                Some("source.group_by"),
+            ),
+            (
+                json!({"source": {"format": "zeek", "group_by": "none"}, "params": {"baseline": "entity"}}),
+                Some("source.group_by"),
+            ),
+            (
+                json!({"params": {"seasonality": "daily"}}),
+                Some("params.seasonality"),
+            ),
+            (json!({"params": {"baseline": "peer"}}), Some("params")),
+            (json!({"params": {"seasonality": "hourly"}}), Some("params")),
             (
                 json!({"params": {"contamination": 0.9}}),
                 Some("params.contamination"),
@@ -748,6 +777,33 @@ mod tests {
         }
         let e = parse_spec(json!({"sauce": {}})).unwrap_err();
         assert!(e.detail.contains("sauce"), "{e}");
+    }
+
+    #[test]
+    fn entity_baselines_are_a_detector_setting_whose_fits_use_them() {
+        use super::super::training::EntityFit;
+        let spec = parse_spec(json!({
+            "source": {"group_by": "src_ip"},
+            "params": {"baseline": "entity", "seasonality": "daily"}
+        }))
+        .unwrap();
+        assert_eq!(
+            spec.entity_fit(),
+            Some(EntityFit {
+                field: "src_ip".into(),
+                seasonality: Seasonality::Daily
+            })
+        );
+        let again: DetectorSpec = serde_json::from_str(&encode(&spec)).unwrap();
+        assert_eq!(again, spec);
+        // A Zeek detector's entity is its windows' group.
+        let zeek = parse_spec(json!({
+            "source": {"format": "zeek", "window": "5m", "group_by": "id.orig_h"},
+            "params": {"baseline": "entity", "seasonality": "weekly"}
+        }))
+        .unwrap();
+        assert_eq!(zeek.entity_fit().unwrap().field, "entity");
+        assert_eq!(parse_spec(json!({})).unwrap().entity_fit(), None);
     }
 
     #[test]

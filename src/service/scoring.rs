@@ -20,7 +20,8 @@ use crate::detector::{Matrix, SEQUENTIAL_RECORDS};
 use crate::records::read::BodyChunk;
 use crate::records::zeek::Rejects;
 use crate::records::{
-    Batch, BodyFormat, ChunkSink, EchoFields, Parsed, ReadSpec, ZeekOptions, read_stream,
+    Batch, BodyFormat, ChunkSink, EchoFields, Parsed, ReadSpec, RecordError, RecordErrorKind,
+    ZeekOptions, read_stream,
 };
 use crate::state::{AppState, ChartData, DetectorState};
 use crate::store::alerts::{Alert, AlertRecord, NewAlert};
@@ -102,6 +103,31 @@ pub(super) fn entities_and_times(batch: &Batch, field: &str) -> (Vec<String>, Ve
         .clone()
         .unwrap_or_else(|| vec![DateTime::<Utc>::UNIX_EPOCH; batch.len()]);
     (entities, times)
+}
+
+/// A model with seasonal entity baselines judges each record at its hour: a batch where some
+/// record has no timestamp is refused (422 `invalid-records`, field `timestamp`) rather than
+/// judged at a made-up hour.
+fn check_times(model: &Model, batch: &Batch) -> Result<(), ServiceError> {
+    let seasonal = model
+        .entity()
+        .map(|p| p.baselines.seasonality())
+        .filter(|s| *s != crate::detector::baseline::Seasonality::None);
+    match seasonal {
+        Some(s) if batch.parsed_times.is_none() => Err(ServiceError::Records(RecordError {
+            field: Some("timestamp".into()),
+            ..RecordError::new(
+                RecordErrorKind::InvalidRecords,
+                format!(
+                    "the model's entity baselines are seasonal ({}): every record needs a \
+                     timestamp (RFC 3339) to be judged against its entity's usual traffic at \
+                     that hour",
+                    serde_json::json!(s).as_str().unwrap_or("seasonal")
+                ),
+            )
+        })),
+        _ => Ok(()),
+    }
 }
 
 /// Explains the records of `batch` at `rows`: in their entity's terms with entity baselines.
@@ -260,6 +286,7 @@ where
             };
             scores
         };
+        check_times(&model, &batch)?;
         let mut scored = scored_batch(&model, &batch, scores, command.explain, rule.explain_top_k);
         scored.suppressed = suppression::mark(&rules, &detector, &rule.entity_field, &batch);
         let raised = alert_for(&model, &batch, &scored, &rule).map(|a| Alert { detector, ..a });

@@ -757,7 +757,9 @@ pub(super) fn describe(alert: &Alert) -> String {
         let _ = write!(msg, " ({})", who.join(", "));
     }
     let _ = write!(msg, " scored {:.3}, severity {}", top.score, top.severity);
-    if let Some(driver) = top.explanation.first() {
+    if let Some(line) = top.explanation.first().and_then(|d| d.summary.as_deref()) {
+        let _ = write!(msg, "; main driver {line}");
+    } else if let Some(driver) = top.explanation.first() {
         let direction = match driver.direction {
             Direction::Above => "above",
             Direction::Below => "below",

@@ -1069,6 +1069,9 @@ pub(crate) mod tests {
                 direction: Direction::Above,
                 contribution: 0.82,
                 normal_range: [671_000.0, 1_330_000.0],
+                expected: None,
+                band: None,
+                summary: None,
             }],
             entity: None,
         }

@@ -169,6 +169,12 @@ struct StoredContribution<'a> {
     direction: StoredDirection,
     contribution: f64,
     normal_range: [f64; 2],
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    expected: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    band: Option<[f64; 2]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    summary: Option<Cow<'a, str>>,
 }
 
 #[derive(Clone, Copy, Debug, Serialize, Deserialize)]
@@ -263,6 +269,9 @@ impl<'a> From<&'a AlertRecord> for StoredRecord<'a> {
                     },
                     contribution: c.contribution,
                     normal_range: c.normal_range,
+                    expected: c.expected,
+                    band: c.band,
+                    summary: c.summary.as_deref().map(Cow::Borrowed),
                 })
                 .collect(),
             entity: r.entity.as_deref().map(Cow::Borrowed),
@@ -349,6 +358,9 @@ impl From<StoredRecord<'_>> for AlertRecord {
                     },
                     contribution: c.contribution,
                     normal_range: c.normal_range,
+                    expected: c.expected,
+                    band: c.band,
+                    summary: c.summary.map(Cow::into_owned),
                 })
                 .collect(),
             entity: r.entity.map(Cow::into_owned),

@@ -133,11 +133,16 @@ async fn settings_and_names_that_cannot_be_used_are_clear_problems() {
         (
             "ok",
             json!({"params": {"baseline": "entity"}}),
-            Some("params"),
+            Some("source.group_by"),
         ),
         (
             "ok",
             json!({"params": {"seasonality": "daily"}}),
+            Some("params.seasonality"),
+        ),
+        (
+            "ok",
+            json!({"params": {"baseline": "peers"}}),
             Some("params"),
         ),
         (
@@ -177,10 +182,7 @@ async fn settings_and_names_that_cannot_be_used_are_clear_problems() {
     )
     .await;
     assert!(
-        problem["detail"]
-            .as_str()
-            .unwrap()
-            .contains("not available yet"),
+        problem["detail"].as_str().unwrap().contains("group_by"),
         "{problem}"
     );
     // Not JSON at all, or not sent as JSON.

@@ -37,11 +37,11 @@ fn entity_baselines_with_daily_seasonality_beat_the_global_one() {
     assert!(auc(&entity, AttackKind::Exfiltration) > 0.95, "{report}");
     // And by hour of day (here overall 0.973; exfiltration 0.999, off-hours 0.997, port scans
     // 1.000, beaconing 0.891: five check-ins on a workstation's ramp hours stay hidden).
-    assert!(daily.overall > 0.95, "{report}");
+    assert!(daily.overall > 0.96, "{report}");
     assert!(auc(&daily, AttackKind::Exfiltration) > 0.97, "{report}");
     assert!(auc(&daily, AttackKind::OffHours) > 0.97, "{report}");
     assert!(auc(&daily, AttackKind::PortScan) > 0.98, "{report}");
-    assert!(auc(&daily, AttackKind::Beaconing) > 0.85, "{report}");
+    assert!(auc(&daily, AttackKind::Beaconing) > 0.87, "{report}");
     // Seasonality is what finds the night-time workstation (0.63 without it).
     assert!(
         auc(&daily, AttackKind::OffHours) > auc(&entity, AttackKind::OffHours) + 0.2,

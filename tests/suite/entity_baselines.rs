@@ -101,7 +101,25 @@ async fn an_entity_fit_judges_each_host_by_its_own_hours_and_says_when_it_cannot
         assert_eq!(c["direction"], "above", "{c}");
         let value = c["value"].as_f64().unwrap();
         assert!(c["normal_range"][1].as_f64().unwrap() < value, "{c}");
+        // The expected value and band are the host's at 03:00, and say so in words.
+        let [lo, hi] = [0, 1].map(|k| c["band"][k].as_f64().unwrap());
+        let expected = c["expected"].as_f64().unwrap();
+        assert_eq!(c["band"], c["normal_range"], "{c}");
+        assert!(lo <= expected && expected <= hi && hi < value, "{c}");
+        let line = c["summary"].as_str().unwrap();
+        let head = format!("{} ", c["feature"].as_str().unwrap());
+        assert!(line.starts_with(&head), "{line}");
+        assert!(
+            line.contains(&format!("usual for {} at 03:00 is ", ws.ip)),
+            "{line}"
+        );
     }
+    // The unseen host's band is the population's, and its line says so.
+    let line = results[2]["explanation"][0]["summary"].as_str().unwrap();
+    assert!(
+        line.contains("usual across all entities at 13:00"),
+        "{line}"
+    );
     // At noon the band holds the noon value's bytes.
     let day = results[0]["explanation"].as_array().unwrap();
     if let Some(c) = day.iter().find(|c| c["feature"] == "bytes_sent") {
@@ -111,12 +129,96 @@ async fn an_entity_fit_judges_each_host_by_its_own_hours_and_says_when_it_cannot
     // The alert the night window raised keeps the explanation in the host's terms.
     let alert = &answer["alert"];
     assert!(alert.is_object(), "{answer}");
+    let top = &alert["records"][0]["explanation"][0];
+    assert!(
+        top["band"].is_array() && top["summary"].is_string(),
+        "{alert}"
+    );
+    // And so do the SIEM formats: the stored alert read back, as OCSF, ECS, CEF and JSON.
+    let id = alert["id"].as_str().unwrap();
+    let line = top["summary"].as_str().unwrap();
+    for format in ["ocsf", "ecs", "cef", "json"] {
+        let exported = app.get(&format!("/v1/alerts/{id}?format={format}")).await;
+        assert_eq!(exported.status(), StatusCode::OK, "{format}");
+        let text = exported.text().await.unwrap();
+        assert!(text.contains(line), "{format}: {text}");
+    }
     // It is the workstation's incident (the fit's group_by names the entity), and the same
     // window again joins it instead of raising another alert.
     assert_eq!(alert["entity"], ws.ip.as_str(), "{alert}");
     let again = json_ok(app.post_json("/v1/score", &json!([as_json(&night)])).await).await;
     assert_eq!(again["alert"]["id"], alert["id"], "{again}");
     assert_eq!(again["alert"]["count"], 2, "{again}");
+}
+
+#[tokio::test]
+async fn a_detectors_entity_setting_makes_its_fits_entity_fits_and_needs_timestamps() {
+    let app = oneshot_app().await;
+    let settings = json!({
+        "source": {"group_by": "src_ip"},
+        "features": FEATURES,
+        "params": {"baseline": "entity", "seasonality": "daily", "n_estimators": 10},
+    });
+    let put = app.send(
+        app.request(reqwest::Method::PUT, "/v1/detectors/hosts")
+            .json(&settings),
+    );
+    let view = json_ok_status(put.await, StatusCode::CREATED).await;
+    assert_eq!(view["params"]["baseline"], "entity", "{view}");
+    assert_eq!(view["params"]["seasonality"], "daily", "{view}");
+    // A fit that names no baseline takes the detector's.
+    let (train, test) = network();
+    let records: Vec<Value> = train.iter().map(as_json).collect();
+    let fitted = app
+        .post_json(
+            "/v1/detectors/hosts/model/fit",
+            &json!({"records": records}),
+        )
+        .await;
+    let meta = json_ok_status(fitted, StatusCode::CREATED).await;
+    assert_eq!(meta["baseline"], "entity", "{meta}");
+    assert_eq!(meta["seasonality"], "daily", "{meta}");
+    assert_eq!(meta["entity_field"], "src_ip", "{meta}");
+    // Its own baseline=global wins.
+    let global = app
+        .post_json(
+            "/v1/detectors/hosts/model/fit",
+            &json!({"records": records, "params": {"baseline": "global"}}),
+        )
+        .await;
+    let meta = json_ok_status(global, StatusCode::CREATED).await;
+    assert!(meta.get("baseline").is_none(), "{meta}");
+    let again = app
+        .post_json(
+            "/v1/detectors/hosts/model/fit",
+            &json!({"records": records}),
+        )
+        .await;
+    json_ok_status(again, StatusCode::CREATED).await;
+
+    // A seasonal model cannot place a record without a timestamp at an hour: 422, naming it.
+    let mut undated: Vec<Value> = test[..3].iter().map(as_json).collect();
+    undated[1].as_object_mut().unwrap().remove("timestamp");
+    let problem = assert_problem(
+        app.post_json("/v1/detectors/hosts/score", &json!(undated))
+            .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid-records",
+    )
+    .await;
+    assert_eq!(problem["field"], "timestamp", "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("daily"),
+        "{problem}"
+    );
+    // With every timestamp the same records score.
+    let dated: Vec<Value> = test[..3].iter().map(as_json).collect();
+    let answer = json_ok(
+        app.post_json("/v1/detectors/hosts/score", &json!(dated))
+            .await,
+    )
+    .await;
+    assert_eq!(answer["results"].as_array().unwrap().len(), 3, "{answer}");
 }
 
 #[tokio::test]

@@ -41,6 +41,9 @@ fn contribution(feature: &str, value: f64, contribution: f64) -> FeatureContribu
         direction: Direction::Above,
         contribution,
         normal_range: [671000.0, 1330000.0],
+        expected: None,
+        band: None,
+        summary: None,
     }
 }
 

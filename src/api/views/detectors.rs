@@ -93,11 +93,14 @@ pub struct DetectorParamsView {
     /// Seed of every random choice (default 42).
     #[schema(example = 42)]
     pub seed: Option<u64>,
-    /// Only `global` (one baseline for every entity, as v1) is available yet.
-    #[schema(example = "global", pattern = "^global$")]
+    /// `global` (default: one baseline for every entity, as v1) or `entity` (each record
+    /// against its own entity's history; needs `source.group_by`). The detector's fits that
+    /// name no baseline of their own use it.
+    #[schema(example = "entity", pattern = "^(global|entity)$")]
     pub baseline: Option<String>,
-    /// Only `none` (as v1) is available yet.
-    #[schema(example = "none", pattern = "^none$")]
+    /// With `baseline=entity`: `none` (default), `daily` (by hour of day) or `weekly` (by hour
+    /// of week).
+    #[schema(example = "daily", pattern = "^(none|daily|weekly)$")]
     pub seasonality: Option<String>,
 }
 

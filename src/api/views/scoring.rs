@@ -31,9 +31,24 @@ pub struct FeatureContributionView {
     /// Share of the record's isolation attributed to this feature, in [0, 1]; the list sums to 1.
     #[schema(example = 0.82)]
     pub contribution: f64,
-    /// Normal range seen in training: the 5th and 95th percentiles, in original units.
+    /// Normal range seen in training: the 5th and 95th percentiles, in original units (with
+    /// entity baselines the entity's band at the record's hour, as `band`).
     #[schema(example = json!([671000.0, 1330000.0]))]
     pub normal_range: [f64; 2],
+    /// Entity baselines only: the entity's usual value of this feature at the record's hour
+    /// (its band's median), in original units.
+    #[cfg_attr(test, serde(default, skip_serializing_if = "Option::is_none"))]
+    #[schema(example = 905000.0)]
+    pub expected: Option<f64>,
+    /// Entity baselines only: the entity's usual band `[lo, hi]` at the record's hour
+    /// (median ± 2 robust scales on the log scale, mapped back).
+    #[cfg_attr(test, serde(default, skip_serializing_if = "Option::is_none"))]
+    #[schema(example = json!([671000.0, 1330000.0]))]
+    pub band: Option<[f64; 2]>,
+    /// Entity baselines only: the same in words.
+    #[cfg_attr(test, serde(default, skip_serializing_if = "Option::is_none"))]
+    #[schema(example = "bytes_sent 5.2 MB; usual for 10.0.0.7 at 03:00 is 0.7–1.3 MB")]
+    pub summary: Option<String>,
 }
 
 /// What a scored batch looked like as a whole.
@@ -65,6 +80,9 @@ mod tests {
             direction,
             contribution: 0.82,
             normal_range: [671_000.0, 1_330_000.0],
+            expected: Some(905_000.0),
+            band: Some([671_000.0, 1_330_000.0]),
+            summary: Some("bytes_sent 5.2 MB; usual for 10.0.0.7 at 03:00 is 0.7–1.3 MB".into()),
         }
     }
 

@@ -1,0 +1,236 @@
+//! Other ways of combining the entity baselines' relative signals, measured on the `network`
+//! profile (issue #16's beaconing gap; the service keeps the root sum of squares).
+//!
+//! `cargo run --release --example baselines_combine [hosts] [seed]` (default 100 hosts, seed
+//! 42): fits entity + daily baselines on days 1-3 as `examples/baselines.rs` does, takes each
+//! record's relative signals `z` (`EntityBaselines::score_into`) and scores them by each
+//! combination, each calibrated as the service's is (0.5 at the training records' 99.5th
+//! percentile). Tied to the profile's four features (bytes_sent, bytes_received,
+//! connections, active_sessions); the last row keeps only the signals a beacon moves, which
+//! is a choice made knowing the attack, shown for what it would take, not a design.
+
+use std::collections::HashMap;
+
+use chrono::TimeDelta;
+use netsentinel::detector::Matrix;
+use netsentinel::detector::baseline::{EntityBaselines, Seasonality};
+use netsentinel::detector::generator::{AttackKind, GeneratorConfig, SampleRecord, generate};
+use netsentinel::detector::metrics::roc_auc;
+use netsentinel::detector::threshold::percentiles_linear;
+
+/// The inverse of a small square matrix (Gauss-Jordan with partial pivoting).
+fn inverse(mut a: Vec<Vec<f64>>) -> Vec<Vec<f64>> {
+    let n = a.len();
+    let mut inv: Vec<Vec<f64>> = (0..n)
+        .map(|i| (0..n).map(|j| if i == j { 1.0 } else { 0.0 }).collect())
+        .collect();
+    for c in 0..n {
+        let p = (c..n)
+            .max_by(|&x, &y| a[x][c].abs().total_cmp(&a[y][c].abs()))
+            .unwrap();
+        a.swap(c, p);
+        inv.swap(c, p);
+        let d = a[c][c];
+        for j in 0..n {
+            a[c][j] /= d;
+            inv[c][j] /= d;
+        }
+        for r in 0..n {
+            if r != c {
+                let f = a[r][c];
+                for j in 0..n {
+                    a[r][j] -= f * a[c][j];
+                    inv[r][j] -= f * inv[c][j];
+                }
+            }
+        }
+    }
+    inv
+}
+
+/// The second moments of the signals `idx` of `zs` (each clipped to ±`clip`, as attacks in
+/// training would inflate them), plus `ridge` on the diagonal.
+fn cov(zs: &[Vec<f64>], idx: &[usize], clip: f64, ridge: f64) -> Vec<Vec<f64>> {
+    let m = idx.len();
+    let mut c = vec![vec![0.0; m]; m];
+    for z in zs {
+        for a in 0..m {
+            for b in 0..m {
+                c[a][b] += z[idx[a]].clamp(-clip, clip) * z[idx[b]].clamp(-clip, clip);
+            }
+        }
+    }
+    let n = zs.len() as f64;
+    for (a, row) in c.iter_mut().enumerate() {
+        for v in row.iter_mut() {
+            *v /= n;
+        }
+        row[a] += ridge;
+    }
+    c
+}
+
+/// `sqrt(zᵀ inv z)` over the signals `idx`.
+fn quad(inv: &[Vec<f64>], z: &[f64], idx: &[usize]) -> f64 {
+    let mut s = 0.0;
+    for a in 0..idx.len() {
+        for b in 0..idx.len() {
+            s += z[idx[a]] * inv[a][b] * z[idx[b]];
+        }
+    }
+    s.max(0.0).sqrt()
+}
+
+fn main() {
+    let mut args = std::env::args().skip(1);
+    let hosts: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
+    let seed: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(42);
+    let cfg = GeneratorConfig::network(hosts, 4, 0.01, seed);
+    let records = generate(&cfg).expect("valid generator settings");
+    let split = cfg.start + TimeDelta::days(3);
+    let (train, test): (Vec<&SampleRecord>, Vec<&SampleRecord>) =
+        records.iter().partition(|r| r.timestamp < split);
+    let mat = |rs: &[&SampleRecord]| {
+        Matrix::from_rows(&rs.iter().map(|r| r.features()).collect::<Vec<_>>())
+            .expect("four features a record")
+    };
+    let ents = |rs: &[&SampleRecord]| -> Vec<String> {
+        rs.iter()
+            .map(|r| r.src_ip.clone().unwrap_or_default())
+            .collect()
+    };
+    let times = |rs: &[&SampleRecord]| rs.iter().map(|r| r.timestamp).collect::<Vec<_>>();
+    let (xt, xs) = (mat(&train), mat(&test));
+    let (et, es) = (ents(&train), ents(&test));
+    let (tt, ts) = (times(&train), times(&test));
+    let kt: Vec<&str> = et.iter().map(String::as_str).collect();
+    let ks: Vec<&str> = es.iter().map(String::as_str).collect();
+    let b = EntityBaselines::fit(&xt, &kt, &tt, Seasonality::Daily);
+    let m = b.n_signals();
+    let d = b.n_features();
+    let z_of = |x: &Matrix, k: &[&str], t: &[chrono::DateTime<chrono::Utc>]| {
+        (0..x.n_rows())
+            .map(|i| {
+                let mut z = vec![0.0; m];
+                b.score_into(x.row(i), k[i], t[i], &mut z);
+                z
+            })
+            .collect::<Vec<_>>()
+    };
+    let zt = z_of(&xt, &kt, &tt);
+    let zs = z_of(&xs, &ks, &ts);
+    // Signals by what they are: features 0 bytes_sent, 1 bytes_received, 2 connections,
+    // 3 active_sessions; then each pair's log ratio.
+    let pair = |a: usize, c: usize| (d..m).find(|&s| b.pair(s) == Some((a, c))).unwrap();
+    let per_conn = [pair(0, 2), pair(1, 2)];
+    let per_session = [pair(0, 3), pair(1, 3)];
+    let all: Vec<usize> = (0..m).collect();
+    let pooled_inv = inverse(cov(&zt, &all, 4.0, 0.2));
+    let mut rows_of: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, k) in kt.iter().enumerate() {
+        rows_of.entry(k).or_default().push(i);
+    }
+    let entity_inv: HashMap<&str, Vec<Vec<f64>>> = rows_of
+        .iter()
+        .map(|(k, rows)| {
+            let z: Vec<Vec<f64>> = rows.iter().map(|&i| zt[i].clone()).collect();
+            (*k, inverse(cov(&z, &all, 4.0, 0.1)))
+        })
+        .collect();
+    // Volumes count only upward, as the service's score does.
+    let up = move |z: &[f64]| -> Vec<f64> {
+        z.iter()
+            .enumerate()
+            .map(|(s, &v)| if s < d { v.max(0.0) } else { v })
+            .collect()
+    };
+    let sum_sq = move |z: &[f64], keep: &dyn Fn(usize) -> bool| {
+        up(z)
+            .iter()
+            .enumerate()
+            .filter(|(s, _)| keep(*s))
+            .map(|(_, v)| v * v)
+            .sum::<f64>()
+    };
+    let mean = |z: &[f64], s: [usize; 2]| (z[s[0]] + z[s[1]]) / 2f64.sqrt();
+    type Combine<'a> = Box<dyn Fn(&[f64], &str) -> f64 + 'a>;
+    let variants: Vec<(&str, Combine)> = vec![
+        (
+            "root sum of squares (the service's)",
+            Box::new(move |z, _| sum_sq(z, &|_| true).sqrt()),
+        ),
+        (
+            "sum of the top 2",
+            Box::new(move |z, _| {
+                let mut c: Vec<f64> = up(z).iter().map(|v| v.abs()).collect();
+                c.sort_by(|a, b| b.total_cmp(a));
+                c[0] + c[1]
+            }),
+        ),
+        (
+            "Mahalanobis, pooled correlation",
+            Box::new(|z, _| quad(&pooled_inv, z, &all)),
+        ),
+        (
+            "Mahalanobis, each entity's correlation",
+            Box::new(|z, k| quad(entity_inv.get(k).unwrap_or(&pooled_inv), z, &all)),
+        ),
+        (
+            "bytes per connection and per session pooled",
+            Box::new(move |z, _| {
+                let rest = sum_sq(z, &|s| !per_conn.contains(&s) && !per_session.contains(&s));
+                (rest + mean(z, per_conn).powi(2) + mean(z, per_session).powi(2)).sqrt()
+            }),
+        ),
+        (
+            "pooled bytes per connection + bytes_sent, connections, sent/received only",
+            Box::new(move |z, _| {
+                let keep = [0, 2, pair(0, 1)];
+                (sum_sq(z, &|s| keep.contains(&s)) + mean(z, per_conn).powi(2)).sqrt()
+            }),
+        ),
+    ];
+    let kinds = [
+        AttackKind::Beaconing,
+        AttackKind::Exfiltration,
+        AttackKind::OffHours,
+        AttackKind::PortScan,
+    ];
+    println!("{hosts} hosts, seed {seed}, entity + daily baselines; ROC AUC on day 4\n");
+    println!(
+        "| combination | overall | beaconing | exfiltration | off-hours | port scan | normal flagged |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (name, f) in &variants {
+        let st: Vec<f64> = zt.iter().zip(&kt).map(|(z, k)| f(z, k)).collect();
+        let k = percentiles_linear(st, &[99.5])[0];
+        let ss: Vec<f64> = zs
+            .iter()
+            .zip(&ks)
+            .map(|(z, e)| {
+                let v = f(z, e);
+                v / (v + k)
+            })
+            .collect();
+        let auc = |pos: &dyn Fn(&SampleRecord) -> bool| {
+            let idx: Vec<usize> = (0..test.len())
+                .filter(|&i| test[i].label == 0 || pos(test[i]))
+                .collect();
+            let y: Vec<bool> = idx.iter().map(|&i| test[i].label == 1).collect();
+            let s: Vec<f64> = idx.iter().map(|&i| ss[i]).collect();
+            roc_auc(&y, &s).unwrap_or(f64::NAN)
+        };
+        let per: Vec<String> = kinds
+            .iter()
+            .map(|kd| format!("{:.3}", auc(&|r| r.attack_kind == Some(*kd))))
+            .collect();
+        let normal: Vec<usize> = (0..test.len()).filter(|&i| test[i].label == 0).collect();
+        let nf = normal.iter().filter(|&&i| ss[i] > 0.5).count() as f64 / normal.len() as f64;
+        println!(
+            "| {name} | {:.3} | {} | {:.2} % |",
+            auc(&|r| r.label == 1),
+            per.join(" | "),
+            100.0 * nf
+        );
+    }
+}
