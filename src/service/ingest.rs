@@ -400,6 +400,7 @@ fn score_closed(
             Ok(StoredWindow {
                 start: w.timestamp.timestamp(),
                 entity: w.entity.clone(),
+                seq: 0,
                 closed_at,
                 is_anomaly: result.is_anomaly,
                 body,
