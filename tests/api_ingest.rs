@@ -391,10 +391,15 @@ async fn ingest_without_a_model_or_of_records_is_refused_before_anything_is_kept
         .post_raw("/v1/detectors/unfitted/ingest", Some(TSV), body.clone())
         .await;
     assert_problem(r, StatusCode::CONFLICT, "no-model").await;
-    // `default` reads records: its ingest says so.
+    // `default` reads records: a Zeek log is not what its ingest takes.
     app.fit_small(1).await;
     let r = app.post_raw("/v1/ingest", Some(TSV), body.clone()).await;
-    assert_problem(r, StatusCode::CONFLICT, "ingest-conflict").await;
+    assert_problem(
+        r,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported-media-type",
+    )
+    .await;
     let r = app
         .post_csv("/v1/detectors/unfitted/ingest", "a,b\n1,2\n")
         .await;
