@@ -73,24 +73,6 @@ async fn scored_at_once(
     as_map(answer["results"].as_array().unwrap())
 }
 
-/// Every stored window of the detector, read page by page.
-async fn stored_windows(app: &TestApp, base: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("{base}/windows?limit=7&cursor={c}"),
-            None => format!("{base}/windows?limit=7"),
-        };
-        let page = json_ok(app.get(&path).await).await;
-        out.extend(page["windows"].as_array().unwrap().iter().cloned());
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => return out,
-        }
-    }
-}
-
 /// Score results or stored windows by (start, entity), each once.
 fn as_map(windows: &[Value]) -> BTreeMap<(String, String), (f64, bool, u64)> {
     let map: BTreeMap<_, _> = windows
@@ -161,7 +143,7 @@ async fn any_split_in_any_order_then_flush_gives_the_windows_and_scores_of_one_s
         assert_eq!(accepted as usize, lines.len());
         let flushed = json_ok(app.post_empty(&format!("{base}/flush")).await).await;
         assert_eq!(flushed["windows_closed"], expected.len(), "{flushed}");
-        let got = as_map(&stored_windows(&app, &base).await);
+        let got = as_map(&app.windows(&base, 7).await);
         // Bit for bit: f64 equality of every score.
         assert_eq!(got, expected, "seed {seed}");
     }
@@ -205,7 +187,7 @@ async fn zeek_json_lines_in_order_close_windows_as_the_watermark_passes_them() {
     }
     assert!(closed_before_flush > 0, "the watermark closed no window");
     json_ok(app.post_empty(&format!("{base}/flush")).await).await;
-    assert_eq!(as_map(&stored_windows(&app, &base).await), expected);
+    assert_eq!(as_map(&app.windows(&base, 7).await), expected);
 }
 
 #[tokio::test]
@@ -231,14 +213,14 @@ async fn a_retried_batch_counts_once_and_late_lines_are_counted_not_merged() {
     let whole = format!("{header}{}", lines.concat());
     let expected = scored_at_once(&app, &base, TSV, whole.into_bytes()).await;
     assert_eq!(flushed["windows_closed"], expected.len());
-    assert_eq!(as_map(&stored_windows(&app, &base).await), expected);
+    assert_eq!(as_map(&app.windows(&base, 7).await), expected);
     // After the flush every window of the log is closed: its lines are late, never merged.
     let late = ingest(&app, &base, TSV, lines[..10].concat()).await;
     assert_eq!(
         (late["late"].as_u64(), late["accepted"].as_u64()),
         (Some(10), Some(0))
     );
-    assert_eq!(as_map(&stored_windows(&app, &base).await), expected);
+    assert_eq!(as_map(&app.windows(&base, 7).await), expected);
     let metrics = app.get("/metrics").await.text().await.unwrap();
     let line = metrics
         .lines()
@@ -314,7 +296,7 @@ async fn an_idempotency_key_on_ingest_and_flush_replays_the_first_answer_and_cha
     let whole = format!("{header}{}", lines.concat());
     let expected = scored_at_once(&app, &base, TSV, whole.into_bytes()).await;
     assert_eq!(flushed["windows_closed"], expected.len());
-    assert_eq!(as_map(&stored_windows(&app, &base).await), expected);
+    assert_eq!(as_map(&app.windows(&base, 7).await), expected);
     let metrics = app.get("/metrics").await.text().await.unwrap();
     // The repeats folded nothing: no line of theirs came back as a duplicate.
     let duplicates = metrics
@@ -345,7 +327,7 @@ async fn a_malformed_line_mid_batch_is_skipped_and_reported_and_the_good_lines_k
     json_ok(app.post_empty(&format!("{base}/flush")).await).await;
     let whole = format!("{header}{}", lines.concat());
     let expected = scored_at_once(&app, &base, TSV, whole.into_bytes()).await;
-    assert_eq!(as_map(&stored_windows(&app, &base).await), expected);
+    assert_eq!(as_map(&app.windows(&base, 7).await), expected);
 
     // With on_invalid: reject the whole batch is refused and nothing of it is kept.
     let strict = detector(&app, "strict", "10m", json!({"on_invalid": "reject"})).await;
@@ -441,7 +423,7 @@ async fn acknowledged_lines_survive_a_restart() {
     );
     ingest(&app, &base, TSV, lines[2 * third..].concat()).await;
     json_ok(app.post_empty(&format!("{base}/flush")).await).await;
-    assert_eq!(as_map(&stored_windows(&app, &base).await), expected);
+    assert_eq!(as_map(&app.windows(&base, 7).await), expected);
 }
 
 #[tokio::test]
@@ -573,7 +555,7 @@ async fn closed_windows_past_retention_are_deleted_and_counted() {
     let base = detector(&app, "retained", "10m", json!({})).await;
     ingest(&app, &base, TSV, format!("{header}{}", lines.concat())).await;
     json_ok(app.post_empty(&format!("{base}/flush")).await).await;
-    let closed = stored_windows(&app, &base).await.len();
+    let closed = app.windows(&base, 7).await.len();
     assert!(closed > 20, "{closed}");
     // Windows closed just now survive a round with 1 day of retention; with 0 days every window
     // closed before now goes, and the listing is empty.
@@ -582,12 +564,12 @@ async fn closed_windows_past_retention_are_deleted_and_counted() {
         netsentinel::service::retention::prune_windows_once(state, 1).await,
         0
     );
-    assert_eq!(stored_windows(&app, &base).await.len(), closed);
+    assert_eq!(app.windows(&base, 7).await.len(), closed);
     assert_eq!(
         netsentinel::service::retention::prune_windows_once(state, 0).await,
         closed as u64
     );
-    assert!(stored_windows(&app, &base).await.is_empty());
+    assert!(app.windows(&base, 7).await.is_empty());
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(
         metrics.contains(&format!("netsentinel_windows_pruned_total {closed}")),
@@ -635,7 +617,7 @@ async fn a_suppression_rule_marks_an_entitys_closed_windows_which_raise_nothing(
             }
         }
     }
-    let stored = stored_windows(&app, &base).await;
+    let stored = app.windows(&base, 7).await;
     // Scored as usual: the same scores as one score request.
     assert_eq!(as_map(&stored), expected);
     let mut marked = 0;

@@ -246,18 +246,41 @@ fn run(
             )));
         }
     };
-    let alert = outcome.alerts.first().cloned();
     *slot = Some(loaded);
     drop(slot);
     drop(run);
-    if let Some(alert) = &alert {
+    announce(state, det.name(), outcome.alerts.first(), "closed windows");
+    Ok(outcome)
+}
+
+/// Wakes the deliverers for a committed alert and logs it.
+fn announce(state: &AppState, detector: &str, alert: Option<&Alert>, by: &str) {
+    if let Some(alert) = alert {
         state.webhooks().alert_stored();
         tracing::warn!(
-            alert = %alert.id, detector = det.name(), severity = alert.severity,
-            reason = %alert.reason, "alert raised by closed windows"
+            alert = %alert.id, detector, severity = alert.severity,
+            reason = %alert.reason, "alert raised by {by}"
         );
     }
-    Ok(outcome)
+}
+
+/// A window result as stored: its JSON and what listings filter on.
+fn stored_window(
+    result: &WindowResult,
+    start: i64,
+    entity: Option<String>,
+) -> Result<StoredWindow, ServiceError> {
+    let body = serde_json::to_string(result).map_err(|e| {
+        RecordError::new(RecordErrorKind::Internal, format!("a window result: {e}"))
+    })?;
+    Ok(StoredWindow {
+        start,
+        entity,
+        seq: 0,
+        closed_at: result.closed_at,
+        is_anomaly: result.is_anomaly,
+        body,
+    })
 }
 
 /// What one call folds with.
@@ -431,17 +454,7 @@ fn score_closed(
                 closed_at,
                 suppressed: scored.suppressed.of(i).map(str::to_owned),
             };
-            let body = serde_json::to_string(&result).map_err(|e| {
-                RecordError::new(RecordErrorKind::Internal, format!("a window result: {e}"))
-            })?;
-            Ok(StoredWindow {
-                start: w.timestamp.timestamp(),
-                entity: w.entity.clone(),
-                seq: 0,
-                closed_at,
-                is_anomaly: result.is_anomaly,
-                body,
-            })
+            stored_window(&result, w.timestamp.timestamp(), w.entity.clone())
         })
         .collect::<Result<Vec<_>, ServiceError>>()?;
     Ok(ScoredWindows { windows, alert })
@@ -573,13 +586,7 @@ fn run_records(
     })?;
     drop(slot);
     drop(run);
-    if let Some(alert) = &alert {
-        state.webhooks().alert_stored();
-        tracing::warn!(
-            alert = %alert.id, detector = det.name(), severity = alert.severity,
-            reason = %alert.reason, "alert raised by ingested records"
-        );
-    }
+    announce(state, det.name(), alert.as_ref(), "ingested records");
     Ok(outcome)
 }
 
@@ -668,17 +675,7 @@ fn score_records(
                 closed_at,
                 suppressed: scored.suppressed.of(i).map(str::to_owned),
             };
-            let body = serde_json::to_string(&result).map_err(|e| {
-                RecordError::new(RecordErrorKind::Internal, format!("a record result: {e}"))
-            })?;
-            Ok(StoredWindow {
-                start: times[i].timestamp(),
-                entity,
-                seq: 0,
-                closed_at,
-                is_anomaly: result.is_anomaly,
-                body,
-            })
+            stored_window(&result, times[i].timestamp(), entity)
         })
         .collect::<Result<Vec<_>, ServiceError>>()?;
     Ok(ScoredWindows { windows, alert })

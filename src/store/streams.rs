@@ -374,6 +374,28 @@ mod tests {
         store.windows(&query).unwrap().windows
     }
 
+    /// Every window of the detector `d`, `limit` a page, following the cursors.
+    fn every_page(store: &SqliteAlertStore, limit: usize, only_anomalies: bool) -> Vec<String> {
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = store
+                .windows(&WindowQuery {
+                    detector: "d".into(),
+                    only_anomalies,
+                    limit,
+                    cursor: cursor.take(),
+                    ..WindowQuery::default()
+                })
+                .unwrap();
+            seen.extend(page.windows);
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return seen,
+            }
+        }
+    }
+
     /// Commits `book` and windows `w` under the lock; returns the new version and what the
     /// lock found.
     fn commit(
@@ -491,24 +513,7 @@ mod tests {
             .collect();
         commit(&store, None, b"", &ws);
         for (only_anomalies, expected) in [(false, 25), (true, 9)] {
-            let mut seen = Vec::new();
-            let mut cursor = None;
-            loop {
-                let page = store
-                    .windows(&WindowQuery {
-                        detector: "d".into(),
-                        only_anomalies,
-                        limit: 4,
-                        cursor: cursor.clone(),
-                        ..WindowQuery::default()
-                    })
-                    .unwrap();
-                seen.extend(page.windows);
-                match page.next_cursor {
-                    Some(c) => cursor = Some(c),
-                    None => break,
-                }
-            }
+            let seen = every_page(&store, 4, only_anomalies);
             let mut unique = seen.clone();
             unique.dedup();
             assert_eq!((seen.len(), unique.len()), (expected, expected));
@@ -591,23 +596,7 @@ mod tests {
             })
         });
         assert!(again.is_err());
-        let mut seen = Vec::new();
-        let mut cursor = None;
-        loop {
-            let page = store
-                .windows(&WindowQuery {
-                    detector: "d".into(),
-                    limit: 2,
-                    cursor: cursor.take(),
-                    ..WindowQuery::default()
-                })
-                .unwrap();
-            seen.extend(page.windows);
-            match page.next_cursor {
-                Some(c) => cursor = Some(c),
-                None => break,
-            }
-        }
+        let seen = every_page(&store, 2, false);
         let want: Vec<String> = w.iter().map(|w| w.body.clone()).collect();
         assert_eq!(seen, want);
     }

@@ -56,24 +56,6 @@ async fn ingest(app: &TestApp, base: &str, content_type: &str, body: String) -> 
     .await
 }
 
-/// Every stored window of the detector, page by page.
-async fn stored(app: &TestApp, base: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("{base}/windows?limit=50&cursor={c}"),
-            None => format!("{base}/windows?limit=50"),
-        };
-        let page = json_ok(app.get(&path).await).await;
-        out.extend(page["windows"].as_array().unwrap().iter().cloned());
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => return out,
-        }
-    }
-}
-
 /// (time, entity, score bits, is_anomaly, severity) of results or windows, sorted.
 fn keyed(results: &[Value]) -> Vec<(i64, String, u64, bool, u64)> {
     let mut out: Vec<_> = results
@@ -132,7 +114,7 @@ async fn any_split_stores_each_record_as_a_window_with_the_scores_of_one_score_r
         accepted += n;
     }
     assert_eq!(accepted as usize, records.len());
-    let windows = stored(&app, &base).await;
+    let windows = app.windows(&base, 50).await;
     // Bit for bit, each record once.
     assert_eq!(keyed(&windows), expected);
     // A window carries its record's values and echoed fields.
@@ -187,7 +169,7 @@ async fn bad_records_are_skipped_by_line_and_the_good_ones_kept_unless_the_detec
     assert_eq!(at, [3, 5, 7]);
     assert_eq!(rejects[1]["field"], "timestamp");
     assert_eq!(rejects[2]["field"], "src_ip");
-    assert_eq!(stored(&app, &base).await.len(), 7);
+    assert_eq!(app.windows(&base, 50).await.len(), 7);
     // A CSV row too short for its header is its line's reject.
     let mut csv = to_csv(&records[10..13], &["src_ip"]);
     csv.push_str("2024-01-01T00:00:00Z,1,2\n");
@@ -210,7 +192,17 @@ async fn bad_records_are_skipped_by_line_and_the_good_ones_kept_unless_the_detec
         .post_raw(&format!("{strict}/ingest"), Some(NDJSON), no_time)
         .await;
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(stored(&app, &strict).await.is_empty());
+    assert!(app.windows(&strict, 50).await.is_empty());
+}
+
+async fn keyed_ingest(app: &TestApp, base: &str, key: &str, body: String) -> reqwest::Response {
+    app.send(
+        app.request(Method::POST, &format!("{base}/ingest"))
+            .header("content-type", NDJSON)
+            .header("idempotency-key", key)
+            .body(body),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -219,36 +211,20 @@ async fn a_key_replays_a_restart_keeps_everything_and_records_of_one_second_stay
     let base = detector(&app, "durable", json!({})).await;
     let records = records(&app).await;
     let body = to_ndjson(&records[..40]);
-    let send = |key: &'static str, body: String| {
-        app.send(
-            app.request(Method::POST, &format!("{base}/ingest"))
-                .header("content-type", NDJSON)
-                .header("idempotency-key", key)
-                .body(body),
-        )
-    };
-    let first = send("batch-1", body.clone()).await;
+    let first = keyed_ingest(&app, &base, "batch-1", body.clone()).await;
     assert_eq!(first.status(), StatusCode::ACCEPTED);
     let first = first.text().await.unwrap();
     let app = app.restart().await;
-    let send = |key: &'static str, body: String| {
-        app.send(
-            app.request(Method::POST, &format!("{base}/ingest"))
-                .header("content-type", NDJSON)
-                .header("idempotency-key", key)
-                .body(body),
-        )
-    };
     // The retry after the restart is the first answer again, and stores nothing more.
-    let again = send("batch-1", body.clone()).await;
+    let again = keyed_ingest(&app, &base, "batch-1", body.clone()).await;
     assert_eq!(again.status(), StatusCode::ACCEPTED);
     assert_eq!(again.text().await.unwrap(), first);
-    assert_eq!(stored(&app, &base).await.len(), 40);
+    assert_eq!(app.windows(&base, 50).await.len(), 40);
     // The same records under another key are new observations: stored beside the first ones
     // (same second, same entity), not over them.
-    let other = send("batch-2", body).await;
+    let other = keyed_ingest(&app, &base, "batch-2", body).await;
     assert_eq!(other.status(), StatusCode::ACCEPTED);
-    let windows = stored(&app, &base).await;
+    let windows = app.windows(&base, 50).await;
     assert_eq!(windows.len(), 80);
     let mut twice = keyed(&windows);
     twice.dedup();
@@ -290,7 +266,7 @@ async fn anomalous_records_raise_their_hosts_incidents_and_a_suppressed_host_rai
         assert_eq!(a["detector"], "alerting", "{a}");
         assert_ne!(a["entity"], "10.0.0.1", "{a}");
     }
-    let windows = stored(&app, &base).await;
+    let windows = app.windows(&base, 50).await;
     let suppressed: Vec<&Value> = windows
         .iter()
         .filter(|w| w.get("suppressed").is_some())

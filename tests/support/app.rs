@@ -317,6 +317,31 @@ impl TestApp {
         body["alerts"].as_array().expect("an alerts array").clone()
     }
 
+    /// Every stored window of the detector at `base` (`/v1/detectors/{name}`), `limit` a
+    /// page, following the cursors.
+    pub async fn windows(&self, base: &str, limit: usize) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("{base}/windows?limit={limit}&cursor={c}"),
+                None => format!("{base}/windows?limit={limit}"),
+            };
+            let page = json_ok(self.get(&path).await).await;
+            out.extend(
+                page["windows"]
+                    .as_array()
+                    .expect("a windows array")
+                    .iter()
+                    .cloned(),
+            );
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => return out,
+            }
+        }
+    }
+
     pub async fn active_version(&self) -> Option<u64> {
         version_of(self.get("/v1/model").await).await
     }
