@@ -95,15 +95,6 @@ fn as_map(windows: &[Value]) -> BTreeMap<(String, String), (f64, bool, u64)> {
     map
 }
 
-async fn ingest(app: &TestApp, base: &str, content_type: &str, body: String) -> Value {
-    json_with_status(
-        app.post_raw(&format!("{base}/ingest"), Some(content_type), body)
-            .await,
-        StatusCode::ACCEPTED,
-    )
-    .await
-}
-
 /// Splits `lines` into `parts` consecutive pieces at random cut points.
 fn split(lines: &[String], parts: usize, rng: &mut impl rand::Rng) -> Vec<String> {
     let mut cuts: Vec<usize> = (0..parts - 1)
@@ -131,11 +122,11 @@ async fn any_split_in_any_order_then_flush_gives_the_windows_and_scores_of_one_s
         let mut pieces = split(&lines, 2 + seed as usize * 3, &mut rng);
         pieces.shuffle(&mut rng);
         // The TSV header comes first (a later call reads with the header an earlier one gave).
-        let mut accepted = ingest(&app, &base, TSV, header.clone()).await["accepted"]
+        let mut accepted = app.ingest(&base, TSV, header.clone()).await["accepted"]
             .as_u64()
             .unwrap();
         for p in pieces {
-            let a = ingest(&app, &base, TSV, p).await;
+            let a = app.ingest(&base, TSV, p).await;
             assert_eq!(a["late"], 0, "{a}");
             assert_eq!(a["rejected"], 0, "{a}");
             accepted += a["accepted"].as_u64().unwrap();
@@ -181,7 +172,7 @@ async fn zeek_json_lines_in_order_close_windows_as_the_watermark_passes_them() {
     let expected = scored_at_once(&app, &base, JSON_LINES, lines.concat().into_bytes()).await;
     let mut closed_before_flush = 0;
     for chunk in lines.chunks(7) {
-        let a = ingest(&app, &base, JSON_LINES, chunk.concat()).await;
+        let a = app.ingest(&base, JSON_LINES, chunk.concat()).await;
         assert_eq!(a["late"], 0, "{a}");
         closed_before_flush += a["windows_closed"].as_u64().unwrap();
     }
@@ -196,26 +187,26 @@ async fn a_retried_batch_counts_once_and_late_lines_are_counted_not_merged() {
     let (header, lines) = tsv();
     let base = detector(&app, "retries", "10m", json!({})).await;
     let first = format!("{header}{}", lines[..100].concat());
-    let a = ingest(&app, &base, TSV, first.clone()).await;
+    let a = app.ingest(&base, TSV, first.clone()).await;
     assert_eq!(
         (a["accepted"].as_u64(), a["duplicates"].as_u64()),
         (Some(100), Some(0))
     );
     // The pipeline timed out and sends the same batch again.
-    let again = ingest(&app, &base, TSV, first).await;
+    let again = app.ingest(&base, TSV, first).await;
     assert_eq!(
         (again["accepted"].as_u64(), again["duplicates"].as_u64()),
         (Some(0), Some(100)),
         "{again}"
     );
-    ingest(&app, &base, TSV, lines[100..].concat()).await;
+    app.ingest(&base, TSV, lines[100..].concat()).await;
     let flushed = json_ok(app.post_empty(&format!("{base}/flush")).await).await;
     let whole = format!("{header}{}", lines.concat());
     let expected = scored_at_once(&app, &base, TSV, whole.into_bytes()).await;
     assert_eq!(flushed["windows_closed"], expected.len());
     assert_eq!(as_map(&app.windows(&base, 7).await), expected);
     // After the flush every window of the log is closed: its lines are late, never merged.
-    let late = ingest(&app, &base, TSV, lines[..10].concat()).await;
+    let late = app.ingest(&base, TSV, lines[..10].concat()).await;
     assert_eq!(
         (late["late"].as_u64(), late["accepted"].as_u64()),
         (Some(10), Some(0))
@@ -317,13 +308,15 @@ async fn a_malformed_line_mid_batch_is_skipped_and_reported_and_the_good_lines_k
     // Line 5 of the data: body line header_lines + 5.
     let mut batch = lines[..40].to_vec();
     batch.insert(4, "this is not a conn line\n".into());
-    let a = ingest(&app, &base, TSV, format!("{header}{}", batch.concat())).await;
+    let a = app
+        .ingest(&base, TSV, format!("{header}{}", batch.concat()))
+        .await;
     assert_eq!(a["accepted"], 40, "{a}");
     assert_eq!(a["rejected"], 1, "{a}");
     assert_eq!(a["rejects"][0]["line"], header_lines + 5, "{a}");
     assert!(a["rejects"][0]["reason"].as_str().unwrap().len() > 5);
     // The rest of the log, then flush: the windows of the good lines, as one request scores them.
-    ingest(&app, &base, TSV, lines[40..].concat()).await;
+    app.ingest(&base, TSV, lines[40..].concat()).await;
     json_ok(app.post_empty(&format!("{base}/flush")).await).await;
     let whole = format!("{header}{}", lines.concat());
     let expected = scored_at_once(&app, &base, TSV, whole.into_bytes()).await;
@@ -344,13 +337,9 @@ async fn a_malformed_line_mid_batch_is_skipped_and_reported_and_the_good_lines_k
         "invalid-zeek-line",
     )
     .await;
-    let a = ingest(
-        &app,
-        &strict,
-        TSV,
-        format!("{header}{}", lines[..40].concat()),
-    )
-    .await;
+    let a = app
+        .ingest(&strict, TSV, format!("{header}{}", lines[..40].concat()))
+        .await;
     assert_eq!(
         (a["accepted"].as_u64(), a["duplicates"].as_u64()),
         (Some(40), Some(0))
@@ -403,25 +392,21 @@ async fn acknowledged_lines_survive_a_restart() {
     let whole = format!("{header}{}", lines.concat());
     let expected = scored_at_once(&app, &base, TSV, whole.into_bytes()).await;
     let third = lines.len() / 3;
-    ingest(
-        &app,
-        &base,
-        TSV,
-        format!("{header}{}", lines[..third].concat()),
-    )
-    .await;
+    app.ingest(&base, TSV, format!("{header}{}", lines[..third].concat()))
+        .await;
     let app = app.restart().await;
     // The TSV header of the first call still applies after the restart.
-    ingest(&app, &base, TSV, lines[third..2 * third].concat()).await;
+    app.ingest(&base, TSV, lines[third..2 * third].concat())
+        .await;
     let app = app.restart().await;
     // A retry of lines acknowledged before the restart counts once.
-    let again = ingest(&app, &base, TSV, lines[..2 * third].concat()).await;
+    let again = app.ingest(&base, TSV, lines[..2 * third].concat()).await;
     assert_eq!(
         again["duplicates"].as_u64(),
         Some(2 * third as u64),
         "{again}"
     );
-    ingest(&app, &base, TSV, lines[2 * third..].concat()).await;
+    app.ingest(&base, TSV, lines[2 * third..].concat()).await;
     json_ok(app.post_empty(&format!("{base}/flush")).await).await;
     assert_eq!(as_map(&app.windows(&base, 7).await), expected);
 }
@@ -553,7 +538,8 @@ async fn closed_windows_past_retention_are_deleted_and_counted() {
     let app = oneshot_app().await;
     let (header, lines) = tsv();
     let base = detector(&app, "retained", "10m", json!({})).await;
-    ingest(&app, &base, TSV, format!("{header}{}", lines.concat())).await;
+    app.ingest(&base, TSV, format!("{header}{}", lines.concat()))
+        .await;
     json_ok(app.post_empty(&format!("{base}/flush")).await).await;
     let closed = app.windows(&base, 7).await.len();
     assert!(closed > 20, "{closed}");
@@ -604,7 +590,7 @@ async fn a_suppression_rule_marks_an_entitys_closed_windows_which_raise_nothing(
     .await;
     let id = rule["id"].as_str().unwrap().to_owned();
 
-    let a = ingest(&app, &base, TSV, whole).await;
+    let a = app.ingest(&base, TSV, whole).await;
     let flushed = json_ok(app.post_empty(&format!("{base}/flush")).await).await;
     for answer in [&a, &flushed] {
         for alert in answer["alerts"].as_array().unwrap() {

@@ -47,15 +47,6 @@ async fn records(app: &TestApp) -> Vec<Value> {
     records
 }
 
-async fn ingest(app: &TestApp, base: &str, content_type: &str, body: String) -> Value {
-    json_with_status(
-        app.post_raw(&format!("{base}/ingest"), Some(content_type), body)
-            .await,
-        StatusCode::ACCEPTED,
-    )
-    .await
-}
-
 /// (time, entity, score bits, is_anomaly, severity) of results or windows, sorted.
 fn keyed(results: &[Value]) -> Vec<(i64, String, u64, bool, u64)> {
     let mut out: Vec<_> = results
@@ -103,7 +94,7 @@ async fn any_split_stores_each_record_as_a_window_with_the_scores_of_one_score_r
         ("application/json", json!({ "records": a }).to_string()),
         (NDJSON, to_ndjson(b)),
     ] {
-        let answer = ingest(&app, &base, content_type, body).await;
+        let answer = app.ingest(&base, content_type, body).await;
         let n = answer["accepted"].as_u64().unwrap();
         assert_eq!(
             (answer["late"].as_u64(), answer["rejected"].as_u64()),
@@ -158,7 +149,7 @@ async fn bad_records_are_skipped_by_line_and_the_good_ones_kept_unless_the_detec
     no_host.as_object_mut().unwrap().remove("src_ip");
     lines[6] = no_host.to_string();
     let body = format!("{}\n", lines.join("\n"));
-    let answer = ingest(&app, &base, NDJSON, body.clone()).await;
+    let answer = app.ingest(&base, NDJSON, body.clone()).await;
     assert_eq!(answer["accepted"], 7, "{answer}");
     assert_eq!(answer["rejected"], 3, "{answer}");
     let rejects = answer["rejects"].as_array().unwrap();
@@ -173,7 +164,7 @@ async fn bad_records_are_skipped_by_line_and_the_good_ones_kept_unless_the_detec
     // A CSV row too short for its header is its line's reject.
     let mut csv = to_csv(&records[10..13], &["src_ip"]);
     csv.push_str("2024-01-01T00:00:00Z,1,2\n");
-    let answer = ingest(&app, &base, "text/csv", csv).await;
+    let answer = app.ingest(&base, "text/csv", csv).await;
     assert_eq!(
         (answer["accepted"].as_u64(), answer["rejected"].as_u64()),
         (Some(3), Some(1))
@@ -257,7 +248,7 @@ async fn anomalous_records_raise_their_hosts_incidents_and_a_suppressed_host_rai
     .await;
     // Seed bursts (every 100th record) with hosts 0..7 by position: 0, 100 -> 10.0.0.2, ...
     let records = records(&app).await;
-    let answer = ingest(&app, &base, NDJSON, to_ndjson(&records)).await;
+    let answer = app.ingest(&base, NDJSON, to_ndjson(&records)).await;
     let alerts = answer["alerts"].as_array().unwrap();
     assert!(!alerts.is_empty(), "{answer}");
     let stored_alerts = app.alerts("?detector=alerting").await;
