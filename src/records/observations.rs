@@ -57,7 +57,12 @@ pub fn read_observations(
     if on_invalid == OnInvalid::Reject {
         return Err(first);
     }
-    let Some(units) = split(body, spec.format) else {
+    // A CSV header without a column every record needs is the body's problem, as a Zeek
+    // `#fields` line without a required field is.
+    let mut needed: Vec<&str> = spec.features.iter().flatten().map(String::as_str).collect();
+    needed.push("timestamp");
+    needed.extend(entity);
+    let Some(units) = split(body, spec.format, &needed) else {
         return Err(first);
     };
     if units.records.len() > spec.max_records {
@@ -204,9 +209,10 @@ impl<'a> Units<'a> {
     }
 }
 
-/// The records of a body, or `None` when the body cannot be split (not a records format, or
-/// its shape is wrong outside any record: then the whole body's error stands).
-fn split(body: &[u8], format: BodyFormat) -> Option<Units<'_>> {
+/// The records of a body, or `None` when the body cannot be split (not a records format, its
+/// shape is wrong outside any record, or a CSV header lacks one of the `needed` columns: then
+/// the whole body's error stands).
+fn split<'a>(body: &'a [u8], format: BodyFormat, needed: &[&str]) -> Option<Units<'a>> {
     match format {
         BodyFormat::Ndjson => Some(Units {
             format,
@@ -221,19 +227,24 @@ fn split(body: &[u8], format: BodyFormat) -> Option<Units<'_>> {
                 })
                 .collect(),
         }),
-        BodyFormat::Csv => split_csv(body),
+        BodyFormat::Csv => split_csv(body, needed),
         BodyFormat::Json => split_json(body),
         _ => None,
     }
 }
 
-/// CSV rows as the csv reader finds them (quoted line ends stay in their row).
-fn split_csv(body: &[u8]) -> Option<Units<'_>> {
+/// CSV rows as the csv reader finds them (quoted line ends stay in their row), when the
+/// header names every `needed` column.
+fn split_csv<'a>(body: &'a [u8], needed: &[&str]) -> Option<Units<'a>> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
         .from_reader(body);
-    reader.byte_headers().ok()?;
+    let header = reader.byte_headers().ok()?;
+    let names: Vec<&[u8]> = header.iter().map(<[u8]>::trim_ascii).collect();
+    if !needed.iter().all(|n| names.contains(&n.as_bytes())) {
+        return None;
+    }
     let mut starts = Vec::new();
     let mut record = csv::ByteRecord::new();
     loop {
@@ -405,6 +416,11 @@ mod tests {
             o.rejects.first.iter().map(|r| r.line).collect::<Vec<_>>(),
             vec![4, 6]
         );
+        // A header without a needed column refuses the body: no row could be read.
+        for header in ["timestamp,a,host", "timestamp,a,b", "a,b,host"] {
+            let body = format!("{header}\n1,2,3\n");
+            assert!(read(&body, BodyFormat::Csv, true).is_err(), "{header}");
+        }
     }
 
     #[test]
