@@ -73,24 +73,6 @@ async fn scored_at_once(
     as_map(answer["results"].as_array().unwrap())
 }
 
-/// Every stored window of the detector, read page by page.
-async fn stored_windows(app: &TestApp, base: &str) -> Vec<Value> {
-    let mut out = Vec::new();
-    let mut cursor: Option<String> = None;
-    loop {
-        let path = match &cursor {
-            Some(c) => format!("{base}/windows?limit=7&cursor={c}"),
-            None => format!("{base}/windows?limit=7"),
-        };
-        let page = json_ok(app.get(&path).await).await;
-        out.extend(page["windows"].as_array().unwrap().iter().cloned());
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_owned()),
-            None => return out,
-        }
-    }
-}
-
 /// Score results or stored windows by (start, entity), each once.
 fn as_map(windows: &[Value]) -> BTreeMap<(String, String), (f64, bool, u64)> {
     let map: BTreeMap<_, _> = windows
@@ -111,15 +93,6 @@ fn as_map(windows: &[Value]) -> BTreeMap<(String, String), (f64, bool, u64)> {
         .collect();
     assert_eq!(map.len(), windows.len(), "a window stored twice");
     map
-}
-
-async fn ingest(app: &TestApp, base: &str, content_type: &str, body: String) -> Value {
-    json_with_status(
-        app.post_raw(&format!("{base}/ingest"), Some(content_type), body)
-            .await,
-        StatusCode::ACCEPTED,
-    )
-    .await
 }
 
 /// Splits `lines` into `parts` consecutive pieces at random cut points.
@@ -149,11 +122,11 @@ async fn any_split_in_any_order_then_flush_gives_the_windows_and_scores_of_one_s
         let mut pieces = split(&lines, 2 + seed as usize * 3, &mut rng);
         pieces.shuffle(&mut rng);
         // The TSV header comes first (a later call reads with the header an earlier one gave).
-        let mut accepted = ingest(&app, &base, TSV, header.clone()).await["accepted"]
+        let mut accepted = app.ingest(&base, TSV, header.clone()).await["accepted"]
             .as_u64()
             .unwrap();
         for p in pieces {
-            let a = ingest(&app, &base, TSV, p).await;
+            let a = app.ingest(&base, TSV, p).await;
             assert_eq!(a["late"], 0, "{a}");
             assert_eq!(a["rejected"], 0, "{a}");
             accepted += a["accepted"].as_u64().unwrap();
@@ -161,7 +134,7 @@ async fn any_split_in_any_order_then_flush_gives_the_windows_and_scores_of_one_s
         assert_eq!(accepted as usize, lines.len());
         let flushed = json_ok(app.post_empty(&format!("{base}/flush")).await).await;
         assert_eq!(flushed["windows_closed"], expected.len(), "{flushed}");
-        let got = as_map(&stored_windows(&app, &base).await);
+        let got = as_map(&app.windows(&base, 7).await);
         // Bit for bit: f64 equality of every score.
         assert_eq!(got, expected, "seed {seed}");
     }
@@ -199,13 +172,13 @@ async fn zeek_json_lines_in_order_close_windows_as_the_watermark_passes_them() {
     let expected = scored_at_once(&app, &base, JSON_LINES, lines.concat().into_bytes()).await;
     let mut closed_before_flush = 0;
     for chunk in lines.chunks(7) {
-        let a = ingest(&app, &base, JSON_LINES, chunk.concat()).await;
+        let a = app.ingest(&base, JSON_LINES, chunk.concat()).await;
         assert_eq!(a["late"], 0, "{a}");
         closed_before_flush += a["windows_closed"].as_u64().unwrap();
     }
     assert!(closed_before_flush > 0, "the watermark closed no window");
     json_ok(app.post_empty(&format!("{base}/flush")).await).await;
-    assert_eq!(as_map(&stored_windows(&app, &base).await), expected);
+    assert_eq!(as_map(&app.windows(&base, 7).await), expected);
 }
 
 #[tokio::test]
@@ -214,31 +187,31 @@ async fn a_retried_batch_counts_once_and_late_lines_are_counted_not_merged() {
     let (header, lines) = tsv();
     let base = detector(&app, "retries", "10m", json!({})).await;
     let first = format!("{header}{}", lines[..100].concat());
-    let a = ingest(&app, &base, TSV, first.clone()).await;
+    let a = app.ingest(&base, TSV, first.clone()).await;
     assert_eq!(
         (a["accepted"].as_u64(), a["duplicates"].as_u64()),
         (Some(100), Some(0))
     );
     // The pipeline timed out and sends the same batch again.
-    let again = ingest(&app, &base, TSV, first).await;
+    let again = app.ingest(&base, TSV, first).await;
     assert_eq!(
         (again["accepted"].as_u64(), again["duplicates"].as_u64()),
         (Some(0), Some(100)),
         "{again}"
     );
-    ingest(&app, &base, TSV, lines[100..].concat()).await;
+    app.ingest(&base, TSV, lines[100..].concat()).await;
     let flushed = json_ok(app.post_empty(&format!("{base}/flush")).await).await;
     let whole = format!("{header}{}", lines.concat());
     let expected = scored_at_once(&app, &base, TSV, whole.into_bytes()).await;
     assert_eq!(flushed["windows_closed"], expected.len());
-    assert_eq!(as_map(&stored_windows(&app, &base).await), expected);
+    assert_eq!(as_map(&app.windows(&base, 7).await), expected);
     // After the flush every window of the log is closed: its lines are late, never merged.
-    let late = ingest(&app, &base, TSV, lines[..10].concat()).await;
+    let late = app.ingest(&base, TSV, lines[..10].concat()).await;
     assert_eq!(
         (late["late"].as_u64(), late["accepted"].as_u64()),
         (Some(10), Some(0))
     );
-    assert_eq!(as_map(&stored_windows(&app, &base).await), expected);
+    assert_eq!(as_map(&app.windows(&base, 7).await), expected);
     let metrics = app.get("/metrics").await.text().await.unwrap();
     let line = metrics
         .lines()
@@ -314,7 +287,7 @@ async fn an_idempotency_key_on_ingest_and_flush_replays_the_first_answer_and_cha
     let whole = format!("{header}{}", lines.concat());
     let expected = scored_at_once(&app, &base, TSV, whole.into_bytes()).await;
     assert_eq!(flushed["windows_closed"], expected.len());
-    assert_eq!(as_map(&stored_windows(&app, &base).await), expected);
+    assert_eq!(as_map(&app.windows(&base, 7).await), expected);
     let metrics = app.get("/metrics").await.text().await.unwrap();
     // The repeats folded nothing: no line of theirs came back as a duplicate.
     let duplicates = metrics
@@ -335,17 +308,19 @@ async fn a_malformed_line_mid_batch_is_skipped_and_reported_and_the_good_lines_k
     // Line 5 of the data: body line header_lines + 5.
     let mut batch = lines[..40].to_vec();
     batch.insert(4, "this is not a conn line\n".into());
-    let a = ingest(&app, &base, TSV, format!("{header}{}", batch.concat())).await;
+    let a = app
+        .ingest(&base, TSV, format!("{header}{}", batch.concat()))
+        .await;
     assert_eq!(a["accepted"], 40, "{a}");
     assert_eq!(a["rejected"], 1, "{a}");
     assert_eq!(a["rejects"][0]["line"], header_lines + 5, "{a}");
     assert!(a["rejects"][0]["reason"].as_str().unwrap().len() > 5);
     // The rest of the log, then flush: the windows of the good lines, as one request scores them.
-    ingest(&app, &base, TSV, lines[40..].concat()).await;
+    app.ingest(&base, TSV, lines[40..].concat()).await;
     json_ok(app.post_empty(&format!("{base}/flush")).await).await;
     let whole = format!("{header}{}", lines.concat());
     let expected = scored_at_once(&app, &base, TSV, whole.into_bytes()).await;
-    assert_eq!(as_map(&stored_windows(&app, &base).await), expected);
+    assert_eq!(as_map(&app.windows(&base, 7).await), expected);
 
     // With on_invalid: reject the whole batch is refused and nothing of it is kept.
     let strict = detector(&app, "strict", "10m", json!({"on_invalid": "reject"})).await;
@@ -362,13 +337,9 @@ async fn a_malformed_line_mid_batch_is_skipped_and_reported_and_the_good_lines_k
         "invalid-zeek-line",
     )
     .await;
-    let a = ingest(
-        &app,
-        &strict,
-        TSV,
-        format!("{header}{}", lines[..40].concat()),
-    )
-    .await;
+    let a = app
+        .ingest(&strict, TSV, format!("{header}{}", lines[..40].concat()))
+        .await;
     assert_eq!(
         (a["accepted"].as_u64(), a["duplicates"].as_u64()),
         (Some(40), Some(0))
@@ -391,10 +362,15 @@ async fn ingest_without_a_model_or_of_records_is_refused_before_anything_is_kept
         .post_raw("/v1/detectors/unfitted/ingest", Some(TSV), body.clone())
         .await;
     assert_problem(r, StatusCode::CONFLICT, "no-model").await;
-    // `default` reads records: its ingest says so.
+    // `default` reads records: a Zeek log is not what its ingest takes.
     app.fit_small(1).await;
     let r = app.post_raw("/v1/ingest", Some(TSV), body.clone()).await;
-    assert_problem(r, StatusCode::CONFLICT, "ingest-conflict").await;
+    assert_problem(
+        r,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported-media-type",
+    )
+    .await;
     let r = app
         .post_csv("/v1/detectors/unfitted/ingest", "a,b\n1,2\n")
         .await;
@@ -416,27 +392,23 @@ async fn acknowledged_lines_survive_a_restart() {
     let whole = format!("{header}{}", lines.concat());
     let expected = scored_at_once(&app, &base, TSV, whole.into_bytes()).await;
     let third = lines.len() / 3;
-    ingest(
-        &app,
-        &base,
-        TSV,
-        format!("{header}{}", lines[..third].concat()),
-    )
-    .await;
+    app.ingest(&base, TSV, format!("{header}{}", lines[..third].concat()))
+        .await;
     let app = app.restart().await;
     // The TSV header of the first call still applies after the restart.
-    ingest(&app, &base, TSV, lines[third..2 * third].concat()).await;
+    app.ingest(&base, TSV, lines[third..2 * third].concat())
+        .await;
     let app = app.restart().await;
     // A retry of lines acknowledged before the restart counts once.
-    let again = ingest(&app, &base, TSV, lines[..2 * third].concat()).await;
+    let again = app.ingest(&base, TSV, lines[..2 * third].concat()).await;
     assert_eq!(
         again["duplicates"].as_u64(),
         Some(2 * third as u64),
         "{again}"
     );
-    ingest(&app, &base, TSV, lines[2 * third..].concat()).await;
+    app.ingest(&base, TSV, lines[2 * third..].concat()).await;
     json_ok(app.post_empty(&format!("{base}/flush")).await).await;
-    assert_eq!(as_map(&stored_windows(&app, &base).await), expected);
+    assert_eq!(as_map(&app.windows(&base, 7).await), expected);
 }
 
 #[tokio::test]
@@ -566,9 +538,10 @@ async fn closed_windows_past_retention_are_deleted_and_counted() {
     let app = oneshot_app().await;
     let (header, lines) = tsv();
     let base = detector(&app, "retained", "10m", json!({})).await;
-    ingest(&app, &base, TSV, format!("{header}{}", lines.concat())).await;
+    app.ingest(&base, TSV, format!("{header}{}", lines.concat()))
+        .await;
     json_ok(app.post_empty(&format!("{base}/flush")).await).await;
-    let closed = stored_windows(&app, &base).await.len();
+    let closed = app.windows(&base, 7).await.len();
     assert!(closed > 20, "{closed}");
     // Windows closed just now survive a round with 1 day of retention; with 0 days every window
     // closed before now goes, and the listing is empty.
@@ -577,12 +550,12 @@ async fn closed_windows_past_retention_are_deleted_and_counted() {
         netsentinel::service::retention::prune_windows_once(state, 1).await,
         0
     );
-    assert_eq!(stored_windows(&app, &base).await.len(), closed);
+    assert_eq!(app.windows(&base, 7).await.len(), closed);
     assert_eq!(
         netsentinel::service::retention::prune_windows_once(state, 0).await,
         closed as u64
     );
-    assert!(stored_windows(&app, &base).await.is_empty());
+    assert!(app.windows(&base, 7).await.is_empty());
     let metrics = app.get("/metrics").await.text().await.unwrap();
     assert!(
         metrics.contains(&format!("netsentinel_windows_pruned_total {closed}")),
@@ -617,7 +590,7 @@ async fn a_suppression_rule_marks_an_entitys_closed_windows_which_raise_nothing(
     .await;
     let id = rule["id"].as_str().unwrap().to_owned();
 
-    let a = ingest(&app, &base, TSV, whole).await;
+    let a = app.ingest(&base, TSV, whole).await;
     let flushed = json_ok(app.post_empty(&format!("{base}/flush")).await).await;
     for answer in [&a, &flushed] {
         for alert in answer["alerts"].as_array().unwrap() {
@@ -630,7 +603,7 @@ async fn a_suppression_rule_marks_an_entitys_closed_windows_which_raise_nothing(
             }
         }
     }
-    let stored = stored_windows(&app, &base).await;
+    let stored = app.windows(&base, 7).await;
     // Scored as usual: the same scores as one score request.
     assert_eq!(as_map(&stored), expected);
     let mut marked = 0;
@@ -652,14 +625,9 @@ async fn the_answer_shows_each_incident_its_windows_opened_or_updated_as_stored(
     let base = detector(&app, "incidents", "10m", json!({})).await;
     let half = lines.len() / 2;
     let answers = [
-        ingest(
-            &app,
-            &base,
-            TSV,
-            format!("{header}{}", lines[..half].concat()),
-        )
-        .await,
-        ingest(&app, &base, TSV, lines[half..].concat()).await,
+        app.ingest(&base, TSV, format!("{header}{}", lines[..half].concat()))
+            .await,
+        app.ingest(&base, TSV, lines[half..].concat()).await,
         json_ok(app.post_empty(&format!("{base}/flush")).await).await,
     ];
     let mut seen: BTreeMap<String, (String, u64)> = BTreeMap::new();

@@ -140,3 +140,89 @@ async fn two_replicas_ingesting_interleaved_pieces_store_the_windows_of_one_requ
     let again = json_ok(a.post_empty(&format!("{BASE}/flush")).await).await;
     assert_eq!(again["windows_closed"], 0, "{again}");
 }
+
+/// Ingests each piece into `flows` twice under its own key; returns the records accepted.
+async fn send_records(app: &TestApp, pieces: Vec<(usize, String)>) -> u64 {
+    let mut total = 0;
+    for (i, p) in pieces {
+        let mut answers = Vec::new();
+        for _ in 0..2 {
+            let request = app
+                .request(reqwest::Method::POST, "/v1/detectors/flows/ingest")
+                .header("content-type", "application/x-ndjson")
+                .header("idempotency-key", format!("piece-{i}"))
+                .body(p.clone());
+            answers.push(json_with_status(app.send(request).await, StatusCode::ACCEPTED).await);
+        }
+        // The retry replays the first answer and stores nothing again.
+        assert_eq!(answers[0], answers[1]);
+        total += answers[0]["accepted"].as_u64().unwrap();
+    }
+    total
+}
+
+/// (timestamp, entity, score bits) of score results or stored windows, sorted.
+fn record_keys(rows: &[Value], entity: &str) -> Vec<(String, String, u64)> {
+    let mut out: Vec<_> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["timestamp"].as_str().unwrap().to_owned(),
+                r[entity].as_str().unwrap().to_owned(),
+                r["score"].as_f64().unwrap().to_bits(),
+            )
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// A records detector on two replicas: pieces of one body ingested by both at once (each
+/// piece under its own `Idempotency-Key`, sent twice) are stored once each, with the scores of
+/// one `score` request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_ingesting_records_store_each_record_once_with_the_scores_of_one_request() {
+    let Some(db) = TestDb::create("two_replicas_ingesting_records") else {
+        return;
+    };
+    const RECORDS: &str = "/v1/detectors/flows";
+    let a = replica(&db.url).await;
+    let put = a
+        .send(
+            a.request(reqwest::Method::PUT, RECORDS)
+                .json(&json!({"source": {"format": "records", "group_by": "src_ip"}})),
+        )
+        .await;
+    assert!(put.status().is_success());
+    let fit = a
+        .post_json(
+            &format!("{RECORDS}/model/fit"),
+            &json!({"generate": {}, "params": {"n_estimators": 30, "seed": 4}}),
+        )
+        .await;
+    json_with_status(fit, StatusCode::CREATED).await;
+    let b = replica(&db.url).await;
+    let mut records = a.seed_records().await;
+    for (i, r) in records.iter_mut().enumerate() {
+        r["src_ip"] = json!(format!("10.0.0.{}", i % 7));
+    }
+    let pieces: Vec<String> = records
+        .chunks(37)
+        .map(|c| c.iter().map(|r| format!("{r}\n")).collect())
+        .collect();
+    let (mine, theirs): (Vec<_>, Vec<_>) = pieces
+        .into_iter()
+        .enumerate()
+        .partition(|(i, _)| i % 2 == 0);
+    let (na, nb) = tokio::join!(send_records(&a, mine), send_records(&b, theirs));
+    assert_eq!((na + nb) as usize, records.len());
+    let one = json_ok(
+        a.post_json(&format!("{RECORDS}/score"), &json!(records))
+            .await,
+    )
+    .await;
+    let expected = record_keys(one["results"].as_array().unwrap(), "src_ip");
+    let page = json_ok(b.get(&format!("{RECORDS}/windows?limit=1000")).await).await;
+    let got = record_keys(page["windows"].as_array().unwrap(), "entity");
+    assert_eq!(got, expected);
+}

@@ -19,6 +19,7 @@ use super::views::scoring::FeatureContributionView;
 use crate::error::ApiError;
 use crate::records::zeek::{Reject, ZeekFormat};
 use crate::records::{BodyFormat, RecordError, RecordErrorKind};
+use crate::service::detectors::SourceFormat;
 use crate::service::idempotency::{Answer, AnswerOf};
 use crate::service::ingest::{self, IngestOutcome};
 use crate::state::AppState;
@@ -28,7 +29,8 @@ use crate::store::streams::WindowQuery;
 /// What an ingest or flush call did.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct IngestAnswer {
-    /// Conn lines folded into open windows.
+    /// Conn lines folded into open windows; for a `records` detector, records scored and
+    /// stored (each its own window).
     pub accepted: usize,
     /// Conn lines whose window had already closed: counted, never merged.
     pub late: usize,
@@ -103,9 +105,9 @@ impl From<IngestOutcome> for IngestAnswer {
     }
 }
 
-/// Fold the next lines of a Zeek conn log into the detector's open windows.
+/// Feed the detector's stream: Zeek lines into open windows, or records as windows of their own.
 ///
-/// The body is a Zeek conn log (TSV, whose `#fields` header may have come in an earlier call,
+/// For a detector with `source.format: zeek`, the body is a Zeek conn log (TSV, whose `#fields` header may have come in an earlier call,
 /// or JSON lines), compressed or not. Lines fall into event-time windows per entity (the
 /// detector's `source.window` and `group_by`) that persist across calls, restarts and
 /// replicas; a window closes when the watermark (latest event time − `allowed_lateness`)
@@ -115,11 +117,24 @@ impl From<IngestOutcome> for IngestAnswer {
 /// rest accepted. Everything in a 202 is committed. With an `Idempotency-Key`, a repeat of the
 /// request answers the first answer again and changes nothing (the key is committed with the
 /// call's effect); the same key with another body is 422 `idempotency-key-reused`.
+///
+/// For a detector with `source.format: records`, the body is records (JSON array or
+/// `{"records": [...]}`, NDJSON, or CSV with a header row), each with an RFC 3339 `timestamp`
+/// and, when the detector has a `source.group_by`, that string field as its entity. Each
+/// record is one observation and its own window, closed on arrival: scored by the active
+/// model as `score` would, stored (`GET …/windows`, with its feature `values` and echoed
+/// `fields`) and alerted on. No record is late (nothing waits open); `watermark` is the latest
+/// record time seen. With `on_invalid: skip` a record that cannot be read (or lacks its
+/// timestamp or entity) is a reject, by the line it starts on, and the rest are accepted.
+/// Records have no `uid`: send an `Idempotency-Key` so a retried batch counts once.
 #[utoipa::path(post, path = "/ingest", tag = "ingest",
     params(ContentEncodingHeader, IdempotencyKeyHeader),
     request_body(content(
         (Binary = "text/zeek-tsv"),
         (Binary = "application/x-zeek-json"),
+        (Binary = "application/json"),
+        (Binary = "application/x-ndjson"),
+        (Binary = "text/csv"),
     )),
     responses(
         (status = 202, body = IngestAnswer, description = "The lines' effect is committed"),
@@ -134,13 +149,24 @@ pub async fn ingest(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let format = match super::body_format(&headers)? {
-        BodyFormat::ZeekTsv => ZeekFormat::Tsv,
-        BodyFormat::ZeekJson => ZeekFormat::Json,
-        _ => {
+    let records = det.spec().source.format == SourceFormat::Records;
+    let format = match (super::body_format(&headers)?, records) {
+        (BodyFormat::ZeekTsv, false) => Ok(ZeekFormat::Tsv),
+        (BodyFormat::ZeekJson, false) => Ok(ZeekFormat::Json),
+        (f, true) if !f.is_zeek() => Err(f),
+        (_, false) => {
             return Err(RecordError::new(
                 RecordErrorKind::UnsupportedFormat,
-                "ingest takes Zeek conn logs: Content-Type text/zeek-tsv or application/x-zeek-json",
+                "this detector reads Zeek conn logs (source.format \"zeek\"): Content-Type \
+                 text/zeek-tsv or application/x-zeek-json",
+            )
+            .into());
+        }
+        (_, true) => {
+            return Err(RecordError::new(
+                RecordErrorKind::UnsupportedFormat,
+                "this detector reads records (source.format \"records\"): Content-Type \
+                 application/json, application/x-ndjson or text/csv",
             )
             .into());
         }
@@ -152,7 +178,10 @@ pub async fn ingest(
         Start::Run { key, retry, .. } => (key, retry),
     };
     let keyed = key.map(|k| (k, answer_of(StatusCode::ACCEPTED)));
-    let outcome = ingest::ingest(&state, &det, format, body, keyed).await;
+    let outcome = match format {
+        Ok(zeek) => ingest::ingest(&state, &det, zeek, body, keyed).await,
+        Err(records) => ingest::ingest_records(&state, &det, Some((records, body)), keyed).await,
+    };
     Ok(match or_replay(&state, retry, outcome).await? {
         Ok(o) => whole(answer_of(StatusCode::ACCEPTED)(&o)),
         Err(replayed) => replayed,
@@ -231,7 +260,9 @@ pub struct WindowList {
     next_cursor: Option<String>,
 }
 
-/// A closed window: a score result (the window start as `timestamp`) plus `closed_at`.
+/// A closed window: a score result (the window start as `timestamp`) plus `closed_at`. A
+/// Zeek window carries its four values; a record of a `records` detector (its own window, at
+/// its own `timestamp`) carries its feature `values` and echoed `fields` instead.
 #[derive(ToSchema)]
 #[cfg_attr(test, derive(Serialize, Deserialize))]
 #[schema(as = Window)]
@@ -245,10 +276,20 @@ pub struct WindowView {
     severity: u8,
     #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     explanation: Option<Vec<FeatureContributionView>>,
-    bytes_sent: f64,
-    bytes_received: f64,
-    connections: f64,
-    active_sessions: f64,
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
+    bytes_sent: Option<f64>,
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
+    bytes_received: Option<f64>,
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
+    connections: Option<f64>,
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
+    active_sessions: Option<f64>,
+    /// A record's feature values, by feature (records detectors).
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
+    values: Option<std::collections::BTreeMap<String, f64>>,
+    /// A record's string fields, echoed (records detectors).
+    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
+    fields: Option<std::collections::BTreeMap<String, String>>,
     model_version: u64,
     closed_at: DateTime<Utc>,
     /// The id of the suppression rule that matched the window (absent when none did): scored
@@ -310,11 +351,13 @@ mod tests {
             band: Some([1.0, 2.0]),
             summary: Some("bytes_sent 5 B; usual for 10.0.0.1 is 1–2 B".into()),
         }];
-        for (entity, explanation) in [
-            (None, None),
-            (Some("10.0.0.1".to_owned()), Some(explanation)),
+        for (entity, explanation, zeek) in [
+            (None, None, true),
+            (Some("10.0.0.1".to_owned()), Some(explanation), true),
+            (Some("10.0.0.2".to_owned()), None, false),
         ] {
             let suppressed = entity.as_ref().map(|_| "0192".to_owned());
+            let (z, r) = (zeek.then_some(1.0), (!zeek).then_some(()));
             mirrors::<WindowView>(&WindowResult {
                 timestamp: "2024-01-01T00:05:00Z".into(),
                 entity,
@@ -322,10 +365,12 @@ mod tests {
                 is_anomaly: true,
                 severity: 53,
                 explanation,
-                bytes_sent: 1.0,
-                bytes_received: 2.0,
-                connections: 3.0,
-                active_sessions: 1.0,
+                bytes_sent: z,
+                bytes_received: z,
+                connections: z,
+                active_sessions: z,
+                values: r.map(|()| [("bytes".to_owned(), 5.0)].into()),
+                fields: r.map(|()| [("src_ip".to_owned(), "10.0.0.2".to_owned())].into()),
                 model_version: 4,
                 closed_at: chrono::DateTime::from_timestamp(1_700_000_000, 5).unwrap(),
                 suppressed,

@@ -13,6 +13,7 @@ pub mod encoding;
 pub mod error;
 pub mod json;
 pub mod json_stream;
+pub mod observations;
 pub mod read;
 pub mod samples;
 #[cfg(test)]

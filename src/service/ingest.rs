@@ -16,6 +16,19 @@
 //! window is closed by one commit only. A failed commit leaves the process without a stream in
 //! memory: the next call reloads what is stored.
 //!
+//! # Records
+//!
+//! A detector whose `source.format` is `records` ingests CSV, NDJSON or JSON records
+//! ([`ingest_records`]): each record is one observation (no aggregation) and its own window,
+//! closed on arrival: scored by the active model as one `score` request with those records
+//! scores them, stored at the record's timestamp under its `group_by` entity, and alerted on
+//! (incidents and suppression rules as for Zeek windows). Nothing stays open, so lateness does
+//! not apply (no record is late; `allowed_lateness` is not used) and a flush closes nothing; the
+//! stream keeps only the latest event time, the answer's `watermark`. Records carry no `uid`:
+//! a retry is told apart only by its `Idempotency-Key`. The body is read and scored before
+//! the stream is locked (it needs no stream state); the commit is the same single
+//! transaction as above, so a 202 means every accepted record's window is stored, once.
+//!
 //! # Without a model
 //!
 //! Refused with 409 `no-model` before anything is read or stored: nothing would score the
@@ -23,25 +36,32 @@
 //! syslog-ng retries it, Vector and Fluent Bit drop the batch. Fit the detector before a
 //! pipeline points at it.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
+use super::detectors::SourceFormat;
 use super::idempotency::{AnswerOf, KeyedRun};
 use super::scoring::{AlertRule, ExplainMode, alert_for, scored_batch};
 use super::{ServiceError, blocking};
 use crate::detector::explain::FeatureContribution;
 use crate::detector::model::Model;
-use crate::records::zeek::{Reject, WINDOW_FEATURES, WindowRecord, ZeekFormat, read_windows};
-use crate::records::{BatchBuilder, Features, RecordError, RecordErrorKind};
+use crate::records::observations::{Observations, read_observations};
+use crate::records::zeek::{
+    OnInvalid, Reject, Rejects, WINDOW_FEATURES, WindowRecord, ZeekFormat, read_windows,
+};
+use crate::records::{
+    Batch, BatchBuilder, BodyFormat, Features, ReadSpec, RecordError, RecordErrorKind,
+};
 use crate::state::{AppState, DetectorState, LoadedStream};
 use crate::store::alerts::{Alert, AlertEvent, Raised};
 use crate::store::streams::{
     KeyAfter, LockedStream, StoredWindow, StreamCommit, WindowPage, WindowQuery,
 };
-use crate::stream::{BookConfig, IngestReport, Ingested, WindowBook};
+use crate::stream::{BookConfig, IngestReport, Ingested, RecordStream, WindowBook};
 
 /// What an ingest or flush call did: the engine's report, and the alerts its closed windows
 /// opened or updated, as stored (an entity's incident, or a batch alert), each with what
@@ -66,10 +86,21 @@ pub struct WindowResult {
     pub severity: u8,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub explanation: Option<Vec<FeatureContribution>>,
-    pub bytes_sent: f64,
-    pub bytes_received: f64,
-    pub connections: f64,
-    pub active_sessions: f64,
+    /// A Zeek window's values (absent for a record).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_sent: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes_received: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connections: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active_sessions: Option<f64>,
+    /// A record's feature values, by the model's features (absent for a Zeek window).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub values: Option<BTreeMap<String, f64>>,
+    /// A record's string fields, echoed (absent for a Zeek window).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fields: Option<BTreeMap<String, String>>,
     pub model_version: u64,
     pub closed_at: DateTime<Utc>,
     /// The suppression rule that matched the window: scored as usual, it raised nothing.
@@ -108,6 +139,10 @@ pub async fn flush(
     det: &Arc<DetectorState>,
     key: Option<KeyedIngest>,
 ) -> Result<IngestOutcome, ServiceError> {
+    if det.spec().source.format == SourceFormat::Records {
+        // Nothing is open: the answer says so (and keeps its key).
+        return ingest_records(state, det, None, key).await;
+    }
     let (state2, det2) = (state.clone(), det.clone());
     let outcome = blocking(move || {
         let op = |book: &mut WindowBook| {
@@ -144,9 +179,8 @@ fn run(
     let spec = det.spec();
     let config = spec.book_config().ok_or_else(|| {
         ServiceError::Ingest(format!(
-            "detector {:?} reads records (source.format \"records\"); continuous ingest windows \
-             Zeek conn logs: PUT the detector with source.format \"zeek\", or score records \
-             with POST …/score",
+            "detector {:?} reads records (source.format \"records\"): its ingest takes CSV, \
+             NDJSON or JSON records, not Zeek conn logs",
             det.name()
         ))
     })?;
@@ -223,17 +257,41 @@ fn run(
     *slot = Some(loaded);
     drop(slot);
     drop(run);
-    if !outcome.alerts.is_empty() {
+    announce(state, det.name(), &outcome.alerts, "closed windows");
+    Ok(outcome)
+}
+
+/// Wakes the deliverers for what a commit stored and logs each alert it opened or updated.
+fn announce(state: &AppState, detector: &str, alerts: &[(Alert, Option<AlertEvent>)], by: &str) {
+    if !alerts.is_empty() {
         state.webhooks().alert_stored();
     }
-    for (alert, event) in &outcome.alerts {
+    for (alert, event) in alerts {
         tracing::warn!(
-            alert = %alert.id, detector = det.name(), entity = alert.entity.as_deref().unwrap_or(""),
+            alert = %alert.id, detector, entity = alert.entity.as_deref().unwrap_or(""),
             count = alert.count, severity = alert.severity, event = event.map_or("updated", AlertEvent::as_str),
-            reason = %alert.reason, "alert raised or updated by closed windows"
+            reason = %alert.reason, "alert raised or updated by {by}"
         );
     }
-    Ok(outcome)
+}
+
+/// A window result as stored: its JSON and what listings filter on.
+fn stored_window(
+    result: &WindowResult,
+    start: i64,
+    entity: Option<String>,
+) -> Result<StoredWindow, ServiceError> {
+    let body = serde_json::to_string(result).map_err(|e| {
+        RecordError::new(RecordErrorKind::Internal, format!("a window result: {e}"))
+    })?;
+    Ok(StoredWindow {
+        start,
+        entity,
+        seq: 0,
+        closed_at: result.closed_at,
+        is_anomaly: result.is_anomaly,
+        body,
+    })
 }
 
 /// What a call's answer shows of what its alert did to the store: the alerts it opened or
@@ -321,7 +379,8 @@ fn stored(
     found: LockedStream,
     config: &BookConfig,
 ) -> Result<LoadedStream, ServiceError> {
-    let Some(bytes) = found.book else {
+    // A records stream (the detector read records before) holds no open window.
+    let Some(bytes) = found.book.filter(|b| !RecordStream::is_records(b)) else {
         return Ok(LoadedStream {
             version: found.version,
             book: WindowBook::new(*config),
@@ -414,24 +473,248 @@ fn score_closed(
                 is_anomaly: scored.is_anomaly(i),
                 severity: crate::detector::severity::severity(score),
                 explanation: scored.explanation(i).cloned(),
-                bytes_sent: w.bytes_sent,
-                bytes_received: w.bytes_received,
-                connections: w.connections,
-                active_sessions: w.active_sessions,
+                bytes_sent: Some(w.bytes_sent),
+                bytes_received: Some(w.bytes_received),
+                connections: Some(w.connections),
+                active_sessions: Some(w.active_sessions),
+                values: None,
+                fields: None,
                 model_version: model.version(),
                 closed_at,
                 suppressed: scored.suppressed.of(i).map(str::to_owned),
             };
-            let body = serde_json::to_string(&result).map_err(|e| {
-                RecordError::new(RecordErrorKind::Internal, format!("a window result: {e}"))
-            })?;
-            Ok(StoredWindow {
-                start: w.timestamp.timestamp(),
-                entity: w.entity.clone(),
+            stored_window(&result, w.timestamp.timestamp(), w.entity.clone())
+        })
+        .collect::<Result<Vec<_>, ServiceError>>()?;
+    Ok(ScoredWindows { windows, alert })
+}
+
+/// Scores a records body (CSV, NDJSON or JSON) for a detector whose `source.format` is
+/// `records`: each record is one observation and its own window, closed on arrival (see the
+/// module doc, "Records"). `body` is `None` for a flush: nothing is open, and the answer says
+/// so (keeping its `Idempotency-Key`).
+pub async fn ingest_records(
+    state: &AppState,
+    det: &Arc<DetectorState>,
+    body: Option<(BodyFormat, Bytes)>,
+    key: Option<KeyedIngest>,
+) -> Result<IngestOutcome, ServiceError> {
+    let (state2, det2) = (state.clone(), det.clone());
+    let outcome = blocking(move || run_records(&state2, &det2, body.as_ref(), key)).await?;
+    counted(det.name(), &outcome);
+    Ok(outcome)
+}
+
+/// One records call: read and score (no stream state is needed for it), then lock the stream
+/// and commit the windows, the alert, the latest event time and the key together; blocking.
+fn run_records(
+    state: &AppState,
+    det: &DetectorState,
+    body: Option<&(BodyFormat, Bytes)>,
+    key: Option<KeyedIngest>,
+) -> Result<IngestOutcome, ServiceError> {
+    let spec = det.spec();
+    let model = det.model().ok_or(ServiceError::NoModel)?;
+    let settings = state.settings();
+    let mut rule = AlertRule::for_detector(settings, &spec);
+    // As on `score`: a model with entity baselines names the entity field of its incidents.
+    if let Some(entity) = model.entity() {
+        rule.entity_field = entity.field.clone();
+    }
+    let group_by = spec.source.group_by.as_deref();
+    let read = match body {
+        Some((format, bytes)) => {
+            let features = Some(model.features().to_vec());
+            let read_spec = ReadSpec::new(*format, features, settings.max_records);
+            let on_invalid = spec.source.on_invalid.unwrap_or(OnInvalid::Skip);
+            read_observations(bytes, &read_spec, group_by, on_invalid)
+                .map_err(ServiceError::Records)?
+        }
+        None => Observations {
+            batch: None,
+            times: Vec::new(),
+            rejects: Rejects::default(),
+        },
+    };
+    let rules = super::suppression::active_now(state)?;
+    let scored = match &read.batch {
+        Some(batch) => score_records(
+            &model,
+            batch,
+            &read.times,
+            group_by,
+            (&rule, &rules),
+            det.name(),
+        )?,
+        None => ScoredWindows {
+            windows: Vec::new(),
+            alert: None,
+        },
+    };
+    let accepted = scored.windows.len();
+    let mut windows = Some(scored.windows);
+    let alert = scored.alert;
+    let sinks = state.webhooks().sink_names().to_vec();
+    let streams = state.stores().streams.clone();
+    // Calls into one detector take turns in this process; a window book held in memory (the
+    // detector read Zeek logs before) is dropped: the stored stream changes now.
+    let mut slot = det.stream();
+    *slot = None;
+    let (run, mut answer) = match key {
+        Some((run, answer)) => (Some(run), Some(answer)),
+        None => (None, None),
+    };
+    let mut done = None;
+    let committed = streams.commit_locked(det.name(), None, &mut |found| {
+        let mut stream = match records_stream(det.name(), found.book.as_deref()) {
+            Ok(s) => s,
+            Err(e) => {
+                done = Some(Err(e));
+                return None;
+            }
+        };
+        for t in &read.times {
+            stream.saw(*t);
+        }
+        // Unique in the stream: each commit has its own stored version.
+        let base = i64::try_from(found.version).unwrap_or(i64::MAX >> 32) << 32;
+        let mut windows = windows.take().unwrap_or_default();
+        for (i, w) in windows.iter_mut().enumerate() {
+            w.seq = base + i as i64;
+        }
+        let outcome = IngestOutcome {
+            report: IngestReport {
+                accepted,
+                rejected: read.rejects.total,
+                rejects: read.rejects.first.clone(),
+                windows_opened: accepted,
+                windows_closed: accepted,
+                watermark: stream.watermark(),
+                ..IngestReport::default()
+            },
+            // Filled in from what the commit stored (`Committed::raised`).
+            alerts: Vec::new(),
+            model_version: model.version(),
+        };
+        let key = run.as_ref().zip(answer.take()).map(|(run, answer)| {
+            let later = run.record_later(answer);
+            let outcome = outcome.clone();
+            Box::new(move |raised: &Raised| {
+                later(&IngestOutcome {
+                    alerts: shown(raised),
+                    ..outcome
+                })
+            }) as KeyAfter
+        });
+        done = Some(Ok(outcome));
+        Some(StreamCommit {
+            book: stream.to_bytes(),
+            windows,
+            alert: alert.clone().map(|a| (a, sinks.clone())),
+            key,
+        })
+    })?;
+    let mut outcome = done.unwrap_or_else(|| {
+        Err(ServiceError::Records(RecordError::new(
+            RecordErrorKind::Internal,
+            "the stream store committed without the call",
+        )))
+    })?;
+    if let Some(c) = committed {
+        outcome.alerts = shown(&c.raised);
+    }
+    drop(slot);
+    drop(run);
+    announce(state, det.name(), &outcome.alerts, "ingested records");
+    Ok(outcome)
+}
+
+/// A records detector's stream as stored: a records stream, or none yet, or the window book
+/// of a detector that read Zeek logs before (taken over only when no window of it is open).
+fn records_stream(detector: &str, bytes: Option<&[u8]>) -> Result<RecordStream, ServiceError> {
+    let Some(bytes) = bytes else {
+        return Ok(RecordStream::default());
+    };
+    if let Some(s) = RecordStream::from_bytes(bytes) {
+        return Ok(s);
+    }
+    let open = WindowBook::from_bytes(bytes).map_or(0, |b| b.open_windows());
+    if open > 0 {
+        return Err(ServiceError::Ingest(format!(
+            "detector {detector:?} reads records now, but {open} Zeek window(s) of its stream are \
+             still open: PUT it back with source.format \"zeek\" and POST …/flush to close them, \
+             then switch"
+        )));
+    }
+    Ok(RecordStream::default())
+}
+
+/// Scores a batch of records as `score` scores it (the same model, batch and rules, so the
+/// same bits), each record a window at its own time.
+fn score_records(
+    model: &Model,
+    batch: &Batch,
+    times: &[DateTime<Utc>],
+    group_by: Option<&str>,
+    (rule, rules): (&AlertRule, &[super::suppression::Matcher]),
+    detector: &str,
+) -> Result<ScoredWindows, ServiceError> {
+    let scores = if model.entity().is_some() {
+        Vec::new()
+    } else {
+        model.score(&batch.matrix)
+    };
+    let mut scored = scored_batch(
+        model,
+        batch,
+        scores,
+        ExplainMode::Anomalies,
+        rule.explain_top_k,
+    );
+    scored.suppressed = super::suppression::mark(rules, detector, &rule.entity_field, batch);
+    scored.suppressed.count(detector);
+    let alert = alert_for(model, batch, &scored, rule).map(|a| Alert {
+        detector: detector.to_owned(),
+        ..a
+    });
+    let closed_at = Utc::now();
+    let windows = (0..batch.len())
+        .map(|i| {
+            let fields = batch.echo.fields(i);
+            let entity = group_by
+                .and_then(|f| fields.get(f))
+                .map(|v| (*v).to_owned());
+            let score = scored.scores[i];
+            let result = WindowResult {
+                timestamp: times[i].to_rfc3339_opts(SecondsFormat::AutoSi, true),
+                entity: entity.clone(),
+                score,
+                is_anomaly: scored.is_anomaly(i),
+                severity: crate::detector::severity::severity(score),
+                explanation: scored.explanation(i).cloned(),
+                bytes_sent: None,
+                bytes_received: None,
+                connections: None,
+                active_sessions: None,
+                values: Some(
+                    batch
+                        .features
+                        .iter()
+                        .cloned()
+                        .zip(batch.matrix.row(i).iter().copied())
+                        .collect(),
+                ),
+                fields: Some(
+                    fields
+                        .into_iter()
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .collect(),
+                ),
+                model_version: model.version(),
                 closed_at,
-                is_anomaly: result.is_anomaly,
-                body,
-            })
+                suppressed: scored.suppressed.of(i).map(str::to_owned),
+            };
+            stored_window(&result, times[i].timestamp(), entity)
         })
         .collect::<Result<Vec<_>, ServiceError>>()?;
     Ok(ScoredWindows { windows, alert })

@@ -438,6 +438,8 @@ const MIGRATIONS: &[&str] = &[
     super::outbox::EVENTS_MIGRATION,
     // 8: suppression rules.
     super::suppressions::MIGRATION,
+    // 9: a window's `seq` in its key (records ingest: a window per record).
+    super::streams::SEQ_MIGRATION,
 ];
 
 /// Step 6. Old rows have no entity: batch alerts, as they were. The `status` column keeps
@@ -1412,6 +1414,39 @@ pub(crate) mod tests {
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .unwrap();
         assert_eq!(version, MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn windows_stored_before_seq_existed_migrate_in_place() {
+        use crate::store::streams::{StreamStore, WindowQuery};
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("alerts.db");
+        {
+            // A data dir of the build before step 9, with a closed Zeek window.
+            let mut raw = Connection::open(&path).unwrap();
+            let tx = raw.transaction().unwrap();
+            for step in &MIGRATIONS[..8] {
+                tx.execute_batch(step).unwrap();
+            }
+            tx.pragma_update(None, "user_version", 8).unwrap();
+            tx.execute(
+                "INSERT INTO windows (detector, start_s, entity, closed_at_ms, is_anomaly, body)
+                 VALUES ('d', 60, '10.0.0.1', 5, 1, '{\"w\":1}')",
+                [],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let store = SqliteAlertStore::open(&path).unwrap();
+        let page = store
+            .windows(&WindowQuery {
+                detector: "d".into(),
+                limit: 10,
+                only_anomalies: true,
+                ..WindowQuery::default()
+            })
+            .unwrap();
+        assert_eq!(page.windows, vec!["{\"w\":1}".to_owned()]);
     }
 
     #[test]

@@ -100,10 +100,10 @@ pub(super) const PUT_STREAM: &str =
      ON CONFLICT (detector) DO UPDATE SET version = excluded.version, book = excluded.book,
        updated_at_ms = excluded.updated_at_ms";
 
-/// A closed window of detector `?1`: start, entity key, `closed_at_ms`, anomaly flag, body.
+/// A closed window of detector `?1`: start, entity key, seq, `closed_at_ms`, anomaly flag, body.
 pub(super) const INSERT_WINDOW: &str =
-    "INSERT INTO windows (detector, start_s, entity, closed_at_ms, is_anomaly, body)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+    "INSERT INTO windows (detector, start_s, entity, seq, closed_at_ms, is_anomaly, body)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
 /// Pending deliveries, all sinks together.
 pub(super) const DEPTH: &str = "SELECT COUNT(*) FROM webhook_outbox WHERE state = 'pending'";

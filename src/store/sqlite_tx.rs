@@ -156,6 +156,7 @@ impl StoreTx for SqliteTx<'_, '_> {
                 detector,
                 w.start,
                 entity_key(w.entity.as_deref()),
+                w.seq,
                 w.closed_at.timestamp_millis(),
                 w.is_anomaly,
                 w.body

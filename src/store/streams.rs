@@ -34,6 +34,10 @@ pub struct StoredWindow {
     pub start: i64,
     /// The entity, when the stream is grouped.
     pub entity: Option<String>,
+    /// Tells apart windows of one start and entity: 0 for a Zeek window (one per start and
+    /// entity); for a `records` detector, where each record is its own window and an entity
+    /// may send several records in one second, a number unique in the detector's stream.
+    pub seq: i64,
     pub closed_at: DateTime<Utc>,
     pub is_anomaly: bool,
     /// The window's result (score, severity, explanation, values, `closed_at`), as the API
@@ -174,26 +178,57 @@ pub(super) const MIGRATION: &str = "
     );
     CREATE INDEX windows_by_closed ON windows (closed_at_ms);";
 
+/// SQLite step: a window's `seq` joins its key (records ingest stores one window per record,
+/// several per second and entity). SQLite cannot change a key in place: the table is rebuilt,
+/// every row kept (a Zeek window's `seq` is 0).
+pub(super) const SEQ_MIGRATION: &str = "
+    CREATE TABLE windows_seq (
+        detector     TEXT NOT NULL,
+        start_s      INTEGER NOT NULL,
+        entity       TEXT NOT NULL,
+        seq          INTEGER NOT NULL DEFAULT 0,
+        closed_at_ms INTEGER NOT NULL,
+        is_anomaly   INTEGER NOT NULL,
+        body         TEXT NOT NULL,
+        PRIMARY KEY (detector, start_s, entity, seq)
+    );
+    INSERT INTO windows_seq (detector, start_s, entity, seq, closed_at_ms, is_anomaly, body)
+        SELECT detector, start_s, entity, 0, closed_at_ms, is_anomaly, body FROM windows;
+    DROP TABLE windows;
+    ALTER TABLE windows_seq RENAME TO windows;
+    CREATE INDEX windows_by_closed ON windows (closed_at_ms);";
+
 /// The entity column: `''` for an ungrouped stream (a key column cannot be NULL).
 pub(super) fn entity_key(entity: Option<&str>) -> &str {
     entity.unwrap_or("")
 }
 
-/// A page cursor: the last (start, entity) shown, as `start:hex(entity)`.
-pub(super) fn encode_cursor(start: i64, entity: &str) -> String {
+/// Where a page ended: the last (start, entity, seq) shown.
+pub(super) type Cursor = (i64, String, i64);
+
+/// A page cursor: the last (start, entity, seq) shown, as `start:hex(entity)`, with `:seq`
+/// when `seq` is not 0 (so a Zeek stream's cursors read as before).
+pub(super) fn encode_cursor((start, entity, seq): &Cursor) -> String {
     let mut out = format!("{start}:");
     for b in entity.bytes() {
         out.push_str(&format!("{b:02x}"));
     }
+    if *seq != 0 {
+        out.push_str(&format!(":{seq}"));
+    }
     out
 }
 
-pub(super) fn decode_cursor(s: &str) -> Result<(i64, String), StoreError> {
-    if s.len() > 2 * 256 + 24 {
+pub(super) fn decode_cursor(s: &str) -> Result<Cursor, StoreError> {
+    if s.len() > 2 * 256 + 48 {
         return Err(StoreError::BadCursor);
     }
-    let (start, hex) = s.split_once(':').ok_or(StoreError::BadCursor)?;
+    let (start, rest) = s.split_once(':').ok_or(StoreError::BadCursor)?;
     let start: i64 = start.parse().map_err(|_| StoreError::BadCursor)?;
+    let (hex, seq) = match rest.split_once(':') {
+        Some((hex, seq)) => (hex, seq.parse().map_err(|_| StoreError::BadCursor)?),
+        None => (rest, 0),
+    };
     if hex.len() % 2 != 0 || !hex.is_ascii() {
         return Err(StoreError::BadCursor);
     }
@@ -202,19 +237,19 @@ pub(super) fn decode_cursor(s: &str) -> Result<(i64, String), StoreError> {
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).map_err(|_| StoreError::BadCursor))
         .collect::<Result<Vec<u8>, _>>()?;
     let entity = String::from_utf8(bytes).map_err(|_| StoreError::BadCursor)?;
-    Ok((start, entity))
+    Ok((start, entity, seq))
 }
 
 /// The listing query (SQLite placeholders `?`, numbered in order) and its arguments; one row
 /// more than `limit` tells whether another page follows.
 pub(super) fn list_sql(
     q: &WindowQuery,
-    cursor: Option<&(i64, String)>,
+    cursor: Option<&Cursor>,
     placeholder: impl Fn(usize) -> String,
 ) -> (String, Vec<Value>) {
     let mut args: Vec<Value> = vec![Value::Text(q.detector.clone())];
     let mut sql = format!(
-        "SELECT start_s, entity, body FROM windows WHERE detector = {}",
+        "SELECT start_s, entity, seq, body FROM windows WHERE detector = {}",
         placeholder(1)
     );
     let arg = |sql: &mut String, clause: &str, v: Value, args: &mut Vec<Value>| {
@@ -240,11 +275,13 @@ pub(super) fn list_sql(
     if q.only_anomalies {
         sql.push_str(" AND is_anomaly");
     }
-    if let Some((start, entity)) = cursor {
+    if let Some((start, entity, seq)) = cursor {
         args.push(Value::Integer(*start));
         args.push(Value::Text(entity.clone()));
+        args.push(Value::Integer(*seq));
         sql.push_str(&format!(
-            " AND (start_s, entity) > ({}, {})",
+            " AND (start_s, entity, seq) > ({}, {}, {})",
+            placeholder(args.len() - 2),
             placeholder(args.len() - 1),
             placeholder(args.len())
         ));
@@ -252,29 +289,27 @@ pub(super) fn list_sql(
     let limit = i64::try_from(q.limit.max(1).saturating_add(1)).unwrap_or(i64::MAX);
     arg(
         &mut sql,
-        " ORDER BY start_s, entity LIMIT #",
+        " ORDER BY start_s, entity, seq LIMIT #",
         Value::Integer(limit),
         &mut args,
     );
     (sql, args)
 }
 
-/// A page from the listing's rows (`start_s, entity, body`, one more than `limit` when
+/// A page from the listing's rows (`start_s, entity, seq, body`, one more than `limit` when
 /// another page follows).
-pub(super) fn page(rows: Vec<(i64, String, String)>, limit: usize) -> WindowPage {
+pub(super) fn page(rows: Vec<(i64, String, i64, String)>, limit: usize) -> WindowPage {
     let limit = limit.max(1);
     let more = rows.len() > limit;
     let mut windows = Vec::with_capacity(rows.len().min(limit));
     let mut last = None;
-    for (start, entity, body) in rows.into_iter().take(limit) {
+    for (start, entity, seq, body) in rows.into_iter().take(limit) {
         windows.push(body);
-        last = Some((start, entity));
+        last = Some((start, entity, seq));
     }
     WindowPage {
         windows,
-        next_cursor: more
-            .then(|| last.map(|(s, e)| encode_cursor(s, &e)))
-            .flatten(),
+        next_cursor: more.then(|| last.as_ref().map(encode_cursor)).flatten(),
     }
 }
 
@@ -301,7 +336,7 @@ impl StreamStore for SqliteAlertStore {
         let mut stmt = conn.prepare(&sql)?;
         let rows = stmt
             .query_map(rusqlite::params_from_iter(args), |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(page(rows, q.limit))
@@ -338,6 +373,7 @@ mod tests {
         StoredWindow {
             start,
             entity: Some(entity.to_owned()),
+            seq: 0,
             closed_at: Utc::now(),
             is_anomaly: anomalous,
             body: format!("{{\"start\":{start},\"entity\":\"{entity}\"}}"),
@@ -352,6 +388,28 @@ mod tests {
             ..WindowQuery::default()
         };
         store.windows(&query).unwrap().windows
+    }
+
+    /// Every window of the detector `d`, `limit` a page, following the cursors.
+    fn every_page(store: &SqliteAlertStore, limit: usize, only_anomalies: bool) -> Vec<String> {
+        let mut seen = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = store
+                .windows(&WindowQuery {
+                    detector: "d".into(),
+                    only_anomalies,
+                    limit,
+                    cursor: cursor.take(),
+                    ..WindowQuery::default()
+                })
+                .unwrap();
+            seen.extend(page.windows);
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return seen,
+            }
+        }
     }
 
     /// Commits `book` and windows `w` under the lock; returns the new version and what the
@@ -472,24 +530,7 @@ mod tests {
             .collect();
         commit(&store, None, b"", &ws);
         for (only_anomalies, expected) in [(false, 25), (true, 9)] {
-            let mut seen = Vec::new();
-            let mut cursor = None;
-            loop {
-                let page = store
-                    .windows(&WindowQuery {
-                        detector: "d".into(),
-                        only_anomalies,
-                        limit: 4,
-                        cursor: cursor.clone(),
-                        ..WindowQuery::default()
-                    })
-                    .unwrap();
-                seen.extend(page.windows);
-                match page.next_cursor {
-                    Some(c) => cursor = Some(c),
-                    None => break,
-                }
-            }
+            let seen = every_page(&store, 4, only_anomalies);
             let mut unique = seen.clone();
             unique.dedup();
             assert_eq!((seen.len(), unique.len()), (expected, expected));
@@ -543,11 +584,37 @@ mod tests {
 
     #[test]
     fn cursors_round_trip() {
-        for (s, e) in [(0, ""), (-5, "10.0.0.1"), (i64::MAX, "é:x")] {
-            assert_eq!(
-                decode_cursor(&encode_cursor(s, e)).unwrap(),
-                (s, e.to_owned())
-            );
+        for (s, e, q) in [(0, "", 0), (-5, "10.0.0.1", 7), (i64::MAX, "é:x", i64::MIN)] {
+            let c = (s, e.to_owned(), q);
+            assert_eq!(decode_cursor(&encode_cursor(&c)).unwrap(), c);
         }
+        // A cursor written before `seq` existed reads as seq 0.
+        assert_eq!(decode_cursor("5:61").unwrap(), (5, "a".to_owned(), 0));
+        assert!(decode_cursor("5:61:x").is_err());
+    }
+
+    #[test]
+    fn windows_of_one_start_and_entity_differ_by_seq_and_page_apart() {
+        let store = SqliteAlertStore::open_in_memory().unwrap();
+        let w: Vec<StoredWindow> = (0..5)
+            .map(|seq| StoredWindow {
+                seq,
+                body: format!("{{\"seq\":{seq}}}"),
+                ..window(7, "x", false)
+            })
+            .collect();
+        commit(&store, None, b"a", &w);
+        // The same key again is refused: nothing is stored twice.
+        let again = store.commit_locked("d", Some(1), &mut |_| {
+            Some(StreamCommit {
+                book: b"b".to_vec(),
+                windows: w[..1].to_vec(),
+                ..StreamCommit::default()
+            })
+        });
+        assert!(again.is_err());
+        let seen = every_page(&store, 2, false);
+        let want: Vec<String> = w.iter().map(|w| w.body.clone()).collect();
+        assert_eq!(seen, want);
     }
 }

@@ -10,13 +10,17 @@
 //!
 //! A detector whose `source.format` is `records` gets one observation per record: there is
 //! nothing to aggregate, so its records do not go through a [`WindowBook`]; ingest scores them as
-//! they come (as `score` does), and lateness does not apply. Only Zeek conn logs are windowed.
+//! they come (as `score` does), each record is a window closed on arrival, and lateness does not
+//! apply (no record is late: no open window waits for it). Its stream keeps only the latest
+//! event time ([`RecordStream`]). Only Zeek conn logs are windowed.
 
 pub mod book;
+pub mod records;
 
 pub use book::{
     BookConfig, BookSnapshot, Dedupe, IngestReport, Ingested, MergeError, PartialWindow, WindowBook,
 };
+pub use records::RecordStream;
 
 #[cfg(test)]
 mod tests;

@@ -35,6 +35,7 @@ mod pg_incidents;
 mod pg_store;
 mod pipeline_syslog_ng;
 mod properties;
+mod records_ingest;
 mod siem_formats;
 mod stored_alerts;
 mod streamed_bodies;

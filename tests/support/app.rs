@@ -20,7 +20,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tower::ServiceExt;
 
-use super::responses::json_ok;
+use super::responses::{json_ok, json_with_status};
 
 /// The base URL of a service without a socket: `.invalid` never resolves, so a request that
 /// bypasses [`TestApp::send`] fails at once.
@@ -315,6 +315,41 @@ impl TestApp {
     pub async fn alerts(&self, query: &str) -> Vec<Value> {
         let body = json_ok(self.get(&format!("/v1/alerts{query}")).await).await;
         body["alerts"].as_array().expect("an alerts array").clone()
+    }
+
+    /// Posts a body to the detector's `ingest` at `base` and insists on 202; returns the answer.
+    pub async fn ingest(&self, base: &str, content_type: &str, body: String) -> Value {
+        json_with_status(
+            self.post_raw(&format!("{base}/ingest"), Some(content_type), body)
+                .await,
+            StatusCode::ACCEPTED,
+        )
+        .await
+    }
+
+    /// Every stored window of the detector at `base` (`/v1/detectors/{name}`), `limit` a
+    /// page, following the cursors.
+    pub async fn windows(&self, base: &str, limit: usize) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let path = match &cursor {
+                Some(c) => format!("{base}/windows?limit={limit}&cursor={c}"),
+                None => format!("{base}/windows?limit={limit}"),
+            };
+            let page = json_ok(self.get(&path).await).await;
+            out.extend(
+                page["windows"]
+                    .as_array()
+                    .expect("a windows array")
+                    .iter()
+                    .cloned(),
+            );
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => return out,
+            }
+        }
     }
 
     pub async fn active_version(&self) -> Option<u64> {

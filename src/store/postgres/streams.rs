@@ -44,7 +44,7 @@ impl StreamStore for PgStore {
         let rows = self.conn()?.query(&sql, &refs).map_err(pg)?;
         let rows = rows
             .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
             .collect();
         Ok(page(rows, q.limit))
     }
@@ -52,8 +52,8 @@ impl StreamStore for PgStore {
     fn prune_windows(&self, before: DateTime<Utc>, max: usize) -> Result<u64, StoreError> {
         self.conn()?
             .execute(
-                "DELETE FROM windows WHERE (detector, start_s, entity) IN
-                   (SELECT detector, start_s, entity FROM windows WHERE closed_at_ms < $1
+                "DELETE FROM windows WHERE (detector, start_s, entity, seq) IN
+                   (SELECT detector, start_s, entity, seq FROM windows WHERE closed_at_ms < $1
                     ORDER BY closed_at_ms LIMIT $2)",
                 &[&before.timestamp_millis(), &(max as i64)],
             )

@@ -230,6 +230,7 @@ impl StoreTx for PgTx<'_, '_> {
                         &detector,
                         &w.start,
                         &entity_key(w.entity.as_deref()),
+                        &w.seq,
                         &w.closed_at.timestamp_millis(),
                         &w.is_anomaly,
                         &w.body,
