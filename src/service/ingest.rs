@@ -305,6 +305,19 @@ fn shown(raised: &Raised) -> Vec<(Alert, Option<AlertEvent>)> {
         .collect()
 }
 
+/// The call's idempotency key with its answer, written inside the commit once the alerts it
+/// opened or updated are known.
+fn key_after(run: &KeyedRun, answer: AnswerOf<IngestOutcome>, outcome: &IngestOutcome) -> KeyAfter {
+    let later = run.record_later(answer);
+    let outcome = outcome.clone();
+    Box::new(move |raised: &Raised| {
+        later(&IngestOutcome {
+            alerts: shown(raised),
+            ..outcome
+        })
+    })
+}
+
 /// What one call folds with.
 struct Call<'a> {
     detector: &'a str,
@@ -353,16 +366,7 @@ impl Call<'_> {
             alerts: Vec::new(),
             model_version: self.model.version(),
         };
-        let key = key.map(|(run, answer)| {
-            let later = run.record_later(answer);
-            let outcome = outcome.clone();
-            Box::new(move |raised: &Raised| {
-                later(&IngestOutcome {
-                    alerts: shown(raised),
-                    ..outcome
-                })
-            }) as KeyAfter
-        });
+        let key = key.map(|(run, answer)| key_after(run, answer, &outcome));
         let commit = StreamCommit {
             book: loaded.book.to_bytes(),
             windows: scored.windows,
@@ -596,16 +600,10 @@ fn run_records(
             alerts: Vec::new(),
             model_version: model.version(),
         };
-        let key = run.as_ref().zip(answer.take()).map(|(run, answer)| {
-            let later = run.record_later(answer);
-            let outcome = outcome.clone();
-            Box::new(move |raised: &Raised| {
-                later(&IngestOutcome {
-                    alerts: shown(raised),
-                    ..outcome
-                })
-            }) as KeyAfter
-        });
+        let key = run
+            .as_ref()
+            .zip(answer.take())
+            .map(|(run, answer)| key_after(run, answer, &outcome));
         done = Some(Ok(outcome));
         Some(StreamCommit {
             book: stream.to_bytes(),
