@@ -148,8 +148,14 @@ pub async fn evaluate_verdicts(
                  records the active model can score; POST /v1/alerts/{{id}}/feedback first"
             )),
             (n, p) if p == 0 || p == n => Some(format!(
-                "the {n} records on alerts with verdicts are all labeled {}: evaluating needs \
-                 verdicts of both kinds (true_positive, and false_positive or benign)",
+                "{} on alerts with verdicts {} labeled {}: evaluating needs verdicts of both \
+                 kinds (true_positive, and false_positive or benign)",
+                if n == 1 {
+                    "the one record".to_owned()
+                } else {
+                    format!("the {n} records")
+                },
+                if n == 1 { "is" } else { "are all" },
                 if p == 0 { 0 } else { 1 }
             )),
             _ => None,
