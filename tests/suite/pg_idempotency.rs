@@ -7,28 +7,17 @@
 
 use std::time::Duration;
 
-use crate::support::postgres::{Replica, TestDb};
+use crate::support::postgres::{Replica, TestDb, connect};
 use crate::support::traffic::{bursty_batch, client, get_json};
 use chrono::{TimeZone, Utc};
 use netsentinel::store::StoreError;
 use netsentinel::store::alerts::{Alert, AlertStore, NewAlert};
 use netsentinel::store::idempotency::{IdempotencyStore, KeyRecord, KeyScope, StoredAnswer};
 use netsentinel::store::outbox::Outbox;
-use netsentinel::store::postgres::{PgOptions, PgStore};
 use serde_json::{Value, json};
 
 const V1_SQL: &str = include_str!("../../migrations/postgres/V1__alerts_outbox_models.sql");
 const V2_SQL: &str = include_str!("../../migrations/postgres/V2__detectors.sql");
-
-fn connect(url: &str) -> PgStore {
-    PgStore::connect(&PgOptions {
-        url: url.to_owned(),
-        pool_size: 2,
-        timeout: Duration::from_secs(5),
-        keep_models: 3,
-    })
-    .expect("the store connects and migrates")
-}
 
 fn record(key: &str, at: chrono::DateTime<Utc>) -> KeyRecord {
     KeyRecord {

@@ -14,19 +14,9 @@ use netsentinel::store::alerts::{
     Alert, AlertEvent, AlertQuery, AlertRecord, AlertStatus, AlertStore, Cover, IncidentPolicy,
 };
 use netsentinel::store::outbox::Outbox;
-use netsentinel::store::postgres::{PgOptions, PgStore};
+use netsentinel::store::postgres::PgStore;
 
-use crate::support::postgres::TestDb;
-
-fn connect(url: &str) -> PgStore {
-    PgStore::connect(&PgOptions {
-        url: url.to_owned(),
-        pool_size: 2,
-        timeout: Duration::from_secs(5),
-        keep_models: 3,
-    })
-    .expect("the store connects and migrates")
-}
+use crate::support::postgres::{TestDb, connect};
 
 fn t(secs: i64) -> DateTime<Utc> {
     Utc.timestamp_opt(1_700_000_000 + secs, 0).unwrap()

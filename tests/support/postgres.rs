@@ -146,3 +146,15 @@ impl Replica {
             .count()
     }
 }
+
+/// A store on `url` as the store tests open it: two pooled connections, migrated.
+pub fn connect(url: &str) -> netsentinel::store::postgres::PgStore {
+    use netsentinel::store::postgres::{PgOptions, PgStore};
+    PgStore::connect(&PgOptions {
+        url: url.to_owned(),
+        pool_size: 2,
+        timeout: std::time::Duration::from_secs(5),
+        keep_models: 3,
+    })
+    .expect("the store connects and migrates")
+}
