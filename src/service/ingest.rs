@@ -45,7 +45,7 @@ use serde::Serialize;
 
 use super::detectors::SourceFormat;
 use super::idempotency::{AnswerOf, KeyedRun};
-use super::scoring::{AlertRule, ExplainMode, alert_for, scored_batch};
+use super::scoring::{AlertRule, ExplainMode, ScoredBatch, alert_for, score_batch};
 use super::{ServiceError, blocking};
 use crate::detector::explain::FeatureContribution;
 use crate::detector::model::Model;
@@ -450,21 +450,8 @@ fn score_closed(
     let mut b = BatchBuilder::with_features(Features::Given(&features), false, usize::MAX);
     read_windows(closed, config.group_by, &mut b).map_err(ServiceError::Records)?;
     let batch = b.finish().map_err(ServiceError::Records)?;
-    let scores = model.score(&batch.matrix);
-    let mut scored = scored_batch(
-        model,
-        &batch,
-        scores,
-        ExplainMode::Anomalies,
-        rule.explain_top_k,
-    );
     // Windows carry their entity as the echoed field `entity`, as on `score`.
-    scored.suppressed = super::suppression::mark(rules, detector, "entity", &batch);
-    scored.suppressed.count(detector);
-    let alert = alert_for(model, &batch, &scored, rule).map(|a| Alert {
-        detector: detector.to_owned(),
-        ..a
-    });
+    let (scored, alert) = judge(model, &batch, (rule, rules), detector, "entity");
     let windows = closed
         .iter()
         .enumerate()
@@ -491,6 +478,25 @@ fn score_closed(
         })
         .collect::<Result<Vec<_>, ServiceError>>()?;
     Ok(ScoredWindows { windows, alert })
+}
+
+/// Scores closed windows as one batch, marks (and counts) what `rules` suppress by the
+/// `entity_field`, and decides the alert they raise, tagged with the detector.
+fn judge(
+    model: &Model,
+    batch: &Batch,
+    (rule, rules): (&AlertRule, &[super::suppression::Matcher]),
+    detector: &str,
+    entity_field: &str,
+) -> (ScoredBatch, Option<Alert>) {
+    let mut scored = score_batch(model, batch, ExplainMode::Anomalies, rule.explain_top_k);
+    scored.suppressed = super::suppression::mark(rules, detector, entity_field, batch);
+    scored.suppressed.count(detector);
+    let alert = alert_for(model, batch, &scored, rule).map(|a| Alert {
+        detector: detector.to_owned(),
+        ..a
+    });
+    (scored, alert)
 }
 
 /// Scores a records body (CSV, NDJSON or JSON) for a detector whose `source.format` is
@@ -657,24 +663,7 @@ fn score_records(
     (rule, rules): (&AlertRule, &[super::suppression::Matcher]),
     detector: &str,
 ) -> Result<ScoredWindows, ServiceError> {
-    let scores = if model.entity().is_some() {
-        Vec::new()
-    } else {
-        model.score(&batch.matrix)
-    };
-    let mut scored = scored_batch(
-        model,
-        batch,
-        scores,
-        ExplainMode::Anomalies,
-        rule.explain_top_k,
-    );
-    scored.suppressed = super::suppression::mark(rules, detector, &rule.entity_field, batch);
-    scored.suppressed.count(detector);
-    let alert = alert_for(model, batch, &scored, rule).map(|a| Alert {
-        detector: detector.to_owned(),
-        ..a
-    });
+    let (scored, alert) = judge(model, batch, (rule, rules), detector, &rule.entity_field);
     let closed_at = Utc::now();
     let windows = (0..batch.len())
         .map(|i| {

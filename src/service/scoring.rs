@@ -83,7 +83,12 @@ const EXPLAIN_CHUNK: usize = 512;
 
 /// Scores every record and explains those `mode` asks for.
 pub fn score_batch(model: &Model, batch: &Batch, mode: ExplainMode, top_k: usize) -> ScoredBatch {
-    scored_batch(model, batch, model.score(&batch.matrix), mode, top_k)
+    // A model with entity baselines scores inside `scored_batch`: the forest's would be dropped.
+    let scores = match model.entity() {
+        Some(_) => Vec::new(),
+        None => model.score(&batch.matrix),
+    };
+    scored_batch(model, batch, scores, mode, top_k)
 }
 
 /// Each record's entity (the model's entity field; `""` when the record has none) and time
