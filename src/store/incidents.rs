@@ -210,6 +210,10 @@ pub fn split(raised: &Alert) -> Vec<Alert> {
         }
         slot.push(i);
     }
+    // Every update shares the alert's other fields: copied from a shell without its records
+    // (cloning the whole alert per entity copied every entity's records for each one).
+    let mut shell = raised.clone();
+    shell.records = Vec::new();
     order
         .iter()
         .enumerate()
@@ -229,7 +233,7 @@ pub fn split(raised: &Alert) -> Vec<Alert> {
                 severity,
                 max_severity: severity,
                 records,
-                ..raised.clone()
+                ..shell.clone()
             }
         })
         .collect()
