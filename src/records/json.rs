@@ -372,7 +372,7 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
                 map.next_value::<Skip>()?;
                 continue;
             }
-            let cell = map.next_value_seed(CellSeed)?;
+            let cell = map.next_value::<Cell>()?;
             let cell_ref = match &cell {
                 Cell::Null => CellRef::Null,
                 Cell::Num(v) => CellRef::Num(*v),
@@ -428,16 +428,15 @@ enum Cell<'de> {
     Nested,
 }
 
-struct CellSeed;
-
-impl<'de> DeserializeSeed<'de> for CellSeed {
-    type Value = Cell<'de>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Cell<'de>, D::Error> {
-        d.deserialize_any(self)
+impl<'de> Deserialize<'de> for Cell<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CellVisitor)
     }
 }
 
-impl<'de> Visitor<'de> for CellSeed {
+struct CellVisitor;
+
+impl<'de> Visitor<'de> for CellVisitor {
     type Value = Cell<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
