@@ -30,17 +30,16 @@ pub fn read_json_stream(
     b: &mut BatchBuilder,
     top: TopLevel,
 ) -> Result<(), RecordError> {
-    let mut input = Input::new(next);
-    let mut state = Envelope::default();
-    match walk(&mut input, b, &mut state, &mut None) {
+    let mut w = Walk::new(next, b, None);
+    match w.walk() {
         Ok(()) => {}
         // Not an envelope (or empty): nothing was taken but whitespace, and all of it was kept.
-        Err(Stop::Whole) => return read_json(&input.rest(&[]), b, top),
-        Err(Stop::At(skeleton)) => return Err(input.syntax_error(skeleton)),
+        Err(Stop::Whole) => return read_json(&w.r.rest(&[]), w.b, top),
+        Err(Stop::At(skeleton)) => return Err(w.r.syntax_error(skeleton)),
         Err(Stop::Problem(e)) => return Err(e),
     }
-    check_shape(state.not_envelope, state.records_not_array)?;
-    conclude(state, b, top)
+    check_shape(w.state.not_envelope, w.state.records_not_array)?;
+    conclude(w.state, w.b, top)
 }
 
 /// The most bytes a setting's value may take (a fit's `params`, `features`, ...): settings are
@@ -60,17 +59,16 @@ pub fn read_json_stream_settings(
     spec: &ReadSpec,
     b: &mut BatchBuilder,
 ) -> Result<(Settings, Result<(), RecordError>), RecordError> {
-    let mut input = Input::new(next);
-    let mut state = Envelope::default();
-    let mut taking = Some(Taking {
+    let taking = Taking {
         spec,
         fields: Map::new(),
         features_used: None,
-    });
-    match walk(&mut input, b, &mut state, &mut taking) {
+    };
+    let mut w = Walk::new(next, b, Some(taking));
+    match w.walk() {
         Ok(()) => {}
         Err(Stop::Whole) => {
-            let body = input.rest(&[]);
+            let body = w.r.rest(&[]);
             let mut settings = read_settings(&body)?;
             for (key, value) in settings.fields.iter_mut() {
                 if !spec.settings.contains(&key.as_str()) {
@@ -78,20 +76,20 @@ pub fn read_json_stream_settings(
                 }
             }
             if spec.features_setting {
-                *b = spec.builder_for(chosen(settings.fields.get("features"), spec));
+                *w.b = spec.builder_for(chosen(settings.fields.get("features"), spec));
             }
-            let records = read_json(&body, b, spec.top_level);
+            let records = read_json(&body, w.b, spec.top_level);
             return Ok((settings, records));
         }
-        Err(Stop::At(skeleton)) => return Err(input.syntax_error(skeleton)),
+        Err(Stop::At(skeleton)) => return Err(w.r.syntax_error(skeleton)),
         Err(Stop::Problem(e)) => return Err(e),
     }
-    check_shape(state.not_envelope, state.records_not_array)?;
+    check_shape(w.state.not_envelope, w.state.records_not_array)?;
     let Taking {
         fields,
         features_used,
         ..
-    } = taking.expect("taken above");
+    } = w.taking.expect("taken above");
     if let Some(used) = features_used {
         if fields.get("features").unwrap_or(&Value::Null) != &used {
             return Err(RecordError::malformed(
@@ -103,9 +101,9 @@ pub fn read_json_stream_settings(
     }
     let settings = Settings {
         fields,
-        has_records: state.has_records,
+        has_records: w.state.has_records,
     };
-    Ok((settings, conclude(state, b, spec.top_level)))
+    Ok((settings, conclude(w.state, w.b, spec.top_level)))
 }
 
 /// The features a `features` setting names: a list of names, or (null, absent or anything
@@ -198,71 +196,146 @@ fn is_ws(c: u8) -> bool {
     matches!(c, b' ' | b'\t' | b'\n' | b'\r')
 }
 
-/// The body's value, then nothing but whitespace.
-fn walk<F: FnMut() -> Option<Bytes>>(
-    r: &mut Input<F>,
-    b: &mut BatchBuilder,
-    state: &mut Envelope,
-    taking: &mut Option<Taking<'_>>,
-) -> Result<(), Stop> {
-    let (k, c) = r.skip_ws(0);
-    match c {
-        Some(b'[') => {
-            if let Some(t) = taking {
-                // No settings in a bare array: the spec's features.
-                t.features_used = t.spec.features_setting.then_some(Value::Null);
-            }
-            r.keep_all = false;
-            r.take(k + 1);
-            state.has_records = true;
-            records(r, b, state, ARRAY)?;
-        }
-        Some(b'{') => {
-            // Until the records start, a body whose settings may choose their features is
-            // kept whole: records before `features` read it whole.
-            r.keep_all = taking.as_ref().is_some_and(|t| t.spec.features_setting);
-            r.take(k + 1);
-            object(r, b, state, taking)?;
-        }
-        _ => return Err(Stop::Whole),
-    }
-    match r.skip_ws(0).1 {
-        None => Ok(()),
-        Some(_) => Err(Stop::At(AFTER)),
-    }
+/// A body being walked: its input, the builder its records go into, what the walk found so
+/// far, and (when reading settings) the settings taken.
+struct Walk<'a, F> {
+    r: Input<F>,
+    b: &'a mut BatchBuilder,
+    state: Envelope,
+    taking: Option<Taking<'a>>,
 }
 
-/// The records of an array, its `[` taken, to its `]`.
-fn records<F: FnMut() -> Option<Bytes>>(
-    r: &mut Input<F>,
-    b: &mut BatchBuilder,
-    state: &mut Envelope,
-    skeletons: [&'static [u8]; 2],
-) -> Result<(), Stop> {
-    let depth = skeletons[0]
-        .iter()
-        .filter(|&&c| c == b'[' || c == b'{')
-        .count();
-    let mut first = true;
-    loop {
-        let skeleton = skeletons[usize::from(!first)];
-        let (k, c) = r.skip_ws(0);
-        if first && c == Some(b']') {
-            r.take(k + 1);
-            return Ok(());
+impl<'a, F: FnMut() -> Option<Bytes>> Walk<'a, F> {
+    fn new(next: F, b: &'a mut BatchBuilder, taking: Option<Taking<'a>>) -> Self {
+        Self {
+            r: Input::new(next),
+            b,
+            state: Envelope::default(),
+            taking,
         }
-        r.take(k);
-        let end = r.value_end(0, depth).ok_or(Stop::At(skeleton))?;
-        let (sep_at, sep) = r.skip_ws(end);
-        if !matches!(sep, Some(b',' | b']')) {
-            return Err(Stop::At(skeleton));
+    }
+
+    /// The body's value, then nothing but whitespace.
+    fn walk(&mut self) -> Result<(), Stop> {
+        let (k, c) = self.r.skip_ws(0);
+        match c {
+            Some(b'[') => {
+                if let Some(t) = &mut self.taking {
+                    // No settings in a bare array: the spec's features.
+                    t.features_used = t.spec.features_setting.then_some(Value::Null);
+                }
+                self.r.keep_all = false;
+                self.r.take(k + 1);
+                self.state.has_records = true;
+                self.records(ARRAY)?;
+            }
+            Some(b'{') => {
+                // Until the records start, a body whose settings may choose their features is
+                // kept whole: records before `features` read it whole.
+                self.r.keep_all = self
+                    .taking
+                    .as_ref()
+                    .is_some_and(|t| t.spec.features_setting);
+                self.r.take(k + 1);
+                self.object()?;
+            }
+            _ => return Err(Stop::Whole),
         }
-        record(r.slice(0, end), b, state).map_err(|_| Stop::At(skeleton))?;
-        r.take(sep_at + 1);
-        if sep == Some(b']') {
-            return Ok(());
+        match self.r.skip_ws(0).1 {
+            None => Ok(()),
+            Some(_) => Err(Stop::At(AFTER)),
         }
-        first = false;
+    }
+
+    /// The records of an array, its `[` taken, to its `]`.
+    fn records(&mut self, skeletons: [&'static [u8]; 2]) -> Result<(), Stop> {
+        let depth = skeletons[0]
+            .iter()
+            .filter(|&&c| c == b'[' || c == b'{')
+            .count();
+        let mut first = true;
+        loop {
+            let skeleton = skeletons[usize::from(!first)];
+            if self.r.closes_empty(first, b']') {
+                return Ok(());
+            }
+            let end = self.r.value_end(0, depth).ok_or(Stop::At(skeleton))?;
+            let (sep_at, sep) = self.r.skip_ws(end);
+            if !matches!(sep, Some(b',' | b']')) {
+                return Err(Stop::At(skeleton));
+            }
+            record(self.r.slice(0, end), self.b, &mut self.state)
+                .map_err(|_| Stop::At(skeleton))?;
+            self.r.take(sep_at + 1);
+            if sep == Some(b']') {
+                return Ok(());
+            }
+            first = false;
+        }
+    }
+
+    /// The members of the top-level object, its `{` taken, to its `}`.
+    fn object(&mut self) -> Result<(), Stop> {
+        let mut first = true;
+        loop {
+            let skeleton = MEMBER[usize::from(!first)];
+            if self.r.closes_empty(first, b'}') {
+                return Ok(());
+            }
+            if self.r.at(0) != Some(b'"') {
+                return Err(Stop::At(skeleton));
+            }
+            let key_end = self.r.string_end(0).ok_or(Stop::At(skeleton))?;
+            let key = key(self.r.slice(0, key_end)).ok_or(Stop::At(skeleton))?;
+            let (colon, c) = self.r.skip_ws(key_end);
+            if c != Some(b':') {
+                return Err(Stop::At(skeleton));
+            }
+            let (v, c) = self.r.skip_ws(colon + 1);
+            let sep = if key == "records" && c == Some(b'[') {
+                if let Some(t) = &mut self.taking {
+                    if !t.records_start() {
+                        return Err(Stop::Whole);
+                    }
+                    self.r.keep_all = false;
+                }
+                self.r.take(v + 1);
+                self.state.has_records = true;
+                self.state.records_not_array = false;
+                self.records(IN_OBJECT)?;
+                let (sep_at, sep) = self.r.skip_ws(0);
+                if !matches!(sep, Some(b',' | b'}')) {
+                    return Err(Stop::At(MEMBER[2]));
+                }
+                self.r.take(sep_at + 1);
+                sep
+            } else {
+                let end = self.r.value_end(v, 1).ok_or(Stop::At(skeleton))?;
+                let (sep_at, sep) = self.r.skip_ws(end);
+                if !matches!(sep, Some(b',' | b'}')) {
+                    return Err(Stop::At(skeleton));
+                }
+                match (key == "records", self.taking.as_mut()) {
+                    (true, _) => {
+                        skip(self.r.slice(v, end)).map_err(|_| Stop::At(skeleton))?;
+                        self.state.records_not_array = true;
+                    }
+                    (false, Some(t)) => {
+                        t.keep(key, self.r.slice(v, end), self.b, Stop::At(skeleton))?
+                    }
+                    (false, None) => {
+                        skip(self.r.slice(v, end)).map_err(|_| Stop::At(skeleton))?;
+                        self.state.unknown.insert(key);
+                    }
+                }
+                self.r.take(sep_at + 1);
+                sep
+            };
+            if sep == Some(b'}') {
+                return Ok(());
+            }
+            first = false;
+        }
     }
 }
 
@@ -292,76 +365,6 @@ fn record(text: &[u8], b: &mut BatchBuilder, state: &mut Envelope) -> Result<(),
     de.end()?;
     state.n_records += 1;
     Ok(())
-}
-
-/// The members of the top-level object, its `{` taken, to its `}`.
-fn object<F: FnMut() -> Option<Bytes>>(
-    r: &mut Input<F>,
-    b: &mut BatchBuilder,
-    state: &mut Envelope,
-    taking: &mut Option<Taking<'_>>,
-) -> Result<(), Stop> {
-    let mut first = true;
-    loop {
-        let skeleton = MEMBER[usize::from(!first)];
-        let (k, c) = r.skip_ws(0);
-        if first && c == Some(b'}') {
-            r.take(k + 1);
-            return Ok(());
-        }
-        r.take(k);
-        if c != Some(b'"') {
-            return Err(Stop::At(skeleton));
-        }
-        let key_end = r.string_end(0).ok_or(Stop::At(skeleton))?;
-        let key = key(r.slice(0, key_end)).ok_or(Stop::At(skeleton))?;
-        let (colon, c) = r.skip_ws(key_end);
-        if c != Some(b':') {
-            return Err(Stop::At(skeleton));
-        }
-        let (v, c) = r.skip_ws(colon + 1);
-        let sep = if key == "records" && c == Some(b'[') {
-            if let Some(t) = taking {
-                if !t.records_start() {
-                    return Err(Stop::Whole);
-                }
-                r.keep_all = false;
-            }
-            r.take(v + 1);
-            state.has_records = true;
-            state.records_not_array = false;
-            records(r, b, state, IN_OBJECT)?;
-            let (sep_at, sep) = r.skip_ws(0);
-            if !matches!(sep, Some(b',' | b'}')) {
-                return Err(Stop::At(MEMBER[2]));
-            }
-            r.take(sep_at + 1);
-            sep
-        } else {
-            let end = r.value_end(v, 1).ok_or(Stop::At(skeleton))?;
-            let (sep_at, sep) = r.skip_ws(end);
-            if !matches!(sep, Some(b',' | b'}')) {
-                return Err(Stop::At(skeleton));
-            }
-            match (key == "records", taking.as_mut()) {
-                (true, _) => {
-                    skip(r.slice(v, end)).map_err(|_| Stop::At(skeleton))?;
-                    state.records_not_array = true;
-                }
-                (false, Some(t)) => t.keep(key, r.slice(v, end), b, Stop::At(skeleton))?,
-                (false, None) => {
-                    skip(r.slice(v, end)).map_err(|_| Stop::At(skeleton))?;
-                    state.unknown.insert(key);
-                }
-            }
-            r.take(sep_at + 1);
-            sep
-        };
-        if sep == Some(b'}') {
-            return Ok(());
-        }
-        first = false;
-    }
 }
 
 /// A key, its escapes undone; `None` when it is not a valid string.
@@ -455,6 +458,16 @@ impl<F: FnMut() -> Option<Bytes>> Input<F> {
                 c => return (k, c),
             }
         }
+    }
+
+    /// Before an item of an array or object (`first`: just after its opening bracket), the
+    /// whitespace taken; true when there is no first item, the container closing at once
+    /// (`close` taken too).
+    fn closes_empty(&mut self, first: bool, close: u8) -> bool {
+        let (k, c) = self.skip_ws(0);
+        let empty = first && c == Some(close);
+        self.take(k + usize::from(empty));
+        empty
     }
 
     /// Just after the string starting at `k` (its quote).
