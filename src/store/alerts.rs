@@ -22,7 +22,7 @@ use uuid::Uuid;
 use super::StoreError;
 use super::idempotency::KeyRecord;
 pub use super::incidents::{AlertEvent, Cover, Raised};
-use super::tx::Transact;
+use super::tx::{Transact, committed};
 use crate::detector::explain::FeatureContribution;
 use crate::detector::model::BatchSummary;
 
@@ -368,13 +368,12 @@ pub trait AlertStore: Transact + Send + Sync + 'static {
         sinks: &[String],
         max: usize,
     ) -> Result<Vec<Alert>, StoreError> {
-        let mut resolved = Vec::new();
-        self.transact(&mut |tx| {
-            resolved = tx.quiet_incidents(nanos_clamped(now), max)?;
-            for (alert, at) in &mut resolved {
+        let resolved = committed(self, |tx| {
+            let mut due = tx.quiet_incidents(nanos_clamped(now), max)?;
+            for (alert, at) in &mut due {
                 super::incidents::close(tx, alert, *at, sinks)?;
             }
-            Ok(true)
+            Ok(due)
         })?;
         Ok(resolved.into_iter().map(|(alert, _)| alert).collect())
     }
@@ -388,12 +387,9 @@ pub trait AlertStore: Transact + Send + Sync + 'static {
         now: DateTime<Utc>,
         sinks: &[String],
     ) -> Result<Vec<Alert>, StoreError> {
-        let mut resolved = Vec::new();
-        self.transact(&mut |tx| {
-            resolved = super::incidents::resolve_covered(tx, scope, covers, now, sinks)?;
-            Ok(true)
-        })?;
-        Ok(resolved)
+        committed(self, |tx| {
+            super::incidents::resolve_covered(tx, scope, covers, now, sinks)
+        })
     }
     /// How many alerts are stored.
     fn count(&self) -> Result<u64, StoreError>;

@@ -63,6 +63,20 @@ pub trait Transact {
     fn transact(&self, work: TxWork<'_>) -> Result<(), StoreError>;
 }
 
+/// Runs `work` in one write transaction that commits when it succeeds, and answers what it
+/// found (the work's value, kept out of the transaction's `Ok(true)`).
+pub(super) fn committed<T>(
+    store: &(impl Transact + ?Sized),
+    mut work: impl FnMut(&mut dyn StoreTx) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let mut found = None;
+    store.transact(&mut |tx| {
+        found = Some(work(tx)?);
+        Ok(true)
+    })?;
+    Ok(found.expect("a committed transaction ran its work"))
+}
+
 /// Stores a raised alert and its outbox rows inside `tx`: a batch alert as a new alert, each
 /// entity's update into its incident. What a score commits, and an ingest with its windows.
 pub(super) fn insert_alert(
