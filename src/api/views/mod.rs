@@ -15,6 +15,21 @@
 //!   Handlers convert the domain value at the response, so these may change without touching
 //!   the domain or anything stored.
 
+/// `Default` for a mirror read from a body (`#[serde(default)]`): the domain type's defaults,
+/// field by field, which the schema shows as each field's `default`.
+macro_rules! default_from_domain {
+    ($view:ident: $domain:ident { $($field:ident),+ $(,)? }) => {
+        impl Default for $view {
+            fn default() -> Self {
+                let d = $domain::default();
+                Self {
+                    $($field: d.$field),+
+                }
+            }
+        }
+    };
+}
+
 pub mod alerts;
 pub mod bodies;
 pub mod detectors;

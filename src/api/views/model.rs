@@ -35,20 +35,14 @@ pub struct ForestParamsView {
     pub seed: u64,
 }
 
-impl Default for ForestParamsView {
-    /// The domain's defaults, which the schema shows as each field's `default`.
-    fn default() -> Self {
-        let d = ForestParams::default();
-        Self {
-            n_estimators: d.n_estimators,
-            max_samples: d.max_samples,
-            contamination: d.contamination,
-            max_features: d.max_features,
-            bootstrap: d.bootstrap,
-            seed: d.seed,
-        }
-    }
-}
+default_from_domain!(ForestParamsView: ForestParams {
+    n_estimators,
+    max_samples,
+    contamination,
+    max_features,
+    bootstrap,
+    seed,
+});
 
 /// OpenAPI shapes of the "auto, a count or a fraction" parameters. `anyOf`, not the `oneOf` a
 /// derived untagged enum gives: a whole number such as 1 is both a JSON Schema integer and a

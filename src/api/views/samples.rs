@@ -74,23 +74,17 @@ pub struct GeneratorConfigView {
     pub hosts: usize,
 }
 
-impl Default for GeneratorConfigView {
-    /// The domain's defaults, which the schema shows as each field's `default`.
-    fn default() -> Self {
-        let d = GeneratorConfig::default();
-        Self {
-            profile: d.profile,
-            n_records: d.n_records,
-            seed: d.seed,
-            start: d.start,
-            interval_seconds: d.interval_seconds,
-            anomaly_every: d.anomaly_every,
-            anomaly_rate: d.anomaly_rate,
-            attack_kinds: d.attack_kinds,
-            hosts: d.hosts,
-        }
-    }
-}
+default_from_domain!(GeneratorConfigView: GeneratorConfig {
+    profile,
+    n_records,
+    seed,
+    start,
+    interval_seconds,
+    anomaly_every,
+    anomaly_rate,
+    attack_kinds,
+    hosts,
+});
 
 /// One generated traffic record.
 #[derive(ToSchema)]
