@@ -83,11 +83,11 @@ impl From<Evaluation> for EvaluateResponse {
         Self {
             model_version: e.model_version,
             n_records: e.n_records,
-            confusion_matrix: e.confusion_matrix.into(),
-            report_text: e.report.to_string(),
-            classification_report: e.report.into(),
-            roc_auc: e.roc_auc,
-            average_precision: e.average_precision,
+            confusion_matrix: e.measures.confusion_matrix.into(),
+            report_text: e.measures.report.to_string(),
+            classification_report: e.measures.report.into(),
+            roc_auc: e.measures.roc_auc,
+            average_precision: e.measures.average_precision,
             threshold: e.threshold,
             budget: e.budget.map(Into::into),
         }

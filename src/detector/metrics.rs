@@ -84,6 +84,28 @@ pub enum MetricsError {
     Empty,
 }
 
+/// What a labeled evaluation reports of a prediction: its counts and report, and the ranking
+/// measures of its scores.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measures {
+    pub confusion_matrix: ConfusionMatrix,
+    pub report: ClassificationReport,
+    /// `None` when the truth holds only one class.
+    pub roc_auc: Option<f64>,
+    /// `None` when the truth holds no anomaly.
+    pub average_precision: Option<f64>,
+}
+
+/// The [`Measures`] of `y_pred`, and of `score` for the ranking ones, against `y_true`.
+pub fn measures(y_true: &[bool], y_pred: &[bool], score: &[f64]) -> Result<Measures, MetricsError> {
+    Ok(Measures {
+        confusion_matrix: confusion_matrix(y_true, y_pred)?,
+        report: classification_report(y_true, y_pred)?,
+        roc_auc: roc_auc(y_true, score),
+        average_precision: average_precision(y_true, score),
+    })
+}
+
 /// Counts true/false positives/negatives. Empty input gives all zeros.
 pub fn confusion_matrix(y_true: &[bool], y_pred: &[bool]) -> Result<ConfusionMatrix, MetricsError> {
     if y_true.len() != y_pred.len() {
@@ -392,17 +414,15 @@ mod tests {
 
     fn matches_scikit_learn(reference: &Reference) {
         let (y, s, p) = (reference.records)();
-        let cm = confusion_matrix(&y, &p).unwrap();
+        let m = measures(&y, &p, &s).unwrap();
+        let cm = m.confusion_matrix;
         assert_eq!((cm.tn, cm.fp, cm.fn_, cm.tp), reference.counts);
-        let r = classification_report(&y, &p).unwrap();
-        check_classes(&r, reference.classes);
+        let r = &m.report;
+        check_classes(r, reference.classes);
         close(r.accuracy, reference.accuracy);
         assert_eq!(r.to_string(), reference.text);
-        close(roc_auc(&y, &s).unwrap(), reference.roc_auc);
-        close(
-            average_precision(&y, &s).unwrap(),
-            reference.average_precision,
-        );
+        close(m.roc_auc.unwrap(), reference.roc_auc);
+        close(m.average_precision.unwrap(), reference.average_precision);
     }
 
     #[test]

@@ -7,10 +7,7 @@ use serde::Deserialize;
 
 use super::{ServiceError, blocking};
 use crate::detector::Matrix;
-use crate::detector::metrics::{
-    ClassificationReport, ConfusionMatrix, average_precision, classification_report,
-    confusion_matrix, roc_auc,
-};
+use crate::detector::metrics::{Measures, measures};
 use crate::detector::model::Model;
 use crate::detector::threshold::{BudgetThreshold, threshold_for_fpr_budget};
 use crate::records::read::BodyChunk;
@@ -42,10 +39,7 @@ struct EvaluateSettings {
 pub struct Evaluation {
     pub model_version: u64,
     pub n_records: usize,
-    pub confusion_matrix: ConfusionMatrix,
-    pub report: ClassificationReport,
-    pub roc_auc: Option<f64>,
-    pub average_precision: Option<f64>,
+    pub measures: Measures,
     pub threshold: f64,
     pub budget: Option<BudgetThreshold>,
 }
@@ -60,7 +54,7 @@ fn measure(
 ) -> Result<Evaluation, ServiceError> {
     let scores = model.score(x);
     let predicted: Vec<bool> = scores.iter().map(|&s| model.is_anomaly(s)).collect();
-    let report = classification_report(labels, &predicted)?;
+    let measures = measures(labels, &predicted, &scores)?;
     let budget = budget
         .map(|max_fpr| {
             threshold_for_fpr_budget(labels, &scores, max_fpr)
@@ -70,10 +64,7 @@ fn measure(
     Ok(Evaluation {
         model_version: model.version(),
         n_records: x.n_rows(),
-        confusion_matrix: confusion_matrix(labels, &predicted)?,
-        report,
-        roc_auc: roc_auc(labels, &scores),
-        average_precision: average_precision(labels, &scores),
+        measures,
         threshold: model.threshold(),
         budget,
     })
