@@ -226,3 +226,90 @@ async fn two_replicas_ingesting_records_store_each_record_once_with_the_scores_o
     let got = record_keys(page["windows"].as_array().unwrap(), "entity");
     assert_eq!(got, expected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_pending_before_the_fit_are_scored_once_by_two_replicas_flushing_at_once() {
+    let Some(db) = TestDb::create("windows_pending_before_the_fit") else {
+        return;
+    };
+    const JSON_LINES: &str = "application/x-zeek-json";
+    let text = String::from_utf8(shared_zeek("conn.json.log")).unwrap();
+    let mut lines: Vec<String> = text.lines().map(|l| format!("{l}\n")).collect();
+    let ts = |l: &String| {
+        serde_json::from_str::<Value>(l).unwrap()["ts"]
+            .as_f64()
+            .unwrap()
+    };
+    lines.sort_by(|a, b| ts(a).total_cmp(&ts(b)));
+    let base = "/v1/detectors/early";
+    let a = replica(&db.url).await;
+    let put = a
+        .send(
+            a.request(reqwest::Method::PUT, base)
+                .json(&json!({"source": {
+            "format": "zeek", "window": "1s", "group_by": "id.orig_h", "allowed_lateness": "0s"}})),
+        )
+        .await;
+    assert!(put.status().is_success());
+    let b = replica(&db.url).await;
+    // No model anywhere: the replicas take turns, and what closes is kept pending.
+    let mut pending = 0;
+    for (i, chunk) in lines.chunks(4).enumerate() {
+        let app = if i % 2 == 0 { &a } else { &b };
+        let r = app
+            .post_raw(&format!("{base}/ingest"), Some(JSON_LINES), chunk.concat())
+            .await;
+        let answer = json_with_status(r, StatusCode::ACCEPTED).await;
+        assert_eq!(answer["late"], 0, "{answer}");
+        pending = answer["windows_pending"].as_u64().unwrap();
+    }
+    assert!(pending > 5, "{pending}");
+    let fit = a
+        .post_raw(
+            &format!("{base}/model/fit?n_estimators=30&seed=1&max_samples=8"),
+            Some(JSON_LINES),
+            lines.concat(),
+        )
+        .await;
+    let fitted = json_with_status(fit, StatusCode::CREATED).await;
+    support::eventually(
+        "b to serve the fitted model",
+        std::time::Duration::from_secs(15),
+        || async {
+            let r = b.get(&format!("{base}/model")).await;
+            let m: Value = r.json().await.ok()?;
+            (m == fitted).then_some(())
+        },
+    )
+    .await;
+    let one = json_ok(
+        a.post_raw(&format!("{base}/score"), Some(JSON_LINES), lines.concat())
+            .await,
+    )
+    .await;
+    let expected: BTreeMap<_, _> = one["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (key(r), r["score"].as_f64().unwrap()))
+        .collect();
+    // Both flush at once: the pending windows are scored by exactly one of them.
+    let flush = format!("{base}/flush");
+    let (fa, fb) = tokio::join!(a.post_empty(&flush), b.post_empty(&flush));
+    let (fa, fb) = (json_ok(fa).await, json_ok(fb).await);
+    assert_eq!(
+        fa["pending_scored"].as_u64().unwrap() + fb["pending_scored"].as_u64().unwrap(),
+        pending,
+        "{fa} {fb}"
+    );
+    let page = json_ok(b.get(&format!("{base}/windows?limit=1000")).await).await;
+    assert_eq!(page["windows_pending"], 0, "{page}");
+    let stored = page["windows"].as_array().unwrap();
+    let got: BTreeMap<_, _> = stored
+        .iter()
+        .map(|w| (key(w), w["score"].as_f64().unwrap()))
+        .collect();
+    assert_eq!(got.len(), stored.len());
+    // Bit for bit, as one `score` request with the model.
+    assert_eq!(got, expected);
+}
