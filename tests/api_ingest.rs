@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use support::app::{TestApp, oneshot_app, oneshot_app_with, spawn_app};
-use support::data::shared_zeek;
+use support::data::{shared_zeek, zeek_json_lines_in_order};
 use support::responses::{assert_problem, json_ok, json_with_status};
 
 /// The TSV log as its header lines and its data lines.
@@ -143,7 +143,7 @@ async fn any_split_in_any_order_then_flush_gives_the_windows_and_scores_of_one_s
 #[tokio::test]
 async fn zeek_json_lines_in_order_close_windows_as_the_watermark_passes_them() {
     let app = oneshot_app().await;
-    let lines = json_lines_in_order();
+    let lines = zeek_json_lines_in_order();
     let base = unfitted_json_detector(&app, "json-in-order").await;
     fit_json_detector(&app, &base, &lines).await;
     let expected = scored_at_once(&app, &base, JSON_LINES, lines.concat().into_bytes()).await;
@@ -323,19 +323,6 @@ async fn a_malformed_line_mid_batch_is_skipped_and_reported_and_the_good_lines_k
     );
 }
 
-/// The shared Zeek JSON log's lines, sorted by `ts`.
-fn json_lines_in_order() -> Vec<String> {
-    let text = String::from_utf8(shared_zeek("conn.json.log")).unwrap();
-    let mut lines: Vec<String> = text.lines().map(|l| format!("{l}\n")).collect();
-    let ts = |l: &String| {
-        serde_json::from_str::<Value>(l).unwrap()["ts"]
-            .as_f64()
-            .unwrap()
-    };
-    lines.sort_by(|a, b| ts(a).total_cmp(&ts(b)));
-    lines
-}
-
 /// PUTs a Zeek detector of 1 s windows per originator, no lateness (lines in order close
 /// windows as they come), without fitting it; returns its base path.
 async fn unfitted_json_detector(app: &TestApp, name: &str) -> String {
@@ -375,7 +362,7 @@ async fn listed_pending(app: &TestApp, base: &str) -> (usize, u64) {
 async fn windows_closed_before_the_first_fit_wait_pending_across_a_restart_then_score_as_from_the_start()
  {
     let app = spawn_app().await;
-    let lines = json_lines_in_order();
+    let lines = zeek_json_lines_in_order();
     let base = unfitted_json_detector(&app, "late-fit").await;
     let third = lines.len() / 3;
     let mut pending = 0;
@@ -425,7 +412,7 @@ async fn windows_closed_before_the_first_fit_wait_pending_across_a_restart_then_
 #[tokio::test]
 async fn past_the_pending_bound_ingest_is_503_and_keeps_nothing_of_the_call() {
     let app = oneshot_app_with(|s| s.max_pending_windows = 8).await;
-    let lines = json_lines_in_order();
+    let lines = zeek_json_lines_in_order();
     let base = unfitted_json_detector(&app, "bounded").await;
     let chunks: Vec<&[String]> = lines.chunks(3).collect();
     let mut pending = 0;

@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use support::app::{TestApp, spawn_app_with};
-use support::data::shared_zeek;
+use support::data::{shared_zeek, zeek_json_lines_in_order};
 use support::postgres::TestDb;
 use support::responses::{json_ok, json_with_status};
 
@@ -47,6 +47,13 @@ async fn ingest(app: &TestApp, body: String) -> Value {
         .post_raw(&format!("{BASE}/ingest"), Some(TSV), body)
         .await;
     json_with_status(answer, StatusCode::ACCEPTED).await
+}
+
+/// Score results or stored windows: (start, entity) -> score.
+fn scores(rows: &[Value]) -> BTreeMap<(String, String), f64> {
+    rows.iter()
+        .map(|r| (key(r), r["score"].as_f64().unwrap()))
+        .collect()
 }
 
 fn key(r: &Value) -> (String, String) {
@@ -121,19 +128,11 @@ async fn two_replicas_ingesting_interleaved_pieces_store_the_windows_of_one_requ
             .await,
     )
     .await;
-    let expected: BTreeMap<_, _> = one["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| (key(r), r["score"].as_f64().unwrap()))
-        .collect();
+    let expected = scores(one["results"].as_array().unwrap());
     assert_eq!(flushed["windows_closed"], expected.len());
     let page = json_ok(a.get(&format!("{BASE}/windows?limit=1000")).await).await;
     let stored = page["windows"].as_array().unwrap();
-    let got: BTreeMap<_, _> = stored
-        .iter()
-        .map(|w| (key(w), w["score"].as_f64().unwrap()))
-        .collect();
+    let got = scores(stored);
     assert_eq!(got.len(), stored.len());
     assert_eq!(got, expected);
     // A flush on the other replica finds nothing left open.
@@ -233,14 +232,7 @@ async fn windows_pending_before_the_fit_are_scored_once_by_two_replicas_flushing
         return;
     };
     const JSON_LINES: &str = "application/x-zeek-json";
-    let text = String::from_utf8(shared_zeek("conn.json.log")).unwrap();
-    let mut lines: Vec<String> = text.lines().map(|l| format!("{l}\n")).collect();
-    let ts = |l: &String| {
-        serde_json::from_str::<Value>(l).unwrap()["ts"]
-            .as_f64()
-            .unwrap()
-    };
-    lines.sort_by(|a, b| ts(a).total_cmp(&ts(b)));
+    let lines = zeek_json_lines_in_order();
     let base = "/v1/detectors/early";
     let a = replica(&db.url).await;
     let put = a
@@ -287,12 +279,7 @@ async fn windows_pending_before_the_fit_are_scored_once_by_two_replicas_flushing
             .await,
     )
     .await;
-    let expected: BTreeMap<_, _> = one["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| (key(r), r["score"].as_f64().unwrap()))
-        .collect();
+    let expected = scores(one["results"].as_array().unwrap());
     // Both flush at once: the pending windows are scored by exactly one of them.
     let flush = format!("{base}/flush");
     let (fa, fb) = tokio::join!(a.post_empty(&flush), b.post_empty(&flush));
@@ -305,10 +292,7 @@ async fn windows_pending_before_the_fit_are_scored_once_by_two_replicas_flushing
     let page = json_ok(b.get(&format!("{base}/windows?limit=1000")).await).await;
     assert_eq!(page["windows_pending"], 0, "{page}");
     let stored = page["windows"].as_array().unwrap();
-    let got: BTreeMap<_, _> = stored
-        .iter()
-        .map(|w| (key(w), w["score"].as_f64().unwrap()))
-        .collect();
+    let got = scores(stored);
     assert_eq!(got.len(), stored.len());
     // Bit for bit, as one `score` request with the model.
     assert_eq!(got, expected);
