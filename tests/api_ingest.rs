@@ -787,3 +787,95 @@ async fn the_answer_shows_each_incident_its_windows_opened_or_updated_as_stored(
         assert_eq!(open["alerts"][0]["id"], id.as_str());
     }
 }
+
+#[tokio::test]
+async fn windows_pending_without_a_model_survive_kill_9() {
+    use support::process::{Process, binary};
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        let mut cmd = binary();
+        cmd.args(["serve", "--addr", "127.0.0.1:0", "--log-format", "json"])
+            .arg("--data-dir")
+            .arg(dir.path());
+        Process::spawn(cmd, "the service")
+    };
+    let client = reqwest::Client::new();
+    let lines = zeek_json_lines_in_order();
+    let base = "/v1/detectors/pending-crash";
+    let ingest = |p: &Process, body: String| {
+        client
+            .post(p.url(&format!("{base}/ingest")))
+            .header("content-type", JSON_LINES)
+            .body(body)
+            .send()
+    };
+    let server = start();
+    let put = client
+        .put(server.url(base))
+        .json(&json!({"source": {
+            "format": "zeek", "window": "1s", "group_by": "id.orig_h", "allowed_lateness": "0s"}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success());
+    let half = lines.len() / 2;
+    let mut pending = 0;
+    for chunk in lines[..half].chunks(5) {
+        let r = ingest(&server, chunk.concat()).await.unwrap();
+        let a: Value = json_with_status(r, StatusCode::ACCEPTED).await;
+        pending = a["windows_pending"].as_u64().unwrap();
+    }
+    assert!(pending > 0);
+    server.kill_9();
+    let server = start();
+    let page: Value = client
+        .get(server.url(&format!("{base}/windows")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["windows_pending"].as_u64(), Some(pending), "{page}");
+    let fit = client
+        .post(server.url(&format!(
+            "{base}/model/fit?n_estimators=30&seed=1&max_samples=8"
+        )))
+        .header("content-type", JSON_LINES)
+        .body(lines.concat())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fit.status(), StatusCode::CREATED);
+    let r = ingest(&server, lines[half..].concat()).await.unwrap();
+    let a: Value = json_with_status(r, StatusCode::ACCEPTED).await;
+    assert_eq!(a["pending_scored"].as_u64(), Some(pending), "{a}");
+    let r = client
+        .post(server.url(&format!("{base}/flush")))
+        .send()
+        .await
+        .unwrap();
+    json_ok(r).await;
+    let one: Value = client
+        .post(server.url(&format!("{base}/score")))
+        .header("content-type", JSON_LINES)
+        .body(lines.concat())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let page: Value = client
+        .get(server.url(&format!("{base}/windows?limit=1000")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        as_map(page["windows"].as_array().unwrap()),
+        as_map(one["results"].as_array().unwrap())
+    );
+}
