@@ -106,6 +106,16 @@ pub struct Settings {
     #[arg(long, env = "NETSENTINEL_WINDOW_RETENTION_DAYS", default_value_t = 30)]
     pub window_retention_days: u64,
 
+    /// Most windows a detector's ingest keeps pending while the detector has no active model
+    /// (closed windows waiting to be scored by its first model); an ingest or flush call that
+    /// would pass it is 503 `overloaded` with `Retry-After`, and nothing of that call is kept.
+    #[arg(
+        long,
+        env = "NETSENTINEL_MAX_PENDING_WINDOWS",
+        default_value_t = 100_000
+    )]
+    pub max_pending_windows: u64,
+
     /// Most bytes of alerts in one page of `GET /v1/alerts` (JSON or an export format); the page
     /// ends before the alert that would pass it, and its cursor continues from there.
     #[arg(long, env = "NETSENTINEL_ALERTS_PAGE_BYTES", default_value_t = 8 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..))]

@@ -12,8 +12,8 @@ use rand::{RngExt, SeedableRng};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use support::app::{TestApp, oneshot_app, spawn_app};
-use support::data::shared_zeek;
+use support::app::{TestApp, oneshot_app, oneshot_app_with, spawn_app};
+use support::data::{shared_zeek, zeek_json_lines_in_order};
 use support::responses::{assert_problem, json_ok, json_with_status};
 
 /// The TSV log as its header lines and its data lines.
@@ -143,32 +143,9 @@ async fn any_split_in_any_order_then_flush_gives_the_windows_and_scores_of_one_s
 #[tokio::test]
 async fn zeek_json_lines_in_order_close_windows_as_the_watermark_passes_them() {
     let app = oneshot_app().await;
-    let text = String::from_utf8(shared_zeek("conn.json.log")).unwrap();
-    let mut lines: Vec<String> = text.lines().map(|l| format!("{l}\n")).collect();
-    let ts = |l: &String| {
-        serde_json::from_str::<Value>(l).unwrap()["ts"]
-            .as_f64()
-            .unwrap()
-    };
-    lines.sort_by(|a, b| ts(a).total_cmp(&ts(b)));
-    let name = "json-in-order";
-    let base = format!("/v1/detectors/{name}");
-    let put = app
-        .send(
-            app.request(reqwest::Method::PUT, &base)
-                .json(&json!({"source": {
-            "format": "zeek", "window": "1s", "group_by": "id.orig_h", "allowed_lateness": "0s"}})),
-        )
-        .await;
-    assert!(put.status().is_success());
-    let fit = app
-        .post_raw(
-            &format!("{base}/model/fit?n_estimators=30&seed=1&max_samples=8"),
-            Some(JSON_LINES),
-            lines.concat(),
-        )
-        .await;
-    json_with_status(fit, StatusCode::CREATED).await;
+    let lines = zeek_json_lines_in_order();
+    let base = unfitted_json_detector(&app, "json-in-order").await;
+    fit_json_detector(&app, &base, &lines).await;
     let expected = scored_at_once(&app, &base, JSON_LINES, lines.concat().into_bytes()).await;
     let mut closed_before_flush = 0;
     for chunk in lines.chunks(7) {
@@ -346,8 +323,145 @@ async fn a_malformed_line_mid_batch_is_skipped_and_reported_and_the_good_lines_k
     );
 }
 
+/// PUTs a Zeek detector of 1 s windows per originator, no lateness (lines in order close
+/// windows as they come), without fitting it; returns its base path.
+async fn unfitted_json_detector(app: &TestApp, name: &str) -> String {
+    let base = format!("/v1/detectors/{name}");
+    let put = app
+        .send(
+            app.request(reqwest::Method::PUT, &base)
+                .json(&json!({"source": {
+            "format": "zeek", "window": "1s", "group_by": "id.orig_h", "allowed_lateness": "0s"}})),
+        )
+        .await;
+    assert!(put.status().is_success());
+    base
+}
+
+async fn fit_json_detector(app: &TestApp, base: &str, lines: &[String]) {
+    let fit = app
+        .post_raw(
+            &format!("{base}/model/fit?n_estimators=30&seed=1&max_samples=8"),
+            Some(JSON_LINES),
+            lines.concat(),
+        )
+        .await;
+    json_with_status(fit, StatusCode::CREATED).await;
+}
+
+/// `windows_pending` of the detector's window listing.
+async fn listed_pending(app: &TestApp, base: &str) -> (usize, u64) {
+    let page = json_ok(app.get(&format!("{base}/windows?limit=1000")).await).await;
+    (
+        page["windows"].as_array().unwrap().len(),
+        page["windows_pending"].as_u64().unwrap(),
+    )
+}
+
 #[tokio::test]
-async fn ingest_without_a_model_or_of_records_is_refused_before_anything_is_kept() {
+async fn windows_closed_before_the_first_fit_wait_pending_across_a_restart_then_score_as_from_the_start()
+ {
+    let app = spawn_app().await;
+    let lines = zeek_json_lines_in_order();
+    let base = unfitted_json_detector(&app, "late-fit").await;
+    let third = lines.len() / 3;
+    let mut pending = 0;
+    for chunk in lines[..2 * third].chunks(5) {
+        let a = app.ingest(&base, JSON_LINES, chunk.concat()).await;
+        assert_eq!(
+            (a["late"].as_u64(), a["rejected"].as_u64()),
+            (Some(0), Some(0)),
+            "{a}"
+        );
+        assert_eq!(a["model_version"], Value::Null, "{a}");
+        pending += a["windows_closed"].as_u64().unwrap();
+        assert_eq!(a["windows_pending"].as_u64(), Some(pending), "{a}");
+    }
+    assert!(pending > 5, "the watermark closed only {pending} windows");
+    // Kept, not listed: nothing is scored yet; and kept across a restart.
+    assert_eq!(listed_pending(&app, &base).await, (0, pending));
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "netsentinel_windows_pending{{detector=\"late-fit\"}} {pending}"
+        )),
+        "{metrics}"
+    );
+    let app = app.restart().await;
+    assert_eq!(listed_pending(&app, &base).await, (0, pending));
+    fit_json_detector(&app, &base, &lines).await;
+    // What a detector that had this model from the start stores (tested equal elsewhere).
+    let expected = scored_at_once(&app, &base, JSON_LINES, lines.concat().into_bytes()).await;
+    let mut scored = 0;
+    for chunk in lines[2 * third..].chunks(5) {
+        let a = app.ingest(&base, JSON_LINES, chunk.concat()).await;
+        assert_eq!(a["late"], 0, "{a}");
+        assert!(a["model_version"].is_u64(), "{a}");
+        assert_eq!(a["windows_pending"], 0, "{a}");
+        scored += a["pending_scored"].as_u64().unwrap();
+    }
+    // The first call after the fit scored every pending window, once.
+    assert_eq!(scored, pending);
+    let flushed = json_ok(app.post_empty(&format!("{base}/flush")).await).await;
+    assert_eq!(flushed["pending_scored"], 0, "{flushed}");
+    // Bit for bit, every window once.
+    assert_eq!(as_map(&app.windows(&base, 50).await), expected);
+    assert_eq!(listed_pending(&app, &base).await.1, 0);
+}
+
+#[tokio::test]
+async fn past_the_pending_bound_ingest_is_503_and_keeps_nothing_of_the_call() {
+    let app = oneshot_app_with(|s| s.max_pending_windows = 8).await;
+    let lines = zeek_json_lines_in_order();
+    let base = unfitted_json_detector(&app, "bounded").await;
+    let chunks: Vec<&[String]> = lines.chunks(3).collect();
+    let mut pending = 0;
+    let mut refused = None;
+    for (i, chunk) in chunks.iter().enumerate() {
+        let r = app
+            .post_raw(&format!("{base}/ingest"), Some(JSON_LINES), chunk.concat())
+            .await;
+        if r.status() == StatusCode::SERVICE_UNAVAILABLE {
+            assert!(r.headers().contains_key("retry-after"));
+            assert_problem(r, StatusCode::SERVICE_UNAVAILABLE, "overloaded").await;
+            refused = Some(i);
+            break;
+        }
+        let a = json_with_status(r, StatusCode::ACCEPTED).await;
+        pending = a["windows_pending"].as_u64().unwrap();
+        assert!(pending <= 8, "{a}");
+    }
+    let refused = refused.expect("the bound was never reached");
+    assert!(pending > 0);
+    // Nothing of the refused call is kept: the same call is refused again, and the pending
+    // windows are what they were.
+    let again = app
+        .post_raw(
+            &format!("{base}/ingest"),
+            Some(JSON_LINES),
+            chunks[refused].concat(),
+        )
+        .await;
+    assert_problem(again, StatusCode::SERVICE_UNAVAILABLE, "overloaded").await;
+    assert_eq!(listed_pending(&app, &base).await, (0, pending));
+    // Once a model is active the retry goes through: its lines are new (not duplicates), and
+    // the pending windows are scored with the ones it closes.
+    fit_json_detector(&app, &base, &lines).await;
+    let a = app
+        .ingest(&base, JSON_LINES, chunks[refused].concat())
+        .await;
+    assert_eq!(
+        (a["accepted"].as_u64(), a["duplicates"].as_u64()),
+        (Some(chunks[refused].len() as u64), Some(0)),
+        "{a}"
+    );
+    assert_eq!(a["pending_scored"].as_u64(), Some(pending), "{a}");
+    let stored = app.windows(&base, 100).await.len() as u64;
+    assert_eq!(stored, pending + a["windows_closed"].as_u64().unwrap());
+}
+
+#[tokio::test]
+async fn a_zeek_log_is_not_what_a_records_detector_ingests() {
     let app = oneshot_app().await;
     let (header, lines) = tsv();
     let put = app
@@ -358,10 +472,6 @@ async fn ingest_without_a_model_or_of_records_is_refused_before_anything_is_kept
         .await;
     assert!(put.status().is_success());
     let body = format!("{header}{}", lines[..20].concat());
-    let r = app
-        .post_raw("/v1/detectors/unfitted/ingest", Some(TSV), body.clone())
-        .await;
-    assert_problem(r, StatusCode::CONFLICT, "no-model").await;
     // `default` reads records: a Zeek log is not what its ingest takes.
     app.fit_small(1).await;
     let r = app.post_raw("/v1/ingest", Some(TSV), body.clone()).await;
@@ -381,7 +491,10 @@ async fn ingest_without_a_model_or_of_records_is_refused_before_anything_is_kept
     )
     .await;
     let page = json_ok(app.get("/v1/detectors/unfitted/windows").await).await;
-    assert_eq!(page, json!({"windows": [], "next_cursor": null}));
+    assert_eq!(
+        page,
+        json!({"windows": [], "next_cursor": null, "windows_pending": 0})
+    );
 }
 
 #[tokio::test]
@@ -443,15 +556,6 @@ async fn acknowledged_lines_survive_kill_9() {
         .await
         .unwrap();
     assert!(put.status().is_success());
-    let fit = post(
-        &server,
-        &format!("{base}/model/fit?n_estimators=50&seed=3"),
-        TSV,
-        String::from_utf8(shared_zeek("conn.log")).unwrap(),
-    )
-    .await
-    .unwrap();
-    assert_eq!(fit.status(), StatusCode::CREATED);
     let half = lines.len() / 2;
     let a = post(
         &server,
@@ -461,9 +565,20 @@ async fn acknowledged_lines_survive_kill_9() {
     )
     .await
     .unwrap();
+    // No model yet: accepted all the same.
     assert_eq!(a.status(), StatusCode::ACCEPTED);
     server.kill_9();
     let server = start();
+    // Lines ingested before the detector had a model were kept as well.
+    let fit = post(
+        &server,
+        &format!("{base}/model/fit?n_estimators=50&seed=3"),
+        TSV,
+        String::from_utf8(shared_zeek("conn.log")).unwrap(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(fit.status(), StatusCode::CREATED);
     let a: Value = post(&server, &format!("{base}/ingest"), TSV, lines.concat())
         .await
         .unwrap()
@@ -671,4 +786,96 @@ async fn the_answer_shows_each_incident_its_windows_opened_or_updated_as_stored(
         assert_eq!(open["alerts"].as_array().unwrap().len(), 1, "{open}");
         assert_eq!(open["alerts"][0]["id"], id.as_str());
     }
+}
+
+#[tokio::test]
+async fn windows_pending_without_a_model_survive_kill_9() {
+    use support::process::{Process, binary};
+    let dir = tempfile::tempdir().unwrap();
+    let start = || {
+        let mut cmd = binary();
+        cmd.args(["serve", "--addr", "127.0.0.1:0", "--log-format", "json"])
+            .arg("--data-dir")
+            .arg(dir.path());
+        Process::spawn(cmd, "the service")
+    };
+    let client = reqwest::Client::new();
+    let lines = zeek_json_lines_in_order();
+    let base = "/v1/detectors/pending-crash";
+    let ingest = |p: &Process, body: String| {
+        client
+            .post(p.url(&format!("{base}/ingest")))
+            .header("content-type", JSON_LINES)
+            .body(body)
+            .send()
+    };
+    let server = start();
+    let put = client
+        .put(server.url(base))
+        .json(&json!({"source": {
+            "format": "zeek", "window": "1s", "group_by": "id.orig_h", "allowed_lateness": "0s"}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success());
+    let half = lines.len() / 2;
+    let mut pending = 0;
+    for chunk in lines[..half].chunks(5) {
+        let r = ingest(&server, chunk.concat()).await.unwrap();
+        let a: Value = json_with_status(r, StatusCode::ACCEPTED).await;
+        pending = a["windows_pending"].as_u64().unwrap();
+    }
+    assert!(pending > 0);
+    server.kill_9();
+    let server = start();
+    let page: Value = client
+        .get(server.url(&format!("{base}/windows")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["windows_pending"].as_u64(), Some(pending), "{page}");
+    let fit = client
+        .post(server.url(&format!(
+            "{base}/model/fit?n_estimators=30&seed=1&max_samples=8"
+        )))
+        .header("content-type", JSON_LINES)
+        .body(lines.concat())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fit.status(), StatusCode::CREATED);
+    let r = ingest(&server, lines[half..].concat()).await.unwrap();
+    let a: Value = json_with_status(r, StatusCode::ACCEPTED).await;
+    assert_eq!(a["pending_scored"].as_u64(), Some(pending), "{a}");
+    let r = client
+        .post(server.url(&format!("{base}/flush")))
+        .send()
+        .await
+        .unwrap();
+    json_ok(r).await;
+    let one: Value = client
+        .post(server.url(&format!("{base}/score")))
+        .header("content-type", JSON_LINES)
+        .body(lines.concat())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let page: Value = client
+        .get(server.url(&format!("{base}/windows?limit=1000")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        as_map(page["windows"].as_array().unwrap()),
+        as_map(one["results"].as_array().unwrap())
+    );
 }

@@ -13,7 +13,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use support::app::{TestApp, spawn_app_with};
-use support::data::shared_zeek;
+use support::data::{shared_zeek, zeek_json_lines_in_order};
 use support::postgres::TestDb;
 use support::responses::{json_ok, json_with_status};
 
@@ -47,6 +47,13 @@ async fn ingest(app: &TestApp, body: String) -> Value {
         .post_raw(&format!("{BASE}/ingest"), Some(TSV), body)
         .await;
     json_with_status(answer, StatusCode::ACCEPTED).await
+}
+
+/// Score results or stored windows: (start, entity) -> score.
+fn scores(rows: &[Value]) -> BTreeMap<(String, String), f64> {
+    rows.iter()
+        .map(|r| (key(r), r["score"].as_f64().unwrap()))
+        .collect()
 }
 
 fn key(r: &Value) -> (String, String) {
@@ -121,19 +128,11 @@ async fn two_replicas_ingesting_interleaved_pieces_store_the_windows_of_one_requ
             .await,
     )
     .await;
-    let expected: BTreeMap<_, _> = one["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| (key(r), r["score"].as_f64().unwrap()))
-        .collect();
+    let expected = scores(one["results"].as_array().unwrap());
     assert_eq!(flushed["windows_closed"], expected.len());
     let page = json_ok(a.get(&format!("{BASE}/windows?limit=1000")).await).await;
     let stored = page["windows"].as_array().unwrap();
-    let got: BTreeMap<_, _> = stored
-        .iter()
-        .map(|w| (key(w), w["score"].as_f64().unwrap()))
-        .collect();
+    let got = scores(stored);
     assert_eq!(got.len(), stored.len());
     assert_eq!(got, expected);
     // A flush on the other replica finds nothing left open.
@@ -224,5 +223,77 @@ async fn two_replicas_ingesting_records_store_each_record_once_with_the_scores_o
     let expected = record_keys(one["results"].as_array().unwrap(), "src_ip");
     let page = json_ok(b.get(&format!("{RECORDS}/windows?limit=1000")).await).await;
     let got = record_keys(page["windows"].as_array().unwrap(), "entity");
+    assert_eq!(got, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_pending_before_the_fit_are_scored_once_by_two_replicas_flushing_at_once() {
+    let Some(db) = TestDb::create("windows_pending_before_the_fit") else {
+        return;
+    };
+    const JSON_LINES: &str = "application/x-zeek-json";
+    let lines = zeek_json_lines_in_order();
+    let base = "/v1/detectors/early";
+    let a = replica(&db.url).await;
+    let put = a
+        .send(
+            a.request(reqwest::Method::PUT, base)
+                .json(&json!({"source": {
+            "format": "zeek", "window": "1s", "group_by": "id.orig_h", "allowed_lateness": "0s"}})),
+        )
+        .await;
+    assert!(put.status().is_success());
+    let b = replica(&db.url).await;
+    // No model anywhere: the replicas take turns, and what closes is kept pending.
+    let mut pending = 0;
+    for (i, chunk) in lines.chunks(4).enumerate() {
+        let app = if i % 2 == 0 { &a } else { &b };
+        let r = app
+            .post_raw(&format!("{base}/ingest"), Some(JSON_LINES), chunk.concat())
+            .await;
+        let answer = json_with_status(r, StatusCode::ACCEPTED).await;
+        assert_eq!(answer["late"], 0, "{answer}");
+        pending = answer["windows_pending"].as_u64().unwrap();
+    }
+    assert!(pending > 5, "{pending}");
+    let fit = a
+        .post_raw(
+            &format!("{base}/model/fit?n_estimators=30&seed=1&max_samples=8"),
+            Some(JSON_LINES),
+            lines.concat(),
+        )
+        .await;
+    let fitted = json_with_status(fit, StatusCode::CREATED).await;
+    support::eventually(
+        "b to serve the fitted model",
+        std::time::Duration::from_secs(15),
+        || async {
+            let r = b.get(&format!("{base}/model")).await;
+            let m: Value = r.json().await.ok()?;
+            (m == fitted).then_some(())
+        },
+    )
+    .await;
+    let one = json_ok(
+        a.post_raw(&format!("{base}/score"), Some(JSON_LINES), lines.concat())
+            .await,
+    )
+    .await;
+    let expected = scores(one["results"].as_array().unwrap());
+    // Both flush at once: the pending windows are scored by exactly one of them.
+    let flush = format!("{base}/flush");
+    let (fa, fb) = tokio::join!(a.post_empty(&flush), b.post_empty(&flush));
+    let (fa, fb) = (json_ok(fa).await, json_ok(fb).await);
+    assert_eq!(
+        fa["pending_scored"].as_u64().unwrap() + fb["pending_scored"].as_u64().unwrap(),
+        pending,
+        "{fa} {fb}"
+    );
+    let page = json_ok(b.get(&format!("{base}/windows?limit=1000")).await).await;
+    assert_eq!(page["windows_pending"], 0, "{page}");
+    let stored = page["windows"].as_array().unwrap();
+    let got = scores(stored);
+    assert_eq!(got.len(), stored.len());
+    // Bit for bit, as one `score` request with the model.
     assert_eq!(got, expected);
 }

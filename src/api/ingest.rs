@@ -50,8 +50,15 @@ pub struct IngestAnswer {
     /// incident (its id, `entity`, `count`, `status`), or a batch alert for windows of no
     /// entity, with what this call did to it (`event`).
     pub alerts: Vec<IngestAlert>,
-    /// The model that scored the closed windows.
-    pub model_version: u64,
+    /// The model that scored the closed windows; null when the detector has no active model
+    /// (the windows this call closed are kept pending).
+    pub model_version: Option<u64>,
+    /// Windows (for a `records` detector, records) kept pending after this call: closed while
+    /// the detector had no active model, waiting to be scored, stored and alerted on by the
+    /// first ingest or flush after a model is fitted or activated.
+    pub windows_pending: u64,
+    /// Windows kept pending by earlier calls that this call scored (with its own closed windows).
+    pub pending_scored: usize,
 }
 
 /// An alert a call opened or updated, as stored.
@@ -101,6 +108,8 @@ impl From<IngestOutcome> for IngestAnswer {
                 })
                 .collect(),
             model_version: o.model_version,
+            windows_pending: o.windows_pending,
+            pending_scored: o.pending_scored,
         }
     }
 }
@@ -114,7 +123,12 @@ impl From<IngestOutcome> for IngestAnswer {
 /// passes its end, and is then scored by the active model, stored (`GET …/windows`) and may
 /// raise an alert. A retried line (same `uid`) counts once; a line for a closed window is
 /// `late`. With `source.on_invalid: skip` (the default) unreadable lines are reported and the
-/// rest accepted. Everything in a 202 is committed. With an `Idempotency-Key`, a repeat of the
+/// rest accepted. Without an active model the call is accepted all the same: the windows it
+/// closes (a `records` detector: its records) are kept pending (`windows_pending`, up to the
+/// server's `NETSENTINEL_MAX_PENDING_WINDOWS`; past it 503 `overloaded` and nothing of the call
+/// is kept) and scored by the first ingest or flush after a fit or activation, exactly as the
+/// model would have scored them on closing. Everything in a 202 is committed. With an
+/// `Idempotency-Key`, a repeat of the
 /// request answers the first answer again and changes nothing (the key is committed with the
 /// call's effect); the same key with another body is 422 `idempotency-key-reused`.
 ///
@@ -192,7 +206,10 @@ pub async fn ingest(
 ///
 /// For the end of a log or a quiet period: the open windows are scored, stored and alerted on
 /// as if the watermark had passed them, and the watermark moves past them, so later lines for
-/// them are `late`. With an `Idempotency-Key`, a repeat answers what the first flush did.
+/// them are `late`. Windows kept pending while the detector had no model are scored, stored
+/// and alerted on with them once it has one (`pending_scored`); without a model the closed
+/// windows are kept pending. With an `Idempotency-Key`, a repeat answers what the first flush
+/// did.
 #[utoipa::path(post, path = "/flush", tag = "ingest",
     params(IdempotencyKeyHeader),
     responses(
@@ -258,6 +275,10 @@ pub struct WindowList {
     windows: Vec<WindowView>,
     /// Pass as `cursor` for the next page; null on the last.
     next_cursor: Option<String>,
+    /// Windows (for a `records` detector, records) the detector keeps pending: closed while it
+    /// had no active model, not listed here until an ingest or flush after a fit or
+    /// activation scores them.
+    windows_pending: u64,
 }
 
 /// A closed window: a score result (the window start as `timestamp`) plus `closed_at`. A
@@ -310,7 +331,7 @@ pub async fn windows(
 ) -> Result<Response, ApiError> {
     let q = super::query(query)?;
     let limit = q.limit.unwrap_or(100).clamp(1, super::alerts::MAX_LIMIT);
-    let page = ingest::windows(
+    let (page, pending) = ingest::windows(
         &state,
         WindowQuery {
             detector: det.name().to_owned(),
@@ -328,7 +349,7 @@ pub async fn windows(
     out.push_str(&page.windows.join(","));
     out.push_str("],\"next_cursor\":");
     out.push_str(&serde_json::to_string(&page.next_cursor).unwrap_or_else(|_| "null".into()));
-    out.push('}');
+    out.push_str(&format!(",\"windows_pending\":{pending}}}"));
     Ok(([(header::CONTENT_TYPE, "application/json")], out).into_response())
 }
 

@@ -74,11 +74,12 @@ problems! {
         "409": "No model yet (`no-model`); or the Idempotency-Key's first request still runs (`idempotency-key-in-flight`, with `Retry-After`), or was done but its answer was too large to keep for replay (`idempotency-answer-not-kept`)",
         "422": "A record or setting that cannot be used, or an Idempotency-Key sent before with a different request (`idempotency-key-reused`)",
     }
-    /// Continuous ingest (which takes an `Idempotency-Key`) that cannot run now: no model, a
-    /// stream it cannot take, or a key in flight or reused.
+    /// Continuous ingest (which takes an `Idempotency-Key`) that cannot run now: a stream it
+    /// cannot take, a key in flight or reused, or too many windows pending without a model.
     IngestProblems {
-        "409": "No model yet (`no-model`); the detector's stream cannot take this call now (`ingest-conflict`: a model not fitted on the detector's windows or records, settings changed under open windows); or the Idempotency-Key's first request still runs (`idempotency-key-in-flight`, with `Retry-After`), or was done but its answer was too large to keep for replay (`idempotency-answer-not-kept`)",
+        "409": "The detector's stream cannot take this call now (`ingest-conflict`: a model not fitted on the detector's windows or records, settings changed under open windows); or the Idempotency-Key's first request still runs (`idempotency-key-in-flight`, with `Retry-After`), or was done but its answer was too large to keep for replay (`idempotency-answer-not-kept`)",
         "422": "A record or setting that cannot be used, or an Idempotency-Key sent before with a different request (`idempotency-key-reused`)",
+        "503": "The detector has no active model and already keeps as many windows pending as `NETSENTINEL_MAX_PENDING_WINDOWS` allows (`overloaded`, with `Retry-After`): nothing of this call is kept; or the store or the memory budget is busy",
     }
     /// A chart before any batch was scored, or of an impossible size.
     ChartProblems { "400": "", "409": "Nothing to draw yet" }

@@ -31,10 +31,17 @@
 //!
 //! # Without a model
 //!
-//! Refused with 409 `no-model` before anything is read or stored: nothing would score the
-//! windows the batch closes. Shippers differ on a 409 (README, "Shipping from your pipeline"):
-//! syslog-ng retries it, Vector and Fluent Bit drop the batch. Fit the detector before a
-//! pipeline points at it.
+//! Accepted (202) as with one: lines fold into windows as usual, and the windows a call closes
+//! (for a `records` detector, the call's records) are kept **pending** instead of scored, in
+//! the same commit as the stream state (`pending_windows`, [`pending`](super::pending)); the
+//! answer's `windows_pending` counts them. The first ingest or flush commit of the detector
+//! that has a model (a fit or activation on any replica; a flush right after it is the way to
+//! score them at once) reads them under the lock, scores them with the windows it closes
+//! itself (Zeek: one batch in event-time order; records: each pending call's body read again
+//! by the model, as that call would have been), stores them and alerts on them, and deletes
+//! them, in one commit: each is scored once. A call that would keep more than
+//! `max_pending_windows` (server setting) pending is refused whole (503 `overloaded`, with
+//! `Retry-After`): nothing of it is kept, so shippers retry it.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -45,6 +52,7 @@ use serde::Serialize;
 
 use super::detectors::SourceFormat;
 use super::idempotency::{AnswerOf, KeyedRun};
+use super::pending::Pending;
 use super::scoring::{AlertRule, ExplainMode, ScoredBatch, alert_for, score_batch};
 use super::{ServiceError, blocking};
 use crate::detector::explain::FeatureContribution;
@@ -59,7 +67,7 @@ use crate::records::{
 use crate::state::{AppState, DetectorState, LoadedStream};
 use crate::store::alerts::{Alert, AlertEvent, Raised};
 use crate::store::streams::{
-    KeyAfter, LockedStream, StoredWindow, StreamCommit, WindowPage, WindowQuery,
+    KeyAfter, LockedStream, PendingChunk, StoredWindow, StreamCommit, WindowPage, WindowQuery,
 };
 use crate::stream::{BookConfig, IngestReport, Ingested, RecordStream, WindowBook};
 
@@ -70,8 +78,13 @@ use crate::stream::{BookConfig, IngestReport, Ingested, RecordStream, WindowBook
 pub struct IngestOutcome {
     pub report: IngestReport,
     pub alerts: Vec<(Alert, Option<AlertEvent>)>,
-    /// The model that scored the closed windows.
-    pub model_version: u64,
+    /// The model that scored the closed windows; `None` when the detector has none (they are
+    /// kept pending).
+    pub model_version: Option<u64>,
+    /// Windows kept pending after the call (closed while the detector had no model).
+    pub windows_pending: u64,
+    /// Windows kept pending by earlier calls that this call scored.
+    pub pending_scored: usize,
 }
 
 /// A closed window as stored and listed: a score result plus `closed_at`.
@@ -161,10 +174,10 @@ pub async fn flush(
     Ok(outcome)
 }
 
-/// The detector's closed windows, a page at a time.
-pub async fn windows(state: &AppState, q: WindowQuery) -> Result<WindowPage, ServiceError> {
+/// The detector's closed windows, a page at a time, and how many windows it keeps pending.
+pub async fn windows(state: &AppState, q: WindowQuery) -> Result<(WindowPage, u64), ServiceError> {
     let store = state.stores().streams.clone();
-    blocking(move || Ok(store.windows(&q)?)).await
+    blocking(move || Ok((store.windows(&q)?, store.pending(&q.detector)?))).await
 }
 
 type Op<'a> = &'a dyn Fn(&mut WindowBook) -> Result<Ingested, ServiceError>;
@@ -184,12 +197,13 @@ fn run(
             det.name()
         ))
     })?;
-    let model = det.model().ok_or(ServiceError::NoModel)?;
-    if let Some(f) = model
-        .features()
-        .iter()
-        .find(|f| !WINDOW_FEATURES.contains(&f.as_str()))
-    {
+    let model = det.model();
+    if let Some((model, f)) = model.as_ref().and_then(|m| {
+        m.features()
+            .iter()
+            .find(|f| !WINDOW_FEATURES.contains(&f.as_str()))
+            .map(|f| (m, f))
+    }) {
         return Err(ServiceError::Ingest(format!(
             "the active model (version {}) uses the feature {f:?}, which Zeek windows do not \
              have ({}); fit the detector on Zeek windows first",
@@ -206,10 +220,11 @@ fn run(
     let call = Call {
         detector: det.name(),
         config: &config,
-        model: &model,
+        model: model.as_deref(),
         rule: &rule,
         rules: &rules,
         sinks: &sinks,
+        max_pending: settings.max_pending_windows,
     };
     // The slot stays empty until the commit succeeds: after any error the next call reloads
     // what is stored.
@@ -222,21 +237,22 @@ fn run(
         None => (None, None),
     };
     let mut done = None;
-    let committed = streams.commit_locked(det.name(), known, &mut |found| match call.fold(
-        found,
-        held.take(),
-        op,
-        run.as_ref().zip(answer.take()),
-    ) {
-        Ok((loaded, outcome, commit)) => {
-            done = Some(Ok((loaded, outcome)));
-            Some(commit)
-        }
-        Err(e) => {
-            done = Some(Err(e));
-            None
-        }
-    })?;
+    let committed =
+        streams.commit_locked(
+            det.name(),
+            known,
+            model.is_some(),
+            &mut |found| match call.fold(found, held.take(), op, run.as_ref().zip(answer.take())) {
+                Ok((loaded, outcome, commit)) => {
+                    done = Some(Ok((loaded, outcome)));
+                    Some(commit)
+                }
+                Err(e) => {
+                    done = Some(Err(e));
+                    None
+                }
+            },
+        )?;
     let (loaded, outcome) = match (committed, done) {
         (Some(c), Some(Ok((loaded, outcome)))) => {
             let outcome = IngestOutcome {
@@ -322,10 +338,44 @@ fn key_after(run: &KeyedRun, answer: AnswerOf<IngestOutcome>, outcome: &IngestOu
 struct Call<'a> {
     detector: &'a str,
     config: &'a BookConfig,
-    model: &'a Model,
+    /// `None`: the windows the call closes are kept pending.
+    model: Option<&'a Model>,
     rule: &'a AlertRule,
     rules: &'a [super::suppression::Matcher],
     sinks: &'a [String],
+    max_pending: u64,
+}
+
+/// `more` windows kept pending beside `pending` others, within `max`; else the call is
+/// refused whole.
+fn within_bound(detector: &str, pending: u64, more: u64, max: u64) -> Result<(), ServiceError> {
+    if more > 0 && pending.saturating_add(more) > max {
+        return Err(ServiceError::PendingFull {
+            detector: detector.to_owned(),
+            pending,
+            more,
+            max,
+        });
+    }
+    Ok(())
+}
+
+/// The pending chunks of a Zeek stream: their windows, in the order they were kept.
+fn pending_windows(detector: &str, chunks: &[Vec<u8>]) -> Result<Vec<WindowRecord>, ServiceError> {
+    let mut out = Vec::new();
+    for c in chunks {
+        match Pending::from_bytes(c)? {
+            Pending::Zeek(ws) => out.extend(ws),
+            Pending::Records { .. } => {
+                return Err(ServiceError::Ingest(format!(
+                    "detector {detector:?} keeps records pending from when it read records: PUT \
+                     it back with source.format \"records\" and POST …/flush to score them, then \
+                     switch"
+                )));
+            }
+        }
+    }
+    Ok(out)
 }
 
 impl Call<'_> {
@@ -338,6 +388,17 @@ impl Call<'_> {
         op: Op<'_>,
         key: Option<(&KeyedRun, AnswerOf<IngestOutcome>)>,
     ) -> Result<(LoadedStream, IngestOutcome, StreamCommit), ServiceError> {
+        let LockedStream {
+            version,
+            book,
+            pending,
+            chunks,
+        } = found;
+        let found = LockedStream {
+            version,
+            book,
+            ..LockedStream::default()
+        };
         let loaded = match held {
             Some(l) if l.version == found.version => l,
             held => {
@@ -351,10 +412,42 @@ impl Call<'_> {
         };
         let mut loaded = reconcile(loaded, self.config)?;
         let ingested = op(&mut loaded.book)?;
+        let Some(model) = self.model else {
+            // Kept pending, in this commit, for the detector's first model.
+            let more = ingested.closed.len() as u64;
+            within_bound(self.detector, pending, more, self.max_pending)?;
+            let outcome = IngestOutcome {
+                report: ingested.report,
+                alerts: Vec::new(),
+                model_version: None,
+                windows_pending: pending + more,
+                pending_scored: 0,
+            };
+            let key = key.map(|(run, answer)| key_after(run, answer, &outcome));
+            let commit = StreamCommit {
+                book: loaded.book.to_bytes(),
+                pending: (more > 0).then(|| PendingChunk {
+                    windows: more,
+                    body: Pending::Zeek(ingested.closed).to_bytes(),
+                }),
+                key,
+                ..StreamCommit::default()
+            };
+            return Ok((loaded, outcome, commit));
+        };
+        // Windows kept pending (no model then) are scored with this call's, in event-time order.
+        let mut closed = pending_windows(self.detector, &chunks)?;
+        let pending_scored = closed.len();
+        if pending_scored > 0 {
+            closed.extend(ingested.closed);
+            closed.sort_by(|a, b| (a.timestamp, &a.entity).cmp(&(b.timestamp, &b.entity)));
+        } else {
+            closed = ingested.closed;
+        }
         let closed_at = Utc::now();
         let scored = score_closed(
-            self.model,
-            &ingested.closed,
+            model,
+            &closed,
             self.config,
             (self.rule, self.rules),
             self.detector,
@@ -364,14 +457,22 @@ impl Call<'_> {
         let outcome = IngestOutcome {
             report: ingested.report,
             alerts: Vec::new(),
-            model_version: self.model.version(),
+            model_version: Some(model.version()),
+            windows_pending: 0,
+            pending_scored,
         };
         let key = key.map(|(run, answer)| key_after(run, answer, &outcome));
         let commit = StreamCommit {
             book: loaded.book.to_bytes(),
             windows: scored.windows,
-            alert: scored.alert.map(|a| (a, self.sinks.to_vec())),
+            alerts: scored
+                .alert
+                .map(|a| (a, self.sinks.to_vec()))
+                .into_iter()
+                .collect(),
             key,
+            pending: None,
+            scored_pending: !chunks.is_empty(),
         };
         Ok((loaded, outcome, commit))
     }
@@ -425,6 +526,7 @@ fn reconcile(mut loaded: LoadedStream, config: &BookConfig) -> Result<LoadedStre
 }
 
 /// Closed windows scored, as stored, and the alert they raise.
+#[derive(Default)]
 struct ScoredWindows {
     windows: Vec<StoredWindow>,
     alert: Option<Alert>,
@@ -517,6 +619,8 @@ pub async fn ingest_records(
 
 /// One records call: read and score (no stream state is needed for it), then lock the stream
 /// and commit the windows, the alert, the latest event time and the key together; blocking.
+/// Without a model the records are read (checked, counted) and the body kept pending; with
+/// one, the bodies kept pending are read again and scored under the lock, before this call's.
 fn run_records(
     state: &AppState,
     det: &DetectorState,
@@ -524,20 +628,22 @@ fn run_records(
     key: Option<KeyedIngest>,
 ) -> Result<IngestOutcome, ServiceError> {
     let spec = det.spec();
-    let model = det.model().ok_or(ServiceError::NoModel)?;
+    let model = det.model();
     let settings = state.settings();
     let mut rule = AlertRule::for_detector(settings, &spec);
     // As on `score`: a model with entity baselines names the entity field of its incidents.
-    if let Some(entity) = model.entity() {
+    if let Some(entity) = model.as_ref().and_then(|m| m.entity()) {
         rule.entity_field = entity.field.clone();
     }
     let group_by = spec.source.group_by.as_deref();
+    let on_invalid = spec.source.on_invalid.unwrap_or(OnInvalid::Skip);
+    let read_spec = |format: BodyFormat| {
+        let features = model.as_ref().map(|m| m.features().to_vec());
+        ReadSpec::new(format, features, settings.max_records)
+    };
     let read = match body {
         Some((format, bytes)) => {
-            let features = Some(model.features().to_vec());
-            let read_spec = ReadSpec::new(*format, features, settings.max_records);
-            let on_invalid = spec.source.on_invalid.unwrap_or(OnInvalid::Skip);
-            read_observations(bytes, &read_spec, group_by, on_invalid)
+            read_observations(bytes, &read_spec(*format), group_by, on_invalid)
                 .map_err(ServiceError::Records)?
         }
         None => Observations {
@@ -547,21 +653,31 @@ fn run_records(
         },
     };
     let rules = super::suppression::active_now(state)?;
-    let scored = match &read.batch {
-        Some(batch) => score_records(
-            &model,
+    let scored = match (&read.batch, &model) {
+        (Some(batch), Some(model)) => score_records(
+            model,
             batch,
             &read.times,
             group_by,
             (&rule, &rules),
             det.name(),
         )?,
-        None => ScoredWindows {
-            windows: Vec::new(),
-            alert: None,
-        },
+        _ => ScoredWindows::default(),
     };
-    let accepted = scored.windows.len();
+    let accepted = read.times.len();
+    // Without a model: the body, kept pending (its records are read again by the model).
+    let mut kept = match (body, &model) {
+        (Some((format, bytes)), None) if accepted > 0 => Some(PendingChunk {
+            windows: accepted as u64,
+            body: Pending::Records {
+                format: *format,
+                body: bytes.to_vec(),
+                records: accepted as u64,
+            }
+            .to_bytes(),
+        }),
+        _ => None,
+    };
     let mut windows = Some(scored.windows);
     let alert = scored.alert;
     let sinks = state.webhooks().sink_names().to_vec();
@@ -575,7 +691,7 @@ fn run_records(
         None => (None, None),
     };
     let mut done = None;
-    let committed = streams.commit_locked(det.name(), None, &mut |found| {
+    let committed = streams.commit_locked(det.name(), None, model.is_some(), &mut |found| {
         let mut stream = match records_stream(det.name(), found.book.as_deref()) {
             Ok(s) => s,
             Err(e) => {
@@ -583,13 +699,72 @@ fn run_records(
                 return None;
             }
         };
+        let more = kept.as_ref().map_or(0, |k| k.windows);
+        if let Err(e) = within_bound(
+            det.name(),
+            found.pending,
+            more,
+            settings.max_pending_windows,
+        ) {
+            done = Some(Err(e));
+            return None;
+        }
+        // The bodies kept pending, scored first (they came first), each as its call would
+        // have been.
+        let mut all = Vec::new();
+        let mut alerts = Vec::new();
+        let mut pending_scored = 0;
+        if let Some(model) = &model {
+            for chunk in &found.chunks {
+                let pending = match Pending::from_bytes(chunk) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        done = Some(Err(e));
+                        return None;
+                    }
+                };
+                let Pending::Records {
+                    format,
+                    body,
+                    records,
+                } = pending
+                else {
+                    done = Some(Err(ServiceError::Ingest(format!(
+                        "detector {:?} keeps Zeek windows pending from when it read Zeek logs: \
+                         PUT it back with source.format \"zeek\" and POST …/flush to score \
+                         them, then switch",
+                        det.name()
+                    ))));
+                    return None;
+                };
+                match score_pending_records(
+                    model,
+                    (format, &body, records),
+                    (&read_spec(format), group_by, on_invalid),
+                    (&rule, &rules),
+                    det.name(),
+                ) {
+                    Ok(Some(scored)) => {
+                        pending_scored += scored.windows.len();
+                        all.extend(scored.windows);
+                        alerts.extend(scored.alert);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        done = Some(Err(e));
+                        return None;
+                    }
+                }
+            }
+        }
+        all.extend(windows.take().unwrap_or_default());
+        alerts.extend(alert.clone());
         for t in &read.times {
             stream.saw(*t);
         }
         // Unique in the stream: each commit has its own stored version.
         let base = i64::try_from(found.version).unwrap_or(i64::MAX >> 32) << 32;
-        let mut windows = windows.take().unwrap_or_default();
-        for (i, w) in windows.iter_mut().enumerate() {
+        for (i, w) in all.iter_mut().enumerate() {
             w.seq = base + i as i64;
         }
         let outcome = IngestOutcome {
@@ -604,7 +779,13 @@ fn run_records(
             },
             // Filled in from what the commit stored (`Committed::raised`).
             alerts: Vec::new(),
-            model_version: model.version(),
+            model_version: model.as_ref().map(|m| m.version()),
+            windows_pending: if model.is_some() {
+                0
+            } else {
+                found.pending + more
+            },
+            pending_scored,
         };
         let key = run
             .as_ref()
@@ -613,9 +794,11 @@ fn run_records(
         done = Some(Ok(outcome));
         Some(StreamCommit {
             book: stream.to_bytes(),
-            windows,
-            alert: alert.clone().map(|a| (a, sinks.clone())),
+            windows: all,
+            alerts: alerts.into_iter().map(|a| (a, sinks.clone())).collect(),
             key,
+            pending: kept.take(),
+            scored_pending: !found.chunks.is_empty(),
         })
     })?;
     let mut outcome = done.unwrap_or_else(|| {
@@ -631,6 +814,45 @@ fn run_records(
     drop(run);
     announce(state, det.name(), &outcome.alerts, "ingested records");
     Ok(outcome)
+}
+
+/// A records body kept pending, read again by `model` as its call would have read it and
+/// scored as its call would have scored it: its windows and their alert. Records the model
+/// cannot read are counted as rejected (and logged) now; `None` when none can be read.
+fn score_pending_records(
+    model: &Model,
+    (format, body, records): (BodyFormat, &[u8], u64),
+    (spec, group_by, on_invalid): (&ReadSpec, Option<&str>, OnInvalid),
+    (rule, rules): (&AlertRule, &[super::suppression::Matcher]),
+    detector: &str,
+) -> Result<Option<ScoredWindows>, ServiceError> {
+    let read = match read_observations(body, spec, group_by, on_invalid) {
+        Ok(read) => read,
+        Err(e) => {
+            metrics::counter!("netsentinel_ingest_rejected_total", "detector" => detector.to_owned())
+                .increment(records);
+            tracing::warn!(
+                detector, records, format = ?format, error = %e.detail,
+                "records kept pending (no model then) cannot be read by the model now active: \
+                 counted as rejected"
+            );
+            return Ok(None);
+        }
+    };
+    if read.rejects.total > 0 {
+        metrics::counter!("netsentinel_ingest_rejected_total", "detector" => detector.to_owned())
+            .increment(read.rejects.total as u64);
+        tracing::warn!(
+            detector,
+            rejected = read.rejects.total,
+            first_reason = read.rejects.first.first().map(|r| r.reason.as_str()),
+            "records kept pending (no model then) skipped by the model now active"
+        );
+    }
+    let Some(batch) = &read.batch else {
+        return Ok(None);
+    };
+    score_records(model, batch, &read.times, group_by, (rule, rules), detector).map(Some)
 }
 
 /// A records detector's stream as stored: a records stream, or none yet, or the window book
@@ -719,6 +941,14 @@ fn counted(detector: &str, o: &IngestOutcome) {
         ("netsentinel_windows_closed_total", r.windows_closed),
     ] {
         metrics::counter!(name, &label).increment(n as u64);
+    }
+    metrics::gauge!("netsentinel_windows_pending", &label).set(o.windows_pending as f64);
+    if o.pending_scored > 0 {
+        tracing::info!(
+            detector,
+            scored = o.pending_scored,
+            "windows kept pending without a model scored"
+        );
     }
     if r.rejected > 0 {
         let first: Option<&Reject> = r.rejects.first();

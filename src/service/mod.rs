@@ -11,6 +11,7 @@ pub mod evaluation;
 pub mod idempotency;
 pub mod ingest;
 pub mod models;
+mod pending;
 pub mod retention;
 pub mod scoring;
 pub mod suppression;
@@ -96,6 +97,17 @@ pub enum ServiceError {
     /// score Zeek windows, settings changed under open windows).
     #[error("{0}")]
     Ingest(String),
+    /// An ingest or flush call that would keep more windows pending (no active model) than
+    /// the bound: nothing of it is kept.
+    #[error(
+        "detector {detector:?} has no active model and keeps {pending} window(s) pending; this call would close {more} more, past the bound of {max} (NETSENTINEL_MAX_PENDING_WINDOWS): nothing of it is kept. Fit or activate a model for the detector, then retry"
+    )]
+    PendingFull {
+        detector: String,
+        pending: u64,
+        more: u64,
+        max: u64,
+    },
     /// A blocking task that panicked or was cancelled: ours, not the client's.
     #[error("a background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),

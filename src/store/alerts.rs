@@ -436,6 +436,8 @@ const MIGRATIONS: &[&str] = &[
     super::suppressions::MIGRATION,
     // 9: a window's `seq` in its key (records ingest: a window per record).
     super::streams::SEQ_MIGRATION,
+    // 10: windows kept pending while a detector has no model.
+    super::streams::PENDING_MIGRATION,
 ];
 
 /// Step 6. Old rows have no entity: batch alerts, as they were. The `status` column keeps

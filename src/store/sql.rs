@@ -105,6 +105,21 @@ pub(super) const INSERT_WINDOW: &str =
     "INSERT INTO windows (detector, start_s, entity, seq, closed_at_ms, is_anomaly, body)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
+/// How many windows detector `?1` keeps pending (closed while it had no model).
+pub(super) const PENDING_COUNT: &str =
+    "SELECT COALESCE(SUM(windows), 0) FROM pending_windows WHERE detector = ?1";
+
+/// Detector `?1`'s pending chunks, oldest first.
+pub(super) const PENDING_CHUNKS: &str =
+    "SELECT body FROM pending_windows WHERE detector = ?1 ORDER BY seq";
+
+/// A chunk of `?3` pending windows of detector `?1`, `?4`, kept by the commit `?2`.
+pub(super) const INSERT_PENDING: &str =
+    "INSERT INTO pending_windows (detector, seq, windows, body) VALUES (?1, ?2, ?3, ?4)";
+
+/// Every pending chunk of detector `?1` (scored).
+pub(super) const DELETE_PENDING: &str = "DELETE FROM pending_windows WHERE detector = ?1";
+
 /// Pending deliveries, all sinks together.
 pub(super) const DEPTH: &str = "SELECT COUNT(*) FROM webhook_outbox WHERE state = 'pending'";
 

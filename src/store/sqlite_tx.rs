@@ -6,7 +6,7 @@ use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 use super::alerts::{Alert, SqliteAlertStore, decode, open_incident_on};
 use super::idempotency::KeyRecord;
 use super::incidents::{IncidentRow, IncidentTx};
-use super::streams::{StoredWindow, entity_key};
+use super::streams::{PendingChunk, StoredWindow, entity_key};
 use super::tx::{Due, StoreTx, StreamRow, Transact, TxWork};
 use super::{StoreError, idempotency, outbox, sql, unless_taken};
 
@@ -162,6 +162,38 @@ impl StoreTx for SqliteTx<'_, '_> {
                 w.body
             ])?;
         }
+        Ok(())
+    }
+
+    fn pending_count(&mut self, detector: &str) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .0
+            .query_row(sql::PENDING_COUNT, [detector], |r| r.get(0))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
+    fn pending_chunks(&mut self, detector: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut stmt = self.0.prepare_cached(sql::PENDING_CHUNKS)?;
+        let rows = stmt.query_map([detector], |r| r.get(0))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn insert_pending(
+        &mut self,
+        detector: &str,
+        seq: i64,
+        chunk: &PendingChunk,
+    ) -> Result<(), StoreError> {
+        let windows = i64::try_from(chunk.windows).unwrap_or(i64::MAX);
+        self.0.execute(
+            sql::INSERT_PENDING,
+            params![detector, seq, windows, chunk.body],
+        )?;
+        Ok(())
+    }
+
+    fn delete_pending(&mut self, detector: &str) -> Result<(), StoreError> {
+        self.0.execute(sql::DELETE_PENDING, [detector])?;
         Ok(())
     }
 }

@@ -10,6 +10,11 @@
 //! raised with its outbox rows, and the request's idempotency key. Replicas therefore take
 //! turns instead of racing: none folds over a state another is about to replace, and nothing
 //! has to be retried. A window is closed by exactly one commit.
+//!
+//! Windows closed while the detector has no active model are kept **pending**
+//! (`pending_windows`, one chunk per commit, opaque bytes the service layer encodes) by the
+//! same commit; the first commit that has a model reads them under the lock, scores them and
+//! deletes them, so each is scored and stored once, on whichever replica.
 
 use chrono::{DateTime, Utc};
 use rusqlite::types::Value;
@@ -46,13 +51,24 @@ pub struct StoredWindow {
 }
 
 /// A detector's stream as the locked transaction found it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LockedStream {
     /// The stored version (0: none is stored).
     pub version: u64,
     /// The stored snapshot; read only when the caller's copy is not at `version` (and `None`
     /// when nothing is stored).
     pub book: Option<Vec<u8>>,
+    /// How many windows are pending (closed while the detector had no model).
+    pub pending: u64,
+    /// The pending chunks, oldest first; read only when the caller asked for them.
+    pub chunks: Vec<Vec<u8>>,
+}
+
+/// Windows kept pending by one commit: how many, and their encoding (the service layer's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingChunk {
+    pub windows: u64,
+    pub body: Vec<u8>,
 }
 
 /// Everything one ingest or flush call commits, together.
@@ -60,10 +76,16 @@ pub struct LockedStream {
 pub struct StreamCommit {
     pub book: Vec<u8>,
     pub windows: Vec<StoredWindow>,
-    /// The alert the closed windows raised, with the sinks owed a delivery.
-    pub alert: Option<(Alert, Vec<String>)>,
+    /// The alerts the closed windows raised (one per batch scored), with the sinks owed a
+    /// delivery.
+    pub alerts: Vec<(Alert, Vec<String>)>,
     /// The request's idempotency key with its answer: kept with the effect or not at all.
     pub key: Option<KeyAfter>,
+    /// Windows this call closed without a model, kept pending.
+    pub pending: Option<PendingChunk>,
+    /// The pending chunks the lock handed over were scored (they are among `windows`):
+    /// delete them.
+    pub scored_pending: bool,
 }
 
 /// The request's idempotency key with its answer, written from what the alert did to the
@@ -75,6 +97,8 @@ pub type KeyAfter = Box<dyn FnOnce(&Raised) -> KeyRecord + Send>;
 pub struct Committed {
     pub version: u64,
     pub raised: Raised,
+    /// Windows pending after the commit.
+    pub pending: u64,
 }
 
 /// What the caller of [`StreamStore::commit_locked`] does under the lock: from the stream as
@@ -105,7 +129,8 @@ pub trait StreamStore: Transact + Send + Sync + 'static {
     /// The stored stream of `detector`, if any.
     fn stream(&self, detector: &str) -> Result<Option<StoredStream>, StoreError>;
     /// Locks `detector`'s stream for one transaction, hands `work` the stored version (and the
-    /// snapshot, unless `known` is that version), and commits what `work` returns; returns the
+    /// snapshot, unless `known` is that version), how many windows are pending (and their
+    /// chunks, with `load_pending`), and commits what `work` returns; returns the
     /// new version and what its alert did, or `None` when `work` returned `None` (nothing
     /// written). Other calls on
     /// the same stream, in this process or another replica, wait for the lock.
@@ -113,6 +138,7 @@ pub trait StreamStore: Transact + Send + Sync + 'static {
         &self,
         detector: &str,
         known: Option<u64>,
+        load_pending: bool,
         work: UnderLock<'_>,
     ) -> Result<Option<Committed>, StoreError> {
         let mut committed = None;
@@ -125,7 +151,19 @@ pub trait StreamStore: Transact + Send + Sync + 'static {
                 v if known == Some(v) => None,
                 _ => Some(tx.stream_book(detector)?),
             };
-            let Some(c) = work(LockedStream { version, book }) else {
+            let pending = tx.pending_count(detector)?;
+            let chunks = if load_pending && pending > 0 {
+                tx.pending_chunks(detector)?
+            } else {
+                Vec::new()
+            };
+            let handed = !chunks.is_empty();
+            let Some(c) = work(LockedStream {
+                version,
+                book,
+                pending,
+                chunks,
+            }) else {
                 return Ok(false);
             };
             let next = version + 1;
@@ -136,16 +174,26 @@ pub trait StreamStore: Transact + Send + Sync + 'static {
                 updated_at_ms: Utc::now().timestamp_millis(),
             })?;
             tx.insert_windows(detector, &c.windows)?;
-            let raised = match &c.alert {
-                Some((alert, sinks)) => super::tx::insert_alert(tx, alert, sinks)?,
-                None => Raised::new(),
-            };
+            let mut left = pending;
+            if c.scored_pending && handed {
+                tx.delete_pending(detector)?;
+                left = 0;
+            }
+            if let Some(chunk) = c.pending.as_ref().filter(|p| p.windows > 0) {
+                tx.insert_pending(detector, i64::try_from(next).unwrap_or(i64::MAX), chunk)?;
+                left += chunk.windows;
+            }
+            let mut raised = Raised::new();
+            for (alert, sinks) in &c.alerts {
+                raised.extend(super::tx::insert_alert(tx, alert, sinks)?);
+            }
             if let Some(key) = c.key {
                 tx.insert_key(&key(&raised))?;
             }
             committed = Some(Committed {
                 version: next,
                 raised,
+                pending: left,
             });
             Ok(true)
         })?;
@@ -155,8 +203,10 @@ pub trait StreamStore: Transact + Send + Sync + 'static {
     fn windows(&self, q: &WindowQuery) -> Result<WindowPage, StoreError>;
     /// Deletes up to `max` of the windows closed before `before`; returns how many went.
     fn prune_windows(&self, before: DateTime<Utc>, max: usize) -> Result<u64, StoreError>;
-    /// Deletes a detector's stream and windows (with the detector).
+    /// Deletes a detector's stream, windows and pending windows (with the detector).
     fn delete_stream(&self, detector: &str) -> Result<(), StoreError>;
+    /// How many windows `detector` keeps pending (closed while it had no model).
+    fn pending(&self, detector: &str) -> Result<u64, StoreError>;
 }
 
 /// SQLite step: the stream state and the closed windows.
@@ -197,6 +247,17 @@ pub(super) const SEQ_MIGRATION: &str = "
     DROP TABLE windows;
     ALTER TABLE windows_seq RENAME TO windows;
     CREATE INDEX windows_by_closed ON windows (closed_at_ms);";
+
+/// SQLite step: windows kept pending while a detector has no model (one row per commit that
+/// kept some; `windows` counts them, `body` is the service layer's encoding).
+pub(super) const PENDING_MIGRATION: &str = "
+    CREATE TABLE pending_windows (
+        detector TEXT NOT NULL,
+        seq      INTEGER NOT NULL,
+        windows  INTEGER NOT NULL,
+        body     BLOB NOT NULL,
+        PRIMARY KEY (detector, seq)
+    );";
 
 /// The entity column: `''` for an ungrouped stream (a key column cannot be NULL).
 pub(super) fn entity_key(entity: Option<&str>) -> &str {
@@ -360,8 +421,15 @@ impl StreamStore for SqliteAlertStore {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute("DELETE FROM streams WHERE detector = ?1", [detector])?;
         tx.execute("DELETE FROM windows WHERE detector = ?1", [detector])?;
+        tx.execute(super::sql::DELETE_PENDING, [detector])?;
         tx.commit()?;
         Ok(())
+    }
+
+    fn pending(&self, detector: &str) -> Result<u64, StoreError> {
+        let conn = self.lock()?;
+        let n: i64 = conn.query_row(super::sql::PENDING_COUNT, [detector], |r| r.get(0))?;
+        Ok(u64::try_from(n).unwrap_or(0))
     }
 }
 
@@ -422,7 +490,7 @@ mod tests {
     ) -> (Option<u64>, LockedStream) {
         let mut found = None;
         let version = store
-            .commit_locked("d", known, &mut |locked| {
+            .commit_locked("d", known, false, &mut |locked| {
                 found = Some(locked);
                 Some(StreamCommit {
                     book: book.to_vec(),
@@ -445,7 +513,7 @@ mod tests {
                 Some(1),
                 LockedStream {
                     version: 0,
-                    book: None
+                    ..LockedStream::default()
                 }
             )
         );
@@ -457,7 +525,7 @@ mod tests {
                 Some(2),
                 LockedStream {
                     version: 1,
-                    book: None
+                    ..LockedStream::default()
                 }
             )
         );
@@ -465,6 +533,7 @@ mod tests {
         let stored_b = LockedStream {
             version: 2,
             book: Some(b"b".to_vec()),
+            ..LockedStream::default()
         };
         assert_eq!((v, found), (Some(3), stored_b));
         let (_, found) = commit(&store, None, b"d", &[]);
@@ -474,10 +543,15 @@ mod tests {
         let all = stored_windows(&store);
         assert_eq!(all.len(), 3, "{all:?}");
         // Work that gives up writes nothing.
-        assert_eq!(store.commit_locked("d", None, &mut |_| None).unwrap(), None);
+        assert_eq!(
+            store
+                .commit_locked("d", None, false, &mut |_| None)
+                .unwrap(),
+            None
+        );
         assert_eq!(store.stream("d").unwrap().unwrap().version, 4);
         // A window closed twice is refused, and the commit leaves nothing behind.
-        let twice = store.commit_locked("d", Some(4), &mut |_| {
+        let twice = store.commit_locked("d", Some(4), false, &mut |_| {
             Some(StreamCommit {
                 book: b"e".to_vec(),
                 windows: vec![window(0, "x", false)],
@@ -496,7 +570,7 @@ mod tests {
         let store = SqliteAlertStore::open_in_memory().unwrap();
         let keyed = |key: &str, book: &[u8], w: Vec<StoredWindow>| {
             let (key, book) = (sample(key, Utc::now(), Some(b"{}")), book.to_vec());
-            store.commit_locked("d", None, &mut |_| {
+            store.commit_locked("d", None, false, &mut |_| {
                 Some(StreamCommit {
                     book: book.clone(),
                     windows: w.clone(),
@@ -605,7 +679,7 @@ mod tests {
             .collect();
         commit(&store, None, b"a", &w);
         // The same key again is refused: nothing is stored twice.
-        let again = store.commit_locked("d", Some(1), &mut |_| {
+        let again = store.commit_locked("d", Some(1), false, &mut |_| {
             Some(StreamCommit {
                 book: b"b".to_vec(),
                 windows: w[..1].to_vec(),
@@ -616,5 +690,57 @@ mod tests {
         let seen = every_page(&store, 2, false);
         let want: Vec<String> = w.iter().map(|w| w.body.clone()).collect();
         assert_eq!(seen, want);
+    }
+
+    #[test]
+    fn pending_chunks_are_counted_handed_over_only_when_asked_and_deleted_once_scored() {
+        let store = SqliteAlertStore::open_in_memory().unwrap();
+        let keep = |windows: u64, body: &[u8]| {
+            let body = body.to_vec();
+            store
+                .commit_locked("d", None, false, &mut |found| {
+                    assert!(found.chunks.is_empty(), "handed over unasked");
+                    Some(StreamCommit {
+                        pending: Some(PendingChunk {
+                            windows,
+                            body: body.clone(),
+                        }),
+                        ..StreamCommit::default()
+                    })
+                })
+                .unwrap()
+                .unwrap()
+        };
+        assert_eq!(keep(3, b"a").pending, 3);
+        assert_eq!(keep(4, b"b").pending, 7);
+        assert_eq!(store.pending("d").unwrap(), 7);
+        assert_eq!(store.pending("other").unwrap(), 0);
+        // A call that gives up keeps nothing of its own, and the chunks stay.
+        let mut seen = None;
+        let none = store.commit_locked("d", None, true, &mut |found| {
+            seen = Some((found.pending, found.chunks.clone()));
+            None
+        });
+        assert_eq!(none.unwrap(), None);
+        assert_eq!(seen, Some((7, vec![b"a".to_vec(), b"b".to_vec()])));
+        assert_eq!(store.pending("d").unwrap(), 7);
+        // Scored: the chunks go with the commit that stores their windows.
+        let done = store
+            .commit_locked("d", None, true, &mut |found| {
+                assert_eq!(found.chunks.len(), 2);
+                Some(StreamCommit {
+                    windows: vec![window(0, "x", false)],
+                    scored_pending: true,
+                    ..StreamCommit::default()
+                })
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(done.pending, 0);
+        assert_eq!(store.pending("d").unwrap(), 0);
+        assert_eq!(stored_windows(&store).len(), 1);
+        keep(2, b"c");
+        store.delete_stream("d").unwrap();
+        assert_eq!(store.pending("d").unwrap(), 0);
     }
 }

@@ -15,7 +15,7 @@ use super::StoreError;
 use super::alerts::{Alert, Raised};
 use super::idempotency::KeyRecord;
 use super::incidents::IncidentTx;
-use super::streams::StoredWindow;
+use super::streams::{PendingChunk, StoredWindow};
 
 /// An open write transaction of a backend: the incident primitives and the rest.
 pub trait StoreTx: IncidentTx {
@@ -38,6 +38,19 @@ pub trait StoreTx: IncidentTx {
     fn put_stream(&mut self, stream: &StreamRow<'_>) -> Result<(), StoreError>;
     /// Stores closed windows of `detector`.
     fn insert_windows(&mut self, detector: &str, ws: &[StoredWindow]) -> Result<(), StoreError>;
+    /// How many windows `detector` keeps pending.
+    fn pending_count(&mut self, detector: &str) -> Result<u64, StoreError>;
+    /// `detector`'s pending chunks, in the order they were kept.
+    fn pending_chunks(&mut self, detector: &str) -> Result<Vec<Vec<u8>>, StoreError>;
+    /// Keeps a chunk of pending windows of `detector`, `seq` the commit's stream version.
+    fn insert_pending(
+        &mut self,
+        detector: &str,
+        seq: i64,
+        chunk: &PendingChunk,
+    ) -> Result<(), StoreError>;
+    /// Deletes every pending chunk of `detector`.
+    fn delete_pending(&mut self, detector: &str) -> Result<(), StoreError>;
 }
 
 /// An incident due to resolve, and when it resolves.

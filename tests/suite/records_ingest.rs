@@ -15,6 +15,13 @@ const NDJSON: &str = "application/x-ndjson";
 
 /// A records detector (entity `src_ip`, `extra` in its source) fitted on seed data.
 async fn detector(app: &TestApp, name: &str, extra: Value) -> String {
+    let base = unfitted(app, name, extra).await;
+    fit(app, &base).await;
+    base
+}
+
+/// A records detector (entity `src_ip`, `extra` in its source) without a model.
+async fn unfitted(app: &TestApp, name: &str, extra: Value) -> String {
     let mut source = json!({"format": "records", "group_by": "src_ip"});
     for (k, v) in extra.as_object().unwrap() {
         source[k] = v.clone();
@@ -27,6 +34,11 @@ async fn detector(app: &TestApp, name: &str, extra: Value) -> String {
         )
         .await;
     assert!(put.status().is_success(), "{:?}", put.text().await);
+    base
+}
+
+/// Fits the detector at `base` on seed data.
+async fn fit(app: &TestApp, base: &str) {
     let fit = app
         .post_json(
             &format!("{base}/model/fit"),
@@ -34,7 +46,63 @@ async fn detector(app: &TestApp, name: &str, extra: Value) -> String {
         )
         .await;
     json_with_status(fit, StatusCode::CREATED).await;
-    base
+}
+
+#[tokio::test]
+async fn records_sent_before_the_first_fit_are_kept_pending_then_scored_as_from_the_start() {
+    let app = oneshot_app().await;
+    let base = unfitted(&app, "early", json!({})).await;
+    let records = records(&app).await;
+    let (a, b) = records.split_at(250);
+    let first = app.ingest(&base, "text/csv", to_csv(a, &["src_ip"])).await;
+    assert_eq!(
+        (
+            first["accepted"].as_u64(),
+            first["windows_pending"].as_u64()
+        ),
+        (Some(250), Some(250)),
+        "{first}"
+    );
+    assert_eq!(first["model_version"], Value::Null, "{first}");
+    // A bad record is skipped by line, as with a model; the good ones are kept pending.
+    let mut body = to_ndjson(b);
+    body.push_str("{\"timestamp\": \"yesterday\", \"src_ip\": \"10.0.0.1\"}\n");
+    let second = app.ingest(&base, NDJSON, body).await;
+    let total = records.len() as u64;
+    assert_eq!(
+        (
+            second["accepted"].as_u64(),
+            second["rejected"].as_u64(),
+            second["windows_pending"].as_u64()
+        ),
+        (Some(b.len() as u64), Some(1), Some(total)),
+        "{second}"
+    );
+    let page = json_ok(app.get(&format!("{base}/windows")).await).await;
+    assert_eq!(page["windows"], json!([]));
+    assert_eq!(page["windows_pending"].as_u64(), Some(total));
+    fit(&app, &base).await;
+    let whole = json_ok(
+        app.post_raw(&format!("{base}/score"), Some(NDJSON), to_ndjson(&records))
+            .await,
+    )
+    .await;
+    let expected = keyed(whole["results"].as_array().unwrap());
+    // A flush scores what is pending (the next ingest would as well).
+    let flushed = json_ok(app.post_empty(&format!("{base}/flush")).await).await;
+    assert_eq!(
+        (
+            flushed["pending_scored"].as_u64(),
+            flushed["windows_pending"].as_u64()
+        ),
+        (Some(total), Some(0)),
+        "{flushed}"
+    );
+    // Bit for bit, each record once.
+    assert_eq!(keyed(&app.windows(&base, 100).await), expected);
+    let again = json_ok(app.post_empty(&format!("{base}/flush")).await).await;
+    assert_eq!(again["pending_scored"], 0, "{again}");
+    assert_eq!(app.windows(&base, 100).await.len() as u64, total);
 }
 
 /// The seed records, each with a host `src_ip` (seven hosts).

@@ -55,6 +55,19 @@ pub fn to_csv(records: &[Value], extra: &[&str]) -> String {
     out
 }
 
+/// The lines of the shared Zeek JSON conn log (`conn.json.log`), sorted by `ts`.
+pub fn zeek_json_lines_in_order() -> Vec<String> {
+    let text = String::from_utf8(shared_zeek("conn.json.log")).unwrap();
+    let mut lines: Vec<String> = text.lines().map(|l| format!("{l}\n")).collect();
+    let ts = |l: &String| {
+        serde_json::from_str::<Value>(l).unwrap()["ts"]
+            .as_f64()
+            .unwrap()
+    };
+    lines.sort_by(|a, b| ts(a).total_cmp(&ts(b)));
+    lines
+}
+
 /// A real Zeek sample from `shared/data/zeek`, found beside the checkout (`/work/main` and the
 /// worktrees sit at different depths, so walk up rather than fix `../`).
 pub fn shared_zeek(name: &str) -> Vec<u8> {

@@ -61,6 +61,17 @@ impl StreamStore for PgStore {
     }
 
     fn delete_stream(&self, detector: &str) -> Result<(), StoreError> {
-        self.delete_detector_rows(detector, &["streams", "windows"])
+        self.delete_detector_rows(detector, &["streams", "windows", "pending_windows"])
+    }
+
+    fn pending(&self, detector: &str) -> Result<u64, StoreError> {
+        let row = self
+            .conn()?
+            .query_one(
+                "SELECT COALESCE(SUM(windows), 0)::BIGINT FROM pending_windows WHERE detector = $1",
+                &[&detector],
+            )
+            .map_err(pg)?;
+        Ok(to_u64(row.get(0)))
     }
 }

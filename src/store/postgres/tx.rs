@@ -7,7 +7,7 @@ use super::super::alerts::{Alert, decode};
 use super::super::idempotency::KeyRecord;
 use super::super::incidents::{IncidentRow, IncidentTx};
 use super::super::outbox::{NewEvent, listed_twice};
-use super::super::streams::{StoredWindow, entity_key};
+use super::super::streams::{PendingChunk, StoredWindow, entity_key};
 use super::super::tx::{Due, StoreTx, StreamRow, Transact, TxWork};
 use super::{PgStore, StoreError, pg, sql, to_u64, unless_taken};
 
@@ -238,6 +238,49 @@ impl StoreTx for PgTx<'_, '_> {
                 )
                 .map_err(pg)?;
         }
+        Ok(())
+    }
+
+    fn pending_count(&mut self, detector: &str) -> Result<u64, StoreError> {
+        // SUM of BIGINT is NUMERIC on PostgreSQL: cast back.
+        let row = self
+            .0
+            .query_one(
+                "SELECT COALESCE(SUM(windows), 0)::BIGINT FROM pending_windows WHERE detector = $1",
+                &[&detector],
+            )
+            .map_err(pg)?;
+        Ok(to_u64(row.get(0)))
+    }
+
+    fn pending_chunks(&mut self, detector: &str) -> Result<Vec<Vec<u8>>, StoreError> {
+        let rows = self
+            .0
+            .query(&sql::postgres(sql::PENDING_CHUNKS), &[&detector])
+            .map_err(pg)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    fn insert_pending(
+        &mut self,
+        detector: &str,
+        seq: i64,
+        chunk: &PendingChunk,
+    ) -> Result<(), StoreError> {
+        let windows = i64::try_from(chunk.windows).unwrap_or(i64::MAX);
+        self.0
+            .execute(
+                &sql::postgres(sql::INSERT_PENDING),
+                &[&detector, &seq, &windows, &chunk.body],
+            )
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    fn delete_pending(&mut self, detector: &str) -> Result<(), StoreError> {
+        self.0
+            .execute(&sql::postgres(sql::DELETE_PENDING), &[&detector])
+            .map_err(pg)?;
         Ok(())
     }
 }
