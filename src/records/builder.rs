@@ -363,6 +363,19 @@ impl BatchBuilder {
         }
     }
 
+    /// Sets field `role` of the current record to a time already parsed, `text` being its
+    /// RFC 3339 text (as [`BatchBuilder::field`] with `CellRef::Text(text)`, without parsing
+    /// the text again).
+    pub fn time_field(&mut self, role: Role, text: &str, t: DateTime<Utc>) {
+        debug_assert_eq!(parse_timestamp(text), Some(t));
+        if role == Role::Timestamp {
+            self.timestamps.set_pending(text);
+            self.current_ts = Timestamp::Valid(t);
+        } else {
+            self.field(role, CellRef::Text(text));
+        }
+    }
+
     /// Chooses the default features once the first record is read, then reads its fields again
     /// with their roles (see [`Discovery`]).
     fn choose_features(&mut self) {

@@ -224,7 +224,8 @@ pub struct ScoreOutcome<R> {
     /// The alert the batch raised, as the answer shows it: the entity's incident with this
     /// batch folded in (or the new one it opens), or a batch alert. Already stored.
     pub alert: Option<Alert>,
-    /// The alert as raised, before it joined its incident: what the store folds in.
+    /// The alert as raised, before it joined its incident: what the store folds in (moved
+    /// to the store by [`score`], so `None` once it returns).
     pub raised: Option<Alert>,
     pub rendered: R,
     /// The Zeek lines skipped (only with `on_invalid: skip`).
@@ -313,11 +314,14 @@ where
         Ok((outcome, chart))
     })
     .await??;
+    let mut outcome = outcome;
     let record = key.as_ref().map(|k| {
         let body = outcome.rendered.as_deref();
         k.record(200, command.answer_type, Vec::new(), body)
     });
-    match (&outcome.raised, record, &key) {
+    // The alert as raised goes to the store as it is (a million-line Zeek body raises one
+    // with thousands of explained records: copying it cost more than storing it).
+    match (outcome.raised.take(), record, &key) {
         (Some(alert), record, _) => raise(state, alert, record).await?,
         (None, Some(record), Some(key)) => key.keep(record).await?,
         _ => {}
@@ -334,27 +338,21 @@ where
 
 /// Stores an alert and the deliveries it owes (and the request's idempotency key) in one commit, then wakes the deliverers: an
 /// alert a client has seen is always pushed too.
-async fn raise(
-    state: &AppState,
-    alert: &Alert,
-    key: Option<KeyRecord>,
-) -> Result<(), ServiceError> {
+async fn raise(state: &AppState, alert: Alert, key: Option<KeyRecord>) -> Result<(), ServiceError> {
     let store = state.alerts();
-    let stored = alert.clone();
     let sinks = state.webhooks().sink_names().to_vec();
+    let (id, severity, reason) = (alert.id.clone(), alert.severity, alert.reason.clone());
+    // Moved, not copied, to the blocking thread, where it is also dropped.
     super::blocking(move || {
         Ok(store.insert_keyed(NewAlert {
-            alert: &stored,
+            alert: &alert,
             sinks: &sinks,
             key: key.as_ref(),
         })?)
     })
     .await?;
     state.webhooks().alert_stored();
-    tracing::warn!(
-        alert = %alert.id, severity = alert.severity, reason = %alert.reason,
-        "alert raised"
-    );
+    tracing::warn!(alert = %id, severity, reason = %reason, "alert raised");
     Ok(())
 }
 

@@ -289,6 +289,16 @@ pub(super) fn resolve_covered(
 /// id is the incident's either way, unless the incident resolves or opens in between); a store
 /// that cannot be read shows the alert as raised.
 pub fn preview(store: &dyn AlertStore, raised: &Alert) -> Alert {
+    // One update only when every record names the same entity: anything else is shown as
+    // raised, without splitting (which copies every record) to find out.
+    let mut entities = raised.records.iter().map(|r| r.entity.as_deref());
+    let one_entity = match entities.next() {
+        Some(Some(first)) => entities.all(|e| e == Some(first)),
+        _ => false,
+    };
+    if !one_entity {
+        return raised.clone();
+    }
     let parts = split(raised);
     let [part] = parts.as_slice() else {
         return raised.clone();

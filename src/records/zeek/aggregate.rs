@@ -284,7 +284,13 @@ pub struct ZeekReader {
     progress: Progress,
     /// A header line that cannot be read: nothing after it is handed out.
     ended: bool,
+    /// Batch buffers the workers gave back, reused for the next batches (a fresh MiB-sized
+    /// buffer per batch is a fresh mapping whose pages fault in one by one).
+    spare: Vec<Vec<u8>>,
 }
+
+/// Batch buffers kept for reuse.
+const SPARE_BUFFERS: usize = 4;
 
 impl std::fmt::Debug for ZeekReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -316,6 +322,8 @@ struct Outcome {
     skipped: Vec<ZeekError>,
     skipped_total: usize,
     error: Option<ZeekError>,
+    /// The batch's buffer, given back for reuse.
+    buffer: Vec<u8>,
 }
 
 /// Batch outcomes folded in order.
@@ -354,6 +362,17 @@ impl Progress {
             None => Ok(()),
         }
     }
+}
+
+/// `o` without its batch buffer, which goes to `spare` (emptied) while fewer than
+/// [`SPARE_BUFFERS`] are kept.
+fn keep_buffer(spare: &mut Vec<Vec<u8>>, mut o: Outcome) -> Outcome {
+    let mut buffer = std::mem::take(&mut o.buffer);
+    if spare.len() < SPARE_BUFFERS && buffer.capacity() > 0 {
+        buffer.clear();
+        spare.push(buffer);
+    }
+    o
 }
 
 /// `e` with its line number counted `offset` lines further.
@@ -411,6 +430,7 @@ impl ZeekReader {
             pool: None,
             progress: Progress::default(),
             ended: false,
+            spare: Vec::new(),
         }
     }
 
@@ -430,7 +450,8 @@ impl ZeekReader {
         self.pending.extend_from_slice(chunk);
         if self.pending.len() >= self.batch_bytes && rayon::current_thread_index().is_none() {
             if let Some(nl) = memchr::memrchr(b'\n', &self.pending) {
-                let rest = self.pending[nl + 1..].to_vec();
+                let mut rest = self.spare.pop().unwrap_or_default();
+                rest.extend_from_slice(&self.pending[nl + 1..]);
                 self.pending.truncate(nl + 1);
                 let batch = std::mem::replace(&mut self.pending, rest);
                 self.hand_out(batch);
@@ -470,7 +491,7 @@ impl ZeekReader {
             let Ok(o) = pool.done_rx.recv() else { break };
             pool.in_flight -= 1;
             // An error is kept in `progress` and returned by the next `push`.
-            let _ = self.progress.absorb(o);
+            let _ = self.progress.absorb(keep_buffer(&mut self.spare, o));
         }
         pool.spawn(parser, batch, self.opts);
     }
@@ -486,7 +507,7 @@ impl ZeekReader {
         };
         while let Ok(o) = pool.done_rx.try_recv() {
             pool.in_flight -= 1;
-            self.progress.absorb(o)?;
+            self.progress.absorb(keep_buffer(&mut self.spare, o))?;
         }
         Ok(())
     }
@@ -584,8 +605,11 @@ impl Pool {
                 }
                 o
             };
-            drop(batch);
-            let _ = tx.send(Outcome { seq, ..outcome });
+            let _ = tx.send(Outcome {
+                seq,
+                buffer: batch,
+                ..outcome
+            });
         });
     }
 }

@@ -483,10 +483,15 @@ pub fn read_windows(
     }
     names.extend(WINDOW_FEATURES.map(String::from));
     let roles = b.header_roles(&names);
+    // Records come sorted by window start: each start is written once.
+    let mut start: Option<(DateTime<Utc>, String)> = None;
     for r in records {
         b.start_record();
-        let start = r.start_text();
-        b.field(roles[0], CellRef::Text(&start));
+        if start.as_ref().is_none_or(|(t, _)| *t != r.timestamp) {
+            start = Some((r.timestamp, r.start_text()));
+        }
+        let (t, text) = start.as_ref().expect("set above");
+        b.time_field(roles[0], text, *t);
         let mut next = 1;
         if grouped {
             match &r.entity {
