@@ -15,6 +15,24 @@ use tokio::net::TcpStream;
 
 const BOUND: Duration = Duration::from_secs(60);
 
+/// Waits until `limits` holds no memory: every request's reservation was given back.
+async fn all_memory_given_back(limits: &netsentinel::work::Limits) {
+    eventually("the memory to be given back", BOUND, || {
+        let free = limits.memory_reserved() == 0;
+        async move { free.then_some(()) }
+    })
+    .await;
+}
+
+/// Waits until `limits` holds at least `bytes` (other requests' reservations).
+async fn memory_held(limits: &netsentinel::work::Limits, bytes: u64) {
+    eventually("the uploads to reserve their memory", BOUND, || {
+        let n = limits.memory_reserved();
+        async move { (n >= bytes).then_some(()) }
+    })
+    .await;
+}
+
 /// 64 MiB for the process, 24 MiB for one request.
 async fn small_budget_app() -> TestApp {
     spawn_app_with(|s| {
@@ -115,11 +133,7 @@ async fn a_body_of_unknown_length_is_held_to_the_budget_as_it_arrives() {
         .await;
     assert_problem(answer, StatusCode::PAYLOAD_TOO_LARGE, "memory-budget").await;
     let limits = app.state().limits().clone();
-    eventually("the reservation to be given back", BOUND, || {
-        let free = limits.memory_reserved() == 0;
-        async move { free.then_some(()) }
-    })
-    .await;
+    all_memory_given_back(&limits).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,11 +144,7 @@ async fn when_other_requests_hold_the_budget_a_request_is_503_with_retry_after()
     // Two uploads declaring 12 MiB of CSV (an estimated 24 MiB each) hold 48 of the 64 MiB.
     let first = declared_upload(&app, 12 << 20).await;
     let second = declared_upload(&app, 12 << 20).await;
-    eventually("the uploads to reserve their memory", BOUND, || {
-        let n = limits.memory_reserved();
-        async move { (n >= 48 << 20).then_some(()) }
-    })
-    .await;
+    memory_held(&limits, 48 << 20).await;
     // A third would take 72: over the process budget for now.
     let (status, head, body) = answer_before_body(&app, "text/csv", 12 << 20).await;
     assert_eq!(
@@ -146,11 +156,7 @@ async fn when_other_requests_hold_the_budget_a_request_is_503_with_retry_after()
     assert!(limits.refused() >= 1);
     // When they go, the budget is free again and a request of that size is read.
     drop((first, second));
-    eventually("the uploads' memory to be given back", BOUND, || {
-        let n = limits.memory_reserved();
-        async move { (n == 0).then_some(()) }
-    })
-    .await;
+    all_memory_given_back(&limits).await;
     let records = app.seed_records().await;
     let csv = crate::support::data::to_csv(&records, &[]);
     let scored = app.post_csv("/v1/score", csv).await;
@@ -247,11 +253,7 @@ async fn a_zeek_log_whose_windows_outgrow_the_request_budget_is_413() {
         "{body}"
     );
     assert_eq!(limits.refused(), 1);
-    eventually("the reservation to be given back", BOUND, || {
-        let free = limits.memory_reserved() == 0;
-        async move { free.then_some(()) }
-    })
-    .await;
+    all_memory_given_back(&limits).await;
     // The key of the refused request was not kept: the same key with another body runs.
     let answer = app.send(zeek_score(&app, "new-hosts", ordinary)).await;
     assert_eq!(answer.status(), StatusCode::OK);
@@ -264,11 +266,7 @@ async fn a_zeek_log_whose_windows_outgrow_the_request_budget_is_413() {
         1,
         "the ordinary log was charged within its budget"
     );
-    eventually("the reservation to be given back", BOUND, || {
-        let free = limits.memory_reserved() == 0;
-        async move { free.then_some(()) }
-    })
-    .await;
+    all_memory_given_back(&limits).await;
 }
 
 /// With most of the process budget held by other requests, a Zeek log whose state would fit
@@ -285,11 +283,7 @@ async fn a_zeek_log_whose_state_does_not_fit_what_is_left_is_503_with_retry_afte
         declared_upload(&app, 10 << 20).await,
         declared_upload(&app, 10 << 20).await,
     ];
-    eventually("the uploads to reserve their memory", BOUND, || {
-        let n = limits.memory_reserved();
-        async move { (n >= 60 << 20).then_some(()) }
-    })
-    .await;
+    memory_held(&limits, 60 << 20).await;
     // 1.5 MiB of new hosts' windows: its body (3 MiB) fits in the 4 MiB left, its state (some
     // 28,000 windows, under the 24 MiB a request may use) does not.
     let hostile = zeek_log(3 << 19, true);
@@ -298,18 +292,10 @@ async fn a_zeek_log_whose_state_does_not_fit_what_is_left_is_503_with_retry_afte
     assert_problem(answer, StatusCode::SERVICE_UNAVAILABLE, "overloaded").await;
     assert_eq!(retry_after.unwrap(), "2");
     drop(uploads);
-    eventually("the memory to be given back", BOUND, || {
-        let n = limits.memory_reserved();
-        async move { (n == 0).then_some(()) }
-    })
-    .await;
+    all_memory_given_back(&limits).await;
     let answer = app.send(zeek_score(&app, "busy", hostile)).await;
     assert_eq!(answer.status(), StatusCode::OK);
-    eventually("the memory to be given back", BOUND, || {
-        let n = limits.memory_reserved();
-        async move { (n == 0).then_some(()) }
-    })
-    .await;
+    all_memory_given_back(&limits).await;
 }
 
 /// An alert of many entities is split into an incident per entity, each with its records, and
@@ -325,11 +311,7 @@ async fn an_alert_of_more_entities_than_the_budget_holds_is_413_and_stores_nothi
     assert_problem(answer, StatusCode::PAYLOAD_TOO_LARGE, "memory-budget").await;
     assert!(app.alerts("").await.is_empty(), "no incident was stored");
     let limits = app.state().limits().clone();
-    eventually("the reservation to be given back", BOUND, || {
-        let free = limits.memory_reserved() == 0;
-        async move { free.then_some(()) }
-    })
-    .await;
+    all_memory_given_back(&limits).await;
 
     let quiet = small_budget_app_without_alerts().await;
     quiet.fit_small(1).await;
