@@ -181,9 +181,33 @@ impl Work {
 
     /// Reserves `bytes` more of the memory budget for this request, until its work ends.
     pub fn reserve(&self, bytes: u64) -> Result<(), OverBudget> {
-        let shared = &self.0.limits.0;
         let mut reserved = self.0.reserved.lock().unwrap_or_else(|e| e.into_inner());
         let held = reserved.as_ref().map_or(0, |p| p.num_permits() as u64) * UNIT;
+        self.reserve_more(&mut reserved, held, bytes)
+    }
+
+    /// Reserves what this request holds up to `total` bytes in all, in steps of at least
+    /// `step` (never past the per-request budget): for memory observed as it grows, charged
+    /// beyond what the request reserved already (from its body's size, say). Holding `total`
+    /// or more already reserves nothing.
+    pub fn reserve_total(&self, total: u64, step: u64) -> Result<(), OverBudget> {
+        let mut reserved = self.0.reserved.lock().unwrap_or_else(|e| e.into_inner());
+        let held = reserved.as_ref().map_or(0, |p| p.num_permits() as u64) * UNIT;
+        if total <= held {
+            return Ok(());
+        }
+        let room = self.0.limits.0.request_bytes.saturating_sub(held);
+        let more = (total - held).max(step.min(room));
+        self.reserve_more(&mut reserved, held, more)
+    }
+
+    fn reserve_more(
+        &self,
+        reserved: &mut std::sync::MutexGuard<'_, Option<OwnedSemaphorePermit>>,
+        held: u64,
+        bytes: u64,
+    ) -> Result<(), OverBudget> {
+        let shared = &self.0.limits.0;
         let refuse = |e: OverBudget| {
             shared.refused.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("netsentinel_memory_refused_total").increment(1);
@@ -207,9 +231,8 @@ impl Work {
         };
         match reserved.as_mut() {
             Some(p) => p.merge(permit),
-            None => *reserved = Some(permit),
+            None => **reserved = Some(permit),
         }
-        drop(reserved);
         self.0.limits.publish();
         Ok(())
     }

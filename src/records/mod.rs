@@ -50,12 +50,10 @@ impl BodyFormat {
     /// read and its batch is used (held against the memory budget): CSV, NDJSON and JSON bodies
     /// are parsed a record at a time as they arrive (only a JSON fit whose records come before
     /// its `features` holds its body once, and its batch); a Zeek log becomes window state,
-    /// which grows with its distinct hosts and ports.
+    /// which grows with its windows, sessions and hosts, not its bytes: what it holds beyond
+    /// this is charged as it grows (`read::read_zeek_stream`).
     pub fn memory_factor(self) -> u64 {
-        match self {
-            Self::Csv | Self::Ndjson | Self::Json => 2,
-            Self::ZeekTsv | Self::ZeekJson => 4,
-        }
+        2
     }
 
     /// The format of a body of media type `content_type`; none is taken as JSON (what most

@@ -100,6 +100,13 @@ fn fill(body: &[u8], spec: &ReadSpec, b: &mut BatchBuilder) -> Result<Rejects, R
 }
 
 /// Reads a Zeek body chunk by chunk as it arrives into `b`: only the window state is kept.
+///
+/// The state grows with windows, sessions and hosts, not with bytes (a log whose every line
+/// opens a window of a new host costs several times its size), so it is charged to the
+/// request's memory budget as it is observed: after each chunk, the reader's state beyond what
+/// the request reserved already (its body's cost); once every batch is read, before the windows
+/// are merged into records, the most that step and the batch built from them hold. A charge refused ends the read with
+/// 413 `memory-budget` or 503 `overloaded`, having grown by at most the batches in flight.
 fn read_zeek_stream(
     reader: &mut BodyReader,
     format: ZeekFormat,
@@ -108,12 +115,56 @@ fn read_zeek_stream(
 ) -> Result<Rejects, RecordError> {
     reader.skip_prefix(BOM);
     let mut zeek = ZeekReader::new(format, opts);
+    let mut charge = Charge::new();
     while let Some(chunk) = reader.next_bytes() {
         zeek.push(&chunk)?;
+        charge.hold(zeek.state_bytes())?;
     }
+    zeek.settle()?;
+    charge.hold(zeek_finish_bytes(&zeek))?;
     let (records, rejects) = zeek.finish()?;
     read_windows(&records, opts.group_by, b)?;
     Ok(rejects)
+}
+
+/// What a Zeek read holds at most from the end of its body until its batch is scored: the
+/// merge of the workers' windows into records, then the batch built from them and its scores.
+pub fn zeek_finish_bytes(zeek: &ZeekReader) -> u64 {
+    zeek.finish_bytes() + zeek.windows() * BATCH_BYTES_PER_WINDOW
+}
+
+/// What a window costs once it is a record of the batch and scored: its features, its start
+/// and entity as text, and its score with the marks beside it.
+const BATCH_BYTES_PER_WINDOW: u64 = 4 * 8 + 32 + 32 + 32;
+
+/// Memory observed as it grows, held against the current request's budget: charged once it
+/// passes what the request holds, in steps of at least [`RESERVE_STEP`].
+struct Charge {
+    work: Option<crate::work::Work>,
+    /// What the request held when last looked at.
+    held: u64,
+}
+
+impl Charge {
+    fn new() -> Self {
+        let work = crate::work::current();
+        let held = work.as_ref().map_or(0, |w| w.reserved());
+        Self { work, held }
+    }
+
+    /// Holds `bytes` in all: reserves what is missing (413 or 503 when refused).
+    fn hold(&mut self, bytes: u64) -> Result<(), RecordError> {
+        let Some(work) = &self.work else {
+            return Ok(());
+        };
+        if bytes <= self.held {
+            return Ok(());
+        }
+        work.reserve_total(bytes, RESERVE_STEP)
+            .map_err(RecordError::over_budget)?;
+        self.held = work.reserved();
+        Ok(())
+    }
 }
 
 /// A UTF-8 byte order mark (Windows editors add one): not part of the first line.
@@ -283,6 +334,10 @@ fn lost(e: tokio::task::JoinError) -> RecordError {
 /// A body chunk, or why the body could not be read (too large, connection lost).
 pub type BodyChunk = Result<Bytes, RecordError>;
 
+/// Memory is reserved at least this much at a time, so a body in small chunks (or state growing
+/// a little at a time) is not a reservation each.
+const RESERVE_STEP: u64 = 1 << 20;
+
 /// `body` with its bytes, times `cost`, held against `work`'s memory budget as they arrive,
 /// beyond the first `covered` bytes of cost (reserved already from the declared length). A
 /// reservation refused ends the body with that problem (413, or 503 when the process budget
@@ -296,8 +351,6 @@ pub fn budgeted<S>(
 where
     S: Stream<Item = BodyChunk> + Send + Unpin + 'static,
 {
-    /// Reserved at least this much at a time, so a body in small chunks is not a reservation each.
-    const STEP: u64 = 1 << 20;
     let state = (body, work, 0u64, covered, false);
     futures_util::stream::unfold(
         state,
@@ -311,7 +364,7 @@ where
             };
             seen = seen.saturating_add(bytes.len() as u64 * cost);
             if seen > covered {
-                let more = (seen - covered).max(STEP);
+                let more = (seen - covered).max(RESERVE_STEP);
                 if let Err(e) = work.reserve(more) {
                     return Some((
                         Err(RecordError::over_budget(e)),

@@ -296,6 +296,9 @@ where
         let mut scored = scored_batch(&model, &batch, scores, command.explain, rule.explain_top_k);
         scored.suppressed = suppression::mark(&rules, &detector, &rule.entity_field, &batch);
         let raised = alert_for(&model, &batch, &scored, &rule).map(|a| Alert { detector, ..a });
+        if let Some(raised) = &raised {
+            crate::work::reserve(alert_bytes(raised))?;
+        }
         let alert = raised
             .as_ref()
             .map(|a| crate::store::incidents::preview(alerts.as_ref(), a));
@@ -334,6 +337,19 @@ where
     );
     det.set_last_batch(chart);
     Ok(outcome)
+}
+
+/// What an alert costs from its records until it is stored, held against the memory budget
+/// before it is split into its entities' incident updates, previewed and stored: proportional
+/// to the records it keeps (at most `--alert-top-records` per entity), so a batch of many
+/// anomalous entities costs far more than its body (a Zeek log of 100,000 new hosts, one window
+/// each, took 12 KiB per entity; BENCHMARKS.md, "Zeek state charged to the memory budget").
+fn alert_bytes(alert: &Alert) -> u64 {
+    const PER_RECORD: u64 = 6 << 10;
+    const PER_ENTITY: u64 = 6 << 10;
+    let entities: std::collections::HashSet<Option<&str>> =
+        alert.records.iter().map(|r| r.entity.as_deref()).collect();
+    alert.records.len() as u64 * PER_RECORD + entities.len() as u64 * PER_ENTITY
 }
 
 /// Stores an alert and the deliveries it owes (and the request's idempotency key) in one commit, then wakes the deliverers: an

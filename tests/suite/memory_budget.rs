@@ -15,6 +15,24 @@ use tokio::net::TcpStream;
 
 const BOUND: Duration = Duration::from_secs(60);
 
+/// Waits until `limits` holds no memory: every request's reservation was given back.
+async fn all_memory_given_back(limits: &netsentinel::work::Limits) {
+    eventually("the memory to be given back", BOUND, || {
+        let free = limits.memory_reserved() == 0;
+        async move { free.then_some(()) }
+    })
+    .await;
+}
+
+/// Waits until `limits` holds at least `bytes` (other requests' reservations).
+async fn memory_held(limits: &netsentinel::work::Limits, bytes: u64) {
+    eventually("the uploads to reserve their memory", BOUND, || {
+        let n = limits.memory_reserved();
+        async move { (n >= bytes).then_some(()) }
+    })
+    .await;
+}
+
 /// 64 MiB for the process, 24 MiB for one request.
 async fn small_budget_app() -> TestApp {
     spawn_app_with(|s| {
@@ -115,11 +133,7 @@ async fn a_body_of_unknown_length_is_held_to_the_budget_as_it_arrives() {
         .await;
     assert_problem(answer, StatusCode::PAYLOAD_TOO_LARGE, "memory-budget").await;
     let limits = app.state().limits().clone();
-    eventually("the reservation to be given back", BOUND, || {
-        let free = limits.memory_reserved() == 0;
-        async move { free.then_some(()) }
-    })
-    .await;
+    all_memory_given_back(&limits).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,11 +144,7 @@ async fn when_other_requests_hold_the_budget_a_request_is_503_with_retry_after()
     // Two uploads declaring 12 MiB of CSV (an estimated 24 MiB each) hold 48 of the 64 MiB.
     let first = declared_upload(&app, 12 << 20).await;
     let second = declared_upload(&app, 12 << 20).await;
-    eventually("the uploads to reserve their memory", BOUND, || {
-        let n = limits.memory_reserved();
-        async move { (n >= 48 << 20).then_some(()) }
-    })
-    .await;
+    memory_held(&limits, 48 << 20).await;
     // A third would take 72: over the process budget for now.
     let (status, head, body) = answer_before_body(&app, "text/csv", 12 << 20).await;
     assert_eq!(
@@ -146,11 +156,7 @@ async fn when_other_requests_hold_the_budget_a_request_is_503_with_retry_after()
     assert!(limits.refused() >= 1);
     // When they go, the budget is free again and a request of that size is read.
     drop((first, second));
-    eventually("the uploads' memory to be given back", BOUND, || {
-        let n = limits.memory_reserved();
-        async move { (n == 0).then_some(()) }
-    })
-    .await;
+    all_memory_given_back(&limits).await;
     let records = app.seed_records().await;
     let csv = crate::support::data::to_csv(&records, &[]);
     let scored = app.post_csv("/v1/score", csv).await;
@@ -176,4 +182,139 @@ async fn samples_and_charts_over_the_request_budget_are_413() {
         .await;
     assert_problem(chart, StatusCode::PAYLOAD_TOO_LARGE, "memory-budget").await;
     assert_eq!(app.state().limits().memory_reserved(), 0);
+}
+
+/// A Zeek TSV conn log of about `bytes` bytes. `new_hosts`: every line a connection of a new
+/// host in a second of its own, so with `window=1s&group_by=id.orig_h` every line of ~55 bytes
+/// opens a window of a new host (the reader's state grows by hundreds of bytes a line);
+/// otherwise 20 hosts with a line every 5 ms (a window per 10 lines).
+fn zeek_log(bytes: usize, new_hosts: bool) -> Vec<u8> {
+    let mut s = String::from(
+        "#separator \\x09\n#path\tconn\n#fields\tts\tuid\tid.orig_h\tid.resp_h\tid.resp_p\torig_bytes\tresp_bytes\n",
+    );
+    let mut i = 0usize;
+    while s.len() < bytes {
+        let (millis, host) = if new_hosts {
+            (i * 1000, i)
+        } else {
+            (i * 5, i % 20)
+        };
+        s.push_str(&format!(
+            "{}.{:03}000\tC{i}\t10.{}.{}.{}\t8.8.8.8\t53\t{}\t{}\n",
+            1_700_000_000 + millis / 1000,
+            millis % 1000,
+            (host >> 16) & 255,
+            (host >> 8) & 255,
+            host & 255,
+            100 + i % 7,
+            200 + i % 11,
+        ));
+        i += 1;
+    }
+    s.into_bytes()
+}
+
+const ZEEK_SCORE: &str = "/v1/score?window=1s&group_by=id.orig_h";
+
+/// [`small_budget_app`] whose batches raise no alert, so what is charged is the reader's.
+async fn small_budget_app_without_alerts() -> TestApp {
+    spawn_app_with(|s| {
+        s.memory_budget_mib = 64;
+        s.request_memory_budget_mib = 24;
+        s.min_body_rate = 0;
+        s.alert_rate = 1.0;
+        s.alert_severity = 100;
+    })
+    .await
+}
+
+fn zeek_score(app: &TestApp, key: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
+    app.request(reqwest::Method::POST, ZEEK_SCORE)
+        .header(header::CONTENT_TYPE, "text/zeek-tsv")
+        .header("Idempotency-Key", key)
+        .body(body)
+}
+
+/// A Zeek log's reader state grows with its windows and hosts, not its bytes: it is charged as
+/// it grows, so a 4 MiB log whose every line opens a window of a new host (some 75,000 windows,
+/// far more than its body's cost) is 413 `memory-budget`, leaving nothing behind, while an
+/// ordinary log of the same size passes under the same budget.
+#[tokio::test]
+async fn a_zeek_log_whose_windows_outgrow_the_request_budget_is_413() {
+    let app = small_budget_app_without_alerts().await;
+    app.fit_small(1).await;
+    let limits = app.state().limits().clone();
+    let hostile = zeek_log(4 << 20, true);
+    let ordinary = zeek_log(hostile.len(), false);
+    let answer = app.send(zeek_score(&app, "new-hosts", hostile)).await;
+    let body = assert_problem(answer, StatusCode::PAYLOAD_TOO_LARGE, "memory-budget").await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("24 MiB"),
+        "{body}"
+    );
+    assert_eq!(limits.refused(), 1);
+    all_memory_given_back(&limits).await;
+    // The key of the refused request was not kept: the same key with another body runs.
+    let answer = app.send(zeek_score(&app, "new-hosts", ordinary)).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    assert!(answer.headers().get("idempotency-replayed").is_none());
+    let scored: serde_json::Value = answer.json().await.unwrap();
+    let windows = scored["results"].as_array().unwrap().len();
+    assert!((5_000..20_000).contains(&windows), "{windows} windows");
+    assert_eq!(
+        limits.refused(),
+        1,
+        "the ordinary log was charged within its budget"
+    );
+    all_memory_given_back(&limits).await;
+}
+
+/// With most of the process budget held by other requests, a Zeek log whose state would fit
+/// the request budget but not what is left is 503 `overloaded` with `Retry-After` as its state
+/// grows; when the others are gone it is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zeek_log_whose_state_does_not_fit_what_is_left_is_503_with_retry_after() {
+    let app = small_budget_app_without_alerts().await;
+    app.fit_small(1).await;
+    let limits = app.state().limits().clone();
+    // Three uploads declaring 10 MiB of CSV (an estimated 20 MiB each) hold 60 of the 64 MiB.
+    let uploads = [
+        declared_upload(&app, 10 << 20).await,
+        declared_upload(&app, 10 << 20).await,
+        declared_upload(&app, 10 << 20).await,
+    ];
+    memory_held(&limits, 60 << 20).await;
+    // 1.5 MiB of new hosts' windows: its body (3 MiB) fits in the 4 MiB left, its state (some
+    // 28,000 windows, under the 24 MiB a request may use) does not.
+    let hostile = zeek_log(3 << 19, true);
+    let answer = app.send(zeek_score(&app, "busy", hostile.clone())).await;
+    let retry_after = answer.headers().get(header::RETRY_AFTER).cloned();
+    assert_problem(answer, StatusCode::SERVICE_UNAVAILABLE, "overloaded").await;
+    assert_eq!(retry_after.unwrap(), "2");
+    drop(uploads);
+    all_memory_given_back(&limits).await;
+    let answer = app.send(zeek_score(&app, "busy", hostile)).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    all_memory_given_back(&limits).await;
+}
+
+/// An alert of many entities is split into an incident per entity, each with its records, and
+/// stored: it costs far more than the batch, so it is charged before that (413 over the
+/// request budget, and nothing is stored), while the same log raising no alert is read.
+#[tokio::test]
+async fn an_alert_of_more_entities_than_the_budget_holds_is_413_and_stores_nothing() {
+    // Some 9,000 windows of new hosts: a small state, but an alert of thousands of entities.
+    let hostile = zeek_log(1 << 19, true);
+    let app = small_budget_app().await;
+    app.fit_small(1).await;
+    let answer = app.send(zeek_score(&app, "alert", hostile.clone())).await;
+    assert_problem(answer, StatusCode::PAYLOAD_TOO_LARGE, "memory-budget").await;
+    assert!(app.alerts("").await.is_empty(), "no incident was stored");
+    let limits = app.state().limits().clone();
+    all_memory_given_back(&limits).await;
+
+    let quiet = small_budget_app_without_alerts().await;
+    quiet.fit_small(1).await;
+    let answer = quiet.send(zeek_score(&quiet, "alert", hostile)).await;
+    assert_eq!(answer.status(), StatusCode::OK);
 }

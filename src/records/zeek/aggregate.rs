@@ -21,6 +21,8 @@ use super::{
 pub struct Interner {
     ids: HashMap<Box<str>, u32, RandomState>,
     names: Vec<Box<str>>,
+    /// The heap blocks of the names' two copies, in bytes ([`heap_block`]).
+    text_bytes: usize,
 }
 
 impl Interner {
@@ -36,6 +38,7 @@ impl Interner {
         let id = u32::try_from(self.names.len()).expect("fewer than 2^32 hosts");
         self.names.push(name.into());
         self.ids.insert(name.into(), id);
+        self.text_bytes += 2 * heap_block(name.len());
         id
     }
 
@@ -311,6 +314,8 @@ struct Pool {
     /// The first batch (by order) that failed: later ones need not be read.
     failed_at: std::sync::Arc<std::sync::atomic::AtomicU64>,
     next_seq: u64,
+    /// Each worker's state as of its last batch ([`StateSizes`]).
+    sizes: std::sync::Arc<StateSizes>,
 }
 
 /// What reading one batch gave, with line numbers counted from the batch's start.
@@ -577,6 +582,7 @@ impl Pool {
             in_flight: 0,
             failed_at: std::sync::Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)),
             next_seq: 0,
+            sizes: std::sync::Arc::new(StateSizes::new(rayon::current_num_threads().max(1))),
         }
     }
 
@@ -584,10 +590,11 @@ impl Pool {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.in_flight += 1;
-        let (slots, tx, failed_at) = (
+        let (slots, tx, failed_at, sizes) = (
             self.slots.clone(),
             self.done_tx.clone(),
             self.failed_at.clone(),
+            self.sizes.clone(),
         );
         rayon::spawn(move || {
             let outcome = if seq > failed_at.load(std::sync::atomic::Ordering::Relaxed) {
@@ -600,6 +607,7 @@ impl Pool {
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let agg = slot.get_or_insert_with(|| Aggregator::new(&opts));
                 let o = read_batch(&mut parser, agg, &batch, false, opts.on_invalid);
+                sizes.note(i, agg);
                 if o.error.is_some() {
                     failed_at.fetch_min(seq, std::sync::atomic::Ordering::Relaxed);
                 }
@@ -611,6 +619,147 @@ impl Pool {
                 ..outcome
             });
         });
+    }
+}
+
+impl Drop for Pool {
+    /// A reader dropped before its end (its request refused or cancelled): the batches handed
+    /// out and not yet started are skipped, so their state is never built.
+    fn drop(&mut self) {
+        self.failed_at
+            .store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the state costs: estimates the memory budget charges as the state grows (see
+// `records::read`). Each is O(1) (O(workers) for a reader): lengths and capacities, not a walk.
+
+/// Bytes the allocator takes for a block of `len` bytes (glibc: an 8-byte header, 16-byte
+/// steps, at least 32).
+fn heap_block(len: usize) -> usize {
+    (len + 8).next_multiple_of(16).max(32)
+}
+
+/// Bytes of a hash table: its buckets (about 8/7 of its capacity), a control byte each.
+fn table_bytes<K, V, S>(m: &HashMap<K, V, S>) -> usize {
+    m.capacity() * 8 / 7 * (std::mem::size_of::<(K, V)>() + 1)
+}
+
+fn vec_bytes<T>(v: &Vec<T>) -> usize {
+    v.capacity() * std::mem::size_of::<T>()
+}
+
+impl Interner {
+    /// An estimate of the bytes the interner holds: its table, its list and both copies of
+    /// every name.
+    pub fn state_bytes(&self) -> usize {
+        table_bytes(&self.ids) + vec_bytes(&self.names) + self.text_bytes
+    }
+}
+
+impl Aggregator {
+    /// An estimate of the bytes this aggregator holds: hosts, windows, the per-host latest
+    /// window and the session list, with their tables' spare capacity.
+    pub fn state_bytes(&self) -> usize {
+        self.hosts.state_bytes()
+            + table_bytes(&self.index)
+            + vec_bytes(&self.sums)
+            + vec_bytes(&self.recent)
+            + vec_bytes(&self.sessions)
+    }
+
+    /// Windows (per entity) opened so far.
+    pub fn windows(&self) -> usize {
+        self.sums.len()
+    }
+}
+
+/// Each worker's aggregator as of its last batch: its [`Aggregator::state_bytes`] and windows.
+#[derive(Debug)]
+struct StateSizes {
+    bytes: Vec<std::sync::atomic::AtomicUsize>,
+    windows: Vec<std::sync::atomic::AtomicUsize>,
+}
+
+impl StateSizes {
+    fn new(workers: usize) -> Self {
+        let zeros = || {
+            (0..workers)
+                .map(|_| std::sync::atomic::AtomicUsize::new(0))
+                .collect()
+        };
+        Self {
+            bytes: zeros(),
+            windows: zeros(),
+        }
+    }
+
+    fn note(&self, worker: usize, agg: &Aggregator) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.bytes[worker].store(agg.state_bytes(), Relaxed);
+        self.windows[worker].store(agg.windows(), Relaxed);
+    }
+
+    /// The workers' bytes in all, the largest worker's, and their windows in all.
+    fn totals(&self) -> (usize, usize, usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let bytes = self.bytes.iter().map(|b| b.load(Relaxed));
+        let windows: usize = self.windows.iter().map(|w| w.load(Relaxed)).sum();
+        (bytes.clone().sum(), bytes.max().unwrap_or(0), windows)
+    }
+}
+
+/// What [`Aggregator::into_records`] builds per window beside the merged state: the distinct
+/// counts, the sums paired with them, and the window record with its entity's name.
+const RECORDS_BYTES_PER_WINDOW: usize = std::mem::size_of::<u64>()
+    + std::mem::size_of::<(((i64, u32), Sums), u64)>()
+    + std::mem::size_of::<WindowRecord>();
+
+impl ZeekReader {
+    /// Waits until the batches handed out are read (their state noted, so the estimates count
+    /// it); an error found in them is returned.
+    pub fn settle(&mut self) -> Result<(), ZeekError> {
+        if let Some(pool) = &mut self.pool {
+            while pool.in_flight > 0 {
+                let Ok(o) = pool.done_rx.recv() else { break };
+                pool.in_flight -= 1;
+                self.progress.absorb(o)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// An estimate of the bytes the reader holds now: the workers' window state (as of their
+    /// last batch), the batches handed out and not yet read back, and the bytes waiting for the
+    /// rest of their line.
+    pub fn state_bytes(&self) -> u64 {
+        let (workers, in_flight) = match &self.pool {
+            Some(pool) => (pool.sizes.totals().0, pool.in_flight * self.batch_bytes),
+            None => (0, 0),
+        };
+        (workers + in_flight + self.pending.capacity()) as u64
+    }
+
+    /// Windows (per entity) opened so far, counted once per worker that holds one (an upper
+    /// bound of the windows [`finish`](Self::finish) gives).
+    pub fn windows(&self) -> u64 {
+        self.pool
+            .as_ref()
+            .map_or(0, |pool| pool.sizes.totals().2 as u64)
+    }
+
+    /// An estimate of the most [`finish`](Self::finish) holds at once, from the state now: the
+    /// merge (the workers' states, the largest growing by the others'), then the window
+    /// records built beside the merged state (each with its entity's name, taken as an address's).
+    pub fn finish_bytes(&self) -> u64 {
+        let Some(pool) = &self.pool else {
+            return self.state_bytes();
+        };
+        let (all, largest, windows) = pool.sizes.totals();
+        let merge = 2 * all - largest;
+        let records = all + windows * (RECORDS_BYTES_PER_WINDOW + heap_block(16));
+        (merge.max(records) + self.pending.capacity()) as u64
     }
 }
 
