@@ -188,19 +188,34 @@ impl Profile {
     /// Signal `s`'s median and scale at `pos` (see [`Seasonality::position`]), interpolated
     /// between the two buckets.
     fn band_at(&self, pos: Option<(usize, usize, f64)>, s: usize, signals: usize) -> (f64, f64) {
+        band_of(self.bands_at(pos, signals), s)
+    }
+
+    /// The bands at `pos` (`signals` long): the bucket's, and the neighbour's with its weight
+    /// (none without seasonality), looked up once for all of a record's signals.
+    fn bands_at(&self, pos: Option<(usize, usize, f64)>, signals: usize) -> BandsAt<'_> {
         match pos {
-            None => {
-                let b = self.bands[s];
-                (f64::from(b.median), f64::from(b.scale))
-            }
-            Some((b, o, f)) => {
-                let (x, y) = (
-                    self.bands(Some(b), signals)[s],
-                    self.bands(Some(o), signals)[s],
-                );
-                let mix = |a: f32, c: f32| (1.0 - f) * f64::from(a) + f * f64::from(c);
-                (mix(x.median, y.median), mix(x.scale, y.scale))
-            }
+            None => (&self.bands[..signals], None),
+            Some((b, o, f)) => (
+                self.bands(Some(b), signals),
+                Some((self.bands(Some(o), signals), f)),
+            ),
+        }
+    }
+}
+
+/// A profile's bands at a moment: the bucket's, and the neighbour's with its weight.
+type BandsAt<'a> = (&'a [Band], Option<(&'a [Band], f64)>);
+
+/// Signal `s`'s median and scale from `at`, interpolated between the two buckets.
+fn band_of((x, y): BandsAt<'_>, s: usize) -> (f64, f64) {
+    let x = x[s];
+    match y {
+        None => (f64::from(x.median), f64::from(x.scale)),
+        Some((y, f)) => {
+            let y = y[s];
+            let mix = |a: f32, c: f32| (1.0 - f) * f64::from(a) + f * f64::from(c);
+            (mix(x.median, y.median), mix(x.scale, y.scale))
         }
     }
 }
@@ -421,8 +436,9 @@ impl EntityBaselines {
     ) -> f64 {
         let m = signals.len();
         let (mut sum, mut max) = (0.0f64, 0.0f64);
+        let at = p.bands_at(pos, m);
         for (s, (zs, &v)) in z.iter_mut().zip(signals).enumerate() {
-            let (median, scale) = p.band_at(pos, s, m);
+            let (median, scale) = band_of(at, s);
             *zs = (v - median) / scale;
             let c = if s < self.n_features && *zs < 0.0 {
                 -*zs * self.below_weight
