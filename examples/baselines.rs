@@ -1,9 +1,11 @@
 //! ROC AUC per attack kind on the `network` profile: global vs entity vs entity + daily
 //! seasonality baselines, as a Markdown table (the one in BENCHMARKS.md).
 //!
-//! `cargo run --release --example baselines [hosts] [seed] [tune]` (default 100 hosts, seed
-//! 42): four days of 5-minute windows with 1 % attacks, fit on the first three, score the
-//! fourth. With `tune`, also the entity + daily variants of the design choices.
+//! `cargo run --release --example baselines [hosts] [seed] [tune|weekly]` (default 100 hosts,
+//! seed 42): four days of 5-minute windows with 1 % attacks, fit on the first three, score the
+//! fourth. With `tune`, also the entity + daily variants of the design choices. With `weekly`,
+//! two weeks instead: fit on the first (Monday to Sunday), score the second, entity baselines
+//! without seasonality, daily and weekly.
 
 use chrono::TimeDelta;
 use netsentinel::detector::baseline::measure::{Measured, measure_tuned};
@@ -15,13 +17,17 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let hosts: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
     let seed: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(42);
-    let tune = args.next().is_some_and(|a| a == "tune");
-    let cfg = GeneratorConfig::network(hosts, 4, 0.01, seed);
+    let mode = args.next();
+    let tune = mode.as_deref() == Some("tune");
+    let weekly = mode.as_deref() == Some("weekly");
+    let (days, fit_days) = if weekly { (14, 7) } else { (4, 3) };
+    let cfg = GeneratorConfig::network(hosts, days, 0.01, seed);
     let records = generate(&cfg).expect("valid generator settings");
-    let split = cfg.start + TimeDelta::days(3);
+    let split = cfg.start + TimeDelta::days(fit_days);
     println!(
-        "network profile: {hosts} hosts, 4 days of 5-minute windows ({} records, 1 % attacks), seed {seed}; fit on days 1-3, score day 4\n",
-        records.len()
+        "network profile: {hosts} hosts, {days} days of 5-minute windows ({} records, 1 % attacks), seed {seed}; fit on days 1-{fit_days}, score days {}-{days}\n",
+        records.len(),
+        fit_days + 1
     );
     let d = Tuning::default();
     let mut variants = vec![
@@ -29,6 +35,10 @@ fn main() {
         ("entity", Baseline::Entity, Seasonality::None, d),
         ("entity", Baseline::Entity, Seasonality::Daily, d),
     ];
+    if weekly {
+        variants.remove(0);
+        variants.push(("entity", Baseline::Entity, Seasonality::Weekly, d));
+    }
     if tune {
         let daily = |name, t| (name, Baseline::Entity, Seasonality::Daily, t);
         variants.extend([

@@ -6,7 +6,10 @@
 //! `weekly` too). Prints the fit's time, the model's size (postcard, as a model file holds
 //! it) and its bytes per entity, the process's peak RSS (`VmHWM`), and the scoring rate per
 //! CPU-second. The data are synthetic: each entity a volume drawn over four orders of
-//! magnitude, an office-hours rhythm, log-normal noise, counts as whole numbers.
+//! magnitude, an office-hours rhythm, log-normal noise, counts as whole numbers. With `weekly`
+//! the records are spread over the week instead (every `168 / records` hours, at least 1: 48
+//! records are every 3 hours from Monday to Saturday) and weekends are quieter (daytime
+//! activity at 30 %), so weekdays and weekends each need a day profile of their own.
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use netsentinel::detector::Matrix;
@@ -65,6 +68,8 @@ fn main() {
     let mut names = Vec::with_capacity(n);
     let mut entity_of = Vec::with_capacity(rows);
     let mut times = Vec::with_capacity(rows);
+    let weekly = seasonality == Seasonality::Weekly;
+    let step = if weekly { (168 / per.max(1)).max(1) } else { 1 };
     for e in 0..n {
         names.push(format!(
             "10.{}.{}.{}",
@@ -75,12 +80,14 @@ fn main() {
         let conns = 10f64.powf(rng.next() * 4.0 - 1.0);
         let per_conn = 1e3 * 10f64.powf(rng.next() * 2.0);
         for k in 0..per {
-            let t = start + TimeDelta::hours(k as i64);
-            let hour = (k % 24) as f64;
-            let activity = if (8.0..18.0).contains(&hour) {
-                1.0
-            } else {
-                0.1
+            let hours = (k * step) as i64;
+            let t = start + TimeDelta::hours(hours);
+            let hour = (hours % 24) as f64;
+            let weekend = weekly && hours % 168 >= 120;
+            let activity = match ((8.0..18.0).contains(&hour), weekend) {
+                (true, false) => 1.0,
+                (true, true) => 0.3,
+                (false, _) => 0.1,
             };
             let c = (conns * activity * rng.noise()).round();
             values.extend([
@@ -108,9 +115,7 @@ fn main() {
     let b = EntityBaselines::fit(&x, &keys, &times, seasonality);
     let (fit_cpu, fit_wall) = (cpu_seconds() - c0, w0.elapsed().as_secs_f64());
     let peak_fit = status_kb("VmHWM");
-    let bytes = postcard::to_allocvec(&b)
-        .expect("baselines serialise")
-        .len();
+    let bytes = postcard::experimental::serialized_size(&b).expect("baselines serialise");
     println!(
         "fit: {} entities in {fit_wall:.2} s ({fit_cpu:.2} CPU-s); model {:.1} MB on disk, {} bytes per entity; peak RSS so far {} MB",
         b.n_entities(),

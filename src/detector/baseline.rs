@@ -11,10 +11,15 @@
 //! ratios catch what no single volume shows: five 1.5 kB check-ins on a quiet host add
 //! connections without the bytes that usually come with them.
 //!
-//! **Seasonality.** With `daily` (24 buckets, hour of day) or `weekly` (168, hour of week) the
-//! bands are kept per bucket too, each shrunk toward the entity's overall band in proportion to
-//! how few training records it had (`SHRINK_RECORDS` pseudo-records of the overall band), so a
-//! sparse bucket borrows from the entity instead of trusting three records.
+//! **Seasonality.** With `daily` (24 buckets, hour of day) the bands are kept per bucket too,
+//! each shrunk toward the entity's overall band in proportion to how few training records it
+//! had (`SHRINK_RECORDS` pseudo-records of the overall band), so a sparse bucket borrows from
+//! the entity instead of trusting three records. With `weekly` the entity's days of the week
+//! are first grouped into at most [`MAX_DAY_PROFILES`] *day profiles* (days whose hourly
+//! medians differ by no more than noise share one: typically weekdays and weekends), and the
+//! hour-of-day bands are kept per day profile; a day of the week without training records uses
+//! the profile of most days. Pooling alike days gives each hour's band five or two days of
+//! records instead of one, and bounds the memory (below).
 //!
 //! **Score.** A record's relative signals `z = (signal − median) / scale` are combined
 //! asymmetrically: for a volume only `z > 0` counts (more traffic than usual is suspicious, less
@@ -28,10 +33,12 @@
 //! [`EntityBaselines::deviation_into`] reports.
 //!
 //! Memory: per entity one allocation of `(1 + buckets) × signals` bands of two `f32` (8 bytes),
-//! plus its key and the map's entry: with four features (10 signals) about 94 bytes without
-//! seasonality, 2.0 kB daily, 13.5 kB weekly (the model file's bytes per entity, measured by
-//! `examples/baselines_scale.rs` on 100,000 entities). A fit holds besides its input 4 bytes per
-//! signal of each training record, 12 for its hour and 4 for its row.
+//! `buckets` 0, 24, or 24 per day profile (24 or 48) weekly, plus 7 bytes of day profiles, its
+//! key and the map's entry: with four features (10 signals) about 100 bytes without
+//! seasonality, 2.0 kB daily, 2.0–3.9 kB weekly (the model file's bytes per entity, measured by
+//! `examples/baselines_scale.rs` on 100,000 entities; weekly was 13.5 kB before day profiles).
+//! A fit holds besides its input and the model 12 bytes per training record for its hour and 4
+//! for its row, and while it fits the population's bands 4 bytes per signal of each record.
 
 use std::collections::HashMap;
 
@@ -153,17 +160,26 @@ pub struct Band {
     pub scale: f32,
 }
 
-/// One entity's (or the population's) bands: `(1 + buckets) × signals`, overall first.
+/// One entity's (or the population's) bands: `(1 + buckets) × signals`, overall first. With
+/// weekly seasonality the buckets are 24-hour *day profiles* (hour of day within each), and
+/// `days` says which one each day of the week uses; otherwise `days` is all 0.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
     pub n_records: u32,
+    /// The day profile of each day of the week, Monday first.
+    days: [u8; 7],
     bands: Box<[Band]>,
 }
 
 impl Profile {
-    /// The bands that apply in `bucket` (`signals` long).
+    /// How many 24-hour day profiles the bands hold (0 without seasonality).
+    pub fn day_profiles(&self, signals: usize) -> usize {
+        (self.bands.len() / signals.max(1)).saturating_sub(1) / 24
+    }
+
+    /// The bands that apply in `bucket` (an hour of day or of week; `signals` long).
     fn bands(&self, bucket: Option<usize>, signals: usize) -> &[Band] {
-        let b = bucket.map_or(0, |b| b + 1);
+        let b = bucket.map_or(0, |b| 1 + usize::from(block_bucket(&self.days, b as u8)));
         self.bands
             .get(b * signals..(b + 1) * signals)
             .unwrap_or(&self.bands[..signals])
@@ -172,19 +188,34 @@ impl Profile {
     /// Signal `s`'s median and scale at `pos` (see [`Seasonality::position`]), interpolated
     /// between the two buckets.
     fn band_at(&self, pos: Option<(usize, usize, f64)>, s: usize, signals: usize) -> (f64, f64) {
+        band_of(self.bands_at(pos, signals), s)
+    }
+
+    /// The bands at `pos` (`signals` long): the bucket's, and the neighbour's with its weight
+    /// (none without seasonality), looked up once for all of a record's signals.
+    fn bands_at(&self, pos: Option<(usize, usize, f64)>, signals: usize) -> BandsAt<'_> {
         match pos {
-            None => {
-                let b = self.bands[s];
-                (f64::from(b.median), f64::from(b.scale))
-            }
-            Some((b, o, f)) => {
-                let (x, y) = (
-                    self.bands(Some(b), signals)[s],
-                    self.bands(Some(o), signals)[s],
-                );
-                let mix = |a: f32, c: f32| (1.0 - f) * f64::from(a) + f * f64::from(c);
-                (mix(x.median, y.median), mix(x.scale, y.scale))
-            }
+            None => (&self.bands[..signals], None),
+            Some((b, o, f)) => (
+                self.bands(Some(b), signals),
+                Some((self.bands(Some(o), signals), f)),
+            ),
+        }
+    }
+}
+
+/// A profile's bands at a moment: the bucket's, and the neighbour's with its weight.
+type BandsAt<'a> = (&'a [Band], Option<(&'a [Band], f64)>);
+
+/// Signal `s`'s median and scale from `at`, interpolated between the two buckets.
+fn band_of((x, y): BandsAt<'_>, s: usize) -> (f64, f64) {
+    let x = x[s];
+    match y {
+        None => (f64::from(x.median), f64::from(x.scale)),
+        Some((y, f)) => {
+            let y = y[s];
+            let mix = |a: f32, c: f32| (1.0 - f) * f64::from(a) + f * f64::from(c);
+            (mix(x.median, y.median), mix(x.scale, y.scale))
         }
     }
 }
@@ -254,14 +285,9 @@ impl EntityBaselines {
         let counts: Vec<bool> = (0..d)
             .map(|j| tuning.counts && x.column(j).all(|v| v >= 0.0 && v.fract() == 0.0))
             .collect();
-        // The training records' signals in f32 and their positions in 12 bytes: what the fit
-        // holds besides its input (100,000 entities' two days of hours: 0.3 GB, not 0.5).
-        let mut signals = vec![0.0f32; x.n_rows() * m];
+        // Signals are computed as needed (an entity's at a time, in f32) and positions held in
+        // 12 bytes a record: what the fit holds besides its input and the model.
         let mut row = vec![0.0; m];
-        for (i, out) in signals.chunks_exact_mut(m).enumerate() {
-            signals_into(x.row(i), &pairs, &counts, &mut row);
-            out.iter_mut().zip(&row).for_each(|(o, &v)| *o = v as f32);
-        }
         let positions: Vec<Position> = times
             .iter()
             .map(|&t| {
@@ -278,7 +304,6 @@ impl EntityBaselines {
         for (i, &e) in entities.iter().enumerate() {
             rows_of.entry(e).or_default().push(i as u32);
         }
-        let nb = seasonality.buckets();
         let all: Vec<u32> = (0..x.n_rows() as u32).collect();
         let floors: Vec<f64> = (0..m)
             .map(|s| {
@@ -289,22 +314,57 @@ impl EntityBaselines {
                 }
             })
             .collect();
-        let population = profile(&signals, &floors, &all, &positions, nb, tuning.shrink);
-        let profiles: HashMap<String, Profile> = rows_of
-            .into_iter()
-            .filter(|(_, rows)| rows.len() >= MIN_ENTITY_RECORDS)
-            .map(|(e, rows)| {
-                (
-                    e.to_owned(),
-                    profile(&signals, &floors, &rows, &positions, nb, tuning.shrink),
-                )
-            })
-            .collect();
+        // The population's bands from every record's signals in f32, freed before the
+        // entities' (which hold the model as it grows): the fit's peak is the larger of the two.
+        let population = {
+            let mut signals = vec![0.0f32; x.n_rows() * m];
+            for (i, out) in signals.chunks_exact_mut(m).enumerate() {
+                signals_into(x.row(i), &pairs, &counts, &mut row);
+                out.iter_mut().zip(&row).for_each(|(o, &v)| *o = v as f32);
+            }
+            let signal = |i: u32, s: usize| f64::from(signals[i as usize * m + s]);
+            let position = |i: u32| positions[i as usize];
+            fit_profile(
+                &signal,
+                &floors,
+                &all,
+                &position,
+                seasonality,
+                tuning.shrink,
+            )
+        };
+        drop(all);
+        let mut profiles: HashMap<String, Profile> = HashMap::new();
+        let mut local: Vec<f32> = Vec::new();
+        let mut local_rows: Vec<u32> = Vec::new();
+        for (e, rows) in rows_of {
+            if rows.len() < MIN_ENTITY_RECORDS {
+                continue;
+            }
+            local.clear();
+            for &i in &rows {
+                signals_into(x.row(i as usize), &pairs, &counts, &mut row);
+                local.extend(row.iter().map(|&v| v as f32));
+            }
+            local_rows.clear();
+            local_rows.extend(0..rows.len() as u32);
+            let signal = |k: u32, s: usize| f64::from(local[k as usize * m + s]);
+            let position = |k: u32| positions[rows[k as usize] as usize];
+            let p = fit_profile(
+                &signal,
+                &floors,
+                &local_rows,
+                &position,
+                seasonality,
+                tuning.shrink,
+            );
+            profiles.insert(e.to_owned(), p);
+        }
         let mut b = Self {
             seasonality,
             n_features: d,
-            pairs,
-            counts,
+            pairs: pairs.clone(),
+            counts: counts.clone(),
             below_weight: tuning.below_weight,
             max: tuning.max,
             smooth: tuning.smooth,
@@ -316,9 +376,8 @@ impl EntityBaselines {
         let mut dev: Vec<f64> = (0..x.n_rows())
             .map(|i| {
                 let (p, _) = b.profile_of(entities[i]);
-                row.iter_mut()
-                    .zip(&signals[i * m..(i + 1) * m])
-                    .for_each(|(r, &v)| *r = f64::from(v));
+                signals_into(x.row(i), &b.pairs, &b.counts, &mut row);
+                row.iter_mut().for_each(|r| *r = f64::from(*r as f32));
                 b.deviation_with(p, &row, wide(positions[i]), &mut z)
             })
             .collect();
@@ -377,8 +436,9 @@ impl EntityBaselines {
     ) -> f64 {
         let m = signals.len();
         let (mut sum, mut max) = (0.0f64, 0.0f64);
+        let at = p.bands_at(pos, m);
         for (s, (zs, &v)) in z.iter_mut().zip(signals).enumerate() {
-            let (median, scale) = p.band_at(pos, s, m);
+            let (median, scale) = band_of(at, s);
             *zs = (v - median) / scale;
             let c = if s < self.n_features && *zs < 0.0 {
                 -*zs * self.below_weight
@@ -500,21 +560,193 @@ fn signals_into(row: &[f64], pairs: &[(u16, u16)], counts: &[bool], out: &mut [f
     }
 }
 
-/// Bands over the given rows of `signals` (`floors.len()` a row): overall and per bucket.
-/// A bucket's median is shrunk toward the overall one with `shrink` pseudo-records; its scale
-/// is the spread of its records around the medians interpolated at their `positions`, shrunk
-/// likewise toward the entity's spread within buckets.
-fn profile(
-    signals: &[f32],
+/// Where the bands of week bucket `b` (or hour-of-day bucket, `days` all 0) are among a
+/// profile's buckets: its day's profile, that hour.
+fn block_bucket(days: &[u8; 7], b: u8) -> u8 {
+    days.get(usize::from(b / 24)).copied().unwrap_or(0) * 24 + b % 24
+}
+
+/// Most 24-hour day profiles a weekly baseline keeps per entity: days of the week that differ
+/// (weekdays and weekends) get their own, alike days share one.
+pub const MAX_DAY_PROFILES: usize = 2;
+/// Mean squared (clipped) difference, in standard errors, between two groups of days' hourly
+/// medians below which they share a day profile (about 1 for days alike but for noise).
+pub const DAY_SPLIT: f64 = 2.0;
+
+/// The bands of `rows` under `seasonality`: with `weekly`, first which day profile each day of
+/// the week uses ([`day_profiles`]), then hour-of-day bands within each profile.
+fn fit_profile(
+    signal: &impl Fn(u32, usize) -> f64,
     floors: &[f64],
     rows: &[u32],
-    positions: &[Position],
+    position: &impl Fn(u32) -> Position,
+    seasonality: Seasonality,
+    shrink: f64,
+) -> Profile {
+    let (days, n_buckets) = match seasonality {
+        Seasonality::None => ([0; 7], 0),
+        Seasonality::Daily => ([0; 7], 24),
+        Seasonality::Weekly => {
+            let days = day_profiles(signal, floors, rows, position);
+            let blocks = days.iter().copied().max().map_or(1, |b| usize::from(b) + 1);
+            (days, 24 * blocks)
+        }
+    };
+    let bucket =
+        |i: u32| position(i).map(|(b, o, f)| (block_bucket(&days, b), block_bucket(&days, o), f));
+    profile(signal, floors, rows, &bucket, n_buckets, shrink, days)
+}
+
+/// Which of at most [`MAX_DAY_PROFILES`] day profiles each day of the week uses: days with
+/// history start apart and the two closest groups merge while there are too many or they
+/// differ by less than [`DAY_SPLIT`] (the mean over hours and signals of the squared
+/// difference of their hourly medians in standard errors, clipped at 16). A day without
+/// history uses the profile of most days.
+fn day_profiles(
+    signal: &impl Fn(u32, usize) -> f64,
+    floors: &[f64],
+    rows: &[u32],
+    position: &impl Fn(u32) -> Position,
+) -> [u8; 7] {
+    let m = floors.len();
+    // The rows of each hour of the week, in one buffer.
+    let mut start = [0usize; 169];
+    for &i in rows {
+        if let Some((b, _, _)) = position(i) {
+            start[usize::from(b) + 1] += 1;
+        }
+    }
+    for b in 0..168 {
+        start[b + 1] += start[b];
+    }
+    let mut order = vec![0u32; start[168]];
+    let mut fill = start;
+    for &i in rows {
+        if let Some((b, _, _)) = position(i) {
+            order[fill[usize::from(b)]] = i;
+            fill[usize::from(b)] += 1;
+        }
+    }
+    let cell = |d: usize, h: usize| &order[start[d * 24 + h]..start[d * 24 + h + 1]];
+    let seen: Vec<usize> = (0..7)
+        .filter(|&d| start[d * 24] < start[d * 24 + 24])
+        .collect();
+    if seen.len() <= 1 {
+        return [0; 7];
+    }
+    // Each signal's spread around its hour-of-day median, over all days.
+    let mut scratch: Vec<f64> = Vec::new();
+    let mut residuals: Vec<f64> = Vec::new();
+    let sigma: Vec<f64> = (0..m)
+        .map(|s| {
+            residuals.clear();
+            for h in 0..24 {
+                scratch.clear();
+                for d in 0..7 {
+                    scratch.extend(cell(d, h).iter().map(|&i| signal(i, s)));
+                }
+                if scratch.is_empty() {
+                    continue;
+                }
+                let median = median_in_place(&mut scratch);
+                for d in 0..7 {
+                    residuals.extend(cell(d, h).iter().map(|&i| (signal(i, s) - median).abs()));
+                }
+            }
+            (1.4826 * median_in_place(&mut residuals)).max(floors[s])
+        })
+        .collect();
+    // A group of days: its hourly medians (24 × m) and records per hour.
+    struct Group {
+        days: Vec<usize>,
+        median: Vec<f64>,
+        n: [u32; 24],
+    }
+    let summarise = |days: Vec<usize>, scratch: &mut Vec<f64>| {
+        let mut median = vec![0.0; 24 * m];
+        let mut n = [0u32; 24];
+        for h in 0..24 {
+            n[h] = days.iter().map(|&d| cell(d, h).len() as u32).sum();
+            if n[h] == 0 {
+                continue;
+            }
+            for s in 0..m {
+                scratch.clear();
+                for &d in &days {
+                    scratch.extend(cell(d, h).iter().map(|&i| signal(i, s)));
+                }
+                median[h * m + s] = median_in_place(scratch);
+            }
+        }
+        Group { days, median, n }
+    };
+    let distance = |a: &Group, b: &Group| {
+        let (mut sum, mut cells) = (0.0, 0usize);
+        for h in 0..24 {
+            if a.n[h] == 0 || b.n[h] == 0 {
+                continue;
+            }
+            let se = 1.2533 * (1.0 / f64::from(a.n[h]) + 1.0 / f64::from(b.n[h])).sqrt();
+            for (s, &sg) in sigma.iter().enumerate() {
+                let t = (a.median[h * m + s] - b.median[h * m + s]) / (sg * se);
+                sum += (t * t).min(16.0);
+                cells += 1;
+            }
+        }
+        if cells == 0 { 0.0 } else { sum / cells as f64 }
+    };
+    let mut groups: Vec<Group> = seen
+        .iter()
+        .map(|&d| summarise(vec![d], &mut scratch))
+        .collect();
+    while groups.len() > 1 {
+        let mut closest = (f64::INFINITY, 0, 1);
+        for a in 0..groups.len() {
+            for b in a + 1..groups.len() {
+                let dist = distance(&groups[a], &groups[b]);
+                if dist < closest.0 {
+                    closest = (dist, a, b);
+                }
+            }
+        }
+        let (dist, a, b) = closest;
+        if groups.len() <= MAX_DAY_PROFILES && dist >= DAY_SPLIT {
+            break;
+        }
+        let merged = groups.remove(b);
+        let mut days = std::mem::take(&mut groups[a].days);
+        days.extend(merged.days);
+        days.sort_unstable();
+        groups[a] = summarise(days, &mut scratch);
+    }
+    let most = (0..groups.len())
+        .max_by_key(|&g| (groups[g].days.len(), std::cmp::Reverse(g)))
+        .unwrap_or(0);
+    let mut out = [most as u8; 7];
+    for (g, group) in groups.iter().enumerate() {
+        for &d in &group.days {
+            out[d] = g as u8;
+        }
+    }
+    out
+}
+
+/// Bands over the given rows: overall and per bucket (`bucket(row)`, among `n_buckets`).
+/// A bucket's median is shrunk toward the overall one with `shrink` pseudo-records; its scale
+/// is the spread of its records around the medians interpolated at their positions, shrunk
+/// likewise toward the entity's spread within buckets. `signal(row, s)` is a training row's
+/// signal `s` (of `floors.len()`).
+fn profile(
+    signal: &impl Fn(u32, usize) -> f64,
+    floors: &[f64],
+    rows: &[u32],
+    bucket: &impl Fn(u32) -> Position,
     n_buckets: usize,
     shrink: f64,
+    days: [u8; 7],
 ) -> Profile {
     let m = floors.len();
     let mut scratch = Vec::with_capacity(rows.len());
-    let signal = |i: u32, s: usize| f64::from(signals[i as usize * m + s]);
     let mut overall = Vec::with_capacity(m);
     for (s, &floor) in floors.iter().enumerate() {
         scratch.clear();
@@ -531,12 +763,13 @@ fn profile(
     if n_buckets == 0 {
         return Profile {
             n_records: rows.len() as u32,
+            days,
             bands: bands.into_boxed_slice(),
         };
     }
     let mut by_bucket: Vec<Vec<u32>> = vec![Vec::new(); n_buckets];
     for &i in rows {
-        if let Some((b, _, _)) = wide(positions[i as usize]) {
+        if let Some((b, _, _)) = wide(bucket(i)) {
             by_bucket[b].push(i);
         }
     }
@@ -562,7 +795,7 @@ fn profile(
         }
     }
     // Residuals around the buckets' own medians, interpolated, per bucket and pooled.
-    let expected = |i: u32, s: usize| match wide(positions[i as usize]) {
+    let expected = |i: u32, s: usize| match wide(bucket(i)) {
         Some((b, o, f)) => (1.0 - f) * own[b * m + s] + f * own[o * m + s],
         None => f64::from(overall[s].median),
     };
@@ -593,7 +826,67 @@ fn profile(
     }
     Profile {
         n_records: rows.len() as u32,
+        days,
         bands: bands.into_boxed_slice(),
+    }
+}
+
+/// Entity baselines as model files of format 2 hold them (before weekly day profiles: one
+/// bucket per hour of the week): read and converted, never written.
+#[derive(Deserialize)]
+pub struct BaselinesFormat2 {
+    seasonality: Seasonality,
+    n_features: usize,
+    pairs: Vec<(u16, u16)>,
+    counts: Vec<bool>,
+    below_weight: f64,
+    max: bool,
+    smooth: bool,
+    population: ProfileFormat2,
+    entities: HashMap<String, ProfileFormat2>,
+    k: f64,
+}
+
+#[derive(Deserialize)]
+struct ProfileFormat2 {
+    n_records: u32,
+    bands: Box<[Band]>,
+}
+
+impl ProfileFormat2 {
+    /// The same bands: weekly ones as seven day profiles, one per day of the week.
+    fn upgrade(self, seasonality: Seasonality) -> Profile {
+        let days = match seasonality {
+            Seasonality::Weekly => [0, 1, 2, 3, 4, 5, 6],
+            _ => [0; 7],
+        };
+        Profile {
+            n_records: self.n_records,
+            days,
+            bands: self.bands,
+        }
+    }
+}
+
+impl From<BaselinesFormat2> for EntityBaselines {
+    fn from(old: BaselinesFormat2) -> Self {
+        let s = old.seasonality;
+        Self {
+            seasonality: s,
+            n_features: old.n_features,
+            pairs: old.pairs,
+            counts: old.counts,
+            below_weight: old.below_weight,
+            max: old.max,
+            smooth: old.smooth,
+            population: old.population.upgrade(s),
+            entities: old
+                .entities
+                .into_iter()
+                .map(|(e, p)| (e, p.upgrade(s)))
+                .collect(),
+            k: old.k,
+        }
     }
 }
 
@@ -706,5 +999,86 @@ mod tests {
             night < 2e4 && night_hi < 1e5 && day > 6e5 && day_lo > 4e5,
             "{night} {night_hi} {day} {day_lo}"
         );
+    }
+
+    /// Two weeks of 15-minute records from Monday 2024-01-01, on the given days of the week
+    /// (0 is Monday): a workstation with 1 MB at weekday office hours (09-17), 10 kB at night
+    /// and on weekends, and a server at 1 MB around the clock every day.
+    fn weeks_of_hosts(days: &[i64]) -> EntityBaselines {
+        let mut rows = Vec::new();
+        let (mut names, mut times) = (Vec::new(), Vec::new());
+        for week in 0..2 {
+            for i in days.iter().flat_map(|d| d * 96..(d + 1) * 96) {
+                let t =
+                    at(0) + chrono::TimeDelta::days(7 * week) + chrono::TimeDelta::minutes(15 * i);
+                let wobble = 1.0 + 0.1 * (i % 5) as f64;
+                let office = (9..17).contains(&t.hour()) && t.weekday().num_days_from_monday() < 5;
+                rows.push([wobble * if office { 1e6 } else { 1e4 }]);
+                names.push("ws");
+                times.push(t);
+                rows.push([wobble * 1e6]);
+                names.push("server");
+                times.push(t);
+            }
+        }
+        let x = Matrix::from_rows(&rows).unwrap();
+        EntityBaselines::fit(&x, &names, &times, Seasonality::Weekly)
+    }
+
+    /// `b`'s score of 1.2 MB from `entity` on day `day` of the week (0 is Monday) at `hour`.
+    fn weekly_score(b: &EntityBaselines, entity: &str, day: i64, hour: i64) -> f64 {
+        let mut z = vec![0.0; b.n_signals()];
+        let t = at(0) + chrono::TimeDelta::days(day) + chrono::TimeDelta::hours(hour);
+        b.score_into(&[1.2e6], entity, t, &mut z).0
+    }
+
+    #[test]
+    fn weekly_bands_keep_one_day_profile_for_weekdays_and_one_for_weekends() {
+        let b = weeks_of_hosts(&[0, 1, 2, 3, 4, 5, 6]);
+        let m = b.n_signals();
+        let ws = &b.entities["ws"];
+        assert_eq!(
+            ws.days,
+            [0, 0, 0, 0, 0, 1, 1],
+            "weekdays apart from weekends"
+        );
+        assert_eq!(ws.day_profiles(m), 2);
+        assert_eq!(ws.bands.len(), (1 + 24 * MAX_DAY_PROFILES) * m);
+        let server = &b.entities["server"];
+        assert_eq!(server.days, [0; 7], "every day alike: one profile");
+        assert_eq!(server.bands.len(), (1 + 24) * m);
+        assert!(
+            weekly_score(&b, "ws", 2, 12) < 0.5,
+            "1 MB on a Wednesday noon is usual"
+        );
+        assert!(
+            weekly_score(&b, "ws", 5, 12) > 0.9,
+            "on a Saturday noon it is not"
+        );
+        assert!(
+            weekly_score(&b, "ws", 2, 3) > 0.9,
+            "nor at 03:00 on a Wednesday"
+        );
+        assert!(weekly_score(&b, "server", 5, 12) < 0.5);
+        assert!(weekly_score(&b, "server", 2, 3) < 0.5);
+        let saturday_noon = at(12) + chrono::TimeDelta::days(5);
+        let (sat, [_, sat_hi]) = b.expected("ws", saturday_noon, 0);
+        assert!(sat < 2e4 && sat_hi < 1e5, "{sat} {sat_hi}");
+    }
+
+    #[test]
+    fn a_day_without_history_uses_the_profile_of_most_days() {
+        // Trained on Monday to Wednesday and Saturday: Thursday is judged as a weekday.
+        let b = weeks_of_hosts(&[0, 1, 2, 5]);
+        assert_eq!(b.entities["ws"].days, [0, 0, 0, 0, 0, 1, 0]);
+        assert!(
+            weekly_score(&b, "ws", 3, 12) < 0.5,
+            "Thursday noon is a weekday's"
+        );
+        assert!(
+            weekly_score(&b, "ws", 3, 3) > 0.9,
+            "Thursday 03:00 a weekday night's"
+        );
+        assert!(weekly_score(&b, "ws", 5, 12) > 0.9);
     }
 }

@@ -7,7 +7,9 @@
 //! ```
 //!
 //! Format 1 is every `baseline=global` model (as before entity baselines); a model with entity
-//! baselines is format 2, whose body is (scaler, forest, [`EntityPart`]). Both load.
+//! baselines is format 3, whose body is (scaler, forest, [`EntityPart`]). Format 2 (entity
+//! baselines whose weekly bands were one bucket per hour of the week, before day profiles)
+//! still loads and scores as it did. All three load.
 //!
 //! The metadata is JSON so an operator can read it with `strings`; the trees are binary for size.
 //! Any truncation or altered byte fails the checksum and is a typed [`ModelFileError`].
@@ -18,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::Matrix;
-use super::baseline::{Baseline, EntityBaselines, Judged, Seasonality};
+use super::baseline::{Baseline, BaselinesFormat2, EntityBaselines, Judged, Seasonality};
 use super::explain::{BandContext, Direction, FeatureContribution, summary_line};
 use super::forest::IsolationForest;
 use super::params::{ForestParams, ParamError, check_feature_names};
@@ -674,7 +676,13 @@ impl Model {
             pos: MAGIC.len(),
         };
         let format = u32::from_le_bytes(cursor.take_array()?);
-        if format != FORMAT_VERSION && format != FORMAT_VERSION_GLOBAL {
+        if ![
+            FORMAT_VERSION,
+            FORMAT_VERSION_GLOBAL,
+            FORMAT_VERSION_HOURS_OF_WEEK,
+        ]
+        .contains(&format)
+        {
             return Err(ModelFileError::UnsupportedFormat(format));
         }
         if Sha256::digest(content).as_slice() != digest {
@@ -690,6 +698,14 @@ impl Model {
             let (scaler, forest): (Scaler, IsolationForest) =
                 postcard::from_bytes(body).map_err(decode)?;
             (scaler, forest, None)
+        } else if format == FORMAT_VERSION_HOURS_OF_WEEK {
+            let (scaler, forest, (field, old)): (
+                Scaler,
+                IsolationForest,
+                (String, BaselinesFormat2),
+            ) = postcard::from_bytes(body).map_err(decode)?;
+            let baselines = old.into();
+            (scaler, forest, Some(EntityPart { field, baselines }))
         } else {
             let (scaler, forest, entity): (Scaler, IsolationForest, EntityPart) =
                 postcard::from_bytes(body).map_err(decode)?;
@@ -723,8 +739,11 @@ impl Model {
 
 const MAGIC: &[u8; 8] = b"NSMODEL\0";
 /// Bumped whenever the layout or the meaning of a field changes: the format of a model with
-/// entity baselines (format 2).
-pub const FORMAT_VERSION: u32 = 2;
+/// entity baselines (format 3: weekly bands as day profiles).
+pub const FORMAT_VERSION: u32 = 3;
+/// The format of a model with entity baselines before day profiles (one weekly bucket per hour
+/// of the week): read, never written.
+pub const FORMAT_VERSION_HOURS_OF_WEEK: u32 = 2;
 /// The format of a model without entity baselines (unchanged since format 1, which every build
 /// since reads and writes for them).
 pub const FORMAT_VERSION_GLOBAL: u32 = 1;
@@ -737,7 +756,7 @@ pub enum ModelFileError {
     #[error("not a netsentinel model file (bad magic bytes)")]
     NotAModel,
     #[error(
-        "model file format {0} is not supported by this build (expects {FORMAT_VERSION_GLOBAL} or {FORMAT_VERSION})"
+        "model file format {0} is not supported by this build (expects {FORMAT_VERSION_GLOBAL} to {FORMAT_VERSION})"
     )]
     UnsupportedFormat(u32),
     #[error("checksum mismatch: the file was altered or partly written")]
@@ -1001,14 +1020,14 @@ mod entity_tests {
     }
 
     #[test]
-    fn an_entity_model_is_format_2_and_round_trips_and_a_global_one_stays_format_1() {
+    fn an_entity_model_is_format_3_and_round_trips_and_a_global_one_stays_format_1() {
         let (model, test) = fitted();
         assert_eq!(model.meta().baseline, Baseline::Entity);
         assert_eq!(model.meta().entity_field.as_deref(), Some("src_ip"));
         assert_eq!(model.threshold(), 0.5);
         assert!(model.meta().training_anomaly_rate <= 0.01);
         let bytes = model.to_bytes();
-        assert_eq!(bytes[8..12], 2u32.to_le_bytes());
+        assert_eq!(bytes[8..12], 3u32.to_le_bytes());
         let back = Model::from_bytes(&bytes).unwrap();
         assert_eq!(back, model);
         let rows: Vec<[f64; 4]> = test.iter().take(500).map(|r| r.features()).collect();

@@ -23,6 +23,7 @@ mod api_security;
 mod api_streaming;
 mod api_walkthrough;
 mod baseline_accuracy;
+mod baseline_model_files;
 mod cancellation;
 mod crash_restart;
 mod detector_accuracy;
