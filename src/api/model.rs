@@ -79,8 +79,8 @@ pub struct FitQuery {
     /// (each record against its own entity's history; the entity is `group_by`).
     #[param(example = "entity")]
     pub baseline: Option<String>,
-    /// With `baseline=entity`: `none` (default), `daily` (by hour of day) or `weekly` (by hour
-    /// of week).
+    /// With `baseline=entity`: `none` (default), `daily` (by hour of day) or `weekly` (by hour of
+    /// day within each entity's day profiles: days alike share one, e.g. weekdays and weekends).
     #[param(example = "daily")]
     pub seasonality: Option<String>,
 }

@@ -98,8 +98,8 @@ pub struct DetectorParamsView {
     /// name no baseline of their own use it.
     #[schema(example = "entity", pattern = "^(global|entity)$")]
     pub baseline: Option<String>,
-    /// With `baseline=entity`: `none` (default), `daily` (by hour of day) or `weekly` (by hour
-    /// of week).
+    /// With `baseline=entity`: `none` (default), `daily` (by hour of day) or `weekly` (by hour of
+    /// day within each entity's day profiles: days alike share one, e.g. weekdays and weekends).
     #[schema(example = "daily", pattern = "^(none|daily|weekly)$")]
     pub seasonality: Option<String>,
 }
