@@ -524,17 +524,20 @@ async fn acknowledged_lines_survive_a_restart() {
     assert_eq!(as_map(&app.windows(&base, 7).await), expected);
 }
 
+/// The service binary serving `dir`, as its own process (the kill -9 tests).
+fn serve(dir: &std::path::Path) -> support::process::Process {
+    let mut cmd = support::process::binary();
+    cmd.args(["serve", "--addr", "127.0.0.1:0", "--log-format", "json"])
+        .arg("--data-dir")
+        .arg(dir);
+    support::process::Process::spawn(cmd, "the service")
+}
+
 #[tokio::test]
 async fn acknowledged_lines_survive_kill_9() {
-    use support::process::{Process, binary};
+    use support::process::Process;
     let dir = tempfile::tempdir().unwrap();
-    let start = || {
-        let mut cmd = binary();
-        cmd.args(["serve", "--addr", "127.0.0.1:0", "--log-format", "json"])
-            .arg("--data-dir")
-            .arg(dir.path());
-        Process::spawn(cmd, "the service")
-    };
+    let start = || serve(dir.path());
     let client = reqwest::Client::new();
     let (header, lines) = tsv();
     let post = |p: &Process, path: &str, ct: &str, body: String| {
@@ -790,15 +793,9 @@ async fn the_answer_shows_each_incident_its_windows_opened_or_updated_as_stored(
 
 #[tokio::test]
 async fn windows_pending_without_a_model_survive_kill_9() {
-    use support::process::{Process, binary};
+    use support::process::Process;
     let dir = tempfile::tempdir().unwrap();
-    let start = || {
-        let mut cmd = binary();
-        cmd.args(["serve", "--addr", "127.0.0.1:0", "--log-format", "json"])
-            .arg("--data-dir")
-            .arg(dir.path());
-        Process::spawn(cmd, "the service")
-    };
+    let start = || serve(dir.path());
     let client = reqwest::Client::new();
     let lines = zeek_json_lines_in_order();
     let base = "/v1/detectors/pending-crash";
