@@ -295,10 +295,15 @@ where
         check_times(&model, &batch)?;
         let mut scored = scored_batch(&model, &batch, scores, command.explain, rule.explain_top_k);
         scored.suppressed = suppression::mark(&rules, &detector, &rule.entity_field, &batch);
-        let raised = alert_for(&model, &batch, &scored, &rule).map(|a| Alert { detector, ..a });
-        if let Some(raised) = &raised {
-            crate::work::reserve(alert_bytes(raised))?;
+        // The alert's memory is charged before its records are built.
+        let plan = plan_alert(&model, &batch, &scored, &rule);
+        if let Some(plan) = &plan {
+            crate::work::reserve(plan.bytes())?;
         }
+        let raised = plan.map(|p| Alert {
+            detector,
+            ..p.build(&model, &batch, &scored)
+        });
         let alert = raised
             .as_ref()
             .map(|a| crate::store::incidents::preview(alerts.as_ref(), a));
@@ -337,19 +342,6 @@ where
     );
     det.set_last_batch(chart);
     Ok(outcome)
-}
-
-/// What an alert costs from its records until it is stored, held against the memory budget
-/// before it is split into its entities' incident updates, previewed and stored: proportional
-/// to the records it keeps (at most `--alert-top-records` per entity), so a batch of many
-/// anomalous entities costs far more than its body (a Zeek log of 100,000 new hosts, one window
-/// each, took 12 KiB per entity; BENCHMARKS.md, "Zeek state charged to the memory budget").
-fn alert_bytes(alert: &Alert) -> u64 {
-    const PER_RECORD: u64 = 6 << 10;
-    const PER_ENTITY: u64 = 6 << 10;
-    let entities: std::collections::HashSet<Option<&str>> =
-        alert.records.iter().map(|r| r.entity.as_deref()).collect();
-    alert.records.len() as u64 * PER_RECORD + entities.len() as u64 * PER_ENTITY
 }
 
 /// Stores an alert and the deliveries it owes (and the request's idempotency key) in one commit, then wakes the deliverers: an
@@ -511,6 +503,28 @@ pub fn alert_for(
     scored: &ScoredBatch,
     rule: &AlertRule,
 ) -> Option<Alert> {
+    plan_alert(model, batch, scored, rule).map(|plan| plan.build(model, batch, scored))
+}
+
+/// Whether a batch raises an alert and which records it keeps, decided before any of them is
+/// built, so the memory they will take can be charged first ([`AlertPlan::bytes`]).
+pub struct AlertPlan<'r> {
+    rule: &'r AlertRule,
+    summary: BatchSummary,
+    reasons: Vec<String>,
+    /// The records kept, most anomalous first, with the entity each is about (all `None` for a
+    /// batch alert).
+    candidates: Vec<usize>,
+    entities: Vec<Option<String>>,
+}
+
+/// The alert `rule` raises for a scored batch, if any, as an [`AlertPlan`].
+pub fn plan_alert<'r>(
+    model: &Model,
+    batch: &Batch,
+    scored: &ScoredBatch,
+    rule: &'r AlertRule,
+) -> Option<AlertPlan<'r>> {
     // Suppressed records do not count: the decision is the one the batch without them gets.
     let kept_summary;
     let s = if scored.suppressed.is_empty() {
@@ -584,49 +598,82 @@ pub fn alert_for(
         let n = candidates.len().min(rule.top_records);
         (candidates[..n].to_vec(), vec![None; n])
     };
-    // Records the batch's answer did not explain (CSV answers, `explain=none`) are explained
-    // here, together.
-    let unexplained: Vec<usize> = candidates
-        .iter()
-        .copied()
-        .filter(|&i| scored.explanation(i).is_none())
-        .collect();
-    let mut extra = explain_rows(model, batch, &unexplained, rule.explain_top_k).into_iter();
-    let records = candidates
-        .into_iter()
-        .zip(entities)
-        .map(|(i, entity)| AlertRecord {
-            index: i,
-            timestamp: batch.timestamps.owned(i),
-            score: scored.scores[i],
-            severity: crate::detector::severity::severity(scored.scores[i]),
-            values: batch
-                .features
-                .iter()
-                .cloned()
-                .zip(batch.matrix.row(i).iter().copied())
-                .collect(),
-            fields: alert_fields(&batch.echo, i),
-            explanation: match scored.explanation(i) {
-                Some(e) => e.clone(),
-                None => extra
-                    .next()
-                    .expect("one explanation per unexplained record"),
-            },
-            entity,
-        })
-        .collect();
-    let now = Utc::now();
-    let mut alert = Alert::new(
-        now,
-        model.version(),
-        s.max_severity,
-        reasons.join("; "),
-        s.clone(),
-        records,
-    );
-    alert.policy = Some(rule.incidents);
-    Some(alert)
+    Some(AlertPlan {
+        rule,
+        summary: s.clone(),
+        reasons,
+        candidates,
+        entities,
+    })
+}
+
+impl AlertPlan<'_> {
+    /// What the alert will hold in memory until it is stored, held against the memory budget
+    /// before any of it is built: its records (at most `--alert-top-records` per entity) with
+    /// their values, fields and explanations, and each entity's incident update split from it.
+    /// Measured: a Zeek log of 100,000 new hosts, one window each, peaked at 10.5-12.8 KiB per
+    /// entity (BENCHMARKS.md, "Zeek state charged to the memory budget"); 8 + 8 KiB leaves a
+    /// margin over that.
+    pub fn bytes(&self) -> u64 {
+        const PER_RECORD: u64 = 8 << 10;
+        const PER_ENTITY: u64 = 8 << 10;
+        let entities: std::collections::HashSet<Option<&str>> =
+            self.entities.iter().map(Option::as_deref).collect();
+        self.candidates.len() as u64 * PER_RECORD + entities.len() as u64 * PER_ENTITY
+    }
+
+    /// The alert, its records explained (those the batch's answer did not explain are
+    /// explained here, together).
+    pub fn build(self, model: &Model, batch: &Batch, scored: &ScoredBatch) -> Alert {
+        let AlertPlan {
+            rule,
+            summary: s,
+            reasons,
+            candidates,
+            entities,
+        } = self;
+        let unexplained: Vec<usize> = candidates
+            .iter()
+            .copied()
+            .filter(|&i| scored.explanation(i).is_none())
+            .collect();
+        let mut extra = explain_rows(model, batch, &unexplained, rule.explain_top_k).into_iter();
+        let records = candidates
+            .into_iter()
+            .zip(entities)
+            .map(|(i, entity)| AlertRecord {
+                index: i,
+                timestamp: batch.timestamps.owned(i),
+                score: scored.scores[i],
+                severity: crate::detector::severity::severity(scored.scores[i]),
+                values: batch
+                    .features
+                    .iter()
+                    .cloned()
+                    .zip(batch.matrix.row(i).iter().copied())
+                    .collect(),
+                fields: alert_fields(&batch.echo, i),
+                explanation: match scored.explanation(i) {
+                    Some(e) => e.clone(),
+                    None => extra
+                        .next()
+                        .expect("one explanation per unexplained record"),
+                },
+                entity,
+            })
+            .collect();
+        let now = Utc::now();
+        let mut alert = Alert::new(
+            now,
+            model.version(),
+            s.max_severity,
+            reasons.join("; "),
+            s,
+            records,
+        );
+        alert.policy = Some(rule.incidents);
+        alert
+    }
 }
 
 /// The first four features of a batch, with its anomalies, for the chart.
