@@ -105,8 +105,9 @@ fn fill(body: &[u8], spec: &ReadSpec, b: &mut BatchBuilder) -> Result<Rejects, R
 /// opens a window of a new host costs several times its size), so it is charged to the
 /// request's memory budget as it is observed: after each chunk, the reader's state beyond what
 /// the request reserved already (its body's cost); once every batch is read, before the windows
-/// are merged into records, the most that step and the batch built from them hold. A charge refused ends the read with
-/// 413 `memory-budget` or 503 `overloaded`, having grown by at most the batches in flight.
+/// are merged into records, the most that step and the batch built from them hold. A charge
+/// refused ends the read with 413 `memory-budget` or 503 `overloaded`, having grown by at most
+/// the batches in flight.
 fn read_zeek_stream(
     reader: &mut BodyReader,
     format: ZeekFormat,

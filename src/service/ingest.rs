@@ -360,6 +360,19 @@ fn within_bound(detector: &str, pending: u64, more: u64, max: u64) -> Result<(),
     Ok(())
 }
 
+/// A detector whose `source.format` changed while it kept windows pending in the other one.
+fn format_switched(detector: &str, kept: &str) -> ServiceError {
+    let what = if kept == "zeek" {
+        "Zeek windows"
+    } else {
+        "records"
+    };
+    ServiceError::Ingest(format!(
+        "detector {detector:?} keeps {what} pending from when its source.format was {kept:?}: \
+         PUT it back with source.format {kept:?} and POST …/flush to score them, then switch"
+    ))
+}
+
 /// The pending chunks of a Zeek stream: their windows, in the order they were kept.
 fn pending_windows(detector: &str, chunks: &[Vec<u8>]) -> Result<Vec<WindowRecord>, ServiceError> {
     let mut out = Vec::new();
@@ -367,11 +380,7 @@ fn pending_windows(detector: &str, chunks: &[Vec<u8>]) -> Result<Vec<WindowRecor
         match Pending::from_bytes(c)? {
             Pending::Zeek(ws) => out.extend(ws),
             Pending::Records { .. } => {
-                return Err(ServiceError::Ingest(format!(
-                    "detector {detector:?} keeps records pending from when it read records: PUT \
-                     it back with source.format \"records\" and POST …/flush to score them, then \
-                     switch"
-                )));
+                return Err(format_switched(detector, "records"));
             }
         }
     }
@@ -729,12 +738,7 @@ fn run_records(
                     records,
                 } = pending
                 else {
-                    done = Some(Err(ServiceError::Ingest(format!(
-                        "detector {:?} keeps Zeek windows pending from when it read Zeek logs: \
-                         PUT it back with source.format \"zeek\" and POST …/flush to score \
-                         them, then switch",
-                        det.name()
-                    ))));
+                    done = Some(Err(format_switched(det.name(), "zeek")));
                     return None;
                 };
                 match score_pending_records(
