@@ -499,11 +499,22 @@ struct PendingAlert {
     severity: u8,
     status: &'static str,
     created_at_ms: i64,
-    row: AlertRow,
-    /// An alert whose records name entities: folded into incidents when committed.
-    incident: Option<Alert>,
+    /// A batch alert's checked row.
+    row: Option<AlertRow>,
+    /// An alert whose records name entities, as its entities' updates ([`split`]): folded into
+    /// incidents when committed.
+    ///
+    /// [`split`]: super::incidents::split
+    incident: Option<Vec<Alert>>,
     sinks: Vec<String>,
     key: Option<KeyRecord>,
+}
+
+/// Whether a commit may move an incident's updates out of its pending alert.
+#[derive(Clone, Copy)]
+enum Parts {
+    Take,
+    Copy,
 }
 
 /// Hands the committer role back (also if the committer unwinds), waking the waiters.
@@ -558,23 +569,30 @@ impl SqliteAlertStore {
         })
     }
 
-    /// The alerts of `group` and their outbox rows, in one transaction.
-    fn commit_together(&self, group: &[PendingAlert]) -> Result<(), StoreError> {
+    /// The alerts of `group` and their outbox rows, in one transaction. An incident's updates
+    /// are moved into the transaction when `parts` is [`Parts::Take`] (nothing retries them),
+    /// copied when a failure would retry each alert alone.
+    fn commit_together(&self, group: &mut [PendingAlert], parts: Parts) -> Result<(), StoreError> {
         let mut conn = self.lock()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for p in group {
-            match &p.incident {
-                Some(raised) => {
+            let updates = match parts {
+                Parts::Take => p.incident.take(),
+                Parts::Copy => p.incident.clone(),
+            };
+            match (updates, &p.row) {
+                (Some(updates), _) => {
                     super::incidents::raise(
                         &mut super::sqlite_tx::SqliteTx(&tx),
-                        raised,
+                        updates,
                         &p.sinks,
                     )?;
                 }
-                None => {
-                    Self::insert_tx(&tx, p)?;
+                (None, Some(row)) => {
+                    Self::insert_tx(&tx, p, row)?;
                     super::outbox::insert_tx(&tx, &opening(&p.id, p.created_at_ms), &p.sinks)?;
                 }
+                (None, None) => return Err(StoreError::Poisoned),
             }
             if let Some(key) = &p.key {
                 super::idempotency::insert_tx(&tx, key)?;
@@ -586,13 +604,15 @@ impl SqliteAlertStore {
 
     /// Commits `group` in one transaction; if any of it fails, nothing of that transaction is
     /// kept and each alert is tried alone, so each gets its own outcome.
-    fn commit_group(&self, group: &[PendingAlert]) -> Vec<Result<(), StoreError>> {
-        match self.commit_together(group) {
+    fn commit_group(&self, group: &mut [PendingAlert]) -> Vec<Result<(), StoreError>> {
+        if let [one] = group {
+            return vec![self.commit_together(std::slice::from_mut(one), Parts::Take)];
+        }
+        match self.commit_together(group, Parts::Copy) {
             Ok(()) => group.iter().map(|_| Ok(())).collect(),
-            Err(e) if group.len() == 1 => vec![Err(e)],
             Err(_) => group
-                .iter()
-                .map(|p| self.commit_together(std::slice::from_ref(p)))
+                .iter_mut()
+                .map(|p| self.commit_together(std::slice::from_mut(p), Parts::Take))
                 .collect(),
         }
     }
@@ -602,15 +622,15 @@ impl SqliteAlertStore {
     }
 
     /// Inserts a checked alert's row inside the group's transaction.
-    fn insert_tx(tx: &Transaction<'_>, p: &PendingAlert) -> Result<(), StoreError> {
+    fn insert_tx(tx: &Transaction<'_>, p: &PendingAlert, row: &AlertRow) -> Result<(), StoreError> {
         let mut stmt = tx.prepare_cached(super::sql::INSERT_ALERT)?;
         let inserted = stmt.execute(params![
             p.id,
-            p.row.created_at_ns,
+            row.created_at_ns,
             p.severity,
             p.status,
-            p.row.model_version,
-            p.row.body,
+            row.model_version,
+            row.body,
             p.detector
         ]);
         super::unless_taken(inserted, || StoreError::DuplicateAlert(p.id.clone()))
@@ -620,14 +640,13 @@ impl SqliteAlertStore {
 impl AlertStore for SqliteAlertStore {
     fn insert_keyed(&self, new: NewAlert<'_>) -> Result<(), StoreError> {
         let NewAlert { alert, sinks, key } = new;
-        // Checked and serialised here, before queueing: concurrent callers do it in parallel,
-        // and the committer only writes rows.
-        let row = AlertRow::from_alert(alert)?;
-        let incident = alert
-            .records
-            .iter()
-            .any(|r| r.entity.is_some())
-            .then(|| alert.clone());
+        // Checked and serialised (a batch alert), or split into its entities' updates (an
+        // incident's), here before queueing: concurrent callers do it in parallel, and the
+        // committer only writes rows and folds updates.
+        let (row, incident) = match alert.records.iter().any(|r| r.entity.is_some()) {
+            true => (None, Some(super::incidents::split(alert))),
+            false => (Some(AlertRow::from_alert(alert)?), None),
+        };
         let pending = |ticket| PendingAlert {
             ticket,
             id: alert.id.clone(),
@@ -662,10 +681,10 @@ impl AlertStore for SqliteAlertStore {
             }
             // Commit everything waiting (this alert included) while later arrivals queue up.
             state.committing = true;
-            let batch = std::mem::take(&mut state.waiting);
+            let mut batch = std::mem::take(&mut state.waiting);
             drop(state);
             let role = CommitterRole(group);
-            let outcomes = self.commit_group(&batch);
+            let outcomes = self.commit_group(&mut batch);
             state = group.state.lock().unwrap_or_else(|e| e.into_inner());
             for (p, outcome) in batch.iter().zip(outcomes) {
                 state.done.insert(p.ticket, outcome);
@@ -951,13 +970,7 @@ impl AlertRow {
             ))
         })?;
         let body = super::stored_alert::encode(alert)
-            .map_err(|e| invalid(format!("it does not serialise to JSON: {e}")))?;
-        // JSON has no NaN or infinity (serde_json writes null, which does not read back as f64).
-        super::stored_alert::decode(&body).map_err(|e| {
-            invalid(format!(
-                "its JSON does not read back ({e}); non-finite numbers cannot be stored"
-            ))
-        })?;
+            .map_err(|e| invalid(format!("it cannot be stored as JSON: {e}")))?;
         Ok(Self {
             created_at_ns,
             model_version,

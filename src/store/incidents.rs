@@ -112,16 +112,17 @@ pub trait IncidentTx {
 /// delivered for it (none for an update that notified no one).
 pub type Raised = Vec<(Alert, Option<AlertEvent>)>;
 
-/// Stores a raised alert inside a backend's transaction: a batch alert as a new alert, each
-/// entity's update into its incident (resolving a stale one first), with the deliveries owed.
+/// Stores a raised alert, as its [`split`] `parts`, inside a backend's transaction: a batch
+/// alert as a new alert, each entity's update into its incident (resolving a stale one first),
+/// with the deliveries owed.
 pub(super) fn raise(
     tx: &mut (impl IncidentTx + ?Sized),
-    raised: &Alert,
+    parts: Vec<Alert>,
     sinks: &[String],
 ) -> Result<Raised, StoreError> {
-    let policy = raised.policy.unwrap_or_default();
     let mut out = Vec::new();
-    for part in split(raised) {
+    for part in parts {
+        let policy = part.policy.unwrap_or_default();
         let Some(entity) = part.entity.clone() else {
             tx.insert(&IncidentRow::of(&part, None)?)?;
             tx.deliver(&part, AlertEvent::Opened, sinks)?;

@@ -185,9 +185,58 @@ enum StoredDirection {
     Within,
 }
 
-/// The body to store for `alert`, in the current format.
-pub(super) fn encode(alert: &Alert) -> serde_json::Result<String> {
-    serde_json::to_string(&StoredAlert::from(alert))
+/// The body to store for `alert`, in the current format: `Err` names the first number JSON
+/// cannot hold (NaN or an infinity, which serde_json writes as `null` and which would not read
+/// back), so no body is stored that a later read would fail on.
+pub(super) fn encode(alert: &Alert) -> Result<String, String> {
+    let stored = StoredAlert::from(alert);
+    if let Some(at) = stored.non_finite() {
+        return Err(format!("{at} is not a finite number"));
+    }
+    let body = serde_json::to_string(&stored).map_err(|e| e.to_string())?;
+    // What `non_finite` checks is every number a body holds; a debug build proves it on each
+    // body written (the tests), a release build does not pay for a second parse.
+    debug_assert!(
+        decode(&body).is_ok(),
+        "a checked body does not read back: {body}"
+    );
+    Ok(body)
+}
+
+impl StoredAlert<'_> {
+    /// Where the first non-finite number is. Every `f64` of the format is checked here: a field
+    /// added to the format with a float must be added too (the test
+    /// `every_float_of_the_format_is_checked` sets each one to NaN).
+    fn non_finite(&self) -> Option<String> {
+        let bad = |x: f64| !x.is_finite();
+        if bad(self.summary.anomaly_rate) {
+            return Some("summary.anomaly_rate".into());
+        }
+        if bad(self.summary.threshold) {
+            return Some("summary.threshold".into());
+        }
+        for (i, r) in self.records.iter().enumerate() {
+            if bad(r.score) {
+                return Some(format!("records[{i}].score"));
+            }
+            if let Some((name, _)) = r.values.iter().find(|(_, v)| bad(**v)) {
+                return Some(format!("records[{i}].values.{name}"));
+            }
+            for c in &r.explanation {
+                let floats = [
+                    c.value,
+                    c.contribution,
+                    c.normal_range[0],
+                    c.normal_range[1],
+                ];
+                let band = c.band.unwrap_or([0.0; 2]);
+                if floats.into_iter().chain(c.expected).chain(band).any(bad) {
+                    return Some(format!("records[{i}].explanation.{}", c.feature));
+                }
+            }
+        }
+        None
+    }
 }
 
 /// The alert a stored body holds, whatever known format it is in.
@@ -415,6 +464,53 @@ mod tests {
             let body = format!("{{\"format_version\":{bad},{}", &old[1..]);
             let err = decode(&body).unwrap_err().to_string();
             assert!(err.contains(&format!("format_version {bad}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn every_float_of_the_format_is_checked() {
+        let mut alert = decode(v1_bodies()[0]).unwrap();
+        let c = &mut alert.records[0].explanation[0];
+        c.expected = Some(1.0);
+        c.band = Some([0.5, 2.0]);
+        encode(&alert).expect("finite numbers encode");
+        type Set = fn(&mut Alert, f64);
+        let positions: [(&str, Set); 11] = [
+            ("summary.anomaly_rate", |a, x| a.summary.anomaly_rate = x),
+            ("summary.threshold", |a, x| a.summary.threshold = x),
+            ("records[0].score", |a, x| a.records[0].score = x),
+            ("records[0].values.connections", |a, x| {
+                a.records[0].values.insert("connections".into(), x);
+            }),
+            ("explanation.bytes_sent", |a, x| {
+                a.records[0].explanation[0].value = x
+            }),
+            ("explanation.bytes_sent", |a, x| {
+                a.records[0].explanation[0].contribution = x
+            }),
+            ("explanation.bytes_sent", |a, x| {
+                a.records[0].explanation[0].normal_range[0] = x
+            }),
+            ("explanation.bytes_sent", |a, x| {
+                a.records[0].explanation[0].normal_range[1] = x
+            }),
+            ("explanation.bytes_sent", |a, x| {
+                a.records[0].explanation[0].expected = Some(x)
+            }),
+            ("explanation.bytes_sent", |a, x| {
+                a.records[0].explanation[0].band = Some([x, 2.0])
+            }),
+            ("explanation.bytes_sent", |a, x| {
+                a.records[0].explanation[0].band = Some([0.5, x])
+            }),
+        ];
+        for (at, set) in positions {
+            for x in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+                let mut bad = alert.clone();
+                set(&mut bad, x);
+                let err = encode(&bad).expect_err(at);
+                assert!(err.contains(at), "{at}: {err}");
+            }
         }
     }
 }

@@ -97,6 +97,7 @@ pub(super) fn insert_alert(
     alert: &Alert,
     sinks: &[String],
 ) -> Result<Raised, StoreError> {
-    super::alerts::AlertRow::from_alert(alert)?;
-    super::incidents::raise(tx, alert, sinks)
+    // Each part is checked as its row is made (`IncidentRow::of`), so a part that cannot be
+    // stored fails the transaction before it commits.
+    super::incidents::raise(tx, super::incidents::split(alert), sinks)
 }
