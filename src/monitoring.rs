@@ -123,6 +123,11 @@ pub fn model_fitted(seconds: f64) {
     metrics::histogram!("netsentinel_fit_duration_seconds").record(seconds);
 }
 
+/// How many closed windows `detector` keeps pending until it has a model.
+pub fn windows_pending(detector: &str, n: u64) {
+    metrics::gauge!("netsentinel_windows_pending", "detector" => detector.to_owned()).set(n as f64);
+}
+
 pub fn model_active(version: u64) {
     metrics::gauge!("netsentinel_model_version").set(version as f64);
 }

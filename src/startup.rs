@@ -218,6 +218,18 @@ pub fn build_state(settings: Settings) -> Result<AppState, StartupError> {
         }
     };
     let detectors = crate::service::detectors::load_all(&stores)?;
+    // Windows kept pending before a restart are in /metrics from the start, not from the
+    // detector's next call (the recorder is installed first, or the gauge would go nowhere).
+    crate::monitoring::handle();
+    for det in &detectors {
+        match stores.streams.pending(det.name()) {
+            Ok(0) => {}
+            Ok(n) => crate::monitoring::windows_pending(det.name(), n),
+            Err(e) => {
+                tracing::warn!(detector = det.name(), error = %e, "pending windows not counted")
+            }
+        }
+    }
     if detectors[0].model().is_none() && detectors[0].load_problem().is_none() {
         tracing::info!("no model yet: POST /v1/model/fit to train one");
     }

@@ -387,8 +387,18 @@ async fn windows_closed_before_the_first_fit_wait_pending_across_a_restart_then_
         )),
         "{metrics}"
     );
+    // A new process starts with empty gauges: what /metrics shows after the restart is read
+    // from the store at startup, not left over from the calls above.
+    netsentinel::monitoring::windows_pending("late-fit", 0);
     let app = app.restart().await;
     assert_eq!(listed_pending(&app, &base).await, (0, pending));
+    let metrics = app.get("/metrics").await.text().await.unwrap();
+    assert!(
+        metrics.contains(&format!(
+            "netsentinel_windows_pending{{detector=\"late-fit\"}} {pending}"
+        )),
+        "{metrics}"
+    );
     fit_json_detector(&app, &base, &lines).await;
     // What a detector that had this model from the start stores (tested equal elsewhere).
     let expected = scored_at_once(&app, &base, JSON_LINES, lines.concat().into_bytes()).await;

@@ -946,7 +946,7 @@ fn counted(detector: &str, o: &IngestOutcome) {
     ] {
         metrics::counter!(name, &label).increment(n as u64);
     }
-    metrics::gauge!("netsentinel_windows_pending", &label).set(o.windows_pending as f64);
+    crate::monitoring::windows_pending(detector, o.windows_pending);
     if o.pending_scored > 0 {
         tracing::info!(
             detector,
