@@ -3,7 +3,6 @@
 use chrono::{DateTime, Utc};
 #[cfg(test)]
 use serde::{Deserialize, Serialize};
-use serde_with::skip_serializing_none;
 use utoipa::ToSchema;
 
 use crate::detector::generator::{AttackKind, GeneratorConfig, Profile};
@@ -88,7 +87,7 @@ default_from_domain!(GeneratorConfigView: GeneratorConfig {
 });
 
 /// One generated traffic record.
-#[skip_serializing_none]
+#[cfg_attr(test, serde_with::skip_serializing_none)]
 #[derive(ToSchema)]
 #[cfg_attr(test, derive(Serialize, Deserialize))]
 #[schema(as = SampleRecord)]

@@ -2,7 +2,6 @@
 
 #[cfg(test)]
 use serde::{Deserialize, Serialize};
-use serde_with::skip_serializing_none;
 use utoipa::ToSchema;
 
 /// Whether a value sits above or below what training called normal.
@@ -17,7 +16,7 @@ pub enum DirectionView {
 }
 
 /// One feature's part in a record's score.
-#[skip_serializing_none]
+#[cfg_attr(test, serde_with::skip_serializing_none)]
 #[derive(ToSchema)]
 #[cfg_attr(test, derive(Serialize, Deserialize))]
 #[schema(as = FeatureContribution)]
