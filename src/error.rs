@@ -4,6 +4,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use problem_details::ProblemDetails;
 use serde::Serialize;
+use serde_with::skip_serializing_none;
 use utoipa::ToSchema;
 
 use crate::chart::ChartError;
@@ -146,6 +147,7 @@ pub struct ApiError {
 }
 
 /// The problem details body, as documented (what [`ApiError`] serialises to).
+#[skip_serializing_none]
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(example = json!({
     "type": "/problems/invalid-record",
@@ -168,22 +170,18 @@ pub struct Problem {
     /// Stable machine-readable code.
     pub code: String,
     /// Record position in the batch, for bad records.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub index: Option<usize>,
     /// Field or parameter at fault.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub field: Option<String>,
     /// The request's `x-request-id` (also in the response header and the service log).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
 }
 
+#[skip_serializing_none]
 #[derive(Serialize)]
 struct Extensions<'a> {
     code: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
     index: Option<usize>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
 }
 

@@ -284,38 +284,30 @@ pub struct WindowList {
 /// A closed window: a score result (the window start as `timestamp`) plus `closed_at`. A
 /// Zeek window carries its four values; a record of a `records` detector (its own window, at
 /// its own `timestamp`) carries its feature `values` and echoed `fields` instead.
+#[cfg_attr(test, serde_with::skip_serializing_none)]
 #[derive(ToSchema)]
 #[cfg_attr(test, derive(Serialize, Deserialize))]
 #[schema(as = Window)]
 #[allow(dead_code)] // mirrors `service::ingest::WindowResult`
 pub struct WindowView {
     timestamp: DateTime<Utc>,
-    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     entity: Option<String>,
     score: f64,
     is_anomaly: bool,
     severity: u8,
-    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     explanation: Option<Vec<FeatureContributionView>>,
-    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     bytes_sent: Option<f64>,
-    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     bytes_received: Option<f64>,
-    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     connections: Option<f64>,
-    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     active_sessions: Option<f64>,
     /// A record's feature values, by feature (records detectors).
-    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     values: Option<std::collections::BTreeMap<String, f64>>,
     /// A record's string fields, echoed (records detectors).
-    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     fields: Option<std::collections::BTreeMap<String, String>>,
     model_version: u64,
     closed_at: DateTime<Utc>,
     /// The id of the suppression rule that matched the window (absent when none did): scored
     /// as usual, it raised nothing.
-    #[cfg_attr(test, serde(skip_serializing_if = "Option::is_none"))]
     suppressed: Option<String>,
 }
 

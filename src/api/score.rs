@@ -8,6 +8,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
 use utoipa::{IntoParams, ToSchema};
 
 use super::views::bodies::{ContentEncodingHeader, IdempotencyKeyHeader};
@@ -51,11 +52,11 @@ pub struct ScoreQuery {
 }
 
 /// One scored record as the API returns it.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct RecordResult {
     /// Position in the posted batch (0-based).
     pub index: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub timestamp: Option<String>,
     /// Anomaly score in (0, 1]; higher is more anomalous (= −scikit-learn's score_samples).
     pub score: f64,
@@ -64,18 +65,15 @@ pub struct RecordResult {
     /// 0–100, monotonic in score.
     pub severity: u8,
     /// Features that drove the score, most important first (absent when not requested).
-    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Vec<crate::api::views::scoring::FeatureContributionView>>)]
     pub explanation: Option<Vec<FeatureContribution>>,
     /// `global_fallback` when a model with entity baselines judged the record against the
     /// global baseline: its entity was unseen in training or had too little history (absent
     /// otherwise).
-    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, example = "global_fallback")]
     pub baseline: Option<&'static str>,
     /// The id of the suppression rule that matched the record (absent when none did): it is
     /// scored as usual but raises nothing and does not count toward the batch's alert.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub suppressed: Option<String>,
     /// The record's string fields (src_ip, host, ...), echoed.
     #[serde(flatten)]

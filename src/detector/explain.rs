@@ -1,6 +1,7 @@
 //! Per-record explanations: which features drove a score, in the units the user sent.
 
 use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
 
 /// Whether a value sits above or below what training called normal.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -12,6 +13,7 @@ pub enum Direction {
 }
 
 /// One feature's part in a record's score.
+#[skip_serializing_none]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FeatureContribution {
     /// Feature name.
@@ -27,14 +29,14 @@ pub struct FeatureContribution {
     pub normal_range: [f64; 2],
     /// Entity baselines only: the entity's usual value of this feature at the record's hour
     /// (its band's median), in original units.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub expected: Option<f64>,
     /// Entity baselines only: the entity's usual band `[lo, hi]` at the record's hour.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub band: Option<[f64; 2]>,
     /// Entity baselines only: the same in words, such as `bytes_sent 8.1 MB; usual for
     /// 10.1.2.3 at 03:00 is 0.2–0.9 MB`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub summary: Option<String>,
 }
 

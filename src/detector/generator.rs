@@ -11,6 +11,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Poisson, StandardNormal};
 use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
 
 pub mod network;
 
@@ -142,12 +143,13 @@ impl GeneratorConfig {
 }
 
 /// One generated traffic record.
+#[skip_serializing_none]
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct SampleRecord {
     /// When the interval starts.
     pub timestamp: DateTime<Utc>,
     /// The host the record describes (network profile only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub src_ip: Option<String>,
     /// Bytes sent in the interval (never negative).
     pub bytes_sent: f64,
@@ -160,7 +162,7 @@ pub struct SampleRecord {
     /// 1 if an anomaly was injected into this record, else 0.
     pub label: u8,
     /// The injected anomaly, absent for normal records.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub attack_kind: Option<AttackKind>,
 }
 

@@ -49,6 +49,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
+use serde_with::skip_serializing_none;
 
 use super::detectors::SourceFormat;
 use super::idempotency::{AnswerOf, KeyedRun};
@@ -88,36 +89,28 @@ pub struct IngestOutcome {
 }
 
 /// A closed window as stored and listed: a score result plus `closed_at`.
+#[skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WindowResult {
     /// The window's start.
     pub timestamp: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub entity: Option<String>,
     pub score: f64,
     pub is_anomaly: bool,
     pub severity: u8,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub explanation: Option<Vec<FeatureContribution>>,
     /// A Zeek window's values (absent for a record).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes_sent: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes_received: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub connections: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub active_sessions: Option<f64>,
     /// A record's feature values, by the model's features (absent for a Zeek window).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub values: Option<BTreeMap<String, f64>>,
     /// A record's string fields, echoed (absent for a Zeek window).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub fields: Option<BTreeMap<String, String>>,
     pub model_version: u64,
     pub closed_at: DateTime<Utc>,
     /// The suppression rule that matched the window: scored as usual, it raised nothing.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suppressed: Option<String>,
 }
 

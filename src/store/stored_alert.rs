@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use serde_with::skip_serializing_none;
 
 use super::alerts::{Alert, AlertRecord, AlertStatus, Feedback, Verdict};
 use super::detectors::DEFAULT_DETECTOR;
@@ -162,6 +163,7 @@ struct StoredRecord<'a> {
     entity: Option<Cow<'a, str>>,
 }
 
+#[skip_serializing_none]
 #[derive(Debug, Serialize, Deserialize)]
 struct StoredContribution<'a> {
     feature: Cow<'a, str>,
@@ -169,11 +171,11 @@ struct StoredContribution<'a> {
     direction: StoredDirection,
     contribution: f64,
     normal_range: [f64; 2],
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     expected: Option<f64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     band: Option<[f64; 2]>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     summary: Option<Cow<'a, str>>,
 }
 

@@ -506,36 +506,19 @@ mod tests {
     fn a_locked_commit_reads_the_snapshot_only_when_the_caller_lacks_that_version() {
         let store = SqliteAlertStore::open_in_memory().unwrap();
         assert_eq!(store.stream("d").unwrap(), None);
-        let (v, found) = commit(&store, None, b"a", &[window(0, "x", false)]);
-        assert_eq!(
-            (v, found),
-            (
-                Some(1),
-                LockedStream {
-                    version: 0,
-                    ..LockedStream::default()
-                }
-            )
-        );
-        // A caller holding version 1 is not sent the snapshot; one holding another is.
-        let (v, found) = commit(&store, Some(1), b"b", &[window(60, "x", false)]);
-        assert_eq!(
-            (v, found),
-            (
-                Some(2),
-                LockedStream {
-                    version: 1,
-                    ..LockedStream::default()
-                }
-            )
-        );
-        let (v, found) = commit(&store, Some(1), b"c", &[window(60, "y", true)]);
-        let stored_b = LockedStream {
-            version: 2,
-            book: Some(b"b".to_vec()),
+        // What a caller is sent: the snapshot's version, and its book only when it lacks it.
+        let locked = |version: u64, book: Option<&[u8]>| LockedStream {
+            version,
+            book: book.map(<[u8]>::to_vec),
             ..LockedStream::default()
         };
-        assert_eq!((v, found), (Some(3), stored_b));
+        let first = commit(&store, None, b"a", &[window(0, "x", false)]);
+        assert_eq!(first, (Some(1), locked(0, None)));
+        // A caller holding version 1 is not sent the snapshot; one holding another is.
+        let second = commit(&store, Some(1), b"b", &[window(60, "x", false)]);
+        assert_eq!(second, (Some(2), locked(1, None)));
+        let third = commit(&store, Some(1), b"c", &[window(60, "y", true)]);
+        assert_eq!(third, (Some(3), locked(2, Some(b"b"))));
         let (_, found) = commit(&store, None, b"d", &[]);
         assert_eq!(found.book.as_deref(), Some(&b"c"[..]));
         let s = store.stream("d").unwrap().unwrap();

@@ -4,6 +4,7 @@ use chrono::{DateTime, Utc};
 #[cfg(test)]
 use serde::Deserialize;
 use serde::Serialize;
+use serde_with::skip_serializing_none;
 use utoipa::ToSchema;
 
 use crate::detector::baseline::{Baseline, Seasonality};
@@ -144,6 +145,7 @@ impl utoipa::PartialSchema for FeatureStatsView {
 }
 
 /// Everything about a model except its trees: what `GET /v1/model` shows.
+#[skip_serializing_none]
 #[derive(Serialize, ToSchema)]
 #[schema(as = ModelMeta)]
 pub struct ModelMetaView {
@@ -172,16 +174,13 @@ pub struct ModelMetaView {
     pub feature_stats: Vec<FeatureStats>,
     /// `entity` when each record is judged against its own entity's baseline (absent:
     /// `global`, one baseline for all).
-    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, example = "entity")]
     pub baseline: Option<&'static str>,
     /// The entity baseline's seasonality, `daily` or `weekly` (absent: `none`).
-    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, example = "daily")]
     pub seasonality: Option<&'static str>,
     /// The string field naming each record's entity (entity baselines only; `entity` for
     /// Zeek windows grouped by host).
-    #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "src_ip")]
     pub entity_field: Option<String>,
     /// Records of the training data a suppression rule matched: left out of the fit (not

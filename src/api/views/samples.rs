@@ -87,6 +87,7 @@ default_from_domain!(GeneratorConfigView: GeneratorConfig {
 });
 
 /// One generated traffic record.
+#[cfg_attr(test, serde_with::skip_serializing_none)]
 #[derive(ToSchema)]
 #[cfg_attr(test, derive(Serialize, Deserialize))]
 #[schema(as = SampleRecord)]
@@ -96,7 +97,7 @@ pub struct SampleRecordView {
     pub timestamp: DateTime<Utc>,
     /// The host the record describes (network profile only).
     #[schema(example = "10.1.0.1")]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub src_ip: Option<String>,
     /// Bytes sent in the interval (never negative).
     #[schema(example = 1012345.0)]
@@ -114,7 +115,7 @@ pub struct SampleRecordView {
     #[schema(example = 0, minimum = 0, maximum = 1)]
     pub label: u8,
     /// The injected anomaly, absent for normal records.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub attack_kind: Option<AttackKindView>,
 }
 

@@ -16,6 +16,7 @@ pub enum DirectionView {
 }
 
 /// One feature's part in a record's score.
+#[cfg_attr(test, serde_with::skip_serializing_none)]
 #[derive(ToSchema)]
 #[cfg_attr(test, derive(Serialize, Deserialize))]
 #[schema(as = FeatureContribution)]
@@ -37,16 +38,16 @@ pub struct FeatureContributionView {
     pub normal_range: [f64; 2],
     /// Entity baselines only: the entity's usual value of this feature at the record's hour
     /// (its band's median), in original units.
-    #[cfg_attr(test, serde(default, skip_serializing_if = "Option::is_none"))]
+    #[cfg_attr(test, serde(default))]
     #[schema(example = 905000.0)]
     pub expected: Option<f64>,
     /// Entity baselines only: the entity's usual band `[lo, hi]` at the record's hour
     /// (median ± 2 robust scales on the log scale, mapped back).
-    #[cfg_attr(test, serde(default, skip_serializing_if = "Option::is_none"))]
+    #[cfg_attr(test, serde(default))]
     #[schema(example = json!([671000.0, 1330000.0]))]
     pub band: Option<[f64; 2]>,
     /// Entity baselines only: the same in words.
-    #[cfg_attr(test, serde(default, skip_serializing_if = "Option::is_none"))]
+    #[cfg_attr(test, serde(default))]
     #[schema(example = "bytes_sent 5.2 MB; usual for 10.0.0.7 at 03:00 is 0.7–1.3 MB")]
     pub summary: Option<String>,
 }

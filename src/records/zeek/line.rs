@@ -341,21 +341,24 @@ impl TsvHeader {
             }
             "unset_field" => self.unset = parts.next().unwrap_or("").to_string(),
             "empty_field" => self.empty = parts.next().unwrap_or("").to_string(),
-            "path" => {
-                let path = parts.next().unwrap_or("");
-                // A dns.log also has ts and id.*: counting its queries as connections would
-                // silently give wrong records.
-                if !path.starts_with("conn") {
-                    return Err(ZeekError::line_error(
-                        no,
-                        format!("this is a {path:?} log; send a conn log"),
-                    ));
-                }
-            }
+            "path" => conn_path(no, parts.next().unwrap_or(""))?,
             // #open, #close, #types, #set_separator and comments carry nothing we need.
             _ => {}
         }
         Ok(())
+    }
+}
+
+/// A `#path` header names a conn log: a dns.log also has ts and id.*, and counting its queries
+/// as connections would silently give wrong records.
+pub(super) fn conn_path(no: usize, path: &str) -> Result<(), ZeekError> {
+    if path.starts_with("conn") {
+        Ok(())
+    } else {
+        Err(ZeekError::line_error(
+            no,
+            format!("this is a {path:?} log; send a conn log"),
+        ))
     }
 }
 

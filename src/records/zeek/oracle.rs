@@ -1,7 +1,8 @@
 //! The conn log reader and aggregator as they were before streaming (a `Vec<Conn>` of owned
 //! strings, then a `BTreeMap` of windows), kept for tests only: the streaming reader
 //! ([`super::aggregate`], [`super::line`]) must give bit-identical windows and the same errors.
-//! Only the leaf parsers (numbers, times, ports, the `#separator` escapes) are shared.
+//! Only the leaf parsers (numbers, times, ports, the `#separator` escapes, the `#path` check)
+//! are shared.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -10,7 +11,7 @@ use serde_json::{Map, Value};
 
 use super::json_line::number_count;
 use super::line::{
-    Columns, parse_count_text, parse_ts_text, port_text, ts_from_epoch, unescape, utf8,
+    Columns, conn_path, parse_count_text, parse_ts_text, port_text, ts_from_epoch, unescape, utf8,
 };
 use super::{Conn, GroupBy, WindowRecord, ZeekError, ZeekFormat, ZeekOptions};
 
@@ -63,17 +64,7 @@ fn parse_tsv(body: &[u8]) -> Result<Vec<Conn>, ZeekError> {
                 "fields" => columns = Some(Columns::from_header(no, parts)?),
                 "unset_field" => unset = parts.next().unwrap_or("").to_string(),
                 "empty_field" => empty = parts.next().unwrap_or("").to_string(),
-                "path" => {
-                    let path = parts.next().unwrap_or("");
-                    // A dns.log also has ts and id.*: counting its queries as connections would
-                    // silently give wrong records.
-                    if !path.starts_with("conn") {
-                        return Err(ZeekError::line_error(
-                            no,
-                            format!("this is a {path:?} log; send a conn log"),
-                        ));
-                    }
-                }
+                "path" => conn_path(no, parts.next().unwrap_or(""))?,
                 // #open, #close, #types, #set_separator and comments carry nothing we need.
                 _ => {}
             }
@@ -519,17 +510,7 @@ mod tests {
                         out.push(second);
                     }
                     out.extend(lines[half..].iter().cloned());
-                    let nl: &[u8] = if crlf { b"\r\n" } else { b"\n" };
-                    let mut body = if bom {
-                        super::super::line::BOM.to_vec()
-                    } else {
-                        Vec::new()
-                    };
-                    body.extend(out.join(nl));
-                    if last_break {
-                        body.extend_from_slice(nl);
-                    }
-                    body
+                    join_body(&out, bom, crlf, last_break)
                 },
             )
     }
@@ -627,19 +608,23 @@ mod tests {
             any::<bool>(),
             any::<bool>(),
         )
-            .prop_map(|(lines, bom, crlf, last_break)| {
-                let nl: &[u8] = if crlf { b"\r\n" } else { b"\n" };
-                let mut body = if bom {
-                    super::super::line::BOM.to_vec()
-                } else {
-                    Vec::new()
-                };
-                body.extend(lines.join(nl));
-                if last_break {
-                    body.extend_from_slice(nl);
-                }
-                body
-            })
+            .prop_map(|(lines, bom, crlf, last_break)| join_body(&lines, bom, crlf, last_break))
+    }
+
+    /// The lines as one body: after an optional BOM, joined by CRLF or LF, with or without a
+    /// last line break.
+    fn join_body(lines: &[Vec<u8>], bom: bool, crlf: bool, last_break: bool) -> Vec<u8> {
+        let nl: &[u8] = if crlf { b"\r\n" } else { b"\n" };
+        let mut body = if bom {
+            super::super::line::BOM.to_vec()
+        } else {
+            Vec::new()
+        };
+        body.extend(lines.join(nl));
+        if last_break {
+            body.extend_from_slice(nl);
+        }
+        body
     }
 
     /// [`check`] and [`check_skip`] on a generated body, failing the case with the body.
