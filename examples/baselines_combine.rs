@@ -267,6 +267,17 @@ fn main() {
     };
     let q_rss = q995(&|z| sum_sq(z, &|_| true).sqrt());
     let q_shift = q995(&shift);
+    // Each entity's median training deviation (the root sum of squares).
+    let typical: HashMap<&str, f64> = rows_of
+        .iter()
+        .map(|(k, rows)| {
+            let d: Vec<f64> = rows
+                .iter()
+                .map(|&i| sum_sq(&zt[i], &|_| true).sqrt())
+                .collect();
+            (*k, percentiles_linear(d, &[50.0])[0].max(1e-3))
+        })
+        .collect();
     type Combine<'a> = Box<dyn Fn(&[f64], &str) -> f64 + 'a>;
     let variants: Vec<(&str, Combine)> = vec![
         (
@@ -295,6 +306,10 @@ fn main() {
                 let rest = sum_sq(z, &|s| !per_conn.contains(&s) && !per_session.contains(&s));
                 (rest + mean(z, per_conn).powi(2) + mean(z, per_session).powi(2)).sqrt()
             }),
+        ),
+        (
+            "root sum of squares over the entity's median one",
+            Box::new(|z, k| sum_sq(z, &|_| true).sqrt() / typical.get(k).copied().unwrap_or(1.0)),
         ),
         (
             "student-t, nu 3: sum of ln(1 + z²/3)",
