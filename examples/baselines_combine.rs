@@ -262,11 +262,38 @@ fn main() {
             })
             .fold(0.0, f64::max)
     };
+    // The same shifts weighted by the pooled correlation (generalised least squares): per
+    // feature, (aᵀ P e)² / (aᵀ P a) with `a` its signs and `P` the inverse pooled second moments.
+    let directions: Vec<(Vec<f64>, f64)> = shift_signs
+        .iter()
+        .map(|g| {
+            let mut a = vec![0.0; m];
+            for &(s, sign) in g {
+                a[s] = sign;
+            }
+            let pa: Vec<f64> = (0..m)
+                .map(|r| (0..m).map(|c| pooled_inv[r][c] * a[c]).sum())
+                .collect();
+            let norm: f64 = pa.iter().zip(&a).map(|(x, y)| x * y).sum();
+            (pa, norm.max(1e-12))
+        })
+        .collect();
+    let gls_shift = |z: &[f64]| {
+        let e = up(z);
+        directions
+            .iter()
+            .map(|(pa, norm)| {
+                let t: f64 = pa.iter().zip(&e).map(|(x, y)| x * y).sum();
+                t.abs() / norm.sqrt()
+            })
+            .fold(0.0, f64::max)
+    };
     let q995 = |f: &dyn Fn(&[f64]) -> f64| {
         percentiles_linear(zt.iter().map(|z| f(z)).collect(), &[99.5])[0]
     };
     let q_rss = q995(&|z| sum_sq(z, &|_| true).sqrt());
     let q_shift = q995(&shift);
+    let q_gls = q995(&gls_shift);
     // Each entity's median training deviation (the root sum of squares).
     let typical: HashMap<&str, f64> = rows_of
         .iter()
@@ -330,6 +357,14 @@ fn main() {
             }),
         ),
         ("largest single-feature shift", Box::new(|z, _| shift(z))),
+        (
+            "largest single-feature shift, weighted by the pooled correlation",
+            Box::new(|z, _| gls_shift(z)),
+        ),
+        (
+            "larger of root sum of squares and weighted single-feature shift",
+            Box::new(|z, _| (sum_sq(z, &|_| true).sqrt() / q_rss).max(gls_shift(z) / q_gls)),
+        ),
         (
             "larger of root sum of squares and single-feature shift",
             Box::new(|z, _| (sum_sq(z, &|_| true).sqrt() / q_rss).max(shift(z) / q_shift)),
