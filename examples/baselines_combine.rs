@@ -8,6 +8,8 @@
 //! each calibrated as the service's is (0.5 at the training records' 99.5th percentile).
 //! Beaconing is also split by where the beacon fell: a workstation at night (activity under
 //! 0.1), a workstation's ramp hours (0.1-0.5), another kind of host (backup hosts at night).
+//! "Activity class" rows judge a record by the correlation of the signals among training records
+//! whose entity-hour usually holds about as many connections (six classes of two doublings).
 //! Tied to the profile's four features (bytes_sent, bytes_received, connections,
 //! active_sessions); the rows marked "knowing the attack" keep only the signals a beacon moves,
 //! a choice shown for what it would take, not a design.
@@ -305,15 +307,42 @@ fn main() {
             (*k, percentiles_linear(d, &[50.0])[0].max(1e-3))
         })
         .collect();
-    type Combine<'a> = Box<dyn Fn(&[f64], &str) -> f64 + 'a>;
+    // Activity classes: the entity-hour's usual connections, in doublings (bin `k` holds
+    // `log2(1 + connections)` in [2k, 2k + 2), the last bin the rest), and the inverse second
+    // moments of the (upward-only) relative signals within each, from the training records.
+    const CLASSES: usize = 6;
+    let class = |e: &str, t| {
+        let (c, _) = b.expected(e, t, 2);
+        ((c + 1.0).log2() as usize / 2).min(CLASSES - 1)
+    };
+    let ct: Vec<usize> = (0..zt.len()).map(|i| class(kt[i], tt[i])).collect();
+    let cs: Vec<usize> = (0..zs.len()).map(|i| class(ks[i], ts[i])).collect();
+    let zt_up: Vec<Vec<f64>> = zt.iter().map(|z| up(z)).collect();
+    let class_inv: Vec<Vec<Vec<f64>>> = (0..CLASSES)
+        .map(|c| {
+            let members: Vec<Vec<f64>> = (0..zt.len())
+                .filter(|&i| ct[i] == c)
+                .map(|i| zt_up[i].clone())
+                .collect();
+            // A class with too few records takes every record's.
+            let source = if members.len() < 200 {
+                &zt_up
+            } else {
+                &members
+            };
+            inverse(cov(source, &all, 4.0, 0.2))
+        })
+        .collect();
+    let pooled_up_inv = inverse(cov(&zt_up, &all, 4.0, 0.2));
+    type Combine<'a> = Box<dyn Fn(&[f64], &str, usize) -> f64 + 'a>;
     let variants: Vec<(&str, Combine)> = vec![
         (
             "root sum of squares (the service's)",
-            Box::new(move |z, _| sum_sq(z, &|_| true).sqrt()),
+            Box::new(move |z, _, _| sum_sq(z, &|_| true).sqrt()),
         ),
         (
             "sum of the top 2",
-            Box::new(move |z, _| {
+            Box::new(move |z, _, _| {
                 let mut c: Vec<f64> = up(z).iter().map(|v| v.abs()).collect();
                 c.sort_by(|a, b| b.total_cmp(a));
                 c[0] + c[1]
@@ -321,34 +350,44 @@ fn main() {
         ),
         (
             "Mahalanobis, pooled correlation",
-            Box::new(|z, _| quad(&pooled_inv, z, &all)),
+            Box::new(|z, _, _| quad(&pooled_inv, z, &all)),
         ),
         (
             "Mahalanobis, each entity's correlation",
-            Box::new(|z, k| quad(entity_inv.get(k).unwrap_or(&pooled_inv), z, &all)),
+            Box::new(|z, k, _| quad(entity_inv.get(k).unwrap_or(&pooled_inv), z, &all)),
+        ),
+        (
+            "Mahalanobis, volumes upward only, pooled correlation",
+            Box::new(|z, _, _| quad(&pooled_up_inv, &up(z), &all)),
+        ),
+        (
+            "Mahalanobis, volumes upward only, correlation per activity class",
+            Box::new(|z, _, c| quad(&class_inv[c], &up(z), &all)),
         ),
         (
             "bytes per connection and per session pooled",
-            Box::new(move |z, _| {
+            Box::new(move |z, _, _| {
                 let rest = sum_sq(z, &|s| !per_conn.contains(&s) && !per_session.contains(&s));
                 (rest + mean(z, per_conn).powi(2) + mean(z, per_session).powi(2)).sqrt()
             }),
         ),
         (
             "root sum of squares over the entity's median one",
-            Box::new(|z, k| sum_sq(z, &|_| true).sqrt() / typical.get(k).copied().unwrap_or(1.0)),
+            Box::new(|z, k, _| {
+                sum_sq(z, &|_| true).sqrt() / typical.get(k).copied().unwrap_or(1.0)
+            }),
         ),
         (
             "student-t, nu 3: sum of ln(1 + z²/3)",
-            Box::new(move |z, _| up(z).iter().map(|v| (v * v / 3.0).ln_1p()).sum()),
+            Box::new(move |z, _, _| up(z).iter().map(|v| (v * v / 3.0).ln_1p()).sum()),
         ),
         (
             "student-t, nu 8",
-            Box::new(move |z, _| up(z).iter().map(|v| (v * v / 8.0).ln_1p()).sum()),
+            Box::new(move |z, _, _| up(z).iter().map(|v| (v * v / 8.0).ln_1p()).sum()),
         ),
         (
             "each signal gaussianized on the training records' (pooled)",
-            Box::new(|z, _| {
+            Box::new(|z, _, _| {
                 let e = up(z);
                 (0..m)
                     .map(|s| gaussianized(&pooled[s], e[s].abs()).powi(2))
@@ -356,29 +395,29 @@ fn main() {
                     .sqrt()
             }),
         ),
-        ("largest single-feature shift", Box::new(|z, _| shift(z))),
+        ("largest single-feature shift", Box::new(|z, _, _| shift(z))),
         (
             "largest single-feature shift, weighted by the pooled correlation",
-            Box::new(|z, _| gls_shift(z)),
+            Box::new(|z, _, _| gls_shift(z)),
         ),
         (
             "larger of root sum of squares and weighted single-feature shift",
-            Box::new(|z, _| (sum_sq(z, &|_| true).sqrt() / q_rss).max(gls_shift(z) / q_gls)),
+            Box::new(|z, _, _| (sum_sq(z, &|_| true).sqrt() / q_rss).max(gls_shift(z) / q_gls)),
         ),
         (
             "larger of root sum of squares and single-feature shift",
-            Box::new(|z, _| (sum_sq(z, &|_| true).sqrt() / q_rss).max(shift(z) / q_shift)),
+            Box::new(|z, _, _| (sum_sq(z, &|_| true).sqrt() / q_rss).max(shift(z) / q_shift)),
         ),
         (
             "pooled bytes per connection + bytes_sent, connections, sent/received only (knowing the attack)",
-            Box::new(move |z, _| {
+            Box::new(move |z, _, _| {
                 let keep = [0, 2, pair(0, 1)];
                 (sum_sq(z, &|s| keep.contains(&s)) + mean(z, per_conn).powi(2)).sqrt()
             }),
         ),
         (
             "connections up, bytes per connection down (knowing the attack)",
-            Box::new(move |z, _| z[2] - z[per_conn[0]] - z[per_conn[1]]),
+            Box::new(move |z, _, _| z[2] - z[per_conn[0]] - z[per_conn[1]]),
         ),
     ];
     let kinds = [
@@ -417,13 +456,11 @@ fn main() {
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (name, f) in &variants {
-        let st: Vec<f64> = zt.iter().zip(&kt).map(|(z, k)| f(z, k)).collect();
+        let st: Vec<f64> = (0..zt.len()).map(|i| f(&zt[i], kt[i], ct[i])).collect();
         let k = percentiles_linear(st, &[99.5])[0];
-        let ss: Vec<f64> = zs
-            .iter()
-            .zip(&ks)
-            .map(|(z, e)| {
-                let v = f(z, e);
+        let ss: Vec<f64> = (0..zs.len())
+            .map(|i| {
+                let v = f(&zs[i], ks[i], cs[i]);
                 v / (v + k)
             })
             .collect();
