@@ -1,9 +1,10 @@
 //! Other ways of combining the entity baselines' relative signals, measured on the `network`
 //! profile (issue #16's beaconing gap; the service keeps the root sum of squares).
 //!
-//! `cargo run --release --example baselines_combine [hosts] [seed] [noise]` (default 100 hosts,
-//! seed 42): fits entity + daily baselines on days 1-3 as `examples/baselines.rs` does (with
-//! `noise`, hour medians shrunk by `MedianShrink::Noise` instead), takes each record's
+//! `cargo run --release --example baselines_combine [hosts] [seed] [noise|smooth|noise,smooth]`
+//! (default 100 hosts, seed 42): fits entity + daily baselines on days 1-3 as
+//! `examples/baselines.rs` does (with `noise`, hour medians shrunk by `MedianShrink::Noise`
+//! instead; with `smooth`, medians interpolated between hours by the minute), takes each record's
 //! relative signals `z` (`EntityBaselines::score_into`) and scores them by each combination,
 //! each calibrated as the service's is (0.5 at the training records' 99.5th percentile).
 //! Beaconing is also split by where the beacon fell: a workstation at night (activity under
@@ -147,7 +148,9 @@ fn main() {
     let mut args = std::env::args().skip(1);
     let hosts: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
     let seed: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(42);
-    let noise = args.next().as_deref() == Some("noise");
+    let opts = args.next().unwrap_or_default();
+    let noise = opts.split(',').any(|o| o == "noise");
+    let smooth = opts.split(',').any(|o| o == "smooth");
     let cfg = GeneratorConfig::network(hosts, 4, 0.01, seed);
     let population = network_hosts(hosts, seed);
     let host_of: HashMap<&str, usize> = population
@@ -180,6 +183,7 @@ fn main() {
         } else {
             MedianShrink::Records
         },
+        smooth,
         ..Tuning::default()
     };
     let b = EntityBaselines::fit_tuned(&xt, &kt, &tt, Seasonality::Daily, &tuning);
