@@ -9,7 +9,7 @@
 
 use chrono::TimeDelta;
 use netsentinel::detector::baseline::measure::{Measured, measure_tuned};
-use netsentinel::detector::baseline::{Baseline, Seasonality, Tuning};
+use netsentinel::detector::baseline::{Baseline, MedianShrink, Seasonality, Tuning};
 use netsentinel::detector::generator::{GeneratorConfig, generate};
 use netsentinel::detector::params::ForestParams;
 
@@ -55,6 +55,13 @@ fn main() {
             daily("shrink 2", Tuning { shrink: 2.0, ..d }),
             daily("shrink 20", Tuning { shrink: 20.0, ..d }),
             daily("log counts", Tuning { counts: false, ..d }),
+            daily(
+                "median by noise",
+                Tuning {
+                    median: MedianShrink::Noise,
+                    ..d
+                },
+            ),
             daily("interpolated", Tuning { smooth: true, ..d }),
             daily(
                 "max, interpolated",

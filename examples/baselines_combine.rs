@@ -1,19 +1,26 @@
 //! Other ways of combining the entity baselines' relative signals, measured on the `network`
 //! profile (issue #16's beaconing gap; the service keeps the root sum of squares).
 //!
-//! `cargo run --release --example baselines_combine [hosts] [seed]` (default 100 hosts, seed
-//! 42): fits entity + daily baselines on days 1-3 as `examples/baselines.rs` does, takes each
-//! record's relative signals `z` (`EntityBaselines::score_into`) and scores them by each
-//! combination, each calibrated as the service's is (0.5 at the training records' 99.5th
-//! percentile). Tied to the profile's four features (bytes_sent, bytes_received,
-//! connections, active_sessions); the last row keeps only the signals a beacon moves, which
-//! is a choice made knowing the attack, shown for what it would take, not a design.
+//! `cargo run --release --example baselines_combine [hosts] [seed] [noise|smooth|noise,smooth]`
+//! (default 100 hosts, seed 42): fits entity + daily baselines on days 1-3 as
+//! `examples/baselines.rs` does (with `noise`, hour medians shrunk by `MedianShrink::Noise`
+//! instead; with `smooth`, medians interpolated between hours by the minute), takes each record's
+//! relative signals `z` (`EntityBaselines::score_into`) and scores them by each combination,
+//! each calibrated as the service's is (0.5 at the training records' 99.5th percentile).
+//! Beaconing is also split by where the beacon fell: a workstation at night (activity under
+//! 0.1), a workstation's ramp hours (0.1-0.5), another kind of host (backup hosts at night).
+//! "Activity class" rows judge a record by the correlation of the signals among training records
+//! whose entity-hour usually holds about as many connections (six classes of two doublings).
+//! Tied to the profile's four features (bytes_sent, bytes_received, connections,
+//! active_sessions); the rows marked "knowing the attack" keep only the signals a beacon moves,
+//! a choice shown for what it would take, not a design.
 
 use std::collections::HashMap;
 
 use chrono::TimeDelta;
 use netsentinel::detector::Matrix;
-use netsentinel::detector::baseline::{EntityBaselines, Seasonality};
+use netsentinel::detector::baseline::{EntityBaselines, MedianShrink, Seasonality, Tuning};
+use netsentinel::detector::generator::network::{HostKind, hosts as network_hosts};
 use netsentinel::detector::generator::{AttackKind, GeneratorConfig, SampleRecord, generate};
 use netsentinel::detector::metrics::roc_auc;
 use netsentinel::detector::threshold::percentiles_linear;
@@ -81,11 +88,76 @@ fn quad(inv: &[Vec<f64>], z: &[f64], idx: &[usize]) -> f64 {
     s.max(0.0).sqrt()
 }
 
+/// The standard normal quantile of `p` (Acklam's rational approximation, relative error
+/// below 1.2e-9).
+fn probit(p: f64) -> f64 {
+    const A: [f64; 6] = [
+        -3.969683028665376e1,
+        2.209460984245205e2,
+        -2.759285104469687e2,
+        1.38357751867269e2,
+        -3.066479806614716e1,
+        2.506628277459239,
+    ];
+    const B: [f64; 5] = [
+        -5.447609879822406e1,
+        1.615858368580409e2,
+        -1.556989798598866e2,
+        6.680131188771972e1,
+        -1.328068155288572e1,
+    ];
+    const C: [f64; 6] = [
+        -7.784894002430293e-3,
+        -3.223964580411365e-1,
+        -2.400758277161838,
+        -2.549671664908324,
+        4.374664141464968,
+        2.938163982698783,
+    ];
+    const D: [f64; 4] = [
+        7.784695709041462e-3,
+        3.224671290700398e-1,
+        2.445134137142996,
+        3.754408661907416,
+    ];
+    let p = p.clamp(1e-12, 1.0 - 1e-12);
+    let tail = |q: f64| {
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    };
+    if p < 0.02425 {
+        tail((-2.0 * p.ln()).sqrt())
+    } else if p > 1.0 - 0.02425 {
+        -tail((-2.0 * (1.0 - p).ln()).sqrt())
+    } else {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+    }
+}
+
+/// The normal quantile of `x`'s upper tail share in sorted `v` (`x` as unusual among the
+/// training values as a standard normal this far out is), at least 0.
+fn gaussianized(v: &[f64], x: f64) -> f64 {
+    let at_or_above = v.len() - v.partition_point(|&a| a < x);
+    probit(1.0 - (at_or_above as f64 + 1.0) / (v.len() as f64 + 1.0)).max(0.0)
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let hosts: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
     let seed: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(42);
+    let opts = args.next().unwrap_or_default();
+    let noise = opts.split(',').any(|o| o == "noise");
+    let smooth = opts.split(',').any(|o| o == "smooth");
     let cfg = GeneratorConfig::network(hosts, 4, 0.01, seed);
+    let population = network_hosts(hosts, seed);
+    let host_of: HashMap<&str, usize> = population
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (h.ip.as_str(), i))
+        .collect();
     let records = generate(&cfg).expect("valid generator settings");
     let split = cfg.start + TimeDelta::days(3);
     let (train, test): (Vec<&SampleRecord>, Vec<&SampleRecord>) =
@@ -105,7 +177,16 @@ fn main() {
     let (tt, ts) = (times(&train), times(&test));
     let kt: Vec<&str> = et.iter().map(String::as_str).collect();
     let ks: Vec<&str> = es.iter().map(String::as_str).collect();
-    let b = EntityBaselines::fit(&xt, &kt, &tt, Seasonality::Daily);
+    let tuning = Tuning {
+        median: if noise {
+            MedianShrink::Noise
+        } else {
+            MedianShrink::Records
+        },
+        smooth,
+        ..Tuning::default()
+    };
+    let b = EntityBaselines::fit_tuned(&xt, &kt, &tt, Seasonality::Daily, &tuning);
     let m = b.n_signals();
     let d = b.n_features();
     let z_of = |x: &Matrix, k: &[&str], t: &[chrono::DateTime<chrono::Utc>]| {
@@ -153,15 +234,119 @@ fn main() {
             .sum::<f64>()
     };
     let mean = |z: &[f64], s: [usize; 2]| (z[s[0]] + z[s[1]]) / 2f64.sqrt();
-    type Combine<'a> = Box<dyn Fn(&[f64], &str) -> f64 + 'a>;
+    // Each signal's training evidence (volumes upward only), sorted, for gaussianizing.
+    let pooled: Vec<Vec<f64>> = (0..m)
+        .map(|s| {
+            let mut v: Vec<f64> = zt.iter().map(|z| up(z)[s].abs()).collect();
+            v.sort_by(f64::total_cmp);
+            v
+        })
+        .collect();
+    // A shift of one feature alone, tested per feature: its own signal (upward only) and each
+    // ratio it is in, signed as its rise moves them, summed and divided by the root of their
+    // number; the largest over the features.
+    let shift_signs: Vec<Vec<(usize, f64)>> = (0..d)
+        .map(|j| {
+            let mut g = vec![(j, 1.0)];
+            for s in d..m {
+                match b.pair(s) {
+                    Some((a, _)) if a == j => g.push((s, 1.0)),
+                    Some((_, c)) if c == j => g.push((s, -1.0)),
+                    _ => {}
+                }
+            }
+            g
+        })
+        .collect();
+    let shift = |z: &[f64]| {
+        let e = up(z);
+        shift_signs
+            .iter()
+            .map(|g| {
+                let t: f64 = g.iter().map(|&(s, sign)| sign * e[s]).sum();
+                t.abs() / (g.len() as f64).sqrt()
+            })
+            .fold(0.0, f64::max)
+    };
+    // The same shifts weighted by the pooled correlation (generalised least squares): per
+    // feature, (aᵀ P e)² / (aᵀ P a) with `a` its signs and `P` the inverse pooled second moments.
+    let directions: Vec<(Vec<f64>, f64)> = shift_signs
+        .iter()
+        .map(|g| {
+            let mut a = vec![0.0; m];
+            for &(s, sign) in g {
+                a[s] = sign;
+            }
+            let pa: Vec<f64> = (0..m)
+                .map(|r| (0..m).map(|c| pooled_inv[r][c] * a[c]).sum())
+                .collect();
+            let norm: f64 = pa.iter().zip(&a).map(|(x, y)| x * y).sum();
+            (pa, norm.max(1e-12))
+        })
+        .collect();
+    let gls_shift = |z: &[f64]| {
+        let e = up(z);
+        directions
+            .iter()
+            .map(|(pa, norm)| {
+                let t: f64 = pa.iter().zip(&e).map(|(x, y)| x * y).sum();
+                t.abs() / norm.sqrt()
+            })
+            .fold(0.0, f64::max)
+    };
+    let q995 = |f: &dyn Fn(&[f64]) -> f64| {
+        percentiles_linear(zt.iter().map(|z| f(z)).collect(), &[99.5])[0]
+    };
+    let q_rss = q995(&|z| sum_sq(z, &|_| true).sqrt());
+    let q_shift = q995(&shift);
+    let q_gls = q995(&gls_shift);
+    // Each entity's median training deviation (the root sum of squares).
+    let typical: HashMap<&str, f64> = rows_of
+        .iter()
+        .map(|(k, rows)| {
+            let d: Vec<f64> = rows
+                .iter()
+                .map(|&i| sum_sq(&zt[i], &|_| true).sqrt())
+                .collect();
+            (*k, percentiles_linear(d, &[50.0])[0].max(1e-3))
+        })
+        .collect();
+    // Activity classes: the entity-hour's usual connections, in doublings (bin `k` holds
+    // `log2(1 + connections)` in [2k, 2k + 2), the last bin the rest), and the inverse second
+    // moments of the (upward-only) relative signals within each, from the training records.
+    const CLASSES: usize = 6;
+    let class = |e: &str, t| {
+        let (c, _) = b.expected(e, t, 2);
+        ((c + 1.0).log2() as usize / 2).min(CLASSES - 1)
+    };
+    let ct: Vec<usize> = (0..zt.len()).map(|i| class(kt[i], tt[i])).collect();
+    let cs: Vec<usize> = (0..zs.len()).map(|i| class(ks[i], ts[i])).collect();
+    let zt_up: Vec<Vec<f64>> = zt.iter().map(|z| up(z)).collect();
+    let class_inv: Vec<Vec<Vec<f64>>> = (0..CLASSES)
+        .map(|c| {
+            let members: Vec<Vec<f64>> = (0..zt.len())
+                .filter(|&i| ct[i] == c)
+                .map(|i| zt_up[i].clone())
+                .collect();
+            // A class with too few records takes every record's.
+            let source = if members.len() < 200 {
+                &zt_up
+            } else {
+                &members
+            };
+            inverse(cov(source, &all, 4.0, 0.2))
+        })
+        .collect();
+    let pooled_up_inv = inverse(cov(&zt_up, &all, 4.0, 0.2));
+    type Combine<'a> = Box<dyn Fn(&[f64], &str, usize) -> f64 + 'a>;
     let variants: Vec<(&str, Combine)> = vec![
         (
             "root sum of squares (the service's)",
-            Box::new(move |z, _| sum_sq(z, &|_| true).sqrt()),
+            Box::new(move |z, _, _| sum_sq(z, &|_| true).sqrt()),
         ),
         (
             "sum of the top 2",
-            Box::new(move |z, _| {
+            Box::new(move |z, _, _| {
                 let mut c: Vec<f64> = up(z).iter().map(|v| v.abs()).collect();
                 c.sort_by(|a, b| b.total_cmp(a));
                 c[0] + c[1]
@@ -169,25 +354,74 @@ fn main() {
         ),
         (
             "Mahalanobis, pooled correlation",
-            Box::new(|z, _| quad(&pooled_inv, z, &all)),
+            Box::new(|z, _, _| quad(&pooled_inv, z, &all)),
         ),
         (
             "Mahalanobis, each entity's correlation",
-            Box::new(|z, k| quad(entity_inv.get(k).unwrap_or(&pooled_inv), z, &all)),
+            Box::new(|z, k, _| quad(entity_inv.get(k).unwrap_or(&pooled_inv), z, &all)),
+        ),
+        (
+            "Mahalanobis, volumes upward only, pooled correlation",
+            Box::new(|z, _, _| quad(&pooled_up_inv, &up(z), &all)),
+        ),
+        (
+            "Mahalanobis, volumes upward only, correlation per activity class",
+            Box::new(|z, _, c| quad(&class_inv[c], &up(z), &all)),
         ),
         (
             "bytes per connection and per session pooled",
-            Box::new(move |z, _| {
+            Box::new(move |z, _, _| {
                 let rest = sum_sq(z, &|s| !per_conn.contains(&s) && !per_session.contains(&s));
                 (rest + mean(z, per_conn).powi(2) + mean(z, per_session).powi(2)).sqrt()
             }),
         ),
         (
-            "pooled bytes per connection + bytes_sent, connections, sent/received only",
-            Box::new(move |z, _| {
+            "root sum of squares over the entity's median one",
+            Box::new(|z, k, _| {
+                sum_sq(z, &|_| true).sqrt() / typical.get(k).copied().unwrap_or(1.0)
+            }),
+        ),
+        (
+            "student-t, nu 3: sum of ln(1 + z²/3)",
+            Box::new(move |z, _, _| up(z).iter().map(|v| (v * v / 3.0).ln_1p()).sum()),
+        ),
+        (
+            "student-t, nu 8",
+            Box::new(move |z, _, _| up(z).iter().map(|v| (v * v / 8.0).ln_1p()).sum()),
+        ),
+        (
+            "each signal gaussianized on the training records' (pooled)",
+            Box::new(|z, _, _| {
+                let e = up(z);
+                (0..m)
+                    .map(|s| gaussianized(&pooled[s], e[s].abs()).powi(2))
+                    .sum::<f64>()
+                    .sqrt()
+            }),
+        ),
+        ("largest single-feature shift", Box::new(|z, _, _| shift(z))),
+        (
+            "largest single-feature shift, weighted by the pooled correlation",
+            Box::new(|z, _, _| gls_shift(z)),
+        ),
+        (
+            "larger of root sum of squares and weighted single-feature shift",
+            Box::new(|z, _, _| (sum_sq(z, &|_| true).sqrt() / q_rss).max(gls_shift(z) / q_gls)),
+        ),
+        (
+            "larger of root sum of squares and single-feature shift",
+            Box::new(|z, _, _| (sum_sq(z, &|_| true).sqrt() / q_rss).max(shift(z) / q_shift)),
+        ),
+        (
+            "pooled bytes per connection + bytes_sent, connections, sent/received only (knowing the attack)",
+            Box::new(move |z, _, _| {
                 let keep = [0, 2, pair(0, 1)];
                 (sum_sq(z, &|s| keep.contains(&s)) + mean(z, per_conn).powi(2)).sqrt()
             }),
+        ),
+        (
+            "connections up, bytes per connection down (knowing the attack)",
+            Box::new(move |z, _, _| z[2] - z[per_conn[0]] - z[per_conn[1]]),
         ),
     ];
     let kinds = [
@@ -196,19 +430,41 @@ fn main() {
         AttackKind::OffHours,
         AttackKind::PortScan,
     ];
-    println!("{hosts} hosts, seed {seed}, entity + daily baselines; ROC AUC on day 4\n");
+    let median = if noise {
+        "by noise"
+    } else {
+        "6 pseudo-records"
+    };
     println!(
-        "| combination | overall | beaconing | exfiltration | off-hours | port scan | normal flagged |"
+        "{hosts} hosts, seed {seed}, entity + daily baselines (hour medians shrunk {median}); ROC AUC on day 4\n"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|");
+    // Where each beacon fell.
+    let place = |r: &SampleRecord| {
+        let host = &population[host_of[r.src_ip.as_deref().unwrap_or_default()]];
+        match host.kind {
+            HostKind::Workstation if host.activity(r.timestamp) < 0.1 => 0,
+            HostKind::Workstation => 1,
+            _ => 2,
+        }
+    };
+    let beacons = |p: usize| {
+        test.iter()
+            .filter(|r| r.attack_kind == Some(AttackKind::Beaconing) && place(r) == p)
+            .count()
+    };
+    println!(
+        "| combination | overall | beaconing | (workstation night, {}) | (workstation ramp, {}) | (other hosts, {}) | exfiltration | off-hours | port scan | normal flagged |",
+        beacons(0),
+        beacons(1),
+        beacons(2)
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for (name, f) in &variants {
-        let st: Vec<f64> = zt.iter().zip(&kt).map(|(z, k)| f(z, k)).collect();
+        let st: Vec<f64> = (0..zt.len()).map(|i| f(&zt[i], kt[i], ct[i])).collect();
         let k = percentiles_linear(st, &[99.5])[0];
-        let ss: Vec<f64> = zs
-            .iter()
-            .zip(&ks)
-            .map(|(z, e)| {
-                let v = f(z, e);
+        let ss: Vec<f64> = (0..zs.len())
+            .map(|i| {
+                let v = f(&zs[i], ks[i], cs[i]);
                 v / (v + k)
             })
             .collect();
@@ -220,10 +476,14 @@ fn main() {
             let s: Vec<f64> = idx.iter().map(|&i| ss[i]).collect();
             roc_auc(&y, &s).unwrap_or(f64::NAN)
         };
-        let per: Vec<String> = kinds
+        let mut per: Vec<String> = kinds
             .iter()
             .map(|kd| format!("{:.3}", auc(&|r| r.attack_kind == Some(*kd))))
             .collect();
+        for p in (0..3).rev() {
+            let a = auc(&|r| r.attack_kind == Some(AttackKind::Beaconing) && place(r) == p);
+            per.insert(1, format!("{a:.3}"));
+        }
         let normal: Vec<usize> = (0..test.len()).filter(|&i| test[i].label == 0).collect();
         let nf = normal.iter().filter(|&&i| ss[i] > 0.5).count() as f64 / normal.len() as f64;
         println!(

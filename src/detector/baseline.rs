@@ -138,6 +138,18 @@ pub struct Tuning {
     pub shrink: f64,
     /// Whole-number features (counts) on the square-root scale instead of the log's.
     pub counts: bool,
+    /// How a bucket's median is shrunk toward the entity's overall one.
+    pub median: MedianShrink,
+}
+
+/// How a seasonal bucket's median is shrunk toward the entity's overall median.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MedianShrink {
+    /// With [`Tuning::shrink`] pseudo-records of the overall median, however far apart.
+    Records,
+    /// By how uncertain the bucket's median is against how much the entity's buckets differ
+    /// (empirical Bayes): a well-sampled hour keeps its own median.
+    Noise,
 }
 
 impl Default for Tuning {
@@ -149,6 +161,7 @@ impl Default for Tuning {
             smooth: false,
             shrink: SHRINK_RECORDS,
             counts: true,
+            median: MedianShrink::Records,
         }
     }
 }
@@ -324,14 +337,7 @@ impl EntityBaselines {
             }
             let signal = |i: u32, s: usize| f64::from(signals[i as usize * m + s]);
             let position = |i: u32| positions[i as usize];
-            fit_profile(
-                &signal,
-                &floors,
-                &all,
-                &position,
-                seasonality,
-                tuning.shrink,
-            )
+            fit_profile(&signal, &floors, &all, &position, seasonality, tuning)
         };
         drop(all);
         let mut profiles: HashMap<String, Profile> = HashMap::new();
@@ -356,7 +362,7 @@ impl EntityBaselines {
                 &local_rows,
                 &position,
                 seasonality,
-                tuning.shrink,
+                tuning,
             );
             profiles.insert(e.to_owned(), p);
         }
@@ -581,7 +587,7 @@ fn fit_profile(
     rows: &[u32],
     position: &impl Fn(u32) -> Position,
     seasonality: Seasonality,
-    shrink: f64,
+    tuning: &Tuning,
 ) -> Profile {
     let (days, n_buckets) = match seasonality {
         Seasonality::None => ([0; 7], 0),
@@ -594,7 +600,7 @@ fn fit_profile(
     };
     let bucket =
         |i: u32| position(i).map(|(b, o, f)| (block_bucket(&days, b), block_bucket(&days, o), f));
-    profile(signal, floors, rows, &bucket, n_buckets, shrink, days)
+    profile(signal, floors, rows, &bucket, n_buckets, tuning, days)
 }
 
 /// Which of at most [`MAX_DAY_PROFILES`] day profiles each day of the week uses: days with
@@ -742,9 +748,10 @@ fn profile(
     rows: &[u32],
     bucket: &impl Fn(u32) -> Position,
     n_buckets: usize,
-    shrink: f64,
+    tuning: &Tuning,
     days: [u8; 7],
 ) -> Profile {
+    let shrink = tuning.shrink;
     let m = floors.len();
     let mut scratch = Vec::with_capacity(rows.len());
     let mut overall = Vec::with_capacity(m);
@@ -773,25 +780,21 @@ fn profile(
             by_bucket[b].push(i);
         }
     }
-    // Medians: each bucket's own, shrunk toward the overall one.
+    // Each bucket's own median.
     let weight = |b: usize| {
         let n = by_bucket[b].len() as f64;
         n / (n + shrink)
     };
     let mut own = vec![0.0f64; n_buckets * m];
-    let mut medians = vec![0.0f64; n_buckets * m];
     for (b, rows) in by_bucket.iter().enumerate() {
         for s in 0..m {
-            let om = f64::from(overall[s].median);
             own[b * m + s] = if rows.is_empty() {
-                om
+                f64::from(overall[s].median)
             } else {
                 scratch.clear();
                 scratch.extend(rows.iter().map(|&i| signal(i, s)));
                 median_in_place(&mut scratch)
             };
-            let w = weight(b);
-            medians[b * m + s] = w * own[b * m + s] + (1.0 - w) * om;
         }
     }
     // Residuals around the buckets' own medians, interpolated, per bucket and pooled.
@@ -806,6 +809,35 @@ fn profile(
             scratch.extend(rows.iter().map(|&i| (signal(i, s) - expected(i, s)).abs()));
         }
         within.push((1.4826 * median_in_place(&mut scratch)).max(floor));
+    }
+    // Medians: each bucket's own, shrunk toward the overall one.
+    let mut medians = vec![0.0f64; n_buckets * m];
+    for s in 0..m {
+        let om = f64::from(overall[s].median);
+        // A bucket median's sampling variance, and (with `Noise`) how much the entity's
+        // bucket medians differ beyond it.
+        let var = |b: usize| {
+            let n = by_bucket[b].len() as f64;
+            (1.2533 * within[s]).powi(2) / n.max(1.0)
+        };
+        let tau2 = {
+            let (mut sum, mut k) = (0.0, 0usize);
+            for b in 0..n_buckets {
+                if !by_bucket[b].is_empty() {
+                    sum += (own[b * m + s] - om).powi(2) - var(b);
+                    k += 1;
+                }
+            }
+            (sum / k.max(1) as f64).max(0.0)
+        };
+        for b in 0..n_buckets {
+            let w = match tuning.median {
+                MedianShrink::Records => weight(b),
+                MedianShrink::Noise if by_bucket[b].is_empty() => 0.0,
+                MedianShrink::Noise => tau2 / (tau2 + var(b)).max(f64::MIN_POSITIVE),
+            };
+            medians[b * m + s] = w * own[b * m + s] + (1.0 - w) * om;
+        }
     }
     for (b, rows) in by_bucket.iter().enumerate() {
         let w = weight(b);
