@@ -132,7 +132,7 @@ pub(super) fn raise(
         if let Some(mut open) = tx.open_incident(&part.detector, &entity)? {
             let due = resolves_at(open.last_seen, &policy);
             if part.last_seen <= due {
-                let event = merge(&mut open, &part, &policy, policy.top_records);
+                let event = merge(&mut open, part, &policy, policy.top_records);
                 tx.update(&IncidentRow::of(
                     &open,
                     Some(resolves_at(open.last_seen, &policy)),
@@ -300,8 +300,8 @@ pub fn preview(store: &dyn AlertStore, raised: &Alert) -> Alert {
     if !one_entity {
         return raised.clone();
     }
-    let parts = split(raised);
-    let [part] = parts.as_slice() else {
+    let mut parts = split(raised);
+    let (Some(part), true) = (parts.pop(), parts.is_empty()) else {
         return raised.clone();
     };
     let Some(entity) = &part.entity else {
@@ -313,7 +313,7 @@ pub fn preview(store: &dyn AlertStore, raised: &Alert) -> Alert {
             merge(&mut open, part, &policy, policy.top_records);
             open
         }
-        _ => part.clone(),
+        _ => part,
     }
 }
 
@@ -335,17 +335,17 @@ pub fn opened(mut alert: Alert) -> Alert {
 /// event this update owes a delivery, if any. Records keep the `top` most anomalous of both.
 pub fn merge(
     open: &mut Alert,
-    update: &Alert,
+    update: Alert,
     policy: &IncidentPolicy,
     top: usize,
 ) -> Option<AlertEvent> {
     open.count = open.count.saturating_add(update.count.max(1));
     open.last_seen = open.last_seen.max(update.last_seen);
-    open.reason = update.reason.clone();
-    open.summary = update.summary.clone();
+    open.reason = update.reason;
+    open.summary = update.summary;
     open.model_version = update.model_version;
     let mut records = std::mem::take(&mut open.records);
-    records.extend(update.records.iter().cloned());
+    records.extend(update.records);
     // Stable: of equal scores, the older record stays first.
     records.sort_by(|a, b| b.score.total_cmp(&a.score));
     records.truncate(top);
@@ -476,7 +476,7 @@ mod tests {
         ];
         for ((at, sev), event, why) in steps {
             assert_eq!(
-                merge(&mut open, &update(at, sev), &policy, 10),
+                merge(&mut open, update(at, sev), &policy, 10),
                 event,
                 "{why}"
             );
@@ -486,7 +486,7 @@ mod tests {
         assert_eq!((open.max_severity, open.severity), (69, 69));
         assert_eq!(open.records.len(), 6);
         assert_eq!(open.records[0].severity, 69, "most anomalous first");
-        assert_eq!(merge(&mut open, &update(721, 40), &policy, 3), None);
+        assert_eq!(merge(&mut open, update(721, 40), &policy, 3), None);
         assert_eq!(open.records.len(), 3, "bounded by top");
     }
 
