@@ -78,6 +78,13 @@ pub struct Settings {
     #[arg(long, env = "NETSENTINEL_ALERT_TOP_RECORDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=100))]
     pub alert_top_records: u64,
 
+    /// Most entities one alert (one score request, or one ingest or flush call) turns into
+    /// incidents: the entities with the highest scores are kept (ties: the earlier record), the
+    /// rest are left out of the alert and the store, counted in the alert's `omitted`, logged and
+    /// counted in /metrics. Every record is still scored and answered.
+    #[arg(long, env = "NETSENTINEL_MAX_ALERT_ENTITIES", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_alert_entities: u64,
+
     /// Seconds of quiet that resolve an entity's incident, for detectors whose
     /// `alerting.close_after` is not set (the detector `default` of the v1 paths included).
     #[arg(long, env = "NETSENTINEL_INCIDENT_CLOSE_AFTER_SECS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]

@@ -53,7 +53,7 @@ use serde::Serialize;
 use super::detectors::SourceFormat;
 use super::idempotency::{AnswerOf, KeyedRun};
 use super::pending::Pending;
-use super::scoring::{AlertRule, ExplainMode, ScoredBatch, alert_for, score_batch};
+use super::scoring::{AlertRule, ExplainMode, ScoredBatch, plan_alert, score_batch};
 use super::{ServiceError, blocking};
 use crate::detector::explain::FeatureContribution;
 use crate::detector::model::Model;
@@ -562,7 +562,7 @@ fn score_closed(
     read_windows(closed, config.group_by, &mut b).map_err(ServiceError::Records)?;
     let batch = b.finish().map_err(ServiceError::Records)?;
     // Windows carry their entity as the echoed field `entity`, as on `score`.
-    let (scored, alert) = judge(model, &batch, (rule, rules), detector, "entity");
+    let (scored, alert) = judge(model, &batch, (rule, rules), detector, "entity")?;
     let windows = closed
         .iter()
         .enumerate()
@@ -592,22 +592,29 @@ fn score_closed(
 }
 
 /// Scores closed windows as one batch, marks (and counts) what `rules` suppress by the
-/// `entity_field`, and decides the alert they raise, tagged with the detector.
+/// `entity_field`, and decides the alert they raise, tagged with the detector: as `score`
+/// decides it (at most `--max-alert-entities` entities per call), its memory charged to the
+/// call before it is built.
 fn judge(
     model: &Model,
     batch: &Batch,
     (rule, rules): (&AlertRule, &[super::suppression::Matcher]),
     detector: &str,
     entity_field: &str,
-) -> (ScoredBatch, Option<Alert>) {
+) -> Result<(ScoredBatch, Option<Alert>), ServiceError> {
     let mut scored = score_batch(model, batch, ExplainMode::Anomalies, rule.explain_top_k);
     scored.suppressed = super::suppression::mark(rules, detector, entity_field, batch);
     scored.suppressed.count(detector);
-    let alert = alert_for(model, batch, &scored, rule).map(|a| Alert {
+    let plan = plan_alert(model, batch, &scored, rule);
+    if let Some(plan) = &plan {
+        crate::work::reserve(plan.bytes())?;
+        plan.note_omitted(detector);
+    }
+    let alert = plan.map(|p| Alert {
         detector: detector.to_owned(),
-        ..a
+        ..p.build(model, batch, &scored)
     });
-    (scored, alert)
+    Ok((scored, alert))
 }
 
 /// Scores a records body (CSV, NDJSON or JSON) for a detector whose `source.format` is
@@ -889,7 +896,7 @@ fn score_records(
     (rule, rules): (&AlertRule, &[super::suppression::Matcher]),
     detector: &str,
 ) -> Result<ScoredWindows, ServiceError> {
-    let (scored, alert) = judge(model, batch, (rule, rules), detector, &rule.entity_field);
+    let (scored, alert) = judge(model, batch, (rule, rules), detector, &rule.entity_field)?;
     let closed_at = Utc::now();
     let windows = (0..batch.len())
         .map(|i| {
