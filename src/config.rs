@@ -123,6 +123,19 @@ pub struct Settings {
     )]
     pub max_pending_windows: u64,
 
+    /// Most bytes of state a detector's continuous ingest keeps in open windows (an estimate:
+    /// about 500 bytes a window, 26 a distinct session, 70 a `uid` plus its text, and the
+    /// hosts they name). Held against the memory budget while kept; an ingest call that would
+    /// pass it is 503 `overloaded` with `Retry-After`, and nothing of that call is kept
+    /// (`POST …/flush` closes the open windows).
+    #[arg(
+        long,
+        env = "NETSENTINEL_MAX_OPEN_WINDOW_BYTES",
+        default_value_t = 256 * 1024 * 1024,
+        value_parser = clap::value_parser!(u64).range(1024..)
+    )]
+    pub max_open_window_bytes: u64,
+
     /// Most bytes of alerts in one page of `GET /v1/alerts` (JSON or an export format); the page
     /// ends before the alert that would pass it, and its cursor continues from there.
     #[arg(long, env = "NETSENTINEL_ALERTS_PAGE_BYTES", default_value_t = 8 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1024..))]

@@ -252,6 +252,10 @@ pub struct WindowBook {
 
 const MICROS: i64 = 1_000_000;
 
+/// Lines folded in between two looks at what the book holds ([`WindowBook::ingest_within`]):
+/// the book grows by at most this many windows, sessions and `uid`s past a charge refused.
+pub const CHARGE_LINES: usize = 16_384;
+
 impl WindowBook {
     pub fn new(config: BookConfig) -> Self {
         Self {
@@ -340,8 +344,24 @@ impl WindowBook {
     /// call still applies) into the open windows, then closes those the new watermark passed.
     /// With [`OnInvalid::Reject`] the first bad line is an error and the book is left as it was.
     pub fn ingest(&mut self, body: &[u8], format: ZeekFormat) -> Result<Ingested, ZeekError> {
+        self.ingest_within(body, format, |_| Ok(()))
+    }
+
+    /// [`ingest`](Self::ingest), telling `charge` what the book holds ([`state_bytes`]) as it
+    /// grows: once the body's lines are read (their hosts interned), and after every
+    /// [`CHARGE_LINES`] lines folded in, before the next ones; an error from `charge` stops the
+    /// call there (the book is then part-way: drop it).
+    ///
+    /// [`state_bytes`]: Self::state_bytes
+    pub fn ingest_within<E: From<ZeekError>>(
+        &mut self,
+        body: &[u8],
+        format: ZeekFormat,
+        mut charge: impl FnMut(u64) -> Result<(), E>,
+    ) -> Result<Ingested, E> {
         let body = body.strip_prefix(BOM).unwrap_or(body);
         let (staged, rejects, tsv) = self.read(body, format)?;
+        charge(self.state_bytes())?;
         if format == ZeekFormat::Tsv {
             self.tsv = tsv;
         }
@@ -351,7 +371,10 @@ impl WindowBook {
             ..IngestReport::default()
         };
         let mut latest = self.max_event;
-        for c in staged {
+        for (n, c) in staged.into_iter().enumerate() {
+            if n > 0 && n % CHARGE_LINES == 0 {
+                charge(self.state_bytes())?;
+            }
             latest = latest.max(Some(c.ts_micros));
             if self.closed(c.start) {
                 report.late += 1;
@@ -386,6 +409,7 @@ impl WindowBook {
                 .saturating_mul(MICROS);
             self.advance(max.saturating_sub(lateness));
         }
+        charge(self.state_bytes())?;
         let closed = self.close_passed();
         if !closed.is_empty() {
             self.compact();

@@ -485,3 +485,154 @@ async fn an_ingest_call_closing_more_anomalous_entities_than_the_cap_keeps_the_c
         omitted
     );
 }
+
+/// Creates the Zeek detector `name` (one-minute windows by source host, kept open for a day of
+/// event time) with a small model, and returns its base path.
+async fn open_windows_detector(app: &TestApp, name: &str) -> String {
+    let settings = json!({"source": {"format": "zeek", "window": "1m", "group_by": "id.orig_h",
+                                     "allowed_lateness": "24h"}});
+    let put = app
+        .send(
+            app.request(reqwest::Method::PUT, &format!("/v1/detectors/{name}"))
+                .json(&settings),
+        )
+        .await;
+    assert!(put.status().is_success(), "{}", put.status());
+    let fit = app
+        .post_json(
+            &format!("/v1/detectors/{name}/model/fit"),
+            &json!({"generate": {}, "params": {"n_estimators": 20, "seed": 1}}),
+        )
+        .await;
+    assert_eq!(fit.status(), StatusCode::CREATED);
+    format!("/v1/detectors/{name}")
+}
+
+async fn post_ingest(app: &TestApp, base: &str, body: Vec<u8>) -> reqwest::Response {
+    app.post_raw(&format!("{base}/ingest"), Some("text/zeek-tsv"), body)
+        .await
+}
+
+/// A detector's windows as flushed and stored: (start, entity, sums), sorted.
+async fn flushed_windows(app: &TestApp, base: &str) -> Vec<(String, String, String)> {
+    let flushed = app.post_empty(&format!("{base}/flush")).await;
+    assert_eq!(flushed.status(), StatusCode::OK);
+    let mut out: Vec<(String, String, String)> = app
+        .windows(base, 1000)
+        .await
+        .iter()
+        .map(|w| {
+            let sums = format!(
+                "{} {} {} {}",
+                w["bytes_sent"], w["bytes_received"], w["connections"], w["active_sessions"]
+            );
+            (w["timestamp"].to_string(), w["entity"].to_string(), sums)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// What a detector's open windows hold is charged as a call grows them: a call of new hosts
+/// whose windows would take more than a request may use is 413 `memory-budget`, and nothing of
+/// it is kept (the next call and a flush give the windows of a detector that never saw it);
+/// the open windows kept hold the process budget until they close.
+#[tokio::test]
+async fn an_ingest_call_whose_open_windows_outgrow_the_request_budget_is_413_and_keeps_nothing() {
+    let app = spawn_app_with(|s| {
+        s.memory_budget_mib = 64;
+        s.request_memory_budget_mib = 8;
+        s.min_body_rate = 0;
+    })
+    .await;
+    let limits = app.state().limits().clone();
+    let refused = open_windows_detector(&app, "book-refused").await;
+    let reference = open_windows_detector(&app, "book-reference").await;
+    let ordinary = zeek_log(64 << 10, false);
+    // ~17,000 windows of new hosts: a 1 MiB body (2 MiB charged), some 12 MiB of windows.
+    let hostile = zeek_log(1 << 20, true);
+    let answer = post_ingest(&app, &refused, hostile).await;
+    let body = assert_problem(answer, StatusCode::PAYLOAD_TOO_LARGE, "memory-budget").await;
+    assert!(body["detail"].as_str().unwrap().contains("8 MiB"), "{body}");
+    all_memory_given_back(&limits).await;
+
+    for base in [&refused, &reference] {
+        let answer = post_ingest(&app, base, ordinary.clone()).await;
+        assert_eq!(answer.status(), StatusCode::ACCEPTED);
+    }
+    // Both books' open windows are held against the process budget while kept.
+    eventually("the requests' own reservations to end", BOUND, || {
+        let n = limits.memory_reserved();
+        async move { (n > 0 && n < 4 << 20).then_some(()) }
+    })
+    .await;
+    let kept = flushed_windows(&app, &refused).await;
+    assert!(!kept.is_empty());
+    assert_eq!(kept, flushed_windows(&app, &reference).await);
+    all_memory_given_back(&limits).await;
+}
+
+/// With most of the process budget held by other requests, an ingest call whose open windows
+/// would fit the request budget but not what is left is 503 `overloaded` with `Retry-After`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingest_call_whose_open_windows_do_not_fit_what_is_left_is_503() {
+    let app = small_budget_app().await;
+    let limits = app.state().limits().clone();
+    let base = open_windows_detector(&app, "book-busy").await;
+    app.fit_small(1).await;
+    let uploads = [
+        declared_upload(&app, 10 << 20).await,
+        declared_upload(&app, 10 << 20).await,
+        declared_upload(&app, 10 << 20).await,
+    ];
+    memory_held(&limits, 60 << 20).await;
+    // 256 KiB of new hosts: its body (512 KiB charged) fits in the 4 MiB left, its ~4,000
+    // windows (some 3 MiB more) do not.
+    let hostile = zeek_log(256 << 10, true);
+    let answer = post_ingest(&app, &base, hostile.clone()).await;
+    let retry_after = answer.headers().get(header::RETRY_AFTER).cloned();
+    assert_problem(answer, StatusCode::SERVICE_UNAVAILABLE, "overloaded").await;
+    assert_eq!(retry_after.unwrap(), "2");
+    drop(uploads);
+    all_memory_given_back(&limits).await;
+    let answer = post_ingest(&app, &base, hostile).await;
+    assert_eq!(answer.status(), StatusCode::ACCEPTED);
+}
+
+/// `--max-open-window-bytes` bounds what one detector's open windows may hold: a call that
+/// would pass it is 503 `overloaded` with `Retry-After`, nothing of it kept, while calls
+/// within it go on.
+#[tokio::test]
+async fn an_ingest_call_past_the_open_window_bound_is_503_and_keeps_nothing() {
+    let app = spawn_app_with(|s| s.max_open_window_bytes = 2 << 20).await;
+    let bounded = open_windows_detector(&app, "book-bounded").await;
+    let reference = open_windows_detector(&app, "book-unbounded-ref").await;
+    let ordinary = zeek_log(64 << 10, false);
+    let answer = post_ingest(&app, &bounded, ordinary.clone()).await;
+    assert_eq!(answer.status(), StatusCode::ACCEPTED);
+    // ~4,500 windows of new hosts: some 3 MiB.
+    let hostile = zeek_log(256 << 10, true);
+    let answer = post_ingest(&app, &bounded, hostile).await;
+    let retry_after = answer.headers().get(header::RETRY_AFTER).cloned();
+    let body = assert_problem(answer, StatusCode::SERVICE_UNAVAILABLE, "overloaded").await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("NETSENTINEL_MAX_OPEN_WINDOW_BYTES"),
+        "{body}"
+    );
+    assert_eq!(retry_after.unwrap(), "60");
+    let later = zeek_log(128 << 10, false);
+    for base in [&bounded, &reference] {
+        if base == &reference {
+            let answer = post_ingest(&app, base, ordinary.clone()).await;
+            assert_eq!(answer.status(), StatusCode::ACCEPTED);
+        }
+        let answer = post_ingest(&app, base, later.clone()).await;
+        assert_eq!(answer.status(), StatusCode::ACCEPTED);
+    }
+    let kept = flushed_windows(&app, &bounded).await;
+    assert!(!kept.is_empty());
+    assert_eq!(kept, flushed_windows(&app, &reference).await);
+}
