@@ -331,11 +331,18 @@ async fn an_alert_of_more_entities_than_the_budget_holds_is_413_and_stores_nothi
 /// /metrics counters are its own.
 async fn capped_app(name: &str, cap: u64) -> TestApp {
     let app = spawn_app_with(|s| s.max_alert_entities = cap).await;
-    let settings = json!({"source": {"format": "zeek", "window": "1s", "group_by": "id.orig_h"}});
+    let source = json!({"format": "zeek", "window": "1s", "group_by": "id.orig_h"});
+    zeek_detector(&app, name, source).await;
+    app
+}
+
+/// Creates the detector `name` reading `source`, fits it a small model, and returns its base
+/// path.
+async fn zeek_detector(app: &TestApp, name: &str, source: serde_json::Value) -> String {
     let put = app
         .send(
             app.request(reqwest::Method::PUT, &format!("/v1/detectors/{name}"))
-                .json(&settings),
+                .json(&json!({ "source": source })),
         )
         .await;
     assert!(put.status().is_success(), "{}", put.status());
@@ -346,7 +353,7 @@ async fn capped_app(name: &str, cap: u64) -> TestApp {
         )
         .await;
     assert_eq!(fit.status(), StatusCode::CREATED);
-    app
+    format!("/v1/detectors/{name}")
 }
 
 /// The anomalous entities of scored windows, most anomalous first (an entity by its highest
@@ -489,23 +496,9 @@ async fn an_ingest_call_closing_more_anomalous_entities_than_the_cap_keeps_the_c
 /// Creates the Zeek detector `name` (one-minute windows by source host, kept open for a day of
 /// event time) with a small model, and returns its base path.
 async fn open_windows_detector(app: &TestApp, name: &str) -> String {
-    let settings = json!({"source": {"format": "zeek", "window": "1m", "group_by": "id.orig_h",
-                                     "allowed_lateness": "24h"}});
-    let put = app
-        .send(
-            app.request(reqwest::Method::PUT, &format!("/v1/detectors/{name}"))
-                .json(&settings),
-        )
-        .await;
-    assert!(put.status().is_success(), "{}", put.status());
-    let fit = app
-        .post_json(
-            &format!("/v1/detectors/{name}/model/fit"),
-            &json!({"generate": {}, "params": {"n_estimators": 20, "seed": 1}}),
-        )
-        .await;
-    assert_eq!(fit.status(), StatusCode::CREATED);
-    format!("/v1/detectors/{name}")
+    let source = json!({"format": "zeek", "window": "1m", "group_by": "id.orig_h",
+                        "allowed_lateness": "24h"});
+    zeek_detector(app, name, source).await
 }
 
 async fn post_ingest(app: &TestApp, base: &str, body: Vec<u8>) -> reqwest::Response {
