@@ -797,6 +797,32 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn an_alert_keeps_the_first_entities_by_their_best_record_and_counts_the_rest() {
+        let rule = AlertRule {
+            top_records: 2,
+            max_entities: 2,
+            ..AlertRule::from_settings(&crate::config::Settings::default())
+        };
+        // Candidates come most anomalous first (ties by index): b's best record outranks c's.
+        let candidates = [4, 1, 7, 2, 9, 3, 5];
+        let entities = ["a", "b", "a", "c", "a", "b", "d"].map(Some);
+        let (kept, omitted) = per_entity_records(&candidates, &entities, &rule);
+        assert_eq!(kept, vec![(4, "a"), (1, "b"), (7, "a"), (3, "b")]);
+        assert_eq!(
+            omitted,
+            Some(Omitted {
+                entities: 2,
+                records: 2
+            })
+        );
+        let rule = AlertRule {
+            max_entities: 4,
+            ..rule
+        };
+        assert_eq!(per_entity_records(&candidates, &entities, &rule).1, None);
+    }
+
+    #[test]
     fn chart_data_shares_a_narrow_batch_and_copies_four_columns_of_a_wide_one() {
         let mut narrow = batch(3);
         let chart = chart_data(1, &mut narrow, vec![false; 10]);
