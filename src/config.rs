@@ -78,6 +78,13 @@ pub struct Settings {
     #[arg(long, env = "NETSENTINEL_ALERT_TOP_RECORDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=100))]
     pub alert_top_records: u64,
 
+    /// Most entities one alert (one score request, or one ingest or flush call) turns into
+    /// incidents: the entities with the highest scores are kept (ties: the earlier record), the
+    /// rest are left out of the alert and the store, counted in the alert's `omitted`, logged and
+    /// counted in /metrics. Every record is still scored and answered.
+    #[arg(long, env = "NETSENTINEL_MAX_ALERT_ENTITIES", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_alert_entities: u64,
+
     /// Seconds of quiet that resolve an entity's incident, for detectors whose
     /// `alerting.close_after` is not set (the detector `default` of the v1 paths included).
     #[arg(long, env = "NETSENTINEL_INCIDENT_CLOSE_AFTER_SECS", default_value_t = 1800, value_parser = clap::value_parser!(u64).range(1..=31_536_000))]
@@ -115,6 +122,19 @@ pub struct Settings {
         default_value_t = 100_000
     )]
     pub max_pending_windows: u64,
+
+    /// Most bytes of state a detector's continuous ingest keeps in open windows (an estimate:
+    /// about 500 bytes a window, 26 a distinct session, 70 a `uid` plus its text, and the
+    /// hosts they name). Held against the memory budget while kept; an ingest call that would
+    /// pass it is 503 `overloaded` with `Retry-After`, and nothing of that call is kept
+    /// (`POST …/flush` closes the open windows).
+    #[arg(
+        long,
+        env = "NETSENTINEL_MAX_OPEN_WINDOW_BYTES",
+        default_value_t = 256 * 1024 * 1024,
+        value_parser = clap::value_parser!(u64).range(1024..)
+    )]
+    pub max_open_window_bytes: u64,
 
     /// Most bytes of alerts in one page of `GET /v1/alerts` (JSON or an export format); the page
     /// ends before the alert that would pass it, and its cursor continues from there.

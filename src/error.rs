@@ -487,11 +487,13 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::Store(e) => e.into(),
             ServiceError::Ingest(detail) => Self::new(ProblemCode::IngestConflict, detail),
-            e @ ServiceError::PendingFull { .. } => Self::unavailable(
-                ProblemCode::Overloaded,
-                e.to_string(),
-                RETRY_AFTER_PENDING_FULL,
-            ),
+            e @ (ServiceError::PendingFull { .. } | ServiceError::OpenWindowsFull { .. }) => {
+                Self::unavailable(
+                    ProblemCode::Overloaded,
+                    e.to_string(),
+                    RETRY_AFTER_PENDING_FULL,
+                )
+            }
             ServiceError::Task(e) => e.into(),
             ServiceError::Memory(e) => e.into(),
             ServiceError::Cancelled => cancelled(),
@@ -500,7 +502,8 @@ impl From<ServiceError> for ApiError {
 }
 
 /// Seconds a client is asked to wait when a detector without a model keeps as many windows
-/// pending as it may: they wait for someone to fit it.
+/// pending as it may (they wait for someone to fit it), or its open windows hold as much as
+/// they may (they wait for event time to close them).
 pub const RETRY_AFTER_PENDING_FULL: u64 = 60;
 
 /// Seconds a client is asked to wait when the memory budget is in use by other requests.

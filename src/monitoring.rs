@@ -32,7 +32,7 @@ pub fn handle() -> &'static PrometheusHandle {
 }
 
 /// Every counter this process exports, with its help text.
-const COUNTERS: [(&str, &str); 15] = [
+const COUNTERS: [(&str, &str); 17] = [
     (
         "http_requests_total",
         "HTTP requests by method, route and status",
@@ -40,6 +40,14 @@ const COUNTERS: [(&str, &str); 15] = [
     ("netsentinel_records_scored_total", "Records scored"),
     ("netsentinel_anomalies_total", "Records scored as anomalous"),
     ("netsentinel_alerts_raised_total", "Alerts raised"),
+    (
+        "netsentinel_alert_entities_omitted_total",
+        "Anomalous entities left out of an alert past --max-alert-entities (not stored as incidents), by detector",
+    ),
+    (
+        "netsentinel_alert_records_omitted_total",
+        "Anomalous records (windows) of the entities left out past --max-alert-entities, by detector",
+    ),
     (
         "netsentinel_alerts_pruned_total",
         "Alerts deleted past --alert-retention-days",
@@ -109,6 +117,15 @@ pub fn batch_scored(records: usize, anomalies: usize, alert_raised: bool) {
     if alert_raised {
         metrics::counter!("netsentinel_alerts_raised_total").increment(1);
     }
+}
+
+/// Counts the entities (and their anomalous records) an alert of `detector` left out past
+/// `--max-alert-entities`.
+pub fn alert_entities_omitted(detector: &str, entities: u64, records: u64) {
+    metrics::counter!("netsentinel_alert_entities_omitted_total", "detector" => detector.to_owned())
+        .increment(entities);
+    metrics::counter!("netsentinel_alert_records_omitted_total", "detector" => detector.to_owned())
+        .increment(records);
 }
 
 /// Counts records a suppression rule matched, per rule id.

@@ -82,10 +82,12 @@ pub struct DetectorState {
     stream: std::sync::Mutex<Option<LoadedStream>>,
 }
 
-/// A detector's stream in memory, at the store version it was loaded or committed at.
+/// A detector's stream in memory, at the store version it was loaded or committed at, with
+/// the memory budget its open windows hold while they are kept.
 pub struct LoadedStream {
     pub version: u64,
     pub book: WindowBook,
+    pub resident: crate::work::Resident,
 }
 
 impl DetectorState {

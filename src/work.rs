@@ -251,6 +251,102 @@ impl Work {
     }
 }
 
+/// Memory the service keeps between requests (a detector's open windows of continuous ingest),
+/// held against the process budget for as long as it is kept: what requests may reserve is what
+/// the resident state leaves. Given back when dropped.
+pub struct Resident {
+    limits: Limits,
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Limits {
+    /// Holds nothing yet.
+    pub fn resident(&self) -> Resident {
+        Resident {
+            limits: self.clone(),
+            permit: None,
+        }
+    }
+}
+
+impl Resident {
+    /// Bytes held.
+    pub fn bytes(&self) -> u64 {
+        self.permit.as_ref().map_or(0, |p| p.num_permits() as u64) * UNIT
+    }
+
+    /// Holds `bytes` from now on. Less: the rest is given back. More: taken over from what
+    /// `work` reserved (its growth, kept past its request), then from the process budget
+    /// (503 `Busy` when it has no room; nothing changes then).
+    pub fn set(&mut self, bytes: u64, work: Option<&Work>) -> Result<(), OverBudget> {
+        let want = bytes.div_ceil(UNIT).min(MAX_UNITS) as usize;
+        let held = self.permit.as_ref().map_or(0, |p| p.num_permits());
+        if want <= held {
+            if let Some(p) = self.permit.as_mut() {
+                drop(p.split(held - want));
+            }
+            self.limits.publish();
+            return Ok(());
+        }
+        let mut more = want - held;
+        let shared = &self.limits.0;
+        let mut taken = None;
+        if let Some(work) = work {
+            let mut reserved = work.0.reserved.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(r) = reserved.as_mut() {
+                let n = more.min(r.num_permits());
+                taken = r.split(n);
+                more -= n;
+            }
+        }
+        if more > 0 {
+            let Ok(rest) = shared.memory.clone().try_acquire_many_owned(more as u32) else {
+                // Given back to the request it came from, which drops it when it ends.
+                if let (Some(t), Some(work)) = (taken, work) {
+                    let mut reserved = work.0.reserved.lock().unwrap_or_else(|e| e.into_inner());
+                    match reserved.as_mut() {
+                        Some(r) => r.merge(t),
+                        None => *reserved = Some(t),
+                    }
+                }
+                shared.refused.fetch_add(1, Ordering::Relaxed);
+                metrics::counter!("netsentinel_memory_refused_total").increment(1);
+                return Err(OverBudget::Busy {
+                    limit_mib: mib(shared.memory_units * UNIT),
+                });
+            };
+            taken = Some(match taken {
+                Some(mut t) => {
+                    t.merge(rest);
+                    t
+                }
+                None => rest,
+            });
+        }
+        if let Some(t) = taken {
+            match self.permit.as_mut() {
+                Some(p) => p.merge(t),
+                None => self.permit = Some(t),
+            }
+        }
+        self.limits.publish();
+        Ok(())
+    }
+}
+
+impl Drop for Resident {
+    fn drop(&mut self) {
+        let units = self.permit.take().map_or(0, |p| {
+            let n = p.num_permits();
+            drop(p);
+            n
+        });
+        if units > 0 {
+            self.limits.publish();
+        }
+    }
+}
+
 tokio::task_local! {
     static TASK_WORK: Work;
 }
@@ -378,6 +474,41 @@ mod tests {
         drop(a);
         c.reserve(2 << 20).unwrap();
         drop((b, c));
+        assert_eq!(limits.memory_reserved(), 0);
+    }
+
+    #[test]
+    fn resident_memory_takes_over_a_request_reservation_and_holds_the_process_budget() {
+        let limits = Limits::new(4, 10 << 20, 6 << 20);
+        let mut book = limits.resident();
+        let a = limits.admit().unwrap();
+        a.reserve(4 << 20).unwrap();
+        book.set(3 << 20, Some(&a)).unwrap();
+        assert_eq!((a.reserved(), book.bytes()), (1 << 20, 3 << 20));
+        drop(a);
+        assert_eq!(limits.memory_reserved(), 3 << 20, "kept past its request");
+        // More than a request holds comes from the process budget, while it has room.
+        let b = limits.admit().unwrap();
+        b.reserve(6 << 20).unwrap();
+        assert!(matches!(
+            book.set(5 << 20, None),
+            Err(OverBudget::Busy { .. })
+        ));
+        assert_eq!(book.bytes(), 3 << 20, "a refused set changes nothing");
+        assert!(matches!(
+            b.reserve(1 << 20),
+            Err(OverBudget::Request { .. })
+        ));
+        let c = limits.admit().unwrap();
+        assert!(
+            matches!(c.reserve(2 << 20), Err(OverBudget::Busy { .. })),
+            "requests get what the resident state leaves"
+        );
+        drop(b);
+        book.set(5 << 20, None).unwrap();
+        book.set(1 << 20, None).unwrap();
+        assert_eq!(limits.memory_reserved(), 1 << 20);
+        drop(book);
         assert_eq!(limits.memory_reserved(), 0);
     }
 

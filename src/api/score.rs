@@ -463,6 +463,7 @@ mod tests {
             top_records: 5,
             explain_top_k: 3,
             entity_field: "entity".into(),
+            max_entities: 1000,
             incidents: Default::default(),
         };
         let alert = alert_for(&model, &batch, &scored, &rule);

@@ -54,7 +54,7 @@ use serde_with::skip_serializing_none;
 use super::detectors::SourceFormat;
 use super::idempotency::{AnswerOf, KeyedRun};
 use super::pending::Pending;
-use super::scoring::{AlertRule, ExplainMode, ScoredBatch, alert_for, score_batch};
+use super::scoring::{AlertRule, ExplainMode, ScoredBatch, plan_alert, score_batch};
 use super::{ServiceError, blocking};
 use crate::detector::explain::FeatureContribution;
 use crate::detector::model::Model;
@@ -128,9 +128,14 @@ pub async fn ingest(
 ) -> Result<IngestOutcome, ServiceError> {
     let (state2, det2) = (state.clone(), det.clone());
     let outcome = blocking(move || {
-        let op = |book: &mut WindowBook| {
-            book.ingest(&body, format)
-                .map_err(|e| ServiceError::Records(e.into()))
+        let op = |book: &mut WindowBook, charge: &mut BookCharge<'_>| {
+            book.ingest_within(&body, format, |held| {
+                charge.hold(held).map_err(Charged::Refused)
+            })
+            .map_err(|e| match e {
+                Charged::Zeek(e) => ServiceError::Records(e.into()),
+                Charged::Refused(e) => e,
+            })
         };
         run(&state2, &det2, &op, key)
     })
@@ -151,7 +156,7 @@ pub async fn flush(
     }
     let (state2, det2) = (state.clone(), det.clone());
     let outcome = blocking(move || {
-        let op = |book: &mut WindowBook| {
+        let op = |book: &mut WindowBook, _: &mut BookCharge<'_>| {
             let closed = book.flush();
             let report = IngestReport {
                 windows_closed: closed.len(),
@@ -173,7 +178,55 @@ pub async fn windows(state: &AppState, q: WindowQuery) -> Result<(WindowPage, u6
     blocking(move || Ok((store.windows(&q)?, store.pending(&q.detector)?))).await
 }
 
-type Op<'a> = &'a dyn Fn(&mut WindowBook) -> Result<Ingested, ServiceError>;
+type Op<'a> = &'a dyn Fn(&mut WindowBook, &mut BookCharge<'_>) -> Result<Ingested, ServiceError>;
+
+/// What a detector's open windows may hold, charged as a call grows them: the call's growth
+/// past what the book held (and holds of the budget, [`LoadedStream::resident`]) is reserved
+/// for the request (413 `memory-budget` past the per-request budget, 503 `overloaded` when the
+/// process budget has no room), and the whole past `--max-open-window-bytes` is refused (503
+/// `overloaded`). A refused call keeps nothing: the book it grew is dropped, and the next call
+/// reloads the stored one.
+pub(crate) struct BookCharge<'a> {
+    detector: &'a str,
+    max: u64,
+    /// What the book held (of the budget) before the call.
+    resident: u64,
+    work: Option<crate::work::Work>,
+    /// What the request had reserved before the call.
+    reserved: u64,
+}
+
+impl BookCharge<'_> {
+    pub(crate) fn hold(&mut self, held: u64) -> Result<(), ServiceError> {
+        if held > self.max {
+            return Err(ServiceError::OpenWindowsFull {
+                detector: self.detector.to_owned(),
+                held_mib: self.resident.div_ceil(1 << 20),
+                max_mib: self.max.div_ceil(1 << 20),
+            });
+        }
+        let growth = held.saturating_sub(self.resident);
+        if let Some(work) = &self.work {
+            work.reserve_total(self.reserved + growth, BOOK_CHARGE_STEP)?;
+        }
+        Ok(())
+    }
+}
+
+/// A Zeek body's error, or the charge of what it grew refused.
+enum Charged {
+    Zeek(crate::records::zeek::ZeekError),
+    Refused(ServiceError),
+}
+
+impl From<crate::records::zeek::ZeekError> for Charged {
+    fn from(e: crate::records::zeek::ZeekError) -> Self {
+        Self::Zeek(e)
+    }
+}
+
+/// Reservations for a book's growth are made in steps of at least this many bytes.
+const BOOK_CHARGE_STEP: u64 = 1 << 20;
 
 /// One call: lock, fold, score, commit (see the module doc); blocking.
 fn run(
@@ -218,6 +271,8 @@ fn run(
         rules: &rules,
         sinks: &sinks,
         max_pending: settings.max_pending_windows,
+        max_open_bytes: settings.max_open_window_bytes,
+        limits: state.limits(),
     };
     // The slot stays empty until the commit succeeds: after any error the next call reloads
     // what is stored.
@@ -263,7 +318,18 @@ fn run(
             )));
         }
     };
-    *slot = Some(loaded);
+    // The book's open windows stay held against the budget while they are kept: the call's
+    // growth moves from its request to the book (what closed is given back). When even that
+    // fails, the book is not kept in memory; the next call reloads what is stored.
+    let mut loaded = loaded;
+    let work = crate::work::current();
+    if loaded
+        .resident
+        .set(loaded.book.state_bytes(), work.as_ref())
+        .is_ok()
+    {
+        *slot = Some(loaded);
+    }
     drop(slot);
     drop(run);
     announce(state, det.name(), &outcome.alerts, "closed windows");
@@ -337,6 +403,8 @@ struct Call<'a> {
     rules: &'a [super::suppression::Matcher],
     sinks: &'a [String],
     max_pending: u64,
+    max_open_bytes: u64,
+    limits: &'a crate::work::Limits,
 }
 
 /// `more` windows kept pending beside `pending` others, within `max`; else the call is
@@ -409,11 +477,19 @@ impl Call<'_> {
                     metrics::counter!("netsentinel_ingest_reloads_total", "detector" => self.detector.to_owned())
                         .increment(1);
                 }
-                stored(self.detector, found, self.config)?
+                stored(self.detector, found, self.config, self.limits)?
             }
         };
         let mut loaded = reconcile(loaded, self.config)?;
-        let ingested = op(&mut loaded.book)?;
+        let work = crate::work::current();
+        let mut charge = BookCharge {
+            detector: self.detector,
+            max: self.max_open_bytes,
+            resident: loaded.resident.bytes(),
+            reserved: work.as_ref().map_or(0, crate::work::Work::reserved),
+            work,
+        };
+        let ingested = op(&mut loaded.book, &mut charge)?;
         let Some(model) = self.model else {
             // Kept pending, in this commit, for the detector's first model.
             let more = ingested.closed.len() as u64;
@@ -480,17 +556,21 @@ impl Call<'_> {
     }
 }
 
-/// The stream as the lock found it stored, or a new one when none is.
+/// The stream as the lock found it stored, or a new one when none is; its open windows held
+/// against the process budget (503 `overloaded` when it has no room for them).
 fn stored(
     detector: &str,
     found: LockedStream,
     config: &BookConfig,
+    limits: &crate::work::Limits,
 ) -> Result<LoadedStream, ServiceError> {
+    let resident = limits.resident();
     // A records stream (the detector read records before) holds no open window.
     let Some(bytes) = found.book.filter(|b| !RecordStream::is_records(b)) else {
         return Ok(LoadedStream {
             version: found.version,
             book: WindowBook::new(*config),
+            resident,
         });
     };
     let book = WindowBook::from_bytes(&bytes).map_err(|e| {
@@ -498,10 +578,13 @@ fn stored(
             "the stored stream of detector {detector:?} cannot be read ({e}); it is kept as it is"
         ))
     })?;
-    Ok(LoadedStream {
+    let mut loaded = LoadedStream {
         version: found.version,
         book,
-    })
+        resident,
+    };
+    loaded.resident.set(loaded.book.state_bytes(), None)?;
+    Ok(loaded)
 }
 
 /// The stream under the detector's current settings. `on_invalid` changes at once; a change
@@ -555,7 +638,7 @@ fn score_closed(
     read_windows(closed, config.group_by, &mut b).map_err(ServiceError::Records)?;
     let batch = b.finish().map_err(ServiceError::Records)?;
     // Windows carry their entity as the echoed field `entity`, as on `score`.
-    let (scored, alert) = judge(model, &batch, (rule, rules), detector, "entity");
+    let (scored, alert) = judge(model, &batch, (rule, rules), detector, "entity")?;
     let windows = closed
         .iter()
         .enumerate()
@@ -585,22 +668,29 @@ fn score_closed(
 }
 
 /// Scores closed windows as one batch, marks (and counts) what `rules` suppress by the
-/// `entity_field`, and decides the alert they raise, tagged with the detector.
+/// `entity_field`, and decides the alert they raise, tagged with the detector: as `score`
+/// decides it (at most `--max-alert-entities` entities per call), its memory charged to the
+/// call before it is built.
 fn judge(
     model: &Model,
     batch: &Batch,
     (rule, rules): (&AlertRule, &[super::suppression::Matcher]),
     detector: &str,
     entity_field: &str,
-) -> (ScoredBatch, Option<Alert>) {
+) -> Result<(ScoredBatch, Option<Alert>), ServiceError> {
     let mut scored = score_batch(model, batch, ExplainMode::Anomalies, rule.explain_top_k);
     scored.suppressed = super::suppression::mark(rules, detector, entity_field, batch);
     scored.suppressed.count(detector);
-    let alert = alert_for(model, batch, &scored, rule).map(|a| Alert {
+    let plan = plan_alert(model, batch, &scored, rule);
+    if let Some(plan) = &plan {
+        crate::work::reserve(plan.bytes())?;
+        plan.note_omitted(detector);
+    }
+    let alert = plan.map(|p| Alert {
         detector: detector.to_owned(),
-        ..a
+        ..p.build(model, batch, &scored)
     });
-    (scored, alert)
+    Ok((scored, alert))
 }
 
 /// Scores a records body (CSV, NDJSON or JSON) for a detector whose `source.format` is
@@ -882,7 +972,7 @@ fn score_records(
     (rule, rules): (&AlertRule, &[super::suppression::Matcher]),
     detector: &str,
 ) -> Result<ScoredWindows, ServiceError> {
-    let (scored, alert) = judge(model, batch, (rule, rules), detector, &rule.entity_field);
+    let (scored, alert) = judge(model, batch, (rule, rules), detector, &rule.entity_field)?;
     let closed_at = Utc::now();
     let windows = (0..batch.len())
         .map(|i| {

@@ -108,6 +108,16 @@ pub enum ServiceError {
         more: u64,
         max: u64,
     },
+    /// An ingest call that would make the detector's open windows hold more than the bound:
+    /// nothing of it is kept.
+    #[error(
+        "detector {detector:?} keeps about {held_mib} MiB in open windows; this call would make it more than the {max_mib} MiB it may keep (NETSENTINEL_MAX_OPEN_WINDOW_BYTES): nothing of it is kept. Retry once its windows close, send fewer new hosts at once, or POST …/flush"
+    )]
+    OpenWindowsFull {
+        detector: String,
+        held_mib: u64,
+        max_mib: u64,
+    },
     /// A blocking task that panicked or was cancelled: ours, not the client's.
     #[error("a background task failed: {0}")]
     Task(#[from] tokio::task::JoinError),

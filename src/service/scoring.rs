@@ -1,7 +1,7 @@
 //! Scoring a batch: read it (scoring chunks while the rest arrives), score and explain it, decide
 //! its alert, store the alert with its deliveries, notify, count, and keep the chart data.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -24,7 +24,7 @@ use crate::records::{
     ZeekOptions, read_stream,
 };
 use crate::state::{AppState, ChartData, DetectorState};
-use crate::store::alerts::{Alert, AlertRecord, NewAlert};
+use crate::store::alerts::{Alert, AlertRecord, NewAlert, Omitted};
 use crate::store::idempotency::KeyRecord;
 
 /// Which records get an explanation.
@@ -299,6 +299,7 @@ where
         let plan = plan_alert(&model, &batch, &scored, &rule);
         if let Some(plan) = &plan {
             crate::work::reserve(plan.bytes())?;
+            plan.note_omitted(&detector);
         }
         let raised = plan.map(|p| Alert {
             detector,
@@ -436,6 +437,9 @@ pub struct AlertRule {
     pub explain_top_k: usize,
     /// The echoed field naming a record's entity (records with one are incidents' updates).
     pub entity_field: String,
+    /// Most entities one alert turns into incidents (`--max-alert-entities`): the others, of
+    /// lower scores, are left out and counted in the alert's `omitted`.
+    pub max_entities: usize,
     pub incidents: crate::store::alerts::IncidentPolicy,
 }
 
@@ -447,6 +451,7 @@ impl AlertRule {
             top_records: settings.alert_top_records as usize,
             explain_top_k: settings.explain_top_k as usize,
             entity_field: "entity".to_owned(),
+            max_entities: usize::try_from(settings.max_alert_entities).unwrap_or(usize::MAX),
             incidents: crate::store::alerts::IncidentPolicy {
                 close_after: std::time::Duration::from_secs(settings.incident_close_after_secs),
                 top_records: settings.alert_top_records as usize,
@@ -516,6 +521,8 @@ pub struct AlertPlan<'r> {
     /// batch alert).
     candidates: Vec<usize>,
     entities: Vec<Option<String>>,
+    /// The entities (and their records) left out past [`AlertRule::max_entities`].
+    omitted: Option<Omitted>,
 }
 
 /// The alert `rule` raises for a scored batch, if any, as an [`AlertPlan`].
@@ -582,29 +589,60 @@ pub fn plan_alert<'r>(
         .map(|e| e.filter(|e| !e.is_empty()))
         .collect();
     let per_entity = !candidates.is_empty() && entities.iter().all(Option::is_some);
-    let (candidates, entities): (Vec<usize>, Vec<Option<String>>) = if per_entity {
-        let mut kept: BTreeMap<&str, usize> = BTreeMap::new();
-        candidates
-            .iter()
-            .zip(&entities)
-            .filter(|(_, e)| {
-                let n = kept.entry(e.unwrap_or_default()).or_default();
-                *n += 1;
-                *n <= rule.top_records
-            })
-            .map(|(&i, e)| (i, e.map(str::to_owned)))
-            .unzip()
+    let (candidates, entities, omitted) = if per_entity {
+        let (kept, omitted) = per_entity_records(&candidates, &entities, rule);
+        let (candidates, entities) = kept
+            .into_iter()
+            .map(|(i, e)| (i, Some(e.to_owned())))
+            .unzip();
+        (candidates, entities, omitted)
     } else {
         let n = candidates.len().min(rule.top_records);
-        (candidates[..n].to_vec(), vec![None; n])
+        (candidates[..n].to_vec(), vec![None; n], None)
     };
+    if let Some(o) = &omitted {
+        reasons.push(format!(
+            "{} more anomalous entities ({} records) left out past --max-alert-entities {}",
+            o.entities, o.records, rule.max_entities
+        ));
+    }
     Some(AlertPlan {
         rule,
         summary: s.clone(),
         reasons,
         candidates,
         entities,
+        omitted,
     })
+}
+
+/// The records an alert of entities keeps: each entity's most anomalous (at most
+/// `--alert-top-records`) of the first [`AlertRule::max_entities`] entities by their most
+/// anomalous record (`candidates` come most anomalous first, ties by index, so the choice is
+/// deterministic); and what was left out of the others, if any.
+fn per_entity_records<'b>(
+    candidates: &[usize],
+    entities: &[Option<&'b str>],
+    rule: &AlertRule,
+) -> (Vec<(usize, &'b str)>, Option<Omitted>) {
+    let mut kept: HashMap<&str, usize> = HashMap::new();
+    let mut left_out: HashSet<&str> = HashSet::new();
+    let mut omitted = Omitted::default();
+    let mut records = Vec::new();
+    for (&i, e) in candidates.iter().zip(entities) {
+        let e = e.unwrap_or_default();
+        if kept.len() >= rule.max_entities && !kept.contains_key(e) {
+            omitted.entities += u64::from(left_out.insert(e));
+            omitted.records += 1;
+            continue;
+        }
+        let n = kept.entry(e).or_default();
+        *n += 1;
+        if *n <= rule.top_records {
+            records.push((i, e));
+        }
+    }
+    (records, (omitted.entities > 0).then_some(omitted))
 }
 
 impl AlertPlan<'_> {
@@ -631,6 +669,7 @@ impl AlertPlan<'_> {
             reasons,
             candidates,
             entities,
+            omitted,
         } = self;
         let unexplained: Vec<usize> = candidates
             .iter()
@@ -672,7 +711,27 @@ impl AlertPlan<'_> {
             records,
         );
         alert.policy = Some(rule.incidents);
+        alert.omitted = omitted;
         alert
+    }
+
+    /// What the alert will leave out past `--max-alert-entities`, if anything.
+    pub fn omitted(&self) -> Option<Omitted> {
+        self.omitted
+    }
+
+    /// Logs (once per request or call) and counts what the alert of `detector` leaves out.
+    pub fn note_omitted(&self, detector: &str) {
+        if let Some(o) = self.omitted {
+            tracing::warn!(
+                detector,
+                entities_omitted = o.entities,
+                records_omitted = o.records,
+                max_alert_entities = self.rule.max_entities,
+                "an alert named more anomalous entities than --max-alert-entities: the others were left out of it and of the store (still scored and answered)"
+            );
+            crate::monitoring::alert_entities_omitted(detector, o.entities, o.records);
+        }
     }
 }
 
@@ -735,6 +794,32 @@ pub(crate) mod tests {
             })
             .collect();
         json_batch(records)
+    }
+
+    #[test]
+    fn an_alert_keeps_the_first_entities_by_their_best_record_and_counts_the_rest() {
+        let rule = AlertRule {
+            top_records: 2,
+            max_entities: 2,
+            ..AlertRule::from_settings(&crate::config::Settings::default())
+        };
+        // Candidates come most anomalous first (ties by index): b's best record outranks c's.
+        let candidates = [4, 1, 7, 2, 9, 3, 5];
+        let entities = ["a", "b", "a", "c", "a", "b", "d"].map(Some);
+        let (kept, omitted) = per_entity_records(&candidates, &entities, &rule);
+        assert_eq!(kept, vec![(4, "a"), (1, "b"), (7, "a"), (3, "b")]);
+        assert_eq!(
+            omitted,
+            Some(Omitted {
+                entities: 2,
+                records: 2
+            })
+        );
+        let rule = AlertRule {
+            max_entities: 4,
+            ..rule
+        };
+        assert_eq!(per_entity_records(&candidates, &entities, &rule).1, None);
     }
 
     #[test]

@@ -88,7 +88,9 @@
 //! `status_id` 4 Resolved, `count` and `finding_info.first_seen_time`/`last_seen_time` for an
 //! incident. CEF: `act` (deviceAction) the event, `cs5` incidentEntity, `cn3` incidentCount, `cs6`
 //! the latest verdict. HEC: `fields.event_type`, `fields.entity`, `fields.verdict`. JSON: an
-//! `event` key. Incident fields and verdicts go under `netsentinel.*` (ECS) and `unmapped` (OCSF).
+//! `event` key. Incident fields and verdicts go under `netsentinel.*` (ECS) and `unmapped` (OCSF),
+//! as does `omitted` (entities left out past `--max-alert-entities`; the JSON and HEC `event`
+//! carry it as the API does, and every format's message says it, in the alert's reason).
 //!
 //! # Specifications checked
 //!
@@ -593,8 +595,9 @@ pub fn escape_line_separators(json: String) -> String {
     })
 }
 
-/// An incident's own fields (entity, count, first and last seen, max severity, resolution) and
-/// analysts' verdicts, where a format keeps what it has no home for.
+/// An incident's own fields (entity, count, first and last seen, max severity, resolution),
+/// analysts' verdicts and what the alert left out past `--max-alert-entities`, where a format
+/// keeps what it has no home for.
 fn insert_incident(map: &mut Map<String, Value>, alert: &Alert) {
     if alert.is_incident() {
         insert_some(map, "entity", alert.entity.clone().map(Value::from));
@@ -610,6 +613,9 @@ fn insert_incident(map: &mut Map<String, Value>, alert: &Alert) {
     }
     if !alert.feedback.is_empty() {
         map.insert("feedback".into(), to_value(&alert.feedback));
+    }
+    if let Some(omitted) = &alert.omitted {
+        map.insert("omitted".into(), to_value(omitted));
     }
 }
 

@@ -146,6 +146,10 @@ pub struct Alert {
     pub resolved_at: Option<DateTime<Utc>>,
     /// Analysts' verdicts, oldest first.
     pub feedback: Vec<Feedback>,
+    /// The anomalous entities and records the batch's alert left out past
+    /// `--max-alert-entities` (an incident: as of the update that opened it); absent when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub omitted: Option<Omitted>,
     /// What was last delivered: the max severity then, and when (incidents; the store keeps it).
     #[serde(skip)]
     pub notified: Option<(u8, DateTime<Utc>)>,
@@ -183,6 +187,7 @@ impl Alert {
             max_severity: severity,
             resolved_at: None,
             feedback: Vec::new(),
+            omitted: None,
             notified: None,
             policy: None,
         }
@@ -192,6 +197,14 @@ impl Alert {
     pub fn is_incident(&self) -> bool {
         self.entity.is_some()
     }
+}
+
+/// What an alert left out: the anomalous entities past `--max-alert-entities` (those with the
+/// lowest scores) and their anomalous records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Omitted {
+    pub entities: u64,
+    pub records: u64,
 }
 
 /// One anomalous record of the batch that raised an alert.

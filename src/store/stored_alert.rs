@@ -19,6 +19,11 @@
 //! alert without feedback is still written as format 1, byte for byte, so earlier builds keep
 //! reading it, and refuse (rather than misread) a format 2 row.
 //!
+//! `omitted` (what an alert left out past `--max-alert-entities`: `{"entities":N,"records":M}`)
+//! was added to format 2 as an optional last key, written only when something was left out
+//! (only incidents are capped, and they are format 2 already); a build from before the key
+//! reads such a row and ignores it.
+//!
 //! Changing the stored shape otherwise means a new format number, a reader for the old one, and a test
 //! that old rows still decode (see `tests/fixtures/alerts-v1.*`).
 
@@ -29,7 +34,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_with::skip_serializing_none;
 
-use super::alerts::{Alert, AlertRecord, AlertStatus, Feedback, Verdict};
+use super::alerts::{Alert, AlertRecord, AlertStatus, Feedback, Omitted, Verdict};
 use super::detectors::DEFAULT_DETECTOR;
 use crate::detector::explain::{Direction, FeatureContribution};
 use crate::detector::model::BatchSummary;
@@ -75,6 +80,14 @@ pub(super) struct StoredAlert<'a> {
     notified_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     feedback: Vec<StoredFeedback<'a>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    omitted: Option<StoredOmitted>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+struct StoredOmitted {
+    entities: u64,
+    records: u64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -294,6 +307,10 @@ impl<'a> From<&'a Alert> for StoredAlert<'a> {
                     at: f.at,
                 })
                 .collect(),
+            omitted: a.omitted.map(|o| StoredOmitted {
+                entities: o.entities,
+                records: o.records,
+            }),
         }
     }
 }
@@ -349,6 +366,10 @@ impl From<StoredAlert<'_>> for Alert {
             resolved_at: s.resolved_at,
             notified,
             policy: None,
+            omitted: s.omitted.map(|o| Omitted {
+                entities: o.entities,
+                records: o.records,
+            }),
             feedback: s
                 .feedback
                 .into_iter()
@@ -454,6 +475,25 @@ mod tests {
         alert.detector = "zeek-hosts".into();
         let body = encode(&alert).unwrap();
         assert!(body.ends_with(r#","detector":"zeek-hosts"}"#), "{body}");
+        assert_eq!(decode(&body).unwrap(), alert);
+    }
+
+    #[test]
+    fn what_an_alert_left_out_is_stored_as_a_last_key_only_when_there_is_some() {
+        let old = v1_bodies()[0];
+        let mut alert = decode(old).unwrap();
+        assert_eq!(alert.omitted, None);
+        assert!(!encode(&alert).unwrap().contains("omitted"));
+        alert.entity = Some("10.0.0.66".into());
+        alert.omitted = Some(Omitted {
+            entities: 99_000,
+            records: 99_500,
+        });
+        let body = encode(&alert).unwrap();
+        assert!(
+            body.ends_with(r#","omitted":{"entities":99000,"records":99500}}"#),
+            "{body}"
+        );
         assert_eq!(decode(&body).unwrap(), alert);
     }
 

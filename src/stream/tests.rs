@@ -142,6 +142,7 @@ fn feed(config: BookConfig, chunks: &[String], steps: &[Step], format: ZeekForma
         };
         for _ in 0..times {
             let out = book.ingest(chunk.as_bytes(), format).unwrap();
+            assert!(book.tally_is_exact());
             assert_eq!(out.report.rejected, 0, "{:?}", out.report.rejects);
             assert_eq!(out.report.windows_closed, out.closed.len());
             fed.accepted += out.report.accepted;
@@ -152,11 +153,14 @@ fn feed(config: BookConfig, chunks: &[String], steps: &[Step], format: ZeekForma
         if matches!(step, Step::FeedAndRestart) {
             let bytes = book.to_bytes();
             book = WindowBook::from_bytes(&bytes).unwrap();
+            assert!(book.tally_is_exact());
             // Equal states serialise to equal bytes.
             assert_eq!(book.to_bytes(), bytes);
         }
     }
     fed.closed.extend(book.flush());
+    assert!(book.tally_is_exact());
+    assert_eq!(book.state_bytes(), 0, "a flushed book holds nothing");
     fed
 }
 
@@ -444,6 +448,54 @@ fn the_watermark_closes_windows_and_late_lines_are_counted_not_merged() {
         .unwrap();
     assert_eq!(out.report.late, 1);
     assert!(book.flush().is_empty());
+}
+
+/// The book's state estimate grows with its open windows, sessions and `uid`s, shrinks as they
+/// close, and the hosts of closed windows are dropped once they are most of what it keeps.
+#[test]
+fn the_state_estimate_follows_the_open_windows_and_closed_hosts_are_dropped() {
+    let mut book = WindowBook::new(config(0));
+    let mut last = 0;
+    // 20 minutes, each a window of 1,000 new hosts; lateness 0 closes each minute's windows
+    // when the next minute begins.
+    for minute in 0..20u32 {
+        let body: String = (0..1000u32)
+            .map(|h| {
+                let host = format!("10.{}.{}.{}", minute, h >> 8, h & 255);
+                json(
+                    f64::from(minute * 60 + 1),
+                    &format!("C{minute}x{h}"),
+                    &host,
+                    1,
+                )
+            })
+            .collect();
+        let out = book.ingest(body.as_bytes(), ZeekFormat::Json).unwrap();
+        assert_eq!(out.report.windows_opened, 1000);
+        assert!(book.tally_is_exact());
+        let bytes = book.state_bytes();
+        // 1,000 windows, one session and one uid each, two hosts (one shared).
+        assert!(
+            (400_000..2_000_000).contains(&bytes),
+            "{bytes} bytes for 1,000 windows"
+        );
+        if minute > 0 {
+            assert_eq!(out.report.windows_closed, 1000);
+            assert!(
+                bytes < 2 * last,
+                "{bytes} after {last}: closed windows are forgotten"
+            );
+        }
+        last = bytes;
+        // Compacted past twice (windows + 2 × sessions) + 1,024, so never 20,001 hosts.
+        assert!(
+            book.hosts_kept() <= 2 * 3000 + 1024 + 1001,
+            "{} hosts kept after minute {minute}",
+            book.hosts_kept()
+        );
+    }
+    assert_eq!(book.flush().len(), 1000);
+    assert_eq!((book.state_bytes(), book.hosts_kept()), (0, 0));
 }
 
 #[test]

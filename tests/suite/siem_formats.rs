@@ -81,6 +81,7 @@ fn fixture() -> Alert {
         max_severity: 87,
         resolved_at: None,
         feedback: Vec::new(),
+        omitted: None,
         notified: None,
         policy: None,
         id: ID.to_string(),

@@ -112,6 +112,25 @@ pub struct AlertView {
     pub resolved_at: Option<DateTime<Utc>>,
     /// Analysts' verdicts (`POST /v1/alerts/{id}/feedback`), oldest first.
     pub feedback: Vec<FeedbackView>,
+    /// Present when the batch's alert named more anomalous entities than
+    /// `--max-alert-entities`: those with the highest scores became incidents, the others
+    /// were left out (of the alert and of the store; still scored and answered). An incident
+    /// shows it as of the update that opened it.
+    #[cfg_attr(test, serde(default, skip_serializing_if = "Option::is_none"))]
+    pub omitted: Option<OmittedView>,
+}
+
+/// What an alert left out past `--max-alert-entities`.
+#[derive(ToSchema)]
+#[cfg_attr(test, derive(Serialize, Deserialize))]
+#[schema(as = AlertOmitted)]
+pub struct OmittedView {
+    /// Anomalous entities left out (those with the lowest scores).
+    #[schema(example = 99000)]
+    pub entities: u64,
+    /// Their anomalous records (windows), left out with them.
+    #[schema(example = 99000)]
+    pub records: u64,
 }
 
 /// One anomalous record of the batch that raised an alert.
@@ -273,6 +292,11 @@ mod tests {
             note: Some("backup".into()),
             by: "anonymous".into(),
             at: Utc.timestamp_opt(1_704_069_000, 0).unwrap(),
+        });
+        mirrors::<AlertView>(&a);
+        a.omitted = Some(crate::store::alerts::Omitted {
+            entities: 99_000,
+            records: 99_500,
         });
         mirrors::<AlertView>(&a);
         for status in [

@@ -637,7 +637,7 @@ impl Drop for Pool {
 
 /// Bytes the allocator takes for a block of `len` bytes (glibc: an 8-byte header, 16-byte
 /// steps, at least 32).
-fn heap_block(len: usize) -> usize {
+pub(crate) fn heap_block(len: usize) -> usize {
     (len + 8).next_multiple_of(16).max(32)
 }
 
