@@ -147,7 +147,7 @@ pub struct Alert {
     /// Analysts' verdicts, oldest first.
     pub feedback: Vec<Feedback>,
     /// The anomalous entities and records the batch's alert left out past
-    /// `--max-alert-entities` (an incident: as of the update that opened it); absent when none.
+    /// `--max-alert-entities` (an incident: as of its latest update); absent when none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub omitted: Option<Omitted>,
     /// What was last delivered: the max severity then, and when (incidents; the store keeps it).

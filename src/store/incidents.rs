@@ -344,6 +344,8 @@ pub fn merge(
     open.reason = update.reason;
     open.summary = update.summary;
     open.model_version = update.model_version;
+    // What the raising alert left out is told of its latest update, as its reason and summary.
+    open.omitted = update.omitted;
     let mut records = std::mem::take(&mut open.records);
     records.extend(update.records);
     // Stable: of equal scores, the older record stays first.
@@ -488,6 +490,17 @@ mod tests {
         assert_eq!(open.records[0].severity, 69, "most anomalous first");
         assert_eq!(merge(&mut open, update(721, 40), &policy, 3), None);
         assert_eq!(open.records.len(), 3, "bounded by top");
+        // What the raising alert left out is that of the latest update.
+        let omitted = crate::store::alerts::Omitted {
+            entities: 7,
+            records: 9,
+        };
+        let mut capped = update(722, 40);
+        capped.omitted = Some(omitted);
+        merge(&mut open, capped, &policy, 3);
+        assert_eq!(open.omitted, Some(omitted));
+        merge(&mut open, update(723, 40), &policy, 3);
+        assert_eq!(open.omitted, None);
     }
 
     fn host(at: i64, entity: &str, severity: u8) -> Alert {

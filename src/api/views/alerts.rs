@@ -115,7 +115,7 @@ pub struct AlertView {
     /// Present when the batch's alert named more anomalous entities than
     /// `--max-alert-entities`: those with the highest scores became incidents, the others
     /// were left out (of the alert and of the store; still scored and answered). An incident
-    /// shows it as of the update that opened it.
+    /// shows it as of its latest update.
     #[cfg_attr(test, serde(default, skip_serializing_if = "Option::is_none"))]
     pub omitted: Option<OmittedView>,
 }
