@@ -519,12 +519,12 @@ impl EntityBaselines {
             let (p, _) = self.profile_of(entities[i]);
             signals_into(x.row(i), &self.pairs, &self.counts, &mut row);
             row.iter_mut().for_each(|r| *r = f64::from(*r as f32));
-            let pos = wide(positions[i]);
-            self.relative_into(p, &row, pos, &mut z);
+            let at = p.bands_at(wide(positions[i]), m);
+            self.relative_into(at, &row, &mut z);
             self.evidence_into(&z, &mut e);
             e.iter_mut()
                 .for_each(|v| *v = v.clamp(-CLASS_CLIP, CLASS_CLIP));
-            let class = self.class_at(p.bands_at(pos, m), feature);
+            let class = self.class_at(at, feature);
             for c in [class, ACTIVITY_CLASSES] {
                 counts[c] += 1;
                 let sum = &mut sums[c * m * m..(c + 1) * m * m];
@@ -548,8 +548,8 @@ impl EntityBaselines {
         };
         let pooled = moments(ACTIVITY_CLASSES);
         let mut precision = Vec::with_capacity(ACTIVITY_CLASSES * m * m);
-        for c in 0..ACTIVITY_CLASSES {
-            if counts[c] < CLASS_MIN_RECORDS {
+        for (c, &n) in counts[..ACTIVITY_CLASSES].iter().enumerate() {
+            if n < CLASS_MIN_RECORDS {
                 precision.extend_from_slice(&pooled);
             } else {
                 precision.extend(moments(c));
@@ -588,15 +588,8 @@ impl EntityBaselines {
         }
     }
 
-    /// The relative signals `z` of `signals` at `pos` against `p`.
-    fn relative_into(
-        &self,
-        p: &Profile,
-        signals: &[f64],
-        pos: Option<(usize, usize, f64)>,
-        z: &mut [f64],
-    ) {
-        let at = p.bands_at(pos, signals.len());
+    /// The relative signals `z` of `signals` against the bands `at`.
+    fn relative_into(&self, at: BandsAt<'_>, signals: &[f64], z: &mut [f64]) {
         for (s, (zs, &v)) in z.iter_mut().zip(signals).enumerate() {
             let (median, scale) = band_of(at, s);
             *zs = (v - median) / scale;
@@ -669,7 +662,7 @@ impl EntityBaselines {
                 owned = vec![0.0; m];
                 &mut owned
             };
-            self.relative_into(p, signals, pos, z);
+            self.relative_into(at, signals, z);
             self.evidence_into(z, e);
             let mut q = 0.0;
             for (a, &ea) in e.iter().enumerate() {
