@@ -1084,10 +1084,12 @@ fn profile(
     }
 }
 
-/// Entity baselines as model files of format 2 hold them (before weekly day profiles: one
-/// bucket per hour of the week): read and converted, never written.
+/// Entity baselines as model files of formats 2 and 3 hold them, before activity classes
+/// (every record's deviation the root of the sum of squares): read and converted, never
+/// written. Their profiles `P` are [`ProfileFormat2`] in format 2 (one weekly bucket per hour
+/// of the week) and [`Profile`] in format 3 (day profiles).
 #[derive(Deserialize)]
-pub struct BaselinesFormat2 {
+pub struct BaselinesBefore<P> {
     seasonality: Seasonality,
     n_features: usize,
     pairs: Vec<(u16, u16)>,
@@ -1095,18 +1097,35 @@ pub struct BaselinesFormat2 {
     below_weight: f64,
     max: bool,
     smooth: bool,
-    population: ProfileFormat2,
-    entities: HashMap<String, ProfileFormat2>,
+    population: P,
+    entities: HashMap<String, P>,
     k: f64,
 }
 
+/// Entity baselines of format 2 (before weekly day profiles).
+pub type BaselinesFormat2 = BaselinesBefore<ProfileFormat2>;
+/// Entity baselines of format 3 (day profiles, before activity classes).
+pub type BaselinesFormat3 = BaselinesBefore<Profile>;
+
+/// A profile as an earlier format holds it, into today's.
+pub trait UpgradeProfile {
+    fn upgrade(self, seasonality: Seasonality) -> Profile;
+}
+
+impl UpgradeProfile for Profile {
+    fn upgrade(self, _: Seasonality) -> Profile {
+        self
+    }
+}
+
+/// A profile of format 2.
 #[derive(Deserialize)]
-struct ProfileFormat2 {
+pub struct ProfileFormat2 {
     n_records: u32,
     bands: Box<[Band]>,
 }
 
-impl ProfileFormat2 {
+impl UpgradeProfile for ProfileFormat2 {
     /// The same bands: weekly ones as seven day profiles, one per day of the week.
     fn upgrade(self, seasonality: Seasonality) -> Profile {
         let days = match seasonality {
@@ -1121,8 +1140,8 @@ impl ProfileFormat2 {
     }
 }
 
-impl From<BaselinesFormat2> for EntityBaselines {
-    fn from(old: BaselinesFormat2) -> Self {
+impl<P: UpgradeProfile> From<BaselinesBefore<P>> for EntityBaselines {
+    fn from(old: BaselinesBefore<P>) -> Self {
         let s = old.seasonality;
         Self {
             seasonality: s,
@@ -1138,40 +1157,6 @@ impl From<BaselinesFormat2> for EntityBaselines {
                 .into_iter()
                 .map(|(e, p)| (e, p.upgrade(s)))
                 .collect(),
-            k: old.k,
-            classes: None,
-        }
-    }
-}
-
-/// Entity baselines as model files of format 3 hold them (day profiles, every record's
-/// deviation the root of the sum of squares): read and converted, never written.
-#[derive(Deserialize)]
-pub struct BaselinesFormat3 {
-    seasonality: Seasonality,
-    n_features: usize,
-    pairs: Vec<(u16, u16)>,
-    counts: Vec<bool>,
-    below_weight: f64,
-    max: bool,
-    smooth: bool,
-    population: Profile,
-    entities: HashMap<String, Profile>,
-    k: f64,
-}
-
-impl From<BaselinesFormat3> for EntityBaselines {
-    fn from(old: BaselinesFormat3) -> Self {
-        Self {
-            seasonality: old.seasonality,
-            n_features: old.n_features,
-            pairs: old.pairs,
-            counts: old.counts,
-            below_weight: old.below_weight,
-            max: old.max,
-            smooth: old.smooth,
-            population: old.population,
-            entities: old.entities,
             k: old.k,
             classes: None,
         }

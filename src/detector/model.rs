@@ -705,21 +705,9 @@ impl Model {
                 postcard::from_bytes(body).map_err(decode)?;
             (scaler, forest, None)
         } else if format == FORMAT_VERSION_HOURS_OF_WEEK {
-            let (scaler, forest, (field, old)): (
-                Scaler,
-                IsolationForest,
-                (String, BaselinesFormat2),
-            ) = postcard::from_bytes(body).map_err(decode)?;
-            let baselines = old.into();
-            (scaler, forest, Some(EntityPart { field, baselines }))
+            earlier_entity_body::<BaselinesFormat2>(body).map_err(decode)?
         } else if format == FORMAT_VERSION_DAY_PROFILES {
-            let (scaler, forest, (field, old)): (
-                Scaler,
-                IsolationForest,
-                (String, BaselinesFormat3),
-            ) = postcard::from_bytes(body).map_err(decode)?;
-            let baselines = old.into();
-            (scaler, forest, Some(EntityPart { field, baselines }))
+            earlier_entity_body::<BaselinesFormat3>(body).map_err(decode)?
         } else {
             let (scaler, forest, entity): (Scaler, IsolationForest, EntityPart) =
                 postcard::from_bytes(body).map_err(decode)?;
@@ -749,6 +737,19 @@ impl Model {
             entity,
         })
     }
+}
+
+/// The body of an entity model of an earlier format, whose baselines read as `B`, converted.
+fn earlier_entity_body<B>(
+    body: &[u8],
+) -> Result<(Scaler, IsolationForest, Option<EntityPart>), postcard::Error>
+where
+    B: serde::de::DeserializeOwned + Into<EntityBaselines>,
+{
+    let (scaler, forest, (field, old)): (Scaler, IsolationForest, (String, B)) =
+        postcard::from_bytes(body)?;
+    let baselines = old.into();
+    Ok((scaler, forest, Some(EntityPart { field, baselines })))
 }
 
 const MAGIC: &[u8; 8] = b"NSMODEL\0";
