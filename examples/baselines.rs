@@ -42,6 +42,13 @@ fn main() {
     if tune {
         let daily = |name, t| (name, Baseline::Entity, Seasonality::Daily, t);
         variants.extend([
+            daily(
+                "root sum of squares",
+                Tuning {
+                    classes: false,
+                    ..d
+                },
+            ),
             daily("no ratios", Tuning { ratios: false, ..d }),
             daily(
                 "below 0.5",

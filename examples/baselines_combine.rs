@@ -1,5 +1,7 @@
 //! Other ways of combining the entity baselines' relative signals, measured on the `network`
-//! profile (issue #16's beaconing gap; the service keeps the root sum of squares).
+//! profile (issue #16's beaconing gap). The baselines are fitted without an activity feature, so
+//! `z` is the same as the service's; the service scores seasonal fits by the "activity class"
+//! row (`EntityBaselines` with `connections`), before that by the root sum of squares.
 //!
 //! `cargo run --release --example baselines_combine [hosts] [seed] [noise|smooth|noise,smooth]`
 //! (default 100 hosts, seed 42): fits entity + daily baselines on days 1-3 as
@@ -186,7 +188,7 @@ fn main() {
         smooth,
         ..Tuning::default()
     };
-    let b = EntityBaselines::fit_tuned(&xt, &kt, &tt, Seasonality::Daily, &tuning);
+    let b = EntityBaselines::fit_tuned(&xt, &kt, &tt, Seasonality::Daily, None, &tuning);
     let m = b.n_signals();
     let d = b.n_features();
     let z_of = |x: &Matrix, k: &[&str], t: &[chrono::DateTime<chrono::Utc>]| {
@@ -341,7 +343,7 @@ fn main() {
     type Combine<'a> = Box<dyn Fn(&[f64], &str, usize) -> f64 + 'a>;
     let variants: Vec<(&str, Combine)> = vec![
         (
-            "root sum of squares (the service's)",
+            "root sum of squares (the service's before activity classes)",
             Box::new(move |z, _, _| sum_sq(z, &|_| true).sqrt()),
         ),
         (
@@ -365,7 +367,7 @@ fn main() {
             Box::new(|z, _, _| quad(&pooled_up_inv, &up(z), &all)),
         ),
         (
-            "Mahalanobis, volumes upward only, correlation per activity class",
+            "Mahalanobis, volumes upward only, correlation per activity class (the service's)",
             Box::new(|z, _, c| quad(&class_inv[c], &up(z), &all)),
         ),
         (

@@ -23,10 +23,20 @@
 //!
 //! **Score.** A record's relative signals `z = (signal − median) / scale` are combined
 //! asymmetrically: for a volume only `z > 0` counts (more traffic than usual is suspicious, less
-//! mostly not), for a ratio both directions. The deviation `D = sqrt(Σ c²)` is mapped to a
-//! score `D / (D + k)` in [0, 1), where `k` is the deviation of the [`CALIBRATION_QUANTILE`]
-//! of the training records: the default threshold 0.5 flags about 0.5 % of windows like the
-//! training ones, whatever the features' units.
+//! mostly not), for a ratio both directions. With seasonality and an activity feature
+//! ([`ACTIVITY_FEATURE`], `connections`) the evidence `e` is weighed by how the signals normally
+//! co-vary at the record's *activity class*: the entity-hour's usual connections in pairs of
+//! doublings, [`ACTIVITY_CLASSES`] classes from a quiet night (about one connection in a window,
+//! Poisson noise, every signal on its own) to a busy server (hundreds, where the activity moves
+//! every volume together). The fit keeps per class the inverse second moments `P` of the
+//! training records' evidence (each clipped to ±[`CLASS_CLIP`], plus [`CLASS_RIDGE`] on the
+//! diagonal; a class with fewer than [`CLASS_MIN_RECORDS`] records takes every record's), and
+//! the deviation is `D = sqrt(eᵀ P_class e)`: five more connections without their usual bytes
+//! weigh more on a quiet night than the same shift of every volume at once. Otherwise (no
+//! seasonality, no activity feature, model files of format 3 and before) `D = sqrt(Σ e²)`.
+//! `D` is mapped to a score `D / (D + k)` in [0, 1), where `k` is the deviation of the
+//! [`CALIBRATION_QUANTILE`] of the training records: the default threshold 0.5 flags about
+//! 0.5 % of windows like the training ones, whatever the features' units.
 //!
 //! An entity with fewer than [`MIN_ENTITY_RECORDS`] training records, or unseen in training, is
 //! judged against the population's bands (per bucket likewise): the *global fallback*, which
@@ -37,6 +47,8 @@
 //! key and the map's entry: with four features (10 signals) about 100 bytes without
 //! seasonality, 2.0 kB daily, 2.0–3.9 kB weekly (the model file's bytes per entity, measured by
 //! `examples/baselines_scale.rs` on 100,000 entities; weekly was 13.5 kB before day profiles).
+//! Activity classes add six `signals × signals` matrices of `f64` per model, not per entity
+//! (4.8 kB with 10 signals).
 //! A fit holds besides its input and the model 12 bytes per training record for its hour and 4
 //! for its row, and while it fits the population's bands 4 bytes per signal of each record.
 
@@ -140,6 +152,9 @@ pub struct Tuning {
     pub counts: bool,
     /// How a bucket's median is shrunk toward the entity's overall one.
     pub median: MedianShrink,
+    /// Combine by the signals' second moments within the record's activity class (when the
+    /// fit names an activity feature) instead of the root of the sum of squares.
+    pub classes: bool,
 }
 
 /// How a seasonal bucket's median is shrunk toward the entity's overall median.
@@ -162,6 +177,7 @@ impl Default for Tuning {
             shrink: SHRINK_RECORDS,
             counts: true,
             median: MedianShrink::Records,
+            classes: true,
         }
     }
 }
@@ -250,6 +266,78 @@ pub struct EntityBaselines {
     entities: HashMap<String, Profile>,
     /// The deviation that scores 0.5.
     k: f64,
+    /// How the signals co-vary at each activity level (format 4); without, the deviation is
+    /// the root of the sum of squares.
+    classes: Option<ActivityClasses>,
+}
+
+/// Activity classes an entity-hour falls in, by its usual level of the activity feature: two
+/// doublings each, `min(floor(log2(1 + level)) / 2, 5)`, from a quiet night to a busy server.
+pub const ACTIVITY_CLASSES: usize = 6;
+/// The feature whose usual level sets the activity class, when the records have it.
+pub const ACTIVITY_FEATURE: &str = "connections";
+/// Fewest training records a class needs for second moments of its own (else every record's).
+pub const CLASS_MIN_RECORDS: usize = 200;
+/// Each relative signal is clipped to ± this in the second moments (attacks in training would
+/// inflate them).
+pub const CLASS_CLIP: f64 = 4.0;
+/// Added to the second moments' diagonal before inverting.
+pub const CLASS_RIDGE: f64 = 0.2;
+
+/// The inverse second moments of the relative signals within each activity class.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct ActivityClasses {
+    /// The activity feature.
+    feature: u16,
+    /// [`ACTIVITY_CLASSES`] matrices of signals × signals, row-major, one after another.
+    precision: Box<[f64]>,
+}
+
+/// The index of [`ACTIVITY_FEATURE`] among `features`, what [`EntityBaselines::fit`] takes.
+pub fn activity_feature(features: &[String]) -> Option<usize> {
+    features.iter().position(|f| f == ACTIVITY_FEATURE)
+}
+
+/// The activity class of a usual level `level` of the activity feature.
+fn activity_class(level: f64) -> usize {
+    ((level.max(0.0) + 1.0).log2() as usize / 2).min(ACTIVITY_CLASSES - 1)
+}
+
+/// The inverse of the `m × m` row-major matrix `a` (Gauss-Jordan with partial pivoting; the
+/// ridge keeps it well conditioned).
+fn inverse(mut a: Vec<f64>, m: usize) -> Vec<f64> {
+    let mut inv = vec![0.0; m * m];
+    for i in 0..m {
+        inv[i * m + i] = 1.0;
+    }
+    for c in 0..m {
+        let p = (c..m)
+            .max_by(|&x, &y| a[x * m + c].abs().total_cmp(&a[y * m + c].abs()))
+            .unwrap_or(c);
+        if p != c {
+            for j in 0..m {
+                a.swap(c * m + j, p * m + j);
+                inv.swap(c * m + j, p * m + j);
+            }
+        }
+        let d = a[c * m + c];
+        for j in 0..m {
+            a[c * m + j] /= d;
+            inv[c * m + j] /= d;
+        }
+        for r in 0..m {
+            if r != c {
+                let f = a[r * m + c];
+                if f != 0.0 {
+                    for j in 0..m {
+                        a[r * m + j] -= f * a[c * m + j];
+                        inv[r * m + j] -= f * inv[c * m + j];
+                    }
+                }
+            }
+        }
+    }
+    inv
 }
 
 /// `ln(1 + x)` of a non-negative amount (negative values count as 0).
@@ -268,14 +356,23 @@ pub enum Judged {
 
 impl EntityBaselines {
     /// Learns every entity's bands with the service's [`Tuning`]. `entities[i]` and `times[i]`
-    /// belong to row `i` of `x`.
+    /// belong to row `i` of `x`; `activity` is the feature whose usual level sets a record's
+    /// activity class ([`activity_feature`]; `None`: the root of the sum of squares).
     pub fn fit(
         x: &Matrix,
         entities: &[&str],
         times: &[DateTime<Utc>],
         seasonality: Seasonality,
+        activity: Option<usize>,
     ) -> Self {
-        Self::fit_tuned(x, entities, times, seasonality, &Tuning::default())
+        Self::fit_tuned(
+            x,
+            entities,
+            times,
+            seasonality,
+            activity,
+            &Tuning::default(),
+        )
     }
 
     /// [`fit`](Self::fit) with the given tuning (for measurements).
@@ -284,6 +381,7 @@ impl EntityBaselines {
         entities: &[&str],
         times: &[DateTime<Utc>],
         seasonality: Seasonality,
+        activity: Option<usize>,
         tuning: &Tuning,
     ) -> Self {
         let d = x.n_cols();
@@ -377,8 +475,16 @@ impl EntityBaselines {
             population,
             entities: profiles,
             k: 1.0,
+            classes: None,
         };
         let mut z = vec![0.0; m];
+        // Without seasonality an entity has one usual level, not one per hour: its records
+        // are judged by the root of the sum of squares as before (measured: activity classes
+        // there cost off-hours 0.06 on two weeks).
+        let seasonal = seasonality != Seasonality::None;
+        if let Some(feature) = activity.filter(|&j| tuning.classes && seasonal && j < d) {
+            b.classes = Some(b.fit_classes(x, entities, &positions, feature));
+        }
         let mut dev: Vec<f64> = (0..x.n_rows())
             .map(|i| {
                 let (p, _) = b.profile_of(entities[i]);
@@ -395,8 +501,109 @@ impl EntityBaselines {
         b
     }
 
+    /// The inverse second moments of the training records' relative signals (volumes upward
+    /// only, each clipped to ±[`CLASS_CLIP`], plus [`CLASS_RIDGE`]) within each activity class;
+    /// a class with fewer than [`CLASS_MIN_RECORDS`] records takes every record's.
+    fn fit_classes(
+        &self,
+        x: &Matrix,
+        entities: &[&str],
+        positions: &[Position],
+        feature: usize,
+    ) -> ActivityClasses {
+        let m = self.n_signals();
+        let mut sums = vec![0.0f64; (ACTIVITY_CLASSES + 1) * m * m];
+        let mut counts = [0usize; ACTIVITY_CLASSES + 1];
+        let (mut row, mut z, mut e) = (vec![0.0; m], vec![0.0; m], vec![0.0; m]);
+        for i in 0..x.n_rows() {
+            let (p, _) = self.profile_of(entities[i]);
+            signals_into(x.row(i), &self.pairs, &self.counts, &mut row);
+            row.iter_mut().for_each(|r| *r = f64::from(*r as f32));
+            let at = p.bands_at(wide(positions[i]), m);
+            self.relative_into(at, &row, &mut z);
+            self.evidence_into(&z, &mut e);
+            e.iter_mut()
+                .for_each(|v| *v = v.clamp(-CLASS_CLIP, CLASS_CLIP));
+            let class = self.class_at(at, feature);
+            for c in [class, ACTIVITY_CLASSES] {
+                counts[c] += 1;
+                let sum = &mut sums[c * m * m..(c + 1) * m * m];
+                for a in 0..m {
+                    for b in 0..m {
+                        sum[a * m + b] += e[a] * e[b];
+                    }
+                }
+            }
+        }
+        let moments = |c: usize| {
+            let n = counts[c].max(1) as f64;
+            let mut s: Vec<f64> = sums[c * m * m..(c + 1) * m * m]
+                .iter()
+                .map(|v| v / n)
+                .collect();
+            for a in 0..m {
+                s[a * m + a] += CLASS_RIDGE;
+            }
+            inverse(s, m)
+        };
+        let pooled = moments(ACTIVITY_CLASSES);
+        let mut precision = Vec::with_capacity(ACTIVITY_CLASSES * m * m);
+        for (c, &n) in counts[..ACTIVITY_CLASSES].iter().enumerate() {
+            if n < CLASS_MIN_RECORDS {
+                precision.extend_from_slice(&pooled);
+            } else {
+                precision.extend(moments(c));
+            }
+        }
+        ActivityClasses {
+            feature: feature as u16,
+            precision: precision.into_boxed_slice(),
+        }
+    }
+
+    /// The activity class of an entity-hour from its bands: its usual level of `feature`.
+    fn class_at(&self, at: BandsAt<'_>, feature: usize) -> usize {
+        let (median, _) = band_of(at, feature);
+        activity_class(self.back(feature, median))
+    }
+
+    /// Feature `j`'s signal `l` in original units.
+    fn back(&self, j: usize, l: f64) -> f64 {
+        if self.counts.get(j).copied().unwrap_or(false) {
+            ((l.max(0.0) / 2.0).powi(2) - 0.375).max(0.0)
+        } else {
+            l.exp_m1().max(0.0)
+        }
+    }
+
+    /// Each signal's evidence from its relative value: a volume below its band counts
+    /// [`Tuning::below_weight`] of its shortfall, a ratio both ways (signed).
+    fn evidence_into(&self, z: &[f64], e: &mut [f64]) {
+        for (s, (e, &zs)) in e.iter_mut().zip(z).enumerate() {
+            *e = if s < self.n_features && zs < 0.0 {
+                zs * self.below_weight
+            } else {
+                zs
+            };
+        }
+    }
+
+    /// The relative signals `z` of `signals` against the bands `at`.
+    fn relative_into(&self, at: BandsAt<'_>, signals: &[f64], z: &mut [f64]) {
+        for (s, (zs, &v)) in z.iter_mut().zip(signals).enumerate() {
+            let (median, scale) = band_of(at, s);
+            *zs = (v - median) / scale;
+        }
+    }
+
     pub fn seasonality(&self) -> Seasonality {
         self.seasonality
+    }
+
+    /// Whether records are judged by their activity class's second moments (format 4 fits
+    /// with an activity feature) rather than the root of the sum of squares.
+    pub fn has_activity_classes(&self) -> bool {
+        self.classes.is_some()
     }
 
     pub fn n_features(&self) -> usize {
@@ -443,6 +650,27 @@ impl EntityBaselines {
         let m = signals.len();
         let (mut sum, mut max) = (0.0f64, 0.0f64);
         let at = p.bands_at(pos, m);
+        if let Some(classes) = &self.classes {
+            let feature = usize::from(classes.feature);
+            let class = self.class_at(at, feature);
+            let precision = &classes.precision[class * m * m..(class + 1) * m * m];
+            let mut e = [0.0f64; 64];
+            let mut owned;
+            let e: &mut [f64] = if m <= 64 {
+                &mut e[..m]
+            } else {
+                owned = vec![0.0; m];
+                &mut owned
+            };
+            self.relative_into(at, signals, z);
+            self.evidence_into(z, e);
+            let mut q = 0.0;
+            for (a, &ea) in e.iter().enumerate() {
+                let row = &precision[a * m..(a + 1) * m];
+                q += ea * row.iter().zip(e.iter()).map(|(p, eb)| p * eb).sum::<f64>();
+            }
+            return q.max(0.0).sqrt();
+        }
         for (s, (zs, &v)) in z.iter_mut().zip(signals).enumerate() {
             let (median, scale) = band_of(at, s);
             *zs = (v - median) / scale;
@@ -505,14 +733,7 @@ impl EntityBaselines {
     pub fn expected(&self, entity: &str, t: DateTime<Utc>, j: usize) -> (f64, [f64; 2]) {
         let (profile, _) = self.profile_of(entity);
         let (m, s) = profile.band_at(self.position(t), j, self.n_signals());
-        let count = self.counts.get(j).copied().unwrap_or(false);
-        let back = |l: f64| {
-            if count {
-                ((l.max(0.0) / 2.0).powi(2) - 0.375).max(0.0)
-            } else {
-                l.exp_m1().max(0.0)
-            }
-        };
+        let back = |l: f64| self.back(j, l);
         (back(m), [back(m - 2.0 * s), back(m + 2.0 * s)])
     }
 
@@ -863,10 +1084,12 @@ fn profile(
     }
 }
 
-/// Entity baselines as model files of format 2 hold them (before weekly day profiles: one
-/// bucket per hour of the week): read and converted, never written.
+/// Entity baselines as model files of formats 2 and 3 hold them, before activity classes
+/// (every record's deviation the root of the sum of squares): read and converted, never
+/// written. Their profiles `P` are [`ProfileFormat2`] in format 2 (one weekly bucket per hour
+/// of the week) and [`Profile`] in format 3 (day profiles).
 #[derive(Deserialize)]
-pub struct BaselinesFormat2 {
+pub struct BaselinesBefore<P> {
     seasonality: Seasonality,
     n_features: usize,
     pairs: Vec<(u16, u16)>,
@@ -874,18 +1097,35 @@ pub struct BaselinesFormat2 {
     below_weight: f64,
     max: bool,
     smooth: bool,
-    population: ProfileFormat2,
-    entities: HashMap<String, ProfileFormat2>,
+    population: P,
+    entities: HashMap<String, P>,
     k: f64,
 }
 
+/// Entity baselines of format 2 (before weekly day profiles).
+pub type BaselinesFormat2 = BaselinesBefore<ProfileFormat2>;
+/// Entity baselines of format 3 (day profiles, before activity classes).
+pub type BaselinesFormat3 = BaselinesBefore<Profile>;
+
+/// A profile as an earlier format holds it, into today's.
+pub trait UpgradeProfile {
+    fn upgrade(self, seasonality: Seasonality) -> Profile;
+}
+
+impl UpgradeProfile for Profile {
+    fn upgrade(self, _: Seasonality) -> Profile {
+        self
+    }
+}
+
+/// A profile of format 2.
 #[derive(Deserialize)]
-struct ProfileFormat2 {
+pub struct ProfileFormat2 {
     n_records: u32,
     bands: Box<[Band]>,
 }
 
-impl ProfileFormat2 {
+impl UpgradeProfile for ProfileFormat2 {
     /// The same bands: weekly ones as seven day profiles, one per day of the week.
     fn upgrade(self, seasonality: Seasonality) -> Profile {
         let days = match seasonality {
@@ -900,8 +1140,8 @@ impl ProfileFormat2 {
     }
 }
 
-impl From<BaselinesFormat2> for EntityBaselines {
-    fn from(old: BaselinesFormat2) -> Self {
+impl<P: UpgradeProfile> From<BaselinesBefore<P>> for EntityBaselines {
+    fn from(old: BaselinesBefore<P>) -> Self {
         let s = old.seasonality;
         Self {
             seasonality: s,
@@ -918,6 +1158,7 @@ impl From<BaselinesFormat2> for EntityBaselines {
                 .map(|(e, p)| (e, p.upgrade(s)))
                 .collect(),
             k: old.k,
+            classes: None,
         }
     }
 }
@@ -960,7 +1201,7 @@ mod tests {
         }
         let x = Matrix::from_rows(&rows).unwrap();
         let times = vec![at(12); rows.len()];
-        EntityBaselines::fit(&x, &names, &times, Seasonality::None)
+        EntityBaselines::fit(&x, &names, &times, Seasonality::None, None)
     }
 
     #[test]
@@ -1012,8 +1253,8 @@ mod tests {
             .collect();
         let x = Matrix::from_rows(&rows).unwrap();
         let names = vec!["ws"; rows.len()];
-        let daily = EntityBaselines::fit(&x, &names, &times, Seasonality::Daily);
-        let flat = EntityBaselines::fit(&x, &names, &times, Seasonality::None);
+        let daily = EntityBaselines::fit(&x, &names, &times, Seasonality::Daily, None);
+        let flat = EntityBaselines::fit(&x, &names, &times, Seasonality::None, None);
         let score = |b: &EntityBaselines, hour: u32| {
             let mut z = vec![0.0; b.n_signals()];
             b.score_into(&[1.2e6], "ws", at(hour), &mut z).0
@@ -1054,7 +1295,7 @@ mod tests {
             }
         }
         let x = Matrix::from_rows(&rows).unwrap();
-        EntityBaselines::fit(&x, &names, &times, Seasonality::Weekly)
+        EntityBaselines::fit(&x, &names, &times, Seasonality::Weekly, None)
     }
 
     /// `b`'s score of 1.2 MB from `entity` on day `day` of the week (0 is Monday) at `hour`.

@@ -7,9 +7,10 @@
 //! ```
 //!
 //! Format 1 is every `baseline=global` model (as before entity baselines); a model with entity
-//! baselines is format 3, whose body is (scaler, forest, [`EntityPart`]). Format 2 (entity
-//! baselines whose weekly bands were one bucket per hour of the week, before day profiles)
-//! still loads and scores as it did. All three load.
+//! baselines is format 4, whose body is (scaler, forest, [`EntityPart`]). Format 2 (entity
+//! baselines whose weekly bands were one bucket per hour of the week, before day profiles) and
+//! format 3 (day profiles, before activity classes: every deviation the root of the sum of
+//! squares) still load and score as they did. All four load.
 //!
 //! The metadata is JSON so an operator can read it with `strings`; the trees are binary for size.
 //! Any truncation or altered byte fails the checksum and is a typed [`ModelFileError`].
@@ -20,7 +21,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::Matrix;
-use super::baseline::{Baseline, BaselinesFormat2, EntityBaselines, Judged, Seasonality};
+use super::baseline::{
+    Baseline, BaselinesFormat2, BaselinesFormat3, EntityBaselines, Judged, Seasonality,
+    activity_feature,
+};
 use super::explain::{BandContext, Direction, FeatureContribution, summary_line};
 use super::forest::IsolationForest;
 use super::params::{ForestParams, ParamError, check_feature_names};
@@ -389,8 +393,9 @@ impl Model {
             times,
             seasonality,
         } = entity;
+        let activity = activity_feature(&input.features);
         let (mut model, _) = Self::fit_watched(input)?;
-        let baselines = EntityBaselines::fit(x, entities, times, seasonality);
+        let baselines = EntityBaselines::fit(x, entities, times, seasonality, activity);
         if baselines.n_entities() == 0 {
             return Err(FitError::Insufficient(InsufficientData::NoEntityHistory {
                 min: super::baseline::MIN_ENTITY_RECORDS,
@@ -680,6 +685,7 @@ impl Model {
             FORMAT_VERSION,
             FORMAT_VERSION_GLOBAL,
             FORMAT_VERSION_HOURS_OF_WEEK,
+            FORMAT_VERSION_DAY_PROFILES,
         ]
         .contains(&format)
         {
@@ -699,13 +705,9 @@ impl Model {
                 postcard::from_bytes(body).map_err(decode)?;
             (scaler, forest, None)
         } else if format == FORMAT_VERSION_HOURS_OF_WEEK {
-            let (scaler, forest, (field, old)): (
-                Scaler,
-                IsolationForest,
-                (String, BaselinesFormat2),
-            ) = postcard::from_bytes(body).map_err(decode)?;
-            let baselines = old.into();
-            (scaler, forest, Some(EntityPart { field, baselines }))
+            earlier_entity_body::<BaselinesFormat2>(body).map_err(decode)?
+        } else if format == FORMAT_VERSION_DAY_PROFILES {
+            earlier_entity_body::<BaselinesFormat3>(body).map_err(decode)?
         } else {
             let (scaler, forest, entity): (Scaler, IsolationForest, EntityPart) =
                 postcard::from_bytes(body).map_err(decode)?;
@@ -737,10 +739,26 @@ impl Model {
     }
 }
 
+/// The body of an entity model of an earlier format, whose baselines read as `B`, converted.
+fn earlier_entity_body<B>(
+    body: &[u8],
+) -> Result<(Scaler, IsolationForest, Option<EntityPart>), postcard::Error>
+where
+    B: serde::de::DeserializeOwned + Into<EntityBaselines>,
+{
+    let (scaler, forest, (field, old)): (Scaler, IsolationForest, (String, B)) =
+        postcard::from_bytes(body)?;
+    let baselines = old.into();
+    Ok((scaler, forest, Some(EntityPart { field, baselines })))
+}
+
 const MAGIC: &[u8; 8] = b"NSMODEL\0";
 /// Bumped whenever the layout or the meaning of a field changes: the format of a model with
-/// entity baselines (format 3: weekly bands as day profiles).
-pub const FORMAT_VERSION: u32 = 3;
+/// entity baselines (format 4: the signals' second moments per activity class).
+pub const FORMAT_VERSION: u32 = 4;
+/// The format of a model with entity baselines before activity classes (weekly bands as day
+/// profiles, every deviation the root of the sum of squares): read, never written.
+pub const FORMAT_VERSION_DAY_PROFILES: u32 = 3;
 /// The format of a model with entity baselines before day profiles (one weekly bucket per hour
 /// of the week): read, never written.
 pub const FORMAT_VERSION_HOURS_OF_WEEK: u32 = 2;
@@ -1020,14 +1038,15 @@ mod entity_tests {
     }
 
     #[test]
-    fn an_entity_model_is_format_3_and_round_trips_and_a_global_one_stays_format_1() {
+    fn an_entity_model_is_format_4_and_round_trips_and_a_global_one_stays_format_1() {
         let (model, test) = fitted();
         assert_eq!(model.meta().baseline, Baseline::Entity);
         assert_eq!(model.meta().entity_field.as_deref(), Some("src_ip"));
         assert_eq!(model.threshold(), 0.5);
         assert!(model.meta().training_anomaly_rate <= 0.01);
         let bytes = model.to_bytes();
-        assert_eq!(bytes[8..12], 3u32.to_le_bytes());
+        assert_eq!(bytes[8..12], 4u32.to_le_bytes());
+        assert!(model.entity().unwrap().baselines.has_activity_classes());
         let back = Model::from_bytes(&bytes).unwrap();
         assert_eq!(back, model);
         let rows: Vec<[f64; 4]> = test.iter().take(500).map(|r| r.features()).collect();

@@ -88,6 +88,7 @@ pub fn measure_tuned(
                 &keys(&e_train),
                 &t_train,
                 seasonality,
+                super::activity_feature(&names),
                 tuning,
             );
             (
