@@ -7,6 +7,9 @@
 # (what the book holds of the budget). The stream dedupes by uid: LOG needs one on every line.
 # Extra server settings through the environment. Used for BENCHMARKS.md (branch bounds4).
 import json, os, subprocess, sys, tempfile, time, urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import procstat  # noqa: E402
 bin_, log = sys.argv[1], sys.argv[2]
 window = sys.argv[3] if len(sys.argv) > 3 else "1m"
 port = 18293
@@ -15,12 +18,9 @@ p = subprocess.Popen([bin_, "serve", "--addr", f"127.0.0.1:{port}", "--data-dir"
                       "--request-timeout-secs", "900", "--log", "warn"],
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 def rss(key="VmRSS"):
-    for l in open(f"/proc/{p.pid}/status"):
-        if l.startswith(key):
-            return int(l.split()[1]) * 1024
+    return procstat.status(p.pid, key)
 def cpu():
-    f = open(f"/proc/{p.pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    return procstat.cpu(p.pid)
 def req(method, path, body=None, ctype="application/json"):
     r = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method,
                                headers={"Content-Type": ctype})

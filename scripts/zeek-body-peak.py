@@ -8,6 +8,9 @@
 # Used for BENCHMARKS.md ("Zeek state charged to the memory budget"); a temporary data dir.
 import json, os, socket, subprocess, sys, tempfile, threading, time, urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import procstat  # noqa: E402
+
 bin_, log = sys.argv[1], sys.argv[2]
 query = sys.argv[3] if len(sys.argv) > 3 else "window=1s&group_by=id.orig_h"
 port = int(os.environ.get("PORT", "18237"))
@@ -19,14 +22,11 @@ p = subprocess.Popen(
 
 
 def status(key):
-    for l in open(f"/proc/{p.pid}/status"):
-        if l.startswith(key):
-            return int(l.split()[1]) * 1024
+    return procstat.status(p.pid, key)
 
 
 def cpu():
-    f = open(f"/proc/{p.pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    return procstat.cpu(p.pid)
 
 
 for _ in range(100):
