@@ -243,10 +243,22 @@ impl Aggregator {
         }
         let rank_of = |e: u32| if e == NO_ENTITY { 0 } else { rank[e as usize] };
         let Self { hosts, sums, .. } = self;
-        let mut sums: Vec<_> = sums.into_iter().zip(distinct).collect();
-        sums.sort_unstable_by_key(|(((s, e), _), _)| (*s, rank_of(*e)));
+        // Sorted as small keys (start, rank, position), not the windows themselves; (start,
+        // rank) is unique per window, so the order is that of sorting the windows by it.
+        let mut order: Vec<(i64, u32, u32)> = sums
+            .iter()
+            .enumerate()
+            .map(|(i, ((start, entity), _))| (*start, rank_of(*entity), i as u32))
+            .collect();
+        if order.len() > 1 << 16 && rayon::current_thread_index().is_none() {
+            order.par_sort_unstable();
+        } else {
+            order.sort_unstable();
+        }
         let name = |e: u32| (e != NO_ENTITY).then(|| hosts.name(e));
-        sums.into_iter()
+        order
+            .into_iter()
+            .map(|(_, _, i)| (sums[i as usize], distinct[i as usize]))
             .filter_map(|(((start, entity), s), sessions)| {
                 // Starts come from valid timestamps floored toward 1970, so they are valid too.
                 Some(WindowRecord {
