@@ -28,6 +28,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// The memory budget is counted in units of this many bytes (semaphore permits are `u32`).
 const UNIT: u64 = 1024;
 
+/// What a caller reserves at least at a time when it tops up a reservation as it grows, so a
+/// body in small chunks (or state growing a little at a time) is not a reservation each.
+pub const RESERVE_STEP: u64 = 1 << 20;
+
 /// Most units one semaphore holds.
 const MAX_UNITS: u64 = Semaphore::MAX_PERMITS as u64;
 

@@ -335,9 +335,7 @@ fn lost(e: tokio::task::JoinError) -> RecordError {
 /// A body chunk, or why the body could not be read (too large, connection lost).
 pub type BodyChunk = Result<Bytes, RecordError>;
 
-/// Memory is reserved at least this much at a time, so a body in small chunks (or state growing
-/// a little at a time) is not a reservation each.
-const RESERVE_STEP: u64 = 1 << 20;
+use crate::work::RESERVE_STEP;
 
 /// `body` with its bytes, times `cost`, held against `work`'s memory budget as they arrive,
 /// beyond the first `covered` bytes of cost (reserved already from the declared length). A

@@ -207,7 +207,7 @@ impl BookCharge<'_> {
         }
         let growth = held.saturating_sub(self.resident);
         if let Some(work) = &self.work {
-            work.reserve_total(self.reserved + growth, BOOK_CHARGE_STEP)?;
+            work.reserve_total(self.reserved + growth, crate::work::RESERVE_STEP)?;
         }
         Ok(())
     }
@@ -224,9 +224,6 @@ impl From<crate::records::zeek::ZeekError> for Charged {
         Self::Zeek(e)
     }
 }
-
-/// Reservations for a book's growth are made in steps of at least this many bytes.
-const BOOK_CHARGE_STEP: u64 = 1 << 20;
 
 /// One call: lock, fold, score, commit (see the module doc); blocking.
 fn run(

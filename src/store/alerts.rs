@@ -512,15 +512,21 @@ struct PendingAlert {
     severity: u8,
     status: &'static str,
     created_at_ms: i64,
+    payload: Payload,
+    sinks: Vec<String>,
+    key: Option<KeyRecord>,
+}
+
+/// What a pending alert commits.
+#[derive(Debug)]
+enum Payload {
     /// A batch alert's checked row.
-    row: Option<AlertRow>,
+    Batch(AlertRow),
     /// An alert whose records name entities, as its entities' updates ([`split`]): folded into
     /// incidents when committed.
     ///
     /// [`split`]: super::incidents::split
-    incident: Option<Vec<Alert>>,
-    sinks: Vec<String>,
-    key: Option<KeyRecord>,
+    Incident(Vec<Alert>),
 }
 
 /// Whether a commit may move an incident's updates out of its pending alert.
@@ -589,23 +595,15 @@ impl SqliteAlertStore {
         let mut conn = self.lock()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for p in group {
-            let updates = match parts {
-                Parts::Take => p.incident.take(),
-                Parts::Copy => p.incident.clone(),
-            };
-            match (updates, &p.row) {
-                (Some(updates), _) => {
-                    super::incidents::raise(
-                        &mut super::sqlite_tx::SqliteTx(&tx),
-                        updates,
-                        &p.sinks,
-                    )?;
-                }
-                (None, Some(row)) => {
-                    Self::insert_tx(&tx, p, row)?;
-                    super::outbox::insert_tx(&tx, &opening(&p.id, p.created_at_ms), &p.sinks)?;
-                }
-                (None, None) => return Err(StoreError::Poisoned),
+            if let Payload::Incident(updates) = &mut p.payload {
+                let updates = match parts {
+                    Parts::Take => std::mem::take(updates),
+                    Parts::Copy => updates.clone(),
+                };
+                super::incidents::raise(&mut super::sqlite_tx::SqliteTx(&tx), updates, &p.sinks)?;
+            } else if let Payload::Batch(row) = &p.payload {
+                Self::insert_tx(&tx, p, row)?;
+                super::outbox::insert_tx(&tx, &opening(&p.id, p.created_at_ms), &p.sinks)?;
             }
             if let Some(key) = &p.key {
                 super::idempotency::insert_tx(&tx, key)?;
@@ -656,9 +654,9 @@ impl AlertStore for SqliteAlertStore {
         // Checked and serialised (a batch alert), or split into its entities' updates (an
         // incident's), here before queueing: concurrent callers do it in parallel, and the
         // committer only writes rows and folds updates.
-        let (row, incident) = match alert.records.iter().any(|r| r.entity.is_some()) {
-            true => (None, Some(super::incidents::split(alert))),
-            false => (Some(AlertRow::from_alert(alert)?), None),
+        let payload = match alert.records.iter().any(|r| r.entity.is_some()) {
+            true => Payload::Incident(super::incidents::split(alert)),
+            false => Payload::Batch(AlertRow::from_alert(alert)?),
         };
         let pending = |ticket| PendingAlert {
             ticket,
@@ -667,8 +665,7 @@ impl AlertStore for SqliteAlertStore {
             severity: alert.severity,
             status: alert.status.as_str(),
             created_at_ms: alert.created_at.timestamp_millis(),
-            row,
-            incident,
+            payload,
             sinks: sinks.to_vec(),
             key: key.cloned(),
         };
