@@ -11,6 +11,7 @@ use chrono::DateTime;
 use foldhash::fast::RandomState;
 
 use super::line::{ConnLine, LineError, LineParser, LineSplitter};
+use super::tsv_fast::ConnFields;
 use super::{
     GroupBy, OnInvalid, REJECTS_KEPT, Rejects, WindowRecord, ZeekError, ZeekFormat, ZeekOptions,
 };
@@ -125,9 +126,20 @@ impl Aggregator {
     }
 
     pub fn add(&mut self, c: &ConnLine<'_>) {
-        let orig = self.hosts.id(&c.orig_h);
-        let resp = self.hosts.id(&c.resp_h);
-        let start = window_start(c.ts.timestamp(), self.window);
+        self.add_fields(&ConnFields {
+            ts_secs: c.ts.timestamp(),
+            orig_h: &c.orig_h,
+            resp_h: &c.resp_h,
+            resp_p: c.resp_p,
+            orig_bytes: c.orig_bytes,
+            resp_bytes: c.resp_bytes,
+        });
+    }
+
+    pub fn add_fields(&mut self, c: &ConnFields<'_>) {
+        let orig = self.hosts.id(c.orig_h);
+        let resp = self.hosts.id(c.resp_h);
+        let start = window_start(c.ts_secs, self.window);
         let entity = entity_of(self.group_by, orig, resp);
         let slot = if entity == NO_ENTITY {
             0
@@ -409,21 +421,14 @@ fn read_batch(
     last: bool,
     on_invalid: OnInvalid,
 ) -> Outcome {
+    if let Some(text) = (parser.format() == ZeekFormat::Tsv)
+        .then(|| std::str::from_utf8(batch).ok())
+        .flatten()
+    {
+        return read_text_batch(parser, agg, text, last, on_invalid);
+    }
     let mut out = Outcome::default();
-    let mut take = |no: usize, line: &[u8]| -> Result<(), ZeekError> {
-        match parser.line(no, line) {
-            Ok(Some(conn)) => agg.add(&conn),
-            Ok(None) => {}
-            Err(LineError::Data(e)) if on_invalid == OnInvalid::Skip => {
-                out.skipped_total += 1;
-                if out.skipped.len() < REJECTS_KEPT {
-                    out.skipped.push(e);
-                }
-            }
-            Err(e) => return Err(e.into_inner()),
-        }
-        Ok(())
-    };
+    let mut take = |no: usize, line: &[u8]| read_line(parser, agg, &mut out, on_invalid, no, line);
     let mut lines = LineSplitter::new();
     let read = lines.push(batch, &mut take).and_then(|()| {
         if last {
@@ -433,6 +438,71 @@ fn read_batch(
         }
     });
     out.lines = lines.lines();
+    out.error = read.err();
+    out
+}
+
+fn str_strip_cr(line: &str) -> &str {
+    line.strip_suffix('\r').unwrap_or(line)
+}
+
+/// Reads line `no` into `agg`; a data line's error is skipped (and counted in `out`) or returned,
+/// as `on_invalid` says.
+fn read_line(
+    parser: &mut LineParser,
+    agg: &mut Aggregator,
+    out: &mut Outcome,
+    on_invalid: OnInvalid,
+    no: usize,
+    line: &[u8],
+) -> Result<(), ZeekError> {
+    match parser.line(no, line) {
+        Ok(Some(conn)) => agg.add(&conn),
+        Ok(None) => {}
+        Err(LineError::Data(e)) if on_invalid == OnInvalid::Skip => {
+            out.skipped_total += 1;
+            if out.skipped.len() < REJECTS_KEPT {
+                out.skipped.push(e);
+            }
+        }
+        Err(e) => return Err(e.into_inner()),
+    }
+    Ok(())
+}
+
+/// [`read_batch`] for a TSV batch that is valid UTF-8 as a whole (so each of its lines is): a
+/// data line in the common form is read by the fast path, every other line as always. Lines are
+/// cut and numbered as [`LineSplitter`] cuts them.
+fn read_text_batch(
+    parser: &mut LineParser,
+    agg: &mut Aggregator,
+    text: &str,
+    last: bool,
+    on_invalid: OnInvalid,
+) -> Outcome {
+    let mut out = Outcome::default();
+    let mut take = |no: usize, line: &str| match parser.fast_tsv(line) {
+        Some(conn) => {
+            agg.add_fields(&conn);
+            Ok(())
+        }
+        None => read_line(parser, agg, &mut out, on_invalid, no, line.as_bytes()),
+    };
+    let (mut no, mut start) = (0, 0);
+    let mut read = Ok(());
+    for end in memchr::memchr_iter(b'\n', text.as_bytes()) {
+        no += 1;
+        read = take(no, str_strip_cr(&text[start..end]));
+        start = end + 1;
+        if read.is_err() {
+            break;
+        }
+    }
+    if read.is_ok() && last {
+        no += 1;
+        read = take(no, str_strip_cr(&text[start..]));
+    }
+    out.lines = no;
     out.error = read.err();
     out
 }

@@ -320,6 +320,23 @@ impl From<HeaderText> for TsvHeader {
 }
 
 impl TsvHeader {
+    pub(crate) fn sep(&self) -> &str {
+        &self.sep
+    }
+
+    pub(crate) fn unset(&self) -> &str {
+        &self.unset
+    }
+
+    pub(crate) fn empty(&self) -> &str {
+        &self.empty
+    }
+
+    /// Where the needed fields sit, once a `#fields` line has been read.
+    pub(crate) fn columns(&self) -> Option<&Columns> {
+        self.columns.as_ref()
+    }
+
     /// Reads one `#` line (without its `#`).
     fn directive(&mut self, no: usize, directive: &str) -> Result<(), ZeekError> {
         // `#separator` is written with a space, since the separator is not known yet.

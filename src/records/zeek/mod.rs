@@ -53,9 +53,11 @@ mod json_line;
 pub mod line;
 #[cfg(test)]
 mod oracle;
+mod tsv_fast;
 
 pub use aggregate::{Aggregator, Interner, ZeekReader};
 pub use line::{ConnLine, LineError, LineParser, LineSplitter, TsvHeader};
+pub use tsv_fast::ConnFields;
 
 /// Shortest and longest window: a second has too few connections to mean anything below it, and
 /// past a week a batch holds too few records to score.
