@@ -252,6 +252,19 @@ fn band_of((x, y): BandsAt<'_>, s: usize) -> (f64, f64) {
 /// Per-entity baselines fitted on training records.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EntityBaselines {
+    /// The signals and profiles: all that formats 2 and 3 held.
+    fitted: Fitted<Profile>,
+    /// How the signals co-vary at each activity level (format 4); without, the deviation is
+    /// the root of the sum of squares.
+    classes: Option<ActivityClasses>,
+}
+
+/// The signals and the profiles `P` of entity baselines, before activity classes. Today's
+/// baselines hold them (`P` = [`Profile`]) followed by the classes; model files of formats 2 and
+/// 3 hold them alone ([`BaselinesFormat2`], [`BaselinesFormat3`]). Postcard writes a struct as
+/// its fields one after another, so nesting them changes no byte of a model file.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Fitted<P> {
     seasonality: Seasonality,
     n_features: usize,
     /// The feature pairs whose log ratios are signals after the features.
@@ -262,13 +275,10 @@ pub struct EntityBaselines {
     below_weight: f64,
     max: bool,
     smooth: bool,
-    population: Profile,
-    entities: HashMap<String, Profile>,
+    population: P,
+    entities: HashMap<String, P>,
     /// The deviation that scores 0.5.
     k: f64,
-    /// How the signals co-vary at each activity level (format 4); without, the deviation is
-    /// the root of the sum of squares.
-    classes: Option<ActivityClasses>,
 }
 
 /// Activity classes an entity-hour falls in, by its usual level of the activity feature: two
@@ -465,16 +475,18 @@ impl EntityBaselines {
             profiles.insert(e.to_owned(), p);
         }
         let mut b = Self {
-            seasonality,
-            n_features: d,
-            pairs: pairs.clone(),
-            counts: counts.clone(),
-            below_weight: tuning.below_weight,
-            max: tuning.max,
-            smooth: tuning.smooth,
-            population,
-            entities: profiles,
-            k: 1.0,
+            fitted: Fitted {
+                seasonality,
+                n_features: d,
+                pairs: pairs.clone(),
+                counts: counts.clone(),
+                below_weight: tuning.below_weight,
+                max: tuning.max,
+                smooth: tuning.smooth,
+                population,
+                entities: profiles,
+                k: 1.0,
+            },
             classes: None,
         };
         let mut z = vec![0.0; m];
@@ -488,7 +500,7 @@ impl EntityBaselines {
         let mut dev: Vec<f64> = (0..x.n_rows())
             .map(|i| {
                 let (p, _) = b.profile_of(entities[i]);
-                signals_into(x.row(i), &b.pairs, &b.counts, &mut row);
+                signals_into(x.row(i), &b.fitted.pairs, &b.fitted.counts, &mut row);
                 row.iter_mut().for_each(|r| *r = f64::from(*r as f32));
                 b.deviation_with(p, &row, wide(positions[i]), &mut z)
             })
@@ -497,7 +509,7 @@ impl EntityBaselines {
             std::mem::take(&mut dev),
             &[100.0 * CALIBRATION_QUANTILE],
         )[0];
-        b.k = if q.is_finite() && q > 0.0 { q } else { 1.0 };
+        b.fitted.k = if q.is_finite() && q > 0.0 { q } else { 1.0 };
         b
     }
 
@@ -517,7 +529,7 @@ impl EntityBaselines {
         let (mut row, mut z, mut e) = (vec![0.0; m], vec![0.0; m], vec![0.0; m]);
         for i in 0..x.n_rows() {
             let (p, _) = self.profile_of(entities[i]);
-            signals_into(x.row(i), &self.pairs, &self.counts, &mut row);
+            signals_into(x.row(i), &self.fitted.pairs, &self.fitted.counts, &mut row);
             row.iter_mut().for_each(|r| *r = f64::from(*r as f32));
             let at = p.bands_at(wide(positions[i]), m);
             self.relative_into(at, &row, &mut z);
@@ -569,7 +581,7 @@ impl EntityBaselines {
 
     /// Feature `j`'s signal `l` in original units.
     fn back(&self, j: usize, l: f64) -> f64 {
-        if self.counts.get(j).copied().unwrap_or(false) {
+        if self.fitted.counts.get(j).copied().unwrap_or(false) {
             ((l.max(0.0) / 2.0).powi(2) - 0.375).max(0.0)
         } else {
             l.exp_m1().max(0.0)
@@ -580,8 +592,8 @@ impl EntityBaselines {
     /// [`Tuning::below_weight`] of its shortfall, a ratio both ways (signed).
     fn evidence_into(&self, z: &[f64], e: &mut [f64]) {
         for (s, (e, &zs)) in e.iter_mut().zip(z).enumerate() {
-            *e = if s < self.n_features && zs < 0.0 {
-                zs * self.below_weight
+            *e = if s < self.fitted.n_features && zs < 0.0 {
+                zs * self.fitted.below_weight
             } else {
                 zs
             };
@@ -597,7 +609,7 @@ impl EntityBaselines {
     }
 
     pub fn seasonality(&self) -> Seasonality {
-        self.seasonality
+        self.fitted.seasonality
     }
 
     /// Whether records are judged by their activity class's second moments (format 4 fits
@@ -607,35 +619,39 @@ impl EntityBaselines {
     }
 
     pub fn n_features(&self) -> usize {
-        self.n_features
+        self.fitted.n_features
     }
 
     pub fn n_entities(&self) -> usize {
-        self.entities.len()
+        self.fitted.entities.len()
     }
 
     /// Signals per record: the features, then the pairwise log ratios.
     pub fn n_signals(&self) -> usize {
-        self.n_features + self.pairs.len()
+        self.fitted.n_features + self.fitted.pairs.len()
     }
 
     /// The feature pair behind signal `s` (`None` for a feature's own signal).
     pub fn pair(&self, s: usize) -> Option<(usize, usize)> {
-        s.checked_sub(self.n_features)
-            .map(|p| (self.pairs[p].0 as usize, self.pairs[p].1 as usize))
+        s.checked_sub(self.fitted.n_features).map(|p| {
+            (
+                self.fitted.pairs[p].0 as usize,
+                self.fitted.pairs[p].1 as usize,
+            )
+        })
     }
 
     /// The profile `entity` is judged against, and how.
     fn profile_of(&self, entity: &str) -> (&Profile, Judged) {
-        match self.entities.get(entity) {
+        match self.fitted.entities.get(entity) {
             Some(p) => (p, Judged::Own),
-            None => (&self.population, Judged::GlobalFallback),
+            None => (&self.fitted.population, Judged::GlobalFallback),
         }
     }
 
     /// Whether `entity` has a baseline of its own.
     pub fn knows(&self, entity: &str) -> bool {
-        self.entities.contains_key(entity)
+        self.fitted.entities.contains_key(entity)
     }
 
     /// The relative signals `z` of `signals` (in `bucket`) against `p`, and their combined
@@ -674,15 +690,15 @@ impl EntityBaselines {
         for (s, (zs, &v)) in z.iter_mut().zip(signals).enumerate() {
             let (median, scale) = band_of(at, s);
             *zs = (v - median) / scale;
-            let c = if s < self.n_features && *zs < 0.0 {
-                -*zs * self.below_weight
+            let c = if s < self.fitted.n_features && *zs < 0.0 {
+                -*zs * self.fitted.below_weight
             } else {
                 zs.abs()
             };
             sum += c * c;
             max = max.max(c);
         }
-        if self.max { max } else { sum.sqrt() }
+        if self.fitted.max { max } else { sum.sqrt() }
     }
 
     /// Scores `row` (an `entity` record at `t`) in [0, 1), writing each signal's relative
@@ -702,17 +718,21 @@ impl EntityBaselines {
             owned = vec![0.0; z.len()];
             &mut owned
         };
-        signals_into(row, &self.pairs, &self.counts, signals);
+        signals_into(row, &self.fitted.pairs, &self.fitted.counts, signals);
         let (p, judged) = self.profile_of(entity);
         let d = self.deviation_with(p, signals, self.position(t), z);
-        (d / (d + self.k), judged)
+        (d / (d + self.fitted.k), judged)
     }
 
     /// Where `t` falls among the buckets, as this baseline interpolates.
     fn position(&self, t: DateTime<Utc>) -> Option<(usize, usize, f64)> {
-        self.seasonality
-            .position(t)
-            .map(|(b, o, f)| if self.smooth { (b, o, f) } else { (b, b, 0.0) })
+        self.fitted.seasonality.position(t).map(|(b, o, f)| {
+            if self.fitted.smooth {
+                (b, o, f)
+            } else {
+                (b, b, 0.0)
+            }
+        })
     }
 
     /// Scores every row of `x`; how each was judged.
@@ -740,10 +760,10 @@ impl EntityBaselines {
     /// Each feature's share of a record's deviation from its relative signals `z` (a ratio's
     /// evidence split evenly between its two features), the features' own order.
     pub fn contributions(&self, z: &[f64]) -> Vec<f64> {
-        let mut out = vec![0.0; self.n_features];
+        let mut out = vec![0.0; self.fitted.n_features];
         for (s, &zs) in z.iter().enumerate() {
             let c = match self.pair(s) {
-                None if zs < 0.0 => -zs * self.below_weight,
+                None if zs < 0.0 => -zs * self.fitted.below_weight,
                 _ => zs.abs(),
             };
             match self.pair(s) {
@@ -1084,28 +1104,10 @@ fn profile(
     }
 }
 
-/// Entity baselines as model files of formats 2 and 3 hold them, before activity classes
-/// (every record's deviation the root of the sum of squares): read and converted, never
-/// written. Their profiles `P` are [`ProfileFormat2`] in format 2 (one weekly bucket per hour
-/// of the week) and [`Profile`] in format 3 (day profiles).
-#[derive(Deserialize)]
-pub struct BaselinesBefore<P> {
-    seasonality: Seasonality,
-    n_features: usize,
-    pairs: Vec<(u16, u16)>,
-    counts: Vec<bool>,
-    below_weight: f64,
-    max: bool,
-    smooth: bool,
-    population: P,
-    entities: HashMap<String, P>,
-    k: f64,
-}
-
 /// Entity baselines of format 2 (before weekly day profiles).
-pub type BaselinesFormat2 = BaselinesBefore<ProfileFormat2>;
+pub type BaselinesFormat2 = Fitted<ProfileFormat2>;
 /// Entity baselines of format 3 (day profiles, before activity classes).
-pub type BaselinesFormat3 = BaselinesBefore<Profile>;
+pub type BaselinesFormat3 = Fitted<Profile>;
 
 /// A profile as an earlier format holds it, into today's.
 pub trait UpgradeProfile {
@@ -1140,24 +1142,28 @@ impl UpgradeProfile for ProfileFormat2 {
     }
 }
 
-impl<P: UpgradeProfile> From<BaselinesBefore<P>> for EntityBaselines {
-    fn from(old: BaselinesBefore<P>) -> Self {
+/// Baselines of formats 2 and 3, read and converted (never written): every deviation the root
+/// of the sum of squares.
+impl<P: UpgradeProfile> From<Fitted<P>> for EntityBaselines {
+    fn from(old: Fitted<P>) -> Self {
         let s = old.seasonality;
         Self {
-            seasonality: s,
-            n_features: old.n_features,
-            pairs: old.pairs,
-            counts: old.counts,
-            below_weight: old.below_weight,
-            max: old.max,
-            smooth: old.smooth,
-            population: old.population.upgrade(s),
-            entities: old
-                .entities
-                .into_iter()
-                .map(|(e, p)| (e, p.upgrade(s)))
-                .collect(),
-            k: old.k,
+            fitted: Fitted {
+                population: old.population.upgrade(s),
+                entities: old
+                    .entities
+                    .into_iter()
+                    .map(|(e, p)| (e, p.upgrade(s)))
+                    .collect(),
+                seasonality: s,
+                n_features: old.n_features,
+                pairs: old.pairs,
+                counts: old.counts,
+                below_weight: old.below_weight,
+                max: old.max,
+                smooth: old.smooth,
+                k: old.k,
+            },
             classes: None,
         }
     }
@@ -1309,7 +1315,7 @@ mod tests {
     fn weekly_bands_keep_one_day_profile_for_weekdays_and_one_for_weekends() {
         let b = weeks_of_hosts(&[0, 1, 2, 3, 4, 5, 6]);
         let m = b.n_signals();
-        let ws = &b.entities["ws"];
+        let ws = &b.fitted.entities["ws"];
         assert_eq!(
             ws.days,
             [0, 0, 0, 0, 0, 1, 1],
@@ -1317,7 +1323,7 @@ mod tests {
         );
         assert_eq!(ws.day_profiles(m), 2);
         assert_eq!(ws.bands.len(), (1 + 24 * MAX_DAY_PROFILES) * m);
-        let server = &b.entities["server"];
+        let server = &b.fitted.entities["server"];
         assert_eq!(server.days, [0; 7], "every day alike: one profile");
         assert_eq!(server.bands.len(), (1 + 24) * m);
         assert!(
@@ -1343,7 +1349,7 @@ mod tests {
     fn a_day_without_history_uses_the_profile_of_most_days() {
         // Trained on Monday to Wednesday and Saturday: Thursday is judged as a weekday.
         let b = weeks_of_hosts(&[0, 1, 2, 5]);
-        assert_eq!(b.entities["ws"].days, [0, 0, 0, 0, 0, 1, 0]);
+        assert_eq!(b.fitted.entities["ws"].days, [0, 0, 0, 0, 0, 1, 0]);
         assert!(
             weekly_score(&b, "ws", 3, 12) < 0.5,
             "Thursday noon is a weekday's"

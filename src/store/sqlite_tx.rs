@@ -1,13 +1,13 @@
 //! The SQLite side of [`super::tx`]: the alert database's write transaction.
 
 use chrono::DateTime;
-use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, Params, Transaction, TransactionBehavior, params};
 
 use super::alerts::{Alert, SqliteAlertStore, decode, open_incident_on};
 use super::idempotency::KeyRecord;
 use super::incidents::{IncidentRow, IncidentTx};
-use super::streams::{PendingChunk, StoredWindow, entity_key};
-use super::tx::{Due, StoreTx, StreamRow, Transact, TxWork};
+use super::streams::{StoredWindow, entity_key};
+use super::tx::{Due, PendingRow, StoreTx, StreamRow, Transact, TxWork};
 use super::{StoreError, idempotency, outbox, sql, unless_taken};
 
 impl Transact for SqliteAlertStore {
@@ -26,6 +26,14 @@ impl Transact for SqliteAlertStore {
 /// A SQLite transaction as the logic written once over both backends uses it (see
 /// [`super::tx`]); the write lock it holds is what keeps other writers out.
 pub(super) struct SqliteTx<'a, 'c>(pub(super) &'a Transaction<'c>);
+
+impl SqliteTx<'_, '_> {
+    /// Runs one statement.
+    fn exec(&mut self, statement: &str, params: impl Params) -> Result<(), StoreError> {
+        self.0.execute(statement, params)?;
+        Ok(())
+    }
+}
 
 impl IncidentTx for SqliteTx<'_, '_> {
     fn open_incident(&mut self, detector: &str, entity: &str) -> Result<Option<Alert>, StoreError> {
@@ -101,9 +109,7 @@ impl StoreTx for SqliteTx<'_, '_> {
     }
 
     fn set_status_body(&mut self, id: &str, status: &str, body: &str) -> Result<(), StoreError> {
-        self.0
-            .execute(sql::SET_STATUS_BODY, params![status, body, id])?;
-        Ok(())
+        self.exec(sql::SET_STATUS_BODY, params![status, body, id])
     }
 
     fn quiet_incidents(&mut self, now_ns: i64, max: usize) -> Result<Vec<Due>, StoreError> {
@@ -142,11 +148,10 @@ impl StoreTx for SqliteTx<'_, '_> {
     }
 
     fn put_stream(&mut self, s: &StreamRow<'_>) -> Result<(), StoreError> {
-        self.0.execute(
+        self.exec(
             sql::PUT_STREAM,
             params![s.detector, s.version, s.book, s.updated_at_ms],
-        )?;
-        Ok(())
+        )
     }
 
     fn insert_windows(&mut self, detector: &str, ws: &[StoredWindow]) -> Result<(), StoreError> {
@@ -178,22 +183,14 @@ impl StoreTx for SqliteTx<'_, '_> {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
-    fn insert_pending(
-        &mut self,
-        detector: &str,
-        seq: i64,
-        chunk: &PendingChunk,
-    ) -> Result<(), StoreError> {
-        let windows = i64::try_from(chunk.windows).unwrap_or(i64::MAX);
-        self.0.execute(
+    fn insert_pending(&mut self, c: &PendingRow<'_>) -> Result<(), StoreError> {
+        self.exec(
             sql::INSERT_PENDING,
-            params![detector, seq, windows, chunk.body],
-        )?;
-        Ok(())
+            params![c.detector, c.seq, c.windows, c.body],
+        )
     }
 
     fn delete_pending(&mut self, detector: &str) -> Result<(), StoreError> {
-        self.0.execute(sql::DELETE_PENDING, [detector])?;
-        Ok(())
+        self.exec(sql::DELETE_PENDING, [detector])
     }
 }

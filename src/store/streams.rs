@@ -167,9 +167,10 @@ pub trait StreamStore: Transact + Send + Sync + 'static {
                 return Ok(false);
             };
             let next = version + 1;
+            let seq = i64::try_from(next).unwrap_or(i64::MAX);
             tx.put_stream(&super::tx::StreamRow {
                 detector,
-                version: i64::try_from(next).unwrap_or(i64::MAX),
+                version: seq,
                 book: &c.book,
                 updated_at_ms: Utc::now().timestamp_millis(),
             })?;
@@ -180,7 +181,12 @@ pub trait StreamStore: Transact + Send + Sync + 'static {
                 left = 0;
             }
             if let Some(chunk) = c.pending.as_ref().filter(|p| p.windows > 0) {
-                tx.insert_pending(detector, i64::try_from(next).unwrap_or(i64::MAX), chunk)?;
+                tx.insert_pending(&super::tx::PendingRow {
+                    detector,
+                    seq,
+                    windows: i64::try_from(chunk.windows).unwrap_or(i64::MAX),
+                    body: &chunk.body,
+                })?;
                 left += chunk.windows;
             }
             let mut raised = Raised::new();

@@ -15,7 +15,7 @@ use super::StoreError;
 use super::alerts::{Alert, Raised};
 use super::idempotency::KeyRecord;
 use super::incidents::IncidentTx;
-use super::streams::{PendingChunk, StoredWindow};
+use super::streams::StoredWindow;
 
 /// An open write transaction of a backend: the incident primitives and the rest.
 pub trait StoreTx: IncidentTx {
@@ -42,13 +42,8 @@ pub trait StoreTx: IncidentTx {
     fn pending_count(&mut self, detector: &str) -> Result<u64, StoreError>;
     /// `detector`'s pending chunks, in the order they were kept.
     fn pending_chunks(&mut self, detector: &str) -> Result<Vec<Vec<u8>>, StoreError>;
-    /// Keeps a chunk of pending windows of `detector`, `seq` the commit's stream version.
-    fn insert_pending(
-        &mut self,
-        detector: &str,
-        seq: i64,
-        chunk: &PendingChunk,
-    ) -> Result<(), StoreError>;
+    /// Keeps a chunk of pending windows.
+    fn insert_pending(&mut self, chunk: &PendingRow<'_>) -> Result<(), StoreError>;
     /// Deletes every pending chunk of `detector`.
     fn delete_pending(&mut self, detector: &str) -> Result<(), StoreError>;
 }
@@ -63,6 +58,17 @@ pub struct StreamRow<'a> {
     /// The window engine's snapshot.
     pub book: &'a [u8],
     pub updated_at_ms: i64,
+}
+
+/// A chunk of pending windows as [`StoreTx::insert_pending`] writes it.
+pub struct PendingRow<'a> {
+    pub detector: &'a str,
+    /// The stream version of the commit that kept it.
+    pub seq: i64,
+    /// How many windows it holds.
+    pub windows: i64,
+    /// Their encoding (the service layer's).
+    pub body: &'a [u8],
 }
 
 /// What the work inside a transaction answers: `Ok(true)` commits, `Ok(false)` or an error

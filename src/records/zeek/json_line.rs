@@ -24,14 +24,14 @@ pub(super) fn json_line(no: usize, line: &[u8]) -> Result<Option<ConnLine<'_>>, 
 
 /// A line read through the typed sonic-rs visitor: any JSON, and the errors of a `Value`.
 fn visited_line(no: usize, line: &[u8]) -> Result<Option<ConnLine<'_>>, ZeekError> {
-    let fields: JsonLine<'_> = crate::records::json::from_slice(line).map_err(|e| {
+    let JsonLine(value) = crate::records::json::from_slice(line).map_err(|e| {
         let e = crate::records::json::message(&e);
         ZeekError::line_error(no, format!("invalid JSON: {e}"))
     })?;
-    let JsonLine::Object(f) = fields else {
+    let Val::Object(fields) = value else {
         return Err(ZeekError::line_error(no, "not a JSON object"));
     };
-    f.conn(no).map(Some)
+    (*fields).conn(no).map(Some)
 }
 
 /// A JSON value as far as a window needs it: what `serde_json::Value` would hold, without the
@@ -44,20 +44,14 @@ enum Val<'a> {
     Null,
     Num(Number),
     Str(Cow<'a, str>),
-    /// The object of `id` (only its inner fields are kept).
-    Object(Box<IdFields<'a>>),
-    /// A boolean, an array, or an object anywhere but `id`.
+    /// A line's object, or `id`'s: its fields (`id`'s inner ones under the flat keys they
+    /// stand for).
+    Object(Box<Fields<'a>>),
+    /// A boolean, an array, or an object anywhere but a line or `id`.
     Other,
 }
 
-/// The nested form some shippers write: `{"id": {"orig_h": .., "resp_h": .., "resp_p": ..}}`.
-#[derive(Debug, Default)]
-struct IdFields<'a> {
-    orig_h: Val<'a>,
-    resp_h: Val<'a>,
-    resp_p: Val<'a>,
-}
-
+/// The fields of a line's object that a window needs (of `id`'s object: the three it nests).
 #[derive(Debug, Default)]
 struct Fields<'a> {
     ts: Val<'a>,
@@ -70,15 +64,21 @@ struct Fields<'a> {
     id: Val<'a>,
 }
 
-enum JsonLine<'a> {
-    Object(Fields<'a>),
-    NotObject,
-}
+/// A line's value, read as the object of a line ([`Val::Object`] when it is one).
+struct JsonLine<'a>(Val<'a>);
 
 impl<'de> Deserialize<'de> for JsonLine<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(TopVisitor)
+        d.deserialize_any(ObjectSeed(Place::Line)).map(JsonLine)
     }
+}
+
+/// Where an object of ours stands, which names its keys: a line, or the `id` inside one (the
+/// nested form some shippers write: `{"id": {"orig_h": .., "resp_h": .., "resp_p": ..}}`).
+#[derive(Clone, Copy)]
+enum Place {
+    Line,
+    Id,
 }
 
 /// Which of our fields a key names. Keys are read as `serde_json::Value` reads them (`str`).
@@ -95,22 +95,25 @@ enum Key {
 }
 
 impl Key {
-    fn of(name: &str) -> Self {
-        match name {
-            "ts" => Self::Ts,
-            "uid" => Self::Uid,
-            "id.orig_h" => Self::OrigH,
-            "id.resp_h" => Self::RespH,
-            "id.resp_p" => Self::RespP,
-            "orig_bytes" => Self::OrigBytes,
-            "resp_bytes" => Self::RespBytes,
-            "id" => Self::Id,
+    /// The field a key of an object at `place` names (inside `id`, the flat key it stands for:
+    /// `orig_h` is `id.orig_h`).
+    fn of(name: &str, place: Place) -> Self {
+        match (place, name) {
+            (Place::Line, "ts") => Self::Ts,
+            (Place::Line, "uid") => Self::Uid,
+            (Place::Line, "id.orig_h") | (Place::Id, "orig_h") => Self::OrigH,
+            (Place::Line, "id.resp_h") | (Place::Id, "resp_h") => Self::RespH,
+            (Place::Line, "id.resp_p") | (Place::Id, "resp_p") => Self::RespP,
+            (Place::Line, "orig_bytes") => Self::OrigBytes,
+            (Place::Line, "resp_bytes") => Self::RespBytes,
+            (Place::Line, "id") => Self::Id,
             _ => Self::Other,
         }
     }
 }
 
-struct KeySeed;
+/// A key read as `serde_json::Value` reads it (`deserialize_str`), named as at its place.
+struct KeySeed(Place);
 
 impl<'de> DeserializeSeed<'de> for KeySeed {
     type Value = Key;
@@ -128,7 +131,7 @@ impl<'de> Visitor<'de> for KeySeed {
     }
 
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Key, E> {
-        Ok(Key::of(v))
+        Ok(Key::of(v, self.0))
     }
 }
 
@@ -213,94 +216,20 @@ impl<'de> Visitor<'de> for ValSeed {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Val<'de>, A::Error> {
-        while map.next_key_seed(KeySeed)?.is_some() {
+        while map.next_key_seed(KeySeed(Place::Line))?.is_some() {
             map.next_value::<Ignored>()?;
         }
         Ok(Val::Other)
     }
 }
 
-/// The `visit_*` methods of a visitor that reads only objects: every other value (an array
-/// read in full, so its errors are the `Value`'s) answers `$other`, null answers `$null`.
-macro_rules! not_an_object {
-    ($de:lifetime, $value:ty, $other:expr, $null:expr) => {
-        fn visit_bool<E: de::Error>(self, _: bool) -> Result<$value, E> {
-            Ok($other)
-        }
+/// An object of ours at its place, read into [`Fields`] (a repeated key keeps its last value,
+/// as a `Value` map does): [`Val::Object`]. Every other value (an array read in full, so its
+/// errors are the `Value`'s) is [`Val::Other`], null is [`Val::Null`].
+#[derive(Clone, Copy)]
+struct ObjectSeed(Place);
 
-        fn visit_i64<E: de::Error>(self, _: i64) -> Result<$value, E> {
-            Ok($other)
-        }
-
-        fn visit_u64<E: de::Error>(self, _: u64) -> Result<$value, E> {
-            Ok($other)
-        }
-
-        fn visit_f64<E: de::Error>(self, _: f64) -> Result<$value, E> {
-            Ok($other)
-        }
-
-        fn visit_str<E: de::Error>(self, _: &str) -> Result<$value, E> {
-            Ok($other)
-        }
-
-        fn visit_unit<E: de::Error>(self) -> Result<$value, E> {
-            Ok($null)
-        }
-
-        fn visit_none<E: de::Error>(self) -> Result<$value, E> {
-            Ok($null)
-        }
-
-        fn visit_seq<A: SeqAccess<$de>>(self, mut seq: A) -> Result<$value, A::Error> {
-            while seq.next_element::<Ignored>()?.is_some() {}
-            Ok($other)
-        }
-    };
-}
-
-struct TopVisitor;
-
-impl<'de> Visitor<'de> for TopVisitor {
-    type Value = JsonLine<'de>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    not_an_object!('de, JsonLine<'de>, JsonLine::NotObject, JsonLine::NotObject);
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<JsonLine<'de>, A::Error> {
-        let mut f = Fields::default();
-        while let Some(key) = map.next_key_seed(KeySeed)? {
-            // A repeated key keeps its last value, as a `Value` map does.
-            let slot = match key {
-                Key::Ts => &mut f.ts,
-                Key::Uid => &mut f.uid,
-                Key::OrigH => &mut f.orig_h,
-                Key::RespH => &mut f.resp_h,
-                Key::RespP => &mut f.resp_p,
-                Key::OrigBytes => &mut f.orig_bytes,
-                Key::RespBytes => &mut f.resp_bytes,
-                Key::Id => {
-                    f.id = map.next_value_seed(IdSeed)?;
-                    continue;
-                }
-                Key::Other => {
-                    map.next_value::<Ignored>()?;
-                    continue;
-                }
-            };
-            *slot = map.next_value()?;
-        }
-        Ok(JsonLine::Object(f))
-    }
-}
-
-/// The value of `id`: an object keeps the inner fields of the nested form.
-struct IdSeed;
-
-impl<'de> DeserializeSeed<'de> for IdSeed {
+impl<'de> DeserializeSeed<'de> for ObjectSeed {
     type Value = Val<'de>;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Val<'de>, D::Error> {
@@ -308,78 +237,91 @@ impl<'de> DeserializeSeed<'de> for IdSeed {
     }
 }
 
-impl<'de> Visitor<'de> for IdSeed {
+impl<'de> Visitor<'de> for ObjectSeed {
     type Value = Val<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
+        f.write_str(match self.0 {
+            Place::Line => "a JSON object",
+            Place::Id => "any JSON value",
+        })
     }
 
-    not_an_object!('de, Val<'de>, Val::Other, Val::Null);
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Val<'de>, E> {
+        Ok(Val::Other)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Val<'de>, E> {
+        Ok(Val::Other)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Val<'de>, E> {
+        Ok(Val::Other)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Val<'de>, E> {
+        Ok(Val::Other)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Val<'de>, E> {
+        Ok(Val::Other)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Val<'de>, E> {
+        Ok(Val::Null)
+    }
+
+    fn visit_none<E: de::Error>(self) -> Result<Val<'de>, E> {
+        Ok(Val::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Val<'de>, A::Error> {
+        while seq.next_element::<Ignored>()?.is_some() {}
+        Ok(Val::Other)
+    }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Val<'de>, A::Error> {
-        let mut id = IdFields::default();
-        while let Some(name) = map.next_key_seed(InnerKeySeed)? {
-            let slot = match name {
-                Some(InnerKey::OrigH) => &mut id.orig_h,
-                Some(InnerKey::RespH) => &mut id.resp_h,
-                Some(InnerKey::RespP) => &mut id.resp_p,
-                None => {
-                    map.next_value::<Ignored>()?;
-                    continue;
-                }
-            };
-            *slot = map.next_value()?;
+        let mut fields = Fields::default();
+        while let Some(key) = map.next_key_seed(KeySeed(self.0))? {
+            fields.read(key, &mut map)?;
         }
-        Ok(Val::Object(Box::new(id)))
+        Ok(Val::Object(Box::new(fields)))
     }
 }
 
-enum InnerKey {
-    OrigH,
-    RespH,
-    RespP,
-}
-
-struct InnerKeySeed;
-
-impl<'de> DeserializeSeed<'de> for InnerKeySeed {
-    type Value = Option<InnerKey>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_str(self)
-    }
-}
-
-impl<'de> Visitor<'de> for InnerKeySeed {
-    type Value = Option<InnerKey>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a key")
-    }
-
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(match v {
-            "orig_h" => Some(InnerKey::OrigH),
-            "resp_h" => Some(InnerKey::RespH),
-            "resp_p" => Some(InnerKey::RespP),
-            _ => None,
-        })
+impl<'de> Fields<'de> {
+    /// Reads the value of `key` into its field; a value we do not keep is read and dropped.
+    fn read<A: MapAccess<'de>>(&mut self, key: Key, map: &mut A) -> Result<(), A::Error> {
+        match key {
+            Key::Id => self.id = map.next_value_seed(ObjectSeed(Place::Id))?,
+            key => match self.slot(&key) {
+                Some(slot) => *slot = map.next_value()?,
+                None => map.next_value::<Ignored>().map(drop)?,
+            },
+        }
+        Ok(())
     }
 }
 
 impl<'a> Fields<'a> {
+    /// The flat field `key` names (`None`: `id`, or one we do not keep).
+    fn slot(&mut self, key: &Key) -> Option<&mut Val<'a>> {
+        match key {
+            Key::Ts => Some(&mut self.ts),
+            Key::Uid => Some(&mut self.uid),
+            Key::OrigH => Some(&mut self.orig_h),
+            Key::RespH => Some(&mut self.resp_h),
+            Key::RespP => Some(&mut self.resp_p),
+            Key::OrigBytes => Some(&mut self.orig_bytes),
+            Key::RespBytes => Some(&mut self.resp_bytes),
+            Key::Id | Key::Other => None,
+        }
+    }
+
     /// A field by Zeek's flat name (`id.orig_h`), or nested (`{"id": {"orig_h": ..}}`).
     fn take(&mut self, key: Key) -> Val<'a> {
-        let flat = match key {
-            Key::Ts => &mut self.ts,
-            Key::Uid => &mut self.uid,
-            Key::OrigH => &mut self.orig_h,
-            Key::RespH => &mut self.resp_h,
-            Key::RespP => &mut self.resp_p,
-            Key::OrigBytes => &mut self.orig_bytes,
-            Key::RespBytes => &mut self.resp_bytes,
-            Key::Id | Key::Other => return Val::Absent,
+        let Some(flat) = self.slot(&key) else {
+            return Val::Absent;
         };
         if !matches!(flat, Val::Absent) {
             return std::mem::take(flat);
@@ -387,12 +329,7 @@ impl<'a> Fields<'a> {
         let Val::Object(id) = &mut self.id else {
             return Val::Absent;
         };
-        match key {
-            Key::OrigH => std::mem::take(&mut id.orig_h),
-            Key::RespH => std::mem::take(&mut id.resp_h),
-            Key::RespP => std::mem::take(&mut id.resp_p),
-            _ => Val::Absent,
-        }
+        id.slot(&key).map(std::mem::take).unwrap_or_default()
     }
 
     fn conn(mut self, no: usize) -> Result<ConnLine<'a>, ZeekError> {

@@ -239,22 +239,31 @@ impl LineParser {
             let v = &line[a..b];
             Some(v).filter(|v| *v != h.unset && *v != h.empty && !v.is_empty())
         };
-        let ts_text =
-            set(cols.ts).ok_or_else(|| ZeekError::field_error(no, "ts", "ts is unset"))?;
-        let count = |col: Option<usize>, name: &str| match col.and_then(set) {
-            None => Ok(0),
-            Some(v) => parse_count_text(no, name, v),
-        };
-        Ok(ConnLine {
-            ts: parse_ts_text(no, ts_text)?,
-            orig_h: host(no, "id.orig_h", set(cols.orig_h))?,
-            resp_h: host(no, "id.resp_h", set(cols.resp_h))?,
-            resp_p: port_text(no, set(cols.resp_p))?,
-            orig_bytes: count(cols.orig_bytes, "orig_bytes")?,
-            resp_bytes: count(cols.resp_bytes, "resp_bytes")?,
-            uid: cols.uid.and_then(set).map(Cow::Borrowed),
-        })
+        tsv_fields(no, cols, set)
     }
+}
+
+/// The connection of TSV data line `no` from its values, `set(i)` the `i`th one unless it is
+/// unset or empty. (The old reader, [`super::oracle`], cuts its lines on its own and shares this.)
+pub(crate) fn tsv_fields<'a>(
+    no: usize,
+    cols: &Columns,
+    set: impl Fn(usize) -> Option<&'a str>,
+) -> Result<ConnLine<'a>, ZeekError> {
+    let ts_text = set(cols.ts).ok_or_else(|| ZeekError::field_error(no, "ts", "ts is unset"))?;
+    let count = |col: Option<usize>, name: &str| match col.and_then(&set) {
+        None => Ok(0),
+        Some(v) => parse_count_text(no, name, v),
+    };
+    Ok(ConnLine {
+        ts: parse_ts_text(no, ts_text)?,
+        orig_h: host(no, "id.orig_h", set(cols.orig_h))?,
+        resp_h: host(no, "id.resp_h", set(cols.resp_h))?,
+        resp_p: port_text(no, set(cols.resp_p))?,
+        orig_bytes: count(cols.orig_bytes, "orig_bytes")?,
+        resp_bytes: count(cols.resp_bytes, "resp_bytes")?,
+        uid: cols.uid.and_then(&set).map(Cow::Borrowed),
+    })
 }
 
 /// What the TSV header lines said so far: separator, unset and empty markers, and the fields.

@@ -292,6 +292,20 @@ pub struct Conn {
     pub resp_bytes: u64,
 }
 
+impl From<ConnLine<'_>> for Conn {
+    /// The line's connection, its hosts owned (its `uid` is left).
+    fn from(c: ConnLine<'_>) -> Self {
+        Conn {
+            ts: c.ts,
+            orig_h: c.orig_h.into_owned(),
+            resp_h: c.resp_h.into_owned(),
+            resp_p: c.resp_p,
+            orig_bytes: c.orig_bytes,
+            resp_bytes: c.resp_bytes,
+        }
+    }
+}
+
 /// One window (and entity, when grouped) of traffic: the record the detector scores.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WindowRecord {
@@ -383,14 +397,7 @@ pub fn parse_conn_log(body: &[u8], format: ZeekFormat) -> Result<Vec<Conn>, Zeek
     let mut conns = Vec::new();
     let mut keep = |no: usize, text: &[u8]| -> Result<(), ZeekError> {
         if let Some(c) = parser.line(no, text).map_err(LineError::into_inner)? {
-            conns.push(Conn {
-                ts: c.ts,
-                orig_h: c.orig_h.into_owned(),
-                resp_h: c.resp_h.into_owned(),
-                resp_p: c.resp_p,
-                orig_bytes: c.orig_bytes,
-                resp_bytes: c.resp_bytes,
-            });
+            conns.push(c.into());
         }
         Ok(())
     };

@@ -2,13 +2,14 @@
 //! locked `FOR UPDATE` and advisory locks where replicas must take turns.
 
 use chrono::DateTime;
+use postgres::types::ToSql;
 
 use super::super::alerts::{Alert, decode};
 use super::super::idempotency::KeyRecord;
 use super::super::incidents::{IncidentRow, IncidentTx};
 use super::super::outbox::{NewEvent, listed_twice};
-use super::super::streams::{PendingChunk, StoredWindow, entity_key};
-use super::super::tx::{Due, StoreTx, StreamRow, Transact, TxWork};
+use super::super::streams::{StoredWindow, entity_key};
+use super::super::tx::{Due, PendingRow, StoreTx, StreamRow, Transact, TxWork};
 use super::{PgStore, StoreError, pg, sql, to_u64, unless_taken};
 
 /// The first key of the advisory locks on streams (the second is the detector's name hashed):
@@ -29,6 +30,16 @@ impl Transact for PgStore {
 
 /// A PostgreSQL transaction as the logic written once over both backends uses it.
 struct PgTx<'a, 'c>(&'a mut postgres::Transaction<'c>);
+
+impl PgTx<'_, '_> {
+    /// Runs one of the shared statements (`sql.rs`, its placeholders made PostgreSQL's).
+    fn exec(&mut self, statement: &str, params: &[&(dyn ToSql + Sync)]) -> Result<(), StoreError> {
+        self.0
+            .execute(&sql::postgres(statement), params)
+            .map_err(pg)?;
+        Ok(())
+    }
+}
 
 impl IncidentTx for PgTx<'_, '_> {
     fn open_incident(&mut self, detector: &str, entity: &str) -> Result<Option<Alert>, StoreError> {
@@ -87,20 +98,17 @@ impl IncidentTx for PgTx<'_, '_> {
     }
 
     fn update(&mut self, row: &IncidentRow<'_>) -> Result<(), StoreError> {
-        self.0
-            .execute(
-                &sql::postgres(sql::UPDATE_ALERT),
-                &[
-                    &row.severity,
-                    &row.status,
-                    &row.body,
-                    &row.resolve_at_ns,
-                    &row.resolved_at_ns,
-                    &row.id,
-                ],
-            )
-            .map_err(pg)?;
-        Ok(())
+        self.exec(
+            sql::UPDATE_ALERT,
+            &[
+                &row.severity,
+                &row.status,
+                &row.body,
+                &row.resolve_at_ns,
+                &row.resolved_at_ns,
+                &row.id,
+            ],
+        )
     }
 
     fn next_seq(&mut self, alert_id: &str) -> Result<i64, StoreError> {
@@ -149,10 +157,7 @@ impl StoreTx for PgTx<'_, '_> {
     }
 
     fn set_status_body(&mut self, id: &str, status: &str, body: &str) -> Result<(), StoreError> {
-        self.0
-            .execute(&sql::postgres(sql::SET_STATUS_BODY), &[&status, &body, &id])
-            .map_err(pg)?;
-        Ok(())
+        self.exec(sql::SET_STATUS_BODY, &[&status, &body, &id])
     }
 
     fn quiet_incidents(&mut self, now_ns: i64, max: usize) -> Result<Vec<Due>, StoreError> {
@@ -208,13 +213,10 @@ impl StoreTx for PgTx<'_, '_> {
     }
 
     fn put_stream(&mut self, s: &StreamRow<'_>) -> Result<(), StoreError> {
-        self.0
-            .execute(
-                &sql::postgres(sql::PUT_STREAM),
-                &[&s.detector, &s.version, &s.book, &s.updated_at_ms],
-            )
-            .map_err(pg)?;
-        Ok(())
+        self.exec(
+            sql::PUT_STREAM,
+            &[&s.detector, &s.version, &s.book, &s.updated_at_ms],
+        )
     }
 
     fn insert_windows(&mut self, detector: &str, ws: &[StoredWindow]) -> Result<(), StoreError> {
@@ -261,26 +263,14 @@ impl StoreTx for PgTx<'_, '_> {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    fn insert_pending(
-        &mut self,
-        detector: &str,
-        seq: i64,
-        chunk: &PendingChunk,
-    ) -> Result<(), StoreError> {
-        let windows = i64::try_from(chunk.windows).unwrap_or(i64::MAX);
-        self.0
-            .execute(
-                &sql::postgres(sql::INSERT_PENDING),
-                &[&detector, &seq, &windows, &chunk.body],
-            )
-            .map_err(pg)?;
-        Ok(())
+    fn insert_pending(&mut self, c: &PendingRow<'_>) -> Result<(), StoreError> {
+        self.exec(
+            sql::INSERT_PENDING,
+            &[&c.detector, &c.seq, &c.windows, &c.body],
+        )
     }
 
     fn delete_pending(&mut self, detector: &str) -> Result<(), StoreError> {
-        self.0
-            .execute(&sql::postgres(sql::DELETE_PENDING), &[&detector])
-            .map_err(pg)?;
-        Ok(())
+        self.exec(sql::DELETE_PENDING, &[&detector])
     }
 }
