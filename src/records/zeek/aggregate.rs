@@ -268,21 +268,25 @@ impl Aggregator {
             order.sort_unstable();
         }
         let name = |e: u32| (e != NO_ENTITY).then(|| hosts.name(e));
-        order
-            .into_iter()
-            .map(|(_, _, i)| (sums[i as usize], distinct[i as usize]))
-            .filter_map(|(((start, entity), s), sessions)| {
-                // Starts come from valid timestamps floored toward 1970, so they are valid too.
-                Some(WindowRecord {
-                    timestamp: DateTime::from_timestamp(start, 0)?,
-                    entity: name(entity).map(str::to_string),
-                    bytes_sent: s.sent as f64,
-                    bytes_received: s.received as f64,
-                    connections: s.connections as f64,
-                    active_sessions: sessions as f64,
-                })
+        let record = |&(_, _, i): &(i64, u32, u32)| {
+            let ((start, entity), s) = sums[i as usize];
+            // Starts come from valid timestamps floored toward 1970, so they are valid too.
+            Some(WindowRecord {
+                timestamp: DateTime::from_timestamp(start, 0)?,
+                entity: name(entity).map(str::to_string),
+                bytes_sent: s.sent as f64,
+                bytes_received: s.received as f64,
+                connections: s.connections as f64,
+                active_sessions: distinct[i as usize] as f64,
             })
-            .collect()
+        };
+        // Many windows are built on every core (in order: rayon's collect keeps it).
+        if order.len() > 1 << 16 && rayon::current_thread_index().is_none() {
+            use rayon::prelude::*;
+            order.par_iter().filter_map(record).collect()
+        } else {
+            order.iter().filter_map(record).collect()
+        }
     }
 }
 

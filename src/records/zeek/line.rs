@@ -515,38 +515,34 @@ fn count_byte(text: &[u8], byte: u8) -> usize {
 /// and up to six more) read exactly into a time, or `None` for any other text. For these, the
 /// nearest `f64` is within 2.4e-7 s of the text, so [`ts_from_epoch`] (which rounds to the
 /// microsecond) gives the same time: this is only the short way there.
+/// `text` as a whole number of 1 to `max` decimal digits (no sign; `max` at most 19).
+pub(crate) fn digits(text: &[u8], max: usize) -> Option<u64> {
+    if text.is_empty() || text.len() > max {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &b in text {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        n = n * 10 + u64::from(d);
+    }
+    Some(n)
+}
+
 pub(crate) fn epoch_text(text: &[u8]) -> Option<DateTime<Utc>> {
     let (whole, frac) = match memchr::memchr(b'.', text) {
         Some(dot) => (&text[..dot], Some(&text[dot + 1..])),
         None => (text, None),
     };
-    if whole.is_empty() || whole.len() > 10 {
-        return None;
-    }
-    let mut secs: i64 = 0;
-    for &b in whole {
-        let d = b.wrapping_sub(b'0');
-        if d > 9 {
-            return None;
-        }
-        secs = secs * 10 + i64::from(d);
-    }
+    let secs = i64::try_from(digits(whole, 10)?).ok()?;
     if secs >= 4_000_000_000 {
         return None;
     }
     let mut micros: u32 = 0;
     if let Some(frac) = frac {
-        if frac.is_empty() || frac.len() > 6 {
-            return None;
-        }
-        for &b in frac {
-            let d = b.wrapping_sub(b'0');
-            if d > 9 {
-                return None;
-            }
-            micros = micros * 10 + u32::from(d);
-        }
-        micros *= 10u32.pow(6 - frac.len() as u32);
+        micros = u32::try_from(digits(frac, 6)?).ok()? * 10u32.pow(6 - frac.len() as u32);
     }
     DateTime::from_timestamp(secs, micros * 1_000)
 }

@@ -5,7 +5,7 @@
 //! is `None`, and [`LineParser::line`] then reads the line, and reports on it, as always, so
 //! whatever this accepts it reads to the values that path gives.
 
-use super::line::{Columns, LineParser};
+use super::line::{Columns, LineParser, digits};
 
 /// The fields of one connection the window aggregation uses.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -68,22 +68,6 @@ fn set_field<'a>(
     let v = line.get(start..end)?;
     let is = |marker: &str| v.len() == marker.len() && v.as_bytes() == marker.as_bytes();
     (!v.is_empty() && !is(unset) && !is(empty)).then_some(v)
-}
-
-/// `text` as a whole number of at most `max` decimal digits (no sign).
-fn digits(text: &[u8], max: usize) -> Option<u64> {
-    if text.is_empty() || text.len() > max {
-        return None;
-    }
-    let mut n: u64 = 0;
-    for &b in text {
-        let d = b.wrapping_sub(b'0');
-        if d > 9 {
-            return None;
-        }
-        n = n * 10 + u64::from(d);
-    }
-    Some(n)
 }
 
 /// Epoch seconds as Zeek writes them (`1699999996.606582`): the whole seconds, for the forms
