@@ -280,13 +280,8 @@ impl Aggregator {
                 active_sessions: distinct[i as usize] as f64,
             })
         };
-        // Many windows are built on every core (in order: rayon's collect keeps it).
-        if order.len() > 1 << 16 && rayon::current_thread_index().is_none() {
-            use rayon::prelude::*;
-            order.par_iter().filter_map(record).collect()
-        } else {
-            order.iter().filter_map(record).collect()
-        }
+        // On one thread: rayon's collect of a filtered iterator would hold the records twice.
+        order.iter().filter_map(record).collect()
     }
 }
 
