@@ -39,8 +39,8 @@
 //! 0.5 % of windows like the training ones, whatever the features' units.
 //!
 //! **Matched test.** With activity classes (format 5) a second test looks for one documented
-//! signature, *the activity rose alone*: more connections than usual without the bytes (and
-//! sessions) that usually come with them, what beaconing and other check-ins do. An omnibus
+//! signature, *the activity rose alone*: more connections than usual, each with fewer bytes
+//! (and sessions) than usual, what beaconing and other check-ins do. An omnibus
 //! test over ten signals spends its power on the eight a beacon does not move; the matched
 //! test is the generalised least squares estimate of a shift along that one direction (the
 //! activity's own signal up, each ratio it is in moving as its rise moves it), weighted by the
@@ -315,8 +315,8 @@ struct ActivityClasses {
 }
 
 /// The matched test of one documented signature beside the omnibus deviation: *the activity
-/// rose alone* (more connections than usual without the rest of the traffic that usually comes
-/// with them: check-ins, beaconing). Its direction `a` in signal space is the activity
+/// rose alone* (more connections than usual, each with less of the other features than usual:
+/// check-ins, beaconing). Its direction `a` in signal space is the activity
 /// feature's own signal up and every log ratio it is in moving as its rise moves it (bytes per
 /// connection down); the statistic is the generalised least squares estimate of a shift along
 /// `a`, `T = max(aᵀ P e, 0) / sqrt(aᵀ P a)`, with `P` the record's activity class's inverse

@@ -754,9 +754,9 @@ impl Model {
     }
 }
 
-/// What the matched test found, in words, after an explained feature's line: `; connections
-/// rose alone, without the bytes_sent, bytes_received, active_sessions that usually come with
-/// them (the pattern of beaconing check-ins)`.
+/// What the matched test found, in words, after the activity feature's line: `; the matched
+/// test decided: more connections than usual with less bytes_sent, bytes_received,
+/// active_sessions per connection (the signature of check-ins such as beaconing)`.
 fn alone_line(activity: &str, features: &[String]) -> String {
     let others: Vec<&str> = features
         .iter()
@@ -764,9 +764,10 @@ fn alone_line(activity: &str, features: &[String]) -> String {
         .filter(|f| *f != activity)
         .collect();
     format!(
-        "; {activity} rose alone, without the {} that usually come with them (the pattern of \
-         beaconing check-ins)",
-        others.join(", ")
+        "; the matched test decided: more {activity} than usual with less {} per {} \
+         (the signature of check-ins such as beaconing)",
+        others.join(", "),
+        activity.strip_suffix('s').unwrap_or(activity)
     )
 }
 
@@ -1216,8 +1217,9 @@ mod entity_tests {
         );
         assert!(
             line.ends_with(
-                "; connections rose alone, without the bytes_sent, bytes_received, \
-                 active_sessions that usually come with them (the pattern of beaconing check-ins)"
+                "; the matched test decided: more connections than usual with less bytes_sent, \
+                 bytes_received, active_sessions per connection (the signature of check-ins \
+                 such as beaconing)"
             ),
             "{line}"
         );
@@ -1232,7 +1234,7 @@ mod entity_tests {
         assert!(
             explained
                 .iter()
-                .all(|c| !c.summary.as_deref().unwrap().contains("rose alone")),
+                .all(|c| !c.summary.as_deref().unwrap().contains("matched test")),
             "{explained:?}"
         );
     }
