@@ -3,7 +3,8 @@
 //!
 //! `cargo run --release --example baselines [hosts] [seed] [tune|weekly]` (default 100 hosts,
 //! seed 42): four days of 5-minute windows with 1 % attacks, fit on the first three, score the
-//! fourth. With `tune`, also the entity + daily variants of the design choices. With `weekly`,
+//! fourth; "without the matched test" is the design before it (format 4). With `tune`, also the
+//! entity + daily variants of the design choices. With `weekly`,
 //! two weeks instead: fit on the first (Monday to Sunday), score the second, entity baselines
 //! without seasonality, daily and weekly.
 
@@ -35,9 +36,25 @@ fn main() {
         ("entity", Baseline::Entity, Seasonality::None, d),
         ("entity", Baseline::Entity, Seasonality::Daily, d),
     ];
+    let before = Tuning {
+        matched: false,
+        ..d
+    };
+    variants.push((
+        "entity, without the matched test",
+        Baseline::Entity,
+        Seasonality::Daily,
+        before,
+    ));
     if weekly {
         variants.remove(0);
         variants.push(("entity", Baseline::Entity, Seasonality::Weekly, d));
+        variants.push((
+            "entity, without the matched test",
+            Baseline::Entity,
+            Seasonality::Weekly,
+            before,
+        ));
     }
     if tune {
         let daily = |name, t| (name, Baseline::Entity, Seasonality::Daily, t);

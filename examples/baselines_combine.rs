@@ -146,6 +146,24 @@ fn gaussianized(v: &[f64], x: f64) -> f64 {
     probit(1.0 - (at_or_above as f64 + 1.0) / (v.len() as f64 + 1.0)).max(0.0)
 }
 
+type Test<'a> = Box<dyn Fn(&[f64], usize) -> f64 + 'a>;
+/// A combination: a record's relative signals, entity and activity class to its statistic.
+type Combine<'a> = Box<dyn Fn(&[f64], &str, usize) -> f64 + 'a>;
+
+/// The larger of the omnibus statistic over `q_omni` and the test `t` over its own training
+/// 99.5th percentile (over the training records `zt` of classes `ct`).
+fn with_omni<'a>(
+    t: Test<'a>,
+    omni: &'a dyn Fn(&[f64], usize) -> f64,
+    q_omni: f64,
+    zt: &[Vec<f64>],
+    ct: &[usize],
+) -> Combine<'a> {
+    let q = percentiles_linear((0..zt.len()).map(|i| t(&zt[i], ct[i])).collect(), &[99.5])[0]
+        .max(1e-12);
+    Box::new(move |z: &[f64], _: &str, c: usize| (omni(z, c) / q_omni).max(t(z, c) / q))
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let hosts: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
@@ -153,7 +171,13 @@ fn main() {
     let opts = args.next().unwrap_or_default();
     let noise = opts.split(',').any(|o| o == "noise");
     let smooth = opts.split(',').any(|o| o == "smooth");
-    let cfg = GeneratorConfig::network(hosts, 4, 0.01, seed);
+    let weekly = opts.split(',').any(|o| o == "weekly");
+    let (days, fit_days, seasonality) = if weekly {
+        (14, 7, Seasonality::Weekly)
+    } else {
+        (4, 3, Seasonality::Daily)
+    };
+    let cfg = GeneratorConfig::network(hosts, days, 0.01, seed);
     let population = network_hosts(hosts, seed);
     let host_of: HashMap<&str, usize> = population
         .iter()
@@ -161,7 +185,7 @@ fn main() {
         .map(|(i, h)| (h.ip.as_str(), i))
         .collect();
     let records = generate(&cfg).expect("valid generator settings");
-    let split = cfg.start + TimeDelta::days(3);
+    let split = cfg.start + TimeDelta::days(fit_days);
     let (train, test): (Vec<&SampleRecord>, Vec<&SampleRecord>) =
         records.iter().partition(|r| r.timestamp < split);
     let mat = |rs: &[&SampleRecord]| {
@@ -188,7 +212,7 @@ fn main() {
         smooth,
         ..Tuning::default()
     };
-    let b = EntityBaselines::fit_tuned(&xt, &kt, &tt, Seasonality::Daily, None, &tuning);
+    let b = EntityBaselines::fit_tuned(&xt, &kt, &tt, seasonality, None, &tuning);
     let m = b.n_signals();
     let d = b.n_features();
     let z_of = |x: &Matrix, k: &[&str], t: &[chrono::DateTime<chrono::Utc>]| {
@@ -340,7 +364,59 @@ fn main() {
         })
         .collect();
     let pooled_up_inv = inverse(cov(&zt_up, &all, 4.0, 0.2));
-    type Combine<'a> = Box<dyn Fn(&[f64], &str, usize) -> f64 + 'a>;
+    // Matched tests of one signature beside the omnibus: a direction `a` in signal space, its
+    // one-sided statistic `max(aᵀe, 0) / |a|` (unweighted) or `max(aᵀ P e, 0) / sqrt(aᵀ P a)`
+    // with `P` the record's activity class's inverse second moments (weighted), each divided
+    // by its own training 99.5th percentile; the record's statistic is the larger of that and
+    // the omnibus's (the class Mahalanobis) likewise divided.
+    let omni = |z: &[f64], c: usize| quad(&class_inv[c], &up(z), &all);
+    let ct_ref = &ct;
+    let q_omni = percentiles_linear(
+        (0..zt.len()).map(|i| omni(&zt[i], ct_ref[i])).collect(),
+        &[99.5],
+    )[0];
+    // "The activity alone rose": connections' own signal up, every ratio it is in moving as its
+    // rise moves it (the other features' per-connection volumes down).
+    let activity = 2usize;
+    let mut alone = vec![0.0; m];
+    alone[activity] = 1.0;
+    for (s, v) in alone.iter_mut().enumerate().skip(d) {
+        match b.pair(s) {
+            Some((a, _)) if a == activity => *v = 1.0,
+            Some((_, c)) if c == activity => *v = -1.0,
+            _ => {}
+        }
+    }
+    // Connections up, bytes per connection down (the two byte features only).
+    let mut fewer_bytes = vec![0.0; m];
+    fewer_bytes[activity] = 1.0;
+    fewer_bytes[per_conn[0]] = -1.0;
+    fewer_bytes[per_conn[1]] = -1.0;
+    let unweighted = |a: Vec<f64>| {
+        let norm = a.iter().map(|v| v * v).sum::<f64>().sqrt();
+        move |z: &[f64], _c: usize| {
+            let e = up(z);
+            (a.iter().zip(&e).map(|(x, y)| x * y).sum::<f64>() / norm).max(0.0)
+        }
+    };
+    let weighted = |a: Vec<f64>| {
+        let per_class: Vec<(Vec<f64>, f64)> = class_inv
+            .iter()
+            .map(|p| {
+                let pa: Vec<f64> = (0..m)
+                    .map(|r| (0..m).map(|c| p[r][c] * a[c]).sum())
+                    .collect();
+                let n: f64 = pa.iter().zip(&a).map(|(x, y)| x * y).sum();
+                (pa, n.max(1e-12).sqrt())
+            })
+            .collect();
+        move |z: &[f64], c: usize| {
+            let e = up(z);
+            let (pa, n) = &per_class[c];
+            (pa.iter().zip(&e).map(|(x, y)| x * y).sum::<f64>() / n).max(0.0)
+        }
+    };
+    let omni_ref: &dyn Fn(&[f64], usize) -> f64 = &omni;
     let variants: Vec<(&str, Combine)> = vec![
         (
             "root sum of squares (the service's before activity classes)",
@@ -369,6 +445,53 @@ fn main() {
         (
             "Mahalanobis, volumes upward only, correlation per activity class (the service's)",
             Box::new(|z, _, c| quad(&class_inv[c], &up(z), &all)),
+        ),
+        (
+            "activity classes + matched: the activity alone rose, unweighted",
+            with_omni(
+                Box::new(unweighted(alone.clone())),
+                omni_ref,
+                q_omni,
+                &zt,
+                ct_ref,
+            ),
+        ),
+        (
+            "activity classes + matched: the activity alone rose, weighted by the class",
+            with_omni(
+                Box::new(weighted(alone.clone())),
+                omni_ref,
+                q_omni,
+                &zt,
+                ct_ref,
+            ),
+        ),
+        (
+            "activity classes + matched: connections up, bytes per connection down, unweighted",
+            with_omni(
+                Box::new(unweighted(fewer_bytes.clone())),
+                omni_ref,
+                q_omni,
+                &zt,
+                ct_ref,
+            ),
+        ),
+        (
+            "activity classes + matched: connections up, bytes per connection down, weighted by the class",
+            with_omni(
+                Box::new(weighted(fewer_bytes.clone())),
+                omni_ref,
+                q_omni,
+                &zt,
+                ct_ref,
+            ),
+        ),
+        (
+            "matched alone: the activity alone rose, weighted by the class",
+            {
+                let t = weighted(alone.clone());
+                Box::new(move |z: &[f64], _: &str, c: usize| t(z, c))
+            },
         ),
         (
             "bytes per connection and per session pooled",
@@ -438,7 +561,8 @@ fn main() {
         "6 pseudo-records"
     };
     println!(
-        "{hosts} hosts, seed {seed}, entity + daily baselines (hour medians shrunk {median}); ROC AUC on day 4\n"
+        "{hosts} hosts, seed {seed}, {days} days, entity + {seasonality:?} baselines (hour medians shrunk {median}); ROC AUC on days {}-{days}\n",
+        fit_days + 1
     );
     // Where each beacon fell.
     let place = |r: &SampleRecord| {

@@ -38,9 +38,23 @@
 //! [`CALIBRATION_QUANTILE`] of the training records: the default threshold 0.5 flags about
 //! 0.5 % of windows like the training ones, whatever the features' units.
 //!
+//! **Matched test.** With activity classes (format 5) a second test looks for one documented
+//! signature, *the activity rose alone*: more connections than usual, each with fewer bytes
+//! (and sessions) than usual, what beaconing and other check-ins do. An omnibus
+//! test over ten signals spends its power on the eight a beacon does not move; the matched
+//! test is the generalised least squares estimate of a shift along that one direction (the
+//! activity's own signal up, each ratio it is in moving as its rise moves it), weighted by the
+//! record's activity class, one-sided ([`Test::ActivityAlone`]). It is calibrated on its own
+//! training records' [`CALIBRATION_QUANTILE`] like `D`, the record's deviation is the larger of
+//! the two calibrated statistics, and that is calibrated again as `D` alone was (so the
+//! default threshold still flags about 0.5 % of training windows); the explanation says when
+//! the matched test decided. It is general, not tuned on
+//! any attack's records: the direction follows from the features alone (the activity feature
+//! and the pairs it is in), its weights and calibration from the training records.
+//!
 //! An entity with fewer than [`MIN_ENTITY_RECORDS`] training records, or unseen in training, is
 //! judged against the population's bands (per bucket likewise): the *global fallback*, which
-//! [`EntityBaselines::deviation_into`] reports.
+//! [`EntityBaselines::score_into`] reports.
 //!
 //! Memory: per entity one allocation of `(1 + buckets) × signals` bands of two `f32` (8 bytes),
 //! `buckets` 0, 24, or 24 per day profile (24 or 48) weekly, plus 7 bytes of day profiles, its
@@ -48,7 +62,7 @@
 //! seasonality, 2.0 kB daily, 2.0–3.9 kB weekly (the model file's bytes per entity, measured by
 //! `examples/baselines_scale.rs` on 100,000 entities; weekly was 13.5 kB before day profiles).
 //! Activity classes add six `signals × signals` matrices of `f64` per model, not per entity
-//! (4.8 kB with 10 signals).
+//! (4.8 kB with 10 signals), and the matched test six `signals` weights (480 bytes).
 //! A fit holds besides its input and the model 12 bytes per training record for its hour and 4
 //! for its row, and while it fits the population's bands 4 bytes per signal of each record.
 
@@ -155,6 +169,9 @@ pub struct Tuning {
     /// Combine by the signals' second moments within the record's activity class (when the
     /// fit names an activity feature) instead of the root of the sum of squares.
     pub classes: bool,
+    /// Beside the activity classes' deviation, the matched test of the activity feature
+    /// rising alone ([`Test::ActivityAlone`]), the record's score the larger of the two.
+    pub matched: bool,
 }
 
 /// How a seasonal bucket's median is shrunk toward the entity's overall median.
@@ -178,6 +195,7 @@ impl Default for Tuning {
             counts: true,
             median: MedianShrink::Records,
             classes: true,
+            matched: true,
         }
     }
 }
@@ -257,6 +275,9 @@ pub struct EntityBaselines {
     /// How the signals co-vary at each activity level (format 4); without, the deviation is
     /// the root of the sum of squares.
     classes: Option<ActivityClasses>,
+    /// The matched test of the activity feature rising alone (format 5; with activity classes
+    /// only).
+    matched: Option<MatchedTest>,
 }
 
 /// The signals and the profiles `P` of entity baselines, before activity classes. Today's
@@ -301,6 +322,51 @@ struct ActivityClasses {
     feature: u16,
     /// [`ACTIVITY_CLASSES`] matrices of signals × signals, row-major, one after another.
     precision: Box<[f64]>,
+}
+
+/// The matched test of one documented signature beside the omnibus deviation: *the activity
+/// rose alone* (more connections than usual, each with less of the other features than usual:
+/// check-ins, beaconing). Its direction `a` in signal space is the activity
+/// feature's own signal up and every log ratio it is in moving as its rise moves it (bytes per
+/// connection down); the statistic is the generalised least squares estimate of a shift along
+/// `a`, `T = max(aᵀ P e, 0) / sqrt(aᵀ P a)`, with `P` the record's activity class's inverse
+/// second moments, and it is calibrated on its own: `T / k_T` against the omnibus's `D / k_D`,
+/// each 1 at its training records' [`CALIBRATION_QUANTILE`]; the record's deviation is the
+/// larger, in `D`'s units, `max(D, T · k_D / k_T)`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+struct MatchedTest {
+    /// Per activity class, the test's weights over the signals, `P a / sqrt(aᵀ P a)`
+    /// ([`ACTIVITY_CLASSES`] × signals).
+    weights: Box<[f64]>,
+    /// `k_D / k_T`: puts `T` in the omnibus's units, each statistic's training
+    /// [`CALIBRATION_QUANTILE`] at the same deviation.
+    scale: f64,
+}
+
+/// Which test decided a record's score.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Test {
+    /// The deviation over every signal (the activity classes', or the root of the sum of
+    /// squares).
+    Omnibus,
+    /// The matched test of the activity feature rising alone ([`ACTIVITY_FEATURE`] up, the
+    /// other features per unit of it down).
+    ActivityAlone,
+}
+
+/// The direction of feature `feature` rising alone among `d` features and their `pairs`' log
+/// ratios: its own signal +1, each ratio it is in ±1 as its rise moves it, the rest 0.
+fn alone_direction(feature: usize, d: usize, pairs: &[(u16, u16)]) -> Vec<f64> {
+    let mut a = vec![0.0; d + pairs.len()];
+    a[feature] = 1.0;
+    for (p, &(x, y)) in pairs.iter().enumerate() {
+        if usize::from(x) == feature {
+            a[d + p] = 1.0;
+        } else if usize::from(y) == feature {
+            a[d + p] = -1.0;
+        }
+    }
+    a
 }
 
 /// The index of [`ACTIVITY_FEATURE`] among `features`, what [`EntityBaselines::fit`] takes.
@@ -348,6 +414,33 @@ fn inverse(mut a: Vec<f64>, m: usize) -> Vec<f64> {
         }
     }
     inv
+}
+
+/// The matched test's weights per activity class, `P a / sqrt(aᵀ P a)` with `a` the direction of
+/// `feature` rising alone and `P` each class's inverse second moments (`precision`).
+fn matched_weights(
+    precision: &[f64],
+    feature: usize,
+    d: usize,
+    pairs: &[(u16, u16)],
+) -> Box<[f64]> {
+    let a = alone_direction(feature, d, pairs);
+    let m = a.len();
+    let mut out = Vec::with_capacity(ACTIVITY_CLASSES * m);
+    for p in precision.chunks_exact(m * m) {
+        let pa: Vec<f64> = p
+            .chunks_exact(m)
+            .map(|row| row.iter().zip(&a).map(|(x, y)| x * y).sum())
+            .collect();
+        let norm = pa.iter().zip(&a).map(|(x, y)| x * y).sum::<f64>();
+        let norm = if norm.is_finite() && norm > 0.0 {
+            norm.sqrt()
+        } else {
+            1.0
+        };
+        out.extend(pa.iter().map(|v| v / norm));
+    }
+    out.into_boxed_slice()
 }
 
 /// `ln(1 + x)` of a non-negative amount (negative values count as 0).
@@ -488,6 +581,7 @@ impl EntityBaselines {
                 k: 1.0,
             },
             classes: None,
+            matched: None,
         };
         let mut z = vec![0.0; m];
         // Without seasonality an entity has one usual level, not one per hour: its records
@@ -495,21 +589,38 @@ impl EntityBaselines {
         // there cost off-hours 0.06 on two weeks).
         let seasonal = seasonality != Seasonality::None;
         if let Some(feature) = activity.filter(|&j| tuning.classes && seasonal && j < d) {
-            b.classes = Some(b.fit_classes(x, entities, &positions, feature));
+            let classes = b.fit_classes(x, entities, &positions, feature);
+            if tuning.matched {
+                b.matched = Some(MatchedTest {
+                    weights: matched_weights(&classes.precision, feature, d, &b.fitted.pairs),
+                    scale: 1.0,
+                });
+            }
+            b.classes = Some(classes);
         }
-        let mut dev: Vec<f64> = (0..x.n_rows())
+        // Each test's statistic over the training records, calibrated on its own, then the
+        // larger of the two calibrated again, so the default threshold still flags
+        // 1 − CALIBRATION_QUANTILE of the training records.
+        let (mut dev, matched): (Vec<f64>, Vec<f64>) = (0..x.n_rows())
             .map(|i| {
                 let (p, _) = b.profile_of(entities[i]);
                 signals_into(x.row(i), &b.fitted.pairs, &b.fitted.counts, &mut row);
                 row.iter_mut().for_each(|r| *r = f64::from(*r as f32));
-                b.deviation_with(p, &row, wide(positions[i]), &mut z)
+                b.tests_with(p, &row, wide(positions[i]), &mut z)
             })
-            .collect();
-        let q = super::threshold::percentiles_linear(
-            std::mem::take(&mut dev),
-            &[100.0 * CALIBRATION_QUANTILE],
-        )[0];
-        b.fitted.k = if q.is_finite() && q > 0.0 { q } else { 1.0 };
+            .unzip();
+        let calibrated = |v: Vec<f64>| {
+            let q = super::threshold::percentiles_linear(v, &[100.0 * CALIBRATION_QUANTILE])[0];
+            if q.is_finite() && q > 0.0 { q } else { 1.0 }
+        };
+        if let Some(t) = &mut b.matched {
+            t.scale = calibrated(dev.clone()) / calibrated(matched.clone());
+            for (d, m) in dev.iter_mut().zip(&matched) {
+                *d = d.max(m * t.scale);
+            }
+        }
+        drop(matched);
+        b.fitted.k = calibrated(dev);
         b
     }
 
@@ -618,6 +729,12 @@ impl EntityBaselines {
         self.classes.is_some()
     }
 
+    /// Whether records are also judged by the matched test of the activity rising alone
+    /// (format 5 fits with activity classes).
+    pub fn has_matched_test(&self) -> bool {
+        self.matched.is_some()
+    }
+
     pub fn n_features(&self) -> usize {
         self.fitted.n_features
     }
@@ -654,15 +771,15 @@ impl EntityBaselines {
         self.fitted.entities.contains_key(entity)
     }
 
-    /// The relative signals `z` of `signals` (in `bucket`) against `p`, and their combined
-    /// deviation.
-    fn deviation_with(
+    /// The relative signals `z` of `signals` (at `pos`) against `p`, their omnibus deviation
+    /// `D`, and the matched test's statistic `T` (0 without one).
+    fn tests_with(
         &self,
         p: &Profile,
         signals: &[f64],
         pos: Option<(usize, usize, f64)>,
         z: &mut [f64],
-    ) -> f64 {
+    ) -> (f64, f64) {
         let m = signals.len();
         let (mut sum, mut max) = (0.0f64, 0.0f64);
         let at = p.bands_at(pos, m);
@@ -685,7 +802,15 @@ impl EntityBaselines {
                 let row = &precision[a * m..(a + 1) * m];
                 q += ea * row.iter().zip(e.iter()).map(|(p, eb)| p * eb).sum::<f64>();
             }
-            return q.max(0.0).sqrt();
+            let t = self.matched.as_ref().map_or(0.0, |t| {
+                let w = &t.weights[class * m..(class + 1) * m];
+                w.iter()
+                    .zip(e.iter())
+                    .map(|(w, e)| w * e)
+                    .sum::<f64>()
+                    .max(0.0)
+            });
+            return (q.max(0.0).sqrt(), t);
         }
         for (s, (zs, &v)) in z.iter_mut().zip(signals).enumerate() {
             let (median, scale) = band_of(at, s);
@@ -698,7 +823,24 @@ impl EntityBaselines {
             sum += c * c;
             max = max.max(c);
         }
-        if self.fitted.max { max } else { sum.sqrt() }
+        (if self.fitted.max { max } else { sum.sqrt() }, 0.0)
+    }
+
+    /// The record's deviation in the omnibus's units (the larger of `D` and the matched test's
+    /// `T` scaled so that each is the same at its own calibration quantile), and which test it
+    /// is.
+    fn judge(
+        &self,
+        p: &Profile,
+        signals: &[f64],
+        pos: Option<(usize, usize, f64)>,
+        z: &mut [f64],
+    ) -> (f64, Test) {
+        let (d, t) = self.tests_with(p, signals, pos, z);
+        match &self.matched {
+            Some(m) if t * m.scale > d => (t * m.scale, Test::ActivityAlone),
+            _ => (d, Test::Omnibus),
+        }
     }
 
     /// Scores `row` (an `entity` record at `t`) in [0, 1), writing each signal's relative
@@ -720,8 +862,23 @@ impl EntityBaselines {
         };
         signals_into(row, &self.fitted.pairs, &self.fitted.counts, signals);
         let (p, judged) = self.profile_of(entity);
-        let d = self.deviation_with(p, signals, self.position(t), z);
+        let (d, _) = self.judge(p, signals, self.position(t), z);
         (d / (d + self.fitted.k), judged)
+    }
+
+    /// [`score_into`](Self::score_into), and which test decided the score.
+    pub fn score_test_into(
+        &self,
+        row: &[f64],
+        entity: &str,
+        t: DateTime<Utc>,
+        z: &mut [f64],
+    ) -> (f64, Judged, Test) {
+        let mut signals = vec![0.0; z.len()];
+        signals_into(row, &self.fitted.pairs, &self.fitted.counts, &mut signals);
+        let (p, judged) = self.profile_of(entity);
+        let (d, test) = self.judge(p, &signals, self.position(t), z);
+        (d / (d + self.fitted.k), judged, test)
     }
 
     /// Where `t` falls among the buckets, as this baseline interpolates.
@@ -755,6 +912,56 @@ impl EntityBaselines {
         let (m, s) = profile.band_at(self.position(t), j, self.n_signals());
         let back = |l: f64| self.back(j, l);
         (back(m), [back(m - 2.0 * s), back(m + 2.0 * s)])
+    }
+
+    /// Each feature's share of the evidence of `row` (an `entity` record at `t`) under the test
+    /// that decided its score, the features' own order; how it was judged and which test. The
+    /// omnibus's shares are [`contributions`](Self::contributions); the matched test's are its
+    /// terms `wₛ eₛ` that speak for the signature (the activity feature's own rise, each ratio's
+    /// fall split evenly between its two features).
+    pub fn explain(&self, row: &[f64], entity: &str, t: DateTime<Utc>) -> (Vec<f64>, Judged, Test) {
+        let m = self.n_signals();
+        let mut z = vec![0.0; m];
+        let (_, judged, test) = self.score_test_into(row, entity, t, &mut z);
+        let (Test::ActivityAlone, Some(matched), Some(classes)) =
+            (test, &self.matched, &self.classes)
+        else {
+            return (self.contributions(&z), judged, test);
+        };
+        let (p, _) = self.profile_of(entity);
+        let at = p.bands_at(self.position(t), m);
+        let class = self.class_at(at, usize::from(classes.feature));
+        let mut e = vec![0.0; m];
+        self.evidence_into(&z, &mut e);
+        let mut out = vec![0.0; self.fitted.n_features];
+        for (s, (w, e)) in matched.weights[class * m..(class + 1) * m]
+            .iter()
+            .zip(&e)
+            .enumerate()
+        {
+            let c = (w * e).max(0.0);
+            match self.pair(s) {
+                None => out[s] += c,
+                Some((a, b)) => {
+                    out[a] += c / 2.0;
+                    out[b] += c / 2.0;
+                }
+            }
+        }
+        let total: f64 = out.iter().sum();
+        if total > 0.0 {
+            out.iter_mut().for_each(|c| *c /= total);
+        }
+        (out, judged, test)
+    }
+
+    /// The activity feature (whose rise alone the matched test looks for), when the model has
+    /// the matched test.
+    pub fn matched_feature(&self) -> Option<usize> {
+        self.matched
+            .as_ref()
+            .and(self.classes.as_ref())
+            .map(|c| usize::from(c.feature))
     }
 
     /// Each feature's share of a record's deviation from its relative signals `z` (a ratio's
@@ -1165,6 +1372,25 @@ impl<P: UpgradeProfile> From<Fitted<P>> for EntityBaselines {
                 k: old.k,
             },
             classes: None,
+            matched: None,
+        }
+    }
+}
+
+/// Entity baselines as model files of format 4 hold them: activity classes, before the matched
+/// test (every record's score the omnibus deviation's). Read and converted, never written.
+#[derive(Deserialize)]
+pub struct BaselinesFormat4 {
+    fitted: Fitted<Profile>,
+    classes: Option<ActivityClasses>,
+}
+
+impl From<BaselinesFormat4> for EntityBaselines {
+    fn from(old: BaselinesFormat4) -> Self {
+        Self {
+            fitted: old.fitted,
+            classes: old.classes,
+            matched: None,
         }
     }
 }

@@ -7,10 +7,11 @@
 //! ```
 //!
 //! Format 1 is every `baseline=global` model (as before entity baselines); a model with entity
-//! baselines is format 4, whose body is (scaler, forest, [`EntityPart`]). Format 2 (entity
-//! baselines whose weekly bands were one bucket per hour of the week, before day profiles) and
+//! baselines is format 5, whose body is (scaler, forest, [`EntityPart`]). Format 2 (entity
+//! baselines whose weekly bands were one bucket per hour of the week, before day profiles),
 //! format 3 (day profiles, before activity classes: every deviation the root of the sum of
-//! squares) still load and score as they did. All four load.
+//! squares) and format 4 (activity classes, before the matched test of the activity rising
+//! alone) still load and score as they did. All five load.
 //!
 //! The metadata is JSON so an operator can read it with `strings`; the trees are binary for size.
 //! Any truncation or altered byte fails the checksum and is a typed [`ModelFileError`].
@@ -22,8 +23,8 @@ use sha2::{Digest, Sha256};
 
 use super::Matrix;
 use super::baseline::{
-    Baseline, BaselinesFormat2, BaselinesFormat3, EntityBaselines, Judged, Seasonality,
-    activity_feature,
+    Baseline, BaselinesFormat2, BaselinesFormat3, BaselinesFormat4, EntityBaselines, Judged,
+    Seasonality, Test, activity_feature,
 };
 use super::explain::{BandContext, Direction, FeatureContribution, summary_line};
 use super::forest::IsolationForest;
@@ -457,9 +458,7 @@ impl Model {
             return self.explain(row, top_k);
         };
         let b = &e.baselines;
-        let mut z = vec![0.0; b.n_signals()];
-        let (_, judged) = b.score_into(row, entity, t, &mut z);
-        let weights = b.contributions(&z);
+        let (weights, judged, test) = b.explain(row, entity, t);
         let mut out = self.contributions(row, &weights, top_k);
         let ctx = BandContext {
             entity: (judged == Judged::Own).then_some(entity),
@@ -488,6 +487,19 @@ impl Model {
             c.expected = Some(expected);
             c.band = Some(band);
             c.summary = Some(summary_line(&c.feature, c.value, band, &ctx));
+        }
+        // When the matched test decided the score, the activity feature's line says so (the
+        // first line's, if the activity feature is not explained).
+        if test == Test::ActivityAlone {
+            let activity = b.matched_feature().map(|j| self.meta.features[j].as_str());
+            let at = out
+                .iter()
+                .position(|c| Some(c.feature.as_str()) == activity)
+                .unwrap_or(0);
+            if let (Some(c), Some(activity)) = (out.get_mut(at), activity) {
+                let line = c.summary.get_or_insert_with(String::new);
+                line.push_str(&alone_line(activity, &self.meta.features));
+            }
         }
         out
     }
@@ -686,6 +698,7 @@ impl Model {
             FORMAT_VERSION_GLOBAL,
             FORMAT_VERSION_HOURS_OF_WEEK,
             FORMAT_VERSION_DAY_PROFILES,
+            FORMAT_VERSION_ACTIVITY_CLASSES,
         ]
         .contains(&format)
         {
@@ -708,6 +721,8 @@ impl Model {
             earlier_entity_body::<BaselinesFormat2>(body).map_err(decode)?
         } else if format == FORMAT_VERSION_DAY_PROFILES {
             earlier_entity_body::<BaselinesFormat3>(body).map_err(decode)?
+        } else if format == FORMAT_VERSION_ACTIVITY_CLASSES {
+            earlier_entity_body::<BaselinesFormat4>(body).map_err(decode)?
         } else {
             let (scaler, forest, entity): (Scaler, IsolationForest, EntityPart) =
                 postcard::from_bytes(body).map_err(decode)?;
@@ -739,6 +754,23 @@ impl Model {
     }
 }
 
+/// What the matched test found, in words, after the activity feature's line: `; the matched
+/// test decided: more connections than usual with less bytes_sent, bytes_received,
+/// active_sessions per connection (the signature of check-ins such as beaconing)`.
+fn alone_line(activity: &str, features: &[String]) -> String {
+    let others: Vec<&str> = features
+        .iter()
+        .map(String::as_str)
+        .filter(|f| *f != activity)
+        .collect();
+    format!(
+        "; the matched test decided: more {activity} than usual with less {} per {} \
+         (the signature of check-ins such as beaconing)",
+        others.join(", "),
+        activity.strip_suffix('s').unwrap_or(activity)
+    )
+}
+
 /// The body of an entity model of an earlier format, whose baselines read as `B`, converted.
 fn earlier_entity_body<B>(
     body: &[u8],
@@ -754,8 +786,12 @@ where
 
 const MAGIC: &[u8; 8] = b"NSMODEL\0";
 /// Bumped whenever the layout or the meaning of a field changes: the format of a model with
-/// entity baselines (format 4: the signals' second moments per activity class).
-pub const FORMAT_VERSION: u32 = 4;
+/// entity baselines (format 5: beside the activity classes, the matched test of the activity
+/// rising alone, its weights and calibration).
+pub const FORMAT_VERSION: u32 = 5;
+/// The format of a model with entity baselines before the matched test (the signals' second
+/// moments per activity class; every score the omnibus deviation's): read, never written.
+pub const FORMAT_VERSION_ACTIVITY_CLASSES: u32 = 4;
 /// The format of a model with entity baselines before activity classes (weekly bands as day
 /// profiles, every deviation the root of the sum of squares): read, never written.
 pub const FORMAT_VERSION_DAY_PROFILES: u32 = 3;
@@ -1038,15 +1074,16 @@ mod entity_tests {
     }
 
     #[test]
-    fn an_entity_model_is_format_4_and_round_trips_and_a_global_one_stays_format_1() {
+    fn an_entity_model_is_format_5_and_round_trips_and_a_global_one_stays_format_1() {
         let (model, test) = fitted();
         assert_eq!(model.meta().baseline, Baseline::Entity);
         assert_eq!(model.meta().entity_field.as_deref(), Some("src_ip"));
         assert_eq!(model.threshold(), 0.5);
         assert!(model.meta().training_anomaly_rate <= 0.01);
         let bytes = model.to_bytes();
-        assert_eq!(bytes[8..12], 4u32.to_le_bytes());
+        assert_eq!(bytes[8..12], 5u32.to_le_bytes());
         assert!(model.entity().unwrap().baselines.has_activity_classes());
+        assert!(model.entity().unwrap().baselines.has_matched_test());
         let back = Model::from_bytes(&bytes).unwrap();
         assert_eq!(back, model);
         let rows: Vec<[f64; 4]> = test.iter().take(500).map(|r| r.features()).collect();
@@ -1130,5 +1167,75 @@ mod entity_tests {
                 "{c:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_check_in_on_a_quiet_night_is_found_by_the_matched_test_and_explained_as_such() {
+        let (model, test) = fitted();
+        let b = &model.entity().unwrap().baselines;
+        let hosts = crate::detector::generator::network::hosts(20, 3);
+        let ws = hosts
+            .iter()
+            .find(|h| h.kind == HostKind::Workstation)
+            .unwrap();
+        let night = test
+            .iter()
+            .find(|r| r.src_ip.as_deref() == Some(&ws.ip) && r.timestamp.hour() == 3)
+            .unwrap();
+        let score = |row: &[f64]| {
+            let mut z = vec![0.0; b.n_signals()];
+            b.score_test_into(row, &ws.ip, night.timestamp, &mut z)
+        };
+        let quiet = night.features();
+        let (s, _, test_of) = score(&quiet);
+        assert!(s < 0.5, "an ordinary night window: {s}");
+        assert_eq!(test_of, Test::Omnibus);
+        // Five 1.5 kB check-ins (3 kB back) and a session, as the generator's beaconing adds.
+        let beacon = [
+            quiet[0] + 7.5e3,
+            quiet[1] + 1.5e4,
+            quiet[2] + 5.0,
+            quiet[3] + 1.0,
+        ];
+        let (s, judged, test_of) = score(&beacon);
+        assert!(s > 0.5, "five check-ins on a quiet night: {s}");
+        assert_eq!((judged, test_of), (Judged::Own, Test::ActivityAlone));
+        // The score is the one `score_entities` gives.
+        let x = Matrix::from_rows(&[beacon]).unwrap();
+        let (scores, _) = model.score_entities(&x, &[ws.ip.as_str()], &[night.timestamp]);
+        assert_eq!(scores[0], s);
+        let explained = model.explain_entity(&beacon, &ws.ip, night.timestamp, 4);
+        let conns = explained
+            .iter()
+            .find(|c| c.feature == "connections")
+            .expect("connections explain the check-ins");
+        let line = conns.summary.as_deref().unwrap();
+        assert!(
+            line.starts_with("connections ")
+                && line.contains(&format!("; usual for {} at 03:00 is ", ws.ip)),
+            "{line}"
+        );
+        assert!(
+            line.ends_with(
+                "; the matched test decided: more connections than usual with less bytes_sent, \
+                 bytes_received, active_sessions per connection (the signature of check-ins \
+                 such as beaconing)"
+            ),
+            "{line}"
+        );
+        assert_eq!(conns.direction, Direction::Above, "{conns:?}");
+        // A volume spike is the omnibus's, explained as before.
+        let exfil = [quiet[0] + 5e7, quiet[1], quiet[2] + 2.0, quiet[3]];
+        let (s, _, test_of) = score(&exfil);
+        assert!(s > 0.5, "{s}");
+        assert_eq!(test_of, Test::Omnibus);
+        let explained = model.explain_entity(&exfil, &ws.ip, night.timestamp, 4);
+        assert_eq!(explained[0].feature, "bytes_sent", "{explained:?}");
+        assert!(
+            explained
+                .iter()
+                .all(|c| !c.summary.as_deref().unwrap().contains("matched test")),
+            "{explained:?}"
+        );
     }
 }
