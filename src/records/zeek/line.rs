@@ -532,6 +532,13 @@ pub(crate) fn digits(text: &[u8], max: usize) -> Option<u64> {
 }
 
 pub(crate) fn epoch_text(text: &[u8]) -> Option<DateTime<Utc>> {
+    let (secs, micros) = epoch_parts(text)?;
+    DateTime::from_timestamp(secs, micros * 1_000)
+}
+
+/// Epoch seconds as Zeek writes them (`1699999996.606582`): the whole seconds and the
+/// microseconds, for at most 10 digits before the point (below 4e9) and 1 to 6 after it.
+pub(crate) fn epoch_parts(text: &[u8]) -> Option<(i64, u32)> {
     let (whole, frac) = match memchr::memchr(b'.', text) {
         Some(dot) => (&text[..dot], Some(&text[dot + 1..])),
         None => (text, None),
@@ -544,7 +551,7 @@ pub(crate) fn epoch_text(text: &[u8]) -> Option<DateTime<Utc>> {
     if let Some(frac) = frac {
         micros = u32::try_from(digits(frac, 6)?).ok()? * 10u32.pow(6 - frac.len() as u32);
     }
-    DateTime::from_timestamp(secs, micros * 1_000)
+    Some((secs, micros))
 }
 
 /// Zeek's `time`: epoch seconds with a fraction, or (from `json.timestamps`) ISO 8601 text.

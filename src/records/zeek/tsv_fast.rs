@@ -5,7 +5,7 @@
 //! is `None`, and [`LineParser::line`] then reads the line, and reports on it, as always, so
 //! whatever this accepts it reads to the values that path gives.
 
-use super::line::{Columns, LineParser, digits};
+use super::line::{Columns, LineParser, digits, epoch_parts};
 
 /// The fields of one connection the window aggregation uses.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -42,7 +42,7 @@ impl LineParser {
             Some(Some(v)) => digits(v.as_bytes(), 19),
         };
         Some(ConnFields {
-            ts_secs: epoch_secs(field(cols.ts)?.as_bytes())?,
+            ts_secs: epoch_parts(field(cols.ts)?.as_bytes())?.0,
             orig_h: field(cols.orig_h)?,
             resp_h: field(cols.resp_h)?,
             resp_p: u16::try_from(digits(field(cols.resp_p)?.as_bytes(), 5)?).ok()?,
@@ -68,35 +68,6 @@ fn set_field<'a>(
     let v = line.get(start..end)?;
     let is = |marker: &str| v.len() == marker.len() && v.as_bytes() == marker.as_bytes();
     (!v.is_empty() && !is(unset) && !is(empty)).then_some(v)
-}
-
-/// Epoch seconds as Zeek writes them (`1699999996.606582`): the whole seconds, for the forms
-/// `epoch_text` reads (at most 10 digits before the point, below 4e9, 1 to 6 after it).
-fn epoch_secs(text: &[u8]) -> Option<i64> {
-    let mut secs: u64 = 0;
-    let mut i = 0;
-    while let Some(&b) = text.get(i) {
-        let d = b.wrapping_sub(b'0');
-        if d > 9 {
-            break;
-        }
-        if i == 10 {
-            return None;
-        }
-        secs = secs * 10 + u64::from(d);
-        i += 1;
-    }
-    if i == 0 || secs >= 4_000_000_000 {
-        return None;
-    }
-    match &text[i..] {
-        [] => {}
-        [b'.', frac @ ..] => {
-            digits(frac, 6)?;
-        }
-        _ => return None,
-    }
-    i64::try_from(secs).ok()
 }
 
 /// Where `byte` stands in `text`: the first `at.len()` positions into `at`; returns how many
