@@ -122,9 +122,17 @@ fn read_zeek_stream(
         charge.hold(zeek.state_bytes())?;
     }
     zeek.settle()?;
+    let read_at = std::time::Instant::now();
     charge.hold(zeek_finish_bytes(&zeek))?;
     let (records, rejects) = zeek.finish()?;
+    let merged_at = std::time::Instant::now();
     read_windows(&records, opts.group_by, b)?;
+    tracing::debug!(
+        windows = records.len(),
+        merge_ms = (merged_at - read_at).as_millis() as u64,
+        batch_ms = merged_at.elapsed().as_millis() as u64,
+        "Zeek windows read"
+    );
     Ok(rejects)
 }
 

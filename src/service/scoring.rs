@@ -254,6 +254,7 @@ where
         + 'static,
 {
     let model = det.model().ok_or(ServiceError::NoModel)?;
+    let started = std::time::Instant::now();
     let settings = state.settings();
     let mut rule = AlertRule::for_detector(settings, &det.spec());
     // A model with entity baselines knows which field names a record's entity (its fit's
@@ -284,6 +285,7 @@ where
             sunk,
             rejects,
         } = parsed;
+        let mut phases = Phases::new(started);
         let scores = if entity {
             Vec::new()
         } else {
@@ -292,8 +294,10 @@ where
             };
             scores
         };
+        phases.mark("score");
         check_times(&model, &batch)?;
         let mut scored = scored_batch(&model, &batch, scores, command.explain, rule.explain_top_k);
+        phases.mark("explain");
         scored.suppressed = suppression::mark(&rules, &detector, &rule.entity_field, &batch);
         // The alert's memory is charged before its records are built.
         let plan = plan_alert(&model, &batch, &scored, &rule);
@@ -308,9 +312,12 @@ where
         let alert = raised
             .as_ref()
             .map(|a| crate::store::incidents::preview(alerts.as_ref(), a));
+        phases.mark("alert");
         let rendered = render(&batch, &scored, alert.as_ref(), version, &rejects);
+        phases.mark("render");
         let anomalies = (0..batch.len()).map(|i| scored.is_anomaly(i)).collect();
         let chart = chart_data(version, &mut batch, anomalies);
+        phases.log(batch.len());
         let outcome = ScoreOutcome {
             model_version: version,
             batch,
@@ -330,11 +337,16 @@ where
     });
     // The alert as raised goes to the store as it is (a million-line Zeek body raises one
     // with thousands of explained records: copying it cost more than storing it).
+    let storing = std::time::Instant::now();
     match (outcome.raised.take(), record, &key) {
         (Some(alert), record, _) => raise(state, alert, record).await?,
         (None, Some(record), Some(key)) => key.keep(record).await?,
         _ => {}
     }
+    tracing::debug!(
+        store_ms = storing.elapsed().as_millis() as u64,
+        "batch's alert and key stored"
+    );
     outcome.scored.suppressed.count(det.name());
     crate::monitoring::batch_scored(
         outcome.scored.summary.n_records,
@@ -343,6 +355,46 @@ where
     );
     det.set_last_batch(chart);
     Ok(outcome)
+}
+
+/// When each step of a scored request ended, for the debug log: where a long request's time
+/// went (reading ends when the records are built; the first step is the body read).
+struct Phases {
+    started: std::time::Instant,
+    last: std::time::Instant,
+    steps: Vec<(&'static str, u64)>,
+}
+
+impl Phases {
+    fn new(started: std::time::Instant) -> Self {
+        let now = std::time::Instant::now();
+        Self {
+            started,
+            last: now,
+            steps: vec![("read", (now - started).as_millis() as u64)],
+        }
+    }
+
+    fn mark(&mut self, step: &'static str) {
+        let now = std::time::Instant::now();
+        self.steps
+            .push((step, (now - self.last).as_millis() as u64));
+        self.last = now;
+    }
+
+    fn log(&self, records: usize) {
+        let steps: Vec<String> = self
+            .steps
+            .iter()
+            .map(|(s, ms)| format!("{s} {ms}"))
+            .collect();
+        tracing::debug!(
+            records,
+            total_ms = self.started.elapsed().as_millis() as u64,
+            steps_ms = %steps.join(", "),
+            "batch scored"
+        );
+    }
 }
 
 /// Stores an alert and the deliveries it owes (and the request's idempotency key) in one commit, then wakes the deliverers: an
