@@ -187,101 +187,158 @@ impl Aggregator {
         self.sums.is_empty()
     }
 
-    /// The windows of several aggregators of one log as one aggregator's, exactly: hosts are
-    /// matched by name, sums of a window add up, and sessions are listed under the merged window.
-    fn merge(mut aggs: Vec<Aggregator>) -> Aggregator {
-        if aggs.len() == 1 {
-            return aggs.pop().expect("one aggregator");
-        }
-        // The largest first: its ids and windows are kept as they are.
-        aggs.sort_by_key(|a| std::cmp::Reverse(a.sessions.len()));
-        let mut iter = aggs.into_iter();
-        let mut out = iter.next().expect("at least one aggregator");
-        out.sessions
-            .reserve(iter.as_slice().iter().map(|a| a.sessions.len()).sum());
-        for agg in iter {
-            let hosts: Vec<u32> = agg.hosts.names.iter().map(|n| out.hosts.id(n)).collect();
-            let host = |id: u32| {
-                if id == NO_ENTITY {
-                    NO_ENTITY
-                } else {
-                    hosts[id as usize]
-                }
-            };
-            let mut at_of = Vec::with_capacity(agg.sums.len());
-            for ((start, entity), s) in agg.sums {
-                let key = (start, host(entity));
-                let next = out.sums.len() as u32;
-                let at = *out.index.entry(key).or_insert(next);
-                if at == next {
-                    out.sums.push((key, Sums::default()));
-                }
-                let sum = &mut out.sums[at as usize].1;
-                sum.sent += s.sent;
-                sum.received += s.received;
-                sum.connections += s.connections;
-                at_of.push(u128::from(at));
-            }
-            out.sessions.extend(agg.sessions.iter().map(|&k| {
-                let at = at_of[(k >> 80) as usize];
-                let orig = u128::from(host((k >> 48) as u32));
-                let resp = u128::from(host((k >> 16) as u32));
-                at << 80 | orig << 48 | resp << 16 | (k & 0xFFFF)
-            }));
-        }
-        out
-    }
-
     /// The window records, sorted by (window start, entity as text).
-    pub fn into_records(mut self) -> Vec<WindowRecord> {
-        use rayon::slice::ParallelSliceMut;
-        if self.sessions.len() > 1 << 16 && rayon::current_thread_index().is_none() {
-            self.sessions.par_sort_unstable();
-        } else {
-            self.sessions.sort_unstable();
+    pub fn into_records(self) -> Vec<WindowRecord> {
+        records_of(vec![self])
+    }
+}
+
+/// Whether work on `len` items is worth spreading over the rayon pool: large, and not already on
+/// one of its threads (a reader on the pool keeps to its thread).
+fn in_parallel(len: usize) -> bool {
+    len > 1 << 16 && rayon::current_thread_index().is_none()
+}
+
+fn sort_keys(keys: &mut [u128]) {
+    use rayon::slice::ParallelSliceMut;
+    if in_parallel(keys.len()) {
+        keys.par_sort_unstable();
+    } else {
+        keys.sort_unstable();
+    }
+}
+
+/// One window of the merged log: its key, its sums over every aggregator, its distinct sessions.
+#[derive(Debug, Clone, Copy)]
+struct Merged {
+    start: i64,
+    /// 0 for no entity, else 1 + the rank of the entity's name among all hosts.
+    rank: u32,
+    sums: Sums,
+    distinct: u64,
+}
+
+/// The window records of several aggregators of one log (or of one), sorted by (window start,
+/// entity as text), exactly as one aggregator reading the whole log gives them: hosts are
+/// matched by name, sums of a window add up (integers), and sessions are a set.
+///
+/// Hosts are numbered by the rank of their name, so a window's key `(start, rank)` sorts as the
+/// records do; the workers' windows are sorted by it and equal keys merged, which numbers the
+/// merged windows in record order; sessions are re-keyed to those numbers and ranks in place
+/// (each aggregator's on its own thread), sorted and deduplicated once, and the records are
+/// built on every core.
+fn records_of(mut parts: Vec<Aggregator>) -> Vec<WindowRecord> {
+    use rayon::prelude::*;
+    for p in &mut parts {
+        // Only the hosts, sums and sessions are read from here on.
+        p.index = HashMap::default();
+        p.recent = Vec::new();
+    }
+    // Every host once, by name; each aggregator's ids to ranks.
+    let mut names: Vec<&str> = parts
+        .iter()
+        .flat_map(|p| p.hosts.names.iter().map(|n| &**n))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    let rank: Vec<Vec<u32>> = parts
+        .iter()
+        .map(|p| {
+            p.hosts
+                .names
+                .iter()
+                .map(|n| names.binary_search(&&**n).expect("every name is listed") as u32)
+                .collect()
+        })
+        .collect();
+    let names: Vec<Box<str>> = names.into_iter().map(Box::from).collect();
+    // (start, entity rank, position among every aggregator's windows), sorted.
+    let mut base = Vec::with_capacity(parts.len());
+    let mut total = 0usize;
+    for p in &parts {
+        base.push(total);
+        total += p.sums.len();
+    }
+    let mut keys: Vec<u128> = Vec::with_capacity(total);
+    for (p, (rank, &first)) in parts.iter().zip(rank.iter().zip(&base)) {
+        keys.extend(p.sums.iter().enumerate().map(|(i, ((start, entity), _))| {
+            let r = if *entity == NO_ENTITY {
+                0
+            } else {
+                rank[*entity as usize] + 1
+            };
+            u128::from((*start as u64) ^ (1 << 63)) << 64
+                | u128::from(r) << 32
+                | (first + i) as u128
+        }));
+    }
+    sort_keys(&mut keys);
+    // Equal keys are one window; `window_of` numbers each aggregator's windows in record order.
+    let mut window_of = vec![0u32; total];
+    let mut merged: Vec<Merged> = Vec::new();
+    let mut last = None;
+    for k in &keys {
+        // (start, rank): what tells windows apart.
+        let key = k >> 32;
+        let at = (*k as u32) as usize;
+        let part = base.partition_point(|&b| b <= at) - 1;
+        let s = parts[part].sums[at - base[part]].1;
+        if last != Some(key) {
+            last = Some(key);
+            merged.push(Merged {
+                start: (((k >> 64) as u64) ^ (1 << 63)) as i64,
+                rank: (k >> 32) as u32,
+                sums: Sums::default(),
+                distinct: 0,
+            });
         }
-        self.sessions.dedup();
-        let mut distinct = vec![0u64; self.sums.len()];
-        for key in &self.sessions {
-            distinct[(key >> 80) as usize] += 1;
+        let w = merged.len() - 1;
+        let m = &mut merged[w].sums;
+        m.sent += s.sent;
+        m.received += s.received;
+        m.connections += s.connections;
+        window_of[at] = w as u32;
+    }
+    drop(keys);
+    // Sessions under the merged windows and ranked hosts, then counted once each.
+    parts.par_iter_mut().enumerate().for_each(|(i, p)| {
+        p.sums = Vec::new();
+        let (first, rank) = (base[i], &rank[i]);
+        for k in p.sessions.iter_mut() {
+            let w = u128::from(window_of[first + (*k >> 80) as usize]);
+            let orig = u128::from(rank[(*k >> 48) as u32 as usize]);
+            let resp = u128::from(rank[(*k >> 16) as u32 as usize]);
+            *k = w << 80 | orig << 48 | resp << 16 | (*k & 0xFFFF);
         }
-        self.sessions = Vec::new();
-        // Entities sort as text: by the rank of their name (no entity first, as `None` sorts).
-        let mut by_name: Vec<u32> = (0..self.hosts.len() as u32).collect();
-        by_name.sort_unstable_by(|&a, &b| self.hosts.name(a).cmp(self.hosts.name(b)));
-        let mut rank = vec![0u32; self.hosts.len()];
-        for (r, &id) in by_name.iter().enumerate() {
-            rank[id as usize] = r as u32 + 1;
-        }
-        let rank_of = |e: u32| if e == NO_ENTITY { 0 } else { rank[e as usize] };
-        let Self { hosts, sums, .. } = self;
-        // Sorted as small keys (start, rank, position), not the windows themselves; (start,
-        // rank) is unique per window, so the order is that of sorting the windows by it.
-        let mut order: Vec<(i64, u32, u32)> = sums
-            .iter()
-            .enumerate()
-            .map(|(i, ((start, entity), _))| (*start, rank_of(*entity), i as u32))
-            .collect();
-        if order.len() > 1 << 16 && rayon::current_thread_index().is_none() {
-            order.par_sort_unstable();
-        } else {
-            order.sort_unstable();
-        }
-        let name = |e: u32| (e != NO_ENTITY).then(|| hosts.name(e));
-        let record = |&(_, _, i): &(i64, u32, u32)| {
-            let ((start, entity), s) = sums[i as usize];
-            // Starts come from valid timestamps floored toward 1970, so they are valid too.
-            Some(WindowRecord {
-                timestamp: DateTime::from_timestamp(start, 0)?,
-                entity: name(entity).map(str::to_string),
-                bytes_sent: s.sent as f64,
-                bytes_received: s.received as f64,
-                connections: s.connections as f64,
-                active_sessions: distinct[i as usize] as f64,
-            })
-        };
-        // On one thread: rayon's collect of a filtered iterator would hold the records twice.
-        order.iter().filter_map(record).collect()
+    });
+    drop(window_of);
+    parts.sort_by_key(|p| std::cmp::Reverse(p.sessions.len()));
+    let mut sessions = std::mem::take(&mut parts[0].sessions);
+    sessions.reserve(parts.iter().map(|p| p.sessions.len()).sum());
+    for p in &mut parts {
+        sessions.append(&mut p.sessions);
+    }
+    drop(parts);
+    sort_keys(&mut sessions);
+    sessions.dedup();
+    for key in &sessions {
+        merged[(key >> 80) as usize].distinct += 1;
+    }
+    drop(sessions);
+    // Starts come from valid timestamps floored toward 1970; one that is not a time has no record.
+    merged.retain(|m| DateTime::from_timestamp(m.start, 0).is_some());
+    let record = |m: &Merged| WindowRecord {
+        timestamp: DateTime::from_timestamp(m.start, 0).expect("kept above"),
+        entity: (m.rank > 0).then(|| names[m.rank as usize - 1].to_string()),
+        bytes_sent: m.sums.sent as f64,
+        bytes_received: m.sums.received as f64,
+        connections: m.sums.connections as f64,
+        active_sessions: m.distinct as f64,
+    };
+    if in_parallel(merged.len()) {
+        merged.par_iter().map(record).collect()
+    } else {
+        merged.iter().map(record).collect()
     }
 }
 
@@ -643,10 +700,7 @@ impl ZeekReader {
         if aggs.is_empty() {
             return Err(ZeekError::NoConnections);
         }
-        Ok((
-            Aggregator::merge(aggs).into_records(),
-            self.progress.rejects,
-        ))
+        Ok((records_of(aggs), self.progress.rejects))
     }
 }
 
@@ -791,11 +845,13 @@ impl StateSizes {
     }
 }
 
-/// What [`Aggregator::into_records`] builds per window beside the merged state: the distinct
-/// counts, the sums paired with them, and the window record with its entity's name.
-const RECORDS_BYTES_PER_WINDOW: usize = std::mem::size_of::<u64>()
-    + std::mem::size_of::<(((i64, u32), Sums), u64)>()
-    + std::mem::size_of::<WindowRecord>();
+/// What the end of a read ([`records_of`]) builds per window beside the workers' state: the
+/// sorted window keys with each window's number, then the merged window, then its record (with
+/// its entity's name, counted by the caller).
+const RECORDS_BYTES_PER_WINDOW: usize = std::mem::size_of::<Merged>()
+    + std::mem::size_of::<WindowRecord>()
+    + std::mem::size_of::<u128>()
+    + std::mem::size_of::<u32>();
 
 impl ZeekReader {
     /// Waits until the batches handed out are read (their state noted, so the estimates count

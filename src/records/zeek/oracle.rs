@@ -671,4 +671,33 @@ mod tests {
             }
         }
     }
+
+    /// A log of more windows and sessions than are merged and sorted on one thread (2^16):
+    /// 5,000 hosts over 16 windows, every tenth connection repeated (a session seen twice), read
+    /// by several workers, gives the old reader's windows.
+    #[test]
+    fn a_log_past_the_parallel_merge_reads_as_the_old_reader_reads_it() {
+        let mut body =
+            String::from("#fields\tts\tid.orig_h\tid.resp_h\tid.resp_p\torig_bytes\tresp_bytes\n");
+        for i in 0..80_000u64 {
+            let line = format!(
+                "{}.5\t10.{}.{}.{}\t192.168.0.{}\t{}\t{}\t{}\n",
+                1_700_000_000 + (i / 5_000) * 300 + i % 7,
+                i % 5_000 / 250,
+                i % 250,
+                i % 3,
+                i % 11,
+                443 + i % 2,
+                i * 3,
+                i % 1_000
+            );
+            body.push_str(&line);
+            if i % 10 == 0 {
+                body.push_str(&line);
+            }
+        }
+        for window in [300, 1] {
+            check(body.as_bytes(), ZeekFormat::Tsv, window, 64 << 10).unwrap();
+        }
+    }
 }
