@@ -214,6 +214,9 @@ pub struct ScoreCommand {
     pub explain: ExplainMode,
     /// The answer's media type, as an idempotency key's record keeps it.
     pub answer_type: &'static str,
+    /// Whether the answer shows the alert (a CSV answer does not): when not, the alert is
+    /// stored without previewing its incident for the answer.
+    pub shows_alert: bool,
 }
 
 /// A scored batch with what it raised, and what the caller rendered of it while it was hot.
@@ -222,7 +225,8 @@ pub struct ScoreOutcome<R> {
     pub batch: Batch,
     pub scored: ScoredBatch,
     /// The alert the batch raised, as the answer shows it: the entity's incident with this
-    /// batch folded in (or the new one it opens), or a batch alert. Already stored.
+    /// batch folded in (or the new one it opens), or a batch alert. Already stored. `None` too
+    /// when the answer does not show it ([`ScoreCommand::shows_alert`]).
     pub alert: Option<Alert>,
     /// The alert as raised, before it joined its incident: what the store folds in (moved
     /// to the store by [`score`], so `None` once it returns).
@@ -305,14 +309,17 @@ where
             crate::work::reserve(plan.bytes())?;
             plan.note_omitted(&detector);
         }
+        phases.mark("alert plan");
         let raised = plan.map(|p| Alert {
             detector,
             ..p.build(&model, &batch, &scored)
         });
+        phases.mark("alert");
         let alert = raised
             .as_ref()
+            .filter(|_| command.shows_alert)
             .map(|a| crate::store::incidents::preview(alerts.as_ref(), a));
-        phases.mark("alert");
+        phases.mark("incident preview");
         let rendered = render(&batch, &scored, alert.as_ref(), version, &rejects);
         phases.mark("render");
         let anomalies = (0..batch.len()).map(|i| scored.is_anomaly(i)).collect();
@@ -338,6 +345,7 @@ where
     // The alert as raised goes to the store as it is (a million-line Zeek body raises one
     // with thousands of explained records: copying it cost more than storing it).
     let storing = std::time::Instant::now();
+    let alerted = outcome.raised.is_some();
     match (outcome.raised.take(), record, &key) {
         (Some(alert), record, _) => raise(state, alert, record).await?,
         (None, Some(record), Some(key)) => key.keep(record).await?,
@@ -351,7 +359,7 @@ where
     crate::monitoring::batch_scored(
         outcome.scored.summary.n_records,
         outcome.scored.summary.n_anomalies,
-        outcome.alert.is_some(),
+        alerted,
     );
     det.set_last_batch(chart);
     Ok(outcome)
@@ -406,7 +414,7 @@ async fn raise(state: &AppState, alert: Alert, key: Option<KeyRecord>) -> Result
     // Moved, not copied, to the blocking thread, where it is also dropped.
     super::blocking(move || {
         Ok(store.insert_keyed(NewAlert {
-            alert: &alert,
+            alert: std::borrow::Cow::Owned(alert),
             sinks: &sinks,
             key: key.as_ref(),
         })?)

@@ -7,6 +7,7 @@
 //! the list filters and sorts on. `created_at` is stored as integer nanoseconds since
 //! the Unix epoch, so filters and ordering agree exactly with the `DateTime` in the body.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::path::Path;
@@ -197,6 +198,54 @@ impl Alert {
     pub fn is_incident(&self) -> bool {
         self.entity.is_some()
     }
+
+    /// A copy of this alert without its records (which a copy would spend most of its time on).
+    pub fn without_records(&self) -> Alert {
+        let Alert {
+            id,
+            created_at,
+            model_version,
+            detector,
+            severity,
+            status,
+            acknowledged_at,
+            reason,
+            summary,
+            records: _,
+            entity,
+            count,
+            first_seen,
+            last_seen,
+            max_severity,
+            resolved_at,
+            feedback,
+            omitted,
+            notified,
+            policy,
+        } = self;
+        Alert {
+            id: id.clone(),
+            created_at: *created_at,
+            model_version: *model_version,
+            detector: detector.clone(),
+            severity: *severity,
+            status: *status,
+            acknowledged_at: *acknowledged_at,
+            reason: reason.clone(),
+            summary: summary.clone(),
+            records: Vec::new(),
+            entity: entity.clone(),
+            count: *count,
+            first_seen: *first_seen,
+            last_seen: *last_seen,
+            max_severity: *max_severity,
+            resolved_at: *resolved_at,
+            feedback: feedback.clone(),
+            omitted: *omitted,
+            notified: *notified,
+            policy: *policy,
+        }
+    }
 }
 
 /// What an alert left out: the anomalous entities past `--max-alert-entities` (those with the
@@ -283,9 +332,11 @@ impl AlertPage {
 
 /// A new alert, the webhook sinks owed a delivery of it, and the idempotency key of the
 /// request that raised it, if any: what [`AlertStore::insert_keyed`] stores in one transaction.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct NewAlert<'a> {
-    pub alert: &'a Alert,
+    /// Owned when the caller is done with it: an incident alert's records then move into its
+    /// entities' updates instead of being copied.
+    pub alert: Cow<'a, Alert>,
     pub sinks: &'a [String],
     pub key: Option<&'a KeyRecord>,
 }
@@ -301,7 +352,7 @@ pub trait AlertStore: Transact + Send + Sync + 'static {
     /// returns, or none of them is.
     fn insert_with_outbox(&self, alert: &Alert, sinks: &[String]) -> Result<(), StoreError> {
         self.insert_keyed(NewAlert {
-            alert,
+            alert: Cow::Borrowed(alert),
             sinks,
             key: None,
         })
@@ -312,7 +363,7 @@ pub trait AlertStore: Transact + Send + Sync + 'static {
     fn insert_keyed(&self, new: NewAlert<'_>) -> Result<(), StoreError> {
         let NewAlert { alert, sinks, key } = new;
         self.transact(&mut |tx| {
-            super::tx::insert_alert(tx, alert, sinks)?;
+            super::tx::insert_alert(tx, &alert, sinks)?;
             if let Some(key) = key {
                 tx.insert_key(key)?;
             }
@@ -651,20 +702,27 @@ impl SqliteAlertStore {
 impl AlertStore for SqliteAlertStore {
     fn insert_keyed(&self, new: NewAlert<'_>) -> Result<(), StoreError> {
         let NewAlert { alert, sinks, key } = new;
+        let (id, detector, severity, status, created_at_ms) = (
+            alert.id.clone(),
+            alert.detector.clone(),
+            alert.severity,
+            alert.status.as_str(),
+            alert.created_at.timestamp_millis(),
+        );
         // Checked and serialised (a batch alert), or split into its entities' updates (an
         // incident's), here before queueing: concurrent callers do it in parallel, and the
         // committer only writes rows and folds updates.
         let payload = match alert.records.iter().any(|r| r.entity.is_some()) {
             true => Payload::Incident(super::incidents::split(alert)),
-            false => Payload::Batch(AlertRow::from_alert(alert)?),
+            false => Payload::Batch(AlertRow::from_alert(&alert)?),
         };
         let pending = |ticket| PendingAlert {
             ticket,
-            id: alert.id.clone(),
-            detector: alert.detector.clone(),
-            severity: alert.severity,
-            status: alert.status.as_str(),
-            created_at_ms: alert.created_at.timestamp_millis(),
+            id,
+            detector,
+            severity,
+            status,
+            created_at_ms,
             payload,
             sinks: sinks.to_vec(),
             key: key.cloned(),

@@ -270,7 +270,7 @@ pub(super) mod tests {
         let rec = sample("k", at, Some(b"{}"));
         store
             .insert_keyed(NewAlert {
-                alert: &first,
+                alert: std::borrow::Cow::Borrowed(&first),
                 sinks: &sinks,
                 key: Some(&rec),
             })
@@ -283,7 +283,7 @@ pub(super) mod tests {
         let second = crate::store::alerts::tests::alert(at, 95);
         assert!(matches!(
             store.insert_keyed(NewAlert {
-                alert: &second,
+                alert: std::borrow::Cow::Borrowed(&second),
                 sinks: &sinks,
                 key: Some(&rec),
             }),

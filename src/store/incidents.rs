@@ -11,6 +11,7 @@
 //! transactions. One unresolved incident per (detector, entity) is also what a unique partial
 //! index on both backends enforces.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeDelta, Utc};
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::StoreError;
-use super::alerts::{Alert, AlertStatus, AlertStore, IncidentPolicy};
+use super::alerts::{Alert, AlertRecord, AlertStatus, AlertStore, IncidentPolicy};
 
 /// An alert's row as [`IncidentTx::insert`] writes it and [`IncidentTx::update`] rewrites it
 /// (`update` writes `severity`, `status`, `body`, `resolve_at_ns` and `resolved_at_ns`).
@@ -197,10 +198,12 @@ impl AlertEvent {
 /// The updates a raised alert stands for: one per entity, in the order their first record
 /// appears, when every record names an entity; otherwise the alert itself, unchanged (a batch
 /// alert). The first update keeps the alert's id.
-pub fn split(raised: &Alert) -> Vec<Alert> {
-    let entities: Option<Vec<&str>> = raised.records.iter().map(|r| r.entity.as_deref()).collect();
+///
+/// An owned alert's records move into its updates; a borrowed one's are copied.
+pub fn split(raised: Cow<'_, Alert>) -> Vec<Alert> {
+    let entities: Option<Vec<String>> = raised.records.iter().map(|r| r.entity.clone()).collect();
     let Some(entities) = entities.filter(|e| !e.is_empty()) else {
-        return vec![raised.clone()];
+        return vec![raised.into_owned()];
     };
     let mut order: Vec<&str> = Vec::new();
     let mut by_entity: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
@@ -213,20 +216,23 @@ pub fn split(raised: &Alert) -> Vec<Alert> {
     }
     // Every update shares the alert's other fields: copied from a shell without its records
     // (cloning the whole alert per entity copied every entity's records for each one).
-    let mut shell = raised.clone();
-    shell.records = Vec::new();
+    let shell = raised.without_records();
+    let mut records: Vec<Option<AlertRecord>> = match raised {
+        Cow::Owned(a) => a.records.into_iter().map(Some).collect(),
+        Cow::Borrowed(a) => a.records.iter().cloned().map(Some).collect(),
+    };
     order
         .iter()
         .enumerate()
         .map(|(n, entity)| {
             let records: Vec<_> = by_entity[entity]
                 .iter()
-                .map(|&i| raised.records[i].clone())
+                .map(|&i| records[i].take().expect("each record is in one update"))
                 .collect();
             let severity = records.iter().map(|r| r.severity).max().unwrap_or(0);
             Alert {
                 id: if n == 0 {
-                    raised.id.clone()
+                    shell.id.clone()
                 } else {
                     Uuid::now_v7().to_string()
                 },
@@ -234,7 +240,7 @@ pub fn split(raised: &Alert) -> Vec<Alert> {
                 severity,
                 max_severity: severity,
                 records,
-                ..shell.clone()
+                ..shell.without_records()
             }
         })
         .collect()
@@ -300,7 +306,7 @@ pub fn preview(store: &dyn AlertStore, raised: &Alert) -> Alert {
     if !one_entity {
         return raised.clone();
     }
-    let mut parts = split(raised);
+    let mut parts = split(Cow::Borrowed(raised));
     let (Some(part), true) = (parts.pop(), parts.is_empty()) else {
         return raised.clone();
     };
@@ -424,13 +430,13 @@ mod tests {
             0,
             vec![record(Some("h"), 0.8, 60), record(Some("h"), 0.7, 40)],
         );
-        let parts = split(&one);
+        let parts = split(Cow::Borrowed(&one));
         assert_eq!(parts.len(), 1);
         assert_eq!(parts[0].id, one.id);
         assert_eq!(parts[0].entity.as_deref(), Some("h"));
 
         let mixed = raised(0, vec![record(Some("h"), 0.8, 60), record(None, 0.7, 40)]);
-        let parts = split(&mixed);
+        let parts = split(Cow::Borrowed(&mixed));
         assert_eq!(parts.len(), 1);
         assert_eq!(
             parts[0].entity, None,
@@ -445,7 +451,7 @@ mod tests {
                 record(Some("b"), 0.7, 40),
             ],
         );
-        let parts = split(&two);
+        let parts = split(Cow::Borrowed(&two));
         let shape: Vec<_> = parts
             .iter()
             .map(|p| (p.entity.clone().unwrap(), p.records.len(), p.max_severity))
@@ -460,12 +466,13 @@ mod tests {
             renotify_after: Some(Duration::from_secs(600)),
             ..IncidentPolicy::default()
         };
-        let mut open = opened(split(&raised(0, vec![record(Some("h"), 0.55, 50)])).remove(0));
+        let mut open =
+            opened(split(Cow::Owned(raised(0, vec![record(Some("h"), 0.55, 50)]))).remove(0));
         let update = |at, sev| {
-            split(&raised(
+            split(Cow::Owned(raised(
                 at,
                 vec![record(Some("h"), 0.5 + f64::from(sev) / 1000.0, sev)],
-            ))
+            )))
             .remove(0)
         };
         // (time, severity) of each update, the event it owes, and why.

@@ -9,6 +9,8 @@
 //! ([`super::incidents::raise`]), `AlertStore::modify`, `resolve_quiet` and `insert_keyed`,
 //! and `StreamStore::commit_locked`.
 
+use std::borrow::Cow;
+
 use chrono::{DateTime, Utc};
 
 use super::StoreError;
@@ -105,5 +107,5 @@ pub(super) fn insert_alert(
 ) -> Result<Raised, StoreError> {
     // Each part is checked as its row is made (`IncidentRow::of`), so a part that cannot be
     // stored fails the transaction before it commits.
-    super::incidents::raise(tx, super::incidents::split(alert), sinks)
+    super::incidents::raise(tx, super::incidents::split(Cow::Borrowed(alert)), sinks)
 }

@@ -88,7 +88,7 @@ fn a_schema_from_before_keys_migrates_in_place_and_keeps_keys_with_alerts() {
     let sinks = ["siem".to_owned()];
     store
         .insert_keyed(NewAlert {
-            alert: &first,
+            alert: std::borrow::Cow::Borrowed(&first),
             sinks: &sinks,
             key: Some(&kept),
         })
@@ -101,7 +101,7 @@ fn a_schema_from_before_keys_migrates_in_place_and_keeps_keys_with_alerts() {
     let second = alert(now);
     assert!(matches!(
         store.insert_keyed(NewAlert {
-            alert: &second,
+            alert: std::borrow::Cow::Borrowed(&second),
             sinks: &sinks,
             key: Some(&kept),
         }),
