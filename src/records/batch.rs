@@ -85,6 +85,12 @@ impl PartialEq for TextColumn {
 }
 
 impl TextColumn {
+    /// Room for `records` more values (their positions; the text grows as it comes).
+    pub fn reserve(&mut self, records: usize) {
+        self.ends.reserve(records);
+        self.present.reserve(records);
+    }
+
     pub fn push(&mut self, value: Option<&str>) {
         match value {
             Some(v) => {
@@ -194,6 +200,13 @@ impl EchoFields {
                 (self.names.len() - 1) as u32
             }
         }
+    }
+
+    /// Room for `records` more records of one field each (their positions; the text grows as it
+    /// comes).
+    pub fn reserve(&mut self, records: usize) {
+        self.entries.reserve(records);
+        self.record_ends.reserve(records);
     }
 
     /// Adds a field to the record being built (closed by [`EchoFields::end_record`]); a value

@@ -266,6 +266,15 @@ impl BatchBuilder {
         }
     }
 
+    /// Room for `records` more records of one value per feature, time and echoed field (a
+    /// reader that knows how many are coming: the columns then grow once, not by doubling).
+    pub fn reserve(&mut self, records: usize) {
+        self.data.reserve(records * self.features.len());
+        self.parsed.reserve(records);
+        self.timestamps.reserve(records);
+        self.echo.reserve(records);
+    }
+
     /// Roles of CSV columns, in header order.
     pub fn header_roles(&mut self, names: &[String]) -> Vec<Role> {
         names.iter().map(|n| self.role(n)).collect()

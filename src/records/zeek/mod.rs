@@ -492,6 +492,7 @@ pub fn read_windows(
     }
     names.extend(WINDOW_FEATURES.map(String::from));
     let roles = b.header_roles(&names);
+    b.reserve(records.len());
     // Records come sorted by window start: each start is written once.
     let mut start: Option<(DateTime<Utc>, String)> = None;
     for r in records {
