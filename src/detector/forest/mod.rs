@@ -33,6 +33,8 @@ mod narrow;
 mod narrow_avx;
 mod pointer;
 mod rank;
+#[cfg(target_arch = "x86_64")]
+mod rank_avx2;
 #[cfg(all(target_arch = "x86_64", netsentinel_avx512))]
 mod rank_avx512;
 mod score;
@@ -120,7 +122,7 @@ pub struct IsolationForest {
     max_samples: usize,
     trees: Vec<Tree>,
     fast: Vec<FastTree>,
-    /// Built only where the CPU can use it (AVX-512BW) and the forest fits it.
+    /// Built only where the CPU can use it (AVX-512BW or AVX2) and the forest fits it.
     rank: Option<RankForest>,
     /// Every tree's nodes laid out for [`attribution`](Self::attribution), trees one after
     /// another, with what each leaf adds to the attribution worked out once (see
@@ -154,11 +156,7 @@ impl IsolationForest {
             .iter()
             .map(|t| FastTree::build(t, n_features))
             .collect();
-        let rank = if NarrowPath::detect() == NarrowPath::Avx512 {
-            RankForest::build(&fast, n_features)
-        } else {
-            None
-        };
+        let rank = RankForest::build(&fast, n_features, NarrowPath::detect());
         let explain = ExplainLayout::build(&trees, n_features);
         IsolationForest {
             n_features,
