@@ -1,9 +1,10 @@
-//! The AVX2 rank kernel: records ranked with 4-wide compares, then walked 8 to a register, several registers at a time, down each tree.
+//! The AVX2 rank kernel: records ranked with 4-wide compares, then walked 8 to a register, a whole block level by level, down each tree.
 //!
 //! AVX2 has no 16-bit variable permute, so keys and node words are 32-bit: a register holds 8
 //! records, and the 8-entry `vpermd` holds a level of up to 8 nodes. A record's heap position `u`
 //! indexes the node tables directly (the permute reads its low 3 bits); levels of 16 and 32 nodes
-//! are two and four permutes blended on bits 3 and 4 of `u`, wider levels are gathered. Each
+//! are two and four permutes blended on bits 3 and 4 of `u`, wider levels and the leaf values are
+//! read with scalar loads (cheaper than AVX2's gathers on the Zen 3 this was measured on). Each
 //! node word carries the split feature bit-reversed in its top bits, so the record's key on that
 //! feature is a tree of `vblendvps` reading one feature bit as the sign, shifting left by one
 //! between levels.
@@ -14,14 +15,12 @@
 
 use std::arch::x86_64::*;
 
-use super::IsolationForest;
 use super::rank::{CutIndex, HeapTree, RANK_MAX_FEATURES, RankForest};
 use super::score::BLOCK_ROWS;
+use super::{COMPLETE_SLOTS, IsolationForest};
 
 /// Records in a register: one 32-bit key per record.
 const LANES: usize = 8;
-/// Registers of records walked down a tree together (a divisor of `BLOCK_ROWS / LANES`).
-const GROUPS: usize = 4;
 
 impl CutIndex {
     /// Number of cuts below `x` (0 for NaN), as `cuts.partition_point(|&c| c < x)`.
@@ -73,7 +72,7 @@ impl RankForest {
     /// trees in forest order (the same sum, bit for bit, as the other layouts).
     ///
     /// # Safety
-    /// The CPU must have AVX2. `groups` is a multiple of [`GROUPS`], at most `BLOCK_ROWS / LANES`.
+    /// The CPU must have AVX2. `groups` is at most `BLOCK_ROWS / LANES`.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn accumulate_avx2<const NF: usize>(
         &self,
@@ -81,7 +80,7 @@ impl RankForest {
         groups: usize,
         acc: &mut [f64; BLOCK_ROWS],
     ) {
-        assert!(groups * LANES <= BLOCK_ROWS && groups % GROUPS == 0);
+        assert!(groups * LANES <= BLOCK_ROWS);
         for tree in &self.heap {
             // SAFETY: AVX2 is enabled on this function; groups checked above.
             unsafe { tree_avx2::<NF>(tree, keys, groups, acc) };
@@ -92,7 +91,7 @@ impl RankForest {
 /// One tree of [`RankForest::accumulate_avx2`].
 ///
 /// # Safety
-/// The CPU must have AVX2; `groups * LANES <= BLOCK_ROWS`, `groups` a multiple of [`GROUPS`].
+/// The CPU must have AVX2; `groups * LANES <= BLOCK_ROWS`.
 #[target_feature(enable = "avx2")]
 #[inline]
 unsafe fn tree_avx2<const NF: usize>(
@@ -159,67 +158,72 @@ unsafe fn tree_avx2<const NF: usize>(
             m,
         ))
     };
-    for g0 in (0..groups).step_by(GROUPS) {
-        // SAFETY: 8 u32 of a [u32; 512] row at (g0 + gi) * 8 <= 504 (groups * 8 <= 512).
-        let load = |f: usize, gi: usize| unsafe {
-            _mm256_loadu_si256(keys[f][(g0 + gi) * LANES..].as_ptr().cast())
-        };
-        let x: [[__m256i; NF]; GROUPS] =
-            std::array::from_fn(|gi| std::array::from_fn(|f| load(f, gi)));
-        // Heap positions: the root is 1, node u's children 2u and 2u + 1.
-        let mut us = [unsafe { _mm256_set1_epi32(1) }; GROUPS];
-        // The GROUPS registers are independent chains, interleaved so that the CPU always has
-        // work while one waits on its permute and compare latencies.
-        if h > 0 {
-            // The root splits on one feature: one compare.
-            for (gi, u) in us.iter_mut().enumerate() {
-                let right = unsafe { _mm256_cmpgt_epi32(load(root_feature, gi), root_key) };
-                *u = unsafe { _mm256_sub_epi32(_mm256_add_epi32(*u, *u), right) };
-            }
+    // SAFETY: 8 u32 of a [u32; 512] row at 8 g <= 504 (g < groups <= 64).
+    let load =
+        |f: usize, g: usize| unsafe { _mm256_loadu_si256(keys[f][g * LANES..].as_ptr().cast()) };
+    let x = |g: usize| -> [__m256i; NF] { std::array::from_fn(|f| load(f, g)) };
+    // Heap positions: the root is 1, node u's children 2u and 2u + 1. Level by level over all
+    // the block's registers: each is an independent chain, so the CPU always has work while
+    // one waits on its permute, load and compare latencies.
+    let mut us = [unsafe { _mm256_set1_epi32(1) }; BLOCK_ROWS / LANES];
+    let us = &mut us[..groups];
+    if h > 0 {
+        // The root splits on one feature: one compare.
+        for (g, u) in us.iter_mut().enumerate() {
+            let right = unsafe { _mm256_cmpgt_epi32(load(root_feature, g), root_key) };
+            *u = unsafe { _mm256_sub_epi32(_mm256_add_epi32(*u, *u), right) };
         }
-        for level in 1..h.min(4) {
-            let t = if level < 3 { t12 } else { t3 };
-            for gi in 0..GROUPS {
-                us[gi] = step(us[gi], permute(t, us[gi]), &x[gi]);
-            }
+    }
+    for level in 1..h.min(4) {
+        let t = if level < 3 { t12 } else { t3 };
+        for (g, u) in us.iter_mut().enumerate() {
+            *u = step(*u, permute(t, *u), &x(g));
         }
-        if h > 4 {
-            for gi in 0..GROUPS {
-                let u = us[gi];
-                let e = blend(permute(t4[0], u), permute(t4[1], u), bit3(u));
-                us[gi] = step(u, e, &x[gi]);
-            }
+    }
+    if h > 4 {
+        for (g, u) in us.iter_mut().enumerate() {
+            let e = blend(permute(t4[0], *u), permute(t4[1], *u), bit3(*u));
+            *u = step(*u, e, &x(g));
         }
-        if h > 5 {
-            for gi in 0..GROUPS {
-                let u = us[gi];
-                let (odd, pair) = (bit3(u), bit4(u));
-                let lo = blend(permute(t5[0], u), permute(t5[1], u), odd);
-                let hi = blend(permute(t5[2], u), permute(t5[3], u), odd);
-                us[gi] = step(u, blend(lo, hi, pair), &x[gi]);
-            }
+    }
+    if h > 5 {
+        for (g, u) in us.iter_mut().enumerate() {
+            let (odd, pair) = (bit3(*u), bit4(*u));
+            let lo = blend(permute(t5[0], *u), permute(t5[1], *u), odd);
+            let hi = blend(permute(t5[2], *u), permute(t5[3], *u), odd);
+            *u = step(*u, blend(lo, hi, pair), &x(g));
         }
-        for _ in 6..h {
-            for gi in 0..GROUPS {
-                // SAFETY: positions are below 2^8 = 256, the length of `node`.
-                let e = unsafe { _mm256_i32gather_epi32::<4>(node.as_ptr().cast(), us[gi]) };
-                us[gi] = step(us[gi], e, &x[gi]);
-            }
+    }
+    // The lanes of a register of positions, to index tables with scalar loads: on this Zen 3
+    // (EPYC, AVX2 only) 8 loads and inserts cost less than a `vpgatherdd` or two `vgatherdpd`,
+    // and than the 8 permutes and 7 blends of a 64-node level (measured, CPU time per pass).
+    let lanes = |u: __m256i| {
+        let mut i = [0u32; LANES];
+        // SAFETY: 32 bytes into an array of 8 u32.
+        unsafe { _mm256_storeu_si256(i.as_mut_ptr().cast(), u) };
+        // Positions and slots are below 2^8 = 256, the length of `node` and `leaf`: the mask
+        // only tells the compiler so.
+        i.map(|i| i as usize & (COMPLETE_SLOTS - 1))
+    };
+    for _ in 6..h {
+        for (g, u) in us.iter_mut().enumerate() {
+            let i = lanes(*u);
+            let n = |k: usize| node[i[k]] as i32;
+            let e = unsafe { _mm256_setr_epi32(n(0), n(1), n(2), n(3), n(4), n(5), n(6), n(7)) };
+            *u = step(*u, e, &x(g));
         }
-        for (gi, &u) in us.iter().enumerate() {
-            // u is 2^h + the leaf slot.
-            let slot = unsafe { _mm256_sub_epi32(u, first_leaf) };
-            let r0 = (g0 + gi) * LANES;
-            let a = &mut acc[r0..r0 + LANES];
-            // SAFETY: every slot is below 2^h <= 256, the length of `leaf`; `a` is 8 f64s.
-            unsafe {
-                let leaf = tree.leaf.as_ptr();
-                let lo = _mm256_i32gather_pd::<8>(leaf, _mm256_castsi256_si128(slot));
-                let hi = _mm256_i32gather_pd::<8>(leaf, _mm256_extracti128_si256::<1>(slot));
-                let p = a.as_mut_ptr();
-                _mm256_storeu_pd(p, _mm256_add_pd(_mm256_loadu_pd(p), lo));
-                _mm256_storeu_pd(p.add(4), _mm256_add_pd(_mm256_loadu_pd(p.add(4)), hi));
-            }
+    }
+    for (u, a) in us.iter().zip(acc.chunks_exact_mut(LANES)) {
+        // u is 2^h + the leaf slot.
+        let i = lanes(unsafe { _mm256_sub_epi32(*u, first_leaf) });
+        let l = |k: usize| tree.leaf[i[k]];
+        // SAFETY: `a` is 8 f64s; the rest works on registers.
+        unsafe {
+            let lo = _mm256_setr_pd(l(0), l(1), l(2), l(3));
+            let hi = _mm256_setr_pd(l(4), l(5), l(6), l(7));
+            let p = a.as_mut_ptr();
+            _mm256_storeu_pd(p, _mm256_add_pd(_mm256_loadu_pd(p), lo));
+            _mm256_storeu_pd(p.add(4), _mm256_add_pd(_mm256_loadu_pd(p.add(4)), hi));
         }
     }
 }
@@ -234,10 +238,10 @@ impl IsolationForest {
     pub(super) unsafe fn rank2_block(&self, rank: &RankForest, block: &[f64], out: &mut [f64]) {
         let mut keys = [[0u32; BLOCK_ROWS]; RANK_MAX_FEATURES];
         let mut acc = [0.0f64; BLOCK_ROWS];
-        let groups = out.len().div_ceil(LANES * GROUPS) * GROUPS;
-        // SAFETY: the caller guarantees AVX2 and POPCNT; groups is a multiple of GROUPS and
-        // covers at most BLOCK_ROWS records, since out.len() <= BLOCK_ROWS, a multiple of
-        // LANES * GROUPS.
+        // Registers of 8 records; past out.len(), keys are 0 and the sums are dropped.
+        let groups = out.len().div_ceil(LANES);
+        // SAFETY: the caller guarantees AVX2 and POPCNT; groups covers at most BLOCK_ROWS
+        // records, since out.len() <= BLOCK_ROWS, a multiple of LANES.
         unsafe {
             rank.keys_avx2(block, &mut keys);
             match self.n_features {
