@@ -9,16 +9,17 @@
 //! at a time so that the tree stays in L1 and several records are in flight at once. Forests of
 //! at most 4 features (the service's default) use [`NarrowTree`](narrow::NarrowTree)s, where a step is one 4-wide
 //! compare of the whole record against the node (AVX when the CPU has it, checked at run time).
-//! On CPUs with AVX-512BW, forests of at most 8 features and complete trees are scored by a
-//! [`RankForest`] instead: values become 16-bit ranks among the forest's thresholds (the same
-//! decisions, exactly), and 32 records walk a tree per register. Every layout and kernel adds the
-//! trees in the same order, so scores are bit-identical whichever runs.
+//! On CPUs with AVX-512BW or AVX2, forests of at most 8 features and complete trees are scored by
+//! a [`RankForest`] instead: values become 16-bit ranks among the forest's thresholds (the same
+//! decisions, exactly), and 32 records (AVX-512BW) or 8 (AVX2, 32-bit lanes) walk a tree per
+//! register. Every layout and kernel adds the trees in the same order, so scores are
+//! bit-identical whichever runs.
 //!
 //! By job: `grow.rs` fits the trees, `stored.rs` is the serialised form, `score.rs` picks the
 //! kernel for a block of records; the f64 layouts are in `complete.rs`, `pointer.rs` and
 //! `narrow.rs` (their walk is written once in `layout.rs`), the AVX/AVX2 kernel of the narrow one
-//! in `narrow_avx.rs`; the AVX-512BW layout is built in `rank.rs` and walked in `rank_avx512.rs`;
-//! `attribution.rs` explains records.
+//! in `narrow_avx.rs`; the rank layouts are built in `rank.rs` and walked in `rank_avx512.rs`
+//! (AVX-512BW) and `rank_avx2.rs` (AVX2); `attribution.rs` explains records.
 
 use std::fmt;
 

@@ -89,7 +89,7 @@ pub(super) struct RankTree {
     pub(super) height: usize,
 }
 
-/// One complete tree of a [`RankForest`] for the AVX2 kernel, whose permutes and gathers have
+/// One complete tree of a [`RankForest`] for the AVX2 kernel, whose permutes and loads have
 /// 32-bit lanes: node `u` in heap order (root 1, children `2u` and `2u + 1`; entry 0 unused) is
 /// one word, its split key in the low 16 bits ([`NEVER_RIGHT`] for padding) and its split feature
 /// in the top three, bit-reversed (bit 31 is the feature's bit 0, bit 30 its bit 1, bit 29 its bit

@@ -158,9 +158,10 @@ impl IsolationForest {
         self.score_narrow_with(rows, out, NarrowPath::detect());
     }
 
-    /// At most [`NARROW`] features: with AVX-512 and a [`RankForest`](super::rank::RankForest), 16-bit keys 32 records
-    /// at a time; otherwise rows zero-padded to [`NARROW`] values, trees narrow or pointer.
-    /// `path` is capped at what the CPU has, so tests can ask for any path safely.
+    /// At most [`NARROW`] features: with a [`RankForest`](super::rank::RankForest) laid out for a
+    /// rank kernel up to `path`, that kernel (AVX-512BW or AVX2); otherwise rows zero-padded to
+    /// [`NARROW`] values, trees narrow or pointer. `path` is capped at what the CPU has, so tests
+    /// can ask for any path safely.
     pub(super) fn score_narrow_with(&self, rows: &[f64], out: &mut [f64], path: NarrowPath) {
         let path = path.min(NarrowPath::detect());
         let nf = self.n_features;
