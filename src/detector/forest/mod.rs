@@ -9,16 +9,17 @@
 //! at a time so that the tree stays in L1 and several records are in flight at once. Forests of
 //! at most 4 features (the service's default) use [`NarrowTree`](narrow::NarrowTree)s, where a step is one 4-wide
 //! compare of the whole record against the node (AVX when the CPU has it, checked at run time).
-//! On CPUs with AVX-512BW, forests of at most 8 features and complete trees are scored by a
-//! [`RankForest`] instead: values become 16-bit ranks among the forest's thresholds (the same
-//! decisions, exactly), and 32 records walk a tree per register. Every layout and kernel adds the
-//! trees in the same order, so scores are bit-identical whichever runs.
+//! On CPUs with AVX-512BW or AVX2, forests of at most 8 features and complete trees are scored by
+//! a [`RankForest`] instead: values become 16-bit ranks among the forest's thresholds (the same
+//! decisions, exactly), and 32 records (AVX-512BW) or 8 (AVX2, 32-bit lanes) walk a tree per
+//! register. Every layout and kernel adds the trees in the same order, so scores are
+//! bit-identical whichever runs.
 //!
 //! By job: `grow.rs` fits the trees, `stored.rs` is the serialised form, `score.rs` picks the
 //! kernel for a block of records; the f64 layouts are in `complete.rs`, `pointer.rs` and
 //! `narrow.rs` (their walk is written once in `layout.rs`), the AVX/AVX2 kernel of the narrow one
-//! in `narrow_avx.rs`; the AVX-512BW layout is built in `rank.rs` and walked in `rank_avx512.rs`;
-//! `attribution.rs` explains records.
+//! in `narrow_avx.rs`; the rank layouts are built in `rank.rs` and walked in `rank_avx512.rs`
+//! (AVX-512BW) and `rank_avx2.rs` (AVX2); `attribution.rs` explains records.
 
 use std::fmt;
 
@@ -33,6 +34,8 @@ mod narrow;
 mod narrow_avx;
 mod pointer;
 mod rank;
+#[cfg(target_arch = "x86_64")]
+mod rank_avx2;
 #[cfg(all(target_arch = "x86_64", netsentinel_avx512))]
 mod rank_avx512;
 mod score;
@@ -120,7 +123,7 @@ pub struct IsolationForest {
     max_samples: usize,
     trees: Vec<Tree>,
     fast: Vec<FastTree>,
-    /// Built only where the CPU can use it (AVX-512BW) and the forest fits it.
+    /// Built only where the CPU can use it (AVX-512BW or AVX2) and the forest fits it.
     rank: Option<RankForest>,
     /// Every tree's nodes laid out for [`attribution`](Self::attribution), trees one after
     /// another, with what each leaf adds to the attribution worked out once (see
@@ -154,11 +157,7 @@ impl IsolationForest {
             .iter()
             .map(|t| FastTree::build(t, n_features))
             .collect();
-        let rank = if NarrowPath::detect() == NarrowPath::Avx512 {
-            RankForest::build(&fast, n_features)
-        } else {
-            None
-        };
+        let rank = RankForest::build(&fast, n_features, NarrowPath::detect());
         let explain = ExplainLayout::build(&trees, n_features);
         IsolationForest {
             n_features,

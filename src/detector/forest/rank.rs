@@ -1,10 +1,11 @@
-//! The AVX-512BW layout: the forest's thresholds as 16-bit ranks, built from its complete trees.
+//! The rank layouts (AVX-512BW and AVX2): the forest's thresholds as 16-bit ranks, built from its complete trees.
 
 use rayon::prelude::*;
 
 use super::complete::CompleteTree;
 use super::layout::FastTree;
 use super::narrow::{NARROW, NarrowTree};
+use super::score::NarrowPath;
 use super::{COMPLETE_MAX_HEIGHT, COMPLETE_SLOTS};
 
 /// Key of a node that sends no record right: a padding node, or a feature it does not split on.
@@ -16,7 +17,7 @@ pub(super) const RANK_LEVEL_SLOTS: usize = COMPLETE_SLOTS / 2;
 pub(super) const RANK_MAX_FEATURES: usize = 8;
 
 /// The layout of forests of at most [`RANK_MAX_FEATURES`] features and complete trees on CPUs
-/// with AVX-512BW.
+/// with AVX-512BW ([`RankTree`]s) or AVX2 ([`HeapTree`]s).
 ///
 /// Each feature's split thresholds over the whole forest are sorted into `cuts`. A record is
 /// turned once into one 16-bit key per feature, its rank `r(x)` = the number of cuts `< x`; a
@@ -33,7 +34,12 @@ pub(super) struct RankForest {
     pub(super) cuts: Vec<Vec<f64>>,
     /// Per feature: [`CutIndex`] of `cuts`, to rank a value with a few 16-wide compares.
     pub(super) index: Vec<CutIndex>,
+    /// The kernel the trees are laid out for: [`NarrowPath::Avx512`] or [`NarrowPath::Avx2Rank`].
+    pub(super) kernel: NarrowPath,
+    /// The trees for the AVX-512BW kernel (empty for the AVX2 one).
     pub(super) trees: Vec<RankTree>,
+    /// The trees for the AVX2 kernel (empty for the AVX-512BW one).
+    pub(super) heap: Vec<HeapTree>,
 }
 
 /// A static 16-ary search tree over sorted cuts (after the S+ trees of Algorithmica's
@@ -81,6 +87,43 @@ pub(super) struct RankTree {
     /// one per feature.
     pub(super) root: (usize, u16),
     pub(super) height: usize,
+}
+
+/// One complete tree of a [`RankForest`] for the AVX2 kernel, whose permutes and loads have
+/// 32-bit lanes: node `u` in heap order (root 1, children `2u` and `2u + 1`; entry 0 unused) is
+/// one word, its split key in the low 16 bits ([`NEVER_RIGHT`] for padding) and its split feature
+/// in the top three, bit-reversed (bit 31 is the feature's bit 0, bit 30 its bit 1, bit 29 its bit
+/// 2), so that each level of the blend tree picking a record's key reads its bit as the sign.
+/// After `height` steps a record is at `2^height + slot`; `leaf` as in [`CompleteTree`].
+#[derive(Clone)]
+pub(super) struct HeapTree {
+    pub(super) node: Box<[u32; COMPLETE_SLOTS]>,
+    pub(super) leaf: Box<[f64; COMPLETE_SLOTS]>,
+    pub(super) height: usize,
+}
+
+impl HeapTree {
+    /// From the per-level keys and features of a [`RankTree`].
+    fn new(
+        keys: &[[u16; RANK_LEVEL_SLOTS]; COMPLETE_MAX_HEIGHT],
+        feats: &[[u16; RANK_LEVEL_SLOTS]; COMPLETE_MAX_HEIGHT],
+        leaf: &[f64; COMPLETE_SLOTS],
+        height: usize,
+    ) -> HeapTree {
+        let mut node = Box::new([u32::from(NEVER_RIGHT); COMPLETE_SLOTS]);
+        for level in 0..height {
+            for j in 0..1usize << level {
+                let f = u32::from(feats[level][j]);
+                let reversed = ((f & 1) << 31) | ((f & 2) << 29) | ((f & 4) << 27);
+                node[(1 << level) + j] = u32::from(keys[level][j]) | reversed;
+            }
+        }
+        HeapTree {
+            node,
+            leaf: Box::new(*leaf),
+            height,
+        }
+    }
 }
 
 /// Most distinct leaf values looked up by permutes (four two-register `vpermt2pd`s).
@@ -148,10 +191,20 @@ impl CompleteView<'_> {
 }
 
 impl RankForest {
-    /// `None` unless every tree is complete (narrow or not) and each feature has fewer cuts than
-    /// 16-bit keys allow.
-    pub(super) fn build(fast: &[FastTree], n_features: usize) -> Option<RankForest> {
-        if n_features > RANK_MAX_FEATURES {
+    /// The layout for `kernel` ([`NarrowPath::Avx512`] or [`NarrowPath::Avx2Rank`]); `None` unless
+    /// this CPU runs that kernel, every tree is complete (narrow or not) and each feature has
+    /// fewer cuts than 16-bit keys allow.
+    pub(super) fn build(
+        fast: &[FastTree],
+        n_features: usize,
+        kernel: NarrowPath,
+    ) -> Option<RankForest> {
+        let runs = match kernel {
+            NarrowPath::Avx512 => NarrowPath::detect() == NarrowPath::Avx512,
+            NarrowPath::Avx2Rank => NarrowPath::detect() >= NarrowPath::Avx2Rank,
+            _ => false,
+        };
+        if !runs || n_features > RANK_MAX_FEATURES {
             return None;
         }
         let narrow: Vec<CompleteView> = fast
@@ -178,33 +231,49 @@ impl RankForest {
                 return None;
             }
         }
-        let trees = narrow
-            .par_iter()
-            .map(|t| {
-                let mut keys = Box::new([[NEVER_RIGHT; RANK_LEVEL_SLOTS]; COMPLETE_MAX_HEIGHT]);
-                let mut feats = Box::new([[0u16; RANK_LEVEL_SLOTS]; COMPLETE_MAX_HEIGHT]);
-                for level in 0..t.height() {
-                    let first = (1usize << level) - 1;
-                    for j in 0..1usize << level {
-                        if let Some((f, v)) = t.split(first + j) {
-                            // v is one of feature f's cuts (or equal to one): its index.
-                            keys[level][j] = cuts[f].partition_point(|&x| x < v) as u16;
-                            feats[level][j] = f as u16;
-                        }
+        let levels = narrow.par_iter().map(|t| {
+            let mut keys = Box::new([[NEVER_RIGHT; RANK_LEVEL_SLOTS]; COMPLETE_MAX_HEIGHT]);
+            let mut feats = Box::new([[0u16; RANK_LEVEL_SLOTS]; COMPLETE_MAX_HEIGHT]);
+            for level in 0..t.height() {
+                let first = (1usize << level) - 1;
+                for j in 0..1usize << level {
+                    if let Some((f, v)) = t.split(first + j) {
+                        // v is one of feature f's cuts (or equal to one): its index.
+                        keys[level][j] = cuts[f].partition_point(|&x| x < v) as u16;
+                        feats[level][j] = f as u16;
                     }
                 }
-                let root = (usize::from(feats[0][0]), keys[0][0]);
-                RankTree {
-                    keys,
-                    feats,
-                    leaf: Box::new(*t.leaf()),
-                    leaf_codes: leaf_codes(t.leaf()),
-                    root,
-                    height: t.height(),
-                }
-            })
-            .collect();
+            }
+            (keys, feats, t)
+        });
+        let (trees, heap) = if kernel == NarrowPath::Avx512 {
+            let trees = levels
+                .map(|(keys, feats, t)| {
+                    let root = (usize::from(feats[0][0]), keys[0][0]);
+                    RankTree {
+                        keys,
+                        feats,
+                        leaf: Box::new(*t.leaf()),
+                        leaf_codes: leaf_codes(t.leaf()),
+                        root,
+                        height: t.height(),
+                    }
+                })
+                .collect();
+            (trees, Vec::new())
+        } else {
+            let heap = levels
+                .map(|(keys, feats, t)| HeapTree::new(&keys, &feats, t.leaf(), t.height()))
+                .collect();
+            (Vec::new(), heap)
+        };
         let index = cuts.iter().map(|c| CutIndex::new(c)).collect();
-        Some(RankForest { cuts, index, trees })
+        Some(RankForest {
+            cuts,
+            index,
+            kernel,
+            trees,
+            heap,
+        })
     }
 }

@@ -5,7 +5,7 @@
 
 use super::IsolationForest;
 use super::rank::{CutIndex, RANK_LEVEL_SLOTS, RANK_MAX_FEATURES, RankForest};
-use super::score::{BLOCK_ROWS, for_blocks};
+use super::score::BLOCK_ROWS;
 
 /// Records scored side by side by [`RankForest::accumulate_avx512`]: one 16-bit key per record
 /// in each of a 512-bit register's 32 lanes.
@@ -312,14 +312,5 @@ impl IsolationForest {
         }
         out.copy_from_slice(&acc[..out.len()]);
         self.scores_from_sums(out);
-    }
-
-    /// Forests of [`NARROW`] + 1 to [`RANK_MAX_FEATURES`] features on CPUs with AVX-512BW.
-    pub(super) fn score_rank(&self, rank: &RankForest, rows: &[f64], out: &mut [f64]) {
-        let nf = self.n_features;
-        // SAFETY: a RankForest is built only where detect() found AVX-512F and AVX-512BW.
-        for_blocks(rows, nf, out, |block, out| unsafe {
-            self.rank_block(rank, block, out)
-        });
     }
 }

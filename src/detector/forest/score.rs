@@ -5,6 +5,7 @@ use rayon::prelude::*;
 use super::super::Matrix;
 use super::layout::{FastTree, FeatureStep};
 use super::narrow::{NARROW, NarrowTree};
+use super::rank::RankForest;
 use super::{IsolationForest, average_path_length};
 
 /// Records pushed through each tree before moving on to the next tree.
@@ -37,6 +38,9 @@ pub(super) enum NarrowPath {
     Avx,
     /// The same compiled with AVX2 (the other trees' index arithmetic is cheaper with it).
     Avx2,
+    /// The ranks of [`RankForest`](super::rank::RankForest) in 32-bit lanes, 8 records per
+    /// register, node tables in registers ([`RankForest::accumulate_avx2`](super::rank::RankForest::accumulate_avx2)), for CPUs with AVX2 but not AVX-512BW.
+    Avx2Rank,
     /// 16-bit keys, 32 records per register ([`RankForest::accumulate_avx512`](super::rank::RankForest::accumulate_avx512)).
     Avx512,
 }
@@ -50,10 +54,14 @@ impl NarrowPath {
         {
             return NarrowPath::Avx512;
         }
-        NarrowPath::detect_f64()
+        match NarrowPath::detect_f64() {
+            // The AVX2 rank kernel needs what the f64 AVX2 one does: AVX2 and POPCNT.
+            NarrowPath::Avx2 => NarrowPath::Avx2Rank,
+            path => path,
+        }
     }
 
-    /// The best of the f64 kernels (all but [`NarrowPath::Avx512`]) this CPU can run.
+    /// The best of the f64 kernels (all but the rank kernels) this CPU can run.
     fn detect_f64() -> NarrowPath {
         #[cfg(target_arch = "x86_64")]
         {
@@ -116,7 +124,6 @@ impl IsolationForest {
         out[n..].fill(f64::NAN);
         let rows = &rows[..n * nf];
         let out = &mut out[..n];
-        #[cfg(all(target_arch = "x86_64", netsentinel_avx512))]
         if let (true, Some(rank)) = (nf > NARROW, &self.rank) {
             return self.score_rank(rank, rows, out);
         }
@@ -151,18 +158,17 @@ impl IsolationForest {
         self.score_narrow_with(rows, out, NarrowPath::detect());
     }
 
-    /// At most [`NARROW`] features: with AVX-512 and a [`RankForest`](super::rank::RankForest), 16-bit keys 32 records
-    /// at a time; otherwise rows zero-padded to [`NARROW`] values, trees narrow or pointer.
-    /// `path` is capped at what the CPU has, so tests can ask for any path safely.
+    /// At most [`NARROW`] features: with a [`RankForest`](super::rank::RankForest) laid out for a
+    /// rank kernel up to `path`, that kernel (AVX-512BW or AVX2); otherwise rows zero-padded to
+    /// [`NARROW`] values, trees narrow or pointer. `path` is capped at what the CPU has, so tests
+    /// can ask for any path safely.
     pub(super) fn score_narrow_with(&self, rows: &[f64], out: &mut [f64], path: NarrowPath) {
         let path = path.min(NarrowPath::detect());
         let nf = self.n_features;
         for_blocks(rows, nf, out, |block, out| {
-            #[cfg(all(target_arch = "x86_64", netsentinel_avx512))]
-            if let (NarrowPath::Avx512, Some(rank)) = (path, &self.rank) {
-                // SAFETY: path is Avx512 only where the CPU has AVX-512F and AVX-512BW
-                // (capped by detect above).
-                unsafe { self.rank_block(rank, block, out) };
+            // The rank layout is built for one kernel: the one detect() picked, or one below it.
+            if let Some(rank) = self.rank.as_ref().filter(|r| r.kernel <= path) {
+                self.rank_any_block(rank, block, out);
                 return;
             }
             let padded = padded::<NARROW>(block, nf, out.len());
@@ -170,7 +176,7 @@ impl IsolationForest {
             match path.min(NarrowPath::detect_f64()) {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: detect_f64 says Avx2 only where the CPU has AVX2 and POPCNT.
-                NarrowPath::Avx2 | NarrowPath::Avx512 => unsafe {
+                NarrowPath::Avx2 | NarrowPath::Avx2Rank | NarrowPath::Avx512 => unsafe {
                     self.narrow_block_avx2(&padded, out)
                 },
                 #[cfg(target_arch = "x86_64")]
@@ -180,6 +186,31 @@ impl IsolationForest {
             }
             self.scores_from_sums(out);
         });
+    }
+
+    /// Forests of [`NARROW`] + 1 to [`RANK_MAX_FEATURES`](super::rank::RANK_MAX_FEATURES) features with a
+    /// [`RankForest`](super::rank::RankForest): the rank kernel it was built for.
+    fn score_rank(&self, rank: &RankForest, rows: &[f64], out: &mut [f64]) {
+        for_blocks(rows, self.n_features, out, |block, out| {
+            self.rank_any_block(rank, block, out)
+        });
+    }
+
+    /// Scores one block (at most [`BLOCK_ROWS`] records) with the rank kernel `rank` is laid
+    /// out for.
+    fn rank_any_block(&self, rank: &RankForest, block: &[f64], out: &mut [f64]) {
+        match rank.kernel {
+            #[cfg(all(target_arch = "x86_64", netsentinel_avx512))]
+            // SAFETY: RankForest::build lays out for Avx512 only where detect() found AVX-512F
+            // and AVX-512BW.
+            NarrowPath::Avx512 => unsafe { self.rank_block(rank, block, out) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: RankForest::build lays out for Avx2Rank (the only other kernel) only where
+            // detect() found AVX2 and POPCNT.
+            _ => unsafe { self.rank2_block(rank, block, out) },
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!("rank layouts are built only on x86_64"),
+        }
     }
 
     /// The portable kernel of a narrow forest.

@@ -8,9 +8,9 @@ use super::super::params::{CheckedParams, ForestParams};
 use super::grow::height_limit;
 use super::layout::FastTree;
 use super::narrow::NARROW;
-#[cfg(all(target_arch = "x86_64", netsentinel_avx512))]
+#[cfg(target_arch = "x86_64")]
 use super::rank::CutIndex;
-use super::rank::RANK_MAX_FEATURES;
+use super::rank::{RANK_MAX_FEATURES, RankForest};
 use super::score::NarrowPath;
 use super::stored::StoredForest;
 use super::*;
@@ -255,11 +255,21 @@ fn optimized_scorer_matches_reference_on_thresholds_feature_counts_and_heights()
                 got_one, want,
                 "1 thread, {n_cols} features, max_samples {max_samples}"
             );
-            if NarrowPath::detect() == NarrowPath::Avx512
+            if NarrowPath::detect() >= NarrowPath::Avx2Rank
                 && max_samples <= 256
                 && n_cols <= RANK_MAX_FEATURES
             {
                 assert!(f.rank.is_some(), "complete trees use the rank kernel");
+            }
+            // Each rank kernel this CPU has, not only the one the forest was built for.
+            for (kernel, g) in every_rank_layout(&f) {
+                let got: Vec<u64> = g.score_matrix(&probe).iter().map(|v| v.to_bits()).collect();
+                assert_eq!(got, want, "{kernel:?}, {n_cols} features, ψ {max_samples}");
+                if n_cols <= NARROW {
+                    for (path, got) in every_narrow_path(&g, &probe) {
+                        assert_eq!(got, want, "{kernel:?} layout, {path:?}, ψ {max_samples}");
+                    }
+                }
             }
             if n_cols <= NARROW {
                 // Every narrow kernel this CPU has, not only the one score_matrix picks.
@@ -268,6 +278,9 @@ fn optimized_scorer_matches_reference_on_thresholds_feature_counts_and_heights()
                 }
             }
             let Some(rank) = &f.rank else { continue };
+            if rank.kernel != NarrowPath::Avx512 {
+                continue;
+            }
             assert!(rank.trees.iter().all(|t| t.leaf_codes.is_some()));
             // The gather fallback for trees with many distinct leaf values, and wider
             // value tables than needed (the other lookup branches).
@@ -291,12 +304,27 @@ fn optimized_scorer_matches_reference_on_thresholds_feature_counts_and_heights()
     }
 }
 
+/// The forest with its rank layout rebuilt for each rank kernel this CPU runs (and the forest
+/// fits): on a CPU with AVX-512BW, the AVX2 kernel is tested too.
+fn every_rank_layout(f: &IsolationForest) -> Vec<(NarrowPath, IsolationForest)> {
+    [NarrowPath::Avx2Rank, NarrowPath::Avx512]
+        .into_iter()
+        .filter_map(|kernel| {
+            let rank = RankForest::build(&f.fast, f.n_features, kernel)?;
+            let mut g = f.clone();
+            g.rank = Some(rank);
+            Some((kernel, g))
+        })
+        .collect()
+}
+
 /// The scores' bits from every narrow kernel (each capped at what this CPU has).
 fn every_narrow_path(f: &IsolationForest, probe: &Matrix) -> Vec<(NarrowPath, Vec<u64>)> {
     [
         NarrowPath::Portable,
         NarrowPath::Avx,
         NarrowPath::Avx2,
+        NarrowPath::Avx2Rank,
         NarrowPath::Avx512,
     ]
     .into_iter()
@@ -342,12 +370,65 @@ fn rank_kernel_keeps_decisions_on_non_finite_and_signed_zero_inputs() {
     for (path, got) in every_narrow_path(&f, &probe) {
         assert_eq!(got, want, "{path:?}");
     }
+    for (kernel, g) in every_rank_layout(&f) {
+        for (path, got) in every_narrow_path(&g, &probe) {
+            assert_eq!(got, want, "{kernel:?} layout, {path:?}");
+        }
+    }
 }
 
 #[test]
-#[cfg(all(target_arch = "x86_64", netsentinel_avx512))]
+fn rank_kernels_match_reference_on_1_to_8_features_every_height_and_odd_values() {
+    // ψ 1..256: trees of height 0 to 8, most of them with leaves shallower than the height;
+    // 1..8 features: every blend tree of the AVX2 kernel; NaN, ±inf and ±0.0 mixed into
+    // probes that also sit exactly on, and next to, the forest's thresholds.
+    let odd = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 0.0, -0.0];
+    for n_cols in 1..=RANK_MAX_FEATURES {
+        for max_samples in [1u64, 2, 3, 6, 12, 25, 50, 100, 256] {
+            let n_rows = 600;
+            let mut x = random_matrix(n_rows, n_cols, 40 + n_cols as u64).into_vec();
+            // Exact zeros, so that 0.0 is a threshold too.
+            for v in x.iter_mut().step_by(7) {
+                *v = 0.0;
+            }
+            let x = Matrix::new(n_rows, n_cols, x).unwrap();
+            let p = ForestParams {
+                n_estimators: 20,
+                max_samples: crate::detector::params::MaxSamples::Count(max_samples),
+                seed: max_samples + 100 * n_cols as u64,
+                ..Default::default()
+            }
+            .check(n_rows, n_cols)
+            .unwrap();
+            let f = IsolationForest::fit(&x, &p);
+            let mut probe = probe_with_thresholds(&f, &x, 1001, max_samples).into_vec();
+            let mut rng = StdRng::seed_from_u64(max_samples);
+            for v in probe.iter_mut() {
+                if rng.random_range(0..8u32) == 0 {
+                    *v = odd[rng.random_range(0..odd.len())];
+                }
+            }
+            let probe = Matrix::new(1001, n_cols, probe).unwrap();
+            let want: Vec<u64> = probe
+                .rows()
+                .map(|r| f.score_reference(r).to_bits())
+                .collect();
+            let layouts = every_rank_layout(&f);
+            if NarrowPath::detect() >= NarrowPath::Avx2Rank {
+                assert!(!layouts.is_empty(), "complete trees have a rank layout");
+            }
+            for (kernel, g) in layouts {
+                let got: Vec<u64> = g.score_matrix(&probe).iter().map(|v| v.to_bits()).collect();
+                assert_eq!(got, want, "{kernel:?}, {n_cols} features, ψ {max_samples}");
+            }
+        }
+    }
+}
+
+#[test]
+#[cfg(target_arch = "x86_64")]
 fn cut_index_ranks_like_partition_point() {
-    if NarrowPath::detect() != NarrowPath::Avx512 {
+    if NarrowPath::detect() < NarrowPath::Avx2Rank {
         return;
     }
     let mut rng = StdRng::seed_from_u64(4);
@@ -364,9 +445,16 @@ fn cut_index_ranks_like_partition_point() {
         probes.extend(cuts.iter().flat_map(|&c| [c, c.next_up(), c.next_down()]));
         probes.extend((0..300).map(|_| rng.random::<f64>() * 12.0 - 6.0));
         for x in probes {
-            // SAFETY: AVX-512F checked above.
-            let got = unsafe { index.rank_avx512(x) };
-            assert_eq!(got, cuts.partition_point(|&c| c < x), "{n} cuts, x = {x}");
+            let want = cuts.partition_point(|&c| c < x);
+            // SAFETY: AVX2 and POPCNT checked above (detect).
+            let got = unsafe { index.rank_avx2(x) };
+            assert_eq!(got, want, "AVX2, {n} cuts, x = {x}");
+            #[cfg(netsentinel_avx512)]
+            if NarrowPath::detect() == NarrowPath::Avx512 {
+                // SAFETY: AVX-512F checked by detect.
+                let got = unsafe { index.rank_avx512(x) };
+                assert_eq!(got, want, "AVX-512, {n} cuts, x = {x}");
+            }
         }
     }
 }
