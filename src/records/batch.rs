@@ -254,6 +254,24 @@ impl EchoFields {
         out
     }
 
+    /// Field `name` of record `i` (its last value, as [`fields`](Self::fields) keeps it),
+    /// without building the record's map.
+    pub fn field(&self, i: usize, name: &str) -> Option<&str> {
+        assert!(i < self.len, "record {i} of {}", self.len);
+        if i >= self.record_ends.len() {
+            return None;
+        }
+        let column = self.names.iter().position(|n| n == name)? as u32;
+        let first = if i == 0 { 0 } else { self.record_ends[i - 1] };
+        let entries = &self.entries[first..self.record_ends[i]];
+        let k = entries.iter().rposition(|&(c, _)| c == column)?;
+        let start = match (first + k).checked_sub(1) {
+            Some(prev) => self.entries[prev].1,
+            None => 0,
+        };
+        Some(&self.text[start..entries[k].1])
+    }
+
     /// Record `i`'s fields by name (a later field of the same name wins).
     pub fn get(&self, i: usize) -> BTreeMap<String, String> {
         self.fields(i)
@@ -302,6 +320,23 @@ mod tests {
         assert_eq!(e.len(), 4);
         assert!(e.fields(0).is_empty() && e.fields(1).is_empty() && e.fields(3).is_empty());
         assert_eq!(e.fields(2).get("host"), Some(&"h2"));
+        // One field read alone is what the record's map holds, the last of a repeated name too.
+        let port = e.column("port");
+        e.push(port, "80");
+        e.push(host, "h4");
+        e.push(port, "443");
+        e.end_record();
+        e.end_record();
+        for i in 0..e.len() {
+            for name in ["host", "port", "nope"] {
+                assert_eq!(
+                    e.field(i, name),
+                    e.fields(i).get(name).copied(),
+                    "{i} {name}"
+                );
+            }
+        }
+        assert_eq!(e.field(4, "port"), Some("443"));
     }
 
     #[test]

@@ -122,7 +122,7 @@ fn checked(
     };
     if let Some(field) = entity {
         if let Some(i) =
-            (0..batch.len()).find(|&i| batch.echo.fields(i).get(field).is_none_or(|v| v.is_empty()))
+            (0..batch.len()).find(|&i| batch.echo.field(i, field).is_none_or(str::is_empty))
         {
             return Err(RecordError::record(
                 i,

@@ -98,9 +98,8 @@ pub(super) fn entities_and_times(batch: &Batch, field: &str) -> (Vec<String>, Ve
         .map(|i| {
             batch
                 .echo
-                .fields(i)
-                .get(field)
-                .map_or_else(String::new, |v| (*v).to_owned())
+                .field(i, field)
+                .map_or_else(String::new, str::to_owned)
         })
         .collect();
     let times = batch
@@ -639,13 +638,7 @@ pub fn plan_alert<'r>(
     // entities' incident updates, and each entity keeps its own most anomalous records.
     let entities: Vec<Option<&str>> = candidates
         .iter()
-        .map(|&i| {
-            batch
-                .echo
-                .fields(i)
-                .get(rule.entity_field.as_str())
-                .copied()
-        })
+        .map(|&i| batch.echo.field(i, &rule.entity_field))
         .map(|e| e.filter(|e| !e.is_empty()))
         .collect();
     let per_entity = !candidates.is_empty() && entities.iter().all(Option::is_some);

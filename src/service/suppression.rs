@@ -414,8 +414,9 @@ pub fn mark(rules: &[Matcher], detector: &str, entity_field: &str, batch: &Batch
     let needs_time = rules.iter().any(|r| r.hours.is_some());
     let mut marks = Vec::new();
     for i in 0..batch.len() {
-        let fields = needs_entity.then(|| batch.echo.fields(i));
-        let entity = fields.as_ref().and_then(|f| f.get(entity_field).copied());
+        let entity = needs_entity
+            .then(|| batch.echo.field(i, entity_field))
+            .flatten();
         let time = if needs_time {
             batch
                 .timestamps
