@@ -197,7 +197,7 @@ pub async fn ingest(
         Err(records) => ingest::ingest_records(&state, &det, Some((records, body)), keyed).await,
     };
     Ok(match or_replay(&state, retry, outcome).await? {
-        Ok(o) => whole(answer_of(StatusCode::ACCEPTED)(&o)),
+        Ok(o) => whole(answered(StatusCode::ACCEPTED, o).await?),
         Err(replayed) => replayed,
     })
 }
@@ -232,19 +232,31 @@ pub async fn flush(
     let keyed = key.map(|k| (k, answer_of(StatusCode::OK)));
     let outcome = ingest::flush(&state, &det, keyed).await;
     Ok(match or_replay(&state, retry, outcome).await? {
-        Ok(o) => whole(answer_of(StatusCode::OK)(&o)),
+        Ok(o) => whole(answered(StatusCode::OK, o).await?),
         Err(replayed) => replayed,
     })
 }
 
 /// An ingest or flush answer (kept as sent for its `Idempotency-Key`).
 fn answer_of(status: StatusCode) -> AnswerOf<IngestOutcome> {
-    Box::new(move |o: &IngestOutcome| Answer {
+    Box::new(move |o: &IngestOutcome| answer(status, o.clone()))
+}
+
+/// The answer of a call that ran: the same as [`answer_of`] writes, from the outcome itself (not
+/// a copy) and on a blocking thread: with up to `--max-alert-entities` alerts, each with its
+/// records, its JSON is CPU work the async runtime should not do.
+async fn answered(status: StatusCode, o: IngestOutcome) -> Result<Answer, ApiError> {
+    let answer = crate::work::spawn_blocking(move || answer(status, o)).await;
+    Ok(answer.map_err(crate::service::ServiceError::from)?)
+}
+
+fn answer(status: StatusCode, o: IngestOutcome) -> Answer {
+    Answer {
         status: status.as_u16(),
         content_type: "application/json".to_owned(),
         headers: Vec::new(),
-        body: serde_json::to_vec(&IngestAnswer::from(o.clone())).unwrap_or_default(),
-    })
+        body: serde_json::to_vec(&IngestAnswer::from(o)).unwrap_or_default(),
+    }
 }
 
 /// Which closed windows to list.

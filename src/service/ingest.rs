@@ -48,6 +48,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
+use rayon::prelude::*;
 use serde::Serialize;
 use serde_with::skip_serializing_none;
 
@@ -301,7 +302,7 @@ fn run(
     let (loaded, outcome) = match (committed, done) {
         (Some(c), Some(Ok((loaded, outcome)))) => {
             let outcome = IngestOutcome {
-                alerts: shown(&c.raised),
+                alerts: shown_owned(c.raised),
                 ..outcome
             };
             let version = c.version;
@@ -347,13 +348,82 @@ fn announce(state: &AppState, detector: &str, alerts: &[(Alert, Option<AlertEven
     }
 }
 
+/// A [`WindowResult`] as it serialises, from borrowed parts, with `closed_at` as its JSON
+/// text already (one call closes every window at the same instant: formatted once, not once
+/// per window). The same fields in the same order, so the same bytes.
+#[skip_serializing_none]
+#[derive(Serialize)]
+struct WindowJson<'a> {
+    timestamp: &'a str,
+    entity: Option<&'a str>,
+    score: f64,
+    is_anomaly: bool,
+    severity: u8,
+    explanation: Option<&'a [FeatureContribution]>,
+    bytes_sent: Option<f64>,
+    bytes_received: Option<f64>,
+    connections: Option<f64>,
+    active_sessions: Option<f64>,
+    values: Option<&'a BTreeMap<String, f64>>,
+    fields: Option<&'a BTreeMap<String, String>>,
+    model_version: u64,
+    closed_at: &'a str,
+    suppressed: Option<&'a str>,
+}
+
+impl<'a> WindowJson<'a> {
+    fn of(r: &'a WindowResult, closed_at: &'a ClosedAt) -> Self {
+        debug_assert_eq!(r.closed_at, closed_at.at);
+        Self {
+            timestamp: &r.timestamp,
+            entity: r.entity.as_deref(),
+            score: r.score,
+            is_anomaly: r.is_anomaly,
+            severity: r.severity,
+            explanation: r.explanation.as_deref(),
+            bytes_sent: r.bytes_sent,
+            bytes_received: r.bytes_received,
+            connections: r.connections,
+            active_sessions: r.active_sessions,
+            values: r.values.as_ref(),
+            fields: r.fields.as_ref(),
+            model_version: r.model_version,
+            closed_at: &closed_at.text,
+            suppressed: r.suppressed.as_deref(),
+        }
+    }
+}
+
+/// The instant a call closes its windows, and its text as a [`WindowResult`] serialises it.
+struct ClosedAt {
+    at: DateTime<Utc>,
+    text: String,
+}
+
+impl ClosedAt {
+    fn new(at: DateTime<Utc>) -> Result<Self, ServiceError> {
+        // chrono's own serialisation, read back: the text is what serialising `at` writes.
+        let text = match serde_json::to_value(at) {
+            Ok(serde_json::Value::String(text)) => text,
+            other => {
+                return Err(ServiceError::Records(RecordError::new(
+                    RecordErrorKind::Internal,
+                    format!("a window's closed_at serialised as {other:?}"),
+                )));
+            }
+        };
+        Ok(Self { at, text })
+    }
+}
+
 /// A window result as stored: its JSON and what listings filter on.
 fn stored_window(
     result: &WindowResult,
+    closed_at: &ClosedAt,
     start: i64,
     entity: Option<String>,
 ) -> Result<StoredWindow, ServiceError> {
-    let body = serde_json::to_string(result).map_err(|e| {
+    let body = serde_json::to_string(&WindowJson::of(result, closed_at)).map_err(|e| {
         RecordError::new(RecordErrorKind::Internal, format!("a window result: {e}"))
     })?;
     Ok(StoredWindow {
@@ -374,6 +444,15 @@ fn shown(raised: &Raised) -> Vec<(Alert, Option<AlertEvent>)> {
         .iter()
         .filter(|(_, e)| *e != Some(AlertEvent::Resolved))
         .cloned()
+        .collect()
+}
+
+/// [`shown`], taking what the commit stored instead of copying it (up to
+/// `--max-alert-entities` incidents, each with its records).
+fn shown_owned(raised: Raised) -> Vec<(Alert, Option<AlertEvent>)> {
+    raised
+        .into_iter()
+        .filter(|(_, e)| *e != Some(AlertEvent::Resolved))
         .collect()
 }
 
@@ -636,8 +715,11 @@ fn score_closed(
     let batch = b.finish().map_err(ServiceError::Records)?;
     // Windows carry their entity as the echoed field `entity`, as on `score`.
     let (scored, alert) = judge(model, &batch, (rule, rules), detector, "entity")?;
+    let closed_at = ClosedAt::new(closed_at)?;
+    // Each window's result and JSON on both cores (this is a blocking thread, not the async
+    // runtime); collected in the windows' order.
     let windows = closed
-        .iter()
+        .par_iter()
         .enumerate()
         .map(|(i, w)| {
             let score = scored.scores[i];
@@ -655,10 +737,15 @@ fn score_closed(
                 values: None,
                 fields: None,
                 model_version: model.version(),
-                closed_at,
+                closed_at: closed_at.at,
                 suppressed: scored.suppressed.of(i).map(str::to_owned),
             };
-            stored_window(&result, w.timestamp.timestamp(), w.entity.clone())
+            stored_window(
+                &result,
+                &closed_at,
+                w.timestamp.timestamp(),
+                w.entity.clone(),
+            )
         })
         .collect::<Result<Vec<_>, ServiceError>>()?;
     Ok(ScoredWindows { windows, alert })
@@ -892,7 +979,7 @@ fn run_records(
         )))
     })?;
     if let Some(c) = committed {
-        outcome.alerts = shown(&c.raised);
+        outcome.alerts = shown_owned(c.raised);
     }
     drop(slot);
     drop(run);
@@ -970,7 +1057,7 @@ fn score_records(
     detector: &str,
 ) -> Result<ScoredWindows, ServiceError> {
     let (scored, alert) = judge(model, batch, (rule, rules), detector, &rule.entity_field)?;
-    let closed_at = Utc::now();
+    let closed_at = ClosedAt::new(Utc::now())?;
     let windows = (0..batch.len())
         .map(|i| {
             let fields = batch.echo.fields(i);
@@ -1004,10 +1091,10 @@ fn score_records(
                         .collect(),
                 ),
                 model_version: model.version(),
-                closed_at,
+                closed_at: closed_at.at,
                 suppressed: scored.suppressed.of(i).map(str::to_owned),
             };
-            stored_window(&result, times[i].timestamp(), entity)
+            stored_window(&result, &closed_at, times[i].timestamp(), entity)
         })
         .collect::<Result<Vec<_>, ServiceError>>()?;
     Ok(ScoredWindows { windows, alert })
@@ -1046,5 +1133,64 @@ fn counted(detector: &str, o: &IngestOutcome) {
     }
     if r.late > 0 {
         tracing::info!(detector, late = r.late, "ingest counted late lines");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A window stored through [`WindowJson`] reads byte for byte as its [`WindowResult`]
+    /// serialises: a Zeek window with and without an explanation, a record, and instants
+    /// with and without fractions of a second.
+    #[test]
+    fn a_stored_window_is_its_results_json() {
+        let explanation = vec![FeatureContribution {
+            feature: "bytes_sent".into(),
+            value: 5.0,
+            direction: crate::detector::explain::Direction::Above,
+            contribution: 1.0,
+            normal_range: [1.0, 2.0],
+            expected: Some(1.5),
+            band: Some([1.0, 2.0]),
+            summary: Some("bytes_sent 5 B; usual for \"10.0.0.1\" is 1–2 B".into()),
+        }];
+        let instants = [
+            DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            DateTime::from_timestamp(1_700_000_000, 5).unwrap(),
+            DateTime::from_timestamp(1_700_000_000, 120_000_000).unwrap(),
+            Utc::now(),
+        ];
+        for at in instants {
+            let closed_at = ClosedAt::new(at).unwrap();
+            for (entity, explanation, zeek) in [
+                (None, None, true),
+                (Some("10.0.0.1".to_owned()), Some(explanation.clone()), true),
+                (Some("10.0.0.2".to_owned()), None, false),
+            ] {
+                let suppressed = entity.as_ref().map(|_| "0192".to_owned());
+                let (z, r) = (zeek.then_some(1.5e9), (!zeek).then_some(()));
+                let result = WindowResult {
+                    timestamp: "2024-01-01T00:05:00Z".into(),
+                    entity: entity.clone(),
+                    score: 0.1 + 0.2,
+                    is_anomaly: explanation.is_some(),
+                    severity: 53,
+                    explanation,
+                    bytes_sent: z,
+                    bytes_received: z.map(|v| v / 3.0),
+                    connections: z,
+                    active_sessions: z,
+                    values: r.map(|()| [("bytes".to_owned(), 5.0)].into()),
+                    fields: r.map(|()| [("src_ip".to_owned(), "10.0.0.2".to_owned())].into()),
+                    model_version: 4,
+                    closed_at: at,
+                    suppressed,
+                };
+                let stored = stored_window(&result, &closed_at, 7, entity).unwrap();
+                assert_eq!(stored.body, serde_json::to_string(&result).unwrap());
+                assert_eq!(stored.closed_at, at);
+            }
+        }
     }
 }

@@ -858,10 +858,10 @@ pub(super) fn open_incident_on(
     detector: &str,
     entity: &str,
 ) -> Result<Option<Alert>, StoreError> {
+    // Cached: a commit of many entities' updates looks each one up (parsed once, not each time).
     let row: Option<(String, String)> = conn
-        .query_row(super::sql::OPEN_INCIDENT, params![detector, entity], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .prepare_cached(super::sql::OPEN_INCIDENT)?
+        .query_row(params![detector, entity], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     row.map(|(id, body)| decode(&id, &body)).transpose()
 }

@@ -105,6 +105,45 @@ pub(super) const INSERT_WINDOW: &str =
     "INSERT INTO windows (detector, start_s, entity, seq, closed_at_ms, is_anomaly, body)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
 
+/// [`INSERT_WINDOW`] on PostgreSQL for many windows of one detector (`$1`), their other
+/// columns as arrays of one element per window.
+pub(super) const INSERT_WINDOWS_PG: &str =
+    "INSERT INTO windows (detector, start_s, entity, seq, closed_at_ms, is_anomaly, body)
+     SELECT $1, * FROM UNNEST($2::BIGINT[], $3::TEXT[], $4::BIGINT[], $5::BIGINT[],
+                              $6::BOOLEAN[], $7::TEXT[])";
+
+/// How many windows one [`insert_windows`] statement stores (SQLite: 1 + 6 × 64 = 385
+/// parameters, under its oldest limit of 999).
+pub(super) const WINDOWS_PER_INSERT: usize = 64;
+
+/// [`INSERT_WINDOW`] for [`WINDOWS_PER_INSERT`] windows of one detector (`?1`), each row's
+/// six other columns numbered on from `?2` (SQLite placeholders): one statement per 64 rows
+/// instead of one per row.
+pub(super) fn insert_windows() -> &'static str {
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SQL.get_or_init(|| {
+        let mut sql = String::from(
+            "INSERT INTO windows (detector, start_s, entity, seq, closed_at_ms, is_anomaly, body) VALUES ",
+        );
+        for row in 0..WINDOWS_PER_INSERT {
+            let p = 2 + 6 * row;
+            if row > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!(
+                "(?1, ?{}, ?{}, ?{}, ?{}, ?{}, ?{})",
+                p,
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5
+            ));
+        }
+        sql
+    })
+}
+
 /// How many windows detector `?1` keeps pending (closed while it had no model).
 pub(super) const PENDING_COUNT: &str =
     "SELECT COALESCE(SUM(windows), 0) FROM pending_windows WHERE detector = ?1";

@@ -87,7 +87,10 @@ impl IncidentTx for SqliteTx<'_, '_> {
     }
 
     fn next_seq(&mut self, alert_id: &str) -> Result<i64, StoreError> {
-        Ok(self.0.query_row(sql::NEXT_SEQ, [alert_id], |r| r.get(0))?)
+        Ok(self
+            .0
+            .prepare_cached(sql::NEXT_SEQ)?
+            .query_row([alert_id], |r| r.get(0))?)
     }
 
     fn insert_deliveries(
@@ -155,8 +158,27 @@ impl StoreTx for SqliteTx<'_, '_> {
     }
 
     fn insert_windows(&mut self, detector: &str, ws: &[StoredWindow]) -> Result<(), StoreError> {
+        // Whole groups of rows a statement, the rest one by one: the same rows, the same
+        // constraint (a window stored twice fails the statement, and so the transaction).
+        let mut groups = ws.chunks_exact(sql::WINDOWS_PER_INSERT);
+        if groups.len() > 0 {
+            let mut insert = self.0.prepare_cached(sql::insert_windows())?;
+            for group in &mut groups {
+                insert.raw_bind_parameter(1, detector)?;
+                for (row, w) in group.iter().enumerate() {
+                    let p = 2 + 6 * row;
+                    insert.raw_bind_parameter(p, w.start)?;
+                    insert.raw_bind_parameter(p + 1, entity_key(w.entity.as_deref()))?;
+                    insert.raw_bind_parameter(p + 2, w.seq)?;
+                    insert.raw_bind_parameter(p + 3, w.closed_at.timestamp_millis())?;
+                    insert.raw_bind_parameter(p + 4, w.is_anomaly)?;
+                    insert.raw_bind_parameter(p + 5, w.body.as_str())?;
+                }
+                insert.raw_execute()?;
+            }
+        }
         let mut insert = self.0.prepare_cached(sql::INSERT_WINDOW)?;
-        for w in ws {
+        for w in groups.remainder() {
             insert.execute(params![
                 detector,
                 w.start,

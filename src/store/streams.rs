@@ -621,6 +621,44 @@ mod tests {
     }
 
     #[test]
+    fn many_windows_are_stored_each_once_in_groups_and_the_rest() {
+        let store = SqliteAlertStore::open_in_memory().unwrap();
+        // Two whole groups of a statement and some left over, ungrouped and grouped windows.
+        let n = 2 * super::super::sql::WINDOWS_PER_INSERT + 5;
+        let ws: Vec<StoredWindow> = (0..n as i64)
+            .map(|i| StoredWindow {
+                entity: (i % 2 == 0).then(|| format!("h{i}")),
+                ..window(60 * i, "", i % 7 == 0)
+            })
+            .collect();
+        commit(&store, None, b"a", &ws);
+        let want: Vec<String> = ws.iter().map(|w| w.body.clone()).collect();
+        assert_eq!(every_page(&store, 50, false), want);
+        let anomalous: Vec<String> = ws
+            .iter()
+            .filter(|w| w.is_anomaly)
+            .map(|w| w.body.clone())
+            .collect();
+        assert_eq!(every_page(&store, 50, true), anomalous);
+        // One window stored again, inside a whole group: the commit is refused, nothing of it
+        // is kept.
+        let mut again: Vec<StoredWindow> = (0..n as i64)
+            .map(|i| window(60 * (n as i64 + i), "new", false))
+            .collect();
+        again[10] = ws[3].clone();
+        let twice = store.commit_locked("d", Some(1), false, &mut |_| {
+            Some(StreamCommit {
+                book: b"b".to_vec(),
+                windows: again.clone(),
+                ..StreamCommit::default()
+            })
+        });
+        assert!(twice.is_err());
+        assert_eq!(every_page(&store, 50, false), want);
+        assert_eq!(store.stream("d").unwrap().unwrap().version, 1);
+    }
+
+    #[test]
     fn pruning_deletes_only_windows_closed_before_the_cut() {
         let store = SqliteAlertStore::open_in_memory().unwrap();
         let now = Utc::now();

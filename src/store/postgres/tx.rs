@@ -220,22 +220,32 @@ impl StoreTx for PgTx<'_, '_> {
     }
 
     fn insert_windows(&mut self, detector: &str, ws: &[StoredWindow]) -> Result<(), StoreError> {
-        let insert = self
-            .0
-            .prepare(&sql::postgres(sql::INSERT_WINDOW))
-            .map_err(pg)?;
-        for w in ws {
+        // A few thousand rows a statement, as arrays (one round trip each, not one per row):
+        // the same rows, the same constraint (a window stored twice fails the statement, and
+        // so the transaction).
+        const ROWS: usize = 4096;
+        if ws.is_empty() {
+            return Ok(());
+        }
+        let insert = self.0.prepare(sql::INSERT_WINDOWS_PG).map_err(pg)?;
+        for group in ws.chunks(ROWS) {
+            let starts: Vec<i64> = group.iter().map(|w| w.start).collect();
+            let entities: Vec<&str> = group
+                .iter()
+                .map(|w| entity_key(w.entity.as_deref()))
+                .collect();
+            let seqs: Vec<i64> = group.iter().map(|w| w.seq).collect();
+            let closed: Vec<i64> = group
+                .iter()
+                .map(|w| w.closed_at.timestamp_millis())
+                .collect();
+            let anomalous: Vec<bool> = group.iter().map(|w| w.is_anomaly).collect();
+            let bodies: Vec<&str> = group.iter().map(|w| w.body.as_str()).collect();
             self.0
                 .execute(
                     &insert,
                     &[
-                        &detector,
-                        &w.start,
-                        &entity_key(w.entity.as_deref()),
-                        &w.seq,
-                        &w.closed_at.timestamp_millis(),
-                        &w.is_anomaly,
-                        &w.body,
+                        &detector, &starts, &entities, &seqs, &closed, &anomalous, &bodies,
                     ],
                 )
                 .map_err(pg)?;
