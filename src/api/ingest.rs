@@ -361,21 +361,12 @@ pub async fn windows(
 mod tests {
     use super::*;
     use crate::api::views::check::mirrors;
-    use crate::detector::explain::FeatureContribution;
     use crate::service::ingest::WindowResult;
+    use crate::service::ingest::tests::explanation;
 
     #[test]
     fn the_views_mirror_what_the_service_writes() {
-        let explanation = vec![FeatureContribution {
-            feature: "bytes_sent".into(),
-            value: 5.0,
-            direction: crate::detector::explain::Direction::Above,
-            contribution: 1.0,
-            normal_range: [1.0, 2.0],
-            expected: Some(1.5),
-            band: Some([1.0, 2.0]),
-            summary: Some("bytes_sent 5 B; usual for 10.0.0.1 is 1–2 B".into()),
-        }];
+        let explanation = explanation("bytes_sent 5 B; usual for 10.0.0.1 is 1–2 B");
         for (entity, explanation, zeek) in [
             (None, None, true),
             (Some("10.0.0.1".to_owned()), Some(explanation), true),

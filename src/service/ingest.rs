@@ -1137,15 +1137,12 @@ fn counted(detector: &str, o: &IngestOutcome) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// A window stored through [`WindowJson`] reads byte for byte as its [`WindowResult`]
-    /// serialises: a Zeek window with and without an explanation, a record, and instants
-    /// with and without fractions of a second.
-    #[test]
-    fn a_stored_window_is_its_results_json() {
-        let explanation = vec![FeatureContribution {
+    /// An explanation of one feature with every optional part set, `summary` its summary.
+    pub(crate) fn explanation(summary: &str) -> Vec<FeatureContribution> {
+        vec![FeatureContribution {
             feature: "bytes_sent".into(),
             value: 5.0,
             direction: crate::detector::explain::Direction::Above,
@@ -1153,8 +1150,16 @@ mod tests {
             normal_range: [1.0, 2.0],
             expected: Some(1.5),
             band: Some([1.0, 2.0]),
-            summary: Some("bytes_sent 5 B; usual for \"10.0.0.1\" is 1–2 B".into()),
-        }];
+            summary: Some(summary.into()),
+        }]
+    }
+
+    /// A window stored through [`WindowJson`] reads byte for byte as its [`WindowResult`]
+    /// serialises: a Zeek window with and without an explanation, a record, and instants
+    /// with and without fractions of a second.
+    #[test]
+    fn a_stored_window_is_its_results_json() {
+        let explanation = explanation("bytes_sent 5 B; usual for \"10.0.0.1\" is 1–2 B");
         let instants = [
             DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
             DateTime::from_timestamp(1_700_000_000, 5).unwrap(),
