@@ -729,31 +729,56 @@ impl AlertPlan<'_> {
             .copied()
             .filter(|&i| scored.explanation(i).is_none())
             .collect();
-        let mut extra = explain_rows(model, batch, &unexplained, rule.explain_top_k).into_iter();
-        let records = candidates
-            .into_iter()
-            .zip(entities)
-            .map(|(i, entity)| AlertRecord {
-                index: i,
-                timestamp: batch.timestamps.owned(i),
-                score: scored.scores[i],
-                severity: crate::detector::severity::severity(scored.scores[i]),
-                values: batch
-                    .features
-                    .iter()
-                    .cloned()
-                    .zip(batch.matrix.row(i).iter().copied())
-                    .collect(),
-                fields: alert_fields(&batch.echo, i),
-                explanation: match scored.explanation(i) {
-                    Some(e) => e.clone(),
-                    None => extra
-                        .next()
-                        .expect("one explanation per unexplained record"),
-                },
-                entity,
+        // Explained together in chunks on the rayon pool, as `scored_batch` explains (a CSV
+        // answer explains nothing, so a large alert explains all of its records here).
+        let extra: Vec<Vec<FeatureContribution>> = if unexplained.len() <= EXPLAIN_CHUNK {
+            explain_rows(model, batch, &unexplained, rule.explain_top_k)
+        } else {
+            unexplained
+                .par_chunks(EXPLAIN_CHUNK)
+                .flat_map_iter(|rows| explain_rows(model, batch, rows, rule.explain_top_k))
+                .collect()
+        };
+        let mut extra = extra.into_iter();
+        let explanations: Vec<Vec<FeatureContribution>> = candidates
+            .iter()
+            .map(|&i| match scored.explanation(i) {
+                Some(e) => e.clone(),
+                None => extra
+                    .next()
+                    .expect("one explanation per unexplained record"),
             })
             .collect();
+        let record = |((&i, entity), explanation): ((&usize, Option<String>), _)| AlertRecord {
+            index: i,
+            timestamp: batch.timestamps.owned(i),
+            score: scored.scores[i],
+            severity: crate::detector::severity::severity(scored.scores[i]),
+            values: batch
+                .features
+                .iter()
+                .cloned()
+                .zip(batch.matrix.row(i).iter().copied())
+                .collect(),
+            fields: alert_fields(&batch.echo, i),
+            explanation,
+            entity,
+        };
+        let records: Vec<AlertRecord> = if candidates.len() <= EXPLAIN_CHUNK {
+            candidates
+                .iter()
+                .zip(entities)
+                .zip(explanations)
+                .map(record)
+                .collect()
+        } else {
+            candidates
+                .par_iter()
+                .zip(entities)
+                .zip(explanations)
+                .map(record)
+                .collect()
+        };
         let now = Utc::now();
         let mut alert = Alert::new(
             now,
