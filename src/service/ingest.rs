@@ -302,7 +302,7 @@ fn run(
     let (loaded, outcome) = match (committed, done) {
         (Some(c), Some(Ok((loaded, outcome)))) => {
             let outcome = IngestOutcome {
-                alerts: shown_owned(c.raised),
+                alerts: shown(c.raised),
                 ..outcome
             };
             let version = c.version;
@@ -439,17 +439,12 @@ fn stored_window(
 /// What a call's answer shows of what its alert did to the store: the alerts it opened or
 /// updated, as stored (a stale incident it resolved before opening the entity's next one is
 /// left out; its `resolved` delivery says so).
-fn shown(raised: &Raised) -> Vec<(Alert, Option<AlertEvent>)> {
-    raised
-        .iter()
-        .filter(|(_, e)| *e != Some(AlertEvent::Resolved))
-        .cloned()
-        .collect()
-}
-
-/// [`shown`], taking what the commit stored instead of copying it (up to
-/// `--max-alert-entities` incidents, each with its records).
-fn shown_owned(raised: Raised) -> Vec<(Alert, Option<AlertEvent>)> {
+///
+/// Takes what the commit stored (up to `--max-alert-entities` incidents, each with its records)
+/// rather than copying it; a caller holding only a reference clones.
+fn shown(
+    raised: impl IntoIterator<Item = (Alert, Option<AlertEvent>)>,
+) -> Vec<(Alert, Option<AlertEvent>)> {
     raised
         .into_iter()
         .filter(|(_, e)| *e != Some(AlertEvent::Resolved))
@@ -463,7 +458,7 @@ fn key_after(run: &KeyedRun, answer: AnswerOf<IngestOutcome>, outcome: &IngestOu
     let outcome = outcome.clone();
     Box::new(move |raised: &Raised| {
         later(&IngestOutcome {
-            alerts: shown(raised),
+            alerts: shown(raised.iter().cloned()),
             ..outcome
         })
     })
@@ -979,7 +974,7 @@ fn run_records(
         )))
     })?;
     if let Some(c) = committed {
-        outcome.alerts = shown_owned(c.raised);
+        outcome.alerts = shown(c.raised);
     }
     drop(slot);
     drop(run);
