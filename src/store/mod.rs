@@ -9,6 +9,7 @@
 //! [`StoreError`], whose messages name the path or id involved and say what an operator can do
 //! about it.
 
+mod alert;
 pub mod alerts;
 pub mod detectors;
 pub mod idempotency;

@@ -53,10 +53,12 @@ mod json_line;
 pub mod line;
 #[cfg(test)]
 mod oracle;
+mod reader;
 mod tsv_fast;
 
-pub use aggregate::{Aggregator, Interner, ZeekReader};
+pub use aggregate::{Aggregator, Interner};
 pub use line::{ConnLine, LineError, LineParser, LineSplitter, TsvHeader};
+pub use reader::ZeekReader;
 pub use tsv_fast::ConnFields;
 
 /// Shortest and longest window: a second has too few connections to mean anything below it, and
