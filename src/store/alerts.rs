@@ -116,14 +116,12 @@ pub trait AlertStore: Transact + Send + Sync + 'static {
         sinks: &[String],
         max: usize,
     ) -> Result<Vec<Alert>, StoreError> {
-        let resolved = committed(self, |tx| {
-            let mut due = tx.quiet_incidents(nanos_clamped(now), max)?;
-            for (alert, at) in &mut due {
-                super::incidents::close(tx, alert, *at, sinks)?;
-            }
-            Ok(due)
-        })?;
-        Ok(resolved.into_iter().map(|(alert, _)| alert).collect())
+        committed(self, |tx| {
+            let due = tx.quiet_incidents(nanos_clamped(now), max)?;
+            due.into_iter()
+                .map(|(alert, at)| super::incidents::close(tx, alert, at, sinks))
+                .collect()
+        })
     }
     /// Resolves at `now` every unresolved incident in `scope` that `covers` (a new suppression
     /// rule's), each with a `resolved` delivery owed to `sinks`, in one transaction; returns
@@ -470,7 +468,8 @@ impl AlertStore for SqliteAlertStore {
 
     fn open_incident(&self, detector: &str, entity: &str) -> Result<Option<Alert>, StoreError> {
         let conn = self.lock()?;
-        open_incident_on(&conn, detector, entity)
+        let row = open_incident_row_on(&conn, detector, entity)?;
+        row.map(|(id, body)| decode(&id, &body)).transpose()
     }
 
     fn count(&self) -> Result<u64, StoreError> {
@@ -511,18 +510,18 @@ fn opening(id: &str, created_at_ms: i64) -> super::outbox::NewEvent<'_> {
     }
 }
 
-/// The unresolved incident of (`detector`, `entity`) on `conn` (or a transaction).
-pub(super) fn open_incident_on(
+/// The unresolved incident of (`detector`, `entity`) on `conn` (or a transaction), as stored:
+/// its id and body.
+pub(super) fn open_incident_row_on(
     conn: &Connection,
     detector: &str,
     entity: &str,
-) -> Result<Option<Alert>, StoreError> {
+) -> Result<Option<(String, String)>, StoreError> {
     // Cached: a commit of many entities' updates looks each one up (parsed once, not each time).
-    let row: Option<(String, String)> = conn
+    Ok(conn
         .prepare_cached(super::sql::OPEN_INCIDENT)?
         .query_row(params![detector, entity], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
-    row.map(|(id, body)| decode(&id, &body)).transpose()
+        .optional()?)
 }
 
 /// Deletes the oldest alerts created before `$before` (nanoseconds), at most `$max` of them,

@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::StoreError;
 use super::alerts::{Alert, AlertRecord, AlertStatus, AlertStore, IncidentPolicy};
 
-/// An alert's row as [`IncidentTx::insert`] writes it and [`IncidentTx::update`] rewrites it
+/// An alert's row as [`IncidentTx::insert`] writes it (made by [`Change::write`]) and [`IncidentTx::update`] rewrites it
 /// (`update` writes `severity`, `status`, `body`, `resolve_at_ns` and `resolved_at_ns`).
 pub struct IncidentRow<'a> {
     pub id: &'a str,
@@ -29,7 +29,7 @@ pub struct IncidentRow<'a> {
     pub severity: i16,
     pub status: &'static str,
     pub model_version: i64,
-    pub body: String,
+    pub body: &'a str,
     pub detector: &'a str,
     pub entity: Option<&'a str>,
     /// When an incident resolves if nothing else arrives (nanoseconds).
@@ -37,32 +37,15 @@ pub struct IncidentRow<'a> {
     pub resolved_at_ns: Option<i64>,
 }
 
-impl<'a> IncidentRow<'a> {
-    /// The row of `alert` (checked as every stored alert is), resolving at `resolve_at`.
-    pub(super) fn of(
-        alert: &'a Alert,
-        resolve_at: Option<DateTime<Utc>>,
-    ) -> Result<Self, StoreError> {
-        let row = super::alerts::AlertRow::from_alert(alert)?;
-        Ok(Self {
-            id: &alert.id,
-            created_at_ns: row.created_at_ns,
-            severity: i16::from(alert.severity),
-            status: super::alerts::column_status(alert),
-            model_version: row.model_version,
-            body: row.body,
-            detector: &alert.detector,
-            entity: alert.entity.as_deref(),
-            resolve_at_ns: resolve_at.map(super::alerts::nanos_clamped),
-            resolved_at_ns: alert.resolved_at.map(super::alerts::nanos_clamped),
-        })
-    }
-}
-
 /// What [`raise`] needs of a backend's open transaction.
 pub trait IncidentTx {
-    /// The unresolved incident of (`detector`, `entity`), locked for this transaction.
-    fn open_incident(&mut self, detector: &str, entity: &str) -> Result<Option<Alert>, StoreError>;
+    /// The unresolved incident of (`detector`, `entity`) as stored (its id and body, decoded by
+    /// the caller), locked for this transaction.
+    fn open_incident_row(
+        &mut self,
+        detector: &str,
+        entity: &str,
+    ) -> Result<Option<(String, String)>, StoreError>;
     /// The unresolved incidents of `detector` and `entity` (`None`: any), locked for this
     /// transaction.
     fn unresolved(
@@ -93,17 +76,31 @@ pub trait IncidentTx {
         if sinks.is_empty() {
             return Ok(());
         }
-        let seq = self.next_seq(&alert.id)?;
         let body = match alert.is_incident() {
             true => Some(super::alerts::AlertRow::from_alert(alert)?.body),
             false => None,
         };
+        self.deliver_body(alert, event, sinks, body.as_deref())
+    }
+
+    /// [`deliver`](Self::deliver) with the body an incident's event carries already encoded
+    /// (`None` for a batch alert, whose row is read when sent).
+    fn deliver_body(
+        &mut self,
+        alert: &Alert,
+        event: AlertEvent,
+        sinks: &[String],
+        body: Option<&str>,
+    ) -> Result<(), StoreError> {
+        if sinks.is_empty() {
+            return Ok(());
+        }
         let e = super::outbox::NewEvent {
             alert_id: &alert.id,
-            seq,
+            seq: self.next_seq(&alert.id)?,
             event,
             due_ms: super::alerts::event_due(alert).timestamp_millis(),
-            body: body.as_deref(),
+            body,
         };
         self.insert_deliveries(&e, sinks)
     }
@@ -116,46 +113,151 @@ pub type Raised = Vec<(Alert, Option<AlertEvent>)>;
 /// Stores a raised alert, as its [`split`] `parts`, inside a backend's transaction: a batch
 /// alert as a new alert, each entity's update into its incident (resolving a stale one first),
 /// with the deliveries owed.
+///
+/// In three phases, so the costly middle runs on every core: the unresolved incidents of the
+/// parts' entities are read (and locked) in order; each part is decoded, folded and encoded on
+/// the rayon pool ([`plan`]); then the rows and deliveries are written in the parts' order.
+/// Parts of one (detector, entity) see each other as they would one after the other: the
+/// parts are taken in runs in which no entity repeats ([`split`] never repeats one).
 pub(super) fn raise(
     tx: &mut (impl IncidentTx + ?Sized),
     parts: Vec<Alert>,
     sinks: &[String],
 ) -> Result<Raised, StoreError> {
-    let mut out = Vec::new();
-    for part in parts {
-        let policy = part.policy.unwrap_or_default();
-        let Some(entity) = part.entity.clone() else {
-            tx.insert(&IncidentRow::of(&part, None)?)?;
-            tx.deliver(&part, AlertEvent::Opened, sinks)?;
-            out.push((part, Some(AlertEvent::Opened)));
-            continue;
-        };
-        if let Some(mut open) = tx.open_incident(&part.detector, &entity)? {
-            let due = resolves_at(open.last_seen, &policy);
-            if part.last_seen <= due {
-                let event = merge(&mut open, part, &policy, policy.top_records);
-                tx.update(&IncidentRow::of(
-                    &open,
-                    Some(resolves_at(open.last_seen, &policy)),
-                )?)?;
-                if let Some(e) = event {
-                    tx.deliver(&open, e, sinks)?;
-                }
-                out.push((open, event));
-                continue;
-            }
-            close(tx, &mut open, due, sinks)?;
-            out.push((open, Some(AlertEvent::Resolved)));
+    let mut out = Vec::with_capacity(parts.len());
+    let mut parts = parts.into_iter().peekable();
+    while parts.peek().is_some() {
+        let mut seen = std::collections::HashSet::new();
+        let mut run = Vec::new();
+        while let Some(part) = parts.next_if(|p| match &p.entity {
+            Some(e) => seen.insert((p.detector.clone(), e.clone())),
+            None => true,
+        }) {
+            run.push(part);
         }
-        let new = opened(part);
-        tx.insert(&IncidentRow::of(
-            &new,
-            Some(resolves_at(new.last_seen, &policy)),
-        )?)?;
-        tx.deliver(&new, AlertEvent::Opened, sinks)?;
-        out.push((new, Some(AlertEvent::Opened)));
+        let found = run
+            .iter()
+            .map(|part| match &part.entity {
+                Some(entity) => tx.open_incident_row(&part.detector, entity),
+                None => Ok(None),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        // A few parts are planned here: handing them to the pool would only queue this
+        // transaction (and its lock) behind whatever the pool is doing.
+        let steps = if run.len() < PARALLEL_PARTS {
+            let planned = run.into_iter().zip(found).map(|(p, f)| plan(p, f));
+            planned.collect::<Result<Vec<_>, _>>()?
+        } else {
+            use rayon::prelude::*;
+            let planned = run.into_par_iter().zip(found).map(|(p, f)| plan(p, f));
+            planned.collect::<Result<Vec<_>, _>>()?
+        };
+        for step in steps {
+            for change in step {
+                change.write(tx, sinks)?;
+                out.push((change.alert, change.event));
+            }
+        }
     }
     Ok(out)
+}
+
+/// From how many parts on [`raise`] plans them on the rayon pool.
+const PARALLEL_PARTS: usize = 64;
+
+/// One row a raised part changes, encoded: the alert as it will be, the event it owes (if
+/// any), and how its row is written.
+struct Change {
+    alert: Alert,
+    event: Option<AlertEvent>,
+    row: super::alerts::AlertRow,
+    /// A new row (or an update of an existing one), resolving at `resolve_at`.
+    insert: bool,
+    resolve_at: Option<DateTime<Utc>>,
+}
+
+impl Change {
+    /// Encodes `alert`'s row (checked as every stored alert is).
+    fn of(
+        alert: Alert,
+        event: Option<AlertEvent>,
+        insert: bool,
+        resolve_at: Option<DateTime<Utc>>,
+    ) -> Result<Self, StoreError> {
+        let row = super::alerts::AlertRow::from_alert(&alert)?;
+        Ok(Self {
+            alert,
+            event,
+            row,
+            insert,
+            resolve_at,
+        })
+    }
+
+    /// Writes the row and queues the event's deliveries (an incident's carry its body).
+    fn write(
+        &self,
+        tx: &mut (impl IncidentTx + ?Sized),
+        sinks: &[String],
+    ) -> Result<(), StoreError> {
+        let a = &self.alert;
+        let row = IncidentRow {
+            id: &a.id,
+            created_at_ns: self.row.created_at_ns,
+            severity: i16::from(a.severity),
+            status: super::alerts::column_status(a),
+            model_version: self.row.model_version,
+            body: &self.row.body,
+            detector: &a.detector,
+            entity: a.entity.as_deref(),
+            resolve_at_ns: self.resolve_at.map(super::alerts::nanos_clamped),
+            resolved_at_ns: a.resolved_at.map(super::alerts::nanos_clamped),
+        };
+        match self.insert {
+            true => tx.insert(&row)?,
+            false => tx.update(&row)?,
+        }
+        if let Some(event) = self.event {
+            let body = a.is_incident().then_some(self.row.body.as_str());
+            tx.deliver_body(a, event, sinks, body)?;
+        }
+        Ok(())
+    }
+}
+
+/// What one part does, given its entity's unresolved incident as stored (`found`): a batch
+/// alert opens; an update joins the incident, or resolves a stale one and opens anew, or opens.
+fn plan(part: Alert, found: Option<(String, String)>) -> Result<Vec<Change>, StoreError> {
+    let policy = part.policy.unwrap_or_default();
+    if part.entity.is_none() {
+        return Ok(vec![Change::of(
+            part,
+            Some(AlertEvent::Opened),
+            true,
+            None,
+        )?]);
+    }
+    let mut changes = Vec::with_capacity(2);
+    if let Some((id, body)) = found {
+        let mut open = super::alerts::decode(&id, &body)?;
+        let due = resolves_at(open.last_seen, &policy);
+        if part.last_seen <= due {
+            let event = merge(&mut open, part, &policy, policy.top_records);
+            let resolve_at = resolves_at(open.last_seen, &policy);
+            return Ok(vec![Change::of(open, event, false, Some(resolve_at))?]);
+        }
+        resolve(&mut open, due);
+        changes.push(Change::of(open, Some(AlertEvent::Resolved), false, None)?);
+    }
+    let new = opened(part);
+    let resolve_at = resolves_at(new.last_seen, &policy);
+    changes.push(Change::of(
+        new,
+        Some(AlertEvent::Opened),
+        true,
+        Some(resolve_at),
+    )?);
+    Ok(changes)
 }
 
 /// Why a delivery of an alert is owed.
@@ -247,16 +349,17 @@ pub fn split(raised: Cow<'_, Alert>) -> Vec<Alert> {
 }
 
 /// Resolves an incident at `at` (found quiet past its `close_after`, or covered by a new
-/// suppression rule), with its `resolved` delivery.
+/// suppression rule), with its `resolved` delivery; answers it resolved.
 pub(super) fn close(
     tx: &mut (impl IncidentTx + ?Sized),
-    open: &mut Alert,
+    mut open: Alert,
     at: DateTime<Utc>,
     sinks: &[String],
-) -> Result<(), StoreError> {
-    resolve(open, at);
-    tx.update(&IncidentRow::of(open, None)?)?;
-    tx.deliver(open, AlertEvent::Resolved, sinks)
+) -> Result<Alert, StoreError> {
+    resolve(&mut open, at);
+    let change = Change::of(open, Some(AlertEvent::Resolved), false, None)?;
+    change.write(tx, sinks)?;
+    Ok(change.alert)
 }
 
 /// The unresolved incidents a new suppression rule may cover: of its detector and its entity,
@@ -279,11 +382,10 @@ pub(super) fn resolve_covered(
     sinks: &[String],
 ) -> Result<Vec<Alert>, StoreError> {
     let mut resolved = Vec::new();
-    for mut incident in tx.unresolved(scope.detector, scope.entity)? {
+    for incident in tx.unresolved(scope.detector, scope.entity)? {
         if covers(&incident) {
             let at = now.max(incident.last_seen);
-            close(tx, &mut incident, at, sinks)?;
-            resolved.push(incident);
+            resolved.push(close(tx, incident, at, sinks)?);
         }
     }
     Ok(resolved)
@@ -751,5 +853,104 @@ mod tests {
             (a.entity.as_deref(), a.count, a.records.len()),
             (Some("a"), 2, 2)
         );
+    }
+
+    /// Each entity's incidents in `store` (resolved too): entity, count, max severity, whether
+    /// resolved, and the events delivered, newest incident last.
+    type Seen = (String, u64, u8, bool, Vec<(u32, AlertEvent)>);
+
+    fn by_entity(store: &crate::store::alerts::SqliteAlertStore) -> Vec<Seen> {
+        use crate::store::alerts::{AlertQuery, AlertStore};
+        let q = AlertQuery {
+            limit: 1000,
+            ..Default::default()
+        };
+        let mut all: Vec<Seen> = (store.list(&q).unwrap().alerts.into_iter())
+            .map(|a| {
+                let ev = events(store, &a.id);
+                let resolved = a.status == AlertStatus::Resolved;
+                (a.entity.unwrap(), a.count, a.max_severity, resolved, ev)
+            })
+            .collect();
+        all.sort_by(|a, b| (&a.0, !a.3).cmp(&(&b.0, !b.3)));
+        all
+    }
+
+    #[test]
+    fn many_entities_planned_on_the_pool_end_as_raised_one_by_one() {
+        use crate::store::alerts::{AlertStore, SqliteAlertStore};
+        let n = 2 * PARALLEL_PARTS;
+        let name = |i: usize| format!("10.0.{}.{}", i / 200, i % 200);
+        // Three rounds over `n` hosts: all open; all update (half escalate); every tenth comes
+        // back past `close_after` (its incident resolves and a new one opens).
+        let rounds: Vec<(i64, Vec<(usize, u8)>)> = vec![
+            (0, (0..n).map(|i| (i, 40)).collect()),
+            (
+                60,
+                (0..n)
+                    .map(|i| (i, if i % 2 == 0 { 90 } else { 40 }))
+                    .collect(),
+            ),
+            (60 + 3 * 3600, (0..n).step_by(10).map(|i| (i, 50)).collect()),
+        ];
+        let sinks = ["siem".to_owned()];
+        let together = SqliteAlertStore::open_in_memory().unwrap();
+        let one_by_one = SqliteAlertStore::open_in_memory().unwrap();
+        for (at, hosts) in &rounds {
+            let records = hosts
+                .iter()
+                .map(|&(i, sev)| record(Some(&name(i)), 0.5 + f64::from(sev) / 1000.0, sev))
+                .collect();
+            let mut all = raised(*at, records);
+            all.policy = Some(IncidentPolicy::default());
+            together.insert_with_outbox(&all, &sinks).unwrap();
+            for &(i, sev) in hosts {
+                one_by_one
+                    .insert_with_outbox(&host(*at, &name(i), sev), &sinks)
+                    .unwrap();
+            }
+        }
+        let (a, b) = (by_entity(&together), by_entity(&one_by_one));
+        assert_eq!(a.len(), n + rounds[2].1.len());
+        assert_eq!(a, b);
+        let first = &a[0];
+        assert_eq!(first.0, name(0));
+        assert_eq!(
+            (first.1, first.2, first.3),
+            (2, 90, true),
+            "escalated, then resolved"
+        );
+        use AlertEvent::*;
+        let seqs: Vec<AlertEvent> = first.4.iter().map(|e| e.1).collect();
+        assert_eq!(seqs, vec![Opened, Escalated, Resolved]);
+    }
+
+    #[test]
+    fn parts_of_one_entity_in_one_raise_see_each_other() {
+        use crate::store::alerts::{AlertStore, SqliteAlertStore};
+        let store = SqliteAlertStore::open_in_memory().unwrap();
+        let parts = [host(0, "h", 40), host(60, "h", 90), host(7200, "h", 30)]
+            .into_iter()
+            .flat_map(|a| split(Cow::Owned(a)))
+            .collect();
+        let raised = {
+            let mut conn = store.lock().unwrap();
+            let tx = conn.transaction().unwrap();
+            let out = raise(&mut crate::store::sqlite_tx::SqliteTx(&tx), parts, &[]).unwrap();
+            tx.commit().unwrap();
+            out
+        };
+        let events: Vec<_> = raised.iter().map(|(a, e)| (a.count, *e)).collect();
+        use AlertEvent::*;
+        assert_eq!(
+            events,
+            vec![
+                (1, Some(Opened)),
+                (2, Some(Escalated)),
+                (2, Some(Resolved)),
+                (1, Some(Opened))
+            ]
+        );
+        assert_eq!(store.count().unwrap(), 2);
     }
 }

@@ -3,7 +3,7 @@
 use chrono::DateTime;
 use rusqlite::{OptionalExtension, Params, Transaction, TransactionBehavior, params};
 
-use super::alerts::{Alert, SqliteAlertStore, decode, open_incident_on};
+use super::alerts::{Alert, SqliteAlertStore, decode, open_incident_row_on};
 use super::idempotency::KeyRecord;
 use super::incidents::{IncidentRow, IncidentTx};
 use super::streams::{StoredWindow, entity_key};
@@ -36,8 +36,12 @@ impl SqliteTx<'_, '_> {
 }
 
 impl IncidentTx for SqliteTx<'_, '_> {
-    fn open_incident(&mut self, detector: &str, entity: &str) -> Result<Option<Alert>, StoreError> {
-        open_incident_on(self.0, detector, entity)
+    fn open_incident_row(
+        &mut self,
+        detector: &str,
+        entity: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        open_incident_row_on(self.0, detector, entity)
     }
 
     fn unresolved(

@@ -105,7 +105,7 @@ pub(super) fn insert_alert(
     alert: &Alert,
     sinks: &[String],
 ) -> Result<Raised, StoreError> {
-    // Each part is checked as its row is made (`IncidentRow::of`), so a part that cannot be
+    // Each part is checked as its row is made (`incidents::Change::of`), so a part that cannot be
     // stored fails the transaction before it commits.
     super::incidents::raise(tx, super::incidents::split(Cow::Borrowed(alert)), sinks)
 }

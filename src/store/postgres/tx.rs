@@ -42,7 +42,11 @@ impl PgTx<'_, '_> {
 }
 
 impl IncidentTx for PgTx<'_, '_> {
-    fn open_incident(&mut self, detector: &str, entity: &str) -> Result<Option<Alert>, StoreError> {
+    fn open_incident_row(
+        &mut self,
+        detector: &str,
+        entity: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
         // Replicas raising for the same entity take turns from here to their commit, so one
         // sees the other's incident instead of opening a second (the unique partial index
         // alerts_open_incident would refuse that one anyway).
@@ -59,7 +63,7 @@ impl IncidentTx for PgTx<'_, '_> {
                 &[&detector, &entity],
             )
             .map_err(pg)?;
-        row.map(|r| decode(r.get(0), r.get(1))).transpose()
+        Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
     fn unresolved(
