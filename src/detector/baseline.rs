@@ -363,6 +363,16 @@ mod tests {
         Utc.with_ymd_and_hms(2024, 1, 1, hour, 0, 0).unwrap()
     }
 
+    /// Baselines fitted with the service's tuning and no activity feature.
+    fn fit_default(
+        x: &Matrix,
+        names: &[&str],
+        times: &[DateTime<Utc>],
+        seasonality: Seasonality,
+    ) -> EntityBaselines {
+        EntityBaselines::fit(x, names, times, seasonality, None, &Tuning::default())
+    }
+
     /// A quiet host (about 1 kB) and a busy one (about 1 MB), 20 records each, and a few
     /// more hosts so the population is not just these two.
     fn two_hosts() -> EntityBaselines {
@@ -377,7 +387,7 @@ mod tests {
         }
         let x = Matrix::from_rows(&rows).unwrap();
         let times = vec![at(12); rows.len()];
-        EntityBaselines::fit(&x, &names, &times, Seasonality::None, None)
+        fit_default(&x, &names, &times, Seasonality::None)
     }
 
     #[test]
@@ -429,8 +439,8 @@ mod tests {
             .collect();
         let x = Matrix::from_rows(&rows).unwrap();
         let names = vec!["ws"; rows.len()];
-        let daily = EntityBaselines::fit(&x, &names, &times, Seasonality::Daily, None);
-        let flat = EntityBaselines::fit(&x, &names, &times, Seasonality::None, None);
+        let daily = fit_default(&x, &names, &times, Seasonality::Daily);
+        let flat = fit_default(&x, &names, &times, Seasonality::None);
         let score = |b: &EntityBaselines, hour: u32| {
             let mut z = vec![0.0; b.n_signals()];
             b.score_into(&[1.2e6], "ws", at(hour), &mut z).0
@@ -471,7 +481,7 @@ mod tests {
             }
         }
         let x = Matrix::from_rows(&rows).unwrap();
-        EntityBaselines::fit(&x, &names, &times, Seasonality::Weekly, None)
+        fit_default(&x, &names, &times, Seasonality::Weekly)
     }
 
     /// `b`'s score of 1.2 MB from `entity` on day `day` of the week (0 is Monday) at `hour`.
@@ -479,6 +489,19 @@ mod tests {
         let mut z = vec![0.0; b.n_signals()];
         let t = at(0) + chrono::TimeDelta::days(day) + chrono::TimeDelta::hours(hour);
         b.score_into(&[1.2e6], entity, t, &mut z).0
+    }
+
+    /// Checks `(entity, day, hour, flagged, why)` cases of [`weekly_score`]: over 0.9 when
+    /// `flagged`, else under 0.5.
+    fn assert_weekly(b: &EntityBaselines, cases: &[(&str, i64, i64, bool, &str)]) {
+        for &(entity, day, hour, flagged, why) in cases {
+            let score = weekly_score(b, entity, day, hour);
+            let ok = if flagged { score > 0.9 } else { score < 0.5 };
+            assert!(
+                ok,
+                "{entity} on day {day} at {hour:02}:00 scored {score}: {why}"
+            );
+        }
     }
 
     #[test]
@@ -496,20 +519,16 @@ mod tests {
         let server = &b.fitted.entities["server"];
         assert_eq!(server.days, [0; 7], "every day alike: one profile");
         assert_eq!(server.bands.len(), (1 + 24) * m);
-        assert!(
-            weekly_score(&b, "ws", 2, 12) < 0.5,
-            "1 MB on a Wednesday noon is usual"
+        assert_weekly(
+            &b,
+            &[
+                ("ws", 2, 12, false, "1 MB on a Wednesday noon is usual"),
+                ("ws", 5, 12, true, "on a Saturday noon it is not"),
+                ("ws", 2, 3, true, "nor at 03:00 on a Wednesday"),
+                ("server", 5, 12, false, "every day alike"),
+                ("server", 2, 3, false, "every hour alike"),
+            ],
         );
-        assert!(
-            weekly_score(&b, "ws", 5, 12) > 0.9,
-            "on a Saturday noon it is not"
-        );
-        assert!(
-            weekly_score(&b, "ws", 2, 3) > 0.9,
-            "nor at 03:00 on a Wednesday"
-        );
-        assert!(weekly_score(&b, "server", 5, 12) < 0.5);
-        assert!(weekly_score(&b, "server", 2, 3) < 0.5);
         let saturday_noon = at(12) + chrono::TimeDelta::days(5);
         let (sat, [_, sat_hi]) = b.expected("ws", saturday_noon, 0);
         assert!(sat < 2e4 && sat_hi < 1e5, "{sat} {sat_hi}");
@@ -520,14 +539,13 @@ mod tests {
         // Trained on Monday to Wednesday and Saturday: Thursday is judged as a weekday.
         let b = weeks_of_hosts(&[0, 1, 2, 5]);
         assert_eq!(b.fitted.entities["ws"].days, [0, 0, 0, 0, 0, 1, 0]);
-        assert!(
-            weekly_score(&b, "ws", 3, 12) < 0.5,
-            "Thursday noon is a weekday's"
+        assert_weekly(
+            &b,
+            &[
+                ("ws", 3, 12, false, "Thursday noon is a weekday's"),
+                ("ws", 3, 3, true, "Thursday 03:00 a weekday night's"),
+                ("ws", 5, 12, true, "Saturday noon a weekend's"),
+            ],
         );
-        assert!(
-            weekly_score(&b, "ws", 3, 3) > 0.9,
-            "Thursday 03:00 a weekday night's"
-        );
-        assert!(weekly_score(&b, "ws", 5, 12) > 0.9);
     }
 }

@@ -13,28 +13,11 @@ use super::{
 use crate::detector::Matrix;
 
 impl EntityBaselines {
-    /// Learns every entity's bands with the service's [`Tuning`]. `entities[i]` and `times[i]`
-    /// belong to row `i` of `x`; `activity` is the feature whose usual level sets a record's
-    /// activity class ([`activity_feature`]; `None`: the root of the sum of squares).
+    /// Learns every entity's bands. `entities[i]` and `times[i]` belong to row `i` of `x`;
+    /// `activity` is the feature whose usual level sets a record's activity class
+    /// ([`activity_feature`]; `None`: the root of the sum of squares); `tuning` is
+    /// [`Tuning::default`] for the service, another for measurements.
     pub fn fit(
-        x: &Matrix,
-        entities: &[&str],
-        times: &[DateTime<Utc>],
-        seasonality: Seasonality,
-        activity: Option<usize>,
-    ) -> Self {
-        Self::fit_tuned(
-            x,
-            entities,
-            times,
-            seasonality,
-            activity,
-            &Tuning::default(),
-        )
-    }
-
-    /// [`fit`](Self::fit) with the given tuning (for measurements).
-    pub fn fit_tuned(
         x: &Matrix,
         entities: &[&str],
         times: &[DateTime<Utc>],

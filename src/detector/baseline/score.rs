@@ -82,17 +82,10 @@ impl EntityBaselines {
         (if self.fitted.max { max } else { sum.sqrt() }, 0.0)
     }
 
-    /// The record's deviation in the omnibus's units (the larger of `D` and the matched test's
-    /// `T` scaled so that each is the same at its own calibration quantile), and which test it
-    /// is.
-    fn judge(
-        &self,
-        p: &Profile,
-        signals: &[f64],
-        pos: Option<(usize, usize, f64)>,
-        z: &mut [f64],
-    ) -> (f64, Test) {
-        let (d, t) = self.tests_with(p, signals, pos, z);
+    /// The record's deviation in the omnibus's units from its tests' `(D, T)`
+    /// ([`tests_with`](Self::tests_with)): the larger of `D` and the matched test's `T` scaled
+    /// so that each is the same at its own calibration quantile, and which test it is.
+    fn judge(&self, (d, t): (f64, f64)) -> (f64, Test) {
         match &self.matched {
             Some(m) if t * m.scale > d => (t * m.scale, Test::ActivityAlone),
             _ => (d, Test::Omnibus),
@@ -118,7 +111,7 @@ impl EntityBaselines {
         };
         signals_into(row, &self.fitted.pairs, &self.fitted.counts, signals);
         let (p, judged) = self.profile_of(entity);
-        let (d, _) = self.judge(p, signals, self.position(t), z);
+        let (d, _) = self.judge(self.tests_with(p, signals, self.position(t), z));
         (d / (d + self.fitted.k), judged)
     }
 
@@ -133,7 +126,7 @@ impl EntityBaselines {
         let mut signals = vec![0.0; z.len()];
         signals_into(row, &self.fitted.pairs, &self.fitted.counts, &mut signals);
         let (p, judged) = self.profile_of(entity);
-        let (d, test) = self.judge(p, &signals, self.position(t), z);
+        let (d, test) = self.judge(self.tests_with(p, &signals, self.position(t), z));
         (d / (d + self.fitted.k), judged, test)
     }
 

@@ -8,7 +8,7 @@ use super::{
 };
 use crate::detector::Matrix;
 use crate::detector::baseline::{
-    Baseline, EntityBaselines, Judged, Seasonality, Test, activity_feature,
+    Baseline, EntityBaselines, Judged, Seasonality, Test, Tuning, activity_feature,
 };
 use crate::detector::explain::{BandContext, Direction, FeatureContribution, summary_line};
 
@@ -31,7 +31,14 @@ impl Model {
         } = entity;
         let activity = activity_feature(&input.features);
         let (mut model, _) = Self::fit_watched(input)?;
-        let baselines = EntityBaselines::fit(x, entities, times, seasonality, activity);
+        let baselines = EntityBaselines::fit(
+            x,
+            entities,
+            times,
+            seasonality,
+            activity,
+            &Tuning::default(),
+        );
         if baselines.n_entities() == 0 {
             return Err(FitError::Insufficient(InsufficientData::NoEntityHistory {
                 min: crate::detector::baseline::MIN_ENTITY_RECORDS,
