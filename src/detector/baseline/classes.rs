@@ -35,7 +35,7 @@ pub(super) struct ActivityClasses {
 /// connection down); the statistic is the generalised least squares estimate of a shift along
 /// `a`, `T = max(aᵀ P e, 0) / sqrt(aᵀ P a)`, with `P` the record's activity class's inverse
 /// second moments, and it is calibrated on its own: `T / k_T` against the omnibus's `D / k_D`,
-/// each 1 at its training records' [`CALIBRATION_QUANTILE`]; the record's deviation is the
+/// each 1 at its training records' [`CALIBRATION_QUANTILE`](super::CALIBRATION_QUANTILE); the record's deviation is the
 /// larger, in `D`'s units, `max(D, T · k_D / k_T)`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub(super) struct MatchedTest {
@@ -43,7 +43,7 @@ pub(super) struct MatchedTest {
     /// ([`ACTIVITY_CLASSES`] × signals).
     pub(super) weights: Box<[f64]>,
     /// `k_D / k_T`: puts `T` in the omnibus's units, each statistic's training
-    /// [`CALIBRATION_QUANTILE`] at the same deviation.
+    /// [`CALIBRATION_QUANTILE`](super::CALIBRATION_QUANTILE) at the same deviation.
     pub(super) scale: f64,
 }
 

@@ -15,7 +15,7 @@ use crate::detector::Matrix;
 impl EntityBaselines {
     /// Learns every entity's bands. `entities[i]` and `times[i]` belong to row `i` of `x`;
     /// `activity` is the feature whose usual level sets a record's activity class
-    /// ([`activity_feature`]; `None`: the root of the sum of squares); `tuning` is
+    /// ([`activity_feature`](super::activity_feature); `None`: the root of the sum of squares); `tuning` is
     /// [`Tuning::default`] for the service, another for measurements.
     pub fn fit(
         x: &Matrix,

@@ -8,7 +8,7 @@ use crate::detector::Matrix;
 
 impl EntityBaselines {
     /// Each signal's evidence from its relative value: a volume below its band counts
-    /// [`Tuning::below_weight`] of its shortfall, a ratio both ways (signed).
+    /// [`Tuning::below_weight`](super::Tuning::below_weight) of its shortfall, a ratio both ways (signed).
     pub(super) fn evidence_into(&self, z: &[f64], e: &mut [f64]) {
         for (s, (e, &zs)) in e.iter_mut().zip(z).enumerate() {
             *e = if s < self.fitted.n_features && zs < 0.0 {
