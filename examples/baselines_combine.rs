@@ -212,7 +212,7 @@ fn main() {
         smooth,
         ..Tuning::default()
     };
-    let b = EntityBaselines::fit_tuned(&xt, &kt, &tt, seasonality, None, &tuning);
+    let b = EntityBaselines::fit(&xt, &kt, &tt, seasonality, None, &tuning);
     let m = b.n_signals();
     let d = b.n_features();
     let z_of = |x: &Matrix, k: &[&str], t: &[chrono::DateTime<chrono::Utc>]| {

@@ -13,7 +13,7 @@
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use netsentinel::detector::Matrix;
-use netsentinel::detector::baseline::{EntityBaselines, Seasonality};
+use netsentinel::detector::baseline::{EntityBaselines, Seasonality, Tuning};
 
 /// splitmix64: reproducible without the generator's dependencies.
 struct Rng(u64);
@@ -112,7 +112,7 @@ fn main() {
     );
 
     let (c0, w0) = (cpu_seconds(), std::time::Instant::now());
-    let b = EntityBaselines::fit(&x, &keys, &times, seasonality, Some(2));
+    let b = EntityBaselines::fit(&x, &keys, &times, seasonality, Some(2), &Tuning::default());
     let (fit_cpu, fit_wall) = (cpu_seconds() - c0, w0.elapsed().as_secs_f64());
     let peak_fit = status_kb("VmHWM");
     let bytes = postcard::experimental::serialized_size(&b).expect("baselines serialise");

@@ -83,7 +83,7 @@ pub fn measure_tuned(
         Baseline::Entity => {
             let (e_train, e_test) = (entities(&train), entities(&test));
             let (t_train, t_test) = (times(&train), times(&test));
-            let b = EntityBaselines::fit_tuned(
+            let b = EntityBaselines::fit(
                 &x_train,
                 &keys(&e_train),
                 &t_train,
