@@ -43,6 +43,7 @@
 //! `max_pending_windows` (server setting) pending is refused whole (503 `overloaded`, with
 //! `Retry-After`): nothing of it is kept, so shippers retry it.
 
+mod compact;
 mod records;
 mod scored;
 
@@ -172,10 +173,24 @@ pub async fn flush(
     Ok(outcome)
 }
 
-/// The detector's closed windows, a page at a time, and how many windows it keeps pending.
+/// The detector's closed windows, a page at a time (each as its result's JSON), and how many
+/// windows it keeps pending.
 pub async fn windows(state: &AppState, q: WindowQuery) -> Result<(WindowPage, u64), ServiceError> {
     let store = state.stores().streams.clone();
-    blocking(move || Ok((store.windows(&q)?, store.pending(&q.detector)?))).await
+    blocking(move || {
+        let listed = store.listed_windows(&q)?;
+        let windows = listed
+            .windows
+            .into_iter()
+            .map(|w| compact::listed(w.body, w.start, &w.entity, w.closed_at_ms))
+            .collect::<Result<Vec<_>, _>>()?;
+        let page = WindowPage {
+            windows,
+            next_cursor: listed.next_cursor,
+        };
+        Ok((page, store.pending(&q.detector)?))
+    })
+    .await
 }
 
 type Op<'a> = &'a dyn Fn(&mut WindowBook, &mut BookCharge<'_>) -> Result<Ingested, ServiceError>;

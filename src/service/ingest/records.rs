@@ -6,7 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use super::scored::{ClosedAt, ScoredWindows, judge, stored_window};
+use super::scored::{ScoredWindows, judge, stored_window};
 use super::{
     IngestOutcome, KeyedIngest, WindowResult, announce, counted, format_switched, key_after, shown,
     within_bound,
@@ -302,7 +302,7 @@ fn score_records(
     detector: &str,
 ) -> Result<ScoredWindows, ServiceError> {
     let (scored, alert) = judge(model, batch, (rule, rules), detector, &rule.entity_field)?;
-    let closed_at = ClosedAt::new(Utc::now())?;
+    let closed_at = Utc::now();
     let windows = (0..batch.len())
         .map(|i| {
             let fields = batch.echo.fields(i);
@@ -336,10 +336,10 @@ fn score_records(
                         .collect(),
                 ),
                 model_version: model.version(),
-                closed_at: closed_at.at,
+                closed_at,
                 suppressed: scored.suppressed.of(i).map(str::to_owned),
             };
-            stored_window(&result, &closed_at, times[i].timestamp(), entity)
+            stored_window(&result, times[i].timestamp(), entity)
         })
         .collect::<Result<Vec<_>, ServiceError>>()?;
     Ok(ScoredWindows { windows, alert })
