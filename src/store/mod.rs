@@ -10,6 +10,7 @@
 //! about it.
 
 pub mod alerts;
+mod checkpoint;
 pub mod detectors;
 pub mod idempotency;
 pub mod incidents;
