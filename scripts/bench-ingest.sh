@@ -4,8 +4,9 @@
 # in batches of BATCH lines on the release server (window 5m, group_by id.orig_h, lateness 10m),
 # then flushed; prints lines/s of the ingest calls (each committed before its 202) and of the
 # flush, and the windows stored; then the server's CPU time from the first batch to the end of
-# the flush, the load average, and a checksum of the stored windows (every column and body but
-# `closed_at`: equal across binaries that store the same windows). Measurement only.
+# the flush, the load average, and a checksum of the stored windows as GET …/windows lists them
+# (all but `closed_at`: equal across binaries that store the same windows, whatever form they
+# store them in). Measurement only.
 #
 # Usage: scripts/bench-ingest.sh      (from anywhere; builds the release binary unless BUILD=0)
 # Env:   LINES (default 1000000), BATCH (default 100000), PORT (default 18091), KEEP_TMP=1,
@@ -87,11 +88,26 @@ print(f"| durable ingest, {lines:,} TSV lines in batches of {batch:,} | {lines /
       f"({mid - start:.2f} s) | flush of {windows:,} windows: {end - mid:.2f} s | "
       f"end to end {lines / (end - start) / 1e6:.2f}M lines/s |")
 PY
-sum="(no sqlite3)"
-if command -v sqlite3 >/dev/null; then
-    sum=$(sqlite3 "$TMP/data/alerts.db" \
-        "select start_s, entity, seq, is_anomaly, body from windows order by start_s, entity, seq" \
-        | sed -E 's/"closed_at":"[^"]*"//' | md5sum | cut -c1-12)
-fi
+# The stored windows as listed (every page of GET …/windows), without `closed_at`: equal
+# across binaries that store the same windows, whatever form they store them in.
+sum=$(python3 - "$BASE" <<'PY'
+import hashlib, re, sys, urllib.parse, urllib.request
+base, h, cursor, n = sys.argv[1], hashlib.md5(), None, 0
+while True:
+    url = f"{base}/v1/detectors/bench/windows?limit=1000"
+    if cursor:
+        url += "&cursor=" + urllib.parse.quote(cursor)
+    text = urllib.request.urlopen(url).read().decode()
+    head, tail = '{"windows":[', text.rindex('],"next_cursor":')
+    assert text.startswith(head)
+    h.update(re.sub(r'"closed_at":"[^"]*"', "", text[len(head):tail]).encode())
+    n += text.count('"model_version"')
+    m = re.search(r'"next_cursor":"([^"]*)"', text[tail:])
+    if not m:
+        break
+    cursor = m.group(1)
+print(f"{h.hexdigest()[:12]} ({n:,} listed)")
+PY
+)
 echo "$(basename "$BIN") batch=$BATCH server-cpu $(awk -v a="$cpu0" -v b="$cpu1" -v t="$(getconf CLK_TCK)" \
     'BEGIN {printf "%.2f", (b - a) / t}')s load $(cut -d' ' -f1 /proc/loadavg) windows-sum $sum"

@@ -886,3 +886,100 @@ async fn windows_pending_without_a_model_survive_kill_9() {
         as_map(one["results"].as_array().unwrap())
     );
 }
+
+/// `text` without the value of each `"closed_at"` (the instant a window closed, which differs
+/// between two runs that store the same windows).
+fn without_closed_at(text: &str) -> String {
+    const KEY: &str = "\"closed_at\":\"";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(KEY) {
+        out.push_str(&rest[..at + KEY.len()]);
+        let value = &rest[at + KEY.len()..];
+        rest = &value[value.find('"').expect("a closed string")..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A data directory written before windows were stored compactly (each row's body its JSON;
+/// `tests/fixtures/windows-v1`, made by its `make.sh` with main's binary at 11c8802) keeps
+/// its rows and lists them byte for byte as the old code did; windows closed after the
+/// upgrade are stored compactly and list as the old code listed the same windows (all but
+/// `closed_at`, the instant they closed), for a Zeek and a records detector.
+#[tokio::test]
+async fn windows_stored_as_json_before_the_compact_form_list_as_they_did() {
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/windows-v1");
+    let read = |name: &str| std::fs::read_to_string(fixture.join(name)).unwrap();
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let mut stack = vec![(fixture.join("data"), dir.path().to_path_buf())];
+    while let Some((from, to)) = stack.pop() {
+        std::fs::create_dir_all(&to).unwrap();
+        for entry in std::fs::read_dir(&from).unwrap() {
+            let entry = entry.unwrap();
+            let target = to.join(entry.file_name());
+            if entry.file_type().unwrap().is_dir() {
+                stack.push((entry.path(), target));
+            } else {
+                std::fs::copy(entry.path(), target).unwrap();
+            }
+        }
+    }
+    let db = dir.path().join("alerts.db");
+    let bodies = |compact: bool| -> usize {
+        let raw = rusqlite::Connection::open(&db).unwrap();
+        let like = if compact { "~%" } else { "{%" };
+        raw.query_row(
+            "SELECT COUNT(*) FROM windows WHERE body LIKE ?1",
+            [like],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap() as usize
+    };
+    let settings = netsentinel::config::Settings::default();
+    let app = support::app::oneshot_app_in(dir.clone(), settings).await;
+    let listing = |name: &'static str| {
+        let app = &app;
+        async move {
+            let answer = app
+                .get(&format!("/v1/detectors/{name}/windows?limit=1000"))
+                .await;
+            assert_eq!(answer.status(), StatusCode::OK);
+            answer.text().await.unwrap()
+        }
+    };
+    // The old rows, as the old code listed them.
+    assert_eq!(listing("z").await, read("z-before.json"));
+    assert_eq!(listing("r").await, read("r-before.json"));
+    let old = bodies(false);
+    assert_eq!((old, bodies(true)), (114 + 40, 0));
+    // New windows beside them: stored compactly, listed as the old code listed them.
+    let header: String = String::from_utf8(shared_zeek("conn.log"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with('#') && !l.starts_with("#close"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    app.ingest(
+        "/v1/detectors/z",
+        TSV,
+        format!("{header}{}", read("zeek-rest.log")),
+    )
+    .await;
+    json_ok(app.post_empty("/v1/detectors/z/flush").await).await;
+    app.ingest(
+        "/v1/detectors/r",
+        "application/x-ndjson",
+        read("records-rest.ndjson"),
+    )
+    .await;
+    assert_eq!(bodies(false), old, "the old rows are kept as they were");
+    assert_eq!(bodies(true), (232 - 114) + 40);
+    for name in ["z", "r"] {
+        let after = read(&format!("{name}-after.json"));
+        let now = listing(name).await;
+        assert_ne!(now, after, "closed_at differs");
+        assert_eq!(without_closed_at(&now), without_closed_at(&after), "{name}");
+    }
+}

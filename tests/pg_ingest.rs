@@ -297,3 +297,184 @@ async fn windows_pending_before_the_fit_are_scored_once_by_two_replicas_flushing
     // Bit for bit, as one `score` request with the model.
     assert_eq!(got, expected);
 }
+
+/// The windows of a listing's text, each as written.
+fn objects(listing: &str) -> Vec<&str> {
+    let (head, tail) = (
+        "{\"windows\":[",
+        listing.rfind("],\"next_cursor\":").unwrap(),
+    );
+    assert!(listing.starts_with(head), "{listing}");
+    let array = &listing[head.len()..tail];
+    let (mut out, mut depth, mut start) = (Vec::new(), 0, 0);
+    let (mut in_string, mut escaped) = (false, false);
+    for (i, c) in array.char_indices() {
+        if in_string {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_string = true,
+            '{' => {
+                if depth == 0 {
+                    start = i;
+                }
+                depth += 1;
+            }
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    out.push(&array[start..=i]);
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Windows stored as JSON on PostgreSQL before the compact form (rows as main at 11c8802
+/// wrote them: `tests/fixtures/windows-v1/z-before.json`'s windows, inserted as they were)
+/// list byte for byte as then, beside windows stored compactly after them, which list as the
+/// old code listed the same windows (`z-after.json`, all but `closed_at`).
+#[tokio::test]
+async fn windows_stored_as_json_before_the_compact_form_list_as_they_did() {
+    let Some(db) = TestDb::create("windows_stored_as_json_on_pg") else {
+        return;
+    };
+    let fixture =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/windows-v1");
+    let read = |name: &str| std::fs::read_to_string(fixture.join(name)).unwrap();
+    let (before, after) = (read("z-before.json"), read("z-after.json"));
+    let a = replica(&db.url).await;
+    let base = "/v1/detectors/z";
+    let put = a
+        .send(a.request(reqwest::Method::PUT, base).json(&json!({"source": {
+            "format": "zeek", "window": "30s", "group_by": "id.resp_h", "allowed_lateness": "1m"}})))
+        .await;
+    assert!(put.status().is_success());
+    let fit = a
+        .post_raw(
+            &format!("{base}/model/fit?n_estimators=50&seed=3"),
+            Some(TSV),
+            conn_log(),
+        )
+        .await;
+    json_with_status(fit, StatusCode::CREATED).await;
+    // The old rows, as the old code inserted them.
+    let old: Vec<String> = objects(&before).into_iter().map(str::to_owned).collect();
+    assert_eq!(old.len(), 114);
+    let time = |w: &Value, field: &str| {
+        chrono::DateTime::parse_from_rfc3339(w[field].as_str().unwrap()).unwrap()
+    };
+    let mut cut = 0;
+    let rows: Vec<(i64, String, i64, bool, String)> = old
+        .iter()
+        .map(|text| {
+            let w: Value = serde_json::from_str(text).unwrap();
+            let start = time(&w, "timestamp").timestamp();
+            cut = cut.max(start + 30);
+            (
+                start,
+                w["entity"].as_str().unwrap_or("").to_owned(),
+                time(&w, "closed_at").timestamp_millis(),
+                w["is_anomaly"].as_bool().unwrap(),
+                text.clone(),
+            )
+        })
+        .collect();
+    let url = db.url.clone();
+    support::postgres::off_runtime(move || {
+        let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+        for (start, entity, closed, anomalous, body) in &rows {
+            client
+                .execute(
+                    "INSERT INTO windows (detector, start_s, entity, seq, closed_at_ms, is_anomaly, body)
+                     VALUES ('z', $1, $2, 0, $3, $4, $5)",
+                    &[start, entity, closed, anomalous, body],
+                )
+                .unwrap();
+        }
+    });
+    let listing = || async {
+        a.get(&format!("{base}/windows?limit=1000"))
+            .await
+            .text()
+            .await
+            .unwrap()
+    };
+    assert_eq!(listing().await, before);
+    // The lines of the rest of the log in windows after the old ones (the old stream is not
+    // here: the lines of the windows it had closed would be late there).
+    let log = read("zeek-rest.log");
+    let header: String = conn_log()
+        .lines()
+        .filter(|l| l.starts_with('#') && !l.starts_with("#close"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let later: String = log
+        .lines()
+        .filter(|l| {
+            let ts: f64 = l.split('\t').next().unwrap().parse().unwrap();
+            (ts as i64).div_euclid(30) * 30 >= cut
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(!later.is_empty());
+    ingest_to(&a, base, format!("{header}{later}")).await;
+    json_ok(a.post_empty(&format!("{base}/flush")).await).await;
+    let now = listing().await;
+    let listed = objects(&now);
+    assert_eq!(&listed[..114], &old[..], "the old rows list as they did");
+    let new: Vec<String> = listed[114..].iter().map(|w| without_closed_at(w)).collect();
+    assert!(!new.is_empty());
+    let want: Vec<String> = objects(&after)
+        .into_iter()
+        .filter(|w| {
+            let w: Value = serde_json::from_str(w).unwrap();
+            time(&w, "timestamp").timestamp() >= cut
+        })
+        .map(without_closed_at)
+        .collect();
+    assert_eq!(new, want);
+    let url = db.url.clone();
+    let compact: i64 = support::postgres::off_runtime(move || {
+        let mut client = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+        client
+            .query_one("SELECT COUNT(*) FROM windows WHERE body LIKE '~%'", &[])
+            .unwrap()
+            .get(0)
+    });
+    assert_eq!(
+        compact as usize,
+        new.len(),
+        "the new windows are stored compactly"
+    );
+}
+
+/// Posts one TSV batch to the detector at `base` (202).
+async fn ingest_to(app: &TestApp, base: &str, body: String) -> Value {
+    let answer = app
+        .post_raw(&format!("{base}/ingest"), Some(TSV), body)
+        .await;
+    json_with_status(answer, StatusCode::ACCEPTED).await
+}
+
+/// `text` without the value of each `"closed_at"`.
+fn without_closed_at(text: &str) -> String {
+    const KEY: &str = "\"closed_at\":\"";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(KEY) {
+        out.push_str(&rest[..at + KEY.len()]);
+        let value = &rest[at + KEY.len()..];
+        rest = &value[value.find('"').expect("a closed string")..];
+    }
+    out.push_str(rest);
+    out
+}

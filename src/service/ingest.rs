@@ -43,35 +43,35 @@
 //! `max_pending_windows` (server setting) pending is refused whole (503 `overloaded`, with
 //! `Retry-After`): nothing of it is kept, so shippers retry it.
 
+mod compact;
+mod records;
+mod scored;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use chrono::{DateTime, SecondsFormat, Utc};
-use rayon::prelude::*;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_with::skip_serializing_none;
 
+use self::scored::score_closed;
 use super::detectors::SourceFormat;
 use super::idempotency::{AnswerOf, KeyedRun};
 use super::pending::Pending;
-use super::scoring::{AlertRule, ExplainMode, ScoredBatch, plan_alert, score_batch};
+use super::scoring::AlertRule;
 use super::{ServiceError, blocking};
 use crate::detector::explain::FeatureContribution;
 use crate::detector::model::Model;
-use crate::records::observations::{Observations, read_observations};
-use crate::records::zeek::{
-    OnInvalid, Reject, Rejects, WINDOW_FEATURES, WindowRecord, ZeekFormat, read_windows,
-};
-use crate::records::{
-    Batch, BatchBuilder, BodyFormat, Features, ReadSpec, RecordError, RecordErrorKind,
-};
+use crate::records::zeek::{Reject, WINDOW_FEATURES, WindowRecord, ZeekFormat};
+use crate::records::{RecordError, RecordErrorKind};
 use crate::state::{AppState, DetectorState, LoadedStream};
 use crate::store::alerts::{Alert, AlertEvent, Raised};
 use crate::store::streams::{
-    KeyAfter, LockedStream, PendingChunk, StoredWindow, StreamCommit, WindowPage, WindowQuery,
+    KeyAfter, LockedStream, PendingChunk, StreamCommit, WindowPage, WindowQuery,
 };
 use crate::stream::{BookConfig, IngestReport, Ingested, RecordStream, WindowBook};
+pub use records::ingest_records;
 
 /// What an ingest or flush call did: the engine's report, and the alerts its closed windows
 /// opened or updated, as stored (an entity's incident, or a batch alert), each with what
@@ -173,10 +173,24 @@ pub async fn flush(
     Ok(outcome)
 }
 
-/// The detector's closed windows, a page at a time, and how many windows it keeps pending.
+/// The detector's closed windows, a page at a time (each as its result's JSON), and how many
+/// windows it keeps pending.
 pub async fn windows(state: &AppState, q: WindowQuery) -> Result<(WindowPage, u64), ServiceError> {
     let store = state.stores().streams.clone();
-    blocking(move || Ok((store.windows(&q)?, store.pending(&q.detector)?))).await
+    blocking(move || {
+        let listed = store.listed_windows(&q)?;
+        let windows = listed
+            .windows
+            .into_iter()
+            .map(|w| compact::listed(w.body, w.start, &w.entity, w.closed_at_ms))
+            .collect::<Result<Vec<_>, _>>()?;
+        let page = WindowPage {
+            windows,
+            next_cursor: listed.next_cursor,
+        };
+        Ok((page, store.pending(&q.detector)?))
+    })
+    .await
 }
 
 type Op<'a> = &'a dyn Fn(&mut WindowBook, &mut BookCharge<'_>) -> Result<Ingested, ServiceError>;
@@ -346,94 +360,6 @@ fn announce(state: &AppState, detector: &str, alerts: &[(Alert, Option<AlertEven
             reason = %alert.reason, "alert raised or updated by {by}"
         );
     }
-}
-
-/// A [`WindowResult`] as it serialises, from borrowed parts, with `closed_at` as its JSON
-/// text already (one call closes every window at the same instant: formatted once, not once
-/// per window). The same fields in the same order, so the same bytes.
-#[skip_serializing_none]
-#[derive(Serialize)]
-struct WindowJson<'a> {
-    timestamp: &'a str,
-    entity: Option<&'a str>,
-    score: f64,
-    is_anomaly: bool,
-    severity: u8,
-    explanation: Option<&'a [FeatureContribution]>,
-    bytes_sent: Option<f64>,
-    bytes_received: Option<f64>,
-    connections: Option<f64>,
-    active_sessions: Option<f64>,
-    values: Option<&'a BTreeMap<String, f64>>,
-    fields: Option<&'a BTreeMap<String, String>>,
-    model_version: u64,
-    closed_at: &'a str,
-    suppressed: Option<&'a str>,
-}
-
-impl<'a> WindowJson<'a> {
-    fn of(r: &'a WindowResult, closed_at: &'a ClosedAt) -> Self {
-        debug_assert_eq!(r.closed_at, closed_at.at);
-        Self {
-            timestamp: &r.timestamp,
-            entity: r.entity.as_deref(),
-            score: r.score,
-            is_anomaly: r.is_anomaly,
-            severity: r.severity,
-            explanation: r.explanation.as_deref(),
-            bytes_sent: r.bytes_sent,
-            bytes_received: r.bytes_received,
-            connections: r.connections,
-            active_sessions: r.active_sessions,
-            values: r.values.as_ref(),
-            fields: r.fields.as_ref(),
-            model_version: r.model_version,
-            closed_at: &closed_at.text,
-            suppressed: r.suppressed.as_deref(),
-        }
-    }
-}
-
-/// The instant a call closes its windows, and its text as a [`WindowResult`] serialises it.
-struct ClosedAt {
-    at: DateTime<Utc>,
-    text: String,
-}
-
-impl ClosedAt {
-    fn new(at: DateTime<Utc>) -> Result<Self, ServiceError> {
-        // chrono's own serialisation, read back: the text is what serialising `at` writes.
-        let text = match serde_json::to_value(at) {
-            Ok(serde_json::Value::String(text)) => text,
-            other => {
-                return Err(ServiceError::Records(RecordError::new(
-                    RecordErrorKind::Internal,
-                    format!("a window's closed_at serialised as {other:?}"),
-                )));
-            }
-        };
-        Ok(Self { at, text })
-    }
-}
-
-/// A window result as stored: its JSON and what listings filter on.
-fn stored_window(
-    result: &WindowResult,
-    closed_at: &ClosedAt,
-    start: i64,
-    entity: Option<String>,
-) -> Result<StoredWindow, ServiceError> {
-    let body = serde_json::to_string(&WindowJson::of(result, closed_at)).map_err(|e| {
-        RecordError::new(RecordErrorKind::Internal, format!("a window result: {e}"))
-    })?;
-    Ok(StoredWindow {
-        start,
-        entity,
-        seq: 0,
-        closed_at: result.closed_at,
-        is_anomaly: result.is_anomaly,
-        body,
-    })
 }
 
 /// What a call's answer shows of what its alert did to the store: the alerts it opened or
@@ -681,420 +607,6 @@ fn reconcile(mut loaded: LoadedStream, config: &BookConfig) -> Result<LoadedStre
     )))
 }
 
-/// Closed windows scored, as stored, and the alert they raise.
-#[derive(Default)]
-struct ScoredWindows {
-    windows: Vec<StoredWindow>,
-    alert: Option<Alert>,
-}
-
-/// Scores closed windows as a `score` request with the same lines scores its window records:
-/// the same batch, the same model, so the same bits.
-fn score_closed(
-    model: &Model,
-    closed: &[WindowRecord],
-    config: &BookConfig,
-    (rule, rules): (&AlertRule, &[super::suppression::Matcher]),
-    detector: &str,
-    closed_at: DateTime<Utc>,
-) -> Result<ScoredWindows, ServiceError> {
-    if closed.is_empty() {
-        return Ok(ScoredWindows {
-            windows: Vec::new(),
-            alert: None,
-        });
-    }
-    let features = model.features().to_vec();
-    let mut b = BatchBuilder::with_features(Features::Given(&features), false, usize::MAX);
-    read_windows(closed, config.group_by, &mut b).map_err(ServiceError::Records)?;
-    let batch = b.finish().map_err(ServiceError::Records)?;
-    // Windows carry their entity as the echoed field `entity`, as on `score`.
-    let (scored, alert) = judge(model, &batch, (rule, rules), detector, "entity")?;
-    let closed_at = ClosedAt::new(closed_at)?;
-    // Each window's result and JSON on both cores (this is a blocking thread, not the async
-    // runtime); collected in the windows' order.
-    let windows = closed
-        .par_iter()
-        .enumerate()
-        .map(|(i, w)| {
-            let score = scored.scores[i];
-            let result = WindowResult {
-                timestamp: w.start_text(),
-                entity: w.entity.clone(),
-                score,
-                is_anomaly: scored.is_anomaly(i),
-                severity: crate::detector::severity::severity(score),
-                explanation: scored.explanation(i).cloned(),
-                bytes_sent: Some(w.bytes_sent),
-                bytes_received: Some(w.bytes_received),
-                connections: Some(w.connections),
-                active_sessions: Some(w.active_sessions),
-                values: None,
-                fields: None,
-                model_version: model.version(),
-                closed_at: closed_at.at,
-                suppressed: scored.suppressed.of(i).map(str::to_owned),
-            };
-            stored_window(
-                &result,
-                &closed_at,
-                w.timestamp.timestamp(),
-                w.entity.clone(),
-            )
-        })
-        .collect::<Result<Vec<_>, ServiceError>>()?;
-    Ok(ScoredWindows { windows, alert })
-}
-
-/// Scores closed windows as one batch, marks (and counts) what `rules` suppress by the
-/// `entity_field`, and decides the alert they raise, tagged with the detector: as `score`
-/// decides it (at most `--max-alert-entities` entities per call), its memory charged to the
-/// call before it is built.
-fn judge(
-    model: &Model,
-    batch: &Batch,
-    (rule, rules): (&AlertRule, &[super::suppression::Matcher]),
-    detector: &str,
-    entity_field: &str,
-) -> Result<(ScoredBatch, Option<Alert>), ServiceError> {
-    let mut scored = score_batch(model, batch, ExplainMode::Anomalies, rule.explain_top_k);
-    scored.suppressed = super::suppression::mark(rules, detector, entity_field, batch);
-    scored.suppressed.count(detector);
-    let plan = plan_alert(model, batch, &scored, rule);
-    if let Some(plan) = &plan {
-        crate::work::reserve(plan.bytes())?;
-        plan.note_omitted(detector);
-    }
-    let alert = plan.map(|p| Alert {
-        detector: detector.to_owned(),
-        ..p.build(model, batch, &scored)
-    });
-    Ok((scored, alert))
-}
-
-/// Scores a records body (CSV, NDJSON or JSON) for a detector whose `source.format` is
-/// `records`: each record is one observation and its own window, closed on arrival (see the
-/// module doc, "Records"). `body` is `None` for a flush: nothing is open, and the answer says
-/// so (keeping its `Idempotency-Key`).
-pub async fn ingest_records(
-    state: &AppState,
-    det: &Arc<DetectorState>,
-    body: Option<(BodyFormat, Bytes)>,
-    key: Option<KeyedIngest>,
-) -> Result<IngestOutcome, ServiceError> {
-    let (state2, det2) = (state.clone(), det.clone());
-    let outcome = blocking(move || run_records(&state2, &det2, body.as_ref(), key)).await?;
-    counted(det.name(), &outcome);
-    Ok(outcome)
-}
-
-/// One records call: read and score (no stream state is needed for it), then lock the stream
-/// and commit the windows, the alert, the latest event time and the key together; blocking.
-/// Without a model the records are read (checked, counted) and the body kept pending; with
-/// one, the bodies kept pending are read again and scored under the lock, before this call's.
-fn run_records(
-    state: &AppState,
-    det: &DetectorState,
-    body: Option<&(BodyFormat, Bytes)>,
-    key: Option<KeyedIngest>,
-) -> Result<IngestOutcome, ServiceError> {
-    let spec = det.spec();
-    let model = det.model();
-    let settings = state.settings();
-    let mut rule = AlertRule::for_detector(settings, &spec);
-    // As on `score`: a model with entity baselines names the entity field of its incidents.
-    if let Some(entity) = model.as_ref().and_then(|m| m.entity()) {
-        rule.entity_field = entity.field.clone();
-    }
-    let group_by = spec.source.group_by.as_deref();
-    let on_invalid = spec.source.on_invalid.unwrap_or(OnInvalid::Skip);
-    let read_spec = |format: BodyFormat| {
-        let features = model.as_ref().map(|m| m.features().to_vec());
-        ReadSpec::new(format, features, settings.max_records)
-    };
-    let read = match body {
-        Some((format, bytes)) => {
-            read_observations(bytes, &read_spec(*format), group_by, on_invalid)
-                .map_err(ServiceError::Records)?
-        }
-        None => Observations {
-            batch: None,
-            times: Vec::new(),
-            rejects: Rejects::default(),
-        },
-    };
-    let rules = super::suppression::active_now(state)?;
-    let scored = match (&read.batch, &model) {
-        (Some(batch), Some(model)) => score_records(
-            model,
-            batch,
-            &read.times,
-            group_by,
-            (&rule, &rules),
-            det.name(),
-        )?,
-        _ => ScoredWindows::default(),
-    };
-    let accepted = read.times.len();
-    // Without a model: the body, kept pending (its records are read again by the model).
-    let mut kept = match (body, &model) {
-        (Some((format, bytes)), None) if accepted > 0 => Some(PendingChunk {
-            windows: accepted as u64,
-            body: Pending::Records {
-                format: *format,
-                body: bytes.to_vec(),
-                records: accepted as u64,
-            }
-            .to_bytes(),
-        }),
-        _ => None,
-    };
-    let mut windows = Some(scored.windows);
-    let alert = scored.alert;
-    let sinks = state.webhooks().sink_names().to_vec();
-    let streams = state.stores().streams.clone();
-    // Calls into one detector take turns in this process; a window book held in memory (the
-    // detector read Zeek logs before) is dropped: the stored stream changes now.
-    let mut slot = det.stream();
-    *slot = None;
-    let (run, mut answer) = match key {
-        Some((run, answer)) => (Some(run), Some(answer)),
-        None => (None, None),
-    };
-    let mut done = None;
-    let committed = streams.commit_locked(det.name(), None, model.is_some(), &mut |found| {
-        let mut stream = match records_stream(det.name(), found.book.as_deref()) {
-            Ok(s) => s,
-            Err(e) => {
-                done = Some(Err(e));
-                return None;
-            }
-        };
-        let more = kept.as_ref().map_or(0, |k| k.windows);
-        if let Err(e) = within_bound(
-            det.name(),
-            found.pending,
-            more,
-            settings.max_pending_windows,
-        ) {
-            done = Some(Err(e));
-            return None;
-        }
-        // The bodies kept pending, scored first (they came first), each as its call would
-        // have been.
-        let mut all = Vec::new();
-        let mut alerts = Vec::new();
-        let mut pending_scored = 0;
-        if let Some(model) = &model {
-            for chunk in &found.chunks {
-                let pending = match Pending::from_bytes(chunk) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        done = Some(Err(e));
-                        return None;
-                    }
-                };
-                let Pending::Records {
-                    format,
-                    body,
-                    records,
-                } = pending
-                else {
-                    done = Some(Err(format_switched(det.name(), "zeek")));
-                    return None;
-                };
-                match score_pending_records(
-                    model,
-                    (format, &body, records),
-                    (&read_spec(format), group_by, on_invalid),
-                    (&rule, &rules),
-                    det.name(),
-                ) {
-                    Ok(Some(scored)) => {
-                        pending_scored += scored.windows.len();
-                        all.extend(scored.windows);
-                        alerts.extend(scored.alert);
-                    }
-                    Ok(None) => {}
-                    Err(e) => {
-                        done = Some(Err(e));
-                        return None;
-                    }
-                }
-            }
-        }
-        all.extend(windows.take().unwrap_or_default());
-        alerts.extend(alert.clone());
-        for t in &read.times {
-            stream.saw(*t);
-        }
-        // Unique in the stream: each commit has its own stored version.
-        let base = i64::try_from(found.version).unwrap_or(i64::MAX >> 32) << 32;
-        for (i, w) in all.iter_mut().enumerate() {
-            w.seq = base + i as i64;
-        }
-        let outcome = IngestOutcome {
-            report: IngestReport {
-                accepted,
-                rejected: read.rejects.total,
-                rejects: read.rejects.first.clone(),
-                windows_opened: accepted,
-                windows_closed: accepted,
-                watermark: stream.watermark(),
-                ..IngestReport::default()
-            },
-            // Filled in from what the commit stored (`Committed::raised`).
-            alerts: Vec::new(),
-            model_version: model.as_ref().map(|m| m.version()),
-            windows_pending: if model.is_some() {
-                0
-            } else {
-                found.pending + more
-            },
-            pending_scored,
-        };
-        let key = run
-            .as_ref()
-            .zip(answer.take())
-            .map(|(run, answer)| key_after(run, answer, &outcome));
-        done = Some(Ok(outcome));
-        Some(StreamCommit {
-            book: stream.to_bytes(),
-            windows: all,
-            alerts: alerts.into_iter().map(|a| (a, sinks.clone())).collect(),
-            key,
-            pending: kept.take(),
-            scored_pending: !found.chunks.is_empty(),
-        })
-    })?;
-    let mut outcome = done.unwrap_or_else(|| {
-        Err(ServiceError::Records(RecordError::new(
-            RecordErrorKind::Internal,
-            "the stream store committed without the call",
-        )))
-    })?;
-    if let Some(c) = committed {
-        outcome.alerts = shown(c.raised);
-    }
-    drop(slot);
-    drop(run);
-    announce(state, det.name(), &outcome.alerts, "ingested records");
-    Ok(outcome)
-}
-
-/// A records body kept pending, read again by `model` as its call would have read it and
-/// scored as its call would have scored it: its windows and their alert. Records the model
-/// cannot read are counted as rejected (and logged) now; `None` when none can be read.
-fn score_pending_records(
-    model: &Model,
-    (format, body, records): (BodyFormat, &[u8], u64),
-    (spec, group_by, on_invalid): (&ReadSpec, Option<&str>, OnInvalid),
-    (rule, rules): (&AlertRule, &[super::suppression::Matcher]),
-    detector: &str,
-) -> Result<Option<ScoredWindows>, ServiceError> {
-    let read = match read_observations(body, spec, group_by, on_invalid) {
-        Ok(read) => read,
-        Err(e) => {
-            metrics::counter!("netsentinel_ingest_rejected_total", "detector" => detector.to_owned())
-                .increment(records);
-            tracing::warn!(
-                detector, records, format = ?format, error = %e.detail,
-                "records kept pending (no model then) cannot be read by the model now active: \
-                 counted as rejected"
-            );
-            return Ok(None);
-        }
-    };
-    if read.rejects.total > 0 {
-        metrics::counter!("netsentinel_ingest_rejected_total", "detector" => detector.to_owned())
-            .increment(read.rejects.total as u64);
-        tracing::warn!(
-            detector,
-            rejected = read.rejects.total,
-            first_reason = read.rejects.first.first().map(|r| r.reason.as_str()),
-            "records kept pending (no model then) skipped by the model now active"
-        );
-    }
-    let Some(batch) = &read.batch else {
-        return Ok(None);
-    };
-    score_records(model, batch, &read.times, group_by, (rule, rules), detector).map(Some)
-}
-
-/// A records detector's stream as stored: a records stream, or none yet, or the window book
-/// of a detector that read Zeek logs before (taken over only when no window of it is open).
-fn records_stream(detector: &str, bytes: Option<&[u8]>) -> Result<RecordStream, ServiceError> {
-    let Some(bytes) = bytes else {
-        return Ok(RecordStream::default());
-    };
-    if let Some(s) = RecordStream::from_bytes(bytes) {
-        return Ok(s);
-    }
-    let open = WindowBook::from_bytes(bytes).map_or(0, |b| b.open_windows());
-    if open > 0 {
-        return Err(ServiceError::Ingest(format!(
-            "detector {detector:?} reads records now, but {open} Zeek window(s) of its stream are \
-             still open: PUT it back with source.format \"zeek\" and POST …/flush to close them, \
-             then switch"
-        )));
-    }
-    Ok(RecordStream::default())
-}
-
-/// Scores a batch of records as `score` scores it (the same model, batch and rules, so the
-/// same bits), each record a window at its own time.
-fn score_records(
-    model: &Model,
-    batch: &Batch,
-    times: &[DateTime<Utc>],
-    group_by: Option<&str>,
-    (rule, rules): (&AlertRule, &[super::suppression::Matcher]),
-    detector: &str,
-) -> Result<ScoredWindows, ServiceError> {
-    let (scored, alert) = judge(model, batch, (rule, rules), detector, &rule.entity_field)?;
-    let closed_at = ClosedAt::new(Utc::now())?;
-    let windows = (0..batch.len())
-        .map(|i| {
-            let fields = batch.echo.fields(i);
-            let entity = group_by
-                .and_then(|f| fields.get(f))
-                .map(|v| (*v).to_owned());
-            let score = scored.scores[i];
-            let result = WindowResult {
-                timestamp: times[i].to_rfc3339_opts(SecondsFormat::AutoSi, true),
-                entity: entity.clone(),
-                score,
-                is_anomaly: scored.is_anomaly(i),
-                severity: crate::detector::severity::severity(score),
-                explanation: scored.explanation(i).cloned(),
-                bytes_sent: None,
-                bytes_received: None,
-                connections: None,
-                active_sessions: None,
-                values: Some(
-                    batch
-                        .features
-                        .iter()
-                        .cloned()
-                        .zip(batch.matrix.row(i).iter().copied())
-                        .collect(),
-                ),
-                fields: Some(
-                    fields
-                        .into_iter()
-                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                        .collect(),
-                ),
-                model_version: model.version(),
-                closed_at: closed_at.at,
-                suppressed: scored.suppressed.of(i).map(str::to_owned),
-            };
-            stored_window(&result, &closed_at, times[i].timestamp(), entity)
-        })
-        .collect::<Result<Vec<_>, ServiceError>>()?;
-    Ok(ScoredWindows { windows, alert })
-}
-
 /// Counts a committed call in /metrics and logs its skipped lines.
 fn counted(detector: &str, o: &IngestOutcome) {
     let r = &o.report;
@@ -1133,7 +645,7 @@ fn counted(detector: &str, o: &IngestOutcome) {
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use super::*;
+    use crate::detector::explain::FeatureContribution;
 
     /// An explanation of one feature with every optional part set, `summary` its summary.
     pub(crate) fn explanation(summary: &str) -> Vec<FeatureContribution> {
@@ -1147,50 +659,5 @@ pub(crate) mod tests {
             band: Some([1.0, 2.0]),
             summary: Some(summary.into()),
         }]
-    }
-
-    /// A window stored through [`WindowJson`] reads byte for byte as its [`WindowResult`]
-    /// serialises: a Zeek window with and without an explanation, a record, and instants
-    /// with and without fractions of a second.
-    #[test]
-    fn a_stored_window_is_its_results_json() {
-        let explanation = explanation("bytes_sent 5 B; usual for \"10.0.0.1\" is 1–2 B");
-        let instants = [
-            DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
-            DateTime::from_timestamp(1_700_000_000, 5).unwrap(),
-            DateTime::from_timestamp(1_700_000_000, 120_000_000).unwrap(),
-            Utc::now(),
-        ];
-        for at in instants {
-            let closed_at = ClosedAt::new(at).unwrap();
-            for (entity, explanation, zeek) in [
-                (None, None, true),
-                (Some("10.0.0.1".to_owned()), Some(explanation.clone()), true),
-                (Some("10.0.0.2".to_owned()), None, false),
-            ] {
-                let suppressed = entity.as_ref().map(|_| "0192".to_owned());
-                let (z, r) = (zeek.then_some(1.5e9), (!zeek).then_some(()));
-                let result = WindowResult {
-                    timestamp: "2024-01-01T00:05:00Z".into(),
-                    entity: entity.clone(),
-                    score: 0.1 + 0.2,
-                    is_anomaly: explanation.is_some(),
-                    severity: 53,
-                    explanation,
-                    bytes_sent: z,
-                    bytes_received: z.map(|v| v / 3.0),
-                    connections: z,
-                    active_sessions: z,
-                    values: r.map(|()| [("bytes".to_owned(), 5.0)].into()),
-                    fields: r.map(|()| [("src_ip".to_owned(), "10.0.0.2".to_owned())].into()),
-                    model_version: 4,
-                    closed_at: at,
-                    suppressed,
-                };
-                let stored = stored_window(&result, &closed_at, 7, entity).unwrap();
-                assert_eq!(stored.body, serde_json::to_string(&result).unwrap());
-                assert_eq!(stored.closed_at, at);
-            }
-        }
     }
 }

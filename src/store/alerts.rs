@@ -315,6 +315,7 @@ impl SqliteAlertStore {
         };
         configure(&conn, path, expect_wal).map_err(open_err)?;
         migrate(&mut conn, path)?;
+        super::checkpoint::take_over(&conn, path, expect_wal).map_err(open_err)?;
         Ok(Self {
             conn: Mutex::new(conn),
             group: GroupCommit::default(),

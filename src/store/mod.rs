@@ -11,6 +11,7 @@
 
 mod alert;
 pub mod alerts;
+mod checkpoint;
 pub mod detectors;
 pub mod idempotency;
 pub mod incidents;

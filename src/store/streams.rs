@@ -45,8 +45,9 @@ pub struct StoredWindow {
     pub seq: i64,
     pub closed_at: DateTime<Utc>,
     pub is_anomaly: bool,
-    /// The window's result (score, severity, explanation, values, `closed_at`), as the API
-    /// shows it; written by the service layer.
+    /// The window's result (score, severity, explanation, values, `closed_at`), written and
+    /// read by the service layer: its JSON as the API shows it, or (since the compact form)
+    /// an encoding that leaves out what the columns hold (`~`…, never `{`).
     pub body: String,
 }
 
@@ -117,10 +118,29 @@ pub struct WindowQuery {
     pub cursor: Option<String>,
 }
 
-/// A page of windows (JSON bodies, by start then entity) and the cursor of the next one.
+/// A page of windows (bodies as [`StoredWindow::body`], by start then entity) and the cursor
+/// of the next one.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WindowPage {
     pub windows: Vec<String>,
+    pub next_cursor: Option<String>,
+}
+
+/// A stored window as listed: its body, and the columns a compact body leaves out.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedWindow {
+    /// Window start, Unix seconds.
+    pub start: i64,
+    /// The entity column (`''` for none).
+    pub entity: String,
+    pub closed_at_ms: i64,
+    pub body: String,
+}
+
+/// A page of [`ListedWindow`]s and the cursor of the next one.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListedPage {
+    pub windows: Vec<ListedWindow>,
     pub next_cursor: Option<String>,
 }
 
@@ -205,8 +225,17 @@ pub trait StreamStore: Transact + Send + Sync + 'static {
         })?;
         Ok(committed)
     }
-    /// Closed windows matching the query, by start then entity.
-    fn windows(&self, q: &WindowQuery) -> Result<WindowPage, StoreError>;
+    /// Closed windows matching the query, by start then entity, with the columns their bodies
+    /// are read with.
+    fn listed_windows(&self, q: &WindowQuery) -> Result<ListedPage, StoreError>;
+    /// Closed windows matching the query, by start then entity: their bodies as stored.
+    fn windows(&self, q: &WindowQuery) -> Result<WindowPage, StoreError> {
+        let page = self.listed_windows(q)?;
+        Ok(WindowPage {
+            windows: page.windows.into_iter().map(|w| w.body).collect(),
+            next_cursor: page.next_cursor,
+        })
+    }
     /// Deletes up to `max` of the windows closed before `before`; returns how many went.
     fn prune_windows(&self, before: DateTime<Utc>, max: usize) -> Result<u64, StoreError>;
     /// Deletes a detector's stream, windows and pending windows (with the detector).
@@ -316,7 +345,7 @@ pub(super) fn list_sql(
 ) -> (String, Vec<Value>) {
     let mut args: Vec<Value> = vec![Value::Text(q.detector.clone())];
     let mut sql = format!(
-        "SELECT start_s, entity, seq, body FROM windows WHERE detector = {}",
+        "SELECT start_s, entity, seq, closed_at_ms, body FROM windows WHERE detector = {}",
         placeholder(1)
     );
     let arg = |sql: &mut String, clause: &str, v: Value, args: &mut Vec<Value>| {
@@ -363,18 +392,25 @@ pub(super) fn list_sql(
     (sql, args)
 }
 
-/// A page from the listing's rows (`start_s, entity, seq, body`, one more than `limit` when
-/// another page follows).
-pub(super) fn page(rows: Vec<(i64, String, i64, String)>, limit: usize) -> WindowPage {
+/// A listing's row: `start_s, entity, seq, closed_at_ms, body`.
+pub(super) type ListedRow = (i64, String, i64, i64, String);
+
+/// A page from the listing's rows (one more than `limit` when another page follows).
+pub(super) fn page(rows: Vec<ListedRow>, limit: usize) -> ListedPage {
     let limit = limit.max(1);
     let more = rows.len() > limit;
     let mut windows = Vec::with_capacity(rows.len().min(limit));
     let mut last = None;
-    for (start, entity, seq, body) in rows.into_iter().take(limit) {
-        windows.push(body);
-        last = Some((start, entity, seq));
+    for (start, entity, seq, closed_at_ms, body) in rows.into_iter().take(limit) {
+        last = Some((start, entity.clone(), seq));
+        windows.push(ListedWindow {
+            start,
+            entity,
+            closed_at_ms,
+            body,
+        });
     }
-    WindowPage {
+    ListedPage {
         windows,
         next_cursor: more.then(|| last.as_ref().map(encode_cursor)).flatten(),
     }
@@ -396,14 +432,14 @@ impl StreamStore for SqliteAlertStore {
         }))
     }
 
-    fn windows(&self, q: &WindowQuery) -> Result<WindowPage, StoreError> {
+    fn listed_windows(&self, q: &WindowQuery) -> Result<ListedPage, StoreError> {
         let cursor = q.cursor.as_deref().map(decode_cursor).transpose()?;
         let (sql, args) = list_sql(q, cursor.as_ref(), |i| format!("?{i}"));
         let conn = self.lock()?;
         let mut stmt = conn.prepare(&sql)?;
         let rows = stmt
             .query_map(rusqlite::params_from_iter(args), |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(page(rows, q.limit))

@@ -8,7 +8,7 @@ use postgres::types::ToSql;
 use rusqlite::types::Value;
 
 use super::super::streams::{
-    StoredStream, StreamStore, WindowPage, WindowQuery, decode_cursor, list_sql, page,
+    ListedPage, StoredStream, StreamStore, WindowQuery, decode_cursor, list_sql, page,
 };
 use super::{PgStore, StoreError, pg, to_u64};
 
@@ -27,7 +27,7 @@ impl StreamStore for PgStore {
         }))
     }
 
-    fn windows(&self, q: &WindowQuery) -> Result<WindowPage, StoreError> {
+    fn listed_windows(&self, q: &WindowQuery) -> Result<ListedPage, StoreError> {
         let cursor = q.cursor.as_deref().map(decode_cursor).transpose()?;
         let (sql, args) = list_sql(q, cursor.as_ref(), |i| format!("${i}"));
         let args: Vec<Box<dyn ToSql + Sync>> = args
@@ -44,7 +44,7 @@ impl StreamStore for PgStore {
         let rows = self.conn()?.query(&sql, &refs).map_err(pg)?;
         let rows = rows
             .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
             .collect();
         Ok(page(rows, q.limit))
     }
