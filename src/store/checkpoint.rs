@@ -181,6 +181,21 @@ mod tests {
                 );
                 std::thread::sleep(PAUSE);
             }
+            // The file is as large as the burst once the thread's checkpoint has written its
+            // last page; wait for that checkpoint to end too (a PASSIVE one here is busy while
+            // it runs, and finds nothing left to copy after it), or the next burst would
+            // append to this WAL instead of writing it from its start.
+            loop {
+                let c = checkpoint(&conn, "PASSIVE").unwrap();
+                if !c.busy && c.copied >= c.log {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "burst {burst}: the checkpoint did not end"
+                );
+                std::thread::sleep(PAUSE);
+            }
         }
         // Without the thread the WAL of these commits (no automatic checkpoint) would reach
         // 48 MB; with it, about one burst.
