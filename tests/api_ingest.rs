@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use support::app::{TestApp, oneshot_app, oneshot_app_with, spawn_app};
 use support::data::{shared_zeek, zeek_json_lines_in_order};
-use support::responses::{assert_problem, json_ok, json_with_status};
+use support::responses::{assert_problem, json_ok, json_with_status, without_closed_at};
 
 /// The TSV log as its header lines and its data lines.
 fn tsv() -> (String, Vec<String>) {
@@ -885,21 +885,6 @@ async fn windows_pending_without_a_model_survive_kill_9() {
         as_map(page["windows"].as_array().unwrap()),
         as_map(one["results"].as_array().unwrap())
     );
-}
-
-/// `text` without the value of each `"closed_at"` (the instant a window closed, which differs
-/// between two runs that store the same windows).
-fn without_closed_at(text: &str) -> String {
-    const KEY: &str = "\"closed_at\":\"";
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find(KEY) {
-        out.push_str(&rest[..at + KEY.len()]);
-        let value = &rest[at + KEY.len()..];
-        rest = &value[value.find('"').expect("a closed string")..];
-    }
-    out.push_str(rest);
-    out
 }
 
 /// A data directory written before windows were stored compactly (each row's body its JSON;

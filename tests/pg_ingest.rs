@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use support::app::{TestApp, spawn_app_with};
 use support::data::{shared_zeek, zeek_json_lines_in_order};
 use support::postgres::TestDb;
-use support::responses::{json_ok, json_with_status};
+use support::responses::{json_ok, json_with_status, without_closed_at};
 
 fn conn_log() -> String {
     String::from_utf8(shared_zeek("conn.log")).unwrap()
@@ -463,18 +463,4 @@ async fn ingest_to(app: &TestApp, base: &str, body: String) -> Value {
         .post_raw(&format!("{base}/ingest"), Some(TSV), body)
         .await;
     json_with_status(answer, StatusCode::ACCEPTED).await
-}
-
-/// `text` without the value of each `"closed_at"`.
-fn without_closed_at(text: &str) -> String {
-    const KEY: &str = "\"closed_at\":\"";
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(at) = rest.find(KEY) {
-        out.push_str(&rest[..at + KEY.len()]);
-        let value = &rest[at + KEY.len()..];
-        rest = &value[value.find('"').expect("a closed string")..];
-    }
-    out.push_str(rest);
-    out
 }

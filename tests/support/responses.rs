@@ -46,3 +46,18 @@ pub async fn assert_problem(response: Response, status: StatusCode, code: &str) 
     );
     body
 }
+
+/// `text` without the value of each `"closed_at"` (the instant a window closed, which differs
+/// between two runs that store the same windows).
+pub fn without_closed_at(text: &str) -> String {
+    const KEY: &str = "\"closed_at\":\"";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(KEY) {
+        out.push_str(&rest[..at + KEY.len()]);
+        let value = &rest[at + KEY.len()..];
+        rest = &value[value.find('"').expect("a closed string")..];
+    }
+    out.push_str(rest);
+    out
+}

@@ -194,6 +194,17 @@ impl<'a> Compact<'a> {
 
     /// The window this body of the row (`start_s`, `entity`, `closed_at_ms`) holds.
     fn result(self, start_s: i64, entity: &str, closed_at_ms: i64) -> Option<WindowResult> {
+        let at = closed_at(closed_at_ms, self.closed_sub_ms)?;
+        self.result_at(start_s, entity, at)
+    }
+
+    /// The window this form holds, closed at `closed_at` (its `closed_sub_ms` not read).
+    pub(super) fn result_at(
+        self,
+        start_s: i64,
+        entity: &str,
+        closed_at: DateTime<Utc>,
+    ) -> Option<WindowResult> {
         Some(WindowResult {
             timestamp: match self.start {
                 Start::Secs => start_text(start_s)?,
@@ -213,7 +224,7 @@ impl<'a> Compact<'a> {
             values: self.values.map(Cow::into_owned),
             fields: self.fields.map(Cow::into_owned),
             model_version: self.model_version,
-            closed_at: closed_at(closed_at_ms, self.closed_sub_ms)?,
+            closed_at,
             suppressed: self.suppressed.map(Cow::into_owned),
         })
     }
@@ -252,6 +263,7 @@ pub(crate) fn listed(
 mod tests {
     use super::*;
     use crate::service::ingest::tests::explanation as one_feature;
+    use chrono::NaiveDate;
 
     /// Every kind of window, stored compactly and listed, reads byte for byte as its
     /// [`WindowResult`] serialises (what main stored as the body): a Zeek window with and
@@ -319,6 +331,22 @@ mod tests {
                 assert_eq!(shown, json);
                 // A body stored as JSON (before this form) is listed as it is.
                 assert_eq!(listed(json.clone(), start, column, 0).unwrap(), json);
+                // Closed in a leap second, which this form cannot hold: the same window comes
+                // back whole with that `closed_at` (stored as its JSON, `scored.rs`).
+                let leap = NaiveDate::from_ymd_opt(2016, 12, 31)
+                    .and_then(|d| d.and_hms_nano_opt(23, 59, 59, 1_500_000_000))
+                    .unwrap()
+                    .and_utc();
+                assert_eq!(sub_ms(leap), None);
+                let whole = Compact::of(&result, start).unwrap();
+                let again = whole.result_at(start, column, leap).unwrap();
+                assert_eq!(
+                    again,
+                    WindowResult {
+                        closed_at: leap,
+                        ..result.clone()
+                    }
+                );
                 n += 1;
             }
         }

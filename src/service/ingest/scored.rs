@@ -76,25 +76,15 @@ pub(super) fn score_closed(
             .iter()
             .enumerate()
             .map(|(i, w)| {
-                let score = scored.scores[i];
-                let result = WindowResult {
-                    timestamp: w.start_text(),
-                    entity: w.entity.clone(),
-                    score,
-                    is_anomaly: scored.is_anomaly(i),
-                    severity: crate::detector::severity::severity(score),
-                    explanation: scored.explanation(i).cloned(),
-                    bytes_sent: Some(w.bytes_sent),
-                    bytes_received: Some(w.bytes_received),
-                    connections: Some(w.connections),
-                    active_sessions: Some(w.active_sessions),
-                    values: None,
-                    fields: None,
-                    model_version: version,
-                    closed_at,
-                    suppressed: scored.suppressed.of(i).map(str::to_owned),
-                };
-                stored_window(&result, w.timestamp.timestamp(), w.entity.clone())
+                let start = w.timestamp.timestamp();
+                let entity = w.entity.as_deref().unwrap_or_default();
+                let result = compact_of(w, i, &scored, version, 0)
+                    .result_at(start, entity, closed_at)
+                    .ok_or_else(|| {
+                        let e = format!("window {start} has no result");
+                        RecordError::new(RecordErrorKind::Internal, e)
+                    })?;
+                stored_window(&result, start, w.entity.clone())
             })
             .collect::<Result<Vec<_>, ServiceError>>()?;
         return Ok(ScoredWindows { windows, alert });
@@ -103,31 +93,9 @@ pub(super) fn score_closed(
         .par_iter()
         .enumerate()
         .map(|(i, w)| {
-            let score = scored.scores[i];
-            let start = w.timestamp.timestamp();
-            let compact = Compact {
-                start: if w.timestamp.timestamp_subsec_nanos() == 0 {
-                    Start::Secs
-                } else {
-                    Start::Text(w.start_text().into())
-                },
-                entity: w.entity.is_some(),
-                score,
-                is_anomaly: scored.is_anomaly(i),
-                severity: crate::detector::severity::severity(score),
-                explanation: compact::explanation(scored.explanation(i).map(Vec::as_slice)),
-                bytes_sent: Some(w.bytes_sent),
-                bytes_received: Some(w.bytes_received),
-                connections: Some(w.connections),
-                active_sessions: Some(w.active_sessions),
-                values: None,
-                fields: None,
-                model_version: version,
-                closed_sub_ms,
-                suppressed: scored.suppressed.of(i).map(Into::into),
-            };
+            let compact = compact_of(w, i, &scored, version, closed_sub_ms);
             Ok(StoredWindow {
-                start,
+                start: w.timestamp.timestamp(),
                 entity: w.entity.clone(),
                 seq: 0,
                 closed_at,
@@ -137,6 +105,39 @@ pub(super) fn score_closed(
         })
         .collect::<Result<Vec<_>, ServiceError>>()?;
     Ok(ScoredWindows { windows, alert })
+}
+
+/// The compact form of closed window `w`, record `i` of `scored` (closed `closed_sub_ms`
+/// past its row's millisecond).
+fn compact_of<'a>(
+    w: &'a WindowRecord,
+    i: usize,
+    scored: &'a ScoredBatch,
+    version: u64,
+    closed_sub_ms: u32,
+) -> Compact<'a> {
+    let score = scored.scores[i];
+    Compact {
+        start: if w.timestamp.timestamp_subsec_nanos() == 0 {
+            Start::Secs
+        } else {
+            Start::Text(w.start_text().into())
+        },
+        entity: w.entity.is_some(),
+        score,
+        is_anomaly: scored.is_anomaly(i),
+        severity: crate::detector::severity::severity(score),
+        explanation: compact::explanation(scored.explanation(i).map(Vec::as_slice)),
+        bytes_sent: Some(w.bytes_sent),
+        bytes_received: Some(w.bytes_received),
+        connections: Some(w.connections),
+        active_sessions: Some(w.active_sessions),
+        values: None,
+        fields: None,
+        model_version: version,
+        closed_sub_ms,
+        suppressed: scored.suppressed.of(i).map(Into::into),
+    }
 }
 
 /// Scores closed windows as one batch, marks (and counts) what `rules` suppress by the
