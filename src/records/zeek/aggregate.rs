@@ -124,14 +124,7 @@ impl Aggregator {
     }
 
     pub fn add(&mut self, c: &ConnLine<'_>) {
-        self.add_fields(&ConnFields {
-            ts_secs: c.ts.timestamp(),
-            orig_h: &c.orig_h,
-            resp_h: &c.resp_h,
-            resp_p: c.resp_p,
-            orig_bytes: c.orig_bytes,
-            resp_bytes: c.resp_bytes,
-        });
+        self.add_fields(&c.fields());
     }
 
     pub fn add_fields(&mut self, c: &ConnFields<'_>) {

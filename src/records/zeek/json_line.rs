@@ -10,13 +10,18 @@ use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, MapAccess, Seq
 use serde_json::Number;
 
 use super::ZeekError;
-use super::line::{ConnLine, epoch_text, parse_ts_text, ts_from_epoch};
+use super::line::{ConnLine, epoch_parts, epoch_text, parse_ts_text, ts_from_epoch};
+use super::tsv_fast::ConnFields;
 
-pub(super) fn json_line(no: usize, line: &[u8]) -> Result<Option<ConnLine<'_>>, ZeekError> {
+pub(super) fn json_line<'a>(
+    no: usize,
+    line: &'a [u8],
+    shape: &mut Shape,
+) -> Result<Option<ConnLine<'a>>, ZeekError> {
     if line.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
-    if let Some(conn) = flat_line(line) {
+    if let Some(conn) = flat_line(line, Some(shape)) {
         return Ok(Some(conn));
     }
     visited_line(no, line)
@@ -82,6 +87,7 @@ enum Place {
 }
 
 /// Which of our fields a key names. Keys are read as `serde_json::Value` reads them (`str`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Key {
     Ts,
     Uid,
@@ -95,6 +101,9 @@ enum Key {
 }
 
 impl Key {
+    /// How many there are (a flat line's values are kept by key in an array this long).
+    const COUNT: usize = 9;
+
     /// The field a key of an object at `place` names (inside `id`, the flat key it stands for:
     /// `orig_h` is `id.orig_h`).
     fn of(name: &str, place: Place) -> Self {
@@ -448,41 +457,132 @@ enum Tok<'a> {
 /// without escapes, numbers without exponents, no nested value, no `id` key, every field of the
 /// usual type — or `None` for anything else, which [`visited_line`] then reads (and reports on)
 /// in full. Whatever this accepts is valid JSON that the visitor reads to the same connection.
-fn flat_line<'a>(line: &'a [u8]) -> Option<ConnLine<'a>> {
+/// `shape`: the keys of the last line read, compared to this line's (see [`Shape`]).
+fn flat_line<'a>(line: &'a [u8], shape: Option<&mut Shape>) -> Option<ConnLine<'a>> {
     if !line.is_ascii() {
         return None;
     }
-    let s = line;
+    let f = flat_fields(line, shape)?;
+    let text = |v: &'a [u8]| std::str::from_utf8(v).ok().map(Cow::Borrowed);
+    Some(ConnLine {
+        ts: epoch_text(f.ts)?,
+        uid: match f.uid {
+            Some(v) => Some(text(v)?),
+            None => None,
+        },
+        orig_h: text(f.orig_h)?,
+        resp_h: text(f.resp_h)?,
+        resp_p: f.resp_p,
+        orig_bytes: f.orig_bytes,
+        resp_bytes: f.resp_bytes,
+    })
+}
+
+/// [`flat_line`] straight to the fields a window needs, for a line of a batch checked to be
+/// ASCII as a whole (so not again here): no `DateTime`, no UTF-8 check of its strings. `None`
+/// where `flat_line` is `None`; otherwise the fields of the connection it reads.
+pub(crate) fn fast_json<'a>(line: &'a str, shape: &mut Shape) -> Option<ConnFields<'a>> {
+    let f = flat_fields(line.as_bytes(), Some(shape))?;
+    // A string's text as a part of `line` (it is one: the scanner cuts it out of `line`).
+    let part = |v: &[u8]| {
+        let at = v.as_ptr() as usize - line.as_ptr() as usize;
+        line.get(at..at + v.len())
+    };
+    Some(ConnFields {
+        ts_secs: epoch_parts(f.ts)?.0,
+        orig_h: part(f.orig_h)?,
+        resp_h: part(f.resp_h)?,
+        resp_p: f.resp_p,
+        orig_bytes: f.orig_bytes,
+        resp_bytes: f.resp_bytes,
+    })
+}
+
+/// What the flat scanner reads from a line: the text of `ts` (a number), of `uid` (a string
+/// that is not empty), of the hosts, and the port and counts.
+struct FlatFields<'a> {
+    ts: &'a [u8],
+    uid: Option<&'a [u8]>,
+    orig_h: &'a [u8],
+    resp_h: &'a [u8],
+    resp_p: u16,
+    orig_bytes: u64,
+    resp_bytes: u64,
+}
+
+/// The keys of the last line a reader scanned, in their order, each as its text from the
+/// opening quote to the colon (`"ts":`): the lines of one log repeat them, so the next line's
+/// keys are compared to these, and named without being read as strings.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Shape {
+    text: Vec<u8>,
+    /// Key `k`'s text (`text[start..end]`) and what it names; an empty text never matches.
+    keys: Vec<(u32, u32, Key)>,
+}
+
+impl Shape {
+    /// Key `k` of the last line, when `rest` starts with its text: what it names and the length.
+    #[inline]
+    fn key(&self, k: usize, rest: &[u8]) -> Option<(Key, usize)> {
+        let &(start, end, slot) = self.keys.get(k)?;
+        let text = &self.text[start as usize..end as usize];
+        (!text.is_empty() && rest.starts_with(text)).then_some((slot, text.len()))
+    }
+
+    /// Keeps `text` (none: a key spaced from its colon, never matched) as key `k`, which
+    /// names `slot`; the keys after it are the last line's no more.
+    fn keep(&mut self, k: usize, text: Option<&[u8]>, slot: Key) {
+        if let Some(&(start, _, _)) = self.keys.get(k) {
+            self.text.truncate(start as usize);
+        }
+        self.keys.truncate(k);
+        let start = self.text.len() as u32;
+        self.text.extend_from_slice(text.unwrap_or_default());
+        self.keys.push((start, self.text.len() as u32, slot));
+    }
+}
+
+/// The fields of a flat line in the form [`flat_line`] reads (the caller checks it is ASCII).
+fn flat_fields<'a>(s: &'a [u8], mut shape: Option<&mut Shape>) -> Option<FlatFields<'a>> {
     let mut i = ws(s, 0);
     if s.get(i) != Some(&b'{') {
         return None;
     }
     i = ws(s, i + 1);
-    let (mut ts, mut uid, mut orig_h, mut resp_h, mut resp_p, mut orig_bytes, mut resp_bytes) =
-        (None, None, None, None, None, None, None);
+    let mut v: [Option<Tok<'a>>; Key::COUNT] = [None; Key::COUNT];
     if s.get(i) == Some(&b'}') {
         i += 1;
     } else {
+        let mut k = 0;
         loop {
-            let (key, next) = string(s, i)?;
-            i = ws(s, next);
-            if s.get(i) != Some(&b':') {
-                return None;
-            }
-            let (value, next) = token(s, ws(s, i + 1))?;
+            // The key the last line had here, when this one has it too, as the same text;
+            // otherwise the key read and named, and kept for the next line.
+            let known = shape.as_deref().and_then(|sh| sh.key(k, &s[i..]));
+            let slot = if let Some((slot, len)) = known {
+                i += len;
+                slot
+            } else {
+                let (key, next) = string(s, i)?;
+                let colon = ws(s, next);
+                if s.get(colon) != Some(&b':') {
+                    return None;
+                }
+                // ASCII (the caller checked); `id` holds the ids nested: the visitor reads it.
+                let slot = match Key::of(std::str::from_utf8(key).ok()?, Place::Line) {
+                    Key::Id => return None,
+                    slot => slot,
+                };
+                if let Some(sh) = shape.as_deref_mut() {
+                    sh.keep(k, (colon == next).then(|| &s[i..=colon]), slot);
+                }
+                i = colon + 1;
+                slot
+            };
+            let (value, next) = token(s, ws(s, i))?;
             i = ws(s, next);
             // A repeated key keeps its last value, as a `Value` map does.
-            match key {
-                b"ts" => ts = Some(value),
-                b"uid" => uid = Some(value),
-                b"id.orig_h" => orig_h = Some(value),
-                b"id.resp_h" => resp_h = Some(value),
-                b"id.resp_p" => resp_p = Some(value),
-                b"orig_bytes" => orig_bytes = Some(value),
-                b"resp_bytes" => resp_bytes = Some(value),
-                b"id" => return None,
-                _ => {}
-            }
+            v[slot as usize] = Some(value);
+            k += 1;
             match s.get(i) {
                 Some(b',') => i = ws(s, i + 1),
                 Some(b'}') => {
@@ -493,33 +593,36 @@ fn flat_line<'a>(line: &'a [u8]) -> Option<ConnLine<'a>> {
             }
         }
     }
+    let at = |k: Key| v[k as usize];
     if ws(s, i) != s.len() {
         return None;
     }
     let host = |t: Option<Tok<'a>>| match t {
-        Some(Tok::Str(v)) if !v.is_empty() => std::str::from_utf8(v).ok().map(Cow::Borrowed),
+        Some(Tok::Str(v)) if !v.is_empty() => Some(v),
         _ => None,
     };
-    let count = |t: Option<Tok<'a>>| match t {
+    let count = |t: Option<Tok<'_>>| match t {
         None | Some(Tok::Null) => Some(0),
         Some(Tok::Num(v)) => digits(v, 19),
         _ => None,
     };
-    let Some(Tok::Num(ts)) = ts else { return None };
-    let Some(Tok::Num(port)) = resp_p else {
+    let Some(Tok::Num(ts)) = at(Key::Ts) else {
         return None;
     };
-    Some(ConnLine {
-        ts: epoch_text(ts)?,
-        uid: match uid {
-            Some(Tok::Str(v)) if !v.is_empty() => Some(Cow::Borrowed(std::str::from_utf8(v).ok()?)),
+    let Some(Tok::Num(port)) = at(Key::RespP) else {
+        return None;
+    };
+    Some(FlatFields {
+        ts,
+        uid: match at(Key::Uid) {
+            Some(Tok::Str(v)) if !v.is_empty() => Some(v),
             _ => None,
         },
-        orig_h: host(orig_h)?,
-        resp_h: host(resp_h)?,
+        orig_h: host(at(Key::OrigH))?,
+        resp_h: host(at(Key::RespH))?,
         resp_p: u16::try_from(digits(port, 5)?).ok()?,
-        orig_bytes: count(orig_bytes)?,
-        resp_bytes: count(resp_bytes)?,
+        orig_bytes: count(at(Key::OrigBytes))?,
+        resp_bytes: count(at(Key::RespBytes))?,
     })
 }
 
@@ -722,8 +825,42 @@ mod tests {
         #[test]
         fn the_flat_scanner_agrees_with_the_visitor(line in line()) {
             let visited = visited_line(7, line.as_bytes());
-            if let Some(conn) = flat_line(line.as_bytes()) {
+            if let Some(conn) = flat_line(line.as_bytes(), None) {
                 prop_assert_eq!(visited, Ok(Some(conn)), "{}", line);
+            }
+        }
+
+        /// The fast path (lines of an ASCII batch) reads the lines the flat scanner reads, to
+        /// the fields of the connection it reads.
+        #[test]
+        fn the_fast_path_reads_what_the_flat_scanner_reads(line in line()) {
+            let flat = flat_line(line.as_bytes(), None);
+            let fast = fast_json(&line, &mut Shape::default());
+            prop_assert_eq!(fast.is_some(), flat.is_some(), "{}", line);
+            if let (Some(fast), Some(c)) = (fast, flat) {
+                prop_assert_eq!(fast, c.fields(), "{}", line);
+            }
+        }
+
+        /// Lines read one after the other, each comparing its keys to the last line's, read as
+        /// each alone: whatever keys, spacing and order the lines before it had.
+        #[test]
+        fn keys_compared_to_the_last_lines_read_as_keys_read_alone(
+            lines in prop::collection::vec(line(), 1..6),
+            repeat in prop::collection::vec(0usize..6, 0..6),
+        ) {
+            // Lines of one shape in a row, as a log has them, and lines of other shapes.
+            let order: Vec<&String> = lines
+                .iter()
+                .chain(repeat.iter().map(|&r| &lines[r % lines.len()]))
+                .collect();
+            let (mut shape, mut lines_shape) = (Shape::default(), Shape::default());
+            for line in order {
+                let alone = fast_json(line, &mut Shape::default());
+                prop_assert_eq!(fast_json(line, &mut shape), alone, "{}", line);
+                let alone = flat_line(line.as_bytes(), None);
+                let after = flat_line(line.as_bytes(), Some(&mut lines_shape));
+                prop_assert_eq!(after, alone, "{}", line);
             }
         }
     }
@@ -736,11 +873,13 @@ mod tests {
         let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
         let short = lines
             .iter()
-            .filter(|l| flat_line(l.as_bytes()).is_some())
+            .filter(|l| flat_line(l.as_bytes(), None).is_some())
             .count();
         assert!(short * 10 >= lines.len() * 9, "{short} of {}", lines.len());
+        let mut shape = Shape::default();
         for l in lines {
-            if let Some(c) = flat_line(l.as_bytes()) {
+            if let Some(c) = flat_line(l.as_bytes(), None) {
+                assert_eq!(fast_json(l, &mut shape), Some(c.fields()), "{l}");
                 assert_eq!(visited_line(1, l.as_bytes()), Ok(Some(c)), "{l}");
             }
         }

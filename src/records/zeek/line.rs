@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize as DeriveDeserialize, Serialize};
 
-use super::json_line::json_line;
+use super::json_line::{Shape, json_line};
 use super::{MAX_TS_SECS, ZeekError, ZeekFormat};
 
 /// A UTF-8 byte order mark (Windows editors add one): not part of the first line.
@@ -28,6 +28,20 @@ pub struct ConnLine<'a> {
     pub resp_p: u16,
     pub orig_bytes: u64,
     pub resp_bytes: u64,
+}
+
+impl ConnLine<'_> {
+    /// The fields of this connection a window uses.
+    pub fn fields(&self) -> super::ConnFields<'_> {
+        super::ConnFields {
+            ts_secs: self.ts.timestamp(),
+            orig_h: &self.orig_h,
+            resp_h: &self.resp_h,
+            resp_p: self.resp_p,
+            orig_bytes: self.orig_bytes,
+            resp_bytes: self.resp_bytes,
+        }
+    }
 }
 
 /// A line that could not be read. A header problem ends the body whatever `on_invalid` says (the
@@ -129,6 +143,8 @@ pub struct LineParser {
     tsv: TsvHeader,
     /// Where each value of the current TSV line starts and ends (reused from line to line).
     spans: Vec<(usize, usize)>,
+    /// The keys of the last JSON line, which the next one likely repeats.
+    pub(super) json_shape: Shape,
 }
 
 impl LineParser {
@@ -142,6 +158,7 @@ impl LineParser {
             format,
             tsv,
             spans: Vec::new(),
+            json_shape: Shape::default(),
         }
     }
 
@@ -166,7 +183,7 @@ impl LineParser {
     ) -> Result<Option<ConnLine<'a>>, LineError> {
         match self.format {
             ZeekFormat::Tsv => self.tsv_line(no, raw),
-            ZeekFormat::Json => json_line(no, raw).map_err(LineError::Data),
+            ZeekFormat::Json => json_line(no, raw, &mut self.json_shape).map_err(LineError::Data),
         }
     }
 

@@ -3,7 +3,9 @@
 //! and the memory its state holds as the budget counts it.
 
 use super::aggregate::{Aggregator, Merged, heap_block, records_of};
+use super::json_line::fast_json;
 use super::line::{LineError, LineParser, LineSplitter};
+use super::tsv_fast::ConnFields;
 use super::{OnInvalid, REJECTS_KEPT, Rejects, WindowRecord, ZeekError, ZeekFormat, ZeekOptions};
 
 /// Bytes of whole lines handed to a worker at a time.
@@ -141,10 +143,12 @@ fn read_batch(
     last: bool,
     on_invalid: OnInvalid,
 ) -> Outcome {
-    if let Some(text) = (parser.format() == ZeekFormat::Tsv)
-        .then(|| std::str::from_utf8(batch).ok())
-        .flatten()
-    {
+    // A TSV batch that is UTF-8 as a whole, a JSON one that is ASCII (the flat JSON scanner
+    // reads only ASCII lines), takes the fast path line by line.
+    let text = std::str::from_utf8(batch)
+        .ok()
+        .filter(|t| parser.format() == ZeekFormat::Tsv || t.is_ascii());
+    if let Some(text) = text {
         return read_text_batch(parser, agg, text, last, on_invalid);
     }
     let mut out = Outcome::default();
@@ -190,9 +194,19 @@ fn read_line(
     Ok(())
 }
 
-/// [`read_batch`] for a TSV batch that is valid UTF-8 as a whole (so each of its lines is): a
-/// data line in the common form is read by the fast path, every other line as always. Lines are
-/// cut and numbered as [`LineSplitter`] cuts them.
+/// A data line in the common form by the fast path of its format, or `None` (then the full
+/// path reads it, and reports on it).
+fn fast_line<'a>(parser: &mut LineParser, json: bool, line: &'a str) -> Option<ConnFields<'a>> {
+    if json {
+        fast_json(line, &mut parser.json_shape)
+    } else {
+        parser.fast_tsv(line)
+    }
+}
+
+/// [`read_batch`] for a TSV batch that is valid UTF-8 as a whole (so each of its lines is), or
+/// a JSON batch that is ASCII: a data line in the common form is read by the fast path, every
+/// other line as always. Lines are cut and numbered as [`LineSplitter`] cuts them.
 fn read_text_batch(
     parser: &mut LineParser,
     agg: &mut Aggregator,
@@ -201,7 +215,8 @@ fn read_text_batch(
     on_invalid: OnInvalid,
 ) -> Outcome {
     let mut out = Outcome::default();
-    let mut take = |no: usize, line: &str| match parser.fast_tsv(line) {
+    let json = parser.format() == ZeekFormat::Json;
+    let mut take = |no: usize, line: &str| match fast_line(parser, json, line) {
         Some(conn) => {
             agg.add_fields(&conn);
             Ok(())
