@@ -77,19 +77,11 @@ async fn two_replicas_ingesting_interleaved_pieces_store_the_windows_of_one_requ
     let lines: Vec<String> = lines.iter().map(|l| format!("{l}\n")).collect();
 
     let a = replica(&db.url).await;
-    let put = a
-        .send(a.request(reqwest::Method::PUT, BASE).json(&json!({"source": {
-            "format": "zeek", "window": "30s", "group_by": "id.resp_h", "allowed_lateness": "10m"}})))
-        .await;
-    assert!(put.status().is_success());
-    let fit = a
-        .post_raw(
-            &format!("{BASE}/model/fit?n_estimators=50&seed=3"),
-            Some(TSV),
-            log.clone(),
-        )
-        .await;
-    json_with_status(fit, StatusCode::CREATED).await;
+    let source = json!({
+        "format": "zeek", "window": "30s", "group_by": "id.resp_h", "allowed_lateness": "10m"
+    });
+    put_detector(&a, BASE, source).await;
+    fit_on_tsv(&a, BASE, log.clone()).await;
     // B starts after: it loads the detector and its model from the database.
     let b = replica(&db.url).await;
     ingest(&a, header.clone()).await;
@@ -186,13 +178,12 @@ async fn two_replicas_ingesting_records_store_each_record_once_with_the_scores_o
     };
     const RECORDS: &str = "/v1/detectors/flows";
     let a = replica(&db.url).await;
-    let put = a
-        .send(
-            a.request(reqwest::Method::PUT, RECORDS)
-                .json(&json!({"source": {"format": "records", "group_by": "src_ip"}})),
-        )
-        .await;
-    assert!(put.status().is_success());
+    put_detector(
+        &a,
+        RECORDS,
+        json!({"format": "records", "group_by": "src_ip"}),
+    )
+    .await;
     let fit = a
         .post_json(
             &format!("{RECORDS}/model/fit"),
@@ -235,14 +226,10 @@ async fn windows_pending_before_the_fit_are_scored_once_by_two_replicas_flushing
     let lines = zeek_json_lines_in_order();
     let base = "/v1/detectors/early";
     let a = replica(&db.url).await;
-    let put = a
-        .send(
-            a.request(reqwest::Method::PUT, base)
-                .json(&json!({"source": {
-            "format": "zeek", "window": "1s", "group_by": "id.orig_h", "allowed_lateness": "0s"}})),
-        )
-        .await;
-    assert!(put.status().is_success());
+    let source = json!({
+        "format": "zeek", "window": "1s", "group_by": "id.orig_h", "allowed_lateness": "0s"
+    });
+    put_detector(&a, base, source).await;
     let b = replica(&db.url).await;
     // No model anywhere: the replicas take turns, and what closes is kept pending.
     let mut pending = 0;
@@ -353,19 +340,11 @@ async fn windows_stored_as_json_before_the_compact_form_list_as_they_did() {
     let (before, after) = (read("z-before.json"), read("z-after.json"));
     let a = replica(&db.url).await;
     let base = "/v1/detectors/z";
-    let put = a
-        .send(a.request(reqwest::Method::PUT, base).json(&json!({"source": {
-            "format": "zeek", "window": "30s", "group_by": "id.resp_h", "allowed_lateness": "1m"}})))
-        .await;
-    assert!(put.status().is_success());
-    let fit = a
-        .post_raw(
-            &format!("{base}/model/fit?n_estimators=50&seed=3"),
-            Some(TSV),
-            conn_log(),
-        )
-        .await;
-    json_with_status(fit, StatusCode::CREATED).await;
+    let source = json!({
+        "format": "zeek", "window": "30s", "group_by": "id.resp_h", "allowed_lateness": "1m"
+    });
+    put_detector(&a, base, source).await;
+    fit_on_tsv(&a, base, conn_log()).await;
     // The old rows, as the old code inserted them.
     let old: Vec<String> = objects(&before).into_iter().map(str::to_owned).collect();
     assert_eq!(old.len(), 114);
@@ -458,6 +437,29 @@ async fn windows_stored_as_json_before_the_compact_form_list_as_they_did() {
 }
 
 /// Posts one TSV batch to the detector at `base` (202).
+/// Creates (or replaces) the detector at `base` with `source`.
+async fn put_detector(app: &TestApp, base: &str, source: Value) {
+    let put = app
+        .send(
+            app.request(reqwest::Method::PUT, base)
+                .json(&json!({ "source": source })),
+        )
+        .await;
+    assert!(put.status().is_success());
+}
+
+/// Fits the model of the detector at `base` on the Zeek TSV `log` (50 trees, seed 3).
+async fn fit_on_tsv(app: &TestApp, base: &str, log: String) {
+    let fit = app
+        .post_raw(
+            &format!("{base}/model/fit?n_estimators=50&seed=3"),
+            Some(TSV),
+            log,
+        )
+        .await;
+    json_with_status(fit, StatusCode::CREATED).await;
+}
+
 async fn ingest_to(app: &TestApp, base: &str, body: String) -> Value {
     let answer = app
         .post_raw(&format!("{base}/ingest"), Some(TSV), body)

@@ -101,8 +101,9 @@ enum Key {
 }
 
 impl Key {
-    /// How many there are (a flat line's values are kept by key in an array this long).
-    const COUNT: usize = 9;
+    /// How many there are (a flat line's values are kept by key in an array this long):
+    /// `Other` is the last.
+    const COUNT: usize = Key::Other as usize + 1;
 
     /// The field a key of an object at `place` names (inside `id`, the flat key it stands for:
     /// `orig_h` is `id.orig_h`).
